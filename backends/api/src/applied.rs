@@ -1,0 +1,253 @@
+//! [`AppliedState`]: the applied side of a backend, shared by every implementation. It applies
+//! committed entries in order, publishes a lock-free read view after each one, wakes
+//! [`MetadataBackend::wait_applied`](crate::MetadataBackend::wait_applied) callers, and feeds
+//! the change stream.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{broadcast, watch};
+
+use crate::backend::StateView;
+use crate::command::{MetadataCommand, Outcome};
+use crate::error::{MetadataError, Rejection};
+use crate::ids::LogIndex;
+
+/// Change-stream buffer per subscriber before it lags.
+pub const CHANGE_STREAM_CAPACITY: usize = 4096;
+
+/// What one log position did to the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Change {
+    /// A command was applied, with apply's verdict.
+    Applied {
+        /// The command.
+        command: MetadataCommand,
+        /// Its result; a rejection changed nothing.
+        result: Result<Outcome, Rejection>,
+    },
+    /// The whole state was replaced by a snapshot up to this index.
+    SnapshotInstalled,
+}
+
+/// One entry of the change stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedChange {
+    /// Log position.
+    pub index: LogIndex,
+    /// What happened there.
+    pub change: Change,
+}
+
+/// Why the change stream ended or skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The subscriber fell behind and `skipped` changes were dropped; re-read the local view.
+    #[error("change stream lagged by {skipped} entries")]
+    Lagged {
+        /// Changes dropped.
+        skipped: u64,
+    },
+    /// The backend shut down.
+    #[error("change stream closed")]
+    Closed,
+}
+
+/// A subscription to applied changes.
+#[derive(Debug)]
+pub struct ChangeStream {
+    rx: broadcast::Receiver<Arc<AppliedChange>>,
+}
+
+impl ChangeStream {
+    /// The next applied change, in log order.
+    pub async fn recv(&mut self) -> Result<Arc<AppliedChange>, StreamError> {
+        self.rx.recv().await.map_err(|e| match e {
+            broadcast::error::RecvError::Lagged(skipped) => StreamError::Lagged { skipped },
+            broadcast::error::RecvError::Closed => StreamError::Closed,
+        })
+    }
+}
+
+/// The applied state of one node. One writer applies (entries arrive in log order); any number
+/// of readers load the view without locks.
+#[derive(Debug)]
+pub struct AppliedState {
+    view: ArcSwap<StateView>,
+    write: Mutex<()>,
+    applied: watch::Sender<LogIndex>,
+    changes: broadcast::Sender<Arc<AppliedChange>>,
+}
+
+impl AppliedState {
+    /// Start from `initial` (empty, or a recovered snapshot).
+    pub fn new(initial: StateView) -> Self {
+        let (applied, _) = watch::channel(initial.applied_index);
+        let (changes, _) = broadcast::channel(CHANGE_STREAM_CAPACITY);
+        Self {
+            view: ArcSwap::from_pointee(initial),
+            write: Mutex::new(()),
+            applied,
+            changes,
+        }
+    }
+
+    /// The current view. Lock-free.
+    pub fn view(&self) -> Arc<StateView> {
+        self.view.load_full()
+    }
+
+    /// Index of the last applied entry.
+    pub fn applied_index(&self) -> LogIndex {
+        self.view.load().applied_index
+    }
+
+    /// Subscribe to changes applied from now on.
+    pub fn subscribe(&self) -> ChangeStream {
+        ChangeStream {
+            rx: self.changes.subscribe(),
+        }
+    }
+
+    /// Apply `command` at log position `index`, which must be above the last applied index
+    /// (positions without a metadata command, such as Raft membership entries, may be
+    /// skipped). Publishes the new view, then wakes waiters and subscribers.
+    pub fn apply(
+        &self,
+        index: LogIndex,
+        command: &MetadataCommand,
+    ) -> Result<Result<Outcome, Rejection>, MetadataError> {
+        let _writer = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.view.load();
+        if index <= current.applied_index {
+            return Err(MetadataError::Storage(format!(
+                "entry {index} applied out of order: {} is already applied",
+                current.applied_index
+            )));
+        }
+        Ok(self.apply_locked(&current, index, command))
+    }
+
+    /// Apply `command` at the next log position; for single-node backends that number entries
+    /// themselves. Returns the position and the verdict.
+    pub fn apply_next(&self, command: &MetadataCommand) -> (LogIndex, Result<Outcome, Rejection>) {
+        let _writer = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.view.load();
+        let index = current.applied_index + 1;
+        (index, self.apply_locked(&current, index, command))
+    }
+
+    /// Mark positions up to `index` as applied without a metadata command (e.g. a Raft
+    /// membership or blank entry). Does nothing if `index` is already applied.
+    pub fn skip_to(&self, index: LogIndex) {
+        let _writer = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.view.load();
+        if index <= current.applied_index {
+            return;
+        }
+        let mut next = StateView::clone(&current);
+        next.applied_index = index;
+        self.view.store(Arc::new(next));
+        self.applied.send_replace(index);
+    }
+
+    /// Replace the whole state with a snapshot (follower catch-up).
+    pub fn install(&self, snapshot: StateView) {
+        let _writer = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = snapshot.applied_index;
+        self.publish(
+            snapshot,
+            AppliedChange {
+                index,
+                change: Change::SnapshotInstalled,
+            },
+        );
+    }
+
+    /// Apply on top of `current`; the caller holds the writer lock.
+    fn apply_locked(
+        &self,
+        current: &StateView,
+        index: LogIndex,
+        command: &MetadataCommand,
+    ) -> Result<Outcome, Rejection> {
+        let mut next = current.clone();
+        let result = next.state.apply(command);
+        next.applied_index = index;
+        self.publish(
+            next,
+            AppliedChange {
+                index,
+                change: Change::Applied {
+                    command: command.clone(),
+                    result: result.clone(),
+                },
+            },
+        );
+        result
+    }
+
+    fn publish(&self, next: StateView, change: AppliedChange) {
+        let index = next.applied_index;
+        self.view.store(Arc::new(next));
+        self.applied.send_replace(index);
+        // No subscribers is fine: the change is in the state either way.
+        let _ = self.changes.send(Arc::new(change));
+    }
+
+    /// Wait until `index` is applied, then return the view. Fails with `Timeout`.
+    pub async fn wait_applied(
+        &self,
+        index: LogIndex,
+        timeout: Duration,
+    ) -> Result<Arc<StateView>, MetadataError> {
+        let mut rx = self.applied.subscribe();
+        match tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= index)).await {
+            Ok(Ok(_)) => Ok(self.view()),
+            Ok(Err(_)) => Err(MetadataError::ShutDown),
+            Err(_) => Err(MetadataError::Timeout {
+                what: format!("entry {index} to apply"),
+                after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ClusterId;
+
+    fn init(id: &str) -> MetadataCommand {
+        MetadataCommand::InitCluster {
+            cluster_id: ClusterId(id.into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_out_of_order_apply_and_wakes_waiters() -> Result<(), MetadataError> {
+        let applied = Arc::new(AppliedState::new(StateView::default()));
+        let waiter = {
+            let applied = Arc::clone(&applied);
+            tokio::spawn(async move { applied.wait_applied(2, Duration::from_secs(5)).await })
+        };
+        applied.apply(1, &init("a"))?.map_err(MetadataError::from)?;
+        assert!(applied.apply(1, &init("a")).is_err());
+        applied.skip_to(2);
+        let view = waiter
+            .await
+            .map_err(|e| MetadataError::Storage(e.to_string()))??;
+        assert_eq!(view.applied_index, 2);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn wait_applied_times_out() {
+        let applied = AppliedState::new(StateView::default());
+        let result = applied.wait_applied(1, Duration::from_millis(10)).await;
+        assert!(matches!(result, Err(MetadataError::Timeout { .. })));
+    }
+}

@@ -1,0 +1,284 @@
+//! [`MetadataCommand`]: every mutation of the metadata state, and [`Outcome`]: what applying one
+//! produced. Commands are proposed, replicated, stored on disk and applied on every replica, so
+//! they carry every id and timestamp the mutation needs; apply never invents one.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Rejection;
+use crate::ids::{BrokerId, ClusterId, GroupId, MemberId, ProducerId, TopicId};
+use crate::state::GroupMember;
+
+/// A mutation of [`MetadataState`](crate::MetadataState). Apply validates every command and
+/// either applies all of it or nothing, returning a [`Rejection`] in the latter case. Commands
+/// that name several independent objects (`CreateTopics`, `DeleteTopics`, `DeleteGroups`)
+/// report one result per object, the way Kafka's own APIs do; [`MetadataCommand::Batch`] makes
+/// any list of commands all-or-nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum MetadataCommand {
+    /// Set the cluster id once. Re-proposing the same id is a no-op; a different id is refused.
+    InitCluster {
+        /// The id, chosen by the proposer.
+        cluster_id: ClusterId,
+    },
+    /// Register a broker, or re-register it after a restart: bumps its incarnation, unfences
+    /// it, and makes it leader of leaderless partitions it may lead.
+    RegisterBroker {
+        /// Broker id (non-negative).
+        id: BrokerId,
+        /// Advertised host.
+        host: String,
+        /// Advertised port.
+        port: u16,
+        /// Optional rack.
+        rack: Option<String>,
+    },
+    /// Fence one incarnation of a broker (it missed its session timeout): it leaves the ISR of
+    /// its partitions and a new leader is elected from the remaining live ISR.
+    FenceBroker {
+        /// Broker id.
+        id: BrokerId,
+        /// The incarnation being fenced; a fence for an older incarnation is refused.
+        incarnation: u64,
+    },
+    /// Remove a broker from the cluster (fencing it first).
+    UnregisterBroker {
+        /// Broker id.
+        id: BrokerId,
+    },
+    /// Create topics, each atomically with its partition assignment. Each topic succeeds or
+    /// fails on its own.
+    CreateTopics {
+        /// The topics.
+        topics: Vec<NewTopic>,
+    },
+    /// Delete topics and their committed offsets. Each topic succeeds or fails on its own.
+    DeleteTopics {
+        /// Topic names.
+        names: Vec<String>,
+    },
+    /// Add partitions to a topic.
+    CreatePartitions {
+        /// Topic name.
+        topic: String,
+        /// Replica lists of the new partitions, in partition order.
+        assignments: Vec<Vec<BrokerId>>,
+    },
+    /// Change topic configuration overrides.
+    AlterTopicConfigs {
+        /// Topic name.
+        topic: String,
+        /// Keys to set.
+        set: Vec<(String, String)>,
+        /// Keys to remove (back to the broker default).
+        remove: Vec<String>,
+    },
+    /// Change a partition's leader and ISR (Kafka's AlterPartition), fenced by partition epoch.
+    AlterPartition {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// The partition epoch the proposer saw; a mismatch is refused.
+        partition_epoch: i32,
+        /// New leader (must be in the new ISR), or `None` for leaderless.
+        leader: Option<BrokerId>,
+        /// New in-sync replica set.
+        isr: Vec<BrokerId>,
+    },
+    /// Record partition high watermarks and log start offsets. Partitions that no longer exist
+    /// are skipped (a checkpoint can race a topic deletion).
+    CheckpointPartitionOffsets {
+        /// The offsets.
+        offsets: Vec<PartitionOffsets>,
+    },
+    /// Start a new generation of a consumer group (the end of a join phase), compare-and-set on
+    /// the current generation so a retried proposal cannot bump it twice. An empty member list
+    /// moves the group to Empty.
+    StartGeneration {
+        /// Group id; created if absent (an absent group is at generation 0).
+        group: GroupId,
+        /// The generation the proposer saw.
+        expected_generation: i32,
+        /// Protocol type (`consumer`).
+        protocol_type: String,
+        /// Chosen protocol; `None` exactly when `members` is empty.
+        protocol: Option<String>,
+        /// Leader member; `None` exactly when `members` is empty.
+        leader: Option<MemberId>,
+        /// Members of the new generation; their assignments start empty.
+        members: Vec<GroupMember>,
+    },
+    /// Store the leader's assignment for the current generation (SyncGroup).
+    SetGroupAssignment {
+        /// Group id.
+        group: GroupId,
+        /// Generation the assignment is for.
+        generation: i32,
+        /// The member that computed it; must be the generation's leader.
+        leader: MemberId,
+        /// Member → assignment. Members not listed get an empty assignment.
+        assignments: Vec<(MemberId, Vec<u8>)>,
+    },
+    /// Delete empty groups and their committed offsets. Each group succeeds or fails on its own.
+    DeleteGroups {
+        /// Group ids.
+        groups: Vec<GroupId>,
+    },
+    /// Commit offsets for many partitions atomically.
+    CommitOffsets {
+        /// Group id.
+        group: GroupId,
+        /// Member and generation of the committer; `None` for a commit from outside any
+        /// generation (Kafka's generation `-1`), allowed only while the group has no members.
+        generation: Option<GenerationCheck>,
+        /// The offsets.
+        offsets: Vec<OffsetCommit>,
+        /// Commit time chosen by the proposer (ms since the Unix epoch).
+        commit_timestamp_ms: i64,
+    },
+    /// Hand out a block of `count` consecutive producer ids.
+    AllocateProducerIds {
+        /// Block size, 1..=[`MAX_PRODUCER_ID_BLOCK`].
+        count: u32,
+    },
+    /// Apply every command or none: the first rejection rejects the whole batch.
+    Batch {
+        /// The commands, applied in order.
+        commands: Vec<MetadataCommand>,
+    },
+}
+
+/// Largest producer-id block one [`MetadataCommand::AllocateProducerIds`] may take.
+pub const MAX_PRODUCER_ID_BLOCK: u32 = 1_000_000;
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewTopic {
+    /// Topic name (Kafka's rules: 1–249 of `[a-zA-Z0-9._-]`, not `.` or `..`).
+    pub name: String,
+    /// Topic id, chosen by the proposer.
+    pub id: TopicId,
+    /// Replica list per partition; every list has the same length (the replication factor).
+    pub assignments: Vec<Vec<BrokerId>>,
+    /// Configuration overrides.
+    pub configs: Vec<(String, String)>,
+}
+
+/// Member and generation a commit claims to come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationCheck {
+    /// Claimed generation.
+    pub generation: i32,
+    /// Claimed member.
+    pub member: MemberId,
+}
+
+/// One partition's committed offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetCommit {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// Next offset to consume.
+    pub offset: i64,
+    /// Leader epoch, if the client sent one.
+    pub leader_epoch: Option<i32>,
+    /// Client metadata string.
+    pub metadata: String,
+}
+
+/// One partition's offsets for a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionOffsets {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// High watermark.
+    pub high_watermark: i64,
+    /// Log start offset, at most the high watermark.
+    pub log_start_offset: i64,
+}
+
+/// What an applied command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// `InitCluster`: the cluster's id (the existing one if it was already set).
+    ClusterInitialized {
+        /// The cluster id.
+        cluster_id: ClusterId,
+    },
+    /// `RegisterBroker`.
+    BrokerRegistered {
+        /// The broker's new incarnation.
+        incarnation: u64,
+    },
+    /// `FenceBroker` or `UnregisterBroker`.
+    BrokerFenced {
+        /// Partitions whose leader or ISR changed.
+        partitions_changed: u32,
+    },
+    /// `CreateTopics`: one result per requested topic, in request order.
+    TopicsCreated {
+        /// Per-topic id or rejection.
+        results: Vec<Result<TopicId, Rejection>>,
+    },
+    /// `DeleteTopics`: one result per requested topic, in request order.
+    TopicsDeleted {
+        /// Per-topic id of the deleted topic, or rejection.
+        results: Vec<Result<TopicId, Rejection>>,
+    },
+    /// `CreatePartitions`.
+    PartitionsCreated {
+        /// The topic's new partition count.
+        partition_count: u32,
+    },
+    /// `AlterTopicConfigs`.
+    TopicConfigsAltered,
+    /// `AlterPartition`.
+    PartitionAltered {
+        /// The partition's leader epoch after the change.
+        leader_epoch: i32,
+        /// The partition's partition epoch after the change.
+        partition_epoch: i32,
+    },
+    /// `CheckpointPartitionOffsets`.
+    OffsetsCheckpointed {
+        /// Entries recorded.
+        applied: u32,
+        /// Entries naming a partition that does not exist.
+        skipped: u32,
+    },
+    /// `StartGeneration`.
+    GenerationStarted {
+        /// The new generation.
+        generation: i32,
+    },
+    /// `SetGroupAssignment`.
+    AssignmentSet,
+    /// `DeleteGroups`: one result per requested group, in request order.
+    GroupsDeleted {
+        /// Per-group result.
+        results: Vec<Result<(), Rejection>>,
+    },
+    /// `CommitOffsets`.
+    OffsetsCommitted {
+        /// Partitions committed.
+        count: u32,
+    },
+    /// `AllocateProducerIds`.
+    ProducerIdsAllocated {
+        /// First id of the block.
+        first: ProducerId,
+        /// Block size.
+        count: u32,
+    },
+    /// `Batch`: the outcome of each command, in order.
+    Batch {
+        /// Outcomes.
+        outcomes: Vec<Outcome>,
+    },
+}

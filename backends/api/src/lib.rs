@@ -1,0 +1,61 @@
+//! The metadata contract of Switchyard.
+//!
+//! Cluster metadata — brokers, topics, partitions, consumer groups, committed offsets, producer
+//! ids, the cluster id — is a [`MetadataState`] changed only by applying [`MetadataCommand`]s in
+//! log order. A [`MetadataBackend`] replicates that log; which one runs is chosen by name from
+//! the [registry](available_backends). This crate knows nothing of Kafka's wire format and
+//! depends on no backend.
+//!
+//! # Layout
+//! - `ids.rs` — id newtypes ([`BrokerId`], [`TopicId`], [`NodeId`], …).
+//! - `state.rs` — [`MetadataState`] and the domain types it holds, with read accessors.
+//! - `command.rs` — [`MetadataCommand`] and [`Outcome`].
+//! - `apply.rs` — [`MetadataState::apply`], the deterministic state machine.
+//! - `error.rs` — [`Rejection`] (apply's verdicts) and [`MetadataError`] (backend failures).
+//! - `codec.rs` — the versioned encoding of commands and snapshots.
+//! - `guarantees.rs` — [`Guarantees`], what a backend declares.
+//! - `backend.rs` — the [`MetadataBackend`] trait, [`StateView`], [`ClusterView`].
+//! - `applied.rs` — [`AppliedState`], the apply/publish/notify machinery every backend shares.
+//! - `registry.rs` — [`Registration`], `inventory` collection, [`open_backend`].
+//! - `memory.rs` — the in-memory reference backend, registered as `memory`.
+//!
+//! # Invariants
+//! - `apply` reads no clock, no randomness and does no I/O; ids and times travel in commands.
+//! - `apply` validates before it mutates: on `Err` the state is unchanged.
+//! - Every write a backend acknowledges is applied locally before `propose` returns.
+
+mod applied;
+mod apply;
+mod backend;
+pub mod codec;
+mod command;
+mod error;
+mod guarantees;
+mod ids;
+pub mod memory;
+mod registry;
+mod state;
+
+pub use applied::{
+    AppliedChange, AppliedState, CHANGE_STREAM_CAPACITY, Change, ChangeStream, StreamError,
+};
+pub use apply::{MAX_TOPIC_NAME_LEN, validate_topic_name};
+pub use backend::{
+    ClusterMember, ClusterView, MembershipChange, MetadataBackend, Proposed, Readiness, Role,
+    StateView,
+};
+pub use command::{
+    GenerationCheck, MAX_PRODUCER_ID_BLOCK, MetadataCommand, NewTopic, OffsetCommit, Outcome,
+    PartitionOffsets,
+};
+pub use error::{CodecError, MetadataError, Rejection};
+pub use guarantees::{Durability, Failover, Guarantees, LossWindow, ReadConsistency};
+pub use ids::{BrokerId, ClusterId, GroupId, LogIndex, MemberId, NodeId, ProducerId, TopicId};
+pub use registry::{
+    NodeIdentity, OpenContext, OpenFuture, Registration, available_backends, find_backend,
+    open_backend,
+};
+pub use state::{
+    Broker, CommittedOffset, Configs, Group, GroupMember, MetadataState, OffsetKey, Partition,
+    Topic,
+};

@@ -1,0 +1,260 @@
+//! The metadata state every backend replicates, and its read accessors. Mutation happens only in
+//! [`MetadataState::apply`](crate::MetadataState::apply) (see `apply.rs`).
+//!
+//! The collections are persistent (`imbl`): cloning a state is O(1) and shares structure, so a
+//! backend can publish a fresh read view after every apply without copying the whole state, and
+//! an atomic batch can be applied to a clone and swapped in only if every command succeeds.
+
+use imbl::{OrdMap, Vector};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{BrokerId, ClusterId, GroupId, MemberId, TopicId};
+
+/// Topic and broker configuration: Kafka config name → value.
+pub type Configs = OrdMap<String, String>;
+
+/// A registered broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Broker {
+    /// The broker's id.
+    pub id: BrokerId,
+    /// Host advertised to Kafka clients.
+    pub host: String,
+    /// Port advertised to Kafka clients.
+    pub port: u16,
+    /// Optional rack, for rack-aware placement.
+    pub rack: Option<String>,
+    /// Bumped by every registration, so that a fence aimed at an old incarnation of a broker
+    /// cannot fence the broker after it came back.
+    pub incarnation: u64,
+    /// A fenced broker leads no partition and sits in no ISR (unless it is a partition's last
+    /// ISR member, which Kafka keeps so an unclean election stays visible).
+    pub fenced: bool,
+}
+
+/// One partition of a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partition {
+    /// Assigned replicas, preferred leader first.
+    pub replicas: Vector<BrokerId>,
+    /// Current leader; `None` when no in-sync replica is live.
+    pub leader: Option<BrokerId>,
+    /// In-sync replicas, a subset of `replicas`.
+    pub isr: Vector<BrokerId>,
+    /// Bumped whenever the leader changes (Kafka's leader epoch).
+    pub leader_epoch: i32,
+    /// Bumped on every change to leader or ISR (Kafka's partition epoch); used to fence stale
+    /// [`AlterPartition`](crate::MetadataCommand::AlterPartition) requests.
+    pub partition_epoch: i32,
+    /// Last checkpointed high watermark. The live value lives with the partition log.
+    pub high_watermark: i64,
+    /// Last checkpointed log start offset.
+    pub log_start_offset: i64,
+}
+
+/// A topic and its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topic {
+    /// Topic name.
+    pub name: String,
+    /// Permanent topic id.
+    pub id: TopicId,
+    /// Replication factor the topic was created with.
+    pub replication_factor: u16,
+    /// Topic-level configuration overrides.
+    pub configs: Configs,
+    /// Partitions, indexed by partition number.
+    pub partitions: Vector<Partition>,
+}
+
+/// A consumer group member as recorded at the start of a generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember {
+    /// Member id assigned by the coordinator.
+    pub id: MemberId,
+    /// Static membership id (`group.instance.id`), if the client set one.
+    pub group_instance_id: Option<String>,
+    /// Client id reported by the member.
+    pub client_id: String,
+    /// Client host reported by the member.
+    pub client_host: String,
+    /// Session timeout the member joined with.
+    pub session_timeout_ms: i32,
+    /// Rebalance timeout the member joined with.
+    pub rebalance_timeout_ms: i32,
+    /// The member's metadata for the chosen protocol (its subscription).
+    pub metadata: Vec<u8>,
+    /// The member's assignment, set by [`SetGroupAssignment`](crate::MetadataCommand::SetGroupAssignment);
+    /// empty until the leader has synced.
+    pub assignment: Vec<u8>,
+}
+
+/// A consumer group's durable state. Heartbeats and in-progress joins live in the broker's
+/// coordinator, not here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    /// Group id.
+    pub id: GroupId,
+    /// Current generation; 0 for a group that never completed a join.
+    pub generation: i32,
+    /// Protocol type (`consumer` for consumer groups); empty for a group only used for commits.
+    pub protocol_type: String,
+    /// Chosen protocol (assignor name), if the group has members.
+    pub protocol: Option<String>,
+    /// Leader member of the current generation.
+    pub leader: Option<MemberId>,
+    /// Members of the current generation.
+    pub members: OrdMap<MemberId, GroupMember>,
+    /// Whether the leader's assignment for the current generation has been stored.
+    pub assignment_complete: bool,
+}
+
+impl Group {
+    /// An empty group with no generation.
+    pub fn empty(id: GroupId) -> Self {
+        Self {
+            id,
+            generation: 0,
+            protocol_type: String::new(),
+            protocol: None,
+            leader: None,
+            members: OrdMap::new(),
+            assignment_complete: false,
+        }
+    }
+}
+
+/// Key of a committed offset.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct OffsetKey {
+    /// Group that committed.
+    pub group: GroupId,
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+}
+
+/// A committed consumer offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    /// The next offset the group will consume.
+    pub offset: i64,
+    /// Leader epoch of the last consumed record, if the client sent it.
+    pub leader_epoch: Option<i32>,
+    /// Client-supplied metadata string.
+    pub metadata: String,
+    /// Commit time, chosen by the proposer (milliseconds since the Unix epoch).
+    pub commit_timestamp_ms: i64,
+}
+
+/// The whole replicated metadata state. Two states are equal exactly when every replica would
+/// answer every read the same way.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataState {
+    pub(crate) cluster_id: Option<ClusterId>,
+    pub(crate) brokers: OrdMap<BrokerId, Broker>,
+    pub(crate) topics: OrdMap<String, Topic>,
+    pub(crate) topic_names: OrdMap<TopicId, String>,
+    pub(crate) groups: OrdMap<GroupId, Group>,
+    pub(crate) offsets: OrdMap<OffsetKey, CommittedOffset>,
+    pub(crate) next_producer_id: i64,
+}
+
+impl MetadataState {
+    /// An empty state: no cluster id, nothing registered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The cluster id, once [`InitCluster`](crate::MetadataCommand::InitCluster) applied.
+    pub fn cluster_id(&self) -> Option<&ClusterId> {
+        self.cluster_id.as_ref()
+    }
+
+    /// All registered brokers, fenced or not, by id.
+    pub fn brokers(&self) -> impl Iterator<Item = &Broker> {
+        self.brokers.values()
+    }
+
+    /// One broker.
+    pub fn broker(&self, id: BrokerId) -> Option<&Broker> {
+        self.brokers.get(&id)
+    }
+
+    /// Registered, unfenced brokers, by id.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &Broker> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    /// All topics, by name.
+    pub fn topics(&self) -> impl Iterator<Item = &Topic> {
+        self.topics.values()
+    }
+
+    /// Number of topics.
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// One topic by name.
+    pub fn topic(&self, name: &str) -> Option<&Topic> {
+        self.topics.get(name)
+    }
+
+    /// One topic by id.
+    pub fn topic_by_id(&self, id: TopicId) -> Option<&Topic> {
+        self.topic_names.get(&id).and_then(|name| self.topics.get(name))
+    }
+
+    /// One partition.
+    pub fn partition(&self, topic: &str, partition: u32) -> Option<&Partition> {
+        self.topics
+            .get(topic)
+            .and_then(|t| t.partitions.get(partition as usize))
+    }
+
+    /// All groups, by id.
+    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values()
+    }
+
+    /// One group.
+    pub fn group(&self, id: &GroupId) -> Option<&Group> {
+        self.groups.get(id)
+    }
+
+    /// One committed offset.
+    pub fn committed_offset(
+        &self,
+        group: &GroupId,
+        topic: &str,
+        partition: u32,
+    ) -> Option<&CommittedOffset> {
+        self.offsets.get(&OffsetKey {
+            group: group.clone(),
+            topic: topic.to_owned(),
+            partition,
+        })
+    }
+
+    /// Every committed offset of one group, in (topic, partition) order.
+    pub fn group_offsets<'a>(
+        &'a self,
+        group: &'a GroupId,
+    ) -> impl Iterator<Item = (&'a OffsetKey, &'a CommittedOffset)> + 'a {
+        let start = OffsetKey {
+            group: group.clone(),
+            topic: String::new(),
+            partition: 0,
+        };
+        self.offsets
+            .range(start..)
+            .take_while(move |(k, _)| &k.group == group)
+    }
+
+    /// The first producer id not yet handed out.
+    pub fn next_producer_id(&self) -> i64 {
+        self.next_producer_id
+    }
+}
