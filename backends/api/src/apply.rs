@@ -443,12 +443,12 @@ impl MetadataState {
                 return Err(Rejection::IneligibleReplica { broker: *broker });
             }
         }
-        if let Some(l) = leader {
-            if !seen.contains(&l) {
-                return Err(Rejection::InvalidIsr {
-                    reason: format!("leader {l} is not in the ISR"),
-                });
-            }
+        if let Some(l) = leader
+            && !seen.contains(&l)
+        {
+            return Err(Rejection::InvalidIsr {
+                reason: format!("leader {l} is not in the ISR"),
+            });
         }
         let mut next = current.clone();
         if next.leader != leader {
@@ -516,15 +516,17 @@ impl MetadataState {
             current,
             requested: expected_generation,
         })?;
-        if let Some(g) = existing {
-            if !g.members.is_empty() && !members.is_empty() && g.protocol_type != protocol_type {
-                return Err(Rejection::InconsistentGroupProtocol {
-                    reason: format!(
-                        "group uses protocol type {:?}, not {protocol_type:?}",
-                        g.protocol_type
-                    ),
-                });
-            }
+        if let Some(g) = existing
+            && !g.members.is_empty()
+            && !members.is_empty()
+            && g.protocol_type != protocol_type
+        {
+            return Err(Rejection::InconsistentGroupProtocol {
+                reason: format!(
+                    "group uses protocol type {:?}, not {protocol_type:?}",
+                    g.protocol_type
+                ),
+            });
         }
         let mut by_id = OrdMap::new();
         for m in members {
@@ -595,10 +597,7 @@ impl MetadataState {
                 member: leader.clone(),
             });
         }
-        if let Some((unknown, _)) = assignments
-            .iter()
-            .find(|(m, _)| !g.members.contains_key(m))
-        {
+        if let Some((unknown, _)) = assignments.iter().find(|(m, _)| !g.members.contains_key(m)) {
             return Err(Rejection::UnknownMemberId {
                 member: unknown.clone(),
             });
@@ -682,7 +681,8 @@ impl MetadataState {
             }
         }
         if existing.is_none() {
-            self.groups.insert(group.clone(), Group::empty(group.clone()));
+            self.groups
+                .insert(group.clone(), Group::empty(group.clone()));
         }
         for o in offsets {
             self.offsets.insert(

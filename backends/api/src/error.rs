@@ -260,7 +260,10 @@ impl MetadataError {
     pub fn is_retriable(&self) -> bool {
         matches!(
             self,
-            Self::NotLeader { .. } | Self::NotReady { .. } | Self::Timeout { .. } | Self::Network(_)
+            Self::NotLeader { .. }
+                | Self::NotReady { .. }
+                | Self::Timeout { .. }
+                | Self::Network(_)
         )
     }
 

@@ -50,7 +50,9 @@ macro_rules! display_inner {
         }
     )*};
 }
-display_inner!(BrokerId, NodeId, TopicId, GroupId, MemberId, ProducerId, ClusterId);
+display_inner!(
+    BrokerId, NodeId, TopicId, GroupId, MemberId, ProducerId, ClusterId
+);
 
 impl GroupId {
     /// The group id as a string slice.

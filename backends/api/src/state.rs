@@ -204,7 +204,9 @@ impl MetadataState {
 
     /// One topic by id.
     pub fn topic_by_id(&self, id: TopicId) -> Option<&Topic> {
-        self.topic_names.get(&id).and_then(|name| self.topics.get(name))
+        self.topic_names
+            .get(&id)
+            .and_then(|name| self.topics.get(name))
     }
 
     /// One partition.

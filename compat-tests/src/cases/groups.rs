@@ -1,0 +1,212 @@
+//! Consumer group generations, assignments and deletion.
+
+use anyhow::{bail, ensure};
+use switchyard_backend_api::{GroupId, MemberId, MetadataCommand, Outcome, Rejection};
+
+use crate::fixtures::{
+    accept, commit, create_topic_ok, member, register_all, reject, start_generation,
+};
+use crate::harness::{BackendHarness, TestCluster};
+
+fn group(id: &str) -> GroupId {
+    GroupId(id.into())
+}
+
+/// A generation starts by compare-and-set on the previous one, so a retried proposal cannot
+/// bump it twice; an empty member list moves the group to Empty with a new generation.
+pub async fn start_generation_is_compare_and_set(h: &dyn BackendHarness) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    let first = accept(&node, start_generation("g", 0, &["m1", "m2"])).await?;
+    ensure!(
+        first == Outcome::GenerationStarted { generation: 1 },
+        "{first:?}"
+    );
+    let retried = reject(&node, start_generation("g", 0, &["m1", "m2"])).await?;
+    ensure!(
+        retried
+            == Rejection::IllegalGeneration {
+                current: 1,
+                requested: 0
+            },
+        "{retried:?}"
+    );
+    let view = node.local();
+    let Some(g) = view.state.group(&group("g")) else {
+        bail!("group missing");
+    };
+    ensure!(g.generation == 1 && g.protocol_type == "consumer");
+    ensure!(g.protocol.as_deref() == Some("range"));
+    ensure!(g.leader == Some(MemberId("m1".into())));
+    ensure!(g.members.len() == 2 && !g.assignment_complete);
+    ensure!(
+        g.members.get(&MemberId("m2".into())) == Some(&member("m2")),
+        "member stored as proposed"
+    );
+
+    let empty = accept(&node, start_generation("g", 1, &[])).await?;
+    ensure!(
+        empty == Outcome::GenerationStarted { generation: 2 },
+        "{empty:?}"
+    );
+    let view = node.local();
+    let Some(g) = view.state.group(&group("g")) else {
+        bail!("group missing");
+    };
+    ensure!(g.members.is_empty() && g.leader.is_none() && g.protocol.is_none());
+    Ok(())
+}
+
+/// Member list, leader and protocol must fit together, and the protocol type cannot change
+/// under existing members.
+pub async fn start_generation_validates_members(h: &dyn BackendHarness) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    let mut no_leader = start_generation("g", 0, &["m1"]);
+    if let MetadataCommand::StartGeneration { leader, .. } = &mut no_leader {
+        *leader = Some(MemberId("stranger".into()));
+    }
+    let mut no_protocol = start_generation("g", 0, &["m1"]);
+    if let MetadataCommand::StartGeneration { protocol, .. } = &mut no_protocol {
+        *protocol = None;
+    }
+    let twice = start_generation("g", 0, &["m1", "m1"]);
+    for bad in [no_leader, no_protocol, twice] {
+        let rejection = reject(&node, bad).await?;
+        ensure!(
+            matches!(rejection, Rejection::InvalidGroupMembers { .. }),
+            "{rejection:?}"
+        );
+    }
+    accept(&node, start_generation("g", 0, &["m1"])).await?;
+    let mut other_type = start_generation("g", 1, &["m1"]);
+    if let MetadataCommand::StartGeneration { protocol_type, .. } = &mut other_type {
+        *protocol_type = "connect".into();
+    }
+    let rejection = reject(&node, other_type).await?;
+    ensure!(
+        matches!(rejection, Rejection::InconsistentGroupProtocol { .. }),
+        "{rejection:?}"
+    );
+    ensure!(
+        node.local()
+            .state
+            .group(&group("g"))
+            .is_some_and(|g| g.generation == 1)
+    );
+    Ok(())
+}
+
+/// The generation's leader stores the assignment; other members, other generations, unknown
+/// members and unknown groups are refused.
+pub async fn set_group_assignment(h: &dyn BackendHarness) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    accept(&node, start_generation("g", 0, &["m1", "m2", "m3"])).await?;
+    let assign =
+        |generation, leader: &str, to: &[(&str, &[u8])]| MetadataCommand::SetGroupAssignment {
+            group: group("g"),
+            generation,
+            leader: MemberId(leader.into()),
+            assignments: to
+                .iter()
+                .map(|(m, a)| (MemberId((*m).into()), a.to_vec()))
+                .collect(),
+        };
+    let rejection = reject(&node, assign(1, "m2", &[("m1", b"a")])).await?;
+    ensure!(
+        rejection
+            == Rejection::NotGroupLeader {
+                member: MemberId("m2".into())
+            },
+        "{rejection:?}"
+    );
+    let rejection = reject(&node, assign(0, "m1", &[("m1", b"a")])).await?;
+    ensure!(
+        matches!(rejection, Rejection::IllegalGeneration { .. }),
+        "{rejection:?}"
+    );
+    let rejection = reject(&node, assign(1, "m1", &[("m9", b"a")])).await?;
+    ensure!(
+        rejection
+            == Rejection::UnknownMemberId {
+                member: MemberId("m9".into())
+            },
+        "{rejection:?}"
+    );
+    let rejection = reject(
+        &node,
+        MetadataCommand::SetGroupAssignment {
+            group: group("nope"),
+            generation: 1,
+            leader: MemberId("m1".into()),
+            assignments: vec![],
+        },
+    )
+    .await?;
+    ensure!(
+        matches!(rejection, Rejection::GroupNotFound { .. }),
+        "{rejection:?}"
+    );
+    ensure!(
+        !node
+            .local()
+            .state
+            .group(&group("g"))
+            .is_some_and(|g| g.assignment_complete)
+    );
+
+    accept(&node, assign(1, "m1", &[("m1", b"p0"), ("m2", b"p1")])).await?;
+    let view = node.local();
+    let Some(g) = view.state.group(&group("g")) else {
+        bail!("group missing");
+    };
+    ensure!(g.assignment_complete);
+    let assignments: Vec<_> = g
+        .members
+        .values()
+        .map(|m| (m.id.as_str(), m.assignment.as_slice()))
+        .collect();
+    ensure!(
+        assignments == vec![("m1", &b"p0"[..]), ("m2", b"p1"), ("m3", b"")],
+        "{assignments:?}"
+    );
+    Ok(())
+}
+
+/// Only empty groups can be deleted, and their offsets go with them.
+pub async fn delete_groups(h: &dyn BackendHarness) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    register_all(&node, &[1]).await?;
+    create_topic_ok(&node, "t", &[&[1]]).await?;
+    accept(&node, commit("idle", None, &[("t", 0, 3)])).await?;
+    accept(&node, start_generation("busy", 0, &["m1"])).await?;
+    let outcome = accept(
+        &node,
+        MetadataCommand::DeleteGroups {
+            groups: vec![group("idle"), group("busy"), group("nope")],
+        },
+    )
+    .await?;
+    ensure!(
+        outcome
+            == Outcome::GroupsDeleted {
+                results: vec![
+                    Ok(()),
+                    Err(Rejection::NonEmptyGroup {
+                        group: group("busy")
+                    }),
+                    Err(Rejection::GroupNotFound {
+                        group: group("nope")
+                    }),
+                ]
+            },
+        "{outcome:?}"
+    );
+    let view = node.local();
+    ensure!(view.state.group(&group("idle")).is_none());
+    ensure!(view.state.group_offsets(&group("idle")).next().is_none());
+    ensure!(view.state.group(&group("busy")).is_some());
+    Ok(())
+}

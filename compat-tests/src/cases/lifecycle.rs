@@ -1,0 +1,332 @@
+//! Properties of the backend itself: readiness, read-your-writes, the change stream,
+//! concurrency, restarts, crashes, shutdown and declared guarantees.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use switchyard_backend_api::{
+    Change, MembershipChange, MetadataCommand, MetadataError, NodeId, Outcome, find_backend,
+};
+
+use crate::fixtures::{accept, commit, create_topic, create_topic_ok, propose, register_all};
+use crate::harness::{BackendHarness, DEADLINE, TestCluster};
+
+/// Opening returns at once and readiness is observable. For multi-node backends a lone node of
+/// a three-node cluster opens without its peers, reports not ready, and refuses writes with a
+/// retriable error instead of hanging.
+pub async fn open_returns_without_quorum(h: &dyn BackendHarness) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.node(0)?;
+    let view = node.wait_ready(DEADLINE).await?;
+    ensure!(view.is_ready() && view.leader.is_some(), "{view:?}");
+
+    if h.max_nodes() >= 3 {
+        let mut lonely = TestCluster::layout(h, 3)?;
+        let node = lonely.open(0).await?;
+        let view = node.cluster().borrow().clone();
+        ensure!(
+            !view.is_ready(),
+            "a lone node of three claims readiness: {view:?}"
+        );
+        let result = tokio::time::timeout(DEADLINE, node.propose(create_topic("t", &[&[1]])))
+            .await
+            .context("propose on a node without quorum hung")?;
+        match result {
+            Err(e) if e.is_retriable() => {}
+            other => bail!("propose without quorum: expected a retriable error, got {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+/// Once `propose` returns, the proposing node's local view includes the write.
+pub async fn acknowledged_write_is_visible_locally(h: &dyn BackendHarness) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    register_all(&node, &[1]).await?;
+    for i in 0..20 {
+        let name = format!("visible-{i}");
+        let proposed = match propose(&node, create_topic(&name, &[&[1]])).await? {
+            Ok(p) => p,
+            Err(e) => bail!("{e}"),
+        };
+        let view = node.local();
+        ensure!(
+            view.applied_index >= proposed.index,
+            "{} < {}",
+            view.applied_index,
+            proposed.index
+        );
+        ensure!(
+            view.state.topic(&name).is_some(),
+            "{name} not visible after ack"
+        );
+        let waited = node.wait_applied(proposed.index, Duration::ZERO).await;
+        ensure!(
+            waited.is_ok(),
+            "wait_applied on an applied index: {waited:?}"
+        );
+    }
+    Ok(())
+}
+
+/// The change stream delivers every applied entry once, in log order, with the verdict its
+/// proposer saw.
+pub async fn change_stream_delivers_every_change_in_order(
+    h: &dyn BackendHarness,
+) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    register_all(&node, &[1]).await?;
+    let mut stream = node.subscribe();
+    let start = node.local().applied_index;
+
+    let mut tasks = Vec::new();
+    for task in 0..5 {
+        let node = Arc::clone(&node);
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for i in 0..10 {
+                // Every third command is a duplicate and gets rejected per topic.
+                let name = format!("s-{task}-{}", i - i % 3);
+                let result = node.propose(create_topic(&name, &[&[1]])).await;
+                seen.push(result);
+            }
+            seen
+        }));
+    }
+    let mut acked = BTreeMap::new();
+    for task in tasks {
+        for result in task.await.context("proposer task")? {
+            let proposed = result.context("propose")?;
+            acked.insert(proposed.index, proposed.outcome);
+        }
+    }
+    ensure!(acked.len() == 50, "{} distinct indices", acked.len());
+
+    let mut expected_index = start;
+    for _ in 0..50 {
+        let change = tokio::time::timeout(DEADLINE, stream.recv())
+            .await
+            .context("change stream stalled")??;
+        ensure!(
+            change.index > expected_index,
+            "index {} after {expected_index}",
+            change.index
+        );
+        expected_index = change.index;
+        let Change::Applied { result, .. } = &change.change else {
+            bail!("unexpected change {change:?}");
+        };
+        let Some(outcome) = acked.get(&change.index) else {
+            bail!("index {} was never acknowledged", change.index);
+        };
+        ensure!(
+            result.as_ref() == Ok(outcome),
+            "index {}: {result:?} vs {outcome:?}",
+            change.index
+        );
+    }
+    ensure!(expected_index == *acked.keys().last().unwrap_or(&0));
+    Ok(())
+}
+
+/// Many concurrent proposers each get their own log position and every write lands once.
+pub async fn concurrent_proposals_apply_exactly_once(h: &dyn BackendHarness) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    register_all(&node, &[1]).await?;
+    create_topic_ok(&node, "c", &[&[1]]).await?;
+    let mut tasks = Vec::new();
+    for task in 0..64 {
+        let node = Arc::clone(&node);
+        tasks.push(tokio::spawn(async move {
+            let mut results = Vec::new();
+            for i in 0..8 {
+                let group = format!("g-{task}");
+                results.push(accept(&node, commit(&group, None, &[("c", 0, i)])).await);
+                let topic = format!("c-{task}-{i}");
+                results.push(accept(&node, create_topic(&topic, &[&[1]])).await);
+            }
+            results
+        }));
+    }
+    for task in tasks {
+        for result in task.await.context("proposer task")? {
+            result?;
+        }
+    }
+    let view = node.local();
+    ensure!(
+        view.state.topic_count() == 1 + 64 * 8,
+        "{}",
+        view.state.topic_count()
+    );
+    ensure!(view.state.groups().count() == 64);
+    for group in view.state.groups() {
+        let offset = view.state.committed_offset(&group.id, "c", 0);
+        ensure!(
+            offset.is_some_and(|o| o.offset == 7),
+            "{}: {offset:?}",
+            group.id
+        );
+    }
+    Ok(())
+}
+
+/// Waiting for an index that is never applied times out instead of hanging.
+pub async fn wait_applied_times_out(h: &dyn BackendHarness) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    let target = node.local().applied_index + 1_000;
+    let result = tokio::time::timeout(
+        DEADLINE,
+        node.wait_applied(target, Duration::from_millis(50)),
+    )
+    .await
+    .context("wait_applied ignored its timeout")?;
+    ensure!(
+        matches!(result, Err(MetadataError::Timeout { .. })),
+        "{result:?}"
+    );
+    Ok(())
+}
+
+/// A backend that declares linearizable reads serves them and they include every acknowledged
+/// write; one that does not returns `Unsupported`.
+pub async fn linearizable_read_matches_declaration(h: &dyn BackendHarness) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    register_all(&node, &[1]).await?;
+    let proposed = match propose(&node, create_topic("lin", &[&[1]])).await? {
+        Ok(p) => p,
+        Err(e) => bail!("{e}"),
+    };
+    let read = tokio::time::timeout(DEADLINE, node.read_linearizable())
+        .await
+        .context("linearizable read hung")?;
+    if node.guarantees().linearizable_reads() {
+        let view = read.context("declared linearizable reads")?;
+        ensure!(view.applied_index >= proposed.index);
+        ensure!(view.state.topic("lin").is_some());
+    } else {
+        ensure!(
+            matches!(read, Err(MetadataError::Unsupported { .. })),
+            "{read:?}"
+        );
+    }
+    Ok(())
+}
+
+/// The opened backend reports its registry name and the guarantees it registered.
+pub async fn guarantees_match_registration(h: &dyn BackendHarness) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.node(0)?;
+    let registration = find_backend(h.backend())?;
+    ensure!(node.name() == h.backend());
+    ensure!(node.guarantees() == registration.guarantees);
+    ensure!(
+        registration.guarantees.multi_node == (h.max_nodes() > 1),
+        "harness and declaration disagree on multi-node"
+    );
+    Ok(())
+}
+
+async fn populate(node: &Arc<dyn switchyard_backend_api::MetadataBackend>) -> anyhow::Result<()> {
+    accept(
+        node,
+        MetadataCommand::InitCluster {
+            cluster_id: switchyard_backend_api::ClusterId("restart".into()),
+        },
+    )
+    .await?;
+    register_all(node, &[1, 2]).await?;
+    create_topic_ok(node, "durable", &[&[1, 2], &[2, 1]]).await?;
+    accept(
+        node,
+        commit("g", None, &[("durable", 0, 9), ("durable", 1, 4)]),
+    )
+    .await?;
+    accept(node, MetadataCommand::AllocateProducerIds { count: 3 }).await?;
+    Ok(())
+}
+
+async fn check_after_restart(
+    cluster: &TestCluster<'_>,
+    before: &switchyard_backend_api::StateView,
+) -> anyhow::Result<()> {
+    let node = cluster.leader().await?;
+    let after = node.local();
+    if node.guarantees().survives_restart() {
+        ensure!(after.applied_index >= before.applied_index);
+        ensure!(after.state == before.state, "state differs after restart");
+    } else {
+        ensure!(
+            after.state.topic_count() == 0,
+            "declared non-durable but kept state"
+        );
+    }
+    register_all(&node, &[3]).await?;
+    Ok(())
+}
+
+/// After a graceful restart every acknowledged write is there (for durable backends), and the
+/// node takes writes again.
+pub async fn restart_keeps_acknowledged_writes(h: &dyn BackendHarness) -> anyhow::Result<()> {
+    let mut cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    populate(&node).await?;
+    let before = node.local();
+    drop(node);
+    cluster.restart(0).await?;
+    check_after_restart(&cluster, &before).await
+}
+
+/// After a crash (no graceful shutdown) every acknowledged write is there (for durable
+/// backends), and the node takes writes again.
+pub async fn crash_keeps_acknowledged_writes(h: &dyn BackendHarness) -> anyhow::Result<()> {
+    let mut cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    populate(&node).await?;
+    let before = node.local();
+    drop(node);
+    cluster.crash_restart(0).await?;
+    check_after_restart(&cluster, &before).await
+}
+
+/// After shutdown, writes fail with `ShutDown`, readiness drops, and shutdown is idempotent.
+pub async fn shutdown_refuses_writes(h: &dyn BackendHarness) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    register_all(&node, &[1]).await?;
+    tokio::time::timeout(DEADLINE, node.shutdown())
+        .await
+        .context("shutdown hung")??;
+    let result = propose(&node, create_topic("late", &[&[1]])).await?;
+    ensure!(matches!(result, Err(MetadataError::ShutDown)), "{result:?}");
+    ensure!(!node.cluster().borrow().is_ready());
+    tokio::time::timeout(DEADLINE, node.shutdown())
+        .await
+        .context("second shutdown hung")??;
+    Ok(())
+}
+
+/// Removing a node that is not a member fails and leaves membership as it was.
+pub async fn removing_unknown_member_fails(h: &dyn BackendHarness) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    let before = node.cluster().borrow().members.clone();
+    let result = tokio::time::timeout(
+        DEADLINE,
+        node.change_membership(MembershipChange::RemoveNode { id: NodeId(99) }),
+    )
+    .await
+    .context("membership change hung")?;
+    ensure!(result.is_err(), "removing node 99 succeeded: {result:?}");
+    ensure!(node.cluster().borrow().members == before);
+    let outcome = accept(&node, MetadataCommand::AllocateProducerIds { count: 1 }).await?;
+    ensure!(matches!(outcome, Outcome::ProducerIdsAllocated { .. }));
+    Ok(())
+}

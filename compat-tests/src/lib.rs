@@ -1,0 +1,108 @@
+//! The conformance suite every Switchyard metadata backend runs.
+//!
+//! A backend plugs in through a [`BackendHarness`] (how to open a node from a data directory
+//! and a node identity, and how to crash one); [`conformance_tests!`] expands the one list of
+//! cases into one `#[tokio::test]` per case, so a backend's whole test file is:
+//!
+//! ```ignore
+//! switchyard_compat_tests::conformance_tests!(switchyard_compat_tests::RegistryHarness::new("memory"));
+//! ```
+//!
+//! The crate using the macro needs `tokio` (features `macros`, `rt-multi-thread`) and `anyhow`
+//! among its dev-dependencies.
+//!
+//! # Layout
+//! - `harness.rs` — [`BackendHarness`], [`RegistryHarness`], [`TestCluster`] (owns the temp
+//!   dirs; restart, crash).
+//! - `fixtures.rs` — propose-with-deadline and command builders shared by the cases.
+//! - `cases/` — the cases, one module per area: `cluster`, `topics`, `partitions`, `groups`,
+//!   `offsets`, `producers`, `batch`, `lifecycle`.
+//!
+//! # Invariants
+//! - Every wait has a deadline ([`DEADLINE`]); a hung backend fails a case, never hangs it.
+//! - Cases assert what the backend declares in its [`Guarantees`](switchyard_backend_api::Guarantees)
+//!   (durability, linearizable reads), so one list serves every backend.
+
+pub mod cases;
+pub mod fixtures;
+mod harness;
+
+pub use harness::{BackendHarness, DEADLINE, NodeSpec, RegistryHarness, TestCluster};
+
+/// Expand the conformance list into one `#[tokio::test]` per case, in a module per area, for
+/// the harness expression given (evaluated afresh in every test).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($harness:expr) => {
+        $crate::conformance_tests!(@areas $harness;
+            cluster {
+                init_cluster_sets_id_once,
+                register_broker_bumps_incarnation,
+                fence_broker_moves_leadership,
+                fenced_sole_replica_returns_as_leader,
+                unregister_broker_removes_it,
+            }
+            topics {
+                create_topic_with_assignment,
+                create_existing_topic_is_rejected,
+                create_topic_validation_errors,
+                create_topics_reports_per_topic,
+                delete_topic_removes_it_and_its_offsets,
+                create_partitions_adds_partitions,
+                alter_topic_configs,
+            }
+            partitions {
+                alter_partition_is_fenced_by_epoch,
+                checkpoint_partition_offsets,
+            }
+            groups {
+                start_generation_is_compare_and_set,
+                start_generation_validates_members,
+                set_group_assignment,
+                delete_groups,
+            }
+            offsets {
+                commit_offsets_with_generation,
+                commit_with_stale_generation_is_rejected,
+                commit_outside_generation_creates_group,
+                commit_offsets_batch_is_atomic,
+            }
+            producers {
+                producer_id_blocks_do_not_overlap,
+            }
+            batch {
+                batch_applies_all_or_nothing,
+            }
+            lifecycle {
+                open_returns_without_quorum,
+                acknowledged_write_is_visible_locally,
+                change_stream_delivers_every_change_in_order,
+                concurrent_proposals_apply_exactly_once,
+                wait_applied_times_out,
+                linearizable_read_matches_declaration,
+                guarantees_match_registration,
+                restart_keeps_acknowledged_writes,
+                crash_keeps_acknowledged_writes,
+                shutdown_refuses_writes,
+                removing_unknown_member_fails,
+            }
+        );
+    };
+    (@areas $harness:expr; $($area:ident { $($case:ident),* $(,)? })*) => {
+        $(
+            mod $area {
+                #[allow(unused_imports)]
+                use super::*;
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $case() {
+                        let harness = $harness;
+                        if let Err(error) = $crate::cases::$area::$case(&harness).await {
+                            panic!("{} / {}: {error:?}", stringify!($area), stringify!($case));
+                        }
+                    }
+                )*
+            }
+        )*
+    };
+}
