@@ -1,0 +1,148 @@
+//! Which metadata backends this binary links, which one runs when none is named, and the
+//! `switchyard backends` listing.
+//!
+//! This is the one place that knows the set of backends. A backend registers itself with
+//! `inventory` from its own crate, but a crate that is not linked registers nothing, so each
+//! backend feature adds two lines here:
+//!
+//! ```text
+//! #[cfg(feature = "backend-wal")]
+//! use switchyard_backend_wal as _;
+//! ```
+//!
+//! and its name to [`LINKED_BACKENDS`] under the same `cfg`.
+
+use std::fmt::Write as _;
+
+use switchyard_backend_api::Registration;
+
+// Backend crates linked for their `inventory` registration. None exists yet; when one does:
+// #[cfg(feature = "backend-wal")]
+// use switchyard_backend_wal as _;
+// #[cfg(feature = "backend-raft")]
+// use switchyard_backend_raft as _;
+// #[cfg(feature = "backend-hybrid")]
+// use switchyard_backend_hybrid as _;
+
+/// Names of the backends this binary links, as registered.
+///
+/// `memory` lives in `switchyard-backend-api` and is always there. Each backend feature adds its
+/// name here under `#[cfg(feature = "backend-<name>")]`, next to its `use` line above. A test
+/// checks that the registry holds exactly these names.
+pub const LINKED_BACKENDS: &[&str] = &[
+    "memory",
+    // #[cfg(feature = "backend-wal")]
+    // "wal",
+    // #[cfg(feature = "backend-raft")]
+    // "raft",
+    // #[cfg(feature = "backend-hybrid")]
+    // "hybrid",
+];
+
+/// Durable backends in order of preference when none is configured: the strongest first.
+///
+/// `memory` is deliberately absent: it loses everything on restart, so it runs only when asked
+/// for by name.
+pub const DEFAULT_PREFERENCE: &[&str] = &["raft", "hybrid", "wal"];
+
+/// The backend to run when none is configured: the first of [`DEFAULT_PREFERENCE`] that is in
+/// `available`, or `None` when no durable backend is compiled in.
+pub fn default_backend<'a>(available: &[&'a str]) -> Option<&'a str> {
+    DEFAULT_PREFERENCE
+        .iter()
+        .find_map(|wanted| available.iter().find(|name| *name == wanted).copied())
+}
+
+/// The `switchyard backends` listing: one line per backend — name, guarantees, description —
+/// in aligned columns.
+pub fn listing(registrations: &[&Registration]) -> String {
+    let rows: Vec<(&str, String, &str)> = registrations
+        .iter()
+        .map(|r| (r.name, r.guarantees.to_string(), r.description))
+        .collect();
+    let name_width = rows
+        .iter()
+        .map(|(name, _, _)| name.len())
+        .max()
+        .unwrap_or(0);
+    let guarantees_width = rows.iter().map(|(_, g, _)| g.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (name, guarantees, description) in rows {
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "{name:<name_width$}  {guarantees:<guarantees_width$}  {description}"
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use switchyard_backend_api::{Guarantees, OpenContext, OpenFuture, memory};
+
+    use super::*;
+
+    #[test]
+    fn memory_is_never_the_default() {
+        assert_eq!(default_backend(&["memory"]), None);
+        assert_eq!(default_backend(&[]), None);
+    }
+
+    #[test]
+    fn default_prefers_raft_then_hybrid_then_wal() {
+        assert_eq!(default_backend(&["memory", "wal"]), Some("wal"));
+        assert_eq!(
+            default_backend(&["hybrid", "memory", "wal"]),
+            Some("hybrid")
+        );
+        assert_eq!(
+            default_backend(&["hybrid", "memory", "raft", "wal"]),
+            Some("raft")
+        );
+        assert_eq!(default_backend(&["raft", "wal"]), Some("raft"));
+    }
+
+    fn never_opened(_: OpenContext) -> OpenFuture {
+        Box::pin(async {
+            Err(switchyard_backend_api::MetadataError::Unsupported {
+                what: "test registration".into(),
+            })
+        })
+    }
+
+    #[test]
+    fn listing_aligns_columns() {
+        let long = Registration {
+            name: "longer-name",
+            description: "second",
+            guarantees: Guarantees {
+                multi_node: true,
+                ..memory::GUARANTEES
+            },
+            open: never_opened,
+        };
+        let short = Registration {
+            name: "m",
+            description: "first",
+            guarantees: memory::GUARANTEES,
+            open: never_opened,
+        };
+        let text = listing(&[&short, &long]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("m  "), "{text}");
+        assert!(
+            lines[1].starts_with("longer-name  durability=none"),
+            "{text}"
+        );
+        let guarantees_at = |line: &str| line.find("durability=");
+        assert_eq!(guarantees_at(lines[0]), guarantees_at(lines[1]), "{text}");
+        let description_at = |line: &str, d: &str| line.find(d);
+        assert_eq!(
+            description_at(lines[0], "first"),
+            description_at(lines[1], "second"),
+            "{text}"
+        );
+    }
+}

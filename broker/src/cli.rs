@@ -1,0 +1,145 @@
+//! The command line: `switchyard backends` and `switchyard serve`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, Overrides};
+
+/// Switchyard: a Kafka-compatible broker with a swappable metadata backend.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// One variant per subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the metadata backends compiled into this binary: name, guarantees, description.
+    Backends,
+    /// Run a broker node.
+    ///
+    /// Settings come from, each overriding the one before: built-in defaults, the TOML config
+    /// file, SWITCHYARD_* environment variables (`__` separates nested keys, e.g.
+    /// SWITCHYARD_METADATA__WAL__MODE is `metadata.wal.mode`), then these flags. A backend's own
+    /// settings go in its `[metadata.<backend>]` table of the config file.
+    Serve(ServeArgs),
+}
+
+/// Flags of `switchyard serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML config file.
+    ///
+    /// Without this flag, `switchyard.toml` in the current directory is read if it exists. A
+    /// file named here must exist. Top-level keys: metadata_backend, data_dir, node_id, peers,
+    /// and a `[metadata.<backend>]` table per backend; any other key is an error.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Metadata backend to run, by name (`switchyard backends` lists those compiled in).
+    ///
+    /// Default: the strongest durable backend compiled in, in the order raft, hybrid, wal. The
+    /// non-durable `memory` backend runs only when named.
+    ///
+    /// Env: SWITCHYARD_METADATA_BACKEND. TOML key: metadata_backend.
+    #[arg(long, value_name = "NAME")]
+    pub metadata_backend: Option<String>,
+
+    /// Directory for this node's data; the metadata backend uses `<PATH>/metadata/<backend>`.
+    ///
+    /// Default: ./switchyard-data. Env: SWITCHYARD_DATA_DIR. TOML key: data_dir.
+    #[arg(long, value_name = "PATH")]
+    pub data_dir: Option<PathBuf>,
+
+    /// This node's id in the metadata cluster, also its Kafka broker id: 0 to 2147483647.
+    ///
+    /// Default: 1. Env: SWITCHYARD_NODE_ID. TOML key: node_id.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub node_id: Option<i64>,
+
+    /// Every node of the metadata cluster, this one included, as ID=HOST:PORT pairs separated by
+    /// commas (e.g. 1=host-a:9093,2=host-b:9093). HOST:PORT is the node's metadata cluster
+    /// address; an IPv6 host goes in brackets. This node's own entry is its listen address.
+    ///
+    /// Default: none (a single node). Env: SWITCHYARD_PEERS. TOML key: peers, either the same
+    /// string or a `[peers]` table with entries like `1 = "host-a:9093"`.
+    #[arg(long, value_name = "ID=HOST:PORT,...")]
+    pub peers: Option<String>,
+}
+
+impl ServeArgs {
+    /// The flags that were given, as the top configuration layer.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            metadata_backend: self.metadata_backend.clone(),
+            data_dir: self.data_dir.clone(),
+            node_id: self.node_id,
+            peers: self.peers.clone(),
+        }
+    }
+
+    /// Load and validate the configuration these flags point at and override.
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        Config::load(self.config.as_deref(), &self.overrides())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_help_names_every_env_var_and_toml_key() {
+        let mut command = Cli::command();
+        let Some(serve) = command.find_subcommand_mut("serve") else {
+            panic!("no serve subcommand");
+        };
+        let help = serve.render_long_help().to_string();
+        for needle in [
+            "--config",
+            "switchyard.toml",
+            "--metadata-backend",
+            "SWITCHYARD_METADATA_BACKEND",
+            "metadata_backend",
+            "--data-dir",
+            "SWITCHYARD_DATA_DIR",
+            "data_dir",
+            "--node-id",
+            "SWITCHYARD_NODE_ID",
+            "node_id",
+            "2147483647",
+            "--peers",
+            "SWITCHYARD_PEERS",
+            "[peers]",
+        ] {
+            assert!(help.contains(needle), "{needle:?} missing from:\n{help}");
+        }
+    }
+
+    #[test]
+    fn only_given_flags_override() {
+        let cli = Cli::try_parse_from(["switchyard", "serve", "--node-id", "-3"]);
+        let Ok(Cli {
+            command: Command::Serve(args),
+        }) = cli
+        else {
+            panic!("unexpected parse: {cli:?}");
+        };
+        let overrides = args.overrides();
+        assert_eq!(overrides.node_id, Some(-3));
+        assert_eq!(overrides.metadata_backend, None);
+        assert_eq!(overrides.data_dir, None);
+        assert_eq!(overrides.peers, None);
+    }
+}

@@ -1,0 +1,687 @@
+//! Configuration: where it comes from, in which order, and what makes it valid.
+//!
+//! Layers, each overriding the one before:
+//! 1. defaults — `data_dir = "./switchyard-data"`, `node_id = 1`, no peers, no backend;
+//! 2. a TOML file — `--config PATH`, or else `switchyard.toml` in the current directory if it
+//!    exists (a file named with `--config` must exist);
+//! 3. environment variables `SWITCHYARD_<KEY>`, with `__` for nesting
+//!    (`SWITCHYARD_METADATA__WAL__MODE` is `metadata.wal.mode`);
+//! 4. command-line flags that were actually given ([`Overrides`]).
+//!
+//! Top-level keys are `metadata_backend`, `data_dir`, `node_id`, `peers` and `metadata`; any other
+//! key is an error. `metadata` is free-form: `[metadata.<backend>]` is that backend's own table,
+//! handed to it as its [`OpenContext::config`](switchyard_backend_api::OpenContext::config) by
+//! [`Config::backend_config`]. Tables merge key by key across layers; any other value is replaced
+//! whole by a later layer.
+//!
+//! `peers` is either a string `"1=host-a:9093,2=host-b:9093"` or a table:
+//!
+//! ```toml
+//! [peers]
+//! 1 = "host-a:9093"
+//! 2 = "host-b:9093"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Value};
+use serde::{Deserialize, Serialize};
+use switchyard_backend_api::NodeId;
+
+/// Default for `data_dir`.
+pub const DEFAULT_DATA_DIR: &str = "./switchyard-data";
+/// Default for `node_id`.
+pub const DEFAULT_NODE_ID: i64 = 1;
+/// The file read when `--config` is not given, if it exists in the current directory.
+pub const DEFAULT_CONFIG_FILE: &str = "switchyard.toml";
+/// Prefix of the environment variables that configure Switchyard.
+pub const ENV_PREFIX: &str = "SWITCHYARD_";
+/// The largest node id. A node id doubles as the Kafka broker id, an `int32`, and Kafka reserves
+/// negative ids.
+pub const MAX_NODE_ID: i64 = i32::MAX as i64;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A file named with `--config` does not exist.
+    #[error("config file {} does not exist", path.display())]
+    FileNotFound {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// A layer does not parse, has a key of the wrong type, or has an unknown key.
+    #[error("invalid configuration: {0}")]
+    Invalid(Box<figment::Error>),
+    /// `node_id` outside `0..=2147483647`.
+    #[error(
+        "node id {id} is out of range: it doubles as the Kafka broker id and must be in \
+         0..={MAX_NODE_ID}"
+    )]
+    NodeIdOutOfRange {
+        /// The id given.
+        id: i64,
+    },
+    /// An entry of `peers` is not `ID=HOST:PORT`.
+    #[error("invalid peers entry {entry:?}: {reason} (expected ID=HOST:PORT, e.g. 1=host-a:9093)")]
+    InvalidPeer {
+        /// The offending entry.
+        entry: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `peers` is neither a string nor a table.
+    #[error(
+        "peers must be a string like \"1=host-a:9093,2=host-b:9093\" or a table of id = \"HOST:PORT\""
+    )]
+    PeersType,
+    /// `peers` names the same id twice.
+    #[error("peers list node id {id} more than once")]
+    DuplicatePeer {
+        /// The repeated id.
+        id: NodeId,
+    },
+    /// `peers` is given but does not list this node.
+    #[error(
+        "peers do not include this node's id {node_id} (peers: {peers}); list every node of the \
+         cluster, this one included"
+    )]
+    SelfNotInPeers {
+        /// This node's id.
+        node_id: NodeId,
+        /// The ids that were listed.
+        peers: String,
+    },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(error: figment::Error) -> Self {
+        Self::Invalid(Box::new(error))
+    }
+}
+
+/// Values given on the command line. `None` leaves the value to the lower layers.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    /// `--metadata-backend`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata_backend: Option<String>,
+    /// `--data-dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `--node-id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<i64>,
+    /// `--peers`, as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<String>,
+}
+
+/// The top-level keys, as layered, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    metadata_backend: Option<String>,
+    data_dir: PathBuf,
+    node_id: i64,
+    /// A string or a table; see [`parse_peers`] and [`peers_from_table`].
+    peers: Option<Value>,
+    /// Per-backend tables; only checked to be a table here, read by the backend.
+    #[serde(default)]
+    #[allow(
+        dead_code,
+        reason = "deserialized to reject a `metadata` that is not a table"
+    )]
+    metadata: Dict,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The backend named by configuration, if any. `None` means "the default"; see
+    /// [`crate::backends::default_backend`].
+    pub metadata_backend: Option<String>,
+    /// Directory under which this node keeps its data; the backend gets
+    /// `<data_dir>/metadata/<backend>`.
+    pub data_dir: PathBuf,
+    /// This node's id, in `0..=2147483647`; also its Kafka broker id.
+    pub node_id: NodeId,
+    /// Every node of the cluster, this one included, by id → `HOST:PORT`. Empty for a single
+    /// node.
+    pub peers: BTreeMap<NodeId, String>,
+    figment: Figment,
+}
+
+impl Config {
+    /// Load from all layers: defaults, the TOML file (`file`, or `switchyard.toml` in the current
+    /// directory if it exists), `SWITCHYARD_*` environment variables, then `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::from_figment(layered(file, overrides)?)
+    }
+
+    /// Validate an already layered figment.
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let raw: Raw = figment.extract()?;
+        let node_id = node_id(raw.node_id)?;
+        let peers = match raw.peers {
+            None => BTreeMap::new(),
+            Some(Value::String(_, list)) => parse_peers(&list)?,
+            Some(Value::Dict(_, table)) => peers_from_table(&table)?,
+            Some(_) => return Err(ConfigError::PeersType),
+        };
+        if !peers.is_empty() && !peers.contains_key(&node_id) {
+            return Err(ConfigError::SelfNotInPeers {
+                node_id,
+                peers: peers
+                    .keys()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            });
+        }
+        Ok(Self {
+            metadata_backend: raw.metadata_backend,
+            data_dir: raw.data_dir,
+            node_id,
+            peers,
+            figment,
+        })
+    }
+
+    /// The backend's own table, `metadata.<backend>`, focused so that its keys are at the top
+    /// level. Empty when the table is absent.
+    pub fn backend_config(&self, backend: &str) -> Figment {
+        self.figment.focus(&format!("metadata.{backend}"))
+    }
+
+    /// This node's cluster address: its own entry in `peers`.
+    pub fn cluster_addr(&self) -> Option<&str> {
+        self.peers.get(&self.node_id).map(String::as_str)
+    }
+}
+
+/// The bottom layer: built-in defaults.
+pub fn defaults() -> Figment {
+    Figment::new()
+        .merge(Serialized::default("data_dir", DEFAULT_DATA_DIR))
+        .merge(Serialized::default("node_id", DEFAULT_NODE_ID))
+}
+
+/// Stack the layers without validating them.
+pub fn layered(file: Option<&Path>, overrides: &Overrides) -> Result<Figment, ConfigError> {
+    let mut figment = defaults();
+    match file {
+        Some(path) => {
+            if !path.is_file() {
+                return Err(ConfigError::FileNotFound {
+                    path: path.to_owned(),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        None => {
+            // `file_exact`, not `file`: `Toml::file` would search parent directories too.
+            let default = Path::new(DEFAULT_CONFIG_FILE);
+            if default.is_file() {
+                figment = figment.merge(Toml::file_exact(default));
+            }
+        }
+    }
+    Ok(figment
+        .merge(Env::prefixed(ENV_PREFIX).split("__"))
+        .merge(Serialized::defaults(overrides)))
+}
+
+fn node_id(id: i64) -> Result<NodeId, ConfigError> {
+    // 0..=i32::MAX is exactly the range where both conversions succeed.
+    i32::try_from(id)
+        .ok()
+        .and_then(|id| u32::try_from(id).ok())
+        .map(|id| NodeId(u64::from(id)))
+        .ok_or(ConfigError::NodeIdOutOfRange { id })
+}
+
+/// Parse `ID=HOST:PORT,ID=HOST:PORT,…`. Whitespace around entries is ignored; an empty string
+/// means no peers.
+pub fn parse_peers(list: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
+    let mut peers = BTreeMap::new();
+    if list.trim().is_empty() {
+        return Ok(peers);
+    }
+    for entry in list.split(',') {
+        let entry = entry.trim();
+        let Some((id, addr)) = entry.split_once('=') else {
+            return Err(invalid_peer(entry, "missing '='"));
+        };
+        insert_peer(&mut peers, entry, id.trim(), addr.trim())?;
+    }
+    Ok(peers)
+}
+
+/// Read the table form of `peers`: keys are ids, values `HOST:PORT` strings.
+fn peers_from_table(table: &Dict) -> Result<BTreeMap<NodeId, String>, ConfigError> {
+    let mut peers = BTreeMap::new();
+    for (id, addr) in table {
+        let Some(addr) = addr.as_str() else {
+            return Err(invalid_peer(
+                id,
+                "in the table form the address must be a \"HOST:PORT\" string",
+            ));
+        };
+        insert_peer(&mut peers, &format!("{id}={addr}"), id.trim(), addr.trim())?;
+    }
+    Ok(peers)
+}
+
+fn insert_peer(
+    peers: &mut BTreeMap<NodeId, String>,
+    entry: &str,
+    id: &str,
+    addr: &str,
+) -> Result<(), ConfigError> {
+    let id = id
+        .parse::<i64>()
+        .map_err(|_| invalid_peer(entry, "the id is not a number"))
+        .and_then(|id| {
+            node_id(id)
+                .map_err(|_| invalid_peer(entry, &format!("the id is not in 0..={MAX_NODE_ID}")))
+        })?;
+    check_addr(addr).map_err(|reason| invalid_peer(entry, reason))?;
+    if peers.insert(id, addr.to_owned()).is_some() {
+        return Err(ConfigError::DuplicatePeer { id });
+    }
+    Ok(())
+}
+
+/// Check `HOST:PORT`, where HOST may be a bracketed IPv6 address (`[::1]:9093`).
+fn check_addr(addr: &str) -> Result<(), &'static str> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err("missing ':PORT'");
+    };
+    if host.is_empty() {
+        return Err("the host is empty");
+    }
+    if host.contains(char::is_whitespace) {
+        return Err("the host contains whitespace");
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        match inner.strip_suffix(']') {
+            Some(ipv6) if ipv6.contains(':') && !ipv6.contains(['[', ']']) => {}
+            _ => return Err("brackets must hold an IPv6 address, e.g. [::1]:9093"),
+        }
+    } else if host.contains([':', '[', ']']) {
+        return Err("an IPv6 host must be in brackets, e.g. [::1]:9093");
+    }
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("the port is not a number");
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err("the port must be in 1..=65535"),
+        Ok(_) => Ok(()),
+    }
+}
+
+fn invalid_peer(entry: &str, reason: &str) -> ConfigError {
+    ConfigError::InvalidPeer {
+        entry: entry.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::result_large_err,
+    reason = "figment::Jail closures return figment::Error, which is large"
+)]
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+
+    fn peer_map(entries: &[(u64, &str)]) -> BTreeMap<NodeId, String> {
+        entries
+            .iter()
+            .map(|(id, addr)| (NodeId(*id), (*addr).to_owned()))
+            .collect()
+    }
+
+    /// Run `f` in a figment jail: a fresh current directory and an environment restored
+    /// afterwards, with no `SWITCHYARD_*` variable inherited.
+    fn jailed(f: impl FnOnce(&mut Jail) -> figment::error::Result<()>) {
+        Jail::expect_with(|jail| {
+            // Nothing inherited may leak in; the jail restores the environment afterwards.
+            jail.clear_env();
+            f(jail)
+        });
+    }
+
+    fn load(file: Option<&str>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        Config::load(file.map(Path::new), overrides)
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_configured() {
+        jailed(|_| {
+            let config = load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.metadata_backend, None);
+            assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+            assert_eq!(config.node_id, NodeId(1));
+            assert!(config.peers.is_empty());
+            assert_eq!(config.cluster_addr(), None);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_overrides_defaults_env_overrides_file_flags_override_env() {
+        jailed(|jail| {
+            jail.create_file(
+                DEFAULT_CONFIG_FILE,
+                r#"
+                    metadata_backend = "file-backend"
+                    data_dir = "/from/file"
+                    node_id = 2
+                    peers = "2=file-host:9093"
+
+                    [metadata.wal]
+                    mode = "file"
+                    segment_bytes = 1024
+                "#,
+            )?;
+
+            // File over defaults.
+            let config = load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.metadata_backend.as_deref(), Some("file-backend"));
+            assert_eq!(config.data_dir, PathBuf::from("/from/file"));
+            assert_eq!(config.node_id, NodeId(2));
+            assert_eq!(config.peers, peer_map(&[(2, "file-host:9093")]));
+            assert_eq!(config.cluster_addr(), Some("file-host:9093"));
+            let wal = config.backend_config("wal");
+            assert_eq!(wal.extract_inner::<String>("mode")?, "file");
+            assert_eq!(wal.extract_inner::<u64>("segment_bytes")?, 1024);
+
+            // Env over file, for top-level and nested keys.
+            jail.set_env("SWITCHYARD_METADATA_BACKEND", "env-backend");
+            jail.set_env("SWITCHYARD_NODE_ID", "3");
+            jail.set_env("SWITCHYARD_PEERS", "3=env-host:9093,4=other:9093");
+            jail.set_env("SWITCHYARD_METADATA__WAL__MODE", "env");
+            let config = load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.metadata_backend.as_deref(), Some("env-backend"));
+            assert_eq!(config.data_dir, PathBuf::from("/from/file"));
+            assert_eq!(config.node_id, NodeId(3));
+            assert_eq!(
+                config.peers,
+                peer_map(&[(3, "env-host:9093"), (4, "other:9093")])
+            );
+            let wal = config.backend_config("wal");
+            assert_eq!(wal.extract_inner::<String>("mode")?, "env");
+            assert_eq!(wal.extract_inner::<u64>("segment_bytes")?, 1024);
+
+            // Flags over env; only the flags given.
+            let flags = Overrides {
+                metadata_backend: Some("flag-backend".into()),
+                data_dir: None,
+                node_id: Some(4),
+                peers: None,
+            };
+            let config = load(None, &flags).map_err(|e| e.to_string())?;
+            assert_eq!(config.metadata_backend.as_deref(), Some("flag-backend"));
+            assert_eq!(config.data_dir, PathBuf::from("/from/file"));
+            assert_eq!(config.node_id, NodeId(4));
+            assert_eq!(config.cluster_addr(), Some("other:9093"));
+
+            let flags = Overrides {
+                data_dir: Some("/from/flag".into()),
+                peers: Some(String::new()),
+                ..flags
+            };
+            let config = load(None, &flags).map_err(|e| e.to_string())?;
+            assert_eq!(config.data_dir, PathBuf::from("/from/flag"));
+            assert!(config.peers.is_empty());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn explicit_file_replaces_the_default_file() {
+        jailed(|jail| {
+            jail.create_file(DEFAULT_CONFIG_FILE, "node_id = 5")?;
+            jail.create_file("other.toml", "node_id = 6")?;
+            let config =
+                load(Some("other.toml"), &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.node_id, NodeId(6));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn default_file_is_not_searched_for_in_parent_directories() {
+        jailed(|jail| {
+            jail.create_file(DEFAULT_CONFIG_FILE, "node_id = 5")?;
+            jail.change_dir(jail.create_dir("sub")?)?;
+            let config = load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.node_id, NodeId(1));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn explicit_file_must_exist() {
+        jailed(|_| {
+            let err = load(Some("missing.toml"), &Overrides::default()).err();
+            assert!(
+                matches!(&err, Some(ConfigError::FileNotFound { path }) if path == Path::new("missing.toml")),
+                "{err:?}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn peers_table_form() {
+        jailed(|jail| {
+            jail.create_file(
+                DEFAULT_CONFIG_FILE,
+                r#"
+                    node_id = 2
+                    [peers]
+                    1 = "a:9093"
+                    2 = "[::1]:9094"
+                "#,
+            )?;
+            let config = load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.peers, peer_map(&[(1, "a:9093"), (2, "[::1]:9094")]));
+            assert_eq!(config.cluster_addr(), Some("[::1]:9094"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn peers_table_with_a_non_string_address_is_rejected() {
+        jailed(|jail| {
+            jail.create_file(DEFAULT_CONFIG_FILE, "[peers]\n1 = 9093")?;
+            let err = load(None, &Overrides::default()).err();
+            assert!(
+                matches!(&err, Some(ConfigError::InvalidPeer { reason, .. }) if reason.contains("string")),
+                "{err:?}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_rejected_by_name() {
+        jailed(|jail| {
+            jail.create_file(DEFAULT_CONFIG_FILE, "node_idd = 3")?;
+            let err = load(None, &Overrides::default()).err();
+            let message = err.as_ref().map(ToString::to_string).unwrap_or_default();
+            assert!(matches!(err, Some(ConfigError::Invalid(_))), "{err:?}");
+            assert!(message.contains("node_idd"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_env_key_is_rejected_by_name() {
+        jailed(|jail| {
+            jail.set_env("SWITCHYARD_DATADIR", "/x");
+            let err = load(None, &Overrides::default()).err();
+            let message = err.as_ref().map(ToString::to_string).unwrap_or_default();
+            assert!(message.contains("datadir"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn metadata_must_be_a_table() {
+        jailed(|jail| {
+            jail.create_file(DEFAULT_CONFIG_FILE, "metadata = 3")?;
+            let err = load(None, &Overrides::default()).err();
+            assert!(matches!(err, Some(ConfigError::Invalid(_))), "{err:?}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn node_id_must_fit_a_kafka_broker_id() {
+        jailed(|jail| {
+            for id in [-1, MAX_NODE_ID + 1, i64::MAX] {
+                let flags = Overrides {
+                    node_id: Some(id),
+                    ..Overrides::default()
+                };
+                let err = load(None, &flags).err();
+                assert!(
+                    matches!(err, Some(ConfigError::NodeIdOutOfRange { id: got }) if got == id),
+                    "{id}: {err:?}"
+                );
+            }
+            for id in [0, MAX_NODE_ID] {
+                let flags = Overrides {
+                    node_id: Some(id),
+                    ..Overrides::default()
+                };
+                let config = load(None, &flags).map_err(|e| e.to_string())?;
+                assert_eq!(
+                    config.node_id.0,
+                    u64::try_from(id).map_err(|e| e.to_string())?
+                );
+            }
+            jail.set_env("SWITCHYARD_NODE_ID", "2147483648");
+            let err = load(None, &Overrides::default()).err();
+            let message = err.as_ref().map(ToString::to_string).unwrap_or_default();
+            assert!(message.contains("0..=2147483647"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn node_id_of_the_wrong_type_names_the_key() {
+        jailed(|jail| {
+            jail.set_env("SWITCHYARD_NODE_ID", "one");
+            let err = load(None, &Overrides::default()).err();
+            let message = err.as_ref().map(ToString::to_string).unwrap_or_default();
+            // figment names an environment key as spelled in the environment.
+            assert!(message.contains("NODE_ID"), "{message}");
+            assert!(message.contains("SWITCHYARD_"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn peers_must_include_this_node() {
+        jailed(|_| {
+            let flags = Overrides {
+                node_id: Some(3),
+                peers: Some("1=a:9093,2=b:9093".into()),
+                ..Overrides::default()
+            };
+            let err = load(None, &flags).err();
+            assert!(
+                matches!(&err, Some(ConfigError::SelfNotInPeers { node_id: NodeId(3), peers }) if peers == "1,2"),
+                "{err:?}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn peers_parse() -> Result<(), ConfigError> {
+        assert_eq!(parse_peers("")?, BTreeMap::new());
+        assert_eq!(parse_peers("  ")?, BTreeMap::new());
+        assert_eq!(parse_peers("1=a:1")?, peer_map(&[(1, "a:1")]));
+        assert_eq!(
+            parse_peers(" 1 = a:9093 , 2=10.0.0.2:9093,3=[fe80::1]:65535")?,
+            peer_map(&[(1, "a:9093"), (2, "10.0.0.2:9093"), (3, "[fe80::1]:65535")])
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn peers_syntax_errors_say_what_is_wrong() {
+        let cases = [
+            ("1", "missing '='"),
+            ("1=a:1,", "missing '='"),
+            ("1=a:1,,2=b:2", "missing '='"),
+            ("x=a:1", "id is not a number"),
+            ("=a:1", "id is not a number"),
+            ("-1=a:1", "0..=2147483647"),
+            ("2147483648=a:1", "0..=2147483647"),
+            ("1=a", "missing ':PORT'"),
+            ("1=:9093", "host is empty"),
+            ("1=a b:9093", "whitespace"),
+            ("1=a:", "port is not a number"),
+            ("1=a:x", "port is not a number"),
+            ("1=a:+1", "port is not a number"),
+            ("1=a:0", "1..=65535"),
+            ("1=a:65536", "1..=65535"),
+            ("1=::1:9093", "brackets"),
+            ("1=[]:9093", "brackets"),
+            ("1=[a]:9093", "brackets"),
+            ("1=[::1:9093", "brackets"),
+            ("1=a]:9093", "brackets"),
+        ];
+        for (input, reason_part) in cases {
+            match parse_peers(input) {
+                Err(ConfigError::InvalidPeer { reason, .. }) => {
+                    assert!(reason.contains(reason_part), "{input:?}: {reason}");
+                }
+                other => panic!("{input:?}: expected InvalidPeer, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn duplicate_peer_ids_are_rejected() {
+        for input in ["1=a:1,1=b:2", "1=a:1,01=a:1"] {
+            let err = parse_peers(input).err();
+            assert!(
+                matches!(err, Some(ConfigError::DuplicatePeer { id: NodeId(1) })),
+                "{input:?}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_messages_are_clear() {
+        let err = parse_peers("1=a").err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some(
+                "invalid peers entry \"1=a\": missing ':PORT' (expected ID=HOST:PORT, e.g. \
+                 1=host-a:9093)"
+            )
+        );
+        let err = node_id(-4).err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some(
+                "node id -4 is out of range: it doubles as the Kafka broker id and must be in \
+                 0..=2147483647"
+            )
+        );
+    }
+}

@@ -1,0 +1,35 @@
+//! The Switchyard broker.
+//!
+//! A Switchyard process is one Kafka broker plus one node of a metadata backend. The backend —
+//! `memory`, and later `wal`, `raft` or `hybrid` — is chosen at start-up by name from the
+//! registry in `switchyard-backend-api`; the broker only ever sees it as an
+//! `Arc<dyn MetadataBackend>`.
+//!
+//! This crate is still a skeleton: it reads configuration, opens the metadata backend, follows
+//! its cluster view and shuts it down on a signal. The Kafka listener comes later; when it does,
+//! this crate remains the only one that knows the Kafka wire format.
+//!
+//! # Layout
+//! - `main.rs` — the `switchyard` binary: parses the command line, sets up logging, runs a
+//!   command; the only place that uses `anyhow`.
+//! - [`cli`] — the command line ([`cli::Cli`], one [`cli::Command`] variant per subcommand).
+//! - [`config`] — [`Config`]: figment layering (defaults < TOML file < `SWITCHYARD_*` env <
+//!   flags) and validation, with [`ConfigError`].
+//! - [`backends`] — which backends this binary links ([`backends::LINKED_BACKENDS`]), the
+//!   default choice among them, and the `switchyard backends` listing.
+//! - [`serve`] — `switchyard serve`: open the backend, log its cluster view, stop on a signal.
+//!
+//! # Invariants
+//! - `memory` is never chosen unless asked for by name: losing all metadata on restart must be
+//!   a deliberate choice.
+//! - Each backend reads only its own `[metadata.<name>]` table; the broker knows no
+//!   backend-specific setting.
+//! - Opening a backend never waits for consensus; readiness is followed through
+//!   `MetadataBackend::cluster`.
+
+pub mod backends;
+pub mod cli;
+pub mod config;
+pub mod serve;
+
+pub use config::{Config, ConfigError};

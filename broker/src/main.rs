@@ -1,0 +1,57 @@
+//! The `switchyard` binary. See the library docs for the layout.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use switchyard::backends;
+use switchyard::cli::{Cli, Command, ServeArgs};
+use switchyard_backend_api::available_backends;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Backends => list_backends(),
+        Command::Serve(args) => serve(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` prints the whole cause chain on one line, without a backtrace even when
+            // RUST_BACKTRACE is set: these are operator errors, not bugs.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn list_backends() -> anyhow::Result<()> {
+    let listing = backends::listing(&available_backends());
+    std::io::stdout()
+        .lock()
+        .write_all(listing.as_bytes())
+        .context("writing the backend list")
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    init_logging();
+    let config = args.load_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(switchyard::serve::run(&config))?;
+    Ok(())
+}
+
+/// Log to stderr; `RUST_LOG` filters, `info` by default.
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

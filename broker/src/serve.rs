@@ -1,0 +1,359 @@
+//! `switchyard serve`: open the metadata backend, follow its cluster view, stop on a signal.
+//!
+//! The Kafka listener is not here yet; for now a node only runs its metadata backend.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use switchyard_backend_api::{
+    ClusterView, MetadataBackend, MetadataError, NodeIdentity, OpenContext, Readiness,
+    available_backends, find_backend, open_backend,
+};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::backends::default_backend;
+use crate::config::Config;
+
+/// Why `serve` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// No backend is configured and no durable one is compiled in.
+    #[error(
+        "no durable metadata backend is compiled into this binary; choose one with \
+         --metadata-backend (available: {})",
+        available.join(", ")
+    )]
+    NoDurableBackend {
+        /// The backends that are compiled in.
+        available: Vec<String>,
+    },
+    /// The configured backend is not compiled in.
+    #[error(transparent)]
+    UnknownBackend(MetadataError),
+    /// The backend's data directory could not be created.
+    #[error("could not create the metadata directory {}", path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// The backend failed to open.
+    #[error("could not open the {backend} metadata backend")]
+    Open {
+        /// The backend's name.
+        backend: String,
+        /// The failure.
+        #[source]
+        source: MetadataError,
+    },
+    /// The backend failed to shut down cleanly.
+    #[error("the {backend} metadata backend did not shut down cleanly")]
+    Shutdown {
+        /// The backend's name.
+        backend: String,
+        /// The failure.
+        #[source]
+        source: MetadataError,
+    },
+    /// A signal handler could not be installed.
+    #[error("could not install a signal handler")]
+    Signal(#[source] io::Error),
+}
+
+/// Run a node until SIGINT (Ctrl-C) or SIGTERM, then shut it down.
+///
+/// Signal handlers are installed before anything starts, so a signal that arrives while the
+/// backend opens still leads to a clean shutdown.
+pub async fn run(config: &Config) -> Result<(), ServeError> {
+    let mut signals = ShutdownSignals::install()?;
+    let node = Node::start(config).await?;
+    info!(
+        backend = node.backend_name(),
+        node = %config.node_id,
+        "switchyard running; stop with SIGINT or SIGTERM"
+    );
+    let received = signals.recv().await;
+    info!(signal = received, "shutting down");
+    node.shutdown().await?;
+    info!("switchyard stopped");
+    Ok(())
+}
+
+/// The backend name to run: the configured one, or else the default among `available`.
+pub fn choose_backend(configured: Option<&str>, available: &[&str]) -> Result<String, ServeError> {
+    match configured {
+        Some(name) => Ok(name.to_owned()),
+        None => default_backend(available)
+            .map(str::to_owned)
+            .ok_or_else(|| ServeError::NoDurableBackend {
+                available: available.iter().map(|name| (*name).to_owned()).collect(),
+            }),
+    }
+}
+
+/// A running node: its metadata backend and the task that logs its cluster view.
+#[derive(Debug)]
+pub struct Node {
+    backend: Arc<dyn MetadataBackend>,
+    watcher: JoinHandle<()>,
+}
+
+impl Node {
+    /// Choose and open the backend, then start logging its cluster view. Returns without waiting
+    /// for the backend to become ready.
+    pub async fn start(config: &Config) -> Result<Self, ServeError> {
+        let available: Vec<&str> = available_backends().iter().map(|r| r.name).collect();
+        let name = choose_backend(config.metadata_backend.as_deref(), &available)?;
+        // Check the name before creating a directory named after it.
+        find_backend(&name).map_err(ServeError::UnknownBackend)?;
+
+        let data_dir = config.data_dir.join("metadata").join(&name);
+        std::fs::create_dir_all(&data_dir).map_err(|source| ServeError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let node = NodeIdentity {
+            id: config.node_id,
+            cluster_addr: config.cluster_addr().map(str::to_owned),
+            peers: config.peers.clone(),
+        };
+        info!(
+            backend = name.as_str(),
+            node = %node.id,
+            data_dir = %data_dir.display(),
+            peers = node.peers.len(),
+            "opening metadata backend"
+        );
+        let context = OpenContext {
+            config: config.backend_config(&name),
+            data_dir,
+            node,
+        };
+        let backend = open_backend(&name, context)
+            .await
+            .map_err(|source| ServeError::Open {
+                backend: name.clone(),
+                source,
+            })?;
+        let watcher = tokio::spawn(log_cluster_changes(backend.name(), backend.cluster()));
+        Ok(Self { backend, watcher })
+    }
+
+    /// The running backend.
+    pub fn backend(&self) -> &Arc<dyn MetadataBackend> {
+        &self.backend
+    }
+
+    /// The running backend's registry name.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Stop following the cluster view and shut the backend down.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        // Stop the watcher first, so that the backend going not-ready on purpose is not logged
+        // as a loss of readiness.
+        self.watcher.abort();
+        let backend = self.backend.name();
+        info!(backend, "shutting down metadata backend");
+        self.backend
+            .shutdown()
+            .await
+            .map_err(|source| ServeError::Shutdown {
+                backend: backend.to_owned(),
+                source,
+            })?;
+        info!(backend, "metadata backend shut down");
+        Ok(())
+    }
+}
+
+/// Log the first cluster view and every readiness, role or leader change after it, until the
+/// backend drops its sender.
+async fn log_cluster_changes(backend: &'static str, mut views: watch::Receiver<ClusterView>) {
+    let mut last: Option<ClusterView> = None;
+    loop {
+        let view = views.borrow_and_update().clone();
+        log_transition(backend, last.as_ref(), &view);
+        last = Some(view);
+        if views.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn log_transition(backend: &'static str, last: Option<&ClusterView>, view: &ClusterView) {
+    let node = view.node;
+    let leader = view.leader.map(|l| l.to_string());
+    let leader = leader.as_deref().unwrap_or("none");
+    if last.map(|l| &l.readiness) != Some(&view.readiness) {
+        match &view.readiness {
+            Readiness::Ready => info!(
+                backend,
+                %node,
+                role = ?view.role,
+                leader,
+                epoch = view.epoch,
+                "metadata backend ready"
+            ),
+            Readiness::NotReady { reason } if last.is_some_and(ClusterView::is_ready) => warn!(
+                backend,
+                %node,
+                reason = %reason,
+                "metadata backend no longer ready"
+            ),
+            Readiness::NotReady { reason } => info!(
+                backend,
+                %node,
+                reason = %reason,
+                "metadata backend not ready yet"
+            ),
+            other => {
+                info!(backend, %node, readiness = ?other, "metadata backend readiness changed")
+            }
+        }
+    }
+    if let Some(last) = last {
+        if last.role != view.role {
+            info!(backend, %node, from = ?last.role, to = ?view.role, "metadata role changed");
+        }
+        if last.leader != view.leader {
+            info!(backend, %node, leader, epoch = view.epoch, "metadata leader changed");
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, registered at once so none is missed between install and wait.
+#[derive(Debug)]
+struct ShutdownSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> Result<Self, ServeError> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).map_err(ServeError::Signal)?,
+            terminate: signal(SignalKind::terminate()).map_err(ServeError::Signal)?,
+        })
+    }
+
+    /// Wait for either signal; returns its name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use switchyard_backend_api::NodeId;
+
+    use super::*;
+    use figment::providers::Serialized;
+
+    use crate::config::{Overrides, defaults};
+
+    fn config(data_dir: &std::path::Path, backend: Option<&str>, peers: Option<&str>) -> Config {
+        // Defaults and flags only: no file and no environment, which the config tests change
+        // concurrently.
+        let overrides = Overrides {
+            metadata_backend: backend.map(str::to_owned),
+            data_dir: Some(data_dir.to_owned()),
+            node_id: Some(7),
+            peers: peers.map(str::to_owned),
+        };
+        match Config::from_figment(defaults().merge(Serialized::defaults(&overrides))) {
+            Ok(config) => config,
+            Err(e) => panic!("test config: {e}"),
+        }
+    }
+
+    #[test]
+    fn no_backend_and_nothing_durable_is_an_error_naming_the_choices() {
+        let err = choose_backend(None, &["memory"]).err();
+        let message = err.as_ref().map(ToString::to_string).unwrap_or_default();
+        assert!(
+            matches!(err, Some(ServeError::NoDurableBackend { .. })),
+            "{err:?}"
+        );
+        assert_eq!(
+            message,
+            "no durable metadata backend is compiled into this binary; choose one with \
+             --metadata-backend (available: memory)"
+        );
+    }
+
+    #[test]
+    fn configured_backend_wins_over_the_default() {
+        assert_eq!(
+            choose_backend(Some("memory"), &["memory", "wal"]).ok(),
+            Some("memory".to_owned())
+        );
+        assert_eq!(
+            choose_backend(None, &["memory", "wal"]).ok(),
+            Some("wal".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn memory_node_starts_ready_and_shuts_down() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let node = Node::start(&config(dir.path(), Some("memory"), None)).await?;
+        assert!(dir.path().join("metadata").join("memory").is_dir());
+        assert_eq!(node.backend_name(), "memory");
+        let view = node.backend().wait_ready(Duration::from_secs(10)).await?;
+        assert_eq!(view.node, NodeId(7));
+        let backend = Arc::clone(node.backend());
+        node.shutdown().await?;
+        assert!(!backend.cluster().borrow().is_ready());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn unknown_backend_creates_no_directory() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let err = Node::start(&config(dir.path(), Some("nope"), None))
+            .await
+            .err();
+        let message = err.as_ref().map(ToString::to_string).unwrap_or_default();
+        assert!(
+            matches!(
+                err,
+                Some(ServeError::UnknownBackend(
+                    MetadataError::UnknownBackend { .. }
+                ))
+            ),
+            "{err:?}"
+        );
+        assert!(message.contains("available: memory"), "{message}");
+        assert!(!dir.path().join("metadata").exists());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn backend_open_errors_are_reported() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let config = config(dir.path(), Some("memory"), Some("7=a:9093,8=b:9093"));
+        let err = Node::start(&config).await.err();
+        assert!(
+            matches!(
+                &err,
+                Some(ServeError::Open { backend, source: MetadataError::Config(_) }) if backend == "memory"
+            ),
+            "{err:?}"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,246 @@
+//! The real `switchyard` binary.
+
+use std::path::Path;
+
+use anyhow::{Context as _, ensure};
+use switchyard::backends::{LINKED_BACKENDS, default_backend};
+
+use crate::process::{Running, run};
+
+#[tokio::test]
+async fn backends_lists_every_linked_backend_with_its_guarantees() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = run(dir.path(), &["backends"], &[]).await?;
+    ensure!(out.status.success(), "{out:?}");
+    let memory = out
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("memory "))
+        .with_context(|| format!("no line starts with `memory`:\n{}", out.stdout))?;
+    ensure!(memory.contains("durability=none"), "{memory}");
+    ensure!(memory.contains("reference backend"), "{memory}");
+
+    let mut listed: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    listed.sort_unstable();
+    let mut linked = LINKED_BACKENDS.to_vec();
+    linked.sort_unstable();
+    ensure!(listed == linked, "listed {listed:?}, linked {linked:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn serve_memory_gets_ready_and_stops_cleanly_on_sigterm() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data_arg = data.to_string_lossy().into_owned();
+    let args = [
+        "serve",
+        "--metadata-backend",
+        "memory",
+        "--data-dir",
+        &data_arg,
+    ];
+    let mut node = Running::spawn(dir.path(), &args, &[])?;
+
+    let ready = node.wait_for_line("metadata backend ready").await?;
+    ensure!(
+        ready.contains("memory") && ready.contains("node=1"),
+        "{ready}"
+    );
+    ensure!(
+        data.join("metadata").join("memory").is_dir(),
+        "no metadata dir"
+    );
+
+    node.terminate()?;
+    let (status, lines) = node.wait_exit().await?;
+    let stderr = lines.join("\n");
+    ensure!(status.success(), "exit {status}; stderr:\n{stderr}");
+    ensure!(stderr.contains("SIGTERM"), "{stderr}");
+    ensure!(stderr.contains("metadata backend shut down"), "{stderr}");
+    ensure!(stderr.contains("switchyard stopped"), "{stderr}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn serve_reads_switchyard_toml_and_env() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("switchyard.toml"),
+        "metadata_backend = \"memory\"\ndata_dir = \"from-file\"\nnode_id = 5\n",
+    )?;
+    let mut node = Running::spawn(dir.path(), &["serve"], &[("SWITCHYARD_NODE_ID", "6")])?;
+
+    let ready = node.wait_for_line("metadata backend ready").await?;
+    ensure!(ready.contains("node=6"), "{ready}");
+    ensure!(
+        dir.path().join("from-file/metadata/memory").is_dir(),
+        "data_dir from the file was not used"
+    );
+
+    node.terminate()?;
+    let (status, lines) = node.wait_exit().await?;
+    ensure!(
+        status.success(),
+        "exit {status}; stderr:\n{}",
+        lines.join("\n")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn serve_unknown_backend_fails_listing_the_available_ones() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = run(
+        dir.path(),
+        &["serve", "--metadata-backend", "nope", "--data-dir", "data"],
+        &[],
+    )
+    .await?;
+    ensure!(!out.status.success(), "{out:?}");
+    ensure!(
+        out.stderr
+            .contains("unknown metadata backend \"nope\"; available: "),
+        "{}",
+        out.stderr
+    );
+    for name in LINKED_BACKENDS {
+        ensure!(
+            out.stderr.contains(name),
+            "{name} not listed: {}",
+            out.stderr
+        );
+    }
+    ensure!(!dir.path().join("data/metadata").exists(), "created a dir");
+    Ok(())
+}
+
+/// With no backend configured, the default is the strongest durable backend linked in; with
+/// none linked (the case until the durable backend crates exist), `serve` refuses to start
+/// rather than fall back to `memory`.
+#[tokio::test]
+async fn serve_without_a_backend_uses_the_durable_default_or_refuses() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    match default_backend(LINKED_BACKENDS) {
+        None => {
+            let out = run(dir.path(), &["serve", "--data-dir", "data"], &[]).await?;
+            ensure!(!out.status.success(), "{out:?}");
+            ensure!(
+                out.stderr.contains(
+                    "no durable metadata backend is compiled into this binary; choose one with \
+                     --metadata-backend (available: memory"
+                ),
+                "{}",
+                out.stderr
+            );
+            ensure!(
+                !out.stderr.contains("metadata backend ready"),
+                "{}",
+                out.stderr
+            );
+        }
+        Some(name) => {
+            let mut node = Running::spawn(dir.path(), &["serve", "--data-dir", "data"], &[])?;
+            let ready = node.wait_for_line("metadata backend ready").await?;
+            ensure!(ready.contains(name), "{ready}");
+            node.terminate()?;
+            let (status, lines) = node.wait_exit().await?;
+            ensure!(
+                status.success(),
+                "exit {status}; stderr:\n{}",
+                lines.join("\n")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Runs `serve` with a memory backend and `extra` arguments and expects it to refuse to start,
+/// saying `expected`, without creating any data.
+async fn refuses(
+    dir: &Path,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+    expected: &str,
+) -> anyhow::Result<()> {
+    let mut args = vec![
+        "serve",
+        "--metadata-backend",
+        "memory",
+        "--data-dir",
+        "data",
+    ];
+    args.extend_from_slice(extra);
+    let out = run(dir, &args, envs).await?;
+    ensure!(!out.status.success(), "{args:?} {envs:?} started: {out:?}");
+    ensure!(
+        out.stderr.contains(expected),
+        "{args:?} {envs:?}: expected {expected:?} in stderr:\n{}",
+        out.stderr
+    );
+    ensure!(
+        !out.stderr.contains("panicked"),
+        "{args:?} {envs:?} panicked:\n{}",
+        out.stderr
+    );
+    ensure!(!dir.join("data").exists(), "{args:?} {envs:?} created data");
+    Ok(())
+}
+
+#[tokio::test]
+async fn serve_rejects_bad_peers() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cases: &[(&str, &str)] = &[
+        ("1=host", "invalid peers entry \"1=host\": missing ':PORT'"),
+        ("1=:9093", "the host is empty"),
+        ("1=host:port", "the port is not a number"),
+        ("one=host:9093", "the id is not a number"),
+        ("1=a:9093,1=b:9093", "peers list node id 1 more than once"),
+        ("2=a:9093,3=b:9093", "peers do not include this node's id 1"),
+    ];
+    for (peers, expected) in cases {
+        refuses(dir.path(), &["--peers", peers], &[], expected).await?;
+    }
+    refuses(
+        dir.path(),
+        &[],
+        &[("SWITCHYARD_PEERS", "1=a:9093,x")],
+        "invalid peers entry \"x\"",
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn serve_rejects_bad_config() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    refuses(
+        dir.path(),
+        &["--node-id", "2147483648"],
+        &[],
+        "must be in 0..=2147483647",
+    )
+    .await?;
+    refuses(
+        dir.path(),
+        &["--node-id", "-1"],
+        &[],
+        "node id -1 is out of range",
+    )
+    .await?;
+    refuses(
+        dir.path(),
+        &["--config", "missing.toml"],
+        &[],
+        "config file missing.toml does not exist",
+    )
+    .await?;
+    refuses(dir.path(), &[], &[("SWITCHYARD_BOGUS", "1")], "bogus").await?;
+    std::fs::write(dir.path().join("bad.toml"), "node_idd = 2\n")?;
+    refuses(dir.path(), &["--config", "bad.toml"], &[], "node_idd").await?;
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the `switchyard` crate and binary, as one test binary.
+//!
+//! - `registry` — the registry holds exactly the backends the crate says it links.
+//! - `cli` — the real `switchyard` binary: `backends`, `serve` start-up, errors and shutdown.
+//! - `process` — running the binary with a deadline on every wait.
+
+mod cli;
+mod process;
+mod registry;
