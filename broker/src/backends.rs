@@ -16,28 +16,12 @@ use std::fmt::Write as _;
 
 use switchyard_backend_api::Registration;
 
-// Backend crates linked for their `inventory` registration. None exists yet; when one does:
-// #[cfg(feature = "backend-wal")]
-// use switchyard_backend_wal as _;
-// #[cfg(feature = "backend-raft")]
-// use switchyard_backend_raft as _;
-// #[cfg(feature = "backend-hybrid")]
-// use switchyard_backend_hybrid as _;
-
 /// Names of the backends this binary links, as registered.
 ///
 /// `memory` lives in `switchyard-backend-api` and is always there. Each backend feature adds its
-/// name here under `#[cfg(feature = "backend-<name>")]`, next to its `use` line above. A test
+/// name here under `#[cfg(feature = "backend-<name>")]`, next to its `use` line (see the module docs). A test
 /// checks that the registry holds exactly these names.
-pub const LINKED_BACKENDS: &[&str] = &[
-    "memory",
-    // #[cfg(feature = "backend-wal")]
-    // "wal",
-    // #[cfg(feature = "backend-raft")]
-    // "raft",
-    // #[cfg(feature = "backend-hybrid")]
-    // "hybrid",
-];
+pub const LINKED_BACKENDS: &[&str] = &["memory"];
 
 /// Durable backends in order of preference when none is configured: the strongest first.
 ///
