@@ -4,7 +4,7 @@
 //! and a node identity, and how to crash one); [`conformance_tests!`] expands the one list of
 //! cases into one `#[tokio::test]` per case, so a backend's whole test file is:
 //!
-//! ```ignore
+//! ```text
 //! switchyard_compat_tests::conformance_tests!(switchyard_compat_tests::RegistryHarness::new("memory"));
 //! ```
 //!
