@@ -12,8 +12,8 @@ use anyhow::{Context, bail};
 use async_trait::async_trait;
 use figment::Figment;
 use switchyard_backend_api::{
-    MetadataBackend, MetadataError, NodeId, NodeIdentity, OpenContext, Registration, find_backend,
-    open_backend,
+    Guarantees, MetadataBackend, MetadataError, NodeId, NodeIdentity, OpenContext, Registration,
+    find_backend, open_backend,
 };
 use tempfile::TempDir;
 
@@ -38,6 +38,10 @@ pub trait BackendHarness: Send + Sync + 'static {
     /// Largest cluster the backend forms; 1 for single-node backends.
     fn max_nodes(&self) -> usize;
 
+    /// The guarantees nodes opened by this harness must report: the registration's, unless
+    /// the harness's configuration selects a mode that declares others.
+    fn declared(&self) -> Guarantees;
+
     /// Open one node. Must return without waiting for a quorum.
     async fn open(&self, node: &NodeSpec) -> Result<Arc<dyn MetadataBackend>, MetadataError>;
 
@@ -54,6 +58,7 @@ pub trait BackendHarness: Send + Sync + 'static {
 pub struct RegistryHarness {
     registration: &'static Registration,
     config: Figment,
+    declared: Guarantees,
 }
 
 impl RegistryHarness {
@@ -67,6 +72,7 @@ impl RegistryHarness {
             Ok(registration) => Self {
                 registration,
                 config: Figment::new(),
+                declared: registration.guarantees,
             },
             Err(e) => panic!("{e}"),
         }
@@ -77,12 +83,23 @@ impl RegistryHarness {
         self.config = config;
         self
     }
+
+    /// Expect nodes to declare `guarantees` (for a configuration whose mode declares other
+    /// guarantees than the registration's default).
+    pub fn declaring(mut self, guarantees: Guarantees) -> Self {
+        self.declared = guarantees;
+        self
+    }
 }
 
 #[async_trait]
 impl BackendHarness for RegistryHarness {
     fn backend(&self) -> &'static str {
         self.registration.name
+    }
+
+    fn declared(&self) -> Guarantees {
+        self.declared
     }
 
     fn max_nodes(&self) -> usize {

@@ -80,7 +80,7 @@ macro_rules! conformance_tests {
                 concurrent_proposals_apply_exactly_once,
                 wait_applied_times_out,
                 linearizable_read_matches_declaration,
-                guarantees_match_registration,
+                guarantees_match_declaration,
                 restart_keeps_acknowledged_writes,
                 crash_keeps_acknowledged_writes,
                 shutdown_refuses_writes,

@@ -79,3 +79,12 @@ impl From<&str> for MemberId {
         Self(s.to_owned())
     }
 }
+
+impl TryFrom<NodeId> for BrokerId {
+    type Error = std::num::TryFromIntError;
+
+    /// A process's broker id is its node id; Kafka limits it to `0..=i32::MAX`.
+    fn try_from(node: NodeId) -> Result<Self, Self::Error> {
+        i32::try_from(node.0).map(BrokerId)
+    }
+}

@@ -220,13 +220,19 @@ pub async fn linearizable_read_matches_declaration(h: &dyn BackendHarness) -> an
     Ok(())
 }
 
-/// The opened backend reports its registry name and the guarantees it registered.
-pub async fn guarantees_match_registration(h: &dyn BackendHarness) -> anyhow::Result<()> {
+/// The opened backend reports its registry name and the guarantees its configuration declares;
+/// the registration and the harness agree on whether it runs several nodes.
+pub async fn guarantees_match_declaration(h: &dyn BackendHarness) -> anyhow::Result<()> {
     let cluster = TestCluster::single(h).await?;
     let node = cluster.node(0)?;
     let registration = find_backend(h.backend())?;
     ensure!(node.name() == h.backend());
-    ensure!(node.guarantees() == registration.guarantees);
+    ensure!(
+        node.guarantees() == h.declared(),
+        "{:?} != {:?}",
+        node.guarantees(),
+        h.declared()
+    );
     ensure!(
         registration.guarantees.multi_node == (h.max_nodes() > 1),
         "harness and declaration disagree on multi-node"
