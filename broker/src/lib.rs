@@ -17,6 +17,8 @@
 //!   flags) and validation, with [`ConfigError`].
 //! - [`backends`] — which backends this binary links ([`backends::LINKED_BACKENDS`]), the
 //!   default choice among them, and the `switchyard backends` listing.
+//! - [`log`] — partition logs on disk: segments with offset and time indexes, recovery,
+//!   retention, the fsync policy ([`log::PartitionLog`], [`log::LogStore`]).
 //! - [`serve`] — `switchyard serve`: open the backend, log its cluster view, stop on a signal.
 //!
 //! # Invariants
@@ -30,6 +32,7 @@
 pub mod backends;
 pub mod cli;
 pub mod config;
+pub mod log;
 pub mod serve;
 
 pub use config::{Config, ConfigError};

@@ -1,0 +1,620 @@
+//! [`PartitionLog`]: the segments of one topic-partition, appends, reads, recovery, retention
+//! and flushing.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
+
+use super::batch::BatchHeader;
+use super::batch::{Batches, set_base_offset, set_partition_leader_epoch};
+use super::config::LogConfig;
+use super::error::{LogError, io_err};
+use super::segment::{
+    IndexFiles, LOG_EXT, NO_TIMESTAMP, NewEntries, Recovery, Segment, Summary,
+    remove_orphan_indexes, sync_dir,
+};
+
+/// File whose presence says the log was closed cleanly: its index files can be trusted.
+pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+
+/// What [`PartitionLog::append`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset given to the first record (the Produce response's `base_offset`).
+    pub base_offset: i64,
+    /// Offset given to the last record.
+    pub last_offset: i64,
+    /// The largest `maxTimestamp` among the appended batches.
+    pub max_timestamp: i64,
+    /// The log start offset after the append (the Produce response's `log_start_offset`).
+    pub log_start_offset: i64,
+    /// Whether the batches were fsynced before the append returned.
+    pub flushed: bool,
+}
+
+/// What [`PartitionLog::read`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRead {
+    /// Whole record batches, as stored: the Fetch response's `records`. Empty when there is
+    /// nothing at or after the requested offset.
+    pub records: Vec<u8>,
+    /// The first offset in the log when the read started.
+    pub log_start_offset: i64,
+    /// The log end offset when the read started.
+    pub log_end_offset: i64,
+}
+
+/// The answer to a ListOffsets lookup by timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    /// Base offset of the first batch whose `maxTimestamp` is at least the target.
+    pub offset: i64,
+    /// That batch's `maxTimestamp`.
+    pub timestamp: i64,
+}
+
+/// What [`PartitionLog::enforce_retention`] deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    /// Segments deleted.
+    pub deleted_segments: usize,
+    /// Bytes of data deleted.
+    pub deleted_bytes: u64,
+    /// The log start offset afterwards.
+    pub log_start_offset: i64,
+}
+
+/// The appender's state, behind the append lock.
+#[derive(Debug)]
+struct Writer {
+    config: LogConfig,
+    active: Arc<Segment>,
+    index_files: IndexFiles,
+    /// When the active segment took its first append in this process (for `segment.ms`).
+    active_since_ms: Option<i64>,
+    /// Records appended since the last fsync.
+    unflushed_messages: u64,
+    /// When the last fsync happened, or the first unflushed append if none did yet.
+    last_flush_ms: Option<i64>,
+    status: Status,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Open,
+    /// A write failed part-way: no more appends until the log is reopened and recovered.
+    Failed,
+    Closed,
+}
+
+/// The log of one topic-partition: a directory of segments.
+///
+/// Safe to share as `Arc<PartitionLog>`. Appends (and retention, flush, close) are serialized
+/// by one lock per partition; reads take a snapshot of the segment list and read with `pread`,
+/// never waiting for an append's write or fsync. Every method does blocking file I/O: call it
+/// from `tokio::task::spawn_blocking` (or `block_in_place`), not directly on a runtime thread.
+#[derive(Debug)]
+pub struct PartitionLog {
+    dir: PathBuf,
+    writer: Mutex<Writer>,
+    /// Oldest first; the last one is the active segment. Never empty.
+    segments: RwLock<Vec<Arc<Segment>>>,
+    log_end: watch::Sender<i64>,
+}
+
+/// A batch's place in an append's buffer.
+#[derive(Debug)]
+struct Placed {
+    start: usize,
+    size: usize,
+    offsets: i64,
+}
+
+/// A validated append, ready to be written.
+#[derive(Debug)]
+struct Pending {
+    buf: Vec<u8>,
+    placed: Vec<Placed>,
+    record_count: u64,
+}
+
+impl PartitionLog {
+    /// Opens the log in `dir`, creating the directory and an empty first segment if needed,
+    /// and recovers it: index files without data are removed; after a clean shutdown the index
+    /// files are trusted if they check out; otherwise, and for any segment whose indexes do
+    /// not check out, every batch is CRC-checked and the indexes are rebuilt. A torn or
+    /// corrupt tail of the last segment is truncated (logged as a warning); corruption
+    /// anywhere else fails with [`LogError::Corrupt`] naming the file and position.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<Self, LogError> {
+        fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        let names: Vec<String> = fs::read_dir(dir)
+            .map_err(io_err("list", dir))?
+            .map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()
+            .map_err(io_err("list", dir))?;
+        remove_orphan_indexes(dir, &names)?;
+        let mut bases: Vec<i64> = names
+            .iter()
+            .filter_map(|name| name.strip_suffix(&format!(".{LOG_EXT}")))
+            .filter(|stem| stem.len() == 20)
+            .filter_map(|stem| stem.parse().ok())
+            .collect();
+        bases.sort_unstable();
+
+        let recovery = |active| Recovery {
+            clean,
+            active,
+            index_interval: config.index_interval_bytes,
+        };
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        let (active, index_files) = match bases.split_last() {
+            None => Segment::create(dir, 0)?,
+            Some((&last, older)) => {
+                for (i, &base) in older.iter().enumerate() {
+                    let segment = Segment::recover(dir, base, recovery(false))?;
+                    let next_base = bases[i + 1];
+                    let summary = segment.summary();
+                    if summary.next_offset != next_base {
+                        return Err(LogError::Corrupt {
+                            path: segment.path().to_path_buf(),
+                            position: summary.size,
+                            reason: format!(
+                                "segment ends at offset {} but the next one starts at {next_base}",
+                                summary.next_offset
+                            ),
+                        });
+                    }
+                    segments.push(Arc::new(segment));
+                }
+                let segment = Segment::recover(dir, last, recovery(true))?;
+                let index_files = segment.open_index_files()?;
+                (segment, index_files)
+            }
+        };
+        let active = Arc::new(active);
+        segments.push(Arc::clone(&active));
+        if clean {
+            fs::remove_file(&marker).map_err(io_err("delete", &marker))?;
+            sync_dir(dir)?;
+        }
+        let (log_end, _) = watch::channel(active.summary().next_offset);
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            writer: Mutex::new(Writer {
+                config,
+                active,
+                index_files,
+                active_since_ms: None,
+                unflushed_messages: 0,
+                last_flush_ms: None,
+                status: Status::Open,
+            }),
+            segments: RwLock::new(segments),
+            log_end,
+        })
+    }
+
+    /// The partition's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The offset of the first record still in the log.
+    pub fn log_start_offset(&self) -> i64 {
+        self.segments.read().first().map_or(0, |s| s.base_offset())
+    }
+
+    /// The offset the next appended record will get.
+    pub fn log_end_offset(&self) -> i64 {
+        *self.log_end.borrow()
+    }
+
+    /// Follows the log end offset: the receiver changes after every append becomes readable.
+    /// A Fetch long-poll waits on it instead of polling.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.log_end.subscribe()
+    }
+
+    /// Total bytes of segment data.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.read().iter().map(|s| s.summary().size).sum()
+    }
+
+    /// Number of segments, the active one included.
+    pub fn segment_count(&self) -> usize {
+        self.segments.read().len()
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> LogConfig {
+        self.writer.lock().config.clone()
+    }
+
+    /// Replaces the configuration (after a topic config change); applies from the next append.
+    pub fn set_config(&self, config: LogConfig) {
+        self.writer.lock().config = config;
+    }
+
+    /// Appends the concatenated v2 record batches in `records` (a Produce request's `records`
+    /// field) as one unit and returns the offsets they got.
+    ///
+    /// Every batch is validated first (length, magic, CRC-32C, record count, `max.message.bytes`);
+    /// if any fails nothing is written. Batches are stored as received except for two fields
+    /// outside the CRC: `baseOffset`, rewritten so offsets continue from the log end offset,
+    /// and `partitionLeaderEpoch`, set to `leader_epoch`. `now_ms` drives `segment.ms` and
+    /// `flush.ms`.
+    ///
+    /// ### When it returns
+    /// The batches are readable and the log end offset has advanced. They are on disk if
+    /// [`AppendInfo::flushed`] — always under the default [`FlushPolicy`](super::FlushPolicy).
+    /// A failed write leaves the log [`LogError::Offline`] until it is reopened.
+    pub fn append(
+        &self,
+        records: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let mut placed = Vec::new();
+        let mut record_count: u64 = 0;
+        let mut max_timestamp = NO_TIMESTAMP;
+        for batch in Batches::new(records) {
+            let batch = batch?;
+            let header = batch.header();
+            if header.record_count == 0 {
+                return Err(LogError::NoRecords);
+            }
+            record_count += u64::try_from(header.record_count).unwrap_or(0);
+            max_timestamp = max_timestamp.max(header.max_timestamp);
+            placed.push(Placed {
+                start: placed.last().map_or(0, |p: &Placed| p.start + p.size),
+                size: batch.size(),
+                offsets: i64::from(header.record_count),
+            });
+        }
+        if placed.is_empty() {
+            return Err(LogError::NoRecords);
+        }
+        let mut pending = Pending {
+            buf: records.to_vec(),
+            placed,
+            record_count,
+        };
+
+        let mut writer = self.writer.lock();
+        match writer.status {
+            Status::Open => {}
+            Status::Failed => {
+                return Err(LogError::Offline {
+                    path: self.dir.clone(),
+                });
+            }
+            Status::Closed => {
+                return Err(LogError::Closed {
+                    path: self.dir.clone(),
+                });
+            }
+        }
+        let max = writer.config.max_message_bytes;
+        if let Some(p) = pending.placed.iter().find(|p| p.size > max as usize) {
+            return Err(LogError::BatchTooLarge { size: p.size, max });
+        }
+        let offsets: i64 = pending.placed.iter().map(|p| p.offsets).sum();
+        self.maybe_roll(&mut writer, pending.buf.len() as u64, offsets, now_ms)?;
+        writer.active_since_ms.get_or_insert(now_ms);
+
+        let active = Arc::clone(&writer.active);
+        let mut summary = active.summary();
+        let position = summary.size;
+        let base_offset = summary.next_offset;
+        let mut next = base_offset;
+        for p in &pending.placed {
+            let batch = &mut pending.buf[p.start..p.start + p.size];
+            set_base_offset(batch, next);
+            set_partition_leader_epoch(batch, leader_epoch);
+            next += p.offsets;
+        }
+        let result = Self::write(&mut writer, &active, &pending, &mut summary, now_ms);
+        let (flushed, new) = match result {
+            Ok(done) => done,
+            Err(err) => {
+                writer.status = Status::Failed;
+                // Best effort: drop the partial write now; recovery on reopen does it anyway.
+                if let Err(truncate) = active.truncate(position) {
+                    tracing::warn!(error = %truncate, "cannot drop a partial append");
+                }
+                return Err(err);
+            }
+        };
+        active.publish(summary, new);
+        self.log_end.send_replace(next);
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            max_timestamp,
+            log_start_offset: self.log_start_offset(),
+            flushed,
+        })
+    }
+
+    /// Writes an append's bytes and index entries and fsyncs per the flush policy, without
+    /// publishing. Returns whether it fsynced, and the new index entries.
+    fn write(
+        writer: &mut Writer,
+        active: &Segment,
+        pending: &Pending,
+        summary: &mut Summary,
+        now_ms: i64,
+    ) -> Result<(bool, NewEntries), LogError> {
+        let position = summary.size;
+        active.write_at(&pending.buf, position)?;
+        let mut new = NewEntries::default();
+        let interval = writer.config.index_interval_bytes;
+        for p in &pending.placed {
+            let Some(header) = BatchHeader::decode(&pending.buf[p.start..]) else {
+                continue;
+            };
+            summary.track(
+                active.base_offset(),
+                position + p.start as u64,
+                &header,
+                p.size as u64,
+                interval,
+                &mut new,
+            );
+        }
+        writer.index_files.append(&new)?;
+        writer.unflushed_messages += pending.record_count;
+        let since = *writer.last_flush_ms.get_or_insert(now_ms);
+        let policy = writer.config.flush;
+        let due = policy
+            .every_messages
+            .is_some_and(|n| writer.unflushed_messages >= n)
+            || policy.every_ms.is_some_and(|ms| {
+                now_ms.saturating_sub(since) >= i64::try_from(ms).unwrap_or(i64::MAX)
+            });
+        if due {
+            active.sync()?;
+            writer.unflushed_messages = 0;
+            writer.last_flush_ms = Some(now_ms);
+        }
+        Ok((due, new))
+    }
+
+    /// Rolls to a new segment if the active one is not empty and the append would push it past
+    /// `segment.bytes`, it is older than `segment.ms`, or its relative offsets would overflow.
+    fn maybe_roll(
+        &self,
+        writer: &mut Writer,
+        bytes: u64,
+        offsets: i64,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        let summary = writer.active.summary();
+        if summary.size == 0 {
+            return Ok(());
+        }
+        let config = &writer.config;
+        let by_size = summary.size + bytes > u64::from(config.segment_bytes);
+        let by_time = writer.active_since_ms.is_some_and(|since| {
+            now_ms.saturating_sub(since) >= i64::try_from(config.segment_ms).unwrap_or(i64::MAX)
+        });
+        let last_relative = summary.next_offset + offsets - 1 - writer.active.base_offset();
+        let by_offset = last_relative > i64::from(u32::MAX);
+        if !(by_size || by_time || by_offset) {
+            return Ok(());
+        }
+        // The old segment is durable before the new one exists: only the last segment can
+        // ever have a torn tail.
+        writer.active.sync()?;
+        writer.index_files.sync()?;
+        let (segment, index_files) = Segment::create(&self.dir, summary.next_offset)?;
+        let segment = Arc::new(segment);
+        self.segments.write().push(Arc::clone(&segment));
+        writer.active = segment;
+        writer.index_files = index_files;
+        writer.active_since_ms = None;
+        writer.unflushed_messages = 0;
+        writer.last_flush_ms = Some(now_ms);
+        Ok(())
+    }
+
+    /// Reads whole batches from the one holding `from_offset`, up to `max_bytes` (but at least
+    /// one batch), up to the log end offset. Reading at the log end offset returns nothing.
+    pub fn read(&self, from_offset: i64, max_bytes: usize) -> Result<LogRead, LogError> {
+        self.read_until(from_offset, max_bytes, i64::MAX)
+    }
+
+    /// Like [`read`](Self::read), but returns only batches that start below `end_offset` —
+    /// pass the high watermark when serving consumers.
+    pub fn read_until(
+        &self,
+        from_offset: i64,
+        max_bytes: usize,
+        end_offset: i64,
+    ) -> Result<LogRead, LogError> {
+        let log_end_offset = self.log_end_offset();
+        let (segments, log_start_offset) = {
+            let segments = self.segments.read();
+            let start = segments.first().map_or(0, |s| s.base_offset());
+            let first = segments
+                .partition_point(|s| s.base_offset() <= from_offset)
+                .saturating_sub(1);
+            (segments[first..].to_vec(), start)
+        };
+        if from_offset < log_start_offset || from_offset > log_end_offset {
+            return Err(LogError::OffsetOutOfRange {
+                offset: from_offset,
+                log_start_offset,
+                log_end_offset,
+            });
+        }
+        let end = end_offset.min(log_end_offset);
+        let mut records = Vec::new();
+        let mut from = from_offset;
+        for segment in segments {
+            let remaining = max_bytes.saturating_sub(records.len());
+            if from >= end || (!records.is_empty() && remaining == 0) {
+                break;
+            }
+            let Some(position) = segment.find_batch(from)? else {
+                continue;
+            };
+            let read = segment.read_batches(position, remaining, records.is_empty(), end)?;
+            records.extend_from_slice(&read.bytes);
+            match read.next_offset {
+                Some(next) if read.at_end => from = next,
+                _ => break,
+            }
+        }
+        Ok(LogRead {
+            records,
+            log_start_offset,
+            log_end_offset,
+        })
+    }
+
+    /// ListOffsets by timestamp: the first batch whose `maxTimestamp` is at least `timestamp`,
+    /// or `None` if there is none (Kafka then answers with offset -1).
+    ///
+    /// The offset is the batch's base offset: records in the batch before the one that reached
+    /// `timestamp` are included. The Kafka layer may refine it by decoding that batch.
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<TimestampOffset>, LogError> {
+        let segments = self.segments.read().clone();
+        for segment in segments {
+            if segment.summary().max_timestamp < timestamp {
+                continue;
+            }
+            if let Some((offset, timestamp)) = segment.find_timestamp(timestamp)? {
+                return Ok(Some(TimestampOffset { offset, timestamp }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Fsyncs the active segment and its indexes.
+    pub fn flush(&self, now_ms: i64) -> Result<(), LogError> {
+        let mut writer = self.writer.lock();
+        Self::flush_locked(&mut writer, now_ms)
+    }
+
+    /// Fsyncs if `flush.ms` has passed since the last fsync with records unflushed. Call it
+    /// periodically so an idle log honours `flush.ms`.
+    pub fn flush_if_due(&self, now_ms: i64) -> Result<bool, LogError> {
+        let mut writer = self.writer.lock();
+        let due = match (writer.config.flush.every_ms, writer.last_flush_ms) {
+            (Some(ms), Some(last)) => {
+                writer.unflushed_messages > 0
+                    && now_ms.saturating_sub(last) >= i64::try_from(ms).unwrap_or(i64::MAX)
+            }
+            _ => false,
+        };
+        if due {
+            Self::flush_locked(&mut writer, now_ms)?;
+        }
+        Ok(due)
+    }
+
+    fn flush_locked(writer: &mut Writer, now_ms: i64) -> Result<(), LogError> {
+        writer.active.sync()?;
+        writer.index_files.sync()?;
+        writer.unflushed_messages = 0;
+        writer.last_flush_ms = Some(now_ms);
+        Ok(())
+    }
+
+    /// Deletes the oldest segments — never the active one — that `retention.ms` or
+    /// `retention.bytes` no longer keep, and advances the log start offset past them.
+    ///
+    /// A segment is expired by time when its largest `maxTimestamp` is more than `retention.ms`
+    /// before `now_ms`; by size while the log without it would still hold at least
+    /// `retention.bytes`. Only a prefix of segments is deleted.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionOutcome, LogError> {
+        let writer = self.writer.lock();
+        let segments = self.segments.read().clone();
+        let candidates = &segments[..segments.len().saturating_sub(1)];
+        let mut by_time = 0;
+        if let Some(ms) = writer.config.retention_ms {
+            let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+            by_time = candidates
+                .iter()
+                .take_while(|s| now_ms.saturating_sub(s.summary().max_timestamp) > ms)
+                .count();
+        }
+        let mut by_size = 0;
+        if let Some(limit) = writer.config.retention_bytes {
+            let mut total: u64 = segments.iter().map(|s| s.summary().size).sum();
+            for segment in candidates {
+                let size = segment.summary().size;
+                if total - size < limit {
+                    break;
+                }
+                total -= size;
+                by_size += 1;
+            }
+        }
+        let count = by_time.max(by_size);
+        let removed: Vec<Arc<Segment>> = self.segments.write().drain(..count).collect();
+        let mut deleted_bytes = 0;
+        for segment in &removed {
+            deleted_bytes += segment.summary().size;
+            segment.delete_files()?;
+            tracing::info!(
+                file = %segment.path().display(),
+                base_offset = segment.base_offset(),
+                "deleted segment by retention"
+            );
+        }
+        if !removed.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        drop(writer);
+        Ok(RetentionOutcome {
+            deleted_segments: removed.len(),
+            deleted_bytes,
+            log_start_offset: self.log_start_offset(),
+        })
+    }
+
+    /// Flushes, marks the log as cleanly shut down (so the next open trusts its indexes) and
+    /// refuses further appends. Reads keep working. Closing twice is harmless; a log that
+    /// failed a write is closed without the mark, so the next open recovers it fully.
+    pub fn close(&self, now_ms: i64) -> Result<(), LogError> {
+        let mut writer = self.writer.lock();
+        match writer.status {
+            Status::Closed => return Ok(()),
+            Status::Failed => {
+                writer.status = Status::Closed;
+                return Ok(());
+            }
+            Status::Open => {}
+        }
+        writer.status = Status::Closed;
+        Self::flush_locked(&mut writer, now_ms)?;
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        fs::File::create(&marker)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err("create", &marker))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Refuses further appends without flushing or marking a clean shutdown, as before the
+    /// log's directory is deleted.
+    pub(crate) fn abandon(&self) {
+        self.writer.lock().status = Status::Closed;
+    }
+}
+
+#[cfg(test)]
+impl PartitionLog {
+    pub(crate) fn segments_for_test(&self) -> Vec<Arc<Segment>> {
+        self.segments.read().clone()
+    }
+}
