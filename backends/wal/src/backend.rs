@@ -1,0 +1,339 @@
+//! [`WalBackend`]: opening (recovery), the [`MetadataBackend`] implementation, shutdown.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use switchyard_backend_api::{
+    AppliedState, ChangeStream, ClusterView, Guarantees, LogIndex, MembershipChange,
+    MetadataBackend, MetadataCommand, MetadataError, NodeId, OpenContext, Proposed, StateView,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::applier::{self, ApplyMsg, Pending, Snapshots};
+use crate::config::{Mode, WalConfig};
+use crate::log::{Log, Recovered};
+use crate::node::{Node, NodeParts};
+use crate::progress::Progress;
+use crate::record::Position;
+use crate::replication::{self, Control};
+use crate::snapshot::{self, Snapshot};
+use crate::term::{self, Term};
+use crate::writer::{self, Request, Writer};
+use crate::{ASYNC_GUARANTEES, NAME, SYNC_GUARANTEES};
+
+/// One node of the `wal` backend.
+#[derive(Debug)]
+pub struct WalBackend {
+    node: Arc<Node>,
+    guarantees: Guarantees,
+    tasks: Mutex<Option<JoinSet<()>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Every node of the cluster → its address, this one included; a lone node maps to its own
+/// (possibly empty) address.
+fn members(context: &OpenContext) -> Result<BTreeMap<NodeId, String>, MetadataError> {
+    let identity = &context.node;
+    let mut members = identity.peers.clone();
+    if !identity.has_peers() {
+        let addr = identity.cluster_addr.clone().unwrap_or_default();
+        return Ok(BTreeMap::from([(identity.id, addr)]));
+    }
+    let own = identity
+        .cluster_addr
+        .clone()
+        .or_else(|| members.get(&identity.id).cloned())
+        .ok_or_else(|| {
+            MetadataError::Config(format!(
+                "node {} has peers but no cluster address; set its cluster listen address",
+                identity.id
+            ))
+        })?;
+    members.insert(identity.id, own);
+    Ok(members)
+}
+
+fn recover(dir: &Path, segment_bytes: u64) -> Result<(Option<Snapshot>, Recovered), MetadataError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| MetadataError::Storage(format!("{}: {e}", dir.display())))?;
+    let snapshot = snapshot::load_latest(dir)?.map(|(snapshot, _)| snapshot);
+    let base = snapshot
+        .as_ref()
+        .map(|s| s.position)
+        .unwrap_or(Position::default());
+    let recovered = Log::open(dir, segment_bytes, base)?;
+    Ok((snapshot, recovered))
+}
+
+impl WalBackend {
+    /// Open (or create) a node: recover the snapshot and log from `data_dir/wal`, start the
+    /// writer thread, the applier, the role controller and the cluster listener, and return
+    /// without waiting for any peer. Readiness is reported through [`MetadataBackend::cluster`].
+    pub async fn open(context: OpenContext) -> Result<Self, MetadataError> {
+        let config = WalConfig::from_figment(&context.config)?;
+        let members = members(&context)?;
+        let me = context.node.id;
+        let primary = match config.primary {
+            Some(id) if !members.contains_key(&NodeId(id)) => {
+                return Err(MetadataError::Config(format!(
+                    "metadata.wal.primary = {id} is not a node of this cluster"
+                )));
+            }
+            Some(id) => NodeId(id),
+            None => members.keys().next().copied().unwrap_or(me),
+        };
+        let quorum = members.len() / 2 + 1;
+        let dir = context.data_dir.join("wal");
+        let segment_bytes = config.segment_bytes;
+        let recovery_dir = dir.clone();
+        let (snapshot, recovered) =
+            tokio::task::spawn_blocking(move || recover(&recovery_dir, segment_bytes))
+                .await
+                .map_err(|e| MetadataError::Storage(format!("recovery task: {e}")))??;
+        let term_dir = dir.clone();
+        let term = tokio::task::spawn_blocking(move || term::load(&term_dir))
+            .await
+            .map_err(|e| MetadataError::Storage(format!("reading the epoch: {e}")))??
+            .unwrap_or(Term { epoch: 0, primary });
+
+        let base = snapshot.as_ref().map(|s| s.position).unwrap_or_default();
+        let applied = Arc::new(AppliedState::new(
+            snapshot.map(|s| s.view).unwrap_or_default(),
+        ));
+        let Recovered { log, tail } = recovered;
+        let shape = Arc::new(log.shape().clone());
+        tracing::info!(
+            dir = %dir.display(),
+            snapshot = base.index,
+            last = shape.last.index,
+            epoch = term.epoch,
+            primary = %term.primary,
+            "recovered the write-ahead log"
+        );
+        let progress = Arc::new(Progress::new(
+            quorum,
+            config.mode,
+            shape.last.index,
+            base.index,
+        ));
+        let (durable_tx, durable) = watch::channel(shape);
+        let (applier_tx, applier_rx) = mpsc::unbounded_channel();
+        let (writer_tx, writer_rx) = mpsc::unbounded_channel();
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let mut entries = Vec::with_capacity(tail.len());
+        for record in tail {
+            entries.push(Pending {
+                index: record.index,
+                command: record.decode_command()?,
+                reply: None,
+            });
+        }
+        let _ = applier_tx.send(ApplyMsg::Entries(entries));
+        let writer_thread = writer::spawn(
+            Writer::new(log, applier_tx.clone(), durable_tx, Arc::clone(&progress)),
+            writer_rx,
+        )
+        .map_err(|e| MetadataError::Storage(format!("starting the writer thread: {e}")))?;
+
+        let guarantees = match config.mode {
+            Mode::Sync => SYNC_GUARANTEES,
+            Mode::Async => ASYNC_GUARANTEES,
+        };
+        let listen_addr = members.get(&me).cloned().filter(|a| !a.is_empty());
+        let snapshots = Snapshots {
+            dir: dir.clone(),
+            every: config.snapshot_every,
+            last: base.index,
+            shape: durable.clone(),
+            writer: writer_tx.clone(),
+        };
+        let node = Arc::new(Node::new(NodeParts {
+            me,
+            config,
+            members,
+            quorum,
+            dir,
+            applied: Arc::clone(&applied),
+            writer: writer_tx,
+            applier: applier_tx,
+            durable,
+            progress: Arc::clone(&progress),
+            control: control_tx,
+            term,
+        }));
+        let mut tasks = JoinSet::new();
+        tasks.spawn(applier::run(
+            applied,
+            applier_rx,
+            progress.subscribe(),
+            snapshots,
+        ));
+        tasks.spawn(replication::control(Arc::clone(&node), control_rx));
+        if let Some(addr) = listen_addr.filter(|_| node.quorum > 1 || context.node.has_peers()) {
+            tasks.spawn(replication::listen(Arc::clone(&node), addr));
+        }
+        Ok(Self {
+            node,
+            guarantees,
+            tasks: Mutex::new(Some(tasks)),
+            writer_thread: Mutex::new(Some(writer_thread)),
+        })
+    }
+
+    fn check_running(&self) -> Result<(), MetadataError> {
+        if self.node.is_shut_down() {
+            return Err(MetadataError::ShutDown);
+        }
+        Ok(())
+    }
+
+    /// Stop the writer thread after it syncs what it has.
+    fn stop_writer(&self) -> Option<std::thread::JoinHandle<()>> {
+        let _ = self.node.writer.send(Request::Stop);
+        self.writer_thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+#[async_trait]
+impl MetadataBackend for WalBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn guarantees(&self) -> Guarantees {
+        self.guarantees
+    }
+
+    async fn propose(&self, command: MetadataCommand) -> Result<Proposed, MetadataError> {
+        self.check_running()?;
+        let term = self.node.term();
+        if term.primary != self.node.me {
+            return Err(MetadataError::NotLeader {
+                leader: Some(term.primary),
+            });
+        }
+        if let switchyard_backend_api::Readiness::NotReady { reason } =
+            self.node.cluster().borrow().readiness.clone()
+        {
+            return Err(MetadataError::NotReady { reason });
+        }
+        let timeout = self.node.propose_timeout();
+        let answer = self
+            .node
+            .ask_writer(|reply| Request::Propose { command, reply });
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            // The writer or applier dropped the reply: this node stopped being primary (or
+            // shut down) with the entry written but not known to be committed.
+            Ok(Err(_)) if !self.node.is_shut_down() => Err(MetadataError::Timeout {
+                what: "the proposal's outcome (this node stopped being primary)".into(),
+                after_ms: 0,
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(MetadataError::Timeout {
+                what: "a majority to make the proposal durable".into(),
+                after_ms: self.node.config.propose_timeout_ms,
+            }),
+        }
+    }
+
+    fn local(&self) -> Arc<StateView> {
+        self.node.applied.view()
+    }
+
+    async fn read_linearizable(&self) -> Result<Arc<StateView>, MetadataError> {
+        self.check_running()?;
+        Err(MetadataError::Unsupported {
+            what: "linearizable reads (the wal backend serves local reads only)".into(),
+        })
+    }
+
+    fn subscribe(&self) -> ChangeStream {
+        self.node.applied.subscribe()
+    }
+
+    async fn wait_applied(
+        &self,
+        index: LogIndex,
+        timeout: Duration,
+    ) -> Result<Arc<StateView>, MetadataError> {
+        self.node.applied.wait_applied(index, timeout).await
+    }
+
+    fn cluster(&self) -> watch::Receiver<ClusterView> {
+        self.node.cluster()
+    }
+
+    async fn change_membership(
+        &self,
+        change: MembershipChange,
+    ) -> Result<ClusterView, MetadataError> {
+        self.check_running()?;
+        match change {
+            MembershipChange::Promote { id } if id == self.node.me => {
+                let (reply, result) = tokio::sync::oneshot::channel();
+                self.node
+                    .control
+                    .send(Control::Promote { reply })
+                    .map_err(|_| MetadataError::ShutDown)?;
+                result.await.map_err(|_| MetadataError::ShutDown)??;
+                Ok(self.node.cluster().borrow().clone())
+            }
+            MembershipChange::Promote { id } => Err(MetadataError::Unsupported {
+                what: format!(
+                    "promoting node {id} from node {}: call it on node {id} itself (or use \
+                     request_promotion with its cluster address)",
+                    self.node.me
+                ),
+            }),
+            _ => Err(MetadataError::Unsupported {
+                what: "adding or removing nodes (wal membership is static; change the peers \
+                       and restart)"
+                    .into(),
+            }),
+        }
+    }
+
+    async fn shutdown(&self) -> Result<(), MetadataError> {
+        self.node.mark_shut_down();
+        let tasks = self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(mut tasks) = tasks {
+            tasks.shutdown().await;
+        }
+        if let Some(thread) = self.stop_writer() {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|e| MetadataError::Storage(format!("joining the writer: {e}")))?
+                .map_err(|_| MetadataError::Storage("the writer thread panicked".into()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for WalBackend {
+    /// A crash in the harness's sense: no graceful shutdown, but the tasks stop and the
+    /// writer thread exits before the directory can be opened again.
+    fn drop(&mut self) {
+        self.node.mark_shut_down();
+        drop(
+            self.tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        if let Some(thread) = self.stop_writer() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The `wal` metadata backend: a segmented write-ahead log with group commit and snapshots,
+//! replicated from a static primary to its followers, with epochs that fence an old primary
+//! after a manual promotion.
+//!
+//! Registered as `wal`. Configuration is the `[metadata.wal]` table ([`WalConfig`]); the
+//! design, the guarantees of each mode and the argument for them are in `docs/BACKENDS.md`.
+//!
+//! # Layout
+//! - `lib.rs` — registration and the declared [`SYNC_GUARANTEES`] / [`ASYNC_GUARANTEES`].
+//! - `config.rs` — [`WalConfig`], [`Mode`].
+//! - `backend.rs` — [`WalBackend`]: open (recovery), the `MetadataBackend` methods, shutdown.
+//! - `record.rs` — a log record and its CRC32C frame.
+//! - `segment.rs` — segment files: names, recovery scan, a cursor reading records back.
+//! - `log.rs` — the log: recovery (torn-tail truncation, corruption errors), append, roll,
+//!   fsync, compaction, reset.
+//! - `snapshot.rs` — snapshot files, written atomically.
+//! - `term.rs` — the persisted epoch and its primary.
+//! - `writer.rs` — the writer thread: group commit (one fsync per drained batch).
+//! - `progress.rs` — the commit index from local and follower durability.
+//! - `applier.rs` — applies committed entries in order, answers proposers, takes snapshots.
+//! - `node.rs` — state shared by the tasks of one node.
+//! - `protocol.rs` — replication messages and length-delimited framing.
+//! - `replication.rs` — role controller, primary links, follower side, promotion, the admin
+//!   client [`request_promotion`].
+//!
+//! # Invariants
+//! - Only the writer thread writes segment files; it holds no lock while it fsyncs.
+//! - A proposal is answered only after it is durable as the mode declares *and* applied on
+//!   this node.
+//! - A node persists an epoch before it acks anything in it or writes as its primary, and
+//!   refuses older epochs from then on.
+//! - Nodes apply only committed entries; an uncommitted tail that a new primary does not
+//!   have is discarded by snapshot catch-up, never applied.
+
+mod applier;
+mod backend;
+mod config;
+mod error;
+mod log;
+mod node;
+mod progress;
+mod protocol;
+mod record;
+mod replication;
+mod segment;
+mod snapshot;
+mod term;
+mod writer;
+
+use std::sync::Arc;
+
+use switchyard_backend_api::{
+    Durability, Failover, Guarantees, LossWindow, MetadataBackend, OpenContext, OpenFuture,
+    ReadConsistency, Registration,
+};
+
+pub use backend::WalBackend;
+pub use config::{Mode, WalConfig};
+pub use replication::request_promotion;
+
+/// Registry name.
+pub const NAME: &str = "wal";
+
+/// `sync` mode (the default): acknowledged once a majority of all nodes has it fsynced.
+pub const SYNC_GUARANTEES: Guarantees = Guarantees {
+    durability: Durability::QuorumFsync,
+    reads: ReadConsistency::Local,
+    failover: Failover::Manual,
+    loss_window: LossWindow::Nothing,
+    multi_node: true,
+};
+
+/// `async` mode: acknowledged once the primary has it fsynced.
+pub const ASYNC_GUARANTEES: Guarantees = Guarantees {
+    durability: Durability::LocalFsync,
+    reads: ReadConsistency::Local,
+    failover: Failover::Manual,
+    loss_window: LossWindow::UnreplicatedTail,
+    multi_node: true,
+};
+
+inventory::submit! {
+    Registration {
+        name: NAME,
+        description: "segmented write-ahead log with group commit and snapshots; static primary \
+                      streams to followers (sync: quorum fsync, async: local fsync); manual \
+                      promotion fenced by epochs",
+        guarantees: SYNC_GUARANTEES,
+        open,
+    }
+}
+
+fn open(context: OpenContext) -> OpenFuture {
+    Box::pin(async move {
+        let backend: Arc<dyn MetadataBackend> = Arc::new(WalBackend::open(context).await?);
+        Ok(backend)
+    })
+}

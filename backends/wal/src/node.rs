@@ -1,0 +1,212 @@
+//! [`Node`]: what every task of one running backend shares.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use switchyard_backend_api::{
+    AppliedState, ClusterMember, ClusterView, MetadataError, NodeId, Readiness, Role,
+};
+use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot, watch};
+
+use crate::applier::ApplyMsg;
+use crate::config::WalConfig;
+use crate::log::Shape;
+use crate::progress::Progress;
+use crate::replication::Control;
+use crate::term::{self, Term};
+use crate::writer::Request;
+
+/// Shared state of one node.
+#[derive(Debug)]
+pub(crate) struct Node {
+    /// This node.
+    pub(crate) me: NodeId,
+    /// Configuration.
+    pub(crate) config: WalConfig,
+    /// Every node of the cluster → its cluster address (this one included).
+    pub(crate) members: BTreeMap<NodeId, String>,
+    /// Nodes that make a majority.
+    pub(crate) quorum: usize,
+    /// The WAL directory.
+    pub(crate) dir: PathBuf,
+    /// The applied state.
+    pub(crate) applied: Arc<AppliedState>,
+    /// The writer thread's queue.
+    pub(crate) writer: mpsc::UnboundedSender<Request>,
+    /// The applier's queue.
+    pub(crate) applier: mpsc::UnboundedSender<ApplyMsg>,
+    /// The durable log shape.
+    pub(crate) durable: watch::Receiver<Arc<Shape>>,
+    /// Commit tracking.
+    pub(crate) progress: Arc<Progress>,
+    /// The role controller's queue.
+    pub(crate) control: mpsc::UnboundedSender<Control>,
+    term: Mutex<Term>,
+    term_view: watch::Sender<Term>,
+    cluster: watch::Sender<ClusterView>,
+    shut_down: AtomicBool,
+}
+
+/// The parts [`Node::new`] needs.
+#[derive(Debug)]
+pub(crate) struct NodeParts {
+    pub(crate) me: NodeId,
+    pub(crate) config: WalConfig,
+    pub(crate) members: BTreeMap<NodeId, String>,
+    pub(crate) quorum: usize,
+    pub(crate) dir: PathBuf,
+    pub(crate) applied: Arc<AppliedState>,
+    pub(crate) writer: mpsc::UnboundedSender<Request>,
+    pub(crate) applier: mpsc::UnboundedSender<ApplyMsg>,
+    pub(crate) durable: watch::Receiver<Arc<Shape>>,
+    pub(crate) progress: Arc<Progress>,
+    pub(crate) control: mpsc::UnboundedSender<Control>,
+    pub(crate) term: Term,
+}
+
+impl Node {
+    pub(crate) fn new(parts: NodeParts) -> Self {
+        let view = ClusterView {
+            node: parts.me,
+            role: Role::Unknown,
+            leader: None,
+            epoch: parts.term.epoch,
+            members: parts
+                .members
+                .iter()
+                .map(|(id, addr)| ClusterMember {
+                    id: *id,
+                    addr: (!addr.is_empty()).then(|| addr.clone()),
+                    voter: true,
+                })
+                .collect(),
+            readiness: Readiness::NotReady {
+                reason: "starting".into(),
+            },
+        };
+        Self {
+            me: parts.me,
+            quorum: parts.quorum,
+            config: parts.config,
+            members: parts.members,
+            dir: parts.dir,
+            applied: parts.applied,
+            writer: parts.writer,
+            applier: parts.applier,
+            durable: parts.durable,
+            progress: parts.progress,
+            control: parts.control,
+            term: Mutex::new(parts.term),
+            term_view: watch::Sender::new(parts.term),
+            cluster: watch::Sender::new(view),
+            shut_down: AtomicBool::new(false),
+        }
+    }
+
+    /// The current term, lock-free.
+    pub(crate) fn term(&self) -> Term {
+        *self.term_view.borrow()
+    }
+
+    /// Lock the term for a change that must not interleave with another (a promotion, a
+    /// follower accepting a newer epoch, a primary starting to write).
+    pub(crate) async fn lock_term(&self) -> TermGuard<'_> {
+        TermGuard {
+            node: self,
+            guard: self.term.lock().await,
+        }
+    }
+
+    /// Other nodes, with addresses.
+    pub(crate) fn peers(&self) -> impl Iterator<Item = (NodeId, &String)> {
+        self.members
+            .iter()
+            .filter(|(id, _)| **id != self.me)
+            .map(|(id, addr)| (*id, addr))
+    }
+
+    /// The deadline of one network read or write.
+    pub(crate) fn io_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.propose_timeout_ms.clamp(500, 5_000))
+    }
+
+    /// How long a proposal may wait.
+    pub(crate) fn propose_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.propose_timeout_ms)
+    }
+
+    /// Ask the writer and wait for its answer.
+    pub(crate) async fn ask_writer<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, MetadataError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(request(reply))
+            .map_err(|_| MetadataError::ShutDown)?;
+        answer.await.map_err(|_| MetadataError::ShutDown)
+    }
+
+    /// Change the published cluster view.
+    pub(crate) fn set_view(&self, role: Role, leader: Option<NodeId>, readiness: Readiness) {
+        let epoch = self.term().epoch;
+        self.cluster.send_modify(|view| {
+            view.role = role;
+            view.leader = leader;
+            view.epoch = epoch;
+            view.readiness = readiness;
+        });
+    }
+
+    /// The published cluster view.
+    pub(crate) fn cluster(&self) -> watch::Receiver<ClusterView> {
+        self.cluster.subscribe()
+    }
+
+    /// Whether [`Self::mark_shut_down`] ran.
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::Acquire)
+    }
+
+    /// Refuse everything from now on.
+    pub(crate) fn mark_shut_down(&self) {
+        self.shut_down.store(true, Ordering::Release);
+        self.cluster.send_modify(|view| {
+            view.role = Role::Unknown;
+            view.readiness = Readiness::NotReady {
+                reason: "shut down".into(),
+            };
+        });
+    }
+}
+
+/// The locked term.
+#[derive(Debug)]
+pub(crate) struct TermGuard<'a> {
+    node: &'a Node,
+    guard: MutexGuard<'a, Term>,
+}
+
+impl TermGuard<'_> {
+    /// The term.
+    pub(crate) fn get(&self) -> Term {
+        *self.guard
+    }
+
+    /// Persist `term` (before anything is acked or written in it), then publish it.
+    pub(crate) async fn set(&mut self, next: Term) -> Result<(), MetadataError> {
+        let dir = self.node.dir.clone();
+        tokio::task::spawn_blocking(move || term::store(&dir, &next))
+            .await
+            .map_err(|e| MetadataError::Storage(format!("persisting the epoch: {e}")))??;
+        *self.guard = next;
+        self.node.term_view.send_replace(next);
+        self.node
+            .cluster
+            .send_modify(|view| view.epoch = next.epoch);
+        Ok(())
+    }
+}

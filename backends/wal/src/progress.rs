@@ -1,0 +1,172 @@
+//! [`Progress`]: the commit index, derived from durable positions.
+//!
+//! - Primary, `async` mode (or alone): the commit index is the local durable index.
+//! - Primary, `sync` mode: the highest index durable on a majority of all configured nodes,
+//!   the primary included.
+//! - Either way a primary only commits at or above its *floor*, the first record of its own
+//!   epoch (its epoch marker): records of older epochs become committed with it, never by
+//!   being counted alone (the rule Raft uses for entries of earlier terms).
+//! - Follower: the primary's commit index, capped at what is durable locally.
+//!
+//! The applier (`applier.rs`) applies up to the commit index.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+
+use switchyard_backend_api::{LogIndex, NodeId};
+use tokio::sync::watch;
+
+use crate::config::Mode;
+
+#[derive(Debug, Clone, Copy)]
+enum Stance {
+    Primary { floor: LogIndex },
+    Follower,
+}
+
+#[derive(Debug)]
+struct State {
+    stance: Stance,
+    durable: LogIndex,
+    acks: BTreeMap<NodeId, LogIndex>,
+    leader_commit: LogIndex,
+}
+
+/// Durable positions of this node and (on a primary) its followers, and the commit index
+/// they imply.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    quorum: usize,
+    mode: Mode,
+    commit: watch::Sender<LogIndex>,
+    state: Mutex<State>,
+}
+
+impl Progress {
+    /// Start as a follower with `durable` on disk and `applied` committed (already applied at
+    /// recovery).
+    pub(crate) fn new(quorum: usize, mode: Mode, durable: LogIndex, applied: LogIndex) -> Self {
+        Self {
+            quorum,
+            mode,
+            commit: watch::Sender::new(applied),
+            state: Mutex::new(State {
+                stance: Stance::Follower,
+                durable,
+                acks: BTreeMap::new(),
+                leader_commit: applied,
+            }),
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut State)) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        change(&mut state);
+        let candidate = match state.stance {
+            Stance::Primary { floor } => {
+                let counted = if self.quorum <= 1 || self.mode == Mode::Async {
+                    state.durable
+                } else {
+                    let mut durable: Vec<LogIndex> = state.acks.values().copied().collect();
+                    durable.push(state.durable);
+                    durable.sort_unstable_by(|a, b| b.cmp(a));
+                    durable.get(self.quorum - 1).copied().unwrap_or(0)
+                };
+                if counted >= floor { counted } else { 0 }
+            }
+            Stance::Follower => state.leader_commit.min(state.durable),
+        };
+        self.commit.send_if_modified(|commit| {
+            let advanced = candidate > *commit;
+            if advanced {
+                *commit = candidate;
+            }
+            advanced
+        });
+    }
+
+    /// This node became primary; it commits from `floor` (its epoch marker) on.
+    pub(crate) fn lead(&self, floor: LogIndex) {
+        self.update(|s| {
+            s.stance = Stance::Primary { floor };
+            s.acks.clear();
+        });
+    }
+
+    /// This node follows; the commit index now comes from the primary.
+    pub(crate) fn follow(&self) {
+        self.update(|s| {
+            s.stance = Stance::Follower;
+            s.acks.clear();
+            s.leader_commit = 0;
+        });
+    }
+
+    /// Records up to `index` are durable locally.
+    pub(crate) fn local_durable(&self, index: LogIndex) {
+        self.update(|s| s.durable = index);
+    }
+
+    /// Follower `node` has records up to `index` durable (primary only).
+    pub(crate) fn ack(&self, node: NodeId, index: LogIndex) {
+        self.update(|s| {
+            let entry = s.acks.entry(node).or_default();
+            *entry = (*entry).max(index);
+        });
+    }
+
+    /// The primary's commit index (follower only).
+    pub(crate) fn leader_commit(&self, index: LogIndex) {
+        self.update(|s| s.leader_commit = s.leader_commit.max(index));
+    }
+
+    /// A snapshot replaced the log: everything up to `index` is committed and durable, and
+    /// nothing beyond it is known.
+    pub(crate) fn reset(&self, index: LogIndex) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.durable = index;
+        state.leader_commit = index;
+        self.commit.send_replace(index);
+    }
+
+    /// The commit index.
+    #[cfg(test)]
+    pub(crate) fn commit(&self) -> LogIndex {
+        *self.commit.borrow()
+    }
+
+    /// Watch the commit index.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<LogIndex> {
+        self.commit.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_commit_needs_a_majority_and_the_floor() {
+        let progress = Progress::new(2, Mode::Sync, 0, 0);
+        progress.lead(3);
+        progress.local_durable(5);
+        assert_eq!(progress.commit(), 0);
+        progress.ack(NodeId(2), 2);
+        assert_eq!(progress.commit(), 0, "below the floor");
+        progress.ack(NodeId(2), 4);
+        assert_eq!(progress.commit(), 4);
+        progress.ack(NodeId(3), 5);
+        assert_eq!(progress.commit(), 5);
+    }
+
+    #[test]
+    fn follower_commit_is_capped_by_local_durability() {
+        let progress = Progress::new(2, Mode::Async, 0, 0);
+        progress.leader_commit(9);
+        assert_eq!(progress.commit(), 0);
+        progress.local_durable(4);
+        assert_eq!(progress.commit(), 4);
+        progress.reset(2);
+        assert_eq!(progress.commit(), 2);
+    }
+}

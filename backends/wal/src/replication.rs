@@ -1,0 +1,1027 @@
+//! Replication: the role controller, the primary's links to its followers, the follower's
+//! side of a connection, promotion, and the admin client.
+//!
+//! # Roles
+//! The persisted term (`term.rs`) names the primary of the newest epoch this node knows.
+//! A node whose term names itself *leads*: it connects out to every other node with
+//! `Hello { epoch }`. Each follower persists the epoch (if newer) before answering
+//! `Welcome { last }`, and from then on refuses every older epoch with `Fenced`.
+//!
+//! # Taking over an epoch
+//! Before a leader writes, it hears `Welcome` from a majority (itself included). If one of
+//! them holds a log that is more up to date (by epoch, then index), the leader fetches the
+//! records it lacks from that node first. Then it appends its epoch marker and serves. An
+//! acknowledged write in `sync` mode is durable on a majority, and any two majorities share a
+//! node, so the new primary ends up with every acknowledged write (Raft's election argument,
+//! with the operator instead of an election choosing the candidate).
+//!
+//! # Streaming
+//! A link first brings the follower's log in line: if the follower's last record is in the
+//! primary's log and still in a retained segment, streaming continues after it; otherwise the
+//! primary sends a snapshot of its applied state (chunked) and streams from there, which also
+//! discards a divergent tail on the follower (an old primary's unacknowledged writes). Then it
+//! sends durable records as they appear, with the commit index, and heartbeats when idle;
+//! the follower fsyncs, applies up to the commit index, and acks its durable position.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use switchyard_backend_api::{MetadataError, NodeId, Readiness, Role};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
+
+use crate::applier::ApplyMsg;
+use crate::config::Mode;
+use crate::node::Node;
+use crate::protocol::{Message, NetError, Purpose, recv, send};
+use crate::record::{Position, Record};
+use crate::segment::{Chunk, Cursor};
+use crate::snapshot;
+use crate::term::Term;
+use crate::writer::Request;
+
+/// Idle primary → follower heartbeat.
+const HEARTBEAT: Duration = Duration::from_millis(200);
+/// Most record bytes per `Append`.
+const APPEND_BYTES: usize = 1 << 20;
+/// Longest pause between reconnect attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Role changes, handled one at a time by the controller task.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// A peer knows a newer epoch.
+    Fenced {
+        /// Its epoch.
+        epoch: u64,
+        /// Its primary.
+        primary: NodeId,
+    },
+    /// The follower side accepted a newer epoch (term already persisted).
+    SteppedDown,
+    /// Make this node primary in a new epoch.
+    Promote {
+        /// The new epoch, once the node serves.
+        reply: oneshot::Sender<Result<u64, MetadataError>>,
+    },
+}
+
+/// A leadership in progress.
+struct Leading {
+    shared: Arc<Leadership>,
+    _links: JoinSet<()>,
+}
+
+/// Run the controller until the backend stops.
+pub(crate) async fn control(
+    node: Arc<Node>,
+    mut messages: tokio::sync::mpsc::UnboundedReceiver<Control>,
+) {
+    let mut leading = None;
+    if node.term().primary == node.me {
+        leading = lead(&node, false).await;
+    } else {
+        follower_view(&node, "waiting for the primary to connect");
+    }
+    while let Some(message) = messages.recv().await {
+        match message {
+            Control::Fenced { epoch, primary } => {
+                let Some(current) = &leading else { continue };
+                if epoch < current.shared.epoch
+                    || (epoch == current.shared.epoch && primary == node.me)
+                {
+                    continue;
+                }
+                tracing::warn!(epoch, %primary, "fenced by a newer epoch; stepping down");
+                leading = None;
+                if let Err(e) = adopt(&node, Term { epoch, primary }).await {
+                    tracing::error!(error = %e, "could not persist the newer epoch");
+                }
+                step_down(&node).await;
+            }
+            Control::SteppedDown => {
+                if leading.take().is_some() {
+                    step_down(&node).await;
+                }
+                follower_view(&node, "waiting for the new primary");
+            }
+            Control::Promote { reply } => {
+                if leading.take().is_some() {
+                    step_down(&node).await;
+                }
+                leading = lead(&node, true).await;
+                let node = Arc::clone(&node);
+                tokio::spawn(async move {
+                    let _ = reply.send(await_leading(&node).await);
+                });
+            }
+        }
+    }
+}
+
+/// Persist `term` if it is newer than the one known.
+async fn adopt(node: &Node, term: Term) -> Result<(), MetadataError> {
+    let mut guard = node.lock_term().await;
+    if term.epoch > guard.get().epoch {
+        guard.set(term).await?;
+    }
+    Ok(())
+}
+
+fn follower_view(node: &Node, reason: &str) {
+    let term = node.term();
+    let leader = (term.epoch > 0 || term.primary != node.me).then_some(term.primary);
+    node.set_view(
+        Role::Follower,
+        leader,
+        Readiness::NotReady {
+            reason: reason.into(),
+        },
+    );
+}
+
+/// Stop writing as primary: the writer refuses proposals, waiting proposers learn nothing
+/// more, and the commit index comes from the next primary.
+async fn step_down(node: &Node) {
+    let _ = node.ask_writer(|reply| Request::Follow { reply }).await;
+    node.progress.follow();
+    let _ = node.applier.send(ApplyMsg::Abandon);
+    follower_view(node, "stepped down; waiting for the new primary");
+}
+
+/// Wait until this node serves as primary, or the promotion deadline passes.
+async fn await_leading(node: &Node) -> Result<u64, MetadataError> {
+    let mut views = node.cluster();
+    let timeout = node.propose_timeout();
+    let me = node.me;
+    let waited = tokio::time::timeout(
+        timeout,
+        views.wait_for(|v| v.is_ready() && v.leader == Some(me)),
+    )
+    .await;
+    match waited {
+        Ok(Ok(view)) => Ok(view.epoch),
+        Ok(Err(_)) => Err(MetadataError::ShutDown),
+        Err(_) => Err(MetadataError::Timeout {
+            what: "a majority to accept the promotion".into(),
+            after_ms: node.config.propose_timeout_ms,
+        }),
+    }
+}
+
+/// Start leading: in a new epoch if `promote` (or on a brand-new cluster), else in the
+/// persisted one.
+async fn lead(node: &Arc<Node>, promote: bool) -> Option<Leading> {
+    let mut guard = node.lock_term().await;
+    let term = guard.get();
+    let epoch = if promote || term.epoch == 0 {
+        let next = Term {
+            epoch: term.epoch + 1,
+            primary: node.me,
+        };
+        if let Err(e) = guard.set(next).await {
+            tracing::error!(error = %e, "could not persist the new epoch; not leading");
+            return None;
+        }
+        next.epoch
+    } else {
+        term.epoch
+    };
+    drop(guard);
+    tracing::info!(node = %node.me, epoch, "leading; gathering a majority");
+    node.set_view(
+        Role::Leader,
+        Some(node.me),
+        Readiness::NotReady {
+            reason: format!("gathering a majority for epoch {epoch}"),
+        },
+    );
+    let shared = Arc::new(Leadership::new(epoch));
+    let mut links = JoinSet::new();
+    for (peer, addr) in node.peers() {
+        links.spawn(link(
+            Arc::clone(node),
+            Arc::clone(&shared),
+            peer,
+            addr.clone(),
+        ));
+    }
+    links.spawn(readiness(Arc::clone(node), Arc::clone(&shared)));
+    if node.quorum <= 1 {
+        let node = Arc::clone(node);
+        let shared = Arc::clone(&shared);
+        links.spawn(async move { shared.finish(&node).await });
+    }
+    Some(Leading {
+        shared,
+        _links: links,
+    })
+}
+
+/// Where a leadership is in taking over its epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for a majority of `Welcome`s.
+    Gathering,
+    /// Fetching the records this node lacks from that node.
+    Fetching(NodeId),
+    /// Writing; `ready_at` is the last index at takeover, applied before serving.
+    Serving { ready_at: u64 },
+    /// Could not take over (the term moved on).
+    Failed,
+}
+
+/// Shared by the links of one leadership.
+#[derive(Debug)]
+struct Leadership {
+    epoch: u64,
+    phase: watch::Sender<Phase>,
+    positions: Mutex<BTreeMap<NodeId, Position>>,
+    streaming: watch::Sender<usize>,
+}
+
+/// What a link does after reporting its follower's position.
+enum Next {
+    Wait,
+    Fetch,
+    Finish,
+}
+
+impl Leadership {
+    fn new(epoch: u64) -> Self {
+        Self {
+            epoch,
+            phase: watch::Sender::new(Phase::Gathering),
+            positions: Mutex::new(BTreeMap::new()),
+            streaming: watch::Sender::new(0),
+        }
+    }
+
+    /// A follower welcomed this epoch with its last record at `last`.
+    fn welcomed(&self, node: &Node, peer: NodeId, last: Position) -> Next {
+        let mut positions = self
+            .positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        positions.insert(peer, last);
+        if *self.phase.borrow() != Phase::Gathering || positions.len() + 1 < node.quorum {
+            return Next::Wait;
+        }
+        let mine = node.durable.borrow().last;
+        let best = positions.iter().max_by_key(|(_, p)| **p);
+        match best {
+            Some((&best, &position)) if position > mine => {
+                self.phase.send_replace(Phase::Fetching(best));
+                if best == peer {
+                    Next::Fetch
+                } else {
+                    Next::Wait
+                }
+            }
+            _ => Next::Finish,
+        }
+    }
+
+    /// A follower went away before serving began.
+    fn lost(&self, peer: NodeId) {
+        self.positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&peer);
+        self.phase.send_if_modified(|phase| {
+            let refetch = *phase == Phase::Fetching(peer);
+            if refetch {
+                *phase = Phase::Gathering;
+            }
+            refetch
+        });
+    }
+
+    /// Take over: append the epoch marker (unless the log already holds this epoch) and
+    /// serve. Holds the term lock so a newer epoch accepted meanwhile wins.
+    async fn finish(&self, node: &Node) {
+        let guard = node.lock_term().await;
+        let term = guard.get();
+        if term.epoch != self.epoch || term.primary != node.me {
+            self.phase.send_replace(Phase::Failed);
+            return;
+        }
+        let epoch = self.epoch;
+        match node
+            .ask_writer(|reply| Request::Lead { epoch, reply })
+            .await
+            .and_then(|r| r)
+        {
+            Ok(_floor) => {
+                let ready_at = node.durable.borrow().last.index;
+                tracing::info!(node = %node.me, epoch, ready_at, "serving as primary");
+                self.phase.send_replace(Phase::Serving { ready_at });
+            }
+            Err(e) => {
+                tracing::error!(epoch, error = %e, "could not take over the epoch");
+                self.phase.send_replace(Phase::Failed);
+            }
+        }
+        drop(guard);
+    }
+}
+
+/// Keep the primary's readiness current: ready once serving, everything up to takeover is
+/// applied, and (in `sync` mode) a majority is connected.
+async fn readiness(node: Arc<Node>, shared: Arc<Leadership>) {
+    let mut phase = shared.phase.subscribe();
+    let Ok(serving) = phase
+        .wait_for(|p| matches!(p, Phase::Serving { .. } | Phase::Failed))
+        .await
+        .map(|p| *p)
+    else {
+        return;
+    };
+    let Phase::Serving { ready_at } = serving else {
+        follower_view(&node, "could not take over the epoch");
+        return;
+    };
+    if node
+        .applied
+        .wait_applied(ready_at, Duration::from_secs(u64::MAX >> 2))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut streaming = shared.streaming.subscribe();
+    loop {
+        let connected = *streaming.borrow_and_update() + 1;
+        let readiness = if node.config.mode == Mode::Async || connected >= node.quorum {
+            Readiness::Ready
+        } else {
+            Readiness::NotReady {
+                reason: format!(
+                    "{connected} of {} nodes connected; sync mode needs {}",
+                    node.members.len(),
+                    node.quorum
+                ),
+            }
+        };
+        node.set_view(Role::Leader, Some(node.me), readiness);
+        if streaming.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Keep one follower connected and streamed to, reconnecting with backoff.
+async fn link(node: Arc<Node>, shared: Arc<Leadership>, peer: NodeId, addr: String) {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        match run_link(&node, &shared, peer, &addr).await {
+            Ok(()) => return,
+            Err(e) => tracing::debug!(%peer, %addr, error = %e, "replication link down"),
+        }
+        shared.lost(peer);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Counts a follower as connected while it is streamed to.
+struct Streaming<'a>(&'a Leadership);
+
+impl<'a> Streaming<'a> {
+    fn start(shared: &'a Leadership) -> Self {
+        shared.streaming.send_modify(|n| *n += 1);
+        Self(shared)
+    }
+}
+
+impl Drop for Streaming<'_> {
+    fn drop(&mut self) {
+        self.0.streaming.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// One connection's life: handshake, takeover, catch-up, stream. `Ok` when fenced.
+async fn run_link(
+    node: &Arc<Node>,
+    shared: &Leadership,
+    peer: NodeId,
+    addr: &str,
+) -> Result<(), MetadataError> {
+    let io = node.io_timeout();
+    let max = node.config.max_frame_bytes;
+    let stream = tokio::time::timeout(io, TcpStream::connect(addr))
+        .await
+        .map_err(|_| net(NetError::Timeout(io, "connect")))?
+        .map_err(|e| net(e.into()))?;
+    stream.set_nodelay(true).map_err(|e| net(e.into()))?;
+    let (mut reader, mut writer) = stream.into_split();
+    let hello = Message::Hello {
+        cluster_id: node.config.cluster_id.clone(),
+        from: node.me,
+        to: peer,
+        epoch: shared.epoch,
+        purpose: Purpose::Replicate,
+    };
+    send(&mut writer, &hello, io).await.map_err(net)?;
+    let last = match recv(&mut reader, max, io).await.map_err(net)? {
+        Message::Welcome { last } => last,
+        Message::Fenced { epoch, primary } => {
+            let _ = node.control.send(Control::Fenced { epoch, primary });
+            return Ok(());
+        }
+        Message::Refused { reason } => {
+            tracing::warn!(%peer, %addr, %reason, "peer refused the replication connection");
+            return Err(MetadataError::Network(reason));
+        }
+        other => return Err(unexpected(&other)),
+    };
+    let mut phase = shared.phase.subscribe();
+    let mut next = shared.welcomed(node, peer, last);
+    loop {
+        match next {
+            Next::Fetch => {
+                fetch(node, &mut reader, &mut writer).await?;
+                next = Next::Finish;
+                continue;
+            }
+            Next::Finish => shared.finish(node).await,
+            Next::Wait => {}
+        }
+        match *phase.borrow_and_update() {
+            Phase::Serving { .. } => break,
+            Phase::Failed => return Ok(()),
+            Phase::Fetching(from) if from == peer => {
+                next = Next::Fetch;
+                continue;
+            }
+            Phase::Gathering | Phase::Fetching(_) => {}
+        }
+        next = Next::Wait;
+        tokio::select! {
+            changed = phase.changed() => if changed.is_err() { return Ok(()) },
+            message = recv(&mut reader, max, io * 4) => {
+                return match message.map_err(net)? {
+                    Message::Fenced { epoch, primary } => {
+                        let _ = node.control.send(Control::Fenced { epoch, primary });
+                        Ok(())
+                    }
+                    other => Err(unexpected(&other)),
+                };
+            }
+        }
+        if *phase.borrow() == Phase::Gathering {
+            next = shared.welcomed(node, peer, last);
+        }
+    }
+    let cursor = catch_up(node, &mut writer, last).await?;
+    stream_to(node, shared, peer, reader, writer, cursor).await
+}
+
+fn net(error: NetError) -> MetadataError {
+    MetadataError::Network(error.to_string())
+}
+
+fn unexpected(message: &Message) -> MetadataError {
+    MetadataError::Network(format!("unexpected message {}", describe(message)))
+}
+
+fn describe(message: &Message) -> &'static str {
+    match message {
+        Message::Hello { .. } => "Hello",
+        Message::Welcome { .. } => "Welcome",
+        Message::Refused { .. } => "Refused",
+        Message::Fenced { .. } => "Fenced",
+        Message::Append { .. } => "Append",
+        Message::SnapshotChunk { .. } => "SnapshotChunk",
+        Message::Ack { .. } => "Ack",
+        Message::Fetch { .. } => "Fetch",
+        Message::FetchDone => "FetchDone",
+        Message::Promote => "Promote",
+        Message::Promoted { .. } => "Promoted",
+        Message::PromoteFailed { .. } => "PromoteFailed",
+    }
+}
+
+/// Bring a peer whose last record is `last` in line with this node's log: nothing to do if
+/// its log is a prefix of ours still in retained segments, else send a snapshot of the
+/// applied state. Returns a cursor at the first record to send.
+async fn catch_up(
+    node: &Node,
+    writer: &mut OwnedWriteHalf,
+    last: Position,
+) -> Result<Cursor, MetadataError> {
+    let shape = node.durable.borrow().clone();
+    if shape.contains(last) {
+        let dir = node.dir.clone();
+        let next = last.index + 1;
+        let cursor = tokio::task::spawn_blocking(move || Cursor::open(&dir, next))
+            .await
+            .map_err(|e| MetadataError::Storage(e.to_string()))?
+            .map_err(|e| MetadataError::Storage(e.to_string()))?;
+        if let Some(cursor) = cursor {
+            return Ok(cursor);
+        }
+    }
+    let view = node.applied.view();
+    let index = view.applied_index;
+    let epoch = node.durable.borrow().epoch_at(index).ok_or_else(|| {
+        MetadataError::Storage(format!("no epoch known for applied index {index}"))
+    })?;
+    tracing::info!(index, epoch, follower_last = ?last, "sending a snapshot to catch a node up");
+    let bytes = tokio::task::spawn_blocking(move || snapshot::encode(epoch, &view))
+        .await
+        .map_err(|e| MetadataError::Storage(e.to_string()))??;
+    let io = node.io_timeout();
+    let chunk = (node.config.max_frame_bytes as usize / 2).max(1);
+    let total = bytes.len() as u64;
+    for data in bytes.chunks(chunk) {
+        let message = Message::SnapshotChunk {
+            total,
+            data: data.to_vec(),
+        };
+        send(writer, &message, io).await.map_err(net)?;
+    }
+    let dir = node.dir.clone();
+    tokio::task::spawn_blocking(move || Cursor::open(&dir, index + 1))
+        .await
+        .map_err(|e| MetadataError::Storage(e.to_string()))?
+        .map_err(|e| MetadataError::Storage(e.to_string()))?
+        .ok_or_else(|| MetadataError::Storage(format!("record {} is not retained", index + 1)))
+}
+
+/// Read up to `upto` from the cursor off the async runtime.
+async fn read_records(
+    cursor: Cursor,
+    upto: u64,
+) -> Result<(Cursor, Option<Vec<Record>>), MetadataError> {
+    tokio::task::spawn_blocking(move || {
+        let mut cursor = cursor;
+        match cursor.read(upto, APPEND_BYTES) {
+            Ok(Chunk::Records(records)) => Ok((cursor, Some(records))),
+            Ok(Chunk::Compacted) => Ok((cursor, None)),
+            Err(e) => Err(MetadataError::Storage(e.to_string())),
+        }
+    })
+    .await
+    .map_err(|e| MetadataError::Storage(e.to_string()))?
+}
+
+/// Stream durable records and the commit index to a caught-up follower; read its acks.
+async fn stream_to(
+    node: &Arc<Node>,
+    shared: &Leadership,
+    peer: NodeId,
+    reader: OwnedReadHalf,
+    mut writer: OwnedWriteHalf,
+    mut cursor: Cursor,
+) -> Result<(), MetadataError> {
+    let _counted = Streaming::start(shared);
+    let mut acks = tokio::spawn(read_acks(Arc::clone(node), peer, reader));
+    let _abort = AbortOnDrop(acks.abort_handle());
+    let mut durable = node.durable.clone();
+    let mut commit = node.progress.subscribe();
+    let io = node.io_timeout();
+    loop {
+        let upto = durable.borrow_and_update().last.index;
+        let (moved, records) = read_records(cursor, upto).await?;
+        cursor = moved;
+        let Some(records) = records else {
+            return Err(MetadataError::Storage(
+                "the follower's next record was compacted; resending a snapshot".into(),
+            ));
+        };
+        let caught_up = cursor.next() > upto;
+        let message = Message::Append {
+            commit: *commit.borrow_and_update(),
+            records,
+        };
+        send(&mut writer, &message, io).await.map_err(net)?;
+        if !caught_up {
+            continue;
+        }
+        tokio::select! {
+            _ = durable.changed() => {}
+            _ = commit.changed() => {}
+            _ = tokio::time::sleep(HEARTBEAT) => {}
+            ended = &mut acks => {
+                return match ended {
+                    Ok(result) => result,
+                    Err(e) => Err(MetadataError::Network(e.to_string())),
+                };
+            }
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Count a follower's acks toward the commit index. `Ok` when it fenced us.
+async fn read_acks(
+    node: Arc<Node>,
+    peer: NodeId,
+    mut reader: OwnedReadHalf,
+) -> Result<(), MetadataError> {
+    let dead_after = node.io_timeout() * 2;
+    loop {
+        match recv(&mut reader, node.config.max_frame_bytes, dead_after)
+            .await
+            .map_err(net)?
+        {
+            Message::Ack { durable } => node.progress.ack(peer, durable.index),
+            Message::Fenced { epoch, primary } => {
+                let _ = node.control.send(Control::Fenced { epoch, primary });
+                return Ok(());
+            }
+            other => return Err(unexpected(&other)),
+        }
+    }
+}
+
+/// Pull the records this node lacks from a more up-to-date peer (promotion).
+async fn fetch(
+    node: &Node,
+    reader: &mut OwnedReadHalf,
+    writer: &mut OwnedWriteHalf,
+) -> Result<(), MetadataError> {
+    let io = node.io_timeout();
+    let after = node.durable.borrow().last;
+    tracing::info!(
+        ?after,
+        "fetching records from a more up-to-date node before taking over"
+    );
+    send(writer, &Message::Fetch { after }, io)
+        .await
+        .map_err(net)?;
+    let mut receiver = Receiver::default();
+    loop {
+        let message = recv(reader, node.config.max_frame_bytes, io * 4)
+            .await
+            .map_err(net)?;
+        if message == Message::FetchDone {
+            return Ok(());
+        }
+        receiver.take(node, message).await?;
+    }
+}
+
+/// The receiving end of records and snapshots, shared by followers and fetching leaders.
+#[derive(Default)]
+struct Receiver {
+    snapshot: Vec<u8>,
+}
+
+impl Receiver {
+    /// Make an `Append` or `SnapshotChunk` durable. Returns the commit index an `Append`
+    /// carried.
+    async fn take(&mut self, node: &Node, message: Message) -> Result<Option<u64>, MetadataError> {
+        match message {
+            Message::Append { commit, records } => {
+                if !records.is_empty() {
+                    node.ask_writer(|reply| Request::Replicate { records, reply })
+                        .await??;
+                }
+                Ok(Some(commit))
+            }
+            Message::SnapshotChunk { total, data } => {
+                self.snapshot.extend_from_slice(&data);
+                let received = self.snapshot.len() as u64;
+                if received > total {
+                    return Err(MetadataError::Network(format!(
+                        "snapshot overran: {received} of {total} bytes"
+                    )));
+                }
+                if received == total {
+                    let bytes = std::mem::take(&mut self.snapshot);
+                    let decoded = snapshot::decode(&bytes, "received snapshot")?;
+                    tracing::info!(position = ?decoded.position, "installing a snapshot from the primary");
+                    let snapshot = Box::new(decoded);
+                    node.ask_writer(|reply| Request::Install {
+                        bytes,
+                        snapshot,
+                        reply,
+                    })
+                    .await??;
+                }
+                Ok(None)
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+/// Accept connections on this node's cluster address until the backend stops. Binding is
+/// retried: a node reopened in the same process may find its old listener still closing.
+pub(crate) async fn listen(node: Arc<Node>, addr: String) {
+    let listener = loop {
+        match bind(&addr) {
+            Ok(listener) => break listener,
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "cannot bind the cluster address yet; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let mut connections = JoinSet::new();
+    loop {
+        match listener.accept().await {
+            Ok((stream, from)) => {
+                let node = Arc::clone(&node);
+                connections.spawn(async move {
+                    if let Err(e) = serve(&node, stream).await {
+                        tracing::debug!(%from, error = %e, "replication connection closed");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "accepting a replication connection failed"),
+        }
+        while connections.try_join_next().is_some() {}
+    }
+}
+
+fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let addr: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(64)
+}
+
+/// One incoming connection: check the handshake, then follow or answer an admin request.
+async fn serve(node: &Arc<Node>, stream: TcpStream) -> Result<(), MetadataError> {
+    let peer_addr = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    stream.set_nodelay(true).map_err(|e| net(e.into()))?;
+    let (mut reader, mut writer) = stream.into_split();
+    let io = node.io_timeout();
+    let hello = recv(&mut reader, node.config.max_frame_bytes, io)
+        .await
+        .map_err(net)?;
+    let Message::Hello {
+        cluster_id,
+        from,
+        to,
+        epoch,
+        purpose,
+    } = hello
+    else {
+        return Err(unexpected(&hello));
+    };
+    let refusal = if cluster_id != node.config.cluster_id {
+        Some(format!(
+            "cluster id {cluster_id:?} is not this cluster's ({:?})",
+            node.config.cluster_id
+        ))
+    } else if to != node.me {
+        Some(format!(
+            "addressed to node {to}, but this is node {}",
+            node.me
+        ))
+    } else if purpose == Purpose::Replicate
+        && (from == node.me || !node.members.contains_key(&from))
+    {
+        Some(format!("node {from} is not a peer of node {}", node.me))
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        tracing::warn!(%peer_addr, %from, %reason, "refusing a cluster connection");
+        let _ = send(
+            &mut writer,
+            &Message::Refused {
+                reason: reason.clone(),
+            },
+            io,
+        )
+        .await;
+        return Err(MetadataError::Network(reason));
+    }
+    match purpose {
+        Purpose::Admin => admin(node, reader, writer).await,
+        Purpose::Replicate => follow(node, from, epoch, reader, writer).await,
+    }
+}
+
+/// Answer `Promote`.
+async fn admin(
+    node: &Node,
+    mut reader: OwnedReadHalf,
+    mut writer: OwnedWriteHalf,
+) -> Result<(), MetadataError> {
+    let io = node.io_timeout();
+    match recv(&mut reader, node.config.max_frame_bytes, io)
+        .await
+        .map_err(net)?
+    {
+        Message::Promote => {
+            let (reply, result) = oneshot::channel();
+            node.control
+                .send(Control::Promote { reply })
+                .map_err(|_| MetadataError::ShutDown)?;
+            let answer = match result.await {
+                Ok(Ok(epoch)) => Message::Promoted { epoch },
+                Ok(Err(e)) => Message::PromoteFailed {
+                    reason: e.to_string(),
+                },
+                Err(_) => Message::PromoteFailed {
+                    reason: "shut down".into(),
+                },
+            };
+            send(&mut writer, &answer, io).await.map_err(net)
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Accept `epoch` from `from` as primary, or say who is.
+async fn accept_epoch(
+    node: &Node,
+    from: NodeId,
+    epoch: u64,
+) -> Result<Option<Term>, MetadataError> {
+    let mut guard = node.lock_term().await;
+    let term = guard.get();
+    if epoch < term.epoch || (epoch == term.epoch && from != term.primary) {
+        return Ok(Some(term));
+    }
+    if epoch > term.epoch {
+        guard
+            .set(Term {
+                epoch,
+                primary: from,
+            })
+            .await?;
+        // Stop writing as primary before acknowledging anything in the new epoch.
+        node.ask_writer(|reply| Request::Follow { reply }).await?;
+        if term.primary == node.me {
+            let _ = node.control.send(Control::SteppedDown);
+        }
+    }
+    Ok(None)
+}
+
+/// The follower's side of a replication connection.
+async fn follow(
+    node: &Node,
+    from: NodeId,
+    epoch: u64,
+    mut reader: OwnedReadHalf,
+    mut writer: OwnedWriteHalf,
+) -> Result<(), MetadataError> {
+    let io = node.io_timeout();
+    if let Some(term) = accept_epoch(node, from, epoch).await? {
+        tracing::info!(%from, epoch, known = term.epoch, "fencing a primary of an old epoch");
+        let fenced = Message::Fenced {
+            epoch: term.epoch,
+            primary: term.primary,
+        };
+        return send(&mut writer, &fenced, io).await.map_err(net);
+    }
+    if node.term().primary != node.me {
+        node.progress.follow();
+    }
+    let last = node.durable.borrow().last;
+    send(&mut writer, &Message::Welcome { last }, io)
+        .await
+        .map_err(net)?;
+    node.set_view(
+        Role::Follower,
+        Some(from),
+        Readiness::NotReady {
+            reason: format!("catching up with primary {from}"),
+        },
+    );
+    let result = follow_stream(node, from, epoch, &mut reader, &mut writer).await;
+    if node.term().epoch == epoch {
+        node.set_view(
+            Role::Follower,
+            Some(from),
+            Readiness::NotReady {
+                reason: format!("lost the connection to primary {from}"),
+            },
+        );
+    }
+    result
+}
+
+async fn follow_stream(
+    node: &Node,
+    from: NodeId,
+    epoch: u64,
+    reader: &mut OwnedReadHalf,
+    writer: &mut OwnedWriteHalf,
+) -> Result<(), MetadataError> {
+    let io = node.io_timeout();
+    let dead_after = io * 2;
+    let mut receiver = Receiver::default();
+    let mut ready_at = None;
+    let mut ready = false;
+    loop {
+        let message = recv(reader, node.config.max_frame_bytes, dead_after)
+            .await
+            .map_err(net)?;
+        let term = node.term();
+        if term.epoch != epoch {
+            let fenced = Message::Fenced {
+                epoch: term.epoch,
+                primary: term.primary,
+            };
+            return send(writer, &fenced, io).await.map_err(net);
+        }
+        if let Message::Fetch { after } = message {
+            serve_fetch(node, writer, after).await?;
+            continue;
+        }
+        let commit = receiver.take(node, message).await?;
+        if let Some(commit) = commit {
+            node.progress.leader_commit(commit);
+            ready_at.get_or_insert(commit);
+        }
+        let durable = node.durable.borrow().last;
+        send(writer, &Message::Ack { durable }, io)
+            .await
+            .map_err(net)?;
+        if !ready && ready_at.is_some_and(|at| node.applied.applied_index() >= at) {
+            ready = true;
+            node.set_view(Role::Follower, Some(from), Readiness::Ready);
+        }
+    }
+}
+
+/// Answer a promoted node's `Fetch`: catch it up to this node's durable log, then
+/// `FetchDone`.
+async fn serve_fetch(
+    node: &Node,
+    writer: &mut OwnedWriteHalf,
+    after: Position,
+) -> Result<(), MetadataError> {
+    let io = node.io_timeout();
+    let mut cursor = catch_up(node, writer, after).await?;
+    let upto = node.durable.borrow().last.index;
+    while cursor.next() <= upto {
+        let (moved, records) = read_records(cursor, upto).await?;
+        cursor = moved;
+        let Some(records) = records else {
+            return Err(MetadataError::Storage(
+                "log compacted during a fetch".into(),
+            ));
+        };
+        if records.is_empty() {
+            break;
+        }
+        let message = Message::Append { commit: 0, records };
+        send(writer, &message, io).await.map_err(net)?;
+    }
+    send(writer, &Message::FetchDone, io).await.map_err(net)
+}
+
+/// Ask the node `node` at `addr` (cluster address) to promote itself: it bumps the epoch,
+/// takes over from a majority and serves as primary. Returns the new epoch. This is what
+/// `switchyard cluster promote N` calls.
+pub async fn request_promotion(
+    addr: &str,
+    cluster_id: &str,
+    node: NodeId,
+    timeout: Duration,
+) -> Result<u64, MetadataError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| net(NetError::Timeout(timeout, "connect")))?
+        .map_err(|e| net(e.into()))?;
+    let (mut reader, mut writer) = stream.into_split();
+    let hello = Message::Hello {
+        cluster_id: cluster_id.to_owned(),
+        from: NodeId(0),
+        to: node,
+        epoch: 0,
+        purpose: Purpose::Admin,
+    };
+    send(&mut writer, &hello, timeout).await.map_err(net)?;
+    send(&mut writer, &Message::Promote, timeout)
+        .await
+        .map_err(net)?;
+    match recv(&mut reader, 1 << 20, timeout).await.map_err(net)? {
+        Message::Promoted { epoch } => Ok(epoch),
+        Message::PromoteFailed { reason } | Message::Refused { reason } => Err(
+            MetadataError::Network(format!("promotion refused: {reason}")),
+        ),
+        other => Err(unexpected(&other)),
+    }
+}

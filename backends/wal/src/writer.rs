@@ -1,0 +1,347 @@
+//! The writer: one dedicated thread that owns the [`Log`]. Proposers and the replication
+//! receiver send it [`Request`]s; it drains everything queued into one batch, appends it,
+//! makes it durable with one `fdatasync` (group commit), publishes the durable shape, and
+//! hands the entries to the applier in order. It runs on its own OS thread so that an fsync
+//! never blocks a tokio worker, and it holds no lock while it syncs.
+
+use std::sync::Arc;
+
+use switchyard_backend_api::{LogIndex, MetadataCommand, MetadataError, Proposed};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::applier::{ApplyMsg, Pending};
+use crate::error::WalError;
+use crate::log::{Log, Shape};
+use crate::progress::Progress;
+use crate::record::{Position, Record};
+use crate::snapshot::{self, Snapshot};
+
+/// Most requests folded into one batch.
+const MAX_BATCH: usize = 4096;
+
+/// Reply to a proposal.
+pub(crate) type ProposeReply = oneshot::Sender<Result<Proposed, MetadataError>>;
+
+/// What the writer is asked to do.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// Append a command as primary.
+    Propose {
+        /// The command.
+        command: MetadataCommand,
+        /// Completed once the command is committed and applied.
+        reply: ProposeReply,
+    },
+    /// Append records received from the primary (or fetched at promotion).
+    Replicate {
+        /// The records, continuing the log.
+        records: Vec<Record>,
+        /// The durable position once they are synced.
+        reply: oneshot::Sender<Result<Position, MetadataError>>,
+    },
+    /// Replace the log and the state with a snapshot from the primary.
+    Install {
+        /// The snapshot file bytes.
+        bytes: Vec<u8>,
+        /// The decoded snapshot.
+        snapshot: Box<Snapshot>,
+        /// Done.
+        reply: oneshot::Sender<Result<(), MetadataError>>,
+    },
+    /// Become primary in `epoch`: append its marker if the log has no record of it yet.
+    Lead {
+        /// The epoch.
+        epoch: u64,
+        /// The floor: the first index of the epoch.
+        reply: oneshot::Sender<Result<LogIndex, MetadataError>>,
+    },
+    /// Stop taking proposals.
+    Follow {
+        /// Done.
+        reply: oneshot::Sender<()>,
+    },
+    /// Delete segments covered by a snapshot up to this index.
+    Compact {
+        /// Highest index the snapshot covers.
+        upto: LogIndex,
+    },
+    /// Sync and exit.
+    Stop,
+}
+
+/// Requests accumulated since the last sync.
+#[derive(Default)]
+struct Batch {
+    entries: Vec<Pending>,
+    replicated: Vec<oneshot::Sender<Result<Position, MetadataError>>>,
+}
+
+/// The writer's state; moved onto its thread by [`spawn`].
+#[derive(Debug)]
+pub(crate) struct Writer {
+    log: Log,
+    leading: Option<u64>,
+    failed: bool,
+    applier: mpsc::UnboundedSender<ApplyMsg>,
+    durable: watch::Sender<Arc<Shape>>,
+    progress: Arc<Progress>,
+}
+
+impl Writer {
+    /// A writer over a recovered `log`.
+    pub(crate) fn new(
+        log: Log,
+        applier: mpsc::UnboundedSender<ApplyMsg>,
+        durable: watch::Sender<Arc<Shape>>,
+        progress: Arc<Progress>,
+    ) -> Self {
+        Self {
+            log,
+            leading: None,
+            failed: false,
+            applier,
+            durable,
+            progress,
+        }
+    }
+
+    fn run(mut self, mut requests: mpsc::UnboundedReceiver<Request>) {
+        while let Some(first) = requests.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match requests.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            if !self.handle(batch) {
+                return;
+            }
+        }
+        self.flush(Batch::default());
+    }
+
+    /// Handle one batch; `false` once asked to stop.
+    fn handle(&mut self, requests: Vec<Request>) -> bool {
+        let mut batch = Batch::default();
+        for request in requests {
+            match request {
+                Request::Propose { command, reply } => self.propose(&mut batch, command, reply),
+                Request::Replicate { records, reply } => {
+                    self.replicate(&mut batch, records, reply);
+                }
+                other => {
+                    self.flush(std::mem::take(&mut batch));
+                    if !self.control(other) {
+                        return false;
+                    }
+                }
+            }
+        }
+        self.flush(batch);
+        true
+    }
+
+    fn refuse(&self) -> Option<MetadataError> {
+        if self.failed {
+            return Some(MetadataError::Storage(
+                "the write-ahead log failed earlier; restart the node".into(),
+            ));
+        }
+        None
+    }
+
+    fn propose(&mut self, batch: &mut Batch, command: MetadataCommand, reply: ProposeReply) {
+        if let Some(error) = self.refuse() {
+            let _ = reply.send(Err(error));
+            return;
+        }
+        let Some(epoch) = self.leading else {
+            let _ = reply.send(Err(MetadataError::NotLeader { leader: None }));
+            return;
+        };
+        let index = self.log.shape().last.index + 1;
+        let record = match Record::command(epoch, index, &command) {
+            Ok(record) => record,
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+                return;
+            }
+        };
+        if let Err(e) = self.log.append(std::slice::from_ref(&record)) {
+            let _ = reply.send(Err(e.into()));
+            return;
+        }
+        batch.entries.push(Pending {
+            index,
+            command: Some(command),
+            reply: Some(reply),
+        });
+    }
+
+    fn replicate(
+        &mut self,
+        batch: &mut Batch,
+        records: Vec<Record>,
+        reply: oneshot::Sender<Result<Position, MetadataError>>,
+    ) {
+        if let Some(error) = self.refuse() {
+            let _ = reply.send(Err(error));
+            return;
+        }
+        if self.leading.is_some() {
+            let _ = reply.send(Err(MetadataError::Storage(
+                "a primary does not take replicated records".into(),
+            )));
+            return;
+        }
+        let mut entries = Vec::with_capacity(records.len());
+        for record in &records {
+            match record.decode_command() {
+                Ok(command) => entries.push(Pending {
+                    index: record.index,
+                    command,
+                    reply: None,
+                }),
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                    return;
+                }
+            }
+        }
+        if let Err(e) = self.log.append(&records) {
+            let _ = reply.send(Err(e.into()));
+            return;
+        }
+        batch.entries.extend(entries);
+        batch.replicated.push(reply);
+    }
+
+    /// Sync what the batch appended, publish it, and pass it on to the applier.
+    fn flush(&mut self, batch: Batch) {
+        if batch.entries.is_empty() && batch.replicated.is_empty() {
+            return;
+        }
+        if let Err(e) = self.log.sync() {
+            // After a failed fsync the page cache may no longer match the disk: stop taking
+            // writes rather than acknowledge anything else.
+            tracing::error!(error = %e, "fsync of the write-ahead log failed; refusing writes");
+            self.failed = true;
+            let error = MetadataError::from(e);
+            for entry in batch.entries {
+                if let Some(reply) = entry.reply {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+            for reply in batch.replicated {
+                let _ = reply.send(Err(error.clone()));
+            }
+            return;
+        }
+        self.publish();
+        let _ = self.applier.send(ApplyMsg::Entries(batch.entries));
+        let last = self.log.shape().last;
+        for reply in batch.replicated {
+            let _ = reply.send(Ok(last));
+        }
+    }
+
+    fn publish(&self) {
+        let shape = self.log.shape().clone();
+        let last = shape.last.index;
+        self.durable.send_replace(Arc::new(shape));
+        self.progress.local_durable(last);
+    }
+
+    /// Handle a request that is not an append; `false` to stop.
+    fn control(&mut self, request: Request) -> bool {
+        match request {
+            Request::Lead { epoch, reply } => {
+                let _ = reply.send(self.lead(epoch));
+            }
+            Request::Follow { reply } => {
+                self.leading = None;
+                let _ = reply.send(());
+            }
+            Request::Compact { upto } => match self.log.compact(upto) {
+                Ok(deleted) => {
+                    tracing::debug!(upto, deleted, "deleted segments covered by a snapshot")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not delete segments covered by a snapshot")
+                }
+            },
+            Request::Install {
+                bytes,
+                snapshot,
+                reply,
+            } => {
+                let _ = reply.send(self.install(&bytes, *snapshot).map_err(Into::into));
+            }
+            Request::Stop => {
+                if let Err(e) = self.log.sync() {
+                    tracing::error!(error = %e, "final fsync of the write-ahead log failed");
+                }
+                return false;
+            }
+            Request::Propose { .. } | Request::Replicate { .. } => {}
+        }
+        true
+    }
+
+    fn lead(&mut self, epoch: u64) -> Result<LogIndex, MetadataError> {
+        if let Some(error) = self.refuse() {
+            return Err(error);
+        }
+        let last = self.log.shape().last;
+        if last.epoch > epoch {
+            return Err(MetadataError::Storage(format!(
+                "cannot lead epoch {epoch}: the log already holds epoch {}",
+                last.epoch
+            )));
+        }
+        if last.epoch < epoch {
+            let marker = Record::marker(epoch, last.index + 1);
+            self.log.append(std::slice::from_ref(&marker))?;
+            if let Err(e) = self.log.sync() {
+                self.failed = true;
+                return Err(e.into());
+            }
+            self.leading = Some(epoch);
+            let floor = marker.index;
+            self.progress.lead(floor);
+            self.publish();
+            let _ = self.applier.send(ApplyMsg::Entries(vec![Pending {
+                index: floor,
+                command: None,
+                reply: None,
+            }]));
+            return Ok(floor);
+        }
+        let floor = self.log.shape().first_of_epoch(epoch).unwrap_or(last.index);
+        self.leading = Some(epoch);
+        self.progress.lead(floor);
+        Ok(floor)
+    }
+
+    fn install(&mut self, bytes: &[u8], snapshot: Snapshot) -> Result<(), WalError> {
+        let position = snapshot.position;
+        snapshot::write(self.log.dir(), position.index, bytes)?;
+        self.log.reset(position)?;
+        self.progress.reset(position.index);
+        self.durable
+            .send_replace(Arc::new(self.log.shape().clone()));
+        let _ = self.applier.send(ApplyMsg::Install(Box::new(snapshot)));
+        Ok(())
+    }
+}
+
+/// Start the writer thread.
+pub(crate) fn spawn(
+    writer: Writer,
+    requests: mpsc::UnboundedReceiver<Request>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("wal-writer".into())
+        .spawn(move || writer.run(requests))
+}
