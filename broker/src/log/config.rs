@@ -44,7 +44,9 @@ pub struct LogConfig {
     /// default 1 GiB). A single append larger than this still goes into one segment.
     pub segment_bytes: u32,
     /// Roll to a new segment once the active one has taken appends for this long
-    /// (`segment.ms`, default 7 days).
+    /// (`segment.ms`, default 7 days). Measured from the segment's first append in this
+    /// process, by the `now_ms` appends pass in; after a restart the active segment's age
+    /// starts again at its next append.
     pub segment_ms: u64,
     /// Bytes of batches between two offset-index entries (`index.interval.bytes`, default
     /// 4096; 0 indexes every batch).

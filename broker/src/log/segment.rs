@@ -557,7 +557,7 @@ impl Segment {
             if offset >= state.summary.next_offset {
                 return Ok(None);
             }
-            let relative = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
+            let relative = u32::try_from((offset - self.base_offset).max(0)).unwrap_or(u32::MAX);
             let start = lookup_offset(&state.offset_index, relative).map_or(0, |e| e.position);
             (u64::from(start), state.summary.size)
         };

@@ -21,8 +21,8 @@ const DELETE_SUFFIX: &str = ".delete";
 /// Kafka's longest topic name.
 const MAX_TOPIC_LEN: usize = 249;
 
-/// A topic name and partition index.
-type Key = (String, i32);
+/// Partition logs by topic, then partition index.
+type Logs = BTreeMap<String, BTreeMap<i32, Arc<PartitionLog>>>;
 
 /// The partition logs of this broker: `<data_dir>/logs/<topic>-<partition>/`.
 ///
@@ -32,7 +32,7 @@ type Key = (String, i32);
 pub struct LogStore {
     root: PathBuf,
     default_config: LogConfig,
-    logs: RwLock<BTreeMap<Key, Arc<PartitionLog>>>,
+    logs: RwLock<Logs>,
     /// Held for the lock; released when the store is dropped.
     _lock: File,
 }
@@ -56,7 +56,7 @@ fn check_topic(topic: &str) -> Result<(), LogError> {
 }
 
 /// Splits a partition directory name `<topic>-<partition>`.
-fn parse_dir_name(name: &str) -> Option<Key> {
+fn parse_dir_name(name: &str) -> Option<(String, i32)> {
     let (topic, partition) = name.rsplit_once('-')?;
     let partition: i32 = partition.parse().ok()?;
     (partition >= 0 && check_topic(topic).is_ok()).then(|| (topic.to_owned(), partition))
@@ -77,7 +77,7 @@ impl LogStore {
             },
             fs::TryLockError::Error(source) => io_err("lock", &lock_path)(source),
         })?;
-        let mut logs = BTreeMap::new();
+        let mut logs = Logs::new();
         for entry in fs::read_dir(&root).map_err(io_err("list", &root))? {
             let entry = entry.map_err(io_err("list", &root))?;
             let path = entry.path();
@@ -89,12 +89,14 @@ impl LogStore {
                 fs::remove_dir_all(&path).map_err(io_err("delete", &path))?;
                 continue;
             }
-            let Some(key) = parse_dir_name(&name) else {
+            let Some((topic, partition)) = parse_dir_name(&name) else {
                 tracing::warn!(dir = %path.display(), "ignoring a directory that is not a partition log");
                 continue;
             };
             let log = PartitionLog::open(&path, default_config.clone())?;
-            logs.insert(key, Arc::new(log));
+            logs.entry(topic)
+                .or_default()
+                .insert(partition, Arc::new(log));
         }
         Ok(Self {
             root,
@@ -116,10 +118,7 @@ impl LogStore {
 
     /// The log of `topic`/`partition`, if it exists.
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<PartitionLog>> {
-        self.logs
-            .read()
-            .get(&(topic.to_owned(), partition))
-            .cloned()
+        self.logs.read().get(topic)?.get(&partition).cloned()
     }
 
     /// The log of `topic`/`partition`, created empty with `config` if it does not exist. An
@@ -138,32 +137,41 @@ impl LogStore {
             return Ok(log);
         }
         let mut logs = self.logs.write();
-        let key = (topic.to_owned(), partition);
-        if let Some(log) = logs.get(&key) {
+        if let Some(log) = logs.get(topic).and_then(|p| p.get(&partition)) {
             return Ok(Arc::clone(log));
         }
-        let log = Arc::new(PartitionLog::open(
-            &self.partition_dir(topic, partition),
-            config,
-        )?);
+        let dir = self.partition_dir(topic, partition);
+        let log = Arc::new(PartitionLog::open(&dir, config)?);
         sync_dir(&self.root)?;
-        logs.insert(key, Arc::clone(&log));
+        logs.entry(topic.to_owned())
+            .or_default()
+            .insert(partition, Arc::clone(&log));
         Ok(log)
     }
 
     /// Every log, with its topic and partition.
     pub fn logs(&self) -> Vec<(String, i32, Arc<PartitionLog>)> {
-        self.logs
-            .read()
-            .iter()
-            .map(|((topic, partition), log)| (topic.clone(), *partition, Arc::clone(log)))
-            .collect()
+        let logs = self.logs.read();
+        let mut all = Vec::new();
+        for (topic, partitions) in logs.iter() {
+            for (partition, log) in partitions {
+                all.push((topic.clone(), *partition, Arc::clone(log)));
+            }
+        }
+        all
     }
 
     /// Deletes the log of `topic`/`partition` and its directory. Returns whether it existed.
     /// Appends through handles still held fail with [`LogError::Closed`].
     pub fn delete_partition(&self, topic: &str, partition: i32) -> Result<bool, LogError> {
-        let removed = self.logs.write().remove(&(topic.to_owned(), partition));
+        let removed = {
+            let mut logs = self.logs.write();
+            let removed = logs.get_mut(topic).and_then(|p| p.remove(&partition));
+            if logs.get(topic).is_some_and(BTreeMap::is_empty) {
+                logs.remove(topic);
+            }
+            removed
+        };
         let Some(log) = removed else {
             return Ok(false);
         };
@@ -175,18 +183,7 @@ impl LogStore {
     /// Deletes every partition log of `topic` (on topic deletion) and returns the partitions
     /// deleted.
     pub fn delete_topic(&self, topic: &str) -> Result<Vec<i32>, LogError> {
-        let removed: Vec<(i32, Arc<PartitionLog>)> = {
-            let mut logs = self.logs.write();
-            let partitions: Vec<i32> = logs
-                .keys()
-                .filter(|(t, _)| t == topic)
-                .map(|(_, p)| *p)
-                .collect();
-            partitions
-                .into_iter()
-                .filter_map(|p| logs.remove(&(topic.to_owned(), p)).map(|log| (p, log)))
-                .collect()
-        };
+        let removed = self.logs.write().remove(topic).unwrap_or_default();
         let mut deleted = Vec::with_capacity(removed.len());
         for (partition, log) in removed {
             log.abandon();
@@ -200,7 +197,7 @@ impl LogStore {
     /// first error.
     pub fn close(&self, now_ms: i64) -> Result<(), LogError> {
         let mut first_error = None;
-        for log in self.logs.read().values() {
+        for log in self.logs.read().values().flat_map(BTreeMap::values) {
             if let Err(err) = log.close(now_ms) {
                 tracing::warn!(dir = %log.dir().display(), error = %err, "cannot close log cleanly");
                 first_error.get_or_insert(err);

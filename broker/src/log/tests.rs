@@ -353,7 +353,11 @@ fn torn_tail_is_truncated_and_indexes_rebuilt() {
     assert_eq!(fs::metadata(&path).expect("stat").len(), kept);
     let (offsets, times) = log.segments_for_test()[0].index_entries();
     assert_eq!(offsets, indexes.0[..offsets.len()].to_vec());
-    assert_eq!(offsets.len(), 9, "index.interval.bytes = 0: an entry per batch");
+    assert_eq!(
+        offsets.len(),
+        9,
+        "index.interval.bytes = 0: an entry per batch"
+    );
     assert_eq!(times.len(), 9);
     assert!(segment_path(dir.path(), 0, INDEX_EXT).exists());
     assert_eq!(read_all(&log, 0, 1 << 20), (0..9).collect::<Vec<_>>());
