@@ -5,3 +5,4 @@
 use switchyard_backend_wal as _;
 
 mod conformance;
+mod trio;
