@@ -173,8 +173,17 @@ impl WalBackend {
             snapshots,
         ));
         tasks.spawn(replication::control(Arc::clone(&node), control_rx));
-        if let Some(addr) = listen_addr.filter(|_| node.quorum > 1 || context.node.has_peers()) {
-            tasks.spawn(replication::listen(Arc::clone(&node), addr));
+        if let Some(addr) = listen_addr.filter(|_| context.node.has_peers()) {
+            // Bind now so the node is reachable when `open` returns; a node reopened in the
+            // same process may find its old listener still closing, then the task retries.
+            let bound = match replication::bind(&addr) {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "cluster address busy; binding in the background");
+                    None
+                }
+            };
+            tasks.spawn(replication::listen(Arc::clone(&node), addr, bound));
         }
         Ok(Self {
             node,
@@ -189,6 +198,30 @@ impl WalBackend {
             return Err(MetadataError::ShutDown);
         }
         Ok(())
+    }
+
+    /// Wait (until `deadline`) for this primary to be ready: taken over its epoch and, in
+    /// `sync` mode, connected to a majority. A primary that cannot reach a majority fails
+    /// with `Timeout` instead of hanging or writing what cannot commit.
+    async fn await_ready(&self, deadline: tokio::time::Instant) -> Result<(), MetadataError> {
+        let mut views = self.node.cluster();
+        let waited = tokio::time::timeout_at(deadline, views.wait_for(ClusterView::is_ready))
+            .await
+            .map(|r| r.map(drop));
+        match waited {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(MetadataError::ShutDown),
+            Err(_) => {
+                let reason = match &views.borrow().readiness {
+                    switchyard_backend_api::Readiness::NotReady { reason } => reason.clone(),
+                    _ => "not ready".into(),
+                };
+                Err(MetadataError::Timeout {
+                    what: format!("the primary to be ready ({reason})"),
+                    after_ms: self.node.config.propose_timeout_ms,
+                })
+            }
+        }
     }
 
     /// Stop the writer thread after it syncs what it has.
@@ -219,16 +252,13 @@ impl MetadataBackend for WalBackend {
                 leader: Some(term.primary),
             });
         }
-        if let switchyard_backend_api::Readiness::NotReady { reason } =
-            self.node.cluster().borrow().readiness.clone()
-        {
-            return Err(MetadataError::NotReady { reason });
-        }
         let timeout = self.node.propose_timeout();
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.await_ready(deadline).await?;
         let answer = self
             .node
             .ask_writer(|reply| Request::Propose { command, reply });
-        match tokio::time::timeout(timeout, answer).await {
+        match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(result)) => result,
             // The writer or applier dropped the reply: this node stopped being primary (or
             // shut down) with the entry written but not known to be committed.

@@ -721,15 +721,10 @@ impl Receiver {
 
 /// Accept connections on this node's cluster address until the backend stops. Binding is
 /// retried: a node reopened in the same process may find its old listener still closing.
-pub(crate) async fn listen(node: Arc<Node>, addr: String) {
-    let listener = loop {
-        match bind(&addr) {
-            Ok(listener) => break listener,
-            Err(e) => {
-                tracing::debug!(%addr, error = %e, "cannot bind the cluster address yet; retrying");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+pub(crate) async fn listen(node: Arc<Node>, addr: String, bound: Option<TcpListener>) {
+    let listener = match bound {
+        Some(listener) => listener,
+        None => bind_retrying(&addr).await,
     };
     let mut connections = JoinSet::new();
     loop {
@@ -748,7 +743,20 @@ pub(crate) async fn listen(node: Arc<Node>, addr: String) {
     }
 }
 
-fn bind(addr: &str) -> std::io::Result<TcpListener> {
+async fn bind_retrying(addr: &str) -> TcpListener {
+    loop {
+        match bind(addr) {
+            Ok(listener) => break listener,
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "cannot bind the cluster address yet; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Bind the cluster address (with `SO_REUSEADDR`).
+pub(crate) fn bind(addr: &str) -> std::io::Result<TcpListener> {
     let addr: std::net::SocketAddr = addr
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;

@@ -5,4 +5,7 @@
 use switchyard_backend_wal as _;
 
 mod conformance;
+mod recovery;
+mod replication;
+mod support;
 mod trio;
