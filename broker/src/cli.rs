@@ -69,6 +69,18 @@ pub struct ServeArgs {
     /// string or a `[peers]` table with entries like `1 = "host-a:9093"`.
     #[arg(long, value_name = "ID=HOST:PORT,...")]
     pub peers: Option<String>,
+
+    /// Address of the Kafka listener.
+    ///
+    /// Default: 127.0.0.1:9092. Env: SWITCHYARD_LISTEN. TOML key: listen.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+
+    /// Address Kafka clients are told to connect to (Metadata responses).
+    ///
+    /// Default: the listen address. Env: SWITCHYARD_ADVERTISE. TOML key: advertise.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
 }
 
 impl ServeArgs {
@@ -79,6 +91,8 @@ impl ServeArgs {
             data_dir: self.data_dir.clone(),
             node_id: self.node_id,
             peers: self.peers.clone(),
+            listen: self.listen.clone(),
+            advertise: self.advertise.clone(),
         }
     }
 

@@ -1,15 +1,16 @@
 //! Configuration: where it comes from, in which order, and what makes it valid.
 //!
 //! Layers, each overriding the one before:
-//! 1. defaults — `data_dir = "./switchyard-data"`, `node_id = 1`, no peers, no backend;
+//! 1. defaults — `data_dir = "./switchyard-data"`, `node_id = 1`, `listen = "127.0.0.1:9092"`,
+//!    no peers, no backend;
 //! 2. a TOML file — `--config PATH`, or else `switchyard.toml` in the current directory if it
 //!    exists (a file named with `--config` must exist);
 //! 3. environment variables `SWITCHYARD_<KEY>`, with `__` for nesting
 //!    (`SWITCHYARD_METADATA__WAL__MODE` is `metadata.wal.mode`);
 //! 4. command-line flags that were actually given ([`Overrides`]).
 //!
-//! Top-level keys are `metadata_backend`, `data_dir`, `node_id`, `peers` and `metadata`; any other
-//! key is an error. `metadata` is free-form: `[metadata.<backend>]` is that backend's own table,
+//! Top-level keys are `metadata_backend`, `data_dir`, `node_id`, `peers`, `listen`, `advertise`,
+//! `kafka` (see [`KafkaSettings`]) and `metadata`; any other key is an error. `metadata` is free-form: `[metadata.<backend>]` is that backend's own table,
 //! handed to it as its [`OpenContext::config`](switchyard_backend_api::OpenContext::config) by
 //! [`Config::backend_config`]. Tables merge key by key across layers; any other value is replaced
 //! whole by a later layer.
@@ -35,6 +36,8 @@ use switchyard_backend_api::NodeId;
 pub const DEFAULT_DATA_DIR: &str = "./switchyard-data";
 /// Default for `node_id`.
 pub const DEFAULT_NODE_ID: i64 = 1;
+/// Default for `listen`: the Kafka listener.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9092";
 /// The file read when `--config` is not given, if it exists in the current directory.
 pub const DEFAULT_CONFIG_FILE: &str = "switchyard.toml";
 /// Prefix of the environment variables that configure Switchyard.
@@ -72,6 +75,16 @@ pub enum ConfigError {
         entry: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// `listen` or `advertise` is not `HOST:PORT`.
+    #[error("invalid {key} address {addr:?}: {reason} (expected HOST:PORT)")]
+    InvalidAddress {
+        /// Which key.
+        key: &'static str,
+        /// The value given.
+        addr: String,
+        /// What is wrong with it.
+        reason: &'static str,
     },
     /// `peers` is neither a string nor a table.
     #[error(
@@ -118,6 +131,58 @@ pub struct Overrides {
     /// `--peers`, as written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peers: Option<String>,
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// `--advertise`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+}
+
+/// Kafka broker settings, the `[kafka]` table (`SWITCHYARD_KAFKA__<KEY>`). Names follow Kafka's
+/// own broker configs with `_` for `.`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// `auto.create.topics.enable`: Metadata requests create missing topics.
+    pub auto_create_topics_enable: bool,
+    /// `num.partitions`: partitions of auto-created topics and of `CreateTopics` with `-1`.
+    pub num_partitions: u32,
+    /// `default.replication.factor`.
+    pub default_replication_factor: u16,
+    /// `group.initial.rebalance.delay.ms`: how long a new group's first rebalance waits for
+    /// more members.
+    pub group_initial_rebalance_delay_ms: u64,
+    /// `group.min.session.timeout.ms`.
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`.
+    pub group_max_session_timeout_ms: i32,
+    /// `socket.request.max.bytes`: larger frames close the connection.
+    pub socket_request_max_bytes: u32,
+    /// `connections.max.idle.ms`: idle connections are closed.
+    pub connections_max_idle_ms: u64,
+    /// `offset.metadata.max.bytes`: longer commit metadata is refused.
+    pub offset_metadata_max_bytes: usize,
+    /// How long a request waits for the metadata backend before answering with a retriable
+    /// error.
+    pub metadata_timeout_ms: u64,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            auto_create_topics_enable: true,
+            num_partitions: 1,
+            default_replication_factor: 1,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            socket_request_max_bytes: 104_857_600,
+            connections_max_idle_ms: 600_000,
+            offset_metadata_max_bytes: 4_096,
+            metadata_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// The top-level keys, as layered, before validation.
@@ -129,6 +194,10 @@ struct Raw {
     node_id: i64,
     /// A string or a table; see [`parse_peers`] and [`peers_from_table`].
     peers: Option<Value>,
+    listen: String,
+    advertise: Option<String>,
+    #[serde(default)]
+    kafka: KafkaSettings,
     /// Per-backend tables; only checked to be a table here, read by the backend.
     #[serde(default)]
     #[allow(
@@ -152,6 +221,12 @@ pub struct Config {
     /// Every node of the cluster, this one included, by id → `HOST:PORT`. Empty for a single
     /// node.
     pub peers: BTreeMap<NodeId, String>,
+    /// Kafka listener address.
+    pub listen: String,
+    /// Address returned to clients in Metadata responses (`HOST:PORT`).
+    pub advertise: String,
+    /// Kafka broker settings.
+    pub kafka: KafkaSettings,
     figment: Figment,
 }
 
@@ -182,11 +257,25 @@ impl Config {
                     .join(","),
             });
         }
+        check_listen_addr(&raw.listen).map_err(|reason| ConfigError::InvalidAddress {
+            key: "listen",
+            addr: raw.listen.clone(),
+            reason,
+        })?;
+        let advertise = raw.advertise.unwrap_or_else(|| raw.listen.clone());
+        check_listen_addr(&advertise).map_err(|reason| ConfigError::InvalidAddress {
+            key: "advertise",
+            addr: advertise.clone(),
+            reason,
+        })?;
         Ok(Self {
             metadata_backend: raw.metadata_backend,
             data_dir: raw.data_dir,
             node_id,
             peers,
+            listen: raw.listen,
+            advertise,
+            kafka: raw.kafka,
             figment,
         })
     }
@@ -208,6 +297,7 @@ pub fn defaults() -> Figment {
     Figment::new()
         .merge(Serialized::default("data_dir", DEFAULT_DATA_DIR))
         .merge(Serialized::default("node_id", DEFAULT_NODE_ID))
+        .merge(Serialized::default("listen", DEFAULT_LISTEN))
 }
 
 /// Stack the layers without validating them.
@@ -324,6 +414,14 @@ fn check_addr(addr: &str) -> Result<(), &'static str> {
     }
 }
 
+/// Check a listen address: like [`check_addr`], but port 0 (any free port) is allowed.
+fn check_listen_addr(addr: &str) -> Result<(), &'static str> {
+    match addr.strip_suffix(":0") {
+        Some(host) => check_addr(&format!("{host}:1")),
+        None => check_addr(addr),
+    }
+}
+
 fn invalid_peer(entry: &str, reason: &str) -> ConfigError {
     ConfigError::InvalidPeer {
         entry: entry.to_owned(),
@@ -426,6 +524,8 @@ mod tests {
                 data_dir: None,
                 node_id: Some(4),
                 peers: None,
+                listen: Some("127.0.0.1:19092".into()),
+                advertise: None,
             };
             let config = load(None, &flags).map_err(|e| e.to_string())?;
             assert_eq!(config.metadata_backend.as_deref(), Some("flag-backend"));

@@ -30,9 +30,13 @@
 //!   `MetadataBackend::cluster`.
 
 pub mod backends;
+pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod group;
+pub mod kafka;
 pub mod log;
+pub mod replicas;
 pub mod serve;
 
 pub use config::{Config, ConfigError};

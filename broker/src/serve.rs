@@ -3,19 +3,29 @@
 //! The Kafka listener is not here yet; for now a node only runs its metadata backend.
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use switchyard_backend_api::BrokerId;
 use switchyard_backend_api::{
     ClusterView, MetadataBackend, MetadataError, NodeIdentity, OpenContext, Readiness,
     available_backends, find_backend, open_backend,
 };
+use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::backends::default_backend;
+use crate::broker::{Broker, now_ms};
+use crate::group::GroupCoordinator;
+use crate::kafka::server;
+use crate::replicas::Replicas;
+
+/// How often retention and time-based flushes run.
+const LOG_MAINTENANCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 use crate::config::Config;
 
 /// Why `serve` failed.
@@ -62,6 +72,18 @@ pub enum ServeError {
         #[source]
         source: MetadataError,
     },
+    /// The partition logs could not be opened.
+    #[error("could not open the partition logs: {0}")]
+    Logs(String),
+    /// The Kafka listener could not be bound.
+    #[error("could not listen for Kafka clients on {addr}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// A signal handler could not be installed.
     #[error("could not install a signal handler")]
     Signal(#[source] io::Error),
@@ -103,6 +125,10 @@ pub fn choose_backend(configured: Option<&str>, available: &[&str]) -> Result<St
 pub struct Node {
     backend: Arc<dyn MetadataBackend>,
     watcher: JoinHandle<()>,
+    broker: Arc<Broker>,
+    kafka_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Node {
@@ -143,7 +169,55 @@ impl Node {
                 source,
             })?;
         let watcher = tokio::spawn(log_cluster_changes(backend.name(), backend.cluster()));
-        Ok(Self { backend, watcher })
+
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    addr: config.listen.clone(),
+                    source,
+                })?;
+        let kafka_addr = listener.local_addr().map_err(|source| ServeError::Listen {
+            addr: config.listen.clone(),
+            source,
+        })?;
+        let (host, port) = advertised(&config.advertise, kafka_addr);
+        let broker_id = BrokerId::try_from(config.node_id).map_err(|_| ServeError::Listen {
+            addr: config.listen.clone(),
+            source: io::Error::other("node id is not a Kafka broker id"),
+        })?;
+        let logs_dir = config.data_dir.clone();
+        let replicas = tokio::task::spawn_blocking(move || Replicas::open(&logs_dir))
+            .await
+            .map_err(|e| ServeError::Logs(e.to_string()))?
+            .map_err(|e| ServeError::Logs(e.to_string()))?;
+        let broker = Broker::new(
+            broker_id,
+            host,
+            port,
+            Arc::clone(&backend),
+            config.kafka.clone(),
+            replicas,
+        );
+        let (stop, stopped) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(server::serve(listener, Arc::clone(&broker), stopped)),
+            tokio::spawn(Arc::clone(&broker).register()),
+            tokio::spawn(GroupCoordinator::run_session_timers(Arc::downgrade(
+                &broker,
+            ))),
+            tokio::spawn(Arc::clone(&broker).follow_topic_deletions()),
+            tokio::spawn(Arc::clone(&broker).maintain_logs(LOG_MAINTENANCE_INTERVAL)),
+        ];
+        info!(addr = %kafka_addr, advertised = %config.advertise, "Kafka listener ready");
+        Ok(Self {
+            backend,
+            watcher,
+            broker,
+            kafka_addr,
+            stop,
+            tasks,
+        })
     }
 
     /// The running backend.
@@ -156,8 +230,30 @@ impl Node {
         self.backend.name()
     }
 
-    /// Stop following the cluster view and shut the backend down.
+    /// The broker this node runs.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// The address the Kafka listener is bound to.
+    pub fn kafka_addr(&self) -> SocketAddr {
+        self.kafka_addr
+    }
+
+    /// Stop the Kafka listener and broker tasks, stop following the cluster view, and shut the
+    /// backend down.
     pub async fn shutdown(self) -> Result<(), ServeError> {
+        self.stop.send_replace(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+        let replicas = Arc::clone(self.broker.replicas());
+        if tokio::task::spawn_blocking(move || replicas.close(now_ms()))
+            .await
+            .is_err()
+        {
+            warn!("closing the partition logs panicked");
+        }
         // Stop the watcher first, so that the backend going not-ready on purpose is not logged
         // as a loss of readiness.
         self.watcher.abort();
@@ -172,6 +268,20 @@ impl Node {
             })?;
         info!(backend, "metadata backend shut down");
         Ok(())
+    }
+}
+
+/// Host and port clients are told to use: the advertised address, with port 0 (an ephemeral
+/// listen port) replaced by the port actually bound.
+fn advertised(advertise: &str, bound: SocketAddr) -> (String, u16) {
+    let (host, port) = advertise.rsplit_once(':').unwrap_or((advertise, "0"));
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => (host, bound.port()),
+        Ok(port) => (host, port),
     }
 }
 
@@ -273,6 +383,8 @@ mod tests {
             data_dir: Some(data_dir.to_owned()),
             node_id: Some(7),
             peers: peers.map(str::to_owned),
+            listen: Some("127.0.0.1:0".into()),
+            advertise: None,
         };
         match Config::from_figment(defaults().merge(Serialized::defaults(&overrides))) {
             Ok(config) => config,

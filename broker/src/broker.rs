@@ -1,0 +1,329 @@
+//! [`Broker`]: the state one Kafka broker shares between its connections — its identity, the
+//! metadata backend, the group coordinator, producer-id blocks — and the start-up task that
+//! registers it once the backend is ready.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kafka_protocol::error::ResponseError;
+use switchyard_backend_api::{
+    BrokerId, Change, ClusterId, MetadataBackend, MetadataCommand, MetadataError, Outcome,
+    StateView, StreamError,
+};
+use tokio::sync::{Mutex, watch};
+use tracing::{info, warn};
+
+use crate::config::KafkaSettings;
+use crate::group::GroupCoordinator;
+use crate::replicas::{Replica, Replicas};
+
+/// How many producer ids one metadata proposal reserves.
+const PRODUCER_ID_BLOCK: u32 = 1_000;
+
+/// A broker's shared state.
+#[derive(Debug)]
+pub struct Broker {
+    id: BrokerId,
+    host: String,
+    port: u16,
+    backend: Arc<dyn MetadataBackend>,
+    settings: KafkaSettings,
+    registered: watch::Sender<bool>,
+    groups: GroupCoordinator,
+    producer_ids: Mutex<Option<(i64, i64)>>,
+    replicas: Arc<Replicas>,
+}
+
+impl Broker {
+    /// A broker advertised at `host:port` over `backend`. Returns at once; call
+    /// [`Broker::register`] in a task to register it when the backend becomes ready.
+    pub fn new(
+        id: BrokerId,
+        host: String,
+        port: u16,
+        backend: Arc<dyn MetadataBackend>,
+        settings: KafkaSettings,
+        replicas: Replicas,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            id,
+            host,
+            port,
+            groups: GroupCoordinator::new(me.clone(), &settings),
+            backend,
+            settings,
+            registered: watch::Sender::new(false),
+            producer_ids: Mutex::new(None),
+            replicas: Arc::new(replicas),
+        })
+    }
+
+    /// The partitions stored here.
+    pub fn replicas(&self) -> &Arc<Replicas> {
+        &self.replicas
+    }
+
+    /// The open replica of a partition, if any.
+    pub fn replica(&self, topic: &str, partition: i32) -> Option<Arc<Replica>> {
+        self.replicas.get(topic, partition)
+    }
+
+    /// The replica of a partition this broker leads, opened on first use, with the partition's
+    /// leader epoch. Fails with the Kafka error a client should see: unknown partition, not
+    /// the leader, or not ready.
+    pub async fn led_replica(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(Arc<Replica>, i32), ResponseError> {
+        if !self.is_registered() {
+            return Err(ResponseError::LeaderNotAvailable);
+        }
+        let view = self.metadata();
+        let (leader, leader_epoch, configs) = {
+            let t = view
+                .state
+                .topic(topic)
+                .ok_or(ResponseError::UnknownTopicOrPartition)?;
+            let p = u32::try_from(partition)
+                .ok()
+                .and_then(|index| t.partitions.get(index as usize))
+                .ok_or(ResponseError::UnknownTopicOrPartition)?;
+            let configs: BTreeMap<String, String> = t
+                .configs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            (p.leader, p.leader_epoch, configs)
+        };
+        if leader != Some(self.id) {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        if let Some(replica) = self.replicas.get(topic, partition) {
+            return Ok((replica, leader_epoch));
+        }
+        let replicas = Arc::clone(&self.replicas);
+        let topic = topic.to_owned();
+        let replica =
+            tokio::task::spawn_blocking(move || replicas.get_or_open(&topic, partition, &configs))
+                .await
+                .map_err(|_| ResponseError::KafkaStorageError)??;
+        Ok((replica, leader_epoch))
+    }
+
+    /// Delete the partition logs of topics the metadata no longer has, as deletions apply and
+    /// once at start (for deletions applied while this broker was down). Runs until the
+    /// change stream closes.
+    pub async fn follow_topic_deletions(self: Arc<Self>) {
+        let mut registered = self.registration();
+        if registered.wait_for(|r| *r).await.is_err() {
+            return;
+        }
+        let mut changes = self.backend.subscribe();
+        self.remove_orphan_logs().await;
+        loop {
+            match changes.recv().await {
+                Ok(change) => {
+                    if let Change::Applied {
+                        command: MetadataCommand::DeleteTopics { names },
+                        result: Ok(Outcome::TopicsDeleted { results }),
+                    } = &change.change
+                    {
+                        for (name, result) in names.iter().zip(results) {
+                            if result.is_ok() {
+                                self.delete_logs(name.clone()).await;
+                            }
+                        }
+                    }
+                }
+                Err(StreamError::Lagged { .. }) => self.remove_orphan_logs().await,
+                Err(_) => return,
+            }
+        }
+    }
+
+    async fn remove_orphan_logs(&self) {
+        let view = self.metadata();
+        for topic in self.replicas.stored_topics() {
+            if view.state.topic(&topic).is_none() {
+                self.delete_logs(topic).await;
+            }
+        }
+    }
+
+    async fn delete_logs(&self, topic: String) {
+        let replicas = Arc::clone(&self.replicas);
+        if tokio::task::spawn_blocking(move || replicas.delete_topic(&topic))
+            .await
+            .is_err()
+        {
+            warn!("deleting partition logs panicked");
+        }
+    }
+
+    /// Enforce retention and time-based flushes every `interval`. Runs until aborted.
+    pub async fn maintain_logs(self: Arc<Self>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            let replicas = Arc::clone(&self.replicas);
+            if tokio::task::spawn_blocking(move || replicas.maintain(now_ms()))
+                .await
+                .is_err()
+            {
+                warn!("log maintenance panicked");
+            }
+        }
+    }
+
+    /// This broker's id.
+    pub fn id(&self) -> BrokerId {
+        self.id
+    }
+
+    /// Advertised host.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Advertised port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kafka settings.
+    pub fn settings(&self) -> &KafkaSettings {
+        &self.settings
+    }
+
+    /// The metadata backend.
+    pub fn backend(&self) -> &Arc<dyn MetadataBackend> {
+        &self.backend
+    }
+
+    /// The group coordinator.
+    pub fn groups(&self) -> &GroupCoordinator {
+        &self.groups
+    }
+
+    /// The local metadata view.
+    pub fn metadata(&self) -> Arc<StateView> {
+        self.backend.local()
+    }
+
+    /// Whether the broker has registered and serves metadata.
+    pub fn is_registered(&self) -> bool {
+        *self.registered.borrow()
+    }
+
+    /// Follow registration.
+    pub fn registration(&self) -> watch::Receiver<bool> {
+        self.registered.subscribe()
+    }
+
+    /// Propose a command with the configured deadline.
+    pub async fn propose(&self, command: MetadataCommand) -> Result<Outcome, MetadataError> {
+        let timeout = self.metadata_timeout();
+        match tokio::time::timeout(timeout, self.backend.propose(command)).await {
+            Ok(result) => result.map(|proposed| proposed.outcome),
+            Err(_) => Err(MetadataError::Timeout {
+                what: "metadata proposal".into(),
+                after_ms: self.settings.metadata_timeout_ms,
+            }),
+        }
+    }
+
+    /// The deadline for metadata calls.
+    pub fn metadata_timeout(&self) -> Duration {
+        Duration::from_millis(self.settings.metadata_timeout_ms)
+    }
+
+    /// Wait for the backend to be ready, then set the cluster id if nobody has and register
+    /// this broker. Retries retriable failures; never blocks anything else: the listener serves
+    /// retriable errors meanwhile.
+    pub async fn register(self: Arc<Self>) {
+        loop {
+            match self.try_register().await {
+                Ok(incarnation) => {
+                    info!(broker = %self.id, incarnation, "broker registered");
+                    self.registered.send_replace(true);
+                    return;
+                }
+                Err(e) if e.is_retriable() => {
+                    warn!(broker = %self.id, error = %e, "registration not possible yet; retrying");
+                    let mut views = self.backend.cluster();
+                    // Wake on the next cluster change, or retry after a second.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), views.changed()).await;
+                }
+                Err(e) => {
+                    warn!(broker = %self.id, error = %e, "broker registration failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn try_register(&self) -> Result<u64, MetadataError> {
+        self.backend.wait_ready(self.metadata_timeout()).await?;
+        if self.backend.local().state.cluster_id().is_none() {
+            let cluster_id = ClusterId(uuid::Uuid::new_v4().simple().to_string());
+            match self
+                .propose(MetadataCommand::InitCluster { cluster_id })
+                .await
+            {
+                // Another node set it first: keep theirs.
+                Ok(_) | Err(MetadataError::Rejected(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let outcome = self
+            .propose(MetadataCommand::RegisterBroker {
+                id: self.id,
+                host: self.host.clone(),
+                port: self.port,
+                rack: None,
+            })
+            .await?;
+        match outcome {
+            Outcome::BrokerRegistered { incarnation } => Ok(incarnation),
+            other => Err(MetadataError::Storage(format!(
+                "unexpected registration outcome {other:?}"
+            ))),
+        }
+    }
+
+    /// Hand out one producer id, reserving a block through the metadata backend when the
+    /// current one is used up.
+    pub async fn next_producer_id(&self) -> Result<i64, MetadataError> {
+        let mut block = self.producer_ids.lock().await;
+        match *block {
+            Some((next, end)) if next < end => {
+                *block = Some((next + 1, end));
+                Ok(next)
+            }
+            _ => {
+                let outcome = self
+                    .propose(MetadataCommand::AllocateProducerIds {
+                        count: PRODUCER_ID_BLOCK,
+                    })
+                    .await?;
+                let Outcome::ProducerIdsAllocated { first, count } = outcome else {
+                    return Err(MetadataError::Storage(format!(
+                        "unexpected allocation outcome {outcome:?}"
+                    )));
+                };
+                *block = Some((first.0 + 1, first.0 + i64::from(count)));
+                Ok(first.0)
+            }
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, for commit timestamps and retention. Read by proposers,
+/// never inside apply.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

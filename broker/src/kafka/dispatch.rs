@@ -1,0 +1,196 @@
+//! Decode a request frame, route it to its handler, encode the response.
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::broker::Broker;
+use crate::kafka::handlers;
+
+/// What the connection does after a request.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// Send this response frame (without its length prefix).
+    Respond(Bytes),
+    /// Send nothing (a produce with `acks = 0`).
+    Nothing,
+    /// Close the connection; the reason is logged.
+    Close(String),
+}
+
+/// The APIs this broker implements, with the versions it serves: the only ones ApiVersions
+/// advertises, and the only ones accepted.
+pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The version range served for `key`, if the API is implemented.
+pub(crate) fn supported(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+/// Handle one request frame.
+pub(crate) async fn handle(broker: &Broker, mut frame: Bytes) -> Reply {
+    if frame.len() < 8 {
+        return Reply::Close(format!("request of {} bytes has no header", frame.len()));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let Ok(key) = ApiKey::try_from(raw_key) else {
+        return Reply::Close(format!("unknown API key {raw_key}"));
+    };
+    let Some((min, max)) = supported(key) else {
+        return Reply::Close(format!("unsupported API {key:?} (key {raw_key})"));
+    };
+    if version < min || version > max {
+        if key == ApiKey::ApiVersions {
+            return unsupported_api_versions(correlation_id);
+        }
+        return Reply::Close(format!(
+            "unsupported version {version} of {key:?} (supported {min}..={max})"
+        ));
+    }
+    let header = match RequestHeader::decode(&mut frame, key.request_header_version(version)) {
+        Ok(header) => header,
+        Err(e) => return Reply::Close(format!("malformed {key:?} v{version} header: {e}")),
+    };
+    let request = match RequestKind::decode(key, &mut frame, version) {
+        Ok(request) => request,
+        Err(e) => return Reply::Close(format!("malformed {key:?} v{version} request: {e}")),
+    };
+    if frame.has_remaining() {
+        // Some clients pad requests (librdkafka's Metadata v12 does); Kafka ignores the rest.
+        tracing::debug!(
+            ?key,
+            version,
+            trailing = frame.remaining(),
+            "ignoring trailing request bytes"
+        );
+    }
+    let Some(response) = route(broker, version, request).await else {
+        return Reply::Nothing;
+    };
+    encode(key, version, header.correlation_id, &response)
+}
+
+async fn route(broker: &Broker, version: i16, request: RequestKind) -> Option<ResponseKind> {
+    use handlers::*;
+    Some(match request {
+        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(version, r)),
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(metadata::handle(broker, version, r).await)
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(topics::create(broker, version, r).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(topics::delete(broker, version, r).await)
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(configs::describe(broker, version, r))
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(cluster::describe(broker, version, r))
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator(broker, version, r))
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(groups::join(broker, version, r).await)
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(groups::sync(broker, version, r).await)
+        }
+        RequestKind::Heartbeat(r) => {
+            ResponseKind::Heartbeat(groups::heartbeat(broker, version, r).await)
+        }
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(groups::leave(broker, version, r).await)
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(groups::describe(broker, version, r).await)
+        }
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(groups::list(broker, version, r).await)
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(offsets::commit(broker, version, r).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(offsets::fetch(broker, version, r).await)
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(producers::init_producer_id(broker, version, r).await)
+        }
+        RequestKind::Produce(r) => {
+            ResponseKind::Produce(produce::handle(broker, version, r).await?)
+        }
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, version, r).await),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(list_offsets::handle(broker, version, r).await)
+        }
+        other => unreachable_api(other),
+    })
+}
+
+/// `SUPPORTED` and `route` list the same APIs; a request that passed the version check always
+/// has a handler. Kept total so a mismatch shows as an error response, not a panic.
+fn unreachable_api(request: RequestKind) -> ResponseKind {
+    tracing::error!(?request, "no handler for an advertised API");
+    ResponseKind::ApiVersions(
+        ApiVersionsResponse::default().with_error_code(ResponseError::UnknownServerError.code()),
+    )
+}
+
+fn encode(key: ApiKey, version: i16, correlation_id: i32, response: &ResponseKind) -> Reply {
+    let mut out = BytesMut::new();
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    if let Err(e) = header.encode(&mut out, key.response_header_version(version)) {
+        return Reply::Close(format!("encoding {key:?} v{version} response header: {e}"));
+    }
+    if let Err(e) = response.encode(&mut out, version) {
+        return Reply::Close(format!("encoding {key:?} v{version} response: {e}"));
+    }
+    Reply::Respond(out.freeze())
+}
+
+/// ApiVersions at a version this broker does not know: error 35 in the v0 format, with the
+/// supported versions, so the client can retry with one it shares.
+fn unsupported_api_versions(correlation_id: i32) -> Reply {
+    let response = handlers::api_versions::response()
+        .with_error_code(ResponseError::UnsupportedVersion.code());
+    let mut out = BytesMut::new();
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    if let Err(e) = header.encode(&mut out, 0) {
+        return Reply::Close(format!("encoding ApiVersions header: {e}"));
+    }
+    if let Err(e) = response.encode(&mut out, 0) {
+        return Reply::Close(format!("encoding ApiVersions v0 response: {e}"));
+    }
+    Reply::Respond(out.freeze())
+}

@@ -1,0 +1,171 @@
+//! Fetch: read whole batches up to the high watermark, honouring max bytes, partition max bytes
+//! and min bytes, and long-polling up to max wait — woken when a partition's log grows, never by
+//! a busy loop.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::select_all;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId as KBrokerId, FetchRequest, FetchResponse};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::broker::Broker;
+
+/// One partition's read.
+struct Read {
+    index: i32,
+    error: Option<ResponseError>,
+    high_watermark: i64,
+    log_start_offset: i64,
+    records: Bytes,
+}
+
+pub(crate) async fn handle(broker: &Broker, _version: i16, request: FetchRequest) -> FetchResponse {
+    let deadline =
+        Instant::now() + Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0));
+    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+    let max_bytes = usize::try_from(request.max_bytes).unwrap_or(usize::MAX);
+    loop {
+        // Subscribe before reading, so an append between the read and the wait still wakes us.
+        let mut watches: Vec<watch::Receiver<i64>> = Vec::new();
+        for topic in &request.topics {
+            for p in &topic.partitions {
+                if let Some(replica) = broker.replica(topic.topic.0.as_str(), p.partition) {
+                    watches.push(replica.log().subscribe());
+                }
+            }
+        }
+        let (topics, bytes, failed) = read_all(broker, &request, max_bytes).await;
+        if bytes >= min_bytes || failed || Instant::now() >= deadline || watches.is_empty() {
+            return respond(topics);
+        }
+        let changed = watches.iter_mut().map(|w| Box::pin(w.changed()));
+        if tokio::time::timeout_at(deadline, select_all(changed))
+            .await
+            .is_err()
+        {
+            let (topics, _, _) = read_all(broker, &request, max_bytes).await;
+            return respond(topics);
+        }
+    }
+}
+
+fn respond(topics: Vec<(kafka_protocol::messages::TopicName, Vec<Read>)>) -> FetchResponse {
+    FetchResponse::default().with_responses(
+        topics
+            .into_iter()
+            .map(|(name, reads)| {
+                FetchableTopicResponse::default()
+                    .with_topic(name)
+                    .with_partitions(
+                        reads
+                            .into_iter()
+                            .map(|r| {
+                                PartitionData::default()
+                                    .with_partition_index(r.index)
+                                    .with_error_code(r.error.map_or(0, |e| e.code()))
+                                    .with_high_watermark(r.high_watermark)
+                                    .with_last_stable_offset(r.high_watermark)
+                                    .with_log_start_offset(r.log_start_offset)
+                                    .with_preferred_read_replica(KBrokerId(-1))
+                                    .with_records(Some(r.records))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
+}
+
+/// Read every requested partition; returns the reads, the bytes read and whether any
+/// partition failed.
+async fn read_all(
+    broker: &Broker,
+    request: &FetchRequest,
+    max_bytes: usize,
+) -> (
+    Vec<(kafka_protocol::messages::TopicName, Vec<Read>)>,
+    usize,
+    bool,
+) {
+    let mut total = 0usize;
+    let mut failed = false;
+    let mut topics = Vec::new();
+    for topic in &request.topics {
+        let name = topic.topic.0.as_str();
+        let mut reads = Vec::new();
+        for p in &topic.partitions {
+            let budget = max_bytes.saturating_sub(total);
+            let partition_max = usize::try_from(p.partition_max_bytes)
+                .unwrap_or(0)
+                .min(budget);
+            let read = read_partition(
+                broker,
+                name,
+                p.partition,
+                p.fetch_offset,
+                partition_max,
+                total == 0,
+            )
+            .await;
+            total += read.records.len();
+            failed |= read.error.is_some();
+            reads.push(read);
+        }
+        topics.push((topic.topic.clone(), reads));
+    }
+    (topics, total, failed)
+}
+
+async fn read_partition(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+    first: bool,
+) -> Read {
+    let empty = |error| Read {
+        index: partition,
+        error: Some(error),
+        high_watermark: -1,
+        log_start_offset: -1,
+        records: Bytes::new(),
+    };
+    let replica = match broker.led_replica(topic, partition).await {
+        Ok((replica, _)) => replica,
+        Err(error) => return empty(error),
+    };
+    // Kafka returns at least one batch when this is the first partition with data, even past
+    // max bytes, so consumers always make progress.
+    let max_bytes = if first { max_bytes.max(1) } else { max_bytes };
+    let log = replica.log().clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let high_watermark = log.log_end_offset();
+        if max_bytes == 0 {
+            return Ok((Vec::new(), log.log_start_offset(), high_watermark));
+        }
+        log.read_until(offset, max_bytes, high_watermark)
+            .map(|r| (r.records, r.log_start_offset, high_watermark))
+    })
+    .await;
+    match read {
+        Ok(Ok((records, log_start_offset, high_watermark))) => Read {
+            index: partition,
+            error: None,
+            high_watermark,
+            log_start_offset,
+            records: Bytes::from(records),
+        },
+        Ok(Err(e)) => {
+            let mut r = empty(crate::replicas::log_error(&e));
+            r.high_watermark = replica.log().log_end_offset();
+            r.log_start_offset = replica.log().log_start_offset();
+            r
+        }
+        Err(_) => empty(ResponseError::KafkaStorageError),
+    }
+}

@@ -1,0 +1,250 @@
+//! FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, DescribeGroups, ListGroups:
+//! translation between the wire and the [group coordinator](crate::group).
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{
+    BrokerId as KBrokerId, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, GroupId as KGroupId, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
+};
+
+use crate::broker::Broker;
+use crate::group::JoinRequest;
+use crate::kafka::handlers::kstr;
+
+/// Key type of a consumer group in FindCoordinator.
+const GROUP_KEY: i8 = 0;
+
+fn code(error: Option<ResponseError>) -> i16 {
+    error.map_or(0, |e| e.code())
+}
+
+pub(crate) fn find_coordinator(
+    broker: &Broker,
+    version: i16,
+    request: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    // Transaction coordinators are not offered; groups are served once registered.
+    let error = (request.key_type != GROUP_KEY || !broker.is_registered())
+        .then_some(ResponseError::CoordinatorNotAvailable);
+    let answer = |key| {
+        Coordinator::default()
+            .with_key(key)
+            .with_node_id(KBrokerId(if error.is_some() { -1 } else { broker.id().0 }))
+            .with_host(kstr(if error.is_some() { "" } else { broker.host() }))
+            .with_port(if error.is_some() {
+                -1
+            } else {
+                i32::from(broker.port())
+            })
+            .with_error_code(code(error))
+    };
+    if version >= 4 {
+        FindCoordinatorResponse::default()
+            .with_coordinators(request.coordinator_keys.into_iter().map(answer).collect())
+    } else {
+        let c = answer(request.key);
+        FindCoordinatorResponse::default()
+            .with_error_code(c.error_code)
+            .with_node_id(c.node_id)
+            .with_host(c.host)
+            .with_port(c.port)
+    }
+}
+
+pub(crate) async fn join(
+    broker: &Broker,
+    version: i16,
+    request: JoinGroupRequest,
+) -> JoinGroupResponse {
+    let rebalance_timeout_ms = if version == 0 {
+        request.session_timeout_ms
+    } else {
+        request.rebalance_timeout_ms
+    };
+    let result = broker
+        .groups()
+        .join(JoinRequest {
+            group: request.group_id.0.as_str().to_owned(),
+            member_id: request.member_id.as_str().to_owned(),
+            group_instance_id: request.group_instance_id.map(|i| i.as_str().to_owned()),
+            client_id: String::new(),
+            client_host: String::new(),
+            session_timeout_ms: request.session_timeout_ms,
+            rebalance_timeout_ms,
+            protocol_type: request.protocol_type.as_str().to_owned(),
+            protocols: request
+                .protocols
+                .into_iter()
+                .map(|p| (p.name.as_str().to_owned(), p.metadata))
+                .collect(),
+            require_known_member_id: version >= 4,
+        })
+        .await;
+    JoinGroupResponse::default()
+        .with_error_code(code(result.error))
+        .with_generation_id(result.generation)
+        .with_protocol_type(result.protocol_type.map(kstr))
+        .with_protocol_name(result.protocol.map(kstr))
+        .with_leader(kstr(result.leader))
+        .with_member_id(kstr(result.member_id))
+        .with_members(
+            result
+                .members
+                .into_iter()
+                .map(|(id, instance, metadata)| {
+                    JoinGroupResponseMember::default()
+                        .with_member_id(kstr(id))
+                        .with_group_instance_id(instance.map(kstr))
+                        .with_metadata(metadata)
+                })
+                .collect(),
+        )
+}
+
+pub(crate) async fn sync(
+    broker: &Broker,
+    _version: i16,
+    request: SyncGroupRequest,
+) -> SyncGroupResponse {
+    let result = broker
+        .groups()
+        .sync(
+            request.group_id.0.as_str(),
+            request.generation_id,
+            request.member_id.as_str(),
+            request.protocol_type.as_ref().map(|t| t.as_str()),
+            request.protocol_name.as_ref().map(|p| p.as_str()),
+            request
+                .assignments
+                .into_iter()
+                .map(|a| (a.member_id.as_str().to_owned(), a.assignment))
+                .collect(),
+        )
+        .await;
+    SyncGroupResponse::default()
+        .with_error_code(code(result.error))
+        .with_protocol_type(result.protocol_type.map(kstr))
+        .with_protocol_name(result.protocol.map(kstr))
+        .with_assignment(result.assignment)
+}
+
+pub(crate) async fn heartbeat(
+    broker: &Broker,
+    _version: i16,
+    request: HeartbeatRequest,
+) -> HeartbeatResponse {
+    let error = broker
+        .groups()
+        .heartbeat(
+            request.group_id.0.as_str(),
+            request.generation_id,
+            request.member_id.as_str(),
+        )
+        .await;
+    HeartbeatResponse::default().with_error_code(code(error))
+}
+
+pub(crate) async fn leave(
+    broker: &Broker,
+    version: i16,
+    request: LeaveGroupRequest,
+) -> LeaveGroupResponse {
+    let members: Vec<String> = if version >= 3 {
+        request
+            .members
+            .iter()
+            .map(|m| m.member_id.as_str().to_owned())
+            .collect()
+    } else {
+        vec![request.member_id.as_str().to_owned()]
+    };
+    let results = broker
+        .groups()
+        .leave(request.group_id.0.as_str(), members)
+        .await;
+    if version >= 3 {
+        LeaveGroupResponse::default().with_members(
+            results
+                .into_iter()
+                .map(|(id, error)| {
+                    MemberResponse::default()
+                        .with_member_id(kstr(id))
+                        .with_error_code(code(error))
+                })
+                .collect(),
+        )
+    } else {
+        let error = results.into_iter().find_map(|(_, e)| e);
+        LeaveGroupResponse::default().with_error_code(code(error))
+    }
+}
+
+pub(crate) async fn describe(
+    broker: &Broker,
+    _version: i16,
+    request: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
+    let mut groups = Vec::new();
+    for id in request.groups {
+        let described = broker.groups().describe(id.0.as_str()).await;
+        let group = DescribedGroup::default().with_group_id(KGroupId(id.0.clone()));
+        groups.push(match described {
+            None => group.with_group_state(kstr("Dead")),
+            Some(d) => group
+                .with_group_state(kstr(d.phase.as_str()))
+                .with_protocol_type(kstr(d.protocol_type))
+                .with_protocol_data(kstr(d.protocol))
+                .with_members(
+                    d.members
+                        .into_iter()
+                        .map(|(member, instance, client, host, metadata, assignment)| {
+                            DescribedGroupMember::default()
+                                .with_member_id(kstr(member))
+                                .with_group_instance_id(instance.map(kstr))
+                                .with_client_id(kstr(client))
+                                .with_client_host(kstr(host))
+                                .with_member_metadata(metadata)
+                                .with_member_assignment(assignment)
+                        })
+                        .collect(),
+                ),
+        });
+    }
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+pub(crate) async fn list(
+    broker: &Broker,
+    _version: i16,
+    request: ListGroupsRequest,
+) -> ListGroupsResponse {
+    let wanted_states: Vec<String> = request
+        .states_filter
+        .iter()
+        .map(|s| s.as_str().to_ascii_lowercase())
+        .collect();
+    let groups = broker
+        .groups()
+        .list()
+        .await
+        .into_iter()
+        .filter(|(_, _, phase)| {
+            wanted_states.is_empty() || wanted_states.contains(&phase.as_str().to_ascii_lowercase())
+        })
+        .map(|(id, protocol_type, phase)| {
+            ListedGroup::default()
+                .with_group_id(KGroupId(kstr(id)))
+                .with_protocol_type(kstr(protocol_type))
+                .with_group_state(kstr(phase.as_str()))
+                .with_group_type(kstr("classic"))
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}

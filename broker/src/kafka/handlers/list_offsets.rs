@@ -1,0 +1,72 @@
+//! ListOffsets: earliest (-2), latest (-1), and the first offset at or after a timestamp.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use crate::broker::Broker;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+
+pub(crate) async fn handle(
+    broker: &Broker,
+    _version: i16,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    let mut topics = Vec::new();
+    for topic in request.topics {
+        let name = topic.name.0.as_str().to_owned();
+        let mut partitions = Vec::new();
+        for p in topic.partitions {
+            let response =
+                ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+            let result = lookup(broker, &name, p.partition_index, p.timestamp).await;
+            partitions.push(match result {
+                Ok((offset, timestamp, leader_epoch)) => response
+                    .with_offset(offset)
+                    .with_timestamp(timestamp)
+                    .with_leader_epoch(leader_epoch),
+                Err(error) => response
+                    .with_error_code(error.code())
+                    .with_offset(-1)
+                    .with_timestamp(-1)
+                    .with_leader_epoch(-1),
+            });
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions),
+        );
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+async fn lookup(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> Result<(i64, i64, i32), ResponseError> {
+    let (replica, leader_epoch) = broker.led_replica(topic, partition).await?;
+    let log = replica.log().clone();
+    let found = tokio::task::spawn_blocking(move || match timestamp {
+        LATEST => Ok(Some((log.log_end_offset(), -1))),
+        EARLIEST => Ok(Some((log.log_start_offset(), -1))),
+        t if t >= 0 => log
+            .offset_for_timestamp(t)
+            .map(|found| found.map(|f| (f.offset, f.timestamp))),
+        _ => Ok(None),
+    })
+    .await
+    .map_err(|_| ResponseError::KafkaStorageError)?
+    .map_err(|e| crate::replicas::log_error(&e))?;
+    match (found, timestamp) {
+        (Some((offset, ts)), _) => Ok((offset, ts, leader_epoch)),
+        (None, t) if t >= 0 => Ok((-1, -1, leader_epoch)),
+        (None, _) => Err(ResponseError::InvalidRequest),
+    }
+}

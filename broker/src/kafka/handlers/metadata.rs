@@ -1,0 +1,164 @@
+//! Metadata: brokers, controller, topics and partitions, from the local metadata view, with
+//! topic auto-creation.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId as KBrokerId, MetadataRequest, MetadataResponse, TopicName,
+};
+use switchyard_backend_api::{BrokerId, MetadataState, Topic, TopicId, validate_topic_name};
+use tracing::debug;
+
+use crate::broker::Broker;
+use crate::kafka::handlers::kstr;
+use crate::kafka::handlers::topics::auto_create;
+
+/// The broker id Metadata and DescribeCluster report as controller: the broker on the node
+/// that leads the metadata backend, else this broker.
+pub(crate) fn controller_id(broker: &Broker) -> i32 {
+    let leader = broker.backend().cluster().borrow().leader;
+    leader
+        .and_then(|node| BrokerId::try_from(node).ok())
+        .filter(|id| {
+            broker
+                .metadata()
+                .state
+                .broker(*id)
+                .is_some_and(|b| !b.fenced)
+        })
+        .map_or(broker.id().0, |id| id.0)
+}
+
+/// What a Metadata request asked for.
+enum Wanted {
+    All,
+    Named(Vec<(Option<String>, uuid::Uuid)>),
+}
+
+pub(crate) async fn handle(
+    broker: &Broker,
+    version: i16,
+    request: MetadataRequest,
+) -> MetadataResponse {
+    let wanted = match request.topics {
+        None => Wanted::All,
+        Some(topics) if topics.is_empty() && version == 0 => Wanted::All,
+        Some(topics) => Wanted::Named(
+            topics
+                .into_iter()
+                .map(|t| (t.name.map(|n| n.0.as_str().to_owned()), t.topic_id))
+                .collect(),
+        ),
+    };
+    let allow_create = (version < 4 || request.allow_auto_topic_creation)
+        && broker.settings().auto_create_topics_enable;
+
+    if let Wanted::Named(names) = &wanted
+        && allow_create
+        && broker.is_registered()
+    {
+        let view = broker.metadata();
+        let missing: Vec<String> = names
+            .iter()
+            .filter_map(|(name, _)| name.clone())
+            .filter(|name| view.state.topic(name).is_none() && validate_topic_name(name).is_ok())
+            .collect();
+        if !missing.is_empty() {
+            debug!(topics = ?missing, "auto-creating topics");
+            auto_create(broker, &missing).await;
+        }
+    }
+
+    let view = broker.metadata();
+    let state = &view.state;
+    let registered = broker.is_registered();
+    let topics = match wanted {
+        Wanted::All => state.topics().map(|t| describe_topic(state, t)).collect(),
+        Wanted::Named(names) => names
+            .into_iter()
+            .map(|(name, id)| match name {
+                Some(name) => match state.topic(&name) {
+                    Some(topic) => describe_topic(state, topic),
+                    None => {
+                        let error = if !registered {
+                            ResponseError::LeaderNotAvailable
+                        } else if validate_topic_name(&name).is_err() {
+                            ResponseError::InvalidTopicException
+                        } else {
+                            ResponseError::UnknownTopicOrPartition
+                        };
+                        MetadataResponseTopic::default()
+                            .with_name(Some(TopicName(kstr(name))))
+                            .with_error_code(error.code())
+                    }
+                },
+                None => match state.topic_by_id(TopicId(id)) {
+                    Some(topic) => describe_topic(state, topic),
+                    None => MetadataResponseTopic::default()
+                        .with_topic_id(id)
+                        .with_error_code(ResponseError::UnknownTopicId.code()),
+                },
+            })
+            .collect(),
+    };
+
+    let mut brokers: Vec<MetadataResponseBroker> = state
+        .live_brokers()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(KBrokerId(b.id.0))
+                .with_host(kstr(b.host.clone()))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.clone().map(kstr))
+        })
+        .collect();
+    if brokers.is_empty() {
+        // Not registered yet: point clients at this broker so they can retry here.
+        brokers.push(
+            MetadataResponseBroker::default()
+                .with_node_id(KBrokerId(broker.id().0))
+                .with_host(kstr(broker.host()))
+                .with_port(i32::from(broker.port())),
+        );
+    }
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(state.cluster_id().map(|c| kstr(c.0.clone())))
+        .with_controller_id(KBrokerId(controller_id(broker)))
+        .with_topics(topics)
+}
+
+fn describe_topic(state: &MetadataState, topic: &Topic) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(index, p)| {
+            let offline: Vec<KBrokerId> = p
+                .replicas
+                .iter()
+                .filter(|r| state.broker(**r).is_none_or(|b| b.fenced))
+                .map(|r| KBrokerId(r.0))
+                .collect();
+            let error = if p.leader.is_some() {
+                0
+            } else {
+                ResponseError::LeaderNotAvailable.code()
+            };
+            MetadataResponsePartition::default()
+                .with_error_code(error)
+                .with_partition_index(i32::try_from(index).unwrap_or(i32::MAX))
+                .with_leader_id(KBrokerId(p.leader.map_or(-1, |l| l.0)))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(p.replicas.iter().map(|r| KBrokerId(r.0)).collect())
+                .with_isr_nodes(p.isr.iter().map(|r| KBrokerId(r.0)).collect())
+                .with_offline_replicas(offline)
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(kstr(topic.name.clone()))))
+        .with_topic_id(topic.id.0)
+        .with_partitions(partitions)
+}

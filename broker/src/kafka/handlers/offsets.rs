@@ -1,0 +1,228 @@
+//! OffsetCommit and OffsetFetch, through the metadata backend: one `CommitOffsets` command per
+//! request, reads from the local view.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    GroupId as KGroupId, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse, TopicName,
+};
+use switchyard_backend_api::{
+    GenerationCheck, GroupId, MemberId, MetadataCommand, MetadataState, OffsetCommit,
+};
+
+use crate::broker::{Broker, now_ms};
+use crate::kafka::errors::group_error;
+use crate::kafka::handlers::kstr;
+
+pub(crate) async fn commit(
+    broker: &Broker,
+    _version: i16,
+    request: OffsetCommitRequest,
+) -> OffsetCommitResponse {
+    let group = request.group_id.0.as_str().to_owned();
+    let view = broker.metadata();
+    let max_metadata = broker.settings().offset_metadata_max_bytes;
+    // (topic, partition) → error decided before proposing.
+    let mut errors: BTreeMap<(String, i32), ResponseError> = BTreeMap::new();
+    let mut offsets = Vec::new();
+    for topic in &request.topics {
+        let name = topic.name.0.as_str();
+        for p in &topic.partitions {
+            let metadata = p.committed_metadata.as_ref().map_or("", |m| m.as_str());
+            let error = if u32::try_from(p.partition_index)
+                .ok()
+                .and_then(|index| view.state.partition(name, index))
+                .is_none()
+            {
+                Some(ResponseError::UnknownTopicOrPartition)
+            } else if metadata.len() > max_metadata {
+                Some(ResponseError::OffsetMetadataTooLarge)
+            } else {
+                None
+            };
+            match error {
+                Some(e) => {
+                    errors.insert((name.to_owned(), p.partition_index), e);
+                }
+                None => offsets.push(OffsetCommit {
+                    topic: name.to_owned(),
+                    partition: p.partition_index as u32,
+                    offset: p.committed_offset,
+                    leader_epoch: (p.committed_leader_epoch >= 0)
+                        .then_some(p.committed_leader_epoch),
+                    metadata: metadata.to_owned(),
+                }),
+            }
+        }
+    }
+    let generation = request.generation_id_or_member_epoch;
+    let shared_error = if !broker.is_registered() {
+        Some(ResponseError::CoordinatorNotAvailable)
+    } else if let Some(e) = broker.groups().check_commit(&group, generation).await {
+        Some(e)
+    } else if offsets.is_empty() {
+        None
+    } else {
+        let command = MetadataCommand::CommitOffsets {
+            group: GroupId(group.clone()),
+            generation: (generation >= 0).then(|| GenerationCheck {
+                generation,
+                member: MemberId(request.member_id.as_str().to_owned()),
+            }),
+            offsets,
+            commit_timestamp_ms: now_ms(),
+        };
+        broker.propose(command).await.err().map(|e| group_error(&e))
+    };
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let name = topic.name.0.as_str().to_owned();
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let error = errors
+                        .get(&(name.clone(), p.partition_index))
+                        .copied()
+                        .or(shared_error);
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(error.map_or(0, |e| e.code()))
+                })
+                .collect();
+            OffsetCommitResponseTopic::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// One committed offset as OffsetFetch reports it: partition, offset, leader epoch, metadata.
+type Committed = (i32, i64, i32, String);
+
+/// Committed offsets of one group: for the asked partitions, or every committed one.
+fn group_offsets(
+    state: &MetadataState,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<(String, Vec<Committed>)> {
+    let group = GroupId(group.to_owned());
+    let lookup = |topic: &str, partition: i32| {
+        u32::try_from(partition)
+            .ok()
+            .and_then(|p| state.committed_offset(&group, topic, p))
+            .map_or((-1, -1, String::new()), |o| {
+                (o.offset, o.leader_epoch.unwrap_or(-1), o.metadata.clone())
+            })
+    };
+    match topics {
+        Some(topics) => topics
+            .into_iter()
+            .map(|(topic, partitions)| {
+                let rows = partitions
+                    .into_iter()
+                    .map(|p| {
+                        let (offset, epoch, metadata) = lookup(&topic, p);
+                        (p, offset, epoch, metadata)
+                    })
+                    .collect();
+                (topic, rows)
+            })
+            .collect(),
+        None => {
+            let mut by_topic: BTreeMap<String, Vec<Committed>> = BTreeMap::new();
+            for (key, o) in state.group_offsets(&group) {
+                by_topic.entry(key.topic.clone()).or_default().push((
+                    key.partition as i32,
+                    o.offset,
+                    o.leader_epoch.unwrap_or(-1),
+                    o.metadata.clone(),
+                ));
+            }
+            by_topic.into_iter().collect()
+        }
+    }
+}
+
+pub(crate) async fn fetch(
+    broker: &Broker,
+    version: i16,
+    request: OffsetFetchRequest,
+) -> OffsetFetchResponse {
+    let view = broker.metadata();
+    let error = (!broker.is_registered()).then_some(ResponseError::CoordinatorNotAvailable);
+    if version >= 8 {
+        let groups = request
+            .groups
+            .into_iter()
+            .map(|g| {
+                let wanted = g.topics.map(|ts| {
+                    ts.into_iter()
+                        .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes))
+                        .collect()
+                });
+                let topics = group_offsets(&view.state, g.group_id.0.as_str(), wanted)
+                    .into_iter()
+                    .map(|(topic, rows)| {
+                        OffsetFetchResponseTopics::default()
+                            .with_name(TopicName(kstr(topic)))
+                            .with_partitions(
+                                rows.into_iter()
+                                    .map(|(p, offset, epoch, metadata)| {
+                                        OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(p)
+                                            .with_committed_offset(offset)
+                                            .with_committed_leader_epoch(epoch)
+                                            .with_metadata(Some(kstr(metadata)))
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(KGroupId(g.group_id.0))
+                    .with_topics(topics)
+                    .with_error_code(error.map_or(0, |e| e.code()))
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let wanted = request.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes))
+            .collect()
+    });
+    let topics = group_offsets(&view.state, request.group_id.0.as_str(), wanted)
+        .into_iter()
+        .map(|(topic, rows)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(kstr(topic)))
+                .with_partitions(
+                    rows.into_iter()
+                        .map(|(p, offset, epoch, metadata)| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(offset)
+                                .with_committed_leader_epoch(epoch)
+                                .with_metadata(Some(kstr(metadata)))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetFetchResponse::default()
+        .with_topics(topics)
+        .with_error_code(error.map_or(0, |e| e.code()))
+}

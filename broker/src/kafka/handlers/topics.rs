@@ -1,0 +1,350 @@
+//! CreateTopics and DeleteTopics, and auto-creation for Metadata. Validation happens here
+//! against the local view (so `validate_only` answers without proposing) and again in apply
+//! (so concurrent creators get a deterministic verdict).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+};
+use switchyard_backend_api::{
+    BrokerId, MetadataCommand, MetadataState, NewTopic, Outcome, TopicId, validate_topic_name,
+};
+use tracing::warn;
+
+use crate::broker::Broker;
+use crate::kafka::errors::{metadata_error, rejection_error};
+use crate::kafka::handlers::configs::validate_topic_config;
+use crate::kafka::handlers::kstr;
+
+/// A per-topic failure: Kafka error and message.
+type TopicError = (ResponseError, String);
+
+/// Replica lists for `partitions` partitions of `replication_factor` replicas, round-robin over
+/// the live brokers starting at `start`.
+pub(crate) fn assign(
+    state: &MetadataState,
+    partitions: u32,
+    replication_factor: u16,
+    start: usize,
+) -> Result<Vec<Vec<BrokerId>>, TopicError> {
+    let live: Vec<BrokerId> = state.live_brokers().map(|b| b.id).collect();
+    let rf = usize::from(replication_factor);
+    if rf > live.len() {
+        return Err((
+            ResponseError::InvalidReplicationFactor,
+            format!(
+                "replication factor {replication_factor} is larger than the {} available brokers",
+                live.len()
+            ),
+        ));
+    }
+    Ok((0..partitions as usize)
+        .map(|p| {
+            (0..rf)
+                .map(|r| live[(start + p + r) % live.len()])
+                .collect()
+        })
+        .collect())
+}
+
+/// Create `names` with the default partition count and replication factor; failures are logged
+/// (the Metadata response then reports the topic as unknown, and the client retries).
+pub(crate) async fn auto_create(broker: &Broker, names: &[String]) {
+    let view = broker.metadata();
+    let settings = broker.settings();
+    let mut topics = Vec::new();
+    for name in names {
+        match assign(
+            &view.state,
+            settings.num_partitions,
+            settings.default_replication_factor,
+            view.state.topic_count(),
+        ) {
+            Ok(assignments) => topics.push(NewTopic {
+                name: name.clone(),
+                id: TopicId(uuid::Uuid::new_v4()),
+                assignments,
+                configs: Vec::new(),
+            }),
+            Err((_, message)) => warn!(topic = %name, %message, "cannot auto-create topic"),
+        }
+    }
+    if topics.is_empty() {
+        return;
+    }
+    if let Err(e) = broker
+        .propose(MetadataCommand::CreateTopics { topics })
+        .await
+    {
+        warn!(error = %e, "auto-creating topics failed");
+    }
+}
+
+/// Check one CreateTopics entry against the local view; build the topic to propose.
+fn plan(
+    broker: &Broker,
+    state: &MetadataState,
+    topic: &CreatableTopic,
+    start: usize,
+) -> Result<NewTopic, TopicError> {
+    let name = topic.name.0.as_str();
+    validate_topic_name(name).map_err(|r| (rejection_error(&r), r.to_string()))?;
+    if state.topic(name).is_some() {
+        return Err((
+            ResponseError::TopicAlreadyExists,
+            format!("topic {name} already exists"),
+        ));
+    }
+    let mut configs = Vec::new();
+    for config in &topic.configs {
+        let key = config.name.as_str();
+        let Some(value) = config.value.as_ref().map(|v| v.as_str()) else {
+            return Err((
+                ResponseError::InvalidConfig,
+                format!("config {key} has no value"),
+            ));
+        };
+        validate_topic_config(key, value).map_err(|m| (ResponseError::InvalidConfig, m))?;
+        configs.push((key.to_owned(), value.to_owned()));
+    }
+    let assignments = if topic.assignments.is_empty() {
+        let partitions = match topic.num_partitions {
+            -1 => broker.settings().num_partitions,
+            n if n > 0 => n as u32,
+            n => {
+                return Err((
+                    ResponseError::InvalidPartitions,
+                    format!("number of partitions must be at least 1, got {n}"),
+                ));
+            }
+        };
+        let replication_factor = match topic.replication_factor {
+            -1 => broker.settings().default_replication_factor,
+            n if n > 0 => n as u16,
+            n => {
+                return Err((
+                    ResponseError::InvalidReplicationFactor,
+                    format!("replication factor must be at least 1, got {n}"),
+                ));
+            }
+        };
+        assign(state, partitions, replication_factor, start)?
+    } else {
+        if topic.num_partitions != -1 || topic.replication_factor != -1 {
+            return Err((
+                ResponseError::InvalidRequest,
+                "with a manual assignment, partitions and replication factor must be -1".into(),
+            ));
+        }
+        let mut by_index = BTreeMap::new();
+        for a in &topic.assignments {
+            by_index.insert(
+                a.partition_index,
+                a.broker_ids.iter().map(|b| BrokerId(b.0)).collect(),
+            );
+        }
+        if by_index.keys().copied().ne(0..by_index.len() as i32) {
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                "partition indexes must be 0..N".into(),
+            ));
+        }
+        by_index.into_values().collect()
+    };
+    Ok(NewTopic {
+        name: name.to_owned(),
+        id: TopicId(uuid::Uuid::new_v4()),
+        assignments,
+        configs,
+    })
+}
+
+pub(crate) async fn create(
+    broker: &Broker,
+    _version: i16,
+    request: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    let view = broker.metadata();
+    let mut seen = BTreeSet::new();
+    let duplicates: BTreeSet<String> = request
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.0.as_str().to_owned()))
+        .map(|t| t.name.0.as_str().to_owned())
+        .collect();
+    let registered = broker.is_registered();
+    let mut results: Vec<(String, Result<NewTopic, TopicError>)> = request
+        .topics
+        .iter()
+        .enumerate()
+        .map(|(i, topic)| {
+            let name = topic.name.0.as_str().to_owned();
+            let planned = if duplicates.contains(&name) {
+                Err((
+                    ResponseError::InvalidRequest,
+                    format!("topic {name} is listed twice"),
+                ))
+            } else if !registered {
+                Err((
+                    ResponseError::NotController,
+                    "metadata is not ready yet".into(),
+                ))
+            } else {
+                plan(broker, &view.state, topic, view.state.topic_count() + i)
+            };
+            (name, planned)
+        })
+        .collect();
+
+    let mut outcomes: BTreeMap<String, Result<TopicId, TopicError>> = BTreeMap::new();
+    let to_create: Vec<NewTopic> = results
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok().cloned())
+        .collect();
+    if request.validate_only {
+        for topic in &to_create {
+            outcomes.insert(topic.name.clone(), Ok(topic.id));
+        }
+    } else if !to_create.is_empty() {
+        let names: Vec<String> = to_create.iter().map(|t| t.name.clone()).collect();
+        match broker
+            .propose(MetadataCommand::CreateTopics { topics: to_create })
+            .await
+        {
+            Ok(Outcome::TopicsCreated { results: created }) => {
+                for (name, result) in names.into_iter().zip(created) {
+                    let result = result.map_err(|r| (rejection_error(&r), r.to_string()));
+                    outcomes.insert(name, result);
+                }
+            }
+            Ok(other) => {
+                for name in names {
+                    let message = format!("unexpected outcome {other:?}");
+                    outcomes.insert(name, Err((ResponseError::UnknownServerError, message)));
+                }
+            }
+            Err(e) => {
+                for name in names {
+                    outcomes.insert(name, Err((metadata_error(&e), e.to_string())));
+                }
+            }
+        }
+    }
+
+    let after = broker.metadata();
+    let topics = results
+        .drain(..)
+        .map(|(name, planned)| {
+            let result = match planned {
+                Err(e) => Err(e),
+                Ok(_) => outcomes.remove(&name).unwrap_or_else(|| {
+                    Err((ResponseError::UnknownServerError, "no outcome".into()))
+                }),
+            };
+            let entry = CreatableTopicResult::default().with_name(TopicName(kstr(name.clone())));
+            match result {
+                Ok(id) => {
+                    let (partitions, rf) = after.state.topic(&name).map_or((-1, -1), |t| {
+                        (
+                            t.partitions.len() as i32,
+                            i16::try_from(t.replication_factor).unwrap_or(-1),
+                        )
+                    });
+                    entry
+                        .with_topic_id(id.0)
+                        .with_num_partitions(partitions)
+                        .with_replication_factor(rf)
+                }
+                Err((code, message)) => entry
+                    .with_error_code(code.code())
+                    .with_error_message(Some(kstr(message)))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1),
+            }
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(topics)
+}
+
+pub(crate) async fn delete(
+    broker: &Broker,
+    version: i16,
+    request: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
+    let view = broker.metadata();
+    // (name if resolvable, id asked for, error already known)
+    let mut wanted: Vec<(Option<String>, uuid::Uuid, Option<ResponseError>)> = Vec::new();
+    if version >= 6 {
+        for t in request.topics {
+            match t.name {
+                Some(name) => {
+                    wanted.push((Some(name.0.as_str().to_owned()), uuid::Uuid::nil(), None))
+                }
+                None => match view.state.topic_by_id(TopicId(t.topic_id)) {
+                    Some(topic) => wanted.push((Some(topic.name.clone()), t.topic_id, None)),
+                    None => wanted.push((None, t.topic_id, Some(ResponseError::UnknownTopicId))),
+                },
+            }
+        }
+    } else {
+        for name in request.topic_names {
+            wanted.push((Some(name.0.as_str().to_owned()), uuid::Uuid::nil(), None));
+        }
+    }
+    let names: Vec<String> = wanted
+        .iter()
+        .filter(|(_, _, e)| e.is_none())
+        .filter_map(|(n, _, _)| n.clone())
+        .collect();
+    let mut outcomes: BTreeMap<String, Result<TopicId, ResponseError>> = BTreeMap::new();
+    if !names.is_empty() {
+        match broker
+            .propose(MetadataCommand::DeleteTopics {
+                names: names.clone(),
+            })
+            .await
+        {
+            Ok(Outcome::TopicsDeleted { results }) => {
+                for (name, result) in names.into_iter().zip(results) {
+                    outcomes.insert(name, result.map_err(|r| rejection_error(&r)));
+                }
+            }
+            Ok(_) => {
+                for name in names {
+                    outcomes.insert(name, Err(ResponseError::UnknownServerError));
+                }
+            }
+            Err(e) => {
+                for name in names {
+                    outcomes.insert(name, Err(metadata_error(&e)));
+                }
+            }
+        }
+    }
+    let responses = wanted
+        .into_iter()
+        .map(|(name, id, known)| {
+            let result = match (known, &name) {
+                (Some(error), _) => Err(error),
+                (None, Some(n)) => outcomes
+                    .get(n)
+                    .cloned()
+                    .unwrap_or(Err(ResponseError::UnknownServerError)),
+                (None, None) => Err(ResponseError::UnknownTopicId),
+            };
+            let entry = DeletableTopicResult::default()
+                .with_name(name.map(|n| TopicName(kstr(n))))
+                .with_topic_id(id);
+            match result {
+                Ok(deleted) => entry.with_topic_id(deleted.0),
+                Err(code) => entry.with_error_code(code.code()),
+            }
+        })
+        .collect();
+    DeleteTopicsResponse::default().with_responses(responses)
+}

@@ -1,0 +1,8 @@
+//! The Kafka side of the broker: listener, request dispatch, one handler module per API, and
+//! the mapping from metadata errors to Kafka error codes. This is the only place in the
+//! workspace that knows the Kafka wire format (through the `kafka-protocol` crate).
+
+mod dispatch;
+pub(crate) mod errors;
+mod handlers;
+pub mod server;
