@@ -228,6 +228,8 @@ enum Phase {
     Gathering,
     /// Fetching the records this node lacks from that node.
     Fetching(NodeId),
+    /// One link is appending the epoch marker.
+    TakingOver,
     /// Writing; `ready_at` is the last index at takeover, applied before serving.
     Serving { ready_at: u64 },
     /// Could not take over (the term moved on).
@@ -281,7 +283,10 @@ impl Leadership {
                     Next::Wait
                 }
             }
-            _ => Next::Finish,
+            _ => {
+                self.phase.send_replace(Phase::TakingOver);
+                Next::Finish
+            }
         }
     }
 
@@ -444,6 +449,7 @@ async fn run_link(
         match next {
             Next::Fetch => {
                 fetch(node, &mut reader, &mut writer).await?;
+                shared.phase.send_replace(Phase::TakingOver);
                 next = Next::Finish;
                 continue;
             }
@@ -457,7 +463,7 @@ async fn run_link(
                 next = Next::Fetch;
                 continue;
             }
-            Phase::Gathering | Phase::Fetching(_) => {}
+            Phase::Gathering | Phase::Fetching(_) | Phase::TakingOver => {}
         }
         next = Next::Wait;
         tokio::select! {

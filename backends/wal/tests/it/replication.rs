@@ -155,7 +155,37 @@ async fn promoted_follower_has_every_acknowledged_write() -> anyhow::Result<()> 
         "state differs from the acknowledged one"
     );
     create_topics(&promoted, "after", 0..3).await?;
-    converges(cluster.node(2)?, &promoted.local()).await
+    converges(cluster.node(2)?, &promoted.local()).await?;
+
+    // The old primary comes back believing it leads epoch 1: a majority fences it, it
+    // follows the new primary and refuses writes.
+    let old = cluster.open(0).await?;
+    converges(&old, &promoted.local()).await?;
+    match propose(&old, create_topic("stale", &[&[1]])).await? {
+        Err(MetadataError::NotLeader {
+            leader: Some(NodeId(2)),
+        }) => Ok(()),
+        other => bail!("the restarted old primary took a write: {other:?}"),
+    }
+}
+
+/// Sync mode: a primary that has lost its majority fails proposals with `Timeout` after
+/// `propose_timeout_ms`, never hangs and never acknowledges them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_primary_without_majority_times_out() -> anyhow::Result<()> {
+    let h = harness(&[("propose_timeout_ms", Value::Int(300))]);
+    let mut cluster = TestCluster::start(&h, 3).await?;
+    let primary = cluster.leader().await?;
+    register_all(&primary, &[1]).await?;
+    cluster.crash(1).await?;
+    cluster.crash(2).await?;
+    let result = propose(&primary, create_topic("lonely", &[&[1]])).await?;
+    ensure!(
+        matches!(result, Err(MetadataError::Timeout { .. })),
+        "{result:?}"
+    );
+    ensure!(primary.local().state.topic("lonely").is_none());
+    Ok(())
 }
 
 /// A peer presenting another cluster id is refused, with the reason.
