@@ -15,13 +15,19 @@
 use std::fmt::Write as _;
 
 use switchyard_backend_api::Registration;
+#[cfg(feature = "backend-wal")]
+use switchyard_backend_wal as _;
 
 /// Names of the backends this binary links, as registered.
 ///
 /// `memory` lives in `switchyard-backend-api` and is always there. Each backend feature adds its
 /// name here under `#[cfg(feature = "backend-<name>")]`, next to its `use` line (see the module docs). A test
 /// checks that the registry holds exactly these names.
-pub const LINKED_BACKENDS: &[&str] = &["memory"];
+pub const LINKED_BACKENDS: &[&str] = &[
+    "memory",
+    #[cfg(feature = "backend-wal")]
+    "wal",
+];
 
 /// Durable backends in order of preference when none is configured: the strongest first.
 ///
