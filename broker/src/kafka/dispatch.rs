@@ -53,36 +53,80 @@ pub(crate) fn supported(key: ApiKey) -> Option<(i16, i16)> {
         .map(|(_, min, max)| (*min, *max))
 }
 
-/// Handle one request frame.
-pub(crate) async fn handle(broker: &Broker, mut frame: Bytes) -> Reply {
+/// A request frame that could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Shorter than a request header.
+    #[error("request of {0} bytes has no header")]
+    NoHeader(usize),
+    /// An API key Kafka does not define.
+    #[error("unknown API key {0}")]
+    UnknownApiKey(i16),
+    /// An API this broker does not implement.
+    #[error("unsupported API {0:?}")]
+    UnsupportedApi(ApiKey),
+    /// A version of an implemented API this broker does not serve.
+    #[error("unsupported version {version} of {key:?}")]
+    UnsupportedVersion {
+        /// The API.
+        key: ApiKey,
+        /// The version asked for.
+        version: i16,
+        /// The request's correlation id, for an ApiVersions error response.
+        correlation_id: i32,
+    },
+    /// The header or body does not decode.
+    #[error("malformed {key:?} v{version} request: {reason}")]
+    Malformed {
+        /// The API.
+        key: ApiKey,
+        /// The version.
+        version: i16,
+        /// What the decoder said.
+        reason: String,
+    },
+}
+
+/// A decoded request.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The API.
+    pub key: ApiKey,
+    /// Its version.
+    pub version: i16,
+    /// The request header.
+    pub header: RequestHeader,
+    /// The request body.
+    pub request: RequestKind,
+}
+
+/// Decode one request frame (without its length prefix). Total: any bytes give a request or
+/// a [`DecodeError`], never a panic — the fuzz target `decode_request` checks this.
+pub fn decode_request(mut frame: Bytes) -> Result<Decoded, DecodeError> {
     if frame.len() < 8 {
-        return Reply::Close(format!("request of {} bytes has no header", frame.len()));
+        return Err(DecodeError::NoHeader(frame.len()));
     }
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    let Ok(key) = ApiKey::try_from(raw_key) else {
-        return Reply::Close(format!("unknown API key {raw_key}"));
-    };
-    let Some((min, max)) = supported(key) else {
-        return Reply::Close(format!("unsupported API {key:?} (key {raw_key})"));
-    };
+    let key = ApiKey::try_from(raw_key).map_err(|()| DecodeError::UnknownApiKey(raw_key))?;
+    let (min, max) = supported(key).ok_or(DecodeError::UnsupportedApi(key))?;
     if version < min || version > max {
-        if key == ApiKey::ApiVersions {
-            return unsupported_api_versions(correlation_id);
-        }
-        return Reply::Close(format!(
-            "unsupported version {version} of {key:?} (supported {min}..={max})"
-        ));
+        return Err(DecodeError::UnsupportedVersion {
+            key,
+            version,
+            correlation_id,
+        });
     }
-    let header = match RequestHeader::decode(&mut frame, key.request_header_version(version)) {
-        Ok(header) => header,
-        Err(e) => return Reply::Close(format!("malformed {key:?} v{version} header: {e}")),
+    let malformed = |e: anyhow::Error| DecodeError::Malformed {
+        key,
+        version,
+        reason: e.to_string(),
     };
-    let request = match RequestKind::decode(key, &mut frame, version) {
-        Ok(request) => request,
-        Err(e) => return Reply::Close(format!("malformed {key:?} v{version} request: {e}")),
-    };
+    let header = RequestHeader::decode(&mut frame, key.request_header_version(version))
+        .map_err(malformed)?;
+    let request = RequestKind::decode(key, &mut frame, version).map_err(malformed)?;
     if frame.has_remaining() {
         // Some clients pad requests (librdkafka's Metadata v12 does); Kafka ignores the rest.
         tracing::debug!(
@@ -92,6 +136,31 @@ pub(crate) async fn handle(broker: &Broker, mut frame: Bytes) -> Reply {
             "ignoring trailing request bytes"
         );
     }
+    Ok(Decoded {
+        key,
+        version,
+        header,
+        request,
+    })
+}
+
+/// Handle one request frame.
+pub(crate) async fn handle(broker: &Broker, frame: Bytes) -> Reply {
+    let decoded = match decode_request(frame) {
+        Ok(decoded) => decoded,
+        Err(DecodeError::UnsupportedVersion {
+            key: ApiKey::ApiVersions,
+            correlation_id,
+            ..
+        }) => return unsupported_api_versions(correlation_id),
+        Err(e) => return Reply::Close(e.to_string()),
+    };
+    let Decoded {
+        key,
+        version,
+        header,
+        request,
+    } = decoded;
     let Some(response) = route(broker, version, request).await else {
         return Reply::Nothing;
     };

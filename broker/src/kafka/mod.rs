@@ -6,3 +6,5 @@ mod dispatch;
 pub(crate) mod errors;
 mod handlers;
 pub mod server;
+
+pub use dispatch::{DecodeError, Decoded, decode_request};
