@@ -1,5 +1,7 @@
 //! Decode a request frame, route it to its handler, encode the response.
 
+use std::net::SocketAddr;
+
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
@@ -144,8 +146,17 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, DecodeError> {
     })
 }
 
-/// Handle one request frame.
-pub(crate) async fn handle(broker: &Broker, frame: Bytes) -> Reply {
+/// Who sent a request: for group membership, as Kafka reports it in DescribeGroups.
+#[derive(Debug, Clone)]
+pub(crate) struct Client {
+    /// The request header's client id.
+    pub(crate) id: String,
+    /// The client's address, as `/IP`.
+    pub(crate) host: String,
+}
+
+/// Handle one request frame from the client at `peer`.
+pub(crate) async fn handle(broker: &Broker, peer: SocketAddr, frame: Bytes) -> Reply {
     let decoded = match decode_request(frame) {
         Ok(decoded) => decoded,
         Err(DecodeError::UnsupportedVersion {
@@ -161,13 +172,25 @@ pub(crate) async fn handle(broker: &Broker, frame: Bytes) -> Reply {
         header,
         request,
     } = decoded;
-    let Some(response) = route(broker, version, request).await else {
+    let client = Client {
+        id: header
+            .client_id
+            .as_ref()
+            .map_or_else(String::new, |c| c.as_str().to_owned()),
+        host: format!("/{}", peer.ip()),
+    };
+    let Some(response) = route(broker, &client, version, request).await else {
         return Reply::Nothing;
     };
     encode(key, version, header.correlation_id, &response)
 }
 
-async fn route(broker: &Broker, version: i16, request: RequestKind) -> Option<ResponseKind> {
+async fn route(
+    broker: &Broker,
+    client: &Client,
+    version: i16,
+    request: RequestKind,
+) -> Option<ResponseKind> {
     use handlers::*;
     Some(match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(version, r)),
@@ -190,7 +213,7 @@ async fn route(broker: &Broker, version: i16, request: RequestKind) -> Option<Re
             ResponseKind::FindCoordinator(groups::find_coordinator(broker, version, r))
         }
         RequestKind::JoinGroup(r) => {
-            ResponseKind::JoinGroup(groups::join(broker, version, r).await)
+            ResponseKind::JoinGroup(groups::join(broker, client, version, r).await)
         }
         RequestKind::SyncGroup(r) => {
             ResponseKind::SyncGroup(groups::sync(broker, version, r).await)

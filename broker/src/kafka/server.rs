@@ -87,7 +87,7 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>) -> io::Result<()> {
                 return Ok(());
             }
         }
-        match dispatch::handle(&broker, Bytes::from(frame)).await {
+        match dispatch::handle(&broker, peer, Bytes::from(frame)).await {
             Reply::Respond(response) => {
                 let length = u32::try_from(response.len()).map_err(io::Error::other)?;
                 let written = async {

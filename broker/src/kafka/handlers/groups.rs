@@ -16,6 +16,7 @@ use kafka_protocol::messages::{
 
 use crate::broker::Broker;
 use crate::group::JoinRequest;
+use crate::kafka::dispatch::Client;
 use crate::kafka::handlers::kstr;
 
 /// Key type of a consumer group in FindCoordinator.
@@ -60,6 +61,7 @@ pub(crate) fn find_coordinator(
 
 pub(crate) async fn join(
     broker: &Broker,
+    client: &Client,
     version: i16,
     request: JoinGroupRequest,
 ) -> JoinGroupResponse {
@@ -74,8 +76,8 @@ pub(crate) async fn join(
             group: request.group_id.0.as_str().to_owned(),
             member_id: request.member_id.as_str().to_owned(),
             group_instance_id: request.group_instance_id.map(|i| i.as_str().to_owned()),
-            client_id: String::new(),
-            client_host: String::new(),
+            client_id: client.id.clone(),
+            client_host: client.host.clone(),
             session_timeout_ms: request.session_timeout_ms,
             rebalance_timeout_ms,
             protocol_type: request.protocol_type.as_str().to_owned(),
