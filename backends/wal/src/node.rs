@@ -150,14 +150,19 @@ impl Node {
         answer.await.map_err(|_| MetadataError::ShutDown)
     }
 
-    /// Change the published cluster view.
+    /// Change the published cluster view. Does nothing once shut down: the check runs under
+    /// the watch's lock, so a task still finishing cannot report readiness after shutdown.
     pub(crate) fn set_view(&self, role: Role, leader: Option<NodeId>, readiness: Readiness) {
         let epoch = self.term().epoch;
-        self.cluster.send_modify(|view| {
+        self.cluster.send_if_modified(|view| {
+            if self.is_shut_down() {
+                return false;
+            }
             view.role = role;
             view.leader = leader;
             view.epoch = epoch;
             view.readiness = readiness;
+            true
         });
     }
 
