@@ -2,13 +2,13 @@
 //! [`AppliedState`], completes the proposals waiting on them, and takes snapshots.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use switchyard_backend_api::{AppliedState, LogIndex, MetadataCommand, MetadataError, Proposed};
 use tokio::sync::{mpsc, watch};
 
 use crate::log::Shape;
+use crate::record::Position;
 use crate::snapshot::{self, Snapshot};
 use crate::writer::{ProposeReply, Request};
 
@@ -38,8 +38,6 @@ pub(crate) enum ApplyMsg {
 /// When and where the applier takes snapshots.
 #[derive(Debug)]
 pub(crate) struct Snapshots {
-    /// The WAL directory.
-    pub(crate) dir: PathBuf,
     /// Entries between snapshots.
     pub(crate) every: u64,
     /// Index of the newest snapshot.
@@ -112,34 +110,25 @@ fn apply_committed(applied: &AppliedState, queue: &mut VecDeque<Pending>, commit
 }
 
 impl Snapshots {
-    /// Take a snapshot if `every` entries were applied since the last one, then ask the writer
-    /// to delete the segments it covers.
+    /// Take a snapshot if `every` entries were applied since the last one: encode it off the
+    /// runtime and hand it to the writer, which stores it and deletes the segments it covers.
     async fn maybe_take(&mut self, applied: &AppliedState) {
         let view = applied.view();
         if view.applied_index < self.last + self.every {
             return;
         }
-        let Some(epoch) = self.shape.borrow().epoch_at(view.applied_index) else {
+        let index = view.applied_index;
+        let Some(epoch) = self.shape.borrow().epoch_at(index) else {
             return;
         };
-        let index = view.applied_index;
-        let dir = self.dir.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let bytes = snapshot::encode(epoch, &view)?;
-            snapshot::write(&dir, index, &bytes)
-        })
-        .await;
-        match written {
-            Ok(Ok(path)) => {
-                tracing::debug!(index, file = %path.display(), "snapshot written");
-                self.last = index;
-                let _ = self.writer.send(Request::Compact { upto: index });
+        self.last = index;
+        match tokio::task::spawn_blocking(move || snapshot::encode(epoch, &view)).await {
+            Ok(Ok(bytes)) => {
+                let position = Position { epoch, index };
+                let _ = self.writer.send(Request::Snapshot { position, bytes });
             }
-            Ok(Err(e)) => {
-                tracing::warn!(index, error = %e, "snapshot failed; the log keeps its segments");
-                self.last = index;
-            }
-            Err(e) => tracing::warn!(error = %e, "snapshot task failed"),
+            Ok(Err(e)) => tracing::warn!(index, error = %e, "could not encode a snapshot"),
+            Err(e) => tracing::warn!(index, error = %e, "snapshot task failed"),
         }
     }
 }

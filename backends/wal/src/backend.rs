@@ -145,7 +145,6 @@ impl WalBackend {
         };
         let listen_addr = members.get(&me).cloned().filter(|a| !a.is_empty());
         let snapshots = Snapshots {
-            dir: dir.clone(),
             every: config.snapshot_every,
             last: base.index,
             shape: durable.clone(),

@@ -106,8 +106,9 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), WalError> {
         .map_err(|e| WalError::io(dir, e))
 }
 
-/// Write `bytes` (from [`encode`]) as the snapshot for `index`, atomically, then delete older
-/// snapshots.
+/// Write `bytes` (from [`encode`]) as the snapshot for `index`, atomically, then delete every
+/// other snapshot: the one just written is authoritative (after a follower installs an older
+/// snapshot from the primary, its own newer ones belong to a discarded history).
 pub(crate) fn write(dir: &Path, index: LogIndex, bytes: &[u8]) -> Result<PathBuf, WalError> {
     let tmp = dir.join(TMP);
     let mut file = File::create(&tmp).map_err(|e| WalError::io(&tmp, e))?;
@@ -117,8 +118,8 @@ pub(crate) fn write(dir: &Path, index: LogIndex, bytes: &[u8]) -> Result<PathBuf
     let path = dir.join(snapshot_name(index));
     fs::rename(&tmp, &path).map_err(|e| WalError::io(&path, e))?;
     sync_dir(dir)?;
-    for (older, old_path) in list(dir)? {
-        if older < index {
+    for (other, old_path) in list(dir)? {
+        if other != index {
             fs::remove_file(&old_path).map_err(|e| WalError::io(&old_path, e))?;
         }
     }

@@ -60,10 +60,14 @@ pub(crate) enum Request {
         /// Done.
         reply: oneshot::Sender<()>,
     },
-    /// Delete segments covered by a snapshot up to this index.
-    Compact {
-        /// Highest index the snapshot covers.
-        upto: LogIndex,
+    /// Store a snapshot the applier took, then delete the segments it covers. Skipped if
+    /// the log was reset since (the snapshot's last record is no longer in it). Done here so
+    /// that it is ordered with `Install`.
+    Snapshot {
+        /// Position of the snapshot's last record.
+        position: Position,
+        /// The snapshot file bytes.
+        bytes: Vec<u8>,
     },
     /// Sync and exit.
     Stop,
@@ -263,14 +267,8 @@ impl Writer {
                 self.leading = None;
                 let _ = reply.send(());
             }
-            Request::Compact { upto } => match self.log.compact(upto) {
-                Ok(deleted) => {
-                    tracing::debug!(upto, deleted, "deleted segments covered by a snapshot")
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not delete segments covered by a snapshot")
-                }
-            },
+            Request::Snapshot { position, bytes } => self.store_snapshot(position, &bytes),
+
             Request::Install {
                 bytes,
                 snapshot,
@@ -324,10 +322,29 @@ impl Writer {
         Ok(floor)
     }
 
+    fn store_snapshot(&mut self, position: Position, bytes: &[u8]) {
+        if !self.log.shape().contains(position) {
+            tracing::debug!(
+                ?position,
+                "dropping a snapshot of a log that was reset since"
+            );
+            return;
+        }
+        let stored = snapshot::write(self.log.dir(), position.index, bytes)
+            .and_then(|_| self.log.compact(position.index));
+        match stored {
+            Ok(deleted) => tracing::debug!(?position, deleted, "snapshot written"),
+            Err(e) => tracing::warn!(?position, error = %e, "snapshot failed; segments kept"),
+        }
+    }
+
+    /// Replace the log by a snapshot from the primary. The segments go first: a crash in
+    /// between leaves the previous snapshot and no log (an older, consistent state that the
+    /// primary catches up again), never a snapshot followed by a log of another history.
     fn install(&mut self, bytes: &[u8], snapshot: Snapshot) -> Result<(), WalError> {
         let position = snapshot.position;
-        snapshot::write(self.log.dir(), position.index, bytes)?;
         self.log.reset(position)?;
+        snapshot::write(self.log.dir(), position.index, bytes)?;
         self.progress.reset(position.index);
         self.durable
             .send_replace(Arc::new(self.log.shape().clone()));
