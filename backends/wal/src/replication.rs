@@ -558,14 +558,17 @@ async fn catch_up(
         .ok_or_else(|| MetadataError::Storage(format!("record {} is not retained", index + 1)))
 }
 
-/// Read up to `upto` from the cursor off the async runtime.
+/// Read up to `upto` from the cursor off the async runtime, at most one `Append`'s worth:
+/// [`APPEND_BYTES`], and half a frame at most so that it fits the peer's `max_frame_bytes`.
 async fn read_records(
+    node: &Node,
     cursor: Cursor,
     upto: u64,
 ) -> Result<(Cursor, Option<Vec<Record>>), MetadataError> {
+    let max_bytes = APPEND_BYTES.min(node.config.max_frame_bytes as usize / 2);
     tokio::task::spawn_blocking(move || {
         let mut cursor = cursor;
-        match cursor.read(upto, APPEND_BYTES) {
+        match cursor.read(upto, max_bytes) {
             Ok(Chunk::Records(records)) => Ok((cursor, Some(records))),
             Ok(Chunk::Compacted) => Ok((cursor, None)),
             Err(e) => Err(MetadataError::Storage(e.to_string())),
@@ -592,7 +595,7 @@ async fn stream_to(
     let io = node.io_timeout();
     loop {
         let upto = durable.borrow_and_update().last.index;
-        let (moved, records) = read_records(cursor, upto).await?;
+        let (moved, records) = read_records(node, cursor, upto).await?;
         cursor = moved;
         let Some(records) = records else {
             return Err(MetadataError::Storage(
@@ -908,9 +911,7 @@ async fn follow(
         };
         return send(&mut writer, &fenced, io).await.map_err(net);
     }
-    if node.term().primary != node.me {
-        node.progress.follow();
-    }
+    node.progress.follow();
     let last = node.durable.borrow().last;
     send(&mut writer, &Message::Welcome { last }, io)
         .await
@@ -990,7 +991,7 @@ async fn serve_fetch(
     let mut cursor = catch_up(node, writer, after).await?;
     let upto = node.durable.borrow().last.index;
     while cursor.next() <= upto {
-        let (moved, records) = read_records(cursor, upto).await?;
+        let (moved, records) = read_records(node, cursor, upto).await?;
         cursor = moved;
         let Some(records) = records else {
             return Err(MetadataError::Storage(
