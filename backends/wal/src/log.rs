@@ -90,6 +90,7 @@ pub(crate) struct Log {
     unsynced: Vec<File>,
     dir_dirty: bool,
     shape: Shape,
+    syncs: u64,
 }
 
 fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> WalError {
@@ -267,6 +268,7 @@ impl Log {
                 unsynced: Vec::new(),
                 dir_dirty: false,
                 shape,
+                syncs: 0,
             },
             tail,
         })
@@ -298,6 +300,7 @@ impl Log {
             unsynced: Vec::new(),
             dir_dirty: false,
             shape: Shape::fresh(base),
+            syncs: 0,
         })
     }
 
@@ -387,7 +390,14 @@ impl Log {
             sync_dir(&self.dir)?;
             self.dir_dirty = false;
         }
+        self.syncs += 1;
         Ok(())
+    }
+
+    /// How many times [`Self::sync`] made the log durable.
+    #[cfg(test)]
+    pub(crate) fn syncs(&self) -> u64 {
+        self.syncs
     }
 
     /// Delete the segments whose every record is at or below `upto` (covered by a snapshot).

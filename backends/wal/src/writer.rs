@@ -362,3 +362,58 @@ pub(crate) fn spawn(
         .name("wal-writer".into())
         .spawn(move || writer.run(requests))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use switchyard_backend_api::{ClusterId, MetadataCommand};
+
+    use crate::config::Mode;
+
+    #[test]
+    fn queued_proposals_share_one_fsync() -> Result<(), WalError> {
+        let dir = tempfile::tempdir().map_err(|e| WalError::io(Path::new("tmp"), e))?;
+        let log = Log::open(dir.path(), 1 << 20, Position::default())?.log;
+        let (applier, mut applied) = mpsc::unbounded_channel();
+        let (durable, _) = watch::channel(Arc::new(Shape::default()));
+        let progress = Arc::new(Progress::new(1, Mode::Sync, 0, 0));
+        let mut writer = Writer::new(log, applier, durable, Arc::clone(&progress));
+
+        let (lead, _) = oneshot::channel();
+        let mut requests = vec![Request::Lead {
+            epoch: 1,
+            reply: lead,
+        }];
+        let mut replies = Vec::new();
+        for i in 0..100 {
+            let (reply, answer) = oneshot::channel();
+            replies.push(answer);
+            requests.push(Request::Propose {
+                command: MetadataCommand::InitCluster {
+                    cluster_id: ClusterId(format!("c{i}")),
+                },
+                reply,
+            });
+        }
+        assert!(writer.handle(requests));
+        // One sync for the epoch marker, one for all hundred proposals.
+        assert_eq!(writer.log.syncs(), 2);
+        let Ok(ApplyMsg::Entries(marker)) = applied.try_recv() else {
+            panic!("no marker batch");
+        };
+        assert_eq!(marker.len(), 1);
+        let Ok(ApplyMsg::Entries(batch)) = applied.try_recv() else {
+            panic!("no proposal batch");
+        };
+        assert_eq!(batch.len(), 100);
+        assert_eq!(
+            writer.log.shape().last,
+            Position {
+                epoch: 1,
+                index: 101
+            }
+        );
+        Ok(())
+    }
+}

@@ -20,6 +20,12 @@ async fn follower_restarts_and_catches_up() -> anyhow::Result<()> {
     let primary = cluster.leader().await?;
     register_all(&primary, &[1]).await?;
     create_topics(&primary, "before", 0..10).await?;
+    match propose(cluster.node(1)?, create_topic("on-follower", &[&[1]])).await? {
+        Err(MetadataError::NotLeader {
+            leader: Some(NodeId(1)),
+        }) => {}
+        other => bail!("a follower took a write: {other:?}"),
+    }
     cluster.crash(2).await?;
     // Sync mode: the primary and node 2 still make a majority.
     create_topics(&primary, "during", 0..10).await?;
