@@ -286,3 +286,40 @@ fn unsupported_api_versions(correlation_id: i32) -> Reply {
     }
     Reply::Respond(out.freeze())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `decode_request` fuzz target: a DescribeConfigs v1 frame whose resource
+    /// count is 620 million, in 14 bytes. It used to abort the process on the allocation.
+    #[test]
+    fn huge_array_count_is_a_decode_error_not_an_abort() {
+        let frame = Bytes::from_static(&[
+            0x00, 0x20, 0x00, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x00, 0x24, 0x05, 0x00, 0xf8,
+        ]);
+        let result = decode_request(frame);
+        assert!(
+            matches!(
+                result,
+                Err(DecodeError::Malformed {
+                    key: ApiKey::DescribeConfigs,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn short_and_unknown_frames_are_refused() {
+        assert_eq!(
+            decode_request(Bytes::from_static(&[0, 18, 0])).err(),
+            Some(DecodeError::NoHeader(3))
+        );
+        assert_eq!(
+            decode_request(Bytes::from_static(&[3, 231, 0, 0, 0, 0, 0, 1])).err(),
+            Some(DecodeError::UnknownApiKey(999))
+        );
+    }
+}
