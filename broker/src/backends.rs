@@ -67,6 +67,46 @@ pub fn listing(registrations: &[&Registration]) -> String {
     out
 }
 
+/// Ask node `node` of the cluster `config` describes to promote itself (`switchyard cluster
+/// promote N`). Manual promotion is an operation of the `wal` backend; backends that elect
+/// their leader refuse it.
+pub async fn promote(
+    config: &crate::config::Config,
+    node: switchyard_backend_api::NodeId,
+) -> Result<u64, switchyard_backend_api::MetadataError> {
+    use switchyard_backend_api::MetadataError;
+    let available: Vec<&str> = switchyard_backend_api::available_backends()
+        .iter()
+        .map(|r| r.name)
+        .collect();
+    let backend = match config.metadata_backend.as_deref() {
+        Some(name) => name,
+        None => default_backend(&available).ok_or_else(|| {
+            MetadataError::Config("no durable metadata backend is compiled into this binary".into())
+        })?,
+    };
+    let addr = config.peers.get(&node).ok_or_else(|| {
+        MetadataError::Config(format!("node {node} is not in the configured peers"))
+    })?;
+    match backend {
+        #[cfg(feature = "backend-wal")]
+        "wal" => {
+            let wal =
+                switchyard_backend_wal::WalConfig::from_figment(&config.backend_config("wal"))?;
+            switchyard_backend_wal::request_promotion(
+                addr,
+                &wal.cluster_id,
+                node,
+                std::time::Duration::from_secs(30),
+            )
+            .await
+        }
+        other => Err(MetadataError::Unsupported {
+            what: format!("manual promotion of node {node} ({addr}) with the {other} backend"),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use switchyard_backend_api::{Guarantees, OpenContext, OpenFuture, memory};

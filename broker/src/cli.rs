@@ -27,6 +27,25 @@ pub enum Command {
     /// SWITCHYARD_METADATA__WAL__MODE is `metadata.wal.mode`), then these flags. A backend's own
     /// settings go in its `[metadata.<backend>]` table of the config file.
     Serve(ServeArgs),
+    /// Operate a running cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// `switchyard cluster …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClusterCommand {
+    /// Promote node N to take metadata writes (manual failover of the `wal` backend): it bumps
+    /// the epoch, catches up from a majority, and the old primary's writes are refused from then
+    /// on. Reads the same configuration as `serve` (peers, backend) to find node N.
+    Promote {
+        /// The node to promote.
+        #[arg(value_name = "N")]
+        node: u64,
+        /// How the cluster is configured (as for `serve`).
+        #[command(flatten)]
+        config: ServeArgs,
+    },
 }
 
 /// Flags of `switchyard serve`.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 use switchyard::backends;
-use switchyard::cli::{Cli, Command, ServeArgs};
+use switchyard::cli::{Cli, ClusterCommand, Command, ServeArgs};
 use switchyard_backend_api::available_backends;
 use tracing_subscriber::EnvFilter;
 
@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Backends => list_backends(),
         Command::Serve(args) => serve(&args),
+        Command::Cluster(ClusterCommand::Promote { node, config }) => promote(node, &config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -43,6 +44,23 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(switchyard::serve::run(&config))?;
+    Ok(())
+}
+
+fn promote(node: u64, args: &ServeArgs) -> anyhow::Result<()> {
+    init_logging();
+    let config = args.load_config()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let epoch = runtime
+        .block_on(backends::promote(
+            &config,
+            switchyard_backend_api::NodeId(node),
+        ))
+        .with_context(|| format!("promoting node {node}"))?;
+    println!("node {node} is the primary at epoch {epoch}");
     Ok(())
 }
 

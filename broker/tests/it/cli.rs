@@ -244,3 +244,85 @@ async fn serve_rejects_bad_config() -> anyhow::Result<()> {
     refuses(dir.path(), &["--config", "bad.toml"], &[], "node_idd").await?;
     Ok(())
 }
+
+/// Three `wal` nodes; `switchyard cluster promote 2` makes node 2 the primary at a new epoch.
+/// Promotion with a backend that has no manual failover is refused with a clear error.
+#[cfg(feature = "backend-wal")]
+#[tokio::test]
+async fn cluster_promote_makes_another_wal_node_primary() -> anyhow::Result<()> {
+    use std::net::TcpListener;
+
+    let dir = tempfile::tempdir()?;
+    let mut addrs = Vec::new();
+    for _ in 0..3 {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        addrs.push(listener.local_addr()?.to_string());
+    }
+    let peers = format!("1={},2={},3={}", addrs[0], addrs[1], addrs[2]);
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        let data = dir.path().join(format!("node-{id}"));
+        let data = data.to_string_lossy().into_owned();
+        let id = id.to_string();
+        let args = [
+            "serve",
+            "--metadata-backend",
+            "wal",
+            "--data-dir",
+            &data,
+            "--node-id",
+            &id,
+            "--peers",
+            &peers,
+        ];
+        nodes.push(Running::spawn(dir.path(), &args, &[])?);
+    }
+    for node in &mut nodes {
+        node.wait_for_line("metadata backend ready").await?;
+    }
+    let promoted = run(
+        dir.path(),
+        &[
+            "cluster",
+            "promote",
+            "2",
+            "--metadata-backend",
+            "wal",
+            "--peers",
+            &peers,
+        ],
+        &[],
+    )
+    .await?;
+    ensure!(promoted.status.success(), "{promoted:?}");
+    ensure!(
+        promoted.stdout.contains("node 2 is the primary at epoch"),
+        "{promoted:?}"
+    );
+    nodes[1].wait_for_line("role=Leader").await?;
+
+    let refused = run(
+        dir.path(),
+        &[
+            "cluster",
+            "promote",
+            "2",
+            "--metadata-backend",
+            "memory",
+            "--peers",
+            &peers,
+        ],
+        &[],
+    )
+    .await?;
+    ensure!(!refused.status.success(), "{refused:?}");
+    ensure!(refused.stderr.contains("manual promotion"), "{refused:?}");
+    for node in &nodes {
+        node.terminate()?;
+    }
+    for node in nodes {
+        let (status, lines) = node.wait_exit().await?;
+        ensure!(status.success(), "exit {status}: {}", lines.join("\n"));
+    }
+    Ok(())
+}

@@ -28,6 +28,8 @@ fn command(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Command {
             command.env_remove(key);
         }
     }
+    // Any free port, so tests running side by side never fight over 9092.
+    command.env("SWITCHYARD_LISTEN", "127.0.0.1:0");
     command.envs(envs.iter().copied());
     command
 }
