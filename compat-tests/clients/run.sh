@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs the real-client tests (kafka-python and confluent-kafka against a real switchyard broker,
+# once per backend compiled into the binary). Creates or reuses a venv, installs the pinned
+# requirements only when they changed, then runs pytest. Extra arguments go to pytest.
+#
+#   SWITCHYARD_VENV  venv to use (default ~/.cache/switchyard-venv)
+#   SWITCHYARD_BIN   broker binary (default $CARGO_TARGET_DIR/debug/switchyard, else
+#                    ~/.cache/switchyard-target/debug/switchyard); build it first with
+#                    `cargo build -p switchyard --all-targets`
+#   PYTHON           interpreter that creates the venv (default python3, 3.11 or newer)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+venv="${SWITCHYARD_VENV:-$HOME/.cache/switchyard-venv}"
+requirements="$here/requirements.txt"
+
+if ! "$venv/bin/python" -c '' >/dev/null 2>&1; then
+    echo "creating venv $venv" >&2
+    "${PYTHON:-python3}" -m venv "$venv"
+fi
+
+# Reinstall only when requirements.txt changed since the last successful install.
+stamp="$venv/.switchyard-clients-requirements.sha256"
+want="$("$venv/bin/python" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$requirements")"
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+    echo "installing $requirements into $venv" >&2
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    printf '%s\n' "$want" >"$stamp"
+fi
+
+cd "$repo"
+export PYTHONDONTWRITEBYTECODE=1
+exec "$venv/bin/python" -m pytest compat-tests/clients -q -p no:cacheprovider "$@"

@@ -1,0 +1,265 @@
+"""Topic administration with both admin clients: create, list, describe, delete, the per-topic
+error cases of CreateTopics/DeleteTopics, validate_only, DescribeConfigs and DescribeCluster."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaException, TopicCollection
+from confluent_kafka.admin import ConfigResource as CConfigResource
+from confluent_kafka.admin import ConfigSource, NewTopic, ResourceType
+from kafka.admin import ConfigResource, ConfigResourceType
+
+from client_util import confluent_admin, kp_admin
+
+# Kafka error codes.
+NONE = 0
+UNKNOWN_TOPIC_OR_PARTITION = 3
+INVALID_TOPIC_EXCEPTION = 17
+TOPIC_ALREADY_EXISTS = 36
+INVALID_PARTITIONS = 37
+INVALID_REPLICATION_FACTOR = 38
+INVALID_CONFIG = 40
+
+BROKER_ID = 1  # the default --node-id
+
+
+class KafkaPythonAdmin:
+    name = "kafka-python"
+
+    def __init__(self, bootstrap):
+        self.admin = kp_admin(bootstrap)
+
+    def close(self):
+        self.admin.close()
+
+    def create(self, topics, validate_only=False):
+        """topics: name -> (partitions, replication factor, configs). Returns name -> error code."""
+        result = self.admin.create_topics(
+            {name: {"num_partitions": p, "replication_factor": rf, "configs": configs}
+             for name, (p, rf, configs) in topics.items()},
+            validate_only=validate_only, raise_errors=False)
+        self.last_create = {t["name"]: t for t in result["topics"]}
+        return {t["name"]: t["error_code"] for t in result["topics"]}
+
+    def delete(self, names):
+        result = self.admin.delete_topics(names, raise_errors=False)
+        return {t["name"]: t["error_code"] for t in result["topics"]}
+
+    def list(self):
+        return set(self.admin.list_topics())
+
+    def describe(self, name):
+        """(error code, {partition: (leader, replicas, isr)})"""
+        (topic,) = self.admin.describe_topics([name])
+        return topic["error_code"], {
+            p["partition_index"]: (p["leader_id"], p["replica_nodes"], p["isr_nodes"])
+            for p in topic["partitions"]}
+
+    def topic_configs(self, name):
+        """{key: (value, source name)} of every config the broker reports."""
+        described = self.admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name)], config_filter="all")
+        return {k: (c["value"], c["config_source"])
+                for k, c in described["topic"][name].items()}
+
+    def cluster(self):
+        """(cluster id, controller id, [(broker id, host, port)])"""
+        c = self.admin.describe_cluster()
+        return c["cluster_id"], c["controller_id"], [
+            (b["broker_id"], b["host"], b["port"]) for b in c["brokers"]]
+
+
+class ConfluentAdmin:
+    name = "confluent"
+
+    def __init__(self, bootstrap):
+        # The client must outlive the futures it returns.
+        self.admin = confluent_admin(bootstrap)
+
+    def close(self):
+        pass
+
+    @staticmethod
+    def _codes(futures):
+        codes = {}
+        for name, future in futures.items():
+            try:
+                future.result(timeout=30)
+                codes[name] = NONE
+            except KafkaException as e:
+                codes[name] = e.args[0].code()
+        return codes
+
+    def create(self, topics, validate_only=False):
+        return self._codes(self.admin.create_topics(
+            [NewTopic(name, num_partitions=p, replication_factor=rf, config=configs)
+             for name, (p, rf, configs) in topics.items()],
+            validate_only=validate_only, operation_timeout=15, request_timeout=30))
+
+    def delete(self, names):
+        return self._codes(self.admin.delete_topics(names, operation_timeout=15,
+                                                    request_timeout=30))
+
+    def list(self):
+        return set(self.admin.list_topics(timeout=30).topics)
+
+    def describe(self, name):
+        future = self.admin.describe_topics(TopicCollection([name]))[name]
+        try:
+            topic = future.result(timeout=30)
+        except KafkaException as e:
+            return e.args[0].code(), {}
+        return NONE, {p.id: (p.leader.id, [r.id for r in p.replicas], [r.id for r in p.isr])
+                      for p in topic.partitions}
+
+    def topic_configs(self, name):
+        resource = CConfigResource(ResourceType.TOPIC, name)
+        entries = self.admin.describe_configs([resource])[resource].result(timeout=30)
+        return {k: (e.value, ConfigSource(e.source).name) for k, e in entries.items()}
+
+    def cluster(self):
+        c = self.admin.describe_cluster(request_timeout=30).result(timeout=30)
+        return c.cluster_id, c.controller.id, [(n.id, n.host, n.port) for n in c.nodes]
+
+
+ADMINS = [KafkaPythonAdmin, ConfluentAdmin]
+
+
+@pytest.fixture(params=ADMINS, ids=[a.name for a in ADMINS])
+def admin(request, broker):
+    client = request.param(broker.bootstrap)
+    yield client
+    client.close()
+
+
+@pytest.mark.timeout(60)
+def test_create_list_describe_delete(admin, topic_name):
+    assert admin.create({topic_name: (3, 1, {})}) == {topic_name: NONE}
+    assert topic_name in admin.list()
+    error, partitions = admin.describe(topic_name)
+    assert error == NONE
+    assert partitions == {p: (BROKER_ID, [BROKER_ID], [BROKER_ID]) for p in range(3)}
+
+    assert admin.delete([topic_name]) == {topic_name: NONE}
+    assert topic_name not in admin.list()
+    assert admin.describe(topic_name)[0] == UNKNOWN_TOPIC_OR_PARTITION
+    # Deleting it again: it is unknown now.
+    assert admin.delete([topic_name]) == {topic_name: UNKNOWN_TOPIC_OR_PARTITION}
+
+
+@pytest.mark.timeout(60)
+def test_create_errors_are_per_topic(admin, topic_name):
+    assert admin.create({topic_name: (1, 1, {})}) == {topic_name: NONE}
+    too_many_replicas = f"{topic_name}-rf"
+    ok = f"{topic_name}-ok"
+    # One request, one verdict per topic: the good topic is created despite its neighbours.
+    assert admin.create({
+        topic_name: (1, 1, {}),
+        too_many_replicas: (1, 2, {}),
+        ok: (2, 1, {}),
+    }) == {
+        topic_name: TOPIC_ALREADY_EXISTS,
+        too_many_replicas: INVALID_REPLICATION_FACTOR,
+        ok: NONE,
+    }
+    listed = admin.list()
+    assert ok in listed and too_many_replicas not in listed
+
+
+# Names the broker must refuse; all reach it (neither client checks names itself).
+INVALID_NAMES = ["bad name!", "slash/topic", ".", "..", "x" * 250, "ümlaut"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("bad", INVALID_NAMES, ids=lambda n: n[:12])
+def test_create_invalid_topic_name(admin, bad):
+    assert admin.create({bad: (1, 1, {})}) == {bad: INVALID_TOPIC_EXCEPTION}
+    assert bad not in admin.list()
+
+
+@pytest.mark.timeout(60)
+def test_create_invalid_partition_count(admin, topic_name):
+    counts = [0] if admin.name == "confluent" else [0, -2]
+    # (librdkafka refuses a negative count other than -1 itself, before sending.)
+    for count in counts:
+        name = f"{topic_name}-{count}"
+        assert admin.create({name: (count, 1, {})}) == {name: INVALID_PARTITIONS}, count
+        assert name not in admin.list()
+
+
+@pytest.mark.timeout(60)
+def test_create_replication_factor_above_broker_count(admin, topic_name):
+    # A single broker: any replication factor above 1 cannot be placed.
+    for rf in (2, 3):
+        name = f"{topic_name}-{rf}"
+        assert admin.create({name: (1, rf, {})}) == {name: INVALID_REPLICATION_FACTOR}
+        assert name not in admin.list()
+
+
+@pytest.mark.timeout(60)
+def test_create_unknown_config_refused(admin, topic_name):
+    assert admin.create({topic_name: (1, 1, {"no.such.config": "1"})}) == {
+        topic_name: INVALID_CONFIG}
+    assert topic_name not in admin.list()
+
+
+@pytest.mark.timeout(60)
+def test_validate_only_creates_nothing(admin, topic_name):
+    assert admin.create({topic_name: (3, 1, {})}, validate_only=True) == {topic_name: NONE}
+    assert topic_name not in admin.list()
+    assert admin.describe(topic_name)[0] == UNKNOWN_TOPIC_OR_PARTITION
+    # It still validates.
+    assert admin.create({topic_name: (0, 1, {})}, validate_only=True) == {
+        topic_name: INVALID_PARTITIONS}
+    # And the topic can really be created afterwards.
+    assert admin.create({topic_name: (3, 1, {})}) == {topic_name: NONE}
+    assert admin.create({topic_name: (3, 1, {})}, validate_only=True) == {
+        topic_name: TOPIC_ALREADY_EXISTS}
+
+
+@pytest.mark.timeout(60)
+def test_create_topics_response_describes_the_topic(broker, topic_name):
+    """CreateTopics v5+ (KIP-525) answers each created topic with its partition count,
+    replication factor and configs, and does so for validate_only too (that is what
+    validate_only is for: "what would this create?")."""
+    admin = KafkaPythonAdmin(broker.bootstrap)
+    problems = []
+    try:
+        for validate_only in (True, False):
+            name = f"{topic_name}-{'validate' if validate_only else 'create'}"
+            assert admin.create({name: (3, 1, {"retention.ms": "3600000"})},
+                                validate_only=validate_only) == {name: NONE}
+            result = admin.last_create[name]
+            if (result["num_partitions"], result["replication_factor"]) != (3, 1):
+                problems.append(f"validate_only={validate_only}: partitions/replication factor "
+                                f"{result['num_partitions']}/{result['replication_factor']}, "
+                                "expected 3/1")
+            configs = {k: c["value"] for k, c in result.get("configs", {}).items()}
+            if configs.get("retention.ms") != "3600000":
+                problems.append(f"validate_only={validate_only}: configs {configs}, expected "
+                                "the topic's configs with retention.ms=3600000")
+    finally:
+        admin.close()
+    assert not problems, "CreateTopics response:\n" + "\n".join(problems)
+
+
+@pytest.mark.timeout(60)
+def test_describe_configs_overrides_and_defaults(admin, topic_name):
+    overrides = {"retention.ms": "3600000", "segment.bytes": "1048576"}
+    assert admin.create({topic_name: (1, 1, overrides)}) == {topic_name: NONE}
+    configs = admin.topic_configs(topic_name)
+    for key, value in overrides.items():
+        assert configs[key] == (value, "DYNAMIC_TOPIC_CONFIG"), key
+    # Everything not overridden is reported with Kafka's default and source.
+    assert configs["cleanup.policy"] == ("delete", "DEFAULT_CONFIG")
+    assert configs["max.message.bytes"] == ("1048588", "DEFAULT_CONFIG")
+    others = {k: src for k, (_, src) in configs.items() if k not in overrides}
+    assert others and set(others.values()) == {"DEFAULT_CONFIG"}, others
+
+
+@pytest.mark.timeout(60)
+def test_describe_cluster_lists_the_broker(admin, broker):
+    cluster_id, controller, brokers = admin.cluster()
+    assert cluster_id
+    assert controller == BROKER_ID
+    assert brokers == [(BROKER_ID, "127.0.0.1", broker.port)]
