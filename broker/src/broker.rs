@@ -246,8 +246,9 @@ impl Broker {
         loop {
             match self.try_register().await {
                 Ok(incarnation) => {
-                    info!(broker = %self.id, incarnation, "broker registered");
+                    // Serve first, then say so: the log line means requests are accepted.
                     self.registered.send_replace(true);
+                    info!(broker = %self.id, incarnation, "broker registered");
                     return;
                 }
                 Err(e) if e.is_retriable() => {

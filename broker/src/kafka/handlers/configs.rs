@@ -1,6 +1,8 @@
 //! DescribeConfigs, and the topic configs this broker knows: their defaults and which values it
 //! accepts. Only configs the broker honours are accepted; anything else is INVALID_CONFIG.
 
+use std::collections::BTreeMap;
+
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
@@ -50,6 +52,28 @@ const TOPIC_CONFIGS: &[(&str, &str, Kind)] = &[
     ("unclean.leader.election.enable", "false", Kind::Bool),
 ];
 
+/// Every topic config with its effective value: (name, value, whether it is an override).
+pub(crate) fn topic_configs(
+    overrides: &BTreeMap<String, String>,
+) -> Vec<(&'static str, &str, bool)> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|(key, default, _)| match overrides.get(*key) {
+            Some(value) => (*key, value.as_str(), true),
+            None => (*key, *default, false),
+        })
+        .collect()
+}
+
+/// DescribeConfigs' source code for a topic config.
+pub(crate) fn config_source(overridden: bool) -> i8 {
+    if overridden {
+        TOPIC_CONFIG
+    } else {
+        DEFAULT_CONFIG
+    }
+}
+
 /// Check one topic config; the message says what is wrong.
 pub(crate) fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {
     let Some((_, _, kind)) = TOPIC_CONFIGS.iter().find(|(k, _, _)| *k == key) else {
@@ -89,16 +113,22 @@ pub(crate) fn describe(
                 .with_resource_name(resource.resource_name.clone());
             match resource.resource_type {
                 TOPIC => match view.state.topic(&name) {
-                    Some(topic) => result.with_configs(
-                        TOPIC_CONFIGS
+                    Some(topic) => {
+                        let overrides: BTreeMap<String, String> = topic
+                            .configs
                             .iter()
-                            .filter(|(key, _, _)| wanted(key))
-                            .map(|(key, default, _)| match topic.configs.get(*key) {
-                                Some(value) => entry(key, value, TOPIC_CONFIG),
-                                None => entry(key, default, DEFAULT_CONFIG),
-                            })
-                            .collect(),
-                    ),
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect();
+                        result.with_configs(
+                            topic_configs(&overrides)
+                                .into_iter()
+                                .filter(|(key, _, _)| wanted(key))
+                                .map(|(key, value, overridden)| {
+                                    entry(key, value, config_source(overridden))
+                                })
+                                .collect(),
+                        )
+                    }
                     None => result
                         .with_error_code(ResponseError::UnknownTopicOrPartition.code())
                         .with_error_message(Some(kstr(format!("unknown topic {name}")))),

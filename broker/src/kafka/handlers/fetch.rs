@@ -33,7 +33,12 @@ pub(crate) async fn handle(broker: &Broker, _version: i16, request: FetchRequest
         let mut watches: Vec<watch::Receiver<i64>> = Vec::new();
         for topic in &request.topics {
             for p in &topic.partitions {
-                if let Some(replica) = broker.replica(topic.topic.0.as_str(), p.partition) {
+                // Opens the partition's log if nothing has touched it yet, so even the first
+                // fetch of a new partition can be woken by a produce.
+                if let Ok((replica, _)) = broker
+                    .led_replica(topic.topic.0.as_str(), p.partition)
+                    .await
+                {
                     watches.push(replica.log().subscribe());
                 }
             }

@@ -6,6 +6,10 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use bytes::Bytes;
+use kafka_protocol::records::RecordBatchDecoder;
+use tracing::warn;
+
 use crate::broker::Broker;
 
 const LATEST: i64 = -1;
@@ -45,6 +49,23 @@ pub(crate) async fn handle(
     ListOffsetsResponse::default().with_topics(topics)
 }
 
+/// The first record of the first batch in `batch` whose timestamp is at least `timestamp`:
+/// the log finds the batch, Kafka answers with the record. `None` if the batch does not decode.
+fn first_record_at(batch: &[u8], timestamp: i64) -> Option<(i64, i64)> {
+    let mut bytes = Bytes::copy_from_slice(batch);
+    match RecordBatchDecoder::decode(&mut bytes) {
+        Ok(set) => set
+            .records
+            .iter()
+            .find(|r| r.timestamp >= timestamp)
+            .map(|r| (r.offset, r.timestamp)),
+        Err(e) => {
+            warn!(error = %e, "cannot decode a stored batch for a timestamp lookup");
+            None
+        }
+    }
+}
+
 async fn lookup(
     broker: &Broker,
     topic: &str,
@@ -56,9 +77,12 @@ async fn lookup(
     let found = tokio::task::spawn_blocking(move || match timestamp {
         LATEST => Ok(Some((log.log_end_offset(), -1))),
         EARLIEST => Ok(Some((log.log_start_offset(), -1))),
-        t if t >= 0 => log
-            .offset_for_timestamp(t)
-            .map(|found| found.map(|f| (f.offset, f.timestamp))),
+        t if t >= 0 => log.offset_for_timestamp(t).and_then(|found| match found {
+            Some(batch) => log.read(batch.offset, 1).map(|read| {
+                Some(first_record_at(&read.records, t).unwrap_or((batch.offset, batch.timestamp)))
+            }),
+            None => Ok(None),
+        }),
         _ => Ok(None),
     })
     .await

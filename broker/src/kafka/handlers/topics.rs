@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
@@ -18,7 +20,7 @@ use tracing::warn;
 
 use crate::broker::Broker;
 use crate::kafka::errors::{metadata_error, rejection_error};
-use crate::kafka::handlers::configs::validate_topic_config;
+use crate::kafka::handlers::configs::{config_source, topic_configs, validate_topic_config};
 use crate::kafka::handlers::kstr;
 
 /// A per-topic failure: Kafka error and message.
@@ -236,29 +238,43 @@ pub(crate) async fn create(
         }
     }
 
-    let after = broker.metadata();
+    let validate_only = request.validate_only;
     let topics = results
         .drain(..)
         .map(|(name, planned)| {
             let result = match planned {
                 Err(e) => Err(e),
-                Ok(_) => outcomes.remove(&name).unwrap_or_else(|| {
-                    Err((ResponseError::UnknownServerError, "no outcome".into()))
-                }),
+                Ok(topic) => match outcomes.remove(&name) {
+                    Some(Ok(id)) => Ok((topic, id)),
+                    Some(Err(e)) => Err(e),
+                    None => Err((ResponseError::UnknownServerError, "no outcome".into())),
+                },
             };
-            let entry = CreatableTopicResult::default().with_name(TopicName(kstr(name.clone())));
+            let entry = CreatableTopicResult::default().with_name(TopicName(kstr(name)));
             match result {
-                Ok(id) => {
-                    let (partitions, rf) = after.state.topic(&name).map_or((-1, -1), |t| {
-                        (
-                            t.partitions.len() as i32,
-                            i16::try_from(t.replication_factor).unwrap_or(-1),
-                        )
-                    });
+                Ok((topic, id)) => {
+                    let replication_factor = topic.assignments.first().map_or(0, Vec::len);
+                    let overrides: BTreeMap<String, String> = topic.configs.into_iter().collect();
                     entry
-                        .with_topic_id(id.0)
-                        .with_num_partitions(partitions)
-                        .with_replication_factor(rf)
+                        // A topic that was only validated has no id.
+                        .with_topic_id(if validate_only {
+                            uuid::Uuid::nil()
+                        } else {
+                            id.0
+                        })
+                        .with_num_partitions(i32::try_from(topic.assignments.len()).unwrap_or(-1))
+                        .with_replication_factor(i16::try_from(replication_factor).unwrap_or(-1))
+                        .with_configs(Some(
+                            topic_configs(&overrides)
+                                .into_iter()
+                                .map(|(key, value, overridden)| {
+                                    CreatableTopicConfigs::default()
+                                        .with_name(kstr(key))
+                                        .with_value(Some(kstr(value)))
+                                        .with_config_source(config_source(overridden))
+                                })
+                                .collect(),
+                        ))
                 }
                 Err((code, message)) => entry
                     .with_error_code(code.code())
