@@ -272,6 +272,33 @@ impl GroupCoordinator {
                 return JoinResult::error(ResponseError::UnknownMemberId, request.member_id);
             };
             let session_timeout = millis(request.session_timeout_ms);
+            // A follower rejoining a stable group with the same protocols gets the current
+            // generation back without a rebalance, as in Kafka.
+            if g.phase == Phase::Stable
+                && g.leader.as_deref() != Some(member_id.as_str())
+                && g.members
+                    .get(&member_id)
+                    .is_some_and(|m| m.protocols == request.protocols)
+            {
+                let generation = g.generation;
+                let (protocol_type, protocol, leader) = (
+                    g.protocol_type.clone(),
+                    g.protocol.clone(),
+                    g.leader.clone(),
+                );
+                if let Some(member) = g.members.get_mut(&member_id) {
+                    member.deadline = Instant::now() + member.session_timeout;
+                }
+                return JoinResult {
+                    error: None,
+                    generation,
+                    protocol_type,
+                    protocol,
+                    leader: leader.unwrap_or_default(),
+                    member_id,
+                    members: Vec::new(),
+                };
+            }
             let member = Member {
                 group_instance_id: request.group_instance_id.clone(),
                 client_id: request.client_id.clone(),
