@@ -1,0 +1,695 @@
+//! [`RaftBackend`]: opening (storage, listener, bootstrap), the [`MetadataBackend`] methods,
+//! forwarding to the leader, readiness, shutdown.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{ChangeMembers, RaftMetrics, ServerState, SnapshotPolicy};
+use switchyard_backend_api::{
+    AppliedState, ChangeStream, ClusterMember, ClusterView, Guarantees, LogIndex, MembershipChange,
+    MetadataBackend, MetadataCommand, MetadataError, NodeId, OpenContext, Proposed, Readiness,
+    Role, StateView,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::config::RaftConfig;
+use crate::network::{
+    self, Forwarded, Handler, ListenerIdentity, Network, Peer, Request, Response,
+};
+use crate::store::{Db, LogStore, StateMachine};
+use crate::types::{Applied, Node, Raft};
+use crate::{GUARANTEES, NAME};
+
+/// How long open waits for a crashed predecessor in this process to release the database.
+const DB_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// One node of the `raft` backend.
+#[derive(Debug)]
+pub struct RaftBackend {
+    inner: Arc<Inner>,
+    tasks: Mutex<Option<JoinSet<()>>>,
+}
+
+/// State shared by the backend and its tasks.
+struct Inner {
+    me: u64,
+    config: RaftConfig,
+    raft: Raft,
+    applied: Arc<AppliedState>,
+    cluster: watch::Sender<ClusterView>,
+    shut_down: AtomicBool,
+    network: Network,
+    /// One reused connection per leader we forward to.
+    forward: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<Peer>>>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("me", &self.me)
+            .field("config", &self.config)
+            .field("applied", &self.applied.applied_index())
+            .field("shut_down", &self.shut_down)
+            .finish_non_exhaustive()
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> MetadataError {
+    MetadataError::Storage(e.to_string())
+}
+
+fn timeout_error(what: &str, after: Duration) -> MetadataError {
+    MetadataError::Timeout {
+        what: what.to_owned(),
+        after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// Every node of the cluster → its address, this one included.
+fn members(context: &OpenContext) -> Result<BTreeMap<u64, String>, MetadataError> {
+    let identity = &context.node;
+    let mut members: BTreeMap<u64, String> = identity
+        .peers
+        .iter()
+        .map(|(id, a)| (id.0, a.clone()))
+        .collect();
+    if !identity.has_peers() {
+        let addr = identity.cluster_addr.clone().unwrap_or_default();
+        return Ok(BTreeMap::from([(identity.id.0, addr)]));
+    }
+    let own = identity
+        .cluster_addr
+        .clone()
+        .or_else(|| members.get(&identity.id.0).cloned())
+        .ok_or_else(|| {
+            MetadataError::Config(format!(
+                "node {} has peers but no cluster address; set its cluster listen address",
+                identity.id
+            ))
+        })?;
+    members.insert(identity.id.0, own);
+    Ok(members)
+}
+
+/// Whether this node initializes a brand-new cluster (see [`RaftConfig::bootstrap`]).
+fn bootstraps(config: &RaftConfig, me: u64, members: &BTreeMap<u64, String>) -> bool {
+    match config.bootstrap {
+        Some(explicit) => explicit,
+        None => members.keys().next() == Some(&me),
+    }
+}
+
+fn raft_config(config: &RaftConfig) -> Result<openraft::Config, MetadataError> {
+    openraft::Config {
+        cluster_name: config.cluster_id.clone(),
+        heartbeat_interval: config.heartbeat_ms,
+        election_timeout_min: config.election_timeout_min_ms,
+        election_timeout_max: config.election_timeout_max_ms,
+        install_snapshot_timeout: config.rpc_timeout_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+        snapshot_max_chunk_size: config.snapshot_chunk_bytes,
+        // Purge the log right behind each snapshot: lagging followers get the snapshot.
+        max_in_snapshot_log_to_keep: 0,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| MetadataError::Config(format!("metadata.raft: {e}")))
+}
+
+impl RaftBackend {
+    /// Open (or create) a node: open RocksDB under `data_dir/raft`, start openraft, the peer
+    /// listener (when the node has a cluster address) and the readiness watcher, and return
+    /// without waiting for any peer or election. A brand-new node that the bootstrap rule
+    /// designates initializes the cluster in the background.
+    pub async fn open(context: OpenContext) -> Result<Self, MetadataError> {
+        let config = RaftConfig::from_figment(&context.config)?;
+        let members = members(&context)?;
+        let me = context.node.id.0;
+        let dir = context.data_dir.join("raft");
+        std::fs::create_dir_all(&dir).map_err(|e| storage(format!("{}: {e}", dir.display())))?;
+        let db = Db::open(&dir, DB_LOCK_WAIT)
+            .await
+            .map_err(|e| storage(format!("{}: {e}", dir.display())))?;
+        let pristine = db.is_pristine().map_err(storage)?;
+        let log = LogStore::new(db.clone()).map_err(storage)?;
+        let sm = StateMachine::open(db).map_err(storage)?;
+        let applied = sm.applied();
+
+        let listener = match members.get(&me).filter(|addr| !addr.is_empty()) {
+            Some(addr) if context.node.cluster_addr.is_some() || context.node.has_peers() => {
+                Some(TcpListener::bind(addr).await.map_err(|e| {
+                    MetadataError::Network(format!("binding the cluster address {addr}: {e}"))
+                })?)
+            }
+            _ => None,
+        };
+        let network = Network {
+            me,
+            cluster_id: config.cluster_id.clone(),
+            peers: Arc::new(members.clone()),
+            max_frame_bytes: config.max_frame_bytes,
+        };
+        let raft = Raft::new(
+            me,
+            Arc::new(raft_config(&config)?),
+            network.clone(),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| storage(format!("starting openraft: {e}")))?;
+        tracing::info!(
+            node = me,
+            dir = %dir.display(),
+            applied = applied.applied_index(),
+            pristine,
+            "opened the raft store"
+        );
+
+        let cluster = watch::Sender::new(ClusterView {
+            node: NodeId(me),
+            role: Role::Unknown,
+            leader: None,
+            epoch: 0,
+            members: Vec::new(),
+            readiness: Readiness::NotReady {
+                reason: "starting".into(),
+            },
+        });
+        let inner = Arc::new(Inner {
+            me,
+            config,
+            raft,
+            applied,
+            cluster,
+            shut_down: AtomicBool::new(false),
+            network,
+            forward: Mutex::new(HashMap::new()),
+        });
+
+        let mut tasks = JoinSet::new();
+        if let Some(listener) = listener {
+            let identity = ListenerIdentity {
+                me,
+                cluster_id: inner.config.cluster_id.clone(),
+                max_frame_bytes: inner.config.max_frame_bytes,
+            };
+            tasks.spawn(network::serve(listener, identity, Arc::clone(&inner)));
+        }
+        tasks.spawn(Arc::clone(&inner).watch_readiness());
+        if pristine && bootstraps(&inner.config, me, &members) {
+            tasks.spawn(Arc::clone(&inner).bootstrap(members));
+        }
+        Ok(Self {
+            inner,
+            tasks: Mutex::new(Some(tasks)),
+        })
+    }
+
+    fn check_running(&self) -> Result<(), MetadataError> {
+        if self.inner.shut_down.load(Ordering::Acquire) {
+            return Err(MetadataError::ShutDown);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RaftBackend {
+    /// A dropped node (a crash, in tests) stops its tasks; openraft stops once its last handle
+    /// is gone, and the database closes after it.
+    fn drop(&mut self) {
+        let tasks = self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(tasks);
+    }
+}
+
+impl Inner {
+    fn propose_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.propose_timeout_ms)
+    }
+
+    /// Initialize a brand-new cluster with `members` as voters, unless a reachable peer
+    /// already belongs to an initialized cluster (then this node waits to be added instead).
+    async fn bootstrap(self: Arc<Self>, members: BTreeMap<u64, String>) {
+        let rpc_timeout = Duration::from_millis(self.config.rpc_timeout_ms);
+        for (&id, _) in members.iter().filter(|(id, _)| **id != self.me) {
+            let mut peer = self.network.peer(id, None);
+            if let Ok(true) = peer.probe(rpc_timeout).await {
+                tracing::warn!(
+                    node = self.me,
+                    peer = id,
+                    "not initializing: a peer already belongs to an initialized cluster"
+                );
+                return;
+            }
+        }
+        let nodes: BTreeMap<u64, Node> = members
+            .into_iter()
+            .map(|(id, addr)| (id, Node { addr }))
+            .collect();
+        match self.raft.initialize(nodes).await {
+            Ok(()) => tracing::info!(node = self.me, "initialized a new raft cluster"),
+            Err(error) => tracing::warn!(node = self.me, %error, "initializing the cluster"),
+        }
+    }
+
+    /// Publish the cluster view after every metrics change, until openraft stops.
+    async fn watch_readiness(self: Arc<Self>) {
+        let mut metrics = self.raft.metrics();
+        // The term in which this node was last seen caught up with a known leader.
+        let mut ready_term: Option<u64> = None;
+        loop {
+            let m = metrics.borrow_and_update().clone();
+            let readiness = self.readiness(&m, &mut ready_term).await;
+            if self.shut_down.load(Ordering::Acquire) {
+                return;
+            }
+            self.cluster.send_replace(view(self.me, &m, readiness));
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn readiness(
+        &self,
+        m: &RaftMetrics<u64, Node>,
+        ready_term: &mut Option<u64>,
+    ) -> Readiness {
+        if m.current_leader.is_none() || m.state == ServerState::Shutdown {
+            *ready_term = None;
+            return Readiness::NotReady {
+                reason: "no raft leader known".into(),
+            };
+        }
+        if *ready_term == Some(m.current_term) {
+            return Readiness::Ready;
+        }
+        let committed = self
+            .raft
+            .with_raft_state(|st| st.committed.map(|c| c.index))
+            .await
+            .ok()
+            .flatten();
+        let applied = m.last_applied.map(|l| l.index);
+        if applied >= committed {
+            *ready_term = Some(m.current_term);
+            Readiness::Ready
+        } else {
+            Readiness::NotReady {
+                reason: format!(
+                    "catching up: applied {} of committed {}",
+                    applied.unwrap_or(0),
+                    committed.unwrap_or(0)
+                ),
+            }
+        }
+    }
+
+    /// Wait until openraft's metrics change (a leader appears, a term passes), at most until
+    /// `deadline`; a short pause bounds the wait when nothing changes (an unreachable leader).
+    async fn await_change(&self, deadline: Instant) {
+        let mut metrics = self.raft.metrics();
+        // A cloned receiver may hold an unseen version; only later changes count.
+        metrics.borrow_and_update();
+        let pause = Instant::now() + Duration::from_millis(self.config.heartbeat_ms);
+        let _ = tokio::time::timeout_at(deadline.min(pause), metrics.changed()).await;
+    }
+
+    fn forward_peer(&self, leader: u64) -> Arc<tokio::sync::Mutex<Peer>> {
+        let mut pool = self.forward.lock().unwrap_or_else(PoisonError::into_inner);
+        let node = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned();
+        Arc::clone(pool.entry(leader).or_insert_with(|| {
+            Arc::new(tokio::sync::Mutex::new(
+                self.network.peer(leader, node.as_ref()),
+            ))
+        }))
+    }
+
+    async fn call_leader(
+        &self,
+        leader: u64,
+        request: &Request,
+        deadline: Instant,
+    ) -> Result<Response, MetadataError> {
+        let peer = self.forward_peer(leader);
+        let mut peer = peer.lock().await;
+        let left = deadline.saturating_duration_since(Instant::now());
+        Ok(peer.call(request, left).await?)
+    }
+
+    /// Propose on this node if it leads; otherwise forward to the leader; retry as leadership
+    /// moves, until `deadline`.
+    async fn propose_until(
+        &self,
+        command: MetadataCommand,
+        deadline: Instant,
+    ) -> Result<Proposed, MetadataError> {
+        loop {
+            let leader = match self.raft.client_write(command.clone()).await {
+                Ok(response) => return verdict(response.log_id.index, response.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_id,
+                Err(RaftError::APIError(e)) => return Err(storage(e)),
+                Err(RaftError::Fatal(e)) => return Err(self.fatal(e)),
+            };
+            if let Some(leader) = leader.filter(|l| *l != self.me) {
+                match self
+                    .call_leader(leader, &Request::Propose(command.clone()), deadline)
+                    .await
+                {
+                    Ok(Response::Propose(Ok((index, result)))) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        self.applied.wait_applied(index, left).await?;
+                        return verdict(index, Some(result));
+                    }
+                    Ok(Response::Propose(Err(e))) if !e.is_retriable() => return Err(e),
+                    Ok(Response::Propose(Err(_))) | Err(_) => {}
+                    Ok(_) => {
+                        return Err(MetadataError::Network(
+                            "unexpected response to Propose".into(),
+                        ));
+                    }
+                }
+            }
+            self.await_change(deadline).await;
+        }
+    }
+
+    /// The read index confirmed by the leader, this node or another; retried until `deadline`.
+    async fn read_index_until(&self, deadline: Instant) -> Result<u64, MetadataError> {
+        loop {
+            let leader = match self.raft.ensure_linearizable().await {
+                Ok(read) => return Ok(read.map_or(0, |l| l.index)),
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => f.leader_id,
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => None,
+                Err(RaftError::Fatal(e)) => return Err(self.fatal(e)),
+            };
+            if let Some(leader) = leader.filter(|l| *l != self.me) {
+                match self
+                    .call_leader(leader, &Request::ReadIndex, deadline)
+                    .await
+                {
+                    Ok(Response::ReadIndex(Ok(index))) => return Ok(index),
+                    Ok(Response::ReadIndex(Err(e))) if !e.is_retriable() => return Err(e),
+                    Ok(Response::ReadIndex(Err(_))) | Err(_) => {}
+                    Ok(_) => {
+                        return Err(MetadataError::Network(
+                            "unexpected response to ReadIndex".into(),
+                        ));
+                    }
+                }
+            }
+            self.await_change(deadline).await;
+        }
+    }
+
+    fn fatal(&self, error: openraft::error::Fatal<u64>) -> MetadataError {
+        if self.shut_down.load(Ordering::Acquire)
+            || matches!(error, openraft::error::Fatal::Stopped)
+        {
+            MetadataError::ShutDown
+        } else {
+            storage(error)
+        }
+    }
+
+    fn not_leader(leader: Option<u64>) -> MetadataError {
+        MetadataError::NotLeader {
+            leader: leader.map(NodeId),
+        }
+    }
+}
+
+/// A proposal's answer from the log index and apply's verdict.
+fn verdict(index: u64, applied: Applied) -> Result<Proposed, MetadataError> {
+    match applied {
+        Some(Ok(outcome)) => Ok(Proposed { index, outcome }),
+        Some(Err(rejection)) => Err(MetadataError::Rejected(rejection)),
+        None => Err(storage(format!(
+            "entry {index} carried no metadata command"
+        ))),
+    }
+}
+
+fn view(me: u64, m: &RaftMetrics<u64, Node>, readiness: Readiness) -> ClusterView {
+    let role = match m.state {
+        ServerState::Leader => Role::Leader,
+        ServerState::Follower => Role::Follower,
+        ServerState::Candidate => Role::Candidate,
+        ServerState::Learner => Role::Learner,
+        _ => Role::Unknown,
+    };
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let members = membership
+        .nodes()
+        .map(|(id, node)| ClusterMember {
+            id: NodeId(*id),
+            addr: Some(node.addr.clone()).filter(|a| !a.is_empty()),
+            voter: voters.contains(id),
+        })
+        .collect();
+    ClusterView {
+        node: NodeId(me),
+        role,
+        leader: m.current_leader.map(NodeId),
+        epoch: m.current_term,
+        members,
+        readiness,
+    }
+}
+
+impl Handler for Inner {
+    async fn initialized(&self) -> bool {
+        self.raft.is_initialized().await.unwrap_or(false)
+    }
+
+    async fn handle(&self, request: Request) -> Response {
+        match request {
+            Request::AppendEntries(rpc) => {
+                Response::AppendEntries(self.raft.append_entries(rpc).await)
+            }
+            Request::Vote(rpc) => Response::Vote(self.raft.vote(rpc).await),
+            Request::InstallSnapshot(rpc) => {
+                Response::InstallSnapshot(self.raft.install_snapshot(rpc).await)
+            }
+            Request::Propose(command) => Response::Propose(self.propose_here(command).await),
+            Request::ReadIndex => Response::ReadIndex(self.read_index_here().await),
+        }
+    }
+}
+
+impl Inner {
+    /// A forwarded proposal: write it if this node leads, never forward again.
+    async fn propose_here(&self, command: MetadataCommand) -> Forwarded {
+        let timeout = self.propose_timeout();
+        match tokio::time::timeout(timeout, self.raft.client_write(command)).await {
+            Ok(Ok(response)) => match response.data {
+                Some(result) => Ok((response.log_id.index, result)),
+                None => Err(storage("a forwarded entry carried no metadata command")),
+            },
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(Self::not_leader(f.leader_id))
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(storage(e)),
+            Ok(Err(RaftError::Fatal(e))) => Err(self.fatal(e)),
+            Err(_) => Err(timeout_error("a forwarded proposal to commit", timeout)),
+        }
+    }
+
+    /// A follower's read-index request: confirm leadership with a quorum, answer the index.
+    async fn read_index_here(&self) -> Result<u64, MetadataError> {
+        let timeout = self.propose_timeout();
+        match tokio::time::timeout(timeout, self.raft.get_read_log_id()).await {
+            Ok(Ok((read, _))) => Ok(read.map_or(0, |l| l.index)),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(Self::not_leader(f.leader_id))
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(MetadataError::NotReady {
+                reason: e.to_string(),
+            }),
+            Ok(Err(RaftError::Fatal(e))) => Err(self.fatal(e)),
+            Err(_) => Err(timeout_error("the read index", timeout)),
+        }
+    }
+}
+
+#[async_trait]
+impl MetadataBackend for RaftBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn guarantees(&self) -> Guarantees {
+        GUARANTEES
+    }
+
+    async fn propose(&self, command: MetadataCommand) -> Result<Proposed, MetadataError> {
+        self.check_running()?;
+        let timeout = self.inner.propose_timeout();
+        let deadline = Instant::now() + timeout;
+        tokio::time::timeout_at(deadline, self.inner.propose_until(command, deadline))
+            .await
+            .unwrap_or_else(|_| Err(timeout_error("the proposal to commit", timeout)))
+    }
+
+    fn local(&self) -> Arc<StateView> {
+        self.inner.applied.view()
+    }
+
+    async fn read_linearizable(&self) -> Result<Arc<StateView>, MetadataError> {
+        self.check_running()?;
+        let timeout = self.inner.propose_timeout();
+        let deadline = Instant::now() + timeout;
+        let index = tokio::time::timeout_at(deadline, self.inner.read_index_until(deadline))
+            .await
+            .unwrap_or_else(|_| Err(timeout_error("a linearizable read index", timeout)))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.inner.applied.wait_applied(index, left).await
+    }
+
+    fn subscribe(&self) -> ChangeStream {
+        self.inner.applied.subscribe()
+    }
+
+    async fn wait_applied(
+        &self,
+        index: LogIndex,
+        timeout: Duration,
+    ) -> Result<Arc<StateView>, MetadataError> {
+        self.inner.applied.wait_applied(index, timeout).await
+    }
+
+    fn cluster(&self) -> watch::Receiver<ClusterView> {
+        self.inner.cluster.subscribe()
+    }
+
+    async fn change_membership(
+        &self,
+        change: MembershipChange,
+    ) -> Result<ClusterView, MetadataError> {
+        self.check_running()?;
+        let timeout = self.inner.propose_timeout();
+        let raft = &self.inner.raft;
+        let result = match change {
+            MembershipChange::AddNode { id, addr } => {
+                tokio::time::timeout(timeout, async {
+                    raft.add_learner(id.0, Node { addr }, true).await?;
+                    raft.change_membership(
+                        ChangeMembers::AddVoterIds(BTreeSet::from([id.0])),
+                        false,
+                    )
+                    .await
+                })
+                .await
+            }
+            MembershipChange::RemoveNode { id } => {
+                let known = raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .get_node(&id.0)
+                    .is_some();
+                if !known {
+                    return Err(MetadataError::Config(format!(
+                        "node {id} is not a member of this cluster"
+                    )));
+                }
+                tokio::time::timeout(
+                    timeout,
+                    raft.change_membership(
+                        ChangeMembers::RemoveVoters(BTreeSet::from([id.0])),
+                        false,
+                    ),
+                )
+                .await
+            }
+            MembershipChange::Promote { .. } => {
+                return Err(MetadataError::Unsupported {
+                    what: "promotion: raft elects its leader automatically".into(),
+                });
+            }
+            _ => {
+                return Err(MetadataError::Unsupported {
+                    what: "this membership change".into(),
+                });
+            }
+        };
+        match result {
+            Ok(Ok(response)) => {
+                // The view reflects the committed membership once the watcher has seen it.
+                let index = response.log_id.index;
+                let left = timeout;
+                self.inner.applied.wait_applied(index, left).await?;
+                let mut views = self.cluster();
+                let wanted = response.membership.clone();
+                let seen = tokio::time::timeout(
+                    left,
+                    views.wait_for(|v| {
+                        wanted.as_ref().is_none_or(|m| {
+                            let ids: BTreeSet<u64> = m.nodes().map(|(id, _)| *id).collect();
+                            let have: BTreeSet<u64> = v.members.iter().map(|m| m.id.0).collect();
+                            ids == have
+                        })
+                    }),
+                )
+                .await;
+                match seen {
+                    Ok(Ok(view)) => Ok(view.clone()),
+                    Ok(Err(_)) => Err(MetadataError::ShutDown),
+                    Err(_) => Err(timeout_error("the new membership to show", left)),
+                }
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(Inner::not_leader(f.leader_id))
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(MetadataError::Config(e.to_string())),
+            Ok(Err(RaftError::Fatal(e))) => Err(self.inner.fatal(e)),
+            Err(_) => Err(timeout_error("the membership change to commit", timeout)),
+        }
+    }
+
+    async fn shutdown(&self) -> Result<(), MetadataError> {
+        if self.inner.shut_down.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.inner.cluster.send_modify(|view| {
+            view.role = Role::Unknown;
+            view.readiness = Readiness::NotReady {
+                reason: "shut down".into(),
+            };
+        });
+        let tasks = self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(mut tasks) = tasks {
+            tasks.shutdown().await;
+        }
+        self.inner
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| storage(format!("stopping openraft: {e}")))
+    }
+}

@@ -1,0 +1,74 @@
+//! The `raft` metadata backend: every metadata write is an entry in an openraft 0.9 log stored
+//! in RocksDB, applied in log order to a [`MetadataState`](switchyard_backend_api::MetadataState)
+//! through [`AppliedState`](switchyard_backend_api::AppliedState).
+//!
+//! Registered as `raft`. Configuration is the `[metadata.raft]` table ([`RaftConfig`]); the
+//! design, the declared guarantees and the argument for each are in `docs/BACKENDS.md`.
+//!
+//! # Layout
+//! - `lib.rs` — registration and the declared [`GUARANTEES`].
+//! - `config.rs` — [`RaftConfig`].
+//! - `types.rs` — openraft's type configuration (commands in, apply verdicts out).
+//! - `store.rs` — RocksDB log storage (column families `log`, `meta`, `sm`) with group-commit
+//!   fsync, and the state machine persisted as snapshots of
+//!   [`StateView`](switchyard_backend_api::StateView).
+//! - `network.rs` — the TCP transport: handshake, length-delimited codec frames, openraft's
+//!   RPCs, forwarded proposals and read-index requests.
+//! - `backend.rs` — [`RaftBackend`]: open, bootstrap, propose (forwarding), linearizable reads,
+//!   membership changes, readiness, shutdown.
+//!
+//! # Invariants
+//! - Opening never waits on consensus: openraft starts, and readiness is observed through
+//!   `cluster()` (a leader is known and this node applied what it saw committed).
+//! - A node initializes a cluster only while its store is empty, only when the bootstrap rule
+//!   names it, and only if no reachable peer reports an initialized cluster.
+//! - `propose` answers only after the entry is committed by a quorum (each member fsynced it)
+//!   and applied on this node, forwarded or not.
+//! - Only committed entries are applied; the state is rebuilt on restart from the last
+//!   snapshot plus the log up to the persisted commit index.
+
+mod backend;
+mod config;
+mod network;
+mod store;
+mod types;
+
+use std::sync::Arc;
+
+use switchyard_backend_api::{
+    Durability, Failover, Guarantees, LossWindow, MetadataBackend, OpenContext, OpenFuture,
+    ReadConsistency, Registration,
+};
+
+pub use backend::RaftBackend;
+pub use config::RaftConfig;
+
+/// Registry name.
+pub const NAME: &str = "raft";
+
+/// Quorum-fsynced writes, linearizable reads, automatic failover, nothing lost while a
+/// majority of voters keeps its disk.
+pub const GUARANTEES: Guarantees = Guarantees {
+    durability: Durability::QuorumFsync,
+    reads: ReadConsistency::Linearizable,
+    failover: Failover::Automatic,
+    loss_window: LossWindow::Nothing,
+    multi_node: true,
+};
+
+inventory::submit! {
+    Registration {
+        name: NAME,
+        description: "openraft log in RocksDB; quorum fsync, linearizable reads, automatic \
+                      failover, followers forward writes to the leader",
+        guarantees: GUARANTEES,
+        open,
+    }
+}
+
+fn open(context: OpenContext) -> OpenFuture {
+    Box::pin(async move {
+        let backend: Arc<dyn MetadataBackend> = Arc::new(RaftBackend::open(context).await?);
+        Ok(backend)
+    })
+}

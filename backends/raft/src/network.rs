@@ -1,0 +1,481 @@
+//! The TCP transport between nodes: length-delimited frames (`tokio-util`'s
+//! `LengthDelimitedCodec`, 4-byte big-endian length) whose bodies are codec-encoded messages
+//! (`switchyard_backend_api::codec`: a format-version byte, then bincode).
+//!
+//! A connection opens with a [`Hello`] naming the cluster id and both node ids; the listener
+//! refuses a peer of another cluster, or one that addressed a different node. After that the
+//! client sends one [`Request`] at a time and reads its [`Response`]. A [`Peer`] keeps its
+//! connection open across calls and drops it on any error; every call has a deadline.
+//!
+//! openraft's RPCs ride this transport through [`Network`] / [`PeerNetwork`]. Snapshots go as
+//! `InstallSnapshot` chunks of `snapshot_chunk_bytes` (openraft's chunked sender). Two
+//! requests are the backend's own: `Propose` (a follower forwards a write to the leader) and
+//! `ReadIndex` (a follower asks the leader for the read index of a linearizable read).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{RaftNetwork, RaftNetworkFactory};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use switchyard_backend_api::{
+    CodecError, MetadataCommand, MetadataError, Outcome, Rejection, codec,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use crate::types::{Node, TypeConfig};
+
+/// The first frame of every connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    /// The cluster the caller belongs to.
+    pub(crate) cluster_id: String,
+    /// The caller's node id.
+    pub(crate) from: u64,
+    /// The node id the caller means to reach.
+    pub(crate) to: u64,
+}
+
+/// The listener's answer to a [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Welcome {
+    /// Accepted; says whether this node belongs to an initialized cluster.
+    Accepted {
+        /// Whether the node has a membership (was initialized or added).
+        initialized: bool,
+    },
+    /// Refused, with the reason.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A request on an accepted connection.
+#[derive(Debug, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Request {
+    /// openraft: replicate entries / heartbeat.
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// openraft: request a vote.
+    Vote(VoteRequest<u64>),
+    /// openraft: one chunk of a snapshot.
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A follower forwards a write; the receiver proposes it if it leads.
+    Propose(MetadataCommand),
+    /// A follower asks the leader for the read index of a linearizable read.
+    ReadIndex,
+}
+
+/// A forwarded proposal's result: its log index and apply's verdict.
+pub(crate) type Forwarded = Result<(u64, Result<Outcome, Rejection>), MetadataError>;
+
+/// The answer to a [`Request`], variant for variant.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Response {
+    /// openraft's answer.
+    AppendEntries(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    /// openraft's answer.
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    /// openraft's answer.
+    InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    /// The forwarded write's result; `NotLeader` if the receiver does not lead.
+    Propose(Forwarded),
+    /// The leader's read index.
+    ReadIndex(Result<u64, MetadataError>),
+}
+
+/// Why a call to a peer failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum NetError {
+    /// Connecting, reading or writing failed.
+    #[error("{addr}: {source}")]
+    Io {
+        /// The peer address.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A frame did not decode.
+    #[error("{0}")]
+    Codec(#[from] CodecError),
+    /// The peer refused the handshake.
+    #[error("peer refused the connection: {0}")]
+    Refused(String),
+    /// The peer closed the connection.
+    #[error("{0}: connection closed")]
+    Closed(String),
+    /// The deadline passed.
+    #[error("{addr}: no answer within {after:?}")]
+    Timeout {
+        /// The peer address.
+        addr: String,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The peer answered with another variant than asked for.
+    #[error("unexpected response to {0}")]
+    Unexpected(&'static str),
+}
+
+impl From<NetError> for MetadataError {
+    fn from(error: NetError) -> Self {
+        match error {
+            NetError::Codec(e) => MetadataError::Codec(e),
+            other => MetadataError::Network(other.to_string()),
+        }
+    }
+}
+
+type Conn = Framed<TcpStream, LengthDelimitedCodec>;
+
+fn framing(max_frame_bytes: u32) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(max_frame_bytes as usize)
+        .new_codec()
+}
+
+async fn send<T: Serialize>(conn: &mut Conn, addr: &str, value: &T) -> Result<(), NetError> {
+    let bytes = codec::encode(value)?;
+    conn.send(tokio_util::bytes::Bytes::from(bytes))
+        .await
+        .map_err(|source| NetError::Io {
+            addr: addr.to_owned(),
+            source,
+        })
+}
+
+async fn recv<T: DeserializeOwned>(conn: &mut Conn, addr: &str) -> Result<T, NetError> {
+    match conn.next().await {
+        Some(Ok(frame)) => Ok(codec::decode(&frame)?),
+        Some(Err(source)) => Err(NetError::Io {
+            addr: addr.to_owned(),
+            source,
+        }),
+        None => Err(NetError::Closed(addr.to_owned())),
+    }
+}
+
+/// A client connection to one peer, opened on first use and reused until an error.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    hello: Hello,
+    addr: String,
+    max_frame_bytes: u32,
+    conn: Option<Conn>,
+}
+
+impl Peer {
+    /// A peer at `addr`; nothing is connected yet.
+    pub(crate) fn new(hello: Hello, addr: String, max_frame_bytes: u32) -> Self {
+        Self {
+            hello,
+            addr,
+            max_frame_bytes,
+            conn: None,
+        }
+    }
+
+    /// Connect and shake hands; returns whether the peer is initialized.
+    async fn connect(&mut self) -> Result<bool, NetError> {
+        let stream = TcpStream::connect(&self.addr)
+            .await
+            .map_err(|source| NetError::Io {
+                addr: self.addr.clone(),
+                source,
+            })?;
+        // Small frames (votes, heartbeats) must not wait for Nagle.
+        stream.set_nodelay(true).map_err(|source| NetError::Io {
+            addr: self.addr.clone(),
+            source,
+        })?;
+        let mut conn = Framed::new(stream, framing(self.max_frame_bytes));
+        send(&mut conn, &self.addr, &self.hello).await?;
+        match recv(&mut conn, &self.addr).await? {
+            Welcome::Accepted { initialized } => {
+                self.conn = Some(conn);
+                Ok(initialized)
+            }
+            Welcome::Refused { reason } => Err(NetError::Refused(reason)),
+        }
+    }
+
+    /// Connect (if needed) and ask whether the peer is initialized, within `timeout`.
+    pub(crate) async fn probe(&mut self, timeout: Duration) -> Result<bool, NetError> {
+        self.conn = None;
+        let addr = self.addr.clone();
+        tokio::time::timeout(timeout, self.connect())
+            .await
+            .unwrap_or(Err(NetError::Timeout {
+                addr,
+                after: timeout,
+            }))
+    }
+
+    /// Send `request` and read the response, connecting first if needed, within `timeout`.
+    pub(crate) async fn call(
+        &mut self,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response, NetError> {
+        let result = tokio::time::timeout(timeout, self.call_inner(request)).await;
+        let result = result.unwrap_or_else(|_| {
+            Err(NetError::Timeout {
+                addr: self.addr.clone(),
+                after: timeout,
+            })
+        });
+        if result.is_err() {
+            // The stream may hold half a frame or a late answer: never reuse it.
+            self.conn = None;
+        }
+        result
+    }
+
+    async fn call_inner(&mut self, request: &Request) -> Result<Response, NetError> {
+        if self.conn.is_none() {
+            self.connect().await?;
+        }
+        let addr = self.addr.clone();
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| NetError::Closed(addr.clone()))?;
+        send(conn, &addr, request).await?;
+        recv(conn, &addr).await
+    }
+}
+
+/// Creates openraft's per-target clients.
+#[derive(Debug, Clone)]
+pub(crate) struct Network {
+    /// This node.
+    pub(crate) me: u64,
+    /// The cluster id presented in every handshake.
+    pub(crate) cluster_id: String,
+    /// Configured peer addresses; they take precedence over addresses in the membership.
+    pub(crate) peers: Arc<BTreeMap<u64, String>>,
+    /// Largest frame.
+    pub(crate) max_frame_bytes: u32,
+}
+
+impl Network {
+    /// A client for `target`, whose membership entry is `node`.
+    pub(crate) fn peer(&self, target: u64, node: Option<&Node>) -> Peer {
+        let addr = self
+            .peers
+            .get(&target)
+            .cloned()
+            .or_else(|| node.map(|n| n.addr.clone()))
+            .unwrap_or_default();
+        Peer::new(
+            Hello {
+                cluster_id: self.cluster_id.clone(),
+                from: self.me,
+                to: target,
+            },
+            addr,
+            self.max_frame_bytes,
+        )
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: u64, node: &Node) -> Self::Network {
+        PeerNetwork {
+            target,
+            peer: self.peer(target, Some(node)),
+        }
+    }
+}
+
+/// openraft's client for one target.
+#[derive(Debug)]
+pub(crate) struct PeerNetwork {
+    target: u64,
+    peer: Peer,
+}
+
+impl PeerNetwork {
+    async fn rpc<E: std::error::Error>(
+        &mut self,
+        request: Request,
+        option: &RPCOption,
+    ) -> Result<Response, RPCError<u64, Node, E>> {
+        self.peer
+            .call(&request, option.hard_ttl())
+            .await
+            .map_err(|e| match e {
+                NetError::Io { .. } | NetError::Refused(_) | NetError::Closed(_) => {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                }
+                other => RPCError::Network(NetworkError::new(&other)),
+            })
+    }
+}
+
+fn unexpected<E: std::error::Error>(what: &'static str) -> RPCError<u64, Node, E> {
+    RPCError::Network(NetworkError::new(&NetError::Unexpected(what)))
+}
+
+impl RaftNetwork<TypeConfig> for PeerNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Node, RaftError<u64>>> {
+        match self.rpc(Request::AppendEntries(rpc), &option).await? {
+            Response::AppendEntries(result) => {
+                result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            _ => Err(unexpected("AppendEntries")),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, Node, RaftError<u64, InstallSnapshotError>>,
+    > {
+        match self.rpc(Request::InstallSnapshot(rpc), &option).await? {
+            Response::InstallSnapshot(result) => {
+                result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            _ => Err(unexpected("InstallSnapshot")),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, Node, RaftError<u64>>> {
+        match self.rpc(Request::Vote(rpc), &option).await? {
+            Response::Vote(result) => {
+                result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            _ => Err(unexpected("Vote")),
+        }
+    }
+}
+
+/// What the listener serves: the node behind it.
+pub(crate) trait Handler: Send + Sync + 'static {
+    /// Whether the node has a membership.
+    fn initialized(&self) -> impl Future<Output = bool> + Send;
+
+    /// Answer one request.
+    fn handle(&self, request: Request) -> impl Future<Output = Response> + Send;
+}
+
+/// Who the listener is.
+#[derive(Debug, Clone)]
+pub(crate) struct ListenerIdentity {
+    /// This node.
+    pub(crate) me: u64,
+    /// This cluster.
+    pub(crate) cluster_id: String,
+    /// Largest frame.
+    pub(crate) max_frame_bytes: u32,
+}
+
+/// Accept peer connections until the task is aborted; each connection is served by a task
+/// owned by this one, so aborting it closes every connection.
+pub(crate) async fn serve<H: Handler>(
+    listener: TcpListener,
+    identity: ListenerIdentity,
+    handler: Arc<H>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, addr)) => {
+                    let identity = identity.clone();
+                    let handler = Arc::clone(&handler);
+                    connections.spawn(async move {
+                        if let Err(error) = serve_connection(stream, &identity, handler.as_ref()).await {
+                            tracing::debug!(%addr, %error, "peer connection closed");
+                        }
+                    });
+                }
+                Err(error) => tracing::warn!(%error, "accepting a peer connection failed"),
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+async fn serve_connection<H: Handler>(
+    stream: TcpStream,
+    identity: &ListenerIdentity,
+    handler: &H,
+) -> Result<(), NetError> {
+    let addr = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    stream.set_nodelay(true).map_err(|source| NetError::Io {
+        addr: addr.clone(),
+        source,
+    })?;
+    let mut conn = Framed::new(stream, framing(identity.max_frame_bytes));
+    let hello: Hello = recv(&mut conn, &addr).await?;
+    let refusal = if hello.cluster_id != identity.cluster_id {
+        Some(format!(
+            "node {} is in cluster {:?}, not {:?}",
+            identity.me, identity.cluster_id, hello.cluster_id
+        ))
+    } else if hello.to != identity.me {
+        Some(format!(
+            "this is node {}, not node {}",
+            identity.me, hello.to
+        ))
+    } else if hello.from == identity.me {
+        Some(format!("node {} connected to itself", identity.me))
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        tracing::warn!(peer = hello.from, %addr, %reason, "refused a peer");
+        send(
+            &mut conn,
+            &addr,
+            &Welcome::Refused {
+                reason: reason.clone(),
+            },
+        )
+        .await?;
+        return Err(NetError::Refused(reason));
+    }
+    let initialized = handler.initialized().await;
+    send(&mut conn, &addr, &Welcome::Accepted { initialized }).await?;
+    loop {
+        let request: Request = match recv(&mut conn, &addr).await {
+            Ok(request) => request,
+            Err(NetError::Closed(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let response = handler.handle(request).await;
+        send(&mut conn, &addr, &response).await?;
+    }
+}

@@ -1,0 +1,514 @@
+//! The RocksDB store: openraft's [`RaftLogStorage`] ([`LogStore`]) and [`RaftStateMachine`]
+//! ([`StateMachine`]) over one database with three column families:
+//!
+//! | column family | key | value |
+//! |---|---|---|
+//! | `log` | entry index, 8 bytes big-endian | the codec-encoded [`Entry`] |
+//! | `meta` | `vote`, `committed`, `purged` | the codec-encoded [`Vote`] / [`LogId`] |
+//! | `sm` | `snapshot` | the codec-encoded snapshot meta and [`StateView`] bytes |
+//!
+//! The state machine itself is the in-memory [`AppliedState`]; it is persisted only as
+//! snapshots. On open it restarts from the last snapshot and openraft re-applies the log from
+//! there up to the persisted commit index.
+//!
+//! ### To ensure correctness:
+//! - A vote is written with `sync` before `save_vote` returns.
+//! - Appended entries are readable when `append` returns (written to the memtable) and durable
+//!   when the flush callback runs: one syncer thread fsyncs the RocksDB WAL for every batch of
+//!   queued appends (group commit) and answers their callbacks in order.
+//! - Purge records the purged log id and deletes the entries in one atomic batch.
+
+// openraft's storage traits fix `StorageError` (224 bytes) as the error type; the helpers
+// return it too rather than converting at every call.
+#![allow(clippy::result_large_err)]
+
+use std::fmt;
+use std::io::{self, Cursor};
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
+use openraft::{
+    Entry, EntryPayload, LogId, LogState, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
+    Snapshot, SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
+};
+use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use switchyard_backend_api::{AppliedState, StateView, codec};
+
+use crate::types::{Applied, Node, TypeConfig};
+
+const CF_LOG: &str = "log";
+const CF_META: &str = "meta";
+const CF_SM: &str = "sm";
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_PURGED: &[u8] = b"purged";
+const KEY_SNAPSHOT: &[u8] = b"snapshot";
+
+type StoreResult<T> = Result<T, StorageError<u64>>;
+
+fn read_err(e: impl fmt::Display) -> StorageError<u64> {
+    StorageIOError::read(&io::Error::other(e.to_string())).into()
+}
+
+fn write_err(e: impl fmt::Display) -> StorageError<u64> {
+    StorageIOError::write(&io::Error::other(e.to_string())).into()
+}
+
+fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+    codec::decode(bytes).map_err(read_err)
+}
+
+fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
+    codec::encode(value).map_err(write_err)
+}
+
+/// The open database, shared by the log store, its readers and the state machine.
+#[derive(Clone)]
+pub(crate) struct Db {
+    db: Arc<DB>,
+}
+
+impl fmt::Debug for Db {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Db").field("path", &self.db.path()).finish()
+    }
+}
+
+impl Db {
+    /// Open (or create) the database in `dir`.
+    ///
+    /// A node that was just crashed in this process may still be closing its handle on the
+    /// same directory (its tasks are stopping); RocksDB then reports the lock as held, and open
+    /// retries until `lock_wait` has passed.
+    pub(crate) async fn open(dir: &Path, lock_wait: Duration) -> Result<Self, rocksdb::Error> {
+        let deadline = tokio::time::Instant::now() + lock_wait;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match Self::open_now(dir) {
+                Ok(db) => return Ok(db),
+                Err(e)
+                    if e.to_string().contains("lock") && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn open_now(dir: &Path) -> Result<Self, rocksdb::Error> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        let families = [CF_LOG, CF_META, CF_SM]
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors(&options, dir, families)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    fn cf(&self, name: &str) -> StoreResult<&rocksdb::ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| read_err(format!("column family {name} is missing")))
+    }
+
+    fn get<T: DeserializeOwned>(&self, cf: &str, key: &[u8]) -> StoreResult<Option<T>> {
+        match self.db.get_cf(self.cf(cf)?, key).map_err(read_err)? {
+            Some(bytes) => decode(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn put_sync<T: Serialize>(&self, cf: &str, key: &[u8], value: &T) -> StoreResult<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(cf)?, key, encode(value)?);
+        self.write_sync(batch)
+    }
+
+    fn write_sync(&self, batch: WriteBatch) -> StoreResult<()> {
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options).map_err(write_err)
+    }
+
+    /// Whether nothing was ever written: no vote, no entry, no snapshot.
+    pub(crate) fn is_pristine(&self) -> StoreResult<bool> {
+        let vote: Option<Vote<u64>> = self.get(CF_META, KEY_VOTE)?;
+        let purged: Option<LogId<u64>> = self.get(CF_META, KEY_PURGED)?;
+        let snapshot = self
+            .db
+            .get_cf(self.cf(CF_SM)?, KEY_SNAPSHOT)
+            .map_err(read_err)?;
+        let first = self
+            .db
+            .iterator_cf(self.cf(CF_LOG)?, IteratorMode::Start)
+            .next()
+            .transpose()
+            .map_err(read_err)?;
+        Ok(vote.is_none() && purged.is_none() && snapshot.is_none() && first.is_none())
+    }
+
+    fn entries<RB: RangeBounds<u64>>(&self, range: RB) -> StoreResult<Vec<Entry<TypeConfig>>> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_LOG)?,
+            IteratorMode::From(&log_key(start), Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item.map_err(read_err)?;
+            let index = u64::from_be_bytes(
+                key.as_ref()
+                    .try_into()
+                    .map_err(|_| read_err("log key is not 8 bytes"))?,
+            );
+            if !range.contains(&index) {
+                break;
+            }
+            out.push(decode(&value)?);
+        }
+        Ok(out)
+    }
+
+    fn last_entry(&self) -> StoreResult<Option<Entry<TypeConfig>>> {
+        match self
+            .db
+            .iterator_cf(self.cf(CF_LOG)?, IteratorMode::End)
+            .next()
+        {
+            Some(item) => {
+                let (_, value) = item.map_err(read_err)?;
+                decode(&value).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// Runs WAL fsyncs for appends: drains every queued callback, fsyncs once, answers in order.
+///
+/// It holds the database weakly, so that the database closes with its last store handle even
+/// while this thread still waits for its channel to close.
+fn spawn_syncer(db: &Db) -> io::Result<std_mpsc::Sender<LogFlushed<TypeConfig>>> {
+    let db = Arc::downgrade(&db.db);
+    let (tx, rx) = std_mpsc::channel::<LogFlushed<TypeConfig>>();
+    std::thread::Builder::new()
+        .name("raft-log-sync".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                batch.extend(rx.try_iter());
+                let result = match db.upgrade() {
+                    Some(db) => db.flush_wal(true).map_err(io::Error::other),
+                    None => Err(io::Error::other("the database is closed")),
+                };
+                for callback in batch {
+                    let result = match &result {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(io::Error::other(e.to_string())),
+                    };
+                    callback.log_io_completed(result);
+                }
+            }
+        })?;
+    Ok(tx)
+}
+
+/// openraft's log storage on RocksDB.
+#[derive(Debug, Clone)]
+pub(crate) struct LogStore {
+    db: Db,
+    syncer: std_mpsc::Sender<LogFlushed<TypeConfig>>,
+}
+
+impl LogStore {
+    /// The log store of `db`; starts its syncer thread.
+    pub(crate) fn new(db: Db) -> io::Result<Self> {
+        let syncer = spawn_syncer(&db)?;
+        Ok(Self { db, syncer })
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + fmt::Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StoreResult<Vec<Entry<TypeConfig>>> {
+        self.db.entries(range)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> StoreResult<LogState<TypeConfig>> {
+        let last_purged_log_id: Option<LogId<u64>> = self.db.get(CF_META, KEY_PURGED)?;
+        let last_log_id = match self.db.last_entry()? {
+            Some(entry) => Some(entry.log_id),
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> StoreResult<()> {
+        self.db.put_sync(CF_META, KEY_VOTE, vote)
+    }
+
+    async fn read_vote(&mut self) -> StoreResult<Option<Vote<u64>>> {
+        self.db.get(CF_META, KEY_VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> StoreResult<()> {
+        // Not synced: a lost commit index only delays re-applying until the next commit.
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.db.cf(CF_META)?, KEY_COMMITTED, encode(&committed)?);
+        self.db.db.write(batch).map_err(write_err)
+    }
+
+    async fn read_committed(&mut self) -> StoreResult<Option<LogId<u64>>> {
+        Ok(self
+            .db
+            .get::<Option<LogId<u64>>>(CF_META, KEY_COMMITTED)?
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StoreResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let cf = self.db.cf(CF_LOG)?;
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            batch.put_cf(cf, log_key(entry.log_id.index), encode(&entry)?);
+        }
+        self.db.db.write(batch).map_err(write_err)?;
+        self.syncer
+            .send(callback)
+            .map_err(|_| write_err("the log syncer thread has stopped"))
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> StoreResult<()> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(
+            self.db.cf(CF_LOG)?,
+            log_key(log_id.index),
+            log_key(u64::MAX),
+        );
+        batch.delete_cf(self.db.cf(CF_LOG)?, log_key(u64::MAX));
+        self.db.write_sync(batch)
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> StoreResult<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.db.cf(CF_META)?, KEY_PURGED, encode(&log_id)?);
+        batch.delete_range_cf(
+            self.db.cf(CF_LOG)?,
+            log_key(0),
+            log_key(log_id.index.saturating_add(1)),
+        );
+        self.db.write_sync(batch)
+    }
+}
+
+/// A snapshot as stored: its meta and the [`StateView::to_bytes`] encoding.
+type StoredSnapshot = (SnapshotMeta<u64, Node>, Vec<u8>);
+
+/// openraft's state machine: [`AppliedState`] in memory, persisted as snapshots.
+#[derive(Debug)]
+pub(crate) struct StateMachine {
+    db: Db,
+    applied: Arc<AppliedState>,
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, Node>,
+    snapshots_built: u64,
+}
+
+impl StateMachine {
+    /// Restart from the last snapshot in `db`, or from an empty state.
+    pub(crate) fn open(db: Db) -> StoreResult<Self> {
+        let stored: Option<StoredSnapshot> = db.get(CF_SM, KEY_SNAPSHOT)?;
+        let (view, last_applied, membership) = match stored {
+            Some((meta, data)) => (
+                StateView::from_bytes(&data).map_err(read_err)?,
+                meta.last_log_id,
+                meta.last_membership,
+            ),
+            None => (StateView::default(), None, StoredMembership::default()),
+        };
+        Ok(Self {
+            db,
+            applied: Arc::new(AppliedState::new(view)),
+            last_applied,
+            membership,
+            snapshots_built: 0,
+        })
+    }
+
+    /// The applied state this machine publishes into.
+    pub(crate) fn applied(&self) -> Arc<AppliedState> {
+        Arc::clone(&self.applied)
+    }
+}
+
+/// Builds a snapshot of the view captured when it was created.
+#[derive(Debug)]
+pub(crate) struct SnapshotBuilder {
+    db: Db,
+    view: Arc<StateView>,
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, Node>,
+    id: String,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> StoreResult<Snapshot<TypeConfig>> {
+        let data = self.view.to_bytes().map_err(write_err)?;
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            snapshot_id: self.id.clone(),
+        };
+        self.db
+            .put_sync(CF_SM, KEY_SNAPSHOT, &(meta.clone(), data.clone()))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StoreResult<(Option<LogId<u64>>, StoredMembership<u64, Node>)> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StoreResult<Vec<Applied>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut replies = Vec::new();
+        for entry in entries {
+            let log_id = entry.log_id;
+            let reply = match &entry.payload {
+                EntryPayload::Normal(command) => Some(
+                    self.applied
+                        .apply(log_id.index, command)
+                        .map_err(|e| StorageError::from(StorageIOError::apply(log_id, &e)))?,
+                ),
+                EntryPayload::Blank => {
+                    self.applied.skip_to(log_id.index);
+                    None
+                }
+                EntryPayload::Membership(membership) => {
+                    self.membership = StoredMembership::new(Some(log_id), membership.clone());
+                    self.applied.skip_to(log_id.index);
+                    None
+                }
+            };
+            self.last_applied = Some(log_id);
+            replies.push(reply);
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.snapshots_built += 1;
+        let id = match self.last_applied {
+            Some(log_id) => format!(
+                "{}-{}-{}",
+                log_id.leader_id.term, log_id.index, self.snapshots_built
+            ),
+            None => format!("none-{}", self.snapshots_built),
+        };
+        SnapshotBuilder {
+            db: self.db.clone(),
+            view: self.applied.view(),
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            id,
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StoreResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, Node>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StoreResult<()> {
+        let data = snapshot.into_inner();
+        let view = StateView::from_bytes(&data).map_err(read_err)?;
+        self.db
+            .put_sync(CF_SM, KEY_SNAPSHOT, &(meta.clone(), data))?;
+        self.applied.install(view);
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StoreResult<Option<Snapshot<TypeConfig>>> {
+        let stored: Option<StoredSnapshot> = self.db.get(CF_SM, KEY_SNAPSHOT)?;
+        Ok(stored.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::testing::{StoreBuilder, Suite};
+    use tempfile::TempDir;
+
+    use super::*;
+
+    struct RocksBuilder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RocksBuilder {
+        async fn build(&self) -> StoreResult<(TempDir, LogStore, StateMachine)> {
+            let dir = TempDir::new().map_err(write_err)?;
+            let db = Db::open(dir.path(), Duration::ZERO)
+                .await
+                .map_err(write_err)?;
+            let log = LogStore::new(db.clone()).map_err(write_err)?;
+            let sm = StateMachine::open(db)?;
+            Ok((dir, log, sm))
+        }
+    }
+
+    #[test]
+    fn openraft_storage_suite() -> StoreResult<()> {
+        Suite::<TypeConfig, LogStore, StateMachine, RocksBuilder, TempDir>::test_all(RocksBuilder)
+    }
+}

@@ -1,0 +1,76 @@
+//! Kill the leader of three nodes: a new leader takes writes (through a follower too), no
+//! acknowledged write is lost, the survivors converge; the killed node restarts and converges.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail, ensure};
+use switchyard_backend_api::MetadataBackend;
+use switchyard_compat_tests::fixtures::{create_topic, create_topic_ok, propose, register_all};
+use switchyard_compat_tests::{RegistryHarness, TestCluster};
+
+use crate::support::converges;
+
+/// Position of `node` in the cluster (node ids are 1-based).
+fn position(node: &Arc<dyn MetadataBackend>) -> anyhow::Result<usize> {
+    let id = node.cluster().borrow().node.0;
+    usize::try_from(id - 1).context("node id")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_leader_is_replaced_without_losing_acknowledged_writes() -> anyhow::Result<()> {
+    let harness = RegistryHarness::new("raft");
+    let mut cluster = TestCluster::start(&harness, 3).await?;
+    let leader = cluster.leader().await?;
+    register_all(&leader, &[1]).await?;
+    let mut acknowledged = Vec::new();
+    for i in 0..20 {
+        let name = format!("before-{i}");
+        create_topic_ok(&leader, &name, &[&[1]]).await?;
+        acknowledged.push(name);
+    }
+    let killed = position(&leader)?;
+    drop(leader);
+    cluster.crash(killed).await?;
+
+    let leader = cluster.leader().await?;
+    ensure!(position(&leader)? != killed, "the killed node still leads");
+    let follower_at = (0..3)
+        .find(|i| *i != killed && *i != position(&leader).unwrap_or(usize::MAX))
+        .context("no follower left")?;
+    let follower = Arc::clone(cluster.node(follower_at)?);
+    for i in 0..10 {
+        let name = format!("after-{i}");
+        // Through the follower: forwarded to the leader, answered once applied locally.
+        let proposed = match propose(&follower, create_topic(&name, &[&[1]])).await? {
+            Ok(p) => p,
+            Err(e) => bail!("forwarded write {name}: {e}"),
+        };
+        ensure!(follower.local().applied_index >= proposed.index);
+        ensure!(follower.local().state.topic(&name).is_some());
+        acknowledged.push(name);
+        let name = format!("after-leader-{i}");
+        create_topic_ok(&leader, &name, &[&[1]]).await?;
+        acknowledged.push(name);
+    }
+
+    let view = leader.read_linearizable().await?;
+    for name in &acknowledged {
+        ensure!(
+            view.state.topic(name).is_some(),
+            "acknowledged {name} is lost"
+        );
+    }
+    let linearizable = follower.read_linearizable().await?;
+    ensure!(linearizable.applied_index >= view.applied_index);
+    converges(&follower, &leader.local()).await?;
+
+    let back = cluster.open(killed).await?;
+    converges(&back, &leader.local()).await?;
+    for name in &acknowledged {
+        ensure!(
+            back.local().state.topic(name).is_some(),
+            "restarted node lacks {name}"
+        );
+    }
+    Ok(())
+}

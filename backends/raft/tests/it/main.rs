@@ -1,0 +1,11 @@
+//! Integration tests of the `raft` backend: the shared conformance suite on one node and on
+//! three-node clusters, the kill-leader and restart test, and membership changes 1 → 3 → 1
+//! with writes flowing.
+
+use switchyard_backend_raft as _;
+
+mod conformance;
+mod failover;
+mod membership;
+mod support;
+mod trio;

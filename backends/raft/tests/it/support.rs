@@ -1,0 +1,69 @@
+//! Helpers shared by the raft-specific tests.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, ensure};
+use figment::Figment;
+use switchyard_backend_api::{
+    MetadataBackend, NodeId, NodeIdentity, OpenContext, StateView, open_backend,
+};
+use switchyard_compat_tests::DEADLINE;
+
+/// A free loopback address (the node binds it again when it opens).
+pub(crate) fn reserve_addr() -> anyhow::Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("reserving a cluster port")?;
+    Ok(listener.local_addr()?.to_string())
+}
+
+/// Open a `raft` node directly, with this config table.
+pub(crate) async fn open_node(
+    identity: NodeIdentity,
+    data_dir: PathBuf,
+    config: Figment,
+) -> anyhow::Result<Arc<dyn MetadataBackend>> {
+    std::fs::create_dir_all(&data_dir).with_context(|| data_dir.display().to_string())?;
+    let node = tokio::time::timeout(
+        DEADLINE,
+        open_backend(
+            "raft",
+            OpenContext {
+                config,
+                data_dir,
+                node: identity,
+            },
+        ),
+    )
+    .await
+    .context("open did not return")??;
+    Ok(node)
+}
+
+/// The identity of node `id` among `peers`.
+pub(crate) fn identity(id: u64, peers: &BTreeMap<NodeId, String>) -> NodeIdentity {
+    NodeIdentity {
+        id: NodeId(id),
+        cluster_addr: peers.get(&NodeId(id)).cloned(),
+        peers: peers.clone(),
+    }
+}
+
+/// Wait until `node` has applied `target`'s index, and check it holds the same state.
+pub(crate) async fn converges(
+    node: &Arc<dyn MetadataBackend>,
+    target: &StateView,
+) -> anyhow::Result<()> {
+    let view = node
+        .wait_applied(target.applied_index, DEADLINE)
+        .await
+        .with_context(|| format!("waiting for index {}", target.applied_index))?;
+    ensure!(
+        view.state == target.state,
+        "node {} differs from the target at index {}",
+        node.cluster().borrow().node,
+        target.applied_index
+    );
+    Ok(())
+}
