@@ -1,0 +1,173 @@
+//! Criterion benchmarks of every linked metadata backend on one node, with the disk's
+//! fdatasync and loopback TCP measured first, in the same run, as the floors.
+//!
+//! Groups (ids `group/backend/param`, `BenchmarkId::new(backend, param)`):
+//! - `floor/fdatasync_4k`, `floor/loopback_rtt` — the physical floors, measured first;
+//!   `floor/fdatasync_128` appends a record the size of a small metadata command (the WAL frame
+//!   of one offset commit is well under 128 bytes): a sub-block append syncs faster than a
+//!   whole new block. `floor_after/…` measures the fdatasync floors again at the end, to show
+//!   how far the disk drifted during the run (on a shared VM it does).
+//! - `propose/<backend>/1` — latency of one proposer's sequential single-partition commits.
+//! - `propose/<backend>/64` — 64 concurrent proposers (tokio tasks), [`PER_PROPOSER`] commits
+//!   each per iteration; criterion reports the throughput in elements (commits) per second.
+//! - `read/<backend>/local` — `local()` plus a topic lookup; `read/<backend>/linearizable`
+//!   where the backend's guarantees declare linearizable reads.
+//!
+//! Defaults keep a run short (20 samples, 1 s warm-up, 3 s measurement); criterion's own flags
+//! (`--sample-size`, `--measurement-time`, `--quick`, a name filter) override them.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, measurement::WallTime};
+use switchyard_backend_api::Registration;
+use switchyard_benches::{
+    BenchNode, FsyncFloor, Loopback, TOPIC, available_backends, propose_concurrent,
+    propose_sequential, read_linearizable, runtime, time_on,
+};
+use switchyard_compat_tests::{BackendHarness, RegistryHarness};
+use tokio::runtime::Runtime;
+
+/// Concurrent proposers in `propose/<backend>/64`.
+const PROPOSERS: u32 = 64;
+/// Commits each concurrent proposer sends per criterion iteration.
+const PER_PROPOSER: u64 = 4;
+
+fn main() {
+    let mut criterion = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    if let Err(e) = run(&mut criterion) {
+        eprintln!("benchmark setup failed: {e:#}");
+        std::process::exit(1);
+    }
+    criterion.final_summary();
+}
+
+fn run(criterion: &mut Criterion) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let backends = available_backends();
+    let names: Vec<_> = backends.iter().map(|r| r.name).collect();
+    eprintln!("backends linked: {names:?}");
+    floors(criterion, &rt)?;
+    propose(criterion, &rt, &backends)?;
+    read(criterion, &rt, &backends)?;
+    fsync_floors(criterion, "floor_after")?;
+    Ok(())
+}
+
+/// A timed loop failed: fail the benchmark rather than time failures.
+fn must<T>(result: anyhow::Result<T>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) => panic!("benchmark failed: {e:#}"),
+    }
+}
+
+fn floors(criterion: &mut Criterion, rt: &Runtime) -> anyhow::Result<()> {
+    fsync_floors(criterion, "floor")?;
+    let mut group = criterion.benchmark_group("floor");
+    let loopback = rt.block_on(Loopback::open())?;
+    group.bench_function("loopback_rtt", |b| {
+        b.iter_custom(|iters| must(time_on(rt, loopback.clone().round_trips(iters))));
+    });
+    group.finish();
+    Ok(())
+}
+
+/// The fdatasync floors, as group `group`: `floor` before the backends, and `floor_after` once
+/// more at the end, so a report can see how far the disk drifted during the run.
+fn fsync_floors(criterion: &mut Criterion, group: &str) -> anyhow::Result<()> {
+    let mut group = criterion.benchmark_group(group);
+    for (name, block) in [("fdatasync_4k", 4096), ("fdatasync_128", 128)] {
+        let mut fsync = FsyncFloor::open(block)?;
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| must(fsync.append_sync(iters).context("append + fdatasync")));
+        });
+    }
+    group.finish();
+    Ok(())
+}
+
+fn propose(
+    criterion: &mut Criterion,
+    rt: &Runtime,
+    backends: &[&'static Registration],
+) -> anyhow::Result<()> {
+    let mut group = criterion.benchmark_group("propose");
+    for registration in backends {
+        let harness = RegistryHarness::new(registration.name);
+
+        group.throughput(Throughput::Elements(1));
+        on_fresh_node(rt, &harness, &mut group, |group, node| {
+            let backend = node.backend();
+            group.bench_function(BenchmarkId::new(registration.name, 1), |b| {
+                b.iter_custom(|iters| {
+                    must(time_on(rt, propose_sequential(backend.clone(), 0, iters)))
+                });
+            });
+        })?;
+
+        group.throughput(Throughput::Elements(u64::from(PROPOSERS) * PER_PROPOSER));
+        on_fresh_node(rt, &harness, &mut group, |group, node| {
+            let backend = node.backend();
+            group.bench_function(BenchmarkId::new(registration.name, PROPOSERS), |b| {
+                b.iter_custom(|iters| {
+                    must(time_on(
+                        rt,
+                        propose_concurrent(backend.clone(), PROPOSERS, PER_PROPOSER * iters),
+                    ))
+                });
+            });
+        })?;
+    }
+    group.finish();
+    Ok(())
+}
+
+fn read(
+    criterion: &mut Criterion,
+    rt: &Runtime,
+    backends: &[&'static Registration],
+) -> anyhow::Result<()> {
+    let mut group = criterion.benchmark_group("read");
+    for registration in backends {
+        let harness = RegistryHarness::new(registration.name);
+        on_fresh_node(rt, &harness, &mut group, |group, node| {
+            let backend = node.backend();
+            group.bench_function(BenchmarkId::new(registration.name, "local"), |b| {
+                b.iter(|| {
+                    let view = backend.local();
+                    std::hint::black_box(view.state.topic(TOPIC).map(|t| t.partitions.len()))
+                });
+            });
+            // Skipped where not declared, rather than measured as an `Unsupported` error.
+            if backend.guarantees().linearizable_reads() {
+                group.bench_function(BenchmarkId::new(registration.name, "linearizable"), |b| {
+                    b.iter_custom(|iters| {
+                        must(time_on(rt, read_linearizable(backend.clone(), iters)))
+                    });
+                });
+            }
+        })?;
+    }
+    group.finish();
+    Ok(())
+}
+
+/// Open a fresh seeded node of `harness`'s backend, run `bench` on it, and shut it down, so
+/// that no benchmark inherits another's log.
+fn on_fresh_node(
+    rt: &Runtime,
+    harness: &RegistryHarness,
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    bench: impl FnOnce(&mut BenchmarkGroup<'_, WallTime>, &BenchNode<'_>),
+) -> anyhow::Result<()> {
+    let node = rt
+        .block_on(BenchNode::open(harness))
+        .with_context(|| format!("opening a {} node", harness.backend()))?;
+    bench(group, &node);
+    rt.block_on(node.shutdown())
+}
