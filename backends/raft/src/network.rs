@@ -479,3 +479,79 @@ async fn serve_connection<H: Handler>(
         send(&mut conn, &addr, &response).await?;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node that answers every request with read index 7.
+    struct Fixed;
+
+    impl Handler for Fixed {
+        async fn initialized(&self) -> bool {
+            true
+        }
+
+        async fn handle(&self, _request: Request) -> Response {
+            Response::ReadIndex(Ok(7))
+        }
+    }
+
+    #[tokio::test]
+    async fn handshake_refuses_other_clusters_and_nodes() -> Result<(), NetError> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|source| NetError::Io {
+                addr: "127.0.0.1:0".into(),
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| NetError::Io {
+                addr: "127.0.0.1:0".into(),
+                source,
+            })?
+            .to_string();
+        let identity = ListenerIdentity {
+            me: 1,
+            cluster_id: "a".into(),
+            max_frame_bytes: 1 << 20,
+        };
+        let server = tokio::spawn(serve(listener, identity, Arc::new(Fixed)));
+        let peer = |cluster: &str, to: u64| {
+            Peer::new(
+                Hello {
+                    cluster_id: cluster.into(),
+                    from: 2,
+                    to,
+                },
+                addr.clone(),
+                1 << 20,
+            )
+        };
+        let timeout = Duration::from_secs(5);
+
+        let other_cluster = peer("b", 1).probe(timeout).await;
+        assert!(
+            matches!(other_cluster, Err(NetError::Refused(_))),
+            "{other_cluster:?}"
+        );
+        let other_node = peer("a", 3).call(&Request::ReadIndex, timeout).await;
+        assert!(
+            matches!(other_node, Err(NetError::Refused(_))),
+            "{other_node:?}"
+        );
+
+        let mut right = peer("a", 1);
+        assert!(matches!(right.probe(timeout).await, Ok(true)));
+        for _ in 0..3 {
+            let answer = right.call(&Request::ReadIndex, timeout).await;
+            assert!(
+                matches!(answer, Ok(Response::ReadIndex(Ok(7)))),
+                "{answer:?}"
+            );
+        }
+        server.abort();
+        Ok(())
+    }
+}

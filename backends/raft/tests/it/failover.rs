@@ -4,17 +4,10 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail, ensure};
-use switchyard_backend_api::MetadataBackend;
 use switchyard_compat_tests::fixtures::{create_topic, create_topic_ok, propose, register_all};
 use switchyard_compat_tests::{RegistryHarness, TestCluster};
 
-use crate::support::converges;
-
-/// Position of `node` in the cluster (node ids are 1-based).
-fn position(node: &Arc<dyn MetadataBackend>) -> anyhow::Result<usize> {
-    let id = node.cluster().borrow().node.0;
-    usize::try_from(id - 1).context("node id")
-}
+use crate::support::{converges, position};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_leader_is_replaced_without_losing_acknowledged_writes() -> anyhow::Result<()> {

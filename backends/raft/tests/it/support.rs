@@ -67,3 +67,9 @@ pub(crate) async fn converges(
     );
     Ok(())
 }
+
+/// Position of `node` in a `TestCluster` (node ids are 1-based).
+pub(crate) fn position(node: &Arc<dyn MetadataBackend>) -> anyhow::Result<usize> {
+    let id = node.cluster().borrow().node.0;
+    usize::try_from(id.saturating_sub(1)).context("node id")
+}
