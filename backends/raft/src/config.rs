@@ -32,7 +32,9 @@ pub struct RaftConfig {
     /// How long `propose` (forwarding included), linearizable reads and membership changes
     /// wait before `Timeout`; default 5000 ms.
     pub propose_timeout_ms: u64,
-    /// Deadline of one peer RPC (connect included); default 1000 ms.
+    /// Deadline of one snapshot-chunk RPC, and of the handshake probing each peer before a
+    /// bootstrap; default 1000 ms. (Votes and appends use openraft's own per-RPC deadlines,
+    /// derived from the heartbeat and election timeouts.)
     pub rpc_timeout_ms: u64,
     /// Largest frame accepted on a peer connection; default 16 MiB.
     pub max_frame_bytes: u32,
