@@ -636,19 +636,23 @@ impl MetadataBackend for RaftBackend {
         };
         match result {
             Ok(Ok(response)) => {
-                // The view reflects the committed membership once the watcher has seen it.
+                // Return the view once the watcher has published the committed membership.
                 let index = response.log_id.index;
-                let left = timeout;
-                self.inner.applied.wait_applied(index, left).await?;
+                self.inner.applied.wait_applied(index, timeout).await?;
+                let wanted: Option<BTreeSet<(u64, bool)>> = response.membership.as_ref().map(|m| {
+                    let voters: BTreeSet<u64> = m.voter_ids().collect();
+                    m.nodes()
+                        .map(|(id, _)| (*id, voters.contains(id)))
+                        .collect()
+                });
                 let mut views = self.cluster();
-                let wanted = response.membership.clone();
                 let seen = tokio::time::timeout(
-                    left,
+                    timeout,
                     views.wait_for(|v| {
-                        wanted.as_ref().is_none_or(|m| {
-                            let ids: BTreeSet<u64> = m.nodes().map(|(id, _)| *id).collect();
-                            let have: BTreeSet<u64> = v.members.iter().map(|m| m.id.0).collect();
-                            ids == have
+                        wanted.as_ref().is_none_or(|wanted| {
+                            let have: BTreeSet<(u64, bool)> =
+                                v.members.iter().map(|m| (m.id.0, m.voter)).collect();
+                            *wanted == have
                         })
                     }),
                 )
@@ -656,7 +660,7 @@ impl MetadataBackend for RaftBackend {
                 match seen {
                     Ok(Ok(view)) => Ok(view.clone()),
                     Ok(Err(_)) => Err(MetadataError::ShutDown),
-                    Err(_) => Err(timeout_error("the new membership to show", left)),
+                    Err(_) => Err(timeout_error("the new membership to show", timeout)),
                 }
             }
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
