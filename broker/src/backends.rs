@@ -15,6 +15,8 @@
 use std::fmt::Write as _;
 
 use switchyard_backend_api::Registration;
+#[cfg(feature = "backend-raft")]
+use switchyard_backend_raft as _;
 #[cfg(feature = "backend-wal")]
 use switchyard_backend_wal as _;
 
@@ -25,6 +27,8 @@ use switchyard_backend_wal as _;
 /// checks that the registry holds exactly these names.
 pub const LINKED_BACKENDS: &[&str] = &[
     "memory",
+    #[cfg(feature = "backend-raft")]
+    "raft",
     #[cfg(feature = "backend-wal")]
     "wal",
 ];
