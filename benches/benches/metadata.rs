@@ -10,6 +10,9 @@
 //! - `propose/<backend>/1` — latency of one proposer's sequential single-partition commits.
 //! - `propose/<backend>/64` — 64 concurrent proposers (tokio tasks), [`PER_PROPOSER`] commits
 //!   each per iteration; criterion reports the throughput in elements (commits) per second.
+//! - `propose_3nodes/<backend>/1` and `/64` — the same on the leader of a three-node cluster on
+//!   loopback, for every backend that declares multi-node operation: a commit there costs the
+//!   leader's fsync, a round trip, and a follower's fsync (compare `floor/loopback_rtt`).
 //! - `read/<backend>/local` — `local()` plus a topic lookup; `read/<backend>/linearizable`
 //!   where the backend's guarantees declare linearizable reads.
 //!
@@ -52,7 +55,13 @@ fn run(criterion: &mut Criterion) -> anyhow::Result<()> {
     let names: Vec<_> = backends.iter().map(|r| r.name).collect();
     eprintln!("backends linked: {names:?}");
     floors(criterion, &rt)?;
-    propose(criterion, &rt, &backends)?;
+    propose(criterion, &rt, &backends, 1)?;
+    let clustered: Vec<_> = backends
+        .iter()
+        .copied()
+        .filter(|r| r.guarantees.multi_node)
+        .collect();
+    propose(criterion, &rt, &clustered, 3)?;
     read(criterion, &rt, &backends)?;
     fsync_floors(criterion, "floor_after")?;
     Ok(())
@@ -91,17 +100,23 @@ fn fsync_floors(criterion: &mut Criterion, group: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Group `propose` (one node each) or `propose_<nodes>nodes` (the leader of a cluster).
 fn propose(
     criterion: &mut Criterion,
     rt: &Runtime,
     backends: &[&'static Registration],
+    nodes: usize,
 ) -> anyhow::Result<()> {
-    let mut group = criterion.benchmark_group("propose");
+    let name = match nodes {
+        1 => "propose".to_owned(),
+        n => format!("propose_{n}nodes"),
+    };
+    let mut group = criterion.benchmark_group(name);
     for registration in backends {
         let harness = RegistryHarness::new(registration.name);
 
         group.throughput(Throughput::Elements(1));
-        on_fresh_node(rt, &harness, &mut group, |group, node| {
+        on_fresh_nodes(rt, &harness, nodes, &mut group, |group, node| {
             let backend = node.backend();
             group.bench_function(BenchmarkId::new(registration.name, 1), |b| {
                 b.iter_custom(|iters| {
@@ -111,7 +126,7 @@ fn propose(
         })?;
 
         group.throughput(Throughput::Elements(u64::from(PROPOSERS) * PER_PROPOSER));
-        on_fresh_node(rt, &harness, &mut group, |group, node| {
+        on_fresh_nodes(rt, &harness, nodes, &mut group, |group, node| {
             let backend = node.backend();
             group.bench_function(BenchmarkId::new(registration.name, PROPOSERS), |b| {
                 b.iter_custom(|iters| {
@@ -135,7 +150,7 @@ fn read(
     let mut group = criterion.benchmark_group("read");
     for registration in backends {
         let harness = RegistryHarness::new(registration.name);
-        on_fresh_node(rt, &harness, &mut group, |group, node| {
+        on_fresh_nodes(rt, &harness, 1, &mut group, |group, node| {
             let backend = node.backend();
             group.bench_function(BenchmarkId::new(registration.name, "local"), |b| {
                 b.iter(|| {
@@ -157,17 +172,18 @@ fn read(
     Ok(())
 }
 
-/// Open a fresh seeded node of `harness`'s backend, run `bench` on it, and shut it down, so
-/// that no benchmark inherits another's log.
-fn on_fresh_node(
+/// Open `nodes` fresh nodes of `harness`'s backend, seed the leader, run `bench` on it, and
+/// shut them down, so that no benchmark inherits another's log.
+fn on_fresh_nodes(
     rt: &Runtime,
     harness: &RegistryHarness,
+    nodes: usize,
     group: &mut BenchmarkGroup<'_, WallTime>,
     bench: impl FnOnce(&mut BenchmarkGroup<'_, WallTime>, &BenchNode<'_>),
 ) -> anyhow::Result<()> {
     let node = rt
-        .block_on(BenchNode::open(harness))
-        .with_context(|| format!("opening a {} node", harness.backend()))?;
+        .block_on(BenchNode::open_cluster(harness, nodes))
+        .with_context(|| format!("opening {nodes} {} node(s)", harness.backend()))?;
     bench(group, &node);
     rt.block_on(node.shutdown())
 }

@@ -11,7 +11,7 @@
 //! to read the results.
 //!
 //! # Layout
-//! - `lib.rs` — [`runtime`], [`BenchNode`] (one seeded node of one backend), the timed loops
+//! - `lib.rs` — [`runtime`], [`BenchNode`] (the seeded leader of one or more nodes of one backend), the timed loops
 //!   ([`propose_sequential`], [`propose_concurrent`], [`read_linearizable`]) and the floors
 //!   ([`FsyncFloor`], [`Loopback`]).
 //! - `benches/metadata.rs` — the criterion groups `floor`, `propose` and `read`, one benchmark
@@ -79,27 +79,25 @@ pub fn commit(partition: u32, offset: i64) -> MetadataCommand {
     fixtures::commit(GROUP, None, &[(TOPIC, partition, offset)])
 }
 
-/// One node of one backend in its own temp dir, ready, with broker 1 registered and [`TOPIC`]
-/// created with [`PARTITIONS`] partitions. Dropping it drops the node and deletes the dir.
+/// The leader of `size` nodes of one backend (one node, or a cluster on loopback), each in its
+/// own temp dir, ready, with broker 1 registered and [`TOPIC`] created with [`PARTITIONS`]
+/// partitions. Dropping it drops the nodes and deletes their dirs.
 #[derive(Debug)]
 pub struct BenchNode<'h> {
     backend: Arc<dyn MetadataBackend>,
-    // Declared last: it owns the directory the backend writes into.
-    _cluster: TestCluster<'h>,
+    // Declared last: it owns the directories the backends write into.
+    cluster: TestCluster<'h>,
 }
 
 impl<'h> BenchNode<'h> {
-    /// Open a single node through `harness`, wait until it leads, and seed it.
-    pub async fn open(harness: &'h RegistryHarness) -> anyhow::Result<Self> {
-        let cluster = TestCluster::single(harness).await?;
+    /// Open `size` nodes through `harness`, wait for a leader, and seed it.
+    pub async fn open_cluster(harness: &'h RegistryHarness, size: usize) -> anyhow::Result<Self> {
+        let cluster = TestCluster::start(harness, size).await?;
         let backend = cluster.leader().await?;
         fixtures::register_all(&backend, &[1]).await?;
         let assignments = vec![&[1][..]; PARTITIONS as usize];
         fixtures::create_topic_ok(&backend, TOPIC, &assignments).await?;
-        Ok(Self {
-            backend,
-            _cluster: cluster,
-        })
+        Ok(Self { backend, cluster })
     }
 
     /// The node.
@@ -107,11 +105,14 @@ impl<'h> BenchNode<'h> {
         &self.backend
     }
 
-    /// Shut the node down gracefully, then delete its directory.
+    /// Shut every node down gracefully, then delete their directories.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        tokio::time::timeout(DEADLINE, self.backend.shutdown())
-            .await
-            .context("shutdown did not return")??;
+        for index in 0..self.cluster.size() {
+            let node = self.cluster.node(index)?;
+            tokio::time::timeout(DEADLINE, node.shutdown())
+                .await
+                .context("shutdown did not return")??;
+        }
         Ok(())
     }
 }

@@ -79,16 +79,7 @@ pub async fn promote(
     node: switchyard_backend_api::NodeId,
 ) -> Result<u64, switchyard_backend_api::MetadataError> {
     use switchyard_backend_api::MetadataError;
-    let available: Vec<&str> = switchyard_backend_api::available_backends()
-        .iter()
-        .map(|r| r.name)
-        .collect();
-    let backend = match config.metadata_backend.as_deref() {
-        Some(name) => name,
-        None => default_backend(&available).ok_or_else(|| {
-            MetadataError::Config("no durable metadata backend is compiled into this binary".into())
-        })?,
-    };
+    let backend = configured_backend(config)?;
     let addr = config.peers.get(&node).ok_or_else(|| {
         MetadataError::Config(format!("node {node} is not in the configured peers"))
     })?;
@@ -107,6 +98,73 @@ pub async fn promote(
         }
         other => Err(MetadataError::Unsupported {
             what: format!("manual promotion of node {node} ({addr}) with the {other} backend"),
+        }),
+    }
+}
+
+/// Ask the cluster `config` describes to add or remove a node (`switchyard cluster add-node` /
+/// `remove-node`); returns the leader's view once it shows the committed membership. Online
+/// membership change is an operation of the `raft` backend; the others refuse it.
+pub async fn change_membership(
+    config: &crate::config::Config,
+    change: switchyard_backend_api::MembershipChange,
+) -> Result<switchyard_backend_api::ClusterView, switchyard_backend_api::MetadataError> {
+    use switchyard_backend_api::{MembershipChange, MetadataError};
+    let backend = configured_backend(config)?;
+    let target = match &change {
+        MembershipChange::AddNode { id, .. } | MembershipChange::RemoveNode { id } => *id,
+        _ => {
+            return Err(MetadataError::Unsupported {
+                what: "this membership change from the command line".into(),
+            });
+        }
+    };
+    // The node being changed is asked last: it is not a member yet, or is about to leave.
+    let mut nodes: Vec<(u64, String)> = config
+        .peers
+        .iter()
+        .filter(|(id, _)| **id != target)
+        .map(|(id, addr)| (id.0, addr.clone()))
+        .collect();
+    nodes.extend(
+        config
+            .peers
+            .get(&target)
+            .map(|addr| (target.0, addr.clone())),
+    );
+    match backend {
+        #[cfg(feature = "backend-raft")]
+        "raft" => {
+            let raft =
+                switchyard_backend_raft::RaftConfig::from_figment(&config.backend_config("raft"))?;
+            switchyard_backend_raft::request_membership_change(
+                &nodes,
+                &raft.cluster_id,
+                change,
+                std::time::Duration::from_millis(raft.propose_timeout_ms.saturating_mul(2)),
+            )
+            .await
+        }
+        other => Err(MetadataError::Unsupported {
+            what: format!("online membership change with the {other} backend"),
+        }),
+    }
+}
+
+/// The backend `config` names, or the default one.
+fn configured_backend(
+    config: &crate::config::Config,
+) -> Result<&str, switchyard_backend_api::MetadataError> {
+    let available: Vec<&str> = switchyard_backend_api::available_backends()
+        .iter()
+        .map(|r| r.name)
+        .collect();
+    match config.metadata_backend.as_deref() {
+        Some(name) => Ok(name),
+        None => default_backend(&available).ok_or_else(|| {
+            switchyard_backend_api::MetadataError::Config(
+                "no durable metadata backend is compiled into this binary".into(),
+            )
         }),
     }
 }

@@ -1,4 +1,4 @@
-//! The command line: `switchyard backends` and `switchyard serve`.
+//! The command line: `switchyard backends`, `switchyard serve` and `switchyard cluster …`.
 
 use std::path::PathBuf;
 
@@ -40,6 +40,32 @@ pub enum ClusterCommand {
     /// on. Reads the same configuration as `serve` (peers, backend) to find node N.
     Promote {
         /// The node to promote.
+        #[arg(value_name = "N")]
+        node: u64,
+        /// How the cluster is configured (as for `serve`).
+        #[command(flatten)]
+        config: ServeArgs,
+    },
+    /// Add node N, already running and waiting to join, to the metadata cluster (`raft`
+    /// backend): it joins as a learner, catches up, then becomes a voter. Asks the configured
+    /// peers in turn; a follower passes the request to the leader. Reads the same configuration
+    /// as `serve` to find the cluster.
+    AddNode {
+        /// The node to add.
+        #[arg(value_name = "N")]
+        node: u64,
+        /// Its cluster address (its own entry in its `--peers`).
+        #[arg(value_name = "HOST:PORT")]
+        addr: String,
+        /// How the cluster is configured (as for `serve`).
+        #[command(flatten)]
+        config: ServeArgs,
+    },
+    /// Remove node N from the metadata cluster (`raft` backend). Once the change commits the
+    /// node takes no part in elections or commits; stop it then. Asks the configured peers in
+    /// turn (N last); a follower passes the request to the leader.
+    RemoveNode {
+        /// The node to remove.
         #[arg(value_name = "N")]
         node: u64,
         /// How the cluster is configured (as for `serve`).

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use switchyard::backends;
 use switchyard::cli::{Cli, ClusterCommand, Command, ServeArgs};
-use switchyard_backend_api::available_backends;
+use switchyard_backend_api::{MembershipChange, NodeId, available_backends};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -16,6 +16,16 @@ fn main() -> ExitCode {
         Command::Backends => list_backends(),
         Command::Serve(args) => serve(&args),
         Command::Cluster(ClusterCommand::Promote { node, config }) => promote(node, &config),
+        Command::Cluster(ClusterCommand::AddNode { node, addr, config }) => change_membership(
+            MembershipChange::AddNode {
+                id: NodeId(node),
+                addr,
+            },
+            &config,
+        ),
+        Command::Cluster(ClusterCommand::RemoveNode { node, config }) => {
+            change_membership(MembershipChange::RemoveNode { id: NodeId(node) }, &config)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -62,6 +72,32 @@ fn promote(node: u64, args: &ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("promoting node {node}"))?;
     println!("node {node} is the primary at epoch {epoch}");
     Ok(())
+}
+
+fn change_membership(change: MembershipChange, args: &ServeArgs) -> anyhow::Result<()> {
+    init_logging();
+    let config = args.load_config()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let what = format!("{change:?}");
+    let view = runtime
+        .block_on(backends::change_membership(&config, change))
+        .with_context(|| format!("changing the membership: {what}"))?;
+    let leader = view
+        .leader
+        .map_or_else(|| "none".to_owned(), |l| l.to_string());
+    let mut out = format!("leader {leader}, epoch {}\n", view.epoch);
+    for member in &view.members {
+        let role = if member.voter { "voter" } else { "learner" };
+        let addr = member.addr.as_deref().unwrap_or("-");
+        out.push_str(&format!("node {} {role} {addr}\n", member.id));
+    }
+    std::io::stdout()
+        .lock()
+        .write_all(out.as_bytes())
+        .context("writing the membership")
 }
 
 /// Log to stderr; `RUST_LOG` filters, `info` by default.

@@ -140,6 +140,44 @@ impl AppliedState {
         (index, self.apply_locked(&current, index, command))
     }
 
+    /// Apply `commands` at the next positions, one each, in order, as if applied one by one —
+    /// but publish a single view after the last (readers see all of them or none), then wake
+    /// waiters and send one change per command. Returns each position and verdict. For
+    /// backends whose log entries carry several independent proposals.
+    pub fn apply_all(
+        &self,
+        commands: &[MetadataCommand],
+    ) -> Vec<(LogIndex, Result<Outcome, Rejection>)> {
+        let _writer = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.view.load();
+        let mut next = StateView::clone(&current);
+        let mut results = Vec::with_capacity(commands.len());
+        let mut changes = Vec::with_capacity(commands.len());
+        for command in commands {
+            let result = next.state.apply(command);
+            next.applied_index += 1;
+            results.push((next.applied_index, result.clone()));
+            changes.push(AppliedChange {
+                index: next.applied_index,
+                change: Change::Applied {
+                    command: command.clone(),
+                    result,
+                },
+            });
+        }
+        if changes.is_empty() {
+            return results;
+        }
+        let index = next.applied_index;
+        self.view.store(Arc::new(next));
+        self.applied.send_replace(index);
+        for change in changes {
+            // No subscribers is fine: the change is in the state either way.
+            let _ = self.changes.send(Arc::new(change));
+        }
+        results
+    }
+
     /// Mark positions up to `index` as applied without a metadata command (e.g. a Raft
     /// membership or blank entry). Does nothing if `index` is already applied.
     pub fn skip_to(&self, index: LogIndex) {
@@ -241,6 +279,30 @@ mod tests {
             .await
             .map_err(|e| MetadataError::Storage(e.to_string()))??;
         assert_eq!(view.applied_index, 2);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn apply_all_numbers_each_command_and_matches_one_by_one() -> Result<(), MetadataError> {
+        let commands = [init("a"), init("b"), init("a")];
+        let together = AppliedState::new(StateView::default());
+        let mut changes = together.subscribe();
+        let results = together.apply_all(&commands);
+        let one_by_one = AppliedState::new(StateView::default());
+        let expected: Vec<_> = commands.iter().map(|c| one_by_one.apply_next(c)).collect();
+        assert_eq!(results, expected);
+        assert!(results[1].1.is_err(), "a second cluster id is refused");
+        assert_eq!(together.view().as_ref(), one_by_one.view().as_ref());
+        for (index, result) in &results {
+            let change = changes
+                .recv()
+                .await
+                .map_err(|e| MetadataError::Storage(e.to_string()))?;
+            assert_eq!(change.index, *index);
+            assert!(matches!(&change.change, Change::Applied { result: r, .. } if r == result));
+        }
+        assert!(together.apply_all(&[]).is_empty());
+        assert_eq!(together.applied_index(), 3);
         Ok(())
     }
 

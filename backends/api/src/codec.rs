@@ -26,6 +26,28 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     Ok(out)
 }
 
+/// The length of [`encode`]'s output for `value`, computed without allocating it.
+pub fn encoded_len<T: Serialize>(value: &T) -> Result<usize, CodecError> {
+    let mut counter = Counter(1);
+    bincode::serde::encode_into_std_write(value, &mut counter, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(counter.0)
+}
+
+/// A writer that only counts.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Decode bytes written by [`encode`]. The whole input must be one value.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
@@ -79,6 +101,7 @@ mod tests {
         };
         let mut bytes = encode(&cmd)?;
         assert_eq!(decode::<MetadataCommand>(&bytes)?, cmd);
+        assert_eq!(encoded_len(&cmd)?, bytes.len());
 
         bytes[0] = FORMAT_VERSION + 1;
         assert_eq!(

@@ -8,23 +8,24 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::raft::ClientWriteResponse;
 use openraft::{ChangeMembers, RaftMetrics, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
 use switchyard_backend_api::{
     AppliedState, ChangeStream, ClusterMember, ClusterView, Guarantees, LogIndex, MembershipChange,
-    MetadataBackend, MetadataCommand, MetadataError, NodeId, OpenContext, Proposed, Readiness,
-    Role, StateView,
+    MetadataBackend, MetadataCommand, MetadataError, NodeId, OpenContext, Outcome, Proposed,
+    Readiness, Rejection, Role, StateView,
 };
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::RaftConfig;
-use crate::network::{
-    self, Forwarded, Handler, ListenerIdentity, Network, Peer, Request, Response,
-};
+use crate::network::{self, Handler, ListenerIdentity, NetError, Network, Peer, Request, Response};
+use crate::proposals::Pending;
 use crate::store::{Db, LogStore, StateMachine};
-use crate::types::{Applied, Node, Raft};
+use crate::types::{Node, Raft, TypeConfig};
 use crate::{GUARANTEES, NAME};
 
 /// How long open waits for a crashed predecessor in this process to release the database.
@@ -38,13 +39,17 @@ pub struct RaftBackend {
 }
 
 /// State shared by the backend and its tasks.
-struct Inner {
-    me: u64,
-    config: RaftConfig,
-    raft: Raft,
-    applied: Arc<AppliedState>,
+pub(crate) struct Inner {
+    pub(crate) me: u64,
+    pub(crate) config: RaftConfig,
+    pub(crate) raft: Raft,
+    pub(crate) applied: Arc<AppliedState>,
+    /// The last applied raft log index (see [`StateMachine::raft_applied`]).
+    raft_applied: Arc<watch::Sender<u64>>,
+    /// Proposals on their way to the group-commit task.
+    queue: mpsc::Sender<Pending>,
     cluster: watch::Sender<ClusterView>,
-    shut_down: AtomicBool,
+    pub(crate) shut_down: AtomicBool,
     network: Network,
     /// One reused connection per leader we forward to.
     forward: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<Peer>>>>,
@@ -61,11 +66,11 @@ impl std::fmt::Debug for Inner {
     }
 }
 
-fn storage(e: impl std::fmt::Display) -> MetadataError {
+pub(crate) fn storage(e: impl std::fmt::Display) -> MetadataError {
     MetadataError::Storage(e.to_string())
 }
 
-fn timeout_error(what: &str, after: Duration) -> MetadataError {
+pub(crate) fn timeout_error(what: &str, after: Duration) -> MetadataError {
     MetadataError::Timeout {
         what: what.to_owned(),
         after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
@@ -117,6 +122,11 @@ fn raft_config(config: &RaftConfig) -> Result<openraft::Config, MetadataError> {
         snapshot_max_chunk_size: config.snapshot_chunk_bytes,
         // Purge the log right behind each snapshot: lagging followers get the snapshot.
         max_in_snapshot_log_to_keep: 0,
+        // Entries are whole groups of proposals (up to `batch_max_bytes` each); keep one
+        // AppendEntries well inside a frame.
+        max_payload_entries: (u64::from(config.max_frame_bytes / 2)
+            / u64::try_from(config.batch_max_bytes).unwrap_or(u64::MAX))
+        .max(1),
         ..Default::default()
     }
     .validate()
@@ -138,9 +148,10 @@ impl RaftBackend {
             .await
             .map_err(|e| storage(format!("{}: {e}", dir.display())))?;
         let pristine = db.is_pristine().map_err(storage)?;
-        let log = LogStore::new(db.clone()).map_err(storage)?;
+        let log = LogStore::new(db.clone());
         let sm = StateMachine::open(db).map_err(storage)?;
         let applied = sm.applied();
+        let raft_applied = sm.raft_applied();
 
         let listener = match members.get(&me).filter(|addr| !addr.is_empty()) {
             Some(addr) if context.node.cluster_addr.is_some() || context.node.has_peers() => {
@@ -183,11 +194,14 @@ impl RaftBackend {
                 reason: "starting".into(),
             },
         });
+        let (queue, queued) = mpsc::channel(config.batch_max_proposals.max(1) * 4);
         let inner = Arc::new(Inner {
             me,
             config,
             raft,
             applied,
+            raft_applied,
+            queue,
             cluster,
             shut_down: AtomicBool::new(false),
             network,
@@ -204,6 +218,7 @@ impl RaftBackend {
             tasks.spawn(network::serve(listener, identity, Arc::clone(&inner)));
         }
         tasks.spawn(Arc::clone(&inner).watch_readiness());
+        tasks.spawn(Arc::clone(&inner).run_proposals(queued));
         if pristine && bootstraps(&inner.config, me, &members) {
             tasks.spawn(Arc::clone(&inner).bootstrap(members));
         }
@@ -235,7 +250,7 @@ impl Drop for RaftBackend {
 }
 
 impl Inner {
-    fn propose_timeout(&self) -> Duration {
+    pub(crate) fn propose_timeout(&self) -> Duration {
         Duration::from_millis(self.config.propose_timeout_ms)
     }
 
@@ -319,7 +334,7 @@ impl Inner {
 
     /// Wait until openraft's metrics change (a leader appears, a term passes), at most until
     /// `deadline`; a short pause bounds the wait when nothing changes (an unreachable leader).
-    async fn await_change(&self, deadline: Instant) {
+    pub(crate) async fn await_change(&self, deadline: Instant) {
         let mut metrics = self.raft.metrics();
         // A cloned receiver may hold an unseen version; only later changes count.
         metrics.borrow_and_update();
@@ -344,52 +359,33 @@ impl Inner {
         }))
     }
 
-    async fn call_leader(
+    /// One call to the leader on the reused forwarding connection.
+    pub(crate) async fn call_leader(
         &self,
         leader: u64,
         request: &Request,
         deadline: Instant,
-    ) -> Result<Response, MetadataError> {
+    ) -> Result<Response, NetError> {
         let peer = self.forward_peer(leader);
         let mut peer = peer.lock().await;
         let left = deadline.saturating_duration_since(Instant::now());
-        Ok(peer.call(request, left).await?)
+        peer.call(request, left).await
     }
 
-    /// Propose on this node if it leads; otherwise forward to the leader; retry as leadership
-    /// moves, until `deadline`.
-    async fn propose_until(
+    /// Wait until this node applied raft log entry `index`, then return the view.
+    async fn wait_raft_applied(
         &self,
-        command: MetadataCommand,
-        deadline: Instant,
-    ) -> Result<Proposed, MetadataError> {
-        loop {
-            let leader = match self.raft.client_write(command.clone()).await {
-                Ok(response) => return verdict(response.log_id.index, response.data),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_id,
-                Err(RaftError::APIError(e)) => return Err(storage(e)),
-                Err(RaftError::Fatal(e)) => return Err(self.fatal(e)),
-            };
-            if let Some(leader) = leader.filter(|l| *l != self.me) {
-                match self
-                    .call_leader(leader, &Request::Propose(command.clone()), deadline)
-                    .await
-                {
-                    Ok(Response::Propose(Ok((index, result)))) => {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        self.applied.wait_applied(index, left).await?;
-                        return verdict(index, Some(result));
-                    }
-                    Ok(Response::Propose(Err(e))) if !e.is_retriable() => return Err(e),
-                    Ok(Response::Propose(Err(_))) | Err(_) => {}
-                    Ok(_) => {
-                        return Err(MetadataError::Network(
-                            "unexpected response to Propose".into(),
-                        ));
-                    }
-                }
-            }
-            self.await_change(deadline).await;
+        index: u64,
+        timeout: Duration,
+    ) -> Result<Arc<StateView>, MetadataError> {
+        let mut applied = self.raft_applied.subscribe();
+        match tokio::time::timeout(timeout, applied.wait_for(|applied| *applied >= index)).await {
+            Ok(Ok(_)) => Ok(self.applied.view()),
+            Ok(Err(_)) => Err(MetadataError::ShutDown),
+            Err(_) => Err(timeout_error(
+                &format!("raft entry {index} to apply"),
+                timeout,
+            )),
         }
     }
 
@@ -421,7 +417,7 @@ impl Inner {
         }
     }
 
-    fn fatal(&self, error: openraft::error::Fatal<u64>) -> MetadataError {
+    pub(crate) fn fatal(&self, error: openraft::error::Fatal<u64>) -> MetadataError {
         if self.shut_down.load(Ordering::Acquire)
             || matches!(error, openraft::error::Fatal::Stopped)
         {
@@ -431,21 +427,21 @@ impl Inner {
         }
     }
 
-    fn not_leader(leader: Option<u64>) -> MetadataError {
+    pub(crate) fn not_leader(leader: Option<u64>) -> MetadataError {
         MetadataError::NotLeader {
             leader: leader.map(NodeId),
         }
     }
 }
 
-/// A proposal's answer from the log index and apply's verdict.
-fn verdict(index: u64, applied: Applied) -> Result<Proposed, MetadataError> {
-    match applied {
-        Some(Ok(outcome)) => Ok(Proposed { index, outcome }),
-        Some(Err(rejection)) => Err(MetadataError::Rejected(rejection)),
-        None => Err(storage(format!(
-            "entry {index} carried no metadata command"
-        ))),
+/// A proposal's answer from its metadata log position and apply's verdict.
+pub(crate) fn verdict(
+    index: LogIndex,
+    result: Result<Outcome, Rejection>,
+) -> Result<Proposed, MetadataError> {
+    match result {
+        Ok(outcome) => Ok(Proposed { index, outcome }),
+        Err(rejection) => Err(MetadataError::Rejected(rejection)),
     }
 }
 
@@ -491,30 +487,16 @@ impl Handler for Inner {
             Request::InstallSnapshot(rpc) => {
                 Response::InstallSnapshot(self.raft.install_snapshot(rpc).await)
             }
-            Request::Propose(command) => Response::Propose(self.propose_here(command).await),
+            Request::Propose(commands) => Response::Propose(self.propose_here(commands).await),
+            Request::ChangeMembership { change, forwarding } => {
+                Response::ChangeMembership(self.change_membership(change, forwarding).await)
+            }
             Request::ReadIndex => Response::ReadIndex(self.read_index_here().await),
         }
     }
 }
 
 impl Inner {
-    /// A forwarded proposal: write it if this node leads, never forward again.
-    async fn propose_here(&self, command: MetadataCommand) -> Forwarded {
-        let timeout = self.propose_timeout();
-        match tokio::time::timeout(timeout, self.raft.client_write(command)).await {
-            Ok(Ok(response)) => match response.data {
-                Some(result) => Ok((response.log_id.index, result)),
-                None => Err(storage("a forwarded entry carried no metadata command")),
-            },
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(Self::not_leader(f.leader_id))
-            }
-            Ok(Err(RaftError::APIError(e))) => Err(storage(e)),
-            Ok(Err(RaftError::Fatal(e))) => Err(self.fatal(e)),
-            Err(_) => Err(timeout_error("a forwarded proposal to commit", timeout)),
-        }
-    }
-
     /// A follower's read-index request: confirm leadership with a quorum, answer the index.
     async fn read_index_here(&self) -> Result<u64, MetadataError> {
         let timeout = self.propose_timeout();
@@ -528,6 +510,157 @@ impl Inner {
             }),
             Ok(Err(RaftError::Fatal(e))) => Err(self.fatal(e)),
             Err(_) => Err(timeout_error("the read index", timeout)),
+        }
+    }
+}
+
+/// Whether a membership change that reaches a follower goes on to the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Forwarding {
+    /// Forward it to the leader (a local caller, or an operator's request).
+    ToLeader,
+    /// Answer `NotLeader` (a request another node already forwarded).
+    Never,
+}
+
+impl Inner {
+    /// Add or remove a node; on a follower, forward to the leader when `forwarding` allows.
+    /// Returns the leader's cluster view once it shows the committed membership.
+    pub(crate) async fn change_membership(
+        &self,
+        change: MembershipChange,
+        forwarding: Forwarding,
+    ) -> Result<ClusterView, MetadataError> {
+        let timeout = self.propose_timeout();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leader = match self.change_membership_here(&change, deadline).await? {
+                Ok(response) => return self.show_membership(response, timeout).await,
+                Err(leader) => leader,
+            };
+            match leader.filter(|l| *l != self.me) {
+                Some(leader) if forwarding == Forwarding::ToLeader => {
+                    let request = Request::ChangeMembership {
+                        change: change.clone(),
+                        forwarding: Forwarding::Never,
+                    };
+                    match self.call_leader(leader, &request, deadline).await {
+                        Ok(Response::ChangeMembership(result)) => return result,
+                        Ok(_) => {
+                            return Err(MetadataError::Network(
+                                "unexpected response to ChangeMembership".into(),
+                            ));
+                        }
+                        Err(e) if Instant::now() >= deadline => return Err(e.into()),
+                        // The leader may be gone: wait for leadership to change, then ask
+                        // again (a change that did commit is then refused as already made).
+                        Err(_) => self.await_change(deadline).await,
+                    }
+                }
+                Some(leader) => return Err(Inner::not_leader(Some(leader))),
+                // No leader known yet (an election is running): wait for one.
+                None if Instant::now() < deadline => self.await_change(deadline).await,
+                None => return Err(Inner::not_leader(None)),
+            }
+        }
+    }
+
+    /// Apply `change` through openraft on this node, until `deadline`: the committed response,
+    /// or `Err(leader)` when this node does not lead.
+    async fn change_membership_here(
+        &self,
+        change: &MembershipChange,
+        deadline: Instant,
+    ) -> Result<Result<ClientWriteResponse<TypeConfig>, Option<u64>>, MetadataError> {
+        let raft = &self.raft;
+        let timeout = self.propose_timeout();
+        let result = match change.clone() {
+            MembershipChange::AddNode { id, addr } => {
+                tokio::time::timeout_at(deadline, async {
+                    raft.add_learner(id.0, Node { addr }, true).await?;
+                    raft.change_membership(
+                        ChangeMembers::AddVoterIds(BTreeSet::from([id.0])),
+                        false,
+                    )
+                    .await
+                })
+                .await
+            }
+            MembershipChange::RemoveNode { id } => {
+                let known = raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .get_node(&id.0)
+                    .is_some();
+                if !known {
+                    return Err(MetadataError::Config(format!(
+                        "node {id} is not a member of this cluster"
+                    )));
+                }
+                tokio::time::timeout_at(
+                    deadline,
+                    raft.change_membership(
+                        ChangeMembers::RemoveVoters(BTreeSet::from([id.0])),
+                        false,
+                    ),
+                )
+                .await
+            }
+            MembershipChange::Promote { .. } => {
+                return Err(MetadataError::Unsupported {
+                    what: "promotion: raft elects its leader automatically".into(),
+                });
+            }
+            _ => {
+                return Err(MetadataError::Unsupported {
+                    what: "this membership change".into(),
+                });
+            }
+        };
+        match result {
+            Ok(Ok(response)) => Ok(Ok(response)),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Ok(Err(f.leader_id))
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(MetadataError::Config(e.to_string())),
+            Ok(Err(RaftError::Fatal(e))) => Err(self.fatal(e)),
+            Err(_) => Err(timeout_error("the membership change to commit", timeout)),
+        }
+    }
+
+    /// The cluster view once this (leader) node applied a committed membership change and its
+    /// watcher published it.
+    async fn show_membership(
+        &self,
+        response: ClientWriteResponse<TypeConfig>,
+        timeout: Duration,
+    ) -> Result<ClusterView, MetadataError> {
+        self.wait_raft_applied(response.log_id.index, timeout)
+            .await?;
+        let wanted: Option<BTreeSet<(u64, bool)>> = response.membership.as_ref().map(|m| {
+            let voters: BTreeSet<u64> = m.voter_ids().collect();
+            m.nodes()
+                .map(|(id, _)| (*id, voters.contains(id)))
+                .collect()
+        });
+        let mut views = self.cluster.subscribe();
+        let seen = tokio::time::timeout(
+            timeout,
+            views.wait_for(|v| {
+                wanted.as_ref().is_none_or(|wanted| {
+                    let have: BTreeSet<(u64, bool)> =
+                        v.members.iter().map(|m| (m.id.0, m.voter)).collect();
+                    *wanted == have
+                })
+            }),
+        )
+        .await;
+        match seen {
+            Ok(Ok(view)) => Ok(view.clone()),
+            Ok(Err(_)) => Err(MetadataError::ShutDown),
+            Err(_) => Err(timeout_error("the new membership to show", timeout)),
         }
     }
 }
@@ -546,7 +679,21 @@ impl MetadataBackend for RaftBackend {
         self.check_running()?;
         let timeout = self.inner.propose_timeout();
         let deadline = Instant::now() + timeout;
-        tokio::time::timeout_at(deadline, self.inner.propose_until(command, deadline))
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            command,
+            deadline,
+            reply,
+        };
+        let proposed = async {
+            self.inner
+                .queue
+                .send(pending)
+                .await
+                .map_err(|_| MetadataError::ShutDown)?;
+            answer.await.map_err(|_| MetadataError::ShutDown)?
+        };
+        tokio::time::timeout_at(deadline, proposed)
             .await
             .unwrap_or_else(|_| Err(timeout_error("the proposal to commit", timeout)))
     }
@@ -563,7 +710,7 @@ impl MetadataBackend for RaftBackend {
             .await
             .unwrap_or_else(|_| Err(timeout_error("a linearizable read index", timeout)))?;
         let left = deadline.saturating_duration_since(Instant::now());
-        self.inner.applied.wait_applied(index, left).await
+        self.inner.wait_raft_applied(index, left).await
     }
 
     fn subscribe(&self) -> ChangeStream {
@@ -587,89 +734,9 @@ impl MetadataBackend for RaftBackend {
         change: MembershipChange,
     ) -> Result<ClusterView, MetadataError> {
         self.check_running()?;
-        let timeout = self.inner.propose_timeout();
-        let raft = &self.inner.raft;
-        let result = match change {
-            MembershipChange::AddNode { id, addr } => {
-                tokio::time::timeout(timeout, async {
-                    raft.add_learner(id.0, Node { addr }, true).await?;
-                    raft.change_membership(
-                        ChangeMembers::AddVoterIds(BTreeSet::from([id.0])),
-                        false,
-                    )
-                    .await
-                })
-                .await
-            }
-            MembershipChange::RemoveNode { id } => {
-                let known = raft
-                    .metrics()
-                    .borrow()
-                    .membership_config
-                    .membership()
-                    .get_node(&id.0)
-                    .is_some();
-                if !known {
-                    return Err(MetadataError::Config(format!(
-                        "node {id} is not a member of this cluster"
-                    )));
-                }
-                tokio::time::timeout(
-                    timeout,
-                    raft.change_membership(
-                        ChangeMembers::RemoveVoters(BTreeSet::from([id.0])),
-                        false,
-                    ),
-                )
-                .await
-            }
-            MembershipChange::Promote { .. } => {
-                return Err(MetadataError::Unsupported {
-                    what: "promotion: raft elects its leader automatically".into(),
-                });
-            }
-            _ => {
-                return Err(MetadataError::Unsupported {
-                    what: "this membership change".into(),
-                });
-            }
-        };
-        match result {
-            Ok(Ok(response)) => {
-                // Return the view once the watcher has published the committed membership.
-                let index = response.log_id.index;
-                self.inner.applied.wait_applied(index, timeout).await?;
-                let wanted: Option<BTreeSet<(u64, bool)>> = response.membership.as_ref().map(|m| {
-                    let voters: BTreeSet<u64> = m.voter_ids().collect();
-                    m.nodes()
-                        .map(|(id, _)| (*id, voters.contains(id)))
-                        .collect()
-                });
-                let mut views = self.cluster();
-                let seen = tokio::time::timeout(
-                    timeout,
-                    views.wait_for(|v| {
-                        wanted.as_ref().is_none_or(|wanted| {
-                            let have: BTreeSet<(u64, bool)> =
-                                v.members.iter().map(|m| (m.id.0, m.voter)).collect();
-                            *wanted == have
-                        })
-                    }),
-                )
-                .await;
-                match seen {
-                    Ok(Ok(view)) => Ok(view.clone()),
-                    Ok(Err(_)) => Err(MetadataError::ShutDown),
-                    Err(_) => Err(timeout_error("the new membership to show", timeout)),
-                }
-            }
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(Inner::not_leader(f.leader_id))
-            }
-            Ok(Err(RaftError::APIError(e))) => Err(MetadataError::Config(e.to_string())),
-            Ok(Err(RaftError::Fatal(e))) => Err(self.inner.fatal(e)),
-            Err(_) => Err(timeout_error("the membership change to commit", timeout)),
-        }
+        self.inner
+            .change_membership(change, Forwarding::ToLeader)
+            .await
     }
 
     async fn shutdown(&self) -> Result<(), MetadataError> {

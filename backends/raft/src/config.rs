@@ -38,6 +38,12 @@ pub struct RaftConfig {
     pub rpc_timeout_ms: u64,
     /// Largest frame accepted on a peer connection; default 16 MiB.
     pub max_frame_bytes: u32,
+    /// Most proposals one log entry carries (group commit: the proposals waiting while the
+    /// previous entry commits share the next entry and its fsync); default 1024.
+    pub batch_max_proposals: usize,
+    /// Most encoded bytes of proposals one log entry carries (a single larger proposal goes
+    /// alone); at most half of `max_frame_bytes`; default 256 KiB.
+    pub batch_max_bytes: usize,
 }
 
 impl Default for RaftConfig {
@@ -53,6 +59,8 @@ impl Default for RaftConfig {
             propose_timeout_ms: 5_000,
             rpc_timeout_ms: 1_000,
             max_frame_bytes: 16 << 20,
+            batch_max_proposals: 1024,
+            batch_max_bytes: 256 << 10,
         }
     }
 }
@@ -81,6 +89,15 @@ impl RaftConfig {
             || config.snapshot_chunk_bytes + (64 << 10) > u64::from(config.max_frame_bytes)
         {
             return bad("snapshot_chunk_bytes must be at least 1 and 64 KiB below max_frame_bytes");
+        }
+        let half_frame = usize::try_from(config.max_frame_bytes / 2).unwrap_or(usize::MAX);
+        if config.batch_max_proposals == 0
+            || config.batch_max_bytes == 0
+            || config.batch_max_bytes > half_frame
+        {
+            return bad(
+                "batch_max_proposals and batch_max_bytes must be at least 1, and batch_max_bytes at most half of max_frame_bytes",
+            );
         }
         if config.propose_timeout_ms == 0 || config.rpc_timeout_ms == 0 {
             return bad("propose_timeout_ms and rpc_timeout_ms must be at least 1");

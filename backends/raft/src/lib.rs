@@ -9,9 +9,10 @@
 //! - `lib.rs` — registration and the declared [`GUARANTEES`].
 //! - `config.rs` — [`RaftConfig`].
 //! - `types.rs` — openraft's type configuration (commands in, apply verdicts out).
-//! - `store.rs` — RocksDB log storage (column families `log`, `meta`, `sm`) with group-commit
-//!   fsync, and the state machine persisted as snapshots of
-//!   [`StateView`](switchyard_backend_api::StateView).
+//! - `store.rs` — RocksDB log storage (column families `log`, `meta`, `sm`), and the state
+//!   machine persisted as snapshots of [`StateView`](switchyard_backend_api::StateView).
+//! - `proposals.rs` — group commit: every proposal waiting at one moment becomes one log entry,
+//!   proposed here or forwarded to the leader.
 //! - `network.rs` — the TCP transport: handshake, length-delimited codec frames, openraft's
 //!   RPCs, forwarded proposals and read-index requests.
 //! - `backend.rs` — [`RaftBackend`]: open, bootstrap, propose (forwarding), linearizable reads,
@@ -30,6 +31,7 @@
 mod backend;
 mod config;
 mod network;
+mod proposals;
 mod store;
 mod types;
 
@@ -42,6 +44,7 @@ use switchyard_backend_api::{
 
 pub use backend::RaftBackend;
 pub use config::RaftConfig;
+pub use network::request_membership_change;
 
 /// Registry name.
 pub const NAME: &str = "raft";

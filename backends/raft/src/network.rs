@@ -30,13 +30,14 @@ use openraft::{RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use switchyard_backend_api::{
-    CodecError, MetadataCommand, MetadataError, Outcome, Rejection, codec,
+    ClusterView, CodecError, MembershipChange, MetadataCommand, MetadataError, codec,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use crate::types::{Node, TypeConfig};
+use crate::backend::Forwarding;
+use crate::types::{Applied, Node, TypeConfig};
 
 /// The first frame of every connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,14 +75,23 @@ pub(crate) enum Request {
     Vote(VoteRequest<u64>),
     /// openraft: one chunk of a snapshot.
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
-    /// A follower forwards a write; the receiver proposes it if it leads.
-    Propose(MetadataCommand),
+    /// A follower forwards a group of proposals; the receiver proposes them as one entry if it
+    /// leads.
+    Propose(Vec<MetadataCommand>),
     /// A follower asks the leader for the read index of a linearizable read.
     ReadIndex,
+    /// Add or remove a node: from an operator (`switchyard cluster add-node`), or forwarded
+    /// by a follower to the leader.
+    ChangeMembership {
+        /// The change.
+        change: MembershipChange,
+        /// Whether a follower receiving it passes it on to the leader.
+        forwarding: Forwarding,
+    },
 }
 
-/// A forwarded proposal's result: its log index and apply's verdict.
-pub(crate) type Forwarded = Result<(u64, Result<Outcome, Rejection>), MetadataError>;
+/// A forwarded group's result: per proposal, its metadata log position and apply's verdict.
+pub(crate) type Forwarded = Result<Applied, MetadataError>;
 
 /// The answer to a [`Request`], variant for variant.
 #[derive(Debug, Serialize, Deserialize)]
@@ -92,10 +102,12 @@ pub(crate) enum Response {
     Vote(Result<VoteResponse<u64>, RaftError<u64>>),
     /// openraft's answer.
     InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
-    /// The forwarded write's result; `NotLeader` if the receiver does not lead.
+    /// The forwarded group's result; `NotLeader` if the receiver does not lead.
     Propose(Forwarded),
     /// The leader's read index.
     ReadIndex(Result<u64, MetadataError>),
+    /// The leader's cluster view once it shows the change.
+    ChangeMembership(Result<ClusterView, MetadataError>),
 }
 
 /// Why a call to a peer failed.
@@ -116,6 +128,9 @@ pub(crate) enum NetError {
     /// The peer refused the handshake.
     #[error("peer refused the connection: {0}")]
     Refused(String),
+    /// Connecting failed, so the request was certainly not sent.
+    #[error("{0}")]
+    NotSent(Box<NetError>),
     /// The peer closed the connection.
     #[error("{0}: connection closed")]
     Closed(String),
@@ -248,7 +263,9 @@ impl Peer {
 
     async fn call_inner(&mut self, request: &Request) -> Result<Response, NetError> {
         if self.conn.is_none() {
-            self.connect().await?;
+            self.connect()
+                .await
+                .map_err(|e| NetError::NotSent(Box::new(e)))?;
         }
         let addr = self.addr.clone();
         let conn = self
@@ -259,6 +276,55 @@ impl Peer {
         recv(conn, &addr).await
     }
 }
+
+/// The node id an operator's tool presents in its handshake: no node has it (node ids fit in
+/// 31 bits).
+const ADMIN_CLIENT: u64 = u64::MAX;
+
+/// Ask a running cluster to add or remove a node (`switchyard cluster add-node` /
+/// `remove-node`). Tries `nodes` (id, cluster address) in order until one takes the request —
+/// a follower passes it on to the leader — and returns the leader's view once it shows the
+/// committed membership. A node that is down, not yet a member, or without a known leader is
+/// skipped; the last such error is returned when none takes it.
+pub async fn request_membership_change(
+    nodes: &[(u64, String)],
+    cluster_id: &str,
+    change: MembershipChange,
+    timeout: Duration,
+) -> Result<ClusterView, MetadataError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = MetadataError::Config("no node to ask: the peers list is empty".into());
+    let request = Request::ChangeMembership {
+        change,
+        forwarding: Forwarding::ToLeader,
+    };
+    for (id, addr) in nodes {
+        let hello = Hello {
+            cluster_id: cluster_id.to_owned(),
+            from: ADMIN_CLIENT,
+            to: *id,
+        };
+        let mut peer = Peer::new(hello, addr.clone(), ADMIN_MAX_FRAME_BYTES);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match peer.call(&request, left).await {
+            Ok(Response::ChangeMembership(Err(
+                e @ (MetadataError::NotLeader { .. } | MetadataError::NotReady { .. }),
+            ))) => last = e,
+            Ok(Response::ChangeMembership(result)) => return result,
+            Ok(_) => {
+                return Err(MetadataError::Network(
+                    "unexpected response to ChangeMembership".into(),
+                ));
+            }
+            Err(NetError::NotSent(e)) => last = MetadataError::from(*e),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last)
+}
+
+/// Largest frame an operator's tool accepts: a cluster view is small.
+const ADMIN_MAX_FRAME_BYTES: u32 = 1 << 20;
 
 /// Creates openraft's per-target clients.
 #[derive(Debug, Clone)]
@@ -322,9 +388,10 @@ impl PeerNetwork {
             .call(&request, option.hard_ttl())
             .await
             .map_err(|e| match e {
-                NetError::Io { .. } | NetError::Refused(_) | NetError::Closed(_) => {
-                    RPCError::Unreachable(Unreachable::new(&e))
-                }
+                NetError::Io { .. }
+                | NetError::Refused(_)
+                | NetError::Closed(_)
+                | NetError::NotSent(_) => RPCError::Unreachable(Unreachable::new(&e)),
                 other => RPCError::Network(NetworkError::new(&other)),
             })
     }
@@ -538,7 +605,7 @@ mod tests {
         );
         let other_node = peer("a", 3).call(&Request::ReadIndex, timeout).await;
         assert!(
-            matches!(other_node, Err(NetError::Refused(_))),
+            matches!(&other_node, Err(NetError::NotSent(e)) if matches!(**e, NetError::Refused(_))),
             "{other_node:?}"
         );
 

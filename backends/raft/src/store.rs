@@ -13,9 +13,11 @@
 //!
 //! ### To ensure correctness:
 //! - A vote is written with `sync` before `save_vote` returns.
-//! - Appended entries are readable when `append` returns (written to the memtable) and durable
-//!   when the flush callback runs: one syncer thread fsyncs the RocksDB WAL for every batch of
-//!   queued appends (group commit) and answers their callbacks in order.
+//! - Appended entries are durable when the flush callback runs: `append` writes them and
+//!   fsyncs the RocksDB WAL before calling it. openraft 0.9 waits for that callback before it
+//!   takes its next command, so appends never overlap; group commit happens one level up,
+//!   where the backend puts every proposal waiting at that moment into one entry
+//!   ([`Proposals`](crate::types::Proposals)).
 //! - Purge records the purged log id and deletes the entries in one atomic batch.
 
 // openraft's storage traits fix `StorageError` (224 bytes) as the error type; the helpers
@@ -27,7 +29,6 @@ use std::io::{self, Cursor};
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
@@ -39,8 +40,9 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, Writ
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchyard_backend_api::{AppliedState, StateView, codec};
+use tokio::sync::watch;
 
-use crate::types::{Applied, Node, TypeConfig};
+use crate::types::{Applied, Node, Proposals, TypeConfig};
 
 const CF_LOG: &str = "log";
 const CF_META: &str = "meta";
@@ -201,47 +203,16 @@ impl Db {
     }
 }
 
-/// Runs WAL fsyncs for appends: drains every queued callback, fsyncs once, answers in order.
-///
-/// It holds the database weakly, so that the database closes with its last store handle even
-/// while this thread still waits for its channel to close.
-fn spawn_syncer(db: &Db) -> io::Result<std_mpsc::Sender<LogFlushed<TypeConfig>>> {
-    let db = Arc::downgrade(&db.db);
-    let (tx, rx) = std_mpsc::channel::<LogFlushed<TypeConfig>>();
-    std::thread::Builder::new()
-        .name("raft-log-sync".into())
-        .spawn(move || {
-            while let Ok(first) = rx.recv() {
-                let mut batch = vec![first];
-                batch.extend(rx.try_iter());
-                let result = match db.upgrade() {
-                    Some(db) => db.flush_wal(true).map_err(io::Error::other),
-                    None => Err(io::Error::other("the database is closed")),
-                };
-                for callback in batch {
-                    let result = match &result {
-                        Ok(()) => Ok(()),
-                        Err(e) => Err(io::Error::other(e.to_string())),
-                    };
-                    callback.log_io_completed(result);
-                }
-            }
-        })?;
-    Ok(tx)
-}
-
 /// openraft's log storage on RocksDB.
 #[derive(Debug, Clone)]
 pub(crate) struct LogStore {
     db: Db,
-    syncer: std_mpsc::Sender<LogFlushed<TypeConfig>>,
 }
 
 impl LogStore {
-    /// The log store of `db`; starts its syncer thread.
-    pub(crate) fn new(db: Db) -> io::Result<Self> {
-        let syncer = spawn_syncer(&db)?;
-        Ok(Self { db, syncer })
+    /// The log store of `db`.
+    pub(crate) fn new(db: Db) -> Self {
+        Self { db }
     }
 }
 
@@ -306,9 +277,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.put_cf(cf, log_key(entry.log_id.index), encode(&entry)?);
         }
         self.db.db.write(batch).map_err(write_err)?;
-        self.syncer
-            .send(callback)
-            .map_err(|_| write_err("the log syncer thread has stopped"))
+        // openraft 0.9 awaits this callback before it runs its next command, so syncing here
+        // costs it nothing more, and saves a thread hop per write.
+        let synced = self.db.db.flush_wal(true).map_err(io::Error::other);
+        callback.log_io_completed(synced);
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> StoreResult<()> {
@@ -342,6 +315,7 @@ type StoredSnapshot = (SnapshotMeta<u64, Node>, Vec<u8>);
 pub(crate) struct StateMachine {
     db: Db,
     applied: Arc<AppliedState>,
+    raft_applied: Arc<watch::Sender<u64>>,
     last_applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, Node>,
     snapshots_built: u64,
@@ -362,6 +336,7 @@ impl StateMachine {
         Ok(Self {
             db,
             applied: Arc::new(AppliedState::new(view)),
+            raft_applied: Arc::new(watch::Sender::new(last_applied.map_or(0, |l| l.index))),
             last_applied,
             membership,
             snapshots_built: 0,
@@ -371,6 +346,13 @@ impl StateMachine {
     /// The applied state this machine publishes into.
     pub(crate) fn applied(&self) -> Arc<AppliedState> {
         Arc::clone(&self.applied)
+    }
+
+    /// The index of the last applied *raft* log entry, published after the entry's proposals
+    /// are in [`applied`](Self::applied). Raft positions differ from metadata positions: one
+    /// entry carries any number of proposals, and blank and membership entries carry none.
+    pub(crate) fn raft_applied(&self) -> Arc<watch::Sender<u64>> {
+        Arc::clone(&self.raft_applied)
     }
 }
 
@@ -419,22 +401,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             let log_id = entry.log_id;
             let reply = match &entry.payload {
-                EntryPayload::Normal(command) => Some(
-                    self.applied
-                        .apply(log_id.index, command)
-                        .map_err(|e| StorageError::from(StorageIOError::apply(log_id, &e)))?,
-                ),
-                EntryPayload::Blank => {
-                    self.applied.skip_to(log_id.index);
-                    None
-                }
+                EntryPayload::Normal(Proposals(commands)) => self.applied.apply_all(commands),
+                EntryPayload::Blank => Vec::new(),
                 EntryPayload::Membership(membership) => {
                     self.membership = StoredMembership::new(Some(log_id), membership.clone());
-                    self.applied.skip_to(log_id.index);
-                    None
+                    Vec::new()
                 }
             };
             self.last_applied = Some(log_id);
+            self.raft_applied.send_replace(log_id.index);
             replies.push(reply);
         }
         Ok(replies)
@@ -473,6 +448,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .put_sync(CF_SM, KEY_SNAPSHOT, &(meta.clone(), data))?;
         self.applied.install(view);
         self.last_applied = meta.last_log_id;
+        self.raft_applied
+            .send_replace(meta.last_log_id.map_or(0, |l| l.index));
         self.membership = meta.last_membership.clone();
         Ok(())
     }
@@ -501,7 +478,7 @@ mod tests {
             let db = Db::open(dir.path(), Duration::ZERO)
                 .await
                 .map_err(write_err)?;
-            let log = LogStore::new(db.clone()).map_err(write_err)?;
+            let log = LogStore::new(db.clone());
             let sm = StateMachine::open(db)?;
             Ok((dir, log, sm))
         }

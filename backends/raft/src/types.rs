@@ -1,13 +1,21 @@
-//! openraft's type configuration for this backend: the log carries [`MetadataCommand`]s and
-//! answers with apply's verdict.
+//! openraft's type configuration for this backend: each log entry carries the
+//! [`Proposals`] one group commit gathered, and answers with each one's position and verdict.
 
 use std::io::Cursor;
 
-use switchyard_backend_api::{MetadataCommand, Outcome, Rejection};
+use serde::{Deserialize, Serialize};
+use switchyard_backend_api::{LogIndex, MetadataCommand, Outcome, Rejection};
 
-/// What applying one log entry answers: apply's verdict for a metadata command, `None` for
-/// blank and membership entries.
-pub(crate) type Applied = Option<Result<Outcome, Rejection>>;
+/// The payload of one normal log entry: independent proposals that arrived together, applied
+/// in order. Each takes its own metadata log position and gets its own verdict; a rejected one
+/// changes nothing and does not affect the others (unlike [`MetadataCommand::Batch`], which is
+/// all-or-nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Proposals(pub(crate) Vec<MetadataCommand>);
+
+/// What applying one log entry answers: per proposal, in order, its metadata log position and
+/// apply's verdict. Empty for blank and membership entries.
+pub(crate) type Applied = Vec<(LogIndex, Result<Outcome, Rejection>)>;
 
 /// A member as openraft stores it in the membership config: its cluster address.
 pub(crate) type Node = openraft::BasicNode;
@@ -15,7 +23,7 @@ pub(crate) type Node = openraft::BasicNode;
 openraft::declare_raft_types!(
     /// The openraft type configuration of the `raft` backend.
     pub(crate) TypeConfig:
-        D = MetadataCommand,
+        D = Proposals,
         R = Applied,
         NodeId = u64,
         Node = Node,

@@ -326,3 +326,124 @@ async fn cluster_promote_makes_another_wal_node_primary() -> anyhow::Result<()> 
     }
     Ok(())
 }
+
+/// `switchyard cluster add-node` / `remove-node` grow one `raft` node to three and shrink the
+/// cluster back to one, with a kill -9 of the leader in between: the two survivors elect a new
+/// leader, which commits the removal of the dead node.
+#[cfg(feature = "backend-raft")]
+#[tokio::test]
+async fn cluster_add_node_and_remove_node_grow_and_shrink_a_raft_cluster() -> anyhow::Result<()> {
+    use std::net::TcpListener;
+
+    let dir = tempfile::tempdir()?;
+    let mut addrs = Vec::new();
+    for _ in 0..3 {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        addrs.push(listener.local_addr()?.to_string());
+    }
+    let peers_of = |ids: &[usize]| {
+        ids.iter()
+            .map(|id| format!("{id}={}", addrs[id - 1]))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let spawn = |id: usize, peers: String| {
+        let data = dir.path().join(format!("node-{id}"));
+        let data = data.to_string_lossy().into_owned();
+        let id = id.to_string();
+        let args = [
+            "serve",
+            "--metadata-backend",
+            "raft",
+            "--data-dir",
+            &data,
+            "--node-id",
+            &id,
+            "--peers",
+            &peers,
+        ];
+        Running::spawn(dir.path(), &args, &[])
+    };
+    let cluster = |args: &[&str], peers: &str| {
+        let mut all = vec!["cluster"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--metadata-backend", "raft", "--peers", peers]);
+        let all: Vec<String> = all.into_iter().map(str::to_owned).collect();
+        let dir = dir.path().to_owned();
+        async move {
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            run(&dir, &all, &[]).await
+        }
+    };
+    let leader_of = |stdout: &str| -> anyhow::Result<usize> {
+        let line = stdout.lines().next().unwrap_or_default();
+        line.strip_prefix("leader ")
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|id| id.parse().ok())
+            .with_context(|| format!("no leader in {stdout:?}"))
+    };
+
+    // One node that initializes itself, with a cluster address others can reach.
+    let mut nodes = vec![Some(spawn(1, peers_of(&[1]))?)];
+    if let Some(node) = nodes[0].as_mut() {
+        node.wait_for_line("metadata backend ready").await?;
+    }
+    // Two more, each waiting to be added (not the lowest id: they never initialize a cluster).
+    let mut leader = 0;
+    for id in [2, 3] {
+        nodes.push(Some(spawn(id, peers_of(&[1, id]))?));
+        let added = cluster(
+            &["add-node", &id.to_string(), &addrs[id - 1]],
+            &peers_of(&[1]),
+        )
+        .await?;
+        ensure!(added.status.success(), "{added:?}");
+        ensure!(
+            added.stdout.contains(&format!("node {id} voter")),
+            "{added:?}"
+        );
+        if let Some(node) = nodes[id - 1].as_mut() {
+            node.wait_for_line("metadata backend ready").await?;
+        }
+        leader = leader_of(&added.stdout)?;
+    }
+    let all = peers_of(&[1, 2, 3]);
+    let refused = cluster(&["remove-node", "7"], &all).await?;
+    ensure!(!refused.status.success(), "{refused:?}");
+    ensure!(refused.stderr.contains("not a member"), "{refused:?}");
+
+    // kill -9 the leader; the survivors elect a new one, which commits its removal.
+    if let Some(mut killed) = nodes[leader - 1].take() {
+        killed.kill()?;
+    }
+    let survivors: Vec<usize> = (1..=3).filter(|id| *id != leader).collect();
+    let removed = cluster(&["remove-node", &leader.to_string()], &all).await?;
+    ensure!(removed.status.success(), "{removed:?}");
+    let new_leader = leader_of(&removed.stdout)?;
+    ensure!(
+        new_leader != leader && survivors.contains(&new_leader),
+        "{removed:?}"
+    );
+    ensure!(
+        !removed.stdout.contains(&format!("node {leader} ")),
+        "{removed:?}"
+    );
+
+    // Down to one node.
+    let (gone, last) = (survivors[0], survivors[1]);
+    let shrunk = cluster(&["remove-node", &gone.to_string()], &all).await?;
+    ensure!(shrunk.status.success(), "{shrunk:?}");
+    ensure!(
+        shrunk.stdout.contains(&format!("node {last} voter"))
+            && !shrunk.stdout.contains(&format!("node {gone} ")),
+        "{shrunk:?}"
+    );
+    for node in nodes.iter().flatten() {
+        node.terminate()?;
+    }
+    for node in nodes.into_iter().flatten() {
+        let (status, lines) = node.wait_exit().await?;
+        ensure!(status.success(), "exit {status}: {}", lines.join("\n"));
+    }
+    Ok(())
+}

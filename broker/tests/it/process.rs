@@ -112,6 +112,11 @@ impl Running {
         }
     }
 
+    /// Send SIGKILL (kill -9).
+    pub(crate) fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.start_kill().context("kill -9 switchyard")
+    }
+
     /// Send SIGTERM.
     pub(crate) fn terminate(&self) -> anyhow::Result<()> {
         let pid = self.child.id().context("switchyard has already exited")?;
