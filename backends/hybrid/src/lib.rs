@@ -1,0 +1,31 @@
+//! The `hybrid` metadata backend, in construction: a small Raft group built on raft-rs
+//! `RawNode` decides membership and which node leads the metadata stream (its term is the
+//! WAL's fencing epoch), while the metadata itself flows through the replicated WAL of
+//! `switchyard-backend-wal`.
+//!
+//! This crate holds the Raft side so far: the group's replicated state and the driver of the
+//! Ready loop, tested over a simulated network. It is not registered as a backend yet; the
+//! WAL wiring, the RocksDB-backed Raft log and the registration follow.
+//!
+//! # Layout
+//! - `group.rs` — [`GroupState`] and [`GroupCommand`]: members, metadata leader, in-sync set.
+//! - `driver.rs` — [`Driver`]: one node's `RawNode`, ticked, stepped and proposed into by
+//!   its caller; [`Driver::on_ready`] persists, sends, applies and advances in raft-rs's order.
+//! - `sim.rs` (tests) — a deterministic simulated network of drivers that can cut, isolate
+//!   and recover links.
+//!
+//! # Invariants
+//! - Every committed entry is applied on every node, once, in log order — including those
+//!   `advance` hands back in its `LightReady`.
+//! - Messages that must follow persistence are sent only after the Ready's entries and hard
+//!   state are persisted.
+//! - [`GroupState::apply`] is deterministic; the leader of a term is recorded only through
+//!   that leader's own committed `Lead` entry.
+
+mod driver;
+mod group;
+#[cfg(test)]
+mod sim;
+
+pub use driver::{Applied, Driver, DriverError, GroupLog, Ticks};
+pub use group::{GroupCommand, GroupState};
