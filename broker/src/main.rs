@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use switchyard::backends;
 use switchyard::cli::{Cli, ClusterCommand, Command, ServeArgs};
-use switchyard_backend_api::{MembershipChange, NodeId, available_backends};
+use switchyard_backend_api::{MembershipChange, MetadataError, NodeId, available_backends};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -57,34 +57,36 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn promote(node: u64, args: &ServeArgs) -> anyhow::Result<()> {
+/// Load the configuration `args` point at and run one operator request against the cluster
+/// it describes, on a single-threaded runtime.
+fn operate<T>(
+    args: &ServeArgs,
+    request: impl AsyncFnOnce(&switchyard::config::Config) -> Result<T, MetadataError>,
+) -> anyhow::Result<Result<T, MetadataError>> {
     init_logging();
     let config = args.load_config()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let epoch = runtime
-        .block_on(backends::promote(
-            &config,
-            switchyard_backend_api::NodeId(node),
-        ))
-        .with_context(|| format!("promoting node {node}"))?;
+    Ok(runtime.block_on(request(&config)))
+}
+
+fn promote(node: u64, args: &ServeArgs) -> anyhow::Result<()> {
+    let epoch = operate(args, async |config| {
+        backends::promote(config, NodeId(node)).await
+    })?
+    .with_context(|| format!("promoting node {node}"))?;
     println!("node {node} is the primary at epoch {epoch}");
     Ok(())
 }
 
 fn change_membership(change: MembershipChange, args: &ServeArgs) -> anyhow::Result<()> {
-    init_logging();
-    let config = args.load_config()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
     let what = format!("{change:?}");
-    let view = runtime
-        .block_on(backends::change_membership(&config, change))
-        .with_context(|| format!("changing the membership: {what}"))?;
+    let view = operate(args, async |config| {
+        backends::change_membership(config, change).await
+    })?
+    .with_context(|| format!("changing the membership: {what}"))?;
     let leader = view
         .leader
         .map_or_else(|| "none".to_owned(), |l| l.to_string());

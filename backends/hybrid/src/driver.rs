@@ -66,6 +66,10 @@ pub trait GroupLog: Storage {
 
     /// Record the membership after a conf change applied.
     fn set_conf_state(&mut self, conf_state: ConfState) -> Result<(), DriverError>;
+
+    /// Record how far the driver applied and the group state there (where a restart resumes,
+    /// and what a snapshot sent to a lagging or new node holds).
+    fn save_applied(&mut self, applied: u64, state: &GroupState) -> Result<(), DriverError>;
 }
 
 impl GroupLog for MemStorage {
@@ -94,6 +98,11 @@ impl GroupLog for MemStorage {
 
     fn set_conf_state(&mut self, conf_state: ConfState) -> Result<(), DriverError> {
         self.wl().set_conf_state(conf_state);
+        Ok(())
+    }
+
+    /// Nothing to record: a memory log does not outlive its driver.
+    fn save_applied(&mut self, _applied: u64, _state: &GroupState) -> Result<(), DriverError> {
         Ok(())
     }
 }
@@ -301,6 +310,9 @@ impl<S: GroupLog> Driver<S> {
             send(light.take_messages());
             self.apply(light.take_committed_entries(), round)?;
             self.raw.advance_apply();
+            self.raw
+                .mut_store()
+                .save_applied(self.applied, &self.state)?;
         }
         Ok(())
     }

@@ -3,14 +3,17 @@
 //! WAL's fencing epoch), while the metadata itself flows through the replicated WAL of
 //! `switchyard-backend-wal`.
 //!
-//! This crate holds the Raft side so far: the group's replicated state and the driver of the
-//! Ready loop, tested over a simulated network. It is not registered as a backend yet; the
-//! WAL wiring, the RocksDB-backed Raft log and the registration follow.
+//! This crate holds the Raft side so far: the group's replicated state, the driver of the
+//! Ready loop (tested over a simulated network) and its RocksDB log. It is not registered as a
+//! backend yet; the transport, the WAL wiring and the registration follow.
 //!
 //! # Layout
 //! - `group.rs` — [`GroupState`] and [`GroupCommand`]: members, metadata leader, in-sync set.
 //! - `driver.rs` — [`Driver`]: one node's `RawNode`, ticked, stepped and proposed into by
 //!   its caller; [`Driver::on_ready`] persists, sends, applies and advances in raft-rs's order.
+//! - `store.rs` — [`RocksLog`]: the Raft log, hard state, conf state and applied group state
+//!   in RocksDB (column families `raft_log`, `raft_meta`), bootstrap of a founding node, and
+//!   snapshots that carry the group state to nodes that join later.
 //! - `sim.rs` (tests) — a deterministic simulated network of drivers that can cut, isolate
 //!   and recover links.
 //!
@@ -26,6 +29,8 @@ mod driver;
 mod group;
 #[cfg(test)]
 mod sim;
+mod store;
 
 pub use driver::{Applied, Driver, DriverError, GroupLog, Ticks};
 pub use group::{GroupCommand, GroupState};
+pub use store::RocksLog;

@@ -112,7 +112,8 @@ impl Running {
         }
     }
 
-    /// Send SIGKILL (kill -9).
+    /// Send SIGKILL (kill -9). Used by the `raft` cluster test.
+    #[cfg(feature = "backend-raft")]
     pub(crate) fn kill(&mut self) -> anyhow::Result<()> {
         self.child.start_kill().context("kill -9 switchyard")
     }
