@@ -4,8 +4,9 @@
 //! `switchyard-backend-wal`.
 //!
 //! This crate holds the Raft side so far: the group's replicated state, the driver of the
-//! Ready loop (tested over a simulated network) and its RocksDB log. It is not registered as a
-//! backend yet; the transport, the WAL wiring and the registration follow.
+//! Ready loop (tested over a simulated network), its RocksDB log, the per-node task that runs
+//! it and the TCP transport between nodes. It is not registered as a backend yet; the WAL
+//! wiring and the registration follow.
 //!
 //! # Layout
 //! - `group.rs` — [`GroupState`] and [`GroupCommand`]: members, metadata leader, in-sync set.
@@ -14,6 +15,10 @@
 //! - `store.rs` — [`RocksLog`]: the Raft log, hard state, conf state and applied group state
 //!   in RocksDB (column families `raft_log`, `raft_meta`), bootstrap of a founding node, and
 //!   snapshots that carry the group state to nodes that join later.
+//! - `runner.rs` — [`Runner`]: the one tokio task per node that ticks, steps, proposes and runs
+//!   the Ready rounds, publishing a [`GroupView`].
+//! - `transport.rs` — raft-rs messages over TCP: handshake (cluster id, node ids), one
+//!   length-delimited frame per message, one reconnecting sender per peer.
 //! - `sim.rs` (tests) — a deterministic simulated network of drivers that can cut, isolate
 //!   and recover links.
 //!
@@ -27,10 +32,14 @@
 
 mod driver;
 mod group;
+mod runner;
 #[cfg(test)]
 mod sim;
 mod store;
+mod transport;
 
 pub use driver::{Applied, Driver, DriverError, GroupLog, Ticks};
 pub use group::{GroupCommand, GroupState};
+pub use runner::{GroupView, Request, Runner};
 pub use store::RocksLog;
+pub use transport::{Outbox, connect, serve};
