@@ -17,6 +17,30 @@ use switchyard_backend_api::{
 };
 use tempfile::TempDir;
 
+/// Ports [`reserve_addr`] hands out: below Linux's default ephemeral range (32768–60999), so
+/// neither an outgoing connection nor another `bind(…:0)` takes a reserved port between the
+/// reservation and the node binding it.
+const RESERVED_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free loopback address for a node to bind later. Ports come from [`RESERVED_PORTS`], each
+/// process walking them from its own offset and checking each is free when handed out; an
+/// address is never handed out twice by one process.
+pub fn reserve_addr() -> anyhow::Result<String> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(RESERVED_PORTS.end - RESERVED_PORTS.start);
+    let offset = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port =
+            RESERVED_PORTS.start + u16::try_from((offset + step) % span).context("port offset")?;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return Ok(listener.local_addr()?.to_string());
+        }
+    }
+    bail!("no free loopback port in {RESERVED_PORTS:?}")
+}
+
 /// How long any single step of a case may take before the case fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -173,10 +197,8 @@ impl<'h> TestCluster<'h> {
         let mut peers = BTreeMap::new();
         if size > 1 {
             for id in 1..=size as u64 {
-                // Reserve a free port; the node binds it again when it opens.
-                let listener =
-                    TcpListener::bind("127.0.0.1:0").context("reserving a cluster port")?;
-                peers.insert(NodeId(id), listener.local_addr()?.to_string());
+                // Reserve a free port; the node binds it when it opens.
+                peers.insert(NodeId(id), reserve_addr()?);
             }
         }
         let mut specs = Vec::with_capacity(size);

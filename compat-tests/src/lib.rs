@@ -27,7 +27,7 @@ pub mod cases;
 pub mod fixtures;
 mod harness;
 
-pub use harness::{BackendHarness, DEADLINE, NodeSpec, RegistryHarness, TestCluster};
+pub use harness::{BackendHarness, DEADLINE, NodeSpec, RegistryHarness, TestCluster, reserve_addr};
 
 /// Expand the conformance list into one `#[tokio::test]` per case, in a module per area, for
 /// the harness expression given (evaluated afresh in every test).

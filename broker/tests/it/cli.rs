@@ -250,13 +250,10 @@ async fn serve_rejects_bad_config() -> anyhow::Result<()> {
 #[cfg(feature = "backend-wal")]
 #[tokio::test]
 async fn cluster_promote_makes_another_wal_node_primary() -> anyhow::Result<()> {
-    use std::net::TcpListener;
-
     let dir = tempfile::tempdir()?;
     let mut addrs = Vec::new();
     for _ in 0..3 {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        addrs.push(listener.local_addr()?.to_string());
+        addrs.push(switchyard_compat_tests::reserve_addr()?);
     }
     let peers = format!("1={},2={},3={}", addrs[0], addrs[1], addrs[2]);
     let mut nodes = Vec::new();
@@ -333,13 +330,10 @@ async fn cluster_promote_makes_another_wal_node_primary() -> anyhow::Result<()> 
 #[cfg(feature = "backend-raft")]
 #[tokio::test]
 async fn cluster_add_node_and_remove_node_grow_and_shrink_a_raft_cluster() -> anyhow::Result<()> {
-    use std::net::TcpListener;
-
     let dir = tempfile::tempdir()?;
     let mut addrs = Vec::new();
     for _ in 0..3 {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        addrs.push(listener.local_addr()?.to_string());
+        addrs.push(switchyard_compat_tests::reserve_addr()?);
     }
     let peers_of = |ids: &[usize]| {
         ids.iter()

@@ -1,7 +1,6 @@
 //! Helpers shared by the raft-specific tests.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -12,11 +11,7 @@ use switchyard_backend_api::{
 };
 use switchyard_compat_tests::DEADLINE;
 
-/// A free loopback address (the node binds it again when it opens).
-pub(crate) fn reserve_addr() -> anyhow::Result<String> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("reserving a cluster port")?;
-    Ok(listener.local_addr()?.to_string())
-}
+pub(crate) use switchyard_compat_tests::reserve_addr;
 
 /// Open a `raft` node directly, with this config table.
 pub(crate) async fn open_node(

@@ -11,7 +11,6 @@
 //! "lone node of three" case) are opened as they are.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -57,12 +56,7 @@ impl TrioHarness {
 }
 
 fn reserve_addr() -> Result<String, MetadataError> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(|e| MetadataError::Network(e.to_string()))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| MetadataError::Network(e.to_string()))?;
-    Ok(addr.to_string())
+    switchyard_compat_tests::reserve_addr().map_err(|e| MetadataError::Network(format!("{e:#}")))
 }
 
 #[async_trait]
