@@ -245,6 +245,26 @@ async fn serve_rejects_bad_config() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `switchyard serve` as node `id` of `backend` with `peers`, its data under `dir/node-<id>`.
+#[cfg(any(feature = "backend-wal", feature = "backend-raft"))]
+fn spawn_node(dir: &Path, backend: &str, id: usize, peers: &str) -> anyhow::Result<Running> {
+    let data = dir.join(format!("node-{id}"));
+    let data = data.to_string_lossy().into_owned();
+    let id = id.to_string();
+    let args = [
+        "serve",
+        "--metadata-backend",
+        backend,
+        "--data-dir",
+        &data,
+        "--node-id",
+        &id,
+        "--peers",
+        peers,
+    ];
+    Running::spawn(dir, &args, &[])
+}
+
 /// Three `wal` nodes; `switchyard cluster promote 2` makes node 2 the primary at a new epoch.
 /// Promotion with a backend that has no manual failover is refused with a clear error.
 #[cfg(feature = "backend-wal")]
@@ -258,21 +278,7 @@ async fn cluster_promote_makes_another_wal_node_primary() -> anyhow::Result<()> 
     let peers = format!("1={},2={},3={}", addrs[0], addrs[1], addrs[2]);
     let mut nodes = Vec::new();
     for id in 1..=3 {
-        let data = dir.path().join(format!("node-{id}"));
-        let data = data.to_string_lossy().into_owned();
-        let id = id.to_string();
-        let args = [
-            "serve",
-            "--metadata-backend",
-            "wal",
-            "--data-dir",
-            &data,
-            "--node-id",
-            &id,
-            "--peers",
-            &peers,
-        ];
-        nodes.push(Running::spawn(dir.path(), &args, &[])?);
+        nodes.push(spawn_node(dir.path(), "wal", id, &peers)?);
     }
     for node in &mut nodes {
         node.wait_for_line("metadata backend ready").await?;
@@ -341,23 +347,7 @@ async fn cluster_add_node_and_remove_node_grow_and_shrink_a_raft_cluster() -> an
             .collect::<Vec<_>>()
             .join(",")
     };
-    let spawn = |id: usize, peers: String| {
-        let data = dir.path().join(format!("node-{id}"));
-        let data = data.to_string_lossy().into_owned();
-        let id = id.to_string();
-        let args = [
-            "serve",
-            "--metadata-backend",
-            "raft",
-            "--data-dir",
-            &data,
-            "--node-id",
-            &id,
-            "--peers",
-            &peers,
-        ];
-        Running::spawn(dir.path(), &args, &[])
-    };
+    let spawn = |id: usize, peers: String| spawn_node(dir.path(), "raft", id, &peers);
     let cluster = |args: &[&str], peers: &str| {
         let mut all = vec!["cluster"];
         all.extend_from_slice(args);
