@@ -40,6 +40,7 @@ use tokio::task::JoinHandle;
 
 pub use switchyard_backend_api::available_backends;
 // Linked so that their `inventory` registrations are collected. Add each new backend crate here.
+use switchyard_backend_hybrid as _;
 use switchyard_backend_raft as _;
 use switchyard_backend_wal as _;
 

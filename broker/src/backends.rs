@@ -15,6 +15,8 @@
 use std::fmt::Write as _;
 
 use switchyard_backend_api::Registration;
+#[cfg(feature = "backend-hybrid")]
+use switchyard_backend_hybrid as _;
 #[cfg(feature = "backend-raft")]
 use switchyard_backend_raft as _;
 #[cfg(feature = "backend-wal")]
@@ -27,6 +29,8 @@ use switchyard_backend_wal as _;
 /// checks that the registry holds exactly these names.
 pub const LINKED_BACKENDS: &[&str] = &[
     "memory",
+    #[cfg(feature = "backend-hybrid")]
+    "hybrid",
     #[cfg(feature = "backend-raft")]
     "raft",
     #[cfg(feature = "backend-wal")]

@@ -449,7 +449,10 @@ mod tests {
             ),
             "{err:?}"
         );
-        assert!(message.contains("available: memory"), "{message}");
+        let mut linked = crate::backends::LINKED_BACKENDS.to_vec();
+        linked.sort_unstable();
+        let listed = format!("available: {}", linked.join(", "));
+        assert!(message.contains(&listed), "{message}");
         assert!(!dir.path().join("metadata").exists());
         Ok(())
     }

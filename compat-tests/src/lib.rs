@@ -14,6 +14,8 @@
 //! # Layout
 //! - `harness.rs` — [`BackendHarness`], [`RegistryHarness`], [`TestCluster`] (owns the temp
 //!   dirs; restart, crash).
+//! - `trio.rs` — [`TrioHarness`]: the cases against three-node clusters of an electing
+//!   backend, written through the leader, followers checked to converge.
 //! - `fixtures.rs` — propose-with-deadline and command builders shared by the cases.
 //! - `cases/` — the cases, one module per area: `cluster`, `topics`, `partitions`, `groups`,
 //!   `offsets`, `producers`, `batch`, `lifecycle`.
@@ -26,8 +28,10 @@
 pub mod cases;
 pub mod fixtures;
 mod harness;
+mod trio;
 
 pub use harness::{BackendHarness, DEADLINE, NodeSpec, RegistryHarness, TestCluster, reserve_addr};
+pub use trio::TrioHarness;
 
 /// Expand the conformance list into one `#[tokio::test]` per case, in a module per area, for
 /// the harness expression given (evaluated afresh in every test).

@@ -25,7 +25,7 @@ pub struct StateView {
 }
 
 /// An acknowledged proposal.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposed {
     /// Log position of the command.
     pub index: LogIndex,

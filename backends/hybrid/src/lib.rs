@@ -1,14 +1,16 @@
-//! The `hybrid` metadata backend, in construction: a small Raft group built on raft-rs
-//! `RawNode` decides membership and which node leads the metadata stream (its term is the
-//! WAL's fencing epoch), while the metadata itself flows through the replicated WAL of
-//! `switchyard-backend-wal`.
+//! The `hybrid` metadata backend: a small Raft group built on raft-rs `RawNode` decides
+//! membership and which node leads the metadata stream — its term is the WAL's fencing
+//! epoch — while the metadata itself flows through the replicated WAL of
+//! `switchyard-backend-wal`, whose roles the group drives.
 //!
-//! This crate holds the Raft side so far: the group's replicated state, the driver of the
-//! Ready loop (tested over a simulated network), its RocksDB log, the per-node task that runs
-//! it and the TCP transport between nodes. It is not registered as a backend yet; the WAL
-//! wiring and the registration follow.
+//! Registered as `hybrid`. Configuration is the `[metadata.hybrid]` table ([`HybridConfig`]);
+//! the design, the guarantees and the argument for them are in `docs/BACKENDS.md`.
 //!
 //! # Layout
+//! - `lib.rs` — registration and the declared [`GUARANTEES`].
+//! - `config.rs` — [`HybridConfig`].
+//! - `backend.rs` — [`HybridBackend`]: open, the `MetadataBackend` methods, the tasks that
+//!   make the WAL lead or follow as the group decides and report the in-sync set, shutdown.
 //! - `group.rs` — [`GroupState`] and [`GroupCommand`]: members, metadata leader, in-sync set.
 //! - `driver.rs` — [`Driver`]: one node's `RawNode`, ticked, stepped and proposed into by
 //!   its caller; [`Driver::on_ready`] persists, sends, applies and advances in raft-rs's order.
@@ -17,8 +19,8 @@
 //!   snapshots that carry the group state to nodes that join later.
 //! - `runner.rs` — [`Runner`]: the one tokio task per node that ticks, steps, proposes and runs
 //!   the Ready rounds, publishing a [`GroupView`].
-//! - `transport.rs` — raft-rs messages over TCP: handshake (cluster id, node ids), one
-//!   length-delimited frame per message, one reconnecting sender per peer.
+//! - `transport.rs` — traffic between nodes on the WAL's cluster address: raft-rs messages and
+//!   forwarded proposals.
 //! - `sim.rs` (tests) — a deterministic simulated network of drivers that can cut, isolate
 //!   and recover links.
 //!
@@ -29,7 +31,11 @@
 //!   state are persisted.
 //! - [`GroupState::apply`] is deterministic; the leader of a term is recorded only through
 //!   that leader's own committed `Lead` entry.
+//! - A node's WAL leads epoch `T` only after the node's own `Lead` entry of term `T` was
+//!   applied while it was still the group's leader of `T`: one primary per epoch.
 
+mod backend;
+mod config;
 mod driver;
 mod group;
 mod runner;
@@ -38,8 +44,48 @@ mod sim;
 mod store;
 mod transport;
 
+use std::sync::Arc;
+
+use switchyard_backend_api::{
+    Durability, Failover, Guarantees, LossWindow, MetadataBackend, OpenContext, OpenFuture,
+    ReadConsistency, Registration,
+};
+
+pub use backend::HybridBackend;
+pub use config::HybridConfig;
 pub use driver::{Applied, Driver, DriverError, GroupLog, Ticks};
 pub use group::{GroupCommand, GroupState};
 pub use runner::{GroupView, Request, Runner};
 pub use store::RocksLog;
-pub use transport::{Outbox, connect, serve};
+pub use transport::{CallError, Caller, Dial, Handler, Outbox, connect, serve};
+
+/// Registry name.
+pub const NAME: &str = "hybrid";
+
+/// Acknowledged once a majority of the nodes has the write fsynced in the WAL; local reads;
+/// the group elects the next leader, which catches up from a majority before it writes.
+pub const GUARANTEES: Guarantees = Guarantees {
+    durability: Durability::QuorumFsync,
+    reads: ReadConsistency::Local,
+    failover: Failover::Automatic,
+    loss_window: LossWindow::Nothing,
+    multi_node: true,
+};
+
+inventory::submit! {
+    Registration {
+        name: NAME,
+        description: "raft-rs group elects the metadata leader (its term fences the WAL); \
+                      metadata in the replicated WAL, quorum fsync, local reads, automatic \
+                      failover, followers forward writes to the leader",
+        guarantees: GUARANTEES,
+        open,
+    }
+}
+
+fn open(context: OpenContext) -> OpenFuture {
+    Box::pin(async move {
+        let backend: Arc<dyn MetadataBackend> = Arc::new(HybridBackend::open(context).await?);
+        Ok(backend)
+    })
+}

@@ -118,6 +118,11 @@ impl Runner {
         let _ = (&mut self.task).await;
     }
 
+    /// A sender of requests to the loop, for tasks that outlive a borrow of the runner.
+    pub fn requests(&self) -> mpsc::Sender<Request> {
+        self.requests.clone()
+    }
+
     /// The node's view, updated after every Ready round that changed it.
     pub fn view(&self) -> watch::Receiver<GroupView> {
         self.view.clone()
@@ -176,8 +181,10 @@ async fn run<S: GroupLog>(
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::sync::Arc;
 
-    use tokio::net::TcpListener;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
     use tokio::task::JoinSet;
 
     use super::*;
@@ -213,8 +220,33 @@ mod tests {
         let driver = Driver::new(id, log, applied, state, ticks)?;
         let mut tasks = JoinSet::new();
         let (inbox_tx, inbox) = mpsc::channel(1024);
-        tasks.spawn(transport::serve(listener, "test".into(), id, inbox_tx));
-        let outbox = transport::connect("test", id, peers, &mut tasks);
+        let (incoming_tx, incoming) = mpsc::unbounded_channel();
+        // Plain TCP stands in for the WAL's extension handshake: the dialer sends its id.
+        tasks.spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                if let Ok(from) = stream.read_u64().await {
+                    let _ = incoming_tx.send((from, stream));
+                }
+            }
+        });
+        let refuse: transport::Handler = Arc::new(|_| {
+            Box::pin(async {
+                Err(switchyard_backend_api::MetadataError::Unsupported {
+                    what: "calls".into(),
+                })
+            })
+        });
+        tasks.spawn(transport::serve(incoming, id, 1 << 20, inbox_tx, refuse));
+        let addrs = Arc::new(peers.clone());
+        let dial: transport::Dial = Arc::new(move |peer| {
+            let addrs = Arc::clone(&addrs);
+            Box::pin(async move {
+                let mut stream = TcpStream::connect(addrs.get(&peer)?).await.ok()?;
+                stream.write_u64(id).await.ok()?;
+                Some(stream)
+            })
+        });
+        let outbox = transport::connect(&dial, id, peers.keys().copied(), 1 << 20, &mut tasks);
         Ok(Node {
             runner: Runner::spawn(driver, inbox, outbox, TICK),
             transport: tasks,

@@ -1,50 +1,86 @@
-//! The group's TCP transport: raft-rs messages between nodes, one way, in length-delimited
-//! frames (`tokio-util`'s `LengthDelimitedCodec`).
+//! The hybrid backend's traffic between nodes, on the WAL's cluster address: raft-rs messages
+//! (one way) and forwarded proposals (calls with replies), in length-delimited frames
+//! (`tokio-util`'s `LengthDelimitedCodec`).
 //!
-//! A connection opens with a codec-encoded [`Hello`] naming the cluster id and both node ids;
-//! the listener refuses a peer of another cluster or one that addressed another node, and
-//! drops any message whose sender is not the node that said hello. After that every frame is
-//! one protobuf-encoded `Message`. Each peer has one outgoing connection, opened on demand and
-//! reopened after an error; its queue is bounded and drops messages when full — Raft
-//! tolerates lost messages and resends what matters.
+//! A connection is opened by a [`Dial`] (the WAL's extension handshake in the backend: it
+//! checks the cluster id and that both ends are members) and accepted from the WAL's
+//! extension channel with the id of the member that opened it. Its first frame is a
+//! codec-encoded [`Open`] saying what the connection carries:
+//! - `Raft`: every following frame is one protobuf-encoded `Message`; a message whose sender
+//!   is not the member that opened the connection ends it. Each peer has one outgoing
+//!   connection, opened on demand and reopened after an error; its queue is bounded and drops
+//!   messages when full — Raft tolerates lost messages and resends what matters.
+//! - `Calls`: codec-encoded [`CallFrame`]s, calls one way and replies the other, matched by
+//!   id, many in flight. A call whose connection fails before its reply has an unknown
+//!   outcome and is never re-sent on another connection.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use serde::{Deserialize, Serialize};
-use switchyard_backend_api::codec;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use switchyard_backend_api::{MetadataCommand, MetadataError, Proposed, codec};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::bytes::Bytes;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// Messages queued for one peer before new ones are dropped.
 const PEER_QUEUE: usize = 1024;
-/// Largest frame: a group message is small (entries carry group commands only).
-const MAX_FRAME_BYTES: usize = 4 << 20;
-/// How long a connection attempt may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Calls queued for one connection.
+const CALL_QUEUE: usize = 1024;
 
-/// The first frame of a connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Hello {
-    cluster_id: String,
-    from: u64,
-    to: u64,
+/// Opens a connection to a peer by id (the handshake below [`Open`] included).
+pub type Dial = Arc<dyn Fn(u64) -> BoxFuture<'static, Option<TcpStream>> + Send + Sync>;
+
+/// Answers a forwarded proposal on the node that receives it.
+pub type Handler = Arc<
+    dyn Fn(MetadataCommand) -> BoxFuture<'static, Result<Proposed, MetadataError>> + Send + Sync,
+>;
+
+/// The first frame of a connection: what it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum Open {
+    Raft,
+    Calls,
 }
 
-fn framing() -> LengthDelimitedCodec {
+/// A frame of a `Calls` connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum CallFrame {
+    Call {
+        id: u64,
+        command: MetadataCommand,
+    },
+    Reply {
+        id: u64,
+        result: Result<Proposed, MetadataError>,
+    },
+}
+
+type Conn = Framed<TcpStream, LengthDelimitedCodec>;
+
+fn framing(max_frame_bytes: usize) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_FRAME_BYTES)
+        .max_frame_length(max_frame_bytes)
         .new_codec()
 }
 
-/// Sends messages to peers; cheap to clone.
+async fn open(dial: &Dial, peer: u64, kind: Open, max_frame_bytes: usize) -> Option<Conn> {
+    let stream = dial(peer).await?;
+    let mut conn = Framed::new(stream, framing(max_frame_bytes));
+    conn.send(Bytes::from(codec::encode(&kind).ok()?))
+        .await
+        .ok()?;
+    Some(conn)
+}
+
+/// Sends Raft messages to peers; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     peers: Arc<BTreeMap<u64, mpsc::Sender<Message>>>,
@@ -61,36 +97,32 @@ impl Outbox {
     }
 }
 
-/// Start one sender task per peer (`id → address`, this node excluded) in `tasks`.
+/// Start one Raft sender task per peer in `peers` (this node excluded) in `tasks`.
 pub fn connect(
-    cluster_id: &str,
+    dial: &Dial,
     me: u64,
-    peers: &BTreeMap<u64, String>,
+    peers: impl IntoIterator<Item = u64>,
+    max_frame_bytes: usize,
     tasks: &mut JoinSet<()>,
 ) -> Outbox {
     let mut senders = BTreeMap::new();
-    for (&id, addr) in peers.iter().filter(|(id, _)| **id != me) {
+    for id in peers.into_iter().filter(|id| *id != me) {
         let (tx, rx) = mpsc::channel(PEER_QUEUE);
         senders.insert(id, tx);
-        let hello = Hello {
-            cluster_id: cluster_id.to_owned(),
-            from: me,
-            to: id,
-        };
-        tasks.spawn(send_to(addr.clone(), hello, rx));
+        tasks.spawn(send_to(Arc::clone(dial), id, max_frame_bytes, rx));
     }
     Outbox {
         peers: Arc::new(senders),
     }
 }
 
-/// Deliver `queue` to `addr`, connecting on demand; a failed connection drops the message it
+/// Deliver `queue` to `peer`, connecting on demand; a failed connection drops the message it
 /// was carrying and is reopened for the next.
-async fn send_to(addr: String, hello: Hello, mut queue: mpsc::Receiver<Message>) {
-    let mut conn: Option<Framed<TcpStream, LengthDelimitedCodec>> = None;
+async fn send_to(dial: Dial, peer: u64, max: usize, mut queue: mpsc::Receiver<Message>) {
+    let mut conn: Option<Conn> = None;
     while let Some(message) = queue.recv().await {
         if conn.is_none() {
-            conn = open(&addr, &hello).await;
+            conn = open(&dial, peer, Open::Raft, max).await;
         }
         let Some(stream) = conn.as_mut() else {
             continue;
@@ -105,61 +137,203 @@ async fn send_to(addr: String, hello: Hello, mut queue: mpsc::Receiver<Message>)
     }
 }
 
-async fn open(addr: &str, hello: &Hello) -> Option<Framed<TcpStream, LengthDelimitedCodec>> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .ok()?
-        .ok()?;
-    stream.set_nodelay(true).ok()?;
-    let mut conn = Framed::new(stream, framing());
-    conn.send(Bytes::from(codec::encode(hello).ok()?))
-        .await
-        .ok()?;
-    Some(conn)
-}
-
-/// Accept peer connections on `listener` and pass every valid message to `inbox`, until the
-/// task is aborted (its connections with it).
+/// Take the connections peers opened (`(peer id, stream)` from `incoming`): Raft messages go
+/// to `inbox`, calls to `handler`. Runs until `incoming` closes or the task is aborted.
 pub async fn serve(
-    listener: TcpListener,
-    cluster_id: String,
+    mut incoming: mpsc::UnboundedReceiver<(u64, TcpStream)>,
     me: u64,
+    max_frame_bytes: usize,
     inbox: mpsc::Sender<Message>,
+    handler: Handler,
 ) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    let cluster_id = cluster_id.clone();
-                    let inbox = inbox.clone();
-                    connections.spawn(receive(stream, cluster_id, me, inbox));
-                }
+            accepted = incoming.recv() => {
+                let Some((from, stream)) = accepted else { return };
+                let conn = Framed::new(stream, framing(max_frame_bytes));
+                connections.spawn(receive(conn, from, me, inbox.clone(), Arc::clone(&handler)));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
 }
 
-async fn receive(stream: TcpStream, cluster_id: String, me: u64, inbox: mpsc::Sender<Message>) {
-    let mut conn = Framed::new(stream, framing());
+async fn receive(
+    mut conn: Conn,
+    from: u64,
+    me: u64,
+    inbox: mpsc::Sender<Message>,
+    handler: Handler,
+) {
     let Some(Ok(first)) = conn.next().await else {
         return;
     };
-    let Ok(hello) = codec::decode::<Hello>(&first) else {
-        return;
-    };
-    if hello.cluster_id != cluster_id || hello.to != me || hello.from == me {
-        return;
-    }
-    while let Some(Ok(frame)) = conn.next().await {
-        match Message::parse_from_bytes(&frame) {
-            Ok(message) if message.from == hello.from && message.to == me => {
-                if inbox.send(message).await.is_err() {
-                    return;
+    match codec::decode::<Open>(&first) {
+        Ok(Open::Raft) => {
+            while let Some(Ok(frame)) = conn.next().await {
+                match Message::parse_from_bytes(&frame) {
+                    Ok(message) if message.from == from && message.to == me => {
+                        if inbox.send(message).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ => return,
                 }
             }
-            _ => return,
+        }
+        Ok(Open::Calls) => answer_calls(conn, handler).await,
+        Err(_) => {}
+    }
+}
+
+/// Run each call of one connection as it arrives; replies go back in completion order.
+async fn answer_calls(conn: Conn, handler: Handler) {
+    let (mut sink, mut stream) = conn.split();
+    let (replies, mut outgoing) = mpsc::unbounded_channel::<CallFrame>();
+    let writer = async move {
+        while let Some(frame) = outgoing.recv().await {
+            let Ok(bytes) = codec::encode(&frame) else {
+                continue;
+            };
+            if sink.send(Bytes::from(bytes)).await.is_err() {
+                return;
+            }
+        }
+    };
+    let reader = async move {
+        let mut calls = JoinSet::new();
+        while let Some(Ok(frame)) = stream.next().await {
+            let Ok(CallFrame::Call { id, command }) = codec::decode::<CallFrame>(&frame) else {
+                return;
+            };
+            let handler = Arc::clone(&handler);
+            let replies = replies.clone();
+            calls.spawn(async move {
+                let result = handler(command).await;
+                let _ = replies.send(CallFrame::Reply { id, result });
+            });
+            while calls.try_join_next().is_some() {}
+        }
+        // The peer closed its side: finish the calls it is waiting for.
+        while calls.join_next().await.is_some() {}
+    };
+    tokio::join!(writer, reader);
+}
+
+/// Why a call has no reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No connection to the peer could be made: the call was not sent.
+    #[error("could not reach node {0}")]
+    NotSent(u64),
+    /// The connection failed or the deadline passed after the call was sent: it may or may
+    /// not have been proposed.
+    #[error("no reply from node {0}")]
+    Unknown(u64),
+}
+
+type Pending = oneshot::Sender<Result<Proposed, MetadataError>>;
+/// The queue of one `Calls` connection's task.
+type Calls = mpsc::Sender<(MetadataCommand, Pending)>;
+
+/// Forwards proposals to peers over one multiplexed `Calls` connection per peer.
+#[derive(Clone)]
+pub struct Caller {
+    dial: Dial,
+    max_frame_bytes: usize,
+    connections: Arc<Mutex<BTreeMap<u64, Calls>>>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller").finish_non_exhaustive()
+    }
+}
+
+impl Caller {
+    /// Calls through `dial`.
+    pub fn new(dial: Dial, max_frame_bytes: usize) -> Self {
+        Self {
+            dial,
+            max_frame_bytes,
+            connections: Arc::default(),
+        }
+    }
+
+    /// Ask `peer` to propose `command`, waiting at most `timeout` for the reply.
+    pub async fn call(
+        &self,
+        peer: u64,
+        command: MetadataCommand,
+        timeout: Duration,
+    ) -> Result<Result<Proposed, MetadataError>, CallError> {
+        let existing = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&peer)
+            .filter(|tx| !tx.is_closed())
+            .cloned();
+        let calls = match existing {
+            Some(calls) => calls,
+            None => {
+                let dialed = tokio::time::timeout(
+                    timeout,
+                    open(&self.dial, peer, Open::Calls, self.max_frame_bytes),
+                )
+                .await;
+                let Ok(Some(conn)) = dialed else {
+                    return Err(CallError::NotSent(peer));
+                };
+                let (tx, rx) = mpsc::channel(CALL_QUEUE);
+                tokio::spawn(run_calls(conn, rx));
+                self.connections
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(peer, tx.clone());
+                tx
+            }
+        };
+        let (reply, answer) = oneshot::channel();
+        if calls.send((command, reply)).await.is_err() {
+            return Err(CallError::NotSent(peer));
+        }
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(_)) | Err(_) => Err(CallError::Unknown(peer)),
+        }
+    }
+}
+
+/// One `Calls` connection: send queued calls, route replies to their callers. Ends (dropping
+/// every pending caller's reply) when the connection fails or no caller is left.
+async fn run_calls(conn: Conn, mut calls: mpsc::Receiver<(MetadataCommand, Pending)>) {
+    let (mut sink, mut stream) = conn.split();
+    let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
+    let mut next_id = 0u64;
+    loop {
+        tokio::select! {
+            call = calls.recv() => {
+                let Some((command, reply)) = call else { return };
+                next_id += 1;
+                let frame = CallFrame::Call { id: next_id, command };
+                let Ok(bytes) = codec::encode(&frame) else { continue };
+                if sink.send(Bytes::from(bytes)).await.is_err() {
+                    return;
+                }
+                pending.insert(next_id, reply);
+            }
+            frame = stream.next() => {
+                let Some(Ok(frame)) = frame else { return };
+                let Ok(CallFrame::Reply { id, result }) = codec::decode::<CallFrame>(&frame) else {
+                    return;
+                };
+                if let Some(reply) = pending.remove(&id) {
+                    let _ = reply.send(result);
+                }
+            }
         }
     }
 }

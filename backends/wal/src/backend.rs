@@ -10,6 +10,7 @@ use switchyard_backend_api::{
     AppliedState, ChangeStream, ClusterView, Guarantees, LogIndex, MembershipChange,
     MetadataBackend, MetadataCommand, MetadataError, NodeId, OpenContext, Proposed, StateView,
 };
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -34,9 +35,49 @@ pub struct WalBackend {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+/// How [`WalBackend::open_with`] opens a node.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct WalOptions {
+    /// Use this configuration instead of extracting `[metadata.wal]` from the context.
+    pub config: Option<WalConfig>,
+    /// Who decides which node is primary.
+    pub roles: Roles,
+}
+
+/// Who decides which node is primary, and in which epoch.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub enum Roles {
+    /// The `wal` backend: `[metadata.wal].primary` leads a new cluster, later primaries are
+    /// chosen by manual promotion.
+    #[default]
+    Static,
+    /// An embedding backend elects the primary and calls [`WalBackend::lead_at`] and
+    /// [`WalBackend::follow`]; nothing leads until it does, promotion is refused, and
+    /// extension connections on the cluster address ([`crate::connect_extension`]) are
+    /// handed to `extension` with the id of the member that opened them.
+    External {
+        /// Receives accepted extension connections.
+        extension: mpsc::UnboundedSender<(NodeId, TcpStream)>,
+    },
+}
+
+/// Replication as a primary sees it: the commit index and each follower's acknowledged
+/// durable index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Replication {
+    /// This node's commit index.
+    pub commit: LogIndex,
+    /// Follower → the highest index it acknowledged as durable in this leadership (empty
+    /// unless this node leads).
+    pub followers: BTreeMap<NodeId, LogIndex>,
+}
+
 /// Every node of the cluster → its address, this one included; a lone node maps to its own
-/// (possibly empty) address.
-fn members(context: &OpenContext) -> Result<BTreeMap<NodeId, String>, MetadataError> {
+/// (possibly empty) address. A node with peers but no cluster address is a `Config` error.
+pub fn cluster_members(context: &OpenContext) -> Result<BTreeMap<NodeId, String>, MetadataError> {
     let identity = &context.node;
     let mut members = identity.peers.clone();
     if !identity.has_peers() {
@@ -74,10 +115,30 @@ impl WalBackend {
     /// writer thread, the applier, the role controller and the cluster listener, and return
     /// without waiting for any peer. Readiness is reported through [`MetadataBackend::cluster`].
     pub async fn open(context: OpenContext) -> Result<Self, MetadataError> {
-        let config = WalConfig::from_figment(&context.config)?;
-        let members = members(&context)?;
+        Self::open_with(context, WalOptions::default()).await
+    }
+
+    /// [`Self::open`] with `options`: a configuration given directly and roles driven from
+    /// outside (the `hybrid` backend).
+    pub async fn open_with(
+        context: OpenContext,
+        options: WalOptions,
+    ) -> Result<Self, MetadataError> {
+        let config = match options.config {
+            Some(config) => {
+                config.validate()?;
+                config
+            }
+            None => WalConfig::from_figment(&context.config)?,
+        };
+        let external = match options.roles {
+            Roles::Static => None,
+            Roles::External { extension } => Some(extension),
+        };
+        let members = cluster_members(&context)?;
         let me = context.node.id;
         let primary = match config.primary {
+            _ if external.is_some() => me,
             Some(id) if !members.contains_key(&NodeId(id)) => {
                 return Err(MetadataError::Config(format!(
                     "metadata.wal.primary = {id} is not a node of this cluster"
@@ -162,6 +223,7 @@ impl WalBackend {
             durable,
             progress: Arc::clone(&progress),
             control: control_tx,
+            external,
             term,
         }));
         let mut tasks = JoinSet::new();
@@ -220,6 +282,38 @@ impl WalBackend {
                     after_ms: self.node.config.propose_timeout_ms,
                 })
             }
+        }
+    }
+
+    /// External roles: become primary in exactly `epoch`, which the embedding backend's
+    /// election gave this node. Refused (logged) unless `epoch` is newer than the persisted
+    /// one or is it with this node as primary. The takeover then runs as after a promotion:
+    /// a majority welcomes the epoch, the most up-to-date log among them is fetched, the
+    /// marker is written, and [`MetadataBackend::cluster`] reports ready. Returns at once.
+    pub fn lead_at(&self, epoch: u64) -> Result<(), MetadataError> {
+        self.check_running()?;
+        self.node
+            .control
+            .send(Control::LeadAt { epoch })
+            .map_err(|_| MetadataError::ShutDown)
+    }
+
+    /// External roles: stop writing as primary (unless `leader` is this node in the epoch
+    /// it leads), and record that `leader` leads `epoch` when that is newer, which fences
+    /// an older primary's next message. Returns at once.
+    pub fn follow(&self, epoch: u64, leader: Option<NodeId>) -> Result<(), MetadataError> {
+        self.check_running()?;
+        self.node
+            .control
+            .send(Control::Follow { epoch, leader })
+            .map_err(|_| MetadataError::ShutDown)
+    }
+
+    /// The commit index and, on a primary, its followers' acknowledged durable indexes.
+    pub fn replication(&self) -> Replication {
+        Replication {
+            commit: self.node.progress.commit(),
+            followers: self.node.progress.acks(),
         }
     }
 
@@ -351,9 +445,17 @@ impl MetadataBackend for WalBackend {
 }
 
 impl Drop for WalBackend {
-    /// A crash in the harness's sense: no graceful shutdown, but the tasks stop and the
-    /// writer thread exits before the directory can be opened again.
     fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+impl WalBackend {
+    /// Stop at once, as a crash would in the harness's sense (what `Drop` does): no graceful
+    /// shutdown, but the tasks are told to stop and the writer thread has exited when this
+    /// returns, so the directory can be opened again — also while something else still holds
+    /// this value.
+    pub fn halt(&self) {
         self.node.mark_shut_down();
         drop(
             self.tasks

@@ -59,6 +59,13 @@ impl WalConfig {
         let config: Self = figment
             .extract()
             .map_err(|e| MetadataError::Config(format!("metadata.wal: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check the values; an impossible one is a `Config` error.
+    pub fn validate(&self) -> Result<(), MetadataError> {
+        let config = self;
         if config.segment_bytes < 4096 {
             return Err(MetadataError::Config(
                 "metadata.wal.segment_bytes must be at least 4096".into(),
@@ -79,7 +86,7 @@ impl WalConfig {
                 "metadata.wal.max_frame_bytes must be at least 65536".into(),
             ));
         }
-        Ok(config)
+        Ok(())
     }
 }
 

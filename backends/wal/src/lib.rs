@@ -21,7 +21,8 @@
 //! - `node.rs` — state shared by the tasks of one node.
 //! - `protocol.rs` — replication messages and length-delimited framing.
 //! - `replication.rs` — role controller, primary links, follower side, promotion, the admin
-//!   client [`request_promotion`].
+//!   client [`request_promotion`], extension connections ([`connect_extension`]) for a
+//!   backend that drives the roles itself ([`Roles::External`]).
 //!
 //! # Invariants
 //! - Only the writer thread writes segment files; it holds no lock while it fsyncs.
@@ -54,9 +55,9 @@ use switchyard_backend_api::{
     ReadConsistency, Registration,
 };
 
-pub use backend::WalBackend;
+pub use backend::{Replication, Roles, WalBackend, WalOptions, cluster_members};
 pub use config::{Mode, WalConfig};
-pub use replication::request_promotion;
+pub use replication::{connect_extension, request_promotion};
 
 /// Registry name.
 pub const NAME: &str = "wal";

@@ -9,6 +9,7 @@ use std::time::Duration;
 use switchyard_backend_api::{
     AppliedState, ClusterMember, ClusterView, MetadataError, NodeId, Readiness, Role,
 };
+use tokio::net::TcpStream;
 use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot, watch};
 
 use crate::applier::ApplyMsg;
@@ -44,6 +45,8 @@ pub(crate) struct Node {
     pub(crate) progress: Arc<Progress>,
     /// The role controller's queue.
     pub(crate) control: mpsc::UnboundedSender<Control>,
+    /// With roles driven from outside: where accepted extension connections go.
+    pub(crate) external: Option<mpsc::UnboundedSender<(NodeId, TcpStream)>>,
     term: Mutex<Term>,
     term_view: watch::Sender<Term>,
     cluster: watch::Sender<ClusterView>,
@@ -64,6 +67,7 @@ pub(crate) struct NodeParts {
     pub(crate) durable: watch::Receiver<Arc<Shape>>,
     pub(crate) progress: Arc<Progress>,
     pub(crate) control: mpsc::UnboundedSender<Control>,
+    pub(crate) external: Option<mpsc::UnboundedSender<(NodeId, TcpStream)>>,
     pub(crate) term: Term,
 }
 
@@ -99,6 +103,7 @@ impl Node {
             durable: parts.durable,
             progress: parts.progress,
             control: parts.control,
+            external: parts.external,
             term: Mutex::new(parts.term),
             term_view: watch::Sender::new(parts.term),
             cluster: watch::Sender::new(view),
@@ -118,6 +123,11 @@ impl Node {
             node: self,
             guard: self.term.lock().await,
         }
+    }
+
+    /// Whether roles are driven from outside ([`crate::Roles::External`]).
+    pub(crate) fn is_external(&self) -> bool {
+        self.external.is_some()
     }
 
     /// Other nodes, with addresses.

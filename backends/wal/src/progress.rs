@@ -130,9 +130,17 @@ impl Progress {
     }
 
     /// The commit index.
-    #[cfg(test)]
     pub(crate) fn commit(&self) -> LogIndex {
         *self.commit.borrow()
+    }
+
+    /// Followers' acknowledged durable indexes, as a primary counts them (empty otherwise).
+    pub(crate) fn acks(&self) -> BTreeMap<NodeId, LogIndex> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .acks
+            .clone()
     }
 
     /// Watch the commit index.

@@ -7,7 +7,9 @@
 //! Every connection opens with [`Message::Hello`]. A replication connection goes from the
 //! primary to a follower: the follower answers `Welcome` (with the position of its last
 //! record), `Fenced` (it knows a newer epoch) or `Refused` (wrong cluster or node id). An
-//! admin connection (`request_promotion`) sends `Promote` and reads the result.
+//! admin connection (`request_promotion`) sends `Promote` and reads the result. An
+//! extension connection ([`crate::connect_extension`], accepted only when the node's roles
+//! are driven from outside) is answered `Accepted` and then belongs to the embedding backend.
 
 use std::time::Duration;
 
@@ -42,6 +44,8 @@ pub(crate) enum Purpose {
     Replicate,
     /// An operator's request.
     Admin,
+    /// The embedding backend's own traffic ([`crate::Roles::External`]).
+    Extension,
 }
 
 /// One protocol message.
@@ -116,6 +120,9 @@ pub(crate) enum Message {
         /// Why.
         reason: String,
     },
+    /// An extension connection is accepted; from here on the stream carries the embedding
+    /// backend's frames.
+    Accepted,
 }
 
 /// Write one frame.

@@ -67,6 +67,30 @@ pub(crate) enum Control {
         /// The new epoch, once the node serves.
         reply: oneshot::Sender<Result<u64, MetadataError>>,
     },
+    /// External roles: lead exactly `epoch`.
+    LeadAt {
+        /// The epoch the embedding backend's election gave this node.
+        epoch: u64,
+    },
+    /// External roles: do not write as primary; `leader` (if known) leads `epoch`.
+    Follow {
+        /// The epoch.
+        epoch: u64,
+        /// Its primary, if known.
+        leader: Option<NodeId>,
+    },
+}
+
+/// Which epoch [`lead`] takes.
+#[derive(Debug, Clone, Copy)]
+enum Epoch {
+    /// The persisted one (restart of a static primary); a brand-new cluster starts epoch 1.
+    Persisted,
+    /// The next one (manual promotion).
+    Next,
+    /// Exactly this one (external roles); refused unless it is newer than the persisted
+    /// epoch, or is it and names this node.
+    Exactly(u64),
 }
 
 /// A leadership in progress.
@@ -80,9 +104,9 @@ pub(crate) async fn control(
     node: Arc<Node>,
     mut messages: tokio::sync::mpsc::UnboundedReceiver<Control>,
 ) {
-    let mut leading = None;
-    if node.term().primary == node.me {
-        leading = lead(&node, false).await;
+    let mut leading: Option<Leading> = None;
+    if node.term().primary == node.me && !node.is_external() {
+        leading = lead(&node, Epoch::Persisted).await;
     } else {
         follower_view(&node, "waiting for the primary to connect");
     }
@@ -108,15 +132,44 @@ pub(crate) async fn control(
                 }
                 follower_view(&node, "waiting for the new primary");
             }
+            Control::Promote { reply } if node.is_external() => {
+                let _ = reply.send(Err(MetadataError::Unsupported {
+                    what: "manual promotion (this node's leader is elected by its backend)".into(),
+                }));
+            }
             Control::Promote { reply } => {
                 if leading.take().is_some() {
                     step_down(&node).await;
                 }
-                leading = lead(&node, true).await;
+                leading = lead(&node, Epoch::Next).await;
                 let node = Arc::clone(&node);
                 tokio::spawn(async move {
                     let _ = reply.send(await_leading(&node).await);
                 });
+            }
+            Control::LeadAt { epoch } => {
+                if leading.as_ref().is_some_and(|l| l.shared.epoch == epoch) {
+                    continue;
+                }
+                if leading.take().is_some() {
+                    step_down(&node).await;
+                }
+                leading = lead(&node, Epoch::Exactly(epoch)).await;
+            }
+            Control::Follow { epoch, leader } => {
+                let deposed = leading
+                    .as_ref()
+                    .is_some_and(|l| l.shared.epoch < epoch || leader != Some(node.me));
+                if deposed {
+                    leading = None;
+                    step_down(&node).await;
+                }
+                if let Some(primary) = leader.filter(|_| leading.is_none()) {
+                    if let Err(e) = adopt(&node, Term { epoch, primary }).await {
+                        tracing::error!(error = %e, "could not persist the newer epoch");
+                    }
+                    follower_view(&node, "waiting for the primary to connect");
+                }
             }
         }
     }
@@ -133,7 +186,12 @@ async fn adopt(node: &Node, term: Term) -> Result<(), MetadataError> {
 
 fn follower_view(node: &Node, reason: &str) {
     let term = node.term();
-    let leader = (term.epoch > 0 || term.primary != node.me).then_some(term.primary);
+    let known = if node.is_external() {
+        term.epoch > 0
+    } else {
+        term.epoch > 0 || term.primary != node.me
+    };
+    let leader = known.then_some(term.primary);
     node.set_view(
         Role::Follower,
         leader,
@@ -172,14 +230,23 @@ async fn await_leading(node: &Node) -> Result<u64, MetadataError> {
     }
 }
 
-/// Start leading: in a new epoch if `promote` (or on a brand-new cluster), else in the
-/// persisted one.
-async fn lead(node: &Arc<Node>, promote: bool) -> Option<Leading> {
+/// Start leading in the epoch `which` names.
+async fn lead(node: &Arc<Node>, which: Epoch) -> Option<Leading> {
     let mut guard = node.lock_term().await;
     let term = guard.get();
-    let epoch = if promote || term.epoch == 0 {
+    let wanted = match which {
+        Epoch::Persisted if term.epoch > 0 => None,
+        Epoch::Persisted | Epoch::Next => Some(term.epoch + 1),
+        Epoch::Exactly(epoch) if epoch > term.epoch => Some(epoch),
+        Epoch::Exactly(epoch) if epoch == term.epoch && term.primary == node.me => None,
+        Epoch::Exactly(epoch) => {
+            tracing::warn!(epoch, known = ?term, "not leading an epoch that is not newer");
+            return None;
+        }
+    };
+    let epoch = if let Some(epoch) = wanted {
         let next = Term {
-            epoch: term.epoch + 1,
+            epoch,
             primary: node.me,
         };
         if let Err(e) = guard.set(next).await {
@@ -508,6 +575,7 @@ fn describe(message: &Message) -> &'static str {
         Message::Promote => "Promote",
         Message::Promoted { .. } => "Promoted",
         Message::PromoteFailed { .. } => "PromoteFailed",
+        Message::Accepted => "Accepted",
     }
 }
 
@@ -811,10 +879,10 @@ async fn serve(node: &Arc<Node>, stream: TcpStream) -> Result<(), MetadataError>
             "addressed to node {to}, but this is node {}",
             node.me
         ))
-    } else if purpose == Purpose::Replicate
-        && (from == node.me || !node.members.contains_key(&from))
-    {
+    } else if purpose != Purpose::Admin && (from == node.me || !node.members.contains_key(&from)) {
         Some(format!("node {from} is not a peer of node {}", node.me))
+    } else if purpose == Purpose::Extension && !node.is_external() {
+        Some(format!("node {} takes no extension connections", node.me))
     } else {
         None
     };
@@ -833,6 +901,18 @@ async fn serve(node: &Arc<Node>, stream: TcpStream) -> Result<(), MetadataError>
     match purpose {
         Purpose::Admin => admin(node, reader, writer).await,
         Purpose::Replicate => follow(node, from, epoch, reader, writer).await,
+        Purpose::Extension => {
+            send(&mut writer, &Message::Accepted, io)
+                .await
+                .map_err(net)?;
+            let stream = reader
+                .reunite(writer)
+                .map_err(|e| MetadataError::Network(e.to_string()))?;
+            if let Some(extension) = &node.external {
+                let _ = extension.send((from, stream));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -965,6 +1045,16 @@ async fn follow_stream(
             continue;
         }
         let commit = receiver.take(node, message).await?;
+        // A new primary may have been welcomed while these records became durable; its
+        // `Welcome` may not count them, so they must not be acknowledged to the old one.
+        let term = node.term();
+        if term.epoch != epoch {
+            let fenced = Message::Fenced {
+                epoch: term.epoch,
+                primary: term.primary,
+            };
+            return send(writer, &fenced, io).await.map_err(net);
+        }
         if let Some(commit) = commit {
             node.progress.leader_commit(commit);
             ready_at.get_or_insert(commit);
@@ -1037,6 +1127,42 @@ pub async fn request_promotion(
         Message::PromoteFailed { reason } | Message::Refused { reason } => Err(
             MetadataError::Network(format!("promotion refused: {reason}")),
         ),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Open an extension connection from node `from` to node `to` at `addr` (its cluster
+/// address): the wal handshake, then the stream is the caller's. The peer accepts it only if
+/// its roles are driven from outside ([`crate::Roles::External`]) and `from` is one of its
+/// members.
+pub async fn connect_extension(
+    addr: &str,
+    cluster_id: &str,
+    from: NodeId,
+    to: NodeId,
+    timeout: Duration,
+) -> Result<TcpStream, MetadataError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| net(NetError::Timeout(timeout, "connect")))?
+        .map_err(|e| net(e.into()))?;
+    stream.set_nodelay(true).map_err(|e| net(e.into()))?;
+    let (mut reader, mut writer) = stream.into_split();
+    let hello = Message::Hello {
+        cluster_id: cluster_id.to_owned(),
+        from,
+        to,
+        epoch: 0,
+        purpose: Purpose::Extension,
+    };
+    send(&mut writer, &hello, timeout).await.map_err(net)?;
+    match recv(&mut reader, 1 << 20, timeout).await.map_err(net)? {
+        Message::Accepted => reader
+            .reunite(writer)
+            .map_err(|e| MetadataError::Network(e.to_string())),
+        Message::Refused { reason } => Err(MetadataError::Network(format!(
+            "extension connection refused: {reason}"
+        ))),
         other => Err(unexpected(&other)),
     }
 }

@@ -1,7 +1,7 @@
 //! The shared conformance suite against `raft`.
 //!
 //! - `single`: one node, default configuration, through the registry.
-//! - `three`: three-node clusters through [`TrioHarness`]: every case writes through the
+//! - `three`: three-node clusters through `TrioHarness`: every case writes through the
 //!   leader of a replicated cluster, and the followers must reach the leader's state.
 
 /// One node, default configuration.
@@ -13,7 +13,7 @@ mod single {
 
 /// Three nodes.
 mod three {
-    use crate::trio::TrioHarness;
+    use switchyard_compat_tests::TrioHarness;
 
-    switchyard_compat_tests::conformance_tests!(TrioHarness);
+    switchyard_compat_tests::conformance_tests!(TrioHarness::new("raft"));
 }

@@ -9,4 +9,3 @@ mod failover;
 mod membership;
 mod snapshot;
 mod support;
-mod trio;

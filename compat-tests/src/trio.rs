@@ -1,4 +1,5 @@
-//! [`TrioHarness`]: runs the shared conformance cases against a three-node cluster.
+//! [`TrioHarness`]: runs the shared conformance cases against a three-node cluster of a
+//! backend that elects its leader.
 //!
 //! Where a case asks for one node without peers, this harness starts a whole three-node
 //! cluster — node 1 in the given data directory, nodes 2 and 3 in sub-directories of it —
@@ -10,6 +11,7 @@
 //! case) are opened as they are.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -18,25 +20,71 @@ use async_trait::async_trait;
 use figment::Figment;
 use switchyard_backend_api::{
     ChangeStream, ClusterView, Guarantees, LogIndex, MembershipChange, MetadataBackend,
-    MetadataCommand, MetadataError, NodeId, Proposed, StateView,
+    MetadataCommand, MetadataError, NodeId, NodeIdentity, OpenContext, Proposed, Registration,
+    StateView, find_backend, open_backend,
 };
-use switchyard_compat_tests::{BackendHarness, DEADLINE, NodeSpec};
 use tokio::sync::watch;
 
-use crate::support::{identity, open_node, reserve_addr};
+use crate::harness::{BackendHarness, DEADLINE, NodeSpec, reserve_addr};
 
-/// Opens three-node `raft` clusters where the suite asks for one node.
+/// Opens three-node clusters of a registered multi-node backend, with its default
+/// configuration, where the suite asks for one node.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct TrioHarness;
+pub struct TrioHarness {
+    registration: &'static Registration,
+}
+
+impl TrioHarness {
+    /// Trios of the backend registered as `name` (which must elect its leader by itself).
+    ///
+    /// # Panics
+    /// If no backend of that name is linked: a test setup error, reported with the names that
+    /// are available.
+    pub fn new(name: &str) -> Self {
+        match find_backend(name) {
+            Ok(registration) => Self { registration },
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    async fn open_node(
+        &self,
+        identity: NodeIdentity,
+        data_dir: PathBuf,
+    ) -> Result<Arc<dyn MetadataBackend>, MetadataError> {
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|e| MetadataError::Storage(format!("{}: {e}", data_dir.display())))?;
+        let context = OpenContext {
+            config: Figment::new(),
+            data_dir,
+            node: identity,
+        };
+        tokio::time::timeout(DEADLINE, open_backend(self.registration.name, context))
+            .await
+            .map_err(|_| MetadataError::Timeout {
+                what: "open to return".into(),
+                after_ms: u64::try_from(DEADLINE.as_millis()).unwrap_or(u64::MAX),
+            })?
+    }
+}
 
 fn setup(e: anyhow::Error) -> MetadataError {
     MetadataError::Storage(format!("{e:#}"))
 }
 
+/// The identity of node `id` among `peers`.
+fn identity(id: u64, peers: &BTreeMap<NodeId, String>) -> NodeIdentity {
+    NodeIdentity {
+        id: NodeId(id),
+        cluster_addr: peers.get(&NodeId(id)).cloned(),
+        peers: peers.clone(),
+    }
+}
+
 #[async_trait]
 impl BackendHarness for TrioHarness {
     fn backend(&self) -> &'static str {
-        "raft"
+        self.registration.name
     }
 
     fn max_nodes(&self) -> usize {
@@ -44,14 +92,14 @@ impl BackendHarness for TrioHarness {
     }
 
     fn declared(&self) -> Guarantees {
-        switchyard_backend_raft::GUARANTEES
+        self.registration.guarantees
     }
 
     async fn open(&self, node: &NodeSpec) -> Result<Arc<dyn MetadataBackend>, MetadataError> {
         if node.identity.has_peers() {
-            return open_node(node.identity.clone(), node.data_dir.clone(), Figment::new())
-                .await
-                .map_err(setup);
+            return self
+                .open_node(node.identity.clone(), node.data_dir.clone())
+                .await;
         }
         let mut peers = BTreeMap::new();
         for id in 1..=3 {
@@ -64,11 +112,7 @@ impl BackendHarness for TrioHarness {
             } else {
                 node.data_dir.join(format!("replica-{id}"))
             };
-            nodes.push(
-                open_node(identity(id, &peers), data_dir, Figment::new())
-                    .await
-                    .map_err(setup)?,
-            );
+            nodes.push(self.open_node(identity(id, &peers), data_dir).await?);
         }
         let leader = elected(&nodes).await?;
         let primary = nodes.remove(leader);
@@ -106,7 +150,7 @@ async fn elected(nodes: &[Arc<dyn MetadataBackend>]) -> Result<usize, MetadataEr
 
 /// A three-node cluster seen through its leader.
 #[derive(Debug)]
-pub(crate) struct Trio {
+struct Trio {
     primary: Arc<dyn MetadataBackend>,
     followers: Vec<Arc<dyn MetadataBackend>>,
     checked: AtomicBool,

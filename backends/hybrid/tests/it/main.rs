@@ -1,0 +1,9 @@
+//! Integration tests of the `hybrid` backend: the shared conformance suite on one node and on
+//! three-node clusters, and the fault tests — kill the leader, restart it, isolate it behind
+//! real TCP proxies.
+
+use switchyard_backend_hybrid as _;
+
+mod conformance;
+mod faults;
+mod proxy;
