@@ -108,7 +108,8 @@ pub async fn promote(
 
 /// Ask the cluster `config` describes to add or remove a node (`switchyard cluster add-node` /
 /// `remove-node`); returns the leader's view once it shows the committed membership. Online
-/// membership change is an operation of the `raft` backend; the others refuse it.
+/// membership change is an operation of the `raft` and `hybrid` backends; the others refuse
+/// it.
 pub async fn change_membership(
     config: &crate::config::Config,
     change: switchyard_backend_api::MembershipChange,
@@ -146,6 +147,19 @@ pub async fn change_membership(
                 &raft.cluster_id,
                 change,
                 std::time::Duration::from_millis(raft.propose_timeout_ms.saturating_mul(2)),
+            )
+            .await
+        }
+        #[cfg(feature = "backend-hybrid")]
+        "hybrid" => {
+            let hybrid = switchyard_backend_hybrid::HybridConfig::from_figment(
+                &config.backend_config("hybrid"),
+            )?;
+            switchyard_backend_hybrid::request_membership_change(
+                &nodes,
+                &hybrid.cluster_id,
+                change,
+                std::time::Duration::from_millis(hybrid.propose_timeout_ms.saturating_mul(4)),
             )
             .await
         }

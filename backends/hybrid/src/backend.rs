@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,7 +15,9 @@ use switchyard_backend_api::{
     MetadataBackend, MetadataCommand, MetadataError, NodeId, OpenContext, Proposed, Readiness,
     Role, StateView,
 };
-use switchyard_backend_wal::{Roles, WalBackend, WalOptions, cluster_members, connect_extension};
+use switchyard_backend_wal::{
+    Roles, WalBackend, WalMember, WalOptions, cluster_members, connect_extension,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -25,7 +27,7 @@ use crate::driver::{Driver, DriverError, Ticks};
 use crate::group::GroupCommand;
 use crate::runner::{GroupView, Request, Runner};
 use crate::store::RocksLog;
-use crate::transport::{self, CallError, Caller, Dial, Handler};
+use crate::transport::{self, Answer, Call, CallError, Caller, Dial, Handler, Outbox};
 use crate::{GUARANTEES, NAME};
 
 /// Raft messages queued for the loop before a peer's connection waits.
@@ -42,6 +44,9 @@ pub struct HybridBackend {
     tasks: Mutex<Option<JoinSet<()>>>,
 }
 
+/// Member → cluster address, as the group last applied it (the configured peers before).
+type Addrs = Arc<RwLock<BTreeMap<NodeId, String>>>;
+
 /// What the backend's tasks share.
 #[derive(Debug)]
 struct Inner {
@@ -51,6 +56,10 @@ struct Inner {
     group: watch::Receiver<GroupView>,
     requests: mpsc::Sender<Request>,
     caller: Caller,
+    outbox: Outbox,
+    addrs: Addrs,
+    /// The configured peers: their addresses win over the ones the group recorded.
+    configured: BTreeMap<NodeId, String>,
     view: watch::Sender<ClusterView>,
     shut_down: AtomicBool,
 }
@@ -60,8 +69,11 @@ fn storage(e: impl std::fmt::Display) -> MetadataError {
 }
 
 /// Open the group's log in `dir`, waiting out a lock still held by a crashed node of this
-/// process; a brand-new log is bootstrapped with `founders` as the voters.
-async fn open_log(dir: &Path, founders: Vec<(u64, String)>) -> Result<RocksLog, MetadataError> {
+/// process; a brand-new log is bootstrapped with `founders` as the voters, if given.
+async fn open_log(
+    dir: &Path,
+    founders: Option<Vec<(u64, String)>>,
+) -> Result<RocksLog, MetadataError> {
     let deadline = Instant::now() + LOCK_WAIT;
     let mut pause = Duration::from_millis(5);
     loop {
@@ -69,7 +81,9 @@ async fn open_log(dir: &Path, founders: Vec<(u64, String)>) -> Result<RocksLog, 
         let founders = founders.clone();
         let opened = tokio::task::spawn_blocking(move || {
             let mut log = RocksLog::open(&at)?;
-            if log.is_pristine()? {
+            if let Some(founders) = founders
+                && log.is_pristine()?
+            {
                 log.bootstrap(&founders)?;
             }
             Ok::<_, DriverError>(log)
@@ -98,6 +112,7 @@ impl HybridBackend {
         let members = cluster_members(&context)?;
         let founders: Vec<(u64, String)> =
             members.iter().map(|(id, a)| (id.0, a.clone())).collect();
+        let founders = config.bootstrap.then_some(founders);
         let log = open_log(&context.data_dir.join("group"), founders).await?;
         let (applied, state) = log.applied();
         let ticks = Ticks {
@@ -115,17 +130,17 @@ impl HybridBackend {
         let wal = WalBackend::open_with(context, options).await?;
 
         let max_frame = config.max_frame_bytes as usize;
-        let dial = dialer(&config, me, &members);
+        let addrs: Addrs = Arc::new(RwLock::new(members.clone()));
+        let dial = dialer(&config, me, &addrs);
         let mut tasks = JoinSet::new();
         let (inbox_tx, inbox) = mpsc::channel(INBOX);
-        let outbox = transport::connect(
-            &dial,
-            me.0,
-            members.keys().map(|id| id.0),
-            max_frame,
-            &mut tasks,
+        let outbox = transport::connect(&dial, me.0, members.keys().map(|id| id.0), max_frame);
+        let runner = Runner::spawn(
+            driver,
+            inbox,
+            outbox.clone(),
+            Duration::from_millis(config.tick_ms),
         );
-        let runner = Runner::spawn(driver, inbox, outbox, Duration::from_millis(config.tick_ms));
         let view = watch::Sender::new(ClusterView {
             node: me,
             role: Role::Unknown,
@@ -139,6 +154,9 @@ impl HybridBackend {
         let inner = Arc::new(Inner {
             me,
             caller: Caller::new(dial, max_frame),
+            outbox,
+            addrs,
+            configured: members.clone(),
             config,
             wal,
             group: runner.view(),
@@ -161,6 +179,7 @@ impl HybridBackend {
             handler(Arc::downgrade(&inner)),
         ));
         tasks.spawn(drive_roles(Arc::clone(&inner)));
+        tasks.spawn(follow_members(Arc::clone(&inner)));
         tasks.spawn(publish_view(Arc::clone(&inner)));
         tasks.spawn(report_in_sync(Arc::clone(&inner)));
         Ok(Self {
@@ -179,33 +198,57 @@ impl HybridBackend {
 }
 
 /// Connections to peers: the WAL's extension handshake on their cluster address.
-fn dialer(config: &HybridConfig, me: NodeId, members: &BTreeMap<NodeId, String>) -> Dial {
-    let addrs = Arc::new(members.clone());
+fn dialer(config: &HybridConfig, me: NodeId, addrs: &Addrs) -> Dial {
+    let addrs = Arc::clone(addrs);
     let cluster_id = config.cluster_id.clone();
     let timeout = Duration::from_millis(config.propose_timeout_ms.clamp(200, 1_000));
     Arc::new(move |peer| {
-        let addrs = Arc::clone(&addrs);
+        let addr = addrs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&NodeId(peer))
+            .cloned();
         let cluster_id = cluster_id.clone();
         Box::pin(async move {
-            let addr = addrs.get(&NodeId(peer))?;
-            connect_extension(addr, &cluster_id, me, NodeId(peer), timeout)
+            connect_extension(&addr?, &cluster_id, me, NodeId(peer), timeout)
                 .await
                 .ok()
         })
     })
 }
 
-/// Answers proposals forwarded by peers, for as long as the backend lives.
+/// Answers calls from peers (forwarded proposals and membership changes) and operators
+/// (membership changes only), for as long as the backend lives.
 fn handler(inner: Weak<Inner>) -> Handler {
-    Arc::new(move |command| {
+    Arc::new(move |from, call| {
         let inner = inner.clone();
         Box::pin(async move {
-            match inner.upgrade() {
-                Some(inner) => {
-                    let deadline = Instant::now() + inner.propose_timeout();
-                    inner.propose(command, deadline, Forwarding::Refuse).await
+            let Some(inner) = inner.upgrade() else {
+                return match call {
+                    Call::Propose(_) => Answer::Proposed(Err(MetadataError::ShutDown)),
+                    Call::ChangeMembership(_) => Answer::Membership(Err(MetadataError::ShutDown)),
+                };
+            };
+            match call {
+                Call::Propose(_) if from == 0 => {
+                    Answer::Proposed(Err(MetadataError::Unsupported {
+                        what: "proposals from outside the cluster".into(),
+                    }))
                 }
-                None => Err(MetadataError::ShutDown),
+                Call::Propose(command) => {
+                    let deadline = Instant::now() + inner.propose_timeout();
+                    Answer::Proposed(inner.propose(command, deadline, Forwarding::Refuse).await)
+                }
+                Call::ChangeMembership(change) => {
+                    let deadline = Instant::now() + inner.membership_timeout();
+                    // An operator's request may reach a follower, which forwards it once.
+                    let forwarding = if from == 0 {
+                        Forwarding::Forward
+                    } else {
+                        Forwarding::Refuse
+                    };
+                    Answer::Membership(inner.change_membership(change, deadline, forwarding).await)
+                }
             }
         })
     })
@@ -220,9 +263,247 @@ enum Forwarding {
     Refuse,
 }
 
+/// Whether `members` include a majority of `voters`.
+fn majority_of(voters: &BTreeSet<u64>, members: &BTreeSet<u64>) -> bool {
+    voters.intersection(members).count() > voters.len() / 2
+}
+
 impl Inner {
     fn propose_timeout(&self) -> Duration {
         Duration::from_millis(self.config.propose_timeout_ms)
+    }
+
+    /// A membership change waits for a learner to catch up and for two group entries.
+    fn membership_timeout(&self) -> Duration {
+        self.propose_timeout() * 3
+    }
+
+    fn timeout(&self, what: String) -> MetadataError {
+        MetadataError::Timeout {
+            what,
+            after_ms: self.config.propose_timeout_ms.saturating_mul(3),
+        }
+    }
+
+    async fn request(&self, request: Request) -> Result<(), MetadataError> {
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| MetadataError::ShutDown)
+    }
+
+    /// Wait until the group view satisfies `done`.
+    async fn wait_group(
+        &self,
+        deadline: Instant,
+        what: &str,
+        done: impl Fn(&GroupView) -> bool,
+    ) -> Result<(), MetadataError> {
+        let mut group = self.group.clone();
+        match tokio::time::timeout_at(deadline, group.wait_for(|v| done(v))).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(MetadataError::ShutDown),
+            Err(_) => Err(self.timeout(what.into())),
+        }
+    }
+
+    /// This node and the followers whose acknowledged WAL position reached the commit index.
+    fn caught_up(&self) -> BTreeSet<u64> {
+        let replication = self.wal.replication();
+        replication
+            .followers
+            .iter()
+            .filter(|(_, durable)| **durable >= replication.commit)
+            .map(|(id, _)| id.0)
+            .chain([self.me.0])
+            .collect()
+    }
+
+    /// Wait until `ready` holds, checking once per tick (followers' acknowledgements have no
+    /// notification of their own).
+    async fn wait_until(
+        &self,
+        deadline: Instant,
+        what: &str,
+        ready: impl Fn() -> bool,
+    ) -> Result<(), MetadataError> {
+        let mut ticker = tokio::time::interval(Duration::from_millis(self.config.tick_ms));
+        loop {
+            if ready() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(self.timeout(what.into()));
+            }
+            ticker.tick().await;
+        }
+    }
+
+    /// Make `change` on the leader (here, or forwarded once). Waits for elections and for the
+    /// change itself until `deadline`.
+    async fn change_membership(
+        &self,
+        change: MembershipChange,
+        deadline: Instant,
+        forwarding: Forwarding,
+    ) -> Result<ClusterView, MetadataError> {
+        let mut group = self.group.clone();
+        loop {
+            let (role, leader, term) = {
+                let view = group.borrow_and_update();
+                (view.role, view.leader, view.term)
+            };
+            if role == StateRole::Leader && self.wal_leads(term) {
+                match self.change_here(change.clone(), deadline).await {
+                    // Leadership moved away first (removing this node): ask the new leader.
+                    Err(MetadataError::NotLeader { .. }) => {}
+                    other => return other,
+                }
+            } else if leader != 0 && leader != self.me.0 {
+                if forwarding == Forwarding::Refuse {
+                    return Err(MetadataError::NotLeader {
+                        leader: Some(NodeId(leader)),
+                    });
+                }
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let call = Call::ChangeMembership(change.clone());
+                match self.caller.call(leader, call, remaining).await {
+                    Ok(Answer::Membership(Err(MetadataError::NotLeader { .. })))
+                    | Err(CallError::NotSent(_)) => {}
+                    Ok(Answer::Membership(result)) => return result,
+                    Ok(Answer::Proposed(_)) => {
+                        return Err(MetadataError::Network(format!(
+                            "node {leader} answered another call"
+                        )));
+                    }
+                    Err(CallError::Unknown(peer)) => {
+                        return Err(self.timeout(format!(
+                            "the outcome of the membership change forwarded to node {peer}"
+                        )));
+                    }
+                }
+            }
+            match tokio::time::timeout_at(deadline, group.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(MetadataError::ShutDown),
+                Err(_) => return Err(self.timeout("a metadata leader to take the change".into())),
+            }
+        }
+    }
+
+    /// The leader's side of a membership change, one voter at a time. A node joins as a
+    /// learner, becomes a voter once its WAL caught up, and only while the caught-up members
+    /// are a majority of the new voters; a node leaves under the same rule, after handing
+    /// leadership away if it leads.
+    async fn change_here(
+        &self,
+        change: MembershipChange,
+        deadline: Instant,
+    ) -> Result<ClusterView, MetadataError> {
+        let state = self.group.borrow().state.clone();
+        let voters: BTreeSet<u64> = state
+            .members
+            .keys()
+            .copied()
+            .filter(|id| state.is_voter(*id))
+            .collect();
+        match change {
+            MembershipChange::AddNode { id, addr } => {
+                if id.0 == 0 || addr.is_empty() {
+                    return Err(MetadataError::Config(format!(
+                        "adding node {id} at {addr:?}: node ids start at 1 and an address is needed"
+                    )));
+                }
+                if state.is_voter(id.0) {
+                    return Ok(self.current_view());
+                }
+                if !state.members.contains_key(&id.0) {
+                    let learner = Request::Add {
+                        id: id.0,
+                        addr: addr.clone(),
+                        learner: true,
+                    };
+                    self.request(learner).await?;
+                    self.wait_group(deadline, "the new node to join as a learner", |v| {
+                        v.state.members.contains_key(&id.0)
+                    })
+                    .await?;
+                }
+                let mut next = voters.clone();
+                next.insert(id.0);
+                self.wait_until(deadline, &format!("node {id} to catch up"), || {
+                    let caught = self.caught_up();
+                    caught.contains(&id.0) && majority_of(&next, &caught)
+                })
+                .await?;
+                self.request(Request::Add {
+                    id: id.0,
+                    addr,
+                    learner: false,
+                })
+                .await?;
+                self.wait_group(deadline, "the new node to become a voter", |v| {
+                    v.state.is_voter(id.0)
+                })
+                .await?;
+            }
+            MembershipChange::RemoveNode { id } => {
+                if !state.members.contains_key(&id.0) {
+                    return Err(MetadataError::Config(format!(
+                        "node {id} is not a member of this cluster"
+                    )));
+                }
+                if id == self.me {
+                    let caught = self.caught_up();
+                    let Some(&successor) =
+                        voters.iter().find(|v| **v != id.0 && caught.contains(v))
+                    else {
+                        return Err(MetadataError::NotReady {
+                            reason: format!(
+                                "node {id} leads and no other voter is caught up to take over"
+                            ),
+                        });
+                    };
+                    self.request(Request::Transfer { id: successor }).await?;
+                    self.wait_group(deadline, "leadership to move before the removal", |v| {
+                        v.role != StateRole::Leader
+                    })
+                    .await?;
+                    return Err(MetadataError::NotLeader { leader: None });
+                }
+                let mut next = voters.clone();
+                next.remove(&id.0);
+                self.wait_until(
+                    deadline,
+                    &format!("a caught-up majority without node {id}"),
+                    || majority_of(&next, &self.caught_up()),
+                )
+                .await?;
+                self.request(Request::Remove { id: id.0 }).await?;
+                self.wait_group(deadline, "the removal to apply", |v| {
+                    !v.state.members.contains_key(&id.0)
+                })
+                .await?;
+            }
+            MembershipChange::Promote { id } => {
+                return Err(MetadataError::Unsupported {
+                    what: format!(
+                        "promoting node {id} (the hybrid backend elects its leader; there is \
+                         nothing to promote)"
+                    ),
+                });
+            }
+            _ => {
+                return Err(MetadataError::Unsupported {
+                    what: "this membership change".into(),
+                });
+            }
+        }
+        Ok(self.current_view())
+    }
+
+    fn current_view(&self) -> ClusterView {
+        merged_view(self.me, &self.group.borrow(), &self.wal.cluster().borrow())
     }
 
     /// Whether this node's WAL serves as primary in the group's current term.
@@ -258,15 +539,22 @@ impl Inner {
                     });
                 }
                 let remaining = deadline.saturating_duration_since(Instant::now());
-                match self.caller.call(leader, command.clone(), remaining).await {
-                    Ok(Ok(proposed)) => {
+                let call = Call::Propose(command.clone());
+                match self.caller.call(leader, call, remaining).await {
+                    Ok(Answer::Proposed(Ok(proposed))) => {
                         let remaining = deadline.saturating_duration_since(Instant::now());
                         self.wal.wait_applied(proposed.index, remaining).await?;
                         return Ok(proposed);
                     }
                     // Not proposed: wait for the group to name another leader.
-                    Ok(Err(MetadataError::NotLeader { .. })) | Err(CallError::NotSent(_)) => {}
-                    Ok(Err(e)) => return Err(e),
+                    Ok(Answer::Proposed(Err(MetadataError::NotLeader { .. })))
+                    | Err(CallError::NotSent(_)) => {}
+                    Ok(Answer::Proposed(Err(e))) => return Err(e),
+                    Ok(Answer::Membership(_)) => {
+                        return Err(MetadataError::Network(format!(
+                            "node {leader} answered another call"
+                        )));
+                    }
                     Err(CallError::Unknown(peer)) => {
                         return Err(MetadataError::Timeout {
                             what: format!("the outcome of the proposal forwarded to node {peer}"),
@@ -378,10 +666,57 @@ fn merged_view(me: NodeId, group: &GroupView, wal: &ClusterView) -> ClusterView 
             .map(|(id, addr)| ClusterMember {
                 id: NodeId(*id),
                 addr: (!addr.is_empty()).then(|| addr.clone()),
-                voter: true,
+                voter: group.state.is_voter(*id),
             })
             .collect(),
         readiness,
+    }
+}
+
+/// Keep the WAL's members, the dial addresses and the Raft senders in step with the group's
+/// applied membership (a node that has not received the group's state yet keeps the
+/// configured peers). A member's configured address wins over the one the group recorded
+/// (a node may move between restarts); members added online use the recorded one.
+async fn follow_members(inner: Arc<Inner>) {
+    let mut group = inner.group.clone();
+    let mut applied = None;
+    loop {
+        let members = {
+            let view = group.borrow_and_update();
+            (view.state.members.clone(), view.state.learners.clone())
+        };
+        if !members.0.is_empty() && applied.as_ref() != Some(&members) {
+            let (addrs, learners) = &members;
+            let mut next = BTreeMap::new();
+            {
+                let mut known = inner.addrs.write().unwrap_or_else(PoisonError::into_inner);
+                for (id, addr) in addrs {
+                    let id = NodeId(*id);
+                    let addr = match inner.configured.get(&id) {
+                        Some(configured) if !configured.is_empty() => configured.clone(),
+                        _ if addr.is_empty() => known.get(&id).cloned().unwrap_or_default(),
+                        _ => addr.clone(),
+                    };
+                    next.insert(id, addr);
+                }
+                known.clone_from(&next);
+            }
+            inner.outbox.set_peers(addrs.keys().copied());
+            let wal_members = next
+                .into_iter()
+                .map(|(id, addr)| {
+                    let voter = !learners.contains(&id.0);
+                    (id, WalMember { addr, voter })
+                })
+                .collect();
+            if inner.wal.set_members(wal_members).is_err() {
+                return;
+            }
+            applied = Some(members);
+        }
+        if group.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -507,16 +842,10 @@ impl MetadataBackend for HybridBackend {
         change: MembershipChange,
     ) -> Result<ClusterView, MetadataError> {
         self.check_running()?;
-        let what = match change {
-            MembershipChange::Promote { id } => format!(
-                "promoting node {id} (the hybrid backend elects its leader; there is nothing \
-                 to promote)"
-            ),
-            _ => "adding or removing nodes with the hybrid backend (its membership is the \
-                  configured peers)"
-                .into(),
-        };
-        Err(MetadataError::Unsupported { what })
+        let deadline = Instant::now() + self.inner.membership_timeout();
+        self.inner
+            .change_membership(change, deadline, Forwarding::Forward)
+            .await
     }
 
     async fn shutdown(&self) -> Result<(), MetadataError> {
@@ -543,6 +872,7 @@ impl MetadataBackend for HybridBackend {
         if let Some(mut runner) = runner {
             runner.kill().await;
         }
+        self.inner.outbox.set_peers([]);
         self.inner.wal.shutdown().await
     }
 }
@@ -552,6 +882,7 @@ impl Drop for HybridBackend {
     /// writer has exited, before the directories can be opened again.
     fn drop(&mut self) {
         self.inner.shut_down.store(true, Ordering::Release);
+        self.inner.outbox.set_peers([]);
         self.inner.wal.halt();
     }
 }

@@ -13,6 +13,11 @@ use switchyard_backend_wal::WalConfig;
 pub struct HybridConfig {
     /// Cluster id every connection between nodes must present; default `switchyard`.
     pub cluster_id: String,
+    /// Whether a node whose group log is empty starts the group, with every configured node
+    /// as a voter (every founding node does so identically); default `true`. A node that
+    /// joins a running cluster with `add-node` sets `false`: it waits for the leader's
+    /// snapshot.
+    pub bootstrap: bool,
     /// Length of one Raft tick; default 50 ms.
     pub tick_ms: u64,
     /// Ticks without a leader before a follower campaigns (raft-rs randomizes the timeout
@@ -38,6 +43,7 @@ impl Default for HybridConfig {
         let wal = WalConfig::default();
         Self {
             cluster_id: "switchyard".into(),
+            bootstrap: true,
             tick_ms: 50,
             election_ticks: 10,
             heartbeat_ticks: 2,

@@ -252,6 +252,11 @@ impl<S: GroupLog> Driver<S> {
         Ok(self.raw.propose_conf_change(Vec::new(), change)?)
     }
 
+    /// Ask the leader to hand leadership to `id` (a voter); ignored elsewhere.
+    pub fn transfer_leader(&mut self, id: u64) {
+        self.raw.transfer_leader(id);
+    }
+
     /// Propose removing `id`.
     pub fn propose_remove(&mut self, id: u64) -> Result<(), DriverError> {
         let mut change = ConfChange::default();
@@ -394,9 +399,8 @@ impl<S: GroupLog> Driver<S> {
 
     fn record_change(&mut self, change_type: ConfChangeType, id: u64, addr: &str) {
         match change_type {
-            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
-                self.state.add_member(id, addr.to_owned());
-            }
+            ConfChangeType::AddNode => self.state.add_member(id, addr.to_owned()),
+            ConfChangeType::AddLearnerNode => self.state.add_learner(id, addr.to_owned()),
             ConfChangeType::RemoveNode => self.state.remove_member(id),
         }
     }

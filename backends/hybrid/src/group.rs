@@ -35,6 +35,8 @@ pub enum GroupCommand {
 pub struct GroupState {
     /// Voters and learners → cluster address (as carried by their conf change).
     pub members: BTreeMap<u64, String>,
+    /// The members that do not vote (yet).
+    pub learners: BTreeSet<u64>,
     /// The metadata leader and its term, once its `Lead` entry committed.
     pub leader: Option<(u64, u64)>,
     /// The leader and the followers it last reported caught up.
@@ -67,15 +69,36 @@ impl GroupState {
         }
     }
 
-    /// A member joined (or changed address).
+    /// A member joined as a voter (or a learner became one); an empty `addr` keeps the one
+    /// known.
     pub fn add_member(&mut self, id: u64, addr: String) {
-        self.members.insert(id, addr);
+        self.learners.remove(&id);
+        self.set_addr(id, addr);
+    }
+
+    /// A member joined as a learner: streamed to, not counted.
+    pub fn add_learner(&mut self, id: u64, addr: String) {
+        self.learners.insert(id);
+        self.set_addr(id, addr);
+    }
+
+    fn set_addr(&mut self, id: u64, addr: String) {
+        let known = self.members.entry(id).or_default();
+        if !addr.is_empty() {
+            *known = addr;
+        }
     }
 
     /// A member left: it is no longer in sync, and no longer the leader.
     pub fn remove_member(&mut self, id: u64) {
         self.members.remove(&id);
+        self.learners.remove(&id);
         self.in_sync.remove(&id);
+    }
+
+    /// Whether `id` is a voting member.
+    pub fn is_voter(&self, id: u64) -> bool {
+        self.members.contains_key(&id) && !self.learners.contains(&id)
     }
 }
 

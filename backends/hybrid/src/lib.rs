@@ -57,7 +57,10 @@ pub use driver::{Applied, Driver, DriverError, GroupLog, Ticks};
 pub use group::{GroupCommand, GroupState};
 pub use runner::{GroupView, Request, Runner};
 pub use store::RocksLog;
-pub use transport::{CallError, Caller, Dial, Handler, Outbox, connect, serve};
+pub use transport::{
+    Answer, Call, CallError, Caller, Dial, Handler, Outbox, connect, request_membership_change,
+    serve,
+};
 
 /// Registry name.
 pub const NAME: &str = "hybrid";

@@ -50,6 +50,11 @@ pub enum Request {
         /// Its id.
         id: u64,
     },
+    /// Hand leadership to a voter (leader only).
+    Transfer {
+        /// Its id.
+        id: u64,
+    },
 }
 
 /// A running node of the group. Dropping it stops the loop.
@@ -159,6 +164,10 @@ async fn run<S: GroupLog>(
                     Request::Propose(command) => driver.propose(&command),
                     Request::Add { id, addr, learner } => driver.propose_add(id, &addr, learner),
                     Request::Remove { id } => driver.propose_remove(id),
+                    Request::Transfer { id } => {
+                        driver.transfer_leader(id);
+                        Ok(())
+                    }
                 };
                 if let Err(DriverError::Raft(raft::Error::ProposalDropped)) = result {
                 } else {
@@ -229,11 +238,13 @@ mod tests {
                 }
             }
         });
-        let refuse: transport::Handler = Arc::new(|_| {
+        let refuse: transport::Handler = Arc::new(|_, _| {
             Box::pin(async {
-                Err(switchyard_backend_api::MetadataError::Unsupported {
-                    what: "calls".into(),
-                })
+                transport::Answer::Proposed(Err(
+                    switchyard_backend_api::MetadataError::Unsupported {
+                        what: "calls".into(),
+                    },
+                ))
             })
         });
         tasks.spawn(transport::serve(incoming, id, 1 << 20, inbox_tx, refuse));
@@ -246,7 +257,7 @@ mod tests {
                 Some(stream)
             })
         });
-        let outbox = transport::connect(&dial, id, peers.keys().copied(), 1 << 20, &mut tasks);
+        let outbox = transport::connect(&dial, id, peers.keys().copied(), 1 << 20);
         Ok(Node {
             runner: Runner::spawn(driver, inbox, outbox, TICK),
             transport: tasks,

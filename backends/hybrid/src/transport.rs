@@ -11,8 +11,12 @@
 //!   connection, opened on demand and reopened after an error; its queue is bounded and drops
 //!   messages when full — Raft tolerates lost messages and resends what matters.
 //! - `Calls`: codec-encoded [`CallFrame`]s, calls one way and replies the other, matched by
-//!   id, many in flight. A call whose connection fails before its reply has an unknown
-//!   outcome and is never re-sent on another connection.
+//!   id, many in flight: a forwarded proposal or membership change. A call whose connection
+//!   fails before its reply has an unknown outcome and is never re-sent on another
+//!   connection. An operator's client (`switchyard cluster add-node`) opens one as node 0.
+//!
+//! The set of peers follows the group's membership ([`Outbox::set_peers`], and the
+//! addresses a backend's [`Dial`] looks up).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,7 +27,9 @@ use futures::{SinkExt, StreamExt};
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use serde::{Deserialize, Serialize};
-use switchyard_backend_api::{MetadataCommand, MetadataError, Proposed, codec};
+use switchyard_backend_api::{
+    ClusterView, MembershipChange, MetadataCommand, MetadataError, Proposed, codec,
+};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -38,10 +44,28 @@ const CALL_QUEUE: usize = 1024;
 /// Opens a connection to a peer by id (the handshake below [`Open`] included).
 pub type Dial = Arc<dyn Fn(u64) -> BoxFuture<'static, Option<TcpStream>> + Send + Sync>;
 
-/// Answers a forwarded proposal on the node that receives it.
-pub type Handler = Arc<
-    dyn Fn(MetadataCommand) -> BoxFuture<'static, Result<Proposed, MetadataError>> + Send + Sync,
->;
+/// Answers a call on the node that receives it, given the caller's node id (0: an operator).
+pub type Handler = Arc<dyn Fn(u64, Call) -> BoxFuture<'static, Answer> + Send + Sync>;
+
+/// What a call asks the node it reaches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Call {
+    /// Propose a command (a follower forwards its client's write).
+    Propose(MetadataCommand),
+    /// Change the membership (forwarded, or from an operator).
+    ChangeMembership(MembershipChange),
+}
+
+/// The answer to a [`Call`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Answer {
+    /// To `Propose`.
+    Proposed(Result<Proposed, MetadataError>),
+    /// To `ChangeMembership`: the leader's view once the change applied.
+    Membership(Result<ClusterView, MetadataError>),
+}
 
 /// The first frame of a connection: what it carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,14 +77,8 @@ enum Open {
 /// A frame of a `Calls` connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum CallFrame {
-    Call {
-        id: u64,
-        command: MetadataCommand,
-    },
-    Reply {
-        id: u64,
-        result: Result<Proposed, MetadataError>,
-    },
+    Call { id: u64, call: Call },
+    Reply { id: u64, answer: Answer },
 }
 
 type Conn = Framed<TcpStream, LengthDelimitedCodec>;
@@ -80,40 +98,106 @@ async fn open(dial: &Dial, peer: u64, kind: Open, max_frame_bytes: usize) -> Opt
     Some(conn)
 }
 
-/// Sends Raft messages to peers; cheap to clone.
-#[derive(Debug, Clone)]
+/// One peer's sender task and its queue.
+struct PeerSender {
+    queue: mpsc::Sender<Message>,
+    task: tokio::task::AbortHandle,
+}
+
+/// The sender tasks of one node.
+struct Senders {
+    dial: Dial,
+    me: u64,
+    max_frame_bytes: usize,
+    peers: Mutex<BTreeMap<u64, PeerSender>>,
+}
+
+impl Drop for Senders {
+    fn drop(&mut self) {
+        let peers = self.peers.get_mut().unwrap_or_else(PoisonError::into_inner);
+        for peer in peers.values() {
+            peer.task.abort();
+        }
+    }
+}
+
+/// Sends Raft messages to peers; cheap to clone. The sender tasks stop when the last clone
+/// is dropped.
+#[derive(Clone)]
 pub struct Outbox {
-    peers: Arc<BTreeMap<u64, mpsc::Sender<Message>>>,
+    senders: Arc<Senders>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").finish_non_exhaustive()
+    }
 }
 
 impl Outbox {
     /// Queue each message for its peer; a message to an unknown or overloaded peer is dropped.
     pub fn send(&self, messages: Vec<Message>) {
+        let peers = self
+            .senders
+            .peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for message in messages {
-            if let Some(peer) = self.peers.get(&message.to) {
-                let _ = peer.try_send(message);
+            if let Some(peer) = peers.get(&message.to) {
+                let _ = peer.queue.try_send(message);
             }
+        }
+    }
+
+    /// Send to exactly `peers` (this node excluded): start senders for new ones, stop those
+    /// of the others.
+    pub fn set_peers(&self, peers: impl IntoIterator<Item = u64>) {
+        let senders = &self.senders;
+        let wanted: std::collections::BTreeSet<u64> =
+            peers.into_iter().filter(|id| *id != senders.me).collect();
+        let mut current = senders.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        current.retain(|id, peer| {
+            let keep = wanted.contains(id);
+            if !keep {
+                peer.task.abort();
+            }
+            keep
+        });
+        for id in wanted {
+            current.entry(id).or_insert_with(|| {
+                let (queue, rx) = mpsc::channel(PEER_QUEUE);
+                let task = tokio::spawn(send_to(
+                    Arc::clone(&senders.dial),
+                    id,
+                    senders.max_frame_bytes,
+                    rx,
+                ));
+                PeerSender {
+                    queue,
+                    task: task.abort_handle(),
+                }
+            });
         }
     }
 }
 
-/// Start one Raft sender task per peer in `peers` (this node excluded) in `tasks`.
+/// An outbox sending to `peers` (this node excluded) through `dial`.
 pub fn connect(
     dial: &Dial,
     me: u64,
     peers: impl IntoIterator<Item = u64>,
     max_frame_bytes: usize,
-    tasks: &mut JoinSet<()>,
 ) -> Outbox {
-    let mut senders = BTreeMap::new();
-    for id in peers.into_iter().filter(|id| *id != me) {
-        let (tx, rx) = mpsc::channel(PEER_QUEUE);
-        senders.insert(id, tx);
-        tasks.spawn(send_to(Arc::clone(dial), id, max_frame_bytes, rx));
-    }
-    Outbox {
-        peers: Arc::new(senders),
-    }
+    let outbox = Outbox {
+        senders: Arc::new(Senders {
+            dial: Arc::clone(dial),
+            me,
+            max_frame_bytes,
+            peers: Mutex::default(),
+        }),
+    };
+    outbox.set_peers(peers);
+    outbox
 }
 
 /// Deliver `queue` to `peer`, connecting on demand; a failed connection drops the message it
@@ -170,7 +254,7 @@ async fn receive(
         return;
     };
     match codec::decode::<Open>(&first) {
-        Ok(Open::Raft) => {
+        Ok(Open::Raft) if from != 0 => {
             while let Some(Ok(frame)) = conn.next().await {
                 match Message::parse_from_bytes(&frame) {
                     Ok(message) if message.from == from && message.to == me => {
@@ -182,13 +266,13 @@ async fn receive(
                 }
             }
         }
-        Ok(Open::Calls) => answer_calls(conn, handler).await,
-        Err(_) => {}
+        Ok(Open::Calls) => answer_calls(conn, from, handler).await,
+        Ok(Open::Raft) | Err(_) => {}
     }
 }
 
 /// Run each call of one connection as it arrives; replies go back in completion order.
-async fn answer_calls(conn: Conn, handler: Handler) {
+async fn answer_calls(conn: Conn, from: u64, handler: Handler) {
     let (mut sink, mut stream) = conn.split();
     let (replies, mut outgoing) = mpsc::unbounded_channel::<CallFrame>();
     let writer = async move {
@@ -204,14 +288,14 @@ async fn answer_calls(conn: Conn, handler: Handler) {
     let reader = async move {
         let mut calls = JoinSet::new();
         while let Some(Ok(frame)) = stream.next().await {
-            let Ok(CallFrame::Call { id, command }) = codec::decode::<CallFrame>(&frame) else {
+            let Ok(CallFrame::Call { id, call }) = codec::decode::<CallFrame>(&frame) else {
                 return;
             };
             let handler = Arc::clone(&handler);
             let replies = replies.clone();
             calls.spawn(async move {
-                let result = handler(command).await;
-                let _ = replies.send(CallFrame::Reply { id, result });
+                let answer = handler(from, call).await;
+                let _ = replies.send(CallFrame::Reply { id, answer });
             });
             while calls.try_join_next().is_some() {}
         }
@@ -234,11 +318,11 @@ pub enum CallError {
     Unknown(u64),
 }
 
-type Pending = oneshot::Sender<Result<Proposed, MetadataError>>;
+type Pending = oneshot::Sender<Answer>;
 /// The queue of one `Calls` connection's task.
-type Calls = mpsc::Sender<(MetadataCommand, Pending)>;
+type Calls = mpsc::Sender<(Call, Pending)>;
 
-/// Forwards proposals to peers over one multiplexed `Calls` connection per peer.
+/// Calls peers over one multiplexed `Calls` connection per peer.
 #[derive(Clone)]
 pub struct Caller {
     dial: Dial,
@@ -262,13 +346,13 @@ impl Caller {
         }
     }
 
-    /// Ask `peer` to propose `command`, waiting at most `timeout` for the reply.
+    /// Call `peer`, waiting at most `timeout` for the answer.
     pub async fn call(
         &self,
         peer: u64,
-        command: MetadataCommand,
+        call: Call,
         timeout: Duration,
-    ) -> Result<Result<Proposed, MetadataError>, CallError> {
+    ) -> Result<Answer, CallError> {
         let existing = self
             .connections
             .lock()
@@ -297,7 +381,7 @@ impl Caller {
             }
         };
         let (reply, answer) = oneshot::channel();
-        if calls.send((command, reply)).await.is_err() {
+        if calls.send((call, reply)).await.is_err() {
             return Err(CallError::NotSent(peer));
         }
         match tokio::time::timeout(timeout, answer).await {
@@ -309,16 +393,16 @@ impl Caller {
 
 /// One `Calls` connection: send queued calls, route replies to their callers. Ends (dropping
 /// every pending caller's reply) when the connection fails or no caller is left.
-async fn run_calls(conn: Conn, mut calls: mpsc::Receiver<(MetadataCommand, Pending)>) {
+async fn run_calls(conn: Conn, mut calls: mpsc::Receiver<(Call, Pending)>) {
     let (mut sink, mut stream) = conn.split();
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     let mut next_id = 0u64;
     loop {
         tokio::select! {
             call = calls.recv() => {
-                let Some((command, reply)) = call else { return };
+                let Some((call, reply)) = call else { return };
                 next_id += 1;
-                let frame = CallFrame::Call { id: next_id, command };
+                let frame = CallFrame::Call { id: next_id, call };
                 let Ok(bytes) = codec::encode(&frame) else { continue };
                 if sink.send(Bytes::from(bytes)).await.is_err() {
                     return;
@@ -327,13 +411,62 @@ async fn run_calls(conn: Conn, mut calls: mpsc::Receiver<(MetadataCommand, Pendi
             }
             frame = stream.next() => {
                 let Some(Ok(frame)) = frame else { return };
-                let Ok(CallFrame::Reply { id, result }) = codec::decode::<CallFrame>(&frame) else {
+                let Ok(CallFrame::Reply { id, answer }) = codec::decode::<CallFrame>(&frame) else {
                     return;
                 };
                 if let Some(reply) = pending.remove(&id) {
-                    let _ = reply.send(result);
+                    let _ = reply.send(answer);
                 }
             }
         }
     }
+}
+
+/// Ask the cluster to make a membership change, as an operator (node 0): `nodes` (id →
+/// cluster address) are tried in order until one answers; a follower forwards the change to
+/// the leader. Returns the leader's view once the change applied. This is what
+/// `switchyard cluster add-node` / `remove-node` call.
+pub async fn request_membership_change(
+    nodes: &[(u64, String)],
+    cluster_id: &str,
+    change: MembershipChange,
+    timeout: Duration,
+) -> Result<ClusterView, MetadataError> {
+    let mut last = MetadataError::Network("no node to ask".into());
+    for (id, addr) in nodes {
+        let dial: Dial = {
+            let addr = addr.clone();
+            let cluster_id = cluster_id.to_owned();
+            let to = *id;
+            Arc::new(move |_| {
+                let addr = addr.clone();
+                let cluster_id = cluster_id.clone();
+                Box::pin(async move {
+                    switchyard_backend_wal::connect_extension(
+                        &addr,
+                        &cluster_id,
+                        switchyard_backend_api::NodeId(0),
+                        switchyard_backend_api::NodeId(to),
+                        timeout,
+                    )
+                    .await
+                    .ok()
+                })
+            })
+        };
+        let caller = Caller::new(dial, 1 << 20);
+        match caller
+            .call(*id, Call::ChangeMembership(change.clone()), timeout)
+            .await
+        {
+            Ok(Answer::Membership(Ok(view))) => return Ok(view),
+            Ok(Answer::Membership(Err(e))) if !e.is_retriable() => return Err(e),
+            Ok(Answer::Membership(Err(e))) => last = e,
+            Ok(Answer::Proposed(_)) => {
+                last = MetadataError::Network(format!("node {id} answered another call"));
+            }
+            Err(e) => last = MetadataError::Network(format!("{addr}: {e}")),
+        }
+    }
+    Err(last)
 }

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use crate::applier::{self, ApplyMsg, Pending, Snapshots};
 use crate::config::{Mode, WalConfig};
 use crate::log::{Log, Recovered};
-use crate::node::{Node, NodeParts};
+use crate::node::{Members, Node, NodeParts};
 use crate::progress::Progress;
 use crate::record::Position;
 use crate::replication::{self, Control};
@@ -61,6 +61,15 @@ pub enum Roles {
         /// Receives accepted extension connections.
         extension: mpsc::UnboundedSender<(NodeId, TcpStream)>,
     },
+}
+
+/// A member of the cluster as [`WalBackend::set_members`] takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalMember {
+    /// Its cluster address.
+    pub addr: String,
+    /// Whether it counts toward a majority (else it is streamed to only).
+    pub voter: bool,
 }
 
 /// Replication as a primary sees it: the commit index and each follower's acknowledged
@@ -147,7 +156,6 @@ impl WalBackend {
             Some(id) => NodeId(id),
             None => members.keys().next().copied().unwrap_or(me),
         };
-        let quorum = members.len() / 2 + 1;
         let dir = context.data_dir.join("wal");
         let segment_bytes = config.segment_bytes;
         let recovery_dir = dir.clone();
@@ -175,8 +183,9 @@ impl WalBackend {
             primary = %term.primary,
             "recovered the write-ahead log"
         );
+        let members = Members::voting(members);
         let progress = Arc::new(Progress::new(
-            quorum,
+            members.voters.clone(),
             config.mode,
             shape.last.index,
             base.index,
@@ -204,7 +213,8 @@ impl WalBackend {
             Mode::Sync => SYNC_GUARANTEES,
             Mode::Async => ASYNC_GUARANTEES,
         };
-        let listen_addr = members.get(&me).cloned().filter(|a| !a.is_empty());
+        let listen_addr = members.addrs.get(&me).cloned().filter(|a| !a.is_empty());
+        let listens = context.node.has_peers() || external.is_some();
         let snapshots = Snapshots {
             every: config.snapshot_every,
             last: base.index,
@@ -215,7 +225,6 @@ impl WalBackend {
             me,
             config,
             members,
-            quorum,
             dir,
             applied: Arc::clone(&applied),
             writer: writer_tx,
@@ -234,7 +243,7 @@ impl WalBackend {
             snapshots,
         ));
         tasks.spawn(replication::control(Arc::clone(&node), control_rx));
-        if let Some(addr) = listen_addr.filter(|_| context.node.has_peers()) {
+        if let Some(addr) = listen_addr.filter(|_| listens) {
             // Bind now so the node is reachable when `open` returns; a node reopened in the
             // same process may find its old listener still closing, then the task retries.
             let bound = match replication::bind(&addr) {
@@ -307,6 +316,29 @@ impl WalBackend {
             .control
             .send(Control::Follow { epoch, leader })
             .map_err(|_| MetadataError::ShutDown)
+    }
+
+    /// External roles: replace the members (id → address and whether it votes). A primary
+    /// opens links to added members and closes those to removed ones; from now on a majority
+    /// of the new voters commits. The caller makes each change safe (one voter at a time, a
+    /// new voter caught up first).
+    pub fn set_members(&self, members: BTreeMap<NodeId, WalMember>) -> Result<(), MetadataError> {
+        self.check_running()?;
+        if !self.node.is_external() {
+            return Err(MetadataError::Unsupported {
+                what: "changing the members of a wal cluster (its membership is the configured \
+                       peers)"
+                    .into(),
+            });
+        }
+        let voters = members
+            .iter()
+            .filter(|(_, m)| m.voter)
+            .map(|(id, _)| *id)
+            .collect();
+        let addrs = members.into_iter().map(|(id, m)| (id, m.addr)).collect();
+        self.node.set_members(Members { addrs, voters });
+        Ok(())
     }
 
     /// The commit index and, on a primary, its followers' acknowledged durable indexes.

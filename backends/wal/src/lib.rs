@@ -55,7 +55,7 @@ use switchyard_backend_api::{
     ReadConsistency, Registration,
 };
 
-pub use backend::{Replication, Roles, WalBackend, WalOptions, cluster_members};
+pub use backend::{Replication, Roles, WalBackend, WalMember, WalOptions, cluster_members};
 pub use config::{Mode, WalConfig};
 pub use replication::{connect_extension, request_promotion};
 

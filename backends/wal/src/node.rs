@@ -1,6 +1,6 @@
 //! [`Node`]: what every task of one running backend shares.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +20,40 @@ use crate::replication::Control;
 use crate::term::{self, Term};
 use crate::writer::Request;
 
+/// The nodes of the cluster as this node counts them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Members {
+    /// Every node → its cluster address (this one included).
+    pub(crate) addrs: BTreeMap<NodeId, String>,
+    /// The nodes that count toward a majority; the others are streamed to only.
+    pub(crate) voters: BTreeSet<NodeId>,
+}
+
+impl Members {
+    /// Every node a voter.
+    pub(crate) fn voting(addrs: BTreeMap<NodeId, String>) -> Self {
+        let voters = addrs.keys().copied().collect();
+        Self { addrs, voters }
+    }
+
+    /// Voters that make a majority.
+    pub(crate) fn quorum(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+
+    /// The cluster view's member list.
+    fn view(&self) -> Vec<ClusterMember> {
+        self.addrs
+            .iter()
+            .map(|(id, addr)| ClusterMember {
+                id: *id,
+                addr: (!addr.is_empty()).then(|| addr.clone()),
+                voter: self.voters.contains(id),
+            })
+            .collect()
+    }
+}
+
 /// Shared state of one node.
 #[derive(Debug)]
 pub(crate) struct Node {
@@ -27,10 +61,6 @@ pub(crate) struct Node {
     pub(crate) me: NodeId,
     /// Configuration.
     pub(crate) config: WalConfig,
-    /// Every node of the cluster → its cluster address (this one included).
-    pub(crate) members: BTreeMap<NodeId, String>,
-    /// Nodes that make a majority.
-    pub(crate) quorum: usize,
     /// The WAL directory.
     pub(crate) dir: PathBuf,
     /// The applied state.
@@ -47,6 +77,7 @@ pub(crate) struct Node {
     pub(crate) control: mpsc::UnboundedSender<Control>,
     /// With roles driven from outside: where accepted extension connections go.
     pub(crate) external: Option<mpsc::UnboundedSender<(NodeId, TcpStream)>>,
+    members: watch::Sender<Arc<Members>>,
     term: Mutex<Term>,
     term_view: watch::Sender<Term>,
     cluster: watch::Sender<ClusterView>,
@@ -58,8 +89,7 @@ pub(crate) struct Node {
 pub(crate) struct NodeParts {
     pub(crate) me: NodeId,
     pub(crate) config: WalConfig,
-    pub(crate) members: BTreeMap<NodeId, String>,
-    pub(crate) quorum: usize,
+    pub(crate) members: Members,
     pub(crate) dir: PathBuf,
     pub(crate) applied: Arc<AppliedState>,
     pub(crate) writer: mpsc::UnboundedSender<Request>,
@@ -78,24 +108,15 @@ impl Node {
             role: Role::Unknown,
             leader: None,
             epoch: parts.term.epoch,
-            members: parts
-                .members
-                .iter()
-                .map(|(id, addr)| ClusterMember {
-                    id: *id,
-                    addr: (!addr.is_empty()).then(|| addr.clone()),
-                    voter: true,
-                })
-                .collect(),
+            members: parts.members.view(),
             readiness: Readiness::NotReady {
                 reason: "starting".into(),
             },
         };
         Self {
             me: parts.me,
-            quorum: parts.quorum,
             config: parts.config,
-            members: parts.members,
+            members: watch::Sender::new(Arc::new(parts.members)),
             dir: parts.dir,
             applied: parts.applied,
             writer: parts.writer,
@@ -130,12 +151,23 @@ impl Node {
         self.external.is_some()
     }
 
-    /// Other nodes, with addresses.
-    pub(crate) fn peers(&self) -> impl Iterator<Item = (NodeId, &String)> {
-        self.members
-            .iter()
-            .filter(|(id, _)| **id != self.me)
-            .map(|(id, addr)| (*id, addr))
+    /// The members now.
+    pub(crate) fn members(&self) -> Arc<Members> {
+        Arc::clone(&self.members.borrow())
+    }
+
+    /// Watch the members.
+    pub(crate) fn watch_members(&self) -> watch::Receiver<Arc<Members>> {
+        self.members.subscribe()
+    }
+
+    /// Replace the members: the commit index counts the new voters from now on, a primary
+    /// opens links to added nodes and closes those to removed ones.
+    pub(crate) fn set_members(&self, members: Members) {
+        self.progress.set_voters(members.voters.clone());
+        let view = members.view();
+        self.members.send_replace(Arc::new(members));
+        self.cluster.send_modify(|cluster| cluster.members = view);
     }
 
     /// The deadline of one network read or write.

@@ -1,8 +1,8 @@
 //! [`Progress`]: the commit index, derived from durable positions.
 //!
 //! - Primary, `async` mode (or alone): the commit index is the local durable index.
-//! - Primary, `sync` mode: the highest index durable on a majority of all configured nodes,
-//!   the primary included.
+//! - Primary, `sync` mode: the highest index durable on a majority of the voters, the primary
+//!   included (acks of non-voting members are kept, not counted).
 //! - Either way a primary only commits at or above its *floor*, the first record of its own
 //!   epoch (its epoch marker): records of older epochs become committed with it, never by
 //!   being counted alone (the rule Raft uses for entries of earlier terms).
@@ -10,7 +10,7 @@
 //!
 //! The applier (`applier.rs`) applies up to the commit index.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, PoisonError};
 
 use switchyard_backend_api::{LogIndex, NodeId};
@@ -29,6 +29,7 @@ struct State {
     stance: Stance,
     durable: LogIndex,
     acks: BTreeMap<NodeId, LogIndex>,
+    voters: BTreeSet<NodeId>,
     leader_commit: LogIndex,
 }
 
@@ -36,7 +37,6 @@ struct State {
 /// they imply.
 #[derive(Debug)]
 pub(crate) struct Progress {
-    quorum: usize,
     mode: Mode,
     commit: watch::Sender<LogIndex>,
     state: Mutex<State>,
@@ -44,16 +44,21 @@ pub(crate) struct Progress {
 
 impl Progress {
     /// Start as a follower with `durable` on disk and `applied` committed (already applied at
-    /// recovery).
-    pub(crate) fn new(quorum: usize, mode: Mode, durable: LogIndex, applied: LogIndex) -> Self {
+    /// recovery), counting `voters`.
+    pub(crate) fn new(
+        voters: BTreeSet<NodeId>,
+        mode: Mode,
+        durable: LogIndex,
+        applied: LogIndex,
+    ) -> Self {
         Self {
-            quorum,
             mode,
             commit: watch::Sender::new(applied),
             state: Mutex::new(State {
                 stance: Stance::Follower,
                 durable,
                 acks: BTreeMap::new(),
+                voters,
                 leader_commit: applied,
             }),
         }
@@ -64,13 +69,19 @@ impl Progress {
         change(&mut state);
         let candidate = match state.stance {
             Stance::Primary { floor } => {
-                let counted = if self.quorum <= 1 || self.mode == Mode::Async {
+                let quorum = state.voters.len() / 2 + 1;
+                let counted = if quorum <= 1 || self.mode == Mode::Async {
                     state.durable
                 } else {
-                    let mut durable: Vec<LogIndex> = state.acks.values().copied().collect();
+                    let mut durable: Vec<LogIndex> = state
+                        .acks
+                        .iter()
+                        .filter(|(id, _)| state.voters.contains(id))
+                        .map(|(_, index)| *index)
+                        .collect();
                     durable.push(state.durable);
                     durable.sort_unstable_by(|a, b| b.cmp(a));
-                    durable.get(self.quorum - 1).copied().unwrap_or(0)
+                    durable.get(quorum - 1).copied().unwrap_or(0)
                 };
                 if counted >= floor { counted } else { 0 }
             }
@@ -115,6 +126,11 @@ impl Progress {
         });
     }
 
+    /// Count `voters` toward the majority from now on (the commit index never goes back).
+    pub(crate) fn set_voters(&self, voters: BTreeSet<NodeId>) {
+        self.update(|s| s.voters = voters);
+    }
+
     /// The primary's commit index (follower only).
     pub(crate) fn leader_commit(&self, index: LogIndex) {
         self.update(|s| s.leader_commit = s.leader_commit.max(index));
@@ -153,9 +169,38 @@ impl Progress {
 mod tests {
     use super::*;
 
+    fn voters(ids: &[u64]) -> BTreeSet<NodeId> {
+        ids.iter().copied().map(NodeId).collect()
+    }
+
+    #[test]
+    fn only_voters_count_and_new_voters_count_at_once() {
+        let progress = Progress::new(voters(&[1, 2, 3]), Mode::Sync, 0, 0);
+        progress.lead(1);
+        progress.local_durable(6);
+        progress.ack(NodeId(4), 6);
+        assert_eq!(progress.commit(), 0, "a learner's ack does not count");
+        progress.ack(NodeId(2), 2);
+        assert_eq!(progress.commit(), 2);
+        progress.set_voters(voters(&[1, 2, 3, 4, 5]));
+        assert_eq!(
+            progress.commit(),
+            2,
+            "1, 2 and 4 hold 2; the commit never goes back"
+        );
+        progress.ack(NodeId(2), 5);
+        assert_eq!(progress.commit(), 5, "1, 2 and 4 hold 5 of five voters");
+        progress.set_voters(voters(&[1]));
+        assert_eq!(
+            progress.commit(),
+            6,
+            "alone, the primary's own durability commits"
+        );
+    }
+
     #[test]
     fn sync_commit_needs_a_majority_and_the_floor() {
-        let progress = Progress::new(2, Mode::Sync, 0, 0);
+        let progress = Progress::new(voters(&[1, 2, 3]), Mode::Sync, 0, 0);
         progress.lead(3);
         progress.local_durable(5);
         assert_eq!(progress.commit(), 0);
@@ -169,7 +214,7 @@ mod tests {
 
     #[test]
     fn follower_commit_is_capped_by_local_durability() {
-        let progress = Progress::new(2, Mode::Async, 0, 0);
+        let progress = Progress::new(voters(&[1, 2, 3]), Mode::Async, 0, 0);
         progress.leader_commit(9);
         assert_eq!(progress.commit(), 0);
         progress.local_durable(4);

@@ -44,7 +44,8 @@ pub(crate) enum Purpose {
     Replicate,
     /// An operator's request.
     Admin,
-    /// The embedding backend's own traffic ([`crate::Roles::External`]).
+    /// The embedding backend's own traffic ([`crate::Roles::External`]): from a member, or
+    /// from an operator's client (node 0).
     Extension,
 }
 

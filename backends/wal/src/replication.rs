@@ -23,7 +23,7 @@
 //! sends durable records as they appear, with the commit index, and heartbeats when idle;
 //! the follower fsyncs, applies up to the commit index, and acks its durable position.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -268,16 +268,9 @@ async fn lead(node: &Arc<Node>, which: Epoch) -> Option<Leading> {
     );
     let shared = Arc::new(Leadership::new(epoch));
     let mut links = JoinSet::new();
-    for (peer, addr) in node.peers() {
-        links.spawn(link(
-            Arc::clone(node),
-            Arc::clone(&shared),
-            peer,
-            addr.clone(),
-        ));
-    }
+    links.spawn(supervise(Arc::clone(node), Arc::clone(&shared)));
     links.spawn(readiness(Arc::clone(node), Arc::clone(&shared)));
-    if node.quorum <= 1 {
+    if node.members().quorum() <= 1 {
         let node = Arc::clone(node);
         let shared = Arc::clone(&shared);
         links.spawn(async move { shared.finish(&node).await });
@@ -286,6 +279,31 @@ async fn lead(node: &Arc<Node>, which: Epoch) -> Option<Leading> {
         shared,
         _links: links,
     })
+}
+
+/// Keep one link per other member while leading: open links to members that join (or move),
+/// close those to members that leave.
+async fn supervise(node: Arc<Node>, shared: Arc<Leadership>) {
+    let mut members = node.watch_members();
+    let mut links: BTreeMap<NodeId, (String, AbortOnDrop)> = BTreeMap::new();
+    loop {
+        let current = Arc::clone(&members.borrow_and_update());
+        links.retain(|id, (addr, _)| current.addrs.get(id) == Some(addr));
+        for (peer, addr) in current.addrs.iter().filter(|(id, _)| **id != node.me) {
+            if !links.contains_key(peer) {
+                let task = tokio::spawn(link(
+                    Arc::clone(&node),
+                    Arc::clone(&shared),
+                    *peer,
+                    addr.clone(),
+                ));
+                links.insert(*peer, (addr.clone(), AbortOnDrop(task.abort_handle())));
+            }
+        }
+        if members.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Where a leadership is in taking over its epoch.
@@ -309,7 +327,8 @@ struct Leadership {
     epoch: u64,
     phase: watch::Sender<Phase>,
     positions: Mutex<BTreeMap<NodeId, Position>>,
-    streaming: watch::Sender<usize>,
+    /// Members being streamed to → open streams (a replaced link may briefly overlap).
+    streaming: watch::Sender<BTreeMap<NodeId, usize>>,
 }
 
 /// What a link does after reporting its follower's position.
@@ -325,7 +344,7 @@ impl Leadership {
             epoch,
             phase: watch::Sender::new(Phase::Gathering),
             positions: Mutex::new(BTreeMap::new()),
-            streaming: watch::Sender::new(0),
+            streaming: watch::Sender::new(BTreeMap::new()),
         }
     }
 
@@ -336,7 +355,13 @@ impl Leadership {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         positions.insert(peer, last);
-        if *self.phase.borrow() != Phase::Gathering || positions.len() + 1 < node.quorum {
+        let members = node.members();
+        let welcomed = positions
+            .keys()
+            .chain([&node.me])
+            .filter(|id| members.voters.contains(id))
+            .count();
+        if *self.phase.borrow() != Phase::Gathering || welcomed < members.quorum() {
             return Next::Wait;
         }
         let mine = node.durable.borrow().last;
@@ -425,22 +450,30 @@ async fn readiness(node: Arc<Node>, shared: Arc<Leadership>) {
         return;
     }
     let mut streaming = shared.streaming.subscribe();
+    let mut members = node.watch_members();
     loop {
-        let connected = *streaming.borrow_and_update() + 1;
-        let readiness = if node.config.mode == Mode::Async || connected >= node.quorum {
+        let current = Arc::clone(&members.borrow_and_update());
+        let streamed: BTreeSet<NodeId> = streaming.borrow_and_update().keys().copied().collect();
+        let connected = current
+            .voters
+            .iter()
+            .filter(|id| **id == node.me || streamed.contains(id))
+            .count();
+        let readiness = if node.config.mode == Mode::Async || connected >= current.quorum() {
             Readiness::Ready
         } else {
             Readiness::NotReady {
                 reason: format!(
-                    "{connected} of {} nodes connected; sync mode needs {}",
-                    node.members.len(),
-                    node.quorum
+                    "{connected} of {} voters connected; sync mode needs {}",
+                    current.voters.len(),
+                    current.quorum()
                 ),
             }
         };
         node.set_view(Role::Leader, Some(node.me), readiness);
-        if streaming.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = streaming.changed() => if changed.is_err() { return },
+            changed = members.changed() => if changed.is_err() { return },
         }
     }
 }
@@ -460,18 +493,28 @@ async fn link(node: Arc<Node>, shared: Arc<Leadership>, peer: NodeId, addr: Stri
 }
 
 /// Counts a follower as connected while it is streamed to.
-struct Streaming<'a>(&'a Leadership);
+struct Streaming<'a>(&'a Leadership, NodeId);
 
 impl<'a> Streaming<'a> {
-    fn start(shared: &'a Leadership) -> Self {
-        shared.streaming.send_modify(|n| *n += 1);
-        Self(shared)
+    fn start(shared: &'a Leadership, peer: NodeId) -> Self {
+        shared
+            .streaming
+            .send_modify(|open| *open.entry(peer).or_default() += 1);
+        Self(shared, peer)
     }
 }
 
 impl Drop for Streaming<'_> {
     fn drop(&mut self) {
-        self.0.streaming.send_modify(|n| *n = n.saturating_sub(1));
+        let peer = self.1;
+        self.0.streaming.send_modify(|open| {
+            if let Some(count) = open.get_mut(&peer) {
+                *count -= 1;
+                if *count == 0 {
+                    open.remove(&peer);
+                }
+            }
+        });
     }
 }
 
@@ -655,7 +698,7 @@ async fn stream_to(
     mut writer: OwnedWriteHalf,
     mut cursor: Cursor,
 ) -> Result<(), MetadataError> {
-    let _counted = Streaming::start(shared);
+    let _counted = Streaming::start(shared, peer);
     let mut acks = tokio::spawn(read_acks(Arc::clone(node), peer, reader));
     let _abort = AbortOnDrop(acks.abort_handle());
     let mut durable = node.durable.clone();
@@ -879,7 +922,9 @@ async fn serve(node: &Arc<Node>, stream: TcpStream) -> Result<(), MetadataError>
             "addressed to node {to}, but this is node {}",
             node.me
         ))
-    } else if purpose != Purpose::Admin && (from == node.me || !node.members.contains_key(&from)) {
+    } else if (purpose == Purpose::Replicate || (purpose == Purpose::Extension && from.0 != 0))
+        && (from == node.me || !node.members().addrs.contains_key(&from))
+    {
         Some(format!("node {from} is not a peer of node {}", node.me))
     } else if purpose == Purpose::Extension && !node.is_external() {
         Some(format!("node {} takes no extension connections", node.me))

@@ -377,7 +377,12 @@ mod tests {
         let log = Log::open(dir.path(), 1 << 20, Position::default())?.log;
         let (applier, mut applied) = mpsc::unbounded_channel();
         let (durable, _) = watch::channel(Arc::new(Shape::default()));
-        let progress = Arc::new(Progress::new(1, Mode::Sync, 0, 0));
+        let progress = Arc::new(Progress::new(
+            std::collections::BTreeSet::from([switchyard_backend_api::NodeId(1)]),
+            Mode::Sync,
+            0,
+            0,
+        ));
         let mut writer = Writer::new(log, applier, durable, Arc::clone(&progress));
 
         let (lead, _) = oneshot::channel();

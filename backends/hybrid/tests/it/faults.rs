@@ -38,7 +38,7 @@ fn position(node: &Arc<dyn MetadataBackend>) -> anyhow::Result<usize> {
 }
 
 /// Wait until one of `nodes` (other than `not`) is a ready leader at an epoch above `after`.
-async fn new_leader(
+pub(crate) async fn new_leader(
     nodes: &[Arc<dyn MetadataBackend>],
     not: u64,
     after: u64,
