@@ -246,7 +246,11 @@ async fn serve_rejects_bad_config() -> anyhow::Result<()> {
 }
 
 /// `switchyard serve` as node `id` of `backend` with `peers`, its data under `dir/node-<id>`.
-#[cfg(any(feature = "backend-wal", feature = "backend-raft"))]
+#[cfg(any(
+    feature = "backend-wal",
+    feature = "backend-raft",
+    feature = "backend-hybrid"
+))]
 fn spawn_node(
     dir: &Path,
     backend: &str,

@@ -113,7 +113,7 @@ impl Running {
     }
 
     /// Send SIGKILL (kill -9). Used by the `raft` cluster test.
-    #[cfg(feature = "backend-raft")]
+    #[cfg(any(feature = "backend-raft", feature = "backend-hybrid"))]
     pub(crate) fn kill(&mut self) -> anyhow::Result<()> {
         self.child.start_kill().context("kill -9 switchyard")
     }
