@@ -14,6 +14,8 @@
 //! # Layout
 //! - `harness.rs` — [`BackendHarness`], [`RegistryHarness`], [`TestCluster`] (owns the temp
 //!   dirs; restart, crash).
+//! - `net.rs` — [`Network`]: real TCP proxies between test nodes, each direction of each link
+//!   open, delayed or cut, and healed.
 //! - `trio.rs` — [`TrioHarness`]: the cases against three-node clusters of an electing
 //!   backend, written through the leader, followers checked to converge.
 //! - `fixtures.rs` — propose-with-deadline and command builders shared by the cases.
@@ -28,9 +30,11 @@
 pub mod cases;
 pub mod fixtures;
 mod harness;
+mod net;
 mod trio;
 
 pub use harness::{BackendHarness, DEADLINE, NodeSpec, RegistryHarness, TestCluster, reserve_addr};
+pub use net::{Link, Network};
 pub use trio::TrioHarness;
 
 /// Expand the conformance list into one `#[tokio::test]` per case, in a module per area, for

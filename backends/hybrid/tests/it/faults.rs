@@ -12,9 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 use switchyard_backend_api::{MetadataBackend, OpenContext, StateView, open_backend};
 use switchyard_compat_tests::fixtures::{create_topic, create_topic_ok, propose, register_all};
-use switchyard_compat_tests::{DEADLINE, RegistryHarness, TestCluster};
-
-use crate::proxy::Network;
+use switchyard_compat_tests::{DEADLINE, Network, RegistryHarness, TestCluster};
 
 /// Wait until `node` has applied `target`'s index, and check it holds the same state.
 async fn converges(node: &Arc<dyn MetadataBackend>, target: &StateView) -> anyhow::Result<()> {
@@ -140,13 +138,13 @@ async fn isolated_leader_cannot_write_once_a_new_term_begins() -> anyhow::Result
     let network = Network::start(3).await?;
     let dir = tempfile::tempdir()?;
     let mut nodes = Vec::new();
-    for (id, identity) in &network.identities {
+    for id in 1..=3 {
         let data_dir = dir.path().join(format!("node-{id}"));
         std::fs::create_dir_all(&data_dir)?;
         let context = OpenContext {
             config: figment::Figment::new(),
             data_dir,
-            node: identity.clone(),
+            node: network.identity(id)?,
         };
         nodes.push(open_backend("hybrid", context).await?);
     }
@@ -158,7 +156,7 @@ async fn isolated_leader_cannot_write_once_a_new_term_begins() -> anyhow::Result
     register_all(&leader, &[1]).await?;
     create_topic_ok(&leader, "before", &[&[1]]).await?;
 
-    network.isolate(old, true);
+    network.isolate(old);
     let cut_off = {
         let leader = Arc::clone(&leader);
         tokio::spawn(async move { leader.propose(create_topic("cut-off", &[&[1]])).await })
@@ -181,7 +179,12 @@ async fn isolated_leader_cannot_write_once_a_new_term_begins() -> anyhow::Result
     let mut old_view = leader.cluster();
     tokio::time::timeout(DEADLINE, old_view.wait_for(|v| v.leader != Some(v.node)))
         .await
-        .context("the isolated leader never stepped down")??;
+        .with_context(|| {
+            format!(
+                "the isolated leader never stepped down: {:?}",
+                leader.cluster().borrow()
+            )
+        })??;
     match propose(&leader, create_topic("after-cut", &[&[1]])).await? {
         Ok(p) => bail!(
             "the isolated old leader acknowledged a write at {}",
@@ -191,13 +194,18 @@ async fn isolated_leader_cannot_write_once_a_new_term_begins() -> anyhow::Result
     }
     create_topic_ok(&new, "majority", &[&[1]]).await?;
 
-    network.isolate(old, false);
+    network.heal();
     tokio::time::timeout(
         DEADLINE,
         old_view.wait_for(|v| v.is_ready() && v.epoch >= new_epoch && v.leader.is_some()),
     )
     .await
-    .context("the old leader never rejoined")??;
+    .with_context(|| {
+        format!(
+            "the old leader never rejoined: {:?}",
+            leader.cluster().borrow()
+        )
+    })??;
     let target = new.local();
     for node in &nodes {
         converges(node, &target).await?;

@@ -1,10 +1,9 @@
 //! Integration tests of the `hybrid` backend: the shared conformance suite on one node and on
 //! three-node clusters, the fault tests — kill the leader, restart it, isolate it behind
-//! real TCP proxies — and membership changes online (1 → 3 → 1).
+//! real TCP proxies (`switchyard_compat_tests::Network`) — and membership changes online (1 → 3 → 1).
 
 use switchyard_backend_hybrid as _;
 
 mod conformance;
 mod faults;
 mod membership;
-mod proxy;

@@ -1,0 +1,276 @@
+//! [`Network`]: real TCP proxies between the nodes of a test cluster, so that a test can cut,
+//! slow down and heal links.
+//!
+//! Node `i` reaches node `j` at the proxy `(i, j)`, which forwards to `j`'s real cluster
+//! address; [`Network::identities`] hands each node its peers through the proxies (its own
+//! entry is its real address, which it listens on). Every byte between two nodes therefore
+//! crosses a proxy, whichever side opened the connection, and each direction `a → b` has its
+//! own [`Link`] state:
+//! - [`Link::Open`]: bytes flow;
+//! - [`Link::Delay`]: each chunk is held for the delay before it is written on;
+//! - [`Link::Cut`]: bytes `a → b` are held back (the sender's writes eventually stall, its
+//!   reads time out) and new connections in that direction are refused; a cut of both
+//!   directions ([`Network::isolate`]) also closes the open connections.
+//!
+//! Healing ([`Network::heal`]) reopens every link; held-back bytes then flow, so a connection
+//! that survived a one-way cut resumes where it stopped.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use switchyard_backend_api::{NodeId, NodeIdentity};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::harness::reserve_addr;
+
+/// The state of one direction between two nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Bytes flow.
+    Open,
+    /// Bytes flow, each chunk this much later.
+    Delay(Duration),
+    /// Bytes are held back.
+    Cut,
+}
+
+/// The proxies of one test cluster. Dropping it stops them (and closes their connections).
+#[derive(Debug)]
+pub struct Network {
+    links: BTreeMap<(u64, u64), watch::Sender<Link>>,
+    identities: BTreeMap<u64, NodeIdentity>,
+    _proxies: JoinSet<()>,
+}
+
+impl Network {
+    /// Nodes `1..=size` on reserved loopback addresses, every link through a proxy.
+    pub async fn start(size: u64) -> anyhow::Result<Self> {
+        let mut real = BTreeMap::new();
+        for id in 1..=size {
+            real.insert(id, reserve_addr()?);
+        }
+        let mut links = BTreeMap::new();
+        for a in 1..=size {
+            for b in (1..=size).filter(|b| *b != a) {
+                links.insert((a, b), watch::Sender::new(Link::Open));
+            }
+        }
+        let mut identities = BTreeMap::new();
+        let mut proxies = JoinSet::new();
+        for from in 1..=size {
+            let mut peers = BTreeMap::from([(NodeId(from), real[&from].clone())]);
+            for to in (1..=size).filter(|to| *to != from) {
+                let listener = TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .context("binding a proxy")?;
+                peers.insert(NodeId(to), listener.local_addr()?.to_string());
+                let forward = links[&(from, to)].subscribe();
+                let back = links[&(to, from)].subscribe();
+                proxies.spawn(proxy(listener, real[&to].clone(), forward, back));
+            }
+            identities.insert(
+                from,
+                NodeIdentity {
+                    id: NodeId(from),
+                    cluster_addr: Some(real[&from].clone()),
+                    peers,
+                },
+            );
+        }
+        Ok(Self {
+            links,
+            identities,
+            _proxies: proxies,
+        })
+    }
+
+    /// The identity node `id` opens with.
+    pub fn identity(&self, id: u64) -> anyhow::Result<NodeIdentity> {
+        self.identities
+            .get(&id)
+            .cloned()
+            .with_context(|| format!("node {id} is not in the network"))
+    }
+
+    /// Set the direction `from → to`.
+    pub fn set(&self, from: u64, to: u64, link: Link) {
+        if let Some(state) = self.links.get(&(from, to)) {
+            state.send_replace(link);
+        }
+    }
+
+    /// Cut both directions between `node` and every other node (open connections close).
+    pub fn isolate(&self, node: u64) {
+        for ((a, b), state) in &self.links {
+            if *a == node || *b == node {
+                state.send_replace(Link::Cut);
+            }
+        }
+    }
+
+    /// Open every link.
+    pub fn heal(&self) {
+        for state in self.links.values() {
+            state.send_replace(Link::Open);
+        }
+    }
+}
+
+/// Accept on `listener` and pipe each connection to `target`: client → server bytes follow
+/// `forward`, server → client bytes follow `back`.
+async fn proxy(
+    listener: TcpListener,
+    target: String,
+    forward: watch::Receiver<Link>,
+    back: watch::Receiver<Link>,
+) {
+    let mut connections = JoinSet::new();
+    while let Ok((inbound, _)) = listener.accept().await {
+        while connections.try_join_next().is_some() {}
+        if *forward.borrow() == Link::Cut {
+            continue;
+        }
+        let target = target.clone();
+        let (forward, back) = (forward.clone(), back.clone());
+        connections.spawn(async move {
+            let Ok(outbound) = TcpStream::connect(&target).await else {
+                return;
+            };
+            let _ = inbound.set_nodelay(true);
+            let _ = outbound.set_nodelay(true);
+            let (client_read, client_write) = inbound.into_split();
+            let (server_read, server_write) = outbound.into_split();
+            let both_cut = {
+                let (mut forward, mut back) = (forward.clone(), back.clone());
+                async move {
+                    loop {
+                        if *forward.borrow_and_update() == Link::Cut
+                            && *back.borrow_and_update() == Link::Cut
+                        {
+                            return;
+                        }
+                        tokio::select! {
+                            changed = forward.changed() => if changed.is_err() { return },
+                            changed = back.changed() => if changed.is_err() { return },
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                _ = pump(client_read, server_write, forward) => {}
+                _ = pump(server_read, client_write, back) => {}
+                () = both_cut => {}
+            }
+        });
+    }
+}
+
+/// Copy `from` to `to` as `link` allows, until either side closes.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut link: watch::Receiver<Link>,
+) {
+    let mut buffer = vec![0u8; 64 << 10];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        loop {
+            let state = *link.borrow_and_update();
+            match state {
+                Link::Open => break,
+                Link::Delay(delay) => {
+                    tokio::time::sleep(delay).await;
+                    break;
+                }
+                Link::Cut => {
+                    if link.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An echo server on node 2's real address.
+    async fn echo(addr: &str) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = stream.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        }))
+    }
+
+    async fn round_trip(stream: &mut TcpStream, byte: u8) -> anyhow::Result<u8> {
+        stream.write_all(&[byte]).await?;
+        let mut back = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut back))
+            .await
+            .context("no echo")??;
+        Ok(back[0])
+    }
+
+    #[tokio::test]
+    async fn links_cut_one_way_delay_heal_and_isolate() -> anyhow::Result<()> {
+        let network = Network::start(2).await?;
+        let two = network.identity(2)?;
+        let _server = echo(two.cluster_addr.as_deref().context("address")?).await?;
+        let via = network.identity(1)?.peers[&NodeId(2)].clone();
+        let mut stream = TcpStream::connect(&via).await?;
+        assert_eq!(round_trip(&mut stream, 1).await?, 1);
+
+        // The way back is cut: the echo is held, then delivered after healing.
+        network.set(2, 1, Link::Cut);
+        stream.write_all(&[2]).await?;
+        let mut back = [0u8; 1];
+        let held =
+            tokio::time::timeout(Duration::from_millis(200), stream.read_exact(&mut back)).await;
+        assert!(held.is_err(), "a byte crossed a cut link");
+        network.heal();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut back))
+            .await
+            .context("held byte never arrived")??;
+        assert_eq!(back[0], 2);
+
+        network.set(1, 2, Link::Delay(Duration::from_millis(100)));
+        let started = tokio::time::Instant::now();
+        assert_eq!(round_trip(&mut stream, 3).await?, 3);
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        network.heal();
+
+        // Isolation closes the connection and refuses new ones until healed.
+        network.isolate(1);
+        let mut closed = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut closed))
+            .await
+            .context("the isolated connection stayed open")?;
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        let mut refused = TcpStream::connect(&via).await?;
+        let read = tokio::time::timeout(Duration::from_secs(5), refused.read(&mut closed))
+            .await
+            .context("a connection across a cut link stayed open")?;
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        network.heal();
+        let mut again = TcpStream::connect(&via).await?;
+        assert_eq!(round_trip(&mut again, 4).await?, 4);
+        Ok(())
+    }
+}
