@@ -189,6 +189,11 @@ impl HybridBackend {
         })
     }
 
+    /// The group as this node applied it: role, term, members, metadata leader, in-sync set.
+    pub fn group(&self) -> watch::Receiver<GroupView> {
+        self.inner.group.clone()
+    }
+
     fn check_running(&self) -> Result<(), MetadataError> {
         if self.inner.shut_down.load(Ordering::Acquire) {
             return Err(MetadataError::ShutDown);

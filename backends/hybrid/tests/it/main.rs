@@ -6,4 +6,5 @@ use switchyard_backend_hybrid as _;
 
 mod conformance;
 mod faults;
+mod in_sync;
 mod membership;
