@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use switchyard_backend_api::{
     BrokerId, GenerationCheck, GroupId, GroupMember, MemberId, MetadataBackend, MetadataCommand,
-    MetadataError, NewTopic, OffsetCommit, Outcome, Proposed, Rejection, TopicId,
+    MetadataError, NewTopic, OffsetCommit, Outcome, Proposed, Rejection, StateView, TopicId,
 };
 
 use crate::harness::DEADLINE;
@@ -189,4 +189,25 @@ pub fn check(cond: bool, what: impl FnOnce() -> String) -> anyhow::Result<()> {
         bail!(what());
     }
     Ok(())
+}
+
+/// Wait until `node` has applied `target`'s index, and check it holds the same state.
+pub async fn converges(node: &Arc<dyn MetadataBackend>, target: &StateView) -> anyhow::Result<()> {
+    let view = node
+        .wait_applied(target.applied_index, DEADLINE)
+        .await
+        .with_context(|| format!("waiting for index {}", target.applied_index))?;
+    ensure!(
+        view.state == target.state,
+        "node {} differs from the target at index {}",
+        node.cluster().borrow().node,
+        target.applied_index
+    );
+    Ok(())
+}
+
+/// Position of `node` in a `TestCluster` (node ids are 1-based).
+pub fn position(node: &Arc<dyn MetadataBackend>) -> anyhow::Result<usize> {
+    let id = node.cluster().borrow().node.0;
+    usize::try_from(id.saturating_sub(1)).context("node id")
 }

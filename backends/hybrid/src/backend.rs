@@ -121,9 +121,7 @@ impl HybridBackend {
         };
         let driver = Driver::new(me.0, log, applied, state, ticks).map_err(storage)?;
 
-        let (extension, mut accepted) =
-            mpsc::unbounded_channel::<(NodeId, tokio::net::TcpStream)>();
-        let (incoming_tx, incoming) = mpsc::unbounded_channel();
+        let (extension, incoming) = mpsc::unbounded_channel();
         let mut options = WalOptions::default();
         options.config = Some(config.wal());
         options.roles = Roles::External { extension };
@@ -163,13 +161,6 @@ impl HybridBackend {
             requests: runner.requests(),
             view,
             shut_down: AtomicBool::new(false),
-        });
-        tasks.spawn(async move {
-            while let Some((from, stream)) = accepted.recv().await {
-                if incoming_tx.send((from.0, stream)).is_err() {
-                    return;
-                }
-            }
         });
         tasks.spawn(transport::serve(
             incoming,

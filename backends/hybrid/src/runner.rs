@@ -234,7 +234,7 @@ mod tests {
         tasks.spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 if let Ok(from) = stream.read_u64().await {
-                    let _ = incoming_tx.send((from, stream));
+                    let _ = incoming_tx.send((switchyard_backend_api::NodeId(from), stream));
                 }
             }
         });

@@ -28,7 +28,7 @@ use protobuf::Message as _;
 use raft::eraftpb::Message;
 use serde::{Deserialize, Serialize};
 use switchyard_backend_api::{
-    ClusterView, MembershipChange, MetadataCommand, MetadataError, Proposed, codec,
+    ClusterView, MembershipChange, MetadataCommand, MetadataError, NodeId, Proposed, codec,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -224,7 +224,7 @@ async fn send_to(dial: Dial, peer: u64, max: usize, mut queue: mpsc::Receiver<Me
 /// Take the connections peers opened (`(peer id, stream)` from `incoming`): Raft messages go
 /// to `inbox`, calls to `handler`. Runs until `incoming` closes or the task is aborted.
 pub async fn serve(
-    mut incoming: mpsc::UnboundedReceiver<(u64, TcpStream)>,
+    mut incoming: mpsc::UnboundedReceiver<(NodeId, TcpStream)>,
     me: u64,
     max_frame_bytes: usize,
     inbox: mpsc::Sender<Message>,
@@ -236,7 +236,7 @@ pub async fn serve(
             accepted = incoming.recv() => {
                 let Some((from, stream)) = accepted else { return };
                 let conn = Framed::new(stream, framing(max_frame_bytes));
-                connections.spawn(receive(conn, from, me, inbox.clone(), Arc::clone(&handler)));
+                connections.spawn(receive(conn, from.0, me, inbox.clone(), Arc::clone(&handler)));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -445,8 +445,8 @@ pub async fn request_membership_change(
                     switchyard_backend_wal::connect_extension(
                         &addr,
                         &cluster_id,
-                        switchyard_backend_api::NodeId(0),
-                        switchyard_backend_api::NodeId(to),
+                        NodeId(0),
+                        NodeId(to),
                         timeout,
                     )
                     .await

@@ -1061,6 +1061,15 @@ async fn follow(
     result
 }
 
+/// `Fenced` with the newer term, if this node left `epoch` meanwhile.
+fn fenced_since(node: &Node, epoch: u64) -> Option<Message> {
+    let term = node.term();
+    (term.epoch != epoch).then_some(Message::Fenced {
+        epoch: term.epoch,
+        primary: term.primary,
+    })
+}
+
 async fn follow_stream(
     node: &Node,
     from: NodeId,
@@ -1077,12 +1086,7 @@ async fn follow_stream(
         let message = recv(reader, node.config.max_frame_bytes, dead_after)
             .await
             .map_err(net)?;
-        let term = node.term();
-        if term.epoch != epoch {
-            let fenced = Message::Fenced {
-                epoch: term.epoch,
-                primary: term.primary,
-            };
+        if let Some(fenced) = fenced_since(node, epoch) {
             return send(writer, &fenced, io).await.map_err(net);
         }
         if let Message::Fetch { after } = message {
@@ -1092,12 +1096,7 @@ async fn follow_stream(
         let commit = receiver.take(node, message).await?;
         // A new primary may have been welcomed while these records became durable; its
         // `Welcome` may not count them, so they must not be acknowledged to the old one.
-        let term = node.term();
-        if term.epoch != epoch {
-            let fenced = Message::Fenced {
-                epoch: term.epoch,
-                primary: term.primary,
-            };
+        if let Some(fenced) = fenced_since(node, epoch) {
             return send(writer, &fenced, io).await.map_err(net);
         }
         if let Some(commit) = commit {
@@ -1142,6 +1141,22 @@ async fn serve_fetch(
     send(writer, &Message::FetchDone, io).await.map_err(net)
 }
 
+/// Connect to `addr` (`TCP_NODELAY`) and send `hello`, within `timeout` each.
+async fn open_with_hello(
+    addr: &str,
+    hello: &Message,
+    timeout: Duration,
+) -> Result<(OwnedReadHalf, OwnedWriteHalf), MetadataError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| net(NetError::Timeout(timeout, "connect")))?
+        .map_err(|e| net(e.into()))?;
+    stream.set_nodelay(true).map_err(|e| net(e.into()))?;
+    let (reader, mut writer) = stream.into_split();
+    send(&mut writer, hello, timeout).await.map_err(net)?;
+    Ok((reader, writer))
+}
+
 /// Ask the node `node` at `addr` (cluster address) to promote itself: it bumps the epoch,
 /// takes over from a majority and serves as primary. Returns the new epoch. This is what
 /// `switchyard cluster promote N` calls.
@@ -1151,11 +1166,6 @@ pub async fn request_promotion(
     node: NodeId,
     timeout: Duration,
 ) -> Result<u64, MetadataError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| net(NetError::Timeout(timeout, "connect")))?
-        .map_err(|e| net(e.into()))?;
-    let (mut reader, mut writer) = stream.into_split();
     let hello = Message::Hello {
         cluster_id: cluster_id.to_owned(),
         from: NodeId(0),
@@ -1163,7 +1173,7 @@ pub async fn request_promotion(
         epoch: 0,
         purpose: Purpose::Admin,
     };
-    send(&mut writer, &hello, timeout).await.map_err(net)?;
+    let (mut reader, mut writer) = open_with_hello(addr, &hello, timeout).await?;
     send(&mut writer, &Message::Promote, timeout)
         .await
         .map_err(net)?;
@@ -1187,12 +1197,6 @@ pub async fn connect_extension(
     to: NodeId,
     timeout: Duration,
 ) -> Result<TcpStream, MetadataError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| net(NetError::Timeout(timeout, "connect")))?
-        .map_err(|e| net(e.into()))?;
-    stream.set_nodelay(true).map_err(|e| net(e.into()))?;
-    let (mut reader, mut writer) = stream.into_split();
     let hello = Message::Hello {
         cluster_id: cluster_id.to_owned(),
         from,
@@ -1200,7 +1204,7 @@ pub async fn connect_extension(
         epoch: 0,
         purpose: Purpose::Extension,
     };
-    send(&mut writer, &hello, timeout).await.map_err(net)?;
+    let (mut reader, writer) = open_with_hello(addr, &hello, timeout).await?;
     match recv(&mut reader, 1 << 20, timeout).await.map_err(net)? {
         Message::Accepted => reader
             .reunite(writer)

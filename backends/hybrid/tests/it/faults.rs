@@ -10,30 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use switchyard_backend_api::{MetadataBackend, OpenContext, StateView, open_backend};
-use switchyard_compat_tests::fixtures::{create_topic, create_topic_ok, propose, register_all};
+use switchyard_backend_api::{MetadataBackend, OpenContext, open_backend};
+use switchyard_compat_tests::fixtures::{
+    converges, create_topic, create_topic_ok, position, propose, register_all,
+};
 use switchyard_compat_tests::{DEADLINE, Network, RegistryHarness, TestCluster};
-
-/// Wait until `node` has applied `target`'s index, and check it holds the same state.
-async fn converges(node: &Arc<dyn MetadataBackend>, target: &StateView) -> anyhow::Result<()> {
-    let view = node
-        .wait_applied(target.applied_index, DEADLINE)
-        .await
-        .with_context(|| format!("waiting for index {}", target.applied_index))?;
-    ensure!(
-        view.state == target.state,
-        "node {} differs from the target at index {}",
-        node.cluster().borrow().node,
-        target.applied_index
-    );
-    Ok(())
-}
-
-/// Position of `node` in a `TestCluster` (node ids are 1-based).
-fn position(node: &Arc<dyn MetadataBackend>) -> anyhow::Result<usize> {
-    let id = node.cluster().borrow().node.0;
-    usize::try_from(id.saturating_sub(1)).context("node id")
-}
 
 /// Wait until one of `nodes` (other than `not`) is a ready leader at an epoch above `after`.
 pub(crate) async fn new_leader(

@@ -4,12 +4,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, ensure};
+use anyhow::Context;
 use figment::Figment;
-use switchyard_backend_api::{
-    MetadataBackend, NodeId, NodeIdentity, OpenContext, StateView, open_backend,
-};
+use switchyard_backend_api::{MetadataBackend, NodeId, NodeIdentity, OpenContext, open_backend};
 use switchyard_compat_tests::DEADLINE;
+pub(crate) use switchyard_compat_tests::fixtures::{converges, position};
 
 pub(crate) use switchyard_compat_tests::reserve_addr;
 
@@ -43,28 +42,4 @@ pub(crate) fn identity(id: u64, peers: &BTreeMap<NodeId, String>) -> NodeIdentit
         cluster_addr: peers.get(&NodeId(id)).cloned(),
         peers: peers.clone(),
     }
-}
-
-/// Wait until `node` has applied `target`'s index, and check it holds the same state.
-pub(crate) async fn converges(
-    node: &Arc<dyn MetadataBackend>,
-    target: &StateView,
-) -> anyhow::Result<()> {
-    let view = node
-        .wait_applied(target.applied_index, DEADLINE)
-        .await
-        .with_context(|| format!("waiting for index {}", target.applied_index))?;
-    ensure!(
-        view.state == target.state,
-        "node {} differs from the target at index {}",
-        node.cluster().borrow().node,
-        target.applied_index
-    );
-    Ok(())
-}
-
-/// Position of `node` in a `TestCluster` (node ids are 1-based).
-pub(crate) fn position(node: &Arc<dyn MetadataBackend>) -> anyhow::Result<usize> {
-    let id = node.cluster().borrow().node.0;
-    usize::try_from(id.saturating_sub(1)).context("node id")
 }

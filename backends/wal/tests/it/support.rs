@@ -3,12 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, ensure};
+use anyhow::Context;
 use figment::Figment;
 use figment::providers::Serialized;
-use switchyard_backend_api::{MetadataBackend, StateView};
+use switchyard_backend_api::MetadataBackend;
+use switchyard_compat_tests::RegistryHarness;
+pub(crate) use switchyard_compat_tests::fixtures::converges;
 use switchyard_compat_tests::fixtures::create_topic_ok;
-use switchyard_compat_tests::{DEADLINE, RegistryHarness};
 
 /// A `wal` harness with these `[metadata.wal]` keys.
 pub(crate) fn harness(keys: &[(&str, toml_value::Value)]) -> RegistryHarness {
@@ -71,22 +72,4 @@ pub(crate) fn files(dir: &Path, prefix: &str) -> anyhow::Result<Vec<PathBuf>> {
 /// The segment files of a node, oldest first.
 pub(crate) fn segments(data_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     files(&wal_dir(data_dir), "wal-")
-}
-
-/// Wait until `node` has applied `target`'s index, and check it holds the same state.
-pub(crate) async fn converges(
-    node: &Arc<dyn MetadataBackend>,
-    target: &StateView,
-) -> anyhow::Result<()> {
-    let view = node
-        .wait_applied(target.applied_index, DEADLINE)
-        .await
-        .with_context(|| format!("waiting for index {}", target.applied_index))?;
-    ensure!(
-        view.state == target.state,
-        "node {} differs from the target at index {}",
-        node.cluster().borrow().node,
-        target.applied_index
-    );
-    Ok(())
 }
