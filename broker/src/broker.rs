@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::error::ResponseError;
@@ -15,7 +16,8 @@ use tokio::sync::{Mutex, watch};
 use tracing::{info, warn};
 
 use crate::config::KafkaSettings;
-use crate::group::GroupCoordinator;
+use crate::group::{GroupCoordinator, coordinator_of};
+use crate::liveness::Liveness;
 use crate::replicas::{Replica, Replicas};
 
 /// How many producer ids one metadata proposal reserves.
@@ -33,6 +35,8 @@ pub struct Broker {
     groups: GroupCoordinator,
     producer_ids: Mutex<Option<(i64, i64)>>,
     replicas: Arc<Replicas>,
+    incarnation: AtomicU64,
+    liveness: Liveness,
 }
 
 impl Broker {
@@ -56,6 +60,8 @@ impl Broker {
             registered: watch::Sender::new(false),
             producer_ids: Mutex::new(None),
             replicas: Arc::new(replicas),
+            incarnation: AtomicU64::new(0),
+            liveness: Liveness::default(),
         })
     }
 
@@ -222,6 +228,43 @@ impl Broker {
         self.registered.subscribe()
     }
 
+    /// The incarnation of this broker's last registration (0 before it registered).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation.load(Ordering::Acquire)
+    }
+
+    /// What this broker knows of the other brokers' heartbeats.
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
+    }
+
+    /// Whether this broker runs on the node that leads the metadata backend: the one that
+    /// takes heartbeats and fences brokers.
+    pub fn is_metadata_leader(&self) -> bool {
+        let view = self.backend.cluster().borrow().clone();
+        view.is_ready()
+            && view.role == switchyard_backend_api::Role::Leader
+            && view.leader == Some(view.node)
+    }
+
+    /// The error a group request gets on this broker, if it may not serve `group` now:
+    /// `COORDINATOR_NOT_AVAILABLE` before registration, `NOT_COORDINATOR` if another live
+    /// broker coordinates it (the group's runtime here, if any, is dropped).
+    pub fn coordination_error(&self, group: &str) -> Option<ResponseError> {
+        if !self.is_registered() {
+            return Some(ResponseError::CoordinatorNotAvailable);
+        }
+        let view = self.metadata();
+        match coordinator_of(&view.state, group) {
+            Some(b) if b.id == self.id => None,
+            Some(_) => {
+                self.groups.unload_foreign(self);
+                Some(ResponseError::NotCoordinator)
+            }
+            None => Some(ResponseError::CoordinatorNotAvailable),
+        }
+    }
+
     /// Propose a command with the configured deadline.
     pub async fn propose(&self, command: MetadataCommand) -> Result<Outcome, MetadataError> {
         let timeout = self.metadata_timeout();
@@ -267,6 +310,18 @@ impl Broker {
 
     async fn try_register(&self) -> Result<u64, MetadataError> {
         self.backend.wait_ready(self.metadata_timeout()).await?;
+        self.propose_registration().await
+    }
+
+    /// Register again with a new incarnation: this broker was fenced (it missed its session
+    /// timeout) but is running. Unfences it and gives it back the partitions it may lead.
+    pub async fn reregister(&self) -> Result<u64, MetadataError> {
+        let incarnation = self.propose_registration().await?;
+        info!(broker = %self.id, incarnation, "broker re-registered after being fenced");
+        Ok(incarnation)
+    }
+
+    async fn propose_registration(&self) -> Result<u64, MetadataError> {
         if self.backend.local().state.cluster_id().is_none() {
             let cluster_id = ClusterId(uuid::Uuid::new_v4().simple().to_string());
             match self
@@ -287,7 +342,10 @@ impl Broker {
             })
             .await?;
         match outcome {
-            Outcome::BrokerRegistered { incarnation } => Ok(incarnation),
+            Outcome::BrokerRegistered { incarnation } => {
+                self.incarnation.store(incarnation, Ordering::Release);
+                Ok(incarnation)
+            }
             other => Err(MetadataError::Storage(format!(
                 "unexpected registration outcome {other:?}"
             ))),

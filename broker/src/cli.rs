@@ -35,6 +35,18 @@ pub enum Command {
 /// `switchyard cluster …`.
 #[derive(Debug, Clone, Subcommand)]
 pub enum ClusterCommand {
+    /// Show the cluster as its nodes report it: the metadata leader and epoch, every member
+    /// with its role, whether it votes, the index it has applied and its lag behind the
+    /// leader, and every broker, live or fenced. Asks the Kafka listeners in --bootstrap until
+    /// one answers, then every broker it lists.
+    Status {
+        /// Kafka listeners to ask first, comma-separated.
+        #[arg(long, value_name = "HOST:PORT,...", default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        /// Deadline of each request, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 5_000)]
+        timeout_ms: u64,
+    },
     /// Promote node N to take metadata writes (manual failover of the `wal` backend): it bumps
     /// the epoch, catches up from a majority, and the old primary's writes are refused from then
     /// on. Reads the same configuration as `serve` (peers, backend) to find node N.
@@ -126,6 +138,14 @@ pub struct ServeArgs {
     /// Default: the listen address. Env: SWITCHYARD_ADVERTISE. TOML key: advertise.
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<String>,
+
+    /// Address the metadata backend listens on for its peers, when it differs from this node's
+    /// entry in --peers (which is what the other nodes dial), e.g. 0.0.0.0:9093 behind NAT.
+    ///
+    /// Default: this node's entry in --peers. Env: SWITCHYARD_CLUSTER_LISTEN. TOML key:
+    /// cluster_listen.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub cluster_listen: Option<String>,
 }
 
 impl ServeArgs {
@@ -138,6 +158,7 @@ impl ServeArgs {
             peers: self.peers.clone(),
             listen: self.listen.clone(),
             advertise: self.advertise.clone(),
+            cluster_listen: self.cluster_listen.clone(),
         }
     }
 
@@ -181,6 +202,9 @@ mod tests {
             "--peers",
             "SWITCHYARD_PEERS",
             "[peers]",
+            "--cluster-listen",
+            "SWITCHYARD_CLUSTER_LISTEN",
+            "cluster_listen",
         ] {
             assert!(help.contains(needle), "{needle:?} missing from:\n{help}");
         }

@@ -10,6 +10,7 @@
 //! 4. command-line flags that were actually given ([`Overrides`]).
 //!
 //! Top-level keys are `metadata_backend`, `data_dir`, `node_id`, `peers`, `listen`, `advertise`,
+//! `cluster_listen`,
 //! `kafka` (see [`KafkaSettings`]) and `metadata`; any other key is an error. `metadata` is free-form: `[metadata.<backend>]` is that backend's own table,
 //! handed to it as its [`OpenContext::config`](switchyard_backend_api::OpenContext::config) by
 //! [`Config::backend_config`]. Tables merge key by key across layers; any other value is replaced
@@ -76,7 +77,7 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
-    /// `listen` or `advertise` is not `HOST:PORT`.
+    /// `listen`, `advertise` or `cluster_listen` is not `HOST:PORT`.
     #[error("invalid {key} address {addr:?}: {reason} (expected HOST:PORT)")]
     InvalidAddress {
         /// Which key.
@@ -108,6 +109,26 @@ pub enum ConfigError {
         /// The ids that were listed.
         peers: String,
     },
+    /// `cluster_listen` is given for a single node.
+    #[error(
+        "cluster_listen {addr:?} is set but peers is empty: a single node has no cluster \
+         traffic; list every node in peers"
+    )]
+    ClusterListenWithoutPeers {
+        /// The value given.
+        addr: String,
+    },
+    /// The broker heartbeat settings cannot work.
+    #[error(
+        "kafka.broker_session_timeout_ms ({timeout_ms}) must be larger than \
+         kafka.broker_heartbeat_interval_ms ({interval_ms}), which must be positive"
+    )]
+    BrokerSession {
+        /// `broker_heartbeat_interval_ms`.
+        interval_ms: u64,
+        /// `broker_session_timeout_ms`.
+        timeout_ms: u64,
+    },
 }
 
 impl From<figment::Error> for ConfigError {
@@ -137,6 +158,9 @@ pub struct Overrides {
     /// `--advertise`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise: Option<String>,
+    /// `--cluster-listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_listen: Option<String>,
 }
 
 /// Kafka broker settings, the `[kafka]` table (`SWITCHYARD_KAFKA__<KEY>`). Names follow Kafka's
@@ -166,6 +190,11 @@ pub struct KafkaSettings {
     /// How long a request waits for the metadata backend before answering with a retriable
     /// error.
     pub metadata_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`: how often a broker heartbeats to the metadata leader.
+    pub broker_heartbeat_interval_ms: u64,
+    /// `broker.session.timeout.ms`: a broker the metadata leader has not heard from for this
+    /// long is fenced.
+    pub broker_session_timeout_ms: u64,
 }
 
 impl Default for KafkaSettings {
@@ -181,6 +210,8 @@ impl Default for KafkaSettings {
             connections_max_idle_ms: 600_000,
             offset_metadata_max_bytes: 4_096,
             metadata_timeout_ms: 10_000,
+            broker_heartbeat_interval_ms: 2_000,
+            broker_session_timeout_ms: 9_000,
         }
     }
 }
@@ -196,6 +227,7 @@ struct Raw {
     peers: Option<Value>,
     listen: String,
     advertise: Option<String>,
+    cluster_listen: Option<String>,
     #[serde(default)]
     kafka: KafkaSettings,
     /// Per-backend tables; only checked to be a table here, read by the backend.
@@ -225,6 +257,9 @@ pub struct Config {
     pub listen: String,
     /// Address returned to clients in Metadata responses (`HOST:PORT`).
     pub advertise: String,
+    /// Address the metadata backend listens on for its peers, when it differs from this
+    /// node's entry in `peers` (the address the others dial).
+    pub cluster_listen: Option<String>,
     /// Kafka broker settings.
     pub kafka: KafkaSettings,
     figment: Figment,
@@ -268,6 +303,24 @@ impl Config {
             addr: advertise.clone(),
             reason,
         })?;
+        if let Some(addr) = &raw.cluster_listen {
+            if peers.is_empty() {
+                return Err(ConfigError::ClusterListenWithoutPeers { addr: addr.clone() });
+            }
+            check_listen_addr(addr).map_err(|reason| ConfigError::InvalidAddress {
+                key: "cluster_listen",
+                addr: addr.clone(),
+                reason,
+            })?;
+        }
+        if raw.kafka.broker_heartbeat_interval_ms == 0
+            || raw.kafka.broker_session_timeout_ms <= raw.kafka.broker_heartbeat_interval_ms
+        {
+            return Err(ConfigError::BrokerSession {
+                interval_ms: raw.kafka.broker_heartbeat_interval_ms,
+                timeout_ms: raw.kafka.broker_session_timeout_ms,
+            });
+        }
         Ok(Self {
             metadata_backend: raw.metadata_backend,
             data_dir: raw.data_dir,
@@ -275,6 +328,7 @@ impl Config {
             peers,
             listen: raw.listen,
             advertise,
+            cluster_listen: raw.cluster_listen,
             kafka: raw.kafka,
             figment,
         })
@@ -286,9 +340,12 @@ impl Config {
         self.figment.focus(&format!("metadata.{backend}"))
     }
 
-    /// This node's cluster address: its own entry in `peers`.
+    /// The address this node's metadata backend listens on: `cluster_listen`, else its own
+    /// entry in `peers`.
     pub fn cluster_addr(&self) -> Option<&str> {
-        self.peers.get(&self.node_id).map(String::as_str)
+        self.cluster_listen
+            .as_deref()
+            .or_else(|| self.peers.get(&self.node_id).map(String::as_str))
     }
 }
 
@@ -526,6 +583,7 @@ mod tests {
                 peers: None,
                 listen: Some("127.0.0.1:19092".into()),
                 advertise: None,
+                cluster_listen: None,
             };
             let config = load(None, &flags).map_err(|e| e.to_string())?;
             assert_eq!(config.metadata_backend.as_deref(), Some("flag-backend"));
@@ -704,6 +762,73 @@ mod tests {
                 matches!(&err, Some(ConfigError::SelfNotInPeers { node_id: NodeId(3), peers }) if peers == "1,2"),
                 "{err:?}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn cluster_listen_overrides_the_own_peers_entry_and_needs_peers() {
+        jailed(|_| {
+            let flags = Overrides {
+                node_id: Some(2),
+                peers: Some("1=a:9093,2=b:9093".into()),
+                cluster_listen: Some("0.0.0.0:9093".into()),
+                ..Overrides::default()
+            };
+            let config = load(None, &flags).map_err(|e| e.to_string())?;
+            assert_eq!(config.cluster_addr(), Some("0.0.0.0:9093"));
+            assert_eq!(
+                config.peers.get(&NodeId(2)).map(String::as_str),
+                Some("b:9093")
+            );
+
+            let alone = Overrides {
+                peers: None,
+                ..flags.clone()
+            };
+            let err = load(None, &alone).err();
+            assert!(
+                matches!(&err, Some(ConfigError::ClusterListenWithoutPeers { addr }) if addr == "0.0.0.0:9093"),
+                "{err:?}"
+            );
+            let bad = Overrides {
+                cluster_listen: Some("nowhere".into()),
+                ..flags
+            };
+            let err = load(None, &bad).err();
+            assert!(
+                matches!(
+                    &err,
+                    Some(ConfigError::InvalidAddress {
+                        key: "cluster_listen",
+                        ..
+                    })
+                ),
+                "{err:?}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn broker_session_must_outlast_the_heartbeat_interval() {
+        jailed(|jail| {
+            jail.set_env("SWITCHYARD_KAFKA__BROKER_HEARTBEAT_INTERVAL_MS", "500");
+            jail.set_env("SWITCHYARD_KAFKA__BROKER_SESSION_TIMEOUT_MS", "500");
+            let err = load(None, &Overrides::default()).err();
+            assert!(
+                matches!(
+                    &err,
+                    Some(ConfigError::BrokerSession {
+                        interval_ms: 500,
+                        timeout_ms: 500
+                    })
+                ),
+                "{err:?}"
+            );
+            jail.set_env("SWITCHYARD_KAFKA__BROKER_SESSION_TIMEOUT_MS", "1500");
+            let config = load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.kafka.broker_session_timeout_ms, 1_500);
             Ok(())
         });
     }

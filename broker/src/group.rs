@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use switchyard_backend_api::{GroupId, GroupMember, MemberId, MetadataCommand, Outcome};
+use switchyard_backend_api::{
+    Broker as StoredBroker, GroupId, GroupMember, MemberId, MetadataCommand, MetadataState, Outcome,
+};
 use tokio::sync::{Mutex, Notify, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -211,6 +213,14 @@ impl GroupCoordinator {
                 .entry(id.to_owned())
                 .or_insert_with(|| Arc::new(Mutex::new(load(broker, id)))),
         )
+    }
+
+    /// Drop the runtime of every group another broker coordinates now, so that if a group
+    /// comes back here it is loaded afresh from the metadata state.
+    pub(crate) fn unload_foreign(&self, broker: &Broker) {
+        let view = broker.metadata();
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        groups.retain(|id, _| coordinator_of(&view.state, id).is_some_and(|b| b.id == broker.id()));
     }
 
     /// Groups with a runtime on this broker.
@@ -579,13 +589,20 @@ impl GroupCoordinator {
         })
     }
 
-    /// Every group known to the metadata state or loaded here: id, protocol type, phase.
+    /// Every group this broker coordinates, from the metadata state and the runtimes loaded
+    /// here: id, protocol type, phase. (Clients list groups on every broker and merge.)
     pub async fn list(&self) -> Vec<(String, String, Phase)> {
         let Some(broker) = self.broker() else {
             return Vec::new();
         };
+        self.unload_foreign(&broker);
+        let view = broker.metadata();
         let mut listed = BTreeMap::new();
-        for g in broker.metadata().state.groups() {
+        for g in view
+            .state
+            .groups()
+            .filter(|g| coordinator_of(&view.state, &g.id.0).is_some_and(|b| b.id == broker.id()))
+        {
             let phase = if g.members.is_empty() {
                 Phase::Empty
             } else {
@@ -614,6 +631,7 @@ impl GroupCoordinator {
             tick.tick().await;
             let Some(b) = broker.upgrade() else { return };
             let coordinator = b.groups();
+            coordinator.unload_foreign(&b);
             for group in coordinator.loaded() {
                 let mut g = group.lock().await;
                 if !matches!(g.phase, Phase::Stable | Phase::CompletingRebalance) {
@@ -642,6 +660,30 @@ impl GroupCoordinator {
             }
         }
     }
+}
+
+/// The broker that coordinates `group`: among the live brokers, the one with the highest
+/// rendezvous hash of the group id and its broker id. Every node that has applied the same
+/// brokers picks the same one, and when a broker is fenced only its own groups move.
+pub fn coordinator_of<'a>(state: &'a MetadataState, group: &str) -> Option<&'a StoredBroker> {
+    state
+        .live_brokers()
+        .max_by_key(|b| (rendezvous(group, b.id.0), b.id))
+}
+
+/// FNV-1a over the group id and the broker id, finished with the SplitMix64 mix: stable across
+/// builds and platforms (unlike `std`'s hasher).
+fn rendezvous(group: &str, broker: i32) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in group.bytes().chain(broker.to_be_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash ^= hash >> 30;
+    hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash ^= hash >> 27;
+    hash = hash.wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^ (hash >> 31)
 }
 
 fn millis(ms: i32) -> Duration {
@@ -841,4 +883,61 @@ fn choose_protocol(members: &BTreeMap<String, Member>) -> Option<String> {
         .into_iter()
         .max_by_key(|c| (votes.get(c).copied().unwrap_or(0), std::cmp::Reverse(*c)))
         .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use switchyard_backend_api::{BrokerId, MetadataCommand};
+
+    use super::*;
+
+    fn state_with(brokers: &[i32]) -> MetadataState {
+        let mut state = MetadataState::default();
+        for id in brokers {
+            let registered = state.apply(&MetadataCommand::RegisterBroker {
+                id: BrokerId(*id),
+                host: "localhost".into(),
+                port: 9092,
+                rack: None,
+            });
+            assert!(registered.is_ok(), "{registered:?}");
+        }
+        state
+    }
+
+    fn coordinators(state: &MetadataState, groups: &[String]) -> Vec<Option<i32>> {
+        groups
+            .iter()
+            .map(|g| coordinator_of(state, g).map(|b| b.id.0))
+            .collect()
+    }
+
+    #[test]
+    fn every_live_broker_coordinates_some_groups_and_only_a_fenced_brokers_groups_move() {
+        let groups: Vec<String> = (0..300).map(|i| format!("group-{i}")).collect();
+        let mut state = state_with(&[1, 2, 3]);
+        let before = coordinators(&state, &groups);
+        assert_eq!(before, coordinators(&state_with(&[3, 1, 2]), &groups));
+        for id in [1, 2, 3] {
+            let count = before.iter().filter(|c| **c == Some(id)).count();
+            assert!(count > 50, "broker {id} coordinates {count} of 300 groups");
+        }
+        let incarnation = state.broker(BrokerId(2)).map_or(0, |b| b.incarnation);
+        let fenced = state.apply(&MetadataCommand::FenceBroker {
+            id: BrokerId(2),
+            incarnation,
+        });
+        assert!(fenced.is_ok(), "{fenced:?}");
+        let after = coordinators(&state, &groups);
+        for (b, a) in before.iter().zip(&after) {
+            assert_ne!(*a, Some(2));
+            if *b != Some(2) {
+                assert_eq!(a, b, "a group of a live broker moved");
+            }
+        }
+        assert_eq!(
+            coordinators(&MetadataState::default(), &groups[..1]),
+            [None]
+        );
+    }
 }

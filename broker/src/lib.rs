@@ -5,9 +5,7 @@
 //! registry in `switchyard-backend-api`; the broker only ever sees it as an
 //! `Arc<dyn MetadataBackend>`.
 //!
-//! This crate is still a skeleton: it reads configuration, opens the metadata backend, follows
-//! its cluster view and shuts it down on a signal. The Kafka listener comes later; when it does,
-//! this crate remains the only one that knows the Kafka wire format.
+//! It is the only crate that knows the Kafka wire format.
 //!
 //! # Layout
 //! - `main.rs` — the `switchyard` binary: parses the command line, sets up logging, runs a
@@ -19,7 +17,16 @@
 //!   default choice among them, and the `switchyard backends` listing.
 //! - [`log`] — partition logs on disk: segments with offset and time indexes, recovery,
 //!   retention, the fsync policy ([`log::PartitionLog`], [`log::LogStore`]).
-//! - [`serve`] — `switchyard serve`: open the backend, log its cluster view, stop on a signal.
+//! - [`broker`] — [`broker::Broker`]: what connections share, registration, group placement.
+//! - [`kafka`] — the listener, request dispatch, one handler per API, and the peer client
+//!   brokers use to heartbeat.
+//! - [`group`] — the group coordinator: rebalances, session timers, which broker coordinates
+//!   which group ([`group::coordinator_of`]).
+//! - [`liveness`] — broker heartbeats to the metadata leader's broker and fencing.
+//! - [`replicas`] — the partitions stored here, with idempotent-producer state.
+//! - [`status`] — `switchyard cluster status`, over DescribeCluster and DescribeQuorum.
+//! - [`serve`] — `switchyard serve`: open the backend, start the listener and the broker's
+//!   tasks, stop on a signal.
 //!
 //! # Invariants
 //! - `memory` is never chosen unless asked for by name: losing all metadata on restart must be
@@ -35,8 +42,10 @@ pub mod cli;
 pub mod config;
 pub mod group;
 pub mod kafka;
+pub mod liveness;
 pub mod log;
 pub mod replicas;
 pub mod serve;
+pub mod status;
 
 pub use config::{Config, ConfigError};

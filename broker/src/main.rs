@@ -15,6 +15,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Backends => list_backends(),
         Command::Serve(args) => serve(&args),
+        Command::Cluster(ClusterCommand::Status {
+            bootstrap,
+            timeout_ms,
+        }) => status(&bootstrap, timeout_ms),
         Command::Cluster(ClusterCommand::Promote { node, config }) => promote(node, &config),
         Command::Cluster(ClusterCommand::AddNode { node, addr, config }) => change_membership(
             MembershipChange::AddNode {
@@ -70,6 +74,30 @@ fn operate<T>(
         .build()
         .context("starting the tokio runtime")?;
     Ok(runtime.block_on(request(&config)))
+}
+
+fn status(bootstrap: &str, timeout_ms: u64) -> anyhow::Result<()> {
+    init_logging();
+    let addrs: Vec<String> = bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let status = runtime
+        .block_on(switchyard::status::cluster_status(
+            &addrs,
+            std::time::Duration::from_millis(timeout_ms),
+        ))
+        .context("asking the cluster for its status")?;
+    std::io::stdout()
+        .lock()
+        .write_all(status.to_string().as_bytes())
+        .context("writing the status")
 }
 
 fn promote(node: u64, args: &ServeArgs) -> anyhow::Result<()> {

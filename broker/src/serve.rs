@@ -1,6 +1,6 @@
-//! `switchyard serve`: open the metadata backend, follow its cluster view, stop on a signal.
-//!
-//! The Kafka listener is not here yet; for now a node only runs its metadata backend.
+//! `switchyard serve`: open the metadata backend, start the Kafka listener and the broker's
+//! tasks (registration, heartbeats, fencing, group session timers, log maintenance), follow
+//! the backend's cluster view, stop on a signal.
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,6 +22,7 @@ use crate::backends::default_backend;
 use crate::broker::{Broker, now_ms};
 use crate::group::GroupCoordinator;
 use crate::kafka::server;
+use crate::liveness;
 use crate::replicas::Replicas;
 
 /// How often retention and time-based flushes run.
@@ -207,6 +208,8 @@ impl Node {
                 &broker,
             ))),
             tokio::spawn(Arc::clone(&broker).follow_topic_deletions()),
+            tokio::spawn(liveness::run_heartbeats(Arc::clone(&broker))),
+            tokio::spawn(liveness::run_fencer(Arc::clone(&broker))),
             tokio::spawn(Arc::clone(&broker).maintain_logs(LOG_MAINTENANCE_INTERVAL)),
         ];
         info!(addr = %kafka_addr, advertised = %config.advertise, "Kafka listener ready");
@@ -385,6 +388,7 @@ mod tests {
             peers: peers.map(str::to_owned),
             listen: Some("127.0.0.1:0".into()),
             advertise: None,
+            cluster_listen: None,
         };
         match Config::from_figment(defaults().merge(Serialized::defaults(&overrides))) {
             Ok(config) => config,

@@ -12,6 +12,9 @@ Fixtures
 - `broker_factory`: starts extra brokers for one test (own env, e.g. the default rebalance
   delay), all stopped when the test ends.
 - `topic_name`: a unique topic name for the test.
+- `cluster` (in `test_cluster.py`): a `Cluster` of three brokers on one backend that runs on
+  several nodes (`nodes=multi`), each with its own data dir, Kafka port and cluster port;
+  `cluster_factory` starts a fresh one for a test that kills nodes.
 
 Environment
 - `SWITCHYARD_BIN`: the binary (default `$CARGO_TARGET_DIR/debug/switchyard`, else
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -112,15 +116,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_RESERVED: set[int] = set()
+
+
+def reserve_port() -> int:
+    """A free port below the ephemeral range (20000..32000), never handed out twice by this
+    process. Cluster ports are dialed by peers and restarted nodes bind them again, so an
+    ephemeral port (which an outgoing connection may take meanwhile) will not do."""
+    for _ in range(1000):
+        port = random.randrange(20000, 32000)
+        if port in _RESERVED:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _RESERVED.add(port)
+        return port
+    raise RuntimeError("no free port in 20000..32000")
+
+
 class BrokerProcess:
     """A `switchyard serve` process. Its stderr goes to `log_path`, across restarts."""
 
-    def __init__(self, backend: Backend, workdir: Path, extra_env: dict | None = None):
+    def __init__(self, backend: Backend, workdir: Path, extra_env: dict | None = None,
+                 port: int | None = None, args: list[str] | None = None):
         self.backend = backend
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.log_path = workdir / "broker.log"
-        self.port = free_port()
+        self.port = free_port() if port is None else port
+        self.args = list(args or [])
         self.env = dict(FAST_REBALANCE_ENV if extra_env is None else extra_env)
         self.proc: subprocess.Popen | None = None
         self.starts = 0
@@ -157,12 +184,18 @@ class BrokerProcess:
         """Start and wait for the readiness line. `on_line`, if given, is called (from the log
         thread) with every stderr line up to and including the readiness line, the moment it is
         read; `start` returns after the call for the readiness line."""
+        self.launch(on_line)
+        self.wait_ready()
+
+    def launch(self, on_line=None) -> None:
+        """Start the process without waiting for it to be ready (the nodes of a cluster are
+        launched together, then waited for: none is ready before a quorum runs)."""
         assert self.proc is None or self.proc.poll() is not None, "broker already running"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.starts += 1
         self._killed = False
         self._log.write(f"===== start #{self.starts}: backend={self.backend.name} "
-                        f"listen={self.bootstrap} env={self.env} =====\n")
+                        f"listen={self.bootstrap} args={self.args} env={self.env} =====\n")
         ready = threading.Event()
         callback_errors = []
         # cwd is the work dir, so a switchyard.toml in the caller's directory is not read.
@@ -170,7 +203,7 @@ class BrokerProcess:
             [str(switchyard_bin()), "serve",
              "--metadata-backend", self.backend.name,
              "--data-dir", str(self.data_dir),
-             "--listen", self.bootstrap],
+             "--listen", self.bootstrap, *self.args],
             cwd=self.workdir,
             env=self._child_env(),
             stdin=subprocess.DEVNULL,
@@ -188,7 +221,7 @@ class BrokerProcess:
                 if on_line is not None and not ready.is_set():
                     try:
                         on_line(line)
-                    except BaseException as e:  # re-raised by start(); keep pumping
+                    except BaseException as e:  # re-raised by wait_ready(); keep pumping
                         callback_errors.append(e)
                 if READY_LINE in line:
                     ready.set()
@@ -196,8 +229,14 @@ class BrokerProcess:
 
         self._reader = threading.Thread(target=pump, name=f"broker-log-{self.port}", daemon=True)
         self._reader.start()
+        self._ready = ready
+        self._callback_errors = callback_errors
+
+    def wait_ready(self) -> None:
+        """Wait for the readiness line of the last `launch`."""
+        proc = self.proc
         deadline = time.monotonic() + START_DEADLINE_S
-        while not ready.wait(0.05):
+        while not self._ready.wait(0.05):
             if proc.poll() is not None:
                 self._reader.join(5)
                 raise RuntimeError(
@@ -208,8 +247,8 @@ class BrokerProcess:
                 raise RuntimeError(
                     f"broker ({self.backend.name}) not ready within {START_DEADLINE_S}s; "
                     f"log {self.log_path}:\n{self.log_text()[-8000:]}")
-        if callback_errors:
-            raise callback_errors[0]
+        if self._callback_errors:
+            raise self._callback_errors[0]
 
     def kill9(self) -> None:
         """SIGKILL: no graceful shutdown, no flush."""
@@ -285,6 +324,87 @@ class BrokerFactory:
         assert not failures, "\n".join(failures)
 
 
+# Heartbeats and fencing fast enough that a test sees a killed broker fenced within seconds.
+CLUSTER_ENV = {
+    **FAST_REBALANCE_ENV,
+    "SWITCHYARD_KAFKA__BROKER_HEARTBEAT_INTERVAL_MS": "250",
+    "SWITCHYARD_KAFKA__BROKER_SESSION_TIMEOUT_MS": "2000",
+}
+
+
+class Cluster:
+    """`size` brokers of one backend on loopback, node ids 1..size; `nodes[i]` is node i."""
+
+    def __init__(self, backend: Backend, base: Path, size: int = 3):
+        self.backend = backend
+        cluster_ports = {i: reserve_port() for i in range(1, size + 1)}
+        self.peers = ",".join(f"{i}=127.0.0.1:{p}" for i, p in cluster_ports.items())
+        self.nodes: dict[int, BrokerProcess] = {}
+        for i in cluster_ports:
+            workdir = base / f"node-{i}"
+            workdir.mkdir(parents=True)
+            self.nodes[i] = BrokerProcess(
+                backend, workdir, CLUSTER_ENV, port=reserve_port(),
+                args=["--node-id", str(i), "--peers", self.peers])
+
+    def start(self) -> None:
+        """Launch every node, then wait for each to register: none is ready alone."""
+        for node in self.nodes.values():
+            node.launch()
+        for node in self.nodes.values():
+            node.wait_ready()
+
+    def bootstrap(self, *ids: int) -> str:
+        """Bootstrap servers: the given nodes, or every node."""
+        return ",".join(self.nodes[i].bootstrap for i in (ids or self.nodes))
+
+    def running(self) -> list[int]:
+        return [i for i, n in self.nodes.items() if n.proc is not None and n.proc.poll() is None]
+
+    def command(self, *args: str) -> subprocess.CompletedProcess:
+        """`switchyard cluster ARGS` against this cluster."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+        return subprocess.run(
+            [str(switchyard_bin()), "cluster", *args,
+             "--metadata-backend", self.backend.name, "--peers", self.peers],
+            cwd=next(iter(self.nodes.values())).workdir, env=env,
+            capture_output=True, text=True, timeout=120)
+
+    def close(self) -> None:
+        failures = []
+        for node in self.nodes.values():
+            try:
+                node.close()
+            except AssertionError as e:
+                failures.append(str(e))
+        assert not failures, "\n".join(failures)
+
+
+MULTI_NODE = [b for b in BACKENDS if b.guarantees.get("nodes") == "multi"]
+
+
+class ClusterFactory:
+    def __init__(self, backend: Backend, base: Path):
+        self.backend = backend
+        self.base = base
+        self.clusters: list[Cluster] = []
+
+    def start(self) -> Cluster:
+        cluster = Cluster(self.backend, self.base / f"cluster-{len(self.clusters) + 1}")
+        self.clusters.append(cluster)
+        cluster.start()
+        return cluster
+
+    def close(self) -> None:
+        failures = []
+        for cluster in self.clusters:
+            try:
+                cluster.close()
+            except AssertionError as e:
+                failures.append(str(e))
+        assert not failures, "\n".join(failures)
+
+
 @pytest.fixture(scope="module", params=BACKENDS, ids=[b.name for b in BACKENDS])
 def backend(request) -> Backend:
     return request.param
@@ -310,6 +430,30 @@ def broker_factory(backend, tmp_path):
         factory.close()
 
 
+@pytest.fixture(scope="module", params=MULTI_NODE, ids=[b.name for b in MULTI_NODE])
+def multi_backend(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def cluster(multi_backend, tmp_path_factory):
+    handle = Cluster(multi_backend, tmp_path_factory.mktemp(f"cluster-{multi_backend.name}"))
+    try:
+        handle.start()
+        yield handle
+    finally:
+        handle.close()
+
+
+@pytest.fixture
+def cluster_factory(multi_backend, tmp_path):
+    factory = ClusterFactory(multi_backend, tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
 @pytest.fixture
 def topic_name(request) -> str:
     base = "".join(c if c.isalnum() else "-" for c in request.node.name)[:120]
@@ -325,6 +469,11 @@ def _brokers_of(item) -> list[BrokerProcess]:
             found.append(value)
         elif isinstance(value, BrokerFactory):
             found.extend(value.brokers)
+        elif isinstance(value, Cluster):
+            found.extend(value.nodes.values())
+        elif isinstance(value, ClusterFactory):
+            for cluster in value.clusters:
+                found.extend(cluster.nodes.values())
     return found
 
 

@@ -270,30 +270,6 @@ impl WalBackend {
         Ok(())
     }
 
-    /// Wait (until `deadline`) for this primary to be ready: taken over its epoch and, in
-    /// `sync` mode, connected to a majority. A primary that cannot reach a majority fails
-    /// with `Timeout` instead of hanging or writing what cannot commit.
-    async fn await_ready(&self, deadline: tokio::time::Instant) -> Result<(), MetadataError> {
-        let mut views = self.node.cluster();
-        let waited = tokio::time::timeout_at(deadline, views.wait_for(ClusterView::is_ready))
-            .await
-            .map(|r| r.map(drop));
-        match waited {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(MetadataError::ShutDown),
-            Err(_) => {
-                let reason = match &views.borrow().readiness {
-                    switchyard_backend_api::Readiness::NotReady { reason } => reason.clone(),
-                    _ => "not ready".into(),
-                };
-                Err(MetadataError::Timeout {
-                    what: format!("the primary to be ready ({reason})"),
-                    after_ms: self.node.config.propose_timeout_ms,
-                })
-            }
-        }
-    }
-
     /// External roles: become primary in exactly `epoch`, which the embedding backend's
     /// election gave this node. Refused (logged) unless `epoch` is newer than the persisted
     /// one or is it with this node as primary. The takeover then runs as after a promotion:
@@ -372,30 +348,15 @@ impl MetadataBackend for WalBackend {
     async fn propose(&self, command: MetadataCommand) -> Result<Proposed, MetadataError> {
         self.check_running()?;
         let term = self.node.term();
-        if term.primary != self.node.me {
-            return Err(MetadataError::NotLeader {
+        if term.primary == self.node.me {
+            self.node.propose_as_primary(command).await
+        } else if self.node.is_external() {
+            // The embedding backend forwards its own proposals.
+            Err(MetadataError::NotLeader {
                 leader: Some(term.primary),
-            });
-        }
-        let timeout = self.node.propose_timeout();
-        let deadline = tokio::time::Instant::now() + timeout;
-        self.await_ready(deadline).await?;
-        let answer = self
-            .node
-            .ask_writer(|reply| Request::Propose { command, reply });
-        match tokio::time::timeout_at(deadline, answer).await {
-            Ok(Ok(result)) => result,
-            // The writer or applier dropped the reply: this node stopped being primary (or
-            // shut down) with the entry written but not known to be committed.
-            Ok(Err(_)) if !self.node.is_shut_down() => Err(MetadataError::Timeout {
-                what: "the proposal's outcome (this node stopped being primary)".into(),
-                after_ms: 0,
-            }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(MetadataError::Timeout {
-                what: "a majority to make the proposal durable".into(),
-                after_ms: self.node.config.propose_timeout_ms,
-            }),
+            })
+        } else {
+            replication::forward_proposal(&self.node, term, command).await
         }
     }
 

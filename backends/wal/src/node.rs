@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use switchyard_backend_api::{
-    AppliedState, ClusterMember, ClusterView, MetadataError, NodeId, Readiness, Role,
+    AppliedState, ClusterMember, ClusterView, MetadataCommand, MetadataError, NodeId, Proposed,
+    Readiness, Role,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot, watch};
@@ -190,6 +191,51 @@ impl Node {
             .send(request(reply))
             .map_err(|_| MetadataError::ShutDown)?;
         answer.await.map_err(|_| MetadataError::ShutDown)
+    }
+
+    /// Write `command` as this primary: wait (within the proposal timeout) until the primary
+    /// is ready — taken over its epoch and, in `sync` mode, connected to a majority — then
+    /// hand it to the writer and wait for it to be durable as the mode says and applied. A
+    /// primary that cannot reach a majority fails with `Timeout` instead of hanging or
+    /// writing what cannot commit.
+    pub(crate) async fn propose_as_primary(
+        &self,
+        command: MetadataCommand,
+    ) -> Result<Proposed, MetadataError> {
+        let deadline = tokio::time::Instant::now() + self.propose_timeout();
+        let mut views = self.cluster();
+        let waited = tokio::time::timeout_at(deadline, views.wait_for(ClusterView::is_ready))
+            .await
+            .map(|r| r.map(drop));
+        match waited {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(MetadataError::ShutDown),
+            Err(_) => {
+                let reason = match &views.borrow().readiness {
+                    Readiness::NotReady { reason } => reason.clone(),
+                    _ => "not ready".into(),
+                };
+                return Err(MetadataError::Timeout {
+                    what: format!("the primary to be ready ({reason})"),
+                    after_ms: self.config.propose_timeout_ms,
+                });
+            }
+        }
+        let answer = self.ask_writer(|reply| Request::Propose { command, reply });
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(result)) => result,
+            // The writer or applier dropped the reply: this node stopped being primary (or
+            // shut down) with the entry written but not known to be committed.
+            Ok(Err(_)) if !self.is_shut_down() => Err(MetadataError::Timeout {
+                what: "the proposal's outcome (this node stopped being primary)".into(),
+                after_ms: 0,
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(MetadataError::Timeout {
+                what: "a majority to make the proposal durable".into(),
+                after_ms: self.config.propose_timeout_ms,
+            }),
+        }
     }
 
     /// Change the published cluster view. Does nothing once shut down: the check runs under

@@ -7,14 +7,17 @@
 //! Every connection opens with [`Message::Hello`]. A replication connection goes from the
 //! primary to a follower: the follower answers `Welcome` (with the position of its last
 //! record), `Fenced` (it knows a newer epoch) or `Refused` (wrong cluster or node id). An
-//! admin connection (`request_promotion`) sends `Promote` and reads the result. An
+//! admin connection (`request_promotion`) sends `Promote` and reads the result. A forward
+//! connection goes from a follower to the primary with one `Propose`, answered `Proposed`. An
 //! extension connection ([`crate::connect_extension`], accepted only when the node's roles
 //! are driven from outside) is answered `Accepted` and then belongs to the embedding backend.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use switchyard_backend_api::{CodecError, LogIndex, NodeId, codec};
+use switchyard_backend_api::{
+    CodecError, LogIndex, MetadataCommand, MetadataError, NodeId, Proposed, codec,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::record::{Position, Record};
@@ -44,6 +47,9 @@ pub(crate) enum Purpose {
     Replicate,
     /// An operator's request.
     Admin,
+    /// A follower passes one proposal to the primary ([`crate::Roles::Static`] only; an
+    /// embedding backend forwards over its own connections).
+    Forward,
     /// The embedding backend's own traffic ([`crate::Roles::External`]): from a member, or
     /// from an operator's client (node 0).
     Extension,
@@ -120,6 +126,16 @@ pub(crate) enum Message {
     PromoteFailed {
         /// Why.
         reason: String,
+    },
+    /// Forward: write this command as primary.
+    Propose {
+        /// The command.
+        command: MetadataCommand,
+    },
+    /// Forward: what the primary's proposal returned.
+    Proposed {
+        /// The result, as the primary's `propose` returned it.
+        result: Result<Proposed, MetadataError>,
     },
     /// An extension connection is accepted; from here on the stream carries the embedding
     /// backend's frames.

@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use switchyard_backend_api::{MetadataError, NodeId, Readiness, Role};
+use switchyard_backend_api::{MetadataCommand, MetadataError, NodeId, Proposed, Readiness, Role};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{oneshot, watch};
@@ -618,6 +618,8 @@ fn describe(message: &Message) -> &'static str {
         Message::Promote => "Promote",
         Message::Promoted { .. } => "Promoted",
         Message::PromoteFailed { .. } => "PromoteFailed",
+        Message::Propose { .. } => "Propose",
+        Message::Proposed { .. } => "Proposed",
         Message::Accepted => "Accepted",
     }
 }
@@ -922,12 +924,15 @@ async fn serve(node: &Arc<Node>, stream: TcpStream) -> Result<(), MetadataError>
             "addressed to node {to}, but this is node {}",
             node.me
         ))
-    } else if (purpose == Purpose::Replicate || (purpose == Purpose::Extension && from.0 != 0))
+    } else if (matches!(purpose, Purpose::Replicate | Purpose::Forward)
+        || (purpose == Purpose::Extension && from.0 != 0))
         && (from == node.me || !node.members().addrs.contains_key(&from))
     {
         Some(format!("node {from} is not a peer of node {}", node.me))
     } else if purpose == Purpose::Extension && !node.is_external() {
         Some(format!("node {} takes no extension connections", node.me))
+    } else if purpose == Purpose::Forward && node.is_external() {
+        Some(format!("node {} takes no forwarded proposals", node.me))
     } else {
         None
     };
@@ -945,6 +950,7 @@ async fn serve(node: &Arc<Node>, stream: TcpStream) -> Result<(), MetadataError>
     }
     match purpose {
         Purpose::Admin => admin(node, reader, writer).await,
+        Purpose::Forward => serve_forwarded(node, reader, writer).await,
         Purpose::Replicate => follow(node, from, epoch, reader, writer).await,
         Purpose::Extension => {
             send(&mut writer, &Message::Accepted, io)
@@ -990,6 +996,87 @@ async fn admin(
         }
         other => Err(unexpected(&other)),
     }
+}
+
+/// Answer one forwarded `Propose`: write it if this node is the primary, else say who is.
+async fn serve_forwarded(
+    node: &Node,
+    mut reader: OwnedReadHalf,
+    mut writer: OwnedWriteHalf,
+) -> Result<(), MetadataError> {
+    let io = node.io_timeout();
+    let message = recv(&mut reader, node.config.max_frame_bytes, io)
+        .await
+        .map_err(net)?;
+    let Message::Propose { command } = message else {
+        return Err(unexpected(&message));
+    };
+    let term = node.term();
+    let result = if term.primary == node.me {
+        node.propose_as_primary(command).await
+    } else {
+        Err(MetadataError::NotLeader {
+            leader: Some(term.primary),
+        })
+    };
+    send(&mut writer, &Message::Proposed { result }, io)
+        .await
+        .map_err(net)
+}
+
+/// Pass `command` to the primary of `term` and wait, within the proposal timeout, for its
+/// answer and for this node to apply the entry (read-your-writes on the proposing node). A
+/// primary that has stepped down answers `NotLeader` with the one it knows.
+pub(crate) async fn forward_proposal(
+    node: &Node,
+    term: Term,
+    command: MetadataCommand,
+) -> Result<Proposed, MetadataError> {
+    let timeout = node.propose_timeout();
+    let deadline = tokio::time::Instant::now() + timeout + node.io_timeout();
+    let addr = node
+        .members()
+        .addrs
+        .get(&term.primary)
+        .filter(|addr| !addr.is_empty())
+        .cloned()
+        .ok_or(MetadataError::NotLeader {
+            leader: Some(term.primary),
+        })?;
+    let hello = Message::Hello {
+        cluster_id: node.config.cluster_id.clone(),
+        from: node.me,
+        to: term.primary,
+        epoch: term.epoch,
+        purpose: Purpose::Forward,
+    };
+    let io = node.io_timeout();
+    let (mut reader, mut writer) = open_with_hello(&addr, &hello, io).await?;
+    send(&mut writer, &Message::Propose { command }, io)
+        .await
+        .map_err(net)?;
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let answer = recv(&mut reader, node.config.max_frame_bytes, left)
+        .await
+        .map_err(|e| match e {
+            NetError::Timeout(..) => MetadataError::Timeout {
+                what: format!("primary {} to answer a forwarded proposal", term.primary),
+                after_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+            },
+            other => net(other),
+        })?;
+    let proposed = match answer {
+        Message::Proposed { result } => result?,
+        Message::Refused { reason } => {
+            return Err(MetadataError::Network(format!(
+                "forwarded proposal refused: {reason}"
+            )));
+        }
+        other => return Err(unexpected(&other)),
+    };
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    node.applied.wait_applied(proposed.index, left).await?;
+    Ok(proposed)
 }
 
 /// Accept `epoch` from `from` as primary, or say who is.

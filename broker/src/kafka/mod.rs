@@ -2,9 +2,13 @@
 //! the mapping from metadata errors to Kafka error codes. This is the only place in the
 //! workspace that knows the Kafka wire format (through the `kafka-protocol` crate).
 
+pub mod client;
 mod dispatch;
 pub(crate) mod errors;
 mod handlers;
 pub mod server;
 
 pub use dispatch::{DecodeError, Decoded, decode_request};
+
+/// The name Kafka gives the metadata log (DescribeQuorum's topic).
+pub const METADATA_TOPIC: &str = "__cluster_metadata";

@@ -14,8 +14,10 @@ use kafka_protocol::messages::{
     ListGroupsResponse, SyncGroupRequest, SyncGroupResponse,
 };
 
+use kafka_protocol::protocol::StrBytes;
+
 use crate::broker::Broker;
-use crate::group::JoinRequest;
+use crate::group::{JoinRequest, coordinator_of};
 use crate::kafka::dispatch::Client;
 use crate::kafka::handlers::kstr;
 
@@ -31,20 +33,25 @@ pub(crate) fn find_coordinator(
     version: i16,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    // Transaction coordinators are not offered; groups are served once registered.
-    let error = (request.key_type != GROUP_KEY || !broker.is_registered())
-        .then_some(ResponseError::CoordinatorNotAvailable);
-    let answer = |key| {
-        Coordinator::default()
-            .with_key(key)
-            .with_node_id(KBrokerId(if error.is_some() { -1 } else { broker.id().0 }))
-            .with_host(kstr(if error.is_some() { "" } else { broker.host() }))
-            .with_port(if error.is_some() {
-                -1
-            } else {
-                i32::from(broker.port())
-            })
-            .with_error_code(code(error))
+    // Transaction coordinators are not offered; groups are served once registered, each by
+    // the live broker `coordinator_of` picks.
+    let view = broker.metadata();
+    let answer = |key: StrBytes| {
+        let found = (request.key_type == GROUP_KEY && broker.is_registered())
+            .then(|| coordinator_of(&view.state, key.as_str()))
+            .flatten();
+        let coordinator = Coordinator::default().with_key(key);
+        match found {
+            Some(b) => coordinator
+                .with_node_id(KBrokerId(b.id.0))
+                .with_host(kstr(b.host.clone()))
+                .with_port(i32::from(b.port)),
+            None => coordinator
+                .with_node_id(KBrokerId(-1))
+                .with_host(kstr(""))
+                .with_port(-1)
+                .with_error_code(ResponseError::CoordinatorNotAvailable.code()),
+        }
     };
     if version >= 4 {
         FindCoordinatorResponse::default()
@@ -65,6 +72,12 @@ pub(crate) async fn join(
     version: i16,
     request: JoinGroupRequest,
 ) -> JoinGroupResponse {
+    if let Some(error) = broker.coordination_error(request.group_id.0.as_str()) {
+        return JoinGroupResponse::default()
+            .with_error_code(error.code())
+            .with_generation_id(-1)
+            .with_member_id(request.member_id);
+    }
     let rebalance_timeout_ms = if version == 0 {
         request.session_timeout_ms
     } else {
@@ -115,6 +128,9 @@ pub(crate) async fn sync(
     _version: i16,
     request: SyncGroupRequest,
 ) -> SyncGroupResponse {
+    if let Some(error) = broker.coordination_error(request.group_id.0.as_str()) {
+        return SyncGroupResponse::default().with_error_code(error.code());
+    }
     let result = broker
         .groups()
         .sync(
@@ -142,6 +158,9 @@ pub(crate) async fn heartbeat(
     _version: i16,
     request: HeartbeatRequest,
 ) -> HeartbeatResponse {
+    if let Some(error) = broker.coordination_error(request.group_id.0.as_str()) {
+        return HeartbeatResponse::default().with_error_code(error.code());
+    }
     let error = broker
         .groups()
         .heartbeat(
@@ -158,6 +177,9 @@ pub(crate) async fn leave(
     version: i16,
     request: LeaveGroupRequest,
 ) -> LeaveGroupResponse {
+    if let Some(error) = broker.coordination_error(request.group_id.0.as_str()) {
+        return LeaveGroupResponse::default().with_error_code(error.code());
+    }
     let members: Vec<String> = if version >= 3 {
         request
             .members
@@ -195,8 +217,12 @@ pub(crate) async fn describe(
 ) -> DescribeGroupsResponse {
     let mut groups = Vec::new();
     for id in request.groups {
-        let described = broker.groups().describe(id.0.as_str()).await;
         let group = DescribedGroup::default().with_group_id(KGroupId(id.0.clone()));
+        if let Some(error) = broker.coordination_error(id.0.as_str()) {
+            groups.push(group.with_error_code(error.code()));
+            continue;
+        }
+        let described = broker.groups().describe(id.0.as_str()).await;
         groups.push(match described {
             None => group.with_group_state(kstr("Dead")),
             Some(d) => group

@@ -65,8 +65,8 @@ pub(crate) async fn commit(
         }
     }
     let generation = request.generation_id_or_member_epoch;
-    let shared_error = if !broker.is_registered() {
-        Some(ResponseError::CoordinatorNotAvailable)
+    let shared_error = if let Some(e) = broker.coordination_error(&group) {
+        Some(e)
     } else if let Some(e) = broker.groups().check_commit(&group, generation).await {
         Some(e)
     } else if offsets.is_empty() {
@@ -162,18 +162,23 @@ pub(crate) async fn fetch(
     request: OffsetFetchRequest,
 ) -> OffsetFetchResponse {
     let view = broker.metadata();
-    let error = (!broker.is_registered()).then_some(ResponseError::CoordinatorNotAvailable);
     if version >= 8 {
         let groups = request
             .groups
             .into_iter()
             .map(|g| {
+                let error = broker.coordination_error(g.group_id.0.as_str());
                 let wanted = g.topics.map(|ts| {
                     ts.into_iter()
                         .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes))
                         .collect()
                 });
-                let topics = group_offsets(&view.state, g.group_id.0.as_str(), wanted)
+                let rows = if error.is_none() {
+                    group_offsets(&view.state, g.group_id.0.as_str(), wanted)
+                } else {
+                    Default::default()
+                };
+                let topics = rows
                     .into_iter()
                     .map(|(topic, rows)| {
                         OffsetFetchResponseTopics::default()
@@ -199,12 +204,18 @@ pub(crate) async fn fetch(
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
+    let error = broker.coordination_error(request.group_id.0.as_str());
     let wanted = request.topics.map(|ts| {
         ts.into_iter()
             .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes))
             .collect()
     });
-    let topics = group_offsets(&view.state, request.group_id.0.as_str(), wanted)
+    let rows = if error.is_none() {
+        group_offsets(&view.state, request.group_id.0.as_str(), wanted)
+    } else {
+        Default::default()
+    };
+    let topics = rows
         .into_iter()
         .map(|(topic, rows)| {
             OffsetFetchResponseTopic::default()

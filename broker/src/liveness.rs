@@ -1,0 +1,299 @@
+//! Broker liveness, as in KRaft: every broker sends `BrokerHeartbeat` to the broker on the
+//! node that leads the metadata backend, every `broker.heartbeat.interval.ms`. That broker
+//! keeps the last heartbeat of each broker in memory — heartbeats are never written to the
+//! metadata log — and fences (a `FenceBroker` metadata command) a broker it has not heard
+//! from for `broker.session.timeout.ms`: the broker leaves the ISRs, its partitions get a
+//! new leader from the live ISR or none, and its groups move to another coordinator.
+//!
+//! A fenced broker that is still running learns it from the heartbeat answer or from its own
+//! applied metadata, and registers again: a new incarnation, unfenced, leader again of the
+//! leaderless partitions it may lead. A node that becomes metadata leader gives every broker
+//! a full session from that moment before fencing it, so a failover fences nobody who is
+//! alive.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{
+    BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId as KBrokerId,
+};
+use switchyard_backend_api::{BrokerId, MetadataCommand, MetadataError};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::broker::Broker;
+use crate::kafka::client::PeerClient;
+
+/// The BrokerHeartbeat version brokers send.
+const HEARTBEAT_VERSION: i16 = 1;
+
+/// The heartbeats the metadata leader's broker has received, and since when it leads.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    seen: Mutex<HashMap<BrokerId, Seen>>,
+    leading: Mutex<Option<Leading>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    incarnation: u64,
+    at: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Leading {
+    epoch: u64,
+    since: Instant,
+}
+
+impl Liveness {
+    /// Note a heartbeat of `id` in `incarnation`, now.
+    pub fn record(&self, id: BrokerId, incarnation: u64) {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                id,
+                Seen {
+                    incarnation,
+                    at: Instant::now(),
+                },
+            );
+    }
+
+    /// How long ago `id` last heartbeat in `incarnation` or a later one. An incarnation not
+    /// heard from yet counts from now: a broker that has just registered gets a full session
+    /// to send its first heartbeat.
+    pub fn silent_for(&self, id: BrokerId, incarnation: u64) -> Duration {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = seen.entry(id).or_insert(Seen {
+            incarnation,
+            at: Instant::now(),
+        });
+        if entry.incarnation < incarnation {
+            *entry = Seen {
+                incarnation,
+                at: Instant::now(),
+            };
+        }
+        entry.at.elapsed()
+    }
+
+    /// Note that this node leads the metadata backend in `epoch` (or no longer leads); returns
+    /// how long it has led without a break.
+    fn leading(&self, epoch: Option<u64>) -> Option<Duration> {
+        let mut leading = self.leading.lock().unwrap_or_else(PoisonError::into_inner);
+        match epoch {
+            None => {
+                *leading = None;
+                None
+            }
+            Some(epoch) => {
+                let current = match *leading {
+                    Some(l) if l.epoch == epoch => l,
+                    _ => Leading {
+                        epoch,
+                        since: Instant::now(),
+                    },
+                };
+                *leading = Some(current);
+                Some(current.since.elapsed())
+            }
+        }
+    }
+}
+
+/// Answer a `BrokerHeartbeat`: `NOT_CONTROLLER` unless this broker runs on the metadata
+/// leader's node, `STALE_BROKER_EPOCH` for an old incarnation, else recorded, with whether
+/// the metadata has the broker fenced.
+pub(crate) fn heartbeat(
+    broker: &Broker,
+    request: &BrokerHeartbeatRequest,
+) -> BrokerHeartbeatResponse {
+    let response = BrokerHeartbeatResponse::default();
+    if !broker.is_registered() || !broker.is_metadata_leader() {
+        return response.with_error_code(ResponseError::NotController.code());
+    }
+    let id = BrokerId(request.broker_id.0);
+    let Ok(incarnation) = u64::try_from(request.broker_epoch) else {
+        return response.with_error_code(ResponseError::StaleBrokerEpoch.code());
+    };
+    let view = broker.metadata();
+    match view.state.broker(id) {
+        None => response.with_error_code(ResponseError::BrokerIdNotRegistered.code()),
+        Some(b) if incarnation < b.incarnation => {
+            response.with_error_code(ResponseError::StaleBrokerEpoch.code())
+        }
+        Some(b) => {
+            broker.liveness().record(id, incarnation);
+            response
+                .with_is_caught_up(true)
+                .with_is_fenced(b.fenced && b.incarnation == incarnation)
+        }
+    }
+}
+
+/// Heartbeat to the metadata leader's broker every `broker.heartbeat.interval.ms`, and
+/// register again when fenced. Starts once the broker has registered; runs until aborted.
+pub async fn run_heartbeats(broker: Arc<Broker>) {
+    let mut registered = broker.registration();
+    if registered.wait_for(|r| *r).await.is_err() {
+        return;
+    }
+    let settings = broker.settings();
+    let interval = Duration::from_millis(settings.broker_heartbeat_interval_ms);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut client: Option<PeerClient> = None;
+    loop {
+        tick.tick().await;
+        let fenced = match send_heartbeat(&broker, &mut client, interval).await {
+            Some(fenced) => fenced,
+            None => fenced_locally(&broker),
+        };
+        if fenced && let Err(e) = broker.reregister().await {
+            warn!(broker = %broker.id(), error = %e, "re-registration failed; retrying");
+        }
+    }
+}
+
+/// Whether this broker's own applied metadata has its current incarnation fenced: what a
+/// broker that cannot reach the metadata leader's broker goes by.
+fn fenced_locally(broker: &Broker) -> bool {
+    let view = broker.metadata();
+    let incarnation = broker.incarnation();
+    view.state
+        .broker(broker.id())
+        .is_some_and(|b| b.fenced && b.incarnation >= incarnation)
+}
+
+/// One heartbeat. `Some(fenced)` with the leader's answer; `None` if there is no answer to
+/// go by (no leader known, not reachable, or an error).
+async fn send_heartbeat(
+    broker: &Broker,
+    client: &mut Option<PeerClient>,
+    timeout: Duration,
+) -> Option<bool> {
+    let incarnation = broker.incarnation();
+    if broker.is_metadata_leader() {
+        broker.liveness().record(broker.id(), incarnation);
+        return Some(fenced_locally(broker));
+    }
+    let leader = broker.backend().cluster().borrow().leader?;
+    let leader = BrokerId::try_from(leader).ok()?;
+    let view = broker.metadata();
+    let target = view.state.broker(leader)?;
+    let addr = format!("{}:{}", target.host, target.port);
+    if client.as_ref().is_none_or(|c| c.addr() != addr) {
+        *client = Some(PeerClient::new(
+            addr,
+            format!("switchyard-broker-{}", broker.id()),
+            timeout,
+        ));
+    }
+    let request = BrokerHeartbeatRequest::default()
+        .with_broker_id(KBrokerId(broker.id().0))
+        .with_broker_epoch(i64::try_from(incarnation).unwrap_or(i64::MAX))
+        .with_current_metadata_offset(
+            i64::try_from(broker.metadata().applied_index).unwrap_or(i64::MAX),
+        );
+    let peer = client.as_mut()?;
+    match peer.call(&request, HEARTBEAT_VERSION).await {
+        Ok(response) if response.error_code == 0 => Some(response.is_fenced),
+        Ok(response) if response.error_code == ResponseError::StaleBrokerEpoch.code() => Some(true),
+        Ok(response) => {
+            debug!(leader = %leader, code = response.error_code, "heartbeat not taken");
+            None
+        }
+        Err(e) => {
+            debug!(leader = %leader, addr = peer.addr(), error = %e, "heartbeat failed");
+            None
+        }
+    }
+}
+
+/// While this broker runs on the metadata leader's node: fence every live broker whose last
+/// heartbeat (or the start of this leadership, whichever is later) is older than
+/// `broker.session.timeout.ms`. Runs until aborted.
+pub async fn run_fencer(broker: Arc<Broker>) {
+    let settings = broker.settings();
+    let session = Duration::from_millis(settings.broker_session_timeout_ms);
+    let check = Duration::from_millis((settings.broker_heartbeat_interval_ms / 2).max(50));
+    let mut tick = tokio::time::interval(check);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let epoch = (broker.is_registered() && broker.is_metadata_leader())
+            .then(|| broker.backend().cluster().borrow().epoch);
+        let Some(led_for) = broker.liveness().leading(epoch) else {
+            continue;
+        };
+        let view = broker.metadata();
+        let expired: Vec<(BrokerId, u64, Duration)> = view
+            .state
+            .live_brokers()
+            .filter(|b| b.id != broker.id())
+            .filter_map(|b| {
+                let silent = broker
+                    .liveness()
+                    .silent_for(b.id, b.incarnation)
+                    .min(led_for);
+                (silent >= session).then_some((b.id, b.incarnation, silent))
+            })
+            .collect();
+        for (id, incarnation, silent) in expired {
+            match broker
+                .propose(MetadataCommand::FenceBroker { id, incarnation })
+                .await
+            {
+                Ok(_) => info!(
+                    broker = %id,
+                    incarnation,
+                    silent_ms = silent.as_millis(),
+                    "fenced a broker that missed its session timeout"
+                ),
+                Err(MetadataError::Rejected(r)) => {
+                    debug!(broker = %id, incarnation, reason = %r, "fence refused");
+                }
+                Err(e) => warn!(broker = %id, error = %e, "fencing failed; retrying"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_incarnation_gets_a_full_session_and_a_heartbeat_restarts_the_clock() {
+        let liveness = Liveness::default();
+        let id = BrokerId(2);
+        assert_eq!(liveness.silent_for(id, 1), Duration::ZERO);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(liveness.silent_for(id, 1), Duration::from_secs(3));
+        // Registered again: the clock starts over for the new incarnation.
+        assert_eq!(liveness.silent_for(id, 2), Duration::ZERO);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        liveness.record(id, 2);
+        tokio::time::advance(Duration::from_millis(250)).await;
+        assert_eq!(liveness.silent_for(id, 2), Duration::from_millis(250));
+        // A heartbeat of an older incarnation does not count for a newer one.
+        liveness.record(id, 1);
+        assert_eq!(liveness.silent_for(id, 2), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leadership_time_restarts_with_each_epoch_and_ends_with_it() {
+        let liveness = Liveness::default();
+        assert_eq!(liveness.leading(Some(3)), Some(Duration::ZERO));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(liveness.leading(Some(3)), Some(Duration::from_secs(2)));
+        assert_eq!(liveness.leading(Some(4)), Some(Duration::ZERO));
+        assert_eq!(liveness.leading(None), None);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(liveness.leading(Some(4)), Some(Duration::ZERO));
+    }
+}

@@ -1,0 +1,99 @@
+"""`scripts/cluster`, the local three-node cluster of docs/OPERATIONS.md, and
+`switchyard cluster status` against it: start, status, kill -9 (the broker shows fenced),
+restart (live again), stop.
+
+Runs once per backend that runs on several nodes. Waiting for a killed broker to show fenced
+polls `cluster status`: nothing reports it by callback.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from client_util import wait_for
+from cluster_util import RECOVERY_S
+from conftest import CLUSTER_ENV, MULTI_NODE, reserve_port, switchyard_bin
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "cluster"
+
+pytestmark = pytest.mark.skipif(not MULTI_NODE, reason="no multi-node backend compiled in")
+
+
+def port_block(size: int) -> int:
+    """A base such that base+1..base+size are all free (the script numbers ports so)."""
+    while True:
+        base = reserve_port()
+        free = True
+        for n in range(1, size + 1):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", base + n))
+                except OSError:
+                    free = False
+                    break
+        if free:
+            return base
+
+
+@pytest.fixture(params=MULTI_NODE, ids=[b.name for b in MULTI_NODE])
+def dev_cluster(request, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+    env.update(CLUSTER_ENV)
+    env.update({
+        "SWITCHYARD_BIN": str(switchyard_bin()),
+        "SWITCHYARD_CLUSTER_DIR": str(tmp_path / "dev-cluster"),
+        "SWITCHYARD_CLUSTER_KAFKA_BASE": str(port_block(3)),
+        "SWITCHYARD_CLUSTER_PEER_BASE": str(port_block(3)),
+    })
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    run.backend = request.param.name
+    try:
+        yield run
+    finally:
+        stopped = run("stop")
+        assert stopped.returncode == 0, stopped.stderr
+
+
+def test_start_status_kill_restart_stop(dev_cluster):
+    started = dev_cluster("start", dev_cluster.backend)
+    assert started.returncode == 0, started.stderr + started.stdout
+    for n in (1, 2, 3):
+        assert f"node {n} ready" in started.stdout
+
+    status = dev_cluster("status")
+    assert status.returncode == 0, status.stderr
+    assert "metadata leader node" in status.stdout, status.stdout
+    assert "fenced brokers: none" in status.stdout, status.stdout
+    rows = [line.split() for line in status.stdout.splitlines() if line[:1].isdigit()]
+    assert [r[0] for r in rows] == ["1", "2", "3"], status.stdout
+    assert sum(r[1] == "leader" for r in rows) == 1, status.stdout
+    assert all(r[5] == "live" for r in rows), status.stdout
+
+    killed = dev_cluster("kill", "3")
+    assert killed.returncode == 0, killed.stderr
+    if dev_cluster.backend == "wal" and rows[2][1] == "leader":
+        assert dev_cluster("promote", "1").returncode == 0
+
+    def fenced():
+        out = dev_cluster("status").stdout
+        return "fenced brokers: 3" in out and out
+
+    out = wait_for(fenced, RECOVERY_S, "broker 3 to show fenced", 0.5)
+    assert "unreachable" in out, out
+
+    restarted = dev_cluster("restart", "3")
+    assert restarted.returncode == 0, restarted.stderr + restarted.stdout
+    wait_for(lambda: "fenced brokers: none" in dev_cluster("status").stdout, RECOVERY_S,
+             "broker 3 to be live again", 0.5)
+
+    refused = dev_cluster("kill", "7")
+    assert refused.returncode != 0 and "node must be one of 1..3" in refused.stderr
