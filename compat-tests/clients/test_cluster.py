@@ -16,11 +16,17 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
+from kafka.protocol.consumer import FetchResponse, HeartbeatRequest, HeartbeatResponse
+from kafka.protocol.metadata import FindCoordinatorRequest, FindCoordinatorResponse
 
 from client_util import confluent_admin, confluent_conf, create_topic, wait_for
 from cluster_util import (RECOVERY_S, committed, consume_all, layout, produce,
                           same_on_every_node)
 from conftest import MULTI_NODE
+from raw_kafka import FETCH_VERSION, RawConnection, idempotent_batch
+
+NOT_LEADER_OR_FOLLOWER = 6
+NOT_COORDINATOR = 16
 
 pytestmark = pytest.mark.skipif(not MULTI_NODE, reason="no multi-node backend compiled in")
 
@@ -47,6 +53,52 @@ def test_replication_factor_above_one_is_refused_with_the_reason(cluster, topic_
     error = refused.value.args[0]
     assert error.name() == "INVALID_REPLICATION_FACTOR"
     assert "does not replicate partition data" in error.str()
+
+
+def test_produce_and_fetch_at_a_broker_that_does_not_lead_get_not_leader_or_follower(
+        cluster, topic_name):
+    create_topic(cluster.bootstrap(1), topic_name, 3)
+    partitions = same_on_every_node(cluster, topic_name)["topics"][topic_name]
+    for partition, (leader, _, _) in partitions.items():
+        other = next(n for n in (1, 2, 3) if n != leader)
+        with RawConnection(cluster.bootstrap(other)) as conn:
+            # producer id -1: a plain batch, no idempotence.
+            answer = conn.produce(topic_name, partition, idempotent_batch(-1, -1, -1, [b"x"]))
+            assert answer.error_code == NOT_LEADER_OR_FOLLOWER, (partition, leader, other)
+            fetched = conn.request(
+                conn.fetch_request(topic_name, partition, 0, max_wait_ms=0, min_bytes=0),
+                FetchResponse, FETCH_VERSION)
+            assert fetched.responses[0].partitions[0].error_code == NOT_LEADER_OR_FOLLOWER
+        with RawConnection(cluster.bootstrap(leader)) as conn:
+            answer = conn.produce(topic_name, partition, idempotent_batch(-1, -1, -1, [b"x"]))
+            assert answer.error_code == 0, (partition, leader)
+
+
+def test_each_group_has_one_coordinator_and_the_others_say_not_coordinator(cluster):
+    groups = [f"placement-{i}-{uuid.uuid4().hex[:6]}" for i in range(12)]
+    coordinators = {}
+    for group in groups:
+        answers = set()
+        for node in (1, 2, 3):
+            with RawConnection(cluster.bootstrap(node)) as conn:
+                response = conn.request(FindCoordinatorRequest(key=group, key_type=0),
+                                        FindCoordinatorResponse, 2)
+                assert response.error_code == 0, response
+                answers.add(response.node_id)
+        assert len(answers) == 1, (group, answers)
+        coordinators[group] = answers.pop()
+    assert set(coordinators.values()) <= {1, 2, 3}
+    assert len(set(coordinators.values())) > 1, coordinators
+    for group, coordinator in coordinators.items():
+        for node in (1, 2, 3):
+            with RawConnection(cluster.bootstrap(node)) as conn:
+                response = conn.request(
+                    HeartbeatRequest(group_id=group, generation_id=1, member_id="m"),
+                    HeartbeatResponse, 1)
+                if node == coordinator:
+                    assert response.error_code != NOT_COORDINATOR, (group, node)
+                else:
+                    assert response.error_code == NOT_COORDINATOR, (group, node)
 
 
 def test_produce_and_consume_through_any_node(cluster, topic_name):
