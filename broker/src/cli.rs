@@ -30,6 +30,26 @@ pub enum Command {
     /// Operate a running cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Run seeded fault runs (partitions, delays, crashes) of every multi-node backend in this
+    /// binary, check each against its declared guarantees, check that deliberately broken
+    /// variants are caught, and write the Markdown report (docs/CONFORMANCE.md).
+    Conformance {
+        /// Backends to run, comma-separated (default: every multi-node backend linked in).
+        #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+        backends: Vec<String>,
+        /// Seeds per backend and fault kind.
+        #[arg(long, value_name = "N", default_value_t = 2)]
+        seeds: u64,
+        /// Operations per client in each run (four clients).
+        #[arg(long, value_name = "N", default_value_t = 60)]
+        ops: usize,
+        /// The first seed.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        first_seed: u64,
+        /// Write the report here instead of to standard output.
+        #[arg(long, value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
 }
 
 /// `switchyard cluster …`.

@@ -24,6 +24,8 @@
 //!   which group ([`group::coordinator_of`]).
 //! - [`liveness`] — broker heartbeats to the metadata leader's broker and fencing.
 //! - [`replicas`] — the partitions stored here, with idempotent-producer state.
+//! - [`conformance`] — `switchyard conformance`: the fault runs of every linked backend and
+//!   the generated report.
 //! - [`status`] — `switchyard cluster status`, over DescribeCluster and DescribeQuorum.
 //! - [`serve`] — `switchyard serve`: open the backend, start the listener and the broker's
 //!   tasks, stop on a signal.
@@ -40,6 +42,7 @@ pub mod backends;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod conformance;
 pub mod group;
 pub mod kafka;
 pub mod liveness;

@@ -15,6 +15,21 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Backends => list_backends(),
         Command::Serve(args) => serve(&args),
+        Command::Conformance {
+            backends,
+            seeds,
+            ops,
+            first_seed,
+            output,
+        } => conformance(
+            switchyard::conformance::Plan {
+                backends,
+                seeds,
+                ops_per_client: ops,
+                base_seed: first_seed,
+            },
+            output.as_deref(),
+        ),
         Command::Cluster(ClusterCommand::Status {
             bootstrap,
             timeout_ms,
@@ -74,6 +89,27 @@ fn operate<T>(
         .build()
         .context("starting the tokio runtime")?;
     Ok(runtime.block_on(request(&config)))
+}
+
+fn conformance(
+    plan: switchyard::conformance::Plan,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let report = runtime.block_on(switchyard::conformance::run(&plan, |r| eprintln!("{r}")))?;
+    match output {
+        Some(path) => {
+            std::fs::write(path, report).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => std::io::stdout()
+            .lock()
+            .write_all(report.as_bytes())
+            .context("writing the report")?,
+    }
+    Ok(())
 }
 
 fn status(bootstrap: &str, timeout_ms: u64) -> anyhow::Result<()> {

@@ -18,7 +18,12 @@
 //!   open, delayed or cut, and healed.
 //! - `trio.rs` — [`TrioHarness`]: the cases against three-node clusters of an electing
 //!   backend, written through the leader, followers checked to converge.
+//! - `broken.rs` — deliberately broken backend variants (acknowledging before commit, stale
+//!   "linearizable" reads) that the fault runs must catch.
 //! - `fixtures.rs` — propose-with-deadline and command builders shared by the cases.
+//! - `linearizable.rs` — a Wing & Gong linearizability checker, per key.
+//! - `nemesis.rs` — seeded fault runs: concurrent clients record a history while nodes are
+//!   partitioned, delayed and crashed; checkers judge it against the declared guarantees.
 //! - `cases/` — the cases, one module per area: `cluster`, `topics`, `partitions`, `groups`,
 //!   `offsets`, `producers`, `batch`, `lifecycle`.
 //!
@@ -27,9 +32,12 @@
 //! - Cases assert what the backend declares in its [`Guarantees`](switchyard_backend_api::Guarantees)
 //!   (durability, linearizable reads), so one list serves every backend.
 
+pub mod broken;
 pub mod cases;
 pub mod fixtures;
 mod harness;
+pub mod linearizable;
+pub mod nemesis;
 mod net;
 mod trio;
 

@@ -1,10 +1,11 @@
 //! Integration tests of the `wal` backend: the shared conformance suite (one node, and three
-//! nodes in `sync` and `async` mode) and WAL-specific recovery, snapshot and replication
-//! tests.
+//! nodes in `sync` and `async` mode), seeded fault runs with the broken variants the checkers
+//! must catch (`nemesis`), and WAL-specific recovery, snapshot and replication tests.
 
 use switchyard_backend_wal as _;
 
 mod conformance;
+mod nemesis;
 mod recovery;
 mod replication;
 mod support;

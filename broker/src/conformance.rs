@@ -1,0 +1,338 @@
+//! `switchyard conformance`: seeded fault runs of every multi-node backend linked into this
+//! binary, judged against each backend's declared guarantees, and the deliberately broken
+//! variants the checkers must catch, written as a Markdown report (`docs/CONFORMANCE.md`).
+//!
+//! Each backend (and each `wal` mode) runs `seeds` seeds under each fault kind alone and all
+//! together; a row of the report is one backend under one fault kind, with the operations and
+//! faults counted over its seeds and, per check, how many seeds it held in.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use figment::Figment;
+use figment::providers::Serialized;
+use switchyard_backend_api::{Guarantees, available_backends};
+use switchyard_compat_tests::broken::{BrokenHarness, Flaw};
+use switchyard_compat_tests::nemesis::{self, Faults, Report, RunConfig, Verdict};
+use switchyard_compat_tests::{BackendHarness, RegistryHarness};
+
+/// The checks, in report order.
+const CHECKS: [&str; 4] = [
+    "linearizable",
+    "no-lost-ack",
+    "converged",
+    "one-leader-per-epoch",
+];
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Backends to run (registry names); empty: every linked multi-node backend.
+    pub backends: Vec<String>,
+    /// Seeds per backend and fault kind.
+    pub seeds: u64,
+    /// Operations per client per run.
+    pub ops_per_client: usize,
+    /// The first seed.
+    pub base_seed: u64,
+}
+
+/// One configuration under test: a backend in one mode.
+struct Subject {
+    label: String,
+    harness: RegistryHarness,
+}
+
+fn subjects(plan: &Plan) -> anyhow::Result<Vec<Subject>> {
+    let linked: Vec<&str> = available_backends()
+        .iter()
+        .filter(|r| r.guarantees.multi_node)
+        .map(|r| r.name)
+        .collect();
+    let wanted: Vec<String> = if plan.backends.is_empty() {
+        linked.iter().map(|n| (*n).to_owned()).collect()
+    } else {
+        plan.backends.clone()
+    };
+    let mut subjects = Vec::new();
+    for name in wanted {
+        if !linked.contains(&name.as_str()) {
+            anyhow::bail!(
+                "{name} is not a multi-node backend linked into this binary (linked: {})",
+                linked.join(", ")
+            );
+        }
+        if name == "wal" {
+            for mode in ["sync", "async"] {
+                let config = Figment::new().merge(Serialized::default("mode", mode));
+                let mut harness = RegistryHarness::new("wal").with_config(config);
+                if mode == "async" {
+                    harness = harness.declaring(wal_async_guarantees()?);
+                }
+                subjects.push(Subject {
+                    label: format!("wal ({mode})"),
+                    harness,
+                });
+            }
+        } else {
+            subjects.push(Subject {
+                label: name.clone(),
+                harness: RegistryHarness::new(&name),
+            });
+        }
+    }
+    Ok(subjects)
+}
+
+#[cfg(feature = "backend-wal")]
+fn wal_async_guarantees() -> anyhow::Result<Guarantees> {
+    Ok(switchyard_backend_wal::ASYNC_GUARANTEES)
+}
+
+#[cfg(not(feature = "backend-wal"))]
+fn wal_async_guarantees() -> anyhow::Result<Guarantees> {
+    anyhow::bail!("the wal backend is not linked")
+}
+
+/// The fault kinds, alone and together.
+fn fault_kinds() -> [(&'static str, Faults); 4] {
+    let none = Faults {
+        partitions: false,
+        delays: false,
+        crashes: false,
+    };
+    [
+        (
+            "partitions",
+            Faults {
+                partitions: true,
+                ..none
+            },
+        ),
+        (
+            "delays",
+            Faults {
+                delays: true,
+                ..none
+            },
+        ),
+        (
+            "crashes",
+            Faults {
+                crashes: true,
+                ..none
+            },
+        ),
+        ("all", Faults::ALL),
+    ]
+}
+
+/// One row: a subject under one fault kind, over its seeds.
+struct Row {
+    subject: String,
+    declared: Guarantees,
+    fault: &'static str,
+    reports: Vec<Report>,
+}
+
+/// A broken variant and what caught it.
+struct Caught {
+    variant: String,
+    report: Option<Report>,
+}
+
+/// Run the plan; return the Markdown report. `progress` is told of every finished run.
+pub async fn run(plan: &Plan, mut progress: impl FnMut(&Report)) -> anyhow::Result<String> {
+    let subjects = subjects(plan)?;
+    let mut rows = Vec::new();
+    for subject in &subjects {
+        for (fault, faults) in fault_kinds() {
+            let mut reports = Vec::new();
+            for seed in plan.base_seed..plan.base_seed + plan.seeds {
+                let config = RunConfig {
+                    seed,
+                    nodes: 3,
+                    clients: 4,
+                    ops_per_client: plan.ops_per_client,
+                    faults,
+                };
+                let report = nemesis::run(&subject.harness, config).await?;
+                progress(&report);
+                reports.push(report);
+            }
+            rows.push(Row {
+                subject: subject.label.clone(),
+                declared: subject.harness.declared(),
+                fault,
+                reports,
+            });
+        }
+    }
+    let mut caught = Vec::new();
+    if let Some(wal) = subjects.iter().find(|s| s.label == "wal (sync)") {
+        for (flaw, name) in [
+            (
+                Flaw::AckBeforeCommit,
+                "wal (sync) acknowledging before commit",
+            ),
+            (
+                Flaw::StaleReads,
+                "wal (sync) serving local reads as linearizable",
+            ),
+        ] {
+            let broken = BrokenHarness::new(wal.harness.clone(), flaw);
+            let report = nemesis::first_failure(
+                &broken,
+                plan.base_seed,
+                plan.seeds.max(4),
+                plan.ops_per_client,
+            )
+            .await?;
+            if let Some(r) = &report {
+                progress(r);
+            }
+            caught.push(Caught {
+                variant: name.to_owned(),
+                report,
+            });
+        }
+    }
+    Ok(render(plan, &rows, &caught))
+}
+
+fn declared(g: &Guarantees) -> String {
+    format!(
+        "durability {:?}, reads {:?}, failover {:?}, loss {:?}",
+        g.durability, g.reads, g.failover, g.loss_window
+    )
+}
+
+fn render(plan: &Plan, rows: &[Row], caught: &[Caught]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Conformance under faults\n");
+    let _ = writeln!(
+        out,
+        "Generated by `switchyard conformance --seeds {} --ops {}` (first seed {}); do not edit \
+         by hand. Each run starts three nodes on loopback behind TCP proxies, registers a \
+         broker, and has four clients issue {} operations each (create and delete topics, \
+         commit offsets, and linearizable reads where declared) against random nodes while \
+         the nemesis injects the row's faults: a node isolated from the others and healed \
+         (partitions), one direction of a link slowed by 20–120 ms (delays), a node crashed \
+         without shutdown and reopened from its data (crashes). Then the network heals, a \
+         barrier write goes through the leader and every key is read there.\n",
+        plan.seeds, plan.ops_per_client, plan.base_seed, plan.ops_per_client
+    );
+    let _ = writeln!(
+        out,
+        "Checks: **linearizable** — per key, the history (with unknown outcomes allowed to \
+         have happened or not) has a linearization; **no-lost-ack** — every acknowledged, \
+         never-deleted topic exists at the end (checked where durability is declared); \
+         **converged** — every node holds the leader's state; **one-leader-per-epoch** — no \
+         two nodes claimed leadership in one epoch. A cell counts the seeds the check held \
+         in. Replay one seed with `SWITCHYARD_CONFORMANCE_SEED=N` in the backend's fault-run \
+         test.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| backend | declared | faults | seeds | operations (ok / rejected / unknown) | faults injected | {} |",
+        CHECKS.join(" | ")
+    );
+    let _ = writeln!(out, "|{}", "---|".repeat(6 + CHECKS.len()));
+    for row in rows {
+        let (ok, rejected, unknown) = row.reports.iter().fold((0, 0, 0), |(o, r, u), rep| {
+            (o + rep.ok, r + rep.rejected, u + rep.unknown)
+        });
+        let mut injected: BTreeMap<&str, usize> = BTreeMap::new();
+        for rep in &row.reports {
+            for (kind, n) in &rep.faults {
+                *injected.entry(kind).or_default() += n;
+            }
+        }
+        let injected = if injected.is_empty() {
+            "none".to_owned()
+        } else {
+            injected
+                .iter()
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let cells: Vec<String> = CHECKS
+            .iter()
+            .map(|name| {
+                let verdicts: Vec<(&Verdict, u64)> = row
+                    .reports
+                    .iter()
+                    .filter_map(|rep| {
+                        rep.checks
+                            .iter()
+                            .find(|c| c.name == *name)
+                            .map(|c| (&c.verdict, rep.seed))
+                    })
+                    .collect();
+                if verdicts.iter().all(|(v, _)| **v == Verdict::NotDeclared) {
+                    return "not declared".to_owned();
+                }
+                let passed = verdicts
+                    .iter()
+                    .filter(|(v, _)| **v == Verdict::Pass)
+                    .count();
+                let failed: Vec<String> = verdicts
+                    .iter()
+                    .filter(|(v, _)| matches!(v, Verdict::Fail(_)))
+                    .map(|(_, seed)| seed.to_string())
+                    .collect();
+                if failed.is_empty() {
+                    format!("pass {passed}/{}", verdicts.len())
+                } else {
+                    format!("**FAIL** seeds {}", failed.join(", "))
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} ({ok} / {rejected} / {unknown}) | {injected} | {} |",
+            row.subject,
+            declared(&row.declared),
+            row.fault,
+            row.reports.len(),
+            ok + rejected + unknown,
+            cells.join(" | ")
+        );
+    }
+    let _ = writeln!(out, "\n## Broken variants\n");
+    let _ = writeln!(
+        out,
+        "Deliberately broken wrappers of a real backend (`compat-tests/src/broken.rs`); the \
+         suite must flag each. Seeds from {} on, all faults, until one run fails a check.\n",
+        plan.base_seed
+    );
+    let _ = writeln!(out, "| variant | caught | by | seed |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    for c in caught {
+        match &c.report {
+            Some(r) => {
+                let by: Vec<&str> = r.failures().iter().map(|f| f.name).collect();
+                let _ = writeln!(
+                    out,
+                    "| {} | yes | {} | {} |",
+                    c.variant,
+                    by.join(", "),
+                    r.seed
+                );
+            }
+            None => {
+                let _ = writeln!(out, "| {} | **no** | — | — |", c.variant);
+            }
+        }
+    }
+    let _ = writeln!(out, "\n## Soak\n");
+    let _ = writeln!(
+        out,
+        "CI runs two seeds per backend in each backend's fault-run test (`cargo nextest run \
+         --workspace -E 'test(nemesis)'`). A longer soak: \
+         `switchyard conformance --seeds 50 --ops 200 --output /tmp/soak.md` (about 50 times \
+         this run's length); any failing cell names its seeds."
+    );
+    out
+}

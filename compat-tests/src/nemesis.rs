@@ -1,0 +1,835 @@
+//! Seeded fault runs: concurrent clients issue metadata operations against a cluster while a
+//! nemesis partitions, delays and crashes nodes; every operation's invocation and response
+//! (or timeout) goes into a history, which the checkers judge against what the backend
+//! declares.
+//!
+//! A run is a function of its seed: the clients' choices and the nemesis' schedule come from
+//! [`Rng`]s seeded from it (timing still varies, so a seed replays the schedule, not the
+//! exact interleaving). A failing run names its seed; `SWITCHYARD_CONFORMANCE_SEED=N` re-runs
+//! only that seed ([`seeds`]).
+//!
+//! Checks (each [`Check`]):
+//! - `linearizable`: per key (a topic's existence, a group's committed offset) the history —
+//!   writes, linearizable reads where the backend offers them, and a final read of every key
+//!   from the leader after the cluster healed — has a linearization ([`crate::linearizable`]);
+//! - `no-lost-ack`: every topic whose creation was acknowledged, and which nobody deleted,
+//!   exists at the end (where the backend declares durability);
+//! - `converged`: after healing, every node holds the same state as the leader;
+//! - `one-leader-per-epoch`: no two nodes claimed leadership in the same epoch.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use switchyard_backend_api::{
+    Durability, GroupId, MetadataBackend, MetadataCommand, MetadataError, ReadConsistency,
+    Rejection, Role,
+};
+use tokio::sync::{RwLock, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::fixtures::{commit, converges, create_topic, register_all};
+use crate::harness::{BackendHarness, DEADLINE, NodeSpec};
+use crate::linearizable::{self, Model, Operation};
+use crate::net::{Link, Network};
+
+/// The environment variable that replays one seed.
+pub const SEED_ENV: &str = "SWITCHYARD_CONFORMANCE_SEED";
+
+/// How long one client operation may take before its outcome counts as unknown.
+const OP_DEADLINE: Duration = Duration::from_secs(3);
+/// The topic whose partition 0 the offset commits name.
+const OFFSETS_TOPIC: &str = "offsets";
+/// Topics only ever created (the lost-ack check), topics created and deleted, groups.
+const DURABLE_KEYS: u64 = 4;
+const CHURN_KEYS: u64 = 3;
+const GROUPS: u64 = 3;
+
+/// The seeds to run: `SWITCHYARD_CONFORMANCE_SEED` if set, else `count` seeds from `base`.
+pub fn seeds(base: u64, count: u64) -> anyhow::Result<Vec<u64>> {
+    match std::env::var(SEED_ENV) {
+        Ok(seed) => {
+            Ok(vec![seed.trim().parse().with_context(|| {
+                format!("{SEED_ENV}={seed:?} is not a number")
+            })?])
+        }
+        Err(_) => Ok((base..base + count).collect()),
+    }
+}
+
+/// SplitMix64: a small, seedable generator (the run must not depend on a global RNG).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// Uniform in `lo..hi` milliseconds.
+    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.below(hi - lo))
+    }
+}
+
+/// The faults a run may inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Faults {
+    /// Isolate a node from the others, then heal.
+    pub partitions: bool,
+    /// Delay one direction of one link, then heal.
+    pub delays: bool,
+    /// Crash a node (no graceful shutdown) and open it again from its data.
+    pub crashes: bool,
+}
+
+impl Faults {
+    /// Every kind.
+    pub const ALL: Self = Self {
+        partitions: true,
+        delays: true,
+        crashes: true,
+    };
+}
+
+/// What one run does.
+#[derive(Debug, Clone, Copy)]
+pub struct RunConfig {
+    /// The seed.
+    pub seed: u64,
+    /// Cluster size.
+    pub nodes: u64,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Operations each client issues.
+    pub ops_per_client: usize,
+    /// Faults to inject.
+    pub faults: Faults,
+}
+
+/// One check's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// It held.
+    Pass,
+    /// It did not; why.
+    Fail(String),
+    /// The backend does not declare it; not checked.
+    NotDeclared,
+}
+
+/// A named check and its verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// Its name (`linearizable`, `no-lost-ack`, `converged`, `one-leader-per-epoch`).
+    pub name: &'static str,
+    /// Its verdict.
+    pub verdict: Verdict,
+}
+
+/// What a run did and found.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The backend.
+    pub backend: &'static str,
+    /// The seed.
+    pub seed: u64,
+    /// Operations issued, by outcome: acknowledged, refused by apply, unknown.
+    pub ok: usize,
+    /// See `ok`.
+    pub rejected: usize,
+    /// See `ok`.
+    pub unknown: usize,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<&'static str, usize>,
+    /// The checks.
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    /// All operations issued.
+    pub fn operations(&self) -> usize {
+        self.ok + self.rejected + self.unknown
+    }
+
+    /// The checks that failed.
+    pub fn failures(&self) -> Vec<&Check> {
+        self.checks
+            .iter()
+            .filter(|c| matches!(c.verdict, Verdict::Fail(_)))
+            .collect()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} seed {} ({SEED_ENV}={}): {} operations ({} ok, {} rejected, {} unknown), faults {:?}",
+            self.backend,
+            self.seed,
+            self.seed,
+            self.operations(),
+            self.ok,
+            self.rejected,
+            self.unknown,
+            self.faults
+        )?;
+        for check in &self.checks {
+            match &check.verdict {
+                Verdict::Pass => write!(f, "; {} pass", check.name)?,
+                Verdict::NotDeclared => write!(f, "; {} not declared", check.name)?,
+                Verdict::Fail(why) => write!(f, "; {} FAILED: {why}", check.name)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a client did.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Op {
+    Create,
+    Delete,
+    Commit(i64),
+    ReadTopic,
+    ReadOffset,
+}
+
+/// What it got back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ret {
+    Ok,
+    Exists,
+    Missing,
+    Offset(Option<i64>),
+    Refused(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Key {
+    Topic(String),
+    Group(String),
+}
+
+/// The sequential model of one key: whether a topic exists, or a group's committed offset.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum KeyModel {
+    Topic(bool),
+    Group(Option<i64>),
+}
+
+impl Model for KeyModel {
+    type Op = Op;
+    type Ret = Ret;
+
+    fn step(&self, op: &Op, ret: Option<&Ret>) -> Option<Self> {
+        use KeyModel::{Group, Topic};
+        match (self, op, ret) {
+            (Topic(false), Op::Create, None | Some(Ret::Ok)) => Some(Topic(true)),
+            (Topic(true), Op::Create, None | Some(Ret::Exists)) => Some(Topic(true)),
+            (Topic(true), Op::Delete, None | Some(Ret::Ok)) => Some(Topic(false)),
+            (Topic(false), Op::Delete, None | Some(Ret::Missing)) => Some(Topic(false)),
+            (Topic(true), Op::ReadTopic, None | Some(Ret::Exists)) => Some(Topic(true)),
+            (Topic(false), Op::ReadTopic, None | Some(Ret::Missing)) => Some(Topic(false)),
+            (Group(_), Op::Commit(v), None | Some(Ret::Ok)) => Some(Group(Some(*v))),
+            (Group(now), Op::ReadOffset, None) => Some(Group(*now)),
+            (Group(now), Op::ReadOffset, Some(Ret::Offset(read))) if read == now => {
+                Some(Group(*now))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Event {
+    key: Key,
+    op: Op,
+    client: usize,
+    invoke: u64,
+    /// `None`: unknown outcome.
+    complete: Option<(u64, Ret)>,
+}
+
+type Slot = Arc<RwLock<Option<Arc<dyn MetadataBackend>>>>;
+
+/// Epoch → the nodes that claimed leadership in it.
+type Claims = Arc<Mutex<BTreeMap<u64, BTreeSet<u64>>>>;
+
+/// Record every (epoch, node) in which `node` reports itself leader, until its view closes.
+async fn observe(mut views: watch::Receiver<switchyard_backend_api::ClusterView>, claims: Claims) {
+    loop {
+        {
+            let view = views.borrow_and_update();
+            if view.role == Role::Leader && view.leader == Some(view.node) {
+                claims
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry(view.epoch)
+                    .or_default()
+                    .insert(view.node.0);
+            }
+        }
+        if views.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn micros(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Run one seeded fault run of `harness`'s backend and judge it. Fails (with the report in
+/// the message) only when the cluster cannot be set up or healed; failed checks are in the
+/// report.
+pub async fn run(harness: &dyn BackendHarness, config: RunConfig) -> anyhow::Result<Report> {
+    let declared = harness.declared();
+    let network = Network::start(config.nodes).await?;
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("switchyard-faults-{}-", harness.backend()))
+        .tempdir()?;
+    let mut specs = Vec::new();
+    for id in 1..=config.nodes {
+        let data_dir = dir.path().join(format!("node-{id}"));
+        std::fs::create_dir_all(&data_dir)?;
+        specs.push(NodeSpec {
+            identity: network.identity(id)?,
+            data_dir,
+        });
+    }
+    let claims: Claims = Arc::default();
+    let mut observers = JoinSet::new();
+    let mut slots: Vec<Slot> = Vec::new();
+    for spec in &specs {
+        let node = open(harness, spec).await?;
+        observers.spawn(observe(node.cluster(), Arc::clone(&claims)));
+        slots.push(Arc::new(RwLock::new(Some(node))));
+    }
+    let leader = wait_leader(&slots).await?;
+    register_all(&leader, &[1]).await?;
+    crate::fixtures::accept(&leader, create_topic(OFFSETS_TOPIC, &[&[1]])).await?;
+    let start_index = leader.local().applied_index;
+    for slot in &slots {
+        if let Some(node) = slot.read().await.as_ref() {
+            node.wait_applied(start_index, DEADLINE).await?;
+        }
+    }
+    drop(leader);
+
+    let linearizable_reads = declared.reads == ReadConsistency::Linearizable;
+    let history: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let start = Instant::now();
+    let mut clients = JoinSet::new();
+    for client in 0..config.clients {
+        let slots = slots.clone();
+        let history = Arc::clone(&history);
+        let mut rng = Rng::new(config.seed ^ (0x00c1_1e47 + client as u64).wrapping_mul(0x9e37));
+        clients.spawn(async move {
+            for i in 0..config.ops_per_client {
+                // Paced, so that the run spans several faults.
+                tokio::time::sleep(rng.millis(5, 60)).await;
+                let (key, op) = choose(&mut rng, client, i, linearizable_reads);
+                let slot = &slots[rng.below(slots.len() as u64) as usize];
+                let guard = slot.read().await;
+                let Some(node) = guard.as_ref() else {
+                    continue;
+                };
+                let invoke = micros(start);
+                let ret = perform(node, &key, &op).await;
+                let complete = ret.map(|r| (micros(start), r));
+                drop(guard);
+                history
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(Event {
+                        key,
+                        op,
+                        client,
+                        invoke,
+                        complete,
+                    });
+            }
+        });
+    }
+    let (stop, stopped) = watch::channel(false);
+    let nemesis = {
+        let slots = slots.clone();
+        let claims = Arc::clone(&claims);
+        let specs = specs.clone();
+        let network = Arc::new(network);
+        let net = Arc::clone(&network);
+        let mut rng = Rng::new(config.seed ^ 0x006e_656d_6573_6973);
+        let faults = config.faults;
+        async move {
+            let mut injected: BTreeMap<&'static str, usize> = BTreeMap::new();
+            let mut observers = JoinSet::new();
+            let kinds: Vec<&'static str> = [
+                (faults.partitions, "partition"),
+                (faults.delays, "delay"),
+                (faults.crashes, "crash"),
+            ]
+            .into_iter()
+            .filter_map(|(on, kind)| on.then_some(kind))
+            .collect();
+            let result: anyhow::Result<()> = async {
+                while !*stopped.borrow() && !kinds.is_empty() {
+                    tokio::time::sleep(rng.millis(50, 300)).await;
+                    let kind = kinds[rng.below(kinds.len() as u64) as usize];
+                    let target = rng.below(slots.len() as u64);
+                    match kind {
+                        "partition" => {
+                            net.isolate(target + 1);
+                            tokio::time::sleep(rng.millis(300, 1_500)).await;
+                            net.heal();
+                        }
+                        "delay" => {
+                            let other = (target + 1 + rng.below(slots.len() as u64 - 1))
+                                % slots.len() as u64;
+                            net.set(target + 1, other + 1, Link::Delay(rng.millis(20, 120)));
+                            tokio::time::sleep(rng.millis(300, 1_000)).await;
+                            net.heal();
+                        }
+                        _ => {
+                            let slot = &slots[target as usize];
+                            let node = slot.write().await.take();
+                            if let Some(node) = node {
+                                harness.crash(node).await;
+                            }
+                            tokio::time::sleep(rng.millis(100, 800)).await;
+                            let reopened = open(harness, &specs[target as usize])
+                                .await
+                                .with_context(|| format!("reopening node {}", target + 1))?;
+                            observers.spawn(observe(reopened.cluster(), Arc::clone(&claims)));
+                            *slot.write().await = Some(reopened);
+                        }
+                    }
+                    *injected.entry(kind).or_default() += 1;
+                }
+                Ok(())
+            }
+            .await;
+            (result, injected, observers, network)
+        }
+    };
+    // The nemesis borrows the harness to crash and reopen nodes, so it runs in this task,
+    // beside the clients.
+    let clients_done = async {
+        while let Some(joined) = clients.join_next().await {
+            joined.context("a client task panicked")?;
+        }
+        stop.send_replace(true);
+        anyhow::Ok(())
+    };
+    let (clients_result, (nemesis_result, faults, extra_observers, network)) =
+        tokio::join!(clients_done, nemesis);
+    clients_result?;
+    nemesis_result?;
+    network.heal();
+
+    // Heal and settle: a leader, a barrier write through it, every node converged to it.
+    let leader = wait_leader(&slots).await?;
+    barrier(&leader, config.seed).await?;
+    let target = leader.local();
+    let mut converged = Verdict::Pass;
+    for (i, slot) in slots.iter().enumerate() {
+        let guard = slot.read().await;
+        let Some(node) = guard.as_ref() else {
+            bail!("node {} is not running after the run", i + 1);
+        };
+        if let Err(e) = converges(node, &target).await {
+            converged = Verdict::Fail(format!("node {}: {e:#}", i + 1));
+        }
+    }
+
+    let mut events = std::mem::take(&mut *history.lock().unwrap_or_else(PoisonError::into_inner));
+    let (ok, rejected, unknown) = events
+        .iter()
+        .fold((0, 0, 0), |(o, r, u), e| match &e.complete {
+            None => (o, r, u + 1),
+            Some((_, Ret::Refused(_) | Ret::Exists | Ret::Missing)) if !is_read(&e.op) => {
+                (o, r + 1, u)
+            }
+            Some(_) => (o + 1, r, u),
+        });
+    // Final reads of every key from the healed leader, after every operation returned.
+    let end = micros(start);
+    let state = &target.state;
+    for key in keys() {
+        let (op, ret) = match &key {
+            Key::Topic(name) => (
+                Op::ReadTopic,
+                if state.topic(name).is_some() {
+                    Ret::Exists
+                } else {
+                    Ret::Missing
+                },
+            ),
+            Key::Group(group) => (
+                Op::ReadOffset,
+                Ret::Offset(
+                    state
+                        .committed_offset(&GroupId(group.clone()), OFFSETS_TOPIC, 0)
+                        .map(|c| c.offset),
+                ),
+            ),
+        };
+        events.push(Event {
+            key,
+            op,
+            client: usize::MAX,
+            invoke: end,
+            complete: Some((end + 1, ret)),
+        });
+    }
+
+    let checks = vec![
+        Check {
+            name: "linearizable",
+            verdict: check_linearizable(&events),
+        },
+        Check {
+            name: "no-lost-ack",
+            verdict: if declared.durability == Durability::None {
+                Verdict::NotDeclared
+            } else {
+                check_no_lost_ack(&events, state)
+            },
+        },
+        Check {
+            name: "converged",
+            verdict: converged,
+        },
+        Check {
+            name: "one-leader-per-epoch",
+            verdict: check_one_leader(&claims),
+        },
+    ];
+    drop(extra_observers);
+    observers.abort_all();
+    for slot in &slots {
+        let node = slot.write().await.take();
+        if let Some(node) = node {
+            let _ = tokio::time::timeout(DEADLINE, node.shutdown()).await;
+        }
+    }
+    Ok(Report {
+        backend: harness.backend(),
+        seed: config.seed,
+        ok,
+        rejected,
+        unknown,
+        faults,
+        checks,
+    })
+}
+
+fn is_read(op: &Op) -> bool {
+    matches!(op, Op::ReadTopic | Op::ReadOffset)
+}
+
+fn keys() -> Vec<Key> {
+    (0..DURABLE_KEYS)
+        .map(|k| Key::Topic(format!("durable-{k}")))
+        .chain((0..CHURN_KEYS).map(|k| Key::Topic(format!("churn-{k}"))))
+        .chain((0..GROUPS).map(|g| Key::Group(format!("group-{g}"))))
+        .collect()
+}
+
+/// A client's next operation. Commit values are unique per (client, index).
+fn choose(rng: &mut Rng, client: usize, index: usize, reads: bool) -> (Key, Op) {
+    let kinds = if reads { 5 } else { 3 };
+    match rng.below(kinds) {
+        0 => (
+            Key::Topic(format!("durable-{}", rng.below(DURABLE_KEYS))),
+            Op::Create,
+        ),
+        1 => {
+            let key = Key::Topic(format!("churn-{}", rng.below(CHURN_KEYS)));
+            let op = if rng.below(2) == 0 {
+                Op::Create
+            } else {
+                Op::Delete
+            };
+            (key, op)
+        }
+        2 => (
+            Key::Group(format!("group-{}", rng.below(GROUPS))),
+            Op::Commit(i64::try_from(client * 100_000 + index).unwrap_or(i64::MAX)),
+        ),
+        3 => {
+            let topics = DURABLE_KEYS + CHURN_KEYS;
+            let k = rng.below(topics);
+            let name = if k < DURABLE_KEYS {
+                format!("durable-{k}")
+            } else {
+                format!("churn-{}", k - DURABLE_KEYS)
+            };
+            (Key::Topic(name), Op::ReadTopic)
+        }
+        _ => (
+            Key::Group(format!("group-{}", rng.below(GROUPS))),
+            Op::ReadOffset,
+        ),
+    }
+}
+
+/// Issue one operation; `None` if its outcome is unknown.
+async fn perform(node: &Arc<dyn MetadataBackend>, key: &Key, op: &Op) -> Option<Ret> {
+    match (key, op) {
+        (Key::Topic(name), Op::ReadTopic) => {
+            let view = tokio::time::timeout(OP_DEADLINE, node.read_linearizable())
+                .await
+                .ok()?
+                .ok()?;
+            Some(if view.state.topic(name).is_some() {
+                Ret::Exists
+            } else {
+                Ret::Missing
+            })
+        }
+        (Key::Group(group), Op::ReadOffset) => {
+            let view = tokio::time::timeout(OP_DEADLINE, node.read_linearizable())
+                .await
+                .ok()?
+                .ok()?;
+            Some(Ret::Offset(
+                view.state
+                    .committed_offset(&GroupId(group.clone()), OFFSETS_TOPIC, 0)
+                    .map(|c| c.offset),
+            ))
+        }
+        (key, op) => {
+            let command = match (key, op) {
+                (Key::Topic(name), Op::Create) => create_topic(name, &[&[1]]),
+                (Key::Topic(name), Op::Delete) => MetadataCommand::DeleteTopics {
+                    names: vec![name.clone()],
+                },
+                (Key::Group(group), Op::Commit(v)) => {
+                    commit(group, None, &[(OFFSETS_TOPIC, 0, *v)])
+                }
+                _ => return Some(Ret::Refused("not an operation of this key".into())),
+            };
+            let result = tokio::time::timeout(OP_DEADLINE, node.propose(command))
+                .await
+                .ok()?;
+            classify(result)
+        }
+    }
+}
+
+/// An outcome the history can use; `None` for every error after which the command may or
+/// may not have applied (timeouts, lost connections, a leader change during forwarding).
+fn classify(result: Result<switchyard_backend_api::Proposed, MetadataError>) -> Option<Ret> {
+    use switchyard_backend_api::Outcome;
+    match result {
+        Ok(proposed) => match proposed.outcome {
+            Outcome::TopicsCreated { results } | Outcome::TopicsDeleted { results } => {
+                match results.first() {
+                    Some(Ok(_)) => Some(Ret::Ok),
+                    Some(Err(Rejection::TopicAlreadyExists { .. })) => Some(Ret::Exists),
+                    Some(Err(Rejection::UnknownTopic { .. })) => Some(Ret::Missing),
+                    other => Some(Ret::Refused(format!("{other:?}"))),
+                }
+            }
+            _ => Some(Ret::Ok),
+        },
+        Err(MetadataError::Rejected(r)) => Some(Ret::Refused(r.to_string())),
+        Err(_) => None,
+    }
+}
+
+fn check_linearizable(events: &[Event]) -> Verdict {
+    let mut by_key: BTreeMap<&Key, Vec<Operation<Op, Ret>>> = BTreeMap::new();
+    for e in events {
+        by_key.entry(&e.key).or_default().push(Operation {
+            client: e.client,
+            invoke: e.invoke,
+            complete: e.complete.clone(),
+            op: e.op.clone(),
+        });
+    }
+    for (key, history) in by_key {
+        let init = match key {
+            Key::Topic(_) => KeyModel::Topic(false),
+            Key::Group(_) => KeyModel::Group(None),
+        };
+        if let Err(verdict) = linearizable::check(&init, &history) {
+            let shown: Vec<String> = history
+                .iter()
+                .enumerate()
+                .map(|(i, o)| {
+                    format!(
+                        "#{i} c{} {:?} @{} -> {:?}",
+                        o.client, o.op, o.invoke, o.complete
+                    )
+                })
+                .collect();
+            return Verdict::Fail(format!("{key:?}: {verdict}; history: {}", shown.join(", ")));
+        }
+    }
+    Verdict::Pass
+}
+
+fn check_no_lost_ack(events: &[Event], state: &switchyard_backend_api::MetadataState) -> Verdict {
+    let acked: BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e.op == Op::Create && matches!(e.complete, Some((_, Ret::Ok))))
+        .filter_map(|e| match &e.key {
+            Key::Topic(name) if name.starts_with("durable-") => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let lost: Vec<&str> = acked
+        .into_iter()
+        .filter(|name| state.topic(name).is_none())
+        .collect();
+    if lost.is_empty() {
+        Verdict::Pass
+    } else {
+        Verdict::Fail(format!(
+            "acknowledged and never deleted, but gone: {lost:?}"
+        ))
+    }
+}
+
+fn check_one_leader(claims: &Claims) -> Verdict {
+    let claims = claims.lock().unwrap_or_else(PoisonError::into_inner);
+    let doubled: Vec<String> = claims
+        .iter()
+        .filter(|(_, nodes)| nodes.len() > 1)
+        .map(|(epoch, nodes)| format!("epoch {epoch}: nodes {nodes:?}"))
+        .collect();
+    if doubled.is_empty() {
+        Verdict::Pass
+    } else {
+        Verdict::Fail(doubled.join("; "))
+    }
+}
+
+/// Propose a topic through `leader` until it is acknowledged (retrying what is retriable), so
+/// that the leader's state includes everything committed before.
+async fn barrier(leader: &Arc<dyn MetadataBackend>, seed: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + DEADLINE;
+    let command = create_topic(&format!("barrier-{seed}"), &[&[1]]);
+    loop {
+        match tokio::time::timeout_at(deadline, leader.propose(command.clone())).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(MetadataError::Rejected(_))) => return Ok(()),
+            Ok(Err(e)) if e.is_retriable() => {
+                let mut views = leader.cluster();
+                let _ = tokio::time::timeout(Duration::from_millis(200), views.changed()).await;
+            }
+            Ok(Err(e)) => bail!("the barrier write failed: {e}"),
+            Err(_) => bail!("the barrier write did not commit within {DEADLINE:?}"),
+        }
+    }
+}
+
+/// Wait for a running node that is ready and leads; return it.
+async fn wait_leader(slots: &[Slot]) -> anyhow::Result<Arc<dyn MetadataBackend>> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let mut watches = Vec::new();
+        for slot in slots {
+            if let Some(node) = slot.read().await.as_ref() {
+                let view = node.cluster().borrow().clone();
+                if view.is_ready() && view.leader == Some(view.node) {
+                    return Ok(Arc::clone(node));
+                }
+                watches.push(node.cluster());
+            }
+        }
+        if watches.is_empty() {
+            bail!("no node is running");
+        }
+        let changed = watches.iter_mut().map(|w| Box::pin(w.changed()));
+        if tokio::time::timeout_at(deadline, futures::future::select_all(changed))
+            .await
+            .is_err()
+        {
+            bail!("no leader within {DEADLINE:?}");
+        }
+    }
+}
+
+async fn open(
+    harness: &dyn BackendHarness,
+    spec: &NodeSpec,
+) -> anyhow::Result<Arc<dyn MetadataBackend>> {
+    tokio::time::timeout(DEADLINE, harness.open(spec))
+        .await
+        .context("opening a node did not return")?
+        .context("opening a node")
+}
+
+/// The default run of `seed`: three nodes, four clients of `ops_per_client` operations each,
+/// every fault kind.
+pub fn standard(seed: u64, ops_per_client: usize) -> RunConfig {
+    RunConfig {
+        seed,
+        nodes: 3,
+        clients: 4,
+        ops_per_client,
+        faults: Faults::ALL,
+    }
+}
+
+/// Run seeds `base..base + count` (not overridden by the environment) until one fails a
+/// check; return its report, or `None` if every run held. For the broken variants, which a
+/// sound suite must catch.
+pub async fn first_failure(
+    harness: &dyn BackendHarness,
+    base: u64,
+    count: u64,
+    ops_per_client: usize,
+) -> anyhow::Result<Option<Report>> {
+    for seed in base..base + count {
+        let report = run(harness, standard(seed, ops_per_client)).await?;
+        if !report.failures().is_empty() {
+            return Ok(Some(report));
+        }
+    }
+    Ok(None)
+}
+
+/// Run the seeds [`seeds`]`(base, count)` on three nodes with every fault kind, four clients
+/// of `ops_per_client` operations each; fail naming the seed (and how to replay it) at the
+/// first run whose checks do not all hold. Returns the reports.
+pub async fn check_seeds(
+    harness: &dyn BackendHarness,
+    base: u64,
+    count: u64,
+    ops_per_client: usize,
+) -> anyhow::Result<Vec<Report>> {
+    let mut reports = Vec::new();
+    for seed in seeds(base, count)? {
+        let report = run(harness, standard(seed, ops_per_client))
+            .await
+            .with_context(|| format!("{} seed {seed} ({SEED_ENV}={seed})", harness.backend()))?;
+        if !report.failures().is_empty() {
+            bail!("{report}");
+        }
+        reports.push(report);
+    }
+    Ok(reports)
+}
