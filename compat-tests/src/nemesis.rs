@@ -15,7 +15,8 @@
 //! - `no-lost-ack`: every topic whose creation was acknowledged, and which nobody deleted,
 //!   exists at the end (where the backend declares durability);
 //! - `converged`: after healing, every node holds the same state as the leader;
-//! - `one-leader-per-epoch`: no two nodes claimed leadership in the same epoch.
+//! - `one-leader-per-epoch`: no two nodes reported themselves the leader ready to take writes
+//!   in the same epoch.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -275,12 +276,13 @@ type Slot = Arc<RwLock<Option<Arc<dyn MetadataBackend>>>>;
 /// Epoch → the nodes that claimed leadership in it.
 type Claims = Arc<Mutex<BTreeMap<u64, BTreeSet<u64>>>>;
 
-/// Record every (epoch, node) in which `node` reports itself leader, until its view closes.
+/// Record every (epoch, node) in which `node` reports itself the leader ready to take writes,
+/// until its view closes.
 async fn observe(mut views: watch::Receiver<switchyard_backend_api::ClusterView>, claims: Claims) {
     loop {
         {
             let view = views.borrow_and_update();
-            if view.role == Role::Leader && view.leader == Some(view.node) {
+            if view.is_ready() && view.role == Role::Leader && view.leader == Some(view.node) {
                 claims
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)

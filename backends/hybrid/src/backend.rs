@@ -629,8 +629,10 @@ fn role_of(role: StateRole) -> Role {
     }
 }
 
-/// The node's cluster view, from the group (role, leader, members) and the WAL (epoch and
-/// whether it serves or follows caught up).
+/// The node's cluster view, from the group (role, leader, term, members) and the WAL (whether
+/// it serves or follows caught up). The epoch is the group's term, which is the WAL epoch the
+/// term's leader writes in: a node elected in a new term reports that term (not ready until
+/// its WAL took over), never the old epoch it has not led.
 fn merged_view(me: NodeId, group: &GroupView, wal: &ClusterView) -> ClusterView {
     let leader = (group.leader != 0).then_some(NodeId(group.leader));
     let readiness = if let Some(reason) = &group.stopped {
@@ -654,7 +656,7 @@ fn merged_view(me: NodeId, group: &GroupView, wal: &ClusterView) -> ClusterView 
         node: me,
         role: role_of(group.role),
         leader,
-        epoch: wal.epoch,
+        epoch: group.term,
         members: group
             .state
             .members
