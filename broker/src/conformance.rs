@@ -17,11 +17,12 @@ use switchyard_compat_tests::nemesis::{self, Faults, Report, RunConfig, Verdict}
 use switchyard_compat_tests::{BackendHarness, RegistryHarness};
 
 /// The checks, in report order.
-const CHECKS: [&str; 4] = [
+const CHECKS: [&str; 5] = [
     "linearizable",
     "no-lost-ack",
     "converged",
     "one-leader-per-epoch",
+    "failover",
 ];
 
 /// What to run.
@@ -228,7 +229,10 @@ fn render(plan: &Plan, rows: &[Row], caught: &[Caught]) -> String {
          have happened or not) has a linearization; **no-lost-ack** — every acknowledged, \
          never-deleted topic exists at the end (checked where durability is declared); \
          **converged** — every node holds the leader's state; **one-leader-per-epoch** — no \
-         two nodes claimed leadership in one epoch. A cell counts the seeds the check held \
+         two ready nodes claimed leadership in one epoch; **failover** — with the healed cluster's \
+         leader crashed, an automatic backend takes writes again on its own within 20 s, a \
+         manual one does not (watched for 2 s) but does once a survivor is promoted, and the \
+         crashed node converges after reopening. A cell counts the seeds the check held \
          in. Replay one seed with `SWITCHYARD_CONFORMANCE_SEED=N` in the backend's fault-run \
          test.\n"
     );

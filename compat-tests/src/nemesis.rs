@@ -16,7 +16,9 @@
 //!   exists at the end (where the backend declares durability);
 //! - `converged`: after healing, every node holds the same state as the leader;
 //! - `one-leader-per-epoch`: no two nodes reported themselves the leader ready to take writes
-//!   in the same epoch.
+//!   in the same epoch;
+//! - `failover`: with the leader of the healed cluster crashed, an `Automatic` backend takes
+//!   writes again on its own, a `Manual` one does not but does once a survivor is promoted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -25,8 +27,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use switchyard_backend_api::{
-    Durability, GroupId, MetadataBackend, MetadataCommand, MetadataError, ReadConsistency,
-    Rejection, Role,
+    Durability, Failover, GroupId, MetadataBackend, MetadataCommand, MetadataError,
+    ReadConsistency, Rejection, Role,
 };
 use tokio::sync::{RwLock, watch};
 use tokio::task::JoinSet;
@@ -452,6 +454,8 @@ pub async fn run(harness: &dyn BackendHarness, config: RunConfig) -> anyhow::Res
     let leader = wait_leader(&slots).await?;
     barrier(&leader, config.seed).await?;
     let target = leader.local();
+    // Hold no node beyond its slot: a crash must drop the last handle.
+    drop(leader);
     let mut converged = Verdict::Pass;
     for (i, slot) in slots.iter().enumerate() {
         let guard = slot.read().await;
@@ -504,6 +508,7 @@ pub async fn run(harness: &dyn BackendHarness, config: RunConfig) -> anyhow::Res
         });
     }
 
+    let failover = check_failover(harness, &slots, &specs, declared.failover, config.seed).await?;
     let checks = vec![
         Check {
             name: "linearizable",
@@ -524,6 +529,10 @@ pub async fn run(harness: &dyn BackendHarness, config: RunConfig) -> anyhow::Res
         Check {
             name: "one-leader-per-epoch",
             verdict: check_one_leader(&claims),
+        },
+        Check {
+            name: "failover",
+            verdict: failover,
         },
     ];
     drop(extra_observers);
@@ -728,6 +737,86 @@ fn check_one_leader(claims: &Claims) -> Verdict {
     }
 }
 
+/// How long a manual-failover backend is watched for taking over on its own.
+const NO_TAKEOVER_WINDOW: Duration = Duration::from_secs(2);
+
+/// The declared failover mode holds: crash the leader of the healed cluster; with `Automatic`
+/// another node must take writes within [`DEADLINE`]; with `Manual` none may take over on its
+/// own (within [`NO_TAKEOVER_WINDOW`]) and a promoted survivor must take writes. The crashed
+/// node is then reopened and must converge. Errors only when the cluster cannot be handled.
+async fn check_failover(
+    harness: &dyn BackendHarness,
+    slots: &[Slot],
+    specs: &[NodeSpec],
+    failover: Failover,
+    seed: u64,
+) -> anyhow::Result<Verdict> {
+    if failover == Failover::None {
+        return Ok(Verdict::NotDeclared);
+    }
+    let leader = wait_leader(slots).await?;
+    let index = usize::try_from(leader.cluster().borrow().node.0.saturating_sub(1))?;
+    drop(leader);
+    let crashed = slots[index].write().await.take();
+    if let Some(node) = crashed {
+        harness.crash(node).await;
+    }
+    let verdict = match failover {
+        Failover::Automatic => match wait_leader(slots).await {
+            Ok(new) => match barrier(&new, seed.wrapping_add(1)).await {
+                Ok(()) => Verdict::Pass,
+                Err(e) => Verdict::Fail(format!("the new leader took no write: {e:#}")),
+            },
+            Err(e) => Verdict::Fail(format!(
+                "no node took over after the leader (node {}) crashed: {e:#}",
+                index + 1
+            )),
+        },
+        _ => {
+            if let Ok(took) = wait_leader_for(slots, NO_TAKEOVER_WINDOW).await {
+                let node = took.cluster().borrow().node;
+                Verdict::Fail(format!(
+                    "declared manual failover, but node {node} took over on its own"
+                ))
+            } else {
+                let survivor = slots
+                    .iter()
+                    .enumerate()
+                    .find(|(i, _)| *i != index)
+                    .map(|(_, slot)| Arc::clone(slot))
+                    .context("no survivor")?;
+                let guard = survivor.read().await;
+                let node = guard.as_ref().context("the survivor is not running")?;
+                let id = node.cluster().borrow().node;
+                let promoted = tokio::time::timeout(
+                    DEADLINE,
+                    node.change_membership(switchyard_backend_api::MembershipChange::Promote {
+                        id,
+                    }),
+                )
+                .await;
+                match promoted {
+                    Ok(Ok(_)) => match barrier(node, seed.wrapping_add(1)).await {
+                        Ok(()) => Verdict::Pass,
+                        Err(e) => Verdict::Fail(format!("the promoted node took no write: {e:#}")),
+                    },
+                    Ok(Err(e)) => Verdict::Fail(format!("promoting node {id} failed: {e}")),
+                    Err(_) => Verdict::Fail(format!("promoting node {id} hung")),
+                }
+            }
+        }
+    };
+    let reopened = open(harness, &specs[index]).await?;
+    *slots[index].write().await = Some(Arc::clone(&reopened));
+    let leader = wait_leader(slots).await?;
+    if let Err(e) = converges(&reopened, &leader.local()).await {
+        return Ok(Verdict::Fail(format!(
+            "the crashed leader did not converge after reopening: {e:#}"
+        )));
+    }
+    Ok(verdict)
+}
+
 /// Propose a topic through `leader` until it is acknowledged (retrying what is retriable), so
 /// that the leader's state includes everything committed before.
 async fn barrier(leader: &Arc<dyn MetadataBackend>, seed: u64) -> anyhow::Result<()> {
@@ -749,7 +838,15 @@ async fn barrier(leader: &Arc<dyn MetadataBackend>, seed: u64) -> anyhow::Result
 
 /// Wait for a running node that is ready and leads; return it.
 async fn wait_leader(slots: &[Slot]) -> anyhow::Result<Arc<dyn MetadataBackend>> {
-    let deadline = Instant::now() + DEADLINE;
+    wait_leader_for(slots, DEADLINE).await
+}
+
+/// [`wait_leader`] with another deadline.
+async fn wait_leader_for(
+    slots: &[Slot],
+    within: Duration,
+) -> anyhow::Result<Arc<dyn MetadataBackend>> {
+    let deadline = Instant::now() + within;
     loop {
         let mut watches = Vec::new();
         for slot in slots {
@@ -769,7 +866,7 @@ async fn wait_leader(slots: &[Slot]) -> anyhow::Result<Arc<dyn MetadataBackend>>
             .await
             .is_err()
         {
-            bail!("no leader within {DEADLINE:?}");
+            bail!("no leader within {within:?}");
         }
     }
 }
