@@ -336,7 +336,7 @@ fn render(plan: &Plan, rows: &[Row], caught: &[Caught]) -> String {
         "CI runs two seeds per backend in each backend's fault-run test (`cargo nextest run \
          --workspace -E 'test(nemesis)'`). A longer soak: \
          `switchyard conformance --seeds 50 --ops 200 --output /tmp/soak.md` (runs grow with \
-         the number of operations: this report's 60 per client take about 4 s a run); any \
+         the number of operations: this report's 60 per client take about 5 s a run); any \
          failing cell names its seeds."
     );
     out
