@@ -241,7 +241,8 @@ impl Broker {
     /// Whether this broker runs on the node that leads the metadata backend: the one that
     /// takes heartbeats and fences brokers.
     pub fn is_metadata_leader(&self) -> bool {
-        let view = self.backend.cluster().borrow().clone();
+        let views = self.backend.cluster();
+        let view = views.borrow();
         view.is_ready()
             && view.role == switchyard_backend_api::Role::Leader
             && view.leader == Some(view.node)

@@ -300,6 +300,17 @@ class BrokerProcess:
             self._reader = None
 
 
+def close_all(closables) -> None:
+    """Close every one, then fail with every close that failed."""
+    failures = []
+    for closable in closables:
+        try:
+            closable.close()
+        except AssertionError as e:
+            failures.append(str(e))
+    assert not failures, "\n".join(failures)
+
+
 class BrokerFactory:
     def __init__(self, backend: Backend, base: Path):
         self.backend = backend
@@ -315,13 +326,7 @@ class BrokerFactory:
         return broker
 
     def close(self) -> None:
-        failures = []
-        for broker in self.brokers:
-            try:
-                broker.close()
-            except AssertionError as e:
-                failures.append(str(e))
-        assert not failures, "\n".join(failures)
+        close_all(self.brokers)
 
 
 # Heartbeats and fencing fast enough that a test sees a killed broker fenced within seconds.
@@ -371,13 +376,7 @@ class Cluster:
             capture_output=True, text=True, timeout=120)
 
     def close(self) -> None:
-        failures = []
-        for node in self.nodes.values():
-            try:
-                node.close()
-            except AssertionError as e:
-                failures.append(str(e))
-        assert not failures, "\n".join(failures)
+        close_all(self.nodes.values())
 
 
 MULTI_NODE = [b for b in BACKENDS if b.guarantees.get("nodes") == "multi"]
@@ -396,13 +395,7 @@ class ClusterFactory:
         return cluster
 
     def close(self) -> None:
-        failures = []
-        for cluster in self.clusters:
-            try:
-                cluster.close()
-            except AssertionError as e:
-                failures.append(str(e))
-        assert not failures, "\n".join(failures)
+        close_all(self.clusters)
 
 
 @pytest.fixture(scope="module", params=BACKENDS, ids=[b.name for b in BACKENDS])

@@ -9,24 +9,26 @@ use switchyard_compat_tests::nemesis::{check_seeds, first_failure};
 use crate::support::harness;
 use crate::support::toml_value::Value;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sync_mode_holds_its_declarations_under_faults() -> anyhow::Result<()> {
-    let reports = check_seeds(&harness(&[("mode", Value::Str("sync"))]), 100, 2, 60).await?;
-    for report in reports {
+/// Two seeds from `base` in `mode`, printing each report.
+async fn holds_in(mode: &'static str, base: u64) -> anyhow::Result<()> {
+    let mut h = harness(&[("mode", Value::Str(mode))]);
+    if mode == "async" {
+        h = h.declaring(switchyard_backend_wal::ASYNC_GUARANTEES);
+    }
+    for report in check_seeds(&h, base, 2, 60).await? {
         println!("{report}");
     }
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_mode_holds_its_declarations_under_faults() -> anyhow::Result<()> {
+    holds_in("sync", 100).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_mode_holds_its_declarations_under_faults() -> anyhow::Result<()> {
-    let h = harness(&[("mode", Value::Str("async"))])
-        .declaring(switchyard_backend_wal::ASYNC_GUARANTEES);
-    let reports = check_seeds(&h, 200, 2, 60).await?;
-    for report in reports {
-        println!("{report}");
-    }
-    Ok(())
+    holds_in("async", 200).await
 }
 
 /// The checkers are not vacuous: a wal that acknowledges before committing is caught.
