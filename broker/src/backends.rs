@@ -108,8 +108,8 @@ pub async fn promote(
 
 /// Ask the cluster `config` describes to add or remove a node (`switchyard cluster add-node` /
 /// `remove-node`); returns the leader's view once it shows the committed membership. Online
-/// membership change is an operation of the `raft` and `hybrid` backends; the others refuse
-/// it.
+/// membership change is an operation of the `raft`, `hybrid` and `wal` backends; the others
+/// refuse it.
 pub async fn change_membership(
     config: &crate::config::Config,
     change: switchyard_backend_api::MembershipChange,
@@ -160,6 +160,20 @@ pub async fn change_membership(
                 &hybrid.cluster_id,
                 change,
                 std::time::Duration::from_millis(hybrid.propose_timeout_ms.saturating_mul(4)),
+            )
+            .await
+        }
+        #[cfg(feature = "backend-wal")]
+        "wal" => {
+            let wal =
+                switchyard_backend_wal::WalConfig::from_figment(&config.backend_config("wal"))?;
+            switchyard_backend_wal::request_membership_change(
+                &nodes,
+                &wal.cluster_id,
+                change,
+                std::time::Duration::from_millis(
+                    wal.catch_up_timeout_ms + wal.propose_timeout_ms.saturating_mul(2),
+                ),
             )
             .await
         }

@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use crate::applier::{self, ApplyMsg, Pending, Snapshots};
 use crate::config::{Mode, WalConfig};
 use crate::log::{Log, Recovered};
+use crate::membership;
 use crate::node::{Members, Node, NodeParts};
 use crate::progress::Progress;
 use crate::record::Position;
@@ -144,8 +145,39 @@ impl WalBackend {
             Roles::Static => None,
             Roles::External { extension } => Some(extension),
         };
-        let members = cluster_members(&context)?;
+        let configured = cluster_members(&context)?;
         let me = context.node.id;
+        let dir = context.data_dir.join("wal");
+        let segment_bytes = config.segment_bytes;
+        let recovery_dir = dir.clone();
+        let (snapshot, recovered) =
+            tokio::task::spawn_blocking(move || recover(&recovery_dir, segment_bytes))
+                .await
+                .map_err(|e| MetadataError::Storage(format!("recovery task: {e}")))??;
+        let state_dir = dir.clone();
+        let (term, adopted) = tokio::task::spawn_blocking(move || {
+            Ok::<_, crate::error::WalError>((
+                term::load(&state_dir)?,
+                membership::load(&state_dir)?,
+            ))
+        })
+        .await
+        .map_err(|e| MetadataError::Storage(format!("reading the epoch and members: {e}")))??;
+        // Members adopted online outrank the configured peers (static roles only: an
+        // embedding backend sets the members itself).
+        let members = match adopted.filter(|_| external.is_none()) {
+            Some(adopted) => {
+                if adopted != configured {
+                    tracing::info!(
+                        ?adopted,
+                        ?configured,
+                        "using the members adopted online, not the configured peers"
+                    );
+                }
+                adopted
+            }
+            None => configured,
+        };
         let primary = match config.primary {
             _ if external.is_some() => me,
             Some(id) if !members.contains_key(&NodeId(id)) => {
@@ -156,18 +188,7 @@ impl WalBackend {
             Some(id) => NodeId(id),
             None => members.keys().next().copied().unwrap_or(me),
         };
-        let dir = context.data_dir.join("wal");
-        let segment_bytes = config.segment_bytes;
-        let recovery_dir = dir.clone();
-        let (snapshot, recovered) =
-            tokio::task::spawn_blocking(move || recover(&recovery_dir, segment_bytes))
-                .await
-                .map_err(|e| MetadataError::Storage(format!("recovery task: {e}")))??;
-        let term_dir = dir.clone();
-        let term = tokio::task::spawn_blocking(move || term::load(&term_dir))
-            .await
-            .map_err(|e| MetadataError::Storage(format!("reading the epoch: {e}")))??
-            .unwrap_or(Term { epoch: 0, primary });
+        let term = term.unwrap_or(Term { epoch: 0, primary });
 
         let base = snapshot.as_ref().map(|s| s.position).unwrap_or_default();
         let applied = Arc::new(AppliedState::new(
@@ -214,7 +235,7 @@ impl WalBackend {
             Mode::Async => ASYNC_GUARANTEES,
         };
         let listen_addr = members.addrs.get(&me).cloned().filter(|a| !a.is_empty());
-        let listens = context.node.has_peers() || external.is_some();
+        let listens = members.addrs.len() > 1 || context.node.has_peers() || external.is_some();
         let snapshots = Snapshots {
             every: config.snapshot_every,
             last: base.index,
@@ -409,11 +430,25 @@ impl MetadataBackend for WalBackend {
                     self.node.me
                 ),
             }),
-            _ => Err(MetadataError::Unsupported {
-                what: "adding or removing nodes (wal membership is static; change the peers \
-                       and restart)"
+            _ if self.node.is_external() => Err(MetadataError::Unsupported {
+                what: "adding or removing nodes of a wal log whose members are set by its \
+                       embedding backend"
                     .into(),
             }),
+            change => {
+                let term = self.node.term();
+                if term.primary == self.node.me {
+                    return membership::change_as_primary(&self.node, change).await;
+                }
+                // A follower passes the change to the primary it follows.
+                let addr = self.node.primary_addr(term)?;
+                let config = &self.node.config;
+                let timeout = Duration::from_millis(
+                    config.catch_up_timeout_ms + 2 * config.propose_timeout_ms,
+                );
+                membership::ask_change(&addr, &config.cluster_id, term.primary, &change, timeout)
+                    .await
+            }
         }
     }
 

@@ -37,6 +37,9 @@ pub struct WalConfig {
     pub propose_timeout_ms: u64,
     /// Largest replication frame accepted; default 16 MiB.
     pub max_frame_bytes: u32,
+    /// How long a node added online may take to catch up as a learner before the change
+    /// fails; default 30 000 ms.
+    pub catch_up_timeout_ms: u64,
 }
 
 impl Default for WalConfig {
@@ -49,6 +52,7 @@ impl Default for WalConfig {
             snapshot_every: 10_000,
             propose_timeout_ms: 5_000,
             max_frame_bytes: 16 << 20,
+            catch_up_timeout_ms: 30_000,
         }
     }
 }
@@ -79,6 +83,11 @@ impl WalConfig {
         if config.propose_timeout_ms == 0 {
             return Err(MetadataError::Config(
                 "metadata.wal.propose_timeout_ms must be at least 1".into(),
+            ));
+        }
+        if config.catch_up_timeout_ms == 0 {
+            return Err(MetadataError::Config(
+                "metadata.wal.catch_up_timeout_ms must be at least 1".into(),
             ));
         }
         if config.max_frame_bytes < 64 << 10 {

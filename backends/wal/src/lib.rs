@@ -1,6 +1,6 @@
 //! The `wal` metadata backend: a segmented write-ahead log with group commit and snapshots,
 //! replicated from a static primary to its followers, with epochs that fence an old primary
-//! after a manual promotion.
+//! after a manual promotion, and members added or removed online one at a time.
 //!
 //! Registered as `wal`. Configuration is the `[metadata.wal]` table ([`WalConfig`]); the
 //! design, the guarantees of each mode and the argument for them are in `docs/BACKENDS.md`.
@@ -15,6 +15,9 @@
 //!   fsync, compaction, reset.
 //! - `snapshot.rs` — snapshot files, written atomically.
 //! - `term.rs` — the persisted epoch and its primary.
+//! - `membership.rs` — adding and removing nodes online (static roles), the persisted
+//!   members, the admin client [`request_membership_change`].
+//! - `sealed.rs` — small checksummed files replaced atomically (epoch, members).
 //! - `writer.rs` — the writer thread: group commit (one fsync per drained batch).
 //! - `progress.rs` — the commit index from local and follower durability.
 //! - `applier.rs` — applies committed entries in order, answers proposers, takes snapshots.
@@ -38,11 +41,13 @@ mod backend;
 mod config;
 mod error;
 mod log;
+mod membership;
 mod node;
 mod progress;
 mod protocol;
 mod record;
 mod replication;
+mod sealed;
 mod segment;
 mod snapshot;
 mod term;
@@ -57,6 +62,7 @@ use switchyard_backend_api::{
 
 pub use backend::{Replication, Roles, WalBackend, WalMember, WalOptions, cluster_members};
 pub use config::{Mode, WalConfig};
+pub use membership::request_membership_change;
 pub use replication::{connect_extension, request_promotion};
 
 /// Registry name.

@@ -37,6 +37,15 @@ impl Members {
         Self { addrs, voters }
     }
 
+    /// The voters and their addresses.
+    pub(crate) fn voter_addrs(&self) -> BTreeMap<NodeId, String> {
+        self.addrs
+            .iter()
+            .filter(|(id, _)| self.voters.contains(id))
+            .map(|(id, addr)| (*id, addr.clone()))
+            .collect()
+    }
+
     /// Voters that make a majority.
     pub(crate) fn quorum(&self) -> usize {
         self.voters.len() / 2 + 1
@@ -78,6 +87,8 @@ pub(crate) struct Node {
     pub(crate) control: mpsc::UnboundedSender<Control>,
     /// With roles driven from outside: where accepted extension connections go.
     pub(crate) external: Option<mpsc::UnboundedSender<(NodeId, TcpStream)>>,
+    /// Held while a membership change runs on this primary: one change at a time.
+    pub(crate) changing: Mutex<()>,
     members: watch::Sender<Arc<Members>>,
     term: Mutex<Term>,
     term_view: watch::Sender<Term>,
@@ -117,6 +128,7 @@ impl Node {
         Self {
             me: parts.me,
             config: parts.config,
+            changing: Mutex::new(()),
             members: watch::Sender::new(Arc::new(parts.members)),
             dir: parts.dir,
             applied: parts.applied,
@@ -169,6 +181,19 @@ impl Node {
         let view = members.view();
         self.members.send_replace(Arc::new(members));
         self.cluster.send_modify(|cluster| cluster.members = view);
+    }
+
+    /// The cluster address of `term`'s primary, where a follower passes writes and changes;
+    /// `NotLeader` naming it when its address is unknown.
+    pub(crate) fn primary_addr(&self, term: Term) -> Result<String, MetadataError> {
+        self.members()
+            .addrs
+            .get(&term.primary)
+            .filter(|addr| !addr.is_empty())
+            .cloned()
+            .ok_or(MetadataError::NotLeader {
+                leader: Some(term.primary),
+            })
     }
 
     /// The deadline of one network read or write.

@@ -39,6 +39,8 @@ struct State {
 pub(crate) struct Progress {
     mode: Mode,
     commit: watch::Sender<LogIndex>,
+    /// Bumped on every follower ack, so a waiter for one follower wakes without polling.
+    acked: watch::Sender<u64>,
     state: Mutex<State>,
 }
 
@@ -54,6 +56,7 @@ impl Progress {
         Self {
             mode,
             commit: watch::Sender::new(applied),
+            acked: watch::Sender::new(0),
             state: Mutex::new(State {
                 stance: Stance::Follower,
                 durable,
@@ -124,6 +127,18 @@ impl Progress {
             let entry = s.acks.entry(node).or_default();
             *entry = (*entry).max(index);
         });
+        self.acked.send_modify(|acks| *acks = acks.wrapping_add(1));
+    }
+
+    /// Wait until follower `node` has acknowledged records up to `index` as durable (primary
+    /// only; the caller bounds the wait).
+    pub(crate) async fn wait_acked(&self, node: NodeId, index: LogIndex) {
+        let mut acked = self.acked.subscribe();
+        while self.acks().get(&node).is_none_or(|acked| *acked < index) {
+            if acked.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Count `voters` toward the majority from now on (the commit index never goes back).

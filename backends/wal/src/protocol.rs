@@ -12,11 +12,13 @@
 //! extension connection ([`crate::connect_extension`], accepted only when the node's roles
 //! are driven from outside) is answered `Accepted` and then belongs to the embedding backend.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use switchyard_backend_api::{
-    CodecError, LogIndex, MetadataCommand, MetadataError, NodeId, Proposed, codec,
+    ClusterView, CodecError, LogIndex, MembershipChange, MetadataCommand, MetadataError, NodeId,
+    Proposed, codec,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -53,6 +55,8 @@ pub(crate) enum Purpose {
     /// The embedding backend's own traffic ([`crate::Roles::External`]): from a member, or
     /// from an operator's client (node 0).
     Extension,
+    /// The primary asks a member to check or adopt new members (`membership.rs`).
+    Members,
 }
 
 /// One protocol message.
@@ -140,6 +144,31 @@ pub(crate) enum Message {
     /// An extension connection is accepted; from here on the stream carries the embedding
     /// backend's frames.
     Accepted,
+    /// Admin: add or remove a node (answered by the primary only).
+    ChangeMembers {
+        /// The change.
+        change: MembershipChange,
+    },
+    /// Admin: what the change returned; on success the primary's view, which includes it.
+    MembersChanged {
+        /// The result.
+        result: Result<ClusterView, MetadataError>,
+    },
+    /// Members: whether the receiver's voters are `from` or `to` (`adopt = false`), or
+    /// that it persist `to` and count by it from now on (`adopt = true`).
+    SetMembers {
+        /// The voters before the change (node → cluster address).
+        from: BTreeMap<NodeId, String>,
+        /// The voters after it.
+        to: BTreeMap<NodeId, String>,
+        /// Check only, or adopt.
+        adopt: bool,
+    },
+    /// Members: the answer to `SetMembers`.
+    MembersSet {
+        /// `Err` says why the receiver refused.
+        result: Result<(), String>,
+    },
 }
 
 /// Write one frame.

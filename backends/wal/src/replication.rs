@@ -35,6 +35,7 @@ use tokio::task::JoinSet;
 
 use crate::applier::ApplyMsg;
 use crate::config::Mode;
+use crate::membership;
 use crate::node::Node;
 use crate::protocol::{Message, NetError, Purpose, recv, send};
 use crate::record::{Position, Record};
@@ -596,11 +597,11 @@ async fn run_link(
     stream_to(node, shared, peer, reader, writer, cursor).await
 }
 
-fn net(error: NetError) -> MetadataError {
+pub(crate) fn net(error: NetError) -> MetadataError {
     MetadataError::Network(error.to_string())
 }
 
-fn unexpected(message: &Message) -> MetadataError {
+pub(crate) fn unexpected(message: &Message) -> MetadataError {
     MetadataError::Network(format!("unexpected message {}", describe(message)))
 }
 
@@ -621,6 +622,10 @@ fn describe(message: &Message) -> &'static str {
         Message::Propose { .. } => "Propose",
         Message::Proposed { .. } => "Proposed",
         Message::Accepted => "Accepted",
+        Message::ChangeMembers { .. } => "ChangeMembers",
+        Message::MembersChanged { .. } => "MembersChanged",
+        Message::SetMembers { .. } => "SetMembers",
+        Message::MembersSet { .. } => "MembersSet",
     }
 }
 
@@ -950,6 +955,7 @@ async fn serve(node: &Arc<Node>, stream: TcpStream) -> Result<(), MetadataError>
     }
     match purpose {
         Purpose::Admin => admin(node, reader, writer).await,
+        Purpose::Members => membership::serve(node, from, epoch, reader, writer).await,
         Purpose::Forward => serve_forwarded(node, reader, writer).await,
         Purpose::Replicate => follow(node, from, epoch, reader, writer).await,
         Purpose::Extension => {
@@ -967,9 +973,9 @@ async fn serve(node: &Arc<Node>, stream: TcpStream) -> Result<(), MetadataError>
     }
 }
 
-/// Answer `Promote`.
+/// Answer `Promote` or `ChangeMembers`.
 async fn admin(
-    node: &Node,
+    node: &Arc<Node>,
     mut reader: OwnedReadHalf,
     mut writer: OwnedWriteHalf,
 ) -> Result<(), MetadataError> {
@@ -993,6 +999,12 @@ async fn admin(
                 },
             };
             send(&mut writer, &answer, io).await.map_err(net)
+        }
+        Message::ChangeMembers { change } => {
+            let result = membership::change_as_primary(node, change).await;
+            send(&mut writer, &Message::MembersChanged { result }, io)
+                .await
+                .map_err(net)
         }
         other => Err(unexpected(&other)),
     }
@@ -1034,15 +1046,7 @@ pub(crate) async fn forward_proposal(
 ) -> Result<Proposed, MetadataError> {
     let timeout = node.propose_timeout();
     let deadline = tokio::time::Instant::now() + timeout + node.io_timeout();
-    let addr = node
-        .members()
-        .addrs
-        .get(&term.primary)
-        .filter(|addr| !addr.is_empty())
-        .cloned()
-        .ok_or(MetadataError::NotLeader {
-            leader: Some(term.primary),
-        })?;
+    let addr = node.primary_addr(term)?;
     let hello = Message::Hello {
         cluster_id: node.config.cluster_id.clone(),
         from: node.me,
@@ -1229,7 +1233,7 @@ async fn serve_fetch(
 }
 
 /// Connect to `addr` (`TCP_NODELAY`) and send `hello`, within `timeout` each.
-async fn open_with_hello(
+pub(crate) async fn open_with_hello(
     addr: &str,
     hello: &Message,
     timeout: Duration,

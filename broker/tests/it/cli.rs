@@ -275,17 +275,66 @@ fn spawn_node(
     Running::spawn(dir, &args, envs)
 }
 
+/// Reserved cluster addresses of nodes 1..=n.
+#[cfg(any(
+    feature = "backend-wal",
+    feature = "backend-raft",
+    feature = "backend-hybrid"
+))]
+struct ClusterAddrs(Vec<String>);
+
+#[cfg(any(
+    feature = "backend-wal",
+    feature = "backend-raft",
+    feature = "backend-hybrid"
+))]
+impl ClusterAddrs {
+    fn reserve(n: usize) -> anyhow::Result<Self> {
+        (0..n)
+            .map(|_| switchyard_compat_tests::reserve_addr())
+            .collect::<anyhow::Result<_>>()
+            .map(Self)
+    }
+
+    /// The `--peers` value naming `ids`.
+    fn peers(&self, ids: &[usize]) -> String {
+        ids.iter()
+            .map(|id| format!("{id}={}", self.0[id - 1]))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Node `id`'s address.
+    fn of(&self, id: usize) -> &str {
+        &self.0[id - 1]
+    }
+}
+
+/// `switchyard cluster ARGS --metadata-backend BACKEND --peers PEERS`.
+#[cfg(any(
+    feature = "backend-wal",
+    feature = "backend-raft",
+    feature = "backend-hybrid"
+))]
+async fn cluster_command(
+    dir: &Path,
+    backend: &str,
+    args: &[&str],
+    peers: &str,
+) -> anyhow::Result<crate::process::Finished> {
+    let mut all = vec!["cluster"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--metadata-backend", backend, "--peers", peers]);
+    run(dir, &all, &[]).await
+}
+
 /// Three `wal` nodes; `switchyard cluster promote 2` makes node 2 the primary at a new epoch.
 /// Promotion with a backend that has no manual failover is refused with a clear error.
 #[cfg(feature = "backend-wal")]
 #[tokio::test]
 async fn cluster_promote_makes_another_wal_node_primary() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut addrs = Vec::new();
-    for _ in 0..3 {
-        addrs.push(switchyard_compat_tests::reserve_addr()?);
-    }
-    let peers = format!("1={},2={},3={}", addrs[0], addrs[1], addrs[2]);
+    let peers = ClusterAddrs::reserve(3)?.peers(&[1, 2, 3]);
     let mut nodes = Vec::new();
     for id in 1..=3 {
         nodes.push(spawn_node(dir.path(), "wal", id, &peers, &[])?);
@@ -340,6 +389,69 @@ async fn cluster_promote_makes_another_wal_node_primary() -> anyhow::Result<()> 
     Ok(())
 }
 
+/// A `wal` cluster of three grows to four with `cluster add-node` (the joiner lists every
+/// node as its peers), loses node 3 to kill -9 and removes it, then loses its primary to
+/// kill -9: `cluster promote` makes node 4 primary and `cluster remove-node 1` goes through
+/// it. Every survivor exits cleanly on SIGTERM.
+#[cfg(feature = "backend-wal")]
+#[tokio::test]
+async fn cluster_add_node_remove_node_and_promote_operate_a_wal_cluster() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let addrs = ClusterAddrs::reserve(4)?;
+    let peers_of = |ids: &[usize]| addrs.peers(ids);
+    let cluster =
+        async |args: &[&str], peers: &str| cluster_command(dir.path(), "wal", args, peers).await;
+    let (three, four) = (peers_of(&[1, 2, 3]), peers_of(&[1, 2, 3, 4]));
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(Some(spawn_node(dir.path(), "wal", id, &three, &[])?));
+    }
+    for node in nodes.iter_mut().flatten() {
+        node.wait_for_line("metadata backend ready").await?;
+    }
+    nodes.push(Some(spawn_node(dir.path(), "wal", 4, &four, &[])?));
+    let added = cluster(&["add-node", "4", addrs.of(4)], &three).await?;
+    ensure!(added.status.success(), "{added:?}");
+    ensure!(
+        added.stdout.starts_with("leader 1,")
+            && (1..=4).all(|id| added.stdout.contains(&format!("node {id} voter"))),
+        "{added:?}"
+    );
+    if let Some(node) = nodes[3].as_mut() {
+        node.wait_for_line("metadata backend ready").await?;
+    }
+
+    if let Some(mut killed) = nodes[2].take() {
+        killed.kill()?;
+    }
+    let removed = cluster(&["remove-node", "3"], &four).await?;
+    ensure!(removed.status.success(), "{removed:?}");
+    ensure!(!removed.stdout.contains("node 3 "), "{removed:?}");
+
+    if let Some(mut killed) = nodes[0].take() {
+        killed.kill()?;
+    }
+    let promoted = cluster(&["promote", "4"], &four).await?;
+    ensure!(promoted.status.success(), "{promoted:?}");
+    let shrunk = cluster(&["remove-node", "1"], &four).await?;
+    ensure!(shrunk.status.success(), "{shrunk:?}");
+    ensure!(
+        shrunk.stdout.starts_with("leader 4,")
+            && shrunk.stdout.contains("node 2 voter")
+            && shrunk.stdout.contains("node 4 voter")
+            && !shrunk.stdout.contains("node 1 "),
+        "{shrunk:?}"
+    );
+    for node in nodes.iter().flatten() {
+        node.terminate()?;
+    }
+    for node in nodes.into_iter().flatten() {
+        let (status, lines) = node.wait_exit().await?;
+        ensure!(status.success(), "exit {status}: {}", lines.join("\n"));
+    }
+    Ok(())
+}
+
 /// `switchyard cluster add-node` / `remove-node` grow one `raft` node to three and shrink the
 /// cluster back to one, with a kill -9 of the leader in between: the two survivors elect a new
 /// leader, which commits the removal of the dead node.
@@ -367,30 +479,13 @@ async fn cluster_add_node_and_remove_node_grow_and_shrink_a_hybrid_cluster() -> 
 #[cfg(any(feature = "backend-raft", feature = "backend-hybrid"))]
 async fn grow_and_shrink(backend: &str, joiner_env: &[(&str, &str)]) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut addrs = Vec::new();
-    for _ in 0..3 {
-        addrs.push(switchyard_compat_tests::reserve_addr()?);
-    }
-    let peers_of = |ids: &[usize]| {
-        ids.iter()
-            .map(|id| format!("{id}={}", addrs[id - 1]))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
+    let addrs = ClusterAddrs::reserve(3)?;
+    let peers_of = |ids: &[usize]| addrs.peers(ids);
     let spawn = |id: usize, peers: String, envs: &[(&str, &str)]| {
         spawn_node(dir.path(), backend, id, &peers, envs)
     };
-    let cluster = |args: &[&str], peers: &str| {
-        let mut all = vec!["cluster"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--metadata-backend", backend, "--peers", peers]);
-        let all: Vec<String> = all.into_iter().map(str::to_owned).collect();
-        let dir = dir.path().to_owned();
-        async move {
-            let all: Vec<&str> = all.iter().map(String::as_str).collect();
-            run(&dir, &all, &[]).await
-        }
-    };
+    let cluster =
+        async |args: &[&str], peers: &str| cluster_command(dir.path(), backend, args, peers).await;
     let leader_of = |stdout: &str| -> anyhow::Result<usize> {
         let line = stdout.lines().next().unwrap_or_default();
         line.strip_prefix("leader ")
@@ -409,7 +504,7 @@ async fn grow_and_shrink(backend: &str, joiner_env: &[(&str, &str)]) -> anyhow::
     for id in [2, 3] {
         nodes.push(Some(spawn(id, peers_of(&[1, id]), joiner_env)?));
         let added = cluster(
-            &["add-node", &id.to_string(), &addrs[id - 1]],
+            &["add-node", &id.to_string(), addrs.of(id)],
             &peers_of(&[1]),
         )
         .await?;
