@@ -18,7 +18,11 @@
 //! - `one-leader-per-epoch`: no two nodes reported themselves the leader ready to take writes
 //!   in the same epoch;
 //! - `failover`: with the leader of the healed cluster crashed, an `Automatic` backend takes
-//!   writes again on its own, a `Manual` one does not but does once a survivor is promoted.
+//!   writes again on its own, a `Manual` one does not but does once a survivor is promoted;
+//! - `loss-window`: writes every node applied survive the loss of the leader; writes the
+//!   leader acknowledged while isolated, then lost with it, are lost only as the declared loss
+//!   window allows (`Nothing`: none; `UnreplicatedTail`: a tail of the log, never a write
+//!   followed by a kept one), and the lost leader converges once reopened.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -142,7 +146,8 @@ pub enum Verdict {
 /// A named check and its verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
-    /// Its name (`linearizable`, `no-lost-ack`, `converged`, `one-leader-per-epoch`).
+    /// Its name (`linearizable`, `no-lost-ack`, `converged`, `one-leader-per-epoch`,
+    /// `failover`, `loss-window`).
     pub name: &'static str,
     /// Its verdict.
     pub verdict: Verdict,
@@ -165,6 +170,8 @@ pub struct Report {
     pub faults: BTreeMap<&'static str, usize>,
     /// The checks.
     pub checks: Vec<Check>,
+    /// Acknowledged writes lost within the declared loss window (the `loss-window` check).
+    pub lost_in_window: usize,
 }
 
 impl Report {
@@ -509,6 +516,8 @@ pub async fn run(harness: &dyn BackendHarness, config: RunConfig) -> anyhow::Res
     }
 
     let failover = check_failover(harness, &slots, &specs, declared.failover, config.seed).await?;
+    let (loss_window, lost_in_window) =
+        check_loss_window(harness, &slots, &specs, &network, declared, config.seed).await?;
     let checks = vec![
         Check {
             name: "linearizable",
@@ -534,6 +543,10 @@ pub async fn run(harness: &dyn BackendHarness, config: RunConfig) -> anyhow::Res
             name: "failover",
             verdict: failover,
         },
+        Check {
+            name: "loss-window",
+            verdict: loss_window,
+        },
     ];
     drop(extra_observers);
     observers.abort_all();
@@ -551,6 +564,7 @@ pub async fn run(harness: &dyn BackendHarness, config: RunConfig) -> anyhow::Res
         unknown,
         faults,
         checks,
+        lost_in_window,
     })
 }
 
@@ -779,29 +793,12 @@ async fn check_failover(
                     "declared manual failover, but node {node} took over on its own"
                 ))
             } else {
-                let survivor = slots
-                    .iter()
-                    .enumerate()
-                    .find(|(i, _)| *i != index)
-                    .map(|(_, slot)| Arc::clone(slot))
-                    .context("no survivor")?;
-                let guard = survivor.read().await;
-                let node = guard.as_ref().context("the survivor is not running")?;
-                let id = node.cluster().borrow().node;
-                let promoted = tokio::time::timeout(
-                    DEADLINE,
-                    node.change_membership(switchyard_backend_api::MembershipChange::Promote {
-                        id,
-                    }),
-                )
-                .await;
-                match promoted {
-                    Ok(Ok(_)) => match barrier(node, seed.wrapping_add(1)).await {
+                match promote_survivor(slots, index).await? {
+                    Ok(node) => match barrier(&node, seed.wrapping_add(1)).await {
                         Ok(()) => Verdict::Pass,
                         Err(e) => Verdict::Fail(format!("the promoted node took no write: {e:#}")),
                     },
-                    Ok(Err(e)) => Verdict::Fail(format!("promoting node {id} failed: {e}")),
-                    Err(_) => Verdict::Fail(format!("promoting node {id} hung")),
+                    Err(why) => Verdict::Fail(why),
                 }
             }
         }
@@ -815,6 +812,152 @@ async fn check_failover(
         )));
     }
     Ok(verdict)
+}
+
+/// Promote the first running node other than slot `except` (manual failover). `Err(why)`
+/// when the promotion fails or hangs; errors only when no survivor runs.
+async fn promote_survivor(
+    slots: &[Slot],
+    except: usize,
+) -> anyhow::Result<Result<Arc<dyn MetadataBackend>, String>> {
+    let survivor = slots
+        .iter()
+        .enumerate()
+        .find(|(i, _)| *i != except)
+        .map(|(_, slot)| Arc::clone(slot))
+        .context("no survivor")?;
+    let node = survivor
+        .read()
+        .await
+        .clone()
+        .context("the survivor is not running")?;
+    let id = node.cluster().borrow().node;
+    let promoted = tokio::time::timeout(
+        DEADLINE,
+        node.change_membership(switchyard_backend_api::MembershipChange::Promote { id }),
+    )
+    .await;
+    Ok(match promoted {
+        Ok(Ok(_)) => Ok(node),
+        Ok(Err(e)) => Err(format!("promoting node {id} failed: {e}")),
+        Err(_) => Err(format!("promoting node {id} hung")),
+    })
+}
+
+/// Writes of each phase of the loss-window check.
+const WINDOW_WRITES: usize = 3;
+/// How long the isolated leader is given to acknowledge each write.
+const ISOLATED_WRITE: Duration = Duration::from_millis(300);
+
+/// The declared loss window holds when the leader is lost with a tail only it has: through
+/// the healed cluster's leader, write [`WINDOW_WRITES`] topics and wait until every node
+/// applied them; isolate the leader and write as many again (each given
+/// [`ISOLATED_WRITE`]); crash it, heal, and fail over (automatically, or by promoting a
+/// survivor). Every write all nodes applied must survive. Of the isolated writes that were
+/// acknowledged, the lost ones must be allowed by the declared loss window: none for
+/// `Nothing`; for `UnreplicatedTail`, only a tail of the log (no kept write follows a lost
+/// one). The crashed leader must converge once reopened. Returns the verdict and how many
+/// acknowledged writes were lost within the window; errors only when the cluster cannot be
+/// handled.
+async fn check_loss_window(
+    harness: &dyn BackendHarness,
+    slots: &[Slot],
+    specs: &[NodeSpec],
+    network: &Network,
+    declared: switchyard_backend_api::Guarantees,
+    seed: u64,
+) -> anyhow::Result<(Verdict, usize)> {
+    if declared.durability == Durability::None {
+        return Ok((Verdict::NotDeclared, 0));
+    }
+    let leader = wait_leader(slots).await?;
+    let id = leader.cluster().borrow().node;
+    let index = usize::try_from(id.0.saturating_sub(1))?;
+    let replicated: Vec<String> = (0..WINDOW_WRITES)
+        .map(|i| format!("replicated-{seed}-{i}"))
+        .collect();
+    let mut last = 0;
+    for name in &replicated {
+        last = crate::fixtures::propose(&leader, create_topic(name, &[&[1]]))
+            .await?
+            .with_context(|| format!("writing {name} before isolating the leader"))?
+            .index;
+    }
+    for slot in slots {
+        if let Some(node) = slot.read().await.as_ref() {
+            node.wait_applied(last, DEADLINE).await?;
+        }
+    }
+    network.isolate(id.0);
+    let mut acked = Vec::new();
+    for i in 0..WINDOW_WRITES {
+        let name = format!("isolated-{seed}-{i}");
+        let command = create_topic(&name, &[&[1]]);
+        if let Ok(Ok(proposed)) =
+            tokio::time::timeout(ISOLATED_WRITE, leader.propose(command)).await
+        {
+            acked.push((name, proposed.index));
+        }
+    }
+    drop(leader);
+    let crashed = slots[index].write().await.take();
+    if let Some(node) = crashed {
+        harness.crash(node).await;
+    }
+    network.heal();
+    let new_leader = match declared.failover {
+        Failover::Automatic => wait_leader(slots).await.map_err(|e| format!("{e:#}")),
+        _ => promote_survivor(slots, index).await?,
+    };
+    let new_leader = match new_leader {
+        Ok(node) => node,
+        Err(why) => {
+            return Ok((
+                Verdict::Fail(format!("no leader after losing node {id}: {why}")),
+                0,
+            ));
+        }
+    };
+    barrier(&new_leader, seed.wrapping_add(2)).await?;
+    let state = new_leader.local();
+    drop(new_leader);
+    let gone = |name: &str| state.state.topic(name).is_none();
+    let lost_replicated: Vec<&String> = replicated.iter().filter(|n| gone(n)).collect();
+    let (lost, kept): (Vec<_>, Vec<_>) = acked.iter().partition(|(name, _)| gone(name));
+    let first_lost = lost.iter().map(|(_, at)| *at).min();
+    let verdict = if !lost_replicated.is_empty() {
+        Verdict::Fail(format!(
+            "lost writes every node had applied: {lost_replicated:?}"
+        ))
+    } else if lost.is_empty() {
+        Verdict::Pass
+    } else {
+        match declared.loss_window {
+            switchyard_backend_api::LossWindow::Nothing => Verdict::Fail(format!(
+                "declared no loss window, but acknowledged writes are gone: {lost:?}"
+            )),
+            switchyard_backend_api::LossWindow::UnreplicatedTail
+                if kept.iter().any(|(_, at)| Some(*at) > first_lost) =>
+            {
+                Verdict::Fail(format!(
+                    "lost acknowledged writes {lost:?} are not a tail: {kept:?} survived after them"
+                ))
+            }
+            _ => Verdict::Pass,
+        }
+    };
+    let reopened = open(harness, &specs[index]).await?;
+    *slots[index].write().await = Some(Arc::clone(&reopened));
+    let leader = wait_leader(slots).await?;
+    if let Err(e) = converges(&reopened, &leader.local()).await {
+        return Ok((
+            Verdict::Fail(format!(
+                "the lost leader did not converge after reopening: {e:#}"
+            )),
+            lost.len(),
+        ));
+    }
+    Ok((verdict, lost.len()))
 }
 
 /// Propose a topic through `leader` until it is acknowledged (retrying what is retriable), so
