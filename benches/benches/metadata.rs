@@ -16,14 +16,17 @@
 //! - `read/<backend>/local` — `local()` plus a topic lookup; `read/<backend>/linearizable`
 //!   where the backend's guarantees declare linearizable reads.
 //!
-//! Defaults keep a run short (20 samples, 1 s warm-up, 3 s measurement); criterion's own flags
-//! (`--sample-size`, `--measurement-time`, `--quick`, a name filter) override them.
-
-use std::time::Duration;
+//! The full run takes 20 samples, 1 s warm-up and 3 s measurement per benchmark; the quick run
+//! (`SWITCHYARD_BENCH_QUICK=1`, which `benches/run --quick` sets; see [`Settings`]) 10
+//! samples, 0.3 s and 1 s. Criterion's own `--quick` selects the quick run too, but also
+//! criterion's quick mode, which stops each benchmark after two samples. Criterion's other
+//! flags (`--sample-size`, `--measurement-time`, a name filter) override the settings. At the
+//! end the run records itself ([`RunRecord`]) beside criterion's results for `bench-report`.
 
 use anyhow::Context;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, measurement::WallTime};
 use switchyard_backend_api::Registration;
+use switchyard_benches::run::{BackendInfo, RunRecord, Settings, criterion_dir};
 use switchyard_benches::{
     BenchNode, FsyncFloor, Loopback, TOPIC, available_backends, propose_concurrent,
     propose_sequential, read_linearizable, runtime, time_on,
@@ -37,23 +40,35 @@ const PROPOSERS: u32 = 64;
 const PER_PROPOSER: u64 = 4;
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let settings = Settings::from_env_and_args(&args);
+    let dir = criterion_dir();
     let mut criterion = Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
+        .output_directory(&dir)
+        .sample_size(settings.sample_size)
+        .warm_up_time(settings.warm_up)
+        .measurement_time(settings.measurement)
         .configure_from_args();
-    if let Err(e) = run(&mut criterion) {
+    let backends = available_backends()
+        .iter()
+        .map(|r| BackendInfo::of(r))
+        .collect();
+    let record = RunRecord::start(args, settings, backends);
+    let result = run(&mut criterion, &settings).and_then(|()| {
+        criterion.final_summary();
+        record.finish(&dir)
+    });
+    if let Err(e) = result {
         eprintln!("benchmark setup failed: {e:#}");
         std::process::exit(1);
     }
-    criterion.final_summary();
 }
 
-fn run(criterion: &mut Criterion) -> anyhow::Result<()> {
+fn run(criterion: &mut Criterion, settings: &Settings) -> anyhow::Result<()> {
     let rt = runtime()?;
     let backends = available_backends();
     let names: Vec<_> = backends.iter().map(|r| r.name).collect();
-    eprintln!("backends linked: {names:?}");
+    eprintln!("backends linked: {names:?}; {settings:?}");
     floors(criterion, &rt)?;
     propose(criterion, &rt, &backends, 1)?;
     let clustered: Vec<_> = backends

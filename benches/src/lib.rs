@@ -7,15 +7,20 @@
 //! and [`TestCluster`], each in its own temp dir under [`std::env::temp_dir`]; the fdatasync
 //! floor writes in the same temp root, so both hit the same file system and device.
 //!
-//! Run with `cargo bench -p switchyard-benches --bench metadata`; `docs/BENCHMARKS.md` says how
-//! to read the results.
+//! Run everything and regenerate `docs/BENCHMARKS.md` with `benches/run` (add `--quick`, or set
+//! `SWITCHYARD_BENCH_QUICK=1`, for the short run); `docs/BENCHMARKS.md` says how to read the
+//! results.
 //!
 //! # Layout
-//! - `lib.rs` — [`runtime`], [`BenchNode`] (the seeded leader of one or more nodes of one backend), the timed loops
-//!   ([`propose_sequential`], [`propose_concurrent`], [`read_linearizable`]) and the floors
-//!   ([`FsyncFloor`], [`Loopback`]).
-//! - `benches/metadata.rs` — the criterion groups `floor`, `propose` and `read`, one benchmark
-//!   per backend and parameter (`BenchmarkId::new(backend, param)`).
+//! - `lib.rs` — [`runtime`], [`BenchNode`] (the seeded leader of one or more nodes of one
+//!   backend), the timed loops ([`propose_sequential`], [`propose_concurrent`],
+//!   [`read_linearizable`]) and the floors ([`FsyncFloor`], [`Loopback`]).
+//! - [`run`] — full and quick [`run::Settings`], criterion's output directory, and the
+//!   [`run::RunRecord`] the benchmark leaves there for the report.
+//! - `benches/metadata.rs` — the criterion groups, one benchmark per backend and parameter
+//!   (`BenchmarkId::new(backend, param)`).
+//! - `src/bin/bench-report/` — the report generator: criterion's results of one run →
+//!   `docs/BENCHMARKS.md` and `docs/benchmarks.svg`.
 //!
 //! # Invariants
 //! - The floors and the backends are measured in the same process and the same run: absolute
@@ -37,6 +42,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
+
+pub mod run;
 
 pub use switchyard_backend_api::available_backends;
 // Linked so that their `inventory` registrations are collected. Add each new backend crate here.
@@ -95,9 +102,7 @@ impl<'h> BenchNode<'h> {
     pub async fn open_cluster(harness: &'h RegistryHarness, size: usize) -> anyhow::Result<Self> {
         let cluster = TestCluster::start(harness, size).await?;
         let backend = cluster.leader().await?;
-        fixtures::register_all(&backend, &[1]).await?;
-        let assignments = vec![&[1][..]; PARTITIONS as usize];
-        fixtures::create_topic_ok(&backend, TOPIC, &assignments).await?;
+        seed(&backend).await?;
         Ok(Self { backend, cluster })
     }
 
@@ -116,6 +121,14 @@ impl<'h> BenchNode<'h> {
         }
         Ok(())
     }
+}
+
+/// Register broker 1 and create [`TOPIC`] with [`PARTITIONS`] partitions through `leader`.
+pub async fn seed(leader: &Arc<dyn MetadataBackend>) -> anyhow::Result<()> {
+    fixtures::register_all(leader, &[1]).await?;
+    let assignments = vec![&[1][..]; PARTITIONS as usize];
+    fixtures::create_topic_ok(leader, TOPIC, &assignments).await?;
+    Ok(())
 }
 
 /// Propose `count` single-partition commits one after another, each waiting for the previous
