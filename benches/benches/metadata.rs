@@ -15,17 +15,35 @@
 //!   leader's fsync, a round trip, and a follower's fsync (compare `floor/loopback_rtt`).
 //! - `read/<backend>/local` — `local()` plus a topic lookup; `read/<backend>/linearizable`
 //!   where the backend's guarantees declare linearizable reads.
+//! - `kafka/<backend>/offset_commit`, `/create_topic`, `/create_topics_1000` — one Kafka request
+//!   each (one partition committed; one topic; 1,000 topics in one request) to a broker started
+//!   in this process on a single node of the backend, timed from the client.
+//! - `failover/<backend>/3` — for every multi-node backend: crash the metadata leader of three
+//!   nodes, time until a survivor's write is acknowledged (for a backend with manual failover,
+//!   the time includes promoting the survivor).
+//! - `recovery/<backend>/<entries>_snapshots` and `/<entries>_no_snapshot` — for every durable
+//!   backend: reopen one node whose log holds that many applied entries (snapshots at the
+//!   backend's default interval, or none), time until it is ready and has applied them.
 //!
-//! The full run takes 20 samples, 1 s warm-up and 3 s measurement per benchmark; the quick run
-//! (`SWITCHYARD_BENCH_QUICK=1`, which `benches/run --quick` sets; see [`Settings`]) 10
-//! samples, 0.3 s and 1 s. Criterion's own `--quick` selects the quick run too, but also
-//! criterion's quick mode, which stops each benchmark after two samples. Criterion's other
-//! flags (`--sample-size`, `--measurement-time`, a name filter) override the settings. At the
-//! end the run records itself ([`RunRecord`]) beside criterion's results for `bench-report`.
+//! The full run takes 20 samples, 1 s warm-up and 3 s measurement per benchmark and fills the
+//! recovery logs with 100,000 entries; the quick run (`SWITCHYARD_BENCH_QUICK=1`, which
+//! `benches/run --quick` sets; see [`Settings`]) 10 samples, 0.3 s and 1 s, and 10,000 entries.
+//! Criterion's own `--quick` selects the quick run too, but also criterion's quick mode, which
+//! stops each benchmark after two samples. Criterion's other flags (`--sample-size`,
+//! `--measurement-time`, a name filter) override the settings. At the end the run records
+//! itself ([`RunRecord`]) beside criterion's results for `bench-report`.
+
+use std::time::Duration;
 
 use anyhow::Context;
-use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, measurement::WallTime};
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, measurement::WallTime,
+};
 use switchyard_backend_api::Registration;
+use switchyard_benches::faults::{
+    FAILOVER_NODES, NO_SNAPSHOT, Recovery, failover, snapshot_harness,
+};
+use switchyard_benches::kafka::KafkaNode;
 use switchyard_benches::run::{BackendInfo, RunRecord, Settings, criterion_dir};
 use switchyard_benches::{
     BenchNode, FsyncFloor, Loopback, TOPIC, available_backends, propose_concurrent,
@@ -38,6 +56,9 @@ use tokio::runtime::Runtime;
 const PROPOSERS: u32 = 64;
 /// Commits each concurrent proposer sends per criterion iteration.
 const PER_PROPOSER: u64 = 4;
+
+/// Topics per request in `kafka/<backend>/create_topics_1000`.
+const TOPICS_PER_REQUEST: u64 = 1_000;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -78,6 +99,14 @@ fn run(criterion: &mut Criterion, settings: &Settings) -> anyhow::Result<()> {
         .collect();
     propose(criterion, &rt, &clustered, 3)?;
     read(criterion, &rt, &backends)?;
+    kafka(criterion, &rt, &backends)?;
+    failovers(criterion, &rt, &clustered)?;
+    let durable: Vec<_> = backends
+        .iter()
+        .copied()
+        .filter(|r| r.guarantees.survives_restart())
+        .collect();
+    recovery(criterion, &rt, &durable, settings.recovery_entries)?;
     fsync_floors(criterion, "floor_after")?;
     Ok(())
 }
@@ -182,6 +211,102 @@ fn read(
                 });
             }
         })?;
+    }
+    group.finish();
+    Ok(())
+}
+
+/// Group `kafka`: requests to a broker started on a fresh node of each backend.
+fn kafka(
+    criterion: &mut Criterion,
+    rt: &Runtime,
+    backends: &[&'static Registration],
+) -> anyhow::Result<()> {
+    let mut group = criterion.benchmark_group("kafka");
+    for registration in backends {
+        let name = registration.name;
+        let node = rt
+            .block_on(KafkaNode::start(name))
+            .with_context(|| format!("starting a broker on {name}"))?;
+        group.sampling_mode(SamplingMode::Auto);
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(BenchmarkId::new(name, "offset_commit"), |b| {
+            b.iter_custom(|iters| must(time_on(rt, node.handle().commit_offsets(iters))));
+        });
+        group.bench_function(BenchmarkId::new(name, "create_topic"), |b| {
+            b.iter_custom(|iters| must(time_on(rt, node.handle().create_topics(iters, 1))));
+        });
+        // Each iteration is long (one proposal of 1,000 topics): as few as criterion allows.
+        group.sampling_mode(SamplingMode::Flat);
+        group.throughput(Throughput::Elements(TOPICS_PER_REQUEST));
+        group.bench_function(
+            BenchmarkId::new(name, format!("create_topics_{TOPICS_PER_REQUEST}")),
+            |b| {
+                b.iter_custom(|iters| {
+                    must(time_on(
+                        rt,
+                        node.handle().create_topics(iters, TOPICS_PER_REQUEST),
+                    ))
+                });
+            },
+        );
+        rt.block_on(node.shutdown())?;
+    }
+    group.finish();
+    Ok(())
+}
+
+/// Group `failover`: each iteration builds a cluster, crashes its leader and times the way back
+/// to an acknowledged write. Iterations take seconds, so: flat sampling, the shortest warm-up.
+fn failovers(
+    criterion: &mut Criterion,
+    rt: &Runtime,
+    backends: &[&'static Registration],
+) -> anyhow::Result<()> {
+    let mut group = criterion.benchmark_group("failover");
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(1));
+    for registration in backends {
+        let registration: &'static Registration = registration;
+        group.bench_function(BenchmarkId::new(registration.name, FAILOVER_NODES), |b| {
+            b.iter_custom(|iters| must(time_on(rt, failover(registration, iters))));
+        });
+    }
+    group.finish();
+    Ok(())
+}
+
+/// Group `recovery`: reopen a node with `entries` applied entries, with snapshots at the
+/// backend's default interval and with none.
+fn recovery(
+    criterion: &mut Criterion,
+    rt: &Runtime,
+    backends: &[&'static Registration],
+    entries: u64,
+) -> anyhow::Result<()> {
+    let mut group = criterion.benchmark_group("recovery");
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(1));
+    for registration in backends {
+        let name = registration.name;
+        let variants = [
+            (format!("{entries}_snapshots"), RegistryHarness::new(name)),
+            (
+                format!("{entries}_no_snapshot"),
+                snapshot_harness(registration, NO_SNAPSHOT),
+            ),
+        ];
+        for (param, harness) in &variants {
+            let mut node = rt
+                .block_on(Recovery::fill(harness, entries))
+                .with_context(|| format!("filling a {name} log with {entries} entries"))?;
+            group.bench_function(BenchmarkId::new(name, param), |b| {
+                b.iter_custom(|iters| must(rt.block_on(node.reopen(iters))));
+            });
+            rt.block_on(node.close())?;
+        }
     }
     group.finish();
     Ok(())

@@ -15,6 +15,8 @@
 //! - `lib.rs` — [`runtime`], [`BenchNode`] (the seeded leader of one or more nodes of one
 //!   backend), the timed loops ([`propose_sequential`], [`propose_concurrent`],
 //!   [`read_linearizable`]) and the floors ([`FsyncFloor`], [`Loopback`]).
+//! - [`faults`] — failover and recovery times.
+//! - [`kafka`] — a broker started in-process and timed Kafka requests to it.
 //! - [`run`] — full and quick [`run::Settings`], criterion's output directory, and the
 //!   [`run::RunRecord`] the benchmark leaves there for the report.
 //! - `benches/metadata.rs` — the criterion groups, one benchmark per backend and parameter
@@ -43,6 +45,8 @@ use tokio::runtime::Runtime;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+pub mod faults;
+pub mod kafka;
 pub mod run;
 
 pub use switchyard_backend_api::available_backends;

@@ -1,0 +1,198 @@
+//! End to end over the Kafka protocol: a broker of the `switchyard` crate started in this
+//! process ([`switchyard::serve::Node`], as `switchyard serve` starts it) on a loopback port,
+//! and a Kafka client ([`PeerClient`]) sending it CreateTopics and OffsetCommit requests. A
+//! timed request goes client → listener → handler → metadata backend → response.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use figment::providers::Serialized;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::{CreateTopicsRequest, GroupId, OffsetCommitRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use switchyard::config::{Config, Overrides, defaults};
+use switchyard::kafka::client::PeerClient;
+use switchyard::serve::Node;
+use switchyard_compat_tests::DEADLINE;
+use tempfile::TempDir;
+use tokio::sync::Mutex;
+
+/// CreateTopics version sent (the broker serves 2–7).
+const CREATE_TOPICS_VERSION: i16 = 7;
+/// OffsetCommit version sent (the broker serves 2–8).
+const OFFSET_COMMIT_VERSION: i16 = 8;
+/// Deadline of one request, long enough for a CreateTopics of 1,000 topics.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Topic the offset commits name, created when the broker starts.
+const COMMIT_TOPIC: &str = "bench-commits";
+/// Group the offset commits are for (outside any generation, as a standalone consumer commits).
+const COMMIT_GROUP: &str = "bench";
+
+/// One broker with a fresh data directory and a connected client. Dropping it without
+/// [`KafkaNode::shutdown`] leaves the broker's tasks to the runtime.
+#[derive(Debug)]
+pub struct KafkaNode {
+    node: Node,
+    client: Arc<Mutex<PeerClient>>,
+    next_topic: Arc<AtomicU64>,
+    // Declared last: the broker writes into it.
+    _dir: TempDir,
+}
+
+impl KafkaNode {
+    /// Start a broker on `backend` (one node, listening on a free loopback port), wait until it
+    /// has registered, and create [`COMMIT_TOPIC`] through the client.
+    pub async fn start(backend: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("switchyard-kafka-{backend}-"))
+            .tempdir()
+            .context("creating the broker's temp dir")?;
+        let overrides = Overrides {
+            metadata_backend: Some(backend.to_owned()),
+            data_dir: Some(dir.path().to_owned()),
+            node_id: Some(1),
+            listen: Some("127.0.0.1:0".into()),
+            ..Overrides::default()
+        };
+        // Defaults and these values only: no `switchyard.toml` and no environment.
+        let config = Config::from_figment(defaults().merge(Serialized::defaults(&overrides)))
+            .context("broker config")?;
+        let node = Node::start(&config).await.context("starting the broker")?;
+        let mut registered = node.broker().registration();
+        tokio::time::timeout(DEADLINE, registered.wait_for(|r| *r))
+            .await
+            .context("the broker did not register")?
+            .context("the broker stopped")?;
+        let client = PeerClient::new(
+            node.kafka_addr().to_string(),
+            "switchyard-benches".into(),
+            REQUEST_TIMEOUT,
+        );
+        let this = Self {
+            node,
+            client: Arc::new(Mutex::new(client)),
+            next_topic: Arc::new(AtomicU64::new(0)),
+            _dir: dir,
+        };
+        this.create_named(vec![COMMIT_TOPIC.to_owned()]).await?;
+        Ok(this)
+    }
+
+    /// A handle for a timed task (shares the connection).
+    pub fn handle(&self) -> KafkaClient {
+        KafkaClient {
+            client: Arc::clone(&self.client),
+            next_topic: Arc::clone(&self.next_topic),
+        }
+    }
+
+    async fn create_named(&self, names: Vec<String>) -> anyhow::Result<()> {
+        self.handle().create(names).await
+    }
+
+    /// Stop the broker and its backend.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        tokio::time::timeout(DEADLINE, self.node.shutdown())
+            .await
+            .context("broker shutdown did not return")?
+            .context("broker shutdown")
+    }
+}
+
+/// A client of a [`KafkaNode`] that timed tasks own.
+#[derive(Debug, Clone)]
+pub struct KafkaClient {
+    client: Arc<Mutex<PeerClient>>,
+    next_topic: Arc<AtomicU64>,
+}
+
+impl KafkaClient {
+    /// `requests` CreateTopics requests one after another, each creating `per_request` new
+    /// topics of one partition; the time they took. Fails on any error code.
+    pub async fn create_topics(self, requests: u64, per_request: u64) -> anyhow::Result<Duration> {
+        let mut total = Duration::ZERO;
+        for _ in 0..requests {
+            let first = self.next_topic.fetch_add(per_request, Ordering::Relaxed);
+            let names = (first..first + per_request)
+                .map(|i| format!("bench-topic-{i}"))
+                .collect();
+            let start = Instant::now();
+            self.create(names).await?;
+            total += start.elapsed();
+        }
+        Ok(total)
+    }
+
+    /// `requests` OffsetCommit requests one after another, each committing one partition for a
+    /// group outside any generation; the time they took. Fails on any error code.
+    pub async fn commit_offsets(self, requests: u64) -> anyhow::Result<Duration> {
+        let mut client = self.client.lock().await;
+        let start = Instant::now();
+        for offset in 0..requests {
+            let request = OffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str(COMMIT_GROUP)))
+                .with_generation_id_or_member_epoch(-1)
+                .with_member_id(StrBytes::from_static_str(""))
+                .with_topics(vec![
+                    OffsetCommitRequestTopic::default()
+                        .with_name(TopicName(StrBytes::from_static_str(COMMIT_TOPIC)))
+                        .with_partitions(vec![
+                            OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(i64::try_from(offset)?)
+                                .with_committed_leader_epoch(-1),
+                        ]),
+                ]);
+            let response = client.call(&request, OFFSET_COMMIT_VERSION).await?;
+            for partition in response.topics.iter().flat_map(|t| &t.partitions) {
+                if partition.error_code != 0 {
+                    bail!("OffsetCommit answered error {}", partition.error_code);
+                }
+            }
+        }
+        Ok(start.elapsed())
+    }
+
+    /// One CreateTopics request for `names`, one partition and one replica each.
+    async fn create(&self, names: Vec<String>) -> anyhow::Result<()> {
+        let count = names.len();
+        let topics = names
+            .into_iter()
+            .map(|name| {
+                CreatableTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(name)))
+                    .with_num_partitions(1)
+                    .with_replication_factor(1)
+            })
+            .collect();
+        let timeout_ms = i32::try_from(REQUEST_TIMEOUT.as_millis())?;
+        let request = CreateTopicsRequest::default()
+            .with_topics(topics)
+            .with_timeout_ms(timeout_ms);
+        let response = self
+            .client
+            .lock()
+            .await
+            .call(&request, CREATE_TOPICS_VERSION)
+            .await?;
+        if response.topics.len() != count {
+            bail!(
+                "CreateTopics answered {} topics of {count}",
+                response.topics.len()
+            );
+        }
+        if let Some(failed) = response.topics.iter().find(|t| t.error_code != 0) {
+            bail!(
+                "CreateTopics answered error {} for {}",
+                failed.error_code,
+                failed.name.0
+            );
+        }
+        Ok(())
+    }
+}
