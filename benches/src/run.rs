@@ -48,15 +48,37 @@ impl Settings {
         recovery_entries: 10_000,
     };
 
-    /// Quick when [`QUICK_ENV`] is set (not to `0` or empty) or `args` hold `--quick`.
+    /// When the binary runs as a test (`cargo test`, `cargo nextest`) or only lists the
+    /// benchmarks: criterion then runs each benchmark once, so only the recovery logs need to
+    /// be small (100 entries).
+    pub const SMOKE: Self = Self {
+        quick: true,
+        sample_size: 10,
+        warm_up: Duration::from_millis(300),
+        measurement: Duration::from_secs(1),
+        recovery_entries: 100,
+    };
+
+    /// [`Self::SMOKE`] unless [`measuring`]; else quick when [`QUICK_ENV`] is set (not to `0`
+    /// or empty) or `args` hold `--quick`; else full.
     pub fn from_env_and_args(args: &[String]) -> Self {
         let env = std::env::var(QUICK_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
-        if env || args.iter().any(|a| a == "--quick") {
+        if !measuring(args) {
+            Self::SMOKE
+        } else if env || args.iter().any(|a| a == "--quick") {
             Self::QUICK
         } else {
             Self::FULL
         }
     }
+}
+
+/// Whether criterion measures, by its own rule: `cargo bench` passes `--bench`; without it
+/// (`cargo test`, `cargo nextest`), or with `--test` or `--list`, it runs each benchmark once
+/// or only lists them, and writes no results.
+pub fn measuring(args: &[String]) -> bool {
+    let has = |flag: &str| args.iter().any(|a| a == flag);
+    has("--bench") && !has("--test") && !has("--list")
 }
 
 /// Where criterion writes its results, by criterion's own rule: `CRITERION_HOME`, else
