@@ -4,7 +4,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use switchyard_backend_api::{AppliedState, LogIndex, MetadataCommand, MetadataError, Proposed};
+use switchyard_backend_api::{
+    AppliedState, LogIndex, MetadataCommand, MetadataError, NodeId, Proposed,
+};
 use tokio::sync::{mpsc, watch};
 
 use crate::log::Shape;
@@ -17,6 +19,8 @@ use crate::writer::{ProposeReply, Request};
 pub(crate) struct Pending {
     /// Log index.
     pub(crate) index: LogIndex,
+    /// Epoch of the primary that wrote it.
+    pub(crate) epoch: u64,
     /// The command; `None` for an epoch marker.
     pub(crate) command: Option<MetadataCommand>,
     /// The proposer, on the node that proposed it.
@@ -49,7 +53,12 @@ pub(crate) struct Snapshots {
 }
 
 /// Apply entries as the commit index passes them, until the writer goes away.
+///
+/// Queued messages are always taken before the commit index is read: a snapshot install is
+/// sent before the commit index it sets, so the entries of the history it replaces are
+/// dropped before that index could apply them.
 pub(crate) async fn run(
+    me: NodeId,
     applied: Arc<AppliedState>,
     mut messages: mpsc::UnboundedReceiver<ApplyMsg>,
     mut commit: watch::Receiver<LogIndex>,
@@ -57,19 +66,20 @@ pub(crate) async fn run(
 ) {
     let mut queue: VecDeque<Pending> = VecDeque::new();
     loop {
+        loop {
+            match messages.try_recv() {
+                Ok(message) => take(message, &applied, &mut queue, &mut snapshots),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+            }
+        }
         let committed = *commit.borrow_and_update();
-        apply_committed(&applied, &mut queue, committed);
+        apply_committed(me, &applied, &mut queue, committed);
         snapshots.maybe_take(&applied).await;
         tokio::select! {
             message = messages.recv() => match message {
                 None => return,
-                Some(ApplyMsg::Entries(entries)) => queue.extend(entries),
-                Some(ApplyMsg::Install(snapshot)) => {
-                    queue.clear();
-                    snapshots.last = snapshot.position.index;
-                    applied.install(snapshot.view);
-                }
-                Some(ApplyMsg::Abandon) => queue.iter_mut().for_each(|p| p.reply = None),
+                Some(message) => take(message, &applied, &mut queue, &mut snapshots),
             },
             changed = commit.changed() => {
                 if changed.is_err() {
@@ -80,7 +90,32 @@ pub(crate) async fn run(
     }
 }
 
-fn apply_committed(applied: &AppliedState, queue: &mut VecDeque<Pending>, committed: LogIndex) {
+/// Take one message from the writer or the role controller.
+fn take(
+    message: ApplyMsg,
+    applied: &AppliedState,
+    queue: &mut VecDeque<Pending>,
+    snapshots: &mut Snapshots,
+) {
+    match message {
+        ApplyMsg::Entries(entries) => queue.extend(entries),
+        ApplyMsg::Install(snapshot) => {
+            queue.clear();
+            snapshots.last = snapshot.position.index;
+            applied.install(snapshot.view);
+        }
+        ApplyMsg::Abandon => queue.iter_mut().for_each(|p| p.reply = None),
+    }
+}
+
+/// Apply what `committed` covers; proposers waiting here (on `me`, their primary) hear the
+/// entry's position, epoch and verdict.
+fn apply_committed(
+    me: NodeId,
+    applied: &AppliedState,
+    queue: &mut VecDeque<Pending>,
+    committed: LogIndex,
+) {
     while queue.front().is_some_and(|p| p.index <= committed) {
         let Some(pending) = queue.pop_front() else {
             return;
@@ -95,6 +130,8 @@ fn apply_committed(applied: &AppliedState, queue: &mut VecDeque<Pending>, commit
         let reply = match result {
             Ok(Ok(outcome)) => Ok(Proposed {
                 index: pending.index,
+                epoch: pending.epoch,
+                leader: me,
                 outcome,
             }),
             Ok(Err(rejection)) => Err(MetadataError::Rejected(rejection)),
@@ -130,5 +167,71 @@ impl Snapshots {
             Ok(Err(e)) => tracing::warn!(index, error = %e, "could not encode a snapshot"),
             Err(e) => tracing::warn!(index, error = %e, "snapshot task failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use switchyard_backend_api::{Change, ClusterId, StateView};
+
+    use super::*;
+
+    /// A follower holding entries of a history that a snapshot then replaces: the snapshot
+    /// and the commit index it sets arrive together, and the replaced entries are never
+    /// applied, although the commit index covers their positions.
+    #[tokio::test]
+    async fn an_install_drops_the_replaced_entries_before_its_commit_index_applies()
+    -> Result<(), MetadataError> {
+        let applied = Arc::new(AppliedState::new(StateView::default()));
+        let (messages, inbox) = mpsc::unbounded_channel();
+        let (commit, commits) = watch::channel(0);
+        let (_shape, shape) = watch::channel(Arc::new(Shape::default()));
+        let (writer, _requests) = mpsc::unbounded_channel();
+        let replaced = (1..=3)
+            .map(|index| Pending {
+                index,
+                epoch: 1,
+                command: Some(MetadataCommand::InitCluster {
+                    cluster_id: ClusterId(format!("replaced-{index}")),
+                }),
+                reply: None,
+            })
+            .collect();
+        let _ = messages.send(ApplyMsg::Entries(replaced));
+        let _ = messages.send(ApplyMsg::Install(Box::new(Snapshot {
+            position: Position { epoch: 2, index: 3 },
+            view: StateView {
+                applied_index: 3,
+                state: Default::default(),
+            },
+        })));
+        commit.send_replace(3);
+        let snapshots = Snapshots {
+            every: 1_000,
+            last: 0,
+            shape,
+            writer,
+        };
+        let mut changes = applied.subscribe();
+        let task = tokio::spawn(run(
+            NodeId(1),
+            Arc::clone(&applied),
+            inbox,
+            commits,
+            snapshots,
+        ));
+        let first = tokio::time::timeout(Duration::from_secs(5), changes.recv())
+            .await
+            .map_err(|_| MetadataError::Storage("nothing was applied or installed".into()))?
+            .map_err(|e| MetadataError::Storage(e.to_string()))?;
+        assert!(
+            matches!(first.change, Change::SnapshotInstalled),
+            "applied before the install: {first:?}"
+        );
+        drop(messages);
+        let _ = task.await;
+        Ok(())
     }
 }

@@ -178,6 +178,7 @@ impl Writer {
         }
         batch.entries.push(Pending {
             index,
+            epoch,
             command: Some(command),
             reply: Some(reply),
         });
@@ -204,6 +205,7 @@ impl Writer {
             match record.decode_command() {
                 Ok(command) => entries.push(Pending {
                     index: record.index,
+                    epoch: record.epoch,
                     command,
                     reply: None,
                 }),
@@ -311,6 +313,7 @@ impl Writer {
             self.publish();
             let _ = self.applier.send(ApplyMsg::Entries(vec![Pending {
                 index: floor,
+                epoch,
                 command: None,
                 reply: None,
             }]));
@@ -345,10 +348,12 @@ impl Writer {
         let position = snapshot.position;
         self.log.reset(position)?;
         snapshot::write(self.log.dir(), position.index, bytes)?;
+        // The applier takes the install (dropping the entries of the replaced history) before
+        // it can see the commit index the snapshot sets.
+        let _ = self.applier.send(ApplyMsg::Install(Box::new(snapshot)));
         self.progress.reset(position.index);
         self.durable
             .send_replace(Arc::new(self.log.shape().clone()));
-        let _ = self.applier.send(ApplyMsg::Install(Box::new(snapshot)));
         Ok(())
     }
 }
