@@ -17,11 +17,12 @@ use switchyard_compat_tests::nemesis::{self, Faults, Report, RunConfig, Verdict}
 use switchyard_compat_tests::{BackendHarness, RegistryHarness};
 
 /// The checks, in report order.
-const CHECKS: [&str; 6] = [
+const CHECKS: [&str; 7] = [
     "linearizable",
     "no-lost-ack",
     "converged",
     "one-leader-per-epoch",
+    "one-writer-per-epoch",
     "failover",
     "loss-window",
 ];
@@ -230,7 +231,10 @@ fn render(plan: &Plan, rows: &[Row], caught: &[Caught]) -> String {
          have happened or not) has a linearization; **no-lost-ack** — every acknowledged, \
          never-deleted topic exists at the end (checked where durability is declared); \
          **converged** — every node holds the leader's state; **one-leader-per-epoch** — no \
-         two ready nodes claimed leadership in one epoch; **failover** — with the healed cluster's \
+         two ready nodes claimed leadership in one epoch; **one-writer-per-epoch** — from the \
+         acknowledgements themselves (each names the epoch and the leader that wrote it, and \
+         its log index): no epoch has two writers, and every write of a later epoch sits \
+         after every write of an earlier one; **failover** — with the healed cluster's \
          leader crashed, an automatic backend takes writes again on its own within 20 s, a \
          manual one does not (watched for 2 s) but does once a survivor is promoted, and the \
          crashed node converges after reopening; **loss-window** — through the healed \

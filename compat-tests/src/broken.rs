@@ -119,8 +119,11 @@ impl MetadataBackend for Broken {
             // Bounded, so that a crashed node's backend is released soon after.
             let _ = tokio::time::timeout(Duration::from_secs(1), inner.propose(command)).await;
         });
+        let view = self.inner.cluster().borrow().clone();
         Ok(Proposed {
             index: self.inner.local().applied_index,
+            epoch: view.epoch,
+            leader: view.node,
             outcome,
         })
     }

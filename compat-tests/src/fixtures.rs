@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, bail};
 use switchyard_backend_api::{
     BrokerId, GenerationCheck, GroupId, GroupMember, MemberId, MetadataBackend, MetadataCommand,
     MetadataError, NewTopic, OffsetCommit, Outcome, Proposed, Rejection, StateView, TopicId,
@@ -197,13 +197,22 @@ pub async fn converges(node: &Arc<dyn MetadataBackend>, target: &StateView) -> a
         .wait_applied(target.applied_index, DEADLINE)
         .await
         .with_context(|| format!("waiting for index {}", target.applied_index))?;
-    ensure!(
-        view.state == target.state,
-        "node {} differs from the target at index {}",
+    if view.state == target.state {
+        return Ok(());
+    }
+    let names = |v: &StateView| -> std::collections::BTreeSet<String> {
+        v.state.topics().map(|t| t.name.clone()).collect()
+    };
+    let (mine, theirs) = (names(&view), names(target));
+    bail!(
+        "node {} at index {} differs from the target at index {} (topics only on the node: \
+         {:?}; only on the target: {:?})",
         node.cluster().borrow().node,
-        target.applied_index
-    );
-    Ok(())
+        view.applied_index,
+        target.applied_index,
+        mine.difference(&theirs).collect::<Vec<_>>(),
+        theirs.difference(&mine).collect::<Vec<_>>()
+    )
 }
 
 /// Position of `node` in a `TestCluster` (node ids are 1-based).

@@ -17,6 +17,9 @@
 //! - `converged`: after healing, every node holds the same state as the leader;
 //! - `one-leader-per-epoch`: no two nodes reported themselves the leader ready to take writes
 //!   in the same epoch;
+//! - `one-writer-per-epoch`: from the acknowledgements themselves (each names the epoch and
+//!   the leader that wrote it, and its log position), no epoch had two writers, and every
+//!   write of a later epoch sits after every write of an earlier one in the log;
 //! - `failover`: with the leader of the healed cluster crashed, an `Automatic` backend takes
 //!   writes again on its own, a `Manual` one does not but does once a survivor is promoted;
 //! - `loss-window`: writes every node applied survive the loss of the leader; writes the
@@ -147,7 +150,7 @@ pub enum Verdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
     /// Its name (`linearizable`, `no-lost-ack`, `converged`, `one-leader-per-epoch`,
-    /// `failover`, `loss-window`).
+    /// `one-writer-per-epoch`, `failover`, `loss-window`).
     pub name: &'static str,
     /// Its verdict.
     pub verdict: Verdict,
@@ -222,6 +225,14 @@ enum Op {
     Commit(i64),
     ReadTopic,
     ReadOffset,
+}
+
+/// Where an acknowledged write landed, as its acknowledgement says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WriteRecord {
+    epoch: u64,
+    leader: u64,
+    index: switchyard_backend_api::LogIndex,
 }
 
 /// What it got back.
@@ -349,11 +360,13 @@ pub async fn run(harness: &dyn BackendHarness, config: RunConfig) -> anyhow::Res
 
     let linearizable_reads = declared.reads == ReadConsistency::Linearizable;
     let history: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let writes: Arc<Mutex<Vec<WriteRecord>>> = Arc::default();
     let start = Instant::now();
     let mut clients = JoinSet::new();
     for client in 0..config.clients {
         let slots = slots.clone();
         let history = Arc::clone(&history);
+        let writes = Arc::clone(&writes);
         let mut rng = Rng::new(config.seed ^ (0x00c1_1e47 + client as u64).wrapping_mul(0x9e37));
         clients.spawn(async move {
             for i in 0..config.ops_per_client {
@@ -366,7 +379,7 @@ pub async fn run(harness: &dyn BackendHarness, config: RunConfig) -> anyhow::Res
                     continue;
                 };
                 let invoke = micros(start);
-                let ret = perform(node, &key, &op).await;
+                let ret = perform(node, &key, &op, &writes).await;
                 let complete = ret.map(|r| (micros(start), r));
                 drop(guard);
                 history
@@ -540,6 +553,10 @@ pub async fn run(harness: &dyn BackendHarness, config: RunConfig) -> anyhow::Res
             verdict: check_one_leader(&claims),
         },
         Check {
+            name: "one-writer-per-epoch",
+            verdict: check_one_writer(&writes.lock().unwrap_or_else(PoisonError::into_inner)),
+        },
+        Check {
             name: "failover",
             verdict: failover,
         },
@@ -619,7 +636,13 @@ fn choose(rng: &mut Rng, client: usize, index: usize, reads: bool) -> (Key, Op) 
 }
 
 /// Issue one operation; `None` if its outcome is unknown.
-async fn perform(node: &Arc<dyn MetadataBackend>, key: &Key, op: &Op) -> Option<Ret> {
+/// Perform `op` on `key` through `node`; an acknowledged write's record goes into `writes`.
+async fn perform(
+    node: &Arc<dyn MetadataBackend>,
+    key: &Key,
+    op: &Op,
+    writes: &Mutex<Vec<WriteRecord>>,
+) -> Option<Ret> {
     match (key, op) {
         (Key::Topic(name), Op::ReadTopic) => {
             let view = tokio::time::timeout(OP_DEADLINE, node.read_linearizable())
@@ -657,6 +680,16 @@ async fn perform(node: &Arc<dyn MetadataBackend>, key: &Key, op: &Op) -> Option<
             let result = tokio::time::timeout(OP_DEADLINE, node.propose(command))
                 .await
                 .ok()?;
+            if let Ok(proposed) = &result {
+                writes
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(WriteRecord {
+                        epoch: proposed.epoch,
+                        leader: proposed.leader.0,
+                        index: proposed.index,
+                    });
+            }
             classify(result)
         }
     }
@@ -734,6 +767,46 @@ fn check_no_lost_ack(events: &[Event], state: &switchyard_backend_api::MetadataS
         Verdict::Fail(format!(
             "acknowledged and never deleted, but gone: {lost:?}"
         ))
+    }
+}
+
+/// No epoch has acknowledgements from two writers, and epochs follow each other in the log:
+/// every acknowledged write of an epoch sits after every acknowledged write of an earlier
+/// one (acknowledged writes are committed, so never lost or reordered).
+fn check_one_writer(writes: &[WriteRecord]) -> Verdict {
+    struct Span {
+        leaders: BTreeSet<u64>,
+        first: switchyard_backend_api::LogIndex,
+        last: switchyard_backend_api::LogIndex,
+    }
+    let mut epochs: BTreeMap<u64, Span> = BTreeMap::new();
+    for w in writes {
+        let span = epochs.entry(w.epoch).or_insert(Span {
+            leaders: BTreeSet::new(),
+            first: w.index,
+            last: w.index,
+        });
+        span.leaders.insert(w.leader);
+        span.first = span.first.min(w.index);
+        span.last = span.last.max(w.index);
+    }
+    let mut problems: Vec<String> = epochs
+        .iter()
+        .filter(|(_, span)| span.leaders.len() > 1)
+        .map(|(epoch, span)| format!("epoch {epoch} written by nodes {:?}", span.leaders))
+        .collect();
+    for ((earlier, a), (later, b)) in epochs.iter().zip(epochs.iter().skip(1)) {
+        if a.last >= b.first {
+            problems.push(format!(
+                "epoch {earlier} wrote index {} but epoch {later} wrote index {} before it",
+                a.last, b.first
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Verdict::Pass
+    } else {
+        Verdict::Fail(problems.join("; "))
     }
 }
 
@@ -1074,4 +1147,48 @@ pub async fn check_seeds(
         reports.push(report);
     }
     Ok(reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(epoch: u64, leader: u64, index: u64) -> WriteRecord {
+        WriteRecord {
+            epoch,
+            leader,
+            index,
+        }
+    }
+
+    #[test]
+    fn one_writer_per_epoch_in_log_order_passes() {
+        let writes = [
+            write(1, 1, 3),
+            write(1, 1, 5),
+            write(2, 2, 7),
+            write(1, 1, 4),
+            write(4, 3, 9),
+        ];
+        assert_eq!(check_one_writer(&writes), Verdict::Pass);
+        assert_eq!(check_one_writer(&[]), Verdict::Pass);
+    }
+
+    #[test]
+    fn two_writers_in_one_epoch_fail() {
+        let verdict = check_one_writer(&[write(3, 1, 10), write(3, 2, 11)]);
+        assert!(
+            matches!(&verdict, Verdict::Fail(why) if why.contains("epoch 3 written by nodes {1, 2}")),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn a_later_epoch_before_an_earlier_one_in_the_log_fails() {
+        let verdict = check_one_writer(&[write(2, 1, 10), write(3, 2, 9)]);
+        assert!(
+            matches!(&verdict, Verdict::Fail(why) if why.contains("epoch 2 wrote index 10")),
+            "{verdict:?}"
+        );
+    }
 }

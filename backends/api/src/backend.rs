@@ -29,6 +29,10 @@ pub struct StateView {
 pub struct Proposed {
     /// Log position of the command.
     pub index: LogIndex,
+    /// The epoch (term) of the leadership that wrote the command into the log.
+    pub epoch: u64,
+    /// The node that wrote it, as leader of `epoch`.
+    pub leader: NodeId,
     /// What apply produced.
     pub outcome: Outcome,
 }

@@ -104,8 +104,11 @@ impl MetadataBackend for MemoryBackend {
     async fn propose(&self, command: MetadataCommand) -> Result<Proposed, MetadataError> {
         self.check_running()?;
         let (index, result) = self.applied.apply_next(&command);
+        let view = self.cluster.borrow();
         Ok(Proposed {
             index,
+            epoch: view.epoch,
+            leader: view.node,
             outcome: result?,
         })
     }

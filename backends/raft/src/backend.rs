@@ -434,13 +434,21 @@ impl Inner {
     }
 }
 
-/// A proposal's answer from its metadata log position and apply's verdict.
+/// A proposal's answer from its metadata log position, the leadership that wrote it and
+/// apply's verdict.
 pub(crate) fn verdict(
     index: LogIndex,
+    term: u64,
+    leader: u64,
     result: Result<Outcome, Rejection>,
 ) -> Result<Proposed, MetadataError> {
     match result {
-        Ok(outcome) => Ok(Proposed { index, outcome }),
+        Ok(outcome) => Ok(Proposed {
+            index,
+            epoch: term,
+            leader: NodeId(leader),
+            outcome,
+        }),
         Err(rejection) => Err(MetadataError::Rejected(rejection)),
     }
 }

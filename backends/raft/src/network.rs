@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::backend::Forwarding;
-use crate::types::{Applied, Node, TypeConfig};
+use crate::types::{Node, TypeConfig, Written};
 
 /// The first frame of every connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,8 +90,9 @@ pub(crate) enum Request {
     },
 }
 
-/// A forwarded group's result: per proposal, its metadata log position and apply's verdict.
-pub(crate) type Forwarded = Result<Applied, MetadataError>;
+/// A forwarded group's result: the leadership that wrote it and, per proposal, its metadata
+/// log position and apply's verdict.
+pub(crate) type Forwarded = Result<Written, MetadataError>;
 
 /// The answer to a [`Request`], variant for variant.
 #[derive(Debug, Serialize, Deserialize)]

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use crate::backend::{Inner, storage, timeout_error, verdict};
 use crate::config::RaftConfig;
 use crate::network::{Forwarded, NetError, Request, Response};
-use crate::types::{Applied, Proposals};
+use crate::types::{Proposals, Written};
 
 /// One proposal waiting in the queue.
 #[derive(Debug)]
@@ -73,7 +73,12 @@ impl Group {
     }
 
     /// Answer every proposal from the entry's per-proposal verdicts.
-    fn answer(self, applied: Applied) {
+    fn answer(self, written: Written) {
+        let Written {
+            term,
+            leader,
+            applied,
+        } = written;
         if applied.len() != self.waiting.len() {
             let error = storage(format!(
                 "an entry of {} proposals answered {} verdicts",
@@ -84,7 +89,7 @@ impl Group {
             return;
         }
         for ((_, reply), (index, result)) in self.waiting.into_iter().zip(applied) {
-            let _ = reply.send(verdict(index, result));
+            let _ = reply.send(verdict(index, term, leader, result));
         }
     }
 
@@ -151,7 +156,7 @@ impl Inner {
                 .await
             {
                 Ok(Ok(response)) => {
-                    group.answer(response.data);
+                    group.answer(Written::from_response(response));
                     return;
                 }
                 Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => f.leader_id,
@@ -173,11 +178,16 @@ impl Inner {
             if let Some(leader) = leader.filter(|l| *l != self.me) {
                 let request = Request::Propose(group.commands.clone());
                 match self.call_leader(leader, &request, deadline).await {
-                    Ok(Response::Propose(Ok(applied))) => {
-                        let last = applied.iter().map(|(index, _)| *index).max().unwrap_or(0);
+                    Ok(Response::Propose(Ok(written))) => {
+                        let last = written
+                            .applied
+                            .iter()
+                            .map(|(index, _)| *index)
+                            .max()
+                            .unwrap_or(0);
                         let left = deadline.saturating_duration_since(Instant::now());
                         match self.applied.wait_applied(last, left).await {
-                            Ok(_) => group.answer(applied),
+                            Ok(_) => group.answer(written),
                             Err(e) => group.fail(&e),
                         }
                         return;
@@ -214,7 +224,7 @@ impl Inner {
         let timeout = self.propose_timeout();
         let entry = Proposals(commands);
         match tokio::time::timeout(timeout, self.raft.client_write(entry)).await {
-            Ok(Ok(response)) => Ok(response.data),
+            Ok(Ok(response)) => Ok(Written::from_response(response)),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(Self::not_leader(f.leader_id))
             }

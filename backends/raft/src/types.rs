@@ -17,6 +17,29 @@ pub(crate) struct Proposals(pub(crate) Vec<MetadataCommand>);
 /// apply's verdict. Empty for blank and membership entries.
 pub(crate) type Applied = Vec<(LogIndex, Result<Outcome, Rejection>)>;
 
+/// A committed group entry: the leadership that wrote it (its term and leader) and what
+/// applying it answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Written {
+    /// Term of the leader that appended the entry.
+    pub(crate) term: u64,
+    /// That leader.
+    pub(crate) leader: u64,
+    /// Per proposal, its position and verdict.
+    pub(crate) applied: Applied,
+}
+
+impl Written {
+    /// From openraft's answer to a client write.
+    pub(crate) fn from_response(response: openraft::raft::ClientWriteResponse<TypeConfig>) -> Self {
+        Self {
+            term: response.log_id.leader_id.term,
+            leader: response.log_id.leader_id.node_id,
+            applied: response.data,
+        }
+    }
+}
+
 /// A member as openraft stores it in the membership config: its cluster address.
 pub(crate) type Node = openraft::BasicNode;
 

@@ -219,6 +219,7 @@ impl WalBackend {
         for record in tail {
             entries.push(Pending {
                 index: record.index,
+                epoch: record.epoch,
                 command: record.decode_command()?,
                 reply: None,
             });
@@ -258,6 +259,7 @@ impl WalBackend {
         }));
         let mut tasks = JoinSet::new();
         tasks.spawn(applier::run(
+            me,
             applied,
             applier_rx,
             progress.subscribe(),
