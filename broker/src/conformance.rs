@@ -98,11 +98,12 @@ fn wal_async_guarantees() -> anyhow::Result<Guarantees> {
 }
 
 /// The fault kinds, alone and together.
-fn fault_kinds() -> [(&'static str, Faults); 4] {
+fn fault_kinds() -> [(&'static str, Faults); 5] {
     let none = Faults {
         partitions: false,
         delays: false,
         crashes: false,
+        power_cuts: false,
     };
     [
         (
@@ -123,6 +124,13 @@ fn fault_kinds() -> [(&'static str, Faults); 4] {
             "crashes",
             Faults {
                 crashes: true,
+                ..none
+            },
+        ),
+        (
+            "power cuts",
+            Faults {
+                power_cuts: true,
                 ..none
             },
         ),
@@ -221,7 +229,10 @@ fn render(plan: &Plan, rows: &[Row], caught: &[Caught]) -> String {
          commit offsets, and linearizable reads where declared) against random nodes while \
          the nemesis injects the row's faults: a node isolated from the others and healed \
          (partitions), one direction of a link slowed by 20–120 ms (delays), a node crashed \
-         without shutdown and reopened from its data (crashes). Then the network heals, a \
+         without shutdown and reopened from its data (crashes), a node's power cut in the \
+         middle of whatever it was writing — of its bytes not yet synced, a random prefix \
+         reaches the disk and the rest is lost — and reopened (power cuts; a backend without \
+         a power-cut model is crashed instead, counted as a crash). Then the network heals, a \
          barrier write goes through the leader and every key is read there.\n",
         plan.seeds, plan.ops_per_client, plan.base_seed, plan.ops_per_client
     );

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use switchyard_backend_api::{
     ChangeStream, ClusterView, Guarantees, LogIndex, MembershipChange, MetadataBackend,
-    MetadataCommand, MetadataError, Outcome, Proposed, ReadConsistency, StateView,
+    MetadataCommand, MetadataError, Outcome, PowerCut, Proposed, ReadConsistency, StateView,
 };
 use tokio::sync::watch;
 
@@ -164,5 +164,9 @@ impl MetadataBackend for Broken {
 
     async fn shutdown(&self) -> Result<(), MetadataError> {
         self.inner.shutdown().await
+    }
+
+    fn power_cut(&self, keep_bytes: u64) -> Result<PowerCut, MetadataError> {
+        self.inner.power_cut(keep_bytes)
     }
 }

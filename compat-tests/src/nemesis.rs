@@ -1,5 +1,5 @@
 //! Seeded fault runs: concurrent clients issue metadata operations against a cluster while a
-//! nemesis partitions, delays and crashes nodes; every operation's invocation and response
+//! nemesis partitions, delays, crashes and cuts the power of nodes; every operation's invocation and response
 //! (or timeout) goes into a history, which the checkers judge against what the backend
 //! declares.
 //!
@@ -109,6 +109,10 @@ pub struct Faults {
     pub delays: bool,
     /// Crash a node (no graceful shutdown) and open it again from its data.
     pub crashes: bool,
+    /// Cut a node's power ([`MetadataBackend::power_cut`]: part of its unsynced bytes reach
+    /// the disk, the rest are lost) and open it again; a backend without a power-cut model
+    /// is crashed instead, and the fault counts as a crash.
+    pub power_cuts: bool,
 }
 
 impl Faults {
@@ -117,6 +121,7 @@ impl Faults {
         partitions: true,
         delays: true,
         crashes: true,
+        power_cuts: true,
     };
 }
 
@@ -411,6 +416,7 @@ pub async fn run(harness: &dyn BackendHarness, config: RunConfig) -> anyhow::Res
                 (faults.partitions, "partition"),
                 (faults.delays, "delay"),
                 (faults.crashes, "crash"),
+                (faults.power_cuts, "power-cut"),
             ]
             .into_iter()
             .filter_map(|(on, kind)| on.then_some(kind))
@@ -418,7 +424,7 @@ pub async fn run(harness: &dyn BackendHarness, config: RunConfig) -> anyhow::Res
             let result: anyhow::Result<()> = async {
                 while !*stopped.borrow() && !kinds.is_empty() {
                     tokio::time::sleep(rng.millis(50, 300)).await;
-                    let kind = kinds[rng.below(kinds.len() as u64) as usize];
+                    let mut kind = kinds[rng.below(kinds.len() as u64) as usize];
                     let target = rng.below(slots.len() as u64);
                     match kind {
                         "partition" => {
@@ -437,7 +443,11 @@ pub async fn run(harness: &dyn BackendHarness, config: RunConfig) -> anyhow::Res
                             let slot = &slots[target as usize];
                             let node = slot.write().await.take();
                             if let Some(node) = node {
-                                harness.crash(node).await;
+                                let keep = rng.below(4096);
+                                if kind == "crash" || node.power_cut(keep).is_err() {
+                                    kind = "crash";
+                                    harness.crash(node).await;
+                                }
                             }
                             tokio::time::sleep(rng.millis(100, 800)).await;
                             let reopened = open(harness, &specs[target as usize])

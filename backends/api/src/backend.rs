@@ -37,6 +37,15 @@ pub struct Proposed {
     pub outcome: Outcome,
 }
 
+/// What a simulated power cut ([`MetadataBackend::power_cut`]) did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PowerCut {
+    /// Bytes written since the last sync when the power went.
+    pub unsynced_bytes: u64,
+    /// Of those, how many reached the disk.
+    pub kept_bytes: u64,
+}
+
 /// A node's role in its backend's cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -196,6 +205,24 @@ pub trait MetadataBackend: Send + Sync + fmt::Debug + 'static {
     /// Stop background tasks and close storage. Everything acknowledged stays as durable as
     /// declared. Later calls fail with `ShutDown`. Idempotent.
     async fn shutdown(&self) -> Result<(), MetadataError>;
+
+    /// Fault injection for the conformance suite: stop at once as a power cut would. Of the
+    /// bytes written since the last sync, the first `keep_bytes` reach the disk (possibly
+    /// tearing a record) and the rest are lost; nothing is synced on the way out. The node
+    /// is then as after a crash and is reopened from its data directory.
+    ///
+    /// ### To ensure correctness:
+    /// - Nothing acknowledged may depend on bytes this drops: an acknowledgement follows the
+    ///   sync the backend declares.
+    ///
+    /// Backends without a model of their unsynced bytes return `Unsupported` and leave the
+    /// node running (the default).
+    fn power_cut(&self, keep_bytes: u64) -> Result<PowerCut, MetadataError> {
+        let _ = keep_bytes;
+        Err(MetadataError::Unsupported {
+            what: "simulating a power cut".into(),
+        })
+    }
 
     /// Wait until the node reports [`Readiness::Ready`], or fail with `Timeout`.
     async fn wait_ready(&self, timeout: Duration) -> Result<ClusterView, MetadataError> {

@@ -41,8 +41,8 @@ pub use applied::{
 };
 pub use apply::{MAX_TOPIC_NAME_LEN, validate_topic_name};
 pub use backend::{
-    ClusterMember, ClusterView, MembershipChange, MetadataBackend, Proposed, Readiness, Role,
-    StateView,
+    ClusterMember, ClusterView, MembershipChange, MetadataBackend, PowerCut, Proposed, Readiness,
+    Role, StateView,
 };
 pub use command::{
     GenerationCheck, MAX_PRODUCER_ID_BLOCK, MetadataCommand, NewTopic, OffsetCommit, Outcome,

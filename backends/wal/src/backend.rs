@@ -8,7 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use switchyard_backend_api::{
     AppliedState, ChangeStream, ClusterView, Guarantees, LogIndex, MembershipChange,
-    MetadataBackend, MetadataCommand, MetadataError, NodeId, OpenContext, Proposed, StateView,
+    MetadataBackend, MetadataCommand, MetadataError, NodeId, OpenContext, PowerCut, Proposed,
+    StateView,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -452,6 +453,36 @@ impl MetadataBackend for WalBackend {
                     .await
             }
         }
+    }
+
+    /// Halt as [`WalBackend::halt`] does, except that the writer thread stops where it is
+    /// instead of syncing: proposals it holds are never acknowledged, and of their bytes the
+    /// first `keep_bytes` reach the active segment (a torn tail that recovery truncates).
+    fn power_cut(&self, keep_bytes: u64) -> Result<PowerCut, MetadataError> {
+        self.check_running()?;
+        self.node.mark_shut_down();
+        drop(
+            self.tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let (reply, cut) = tokio::sync::oneshot::channel();
+        let _ = self.node.writer.send(Request::PowerCut {
+            keep: keep_bytes,
+            reply,
+        });
+        let thread = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+        let mut cut = cut;
+        cut.try_recv()
+            .map_err(|_| MetadataError::Storage("the writer stopped before the power cut".into()))
     }
 
     async fn shutdown(&self) -> Result<(), MetadataError> {

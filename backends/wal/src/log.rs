@@ -5,7 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use switchyard_backend_api::LogIndex;
+use switchyard_backend_api::{LogIndex, PowerCut};
 
 use crate::error::WalError;
 use crate::record::{Position, Record};
@@ -392,6 +392,20 @@ impl Log {
         }
         self.syncs += 1;
         Ok(())
+    }
+
+    /// What a power cut leaves of the bytes appended since the last sync: the first `keep`
+    /// reach the active segment (a torn write), the rest are lost; nothing is synced.
+    pub(crate) fn power_cut(&mut self, keep: u64) -> Result<PowerCut, WalError> {
+        let unsynced = self.buffer.len();
+        let kept = usize::try_from(keep).unwrap_or(usize::MAX).min(unsynced);
+        let written = self.active.write_all(&self.buffer[..kept]);
+        self.buffer.clear();
+        written.map_err(|e| WalError::io(&self.active_path(), e))?;
+        Ok(PowerCut {
+            unsynced_bytes: unsynced as u64,
+            kept_bytes: kept as u64,
+        })
     }
 
     /// How many times [`Self::sync`] made the log durable.

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use switchyard_backend_api::{LogIndex, MetadataCommand, MetadataError, Proposed};
+use switchyard_backend_api::{LogIndex, MetadataCommand, MetadataError, PowerCut, Proposed};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::applier::{ApplyMsg, Pending};
@@ -71,6 +71,15 @@ pub(crate) enum Request {
     },
     /// Sync and exit.
     Stop,
+    /// Exit as a power cut would, in the middle of the batch it arrives in: of the bytes
+    /// appended since the last sync, the first `keep` reach the file and the rest are lost;
+    /// nothing is synced and nothing in the batch is acknowledged.
+    PowerCut {
+        /// Unsynced bytes that reach the file.
+        keep: u64,
+        /// What the cut did.
+        reply: oneshot::Sender<PowerCut>,
+    },
 }
 
 /// Requests accumulated since the last sync.
@@ -133,6 +142,15 @@ impl Writer {
                 Request::Propose { command, reply } => self.propose(&mut batch, command, reply),
                 Request::Replicate { records, reply } => {
                     self.replicate(&mut batch, records, reply);
+                }
+                Request::PowerCut { keep, reply } => {
+                    match self.log.power_cut(keep) {
+                        Ok(cut) => {
+                            let _ = reply.send(cut);
+                        }
+                        Err(e) => tracing::error!(error = %e, "simulating a power cut failed"),
+                    }
+                    return false;
                 }
                 other => {
                     self.flush(std::mem::take(&mut batch));
@@ -284,7 +302,7 @@ impl Writer {
                 }
                 return false;
             }
-            Request::Propose { .. } | Request::Replicate { .. } => {}
+            Request::Propose { .. } | Request::Replicate { .. } | Request::PowerCut { .. } => {}
         }
         true
     }
