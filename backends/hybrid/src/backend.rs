@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use raft::StateRole;
 use switchyard_backend_api::{
     ChangeStream, ClusterMember, ClusterView, Guarantees, LogIndex, MembershipChange,
-    MetadataBackend, MetadataCommand, MetadataError, NodeId, OpenContext, Proposed, Readiness,
-    Role, StateView,
+    MetadataBackend, MetadataCommand, MetadataError, NodeId, OpenContext, PowerCut, Proposed,
+    Readiness, Role, StateView,
 };
 use switchyard_backend_wal::{
     Roles, WalBackend, WalMember, WalOptions, cluster_members, connect_extension,
@@ -872,6 +872,17 @@ impl MetadataBackend for HybridBackend {
         }
         self.inner.outbox.set_peers([]);
         self.inner.wal.shutdown().await
+    }
+
+    /// The metadata stream's WAL loses its unsynced bytes as the `wal` backend's power cut
+    /// has it; the group's own log in RocksDB is not modelled (its writes stay as a crash
+    /// leaves them), so this cuts the part that holds acknowledged metadata.
+    fn power_cut(&self, keep_bytes: u64) -> Result<PowerCut, MetadataError> {
+        if self.inner.shut_down.swap(true, Ordering::AcqRel) {
+            return Err(MetadataError::ShutDown);
+        }
+        self.inner.outbox.set_peers([]);
+        self.inner.wal.power_cut(keep_bytes)
     }
 }
 
