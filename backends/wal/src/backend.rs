@@ -460,27 +460,11 @@ impl MetadataBackend for WalBackend {
     /// first `keep_bytes` reach the active segment (a torn tail that recovery truncates).
     fn power_cut(&self, keep_bytes: u64) -> Result<PowerCut, MetadataError> {
         self.check_running()?;
-        self.node.mark_shut_down();
-        drop(
-            self.tasks
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
-        let (reply, cut) = tokio::sync::oneshot::channel();
-        let _ = self.node.writer.send(Request::PowerCut {
+        let (reply, mut cut) = tokio::sync::oneshot::channel();
+        self.stop_with(Request::PowerCut {
             keep: keep_bytes,
             reply,
         });
-        let thread = self
-            .writer_thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(thread) = thread {
-            let _ = thread.join();
-        }
-        let mut cut = cut;
         cut.try_recv()
             .map_err(|_| MetadataError::Storage("the writer stopped before the power cut".into()))
     }
@@ -517,6 +501,12 @@ impl WalBackend {
     /// returns, so the directory can be opened again — also while something else still holds
     /// this value.
     pub fn halt(&self) {
+        self.stop_with(Request::Stop);
+    }
+
+    /// Refuse everything from now on, stop the tasks, hand the writer its `last` request
+    /// and wait until its thread has exited.
+    fn stop_with(&self, last: Request) {
         self.node.mark_shut_down();
         drop(
             self.tasks
@@ -524,7 +514,13 @@ impl WalBackend {
                 .unwrap_or_else(PoisonError::into_inner)
                 .take(),
         );
-        if let Some(thread) = self.stop_writer() {
+        let _ = self.node.writer.send(last);
+        let thread = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
             let _ = thread.join();
         }
     }

@@ -275,6 +275,23 @@ fn spawn_node(
     Running::spawn(dir, &args, envs)
 }
 
+/// SIGTERM every node still running and check that each exits cleanly.
+#[cfg(any(
+    feature = "backend-wal",
+    feature = "backend-raft",
+    feature = "backend-hybrid"
+))]
+async fn stop_all(nodes: Vec<Option<Running>>) -> anyhow::Result<()> {
+    for node in nodes.iter().flatten() {
+        node.terminate()?;
+    }
+    for node in nodes.into_iter().flatten() {
+        let (status, lines) = node.wait_exit().await?;
+        ensure!(status.success(), "exit {status}: {}", lines.join("\n"));
+    }
+    Ok(())
+}
+
 /// Reserved cluster addresses of nodes 1..=n.
 #[cfg(any(
     feature = "backend-wal",
@@ -442,14 +459,7 @@ async fn cluster_add_node_remove_node_and_promote_operate_a_wal_cluster() -> any
             && !shrunk.stdout.contains("node 1 "),
         "{shrunk:?}"
     );
-    for node in nodes.iter().flatten() {
-        node.terminate()?;
-    }
-    for node in nodes.into_iter().flatten() {
-        let (status, lines) = node.wait_exit().await?;
-        ensure!(status.success(), "exit {status}: {}", lines.join("\n"));
-    }
-    Ok(())
+    stop_all(nodes).await
 }
 
 /// `switchyard cluster add-node` / `remove-node` grow one `raft` node to three and shrink the
@@ -549,12 +559,5 @@ async fn grow_and_shrink(backend: &str, joiner_env: &[(&str, &str)]) -> anyhow::
             && !shrunk.stdout.contains(&format!("node {gone} ")),
         "{shrunk:?}"
     );
-    for node in nodes.iter().flatten() {
-        node.terminate()?;
-    }
-    for node in nodes.into_iter().flatten() {
-        let (status, lines) = node.wait_exit().await?;
-        ensure!(status.success(), "exit {status}: {}", lines.join("\n"));
-    }
-    Ok(())
+    stop_all(nodes).await
 }
