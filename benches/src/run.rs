@@ -112,7 +112,8 @@ pub struct RunRecord {
     pub settings: Settings,
     /// `git rev-parse --short HEAD` at the start, if git answered.
     pub commit: Option<String>,
-    /// Whether `git status --porcelain` listed changes at the start.
+    /// Whether `git status --porcelain` listed changes at the start, other than to
+    /// `docs/BENCHMARKS.md` and `docs/benchmarks.svg`.
     pub dirty: bool,
     /// The backends linked into the run.
     pub backends: Vec<BackendInfo>,
@@ -157,7 +158,16 @@ impl RunRecord {
     pub fn start(args: Vec<String>, settings: Settings, backends: Vec<BackendInfo>) -> Self {
         let started = unix_now();
         let commit = git(&["rev-parse", "--short", "HEAD"]);
-        let dirty = git(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
+        // The report's own outputs do not count: every run after the first rewrites them.
+        let dirty = git(&[
+            "status",
+            "--porcelain",
+            "--",
+            ":/",
+            ":(exclude,top)docs/BENCHMARKS.md",
+            ":(exclude,top)docs/benchmarks.svg",
+        ])
+        .is_some_and(|s| !s.is_empty());
         Self {
             started,
             finished: started,
