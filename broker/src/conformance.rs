@@ -98,10 +98,11 @@ fn wal_async_guarantees() -> anyhow::Result<Guarantees> {
 }
 
 /// The fault kinds, alone and together.
-fn fault_kinds() -> [(&'static str, Faults); 5] {
+fn fault_kinds() -> [(&'static str, Faults); 6] {
     let none = Faults {
         partitions: false,
         delays: false,
+        drops: false,
         crashes: false,
         power_cuts: false,
     };
@@ -117,6 +118,13 @@ fn fault_kinds() -> [(&'static str, Faults); 5] {
             "delays",
             Faults {
                 delays: true,
+                ..none
+            },
+        ),
+        (
+            "drops",
+            Faults {
+                drops: true,
                 ..none
             },
         ),
@@ -228,7 +236,9 @@ fn render(plan: &Plan, rows: &[Row], caught: &[Caught]) -> String {
          broker, and has four clients issue {} operations each (create and delete topics, \
          commit offsets, and linearizable reads where declared) against random nodes while \
          the nemesis injects the row's faults: a node isolated from the others and healed \
-         (partitions), one direction of a link slowed by 20–120 ms (delays), a node crashed \
+         (partitions), one direction of a link slowed by 20–120 ms (delays), one direction of a \
+         link dropping one chunk in 2 to 5 and closing the connection that lost it (drops), \
+         a node crashed \
          without shutdown and reopened from its data (crashes), a node's power cut in the \
          middle of whatever it was writing — of its bytes not yet synced, a random prefix \
          reaches the disk and the rest is lost — and reopened (power cuts; a backend without \
@@ -365,6 +375,17 @@ fn render(plan: &Plan, rows: &[Row], caught: &[Caught]) -> String {
          `switchyard conformance --seeds 50 --ops 200 --output /tmp/soak.md` (runs grow with \
          the number of operations: this report's 60 per client take about 5 s a run); any \
          failing cell names its seeds."
+    );
+    let _ = writeln!(
+        out,
+        "\nThe runs above crash nodes inside one process. Real processes are killed with \
+         SIGKILL by the client suite: `compat-tests/clients/test_kill_seeded.py` runs three \
+         `switchyard serve` processes per multi-node backend while a client creates topics \
+         through the running nodes, kills the metadata leader or a follower on a schedule \
+         drawn from the seed (promoting a survivor when a `wal` primary dies), restarts it, \
+         and checks that every acknowledged creation is on every node (seeds 11 and 12 in CI; \
+         `SWITCHYARD_CONFORMANCE_SEED=N compat-tests/clients/run.sh -k kill_seeded` replays \
+         one)."
     );
     out
 }

@@ -107,6 +107,9 @@ pub struct Faults {
     pub partitions: bool,
     /// Delay one direction of one link, then heal.
     pub delays: bool,
+    /// Make one direction of one link drop chunks (closing the connections that lose one),
+    /// then heal.
+    pub drops: bool,
     /// Crash a node (no graceful shutdown) and open it again from its data.
     pub crashes: bool,
     /// Cut a node's power ([`MetadataBackend::power_cut`]: part of its unsynced bytes reach
@@ -120,6 +123,7 @@ impl Faults {
     pub const ALL: Self = Self {
         partitions: true,
         delays: true,
+        drops: true,
         crashes: true,
         power_cuts: true,
     };
@@ -415,6 +419,7 @@ pub async fn run(harness: &dyn BackendHarness, config: RunConfig) -> anyhow::Res
             let kinds: Vec<&'static str> = [
                 (faults.partitions, "partition"),
                 (faults.delays, "delay"),
+                (faults.drops, "drop"),
                 (faults.crashes, "crash"),
                 (faults.power_cuts, "power-cut"),
             ]
@@ -436,6 +441,14 @@ pub async fn run(harness: &dyn BackendHarness, config: RunConfig) -> anyhow::Res
                             let other = (target + 1 + rng.below(slots.len() as u64 - 1))
                                 % slots.len() as u64;
                             net.set(target + 1, other + 1, Link::Delay(rng.millis(20, 120)));
+                            tokio::time::sleep(rng.millis(300, 1_000)).await;
+                            net.heal();
+                        }
+                        "drop" => {
+                            let other = (target + 1 + rng.below(slots.len() as u64 - 1))
+                                % slots.len() as u64;
+                            let one_in = u32::try_from(rng.below(4) + 2).unwrap_or(2);
+                            net.set(target + 1, other + 1, Link::Lossy { one_in });
                             tokio::time::sleep(rng.millis(300, 1_000)).await;
                             net.heal();
                         }

@@ -10,7 +10,10 @@
 //! - [`Link::Delay`]: each chunk is held for the delay before it is written on;
 //! - [`Link::Cut`]: bytes `a → b` are held back (the sender's writes eventually stall, its
 //!   reads time out) and new connections in that direction are refused; a cut of both
-//!   directions ([`Network::isolate`]) also closes the open connections.
+//!   directions ([`Network::isolate`]) also closes the open connections;
+//! - [`Link::Lossy`]: each chunk `a → b` is dropped with the given odds, and a connection
+//!   that lost a chunk is closed (a byte stream cannot go on without it), as a flaky link
+//!   resets connections.
 //!
 //! Healing ([`Network::heal`]) reopens every link; held-back bytes then flow, so a connection
 //! that survived a one-way cut resumes where it stopped.
@@ -36,6 +39,11 @@ pub enum Link {
     Delay(Duration),
     /// Bytes are held back.
     Cut,
+    /// One chunk in `one_in` is dropped, closing its connection.
+    Lossy {
+        /// The odds of a drop, 1 in this many chunks (at least 1).
+        one_in: u32,
+    },
 }
 
 /// The proxies of one test cluster. Dropping it stops them (and closes their connections).
@@ -176,15 +184,23 @@ async fn pump(
     mut link: watch::Receiver<Link>,
 ) {
     let mut buffer = vec![0u8; 64 << 10];
+    let mut chunks: u64 = 0;
     loop {
         let read = match from.read(&mut buffer).await {
             Ok(0) | Err(_) => return,
             Ok(read) => read,
         };
+        chunks += 1;
         loop {
             let state = *link.borrow_and_update();
             match state {
                 Link::Open => break,
+                Link::Lossy { one_in } => {
+                    if drops(chunks, read, one_in) {
+                        return;
+                    }
+                    break;
+                }
                 Link::Delay(delay) => {
                     tokio::time::sleep(delay).await;
                     break;
@@ -200,6 +216,16 @@ async fn pump(
             return;
         }
     }
+}
+
+/// Whether the `chunk`-th chunk (of `len` bytes) of a connection is dropped on a link that
+/// drops one in `one_in`: a hash of the two, so that no shared random state is needed.
+fn drops(chunk: u64, len: usize, one_in: u32) -> bool {
+    let mut x = chunk.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (len as u64);
+    x ^= x >> 31;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 29;
+    x.is_multiple_of(u64::from(one_in.max(1)))
 }
 
 #[cfg(test)]
@@ -271,6 +297,25 @@ mod tests {
         network.heal();
         let mut again = TcpStream::connect(&via).await?;
         assert_eq!(round_trip(&mut again, 4).await?, 4);
+
+        // A link that drops every chunk closes the connection at the first one.
+        network.set(1, 2, Link::Lossy { one_in: 1 });
+        again.write_all(&[5]).await?;
+        let read = tokio::time::timeout(Duration::from_secs(5), again.read(&mut closed))
+            .await
+            .context("a connection that lost a chunk stayed open")?;
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        network.heal();
         Ok(())
+    }
+
+    #[test]
+    fn lossy_links_drop_about_the_asked_share() {
+        let dropped = (1..=10_000).filter(|c| drops(*c, 100, 4)).count();
+        assert!(
+            (2_000..3_000).contains(&dropped),
+            "{dropped} of 10000 at 1 in 4"
+        );
+        assert!((1..=100).all(|c| drops(c, 7, 1)));
     }
 }
