@@ -9,7 +9,8 @@
 //! only that seed ([`seeds`]).
 //!
 //! Checks (each [`Check`]):
-//! - `linearizable`: per key (a topic's existence, a group's committed offset) the history —
+//! - `linearizable`: per key (a topic's existence, a group's committed offset, a broker's
+//!   incarnation and fence, a group's generation) the history —
 //!   writes, linearizable reads where the backend offers them, and a final read of every key
 //!   from the leader after the cluster healed — has a linearization ([`crate::linearizable`]);
 //! - `no-lost-ack`: every topic whose creation was acknowledged, and which nobody deleted,
@@ -57,6 +58,13 @@ const OFFSETS_TOPIC: &str = "offsets";
 const DURABLE_KEYS: u64 = 4;
 const CHURN_KEYS: u64 = 3;
 const GROUPS: u64 = 3;
+/// Brokers the clients register and fence (ids from [`FIRST_CLIENT_BROKER`]; broker 1, which
+/// hosts the topics, is never touched), and groups whose generations they advance.
+const CLIENT_BROKERS: u64 = 2;
+/// See [`CLIENT_BROKERS`].
+const FIRST_CLIENT_BROKER: i32 = 10;
+/// See [`CLIENT_BROKERS`].
+const GENERATION_GROUPS: u64 = 2;
 
 /// The seeds to run: `SWITCHYARD_CONFORMANCE_SEED` if set, else `count` seeds from `base`.
 pub fn seeds(base: u64, count: u64) -> anyhow::Result<Vec<u64>> {
@@ -234,6 +242,14 @@ enum Op {
     Commit(i64),
     ReadTopic,
     ReadOffset,
+    /// Register the broker (a new incarnation, unfenced).
+    Register,
+    /// Fence this incarnation of the broker.
+    Fence(u64),
+    ReadBroker,
+    /// Start the group's next generation, expecting this one to be current.
+    StartGeneration(i32),
+    ReadGeneration,
 }
 
 /// Where an acknowledged write landed, as its acknowledgement says.
@@ -252,19 +268,30 @@ enum Ret {
     Missing,
     Offset(Option<i64>),
     Refused(String),
+    /// The incarnation a registration got.
+    Registered(u64),
+    /// A broker's incarnation (0: never registered) and whether it is fenced.
+    Broker(u64, bool),
+    /// A group's generation (0: none yet).
+    Generation(i32),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Key {
     Topic(String),
     Group(String),
+    Broker(i32),
+    Generations(String),
 }
 
-/// The sequential model of one key: whether a topic exists, or a group's committed offset.
+/// The sequential model of one key: whether a topic exists, a group's committed offset, a
+/// broker's incarnation and fence, or a group's generation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum KeyModel {
     Topic(bool),
     Group(Option<i64>),
+    Broker { incarnation: u64, fenced: bool },
+    Generation(i32),
 }
 
 impl Model for KeyModel {
@@ -284,6 +311,49 @@ impl Model for KeyModel {
             (Group(now), Op::ReadOffset, None) => Some(Group(*now)),
             (Group(now), Op::ReadOffset, Some(Ret::Offset(read))) if read == now => {
                 Some(Group(*now))
+            }
+            (KeyModel::Broker { incarnation, .. }, Op::Register, None) => Some(KeyModel::Broker {
+                incarnation: incarnation + 1,
+                fenced: false,
+            }),
+            (KeyModel::Broker { incarnation, .. }, Op::Register, Some(Ret::Registered(got)))
+                if *got == incarnation + 1 =>
+            {
+                Some(KeyModel::Broker {
+                    incarnation: *got,
+                    fenced: false,
+                })
+            }
+            (KeyModel::Broker { incarnation, .. }, Op::Fence(which), ret) => {
+                let current = *incarnation > 0 && incarnation == which;
+                match ret {
+                    None | Some(Ret::Ok) if current => Some(KeyModel::Broker {
+                        incarnation: *incarnation,
+                        fenced: true,
+                    }),
+                    None | Some(Ret::Refused(_)) if !current => Some(self.clone()),
+                    _ => None,
+                }
+            }
+            (KeyModel::Broker { .. }, Op::ReadBroker, None) => Some(self.clone()),
+            (
+                KeyModel::Broker {
+                    incarnation,
+                    fenced,
+                },
+                Op::ReadBroker,
+                Some(Ret::Broker(i, f)),
+            ) if i == incarnation && f == fenced => Some(self.clone()),
+            (KeyModel::Generation(now), Op::StartGeneration(expected), ret) => match ret {
+                None | Some(Ret::Ok) if now == expected => Some(KeyModel::Generation(now + 1)),
+                None | Some(Ret::Refused(_)) if now != expected => Some(self.clone()),
+                _ => None,
+            },
+            (KeyModel::Generation(_), Op::ReadGeneration, None) => Some(self.clone()),
+            (KeyModel::Generation(now), Op::ReadGeneration, Some(Ret::Generation(read)))
+                if read == now =>
+            {
+                Some(self.clone())
             }
             _ => None,
         }
@@ -524,24 +594,7 @@ pub async fn run(harness: &dyn BackendHarness, config: RunConfig) -> anyhow::Res
     let end = micros(start);
     let state = &target.state;
     for key in keys() {
-        let (op, ret) = match &key {
-            Key::Topic(name) => (
-                Op::ReadTopic,
-                if state.topic(name).is_some() {
-                    Ret::Exists
-                } else {
-                    Ret::Missing
-                },
-            ),
-            Key::Group(group) => (
-                Op::ReadOffset,
-                Ret::Offset(
-                    state
-                        .committed_offset(&GroupId(group.clone()), OFFSETS_TOPIC, 0)
-                        .map(|c| c.offset),
-                ),
-            ),
-        };
+        let (op, ret) = read_of(state, &key);
         events.push(Event {
             key,
             op,
@@ -609,7 +662,10 @@ pub async fn run(harness: &dyn BackendHarness, config: RunConfig) -> anyhow::Res
 }
 
 fn is_read(op: &Op) -> bool {
-    matches!(op, Op::ReadTopic | Op::ReadOffset)
+    matches!(
+        op,
+        Op::ReadTopic | Op::ReadOffset | Op::ReadBroker | Op::ReadGeneration
+    )
 }
 
 fn keys() -> Vec<Key> {
@@ -617,12 +673,20 @@ fn keys() -> Vec<Key> {
         .map(|k| Key::Topic(format!("durable-{k}")))
         .chain((0..CHURN_KEYS).map(|k| Key::Topic(format!("churn-{k}"))))
         .chain((0..GROUPS).map(|g| Key::Group(format!("group-{g}"))))
+        .chain((0..CLIENT_BROKERS).map(|b| Key::Broker(client_broker(b))))
+        .chain((0..GENERATION_GROUPS).map(|g| Key::Generations(format!("gen-{g}"))))
         .collect()
+}
+
+/// The id of client broker `b`.
+fn client_broker(b: u64) -> i32 {
+    FIRST_CLIENT_BROKER + i32::try_from(b).unwrap_or(0)
 }
 
 /// A client's next operation. Commit values are unique per (client, index).
 fn choose(rng: &mut Rng, client: usize, index: usize, reads: bool) -> (Key, Op) {
-    let kinds = if reads { 5 } else { 3 };
+    const WRITES: u64 = 5;
+    let kinds = if reads { WRITES + 4 } else { WRITES };
     match rng.below(kinds) {
         0 => (
             Key::Topic(format!("durable-{}", rng.below(DURABLE_KEYS))),
@@ -642,6 +706,19 @@ fn choose(rng: &mut Rng, client: usize, index: usize, reads: bool) -> (Key, Op) 
             Op::Commit(i64::try_from(client * 100_000 + index).unwrap_or(i64::MAX)),
         ),
         3 => {
+            let key = Key::Broker(client_broker(rng.below(CLIENT_BROKERS)));
+            let op = if rng.below(2) == 0 {
+                Op::Register
+            } else {
+                Op::Fence(rng.below(3) + 1)
+            };
+            (key, op)
+        }
+        4 => (
+            Key::Generations(format!("gen-{}", rng.below(GENERATION_GROUPS))),
+            Op::StartGeneration(i32::try_from(rng.below(3)).unwrap_or(0)),
+        ),
+        5 => {
             let topics = DURABLE_KEYS + CHURN_KEYS;
             let k = rng.below(topics);
             let name = if k < DURABLE_KEYS {
@@ -651,15 +728,63 @@ fn choose(rng: &mut Rng, client: usize, index: usize, reads: bool) -> (Key, Op) 
             };
             (Key::Topic(name), Op::ReadTopic)
         }
-        _ => (
+        6 => (
             Key::Group(format!("group-{}", rng.below(GROUPS))),
             Op::ReadOffset,
+        ),
+        7 => (
+            Key::Broker(client_broker(rng.below(CLIENT_BROKERS))),
+            Op::ReadBroker,
+        ),
+        _ => (
+            Key::Generations(format!("gen-{}", rng.below(GENERATION_GROUPS))),
+            Op::ReadGeneration,
         ),
     }
 }
 
-/// Issue one operation; `None` if its outcome is unknown.
-/// Perform `op` on `key` through `node`; an acknowledged write's record goes into `writes`.
+/// What `state` says of `key`, as a read returns it.
+fn read_of(state: &switchyard_backend_api::MetadataState, key: &Key) -> (Op, Ret) {
+    match key {
+        Key::Topic(name) => (
+            Op::ReadTopic,
+            if state.topic(name).is_some() {
+                Ret::Exists
+            } else {
+                Ret::Missing
+            },
+        ),
+        Key::Group(group) => (
+            Op::ReadOffset,
+            Ret::Offset(
+                state
+                    .committed_offset(&GroupId(group.clone()), OFFSETS_TOPIC, 0)
+                    .map(|c| c.offset),
+            ),
+        ),
+        Key::Broker(id) => {
+            let broker = state.broker(switchyard_backend_api::BrokerId(*id));
+            (
+                Op::ReadBroker,
+                Ret::Broker(
+                    broker.map_or(0, |b| b.incarnation),
+                    broker.is_some_and(|b| b.fenced),
+                ),
+            )
+        }
+        Key::Generations(group) => (
+            Op::ReadGeneration,
+            Ret::Generation(
+                state
+                    .group(&GroupId(group.clone()))
+                    .map_or(0, |g| g.generation),
+            ),
+        ),
+    }
+}
+
+/// Perform `op` on `key` through `node`; `None` if its outcome is unknown. An acknowledged
+/// write's record goes into `writes`.
 async fn perform(
     node: &Arc<dyn MetadataBackend>,
     key: &Key,
@@ -667,27 +792,12 @@ async fn perform(
     writes: &Mutex<Vec<WriteRecord>>,
 ) -> Option<Ret> {
     match (key, op) {
-        (Key::Topic(name), Op::ReadTopic) => {
+        (key, op) if is_read(op) => {
             let view = tokio::time::timeout(OP_DEADLINE, node.read_linearizable())
                 .await
                 .ok()?
                 .ok()?;
-            Some(if view.state.topic(name).is_some() {
-                Ret::Exists
-            } else {
-                Ret::Missing
-            })
-        }
-        (Key::Group(group), Op::ReadOffset) => {
-            let view = tokio::time::timeout(OP_DEADLINE, node.read_linearizable())
-                .await
-                .ok()?
-                .ok()?;
-            Some(Ret::Offset(
-                view.state
-                    .committed_offset(&GroupId(group.clone()), OFFSETS_TOPIC, 0)
-                    .map(|c| c.offset),
-            ))
+            Some(read_of(&view.state, key).1)
         }
         (key, op) => {
             let command = match (key, op) {
@@ -697,6 +807,14 @@ async fn perform(
                 },
                 (Key::Group(group), Op::Commit(v)) => {
                     commit(group, None, &[(OFFSETS_TOPIC, 0, *v)])
+                }
+                (Key::Broker(id), Op::Register) => crate::fixtures::register(*id),
+                (Key::Broker(id), Op::Fence(incarnation)) => MetadataCommand::FenceBroker {
+                    id: switchyard_backend_api::BrokerId(*id),
+                    incarnation: *incarnation,
+                },
+                (Key::Generations(group), Op::StartGeneration(expected)) => {
+                    crate::fixtures::start_generation(group, *expected, &["m"])
                 }
                 _ => return Some(Ret::Refused("not an operation of this key".into())),
             };
@@ -732,6 +850,7 @@ fn classify(result: Result<switchyard_backend_api::Proposed, MetadataError>) -> 
                     other => Some(Ret::Refused(format!("{other:?}"))),
                 }
             }
+            Outcome::BrokerRegistered { incarnation } => Some(Ret::Registered(incarnation)),
             _ => Some(Ret::Ok),
         },
         Err(MetadataError::Rejected(r)) => Some(Ret::Refused(r.to_string())),
@@ -753,6 +872,11 @@ fn check_linearizable(events: &[Event]) -> Verdict {
         let init = match key {
             Key::Topic(_) => KeyModel::Topic(false),
             Key::Group(_) => KeyModel::Group(None),
+            Key::Broker(_) => KeyModel::Broker {
+                incarnation: 0,
+                fenced: false,
+            },
+            Key::Generations(_) => KeyModel::Generation(0),
         };
         if let Err(verdict) = linearizable::check(&init, &history) {
             let shown: Vec<String> = history
@@ -1204,6 +1328,62 @@ mod tests {
             matches!(&verdict, Verdict::Fail(why) if why.contains("epoch 3 written by nodes {1, 2}")),
             "{verdict:?}"
         );
+    }
+
+    /// Operations one after another, each returning `ret`.
+    fn sequential(ops: Vec<(Op, Ret)>) -> Vec<Operation<Op, Ret>> {
+        ops.into_iter()
+            .enumerate()
+            .map(|(i, (op, ret))| {
+                let at = 10 * i as u64;
+                Operation {
+                    client: 0,
+                    invoke: at,
+                    complete: Some((at + 1, ret)),
+                    op,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn broker_and_generation_models_accept_what_apply_does_and_catch_what_it_does_not() {
+        let broker = KeyModel::Broker {
+            incarnation: 0,
+            fenced: false,
+        };
+        let fine = sequential(vec![
+            (Op::Fence(1), Ret::Refused("unknown broker".into())),
+            (Op::Register, Ret::Registered(1)),
+            (Op::Fence(1), Ret::Ok),
+            (Op::ReadBroker, Ret::Broker(1, true)),
+            (Op::Register, Ret::Registered(2)),
+            (Op::Fence(1), Ret::Refused("stale incarnation".into())),
+            (Op::ReadBroker, Ret::Broker(2, false)),
+        ]);
+        assert!(linearizable::check(&broker, &fine).is_ok());
+        let refused_current_fence = sequential(vec![
+            (Op::Register, Ret::Registered(1)),
+            (Op::Fence(1), Ret::Refused("stale incarnation".into())),
+        ]);
+        assert!(linearizable::check(&broker, &refused_current_fence).is_err());
+
+        let generation = KeyModel::Generation(0);
+        let advancing = sequential(vec![
+            (Op::StartGeneration(0), Ret::Ok),
+            (
+                Op::StartGeneration(0),
+                Ret::Refused("illegal generation".into()),
+            ),
+            (Op::StartGeneration(1), Ret::Ok),
+            (Op::ReadGeneration, Ret::Generation(2)),
+        ]);
+        assert!(linearizable::check(&generation, &advancing).is_ok());
+        let same_twice = sequential(vec![
+            (Op::StartGeneration(0), Ret::Ok),
+            (Op::StartGeneration(0), Ret::Ok),
+        ]);
+        assert!(linearizable::check(&generation, &same_twice).is_err());
     }
 
     #[test]
