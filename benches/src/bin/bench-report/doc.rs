@@ -608,7 +608,7 @@ fn floors_section(out: &mut String, results: &Results) {
     ) {
         let _ = writeln!(
             out,
-            "`fdatasync_4k` p50 went from {} at the start of the run to {} at the end ({:+.0} %).\n",
+            "`fdatasync_4k` p50 went from {} at the start of the run to {} at the end ({:+.1} %).\n",
             time(before.p50()),
             time(after.p50()),
             (after.p50() / before.p50() - 1.0) * 100.0
