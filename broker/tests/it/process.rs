@@ -112,8 +112,12 @@ impl Running {
         }
     }
 
-    /// Send SIGKILL (kill -9). Used by the `raft` cluster test.
-    #[cfg(any(feature = "backend-raft", feature = "backend-hybrid"))]
+    /// Send SIGKILL (kill -9). Used by the multi-node cluster tests.
+    #[cfg(any(
+        feature = "backend-wal",
+        feature = "backend-raft",
+        feature = "backend-hybrid"
+    ))]
     pub(crate) fn kill(&mut self) -> anyhow::Result<()> {
         self.child.start_kill().context("kill -9 switchyard")
     }
