@@ -166,23 +166,27 @@ pub(crate) async fn control(
                     step_down(&node).await;
                 }
                 if let Some(primary) = leader.filter(|_| leading.is_none()) {
-                    if let Err(e) = adopt(&node, Term { epoch, primary }).await {
-                        tracing::error!(error = %e, "could not persist the newer epoch");
+                    // Only a newer epoch resets the view: told again of the epoch it follows,
+                    // a node may already be streamed to by that primary, which set the view.
+                    match adopt(&node, Term { epoch, primary }).await {
+                        Ok(true) => follower_view(&node, "waiting for the primary to connect"),
+                        Ok(false) => {}
+                        Err(e) => tracing::error!(error = %e, "could not persist the newer epoch"),
                     }
-                    follower_view(&node, "waiting for the primary to connect");
                 }
             }
         }
     }
 }
 
-/// Persist `term` if it is newer than the one known.
-async fn adopt(node: &Node, term: Term) -> Result<(), MetadataError> {
+/// Persist `term` if it is newer than the one known; whether it was.
+async fn adopt(node: &Node, term: Term) -> Result<bool, MetadataError> {
     let mut guard = node.lock_term().await;
     if term.epoch > guard.get().epoch {
         guard.set(term).await?;
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
 fn follower_view(node: &Node, reason: &str) {
