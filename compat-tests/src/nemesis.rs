@@ -991,10 +991,7 @@ async fn check_failover(
     let leader = wait_leader(slots).await?;
     let index = usize::try_from(leader.cluster().borrow().node.0.saturating_sub(1))?;
     drop(leader);
-    let crashed = slots[index].write().await.take();
-    if let Some(node) = crashed {
-        harness.crash(node).await;
-    }
+    crash_slot(harness, &slots[index]).await;
     let verdict = match failover {
         Failover::Automatic => match wait_leader(slots).await {
             Ok(new) => match barrier(&new, seed.wrapping_add(1)).await {
@@ -1023,15 +1020,37 @@ async fn check_failover(
             }
         }
     };
-    let reopened = open(harness, &specs[index]).await?;
-    *slots[index].write().await = Some(Arc::clone(&reopened));
-    let leader = wait_leader(slots).await?;
-    if let Err(e) = converges(&reopened, &leader.local()).await {
+    if let Some(why) = reopen_and_converge(harness, slots, specs, index).await? {
         return Ok(Verdict::Fail(format!(
-            "the crashed leader did not converge after reopening: {e:#}"
+            "the crashed leader did not converge after reopening: {why}"
         )));
     }
     Ok(verdict)
+}
+
+/// Crash the node in `slot` (if it runs), leaving the slot empty.
+async fn crash_slot(harness: &dyn BackendHarness, slot: &Slot) {
+    let crashed = slot.write().await.take();
+    if let Some(node) = crashed {
+        harness.crash(node).await;
+    }
+}
+
+/// Reopen node `index` into its slot and wait until it holds the leader's state; `Some(why)`
+/// if it does not. Errors only when the node cannot be opened or no leader emerges.
+async fn reopen_and_converge(
+    harness: &dyn BackendHarness,
+    slots: &[Slot],
+    specs: &[NodeSpec],
+    index: usize,
+) -> anyhow::Result<Option<String>> {
+    let reopened = open(harness, &specs[index]).await?;
+    *slots[index].write().await = Some(Arc::clone(&reopened));
+    let leader = wait_leader(slots).await?;
+    Ok(converges(&reopened, &leader.local())
+        .await
+        .err()
+        .map(|e| format!("{e:#}")))
 }
 
 /// Promote the first running node other than slot `except` (manual failover). `Err(why)`
@@ -1120,10 +1139,7 @@ async fn check_loss_window(
         }
     }
     drop(leader);
-    let crashed = slots[index].write().await.take();
-    if let Some(node) = crashed {
-        harness.crash(node).await;
-    }
+    crash_slot(harness, &slots[index]).await;
     network.heal();
     let new_leader = match declared.failover {
         Failover::Automatic => wait_leader(slots).await.map_err(|e| format!("{e:#}")),
@@ -1166,13 +1182,10 @@ async fn check_loss_window(
             _ => Verdict::Pass,
         }
     };
-    let reopened = open(harness, &specs[index]).await?;
-    *slots[index].write().await = Some(Arc::clone(&reopened));
-    let leader = wait_leader(slots).await?;
-    if let Err(e) = converges(&reopened, &leader.local()).await {
+    if let Some(why) = reopen_and_converge(harness, slots, specs, index).await? {
         return Ok((
             Verdict::Fail(format!(
-                "the lost leader did not converge after reopening: {e:#}"
+                "the lost leader did not converge after reopening: {why}"
             )),
             lost.len(),
         ));
