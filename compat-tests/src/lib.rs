@@ -99,6 +99,7 @@ macro_rules! conformance_tests {
                 guarantees_match_declaration,
                 restart_keeps_acknowledged_writes,
                 crash_keeps_acknowledged_writes,
+                power_cut_keeps_acknowledged_writes,
                 shutdown_refuses_writes,
                 removing_unknown_member_fails,
             }

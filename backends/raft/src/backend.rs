@@ -13,8 +13,8 @@ use openraft::{ChangeMembers, RaftMetrics, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use switchyard_backend_api::{
     AppliedState, ChangeStream, ClusterMember, ClusterView, Guarantees, LogIndex, MembershipChange,
-    MetadataBackend, MetadataCommand, MetadataError, NodeId, OpenContext, Outcome, Proposed,
-    Readiness, Rejection, Role, StateView,
+    MetadataBackend, MetadataCommand, MetadataError, NodeId, OpenContext, Outcome, PowerCut,
+    Proposed, Readiness, Rejection, Role, StateView,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -36,6 +36,8 @@ const DB_LOCK_WAIT: Duration = Duration::from_secs(10);
 pub struct RaftBackend {
     inner: Arc<Inner>,
     tasks: Mutex<Option<JoinSet<()>>>,
+    /// The store, for [`MetadataBackend::power_cut`].
+    db: Db,
 }
 
 /// State shared by the backend and its tasks.
@@ -149,7 +151,7 @@ impl RaftBackend {
             .map_err(|e| storage(format!("{}: {e}", dir.display())))?;
         let pristine = db.is_pristine().map_err(storage)?;
         let log = LogStore::new(db.clone());
-        let sm = StateMachine::open(db).map_err(storage)?;
+        let sm = StateMachine::open(db.clone()).map_err(storage)?;
         let applied = sm.applied();
         let raft_applied = sm.raft_applied();
 
@@ -225,6 +227,7 @@ impl RaftBackend {
         Ok(Self {
             inner,
             tasks: Mutex::new(Some(tasks)),
+            db,
         })
     }
 
@@ -745,6 +748,30 @@ impl MetadataBackend for RaftBackend {
         self.inner
             .change_membership(change, Forwarding::ToLeader)
             .await
+    }
+
+    /// Cut the power as [`Db::power_cut`] does, then stop as a crash would: the tasks end,
+    /// and openraft, whose next disk access fails, stops with the node's last handle.
+    fn power_cut(&self, keep_bytes: u64) -> Result<PowerCut, MetadataError> {
+        self.check_running()?;
+        let cut = self
+            .db
+            .power_cut(keep_bytes)
+            .map_err(|e| storage(format!("cutting the power: {e}")))?;
+        self.inner.shut_down.store(true, Ordering::Release);
+        self.inner.cluster.send_modify(|view| {
+            view.role = Role::Unknown;
+            view.readiness = Readiness::NotReady {
+                reason: "power cut".into(),
+            };
+        });
+        let tasks = self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(tasks);
+        Ok(cut)
     }
 
     async fn shutdown(&self) -> Result<(), MetadataError> {

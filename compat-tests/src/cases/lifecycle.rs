@@ -1,5 +1,5 @@
 //! Properties of the backend itself: readiness, read-your-writes, the change stream,
-//! concurrency, restarts, crashes, shutdown and declared guarantees.
+//! concurrency, restarts, crashes, power cuts, shutdown and declared guarantees.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,6 +9,8 @@ use anyhow::{Context, bail, ensure};
 use switchyard_backend_api::{
     Change, MembershipChange, MetadataCommand, MetadataError, NodeId, Outcome, find_backend,
 };
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::fixtures::{accept, commit, create_topic, create_topic_ok, propose, register_all};
 use crate::harness::{BackendHarness, DEADLINE, TestCluster};
@@ -300,6 +302,104 @@ pub async fn crash_keeps_acknowledged_writes(h: &dyn BackendHarness) -> anyhow::
     drop(node);
     cluster.crash_restart(0).await?;
     check_after_restart(&cluster, &before).await
+}
+
+/// Concurrent writers in [`power_cut_keeps_acknowledged_writes`].
+const POWER_CUT_WRITERS: usize = 32;
+/// Writes acknowledged before each power cut.
+const ACKED_BEFORE_CUT: usize = 64;
+
+/// A power cut ([`MetadataBackend::power_cut`](switchyard_backend_api::MetadataBackend::power_cut))
+/// in the middle of a stream of writes: of the bytes not yet synced none, part of a record or
+/// several records reach the disk. Reopened, the node holds every write it acknowledged and
+/// takes writes again; the cut node itself refuses further use. A backend without a power-cut
+/// model says `Unsupported` and keeps running.
+pub async fn power_cut_keeps_acknowledged_writes(h: &dyn BackendHarness) -> anyhow::Result<()> {
+    let mut cluster = TestCluster::single(h).await?;
+    register_all(&cluster.leader().await?, &[1]).await?;
+    let keeps = [0, 1, 9, 40, 150, 1_000, 100_000];
+    let (mut cut_mid_commit, mut torn) = (0, 0);
+    for (round, keep) in keeps.into_iter().enumerate() {
+        let node = cluster.leader().await?;
+        // Writers that keep proposing until the node stops answering.
+        let (count, mut counted) = watch::channel(0_usize);
+        let count = Arc::new(count);
+        let mut writers = JoinSet::new();
+        for writer in 0..POWER_CUT_WRITERS {
+            let (node, count) = (Arc::clone(&node), Arc::clone(&count));
+            writers.spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0.. {
+                    let name = format!("r{round}-w{writer}-{i}");
+                    let proposed =
+                        tokio::time::timeout(DEADLINE, node.propose(create_topic(&name, &[&[1]])))
+                            .await;
+                    if !matches!(proposed, Ok(Ok(_))) {
+                        break;
+                    }
+                    acked.push(name);
+                    count.send_modify(|n| *n += 1);
+                    // A backend that answers without waiting would never let the cut run.
+                    tokio::task::yield_now().await;
+                }
+                acked
+            });
+        }
+        tokio::time::timeout(DEADLINE, counted.wait_for(|n| *n >= ACKED_BEFORE_CUT))
+            .await
+            .context("no writes acknowledged before the cut")??;
+        let cut = match node.power_cut(keep) {
+            Err(MetadataError::Unsupported { .. }) => {
+                writers.shutdown().await;
+                ensure!(
+                    node.cluster().borrow().is_ready(),
+                    "an unsupported power cut stopped the node"
+                );
+                return accept(&node, create_topic("after-unsupported-cut", &[&[1]]))
+                    .await
+                    .map(drop);
+            }
+            cut => cut.with_context(|| format!("round {round}: cutting the power"))?,
+        };
+        let mut acked = Vec::new();
+        while let Some(joined) = writers.join_next().await {
+            acked.extend(joined?);
+        }
+        ensure!(
+            node.propose(create_topic("late", &[&[1]])).await.is_err(),
+            "a node without power took a write"
+        );
+        ensure!(node.power_cut(0).is_err(), "the power was cut twice");
+        drop(node);
+        if cut.unsynced_bytes > 0 {
+            cut_mid_commit += 1;
+        }
+        if cut.kept_bytes > 0 && cut.kept_bytes < cut.unsynced_bytes {
+            torn += 1;
+        }
+        cluster.crash(0).await?;
+        let reopened = cluster.open(0).await?;
+        reopened.wait_ready(DEADLINE).await?;
+        let state = reopened.local();
+        let lost: Vec<&String> = acked
+            .iter()
+            .filter(|name| state.state.topic(name).is_none())
+            .collect();
+        ensure!(
+            lost.is_empty(),
+            "round {round} ({cut:?}, {} acknowledged): acknowledged, then lost: {lost:?}",
+            acked.len()
+        );
+        accept(&reopened, create_topic(&format!("after-{round}"), &[&[1]]))
+            .await
+            .with_context(|| format!("round {round}: writing after the power came back"))?;
+    }
+    ensure!(
+        cut_mid_commit > 0 && torn > 0,
+        "no power cut landed mid-commit ({cut_mid_commit}) or tore a record ({torn}); the case \
+         did not exercise what it is for"
+    );
+    Ok(())
 }
 
 /// After shutdown, writes fail with `ShutDown`, readiness drops, and shutdown is idempotent.
