@@ -18,9 +18,13 @@
 //! - `kafka/<backend>/offset_commit`, `/create_topic`, `/create_topics_1000` — one Kafka request
 //!   each (one partition committed; one topic; 1,000 topics in one request) to a broker started
 //!   in this process on a single node of the backend, timed from the client.
-//! - `failover/<backend>/3` — for every multi-node backend: crash the metadata leader of three
-//!   nodes, time until a survivor's write is acknowledged (for a backend with manual failover,
-//!   the time includes promoting the survivor).
+//! - `kafka_3nodes/<backend>/offset_commit`, `/create_topic` — the same requests to the group
+//!   coordinator among three brokers of one cluster, for every multi-node backend: the broker
+//!   hands each to the metadata leader (itself or another node) and the quorum commits it.
+//! - `failover/<backend>/3` — for every multi-node backend: SIGKILL the metadata leader's
+//!   process among three broker processes (copies of this binary serving as `switchyard serve`
+//!   does), time until a surviving broker acknowledges a CreateTopics request (for a backend
+//!   with manual failover, the time includes promoting the survivor).
 //! - `recovery/<backend>/<entries>_snapshots` and `/<entries>_no_snapshot` — for every durable
 //!   backend: reopen one node whose log holds that many applied entries (snapshots at the
 //!   backend's default interval, or none), time until it is ready and has applied them.
@@ -47,7 +51,7 @@ use criterion::{
 };
 use switchyard_backend_api::Registration;
 use switchyard_benches::faults::{
-    FAILOVER_NODES, NO_SNAPSHOT, Recovery, failover, snapshot_harness,
+    FAILOVER_NODES, NO_SNAPSHOT, Recovery, failover, serve_if_asked, snapshot_harness,
 };
 use switchyard_benches::kafka::KafkaNode;
 use switchyard_benches::run::{BackendInfo, RunRecord, Settings, criterion_dir, measuring};
@@ -67,6 +71,8 @@ const PER_PROPOSER: u64 = 4;
 const TOPICS_PER_REQUEST: u64 = 1_000;
 
 fn main() {
+    // A broker process of the failover benchmark never gets past this.
+    serve_if_asked();
     let args: Vec<String> = std::env::args().collect();
     let settings = Settings::from_env_and_args(&args);
     let dir = criterion_dir();
@@ -110,7 +116,8 @@ fn run(criterion: &mut Criterion, settings: &Settings) -> anyhow::Result<()> {
         .collect();
     propose(criterion, &rt, &clustered, 3)?;
     read(criterion, &rt, &backends)?;
-    kafka(criterion, &rt, &backends)?;
+    kafka(criterion, &rt, &backends, 1)?;
+    kafka(criterion, &rt, &clustered, 3)?;
     failovers(criterion, &rt, &clustered)?;
     let durable: Vec<_> = backends
         .iter()
@@ -227,22 +234,30 @@ fn read(
     Ok(())
 }
 
-/// Group `kafka`: requests to a broker started on a fresh node of each backend, by the first of
-/// its benchmarks that runs (none when criterion only lists them or filters them out).
+/// Group `kafka` (one node each) or `kafka_<nodes>nodes` (the group coordinator among the
+/// brokers of one cluster): requests to brokers started fresh on each backend, by the first of
+/// its benchmarks that runs (none when criterion only lists them or filters them out). The
+/// 1,000-topic request runs on one node only.
 fn kafka(
     criterion: &mut Criterion,
     rt: &Runtime,
     backends: &[&'static Registration],
+    nodes: usize,
 ) -> anyhow::Result<()> {
-    let mut group = criterion.benchmark_group("kafka");
+    let name = if nodes == 1 {
+        "kafka".to_owned()
+    } else {
+        format!("kafka_{nodes}nodes")
+    };
+    let mut group = criterion.benchmark_group(name);
     for registration in backends {
         let name = registration.name;
         let mut node: Option<KafkaNode> = None;
         let client = |node: &mut Option<KafkaNode>| {
             node.get_or_insert_with(|| {
                 must(
-                    rt.block_on(KafkaNode::start(name))
-                        .with_context(|| format!("starting a broker on {name}")),
+                    rt.block_on(KafkaNode::start(name, nodes))
+                        .with_context(|| format!("starting {nodes} broker(s) on {name}")),
                 )
             })
             .handle()
@@ -257,21 +272,23 @@ fn kafka(
             let client = client(&mut node);
             b.iter_custom(|iters| must(time_on(rt, client.clone().create_topics(iters, 1))));
         });
-        // Each iteration is long (one proposal of 1,000 topics): as few as criterion allows.
-        group.sampling_mode(SamplingMode::Flat);
-        group.throughput(Throughput::Elements(TOPICS_PER_REQUEST));
-        group.bench_function(
-            BenchmarkId::new(name, format!("create_topics_{TOPICS_PER_REQUEST}")),
-            |b| {
-                let client = client(&mut node);
-                b.iter_custom(|iters| {
-                    must(time_on(
-                        rt,
-                        client.clone().create_topics(iters, TOPICS_PER_REQUEST),
-                    ))
-                });
-            },
-        );
+        if nodes == 1 {
+            // Each iteration is long (one proposal of 1,000 topics): as few as criterion allows.
+            group.sampling_mode(SamplingMode::Flat);
+            group.throughput(Throughput::Elements(TOPICS_PER_REQUEST));
+            group.bench_function(
+                BenchmarkId::new(name, format!("create_topics_{TOPICS_PER_REQUEST}")),
+                |b| {
+                    let client = client(&mut node);
+                    b.iter_custom(|iters| {
+                        must(time_on(
+                            rt,
+                            client.clone().create_topics(iters, TOPICS_PER_REQUEST),
+                        ))
+                    });
+                },
+            );
+        }
         if let Some(node) = node.take() {
             rt.block_on(node.shutdown())?;
         }
@@ -280,8 +297,8 @@ fn kafka(
     Ok(())
 }
 
-/// Group `failover`: each iteration builds a cluster, crashes its leader and times the way back
-/// to an acknowledged write. Iterations take seconds, so: flat sampling, the shortest warm-up.
+/// Group `failover`: each iteration starts a cluster of broker processes, kills its leader's
+/// and times the way back to an acknowledged write. Iterations take seconds, so: flat sampling, the shortest warm-up.
 fn failovers(
     criterion: &mut Criterion,
     rt: &Runtime,

@@ -1,107 +1,239 @@
-//! The timed fault loops: failover (crash the metadata leader of three nodes, time until a
-//! survivor's write commits) and recovery (reopen a node with a long log, time until it has
-//! applied it again).
+//! The timed fault loops: failover (kill -9 the metadata leader's process among three broker
+//! processes, time until a survivor acknowledges a write) and recovery (reopen a node with a
+//! long log, time until it has applied it again).
 
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::Serialized;
-use switchyard_backend_api::{Failover, LogIndex, MembershipChange, MetadataBackend, Registration};
-use switchyard_compat_tests::{DEADLINE, RegistryHarness, TestCluster};
+use serde::{Deserialize, Serialize};
+use switchyard::backends::promote;
+use switchyard::config::{Config, Overrides, defaults};
+use switchyard::kafka::client::PeerClient;
+use switchyard::serve::Node;
+use switchyard::status::cluster_status;
+use switchyard_backend_api::{Failover, LogIndex, NodeId, Registration};
+use switchyard_compat_tests::{DEADLINE, RegistryHarness, TestCluster, reserve_addr};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
 
-use crate::{propose_sequential, seed};
+use crate::kafka::create_topics;
+use crate::{propose_sequential, runtime, seed};
 
-/// Nodes of the cluster whose leader the failover benchmark crashes.
+/// Nodes of the cluster whose leader the failover benchmark kills.
 pub const FAILOVER_NODES: usize = 3;
 
 /// How long one write attempt on a survivor may take before it is retried.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Longest pause between two write attempts on a survivor; a change of its cluster view ends
-/// the pause at once.
+/// Pause between two write attempts on a survivor.
 const RETRY_PAUSE: Duration = Duration::from_millis(5);
 
 /// `snapshot_every` that no run reaches: recovery replays the whole log.
 pub const NO_SNAPSHOT: u64 = 1_000_000_000;
 
-/// `iters` failovers, each on a fresh cluster of [`FAILOVER_NODES`] nodes of `registration`'s
-/// backend; the time they took, summed.
+/// Set in the environment of a broker process the failover benchmark starts: the JSON of its
+/// [`BrokerSpec`]. See [`serve_if_asked`].
+const SERVE_ENV: &str = "SWITCHYARD_BENCH_SERVE";
+
+/// What a broker process serves: the overrides `switchyard serve` would get on its command
+/// line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BrokerSpec {
+    backend: String,
+    node_id: i64,
+    data_dir: PathBuf,
+    peers: String,
+}
+
+impl BrokerSpec {
+    fn config(&self) -> anyhow::Result<Config> {
+        let overrides = Overrides {
+            metadata_backend: Some(self.backend.clone()),
+            data_dir: Some(self.data_dir.clone()),
+            node_id: Some(self.node_id),
+            listen: Some("127.0.0.1:0".into()),
+            peers: Some(self.peers.clone()),
+            ..Overrides::default()
+        };
+        // Defaults and these values only: no `switchyard.toml` and no environment.
+        Config::from_figment(defaults().merge(Serialized::defaults(&overrides)))
+            .context("broker config")
+    }
+}
+
+/// If this process was started by the failover benchmark as one of its brokers ([`SERVE_ENV`]
+/// is set), serve as `switchyard serve` would — the same [`Node`] — and never return: print
+/// `ready <kafka address>` once registered, then run until killed. Otherwise return at once.
+/// The benchmark binary calls this first thing, so the broker processes are copies of it.
+pub fn serve_if_asked() {
+    let Some(spec) = std::env::var_os(SERVE_ENV) else {
+        return;
+    };
+    let served = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let spec: BrokerSpec = serde_json::from_str(&spec.to_string_lossy())
+                .with_context(|| format!("{SERVE_ENV} is not a broker spec"))?;
+            let node = Node::start(&spec.config()?)
+                .await
+                .context("starting the broker")?;
+            let mut registered = node.broker().registration();
+            tokio::time::timeout(DEADLINE, registered.wait_for(|r| *r))
+                .await
+                .context("the broker did not register")?
+                .context("the broker stopped")?;
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "ready {}", node.kafka_addr())?;
+            stdout.flush()?;
+            drop(stdout);
+            std::future::pending::<anyhow::Result<()>>().await
+        })
+    });
+    if let Err(e) = served {
+        eprintln!("benchmark broker process failed: {e:#}");
+    }
+    std::process::exit(1);
+}
+
+/// One broker process of a failover cluster.
+#[derive(Debug)]
+struct BrokerProcess {
+    spec: BrokerSpec,
+    child: Child,
+    kafka: String,
+}
+
+/// `iters` failovers, each on a fresh cluster of [`FAILOVER_NODES`] broker processes (copies
+/// of this binary, see [`serve_if_asked`]) on `registration`'s backend; the time they took,
+/// summed.
 ///
-/// Timed, for a backend with automatic failover: from the moment the leader is dropped without
-/// shutdown (the harness's crash) to the first acknowledged write proposed on a survivor,
-/// which forwards it to whichever node leads. For a backend with manual failover: from the
-/// crash, promotion of a survivor and its first acknowledged write. Building, seeding and
-/// stopping the clusters is not timed.
+/// Timed, for a backend with automatic failover: from the SIGKILL of the metadata leader's
+/// process to the first CreateTopics request a surviving broker acknowledges (it hands the
+/// proposal to whichever node leads by then). For a backend with manual failover: from the
+/// kill, the promotion of a survivor (as `switchyard cluster promote` does it) and its first
+/// acknowledged CreateTopics. Starting, seeding and stopping the processes is not timed.
 pub async fn failover(registration: &'static Registration, iters: u64) -> anyhow::Result<Duration> {
-    let harness = RegistryHarness::new(registration.name);
     let mut total = Duration::ZERO;
     for _ in 0..iters {
-        total += failover_once(&harness, registration.guarantees.failover).await?;
+        total += failover_once(registration.name, registration.guarantees.failover).await?;
     }
     Ok(total)
 }
 
-async fn failover_once(harness: &RegistryHarness, mode: Failover) -> anyhow::Result<Duration> {
-    let mut cluster = TestCluster::start(harness, FAILOVER_NODES).await?;
-    let leader = cluster.leader().await?;
-    seed(&leader).await?;
-    let index = usize::try_from(leader.cluster().borrow().node.0)?
-        .checked_sub(1)
-        .context("node ids start at 1")?;
-    // The cluster must hold the last handle, so that its crash stops the node.
-    drop(leader);
-    let survivor_index = (index + 1) % FAILOVER_NODES;
-    let survivor = Arc::clone(cluster.node(survivor_index)?);
+async fn failover_once(backend: &str, mode: Failover) -> anyhow::Result<Duration> {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("switchyard-failover-{backend}-"))
+        .tempdir()
+        .context("creating the brokers' temp dir")?;
+    let peers = (1..=FAILOVER_NODES)
+        .map(|id| Ok(format!("{id}={}", reserve_addr()?)))
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .join(",");
+    let mut brokers = Vec::with_capacity(FAILOVER_NODES);
+    for id in 1..=FAILOVER_NODES {
+        let spec = BrokerSpec {
+            backend: backend.to_owned(),
+            node_id: i64::try_from(id)?,
+            data_dir: dir.path().join(id.to_string()),
+            peers: peers.clone(),
+        };
+        brokers.push(spawn(spec)?);
+    }
+    for broker in &mut brokers {
+        broker.kafka = tokio::time::timeout(DEADLINE, ready_line(&mut broker.child))
+            .await
+            .with_context(|| format!("broker {} did not report ready", broker.spec.node_id))??;
+    }
+    let addrs: Vec<String> = brokers.iter().map(|b| b.kafka.clone()).collect();
+    let mut client = PeerClient::new(addrs[0].clone(), "switchyard-benches".into(), DEADLINE);
+    create_topics(&mut client, vec!["failover-seed".into()]).await?;
+    let status = cluster_status(&addrs, DEADLINE)
+        .await
+        .context("asking the brokers for the cluster status")?;
+    let (leader, _) = status
+        .leader()
+        .context("no broker names a metadata leader")?;
+    let index = brokers
+        .iter()
+        .position(|b| b.spec.node_id == i64::from(leader))
+        .with_context(|| format!("the leader {leader} is none of the brokers"))?;
+    let survivor = &brokers[(index + 1) % FAILOVER_NODES];
+    let survivor_config = survivor.spec.config()?;
+    let survivor_id = NodeId(u64::try_from(survivor.spec.node_id)?);
+    let mut survivor_client = PeerClient::new(
+        survivor.kafka.clone(),
+        "switchyard-benches".into(),
+        ATTEMPT_TIMEOUT,
+    );
 
     let start = Instant::now();
-    cluster.crash(index).await?;
+    brokers[index]
+        .child
+        .start_kill()
+        .context("killing the leader's process")?;
     if mode == Failover::Manual {
-        let id = survivor.cluster().borrow().node;
-        tokio::time::timeout(
-            DEADLINE,
-            survivor.change_membership(MembershipChange::Promote { id }),
-        )
-        .await
-        .context("promotion did not return")?
-        .context("promoting a survivor")?;
+        promote(&survivor_config, survivor_id)
+            .await
+            .context("promoting a survivor")?;
     }
-    write_until_accepted(&survivor, start).await?;
+    let mut attempt = 0_u64;
+    loop {
+        attempt += 1;
+        let name = format!("failover-{attempt}");
+        match create_topics(&mut survivor_client, vec![name]).await {
+            Ok(()) => break,
+            Err(e) if start.elapsed() > DEADLINE => {
+                bail!("no write was acknowledged within {DEADLINE:?} of the kill: {e:#}")
+            }
+            Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
+        }
+    }
     let elapsed = start.elapsed();
 
-    drop(survivor);
-    for i in (0..FAILOVER_NODES).filter(|&i| i != index) {
-        let node = cluster.node(i)?;
-        tokio::time::timeout(DEADLINE, node.shutdown())
+    for broker in &mut brokers {
+        broker.child.start_kill().ok();
+        broker
+            .child
+            .wait()
             .await
-            .context("shutdown did not return")??;
+            .context("reaping a broker process")?;
     }
     Ok(elapsed)
 }
 
-/// Propose on `node` until a write is acknowledged, retrying what is retriable, each attempt
-/// under [`ATTEMPT_TIMEOUT`]; fail after [`DEADLINE`] from `start`.
-async fn write_until_accepted(
-    node: &Arc<dyn MetadataBackend>,
-    start: Instant,
-) -> anyhow::Result<()> {
-    let mut views = node.cluster();
-    let mut offset = 0;
-    loop {
-        if start.elapsed() > DEADLINE {
-            bail!("no write was acknowledged within {DEADLINE:?} of the crash");
-        }
-        offset += 1;
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, node.propose(crate::commit(0, offset))).await {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) if e.is_retriable() => {
-                let _ = tokio::time::timeout(RETRY_PAUSE, views.changed()).await;
-            }
-            Ok(Err(e)) => bail!("write on a survivor failed: {e}"),
-            Err(_) => {}
+/// Start a broker process serving `spec`.
+fn spawn(spec: BrokerSpec) -> anyhow::Result<BrokerProcess> {
+    let exe = std::env::current_exe().context("locating this benchmark binary")?;
+    let child = Command::new(exe)
+        .env(SERVE_ENV, serde_json::to_string(&spec)?)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting a broker process")?;
+    Ok(BrokerProcess {
+        spec,
+        child,
+        kafka: String::new(),
+    })
+}
+
+/// The Kafka address from a broker process's `ready <address>` line.
+async fn ready_line(child: &mut Child) -> anyhow::Result<String> {
+    let stdout = child.stdout.take().context("the process has no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(line) = lines.next_line().await? {
+        if let Some(addr) = line.strip_prefix("ready ") {
+            return Ok(addr.to_owned());
         }
     }
+    bail!("the broker process exited before it was ready")
 }
 
 /// A harness for `registration`'s backend whose nodes snapshot every `snapshot_every` applied

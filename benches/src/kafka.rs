@@ -1,8 +1,11 @@
-//! End to end over the Kafka protocol: a broker of the `switchyard` crate started in this
-//! process ([`switchyard::serve::Node`], as `switchyard serve` starts it) on a loopback port,
-//! and a Kafka client ([`PeerClient`]) sending it CreateTopics and OffsetCommit requests. A
-//! timed request goes client → listener → handler → metadata backend → response.
+//! End to end over the Kafka protocol: brokers of the `switchyard` crate started in this
+//! process ([`switchyard::serve::Node`], as `switchyard serve` starts them) on loopback ports —
+//! one node, or three forming one cluster over their cluster ports — and a Kafka client
+//! ([`PeerClient`]) sending CreateTopics and OffsetCommit requests to one of them. A timed
+//! request goes client → listener → handler → metadata backend (→ its leader and quorum, on
+//! three nodes) → response.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,9 +19,11 @@ use kafka_protocol::messages::offset_commit_request::{
 use kafka_protocol::messages::{CreateTopicsRequest, GroupId, OffsetCommitRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use switchyard::config::{Config, Overrides, defaults};
+use switchyard::group::coordinator_of;
 use switchyard::kafka::client::PeerClient;
 use switchyard::serve::Node;
-use switchyard_compat_tests::DEADLINE;
+use switchyard_backend_api::StreamError;
+use switchyard_compat_tests::{DEADLINE, reserve_addr};
 use tempfile::TempDir;
 use tokio::sync::Mutex;
 
@@ -33,48 +38,71 @@ const COMMIT_TOPIC: &str = "bench-commits";
 /// Group the offset commits are for (outside any generation, as a standalone consumer commits).
 const COMMIT_GROUP: &str = "bench";
 
-/// One broker with a fresh data directory and a connected client. Dropping it without
-/// [`KafkaNode::shutdown`] leaves the broker's tasks to the runtime.
+/// Brokers with fresh data directories and a client connected to one of them. Dropping it
+/// without [`KafkaNode::shutdown`] leaves the brokers' tasks to the runtime.
 #[derive(Debug)]
 pub struct KafkaNode {
-    node: Node,
+    nodes: Vec<Node>,
     client: Arc<Mutex<PeerClient>>,
     next_topic: Arc<AtomicU64>,
-    // Declared last: the broker writes into it.
+    // Declared last: the brokers write into it.
     _dir: TempDir,
 }
 
 impl KafkaNode {
-    /// Start a broker on `backend` (one node, listening on a free loopback port), wait until it
-    /// has registered, and create [`COMMIT_TOPIC`] through the client.
-    pub async fn start(backend: &str) -> anyhow::Result<Self> {
+    /// Start `count` brokers on `backend` (node ids 1..=count, Kafka listeners on free loopback
+    /// ports; more than one form a cluster over reserved loopback cluster ports), wait until
+    /// every one has registered, connect the client to the coordinator of the commit group,
+    /// and create [`COMMIT_TOPIC`] through it.
+    pub async fn start(backend: &str, count: usize) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("switchyard-kafka-{backend}-"))
             .tempdir()
-            .context("creating the broker's temp dir")?;
-        let overrides = Overrides {
-            metadata_backend: Some(backend.to_owned()),
-            data_dir: Some(dir.path().to_owned()),
-            node_id: Some(1),
-            listen: Some("127.0.0.1:0".into()),
-            ..Overrides::default()
+            .context("creating the brokers' temp dir")?;
+        let peers = if count > 1 {
+            let addrs = (1..=count)
+                .map(|id| Ok(format!("{id}={}", reserve_addr()?)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Some(addrs.join(","))
+        } else {
+            None
         };
-        // Defaults and these values only: no `switchyard.toml` and no environment.
-        let config = Config::from_figment(defaults().merge(Serialized::defaults(&overrides)))
-            .context("broker config")?;
-        let node = Node::start(&config).await.context("starting the broker")?;
-        let mut registered = node.broker().registration();
-        tokio::time::timeout(DEADLINE, registered.wait_for(|r| *r))
+        let mut nodes = Vec::with_capacity(count);
+        for id in 1..=count {
+            let overrides = Overrides {
+                metadata_backend: Some(backend.to_owned()),
+                data_dir: Some(dir.path().join(id.to_string())),
+                node_id: Some(i64::try_from(id)?),
+                listen: Some("127.0.0.1:0".into()),
+                peers: peers.clone(),
+                ..Overrides::default()
+            };
+            // Defaults and these values only: no `switchyard.toml` and no environment.
+            let config = Config::from_figment(defaults().merge(Serialized::defaults(&overrides)))
+                .context("broker config")?;
+            nodes.push(
+                Node::start(&config)
+                    .await
+                    .with_context(|| format!("starting broker {id}"))?,
+            );
+        }
+        for node in &nodes {
+            let mut registered = node.broker().registration();
+            tokio::time::timeout(DEADLINE, registered.wait_for(|r| *r))
+                .await
+                .context("a broker did not register")?
+                .context("a broker stopped")?;
+        }
+        let coordinator = tokio::time::timeout(DEADLINE, coordinator(&nodes))
             .await
-            .context("the broker did not register")?
-            .context("the broker stopped")?;
+            .context("no broker saw every broker registered")??;
         let client = PeerClient::new(
-            node.kafka_addr().to_string(),
+            coordinator.to_string(),
             "switchyard-benches".into(),
             REQUEST_TIMEOUT,
         );
         let this = Self {
-            node,
+            nodes,
             client: Arc::new(Mutex::new(client)),
             next_topic: Arc::new(AtomicU64::new(0)),
             _dir: dir,
@@ -95,12 +123,35 @@ impl KafkaNode {
         self.handle().create(names).await
     }
 
-    /// Stop the broker and its backend.
+    /// Stop the brokers and their backends.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        tokio::time::timeout(DEADLINE, self.node.shutdown())
-            .await
-            .context("broker shutdown did not return")?
-            .context("broker shutdown")
+        for node in self.nodes {
+            tokio::time::timeout(DEADLINE, node.shutdown())
+                .await
+                .context("broker shutdown did not return")?
+                .context("broker shutdown")?;
+        }
+        Ok(())
+    }
+}
+
+/// The Kafka address of the broker that coordinates [`COMMIT_GROUP`], once the first broker's
+/// metadata holds every broker live (so that the choice no longer changes).
+async fn coordinator(nodes: &[Node]) -> anyhow::Result<SocketAddr> {
+    let first = nodes[0].broker();
+    let mut changes = first.backend().subscribe();
+    loop {
+        let view = first.metadata();
+        if view.state.live_brokers().count() == nodes.len()
+            && let Some(chosen) = coordinator_of(&view.state, COMMIT_GROUP)
+            && let Some(node) = nodes.iter().find(|n| n.broker().id() == chosen.id)
+        {
+            return Ok(node.kafka_addr());
+        }
+        // Lagged: the view is read again at once.
+        if let Err(StreamError::Closed) = changes.recv().await {
+            bail!("the metadata change stream closed");
+        }
     }
 }
 
@@ -158,41 +209,42 @@ impl KafkaClient {
         Ok(start.elapsed())
     }
 
-    /// One CreateTopics request for `names`, one partition and one replica each.
+    /// One CreateTopics request for `names` (see [`create_topics`]).
     async fn create(&self, names: Vec<String>) -> anyhow::Result<()> {
-        let count = names.len();
-        let topics = names
-            .into_iter()
-            .map(|name| {
-                CreatableTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(name)))
-                    .with_num_partitions(1)
-                    .with_replication_factor(1)
-            })
-            .collect();
-        let timeout_ms = i32::try_from(REQUEST_TIMEOUT.as_millis())?;
-        let request = CreateTopicsRequest::default()
-            .with_topics(topics)
-            .with_timeout_ms(timeout_ms);
-        let response = self
-            .client
-            .lock()
-            .await
-            .call(&request, CREATE_TOPICS_VERSION)
-            .await?;
-        if response.topics.len() != count {
-            bail!(
-                "CreateTopics answered {} topics of {count}",
-                response.topics.len()
-            );
-        }
-        if let Some(failed) = response.topics.iter().find(|t| t.error_code != 0) {
-            bail!(
-                "CreateTopics answered error {} for {}",
-                failed.error_code,
-                failed.name.0
-            );
-        }
-        Ok(())
+        create_topics(&mut *self.client.lock().await, names).await
     }
+}
+
+/// One CreateTopics request for `names`, one partition and one replica each, through `client`.
+/// Fails on any error code.
+pub async fn create_topics(client: &mut PeerClient, names: Vec<String>) -> anyhow::Result<()> {
+    let count = names.len();
+    let topics = names
+        .into_iter()
+        .map(|name| {
+            CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name)))
+                .with_num_partitions(1)
+                .with_replication_factor(1)
+        })
+        .collect();
+    let timeout_ms = i32::try_from(REQUEST_TIMEOUT.as_millis())?;
+    let request = CreateTopicsRequest::default()
+        .with_topics(topics)
+        .with_timeout_ms(timeout_ms);
+    let response = client.call(&request, CREATE_TOPICS_VERSION).await?;
+    if response.topics.len() != count {
+        bail!(
+            "CreateTopics answered {} topics of {count}",
+            response.topics.len()
+        );
+    }
+    if let Some(failed) = response.topics.iter().find(|t| t.error_code != 0) {
+        bail!(
+            "CreateTopics answered error {} for {}",
+            failed.error_code,
+            failed.name.0
+        );
+    }
+    Ok(())
 }

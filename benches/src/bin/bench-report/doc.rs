@@ -175,12 +175,32 @@ pub(crate) fn tables(record: &RunRecord) -> Vec<Table> {
             Covers::All,
         ),
         table(
+            "kafka_3nodes",
+            "offset_commit",
+            "Kafka OffsetCommit, end to end, 3 nodes on loopback",
+            "one OffsetCommit request of one partition to the group coordinator among three \
+             brokers: client → broker → metadata leader and quorum → response",
+            Some("requests"),
+            &[PerFsync, OverFsync, PerLoopback],
+            Covers::MultiNode,
+        ),
+        table(
+            "kafka_3nodes",
+            "create_topic",
+            "Kafka CreateTopics of 1 topic, end to end, 3 nodes on loopback",
+            "one CreateTopics request creating one topic of one partition, sent to the same broker",
+            Some("topics"),
+            &[PerFsync, OverFsync, PerLoopback],
+            Covers::MultiNode,
+        ),
+        table(
             "failover",
             "3",
-            "Failover of the metadata leader, 3 nodes on loopback",
-            "a fresh cluster's leader dropped without shutdown, then the first write \
-             acknowledged through a survivor, attempts retried at most 5 ms apart (manual \
-             failover: promotion of the survivor included); setup not timed",
+            "Failover of the metadata leader, 3 broker processes on loopback",
+            "SIGKILL of the metadata leader's process in a fresh cluster of three broker \
+             processes, then the first CreateTopics request a surviving broker acknowledges, \
+             attempts retried 5 ms apart (manual failover: promotion of the survivor \
+             included); setup not timed",
             None,
             &[],
             Covers::MultiNode,
@@ -526,7 +546,7 @@ fn targets_section(out: &mut String, record: &RunRecord, results: &Results, floo
             },
         ),
         (
-            "metadata-leader failover: a write succeeds ≤ 2 s after the crash",
+            "metadata-leader failover: a write succeeds ≤ 2 s after kill -9 of the leader",
             &|b| {
                 if !b.multi_node {
                     return Verdict {

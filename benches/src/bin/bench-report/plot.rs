@@ -35,6 +35,10 @@ pub(crate) fn draw(path: &Path, record: &RunRecord, results: &Results) -> anyhow
                 ("propose, leader of 3", "propose_3nodes/{}/1".into()),
                 ("Kafka OffsetCommit", "kafka/{}/offset_commit".into()),
                 ("Kafka CreateTopics (1)", "kafka/{}/create_topic".into()),
+                (
+                    "Kafka OffsetCommit, 3",
+                    "kafka_3nodes/{}/offset_commit".into(),
+                ),
             ],
             floor: floors.fsync.map(|f| ("fdatasync_4k", f)),
         },
