@@ -15,8 +15,9 @@
 //! - `lib.rs` — [`runtime`], [`BenchNode`] (the seeded leader of one or more nodes of one
 //!   backend), the timed loops ([`propose_sequential`], [`propose_concurrent`],
 //!   [`read_linearizable`]) and the floors ([`FsyncFloor`], [`Loopback`]).
-//! - [`faults`] — failover and recovery times.
-//! - [`kafka`] — a broker started in-process and timed Kafka requests to it.
+//! - [`faults`] — failover (broker processes, the leader's killed) and recovery times.
+//! - [`kafka`] — brokers started in-process (one, or a cluster of three) and timed Kafka
+//!   requests to one of them.
 //! - [`run`] — full and quick [`run::Settings`], criterion's output directory, and the
 //!   [`run::RunRecord`] the benchmark leaves there for the report.
 //! - `benches/metadata.rs` — the criterion groups, one benchmark per backend and parameter
