@@ -60,7 +60,9 @@ pub(crate) fn log_error(error: &LogError) -> ResponseError {
         }
         LogError::InvalidBatch(_) | LogError::NoRecords => ResponseError::CorruptMessage,
         LogError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
-        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::OffsetOutOfRange { .. } | LogError::NotContiguous { .. } => {
+            ResponseError::OffsetOutOfRange
+        }
         LogError::Closed { .. } => ResponseError::NotLeaderOrFollower,
         LogError::InvalidTopic { .. } => ResponseError::InvalidTopicException,
         LogError::InvalidPartition { .. } => ResponseError::UnknownTopicOrPartition,

@@ -71,6 +71,15 @@ pub enum LogError {
         /// The partition's directory.
         path: PathBuf,
     },
+    /// Batches copied from the leader do not continue this log where it ends, or skip offsets
+    /// between them: the follower must truncate or fetch from its log end offset.
+    #[error("replicated batch starts at offset {got} but the log continues at {expected}")]
+    NotContiguous {
+        /// The offset the next batch must start at.
+        expected: i64,
+        /// The base offset the batch has.
+        got: i64,
+    },
     /// A topic name that cannot be a directory name: `INVALID_TOPIC_EXCEPTION`.
     #[error("invalid topic name {name:?}: use 1 to 249 of [a-zA-Z0-9._-], not \".\" or \"..\"")]
     InvalidTopic {

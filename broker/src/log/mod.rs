@@ -11,6 +11,8 @@
 //! - [`config`] — [`LogConfig`] and [`FlushPolicy`], Kafka's topic config names and defaults.
 //! - `index` — the offset and time index formats and lookups.
 //! - `segment` — one segment: files, recovery scan, positional reads.
+//! - `epochs` — the leader-epoch cache: where each leader epoch starts (OffsetForLeaderEpoch,
+//!   follower truncation).
 //! - [`partition`] — [`PartitionLog`]: append, read, lookups, retention, flush, close.
 //! - [`store`] — [`LogStore`]: all partition logs under `<data_dir>/logs`.
 //! - `error` — [`LogError`], with the Kafka error code of each variant.
@@ -23,6 +25,7 @@
 //!     00000000000000000000.index             sparse: (relative offset u32, position u32) BE
 //!     00000000000000000000.timeindex         sparse: (max timestamp so far i64, relative offset u32) BE
 //!     00000000000000004217.log …             next segment, named by its base offset
+//!     leader-epochs                          "epoch start-offset" per leader epoch (see `epochs`)
 //!     clean-shutdown                         present only between a clean close and the next open
 //! ```
 //! A segment's name is its base offset in 20 digits. Offsets are contiguous across segments:
@@ -69,6 +72,7 @@
 
 pub mod batch;
 pub mod config;
+mod epochs;
 mod error;
 mod index;
 pub mod partition;
@@ -77,6 +81,7 @@ pub mod store;
 
 pub use batch::{BatchError, BatchHeader, Batches, RecordBatch};
 pub use config::{FlushPolicy, LogConfig, LogConfigError};
+pub use epochs::EpochStart;
 pub use error::LogError;
 pub use partition::{AppendInfo, LogRead, PartitionLog, RetentionOutcome, TimestampOffset};
 pub use store::LogStore;

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use super::batch::BatchHeader;
 use super::batch::{Batches, set_base_offset, set_partition_leader_epoch};
 use super::config::LogConfig;
+use super::epochs::{EpochStart, Epochs};
 use super::error::{LogError, io_err};
 use super::segment::{
     IndexFiles, LOG_EXT, NO_TIMESTAMP, NewEntries, Recovery, Segment, Summary,
@@ -103,6 +104,8 @@ pub struct PartitionLog {
     /// Oldest first; the last one is the active segment. Never empty.
     segments: RwLock<Vec<Arc<Segment>>>,
     log_end: watch::Sender<i64>,
+    /// Where each leader epoch starts; changed under the append lock, after it.
+    epochs: Mutex<Epochs>,
 }
 
 /// A batch's place in an append's buffer.
@@ -111,6 +114,17 @@ struct Placed {
     start: usize,
     size: usize,
     offsets: i64,
+}
+
+/// How an append sets the offsets of its batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Assign {
+    /// As the partition's leader: offsets continue from the log end offset and every batch
+    /// gets the leader epoch.
+    Leader { epoch: i32 },
+    /// As a follower copying the leader's log: batches keep their offsets and leader epochs,
+    /// and must continue the log exactly.
+    Replica,
 }
 
 /// A validated append, ready to be written.
@@ -182,7 +196,19 @@ impl PartitionLog {
             fs::remove_file(&marker).map_err(io_err("delete", &marker))?;
             sync_dir(dir)?;
         }
-        let (log_end, _) = watch::channel(active.summary().next_offset);
+        let end = active.summary().next_offset;
+        let epochs = match Epochs::load(dir, end)? {
+            Some(epochs) => epochs,
+            None => {
+                let mut epochs = Epochs::default();
+                for segment in &segments {
+                    segment.collect_epochs(&mut epochs)?;
+                }
+                epochs.store(dir)?;
+                epochs
+            }
+        };
+        let (log_end, _) = watch::channel(end);
         Ok(Self {
             dir: dir.to_path_buf(),
             writer: Mutex::new(Writer {
@@ -196,6 +222,7 @@ impl PartitionLog {
             }),
             segments: RwLock::new(segments),
             log_end,
+            epochs: Mutex::new(epochs),
         })
     }
 
@@ -259,6 +286,32 @@ impl PartitionLog {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
+        self.append_as(
+            records,
+            Assign::Leader {
+                epoch: leader_epoch,
+            },
+            now_ms,
+        )
+    }
+
+    /// Appends record batches fetched from the partition's leader, byte for byte: they keep
+    /// the offsets and leader epochs the leader gave them. Validated as [`Self::append`]
+    /// validates, and besides the first batch must start at the log end offset and each
+    /// following one where the previous ended ([`LogError::NotContiguous`] otherwise).
+    pub fn append_replicated(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        self.append_as(records, Assign::Replica, now_ms)
+    }
+
+    fn append_as(
+        &self,
+        records: &[u8],
+        assign: Assign,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let mut first_base = None;
+        let mut expected_next = None;
+        let mut batch_epochs = Vec::new();
         let mut placed = Vec::new();
         let mut record_count: u64 = 0;
         let mut max_timestamp = NO_TIMESTAMP;
@@ -268,12 +321,28 @@ impl PartitionLog {
             if header.record_count == 0 {
                 return Err(LogError::NoRecords);
             }
+            if assign == Assign::Replica {
+                if let Some(expected) = expected_next
+                    && header.base_offset != expected
+                {
+                    return Err(LogError::NotContiguous {
+                        expected,
+                        got: header.base_offset,
+                    });
+                }
+                first_base.get_or_insert(header.base_offset);
+                expected_next = Some(header.next_offset());
+                batch_epochs.push((header.partition_leader_epoch, header.base_offset));
+            }
             record_count += u64::try_from(header.record_count).unwrap_or(0);
             max_timestamp = max_timestamp.max(header.max_timestamp);
             placed.push(Placed {
                 start: placed.last().map_or(0, |p: &Placed| p.start + p.size),
                 size: batch.size(),
-                offsets: i64::from(header.record_count),
+                offsets: match assign {
+                    Assign::Leader { .. } => i64::from(header.record_count),
+                    Assign::Replica => header.next_offset() - header.base_offset,
+                },
             });
         }
         if placed.is_empty() {
@@ -286,19 +355,7 @@ impl PartitionLog {
         };
 
         let mut writer = self.writer.lock();
-        match writer.status {
-            Status::Open => {}
-            Status::Failed => {
-                return Err(LogError::Offline {
-                    path: self.dir.clone(),
-                });
-            }
-            Status::Closed => {
-                return Err(LogError::Closed {
-                    path: self.dir.clone(),
-                });
-            }
-        }
+        self.check_open(&writer)?;
         let max = writer.config.max_message_bytes;
         if let Some(p) = pending.placed.iter().find(|p| p.size > max as usize) {
             return Err(LogError::BatchTooLarge { size: p.size, max });
@@ -311,11 +368,35 @@ impl PartitionLog {
         let mut summary = active.summary();
         let position = summary.size;
         let base_offset = summary.next_offset;
+        if let Some(got) = first_base
+            && got != base_offset
+        {
+            return Err(LogError::NotContiguous {
+                expected: base_offset,
+                got,
+            });
+        }
+        if let Assign::Leader { epoch } = assign {
+            batch_epochs.push((epoch, base_offset));
+        }
+        // Stored before the batches are written: see `epochs`.
+        {
+            let mut epochs = self.epochs.lock();
+            let mut added = false;
+            for &(epoch, offset) in &batch_epochs {
+                added |= epochs.observe(epoch, offset);
+            }
+            if added {
+                epochs.store(&self.dir)?;
+            }
+        }
         let mut next = base_offset;
         for p in &pending.placed {
             let batch = &mut pending.buf[p.start..p.start + p.size];
-            set_base_offset(batch, next);
-            set_partition_leader_epoch(batch, leader_epoch);
+            if let Assign::Leader { epoch } = assign {
+                set_base_offset(batch, next);
+                set_partition_leader_epoch(batch, epoch);
+            }
             next += p.offsets;
         }
         let result = Self::write(&mut writer, &active, &pending, &mut summary, now_ms);
@@ -497,6 +578,110 @@ impl PartitionLog {
             }
         }
         Ok(None)
+    }
+
+    /// Removes every batch from the one holding `offset` on — a follower whose log diverged
+    /// from its leader's cuts it back to where the two agree — and returns the new log end
+    /// offset: `offset` when it is a batch boundary, else the base offset of the batch
+    /// holding it.
+    ///
+    /// Later segments are deleted newest first, so a crash part-way leaves a longer log but
+    /// never a gap; the segment holding `offset` is cut at that batch and reopened as the
+    /// active segment with its indexes rebuilt. An `offset` at or past the log end offset
+    /// changes nothing; one before the log start offset empties the log and restarts it at
+    /// `offset`.
+    pub fn truncate_to(&self, offset: i64, now_ms: i64) -> Result<i64, LogError> {
+        let mut writer = self.writer.lock();
+        self.check_open(&writer)?;
+        let end = self.log_end_offset();
+        if offset >= end {
+            return Ok(end);
+        }
+        let segments = self.segments.read().clone();
+        let kept = segments.partition_point(|s| s.base_offset() <= offset);
+        // No segment starts at or before `offset`: the whole log goes.
+        let reset = kept == 0;
+        for segment in segments[kept..].iter().rev() {
+            segment.delete_files()?;
+        }
+        let (active, index_files) = match kept.checked_sub(1).map(|i| &segments[i]) {
+            Some(holder) => {
+                let position = match holder.find_batch(offset)? {
+                    Some(position) => position,
+                    None => holder.summary().size,
+                };
+                sync_dir(&self.dir)?;
+                holder.truncate(position)?;
+                holder.sync()?;
+                let recovered = Segment::recover(
+                    &self.dir,
+                    holder.base_offset(),
+                    Recovery {
+                        clean: false,
+                        active: true,
+                        index_interval: writer.config.index_interval_bytes,
+                    },
+                )?;
+                let index_files = recovered.open_index_files()?;
+                (recovered, index_files)
+            }
+            None => {
+                sync_dir(&self.dir)?;
+                Segment::create(&self.dir, offset)?
+            }
+        };
+        let active = Arc::new(active);
+        {
+            let mut list = self.segments.write();
+            list.truncate(kept.saturating_sub(1));
+            list.push(Arc::clone(&active));
+        }
+        let new_end = active.summary().next_offset;
+        {
+            let mut epochs = self.epochs.lock();
+            if epochs.truncate(if reset { i64::MIN } else { new_end }) {
+                epochs.store(&self.dir)?;
+            }
+        }
+        tracing::info!(
+            dir = %self.dir.display(),
+            requested = offset,
+            from = end,
+            to = new_end,
+            "truncated the log"
+        );
+        writer.active = active;
+        writer.index_files = index_files;
+        writer.active_since_ms = None;
+        writer.unflushed_messages = 0;
+        writer.last_flush_ms = Some(now_ms);
+        self.log_end.send_replace(new_end);
+        Ok(new_end)
+    }
+
+    /// Where each leader epoch's batches start, oldest first.
+    pub fn leader_epochs(&self) -> Vec<EpochStart> {
+        self.epochs.lock().entries().to_vec()
+    }
+
+    /// OffsetForLeaderEpoch: the largest leader epoch at or below `epoch` that this log holds,
+    /// and the offset where its batches end (where the next epoch starts, or the log end
+    /// offset for the latest). `None` when every epoch here is newer than `epoch`.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        let epochs = self.epochs.lock();
+        epochs.end_of(epoch, self.log_end_offset())
+    }
+
+    fn check_open(&self, writer: &Writer) -> Result<(), LogError> {
+        match writer.status {
+            Status::Open => Ok(()),
+            Status::Failed => Err(LogError::Offline {
+                path: self.dir.clone(),
+            }),
+            Status::Closed => Err(LogError::Closed {
+                path: self.dir.clone(),
+            }),
+        }
     }
 
     /// Fsyncs the active segment and its indexes.

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use parking_lot::RwLock;
 
 use super::batch::{BatchHeader, HEADER_LEN, RecordBatch};
+use super::epochs::Epochs;
 use super::error::{LogError, io_err};
 use super::index::{
     OffsetEntry, TimeEntry, decode_offset_index, decode_time_index, lookup_offset, lookup_time,
@@ -547,6 +548,18 @@ impl Segment {
             .filter(|size| position + size <= limit)
             .ok_or_else(|| self.corrupt(position, "batch length runs past the end of the data"))?;
         Ok((header, size))
+    }
+
+    /// Note every batch's leader epoch in `epochs`, walking the batch headers in order.
+    pub(crate) fn collect_epochs(&self, epochs: &mut Epochs) -> Result<(), LogError> {
+        let limit = self.summary().size;
+        let mut position = 0;
+        while position < limit {
+            let (header, size) = self.header_at(position, limit)?;
+            epochs.observe(header.partition_leader_epoch, header.base_offset);
+            position += size;
+        }
+        Ok(())
     }
 
     /// The position of the batch holding `offset`, or `None` if the segment ends before it.

@@ -710,3 +710,241 @@ fn store_recovers_creates_and_deletes_partition_logs() {
         .expect("recreate");
     assert_eq!(log.log_end_offset(), 0);
 }
+
+/// Every byte of the log from `from` on.
+fn read_bytes(log: &PartitionLog, from: i64) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut next = from;
+    loop {
+        let read = log.read(next, 1 << 20).expect("read");
+        if read.records.is_empty() {
+            return bytes;
+        }
+        for b in Batches::new(&read.records) {
+            next = b.expect("valid").header().next_offset();
+        }
+        bytes.extend_from_slice(&read.records);
+    }
+}
+
+#[test]
+fn a_follower_copies_the_leaders_batches_byte_for_byte() {
+    let leader_dir = tempfile::tempdir().expect("tempdir");
+    let follower_dir = tempfile::tempdir().expect("tempdir");
+    let leader = open(leader_dir.path(), small(300));
+    let follower = open(follower_dir.path(), small(300));
+    for (i, epoch) in [(0, 1), (1, 1), (2, 2), (3, 2), (4, 5)] {
+        let records = [batch(i, &[b"x", b"y"]), batch(i, &[b"z"])].concat();
+        leader.append(&records, epoch, 0).expect("leader append");
+        // The follower fetches from its log end offset, a few bytes at a time, as a replica
+        // fetcher with a small fetch size would.
+        loop {
+            let read = leader
+                .read(follower.log_end_offset(), 100)
+                .expect("leader read");
+            if read.records.is_empty() {
+                break;
+            }
+            let info = follower
+                .append_replicated(&read.records, 0)
+                .expect("follower append");
+            assert_eq!(info.base_offset, offsets_of(&read.records)[0].0);
+        }
+    }
+    assert_eq!(follower.log_end_offset(), 15);
+    assert!(follower.segment_count() > 1, "the copy rolled segments");
+    assert_eq!(read_bytes(&follower, 0), read_bytes(&leader, 0));
+    let epochs: Vec<i32> = Batches::new(&read_bytes(&follower, 0))
+        .map(|b| b.expect("valid").header().partition_leader_epoch)
+        .collect();
+    assert_eq!(epochs, vec![1, 1, 1, 1, 2, 2, 2, 2, 5, 5]);
+
+    follower.close(0).expect("close");
+    drop(follower);
+    let reopened = open(follower_dir.path(), small(300));
+    assert_eq!(reopened.log_end_offset(), 15);
+    assert_eq!(read_bytes(&reopened, 7), read_bytes(&leader, 7));
+}
+
+#[test]
+fn a_replicated_append_must_continue_the_log() {
+    let leader_dir = tempfile::tempdir().expect("tempdir");
+    let follower_dir = tempfile::tempdir().expect("tempdir");
+    let leader = open(leader_dir.path(), small(1 << 20));
+    append_n(&leader, 4, 0);
+    let follower = open(follower_dir.path(), small(1 << 20));
+
+    // Starting past the follower's log end offset: a gap.
+    let later = leader.read(2, 1 << 20).expect("read").records;
+    let err = follower.append_replicated(&later, 0).expect_err("gap");
+    assert!(
+        matches!(
+            err,
+            LogError::NotContiguous {
+                expected: 0,
+                got: 2
+            }
+        ),
+        "{err:?}"
+    );
+    // Two batches with a hole between them.
+    let first = leader.read(0, 1).expect("read").records;
+    let third = leader.read(2, 1).expect("read").records;
+    let err = follower
+        .append_replicated(&[first.clone(), third].concat(), 0)
+        .expect_err("hole");
+    assert!(
+        matches!(
+            err,
+            LogError::NotContiguous {
+                expected: 1,
+                got: 2
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        follower.log_end_offset(),
+        0,
+        "a refused append writes nothing"
+    );
+    follower.append_replicated(&first, 0).expect("in order");
+    assert_eq!(follower.log_end_offset(), 1);
+}
+
+#[test]
+fn truncation_cuts_back_across_segments_and_the_log_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), small(200));
+    append_n(&log, 20, 100);
+    let segments = log.segment_count();
+    assert!(segments > 4, "{segments} segments");
+
+    assert_eq!(log.truncate_to(25, 0).expect("past the end"), 20);
+    assert_eq!(log.truncate_to(11, 0).expect("truncate"), 11);
+    assert_eq!(log.log_end_offset(), 11);
+    assert_eq!(read_all(&log, 0, 1 << 20), (0..11).collect::<Vec<_>>());
+    assert!(log.segment_count() < segments);
+    let remaining: Vec<_> = fs::read_dir(dir.path())
+        .expect("list")
+        .filter_map(|e| {
+            let name = e.expect("entry").file_name().to_string_lossy().into_owned();
+            name.strip_suffix(&format!(".{LOG_EXT}"))
+                .and_then(|stem| stem.parse::<i64>().ok())
+        })
+        .collect();
+    assert!(
+        remaining.iter().all(|&base| base <= 11),
+        "segments past the cut are gone: {remaining:?}"
+    );
+
+    let info = log
+        .append(&batch(500, &[b"new"]), EPOCH + 1, 0)
+        .expect("append");
+    assert_eq!(info.base_offset, 11);
+    assert_eq!(read_all(&log, 5, 64), (5..12).collect::<Vec<_>>());
+
+    drop(log);
+    let reopened = open(dir.path(), small(200));
+    assert_eq!(reopened.log_end_offset(), 12);
+    assert_eq!(read_all(&reopened, 0, 1 << 20), (0..12).collect::<Vec<_>>());
+}
+
+#[test]
+fn truncation_inside_a_batch_drops_the_whole_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), small(1 << 20));
+    log.append(&batch(1, &[b"a", b"b", b"c"]), EPOCH, 0)
+        .expect("append");
+    log.append(&batch(2, &[b"d", b"e", b"f"]), EPOCH, 0)
+        .expect("append");
+    assert_eq!(log.truncate_to(4, 0).expect("truncate"), 3);
+    assert_eq!(
+        offsets_of(&log.read(0, 1 << 20).expect("read").records),
+        vec![(0, 3)]
+    );
+}
+
+#[test]
+fn truncation_before_the_log_start_restarts_the_log_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        retention_bytes: Some(1),
+        ..small(200)
+    };
+    let log = open(dir.path(), config.clone());
+    append_n(&log, 12, 0);
+    log.enforce_retention(0).expect("retention");
+    let start = log.log_start_offset();
+    assert!(start > 0);
+    assert_eq!(log.truncate_to(start - 1, 0).expect("truncate"), start - 1);
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (start - 1, start - 1)
+    );
+    let info = log
+        .append(&batch(9, &[b"again"]), EPOCH, 0)
+        .expect("append");
+    assert_eq!(info.base_offset, start - 1);
+    drop(log);
+    let reopened = open(dir.path(), config);
+    assert_eq!(reopened.log_end_offset(), start);
+}
+
+#[test]
+fn leader_epochs_are_tracked_stored_copied_and_cut() {
+    let leader_dir = tempfile::tempdir().expect("tempdir");
+    let follower_dir = tempfile::tempdir().expect("tempdir");
+    let leader = open(leader_dir.path(), small(300));
+    for (ts, epoch) in [(0, 1), (1, 1), (2, 2), (3, 2), (4, 5)] {
+        leader
+            .append(&batch(ts, &[b"a", b"b"]), epoch, 0)
+            .expect("append");
+    }
+    let expected = |entries: &[(i32, i64)]| -> Vec<EpochStart> {
+        entries
+            .iter()
+            .map(|&(epoch, start_offset)| EpochStart {
+                epoch,
+                start_offset,
+            })
+            .collect()
+    };
+    assert_eq!(leader.leader_epochs(), expected(&[(1, 0), (2, 4), (5, 8)]));
+    assert_eq!(leader.end_offset_for_epoch(0), None);
+    assert_eq!(leader.end_offset_for_epoch(1), Some((1, 4)));
+    assert_eq!(leader.end_offset_for_epoch(3), Some((2, 8)));
+    assert_eq!(leader.end_offset_for_epoch(5), Some((5, 10)));
+
+    // A follower's copy has the same epochs.
+    let follower = open(follower_dir.path(), small(300));
+    let records = read_bytes(&leader, 0);
+    follower.append_replicated(&records, 0).expect("copy");
+    assert_eq!(follower.leader_epochs(), leader.leader_epochs());
+
+    // Reopened from the stored cache, and rebuilt from the batches when it is gone.
+    drop(leader);
+    let reopened = open(leader_dir.path(), small(300));
+    assert_eq!(
+        reopened.leader_epochs(),
+        expected(&[(1, 0), (2, 4), (5, 8)])
+    );
+    drop(reopened);
+    fs::remove_file(leader_dir.path().join("leader-epochs")).expect("remove the cache");
+    let rebuilt = open(leader_dir.path(), small(300));
+    assert_eq!(rebuilt.leader_epochs(), expected(&[(1, 0), (2, 4), (5, 8)]));
+
+    // Cutting the log drops the epochs that started past the cut, durably.
+    assert_eq!(follower.truncate_to(6, 0).expect("truncate"), 6);
+    assert_eq!(follower.leader_epochs(), expected(&[(1, 0), (2, 4)]));
+    assert_eq!(follower.end_offset_for_epoch(5), Some((2, 6)));
+    follower
+        .append(&batch(9, &[b"c"]), 7, 0)
+        .expect("append as the new leader");
+    drop(follower);
+    let reopened = open(follower_dir.path(), small(300));
+    assert_eq!(
+        reopened.leader_epochs(),
+        expected(&[(1, 0), (2, 4), (7, 6)])
+    );
+}
