@@ -29,6 +29,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::OffsetCommit, 2, 8),
     (ApiKey::OffsetFetch, 1, 8),
@@ -250,6 +251,9 @@ async fn route(
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, version, r).await),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(broker, version, r).await)
+        }
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(leader_epochs::handle(broker, version, r).await)
         }
         RequestKind::BrokerHeartbeat(r) => {
             ResponseKind::BrokerHeartbeat(crate::liveness::heartbeat(broker, &r))

@@ -7,6 +7,7 @@ pub(crate) mod cluster;
 pub(crate) mod configs;
 pub(crate) mod fetch;
 pub(crate) mod groups;
+pub(crate) mod leader_epochs;
 pub(crate) mod list_offsets;
 pub(crate) mod metadata;
 pub(crate) mod offsets;
