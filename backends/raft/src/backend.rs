@@ -36,7 +36,8 @@ const DB_LOCK_WAIT: Duration = Duration::from_secs(10);
 pub struct RaftBackend {
     inner: Arc<Inner>,
     tasks: Mutex<Option<JoinSet<()>>>,
-    /// The store, for [`MetadataBackend::power_cut`].
+    /// The store: closed by [`MetadataBackend::shutdown`], cut by
+    /// [`MetadataBackend::power_cut`].
     db: Db,
 }
 
@@ -229,6 +230,20 @@ impl RaftBackend {
             tasks: Mutex::new(Some(tasks)),
             db,
         })
+    }
+
+    /// Report the node not ready for `reason` and take its tasks (dropping them aborts them).
+    fn stop_serving(&self, reason: &str) -> Option<JoinSet<()>> {
+        self.inner.cluster.send_modify(|view| {
+            view.role = Role::Unknown;
+            view.readiness = Readiness::NotReady {
+                reason: reason.into(),
+            };
+        });
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     fn check_running(&self) -> Result<(), MetadataError> {
@@ -759,18 +774,7 @@ impl MetadataBackend for RaftBackend {
             .power_cut(keep_bytes)
             .map_err(|e| storage(format!("cutting the power: {e}")))?;
         self.inner.shut_down.store(true, Ordering::Release);
-        self.inner.cluster.send_modify(|view| {
-            view.role = Role::Unknown;
-            view.readiness = Readiness::NotReady {
-                reason: "power cut".into(),
-            };
-        });
-        let tasks = self
-            .tasks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        drop(tasks);
+        drop(self.stop_serving("power cut"));
         Ok(cut)
     }
 
@@ -778,24 +782,15 @@ impl MetadataBackend for RaftBackend {
         if self.inner.shut_down.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        self.inner.cluster.send_modify(|view| {
-            view.role = Role::Unknown;
-            view.readiness = Readiness::NotReady {
-                reason: "shut down".into(),
-            };
-        });
-        let tasks = self
-            .tasks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(mut tasks) = tasks {
+        if let Some(mut tasks) = self.stop_serving("shut down") {
             tasks.shutdown().await;
         }
         self.inner
             .raft
             .shutdown()
             .await
-            .map_err(|e| storage(format!("stopping openraft: {e}")))
+            .map_err(|e| storage(format!("stopping openraft: {e}")))?;
+        // The handle may outlive the shutdown; the database must not stay open with it.
+        self.db.close().map_err(storage)
     }
 }

@@ -192,11 +192,37 @@ impl Db {
             .db
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        let done = f(db.as_ref().ok_or_else(power_lost)?)?;
+        let done = f(db.as_ref().ok_or_else(|| self.gone())?)?;
         if self.shared.cutting.load(Ordering::SeqCst) {
             return Err(power_lost());
         }
         Ok(done)
+    }
+
+    /// The error for a database that is no longer open.
+    fn gone(&self) -> StorageError<u64> {
+        if self.shared.cutting.load(Ordering::SeqCst) {
+            power_lost()
+        } else {
+            write_err("the database is closed")
+        }
+    }
+
+    /// Close the database now (a graceful shutdown), syncing RocksDB's buffered log writes
+    /// first. Later calls fail; closing again does nothing. Without it the database closes
+    /// when the last handle on it goes.
+    pub(crate) fn close(&self) -> Result<(), String> {
+        let mut slot = self
+            .shared
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(db) = slot.take() else {
+            return Ok(());
+        };
+        let synced = db.flush_wal(true);
+        drop(db);
+        synced.map_err(|e| format!("syncing the WAL on close: {e}"))
     }
 
     /// Record that the live log file is on disk up to its current length (after a sync).

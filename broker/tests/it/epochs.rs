@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use bytes::{Bytes, BytesMut};
-use figment::providers::Serialized;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
@@ -19,9 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use switchyard::config::{Config, Overrides, defaults};
 use switchyard::kafka::client::PeerClient;
-use switchyard::serve::Node;
 use switchyard_backend_api::MetadataCommand;
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -112,14 +109,7 @@ async fn produce(client: &mut PeerClient, values: &[&str]) -> anyhow::Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offset_for_leader_epoch_answers_where_the_epoch_ends() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let overrides = Overrides {
-        metadata_backend: Some("memory".into()),
-        data_dir: Some(dir.path().to_owned()),
-        listen: Some("127.0.0.1:0".into()),
-        ..Overrides::default()
-    };
-    let config = Config::from_figment(defaults().merge(Serialized::defaults(&overrides)))?;
-    let node = Node::start(&config).await?;
+    let node = crate::wire::start(&dir).await?;
     let mut registered = node.broker().registration();
     tokio::time::timeout(DEADLINE, registered.wait_for(|r| *r)).await??;
     let mut client = PeerClient::new(

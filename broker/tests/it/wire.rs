@@ -18,7 +18,8 @@ use tokio::net::TcpStream;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
-async fn start(dir: &tempfile::TempDir) -> anyhow::Result<Node> {
+/// A node of the `memory` backend in `dir`, its Kafka listener on a free loopback port.
+pub(crate) async fn start(dir: &tempfile::TempDir) -> anyhow::Result<Node> {
     let overrides = Overrides {
         metadata_backend: Some("memory".into()),
         data_dir: Some(dir.path().to_owned()),
