@@ -14,7 +14,8 @@
 //!   loopback, for every backend that declares multi-node operation: a commit there costs the
 //!   leader's fsync, a round trip, and a follower's fsync (compare `floor/loopback_rtt`).
 //! - `read/<backend>/local` — `local()` plus a topic lookup; `read/<backend>/linearizable`
-//!   where the backend's guarantees declare linearizable reads.
+//!   where the backend's guarantees declare linearizable reads. `read_3nodes/…` — the same on
+//!   the leader of three nodes (a linearizable read there confirms leadership with a quorum).
 //! - `kafka/<backend>/offset_commit`, `/create_topic`, `/create_topics_1000` — one Kafka request
 //!   each (one partition committed; one topic; 1,000 topics in one request) to a broker started
 //!   in this process on a single node of the backend, timed from the client.
@@ -115,7 +116,8 @@ fn run(criterion: &mut Criterion, settings: &Settings) -> anyhow::Result<()> {
         .filter(|r| r.guarantees.multi_node)
         .collect();
     propose(criterion, &rt, &clustered, 3)?;
-    read(criterion, &rt, &backends)?;
+    read(criterion, &rt, &backends, 1)?;
+    read(criterion, &rt, &clustered, 3)?;
     kafka(criterion, &rt, &backends, 1)?;
     kafka(criterion, &rt, &clustered, 3)?;
     failovers(criterion, &rt, &clustered)?;
@@ -204,15 +206,21 @@ fn propose(
     Ok(())
 }
 
+/// Group `read` (one node each) or `read_<nodes>nodes` (on the leader of a cluster).
 fn read(
     criterion: &mut Criterion,
     rt: &Runtime,
     backends: &[&'static Registration],
+    nodes: usize,
 ) -> anyhow::Result<()> {
-    let mut group = criterion.benchmark_group("read");
+    let name = match nodes {
+        1 => "read".to_owned(),
+        n => format!("read_{n}nodes"),
+    };
+    let mut group = criterion.benchmark_group(name);
     for registration in backends {
         let harness = RegistryHarness::new(registration.name);
-        on_fresh_nodes(rt, &harness, 1, &mut group, |group, node| {
+        on_fresh_nodes(rt, &harness, nodes, &mut group, |group, node| {
             let backend = node.backend();
             group.bench_function(BenchmarkId::new(registration.name, "local"), |b| {
                 b.iter(|| {

@@ -48,13 +48,15 @@ pub(crate) enum Covers {
     Durable,
     /// Backends that declare linearizable reads (the run skips the others).
     Declared,
+    /// Multi-node backends that declare linearizable reads.
+    DeclaredMultiNode,
 }
 
 impl Covers {
     fn includes(self, backend: &BackendInfo) -> bool {
         match self {
             Self::All | Self::Declared => true,
-            Self::MultiNode => backend.multi_node,
+            Self::MultiNode | Self::DeclaredMultiNode => backend.multi_node,
             Self::Durable => backend.durable,
         }
     }
@@ -146,6 +148,25 @@ pub(crate) fn tables(record: &RunRecord) -> Vec<Table> {
             Some("reads"),
             &[],
             Covers::Declared,
+        ),
+        table(
+            "read_3nodes",
+            "local",
+            "Local read on the leader of 3 nodes",
+            "`local()` and a topic lookup",
+            Some("reads"),
+            &[],
+            Covers::MultiNode,
+        ),
+        table(
+            "read_3nodes",
+            "linearizable",
+            "Linearizable read on the leader of 3 nodes on loopback",
+            "`read_linearizable()` and a topic lookup: the leader confirms its leadership with \
+             a quorum (only where declared)",
+            Some("reads"),
+            &[PerLoopback],
+            Covers::DeclaredMultiNode,
         ),
         table(
             "kafka",
@@ -699,7 +720,7 @@ fn table_section(
     }
     line(out, "");
     if !missing.is_empty() {
-        let reason = if table.covers == Covers::Declared {
+        let reason = if matches!(table.covers, Covers::Declared | Covers::DeclaredMultiNode) {
             "not declared by"
         } else {
             "not measured in this run for"
