@@ -3,7 +3,6 @@
 //! long log, time until it has applied it again).
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,18 +10,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::Serialized;
-use serde::{Deserialize, Serialize};
 use switchyard::backends::promote;
-use switchyard::config::{Config, Overrides, defaults};
 use switchyard::kafka::client::PeerClient;
 use switchyard::serve::Node;
 use switchyard::status::cluster_status;
 use switchyard_backend_api::{Failover, LogIndex, NodeId, Registration};
-use switchyard_compat_tests::{DEADLINE, RegistryHarness, TestCluster, reserve_addr};
+use switchyard_compat_tests::{DEADLINE, RegistryHarness, TestCluster};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::kafka::create_topics;
+use crate::kafka::{BrokerSpec, create_topics};
 use crate::{propose_sequential, runtime, seed};
 
 /// Nodes of the cluster whose leader the failover benchmark kills.
@@ -40,32 +37,6 @@ pub const NO_SNAPSHOT: u64 = 1_000_000_000;
 /// Set in the environment of a broker process the failover benchmark starts: the JSON of its
 /// [`BrokerSpec`]. See [`serve_if_asked`].
 const SERVE_ENV: &str = "SWITCHYARD_BENCH_SERVE";
-
-/// What a broker process serves: the overrides `switchyard serve` would get on its command
-/// line.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct BrokerSpec {
-    backend: String,
-    node_id: i64,
-    data_dir: PathBuf,
-    peers: String,
-}
-
-impl BrokerSpec {
-    fn config(&self) -> anyhow::Result<Config> {
-        let overrides = Overrides {
-            metadata_backend: Some(self.backend.clone()),
-            data_dir: Some(self.data_dir.clone()),
-            node_id: Some(self.node_id),
-            listen: Some("127.0.0.1:0".into()),
-            peers: Some(self.peers.clone()),
-            ..Overrides::default()
-        };
-        // Defaults and these values only: no `switchyard.toml` and no environment.
-        Config::from_figment(defaults().merge(Serialized::defaults(&overrides)))
-            .context("broker config")
-    }
-}
 
 /// If this process was started by the failover benchmark as one of its brokers ([`SERVE_ENV`]
 /// is set), serve as `switchyard serve` would — the same [`Node`] — and never return: print
@@ -130,20 +101,10 @@ async fn failover_once(backend: &str, mode: Failover) -> anyhow::Result<Duration
         .prefix(&format!("switchyard-failover-{backend}-"))
         .tempdir()
         .context("creating the brokers' temp dir")?;
-    let peers = (1..=FAILOVER_NODES)
-        .map(|id| Ok(format!("{id}={}", reserve_addr()?)))
-        .collect::<anyhow::Result<Vec<_>>>()?
-        .join(",");
-    let mut brokers = Vec::with_capacity(FAILOVER_NODES);
-    for id in 1..=FAILOVER_NODES {
-        let spec = BrokerSpec {
-            backend: backend.to_owned(),
-            node_id: i64::try_from(id)?,
-            data_dir: dir.path().join(id.to_string()),
-            peers: peers.clone(),
-        };
-        brokers.push(spawn(spec)?);
-    }
+    let mut brokers = BrokerSpec::cluster(backend, dir.path(), FAILOVER_NODES)?
+        .into_iter()
+        .map(spawn)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     for broker in &mut brokers {
         broker.kafka = tokio::time::timeout(DEADLINE, ready_line(&mut broker.child))
             .await

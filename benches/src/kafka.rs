@@ -6,6 +6,7 @@
 //! three nodes) → response.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use kafka_protocol::messages::offset_commit_request::{
 };
 use kafka_protocol::messages::{CreateTopicsRequest, GroupId, OffsetCommitRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use serde::{Deserialize, Serialize};
 use switchyard::config::{Config, Overrides, defaults};
 use switchyard::group::coordinator_of;
 use switchyard::kafka::client::PeerClient;
@@ -37,6 +39,57 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const COMMIT_TOPIC: &str = "bench-commits";
 /// Group the offset commits are for (outside any generation, as a standalone consumer commits).
 const COMMIT_GROUP: &str = "bench";
+
+/// One broker of a benchmark cluster: the overrides `switchyard serve` would get on its
+/// command line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct BrokerSpec {
+    pub(crate) backend: String,
+    pub(crate) node_id: i64,
+    pub(crate) data_dir: PathBuf,
+    /// `--peers`; none for a single node.
+    pub(crate) peers: Option<String>,
+}
+
+impl BrokerSpec {
+    /// `count` brokers of `backend`, ids 1..=count, each in a sub-directory of `dir` named by
+    /// its id; more than one get each other as peers, on reserved loopback cluster ports.
+    pub(crate) fn cluster(backend: &str, dir: &Path, count: usize) -> anyhow::Result<Vec<Self>> {
+        let peers = if count > 1 {
+            let addrs = (1..=count)
+                .map(|id| Ok(format!("{id}={}", reserve_addr()?)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Some(addrs.join(","))
+        } else {
+            None
+        };
+        (1..=count)
+            .map(|id| {
+                Ok(Self {
+                    backend: backend.to_owned(),
+                    node_id: i64::try_from(id)?,
+                    data_dir: dir.join(id.to_string()),
+                    peers: peers.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The broker's config: defaults and these values only (no `switchyard.toml`, no
+    /// environment), its Kafka listener on a free loopback port.
+    pub(crate) fn config(&self) -> anyhow::Result<Config> {
+        let overrides = Overrides {
+            metadata_backend: Some(self.backend.clone()),
+            data_dir: Some(self.data_dir.clone()),
+            node_id: Some(self.node_id),
+            listen: Some("127.0.0.1:0".into()),
+            peers: self.peers.clone(),
+            ..Overrides::default()
+        };
+        Config::from_figment(defaults().merge(Serialized::defaults(&overrides)))
+            .context("broker config")
+    }
+}
 
 /// Brokers with fresh data directories and a client connected to one of them. Dropping it
 /// without [`KafkaNode::shutdown`] leaves the brokers' tasks to the runtime.
@@ -59,31 +112,12 @@ impl KafkaNode {
             .prefix(&format!("switchyard-kafka-{backend}-"))
             .tempdir()
             .context("creating the brokers' temp dir")?;
-        let peers = if count > 1 {
-            let addrs = (1..=count)
-                .map(|id| Ok(format!("{id}={}", reserve_addr()?)))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            Some(addrs.join(","))
-        } else {
-            None
-        };
         let mut nodes = Vec::with_capacity(count);
-        for id in 1..=count {
-            let overrides = Overrides {
-                metadata_backend: Some(backend.to_owned()),
-                data_dir: Some(dir.path().join(id.to_string())),
-                node_id: Some(i64::try_from(id)?),
-                listen: Some("127.0.0.1:0".into()),
-                peers: peers.clone(),
-                ..Overrides::default()
-            };
-            // Defaults and these values only: no `switchyard.toml` and no environment.
-            let config = Config::from_figment(defaults().merge(Serialized::defaults(&overrides)))
-                .context("broker config")?;
+        for spec in BrokerSpec::cluster(backend, dir.path(), count)? {
             nodes.push(
-                Node::start(&config)
+                Node::start(&spec.config()?)
                     .await
-                    .with_context(|| format!("starting broker {id}"))?,
+                    .with_context(|| format!("starting broker {}", spec.node_id))?,
             );
         }
         for node in &nodes {

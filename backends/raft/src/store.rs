@@ -15,8 +15,9 @@
 //! - A vote is written with `sync` before `save_vote` returns.
 //! - Appended entries are durable when the flush callback runs: `append` writes them and
 //!   fsyncs the RocksDB WAL before calling it. The WAL is flushed by hand, so until then the
-//!   entries sit in RocksDB's buffer, the bytes a power cut ([`Db::power_cut`]) loses. openraft 0.9 waits for that callback before it
-//!   takes its next command, so appends never overlap; group commit happens one level up,
+//!   entries sit in RocksDB's buffer, the bytes a power cut ([`Db::power_cut`]) loses.
+//!   openraft 0.9 waits for that callback before it takes its next command, so appends never
+//!   overlap; group commit happens one level up,
 //!   where the backend puts every proposal waiting at that moment into one entry
 //!   ([`Proposals`](crate::types::Proposals)).
 //! - Purge records the purged log id and deletes the entries in one atomic batch.
@@ -212,17 +213,21 @@ impl Db {
     /// first. Later calls fail; closing again does nothing. Without it the database closes
     /// when the last handle on it goes.
     pub(crate) fn close(&self) -> Result<(), String> {
-        let mut slot = self
-            .shared
-            .db
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let Some(db) = slot.take() else {
+        let Some(db) = self.take() else {
             return Ok(());
         };
         let synced = db.flush_wal(true);
         drop(db);
         synced.map_err(|e| format!("syncing the WAL on close: {e}"))
+    }
+
+    /// Take the database out once every running call finished; `None` if it is gone already.
+    fn take(&self) -> Option<DB> {
+        self.shared
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// Record that the live log file is on disk up to its current length (after a sync).
@@ -358,12 +363,7 @@ impl Db {
     /// directory was last listed ([`RELIST_EVERY`]).
     pub(crate) fn power_cut(&self, keep: u64) -> io::Result<PowerCut> {
         self.shared.cutting.store(true, Ordering::SeqCst);
-        let mut slot = self
-            .shared
-            .db
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let db = slot
+        let db = self
             .take()
             .ok_or_else(|| io::Error::other("the power was already cut"))?;
         drop(db);
@@ -476,14 +476,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let entries = entries
-            .into_iter()
-            .map(|entry| Ok((log_key(entry.log_id.index), encode(&entry)?)))
-            .collect::<StoreResult<Vec<_>>>()?;
         self.db.write(Fsync::Later, |db, batch| {
             let log = cf(db, CF_LOG)?;
-            for (key, value) in entries {
-                batch.put_cf(log, key, value);
+            for entry in entries {
+                batch.put_cf(log, log_key(entry.log_id.index), encode(&entry)?);
             }
             Ok(())
         })?;

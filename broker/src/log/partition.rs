@@ -376,16 +376,15 @@ impl PartitionLog {
                 got,
             });
         }
-        if let Assign::Leader { epoch } = assign {
-            batch_epochs.push((epoch, base_offset));
-        }
         // Stored before the batches are written: see `epochs`.
         {
             let mut epochs = self.epochs.lock();
-            let mut added = false;
-            for &(epoch, offset) in &batch_epochs {
-                added |= epochs.observe(epoch, offset);
-            }
+            let added = match assign {
+                Assign::Leader { epoch } => epochs.observe(epoch, base_offset),
+                Assign::Replica => batch_epochs.iter().fold(false, |added, &(epoch, offset)| {
+                    epochs.observe(epoch, offset) | added
+                }),
+            };
             if added {
                 epochs.store(&self.dir)?;
             }
