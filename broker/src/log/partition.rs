@@ -588,7 +588,8 @@ impl PartitionLog {
     /// never a gap; the segment holding `offset` is cut at that batch and reopened as the
     /// active segment with its indexes rebuilt. An `offset` at or past the log end offset
     /// changes nothing; one before the log start offset empties the log and restarts it at
-    /// `offset`.
+    /// `offset`. A failure part-way leaves the log [`LogError::Offline`] until it is reopened
+    /// (which recovers whatever the files then hold).
     pub fn truncate_to(&self, offset: i64, now_ms: i64) -> Result<i64, LogError> {
         let mut writer = self.writer.lock();
         self.check_open(&writer)?;
@@ -596,6 +597,21 @@ impl PartitionLog {
         if offset >= end {
             return Ok(end);
         }
+        let cut = self.cut(&mut writer, offset, end, now_ms);
+        if cut.is_err() {
+            writer.status = Status::Failed;
+        }
+        cut
+    }
+
+    /// The body of [`Self::truncate_to`], under its lock, for an `offset` below `end`.
+    fn cut(
+        &self,
+        writer: &mut Writer,
+        offset: i64,
+        end: i64,
+        now_ms: i64,
+    ) -> Result<i64, LogError> {
         let segments = self.segments.read().clone();
         let kept = segments.partition_point(|s| s.base_offset() <= offset);
         // No segment starts at or before `offset`: the whole log goes.
