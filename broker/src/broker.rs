@@ -12,13 +12,14 @@ use switchyard_backend_api::{
     BrokerId, Change, ClusterId, MetadataBackend, MetadataCommand, MetadataError, Outcome,
     StateView, StreamError,
 };
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, Notify, watch};
 use tracing::{info, warn};
 
 use crate::config::KafkaSettings;
 use crate::group::{GroupCoordinator, coordinator_of};
 use crate::liveness::Liveness;
 use crate::replicas::{Replica, Replicas};
+use crate::replication::LeaderView;
 
 /// How many producer ids one metadata proposal reserves.
 const PRODUCER_ID_BLOCK: u32 = 1_000;
@@ -37,6 +38,7 @@ pub struct Broker {
     replicas: Arc<Replicas>,
     incarnation: AtomicU64,
     liveness: Liveness,
+    isr_checks: Notify,
 }
 
 impl Broker {
@@ -62,6 +64,7 @@ impl Broker {
             replicas: Arc::new(replicas),
             incarnation: AtomicU64::new(0),
             liveness: Liveness::default(),
+            isr_checks: Notify::new(),
         })
     }
 
@@ -87,7 +90,7 @@ impl Broker {
             return Err(ResponseError::LeaderNotAvailable);
         }
         let view = self.metadata();
-        let (leader, leader_epoch, configs) = {
+        let (leader, leader_view, configs) = {
             let t = view
                 .state
                 .topic(topic)
@@ -101,12 +104,18 @@ impl Broker {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
-            (p.leader, p.leader_epoch, configs)
+            (
+                p.leader,
+                leader_view(p, t.configs.get("min.insync.replicas").map(String::as_str)),
+                configs,
+            )
         };
         if leader != Some(self.id) {
             return Err(ResponseError::NotLeaderOrFollower);
         }
+        let leader_epoch = leader_view.leader_epoch;
         if let Some(replica) = self.replicas.get(topic, partition) {
+            replica.lead(self.id, leader_view);
             return Ok((replica, leader_epoch));
         }
         let replicas = Arc::clone(&self.replicas);
@@ -115,7 +124,13 @@ impl Broker {
             tokio::task::spawn_blocking(move || replicas.get_or_open(&topic, partition, &configs))
                 .await
                 .map_err(|_| ResponseError::KafkaStorageError)??;
+        replica.lead(self.id, leader_view);
         Ok((replica, leader_epoch))
+    }
+
+    /// Wakes the ISR checks of the partitions led here (a follower may have caught up).
+    pub fn isr_checks(&self) -> &Notify {
+        &self.isr_checks
     }
 
     /// Delete the partition logs of topics the metadata no longer has, as deletions apply and
@@ -377,6 +392,18 @@ impl Broker {
                 Ok(first.0)
             }
         }
+    }
+}
+
+/// A partition's leadership as the metadata states it, with the topic's `min.insync.replicas`
+/// (1 when unset or not a number).
+pub fn leader_view(p: &switchyard_backend_api::Partition, min_insync: Option<&str>) -> LeaderView {
+    LeaderView {
+        leader_epoch: p.leader_epoch,
+        partition_epoch: p.partition_epoch,
+        replicas: p.replicas.iter().copied().collect(),
+        isr: p.isr.iter().copied().collect(),
+        min_insync: min_insync.and_then(|v| v.parse().ok()).unwrap_or(1),
     }
 }
 

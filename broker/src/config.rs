@@ -195,6 +195,17 @@ pub struct KafkaSettings {
     /// `broker.session.timeout.ms`: a broker the metadata leader has not heard from for this
     /// long is fenced.
     pub broker_session_timeout_ms: u64,
+    /// `replica.lag.time.max.ms`: an ISR member that has not caught up with the leader for this
+    /// long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits at the leader for data.
+    pub replica_fetch_wait_max_ms: u64,
+    /// `replica.fetch.backoff.ms`: how long a follower waits after a failed fetch.
+    pub replica_fetch_backoff_ms: u64,
+    /// `replica.fetch.max.bytes`: bytes a follower asks for per partition.
+    pub replica_fetch_max_bytes: i32,
+    /// `replica.fetch.response.max.bytes`: bytes a follower asks for per fetch.
+    pub replica_fetch_response_max_bytes: i32,
 }
 
 impl Default for KafkaSettings {
@@ -212,6 +223,11 @@ impl Default for KafkaSettings {
             metadata_timeout_ms: 10_000,
             broker_heartbeat_interval_ms: 2_000,
             broker_session_timeout_ms: 9_000,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_backoff_ms: 1_000,
+            replica_fetch_max_bytes: 1_048_576,
+            replica_fetch_response_max_bytes: 10_485_760,
         }
     }
 }

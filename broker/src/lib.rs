@@ -23,7 +23,9 @@
 //! - [`group`] — the group coordinator: rebalances, session timers, which broker coordinates
 //!   which group ([`group::coordinator_of`]).
 //! - [`liveness`] — broker heartbeats to the metadata leader's broker and fencing.
-//! - [`replicas`] — the partitions stored here, with idempotent-producer state.
+//! - [`replicas`] — the partitions stored here, with idempotent-producer state and high
+//!   watermarks.
+//! - [`replication`] — follower fetch, the ISR and the high watermark.
 //! - [`conformance`] — `switchyard conformance`: the fault runs of every linked backend and
 //!   the generated report.
 //! - [`status`] — `switchyard cluster status`, over DescribeCluster and DescribeQuorum.
@@ -48,6 +50,7 @@ pub mod kafka;
 pub mod liveness;
 pub mod log;
 pub mod replicas;
+pub mod replication;
 pub mod serve;
 pub mod status;
 

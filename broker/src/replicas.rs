@@ -6,7 +6,12 @@
 //! five batches' sequence ranges and offsets: a retried batch is answered with its original
 //! offsets and not appended again, a batch that skips sequence numbers is refused with
 //! OUT_OF_ORDER_SEQUENCE_NUMBER, and one from an older epoch with INVALID_PRODUCER_EPOCH. The
-//! state is rebuilt from the log when a partition is opened, so it survives restarts.
+//! state is rebuilt from the log when a partition is opened, so it survives restarts, and a
+//! follower keeps it from the batches it copies, so a retry reaching a new leader after a
+//! failover is still recognised.
+//!
+//! Each replica also holds its high watermark: on the leader it follows the ISR's progress
+//! ([`Leadership`]), on a follower it is the leader's, as its last fetch reported it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
@@ -14,9 +19,13 @@ use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use parking_lot::{Mutex, RwLock};
+use switchyard_backend_api::BrokerId;
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::log::{BatchError, Batches, LogConfig, LogError, LogStore, PartitionLog};
+use crate::replication::{LeaderView, Leadership};
 
 /// Batches remembered per producer for duplicate detection (Kafka's
 /// `max.in.flight.requests.per.connection` limit for idempotence).
@@ -41,6 +50,8 @@ struct Producer {
 pub struct AppendResult {
     /// Offset of the first record.
     pub base_offset: i64,
+    /// Offset of the last record.
+    pub last_offset: i64,
     /// Log start offset.
     pub log_start_offset: i64,
 }
@@ -50,6 +61,9 @@ pub struct AppendResult {
 pub struct Replica {
     log: Arc<PartitionLog>,
     producers: Mutex<HashMap<i64, Producer>>,
+    high_watermark: watch::Sender<i64>,
+    /// Set while this broker leads the partition.
+    leadership: Mutex<Option<Leadership>>,
 }
 
 /// The Kafka error for a log error.
@@ -73,10 +87,168 @@ pub(crate) fn log_error(error: &LogError) -> ResponseError {
 impl Replica {
     fn open(log: Arc<PartitionLog>) -> Result<Self, LogError> {
         let producers = rebuild_producers(&log)?;
+        // Not known after a restart: it starts at the log start and rises as the ISR (or the
+        // leader, on a follower) reports progress.
+        let high_watermark = watch::Sender::new(log.log_start_offset());
         Ok(Self {
             log,
             producers: Mutex::new(producers),
+            high_watermark,
+            leadership: Mutex::new(None),
         })
+    }
+
+    /// The high watermark: consumers read below it.
+    pub fn high_watermark(&self) -> i64 {
+        *self.high_watermark.borrow()
+    }
+
+    /// Follows the high watermark; also woken when the leadership ends.
+    pub fn subscribe_high_watermark(&self) -> watch::Receiver<i64> {
+        self.high_watermark.subscribe()
+    }
+
+    /// `me` leads the partition as `view` says: starts a leadership at a new leader epoch,
+    /// else takes the newer ISR.
+    pub fn lead(&self, me: BrokerId, view: LeaderView) {
+        let now = Instant::now();
+        let mut leadership = self.leadership.lock();
+        match leadership.as_mut() {
+            Some(l) if l.leader_epoch() == view.leader_epoch => {
+                if l.partition_epoch() != view.partition_epoch {
+                    l.update(view, now);
+                }
+            }
+            _ => {
+                *leadership = Some(Leadership::new(me, view, self.log.log_end_offset(), now));
+            }
+        }
+        self.advance_high_watermark(leadership.as_ref());
+    }
+
+    /// This broker no longer leads the partition: wakes produce requests waiting for the ISR,
+    /// which then fail.
+    pub fn resign(&self) {
+        if self.leadership.lock().take().is_some() {
+            self.high_watermark.send_modify(|_| {});
+        }
+    }
+
+    /// The leader epoch this broker leads the partition in, if it does.
+    pub fn led_epoch(&self) -> Option<i32> {
+        self.leadership
+            .lock()
+            .as_ref()
+            .map(Leadership::leader_epoch)
+    }
+
+    /// The ISR size and `min.insync.replicas` of the leadership held here.
+    pub fn insync(&self) -> Option<(usize, usize)> {
+        self.leadership
+            .lock()
+            .as_ref()
+            .map(|l| (l.isr_len(), l.min_insync()))
+    }
+
+    fn advance_high_watermark(&self, leadership: Option<&Leadership>) {
+        let Some(candidate) = leadership.and_then(|l| l.high_watermark(self.log.log_end_offset()))
+        else {
+            return;
+        };
+        self.high_watermark.send_if_modified(|hw| {
+            let advanced = candidate > *hw;
+            if advanced {
+                *hw = candidate;
+            }
+            advanced
+        });
+    }
+
+    /// The leader notes a fetch by `follower` at `fetch_offset`; returns whether the follower
+    /// may now join the ISR.
+    pub fn follower_fetched(&self, follower: BrokerId, fetch_offset: i64) -> bool {
+        let mut leadership = self.leadership.lock();
+        let Some(l) = leadership.as_mut() else {
+            return false;
+        };
+        let joins = l.record_fetch(
+            follower,
+            fetch_offset,
+            self.log.log_end_offset(),
+            self.high_watermark(),
+            Instant::now(),
+        );
+        self.advance_high_watermark(leadership.as_ref());
+        joins
+    }
+
+    /// The ISR the followers' progress calls for, with the partition epoch to propose it at;
+    /// the change is then counted as in flight until the metadata moves on or
+    /// [`Self::isr_change_failed`].
+    pub fn isr_change(
+        &self,
+        lag: std::time::Duration,
+        live: impl Fn(BrokerId) -> bool,
+    ) -> Option<(i32, Vec<BrokerId>)> {
+        let mut leadership = self.leadership.lock();
+        let l = leadership.as_mut()?;
+        let isr = l.wanted_isr(self.high_watermark(), Instant::now(), lag, live)?;
+        l.propose(isr.clone());
+        let epoch = l.partition_epoch();
+        self.advance_high_watermark(leadership.as_ref());
+        Some((epoch, isr))
+    }
+
+    /// The ISR change proposed at `partition_epoch` did not apply.
+    pub fn isr_change_failed(&self, partition_epoch: i32) {
+        let mut leadership = self.leadership.lock();
+        if let Some(l) = leadership.as_mut()
+            && l.partition_epoch() == partition_epoch
+        {
+            l.proposal_failed();
+            self.advance_high_watermark(leadership.as_ref());
+        }
+    }
+
+    /// On a follower: the leader's high watermark, as far as this log reaches.
+    pub fn follow_high_watermark(&self, leader_high_watermark: i64) {
+        let hw = leader_high_watermark.min(self.log.log_end_offset());
+        self.high_watermark.send_if_modified(|current| {
+            let changed = *current != hw;
+            *current = hw;
+            changed
+        });
+    }
+
+    /// Wait until the high watermark reaches `offset` while this broker leads in `epoch`,
+    /// until `deadline`: what a produce with `acks=all` waits for. Then fails with
+    /// `NOT_ENOUGH_REPLICAS_AFTER_APPEND` if the ISR is below `min.insync.replicas`.
+    pub async fn wait_replicated(
+        &self,
+        offset: i64,
+        epoch: i32,
+        deadline: Instant,
+    ) -> Result<(), ResponseError> {
+        let mut hw = self.high_watermark.subscribe();
+        loop {
+            let reached = *hw.borrow_and_update() >= offset;
+            match self.insync() {
+                Some(_) if self.led_epoch() != Some(epoch) => {
+                    return Err(ResponseError::NotLeaderOrFollower);
+                }
+                None => return Err(ResponseError::NotLeaderOrFollower),
+                Some((isr, min)) if reached && isr < min => {
+                    return Err(ResponseError::NotEnoughReplicasAfterAppend);
+                }
+                Some(_) if reached => return Ok(()),
+                Some(_) => {}
+            }
+            match tokio::time::timeout_at(deadline, hw.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(ResponseError::NotLeaderOrFollower),
+                Err(_) => return Err(ResponseError::RequestTimedOut),
+            }
+        }
     }
 
     /// The partition's log.
@@ -112,6 +284,7 @@ impl Replica {
                     }) {
                         return Ok(AppendResult {
                             base_offset: dup.base_offset,
+                            last_offset: dup.base_offset + i64::from(header.record_count) - 1,
                             log_start_offset: self.log.log_start_offset(),
                         });
                     }
@@ -147,10 +320,62 @@ impl Replica {
                 info.base_offset,
             );
         }
+        drop(producers);
+        self.advance_high_watermark(self.leadership.lock().as_ref());
         Ok(AppendResult {
             base_offset: info.base_offset,
+            last_offset: info.last_offset,
             log_start_offset: info.log_start_offset,
         })
+    }
+
+    /// Append batches fetched from the leader as they are (offsets and epochs kept), and
+    /// follow the idempotent producers in them. Blocking.
+    pub fn append_replicated(&self, records: &[u8], now_ms: i64) -> Result<i64, LogError> {
+        let mut producers = self.producers.lock();
+        let info = self.log.append_replicated(records, now_ms)?;
+        for batch in Batches::new(records) {
+            let header = *batch.map_err(LogError::InvalidBatch)?.header();
+            if header.producer_id >= 0 {
+                remember(
+                    producers.entry(header.producer_id).or_default(),
+                    header.producer_epoch,
+                    header.base_sequence,
+                    header.record_count,
+                    header.base_offset,
+                );
+            }
+        }
+        Ok(info.last_offset + 1)
+    }
+
+    /// Cut the log back to `offset` (see [`PartitionLog::truncate_to`]) and rebuild the
+    /// producer state from what remains. Returns the new log end offset. Blocking.
+    pub fn truncate_to(&self, offset: i64, now_ms: i64) -> Result<i64, LogError> {
+        self.rewrite(|log| log.truncate_to(offset, now_ms))
+    }
+
+    /// Empty the log and restart it at `offset` (see [`PartitionLog::restart_at`]).
+    /// Blocking.
+    pub fn restart_at(&self, offset: i64, now_ms: i64) -> Result<i64, LogError> {
+        self.rewrite(|log| log.restart_at(offset, now_ms))
+    }
+
+    fn rewrite(
+        &self,
+        cut: impl FnOnce(&PartitionLog) -> Result<i64, LogError>,
+    ) -> Result<i64, LogError> {
+        let mut producers = self.producers.lock();
+        let end = cut(&self.log)?;
+        *producers = rebuild_producers(&self.log)?;
+        let start = self.log.log_start_offset();
+        self.high_watermark.send_if_modified(|hw| {
+            let bounded = (*hw).max(start).min(end);
+            let changed = bounded != *hw;
+            *hw = bounded;
+            changed
+        });
+        Ok(end)
     }
 }
 
@@ -260,12 +485,21 @@ impl Replicas {
         Ok(replica)
     }
 
-    /// The replica if its log is open or on disk; `None` if this broker stores nothing for it.
+    /// The replica if its log is open; `None` if nothing opened it since start.
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Replica>> {
         self.open
             .read()
             .get(&(topic.to_owned(), partition))
             .cloned()
+    }
+
+    /// Every open replica with its topic and partition.
+    pub fn open_replicas(&self) -> Vec<(String, i32, Arc<Replica>)> {
+        self.open
+            .read()
+            .iter()
+            .map(|((t, p), r)| (t.clone(), *p, Arc::clone(r)))
+            .collect()
     }
 
     /// Delete every partition log of `topic`. Blocking.

@@ -24,6 +24,7 @@ use crate::group::GroupCoordinator;
 use crate::kafka::server;
 use crate::liveness;
 use crate::replicas::Replicas;
+use crate::replication;
 
 /// How often retention and time-based flushes run.
 const LOG_MAINTENANCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
@@ -211,6 +212,8 @@ impl Node {
             tokio::spawn(liveness::run_heartbeats(Arc::clone(&broker))),
             tokio::spawn(liveness::run_fencer(Arc::clone(&broker))),
             tokio::spawn(Arc::clone(&broker).maintain_logs(LOG_MAINTENANCE_INTERVAL)),
+            tokio::spawn(replication::run_replication(Arc::clone(&broker))),
+            tokio::spawn(replication::run_isr_checks(Arc::clone(&broker))),
         ];
         info!(addr = %kafka_addr, advertised = %config.advertise, "Kafka listener ready");
         Ok(Self {

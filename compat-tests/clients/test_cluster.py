@@ -44,15 +44,25 @@ def test_every_node_lists_the_brokers_and_a_topic_created_on_node_1(cluster, top
         assert replicas == [leader] and isr == [leader]
 
 
-def test_replication_factor_above_one_is_refused_with_the_reason(cluster, topic_name):
+def test_replication_factor_up_to_the_broker_count_is_placed_and_above_it_refused(
+        cluster, topic_name):
     admin = confluent_admin(cluster.bootstrap(2))
     futures = admin.create_topics(
-        [NewTopic(topic_name, num_partitions=1, replication_factor=3)], request_timeout=15)
+        [NewTopic(f"{topic_name}-3", num_partitions=3, replication_factor=3),
+         NewTopic(f"{topic_name}-4", num_partitions=1, replication_factor=4)],
+        request_timeout=15)
+    futures[f"{topic_name}-3"].result(timeout=30)
     with pytest.raises(KafkaException) as refused:
-        futures[topic_name].result(timeout=30)
+        futures[f"{topic_name}-4"].result(timeout=30)
     error = refused.value.args[0]
     assert error.name() == "INVALID_REPLICATION_FACTOR"
-    assert "does not replicate partition data" in error.str()
+    assert "larger than the 3 available brokers" in error.str()
+    # Every broker holds a replica of every partition; leaders spread; all in sync.
+    partitions = same_on_every_node(cluster, f"{topic_name}-3")["topics"][f"{topic_name}-3"]
+    assert {leader for leader, _, _ in partitions.values()} == {1, 2, 3}
+    for leader, replicas, isr in partitions.values():
+        assert sorted(replicas) == [1, 2, 3] and replicas[0] == leader
+        assert sorted(isr) == [1, 2, 3]
 
 
 def test_produce_and_fetch_at_a_broker_that_does_not_lead_get_not_leader_or_follower(

@@ -597,23 +597,43 @@ impl PartitionLog {
         if offset >= end {
             return Ok(end);
         }
-        let cut = self.cut(&mut writer, offset, end, now_ms);
+        let kept = self
+            .segments
+            .read()
+            .partition_point(|s| s.base_offset() <= offset);
+        let cut = self.cut(&mut writer, offset, kept, now_ms);
         if cut.is_err() {
             writer.status = Status::Failed;
         }
         cut
     }
 
-    /// The body of [`Self::truncate_to`], under its lock, for an `offset` below `end`.
+    /// Empties the log and restarts it at `offset`: a follower so far behind its leader that
+    /// the leader no longer holds what it would fetch next starts over at the leader's log
+    /// start offset. Returns `offset`. Failure takes the log offline as
+    /// [`Self::truncate_to`]'s does.
+    pub fn restart_at(&self, offset: i64, now_ms: i64) -> Result<i64, LogError> {
+        let mut writer = self.writer.lock();
+        self.check_open(&writer)?;
+        let cut = self.cut(&mut writer, offset, 0, now_ms);
+        if cut.is_err() {
+            writer.status = Status::Failed;
+        }
+        cut
+    }
+
+    /// The body of [`Self::truncate_to`] and [`Self::restart_at`], under their lock: keeps
+    /// the segments before `kept`, cutting the last of them at `offset`; none kept restarts
+    /// the log at `offset`.
     fn cut(
         &self,
         writer: &mut Writer,
         offset: i64,
-        end: i64,
+        kept: usize,
         now_ms: i64,
     ) -> Result<i64, LogError> {
+        let end = self.log_end_offset();
         let segments = self.segments.read().clone();
-        let kept = segments.partition_point(|s| s.base_offset() <= offset);
         // No segment starts at or before `offset`: the whole log goes.
         let reset = kept == 0;
         for segment in segments[kept..].iter().rev() {

@@ -1,6 +1,10 @@
 //! Fetch: read whole batches up to the high watermark, honouring max bytes, partition max bytes
-//! and min bytes, and long-polling up to max wait — woken when a partition's log grows, never by
-//! a busy loop.
+//! and min bytes, and long-polling up to max wait — woken when the high watermark moves, never
+//! by a busy loop.
+//!
+//! A fetch with a replica id is a follower copying the partition: it must name the leader
+//! epoch it follows in, it reads up to the log end offset (and is woken when the log grows),
+//! and its fetch offset tells the leader how far the follower's log reaches.
 
 use std::time::Duration;
 
@@ -9,6 +13,7 @@ use futures::future::select_all;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId as KBrokerId, FetchRequest, FetchResponse};
+use switchyard_backend_api::BrokerId;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -28,6 +33,10 @@ pub(crate) async fn handle(broker: &Broker, _version: i16, request: FetchRequest
         Instant::now() + Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0));
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
     let max_bytes = usize::try_from(request.max_bytes).unwrap_or(usize::MAX);
+    let follower = (request.replica_id.0 >= 0).then_some(BrokerId(request.replica_id.0));
+    if let Some(follower) = follower {
+        note_follower_progress(broker, &request, follower).await;
+    }
     loop {
         // Subscribe before reading, so an append between the read and the wait still wakes us.
         let mut watches: Vec<watch::Receiver<i64>> = Vec::new();
@@ -39,11 +48,14 @@ pub(crate) async fn handle(broker: &Broker, _version: i16, request: FetchRequest
                     .led_replica(topic.topic.0.as_str(), p.partition)
                     .await
                 {
-                    watches.push(replica.log().subscribe());
+                    watches.push(match follower {
+                        Some(_) => replica.log().subscribe(),
+                        None => replica.subscribe_high_watermark(),
+                    });
                 }
             }
         }
-        let (topics, bytes, failed) = read_all(broker, &request, max_bytes).await;
+        let (topics, bytes, failed) = read_all(broker, &request, max_bytes, follower).await;
         if bytes >= min_bytes || failed || Instant::now() >= deadline || watches.is_empty() {
             return respond(topics);
         }
@@ -52,9 +64,30 @@ pub(crate) async fn handle(broker: &Broker, _version: i16, request: FetchRequest
             .await
             .is_err()
         {
-            let (topics, _, _) = read_all(broker, &request, max_bytes).await;
+            let (topics, _, _) = read_all(broker, &request, max_bytes, follower).await;
             return respond(topics);
         }
+    }
+}
+
+/// A follower's fetch offsets are its log end offsets: tell each partition's leadership, and
+/// wake the ISR checks if the follower may join an ISR.
+async fn note_follower_progress(broker: &Broker, request: &FetchRequest, follower: BrokerId) {
+    let mut joins = false;
+    for topic in &request.topics {
+        for p in &topic.partitions {
+            if let Ok((replica, epoch)) = broker
+                .led_replica(topic.topic.0.as_str(), p.partition)
+                .await
+                && p.current_leader_epoch == epoch
+                && p.fetch_offset <= replica.log().log_end_offset()
+            {
+                joins |= replica.follower_fetched(follower, p.fetch_offset);
+            }
+        }
+    }
+    if joins {
+        broker.isr_checks().notify_one();
     }
 }
 
@@ -91,6 +124,7 @@ async fn read_all(
     broker: &Broker,
     request: &FetchRequest,
     max_bytes: usize,
+    follower: Option<BrokerId>,
 ) -> (
     Vec<(kafka_protocol::messages::TopicName, Vec<Read>)>,
     usize,
@@ -110,10 +144,10 @@ async fn read_all(
             let read = read_partition(
                 broker,
                 name,
-                p.partition,
-                p.fetch_offset,
+                p,
                 partition_max,
                 total == 0,
+                follower.is_some(),
             )
             .await;
             total += read.records.len();
@@ -128,11 +162,12 @@ async fn read_all(
 async fn read_partition(
     broker: &Broker,
     topic: &str,
-    partition: i32,
-    offset: i64,
+    p: &kafka_protocol::messages::fetch_request::FetchPartition,
     max_bytes: usize,
     first: bool,
+    follower: bool,
 ) -> Read {
+    let (partition, offset) = (p.partition, p.fetch_offset);
     let empty = |error| Read {
         index: partition,
         error: Some(error),
@@ -141,6 +176,13 @@ async fn read_partition(
         records: Bytes::new(),
     };
     let replica = match broker.led_replica(topic, partition).await {
+        // A follower must follow the current leader epoch (KIP-320).
+        Ok((_, epoch)) if follower && p.current_leader_epoch < epoch => {
+            return empty(ResponseError::FencedLeaderEpoch);
+        }
+        Ok((_, epoch)) if follower && p.current_leader_epoch > epoch => {
+            return empty(ResponseError::UnknownLeaderEpoch);
+        }
         Ok((replica, _)) => replica,
         Err(error) => return empty(error),
     };
@@ -148,12 +190,17 @@ async fn read_partition(
     // max bytes, so consumers always make progress.
     let max_bytes = if first { max_bytes.max(1) } else { max_bytes };
     let log = replica.log().clone();
+    let high_watermark = replica.high_watermark();
     let read = tokio::task::spawn_blocking(move || {
-        let high_watermark = log.log_end_offset();
+        let end = if follower {
+            log.log_end_offset()
+        } else {
+            high_watermark
+        };
         if max_bytes == 0 {
             return Ok((Vec::new(), log.log_start_offset(), high_watermark));
         }
-        log.read_until(offset, max_bytes, high_watermark)
+        log.read_until(offset, max_bytes, end)
             .map(|r| (r.records, r.log_start_offset, high_watermark))
     })
     .await;
@@ -167,7 +214,7 @@ async fn read_partition(
         },
         Ok(Err(e)) => {
             let mut r = empty(crate::replicas::log_error(&e));
-            r.high_watermark = replica.log().log_end_offset();
+            r.high_watermark = replica.high_watermark();
             r.log_start_offset = replica.log().log_start_offset();
             r
         }

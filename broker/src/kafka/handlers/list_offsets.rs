@@ -1,4 +1,5 @@
-//! ListOffsets: earliest (-2), latest (-1), and the first offset at or after a timestamp.
+//! ListOffsets: earliest (-2), latest (-1: the high watermark), and the first offset at or
+//! after a timestamp among the records below the high watermark.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -74,14 +75,15 @@ async fn lookup(
 ) -> Result<(i64, i64, i32), ResponseError> {
     let (replica, leader_epoch) = broker.led_replica(topic, partition).await?;
     let log = replica.log().clone();
+    let high_watermark = replica.high_watermark();
     let found = tokio::task::spawn_blocking(move || match timestamp {
-        LATEST => Ok(Some((log.log_end_offset(), -1))),
+        LATEST => Ok(Some((high_watermark, -1))),
         EARLIEST => Ok(Some((log.log_start_offset(), -1))),
         t if t >= 0 => log.offset_for_timestamp(t).and_then(|found| match found {
-            Some(batch) => log.read(batch.offset, 1).map(|read| {
+            Some(batch) if batch.offset < high_watermark => log.read(batch.offset, 1).map(|read| {
                 Some(first_record_at(&read.records, t).unwrap_or((batch.offset, batch.timestamp)))
             }),
-            None => Ok(None),
+            _ => Ok(None),
         }),
         _ => Ok(None),
     })

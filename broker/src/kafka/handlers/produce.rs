@@ -1,6 +1,8 @@
 //! Produce: validate each partition's batches, check idempotent sequences, append to the
-//! partition log. Metadata consensus is not on this path: a produce reads the local metadata
-//! view and never proposes.
+//! partition log, and with `acks=all` wait until the ISR has the batches (the high watermark
+//! passed them), refusing with NOT_ENOUGH_REPLICAS when the ISR is below
+//! `min.insync.replicas`. Metadata consensus is not on this path: a produce reads the local
+//! metadata view and never proposes.
 
 use bytes::Bytes;
 use futures::future::join_all;
@@ -8,7 +10,12 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
+use tokio::time::{Duration, Instant};
+
 use crate::broker::{Broker, now_ms};
+
+/// `acks` asking for the whole ISR.
+const ACKS_ALL: i16 = -1;
 
 /// Returns `None` for `acks = 0`: the client expects no response.
 pub(crate) async fn handle(
@@ -24,6 +31,8 @@ pub(crate) async fn handle(
         None
     };
     let acks = request.acks;
+    let deadline =
+        Instant::now() + Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     let topics = join_all(request.topic_data.into_iter().map(|topic| async move {
         let name = topic.name.0.as_str().to_owned();
         let partitions = join_all(topic.partition_data.into_iter().map(|p| {
@@ -31,7 +40,7 @@ pub(crate) async fn handle(
             async move {
                 let result = match refuse_all {
                     Some(error) => Err(error),
-                    None => append(broker, &name, p.index, p.records).await,
+                    None => append(broker, &name, p.index, p.records, acks, deadline).await,
                 };
                 let response = PartitionProduceResponse::default()
                     .with_index(p.index)
@@ -61,14 +70,29 @@ async fn append(
     topic: &str,
     partition: i32,
     records: Option<Bytes>,
+    acks: i16,
+    deadline: Instant,
 ) -> Result<(i64, i64), ResponseError> {
     let records = records
         .filter(|r| !r.is_empty())
         .ok_or(ResponseError::CorruptMessage)?;
     let (replica, leader_epoch) = broker.led_replica(topic, partition).await?;
-    let appended =
-        tokio::task::spawn_blocking(move || replica.append(&records, leader_epoch, now_ms()))
-            .await
-            .map_err(|_| ResponseError::KafkaStorageError)??;
+    if acks == ACKS_ALL
+        && let Some((isr, min_insync)) = replica.insync()
+        && isr < min_insync
+    {
+        return Err(ResponseError::NotEnoughReplicas);
+    }
+    let appended = tokio::task::spawn_blocking({
+        let replica = std::sync::Arc::clone(&replica);
+        move || replica.append(&records, leader_epoch, now_ms())
+    })
+    .await
+    .map_err(|_| ResponseError::KafkaStorageError)??;
+    if acks == ACKS_ALL {
+        replica
+            .wait_replicated(appended.last_offset + 1, leader_epoch, deadline)
+            .await?;
+    }
     Ok((appended.base_offset, appended.log_start_offset))
 }

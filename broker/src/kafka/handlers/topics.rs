@@ -26,20 +26,6 @@ use crate::kafka::handlers::kstr;
 /// A per-topic failure: Kafka error and message.
 type TopicError = (ResponseError, String);
 
-/// The largest replication factor served: partition data is not replicated between brokers
-/// yet, so a second replica would be a promise nothing keeps.
-pub(crate) const MAX_REPLICATION_FACTOR: usize = 1;
-
-fn replication_unsupported(replicas: usize) -> TopicError {
-    (
-        ResponseError::InvalidReplicationFactor,
-        format!(
-            "replication factor {replicas} is not supported: this broker does not replicate \
-             partition data yet, so the largest replication factor is {MAX_REPLICATION_FACTOR}"
-        ),
-    )
-}
-
 /// Replica lists for `partitions` partitions of `replication_factor` replicas, round-robin over
 /// the live brokers starting at `start`, so partition leaders spread across brokers.
 pub(crate) fn assign(
@@ -50,9 +36,6 @@ pub(crate) fn assign(
 ) -> Result<Vec<Vec<BrokerId>>, TopicError> {
     let live: Vec<BrokerId> = state.live_brokers().map(|b| b.id).collect();
     let rf = usize::from(replication_factor);
-    if rf > MAX_REPLICATION_FACTOR {
-        return Err(replication_unsupported(rf));
-    }
     if rf > live.len() {
         return Err((
             ResponseError::InvalidReplicationFactor,
@@ -173,12 +156,13 @@ fn plan(
                 "partition indexes must be 0..N".into(),
             ));
         }
-        if let Some(replicas) = by_index
-            .values()
-            .map(Vec::len)
-            .find(|n| *n > MAX_REPLICATION_FACTOR)
-        {
-            return Err(replication_unsupported(replicas));
+        if let Some(replicas) = by_index.values().find(|replicas: &&Vec<BrokerId>| {
+            replicas.is_empty() || replicas.iter().collect::<BTreeSet<_>>().len() != replicas.len()
+        }) {
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                format!("replica list {replicas:?} is empty or names a broker twice"),
+            ));
         }
         by_index.into_values().collect()
     };

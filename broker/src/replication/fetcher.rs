@@ -1,0 +1,466 @@
+//! Followers copy their leaders' logs, the way Kafka's replica fetchers do.
+//!
+//! [`run_replication`] follows the metadata: on every change that moves partitions it tells
+//! each replica stored here whether this broker leads it, and gives each leader broker one
+//! fetch loop ([`fetch_loop`]) with the partitions this broker follows there and their leader
+//! epochs. A fetch loop first settles every partition that is new to it or whose leader epoch
+//! changed: it asks the leader with OffsetForLeaderEpoch where this log's latest epoch ends
+//! there and cuts the log back to that point (repeating with the next older epoch when the
+//! leader does not hold this one), so a log that diverged — batches a dead leader wrote and
+//! nobody else copied — loses exactly its divergent tail. Then it fetches with its broker id
+//! as replica id from each partition's log end offset, appends what comes byte for byte, and
+//! takes the leader's high watermark. The leader learns each follower's log end offset from
+//! those fetch offsets.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId as KBrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use switchyard_backend_api::{BrokerId, Change, MetadataCommand, StreamError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::broker::{Broker, leader_view, now_ms};
+use crate::kafka::client::{CallError, PeerClient};
+use crate::replicas::Replica;
+
+/// The Fetch version followers send: the last with topic names and `replica_id`.
+const FETCH_VERSION: i16 = 12;
+/// The OffsetForLeaderEpoch version followers send (with `replica_id`).
+const EPOCHS_VERSION: i16 = 3;
+/// Rounds of OffsetForLeaderEpoch one partition may take to find where its log agrees.
+const MAX_TRUNCATION_ROUNDS: usize = 16;
+
+/// A partition followed from one leader.
+#[derive(Debug, Clone)]
+struct Followed {
+    leader_epoch: i32,
+    replica: Arc<Replica>,
+}
+
+/// The partitions one fetch loop follows.
+type Assignment = BTreeMap<(String, i32), Followed>;
+
+/// A running fetch loop.
+#[derive(Debug)]
+struct FetchLoop {
+    addr: String,
+    assignment: watch::Sender<Assignment>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for FetchLoop {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Follow the metadata: lead, resign, and fetch from leaders as it says. Starts once the
+/// broker has registered; runs until aborted or the change stream ends.
+pub async fn run_replication(broker: Arc<Broker>) {
+    let mut registered = broker.registration();
+    if registered.wait_for(|r| *r).await.is_err() {
+        return;
+    }
+    let mut changes = broker.backend().subscribe();
+    let mut loops: HashMap<BrokerId, FetchLoop> = HashMap::new();
+    loop {
+        reconcile(&broker, &mut loops).await;
+        loop {
+            match changes.recv().await {
+                Ok(change) if moves_partitions(&change.change) => break,
+                Ok(_) => {}
+                Err(StreamError::Lagged { .. }) => break,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Whether a change may move partition leadership or replicas.
+fn moves_partitions(change: &Change) -> bool {
+    match change {
+        Change::Applied { command, .. } => command_moves_partitions(command),
+        _ => true,
+    }
+}
+
+fn command_moves_partitions(command: &MetadataCommand) -> bool {
+    match command {
+        MetadataCommand::RegisterBroker { .. }
+        | MetadataCommand::FenceBroker { .. }
+        | MetadataCommand::UnregisterBroker { .. }
+        | MetadataCommand::CreateTopics { .. }
+        | MetadataCommand::DeleteTopics { .. }
+        | MetadataCommand::CreatePartitions { .. }
+        | MetadataCommand::AlterTopicConfigs { .. }
+        | MetadataCommand::AlterPartition { .. } => true,
+        MetadataCommand::Batch { commands } => commands.iter().any(command_moves_partitions),
+        _ => false,
+    }
+}
+
+/// Bring the replicas and fetch loops in line with the local metadata view.
+async fn reconcile(broker: &Arc<Broker>, loops: &mut HashMap<BrokerId, FetchLoop>) {
+    let view = broker.metadata();
+    let me = broker.id();
+    let mut wanted: HashMap<BrokerId, (String, Assignment)> = HashMap::new();
+    let mut leading = Vec::new();
+    for topic in view.state.topics() {
+        let min_insync = topic.configs.get("min.insync.replicas").map(String::as_str);
+        for (index, p) in topic.partitions.iter().enumerate() {
+            let Ok(partition) = i32::try_from(index) else {
+                continue;
+            };
+            if p.leader == Some(me) {
+                leading.push((topic.name.clone(), partition));
+                if let Some(replica) = broker.replica(&topic.name, partition) {
+                    replica.lead(me, leader_view(p, min_insync));
+                }
+                continue;
+            }
+            let Some(leader) = p.leader.filter(|_| p.replicas.contains(&me)) else {
+                continue;
+            };
+            let Some(target) = view.state.broker(leader).filter(|b| !b.fenced) else {
+                continue;
+            };
+            let configs = topic
+                .configs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let replicas = Arc::clone(broker.replicas());
+            let name = topic.name.clone();
+            let opened = tokio::task::spawn_blocking(move || {
+                replicas.get_or_open(&name, partition, &configs)
+            })
+            .await;
+            let replica = match opened {
+                Ok(Ok(replica)) => replica,
+                Ok(Err(e)) => {
+                    warn!(topic = %topic.name, partition, error = ?e, "cannot open a followed partition");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            wanted
+                .entry(leader)
+                .or_insert_with(|| (format!("{}:{}", target.host, target.port), BTreeMap::new()))
+                .1
+                .insert(
+                    (topic.name.clone(), partition),
+                    Followed {
+                        leader_epoch: p.leader_epoch,
+                        replica,
+                    },
+                );
+        }
+    }
+    for (topic, partition, replica) in broker.replicas().open_replicas() {
+        if !leading.contains(&(topic, partition)) {
+            replica.resign();
+        }
+    }
+    loops.retain(|leader, l| wanted.get(leader).is_some_and(|(addr, _)| *addr == l.addr));
+    for (leader, (addr, assignment)) in wanted {
+        if let Some(running) = loops.get(&leader) {
+            running.assignment.send_replace(assignment);
+            continue;
+        }
+        info!(leader = %leader, %addr, partitions = assignment.len(), "fetching from a leader");
+        let (tx, rx) = watch::channel(assignment);
+        let task = tokio::spawn(fetch_loop(Arc::clone(broker), addr.clone(), rx));
+        loops.insert(
+            leader,
+            FetchLoop {
+                addr,
+                assignment: tx,
+                task,
+            },
+        );
+    }
+}
+
+/// Copy the assigned partitions from the leader at `addr` until the assignment ends.
+async fn fetch_loop(broker: Arc<Broker>, addr: String, mut assigned: watch::Receiver<Assignment>) {
+    let settings = broker.settings().clone();
+    let wait = Duration::from_millis(settings.replica_fetch_wait_max_ms);
+    let backoff = Duration::from_millis(settings.replica_fetch_backoff_ms);
+    let mut client = PeerClient::new(
+        addr,
+        format!("switchyard-replica-{}", broker.id()),
+        wait + broker.metadata_timeout(),
+    );
+    // The leader epoch each partition's log was settled for.
+    let mut settled: HashMap<(String, i32), i32> = HashMap::new();
+    loop {
+        let assignment = assigned.borrow_and_update().clone();
+        settled.retain(|k, epoch| assignment.get(k).is_some_and(|f| f.leader_epoch == *epoch));
+        let unsettled: Vec<_> = assignment
+            .iter()
+            .filter(|(k, _)| !settled.contains_key(*k))
+            .collect();
+        let mut failed = false;
+        if !unsettled.is_empty() {
+            match settle(&broker, &mut client, &unsettled).await {
+                Ok(done) => {
+                    failed = done.len() < unsettled.len();
+                    settled.extend(done);
+                }
+                Err(e) => {
+                    debug!(addr = client.addr(), error = %e, "OffsetForLeaderEpoch failed");
+                    failed = true;
+                }
+            }
+        }
+        let ready: Vec<_> = assignment
+            .iter()
+            .filter(|(k, f)| settled.get(*k) == Some(&f.leader_epoch))
+            .collect();
+        if !ready.is_empty() {
+            match fetch(&broker, &mut client, &ready, &settings).await {
+                Ok(resettle) => {
+                    failed |= !resettle.is_empty();
+                    for key in resettle {
+                        settled.remove(&key);
+                    }
+                }
+                Err(e) => {
+                    debug!(addr = client.addr(), error = %e, "replica fetch failed");
+                    failed = true;
+                }
+            }
+        }
+        if failed || ready.is_empty() {
+            // Pace the retries; a new assignment (say, a new leader epoch) ends the wait.
+            let waited = tokio::time::timeout(backoff, assigned.changed()).await;
+            if matches!(waited, Ok(Err(_))) {
+                return;
+            }
+        }
+    }
+}
+
+/// Cut each partition's log back to where it agrees with the leader's. Returns the
+/// partitions settled and the leader epoch they were settled for.
+async fn settle(
+    broker: &Broker,
+    client: &mut PeerClient,
+    partitions: &[(&(String, i32), &Followed)],
+) -> Result<Vec<((String, i32), i32)>, CallError> {
+    let mut done = Vec::new();
+    // Per partition, the local epoch to ask about next.
+    let mut asking: Vec<(&(String, i32), &Followed, Option<i32>)> = partitions
+        .iter()
+        .map(|(k, f)| {
+            (
+                *k,
+                *f,
+                f.replica.log().leader_epochs().last().map(|e| e.epoch),
+            )
+        })
+        .collect();
+    for _ in 0..MAX_TRUNCATION_ROUNDS {
+        // An empty log has nothing to cut.
+        asking.retain(|(k, f, epoch)| {
+            if epoch.is_none() {
+                done.push(((*k).clone(), f.leader_epoch));
+            }
+            epoch.is_some()
+        });
+        if asking.is_empty() {
+            break;
+        }
+        let response = client
+            .call(&epochs_request(broker.id(), &asking), EPOCHS_VERSION)
+            .await?;
+        let mut next = Vec::new();
+        for topic in response.topics {
+            for answer in topic.partitions {
+                let key = (topic.topic.0.as_str().to_owned(), answer.partition);
+                let Some((k, f, Some(asked))) = asking.iter().find(|(k, _, _)| **k == key) else {
+                    continue;
+                };
+                if answer.error_code != 0 {
+                    debug!(topic = %key.0, partition = key.1, code = answer.error_code,
+                        "leader refused OffsetForLeaderEpoch");
+                    continue;
+                }
+                let replica = Arc::clone(&f.replica);
+                let log_end = replica.log().log_end_offset();
+                // Kafka's rule: the leader's end of the epoch, but no further than this log's
+                // own end of that epoch; if this log does not hold that epoch, ask again
+                // with the older epoch it does hold.
+                let (cut, again) = if answer.leader_epoch < 0 {
+                    (replica.high_watermark(), None)
+                } else if answer.end_offset >= log_end {
+                    (log_end, None)
+                } else {
+                    match replica.log().end_offset_for_epoch(answer.leader_epoch) {
+                        Some((local_epoch, local_end)) if local_epoch == answer.leader_epoch => {
+                            (answer.end_offset.min(local_end), None)
+                        }
+                        Some((local_epoch, local_end)) if local_epoch < *asked => {
+                            (answer.end_offset.min(local_end), Some(local_epoch))
+                        }
+                        _ => (answer.end_offset.min(replica.high_watermark()), None),
+                    }
+                };
+                if cut < log_end {
+                    let truncated =
+                        tokio::task::spawn_blocking(move || replica.truncate_to(cut, now_ms()))
+                            .await;
+                    match truncated {
+                        Ok(Ok(end)) => info!(topic = %key.0, partition = key.1, from = log_end,
+                            to = end, leader_epoch = answer.leader_epoch,
+                            "cut a diverged follower log back to the leader's"),
+                        Ok(Err(e)) => {
+                            warn!(topic = %key.0, partition = key.1, error = %e, "truncation failed");
+                            continue;
+                        }
+                        Err(_) => continue,
+                    }
+                }
+                match again {
+                    Some(epoch) => next.push((*k, *f, Some(epoch))),
+                    None => done.push(((*k).clone(), f.leader_epoch)),
+                }
+            }
+        }
+        asking = next;
+    }
+    Ok(done)
+}
+
+fn epochs_request(
+    me: BrokerId,
+    asking: &[(&(String, i32), &Followed, Option<i32>)],
+) -> OffsetForLeaderEpochRequest {
+    let mut topics: BTreeMap<&str, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
+    for ((topic, partition), f, epoch) in asking {
+        topics.entry(topic).or_default().push(
+            OffsetForLeaderPartition::default()
+                .with_partition(*partition)
+                .with_current_leader_epoch(f.leader_epoch)
+                .with_leader_epoch(epoch.unwrap_or(-1)),
+        );
+    }
+    OffsetForLeaderEpochRequest::default()
+        .with_replica_id(KBrokerId(me.0))
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(t, ps)| {
+                    OffsetForLeaderTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(t.to_owned())))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        )
+}
+
+/// One replica fetch: append what came, take the high watermarks. Returns the partitions
+/// that must be settled again (the leader no longer agrees with their log end).
+async fn fetch(
+    broker: &Broker,
+    client: &mut PeerClient,
+    partitions: &[(&(String, i32), &Followed)],
+    settings: &crate::config::KafkaSettings,
+) -> Result<Vec<(String, i32)>, CallError> {
+    let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+    for ((topic, partition), f) in partitions {
+        let log = f.replica.log();
+        topics.entry(topic).or_default().push(
+            FetchPartition::default()
+                .with_partition(*partition)
+                .with_current_leader_epoch(f.leader_epoch)
+                .with_fetch_offset(log.log_end_offset())
+                .with_log_start_offset(log.log_start_offset())
+                .with_partition_max_bytes(settings.replica_fetch_max_bytes),
+        );
+    }
+    let request = FetchRequest::default()
+        .with_replica_id(KBrokerId(broker.id().0))
+        .with_max_wait_ms(i32::try_from(settings.replica_fetch_wait_max_ms).unwrap_or(i32::MAX))
+        .with_min_bytes(1)
+        .with_max_bytes(settings.replica_fetch_response_max_bytes)
+        .with_session_epoch(-1)
+        .with_topics(
+            topics
+                .into_iter()
+                .map(|(t, ps)| {
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(t.to_owned())))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        );
+    let response: FetchResponse = client.call(&request, FETCH_VERSION).await?;
+    let mut resettle = Vec::new();
+    for topic in response.responses {
+        for data in topic.partitions {
+            let key = (topic.topic.0.as_str().to_owned(), data.partition_index);
+            let Some((_, f)) = partitions.iter().find(|(k, _)| **k == key) else {
+                continue;
+            };
+            let replica = Arc::clone(&f.replica);
+            match ResponseError::try_from_code(data.error_code) {
+                None => {}
+                Some(ResponseError::OffsetOutOfRange) => {
+                    let log_end = replica.log().log_end_offset();
+                    if log_end < data.log_start_offset {
+                        // Behind the leader's log start: nothing here is worth keeping.
+                        let start = data.log_start_offset;
+                        let reset = tokio::task::spawn_blocking(move || {
+                            replica.restart_at(start, now_ms())
+                        })
+                        .await;
+                        if !matches!(reset, Ok(Ok(_))) {
+                            warn!(topic = %key.0, partition = key.1, "cannot restart the log at the leader's start");
+                        }
+                    }
+                    resettle.push(key);
+                    continue;
+                }
+                Some(error) => {
+                    debug!(topic = %key.0, partition = key.1, %error, "replica fetch refused");
+                    resettle.push(key);
+                    continue;
+                }
+            }
+            let records = data.records.unwrap_or_default();
+            if !records.is_empty() {
+                let appended = tokio::task::spawn_blocking({
+                    let replica = Arc::clone(&replica);
+                    move || replica.append_replicated(&records, now_ms())
+                })
+                .await;
+                match appended {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        warn!(topic = %key.0, partition = key.1, error = %e, "cannot append fetched batches");
+                        resettle.push(key);
+                        continue;
+                    }
+                    Err(_) => {
+                        resettle.push(key);
+                        continue;
+                    }
+                }
+            }
+            replica.follow_high_watermark(data.high_watermark);
+        }
+    }
+    Ok(resettle)
+}

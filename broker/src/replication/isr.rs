@@ -1,0 +1,57 @@
+//! The leader's side of the ISR: [`run_isr_checks`] proposes an `AlterPartition` for each
+//! partition led here whose followers' progress calls for another ISR — a member not caught up
+//! for `replica.lag.time.max.ms` leaves, a replica that reached the high watermark joins.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_backend_api::{MetadataCommand, MetadataError};
+use tracing::{debug, info, warn};
+
+use crate::broker::Broker;
+
+/// Check every `replica.lag.time.max.ms / 2`, and whenever a fetch finds a follower that may
+/// join. Runs until aborted.
+pub async fn run_isr_checks(broker: Arc<Broker>) {
+    let lag = Duration::from_millis(broker.settings().replica_lag_time_max_ms);
+    let every = (lag / 2).max(Duration::from_millis(50));
+    loop {
+        // A wake-up while a check runs is kept by the Notify and starts the next at once.
+        let _ = tokio::time::timeout(every, broker.isr_checks().notified()).await;
+        if !broker.is_registered() {
+            continue;
+        }
+        check(&broker, lag).await;
+    }
+}
+
+async fn check(broker: &Broker, lag: Duration) {
+    let view = broker.metadata();
+    let live = |b| view.state.broker(b).is_some_and(|b| !b.fenced);
+    for (topic, partition, replica) in broker.replicas().open_replicas() {
+        let Some((partition_epoch, isr)) = replica.isr_change(lag, live) else {
+            continue;
+        };
+        let Ok(index) = u32::try_from(partition) else {
+            continue;
+        };
+        let command = MetadataCommand::AlterPartition {
+            topic: topic.clone(),
+            partition: index,
+            partition_epoch,
+            leader: Some(broker.id()),
+            isr: isr.clone(),
+        };
+        match broker.propose(command).await {
+            Ok(_) => info!(topic, partition, isr = ?isr, "ISR changed"),
+            Err(MetadataError::Rejected(reason)) => {
+                debug!(topic, partition, %reason, "ISR change refused");
+                replica.isr_change_failed(partition_epoch);
+            }
+            Err(e) => {
+                warn!(topic, partition, error = %e, "ISR change failed; retrying");
+                replica.isr_change_failed(partition_epoch);
+            }
+        }
+    }
+}
