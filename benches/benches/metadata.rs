@@ -19,9 +19,14 @@
 //! - `kafka/<backend>/offset_commit`, `/create_topic`, `/create_topics_1000` — one Kafka request
 //!   each (one partition committed; one topic; 1,000 topics in one request) to a broker started
 //!   in this process on a single node of the backend, timed from the client.
+//! - `kafka/<backend>/produce_acks_all` — one Produce request with `acks=all` of a batch of 100
+//!   records of 1 KiB to the leader of a partition; criterion reports records per second.
 //! - `kafka_3nodes/<backend>/offset_commit`, `/create_topic` — the same requests to the group
 //!   coordinator among three brokers of one cluster, for every multi-node backend: the broker
 //!   hands each to the metadata leader (itself or another node) and the quorum commits it.
+//!   `kafka_3nodes/<backend>/produce_acks_all` writes a partition with replication factor 3:
+//!   answered once both followers have fetched the batch (the metadata backend is not on this
+//!   path; it differs between backends only by where partition leaders were placed).
 //! - `failover/<backend>/3` — for every multi-node backend: SIGKILL the metadata leader's
 //!   process among three broker processes (copies of this binary serving as `switchyard serve`
 //!   does), time until a surviving broker acknowledges a CreateTopics request (for a backend
@@ -54,7 +59,7 @@ use switchyard_backend_api::Registration;
 use switchyard_benches::faults::{
     FAILOVER_NODES, NO_SNAPSHOT, Recovery, failover, serve_if_asked, snapshot_harness,
 };
-use switchyard_benches::kafka::KafkaNode;
+use switchyard_benches::kafka::{KafkaNode, RECORDS_PER_PRODUCE};
 use switchyard_benches::run::{BackendInfo, RunRecord, Settings, criterion_dir, measuring};
 use switchyard_benches::{
     BenchNode, FsyncFloor, Loopback, TOPIC, available_backends, propose_concurrent,
@@ -279,6 +284,11 @@ fn kafka(
         group.bench_function(BenchmarkId::new(name, "create_topic"), |b| {
             let client = client(&mut node);
             b.iter_custom(|iters| must(time_on(rt, client.clone().create_topics(iters, 1))));
+        });
+        group.throughput(Throughput::Elements(RECORDS_PER_PRODUCE));
+        group.bench_function(BenchmarkId::new(name, "produce_acks_all"), |b| {
+            let client = client(&mut node);
+            b.iter_custom(|iters| must(time_on(rt, client.clone().produce(iters))));
         });
         if nodes == 1 {
             // Each iteration is long (one proposal of 1,000 topics): as few as criterion allows.

@@ -112,7 +112,7 @@ async fn failover_once(backend: &str, mode: Failover) -> anyhow::Result<Duration
     }
     let addrs: Vec<String> = brokers.iter().map(|b| b.kafka.clone()).collect();
     let mut client = PeerClient::new(addrs[0].clone(), "switchyard-benches".into(), DEADLINE);
-    create_topics(&mut client, vec!["failover-seed".into()]).await?;
+    create_topics(&mut client, vec!["failover-seed".into()], 1).await?;
     let status = cluster_status(&addrs, DEADLINE)
         .await
         .context("asking the brokers for the cluster status")?;
@@ -146,7 +146,7 @@ async fn failover_once(backend: &str, mode: Failover) -> anyhow::Result<Duration
     loop {
         attempt += 1;
         let name = format!("failover-{attempt}");
-        match create_topics(&mut survivor_client, vec![name]).await {
+        match create_topics(&mut survivor_client, vec![name], 1).await {
             Ok(()) => break,
             Err(e) if start.elapsed() > DEADLINE => {
                 bail!("no write was acknowledged within {DEADLINE:?} of the kill: {e:#}")

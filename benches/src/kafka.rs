@@ -3,7 +3,9 @@
 //! one node, or three forming one cluster over their cluster ports — and a Kafka client
 //! ([`PeerClient`]) sending CreateTopics and OffsetCommit requests to one of them. A timed
 //! request goes client → listener → handler → metadata backend (→ its leader and quorum, on
-//! three nodes) → response.
+//! three nodes) → response. Produce requests with `acks=all` go to the leader of a partition
+//! with a replica on every broker: on three nodes the answer waits until both followers have
+//! fetched the batch.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,13 +14,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bytes::{Bytes, BytesMut};
 use figment::providers::Serialized;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
-use kafka_protocol::messages::{CreateTopicsRequest, GroupId, OffsetCommitRequest, TopicName};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    CreateTopicsRequest, GroupId, OffsetCommitRequest, ProduceRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use serde::{Deserialize, Serialize};
 use switchyard::config::{Config, Overrides, defaults};
 use switchyard::group::coordinator_of;
@@ -39,6 +48,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const COMMIT_TOPIC: &str = "bench-commits";
 /// Group the offset commits are for (outside any generation, as a standalone consumer commits).
 const COMMIT_GROUP: &str = "bench";
+/// Produce version sent (the broker serves 3–11).
+const PRODUCE_VERSION: i16 = 9;
+/// Topic the produce benchmark writes: one partition with a replica on every broker.
+const PRODUCE_TOPIC: &str = "bench-produce";
+/// Records in the batch of one Produce request.
+pub const RECORDS_PER_PRODUCE: u64 = 100;
+/// Bytes of each record's value.
+const RECORD_BYTES: usize = 1024;
 
 /// One broker of a benchmark cluster: the overrides `switchyard serve` would get on its
 /// command line.
@@ -97,6 +114,7 @@ impl BrokerSpec {
 pub struct KafkaNode {
     nodes: Vec<Node>,
     client: Arc<Mutex<PeerClient>>,
+    producer: Arc<Mutex<PeerClient>>,
     next_topic: Arc<AtomicU64>,
     // Declared last: the brokers write into it.
     _dir: TempDir,
@@ -106,7 +124,8 @@ impl KafkaNode {
     /// Start `count` brokers on `backend` (node ids 1..=count, Kafka listeners on free loopback
     /// ports; more than one form a cluster over reserved loopback cluster ports), wait until
     /// every one has registered, connect the client to the coordinator of the commit group,
-    /// and create [`COMMIT_TOPIC`] through it.
+    /// create [`COMMIT_TOPIC`] and [`PRODUCE_TOPIC`] (replication factor `count`) through it,
+    /// and connect the producer to the produce topic's leader once its ISR is complete.
     pub async fn start(backend: &str, count: usize) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("switchyard-kafka-{backend}-"))
@@ -135,26 +154,38 @@ impl KafkaNode {
             "switchyard-benches".into(),
             REQUEST_TIMEOUT,
         );
-        let this = Self {
+        let mut client = client;
+        create_topics(&mut client, vec![COMMIT_TOPIC.to_owned()], 1).await?;
+        create_topics(
+            &mut client,
+            vec![PRODUCE_TOPIC.to_owned()],
+            i16::try_from(count)?,
+        )
+        .await?;
+        let leader = tokio::time::timeout(DEADLINE, replicated_leader(&nodes))
+            .await
+            .context("the produce topic's ISR did not fill")??;
+        let producer = PeerClient::new(
+            leader.to_string(),
+            "switchyard-benches-producer".into(),
+            REQUEST_TIMEOUT,
+        );
+        Ok(Self {
             nodes,
             client: Arc::new(Mutex::new(client)),
+            producer: Arc::new(Mutex::new(producer)),
             next_topic: Arc::new(AtomicU64::new(0)),
             _dir: dir,
-        };
-        this.create_named(vec![COMMIT_TOPIC.to_owned()]).await?;
-        Ok(this)
+        })
     }
 
-    /// A handle for a timed task (shares the connection).
+    /// A handle for a timed task (shares the connections).
     pub fn handle(&self) -> KafkaClient {
         KafkaClient {
             client: Arc::clone(&self.client),
+            producer: Arc::clone(&self.producer),
             next_topic: Arc::clone(&self.next_topic),
         }
-    }
-
-    async fn create_named(&self, names: Vec<String>) -> anyhow::Result<()> {
-        self.handle().create(names).await
     }
 
     /// Stop the brokers and their backends.
@@ -189,10 +220,31 @@ async fn coordinator(nodes: &[Node]) -> anyhow::Result<SocketAddr> {
     }
 }
 
+/// The Kafka address of [`PRODUCE_TOPIC`]'s leader, once the first broker's metadata has
+/// every replica in its ISR.
+async fn replicated_leader(nodes: &[Node]) -> anyhow::Result<SocketAddr> {
+    let first = nodes[0].broker();
+    let mut changes = first.backend().subscribe();
+    loop {
+        let view = first.metadata();
+        if let Some(p) = view.state.partition(PRODUCE_TOPIC, 0)
+            && p.isr.len() == nodes.len()
+            && let Some(node) = nodes.iter().find(|n| Some(n.broker().id()) == p.leader)
+        {
+            return Ok(node.kafka_addr());
+        }
+        // Lagged: the view is read again at once.
+        if let Err(StreamError::Closed) = changes.recv().await {
+            bail!("the metadata change stream closed");
+        }
+    }
+}
+
 /// A client of a [`KafkaNode`] that timed tasks own.
 #[derive(Debug, Clone)]
 pub struct KafkaClient {
     client: Arc<Mutex<PeerClient>>,
+    producer: Arc<Mutex<PeerClient>>,
     next_topic: Arc<AtomicU64>,
 }
 
@@ -243,15 +295,85 @@ impl KafkaClient {
         Ok(start.elapsed())
     }
 
+    /// `requests` Produce requests with `acks=all` one after another to the produce topic's
+    /// leader, each one batch of [`RECORDS_PER_PRODUCE`] records of 1 KiB; the time they took.
+    /// Fails on any error code.
+    pub async fn produce(self, requests: u64) -> anyhow::Result<Duration> {
+        let batch = record_batch()?;
+        let mut producer = self.producer.lock().await;
+        let start = Instant::now();
+        for _ in 0..requests {
+            let request = ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(i32::try_from(REQUEST_TIMEOUT.as_millis())?)
+                .with_topic_data(vec![
+                    TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_static_str(PRODUCE_TOPIC)))
+                        .with_partition_data(vec![
+                            PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(batch.clone())),
+                        ]),
+                ]);
+            let response = producer.call(&request, PRODUCE_VERSION).await?;
+            for partition in response
+                .responses
+                .iter()
+                .flat_map(|t| &t.partition_responses)
+            {
+                if partition.error_code != 0 {
+                    bail!("Produce answered error {}", partition.error_code);
+                }
+            }
+        }
+        Ok(start.elapsed())
+    }
+
     /// One CreateTopics request for `names` (see [`create_topics`]).
     async fn create(&self, names: Vec<String>) -> anyhow::Result<()> {
-        create_topics(&mut *self.client.lock().await, names).await
+        create_topics(&mut *self.client.lock().await, names, 1).await
     }
 }
 
-/// One CreateTopics request for `names`, one partition and one replica each, through `client`.
-/// Fails on any error code.
-pub async fn create_topics(client: &mut PeerClient, names: Vec<String>) -> anyhow::Result<()> {
+/// One batch of [`RECORDS_PER_PRODUCE`] records of [`RECORD_BYTES`] each, as a plain
+/// (non-idempotent) producer sends it.
+fn record_batch() -> anyhow::Result<Bytes> {
+    let records: Vec<Record> = (0..RECORDS_PER_PRODUCE)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i64::try_from(i).unwrap_or(0),
+            sequence: -1,
+            timestamp: 0,
+            key: None,
+            value: Some(Bytes::from(vec![b'x'; RECORD_BYTES])),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )?;
+    Ok(buf.freeze())
+}
+
+/// One CreateTopics request for `names`, one partition and `replicas` replicas each, through
+/// `client`. Fails on any error code.
+pub async fn create_topics(
+    client: &mut PeerClient,
+    names: Vec<String>,
+    replicas: i16,
+) -> anyhow::Result<()> {
     let count = names.len();
     let topics = names
         .into_iter()
@@ -259,7 +381,7 @@ pub async fn create_topics(client: &mut PeerClient, names: Vec<String>) -> anyho
             CreatableTopic::default()
                 .with_name(TopicName(StrBytes::from_string(name)))
                 .with_num_partitions(1)
-                .with_replication_factor(1)
+                .with_replication_factor(replicas)
         })
         .collect();
     let timeout_ms = i32::try_from(REQUEST_TIMEOUT.as_millis())?;

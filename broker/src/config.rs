@@ -129,6 +129,58 @@ pub enum ConfigError {
         /// `broker_session_timeout_ms`.
         timeout_ms: u64,
     },
+    /// A replica fetch setting cannot work.
+    #[error("kafka.{key} ({value}) must be {bound}")]
+    ReplicaFetch {
+        /// The setting.
+        key: &'static str,
+        /// The value given.
+        value: i64,
+        /// What it must be.
+        bound: &'static str,
+    },
+}
+
+/// The largest response a follower may ask for: what the broker-to-broker client accepts.
+const MAX_REPLICA_FETCH_RESPONSE: i64 = 16 << 20;
+
+fn check_replica_fetch(kafka: &KafkaSettings) -> Result<(), ConfigError> {
+    let checks = [
+        (
+            "replica_lag_time_max_ms",
+            i64::try_from(kafka.replica_lag_time_max_ms).unwrap_or(i64::MAX),
+            1,
+            i64::MAX,
+            "positive",
+        ),
+        (
+            "replica_fetch_wait_max_ms",
+            i64::try_from(kafka.replica_fetch_wait_max_ms).unwrap_or(i64::MAX),
+            0,
+            i64::try_from(kafka.replica_lag_time_max_ms).unwrap_or(i64::MAX) - 1,
+            "below replica_lag_time_max_ms, or followers fall out of the ISR while they wait",
+        ),
+        (
+            "replica_fetch_max_bytes",
+            i64::from(kafka.replica_fetch_max_bytes),
+            1,
+            i64::from(kafka.replica_fetch_response_max_bytes),
+            "positive and at most replica_fetch_response_max_bytes",
+        ),
+        (
+            "replica_fetch_response_max_bytes",
+            i64::from(kafka.replica_fetch_response_max_bytes),
+            1,
+            MAX_REPLICA_FETCH_RESPONSE - (1 << 20),
+            "positive and at most 15 MiB",
+        ),
+    ];
+    for (key, value, low, high, bound) in checks {
+        if !(low..=high).contains(&value) {
+            return Err(ConfigError::ReplicaFetch { key, value, bound });
+        }
+    }
+    Ok(())
 }
 
 impl From<figment::Error> for ConfigError {
@@ -337,6 +389,7 @@ impl Config {
                 timeout_ms: raw.kafka.broker_session_timeout_ms,
             });
         }
+        check_replica_fetch(&raw.kafka)?;
         Ok(Self {
             metadata_backend: raw.metadata_backend,
             data_dir: raw.data_dir,
@@ -822,6 +875,38 @@ mod tests {
                 ),
                 "{err:?}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn replica_fetch_settings_that_cannot_work_are_refused() {
+        jailed(|jail| {
+            for (key, value, bad) in [
+                ("REPLICA_LAG_TIME_MAX_MS", "0", "replica_lag_time_max_ms"),
+                (
+                    "REPLICA_FETCH_WAIT_MAX_MS",
+                    "40000",
+                    "replica_fetch_wait_max_ms",
+                ),
+                ("REPLICA_FETCH_MAX_BYTES", "-1", "replica_fetch_max_bytes"),
+                (
+                    "REPLICA_FETCH_RESPONSE_MAX_BYTES",
+                    "104857600",
+                    "replica_fetch_response_max_bytes",
+                ),
+            ] {
+                jail.set_env(format!("SWITCHYARD_KAFKA__{key}"), value);
+                let err = load(None, &Overrides::default()).err();
+                assert!(
+                    matches!(&err, Some(ConfigError::ReplicaFetch { key, .. }) if *key == bad),
+                    "{key}={value}: {err:?}"
+                );
+                jail.clear_env();
+            }
+            jail.set_env("SWITCHYARD_KAFKA__REPLICA_LAG_TIME_MAX_MS", "10000");
+            let config = load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.kafka.replica_lag_time_max_ms, 10_000);
             Ok(())
         });
     }

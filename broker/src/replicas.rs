@@ -114,11 +114,12 @@ impl Replica {
         let now = Instant::now();
         let mut leadership = self.leadership.lock();
         match leadership.as_mut() {
-            Some(l) if l.leader_epoch() == view.leader_epoch => {
-                if l.partition_epoch() != view.partition_epoch {
-                    l.update(view, now);
-                }
-            }
+            // A view older than the leadership held (read before it) changes nothing.
+            Some(l)
+                if l.leader_epoch() > view.leader_epoch
+                    || (l.leader_epoch() == view.leader_epoch
+                        && l.partition_epoch() >= view.partition_epoch) => {}
+            Some(l) if l.leader_epoch() == view.leader_epoch => l.update(view, now),
             _ => {
                 *leadership = Some(Leadership::new(me, view, self.log.log_end_offset(), now));
             }
@@ -126,10 +127,16 @@ impl Replica {
         self.advance_high_watermark(leadership.as_ref());
     }
 
-    /// This broker no longer leads the partition: wakes produce requests waiting for the ISR,
-    /// which then fail.
-    pub fn resign(&self) {
-        if self.leadership.lock().take().is_some() {
+    /// The metadata, at `leader_epoch`, has another leader (or none) for the partition: a
+    /// leadership of that epoch or older ends, and produce requests waiting for the ISR wake
+    /// and fail. A newer leadership (taken from a later view) stays.
+    pub fn resign(&self, leader_epoch: i32) {
+        let mut leadership = self.leadership.lock();
+        if leadership
+            .as_ref()
+            .is_some_and(|l| l.leader_epoch() <= leader_epoch)
+        {
+            *leadership = None;
             self.high_watermark.send_modify(|_| {});
         }
     }
@@ -538,5 +545,132 @@ impl Replicas {
         if let Err(e) = self.store.close(now_ms) {
             warn!(error = %e, "closing partition logs failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::log::batch::testing::producer_batch;
+
+    const LEADER: BrokerId = BrokerId(1);
+    const FOLLOWER: BrokerId = BrokerId(2);
+    const EPOCH: i32 = 4;
+
+    fn replica(dir: &Path) -> Arc<Replica> {
+        let log = PartitionLog::open(dir, LogConfig::default()).expect("open log");
+        Arc::new(Replica::open(Arc::new(log)).expect("open replica"))
+    }
+
+    fn view(leader_epoch: i32, isr: &[BrokerId], min_insync: usize) -> LeaderView {
+        LeaderView {
+            leader_epoch,
+            partition_epoch: 0,
+            replicas: vec![LEADER, FOLLOWER],
+            isr: isr.to_vec(),
+            min_insync,
+        }
+    }
+
+    fn plain(values: &[&[u8]]) -> Vec<u8> {
+        producer_batch((-1, -1, -1), 0, values)
+    }
+
+    #[tokio::test]
+    async fn acks_all_waits_for_the_isr_and_fails_when_the_leadership_ends() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let r = replica(dir.path());
+        r.lead(LEADER, view(EPOCH, &[LEADER, FOLLOWER], 2));
+        let appended = r.append(&plain(&[b"a", b"b"]), EPOCH, 0).expect("append");
+        assert_eq!((appended.base_offset, appended.last_offset), (0, 1));
+        assert_eq!(r.high_watermark(), 0, "the follower has not fetched");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let waiting = tokio::spawn({
+            let r = Arc::clone(&r);
+            async move { r.wait_replicated(2, EPOCH, deadline).await }
+        });
+        assert!(!r.follower_fetched(FOLLOWER, 0));
+        assert_eq!(r.high_watermark(), 0);
+        r.follower_fetched(FOLLOWER, 2);
+        assert_eq!(r.high_watermark(), 2);
+        assert_eq!(waiting.await.expect("join"), Ok(()));
+
+        r.append(&plain(&[b"c"]), EPOCH, 0).expect("append");
+        let waiting = tokio::spawn({
+            let r = Arc::clone(&r);
+            async move { r.wait_replicated(3, EPOCH, deadline).await }
+        });
+        // A view from before this leadership changes nothing; the metadata moving on does.
+        r.resign(EPOCH - 1);
+        assert_eq!(r.led_epoch(), Some(EPOCH));
+        r.resign(EPOCH + 1);
+        assert_eq!(
+            waiting.await.expect("join"),
+            Err(ResponseError::NotLeaderOrFollower)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acks_all_times_out_and_reports_a_shrunken_isr() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let r = replica(dir.path());
+        r.lead(LEADER, view(EPOCH, &[LEADER, FOLLOWER], 2));
+        r.append(&plain(&[b"a"]), EPOCH, 0).expect("append");
+        let waited = r
+            .wait_replicated(1, EPOCH, Instant::now() + Duration::from_secs(5))
+            .await;
+        assert_eq!(waited, Err(ResponseError::RequestTimedOut));
+        // The follower left the ISR: the batch is committed, on fewer replicas than asked for.
+        let mut shrunk = view(EPOCH, &[LEADER], 2);
+        shrunk.partition_epoch = 1;
+        r.lead(LEADER, shrunk);
+        assert_eq!(r.high_watermark(), 1);
+        let waited = r
+            .wait_replicated(1, EPOCH, Instant::now() + Duration::from_secs(5))
+            .await;
+        assert_eq!(waited, Err(ResponseError::NotEnoughReplicasAfterAppend));
+    }
+
+    #[test]
+    fn a_new_leader_recognises_a_retry_of_a_batch_it_copied() {
+        let dirs = [
+            tempfile::tempdir().expect("temp dir"),
+            tempfile::tempdir().expect("temp dir"),
+        ];
+        let old = replica(dirs[0].path());
+        let new = replica(dirs[1].path());
+        old.lead(LEADER, view(EPOCH, &[LEADER, FOLLOWER], 1));
+        let first = producer_batch((7, 0, 0), 0, &[b"a", b"b"]);
+        old.append(&first, EPOCH, 0).expect("append");
+        let copied = old.log().read(0, 1 << 20).expect("read").records;
+        assert_eq!(new.append_replicated(&copied, 0).expect("replicate"), 2);
+        new.follow_high_watermark(2);
+        assert_eq!(new.high_watermark(), 2);
+
+        // The old leader dies before answering; the producer retries at the new one.
+        new.lead(FOLLOWER, view(EPOCH + 1, &[FOLLOWER], 1));
+        let retried = new.append(&first, EPOCH + 1, 0).expect("retry");
+        assert_eq!((retried.base_offset, retried.last_offset), (0, 1));
+        assert_eq!(new.log().log_end_offset(), 2, "not written twice");
+        let next = new
+            .append(&producer_batch((7, 0, 2), 0, &[b"c"]), EPOCH + 1, 0)
+            .expect("next");
+        assert_eq!(next.base_offset, 2);
+        // A sequence gap is still refused.
+        assert_eq!(
+            new.append(&producer_batch((7, 0, 9), 0, &[b"d"]), EPOCH + 1, 0),
+            Err(ResponseError::OutOfOrderSequenceNumber)
+        );
+
+        // Cut back below the copied batch: its producer state goes with it.
+        assert_eq!(new.truncate_to(0, 0).expect("truncate"), 0);
+        assert_eq!(new.high_watermark(), 0);
+        let again = new
+            .append(&first, EPOCH + 1, 0)
+            .expect("append after the cut");
+        assert_eq!(again.base_offset, 0);
+        assert_eq!(new.log().log_end_offset(), 2);
     }
 }

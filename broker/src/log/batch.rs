@@ -365,6 +365,15 @@ pub(crate) mod testing {
 
     /// A batch of `values.len()` records with base offset 0 and the given timestamp.
     pub(crate) fn batch(timestamp: i64, values: &[&[u8]]) -> Vec<u8> {
+        producer_batch((-1, -1, -1), timestamp, values)
+    }
+
+    /// Like [`batch`], from an idempotent producer: (producer id, epoch, base sequence).
+    pub(crate) fn producer_batch(
+        (producer_id, producer_epoch, base_sequence): (i64, i16, i32),
+        timestamp: i64,
+        values: &[&[u8]],
+    ) -> Vec<u8> {
         let mut records = Vec::new();
         for (delta, value) in values.iter().enumerate() {
             let mut body = vec![0u8]; // record attributes
@@ -388,9 +397,9 @@ pub(crate) mod testing {
         out.extend_from_slice(&(count - 1).to_be_bytes());
         out.extend_from_slice(&timestamp.to_be_bytes());
         out.extend_from_slice(&timestamp.to_be_bytes());
-        out.extend_from_slice(&(-1i64).to_be_bytes());
-        out.extend_from_slice(&(-1i16).to_be_bytes());
-        out.extend_from_slice(&(-1i32).to_be_bytes());
+        out.extend_from_slice(&producer_id.to_be_bytes());
+        out.extend_from_slice(&producer_epoch.to_be_bytes());
+        out.extend_from_slice(&base_sequence.to_be_bytes());
         out.extend_from_slice(&count.to_be_bytes());
         out.extend_from_slice(&records);
         let crc = crc32c::crc32c(&out[ATTRIBUTES..]);

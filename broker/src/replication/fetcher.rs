@@ -115,19 +115,21 @@ async fn reconcile(broker: &Arc<Broker>, loops: &mut HashMap<BrokerId, FetchLoop
     let view = broker.metadata();
     let me = broker.id();
     let mut wanted: HashMap<BrokerId, (String, Assignment)> = HashMap::new();
-    let mut leading = Vec::new();
     for topic in view.state.topics() {
         let min_insync = topic.configs.get("min.insync.replicas").map(String::as_str);
         for (index, p) in topic.partitions.iter().enumerate() {
             let Ok(partition) = i32::try_from(index) else {
                 continue;
             };
+            let open = broker.replica(&topic.name, partition);
             if p.leader == Some(me) {
-                leading.push((topic.name.clone(), partition));
-                if let Some(replica) = broker.replica(&topic.name, partition) {
+                if let Some(replica) = open {
                     replica.lead(me, leader_view(p, min_insync));
                 }
                 continue;
+            }
+            if let Some(replica) = open {
+                replica.resign(p.leader_epoch);
             }
             let Some(leader) = p.leader.filter(|_| p.replicas.contains(&me)) else {
                 continue;
@@ -167,9 +169,14 @@ async fn reconcile(broker: &Arc<Broker>, loops: &mut HashMap<BrokerId, FetchLoop
                 );
         }
     }
+    // Replicas of partitions the metadata no longer has.
     for (topic, partition, replica) in broker.replicas().open_replicas() {
-        if !leading.contains(&(topic, partition)) {
-            replica.resign();
+        let known = u32::try_from(partition)
+            .ok()
+            .and_then(|p| view.state.partition(&topic, p))
+            .is_some();
+        if !known {
+            replica.resign(i32::MAX);
         }
     }
     loops.retain(|leader, l| wanted.get(leader).is_some_and(|(addr, _)| *addr == l.addr));

@@ -27,8 +27,6 @@ enum Kind {
     AtLeast(i64),
     /// One of these words.
     OneOf(&'static [&'static str]),
-    /// `true` or `false`.
-    Bool,
 }
 
 /// Topic configs this broker honours, with their defaults.
@@ -49,7 +47,11 @@ const TOPIC_CONFIGS: &[(&str, &str, Kind)] = &[
     ("retention.ms", "604800000", Kind::AtLeast(-1)),
     ("segment.bytes", "1073741824", Kind::AtLeast(14)),
     ("segment.ms", "604800000", Kind::AtLeast(1)),
-    ("unclean.leader.election.enable", "false", Kind::Bool),
+    (
+        "unclean.leader.election.enable",
+        "false",
+        Kind::OneOf(&["false"]),
+    ),
 ];
 
 /// Every topic config with its effective value: (name, value, whether it is an override).
@@ -82,7 +84,6 @@ pub(crate) fn validate_topic_config(key: &str, value: &str) -> Result<(), String
     let ok = match kind {
         Kind::AtLeast(min) => value.parse::<i64>().is_ok_and(|v| v >= *min),
         Kind::OneOf(words) => words.contains(&value),
-        Kind::Bool => matches!(value, "true" | "false"),
     };
     if ok {
         Ok(())
