@@ -28,6 +28,7 @@ use kafka_protocol::protocol::StrBytes;
 use switchyard_backend_api::{BrokerId, Change, MetadataCommand, StreamError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::broker::{Broker, leader_view, now_ms};
@@ -199,7 +200,9 @@ async fn reconcile(broker: &Arc<Broker>, loops: &mut HashMap<BrokerId, FetchLoop
     }
 }
 
-/// Copy the assigned partitions from the leader at `addr` until the assignment ends.
+/// Copy the assigned partitions from the leader at `addr` until the assignment ends. A
+/// partition the leader refuses, or whose log cannot be settled or appended to, waits
+/// `replica.fetch.backoff.ms` before its next try; the others go on meanwhile.
 async fn fetch_loop(broker: Arc<Broker>, addr: String, mut assigned: watch::Receiver<Assignment>) {
     let settings = broker.settings().clone();
     let wait = Duration::from_millis(settings.replica_fetch_wait_max_ms);
@@ -211,50 +214,59 @@ async fn fetch_loop(broker: Arc<Broker>, addr: String, mut assigned: watch::Rece
     );
     // The leader epoch each partition's log was settled for.
     let mut settled: HashMap<(String, i32), i32> = HashMap::new();
+    // Partitions that failed, and when they may be tried again.
+    let mut delayed: HashMap<(String, i32), Instant> = HashMap::new();
     loop {
         let assignment = assigned.borrow_and_update().clone();
         settled.retain(|k, epoch| assignment.get(k).is_some_and(|f| f.leader_epoch == *epoch));
+        let now = Instant::now();
+        delayed.retain(|k, until| *until > now && assignment.contains_key(k));
         let unsettled: Vec<_> = assignment
             .iter()
-            .filter(|(k, _)| !settled.contains_key(*k))
+            .filter(|(k, _)| !settled.contains_key(*k) && !delayed.contains_key(*k))
             .collect();
-        let mut failed = false;
         if !unsettled.is_empty() {
-            match settle(&broker, &mut client, &unsettled).await {
-                Ok(done) => {
-                    failed = done.len() < unsettled.len();
-                    settled.extend(done);
-                }
+            let done = match settle(&broker, &mut client, &unsettled).await {
+                Ok(done) => done,
                 Err(e) => {
                     debug!(addr = client.addr(), error = %e, "OffsetForLeaderEpoch failed");
-                    failed = true;
+                    Vec::new()
+                }
+            };
+            settled.extend(done);
+            for (k, _) in &unsettled {
+                if !settled.contains_key(*k) {
+                    delayed.insert((*k).clone(), Instant::now() + backoff);
                 }
             }
         }
         let ready: Vec<_> = assignment
             .iter()
-            .filter(|(k, f)| settled.get(*k) == Some(&f.leader_epoch))
+            .filter(|(k, f)| settled.get(*k) == Some(&f.leader_epoch) && !delayed.contains_key(*k))
             .collect();
         if !ready.is_empty() {
-            match fetch(&broker, &mut client, &ready, &settings).await {
-                Ok(resettle) => {
-                    failed |= !resettle.is_empty();
-                    for key in resettle {
-                        settled.remove(&key);
-                    }
-                }
+            let retry = match fetch(&broker, &mut client, &ready, &settings).await {
+                Ok(resettle) => resettle,
                 Err(e) => {
                     debug!(addr = client.addr(), error = %e, "replica fetch failed");
-                    failed = true;
+                    ready.iter().map(|(k, _)| (*k).clone()).collect()
                 }
+            };
+            for key in retry {
+                settled.remove(&key);
+                delayed.insert(key, Instant::now() + backoff);
             }
+            continue;
         }
-        if failed || ready.is_empty() {
-            // Pace the retries; a new assignment (say, a new leader epoch) ends the wait.
-            let waited = tokio::time::timeout(backoff, assigned.changed()).await;
-            if matches!(waited, Ok(Err(_))) {
-                return;
-            }
+        // Nothing to fetch now: wait for the first delay to pass or a new assignment (say,
+        // a new leader epoch).
+        let until = delayed.values().min().copied();
+        let changed = match until {
+            Some(until) => tokio::time::timeout_at(until, assigned.changed()).await,
+            None => Ok(assigned.changed().await),
+        };
+        if matches!(changed, Ok(Err(_))) {
+            return;
         }
     }
 }
@@ -377,8 +389,9 @@ fn epochs_request(
         )
 }
 
-/// One replica fetch: append what came, take the high watermarks. Returns the partitions
-/// that must be settled again (the leader no longer agrees with their log end).
+/// One replica fetch: append what came, take the high watermarks. Returns the partitions to
+/// settle again after a backoff: refused by the leader (a leader epoch one side has not seen
+/// yet, an offset out of range) or not appended here.
 async fn fetch(
     broker: &Broker,
     client: &mut PeerClient,
