@@ -85,7 +85,8 @@ pub(crate) fn log_error(error: &LogError) -> ResponseError {
 }
 
 impl Replica {
-    fn open(log: Arc<PartitionLog>) -> Result<Self, LogError> {
+    /// The replica of an open log, with the producer state rebuilt from it. Blocking.
+    pub(crate) fn open(log: Arc<PartitionLog>) -> Result<Self, LogError> {
         let producers = rebuild_producers(&log)?;
         // Not known after a restart: it starts at the log start and rises as the ISR (or the
         // leader, on a follower) reports progress.

@@ -226,7 +226,7 @@ async fn fetch_loop(broker: Arc<Broker>, addr: String, mut assigned: watch::Rece
             .filter(|(k, _)| !settled.contains_key(*k) && !delayed.contains_key(*k))
             .collect();
         if !unsettled.is_empty() {
-            let done = match settle(&broker, &mut client, &unsettled).await {
+            let done = match settle(broker.id(), &mut client, &unsettled).await {
                 Ok(done) => done,
                 Err(e) => {
                     debug!(addr = client.addr(), error = %e, "OffsetForLeaderEpoch failed");
@@ -245,7 +245,7 @@ async fn fetch_loop(broker: Arc<Broker>, addr: String, mut assigned: watch::Rece
             .filter(|(k, f)| settled.get(*k) == Some(&f.leader_epoch) && !delayed.contains_key(*k))
             .collect();
         if !ready.is_empty() {
-            let retry = match fetch(&broker, &mut client, &ready, &settings).await {
+            let retry = match fetch(broker.id(), &mut client, &ready, &settings).await {
                 Ok(resettle) => resettle,
                 Err(e) => {
                     debug!(addr = client.addr(), error = %e, "replica fetch failed");
@@ -274,7 +274,7 @@ async fn fetch_loop(broker: Arc<Broker>, addr: String, mut assigned: watch::Rece
 /// Cut each partition's log back to where it agrees with the leader's. Returns the
 /// partitions settled and the leader epoch they were settled for.
 async fn settle(
-    broker: &Broker,
+    me: BrokerId,
     client: &mut PeerClient,
     partitions: &[(&(String, i32), &Followed)],
 ) -> Result<Vec<((String, i32), i32)>, CallError> {
@@ -302,7 +302,7 @@ async fn settle(
             break;
         }
         let response = client
-            .call(&epochs_request(broker.id(), &asking), EPOCHS_VERSION)
+            .call(&epochs_request(me, &asking), EPOCHS_VERSION)
             .await?;
         let mut next = Vec::new();
         for topic in response.topics {
@@ -393,7 +393,7 @@ fn epochs_request(
 /// settle again after a backoff: refused by the leader (a leader epoch one side has not seen
 /// yet, an offset out of range) or not appended here.
 async fn fetch(
-    broker: &Broker,
+    me: BrokerId,
     client: &mut PeerClient,
     partitions: &[(&(String, i32), &Followed)],
     settings: &crate::config::KafkaSettings,
@@ -411,7 +411,7 @@ async fn fetch(
         );
     }
     let request = FetchRequest::default()
-        .with_replica_id(KBrokerId(broker.id().0))
+        .with_replica_id(KBrokerId(me.0))
         .with_max_wait_ms(i32::try_from(settings.replica_fetch_wait_max_ms).unwrap_or(i32::MAX))
         .with_min_bytes(1)
         .with_max_bytes(settings.replica_fetch_response_max_bytes)
@@ -483,4 +483,153 @@ async fn fetch(
         }
     }
     Ok(resettle)
+}
+
+#[cfg(test)]
+mod tests {
+    use anyhow::{Context, ensure};
+    use bytes::Bytes;
+    use figment::providers::Serialized;
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{CreateTopicsRequest, ProduceRequest};
+
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{Config, Overrides, defaults};
+    use crate::log::batch::testing::batch;
+    use crate::log::{LogConfig, PartitionLog};
+    use crate::serve::Node;
+
+    const TOPIC: &str = "diverged";
+    const FOLLOWER: BrokerId = BrokerId(2);
+    const DEADLINE: Duration = Duration::from_secs(30);
+
+    /// A single broker on the memory backend, registered, with [`TOPIC`] created.
+    async fn leader(dir: &Path) -> anyhow::Result<(Node, PeerClient)> {
+        let overrides = Overrides {
+            metadata_backend: Some("memory".into()),
+            data_dir: Some(dir.to_owned()),
+            listen: Some("127.0.0.1:0".into()),
+            ..Overrides::default()
+        };
+        let config = Config::from_figment(defaults().merge(Serialized::defaults(&overrides)))?;
+        let node = Node::start(&config).await?;
+        let mut registered = node.broker().registration();
+        tokio::time::timeout(DEADLINE, registered.wait_for(|r| *r)).await??;
+        let mut client = PeerClient::new(node.kafka_addr().to_string(), "test".into(), DEADLINE);
+        let created = client
+            .call(
+                &CreateTopicsRequest::default()
+                    .with_topics(vec![
+                        CreatableTopic::default()
+                            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                            .with_num_partitions(1)
+                            .with_replication_factor(1),
+                    ])
+                    .with_timeout_ms(10_000),
+                7,
+            )
+            .await?;
+        ensure!(
+            created.topics.iter().all(|t| t.error_code == 0),
+            "{created:?}"
+        );
+        Ok((node, client))
+    }
+
+    async fn produce(client: &mut PeerClient, values: &[&[u8]]) -> anyhow::Result<()> {
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(Bytes::from(batch(0, values)))),
+                    ]),
+            ]);
+        let response = client.call(&request, 9).await?;
+        let code = response
+            .responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .map(|p| p.error_code)
+            .next();
+        ensure!(code == Some(0), "produce answered {code:?}");
+        Ok(())
+    }
+
+    /// Move the partition's leadership away and back: two leader epochs later.
+    async fn bump_epoch_twice(node: &Node) -> anyhow::Result<()> {
+        let broker = node.broker();
+        for leader in [None, Some(broker.id())] {
+            let view = broker.metadata();
+            let partition = view.state.partition(TOPIC, 0).context("no partition")?;
+            broker
+                .propose(MetadataCommand::AlterPartition {
+                    topic: TOPIC.into(),
+                    partition: 0,
+                    partition_epoch: partition.partition_epoch,
+                    leader,
+                    isr: vec![broker.id()],
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_diverged_follower_cuts_its_tail_at_the_leaders_epoch_boundary_then_copies()
+    -> anyhow::Result<()> {
+        let dirs = (tempfile::tempdir()?, tempfile::tempdir()?);
+        let (node, mut client) = leader(dirs.0.path()).await?;
+        // The leader: epoch 0 holds offsets 0..3, epoch 2 holds 3..5.
+        produce(&mut client, &[b"a", b"b", b"c"]).await?;
+        bump_epoch_twice(&node).await?;
+        produce(&mut client, &[b"d", b"e"]).await?;
+        let leader_log = node.broker().replica(TOPIC, 0).context("leader replica")?;
+
+        // The follower copied epoch 0, then led epoch 1 and wrote 3..6 that nobody copied.
+        let log = Arc::new(PartitionLog::open(dirs.1.path(), LogConfig::default())?);
+        let replica = Arc::new(Replica::open(log)?);
+        // At least one batch, at most one: the leader's epoch-0 batch.
+        let first = leader_log.log().read(0, 1)?.records;
+        replica.append_replicated(&first, 0)?;
+        replica.log().append(&batch(0, &[b"x", b"y", b"z"]), 1, 0)?;
+        ensure!(replica.log().log_end_offset() == 6);
+
+        let key = (TOPIC.to_owned(), 0);
+        // A follower naming an old leader epoch is refused: nothing settles, nothing is cut.
+        let stale = Followed {
+            leader_epoch: 1,
+            replica: Arc::clone(&replica),
+        };
+        let done = settle(FOLLOWER, &mut client, &[(&key, &stale)]).await?;
+        ensure!(done.is_empty(), "settled at a fenced epoch: {done:?}");
+        ensure!(replica.log().log_end_offset() == 6);
+
+        // At the current epoch: epoch 1 is unknown to the leader, which answers with epoch 0
+        // ending at 3; the follower cuts 3..6 and copies the leader's 3..5.
+        let current = Followed {
+            leader_epoch: 2,
+            replica: Arc::clone(&replica),
+        };
+        let done = settle(FOLLOWER, &mut client, &[(&key, &current)]).await?;
+        ensure!(done == vec![(key.clone(), 2)], "{done:?}");
+        ensure!(replica.log().log_end_offset() == 3);
+        let settings = node.broker().settings().clone();
+        let retry = fetch(FOLLOWER, &mut client, &[(&key, &current)], &settings).await?;
+        ensure!(retry.is_empty(), "{retry:?}");
+        ensure!(replica.log().log_end_offset() == 5);
+        ensure!(
+            replica.log().read(0, 1 << 20)?.records == leader_log.log().read(0, 1 << 20)?.records
+        );
+        ensure!(replica.high_watermark() == 5);
+        node.shutdown().await?;
+        Ok(())
+    }
 }
