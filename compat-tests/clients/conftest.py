@@ -14,7 +14,8 @@ Fixtures
 - `topic_name`: a unique topic name for the test.
 - `cluster` (in `test_cluster.py`): a `Cluster` of three brokers on one backend that runs on
   several nodes (`nodes=multi`), each with its own data dir, Kafka port and cluster port;
-  `cluster_factory` starts a fresh one for a test that kills nodes.
+  `cluster_factory` starts a fresh one (optionally with extra settings) for a test that kills
+  or pauses nodes.
 
 Environment
 - `SWITCHYARD_BIN`: the binary (default `$CARGO_TARGET_DIR/debug/switchyard`, else
@@ -259,6 +260,18 @@ class BrokerProcess:
             self._log.write(f"===== killed with SIGKILL (start #{self.starts}) =====\n")
         self._join_reader()
 
+    def pause(self) -> None:
+        """SIGSTOP: the process stays, but answers nothing and sends nothing."""
+        assert self.proc is not None and self.proc.poll() is None, "broker not running"
+        self.proc.send_signal(signal.SIGSTOP)
+        self._log.write(f"===== paused with SIGSTOP (start #{self.starts}) =====\n")
+
+    def resume(self) -> None:
+        """SIGCONT after `pause`."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self._log.write(f"===== resumed with SIGCONT (start #{self.starts}) =====\n")
+
     def restart(self, on_line=None) -> None:
         """kill -9, then start again on the same data dir and port."""
         self.kill9()
@@ -340,7 +353,7 @@ CLUSTER_ENV = {
 class Cluster:
     """`size` brokers of one backend on loopback, node ids 1..size; `nodes[i]` is node i."""
 
-    def __init__(self, backend: Backend, base: Path, size: int = 3):
+    def __init__(self, backend: Backend, base: Path, size: int = 3, env: dict | None = None):
         self.backend = backend
         cluster_ports = {i: reserve_port() for i in range(1, size + 1)}
         self.peers = ",".join(f"{i}=127.0.0.1:{p}" for i, p in cluster_ports.items())
@@ -349,7 +362,7 @@ class Cluster:
             workdir = base / f"node-{i}"
             workdir.mkdir(parents=True)
             self.nodes[i] = BrokerProcess(
-                backend, workdir, CLUSTER_ENV, port=reserve_port(),
+                backend, workdir, {**CLUSTER_ENV, **(env or {})}, port=reserve_port(),
                 args=["--node-id", str(i), "--peers", self.peers])
 
     def start(self) -> None:
@@ -388,8 +401,9 @@ class ClusterFactory:
         self.base = base
         self.clusters: list[Cluster] = []
 
-    def start(self) -> Cluster:
-        cluster = Cluster(self.backend, self.base / f"cluster-{len(self.clusters) + 1}")
+    def start(self, env: dict | None = None) -> Cluster:
+        """A fresh cluster; `env` adds to (or overrides) the nodes' cluster settings."""
+        cluster = Cluster(self.backend, self.base / f"cluster-{len(self.clusters) + 1}", env=env)
         self.clusters.append(cluster)
         cluster.start()
         return cluster

@@ -253,3 +253,38 @@ def test_killing_the_leader_loses_and_duplicates_nothing_and_it_rejoins(cluster_
              RECOVERY_S, f"broker {victim}'s log to match the leader's", 0.1)
     for n in others:
         assert replica_log(cluster.nodes[n], topic_name) == (leader_end, leader_data)
+
+
+def test_a_stalled_follower_leaves_the_isr_after_the_lag_time_and_rejoins(cluster_factory,
+                                                                          topic_name):
+    # A short lag time and a session long enough that the paused broker is never fenced: the
+    # ISR shrinks because the follower stopped fetching, not because it was declared dead.
+    cluster = cluster_factory.start(env={
+        "SWITCHYARD_KAFKA__REPLICA_LAG_TIME_MAX_MS": "1500",
+        "SWITCHYARD_KAFKA__BROKER_SESSION_TIMEOUT_MS": "120000",
+    })
+    metadata_leader = controller(cluster.bootstrap())
+    leader, stalled = [n for n in (1, 2, 3) if n != metadata_leader]
+    create_replicated(cluster, topic_name, [leader, stalled, metadata_leader])
+    assert isr_of(cluster, topic_name, [1, 2, 3]) == (leader, [1, 2, 3])
+
+    cluster.nodes[stalled].pause()
+    try:
+        # acks=all waits for the stalled member until the leader drops it from the ISR.
+        producer = Producer(confluent_conf(cluster.bootstrap(leader), acks="all"))
+        for i in range(10):
+            producer.produce(topic_name, value=f"s-{i}".encode())
+        assert producer.flush(60) == 0, "messages left undelivered"
+        live = [leader, metadata_leader]
+        assert isr_of(cluster, topic_name, live) == (leader, sorted(live))
+        assert layout(cluster.bootstrap(*live))["brokers"] == [1, 2, 3], "nobody was fenced"
+    finally:
+        cluster.nodes[stalled].resume()
+
+    # Resumed, it fetches what it missed and joins the ISR again.
+    wait_for(lambda: isr_of(cluster, topic_name, [1, 2, 3])[1] == [1, 2, 3], RECOVERY_S,
+             f"broker {stalled} to rejoin the ISR", 0.2)
+    expected = replica_log(cluster.nodes[leader], topic_name)
+    assert expected[0] == 10
+    for n in (stalled, metadata_leader):
+        assert replica_log(cluster.nodes[n], topic_name) == expected
