@@ -62,8 +62,37 @@ pub struct Replica {
     log: Arc<PartitionLog>,
     producers: Mutex<HashMap<i64, Producer>>,
     high_watermark: watch::Sender<i64>,
+    /// The epoch fence. Every write to the log holds it shared and checks it; a change of role
+    /// takes it exclusively, so no write of an older role lands after the change.
+    role: RwLock<Role>,
     /// Set while this broker leads the partition.
     leadership: Mutex<Option<Leadership>>,
+}
+
+/// The newest leader epoch a replica was told of, and whether this broker leads in it.
+#[derive(Debug, Clone, Copy)]
+struct Role {
+    epoch: i32,
+    leading: bool,
+}
+
+/// Why a follower's write to its log was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FollowError {
+    /// The partition moved on: this broker leads it now, or a newer leader epoch is known.
+    #[error("not following leader epoch {followed} any more (epoch {epoch}, leading: {leading})")]
+    Stale {
+        /// The epoch the write came from.
+        followed: i32,
+        /// The newest epoch known.
+        epoch: i32,
+        /// Whether this broker leads.
+        leading: bool,
+    },
+    /// The log refused it.
+    #[error(transparent)]
+    Log(#[from] LogError),
 }
 
 /// The Kafka error for a log error.
@@ -95,6 +124,10 @@ impl Replica {
             log,
             producers: Mutex::new(producers),
             high_watermark,
+            role: RwLock::new(Role {
+                epoch: -1,
+                leading: false,
+            }),
             leadership: Mutex::new(None),
         })
     }
@@ -109,10 +142,19 @@ impl Replica {
         self.high_watermark.subscribe()
     }
 
-    /// `me` leads the partition as `view` says: starts a leadership at a new leader epoch,
-    /// else takes the newer ISR.
+    /// `me` leads the partition as `view` says: starts a leadership at a new leader epoch
+    /// (waking produce requests of an older one, which then fail), else takes the newer ISR.
+    /// A view older than the newest epoch known here changes nothing.
     pub fn lead(&self, me: BrokerId, view: LeaderView) {
         let now = Instant::now();
+        let mut role = self.role.write();
+        if view.leader_epoch < role.epoch || (view.leader_epoch == role.epoch && !role.leading) {
+            return;
+        }
+        *role = Role {
+            epoch: view.leader_epoch,
+            leading: true,
+        };
         let mut leadership = self.leadership.lock();
         match leadership.as_mut() {
             // A view older than the leadership held (read before it) changes nothing.
@@ -123,31 +165,55 @@ impl Replica {
             Some(l) if l.leader_epoch() == view.leader_epoch => l.update(view, now),
             _ => {
                 *leadership = Some(Leadership::new(me, view, self.log.log_end_offset(), now));
+                self.high_watermark.send_modify(|_| {});
             }
         }
         self.advance_high_watermark(leadership.as_ref());
     }
 
-    /// The metadata, at `leader_epoch`, has another leader (or none) for the partition: a
-    /// leadership of that epoch or older ends, and produce requests waiting for the ISR wake
-    /// and fail. A newer leadership (taken from a later view) stays.
-    pub fn resign(&self, leader_epoch: i32) {
-        let mut leadership = self.leadership.lock();
-        if leadership
-            .as_ref()
-            .is_some_and(|l| l.leader_epoch() <= leader_epoch)
-        {
-            *leadership = None;
+    /// The metadata, at `leader_epoch`, has another leader (or none) for the partition: this
+    /// replica follows in that epoch. A leadership of that epoch or older ends, and produce
+    /// requests waiting for the ISR wake and fail; a newer one (from a later view) stays.
+    pub fn follow(&self, leader_epoch: i32) {
+        let mut role = self.role.write();
+        if leader_epoch < role.epoch || (leader_epoch == role.epoch && role.leading) {
+            return;
+        }
+        let was_leading = role.leading;
+        *role = Role {
+            epoch: leader_epoch,
+            leading: false,
+        };
+        if was_leading {
+            *self.leadership.lock() = None;
             self.high_watermark.send_modify(|_| {});
         }
     }
 
     /// The leader epoch this broker leads the partition in, if it does.
     pub fn led_epoch(&self) -> Option<i32> {
+        let role = self.role.read();
+        role.leading.then_some(role.epoch)
+    }
+
+    /// Check, under the fence, that this replica follows in `epoch`.
+    fn following(role: &Role, epoch: i32) -> Result<(), FollowError> {
+        if role.leading || role.epoch != epoch {
+            return Err(FollowError::Stale {
+                followed: epoch,
+                epoch: role.epoch,
+                leading: role.leading,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether `broker` is a replica of the partition led here.
+    pub fn assigned(&self, broker: BrokerId) -> bool {
         self.leadership
             .lock()
             .as_ref()
-            .map(Leadership::leader_epoch)
+            .is_some_and(|l| l.assigned(broker))
     }
 
     /// The ISR size and `min.insync.replicas` of the leadership held here.
@@ -190,9 +256,9 @@ impl Replica {
         joins
     }
 
-    /// The ISR the followers' progress calls for, with the partition epoch to propose it at;
-    /// the change is then counted as in flight until the metadata moves on or
-    /// [`Self::isr_change_failed`].
+    /// The ISR the followers' progress calls for (or a change in flight that got no answer),
+    /// with the partition epoch to propose it at; the change is then counted as in flight
+    /// until the metadata moves on or [`Self::isr_change_refused`].
     pub fn isr_change(
         &self,
         lag: std::time::Duration,
@@ -207,14 +273,24 @@ impl Replica {
         Some((epoch, isr))
     }
 
-    /// The ISR change proposed at `partition_epoch` did not apply.
-    pub fn isr_change_failed(&self, partition_epoch: i32) {
+    /// The ISR change proposed at `partition_epoch` was refused: it did not apply.
+    pub fn isr_change_refused(&self, partition_epoch: i32) {
         let mut leadership = self.leadership.lock();
         if let Some(l) = leadership.as_mut()
             && l.partition_epoch() == partition_epoch
         {
             l.proposal_failed();
             self.advance_high_watermark(leadership.as_ref());
+        }
+    }
+
+    /// The ISR change proposed at `partition_epoch` got no answer: it may have applied. It
+    /// stays in flight, and the next [`Self::isr_change`] proposes it again.
+    pub fn isr_change_unknown(&self, partition_epoch: i32) {
+        if let Some(l) = self.leadership.lock().as_mut()
+            && l.partition_epoch() == partition_epoch
+        {
+            l.proposal_unknown();
         }
     }
 
@@ -272,6 +348,11 @@ impl Replica {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendResult, ResponseError> {
+        // Held until the append is done: a change of role waits for it.
+        let role = self.role.read();
+        if !(role.leading && role.epoch == leader_epoch) {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
         let mut headers = Vec::new();
         for batch in Batches::new(records) {
             let batch = batch.map_err(|e| log_error(&LogError::InvalidBatch(e)))?;
@@ -337,9 +418,17 @@ impl Replica {
         })
     }
 
-    /// Append batches fetched from the leader as they are (offsets and epochs kept), and
-    /// follow the idempotent producers in them. Blocking.
-    pub fn append_replicated(&self, records: &[u8], now_ms: i64) -> Result<i64, LogError> {
+    /// Append batches fetched from the leader of `leader_epoch` as they are (offsets and
+    /// epochs kept), and follow the idempotent producers in them; refused unless this replica
+    /// still follows in that epoch. Returns the new log end offset. Blocking.
+    pub fn append_replicated(
+        &self,
+        records: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<i64, FollowError> {
+        let role = self.role.read();
+        Self::following(&role, leader_epoch)?;
         let mut producers = self.producers.lock();
         let info = self.log.append_replicated(records, now_ms)?;
         for batch in Batches::new(records) {
@@ -357,22 +446,36 @@ impl Replica {
         Ok(info.last_offset + 1)
     }
 
-    /// Cut the log back to `offset` (see [`PartitionLog::truncate_to`]) and rebuild the
-    /// producer state from what remains. Returns the new log end offset. Blocking.
-    pub fn truncate_to(&self, offset: i64, now_ms: i64) -> Result<i64, LogError> {
-        self.rewrite(|log| log.truncate_to(offset, now_ms))
+    /// Cut the log back to `offset` (see [`PartitionLog::truncate_to`]) while following in
+    /// `leader_epoch`, and rebuild the producer state from what remains. Returns the new log
+    /// end offset. Blocking.
+    pub fn truncate_to(
+        &self,
+        offset: i64,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<i64, FollowError> {
+        self.rewrite(leader_epoch, |log| log.truncate_to(offset, now_ms))
     }
 
-    /// Empty the log and restart it at `offset` (see [`PartitionLog::restart_at`]).
-    /// Blocking.
-    pub fn restart_at(&self, offset: i64, now_ms: i64) -> Result<i64, LogError> {
-        self.rewrite(|log| log.restart_at(offset, now_ms))
+    /// Empty the log and restart it at `offset` (see [`PartitionLog::restart_at`]) while
+    /// following in `leader_epoch`. Blocking.
+    pub fn restart_at(
+        &self,
+        offset: i64,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<i64, FollowError> {
+        self.rewrite(leader_epoch, |log| log.restart_at(offset, now_ms))
     }
 
     fn rewrite(
         &self,
+        leader_epoch: i32,
         cut: impl FnOnce(&PartitionLog) -> Result<i64, LogError>,
-    ) -> Result<i64, LogError> {
+    ) -> Result<i64, FollowError> {
+        let role = self.role.read();
+        Self::following(&role, leader_epoch)?;
         let mut producers = self.producers.lock();
         let end = cut(&self.log)?;
         *producers = rebuild_producers(&self.log)?;
@@ -604,13 +707,52 @@ mod tests {
             async move { r.wait_replicated(3, EPOCH, deadline).await }
         });
         // A view from before this leadership changes nothing; the metadata moving on does.
-        r.resign(EPOCH - 1);
+        r.follow(EPOCH - 1);
         assert_eq!(r.led_epoch(), Some(EPOCH));
-        r.resign(EPOCH + 1);
+        r.follow(EPOCH + 1);
         assert_eq!(
             waiting.await.expect("join"),
             Err(ResponseError::NotLeaderOrFollower)
         );
+        // The epoch fence: no write of the old leadership lands, nor does a stale view bring
+        // it back.
+        assert_eq!(
+            r.append(&plain(&[b"d"]), EPOCH, 0),
+            Err(ResponseError::NotLeaderOrFollower)
+        );
+        r.lead(LEADER, view(EPOCH, &[LEADER, FOLLOWER], 2));
+        assert_eq!(r.led_epoch(), None);
+        assert_eq!(r.log().log_end_offset(), 3);
+    }
+
+    #[test]
+    fn a_follower_refuses_writes_of_an_epoch_it_no_longer_follows() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let r = replica(dir.path());
+        r.follow(EPOCH);
+        let leader_dir = tempfile::tempdir().expect("temp dir");
+        let leader = replica(leader_dir.path());
+        leader.lead(LEADER, view(EPOCH, &[LEADER], 1));
+        leader.append(&plain(&[b"a"]), EPOCH, 0).expect("append");
+        let copied = leader.log().read(0, 1 << 20).expect("read").records;
+        r.follow(EPOCH + 1);
+        // A fetch loop of the old epoch finishing late: refused, the log untouched.
+        assert!(matches!(
+            r.append_replicated(&copied, EPOCH, 0),
+            Err(FollowError::Stale { followed: EPOCH, epoch, leading: false }) if epoch == EPOCH + 1
+        ));
+        assert!(matches!(
+            r.truncate_to(0, EPOCH, 0),
+            Err(FollowError::Stale { .. })
+        ));
+        assert_eq!(r.log().log_end_offset(), 0);
+        assert_eq!(r.append_replicated(&copied, EPOCH + 1, 0).expect("copy"), 1);
+        // Leading now: follower writes are refused too.
+        r.lead(FOLLOWER, view(EPOCH + 2, &[FOLLOWER], 1));
+        assert!(matches!(
+            r.append_replicated(&copied, EPOCH + 2, 0),
+            Err(FollowError::Stale { leading: true, .. })
+        ));
     }
 
     #[tokio::test(start_paused = true)]
@@ -646,7 +788,11 @@ mod tests {
         let first = producer_batch((7, 0, 0), 0, &[b"a", b"b"]);
         old.append(&first, EPOCH, 0).expect("append");
         let copied = old.log().read(0, 1 << 20).expect("read").records;
-        assert_eq!(new.append_replicated(&copied, 0).expect("replicate"), 2);
+        new.follow(EPOCH);
+        assert_eq!(
+            new.append_replicated(&copied, EPOCH, 0).expect("replicate"),
+            2
+        );
         new.follow_high_watermark(2);
         assert_eq!(new.high_watermark(), 2);
 
@@ -665,11 +811,13 @@ mod tests {
             Err(ResponseError::OutOfOrderSequenceNumber)
         );
 
-        // Cut back below the copied batch: its producer state goes with it.
-        assert_eq!(new.truncate_to(0, 0).expect("truncate"), 0);
+        // Following again, cut back below the copied batch: its producer state goes with it.
+        new.follow(EPOCH + 2);
+        assert_eq!(new.truncate_to(0, EPOCH + 2, 0).expect("truncate"), 0);
         assert_eq!(new.high_watermark(), 0);
+        new.lead(FOLLOWER, view(EPOCH + 3, &[FOLLOWER], 1));
         let again = new
-            .append(&first, EPOCH + 1, 0)
+            .append(&first, EPOCH + 3, 0)
             .expect("append after the cut");
         assert_eq!(again.base_offset, 0);
         assert_eq!(new.log().log_end_offset(), 2);

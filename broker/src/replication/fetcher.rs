@@ -130,7 +130,7 @@ async fn reconcile(broker: &Arc<Broker>, loops: &mut HashMap<BrokerId, FetchLoop
                 continue;
             }
             if let Some(replica) = open {
-                replica.resign(p.leader_epoch);
+                replica.follow(p.leader_epoch);
             }
             let Some(leader) = p.leader.filter(|_| p.replicas.contains(&me)) else {
                 continue;
@@ -157,6 +157,7 @@ async fn reconcile(broker: &Arc<Broker>, loops: &mut HashMap<BrokerId, FetchLoop
                 }
                 Err(_) => continue,
             };
+            replica.follow(p.leader_epoch);
             wanted
                 .entry(leader)
                 .or_insert_with(|| (format!("{}:{}", target.host, target.port), BTreeMap::new()))
@@ -177,7 +178,7 @@ async fn reconcile(broker: &Arc<Broker>, loops: &mut HashMap<BrokerId, FetchLoop
             .and_then(|p| view.state.partition(&topic, p))
             .is_some();
         if !known {
-            replica.resign(i32::MAX);
+            replica.follow(i32::MAX);
         }
     }
     loops.retain(|leader, l| wanted.get(leader).is_some_and(|(addr, _)| *addr == l.addr));
@@ -216,6 +217,7 @@ async fn fetch_loop(broker: Arc<Broker>, addr: String, mut assigned: watch::Rece
     let mut settled: HashMap<(String, i32), i32> = HashMap::new();
     // Partitions that failed, and when they may be tried again.
     let mut delayed: HashMap<(String, i32), Instant> = HashMap::new();
+    let mut rotation: usize = 0;
     loop {
         let assignment = assigned.borrow_and_update().clone();
         settled.retain(|k, epoch| assignment.get(k).is_some_and(|f| f.leader_epoch == *epoch));
@@ -240,11 +242,16 @@ async fn fetch_loop(broker: Arc<Broker>, addr: String, mut assigned: watch::Rece
                 }
             }
         }
-        let ready: Vec<_> = assignment
+        let mut ready: Vec<_> = assignment
             .iter()
             .filter(|(k, f)| settled.get(*k) == Some(&f.leader_epoch) && !delayed.contains_key(*k))
             .collect();
         if !ready.is_empty() {
+            // Start each fetch at another partition, so that when the response's byte limit
+            // runs out it is not always the same partitions that wait.
+            rotation = rotation.wrapping_add(1);
+            let by = rotation % ready.len();
+            ready.rotate_left(by);
             let retry = match fetch(broker.id(), &mut client, &ready, &settings).await {
                 Ok(resettle) => resettle,
                 Err(e) => {
@@ -318,28 +325,40 @@ async fn settle(
                 }
                 let replica = Arc::clone(&f.replica);
                 let log_end = replica.log().log_end_offset();
-                // Kafka's rule: the leader's end of the epoch, but no further than this log's
-                // own end of that epoch; if this log does not hold that epoch, ask again
-                // with the older epoch it does hold.
+                // Kafka's rule (KIP-279): where the epoch the leader answered with ends on
+                // both sides; if this log does not hold that epoch, cut to where its older
+                // epoch ends and ask again about that one.
                 let (cut, again) = if answer.leader_epoch < 0 {
+                    // The leader holds no epoch at or below this log's latest.
                     (replica.high_watermark(), None)
-                } else if answer.end_offset >= log_end {
-                    (log_end, None)
                 } else {
                     match replica.log().end_offset_for_epoch(answer.leader_epoch) {
                         Some((local_epoch, local_end)) if local_epoch == answer.leader_epoch => {
                             (answer.end_offset.min(local_end), None)
                         }
-                        Some((local_epoch, local_end)) if local_epoch < *asked => {
-                            (answer.end_offset.min(local_end), Some(local_epoch))
+                        Some((local_epoch, local_end)) => (
+                            answer.end_offset.min(local_end),
+                            (local_epoch < *asked).then_some(local_epoch),
+                        ),
+                        // Every epoch here is newer than the leader's answer: none of it is
+                        // the leader's.
+                        None => {
+                            let first = replica
+                                .log()
+                                .leader_epochs()
+                                .first()
+                                .map(|e| e.start_offset);
+                            (answer.end_offset.min(first.unwrap_or(log_end)), None)
                         }
-                        _ => (answer.end_offset.min(replica.high_watermark()), None),
                     }
                 };
+                let cut = cut.min(log_end);
                 if cut < log_end {
-                    let truncated =
-                        tokio::task::spawn_blocking(move || replica.truncate_to(cut, now_ms()))
-                            .await;
+                    let epoch = f.leader_epoch;
+                    let truncated = tokio::task::spawn_blocking(move || {
+                        replica.truncate_to(cut, epoch, now_ms())
+                    })
+                    .await;
                     match truncated {
                         Ok(Ok(end)) => info!(topic = %key.0, partition = key.1, from = log_end,
                             to = end, leader_epoch = answer.leader_epoch,
@@ -398,10 +417,18 @@ async fn fetch(
     partitions: &[(&(String, i32), &Followed)],
     settings: &crate::config::KafkaSettings,
 ) -> Result<Vec<(String, i32)>, CallError> {
-    let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+    // In the order given: the leader fills the response in request order.
+    let mut topics: Vec<(&str, Vec<FetchPartition>)> = Vec::new();
     for ((topic, partition), f) in partitions {
         let log = f.replica.log();
-        topics.entry(topic).or_default().push(
+        let at = match topics.iter().position(|(t, _)| t == topic) {
+            Some(at) => at,
+            None => {
+                topics.push((topic, Vec::new()));
+                topics.len() - 1
+            }
+        };
+        topics[at].1.push(
             FetchPartition::default()
                 .with_partition(*partition)
                 .with_current_leader_epoch(f.leader_epoch)
@@ -441,9 +468,9 @@ async fn fetch(
                     let log_end = replica.log().log_end_offset();
                     if log_end < data.log_start_offset {
                         // Behind the leader's log start: nothing here is worth keeping.
-                        let start = data.log_start_offset;
+                        let (start, epoch) = (data.log_start_offset, f.leader_epoch);
                         let reset = tokio::task::spawn_blocking(move || {
-                            replica.restart_at(start, now_ms())
+                            replica.restart_at(start, epoch, now_ms())
                         })
                         .await;
                         if !matches!(reset, Ok(Ok(_))) {
@@ -463,7 +490,8 @@ async fn fetch(
             if !records.is_empty() {
                 let appended = tokio::task::spawn_blocking({
                     let replica = Arc::clone(&replica);
-                    move || replica.append_replicated(&records, now_ms())
+                    let epoch = f.leader_epoch;
+                    move || replica.append_replicated(&records, epoch, now_ms())
                 })
                 .await;
                 match appended {
@@ -490,7 +518,9 @@ mod tests {
     use anyhow::{Context, ensure};
     use bytes::Bytes;
     use figment::providers::Serialized;
-    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableReplicaAssignment, CreatableTopic,
+    };
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{CreateTopicsRequest, ProduceRequest};
 
@@ -506,7 +536,8 @@ mod tests {
     const FOLLOWER: BrokerId = BrokerId(2);
     const DEADLINE: Duration = Duration::from_secs(30);
 
-    /// A single broker on the memory backend, registered, with [`TOPIC`] created.
+    /// A single broker (id 1) on the memory backend, registered, with [`TOPIC`] created on
+    /// replicas 1 and [`FOLLOWER`] (registered, never started: the test plays its part).
     async fn leader(dir: &Path) -> anyhow::Result<(Node, PeerClient)> {
         let overrides = Overrides {
             metadata_backend: Some("memory".into()),
@@ -518,6 +549,14 @@ mod tests {
         let node = Node::start(&config).await?;
         let mut registered = node.broker().registration();
         tokio::time::timeout(DEADLINE, registered.wait_for(|r| *r)).await??;
+        node.broker()
+            .propose(MetadataCommand::RegisterBroker {
+                id: FOLLOWER,
+                host: "127.0.0.1".into(),
+                port: 1,
+                rack: None,
+            })
+            .await?;
         let mut client = PeerClient::new(node.kafka_addr().to_string(), "test".into(), DEADLINE);
         let created = client
             .call(
@@ -525,8 +564,16 @@ mod tests {
                     .with_topics(vec![
                         CreatableTopic::default()
                             .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-                            .with_num_partitions(1)
-                            .with_replication_factor(1),
+                            .with_num_partitions(-1)
+                            .with_replication_factor(-1)
+                            .with_assignments(vec![
+                                CreatableReplicaAssignment::default()
+                                    .with_partition_index(0)
+                                    .with_broker_ids(vec![
+                                        KBrokerId(node.broker().id().0),
+                                        KBrokerId(FOLLOWER.0),
+                                    ]),
+                            ]),
                     ])
                     .with_timeout_ms(10_000),
                 7,
@@ -539,9 +586,10 @@ mod tests {
         Ok((node, client))
     }
 
+    /// Produce with `acks=1`: the follower does not fetch meanwhile.
     async fn produce(client: &mut PeerClient, values: &[&[u8]]) -> anyhow::Result<()> {
         let request = ProduceRequest::default()
-            .with_acks(-1)
+            .with_acks(1)
             .with_timeout_ms(10_000)
             .with_topic_data(vec![
                 TopicProduceData::default()
@@ -598,9 +646,11 @@ mod tests {
         let replica = Arc::new(Replica::open(log)?);
         // At least one batch, at most one: the leader's epoch-0 batch.
         let first = leader_log.log().read(0, 1)?.records;
-        replica.append_replicated(&first, 0)?;
+        replica.follow(0);
+        replica.append_replicated(&first, 0, 0)?;
         replica.log().append(&batch(0, &[b"x", b"y", b"z"]), 1, 0)?;
         ensure!(replica.log().log_end_offset() == 6);
+        replica.follow(2);
 
         let key = (TOPIC.to_owned(), 0);
         // A follower naming an old leader epoch is refused: nothing settles, nothing is cut.

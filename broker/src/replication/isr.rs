@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_backend_api::{MetadataCommand, MetadataError};
+use switchyard_backend_api::{MetadataCommand, MetadataError, Rejection};
 use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
@@ -44,13 +44,18 @@ async fn check(broker: &Broker, lag: Duration) {
         };
         match broker.propose(command).await {
             Ok(_) => info!(topic, partition, isr = ?isr, "ISR changed"),
+            // The partition moved on, perhaps by this very change: it stays in flight until
+            // the local view shows the newer partition epoch.
+            Err(MetadataError::Rejected(Rejection::StalePartitionEpoch { .. })) => {
+                debug!(topic, partition, "ISR change overtaken");
+            }
             Err(MetadataError::Rejected(reason)) => {
                 debug!(topic, partition, %reason, "ISR change refused");
-                replica.isr_change_failed(partition_epoch);
+                replica.isr_change_refused(partition_epoch);
             }
             Err(e) => {
-                warn!(topic, partition, error = %e, "ISR change failed; retrying");
-                replica.isr_change_failed(partition_epoch);
+                warn!(topic, partition, error = %e, "ISR change unanswered; proposing it again");
+                replica.isr_change_unknown(partition_epoch);
             }
         }
     }

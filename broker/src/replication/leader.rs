@@ -55,6 +55,8 @@ pub struct Leadership {
     epoch_start: i64,
     /// An ISR proposed to the metadata and not yet applied.
     pending: Option<Vec<BrokerId>>,
+    /// Whether the proposal of `pending` got no answer and must be sent again.
+    resend: bool,
     followers: HashMap<BrokerId, Progress>,
 }
 
@@ -83,6 +85,7 @@ impl Leadership {
             view,
             epoch_start: log_end,
             pending: None,
+            resend: false,
             followers,
         }
     }
@@ -97,6 +100,7 @@ impl Leadership {
     pub fn update(&mut self, view: LeaderView, now: Instant) {
         if view.partition_epoch != self.view.partition_epoch {
             self.pending = None;
+            self.resend = false;
         }
         for b in &view.replicas {
             if *b != self.me && !self.followers.contains_key(b) {
@@ -113,6 +117,11 @@ impl Leadership {
         }
         self.followers.retain(|b, _| view.replicas.contains(b));
         self.view = view;
+    }
+
+    /// Whether `broker` is one of the partition's replicas.
+    pub fn assigned(&self, broker: BrokerId) -> bool {
+        self.view.replicas.contains(&broker)
     }
 
     /// The ISR as the metadata has it.
@@ -169,8 +178,9 @@ impl Leadership {
         Some(low)
     }
 
-    /// The ISR the replicas' progress calls for, if it differs from the metadata's and no
-    /// change is in flight: members not caught up for `lag` leave, live (`live`) replicas
+    /// The ISR to propose: a change in flight whose proposal got no answer, again; else,
+    /// with no change in flight, the ISR the replicas' progress calls for if it differs from
+    /// the metadata's: members not caught up for `lag` leave, live (`live`) replicas
     /// outside it whose log reaches the high watermark and the start of this epoch join. (A
     /// lagging member always reaches the high watermark it holds back, so it is only judged
     /// by its lag.)
@@ -181,8 +191,8 @@ impl Leadership {
         lag: Duration,
         live: impl Fn(BrokerId) -> bool,
     ) -> Option<Vec<BrokerId>> {
-        if self.pending.is_some() {
-            return None;
+        if let Some(pending) = &self.pending {
+            return self.resend.then(|| pending.clone());
         }
         let mut isr: Vec<BrokerId> = self
             .view
@@ -215,11 +225,19 @@ impl Leadership {
     /// A change to `isr` was proposed at the current partition epoch: count it as in flight.
     pub fn propose(&mut self, isr: Vec<BrokerId>) {
         self.pending = Some(isr);
+        self.resend = false;
     }
 
-    /// The proposal failed: forget it, so the next check proposes again.
+    /// The proposal was refused: forget it, so the next check starts over.
     pub fn proposal_failed(&mut self) {
         self.pending = None;
+        self.resend = false;
+    }
+
+    /// The proposal got no answer: it may have applied, so it stays in flight (and counts for
+    /// the high watermark) and is sent again by the next check.
+    pub fn proposal_unknown(&mut self) {
+        self.resend = true;
     }
 
     /// The partition epoch the metadata view had.
@@ -301,6 +319,15 @@ mod tests {
         assert_eq!(l.high_watermark(60), Some(60), "B2 is not in the ISR");
         l.propose(vec![ME, B2]);
         assert_eq!(l.high_watermark(60), Some(50));
+        // No answer: it may have applied, so it still counts, and is proposed again.
+        l.proposal_unknown();
+        assert_eq!(l.high_watermark(60), Some(50));
+        assert_eq!(
+            l.wanted_isr(50, Instant::now(), LAG, |_| true),
+            Some(vec![ME, B2])
+        );
+        l.propose(vec![ME, B2]);
+        assert_eq!(l.wanted_isr(50, Instant::now(), LAG, |_| true), None);
         l.proposal_failed();
         assert_eq!(l.high_watermark(60), Some(60));
     }

@@ -141,15 +141,7 @@ async fn read_all(
             let partition_max = usize::try_from(p.partition_max_bytes)
                 .unwrap_or(0)
                 .min(budget);
-            let read = read_partition(
-                broker,
-                name,
-                p,
-                partition_max,
-                total == 0,
-                follower.is_some(),
-            )
-            .await;
+            let read = read_partition(broker, name, p, partition_max, total == 0, follower).await;
             total += read.records.len();
             failed |= read.error.is_some();
             reads.push(read);
@@ -165,7 +157,7 @@ async fn read_partition(
     p: &kafka_protocol::messages::fetch_request::FetchPartition,
     max_bytes: usize,
     first: bool,
-    follower: bool,
+    follower: Option<BrokerId>,
 ) -> Read {
     let (partition, offset) = (p.partition, p.fetch_offset);
     let empty = |error| Read {
@@ -176,12 +168,15 @@ async fn read_partition(
         records: Bytes::new(),
     };
     let replica = match broker.led_replica(topic, partition).await {
-        // A follower must follow the current leader epoch (KIP-320).
-        Ok((_, epoch)) if follower && p.current_leader_epoch < epoch => {
+        // A follower must follow the current leader epoch (KIP-320), and be a replica.
+        Ok((_, epoch)) if follower.is_some() && p.current_leader_epoch < epoch => {
             return empty(ResponseError::FencedLeaderEpoch);
         }
-        Ok((_, epoch)) if follower && p.current_leader_epoch > epoch => {
+        Ok((_, epoch)) if follower.is_some() && p.current_leader_epoch > epoch => {
             return empty(ResponseError::UnknownLeaderEpoch);
+        }
+        Ok((replica, _)) if follower.is_some_and(|f| !replica.assigned(f)) => {
+            return empty(ResponseError::NotLeaderOrFollower);
         }
         Ok((replica, _)) => replica,
         Err(error) => return empty(error),
@@ -192,7 +187,7 @@ async fn read_partition(
     let log = replica.log().clone();
     let high_watermark = replica.high_watermark();
     let read = tokio::task::spawn_blocking(move || {
-        let end = if follower {
+        let end = if follower.is_some() {
             log.log_end_offset()
         } else {
             high_watermark
