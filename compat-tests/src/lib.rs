@@ -56,6 +56,7 @@ macro_rules! conformance_tests {
                 register_broker_bumps_incarnation,
                 fence_broker_moves_leadership,
                 fenced_sole_replica_returns_as_leader,
+                reregistering_a_live_broker_moves_its_partitions_off,
                 unregister_broker_removes_it,
             }
             topics {

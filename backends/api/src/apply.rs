@@ -138,6 +138,13 @@ impl MetadataState {
         if host.is_empty() {
             return Err(Rejection::InvalidBrokerAddress { id });
         }
+        // A broker registering again while still live restarted within its session timeout:
+        // its log may have lost what it had not synced, so it first leaves its ISRs and
+        // leaderships as a fenced broker would (Kafka fences a restarted broker until it has
+        // caught up) and rejoins them by catching up.
+        if self.brokers.get(&id).is_some_and(|b| !b.fenced) {
+            self.move_partitions_off(id);
+        }
         let incarnation = self.brokers.get(&id).map_or(1, |b| b.incarnation + 1);
         self.brokers.insert(
             id,
@@ -197,7 +204,11 @@ impl MetadataState {
     /// Take `id` out of every ISR (keeping a partition's last ISR member, as Kafka does) and
     /// elect a new leader from the remaining live ISR where `id` led.
     fn move_partitions_off(&mut self, id: BrokerId) -> u32 {
-        let live: BTreeSet<BrokerId> = self.live_brokers().map(|b| b.id).collect();
+        let live: BTreeSet<BrokerId> = self
+            .live_brokers()
+            .map(|b| b.id)
+            .filter(|b| *b != id)
+            .collect();
         self.for_each_partition(|p| {
             let mut changed = false;
             if p.isr.len() > 1 && p.isr.contains(&id) {

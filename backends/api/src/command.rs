@@ -22,7 +22,9 @@ pub enum MetadataCommand {
         cluster_id: ClusterId,
     },
     /// Register a broker, or re-register it after a restart: bumps its incarnation, unfences
-    /// it, and makes it leader of leaderless partitions it may lead.
+    /// it, and makes it leader of leaderless partitions it may lead. A broker registering again
+    /// without having been fenced first leaves its ISRs and leaderships as `FenceBroker` would
+    /// (a new leader epoch for each partition it led), then takes back the leaderless ones.
     RegisterBroker {
         /// Broker id (non-negative).
         id: BrokerId,

@@ -191,6 +191,40 @@ pub async fn fenced_sole_replica_returns_as_leader(h: &dyn BackendHarness) -> an
     Ok(())
 }
 
+/// A live broker registering again (it restarted within its session timeout) first leaves its
+/// ISRs and leaderships as if fenced: leadership moves to another live ISR member with a new
+/// leader epoch; where it was the only ISR member it leads again, in a new epoch.
+pub async fn reregistering_a_live_broker_moves_its_partitions_off(
+    h: &dyn BackendHarness,
+) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    register_all(&node, &[1, 2]).await?;
+    create_topic_ok(&node, "shared", &[&[1, 2]]).await?;
+    create_topic_ok(&node, "alone", &[&[1]]).await?;
+
+    let outcome = accept(&node, register(1)).await?;
+    ensure!(
+        outcome == Outcome::BrokerRegistered { incarnation: 2 },
+        "{outcome:?}"
+    );
+    let view = node.local();
+    let Some(shared) = view.state.partition("shared", 0) else {
+        bail!("partition missing");
+    };
+    ensure!(shared.leader == Some(BrokerId(2)), "{shared:?}");
+    ensure!(shared.isr.iter().eq([BrokerId(2)].iter()), "{shared:?}");
+    ensure!(shared.leader_epoch == 1, "{shared:?}");
+    let Some(alone) = view.state.partition("alone", 0) else {
+        bail!("partition missing");
+    };
+    ensure!(alone.leader == Some(BrokerId(1)), "{alone:?}");
+    ensure!(alone.isr.iter().eq([BrokerId(1)].iter()), "{alone:?}");
+    ensure!(alone.leader_epoch > 0, "a new leader epoch: {alone:?}");
+    ensure!(view.state.broker(BrokerId(1)).is_some_and(|b| !b.fenced));
+    Ok(())
+}
+
 /// Unregistering removes the broker; a second unregister is refused.
 pub async fn unregister_broker_removes_it(h: &dyn BackendHarness) -> anyhow::Result<()> {
     let cluster = TestCluster::single(h).await?;
