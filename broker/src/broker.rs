@@ -198,6 +198,23 @@ impl Broker {
         }
     }
 
+    /// Checkpoint the partitions' high watermarks every `interval`
+    /// (`replica.high.watermark.checkpoint.interval.ms`). Runs until aborted.
+    pub async fn checkpoint_high_watermarks(self: Arc<Self>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let replicas = Arc::clone(&self.replicas);
+            if tokio::task::spawn_blocking(move || replicas.checkpoint_high_watermarks())
+                .await
+                .is_err()
+            {
+                warn!("high-watermark checkpoint panicked");
+            }
+        }
+    }
+
     /// This broker's id.
     pub fn id(&self) -> BrokerId {
         self.id

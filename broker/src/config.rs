@@ -168,6 +168,13 @@ fn check_replica_fetch(kafka: &KafkaSettings) -> Result<(), ConfigError> {
             "positive and at most replica_fetch_response_max_bytes",
         ),
         (
+            "replica_high_watermark_checkpoint_interval_ms",
+            i64::try_from(kafka.replica_high_watermark_checkpoint_interval_ms).unwrap_or(i64::MAX),
+            1,
+            i64::MAX,
+            "positive",
+        ),
+        (
             "replica_fetch_response_max_bytes",
             i64::from(kafka.replica_fetch_response_max_bytes),
             1,
@@ -258,6 +265,9 @@ pub struct KafkaSettings {
     pub replica_fetch_max_bytes: i32,
     /// `replica.fetch.response.max.bytes`: bytes a follower asks for per fetch.
     pub replica_fetch_response_max_bytes: i32,
+    /// `replica.high.watermark.checkpoint.interval.ms`: how often partitions' high watermarks
+    /// are written to disk.
+    pub replica_high_watermark_checkpoint_interval_ms: u64,
 }
 
 impl Default for KafkaSettings {
@@ -280,6 +290,7 @@ impl Default for KafkaSettings {
             replica_fetch_backoff_ms: 1_000,
             replica_fetch_max_bytes: 1_048_576,
             replica_fetch_response_max_bytes: 10_485_760,
+            replica_high_watermark_checkpoint_interval_ms: 5_000,
         }
     }
 }

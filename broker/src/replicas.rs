@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use kafka_protocol::error::ResponseError;
 use parking_lot::{Mutex, RwLock};
@@ -24,6 +25,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::log::high_watermark;
 use crate::log::{BatchError, Batches, LogConfig, LogError, LogStore, PartitionLog};
 use crate::replication::{LeaderView, Leadership};
 
@@ -62,6 +64,8 @@ pub struct Replica {
     log: Arc<PartitionLog>,
     producers: Mutex<HashMap<i64, Producer>>,
     high_watermark: watch::Sender<i64>,
+    /// The high watermark last written to the partition's checkpoint file.
+    checkpointed: AtomicI64,
     /// The epoch fence. Every write to the log holds it shared and checks it; a change of role
     /// takes it exclusively, so no write of an older role lands after the change.
     role: RwLock<Role>,
@@ -117,13 +121,19 @@ impl Replica {
     /// The replica of an open log, with the producer state rebuilt from it. Blocking.
     pub(crate) fn open(log: Arc<PartitionLog>) -> Result<Self, LogError> {
         let producers = rebuild_producers(&log)?;
-        // Not known after a restart: it starts at the log start and rises as the ISR (or the
-        // leader, on a follower) reports progress.
-        let high_watermark = watch::Sender::new(log.log_start_offset());
+        // After a restart: the last checkpoint (never above what was committed), within the
+        // log; rises as the ISR (or the leader, on a follower) reports progress.
+        let start = log.log_start_offset();
+        let checkpointed = high_watermark::load(log.dir())
+            .unwrap_or(start)
+            .max(start)
+            .min(log.log_end_offset());
+        let high_watermark = watch::Sender::new(checkpointed);
         Ok(Self {
             log,
             producers: Mutex::new(producers),
             high_watermark,
+            checkpointed: AtomicI64::new(checkpointed),
             role: RwLock::new(Role {
                 epoch: -1,
                 leading: false,
@@ -135,6 +145,20 @@ impl Replica {
     /// The high watermark: consumers read below it.
     pub fn high_watermark(&self) -> i64 {
         *self.high_watermark.borrow()
+    }
+
+    /// Write the high watermark to the partition's checkpoint file if it moved since the last
+    /// write. Blocking.
+    pub fn checkpoint_high_watermark(&self) -> Result<(), LogError> {
+        let hw = self.high_watermark();
+        if self.checkpointed.swap(hw, Ordering::AcqRel) != hw
+            && let Err(e) = high_watermark::store(self.log.dir(), hw)
+        {
+            // Try again next time.
+            self.checkpointed.store(i64::MIN, Ordering::Release);
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Follows the high watermark; also woken when the leadership ends.
@@ -644,8 +668,19 @@ impl Replicas {
         }
     }
 
-    /// Flush and close every log (clean shutdown). Blocking.
+    /// Checkpoint the high watermark of every open replica that moved. Blocking.
+    pub fn checkpoint_high_watermarks(&self) {
+        for (topic, partition, replica) in self.open_replicas() {
+            if let Err(e) = replica.checkpoint_high_watermark() {
+                warn!(topic, partition, error = %e, "high-watermark checkpoint failed");
+            }
+        }
+    }
+
+    /// Checkpoint the high watermarks, then flush and close every log (clean shutdown).
+    /// Blocking.
     pub fn close(&self, now_ms: i64) {
+        self.checkpoint_high_watermarks();
         if let Err(e) = self.store.close(now_ms) {
             warn!(error = %e, "closing partition logs failed");
         }
@@ -723,6 +758,24 @@ mod tests {
         r.lead(LEADER, view(EPOCH, &[LEADER, FOLLOWER], 2));
         assert_eq!(r.led_epoch(), None);
         assert_eq!(r.log().log_end_offset(), 3);
+    }
+
+    #[test]
+    fn the_high_watermark_survives_a_restart_through_its_checkpoint() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let r = replica(dir.path());
+            r.lead(LEADER, view(EPOCH, &[LEADER], 1));
+            r.append(&plain(&[b"a", b"b", b"c"]), EPOCH, 0)
+                .expect("append");
+            assert_eq!(r.high_watermark(), 3);
+            r.checkpoint_high_watermark().expect("checkpoint");
+            r.append(&plain(&[b"d"]), EPOCH, 0).expect("append");
+        }
+        // Reopened: the checkpoint, not the log start and not the unconfirmed log end.
+        let r = replica(dir.path());
+        assert_eq!(r.high_watermark(), 3);
+        assert_eq!(r.log().log_end_offset(), 4);
     }
 
     #[test]

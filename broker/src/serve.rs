@@ -214,6 +214,11 @@ impl Node {
             tokio::spawn(Arc::clone(&broker).maintain_logs(LOG_MAINTENANCE_INTERVAL)),
             tokio::spawn(replication::run_replication(Arc::clone(&broker))),
             tokio::spawn(replication::run_isr_checks(Arc::clone(&broker))),
+            tokio::spawn(Arc::clone(&broker).checkpoint_high_watermarks(
+                std::time::Duration::from_millis(
+                    config.kafka.replica_high_watermark_checkpoint_interval_ms,
+                ),
+            )),
         ];
         info!(addr = %kafka_addr, advertised = %config.advertise, "Kafka listener ready");
         Ok(Self {

@@ -13,6 +13,8 @@
 //! - `segment` — one segment: files, recovery scan, positional reads.
 //! - `epochs` — the leader-epoch cache: where each leader epoch starts (OffsetForLeaderEpoch,
 //!   follower truncation).
+//! - `high_watermark` — the partition's high-watermark checkpoint file (written by the
+//!   replica that owns the high watermark).
 //! - [`partition`] — [`PartitionLog`]: append, read, lookups, retention, flush, close.
 //! - [`store`] — [`LogStore`]: all partition logs under `<data_dir>/logs`.
 //! - `error` — [`LogError`], with the Kafka error code of each variant.
@@ -26,6 +28,7 @@
 //!     00000000000000000000.timeindex         sparse: (max timestamp so far i64, relative offset u32) BE
 //!     00000000000000004217.log …             next segment, named by its base offset
 //!     leader-epochs                          "epoch start-offset" per leader epoch (see `epochs`)
+//!     high-watermark                         the last high-watermark checkpoint (see `high_watermark`)
 //!     clean-shutdown                         present only between a clean close and the next open
 //! ```
 //! A segment's name is its base offset in 20 digits. Offsets are contiguous across segments:
@@ -74,6 +77,7 @@ pub mod batch;
 pub mod config;
 mod epochs;
 mod error;
+pub(crate) mod high_watermark;
 mod index;
 pub mod partition;
 mod segment;
