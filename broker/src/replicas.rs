@@ -16,7 +16,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use kafka_protocol::error::ResponseError;
 use parking_lot::{Mutex, RwLock};
@@ -64,8 +63,9 @@ pub struct Replica {
     log: Arc<PartitionLog>,
     producers: Mutex<HashMap<i64, Producer>>,
     high_watermark: watch::Sender<i64>,
-    /// The high watermark last written to the partition's checkpoint file.
-    checkpointed: AtomicI64,
+    /// The high watermark last written to the partition's checkpoint file (`None`: nothing
+    /// written by this replica yet); held while writing, so writes do not interleave.
+    checkpointed: Mutex<Option<i64>>,
     /// The epoch fence. Every write to the log holds it shared and checks it; a change of role
     /// takes it exclusively, so no write of an older role lands after the change.
     role: RwLock<Role>,
@@ -133,7 +133,7 @@ impl Replica {
             log,
             producers: Mutex::new(producers),
             high_watermark,
-            checkpointed: AtomicI64::new(checkpointed),
+            checkpointed: Mutex::new(None),
             role: RwLock::new(Role {
                 epoch: -1,
                 leading: false,
@@ -150,13 +150,11 @@ impl Replica {
     /// Write the high watermark to the partition's checkpoint file if it moved since the last
     /// write. Blocking.
     pub fn checkpoint_high_watermark(&self) -> Result<(), LogError> {
+        let mut checkpointed = self.checkpointed.lock();
         let hw = self.high_watermark();
-        if self.checkpointed.swap(hw, Ordering::AcqRel) != hw
-            && let Err(e) = high_watermark::store(self.log.dir(), hw)
-        {
-            // Try again next time.
-            self.checkpointed.store(i64::MIN, Ordering::Release);
-            return Err(e);
+        if *checkpointed != Some(hw) {
+            high_watermark::store(self.log.dir(), hw)?;
+            *checkpointed = Some(hw);
         }
         Ok(())
     }
@@ -170,7 +168,18 @@ impl Replica {
     /// (waking produce requests of an older one, which then fail), else takes the newer ISR.
     /// A view older than the newest epoch known here changes nothing.
     pub fn lead(&self, me: BrokerId, view: LeaderView) {
-        let now = Instant::now();
+        // Every request of a leader passes here: the fence is taken exclusively only when the
+        // role changes, so appends in flight do not hold up the others.
+        {
+            let role = self.role.read();
+            if role.leading && role.epoch == view.leader_epoch {
+                self.take_view(me, view);
+                return;
+            }
+            if view.leader_epoch <= role.epoch {
+                return;
+            }
+        }
         let mut role = self.role.write();
         if view.leader_epoch < role.epoch || (view.leader_epoch == role.epoch && !role.leading) {
             return;
@@ -179,6 +188,12 @@ impl Replica {
             epoch: view.leader_epoch,
             leading: true,
         };
+        self.take_view(me, view);
+    }
+
+    /// Start or update the leadership state from `view`; under the fence, shared or not.
+    fn take_view(&self, me: BrokerId, view: LeaderView) {
+        let now = Instant::now();
         let mut leadership = self.leadership.lock();
         match leadership.as_mut() {
             // A view older than the leadership held (read before it) changes nothing.
@@ -318,8 +333,13 @@ impl Replica {
         }
     }
 
-    /// On a follower: the leader's high watermark, as far as this log reaches.
-    pub fn follow_high_watermark(&self, leader_high_watermark: i64) {
+    /// On a follower in `leader_epoch`: the leader's high watermark, as far as this log
+    /// reaches. Ignored once the replica no longer follows in that epoch.
+    pub fn follow_high_watermark(&self, leader_epoch: i32, leader_high_watermark: i64) {
+        let role = self.role.read();
+        if Self::following(&role, leader_epoch).is_err() {
+            return;
+        }
         let hw = leader_high_watermark.min(self.log.log_end_offset());
         self.high_watermark.send_if_modified(|current| {
             let changed = *current != hw;
@@ -671,6 +691,14 @@ impl Replicas {
     /// Checkpoint the high watermark of every open replica that moved. Blocking.
     pub fn checkpoint_high_watermarks(&self) {
         for (topic, partition, replica) in self.open_replicas() {
+            // Not a replica of a topic deleted since the listing (its directory may already
+            // belong to a topic created again under the same name).
+            let current = self
+                .get(&topic, partition)
+                .is_some_and(|r| Arc::ptr_eq(&r, &replica));
+            if !current {
+                continue;
+            }
             if let Err(e) = replica.checkpoint_high_watermark() {
                 warn!(topic, partition, error = %e, "high-watermark checkpoint failed");
             }
@@ -846,7 +874,7 @@ mod tests {
             new.append_replicated(&copied, EPOCH, 0).expect("replicate"),
             2
         );
-        new.follow_high_watermark(2);
+        new.follow_high_watermark(EPOCH, 2);
         assert_eq!(new.high_watermark(), 2);
 
         // The old leader dies before answering; the producer retries at the new one.

@@ -171,11 +171,15 @@ async fn reconcile(broker: &Arc<Broker>, loops: &mut HashMap<BrokerId, FetchLoop
                 );
         }
     }
-    // Replicas of partitions the metadata no longer has.
-    for (topic, partition, replica) in broker.replicas().open_replicas() {
+    // Replicas of partitions the metadata no longer has. Listed first, then checked against a
+    // view read after the listing: a replica opened meanwhile (a topic created since `view`)
+    // is in it, as views only move forward.
+    let listed = broker.replicas().open_replicas();
+    let latest = broker.metadata();
+    for (topic, partition, replica) in listed {
         let known = u32::try_from(partition)
             .ok()
-            .and_then(|p| view.state.partition(&topic, p))
+            .and_then(|p| latest.state.partition(&topic, p))
             .is_some();
         if !known {
             replica.follow(i32::MAX);
@@ -507,7 +511,7 @@ async fn fetch(
                     }
                 }
             }
-            replica.follow_high_watermark(data.high_watermark);
+            replica.follow_high_watermark(f.leader_epoch, data.high_watermark);
         }
     }
     Ok(resettle)

@@ -308,10 +308,15 @@ pub async fn crash_keeps_acknowledged_writes(h: &dyn BackendHarness) -> anyhow::
 const POWER_CUT_WRITERS: usize = 32;
 /// Writes acknowledged before each power cut.
 const ACKED_BEFORE_CUT: usize = 64;
+/// Most power cuts one run of [`power_cut_keeps_acknowledged_writes`] makes: it goes on past
+/// one of each kept-byte count until a cut has landed mid-commit and one has torn a record
+/// (where a cut lands depends on timing).
+const MAX_POWER_CUTS: usize = 42;
 
 /// A power cut ([`MetadataBackend::power_cut`](switchyard_backend_api::MetadataBackend::power_cut))
 /// in the middle of a stream of writes: of the bytes not yet synced none, part of a record or
-/// several records reach the disk. Reopened, the node holds every write it acknowledged and
+/// several records reach the disk (each count of kept bytes at least once, then more cuts until
+/// one landed mid-commit and one tore a record). Reopened, the node holds every write it acknowledged and
 /// takes writes again; the cut node itself refuses further use. A backend without a power-cut
 /// model says `Unsupported` and keeps running.
 pub async fn power_cut_keeps_acknowledged_writes(h: &dyn BackendHarness) -> anyhow::Result<()> {
@@ -319,7 +324,11 @@ pub async fn power_cut_keeps_acknowledged_writes(h: &dyn BackendHarness) -> anyh
     register_all(&cluster.leader().await?, &[1]).await?;
     let keeps = [0, 1, 9, 40, 150, 1_000, 100_000];
     let (mut cut_mid_commit, mut torn) = (0, 0);
-    for (round, keep) in keeps.into_iter().enumerate() {
+    for round in 0..MAX_POWER_CUTS {
+        if round >= keeps.len() && cut_mid_commit > 0 && torn > 0 {
+            break;
+        }
+        let keep = keeps[round % keeps.len()];
         let node = cluster.leader().await?;
         // Writers that keep proposing until the node stops answering.
         let (count, mut counted) = watch::channel(0_usize);
