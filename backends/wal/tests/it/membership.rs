@@ -66,6 +66,18 @@ async fn three_of_four(dir: &Path) -> anyhow::Result<(BTreeMap<NodeId, String>, 
         nodes.insert(id, open(dir, id, &three).await?);
     }
     nodes[&1].wait_ready(DEADLINE).await?;
+    // Every node follows the primary in its epoch before the test changes membership, which
+    // needs every member to answer for that epoch.
+    let epoch = nodes[&1].cluster().borrow().epoch;
+    for node in nodes.values() {
+        let mut views = node.cluster();
+        tokio::time::timeout(
+            DEADLINE,
+            views.wait_for(|v| v.is_ready() && v.epoch == epoch && v.leader == Some(NodeId(1))),
+        )
+        .await
+        .context("a node did not follow the primary")??;
+    }
     register_all(&nodes[&1], &[1]).await?;
     Ok((all, nodes))
 }
