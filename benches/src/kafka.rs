@@ -221,17 +221,33 @@ async fn coordinator(nodes: &[Node]) -> anyhow::Result<SocketAddr> {
 }
 
 /// The Kafka address of [`PRODUCE_TOPIC`]'s leader, once the first broker's metadata has
-/// every replica in its ISR.
+/// every replica in its ISR and the leader's own metadata has it leading (before that, its
+/// answer to a produce is a retriable UNKNOWN_TOPIC_OR_PARTITION).
 async fn replicated_leader(nodes: &[Node]) -> anyhow::Result<SocketAddr> {
-    let first = nodes[0].broker();
-    let mut changes = first.backend().subscribe();
+    let complete = |node: &Node, leader: Option<switchyard_backend_api::BrokerId>| {
+        node.broker()
+            .metadata()
+            .state
+            .partition(PRODUCE_TOPIC, 0)
+            .filter(|p| p.isr.len() == nodes.len() && leader.is_none_or(|l| p.leader == Some(l)))
+            .and_then(|p| p.leader)
+    };
+    let first = &nodes[0];
+    let leader = wait_for_view(first, |node| complete(node, None)).await?;
+    let node = nodes
+        .iter()
+        .find(|n| n.broker().id() == leader)
+        .context("the produce topic's leader is not one of the brokers")?;
+    wait_for_view(node, |node| complete(node, Some(leader))).await?;
+    Ok(node.kafka_addr())
+}
+
+/// Wait, on `node`'s change stream, until `found` finds something in its metadata.
+async fn wait_for_view<T>(node: &Node, found: impl Fn(&Node) -> Option<T>) -> anyhow::Result<T> {
+    let mut changes = node.broker().backend().subscribe();
     loop {
-        let view = first.metadata();
-        if let Some(p) = view.state.partition(PRODUCE_TOPIC, 0)
-            && p.isr.len() == nodes.len()
-            && let Some(node) = nodes.iter().find(|n| Some(n.broker().id()) == p.leader)
-        {
-            return Ok(node.kafka_addr());
+        if let Some(value) = found(node) {
+            return Ok(value);
         }
         // Lagged: the view is read again at once.
         if let Err(StreamError::Closed) = changes.recv().await {
