@@ -10,11 +10,10 @@
 //! batches' `partitionLeaderEpoch` fields.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use super::error::{LogError, io_err};
-use super::segment::sync_dir;
+use super::segment::replace_file;
 
 /// The file name, in the partition directory.
 pub(crate) const EPOCHS_FILE: &str = "leader-epochs";
@@ -120,14 +119,7 @@ impl Epochs {
         for e in &self.entries {
             text.push_str(&format!("{} {}\n", e.epoch, e.start_offset));
         }
-        let path = dir.join(EPOCHS_FILE);
-        let tmp = dir.join(format!("{EPOCHS_FILE}.tmp"));
-        let mut file = fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(io_err("write", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
-        sync_dir(dir)
+        replace_file(dir, EPOCHS_FILE, text.as_bytes())
     }
 }
 

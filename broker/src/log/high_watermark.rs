@@ -10,11 +10,10 @@
 //! only ever understates what is committed. A missing or unreadable file means "unknown".
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
-use super::error::{LogError, io_err};
-use super::segment::sync_dir;
+use super::error::LogError;
+use super::segment::replace_file;
 
 /// The file name, in the partition directory.
 pub(crate) const HIGH_WATERMARK_FILE: &str = "high-watermark";
@@ -33,19 +32,17 @@ pub(crate) fn load(dir: &Path) -> Option<i64> {
 
 /// Write `high_watermark` as the checkpoint of `dir`, durably.
 pub(crate) fn store(dir: &Path, high_watermark: i64) -> Result<(), LogError> {
-    let path = dir.join(HIGH_WATERMARK_FILE);
-    let tmp = dir.join(format!("{HIGH_WATERMARK_FILE}.tmp"));
-    let mut file = fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
-    file.write_all(format!("{HEADER}\n{high_watermark}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(io_err("write", &tmp))?;
-    fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
-    sync_dir(dir)
+    replace_file(
+        dir,
+        HIGH_WATERMARK_FILE,
+        format!("{HEADER}\n{high_watermark}\n").as_bytes(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::error::io_err;
 
     #[test]
     fn a_stored_checkpoint_loads_and_a_bad_one_is_unknown() -> Result<(), LogError> {

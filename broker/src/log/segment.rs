@@ -41,6 +41,19 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
         .map_err(io_err("fsync directory", dir))
 }
 
+/// Replaces `dir/name` with `contents` durably: a temp file written and fsynced, renamed over
+/// it, the directory fsynced. A crash leaves the old file or the new one, never a mix.
+pub(crate) fn replace_file(dir: &Path, name: &str, contents: &[u8]) -> Result<(), LogError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(io_err("write", &tmp))?;
+    fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
+    sync_dir(dir)
+}
+
 /// What is known about a segment's contents, enough to append the next batch.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Summary {
