@@ -189,7 +189,8 @@ impl Broker {
         loop {
             tick.tick().await;
             let replicas = Arc::clone(&self.replicas);
-            if tokio::task::spawn_blocking(move || replicas.maintain(now_ms()))
+            let expiration = self.settings.producer_id_expiration_ms;
+            if tokio::task::spawn_blocking(move || replicas.maintain(now_ms(), expiration))
                 .await
                 .is_err()
             {

@@ -31,7 +31,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Value};
 use serde::{Deserialize, Serialize};
-use switchyard_backend_api::NodeId;
+use switchyard_backend_api::{MAX_CLUSTER_PARTITIONS, NodeId};
 
 /// Default for `data_dir`.
 pub const DEFAULT_DATA_DIR: &str = "./switchyard-data";
@@ -129,9 +129,9 @@ pub enum ConfigError {
         /// `broker_session_timeout_ms`.
         timeout_ms: u64,
     },
-    /// A replica fetch setting cannot work.
+    /// A setting is outside the range it can work in.
     #[error("kafka.{key} ({value}) must be {bound}")]
-    ReplicaFetch {
+    OutOfRange {
         /// The setting.
         key: &'static str,
         /// The value given.
@@ -144,8 +144,66 @@ pub enum ConfigError {
 /// The largest response a follower may ask for: what the broker-to-broker client accepts.
 const MAX_REPLICA_FETCH_RESPONSE: i64 = 16 << 20;
 
-fn check_replica_fetch(kafka: &KafkaSettings) -> Result<(), ConfigError> {
+/// The largest request frame any setting may allow: a bound on what one connection can make
+/// the broker buffer.
+const MAX_SOCKET_REQUEST_BYTES: i64 = 1 << 30;
+
+fn as_i64(value: impl TryInto<i64>) -> i64 {
+    value.try_into().unwrap_or(i64::MAX)
+}
+
+/// Every numeric setting's range.
+fn check_ranges(kafka: &KafkaSettings) -> Result<(), ConfigError> {
     let checks = [
+        (
+            "socket_request_max_bytes",
+            as_i64(kafka.socket_request_max_bytes),
+            1024,
+            MAX_SOCKET_REQUEST_BYTES,
+            "between 1 KiB and 1 GiB",
+        ),
+        (
+            "queued_max_request_bytes",
+            as_i64(kafka.queued_max_request_bytes),
+            as_i64(kafka.socket_request_max_bytes),
+            i64::MAX,
+            "at least socket_request_max_bytes, or the largest request could never be read",
+        ),
+        (
+            "max_connections",
+            as_i64(kafka.max_connections),
+            1,
+            i64::MAX,
+            "positive",
+        ),
+        (
+            "max_connections_per_ip",
+            as_i64(kafka.max_connections_per_ip),
+            1,
+            as_i64(kafka.max_connections),
+            "positive and at most max_connections",
+        ),
+        (
+            "fetch_max_bytes",
+            as_i64(kafka.fetch_max_bytes),
+            1024,
+            i64::from(i32::MAX),
+            "between 1 KiB and 2147483647",
+        ),
+        (
+            "max_partitions",
+            as_i64(kafka.max_partitions),
+            1,
+            as_i64(MAX_CLUSTER_PARTITIONS),
+            "between 1 and 1000000",
+        ),
+        (
+            "num_partitions",
+            as_i64(kafka.num_partitions),
+            1,
+            as_i64(kafka.max_partitions),
+            "between 1 and max_partitions",
+        ),
         (
             "replica_lag_time_max_ms",
             i64::try_from(kafka.replica_lag_time_max_ms).unwrap_or(i64::MAX),
@@ -184,7 +242,7 @@ fn check_replica_fetch(kafka: &KafkaSettings) -> Result<(), ConfigError> {
     ];
     for (key, value, low, high, bound) in checks {
         if !(low..=high).contains(&value) {
-            return Err(ConfigError::ReplicaFetch { key, value, bound });
+            return Err(ConfigError::OutOfRange { key, value, bound });
         }
     }
     Ok(())
@@ -240,8 +298,25 @@ pub struct KafkaSettings {
     pub group_min_session_timeout_ms: i32,
     /// `group.max.session.timeout.ms`.
     pub group_max_session_timeout_ms: i32,
-    /// `socket.request.max.bytes`: larger frames close the connection.
+    /// `socket.request.max.bytes`: larger frames close the connection (at most 1 GiB).
     pub socket_request_max_bytes: u32,
+    /// `queued.max.request.bytes`: request bytes all connections together may hold in memory
+    /// (read, decoded or being answered); a connection waits to read its next request until
+    /// the budget has room.
+    pub queued_max_request_bytes: u64,
+    /// `max.connections`: open client connections; more are closed as they are accepted.
+    pub max_connections: usize,
+    /// `max.connections.per.ip`: open client connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// `fetch.max.bytes`: the most record bytes one Fetch response carries, whatever the
+    /// request asks for.
+    pub fetch_max_bytes: u32,
+    /// `max.partitions`: partitions (each counted once, not per replica) the cluster may
+    /// hold; CreateTopics and auto-creation refuse topics past it.
+    pub max_partitions: usize,
+    /// `producer.id.expiration.ms`: an idempotent producer's state on a partition is dropped
+    /// this long after its latest batch's timestamp.
+    pub producer_id_expiration_ms: u64,
     /// `connections.max.idle.ms`: idle connections are closed.
     pub connections_max_idle_ms: u64,
     /// `offset.metadata.max.bytes`: longer commit metadata is refused.
@@ -280,6 +355,12 @@ impl Default for KafkaSettings {
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             socket_request_max_bytes: 104_857_600,
+            queued_max_request_bytes: 256 << 20,
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            fetch_max_bytes: 57_671_680,
+            max_partitions: 10_000,
+            producer_id_expiration_ms: 86_400_000,
             connections_max_idle_ms: 600_000,
             offset_metadata_max_bytes: 4_096,
             metadata_timeout_ms: 10_000,
@@ -400,7 +481,7 @@ impl Config {
                 timeout_ms: raw.kafka.broker_session_timeout_ms,
             });
         }
-        check_replica_fetch(&raw.kafka)?;
+        check_ranges(&raw.kafka)?;
         Ok(Self {
             metadata_backend: raw.metadata_backend,
             data_dir: raw.data_dir,
@@ -910,7 +991,7 @@ mod tests {
                 jail.set_env(format!("SWITCHYARD_KAFKA__{key}"), value);
                 let err = load(None, &Overrides::default()).err();
                 assert!(
-                    matches!(&err, Some(ConfigError::ReplicaFetch { key, .. }) if *key == bad),
+                    matches!(&err, Some(ConfigError::OutOfRange { key, .. }) if *key == bad),
                     "{key}={value}: {err:?}"
                 );
                 jail.clear_env();

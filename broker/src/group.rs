@@ -169,8 +169,9 @@ struct Group {
     protocol: Option<String>,
     leader: Option<String>,
     members: BTreeMap<String, Member>,
-    /// Member ids handed out with MEMBER_ID_REQUIRED, allowed to join once.
-    issued: HashSet<String>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, allowed to join once before their
+    /// deadline (the session timeout the join asked for), then forgotten.
+    issued: HashMap<String, Instant>,
     joins: BTreeMap<String, oneshot::Sender<JoinResult>>,
     syncs: BTreeMap<String, oneshot::Sender<SyncResult>>,
     /// Wakes the task that completes the current join phase.
@@ -213,6 +214,37 @@ impl GroupCoordinator {
                 .entry(id.to_owned())
                 .or_insert_with(|| Arc::new(Mutex::new(load(broker, id)))),
         )
+    }
+
+    /// The runtime of `id` if the group exists, in memory or in the metadata state; a request
+    /// naming a group that does not exist creates nothing.
+    fn existing(&self, broker: &Broker, id: &str) -> Option<Arc<Mutex<Group>>> {
+        {
+            let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(group) = groups.get(id) {
+                return Some(Arc::clone(group));
+            }
+        }
+        broker
+            .metadata()
+            .state
+            .group(&GroupId(id.to_owned()))
+            .is_some()
+            .then(|| self.group(broker, id))
+    }
+
+    /// Forget the runtime of every group in `idle` that is still idle and that no request is
+    /// using: it holds nothing the metadata state does not, and is loaded again when touched.
+    fn evict(&self, idle: &[String]) {
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        for id in idle {
+            let unused = groups.get(id).is_some_and(|group| {
+                Arc::strong_count(group) == 1 && group.try_lock().is_ok_and(|g| g.is_idle())
+            });
+            if unused {
+                groups.remove(id);
+            }
+        }
     }
 
     /// Drop the runtime of every group another broker coordinates now, so that if a group
@@ -270,12 +302,15 @@ impl GroupCoordinator {
             let member_id = if request.member_id.is_empty() {
                 let id = format!("{}-{}", request.client_id, uuid::Uuid::new_v4());
                 if request.require_known_member_id {
-                    g.issued.insert(id.clone());
+                    g.issued.insert(
+                        id.clone(),
+                        Instant::now() + millis(request.session_timeout_ms),
+                    );
                     return JoinResult::error(ResponseError::MemberIdRequired, id);
                 }
                 id
             } else if g.members.contains_key(&request.member_id)
-                || g.issued.remove(&request.member_id)
+                || g.issued.remove(&request.member_id).is_some()
             {
                 request.member_id.clone()
             } else {
@@ -400,7 +435,9 @@ impl GroupCoordinator {
         let Some(broker) = self.broker() else {
             return SyncResult::error(ResponseError::CoordinatorNotAvailable);
         };
-        let group = self.group(&broker, group_id);
+        let Some(group) = self.existing(&broker, group_id) else {
+            return SyncResult::error(ResponseError::UnknownMemberId);
+        };
         let rx = {
             let mut g = group.lock().await;
             if !g.members.contains_key(member_id) {
@@ -468,7 +505,9 @@ impl GroupCoordinator {
         member_id: &str,
     ) -> Option<ResponseError> {
         let broker = self.broker()?;
-        let group = self.group(&broker, group_id);
+        let Some(group) = self.existing(&broker, group_id) else {
+            return Some(ResponseError::UnknownMemberId);
+        };
         let mut g = group.lock().await;
         let phase = g.phase;
         let current = g.generation;
@@ -497,7 +536,12 @@ impl GroupCoordinator {
                 .map(|m| (m, Some(ResponseError::CoordinatorNotAvailable)))
                 .collect();
         };
-        let group = self.group(&broker, group_id);
+        let Some(group) = self.existing(&broker, group_id) else {
+            return members
+                .into_iter()
+                .map(|m| (m, Some(ResponseError::UnknownMemberId)))
+                .collect();
+        };
         let mut g = group.lock().await;
         let mut results = Vec::new();
         let mut removed = false;
@@ -539,7 +583,7 @@ impl GroupCoordinator {
             return None;
         }
         let broker = self.broker()?;
-        let group = self.group(&broker, group_id);
+        let group = self.existing(&broker, group_id)?;
         let g = group.lock().await;
         (g.phase == Phase::PreparingRebalance && g.generation == generation)
             .then_some(ResponseError::RebalanceInProgress)
@@ -623,8 +667,8 @@ impl GroupCoordinator {
             .collect()
     }
 
-    /// Remove members whose session expired, rebalancing their groups. Runs until the broker
-    /// is dropped.
+    /// Remove members whose session expired, rebalancing their groups; forget member ids
+    /// handed out and never used; evict idle groups. Runs until the broker is dropped.
     pub async fn run_session_timers(broker: Weak<Broker>) {
         let mut tick = tokio::time::interval(SESSION_CHECK_INTERVAL);
         loop {
@@ -632,32 +676,50 @@ impl GroupCoordinator {
             let Some(b) = broker.upgrade() else { return };
             let coordinator = b.groups();
             coordinator.unload_foreign(&b);
+            let mut idle = Vec::new();
             for group in coordinator.loaded() {
                 let mut g = group.lock().await;
-                if !matches!(g.phase, Phase::Stable | Phase::CompletingRebalance) {
-                    continue;
-                }
                 let now = Instant::now();
-                let expired: Vec<String> = g
-                    .members
-                    .iter()
-                    .filter(|(_, m)| m.deadline <= now)
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                if expired.is_empty() {
-                    continue;
-                }
-                for id in &expired {
-                    info!(group = %g.id, member = %id, "session timed out; removing member");
-                    g.members.remove(id);
-                    g.syncs.remove(id);
-                }
-                coordinator.prepare_rebalance(&b, &group, &mut g, "session timeout");
-                g.initial_delay = false;
-                if g.joins.len() == g.members.len() {
-                    g.join_complete.notify_one();
+                g.issued.retain(|_, deadline| *deadline > now);
+                coordinator.expire_members(&b, &group, &mut g, now);
+                if g.is_idle() {
+                    idle.push(g.id.clone());
                 }
             }
+            coordinator.evict(&idle);
+        }
+    }
+
+    /// Remove the members of `g` whose session expired: in every phase, except that a member
+    /// whose JoinGroup is waiting for the join phase to complete is alive (as in Kafka).
+    fn expire_members(
+        &self,
+        broker: &Arc<Broker>,
+        handle: &Arc<Mutex<Group>>,
+        g: &mut Group,
+        now: Instant,
+    ) {
+        let expired: Vec<String> = g
+            .members
+            .iter()
+            .filter(|(id, m)| m.deadline <= now && !g.joins.contains_key(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        for id in &expired {
+            info!(group = %g.id, member = %id, phase = g.phase.as_str(), "session timed out; removing member");
+            g.members.remove(id);
+            g.syncs.remove(id);
+        }
+        if g.phase != Phase::PreparingRebalance {
+            self.prepare_rebalance(broker, handle, g, "session timeout");
+            g.initial_delay = false;
+        }
+        // The join phase waited for the expired members; it may be complete without them.
+        if !g.initial_delay && g.joins.len() == g.members.len() {
+            g.join_complete.notify_one();
         }
     }
 }
@@ -699,6 +761,17 @@ fn assignment_of(g: &Group, member_id: &str) -> SyncResult {
             .members
             .get(member_id)
             .map_or_else(Bytes::new, |m| m.assignment.clone()),
+    }
+}
+
+impl Group {
+    /// Empty and holding nothing in flight: no members, joins, syncs or issued member ids.
+    fn is_idle(&self) -> bool {
+        self.phase == Phase::Empty
+            && self.members.is_empty()
+            && self.joins.is_empty()
+            && self.syncs.is_empty()
+            && self.issued.is_empty()
     }
 }
 
@@ -747,7 +820,7 @@ fn load(broker: &Broker, id: &str) -> Group {
         protocol: stored.and_then(|g| g.protocol.clone()),
         leader: stored.and_then(|g| g.leader.as_ref().map(|l| l.0.clone())),
         members,
-        issued: HashSet::new(),
+        issued: HashMap::new(),
         joins: BTreeMap::new(),
         syncs: BTreeMap::new(),
         join_complete: Arc::new(Notify::new()),
@@ -760,6 +833,12 @@ fn load(broker: &Broker, id: &str) -> Group {
 async fn complete_join(broker: &Broker, g: &mut Group) {
     let joined: HashSet<String> = g.joins.keys().cloned().collect();
     g.members.retain(|id, _| joined.contains(id));
+    // Every member left has just joined: its session starts afresh (it may have waited in
+    // the join phase longer than its session timeout).
+    let now = Instant::now();
+    for member in g.members.values_mut() {
+        member.deadline = now + member.session_timeout;
+    }
     let expected_generation = g.generation;
     let protocol_type = g.members.values().next().map(|m| m.protocol_type.clone());
     let protocol = choose_protocol(&g.members);

@@ -12,6 +12,7 @@
 //! alive.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -29,11 +30,18 @@ use crate::kafka::client::PeerClient;
 /// The BrokerHeartbeat version brokers send.
 const HEARTBEAT_VERSION: i16 = 1;
 
+/// How long a resolved advertised host is trusted before it is looked up again.
+const ADDRESS_TTL: Duration = Duration::from_secs(60);
+/// How long looking up an advertised host may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The heartbeats the metadata leader's broker has received, and since when it leads.
 #[derive(Debug, Default)]
 pub struct Liveness {
     seen: Mutex<HashMap<BrokerId, Seen>>,
     leading: Mutex<Option<Leading>>,
+    /// Advertised host → its addresses and when they were looked up.
+    addresses: Mutex<HashMap<String, (Instant, Vec<IpAddr>)>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +57,34 @@ struct Leading {
 }
 
 impl Liveness {
+    /// The addresses `host` resolves to: an IP literal as it is, a name looked up (cached for
+    /// a minute). Empty if it does not resolve.
+    async fn addresses_of(&self, host: &str, port: u16) -> Vec<IpAddr> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return vec![ip];
+        }
+        if let Some((at, ips)) = self
+            .addresses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(host)
+            && at.elapsed() < ADDRESS_TTL
+        {
+            return ips.clone();
+        }
+        let looked_up = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((host, port)))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        self.addresses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(host.to_owned(), (Instant::now(), looked_up.clone()));
+        looked_up
+    }
+
     /// Note a heartbeat of `id` in `incarnation`, now.
     pub fn record(&self, id: BrokerId, incarnation: u64) {
         self.seen
@@ -105,18 +141,49 @@ impl Liveness {
     }
 }
 
-/// Answer a `BrokerHeartbeat`: `NOT_CONTROLLER` unless this broker runs on the metadata
-/// leader's node, `STALE_BROKER_EPOCH` for an old incarnation, else recorded, with whether
-/// the metadata has the broker fenced.
-pub(crate) fn heartbeat(
+/// Whether a connection from `ip` may speak for broker `id`: the broker is registered and `ip`
+/// is one of the addresses its advertised host resolves to (IPv4-mapped IPv6 counts as
+/// IPv4).
+pub(crate) async fn speaks_for(broker: &Broker, id: BrokerId, ip: IpAddr) -> bool {
+    let Some((host, port)) = broker
+        .metadata()
+        .state
+        .broker(id)
+        .map(|b| (b.host.clone(), b.port))
+    else {
+        return false;
+    };
+    let ip = ip.to_canonical();
+    broker
+        .liveness()
+        .addresses_of(&host, port)
+        .await
+        .into_iter()
+        .any(|a| a.to_canonical() == ip)
+}
+
+/// Answer a `BrokerHeartbeat`: `CLUSTER_AUTHORIZATION_FAILED` from a connection that does not
+/// come from the broker's registered address, `NOT_CONTROLLER` unless this broker runs on the
+/// metadata leader's node, `STALE_BROKER_EPOCH` for an old incarnation, else recorded, with
+/// whether the metadata has the broker fenced.
+pub(crate) async fn heartbeat(
     broker: &Broker,
+    from: IpAddr,
     request: &BrokerHeartbeatRequest,
 ) -> BrokerHeartbeatResponse {
     let response = BrokerHeartbeatResponse::default();
+    let id = BrokerId(request.broker_id.0);
+    if broker.metadata().state.broker(id).is_some() && !speaks_for(broker, id, from).await {
+        switchyard_backend_api::warn_throttled!(
+            broker = %id,
+            %from,
+            "BrokerHeartbeat from an address the broker did not register; refused"
+        );
+        return response.with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+    }
     if !broker.is_registered() || !broker.is_metadata_leader() {
         return response.with_error_code(ResponseError::NotController.code());
     }
-    let id = BrokerId(request.broker_id.0);
     let Ok(incarnation) = u64::try_from(request.broker_epoch) else {
         return response.with_error_code(ResponseError::StaleBrokerEpoch.code());
     };

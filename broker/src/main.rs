@@ -68,12 +68,38 @@ fn list_backends() -> anyhow::Result<()> {
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     init_logging();
     let config = args.load_config()?;
+    raise_open_file_limit();
+    // Data directories 0700 and files 0600: metadata and partition logs are nobody else's.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(switchyard::serve::run(&config))?;
     Ok(())
+}
+
+/// Raise the soft limit on open files to the hard limit: every client connection, peer
+/// connection and log segment is a descriptor, and the usual soft default (1,024) is far
+/// below what a broker needs. Failure is logged, not fatal.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current >= limit.maximum {
+        return;
+    }
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::info!(
+            from = ?limit.current,
+            to = ?limit.maximum,
+            "raised the open-file limit"
+        ),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
 }
 
 /// Load the configuration `args` point at and run one operator request against the cluster
@@ -84,6 +110,9 @@ fn operate<T>(
 ) -> anyhow::Result<Result<T, MetadataError>> {
     init_logging();
     let config = args.load_config()?;
+    raise_open_file_limit();
+    // Data directories 0700 and files 0600: metadata and partition logs are nobody else's.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

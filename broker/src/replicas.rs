@@ -24,8 +24,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::log::high_watermark;
-use crate::log::{BatchError, Batches, LogConfig, LogError, LogStore, PartitionLog};
+use crate::log::{BatchError, BatchHeader, Batches, LogConfig, LogError, LogStore, PartitionLog};
+use crate::log::{high_watermark, records};
 use crate::replication::{LeaderView, Leadership};
 
 /// Batches remembered per producer for duplicate detection (Kafka's
@@ -44,6 +44,9 @@ struct Appended {
 struct Producer {
     epoch: i16,
     recent: VecDeque<Appended>,
+    /// The largest batch timestamp seen from it: its state expires
+    /// `producer.id.expiration.ms` after that, as in Kafka.
+    last_timestamp: i64,
 }
 
 /// What an append did.
@@ -106,6 +109,7 @@ pub(crate) fn log_error(error: &LogError) -> ResponseError {
             ResponseError::UnsupportedForMessageFormat
         }
         LogError::InvalidBatch(_) | LogError::NoRecords => ResponseError::CorruptMessage,
+        LogError::InvalidRecords(_) => ResponseError::InvalidRecord,
         LogError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
         LogError::OffsetOutOfRange { .. } | LogError::NotContiguous { .. } => {
             ResponseError::OffsetOutOfRange
@@ -384,6 +388,17 @@ impl Replica {
         &self.log
     }
 
+    /// Forget the idempotent producers whose latest batch timestamp is at least
+    /// `expiration_ms` before `now_ms` (`producer.id.expiration.ms`): a producer that comes
+    /// back after that starts over at sequence 0, as in Kafka. Returns how many were dropped.
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: u64) -> usize {
+        let expiration = i64::try_from(expiration_ms).unwrap_or(i64::MAX);
+        let mut producers = self.producers.lock();
+        let before = producers.len();
+        producers.retain(|_, p| now_ms.saturating_sub(p.last_timestamp) < expiration);
+        before - producers.len()
+    }
+
     /// Append a Produce request's records, enforcing idempotent-producer sequences. Blocking:
     /// run it with `spawn_blocking`.
     pub fn append(
@@ -400,6 +415,7 @@ impl Replica {
         let mut headers = Vec::new();
         for batch in Batches::new(records) {
             let batch = batch.map_err(|e| log_error(&LogError::InvalidBatch(e)))?;
+            records::validate(&batch).map_err(|e| log_error(&LogError::InvalidRecords(e)))?;
             headers.push(*batch.header());
         }
         let idempotent: Vec<_> = headers.iter().filter(|h| h.producer_id >= 0).collect();
@@ -445,13 +461,7 @@ impl Replica {
             .map_err(|e| log_error(&e))?;
         if let [header] = idempotent.as_slice() {
             let producer = producers.entry(header.producer_id).or_default();
-            remember(
-                producer,
-                header.producer_epoch,
-                header.base_sequence,
-                header.record_count,
-                info.base_offset,
-            );
+            remember(producer, header, info.base_offset);
         }
         drop(producers);
         self.advance_high_watermark(self.leadership.lock().as_ref());
@@ -480,9 +490,7 @@ impl Replica {
             if header.producer_id >= 0 {
                 remember(
                     producers.entry(header.producer_id).or_default(),
-                    header.producer_epoch,
-                    header.base_sequence,
-                    header.record_count,
+                    &header,
                     header.base_offset,
                 );
             }
@@ -540,13 +548,13 @@ fn add_sequence(sequence: i32, delta: i32) -> i32 {
     (next % (i64::from(i32::MAX) + 1)) as i32
 }
 
-fn remember(
-    producer: &mut Producer,
-    epoch: i16,
-    base_sequence: i32,
-    record_count: i32,
-    base_offset: i64,
-) {
+fn remember(producer: &mut Producer, header: &BatchHeader, base_offset: i64) {
+    let (epoch, base_sequence, record_count) = (
+        header.producer_epoch,
+        header.base_sequence,
+        header.record_count,
+    );
+    producer.last_timestamp = producer.last_timestamp.max(header.max_timestamp);
     if epoch != producer.epoch {
         producer.epoch = epoch;
         producer.recent.clear();
@@ -576,13 +584,7 @@ fn rebuild_producers(log: &PartitionLog) -> Result<HashMap<i64, Producer>, LogEr
             let header = *batch.map_err(LogError::InvalidBatch)?.header();
             if header.producer_id >= 0 {
                 let producer = producers.entry(header.producer_id).or_default();
-                remember(
-                    producer,
-                    header.producer_epoch,
-                    header.base_sequence,
-                    header.record_count,
-                    header.base_offset,
-                );
+                remember(producer, &header, header.base_offset);
             }
             next = header.base_offset + i64::from(header.last_offset_delta) + 1;
         }
@@ -676,8 +678,9 @@ impl Replicas {
         topics
     }
 
-    /// Enforce retention and time-based flushes on every log. Blocking.
-    pub fn maintain(&self, now_ms: i64) {
+    /// Enforce retention and time-based flushes on every log, and forget idempotent producers
+    /// not heard from for `producer_expiration_ms`. Blocking.
+    pub fn maintain(&self, now_ms: i64, producer_expiration_ms: u64) {
         for (topic, partition, log) in self.store.logs() {
             if let Err(e) = log.enforce_retention(now_ms) {
                 warn!(topic, partition, error = %e, "retention failed");
@@ -685,6 +688,9 @@ impl Replicas {
             if let Err(e) = log.flush_if_due(now_ms) {
                 warn!(topic, partition, error = %e, "flush failed");
             }
+        }
+        for (_, _, replica) in self.open_replicas() {
+            replica.expire_producers(now_ms, producer_expiration_ms);
         }
     }
 
@@ -786,6 +792,31 @@ mod tests {
         r.lead(LEADER, view(EPOCH, &[LEADER, FOLLOWER], 2));
         assert_eq!(r.led_epoch(), None);
         assert_eq!(r.log().log_end_offset(), 3);
+    }
+
+    #[test]
+    fn idempotent_producer_state_expires_after_its_latest_batch() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let r = replica(dir.path());
+        r.lead(LEADER, view(EPOCH, &[LEADER], 1));
+        let first = producer_batch((7, 0, 0), 1_000, &[b"a"]);
+        r.append(&first, EPOCH, 1_000).expect("append");
+        r.append(&producer_batch((7, 0, 1), 5_000, &[b"b"]), EPOCH, 5_000)
+            .expect("append");
+        // A retry is recognised while the state is kept.
+        let retried = r.append(&first, EPOCH, 5_001).expect("retry");
+        assert_eq!(retried.base_offset, 0, "a duplicate is not written twice");
+        assert_eq!(r.expire_producers(5_000 + 9_999, 10_000), 0);
+        assert_eq!(r.expire_producers(5_000 + 10_000, 10_000), 1);
+        // Forgotten: the producer must start over at sequence 0.
+        assert_eq!(
+            r.append(&producer_batch((7, 0, 2), 20_000, &[b"c"]), EPOCH, 20_000),
+            Err(ResponseError::OutOfOrderSequenceNumber)
+        );
+        assert!(
+            r.append(&producer_batch((7, 0, 0), 20_000, &[b"c"]), EPOCH, 20_000)
+                .is_ok()
+        );
     }
 
     #[test]

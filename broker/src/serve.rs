@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -147,6 +148,12 @@ impl Node {
             path: data_dir.clone(),
             source,
         })?;
+        // Only the broker's user may enter the data directory, whatever the umask.
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|source| ServeError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })?;
         let node = NodeIdentity {
             id: config.node_id,
             cluster_addr: config.cluster_addr().map(str::to_owned),

@@ -103,6 +103,7 @@ macro_rules! conformance_tests {
                 power_cut_keeps_acknowledged_writes,
                 shutdown_refuses_writes,
                 removing_unknown_member_fails,
+                oversized_command_is_refused_and_writes_go_on,
             }
         );
     };

@@ -19,6 +19,11 @@ use crate::state::{
 /// Longest topic name Kafka accepts.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 
+/// The most partitions (counted once, not per replica) the whole cluster may hold. Apply
+/// refuses a command that would pass it, whatever the broker's own, lower, `max_partitions`
+/// setting says: the ceiling is part of the state machine, so every replica agrees on it.
+pub const MAX_CLUSTER_PARTITIONS: usize = 1_000_000;
+
 impl MetadataState {
     /// Apply one command. On `Err` the state is unchanged. Deterministic and total: it never
     /// panics, whatever the command.
@@ -248,6 +253,21 @@ impl MetadataState {
         changed
     }
 
+    /// Refuse `added` more partitions if the cluster would then hold more than
+    /// [`MAX_CLUSTER_PARTITIONS`].
+    fn check_partition_ceiling(&self, added: usize) -> Result<(), Rejection> {
+        let total = self.partition_count().saturating_add(added);
+        if total > MAX_CLUSTER_PARTITIONS {
+            return Err(Rejection::InvalidPartitions {
+                reason: format!(
+                    "the cluster would hold {total} partitions, more than the limit of \
+                     {MAX_CLUSTER_PARTITIONS}"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn create_topic(&mut self, new: &NewTopic) -> Result<TopicId, Rejection> {
         validate_topic_name(&new.name)?;
         if self.topics.contains_key(&new.name) {
@@ -263,6 +283,7 @@ impl MetadataState {
                 reason: "a topic needs at least one partition".into(),
             });
         }
+        self.check_partition_ceiling(new.assignments.len())?;
         let replication_factor = new.assignments[0].len();
         if replication_factor == 0 {
             return Err(Rejection::InvalidReplicationFactor {
@@ -381,6 +402,7 @@ impl MetadataState {
                 ),
             });
         }
+        self.check_partition_ceiling(assignments.len())?;
         let added = self.new_partitions(assignments, existing.replication_factor)?;
         let total = existing.partitions.len() + added.len();
         let partition_count = u32::try_from(total).map_err(|_| Rejection::InvalidPartitions {

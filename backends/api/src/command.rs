@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Rejection;
+use crate::error::{MetadataError, Rejection};
 use crate::ids::{BrokerId, ClusterId, GroupId, MemberId, ProducerId, TopicId};
 use crate::state::GroupMember;
 
@@ -153,6 +153,26 @@ pub enum MetadataCommand {
 
 /// Largest producer-id block one [`MetadataCommand::AllocateProducerIds`] may take.
 pub const MAX_PRODUCER_ID_BLOCK: u32 = 1_000_000;
+
+/// The largest encoded command any backend accepts: 1 MiB, as Kafka bounds a group's or an
+/// offset commit's record by `message.max.bytes`. Far below every backend's frame and entry
+/// limits, so an accepted command can always be replicated, snapshotted and replayed.
+pub const MAX_COMMAND_BYTES: usize = 1 << 20;
+
+impl MetadataCommand {
+    /// Refuse a command whose encoding is larger than [`MAX_COMMAND_BYTES`]. Every backend
+    /// calls this at the top of `propose`, before anything is written or forwarded.
+    pub fn check_size(&self) -> Result<(), MetadataError> {
+        let size = crate::codec::encoded_len(self)?;
+        if size > MAX_COMMAND_BYTES {
+            return Err(MetadataError::CommandTooLarge {
+                size: size as u64,
+                max: MAX_COMMAND_BYTES as u64,
+            });
+        }
+        Ok(())
+    }
+}
 
 /// A topic to create.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -253,6 +253,15 @@ pub enum MetadataError {
         /// The names compiled in.
         available: Vec<String>,
     },
+    /// The command encodes to more than
+    /// [`MAX_COMMAND_BYTES`](crate::MAX_COMMAND_BYTES); nothing was written. Not retriable.
+    #[error("metadata command of {size} bytes is larger than the limit of {max} bytes")]
+    CommandTooLarge {
+        /// Its encoded size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
 }
 
 impl MetadataError {

@@ -18,6 +18,7 @@
 //! - `applied.rs` — [`AppliedState`], the apply/publish/notify machinery every backend shares.
 //! - `registry.rs` — [`Registration`], `inventory` collection, [`open_backend`].
 //! - `memory.rs` — the in-memory reference backend, registered as `memory`.
+//! - `net.rs` — what every listener shares: accepting with a backoff, throttled warnings.
 //!
 //! # Invariants
 //! - `apply` reads no clock, no randomness and does no I/O; ids and times travel in commands.
@@ -33,20 +34,21 @@ mod error;
 mod guarantees;
 mod ids;
 pub mod memory;
+pub mod net;
 mod registry;
 mod state;
 
 pub use applied::{
     AppliedChange, AppliedState, CHANGE_STREAM_CAPACITY, Change, ChangeStream, StreamError,
 };
-pub use apply::{MAX_TOPIC_NAME_LEN, validate_topic_name};
+pub use apply::{MAX_CLUSTER_PARTITIONS, MAX_TOPIC_NAME_LEN, validate_topic_name};
 pub use backend::{
     ClusterMember, ClusterView, MembershipChange, MetadataBackend, PowerCut, Proposed, Readiness,
     Role, StateView,
 };
 pub use command::{
-    GenerationCheck, MAX_PRODUCER_ID_BLOCK, MetadataCommand, NewTopic, OffsetCommit, Outcome,
-    PartitionOffsets,
+    GenerationCheck, MAX_COMMAND_BYTES, MAX_PRODUCER_ID_BLOCK, MetadataCommand, NewTopic,
+    OffsetCommit, Outcome, PartitionOffsets,
 };
 pub use error::{CodecError, MetadataError, Rejection};
 pub use guarantees::{Durability, Failover, Guarantees, LossWindow, ReadConsistency};

@@ -103,6 +103,7 @@ impl MetadataBackend for MemoryBackend {
 
     async fn propose(&self, command: MetadataCommand) -> Result<Proposed, MetadataError> {
         self.check_running()?;
+        command.check_size()?;
         let (index, result) = self.applied.apply_next(&command);
         let view = self.cluster.borrow();
         Ok(Proposed {

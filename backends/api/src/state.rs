@@ -197,6 +197,11 @@ impl MetadataState {
         self.topics.len()
     }
 
+    /// Number of partitions over all topics (each counted once, not per replica).
+    pub fn partition_count(&self) -> usize {
+        self.topics.values().map(|t| t.partitions.len()).sum()
+    }
+
     /// One topic by name.
     pub fn topic(&self, name: &str) -> Option<&Topic> {
         self.topics.get(name)

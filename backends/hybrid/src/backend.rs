@@ -802,6 +802,7 @@ impl MetadataBackend for HybridBackend {
 
     async fn propose(&self, command: MetadataCommand) -> Result<Proposed, MetadataError> {
         self.check_running()?;
+        command.check_size()?;
         let deadline = Instant::now() + self.inner.propose_timeout();
         self.inner
             .propose(command, deadline, Forwarding::Forward)

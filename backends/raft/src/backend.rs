@@ -703,6 +703,7 @@ impl MetadataBackend for RaftBackend {
 
     async fn propose(&self, command: MetadataCommand) -> Result<Proposed, MetadataError> {
         self.check_running()?;
+        command.check_size()?;
         let timeout = self.inner.propose_timeout();
         let deadline = Instant::now() + timeout;
         let (reply, answer) = oneshot::channel();

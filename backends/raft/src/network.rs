@@ -476,17 +476,14 @@ pub(crate) async fn serve<H: Handler>(
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, addr)) => {
-                    let identity = identity.clone();
-                    let handler = Arc::clone(&handler);
-                    connections.spawn(async move {
-                        if let Err(error) = serve_connection(stream, &identity, handler.as_ref()).await {
-                            tracing::debug!(%addr, %error, "peer connection closed");
-                        }
-                    });
-                }
-                Err(error) => tracing::warn!(%error, "accepting a peer connection failed"),
+            (stream, addr) = switchyard_backend_api::net::accept(&listener, "raft cluster") => {
+                let identity = identity.clone();
+                let handler = Arc::clone(&handler);
+                connections.spawn(async move {
+                    if let Err(error) = serve_connection(stream, &identity, handler.as_ref()).await {
+                        tracing::debug!(%addr, %error, "peer connection closed");
+                    }
+                });
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }

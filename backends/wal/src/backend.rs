@@ -371,6 +371,7 @@ impl MetadataBackend for WalBackend {
 
     async fn propose(&self, command: MetadataCommand) -> Result<Proposed, MetadataError> {
         self.check_running()?;
+        command.check_size()?;
         let term = self.node.term();
         if term.primary == self.node.me {
             self.node.propose_as_primary(command).await

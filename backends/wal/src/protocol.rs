@@ -177,8 +177,22 @@ pub(crate) async fn send<W: AsyncWriteExt + Unpin>(
     message: &Message,
     timeout: Duration,
 ) -> Result<(), NetError> {
+    send_at_most(writer, message, u32::MAX, timeout).await
+}
+
+/// Write one frame, refusing (`TooLarge`, nothing written) one longer than `max` bytes: what
+/// the peer's [`recv`] would refuse.
+pub(crate) async fn send_at_most<W: AsyncWriteExt + Unpin>(
+    writer: &mut W,
+    message: &Message,
+    max: u32,
+    timeout: Duration,
+) -> Result<(), NetError> {
     let body = codec::encode(message)?;
-    let len = u32::try_from(body.len()).map_err(|_| NetError::TooLarge(body.len(), u32::MAX))?;
+    let len = u32::try_from(body.len())
+        .ok()
+        .filter(|len| *len <= max)
+        .ok_or(NetError::TooLarge(body.len(), max))?;
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&len.to_be_bytes());
     frame.extend_from_slice(&body);

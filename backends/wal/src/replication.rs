@@ -37,7 +37,7 @@ use crate::applier::ApplyMsg;
 use crate::config::Mode;
 use crate::membership;
 use crate::node::Node;
-use crate::protocol::{Message, NetError, Purpose, recv, send};
+use crate::protocol::{Message, NetError, Purpose, recv, send, send_at_most};
 use crate::record::{Position, Record};
 use crate::segment::{Chunk, Cursor};
 use crate::snapshot;
@@ -601,6 +601,29 @@ async fn run_link(
     stream_to(node, shared, peer, reader, writer, cursor).await
 }
 
+/// Send an `Append`. One the peer would refuse as too large (a record written before
+/// proposals were bounded, or a peer with a smaller `max_frame_bytes`) is an ERROR, not a
+/// quiet retry: the follower cannot make progress until an operator acts.
+async fn send_append<W: tokio::io::AsyncWriteExt + Unpin>(
+    node: &Node,
+    writer: &mut W,
+    message: &Message,
+) -> Result<(), MetadataError> {
+    let max = node.config.max_frame_bytes;
+    match send_at_most(writer, message, max, node.io_timeout()).await {
+        Err(NetError::TooLarge(size, max)) => {
+            switchyard_backend_api::error_throttled!(
+                size,
+                max,
+                "a metadata record is larger than max_frame_bytes and cannot be replicated; \
+                 raise metadata.wal.max_frame_bytes on every node"
+            );
+            Err(net(NetError::TooLarge(size, max)))
+        }
+        other => other.map_err(net),
+    }
+}
+
 pub(crate) fn net(error: NetError) -> MetadataError {
     MetadataError::Network(error.to_string())
 }
@@ -714,7 +737,6 @@ async fn stream_to(
     let _abort = AbortOnDrop(acks.abort_handle());
     let mut durable = node.durable.clone();
     let mut commit = node.progress.subscribe();
-    let io = node.io_timeout();
     loop {
         let upto = durable.borrow_and_update().last.index;
         let (moved, records) = read_records(node, cursor, upto).await?;
@@ -729,7 +751,7 @@ async fn stream_to(
             commit: *commit.borrow_and_update(),
             records,
         };
-        send(&mut writer, &message, io).await.map_err(net)?;
+        send_append(node, &mut writer, &message).await?;
         if !caught_up {
             continue;
         }
@@ -824,6 +846,13 @@ impl Receiver {
                 Ok(Some(commit))
             }
             Message::SnapshotChunk { total, data } => {
+                // Reassembled in memory: never more than a node would decode.
+                let max = switchyard_backend_api::codec::MAX_DECODE_BYTES as u64;
+                if total > max {
+                    return Err(MetadataError::Network(format!(
+                        "snapshot of {total} bytes is larger than the {max} bytes a node decodes"
+                    )));
+                }
                 self.snapshot.extend_from_slice(&data);
                 let received = self.snapshot.len() as u64;
                 if received > total {
@@ -859,17 +888,13 @@ pub(crate) async fn listen(node: Arc<Node>, addr: String, bound: Option<TcpListe
     };
     let mut connections = JoinSet::new();
     loop {
-        match listener.accept().await {
-            Ok((stream, from)) => {
-                let node = Arc::clone(&node);
-                connections.spawn(async move {
-                    if let Err(e) = serve(&node, stream).await {
-                        tracing::debug!(%from, error = %e, "replication connection closed");
-                    }
-                });
+        let (stream, from) = switchyard_backend_api::net::accept(&listener, "wal cluster").await;
+        let node = Arc::clone(&node);
+        connections.spawn(async move {
+            if let Err(e) = serve(&node, stream).await {
+                tracing::debug!(%from, error = %e, "replication connection closed");
             }
-            Err(e) => tracing::warn!(error = %e, "accepting a replication connection failed"),
-        }
+        });
         while connections.try_join_next().is_some() {}
     }
 }
@@ -1231,7 +1256,7 @@ async fn serve_fetch(
             break;
         }
         let message = Message::Append { commit: 0, records };
-        send(writer, &message, io).await.map_err(net)?;
+        send_append(node, writer, &message).await?;
     }
     send(writer, &Message::FetchDone, io).await.map_err(net)
 }

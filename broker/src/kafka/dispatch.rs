@@ -149,13 +149,16 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, DecodeError> {
     })
 }
 
-/// Who sent a request: for group membership, as Kafka reports it in DescribeGroups.
+/// Who sent a request: for group membership, as Kafka reports it in DescribeGroups, and for
+/// the requests only brokers may send.
 #[derive(Debug, Clone)]
 pub(crate) struct Client {
     /// The request header's client id.
     pub(crate) id: String,
     /// The client's address, as `/IP`.
     pub(crate) host: String,
+    /// The client's IP address.
+    pub(crate) ip: std::net::IpAddr,
 }
 
 /// Handle one request frame from the client at `peer`.
@@ -181,6 +184,7 @@ pub(crate) async fn handle(broker: &Broker, peer: SocketAddr, frame: Bytes) -> R
             .as_ref()
             .map_or_else(String::new, |c| c.as_str().to_owned()),
         host: format!("/{}", peer.ip()),
+        ip: peer.ip(),
     };
     let Some(response) = route(broker, &client, version, request).await else {
         return Reply::Nothing;
@@ -248,7 +252,9 @@ async fn route(
         RequestKind::Produce(r) => {
             ResponseKind::Produce(produce::handle(broker, version, r).await?)
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, version, r).await),
+        RequestKind::Fetch(r) => {
+            ResponseKind::Fetch(fetch::handle(broker, client, version, r).await)
+        }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(broker, version, r).await)
         }
@@ -256,7 +262,7 @@ async fn route(
             ResponseKind::OffsetForLeaderEpoch(leader_epochs::handle(broker, version, r).await)
         }
         RequestKind::BrokerHeartbeat(r) => {
-            ResponseKind::BrokerHeartbeat(crate::liveness::heartbeat(broker, &r))
+            ResponseKind::BrokerHeartbeat(crate::liveness::heartbeat(broker, client.ip, &r).await)
         }
         other => unreachable_api(other),
     })

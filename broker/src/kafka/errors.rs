@@ -14,6 +14,7 @@ pub(crate) fn metadata_error(error: &MetadataError) -> ResponseError {
         MetadataError::Timeout { .. } => ResponseError::RequestTimedOut,
         MetadataError::Network(_) => ResponseError::NetworkException,
         MetadataError::Unsupported { .. } => ResponseError::UnsupportedVersion,
+        MetadataError::CommandTooLarge { .. } => ResponseError::RecordListTooLarge,
         _ => ResponseError::UnknownServerError,
     }
 }

@@ -1,19 +1,101 @@
 //! The Kafka listener: one task per connection, requests answered one at a time in the order
 //! they arrived (so pipelined requests get their responses in order, as Kafka does), frame size
 //! capped, idle and stalled connections closed.
+//!
+//! Memory and descriptors are bounded whatever clients send: connections are capped in total
+//! (`max.connections`) and per IP (`max.connections.per.ip`); a frame's buffer grows as its
+//! bytes arrive instead of being allocated at the size its header claims; and all requests in
+//! memory at once — read, decoded or being answered — share one budget of
+//! `queued.max.request.bytes`, a connection waiting to read its next request until it fits.
 
+use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use switchyard_backend_api::net::accept;
+use switchyard_backend_api::warn_throttled;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tokio::sync::{Semaphore, watch};
+use tracing::{debug, info};
 
 use crate::broker::Broker;
+use crate::config::KafkaSettings;
 use crate::kafka::dispatch::{self, Reply};
+
+/// The first allocation for a frame; it grows as more bytes arrive.
+const INITIAL_FRAME_CAPACITY: usize = 64 * 1024;
+
+/// Open connections, in total and per IP.
+#[derive(Debug)]
+struct Connections {
+    max: usize,
+    max_per_ip: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One admitted connection; dropping it frees its place.
+#[derive(Debug)]
+struct Admitted {
+    connections: Arc<Connections>,
+    ip: IpAddr,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    Total(usize),
+    PerIp(usize),
+}
+
+impl Connections {
+    fn new(settings: &KafkaSettings) -> Self {
+        Self {
+            max: settings.max_connections,
+            max_per_ip: settings.max_connections_per_ip,
+            open: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Refused> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let (total, per_ip) = &mut *open;
+        if *total >= self.max {
+            return Err(Refused::Total(self.max));
+        }
+        let from_ip = per_ip.entry(ip).or_insert(0);
+        if *from_ip >= self.max_per_ip {
+            return Err(Refused::PerIp(self.max_per_ip));
+        }
+        *from_ip += 1;
+        *total += 1;
+        Ok(Admitted {
+            connections: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut open = self
+            .connections
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (total, per_ip) = &mut *open;
+        *total = total.saturating_sub(1);
+        if let Some(count) = per_ip.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// Once a frame has started, the rest must arrive within this long.
 const FRAME_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -26,19 +108,31 @@ pub async fn serve(
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let connections = Arc::new(Connections::new(broker.settings()));
+    let budget = Arc::new(Semaphore::new(
+        usize::try_from(broker.settings().queued_max_request_bytes)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS),
+    ));
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    debug!(%peer, "connection accepted");
-                    let broker = Arc::clone(&broker);
-                    tokio::spawn(async move {
-                        if let Err(e) = connection(stream, broker).await {
-                            debug!(%peer, error = %e, "connection closed");
-                        }
-                    });
-                }
-                Err(e) => warn!(error = %e, "accept failed"),
+            (stream, peer) = accept(&listener, "kafka") => {
+                let admitted = match connections.admit(peer.ip()) {
+                    Ok(admitted) => admitted,
+                    Err(refused) => {
+                        warn_throttled!(%peer, ?refused, "connection limit reached; closing a new connection");
+                        continue;
+                    }
+                };
+                debug!(%peer, "connection accepted");
+                let broker = Arc::clone(&broker);
+                let budget = Arc::clone(&budget);
+                tokio::spawn(async move {
+                    if let Err(e) = connection(stream, peer, broker, &budget).await {
+                        debug!(%peer, error = %e, "connection closed");
+                    }
+                    drop(admitted);
+                });
             },
             _ = shutdown.wait_for(|stop| *stop) => {
                 info!("Kafka listener stopped");
@@ -48,8 +142,12 @@ pub async fn serve(
     }
 }
 
-async fn connection(stream: TcpStream, broker: Arc<Broker>) -> io::Result<()> {
-    let peer = stream.peer_addr()?;
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    budget: &Semaphore,
+) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let (read, write) = stream.into_split();
     let mut read = BufReader::new(read);
@@ -67,23 +165,29 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>) -> io::Result<()> {
             }
         };
         let Ok(length) = u32::try_from(length) else {
-            warn!(%peer, length, "negative frame length; closing connection");
+            warn_throttled!(%peer, length, "negative frame length; closing connection");
             return Ok(());
         };
         if length > max {
-            warn!(%peer, length, max, "frame larger than socket.request.max.bytes; closing connection");
+            warn_throttled!(%peer, length, max, "frame larger than socket.request.max.bytes; closing connection");
             return Ok(());
         }
-        let mut frame = vec![0; length as usize];
-        match tokio::time::timeout(FRAME_READ_TIMEOUT, read.read_exact(&mut frame)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                warn!(%peer, length, "connection closed inside a frame (truncated request)");
+        // Held until the response is written: the request's bytes, decoded form and answer
+        // are in memory until then.
+        let Ok(_permit) = budget.acquire_many(length).await else {
+            return Ok(());
+        };
+        let mut frame = Vec::with_capacity((length as usize).min(INITIAL_FRAME_CAPACITY));
+        let mut body = (&mut read).take(u64::from(length));
+        match tokio::time::timeout(FRAME_READ_TIMEOUT, body.read_to_end(&mut frame)).await {
+            Ok(Ok(n)) if n == length as usize => {}
+            Ok(Ok(_)) => {
+                warn_throttled!(%peer, length, "connection closed inside a frame (truncated request)");
                 return Ok(());
             }
             Ok(Err(e)) => return Err(e),
             Err(_) => {
-                warn!(%peer, length, "request not received in time; closing connection");
+                warn_throttled!(%peer, length, "request not received in time; closing connection");
                 return Ok(());
             }
         }
@@ -98,14 +202,14 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>) -> io::Result<()> {
                 match tokio::time::timeout(WRITE_TIMEOUT, written).await {
                     Ok(result) => result?,
                     Err(_) => {
-                        warn!(%peer, "client not reading responses; closing connection");
+                        warn_throttled!(%peer, "client not reading responses; closing connection");
                         return Ok(());
                     }
                 }
             }
             Reply::Nothing => {}
             Reply::Close(reason) => {
-                warn!(%peer, %reason, "bad request; closing connection");
+                warn_throttled!(%peer, %reason, "bad request; closing connection");
                 return Ok(());
             }
         }

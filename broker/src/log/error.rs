@@ -5,6 +5,7 @@ use std::io;
 use std::path::PathBuf;
 
 use super::batch::BatchError;
+use super::records::RecordError;
 
 /// Why a log operation failed. Each variant names the Kafka error code the request handlers
 /// should answer with.
@@ -15,6 +16,10 @@ pub enum LogError {
     /// `UNSUPPORTED_FOR_MESSAGE_FORMAT` for [`BatchError::UnsupportedMagic`].
     #[error(transparent)]
     InvalidBatch(#[from] BatchError),
+    /// A produced batch's records are malformed (count, lengths, offset deltas, compression):
+    /// `INVALID_RECORD`.
+    #[error(transparent)]
+    InvalidRecords(#[from] RecordError),
     /// An append holds no batch, or a batch with no records: `CORRUPT_MESSAGE`.
     #[error("append holds no records")]
     NoRecords,
@@ -58,8 +63,9 @@ pub enum LogError {
         source: io::Error,
     },
     /// An earlier write failed part-way, so the log takes no more appends until it is reopened
-    /// (which recovers it): `KAFKA_STORAGE_ERROR`.
-    #[error("log {} is offline after a failed write; reopen it to recover", path.display())]
+    /// (which recovers it), or the log could not be opened at all (damaged acknowledged data,
+    /// logged when the store opened): `KAFKA_STORAGE_ERROR`.
+    #[error("log {} is offline (a failed write, or damage found on open)", path.display())]
     Offline {
         /// The partition's directory.
         path: PathBuf,

@@ -2,12 +2,15 @@
 //! with a sparse offset index and a time index, recovered after a crash, trimmed by retention.
 //!
 //! The log knows record batches only as bytes in the v2 (magic 2) format; it validates and
-//! stores them and hands them back, and never decodes the records inside. The Kafka handlers
+//! stores them and hands them back. Only [`records`] looks inside a batch, to check a produced
+//! batch's records before it is appended; what is stored is never decoded. The Kafka handlers
 //! own the wire protocol, the high watermark and producer state; the log owns offsets.
 //!
 //! # Layout
 //! - [`batch`] — [`RecordBatch`] / [`BatchHeader`] over raw bytes, validation
 //!   ([`BatchError`]), and [`Batches`], the splitter for a Produce request's `records`.
+//! - [`records`] — the records inside a produced batch, checked as Kafka's LogValidator does
+//!   (decompressing, bounded, when the batch is compressed).
 //! - [`config`] — [`LogConfig`] and [`FlushPolicy`], Kafka's topic config names and defaults.
 //! - `index` — the offset and time index formats and lookups.
 //! - `segment` — one segment: files, recovery scan, positional reads.
@@ -29,6 +32,7 @@
 //!     00000000000000004217.log …             next segment, named by its base offset
 //!     leader-epochs                          "epoch start-offset" per leader epoch (see `epochs`)
 //!     high-watermark                         the last high-watermark checkpoint (see `high_watermark`)
+//!     flushed                                the offset below which everything is fsynced (see `flushed`)
 //!     clean-shutdown                         present only between a clean close and the next open
 //! ```
 //! A segment's name is its base offset in 20 digits. Offsets are contiguous across segments:
@@ -44,9 +48,13 @@
 //!   batches after the last index entry are CRC-checked;
 //! - otherwise, or if that check fails, every batch of the segment is read and CRC-checked
 //!   (and its base offset must continue the previous batch) and the indexes are rebuilt;
-//! - a bad batch in the active segment truncates the file there (`set_len` + fsync) with a
-//!   `warn!` naming file, position, dropped bytes and reason; a bad batch in any other segment
-//!   fails the open with [`LogError::Corrupt`], naming file and position.
+//! - a bad batch in the active segment at or past the flushed mark (`flushed`: the offset
+//!   below which every batch was fsynced) truncates the file there (`set_len` + fsync) with a
+//!   `warn!` naming file, position, dropped bytes and reason: only a tail that was never
+//!   flushed can be torn by a crash;
+//! - a bad batch below the flushed mark, or in any other segment, fails the open with
+//!   [`LogError::Corrupt`], naming file and position: acknowledged data is damaged, and the
+//!   partition stays offline (the [`LogStore`] opens the others) rather than lose it.
 //!
 //! # Fsync policy
 //! [`FlushPolicy`], modelled on Kafka's `flush.messages` / `flush.ms`, decides when an append
@@ -77,9 +85,11 @@ pub mod batch;
 pub mod config;
 mod epochs;
 mod error;
+mod flushed;
 pub(crate) mod high_watermark;
 mod index;
 pub mod partition;
+pub mod records;
 mod segment;
 pub mod store;
 

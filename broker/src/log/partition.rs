@@ -13,6 +13,7 @@ use super::batch::{Batches, set_base_offset, set_partition_leader_epoch};
 use super::config::LogConfig;
 use super::epochs::{EpochStart, Epochs};
 use super::error::{LogError, io_err};
+use super::flushed::{self, FlushedMark};
 use super::segment::{
     IndexFiles, LOG_EXT, NO_TIMESTAMP, NewEntries, Recovery, Segment, Summary,
     remove_orphan_indexes, sync_dir,
@@ -80,6 +81,8 @@ struct Writer {
     unflushed_messages: u64,
     /// When the last fsync happened, or the first unflushed append if none did yet.
     last_flush_ms: Option<i64>,
+    /// The offset below which everything is fsynced, kept on disk for recovery.
+    flushed: FlushedMark,
     status: Status,
 }
 
@@ -160,9 +163,11 @@ impl PartitionLog {
             .collect();
         bases.sort_unstable();
 
-        let recovery = |active| Recovery {
+        let flushed_mark = flushed::load(dir);
+        let recovery = |active: bool| Recovery {
             clean,
             active,
+            flushed: flushed_mark.filter(|_| active),
             index_interval: config.index_interval_bytes,
         };
         let mut segments = Vec::with_capacity(bases.len().max(1));
@@ -197,6 +202,12 @@ impl PartitionLog {
             sync_dir(dir)?;
         }
         let end = active.summary().next_offset;
+        // What recovery kept may still be only in the page cache (a process crash keeps it
+        // there): make it durable before the flushed mark covers it.
+        if !clean {
+            active.sync()?;
+        }
+        let flushed = FlushedMark::open(dir, end)?;
         let epochs = match Epochs::load(dir, end)? {
             Some(epochs) => epochs,
             None => {
@@ -218,6 +229,7 @@ impl PartitionLog {
                 active_since_ms: None,
                 unflushed_messages: 0,
                 last_flush_ms: None,
+                flushed,
                 status: Status::Open,
             }),
             segments: RwLock::new(segments),
@@ -459,6 +471,7 @@ impl PartitionLog {
             });
         if due {
             active.sync()?;
+            writer.flushed.set(summary.next_offset)?;
             writer.unflushed_messages = 0;
             writer.last_flush_ms = Some(now_ms);
         }
@@ -492,6 +505,7 @@ impl PartitionLog {
         // ever have a torn tail.
         writer.active.sync()?;
         writer.index_files.sync()?;
+        writer.flushed.set(summary.next_offset)?;
         let (segment, index_files) = Segment::create(&self.dir, summary.next_offset)?;
         let segment = Arc::new(segment);
         self.segments.write().push(Arc::clone(&segment));
@@ -636,6 +650,12 @@ impl PartitionLog {
         let segments = self.segments.read().clone();
         // No segment starts at or before `offset`: the whole log goes.
         let reset = kept == 0;
+        // Below anything the cut may remove, before it removes anything: a crash part-way
+        // must not leave a mark above what the files hold.
+        let floor = kept
+            .checked_sub(1)
+            .map_or(offset, |i| segments[i].base_offset());
+        writer.flushed.lower_to(floor)?;
         for segment in segments[kept..].iter().rev() {
             segment.delete_files()?;
         }
@@ -654,6 +674,7 @@ impl PartitionLog {
                     Recovery {
                         clean: false,
                         active: true,
+                        flushed: None,
                         index_interval: writer.config.index_interval_bytes,
                     },
                 )?;
@@ -690,6 +711,8 @@ impl PartitionLog {
         writer.active_since_ms = None;
         writer.unflushed_messages = 0;
         writer.last_flush_ms = Some(now_ms);
+        // Everything kept is durable: the cut segment was synced, the others were on roll.
+        writer.flushed.set(new_end)?;
         self.log_end.send_replace(new_end);
         Ok(new_end)
     }
@@ -745,6 +768,8 @@ impl PartitionLog {
     fn flush_locked(writer: &mut Writer, now_ms: i64) -> Result<(), LogError> {
         writer.active.sync()?;
         writer.index_files.sync()?;
+        let end = writer.active.summary().next_offset;
+        writer.flushed.set(end)?;
         writer.unflushed_messages = 0;
         writer.last_flush_ms = Some(now_ms);
         Ok(())

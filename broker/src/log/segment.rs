@@ -206,6 +206,9 @@ pub(crate) struct Recovery {
     pub(crate) clean: bool,
     /// This is the last segment: a bad tail is truncated rather than reported.
     pub(crate) active: bool,
+    /// For the last segment: the flushed mark. Only batches at or past it may be cut; damage
+    /// below it is reported as corruption.
+    pub(crate) flushed: Option<i64>,
     /// `index.interval.bytes` for rebuilt indexes.
     pub(crate) index_interval: u32,
 }
@@ -290,6 +293,20 @@ impl Segment {
         let mut summary = Summary::empty(base_offset);
         let mut new = NewEntries::default();
         let stop = segment.scan(&mut summary, &mut new, file_len, recovery.index_interval)?;
+        if let Some(flushed) = recovery.flushed.filter(|f| summary.next_offset < *f) {
+            let (position, reason) = stop.map_or_else(
+                || (file_len, "the segment ends early".to_owned()),
+                |stop| (stop.position, stop.reason),
+            );
+            return Err(LogError::Corrupt {
+                path: segment.path,
+                position,
+                reason: format!(
+                    "{reason}, below offset {flushed}, up to which the log was flushed: \
+                     acknowledged data is damaged, not a torn tail"
+                ),
+            });
+        }
         if let Some(stop) = stop {
             if !recovery.active {
                 return Err(LogError::Corrupt {

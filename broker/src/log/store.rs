@@ -24,15 +24,22 @@ const MAX_TOPIC_LEN: usize = 249;
 /// Partition logs by topic, then partition index.
 type Logs = BTreeMap<String, BTreeMap<i32, Arc<PartitionLog>>>;
 
+/// Partitions whose log could not be opened, with why.
+type Offline = BTreeMap<(String, i32), String>;
+
 /// The partition logs of this broker: `<data_dir>/logs/<topic>-<partition>/`.
 ///
-/// Opening recovers every partition directory found. Holds an exclusive lock on the logs
-/// directory for its lifetime. Methods do blocking file I/O (see [`PartitionLog`]).
+/// Opening recovers every partition directory found; one that fails to open (damaged
+/// acknowledged data, an I/O error) is logged as an ERROR and stays offline — its appends and
+/// reads fail with [`LogError::Offline`] until an operator repairs or deletes it — while every
+/// other partition is served. Holds an exclusive lock on the logs directory for its lifetime.
+/// Methods do blocking file I/O (see [`PartitionLog`]).
 #[derive(Debug)]
 pub struct LogStore {
     root: PathBuf,
     default_config: LogConfig,
     logs: RwLock<Logs>,
+    offline: RwLock<Offline>,
     /// Held for the lock; released when the store is dropped.
     _lock: File,
 }
@@ -78,6 +85,7 @@ impl LogStore {
             fs::TryLockError::Error(source) => io_err("lock", &lock_path)(source),
         })?;
         let mut logs = Logs::new();
+        let mut offline = Offline::new();
         for entry in fs::read_dir(&root).map_err(io_err("list", &root))? {
             let entry = entry.map_err(io_err("list", &root))?;
             let path = entry.path();
@@ -93,15 +101,27 @@ impl LogStore {
                 tracing::warn!(dir = %path.display(), "ignoring a directory that is not a partition log");
                 continue;
             };
-            let log = PartitionLog::open(&path, default_config.clone())?;
-            logs.entry(topic)
-                .or_default()
-                .insert(partition, Arc::new(log));
+            match PartitionLog::open(&path, default_config.clone()) {
+                Ok(log) => {
+                    logs.entry(topic)
+                        .or_default()
+                        .insert(partition, Arc::new(log));
+                }
+                Err(error) => {
+                    tracing::error!(
+                        dir = %path.display(),
+                        %error,
+                        "partition log cannot be opened; it stays offline"
+                    );
+                    offline.insert((topic, partition), error.to_string());
+                }
+            }
         }
         Ok(Self {
             root,
             default_config,
             logs: RwLock::new(logs),
+            offline: RwLock::new(offline),
             _lock: lock,
         })
     }
@@ -136,6 +156,15 @@ impl LogStore {
         if let Some(log) = self.get(topic, partition) {
             return Ok(log);
         }
+        if self
+            .offline
+            .read()
+            .contains_key(&(topic.to_owned(), partition))
+        {
+            return Err(LogError::Offline {
+                path: self.partition_dir(topic, partition),
+            });
+        }
         let mut logs = self.logs.write();
         if let Some(log) = logs.get(topic).and_then(|p| p.get(&partition)) {
             return Ok(Arc::clone(log));
@@ -161,9 +190,27 @@ impl LogStore {
         all
     }
 
+    /// Partitions whose log could not be opened, with why.
+    pub fn offline(&self) -> Vec<(String, i32, String)> {
+        self.offline
+            .read()
+            .iter()
+            .map(|((topic, partition), why)| (topic.clone(), *partition, why.clone()))
+            .collect()
+    }
+
     /// Deletes the log of `topic`/`partition` and its directory. Returns whether it existed.
     /// Appends through handles still held fail with [`LogError::Closed`].
     pub fn delete_partition(&self, topic: &str, partition: i32) -> Result<bool, LogError> {
+        if self
+            .offline
+            .write()
+            .remove(&(topic.to_owned(), partition))
+            .is_some()
+        {
+            self.remove_dir(&self.partition_dir(topic, partition))?;
+            return Ok(true);
+        }
         let removed = {
             let mut logs = self.logs.write();
             let removed = logs.get_mut(topic).and_then(|p| p.remove(&partition));
@@ -184,7 +231,23 @@ impl LogStore {
     /// deleted.
     pub fn delete_topic(&self, topic: &str) -> Result<Vec<i32>, LogError> {
         let removed = self.logs.write().remove(topic).unwrap_or_default();
-        let mut deleted = Vec::with_capacity(removed.len());
+        let damaged: Vec<i32> = {
+            let mut offline = self.offline.write();
+            let partitions: Vec<i32> = offline
+                .keys()
+                .filter(|(t, _)| t == topic)
+                .map(|(_, p)| *p)
+                .collect();
+            for partition in &partitions {
+                offline.remove(&(topic.to_owned(), *partition));
+            }
+            partitions
+        };
+        let mut deleted = Vec::with_capacity(removed.len() + damaged.len());
+        for partition in damaged {
+            self.remove_dir(&self.partition_dir(topic, partition))?;
+            deleted.push(partition);
+        }
         for (partition, log) in removed {
             log.abandon();
             self.remove_dir(log.dir())?;

@@ -66,6 +66,57 @@ async fn serve_memory_gets_ready_and_stops_cleanly_on_sigterm() -> anyhow::Resul
     Ok(())
 }
 
+/// What under `root` others can read or enter: `root` must be 0700 and nothing below it may
+/// give group or others any access.
+fn not_private(root: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut wrong = Vec::new();
+    let mut pending = vec![root.to_owned()];
+    let mut files = 0;
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        let mode = meta.permissions().mode() & 0o777;
+        if (path == root && mode != 0o700) || mode & 0o077 != 0 {
+            wrong.push(format!("{} is {mode:o}", path.display()));
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        } else {
+            files += 1;
+        }
+    }
+    ensure!(files > 0, "no files under {}", root.display());
+    Ok(wrong)
+}
+
+#[tokio::test]
+async fn serve_keeps_its_data_private() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data_arg = data.to_string_lossy().into_owned();
+    let args = [
+        "serve",
+        "--metadata-backend",
+        "wal",
+        "--data-dir",
+        &data_arg,
+    ];
+    let mut node = Running::spawn(dir.path(), &args, &[])?;
+    node.wait_for_line("metadata backend ready").await?;
+    node.terminate()?;
+    let (status, lines) = node.wait_exit().await?;
+    ensure!(
+        status.success(),
+        "exit {status}; stderr:\n{}",
+        lines.join("\n")
+    );
+    let wrong = not_private(&data)?;
+    ensure!(wrong.is_empty(), "readable by others: {wrong:?}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn serve_reads_switchyard_toml_and_env() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

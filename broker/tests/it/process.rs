@@ -84,6 +84,46 @@ impl Running {
         })
     }
 
+    /// Start `switchyard ARGS` in `dir` under a shell that first sets both open-file limits
+    /// (soft and hard) to `open_files`.
+    pub(crate) fn spawn_with_file_limit(
+        dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        open_files: u32,
+    ) -> anyhow::Result<Self> {
+        let inner = command(dir, args, envs);
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
+            .arg(inner.as_std().get_program())
+            .args(inner.as_std().get_args())
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (key, value) in inner.as_std().get_envs() {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        let mut child = command.spawn().context("spawning switchyard")?;
+        let stderr = child.stderr.take().context("stderr is piped")?;
+        Ok(Self {
+            child,
+            stderr: BufReader::new(stderr).lines(),
+            lines: Vec::new(),
+        })
+    }
+
+    /// The process id, while it runs.
+    pub(crate) fn pid(&self) -> anyhow::Result<u32> {
+        self.child.id().context("switchyard has already exited")
+    }
+
     /// Read stderr until a line contains `needle`, within [`STEP`]; returns that line.
     pub(crate) async fn wait_for_line(&mut self, needle: &str) -> anyhow::Result<String> {
         let deadline = Instant::now() + STEP;

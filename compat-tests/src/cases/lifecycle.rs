@@ -7,12 +7,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use switchyard_backend_api::{
-    Change, MembershipChange, MetadataCommand, MetadataError, NodeId, Outcome, find_backend,
+    Change, GroupId, MAX_COMMAND_BYTES, MembershipChange, MetadataCommand, MetadataError, NodeId,
+    OffsetCommit, Outcome, find_backend,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::fixtures::{accept, commit, create_topic, create_topic_ok, propose, register_all};
+use crate::fixtures::{
+    accept, commit, converges, create_topic, create_topic_ok, propose, register_all,
+};
 use crate::harness::{BackendHarness, DEADLINE, TestCluster};
 
 /// Opening returns at once and readiness is observable. For multi-node backends a lone node of
@@ -443,5 +446,57 @@ pub async fn removing_unknown_member_fails(h: &dyn BackendHarness) -> anyhow::Re
     ensure!(node.cluster().borrow().members == before);
     let outcome = accept(&node, MetadataCommand::AllocateProducerIds { count: 1 }).await?;
     ensure!(matches!(outcome, Outcome::ProducerIdsAllocated { .. }));
+    Ok(())
+}
+
+/// A command whose encoding passes [`MAX_COMMAND_BYTES`] — an offset commit of 4,600 entries
+/// with 4,000 bytes of metadata each, 18 MB — is refused with `CommandTooLarge` before anything
+/// is written, on every backend alike; one just under the limit is accepted; writes after both
+/// commit and reach every node of a cluster (a record too large to replicate used to wedge the
+/// `wal` backend for good).
+pub async fn oversized_command_is_refused_and_writes_go_on(
+    h: &dyn BackendHarness,
+) -> anyhow::Result<()> {
+    let size = if h.max_nodes() >= 3 { 3 } else { 1 };
+    let cluster = TestCluster::start(h, size).await?;
+    let node = cluster.leader().await?;
+    register_all(&node, &[1]).await?;
+    create_topic_ok(&node, "a", &[&[1]]).await?;
+    let offsets = |count: usize, metadata: usize| MetadataCommand::CommitOffsets {
+        group: GroupId("g".into()),
+        generation: None,
+        offsets: (0..count)
+            .map(|i| OffsetCommit {
+                topic: "a".into(),
+                partition: 0,
+                offset: i64::try_from(i).unwrap_or(0),
+                leader_epoch: None,
+                metadata: "x".repeat(metadata),
+            })
+            .collect(),
+        commit_timestamp_ms: 1_700_000_000_000,
+    };
+    let before = node.local().applied_index;
+    for index in 0..size {
+        match cluster.node(index)?.propose(offsets(4_600, 4_000)).await {
+            Err(MetadataError::CommandTooLarge { size, max }) => ensure!(
+                size > max && max == MAX_COMMAND_BYTES as u64,
+                "size {size}, max {max}"
+            ),
+            other => bail!("node {index}: an 18 MB command answered {other:?}"),
+        }
+    }
+    ensure!(
+        node.local().applied_index == before,
+        "a refused command moved the log"
+    );
+    // Just under the limit: 200 entries of 4,000 bytes (about 800 KB).
+    accept(&node, offsets(200, 4_000)).await?;
+    let last = accept(&node, commit("g", None, &[("a", 0, 7)])).await?;
+    ensure!(last == Outcome::OffsetsCommitted { count: 1 }, "{last:?}");
+    let target = node.local();
+    for index in 0..size {
+        converges(cluster.node(index)?, &target).await?;
+    }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! epoch it follows in, it reads up to the log end offset (and is woken when the log grows),
 //! and its fetch offset tells the leader how far the follower's log reaches.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +18,11 @@ use switchyard_backend_api::BrokerId;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use switchyard_backend_api::warn_throttled;
+
 use crate::broker::Broker;
+use crate::kafka::dispatch::Client;
+use crate::liveness;
 
 /// One partition's read.
 struct Read {
@@ -28,13 +33,30 @@ struct Read {
     records: Bytes,
 }
 
-pub(crate) async fn handle(broker: &Broker, _version: i16, request: FetchRequest) -> FetchResponse {
+pub(crate) async fn handle(
+    broker: &Broker,
+    client: &Client,
+    version: i16,
+    mut request: FetchRequest,
+) -> FetchResponse {
     let deadline =
         Instant::now() + Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0));
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
-    let max_bytes = usize::try_from(request.max_bytes).unwrap_or(usize::MAX);
+    // `fetch.max.bytes` caps every response, whatever the request asks for.
+    let max_bytes = usize::try_from(request.max_bytes)
+        .unwrap_or(usize::MAX)
+        .min(broker.settings().fetch_max_bytes as usize);
+    merge_duplicates(&mut request);
     let follower = (request.replica_id.0 >= 0).then_some(BrokerId(request.replica_id.0));
     if let Some(follower) = follower {
+        if !liveness::speaks_for(broker, follower, client.ip).await {
+            warn_throttled!(
+                replica = %follower,
+                from = %client.ip,
+                "replica fetch from an address the broker did not register; refused"
+            );
+            return refuse_all(&request, version, ResponseError::ClusterAuthorizationFailed);
+        }
         note_follower_progress(broker, &request, follower).await;
     }
     loop {
@@ -67,6 +89,49 @@ pub(crate) async fn handle(broker: &Broker, _version: i16, request: FetchRequest
             let (topics, _, _) = read_all(broker, &request, max_bytes, follower).await;
             return respond(topics);
         }
+    }
+}
+
+/// A partition listed twice (or more) in one request is read once: the first entry counts,
+/// as Kafka's fetch sessions keep one entry per partition.
+fn merge_duplicates(request: &mut FetchRequest) {
+    let mut seen = HashSet::new();
+    for topic in &mut request.topics {
+        let name = topic.topic.0.clone();
+        topic
+            .partitions
+            .retain(|p| seen.insert((name.clone(), p.partition)));
+    }
+    request.topics.retain(|t| !t.partitions.is_empty());
+}
+
+/// Every partition of `request` answered with `error` and no records (and the whole response,
+/// from v7, which has a top-level error code).
+fn refuse_all(request: &FetchRequest, version: i16, error: ResponseError) -> FetchResponse {
+    let response = respond(
+        request
+            .topics
+            .iter()
+            .map(|t| {
+                let reads = t
+                    .partitions
+                    .iter()
+                    .map(|p| Read {
+                        index: p.partition,
+                        error: Some(error),
+                        high_watermark: -1,
+                        log_start_offset: -1,
+                        records: Bytes::new(),
+                    })
+                    .collect();
+                (t.topic.clone(), reads)
+            })
+            .collect(),
+    );
+    if version >= 7 {
+        response.with_error_code(error.code())
+    } else {
+        response
     }
 }
 

@@ -18,7 +18,7 @@ const EARLIEST: i64 = -2;
 
 pub(crate) async fn handle(
     broker: &Broker,
-    _version: i16,
+    version: i16,
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
     let mut topics = Vec::new();
@@ -33,7 +33,8 @@ pub(crate) async fn handle(
                 Ok((offset, timestamp, leader_epoch)) => response
                     .with_offset(offset)
                     .with_timestamp(timestamp)
-                    .with_leader_epoch(leader_epoch),
+                    // v4 added the field; older versions cannot carry it.
+                    .with_leader_epoch(if version >= 4 { leader_epoch } else { -1 }),
                 Err(error) => response
                     .with_error_code(error.code())
                     .with_offset(-1)

@@ -16,7 +16,7 @@ use kafka_protocol::messages::{
     OffsetFetchResponse, TopicName,
 };
 use switchyard_backend_api::{
-    GenerationCheck, GroupId, MemberId, MetadataCommand, MetadataState, OffsetCommit,
+    GenerationCheck, GroupId, MemberId, MetadataCommand, MetadataError, MetadataState, OffsetCommit,
 };
 
 use crate::broker::{Broker, now_ms};
@@ -81,7 +81,11 @@ pub(crate) async fn commit(
             offsets,
             commit_timestamp_ms: now_ms(),
         };
-        broker.propose(command).await.err().map(|e| group_error(&e))
+        broker.propose(command).await.err().map(|e| match e {
+            // Kafka's answer when a commit is too large to write as one record.
+            MetadataError::CommandTooLarge { .. } => ResponseError::InvalidCommitOffsetSize,
+            e => group_error(&e),
+        })
     };
     let topics = request
         .topics

@@ -54,13 +54,56 @@ pub(crate) fn assign(
         .collect())
 }
 
+/// Names starting with `__` are the broker's own (as Kafka's internal topics are); clients
+/// cannot create them.
+fn check_not_reserved(name: &str) -> Result<(), TopicError> {
+    if name.starts_with("__") {
+        return Err((
+            ResponseError::InvalidTopicException,
+            format!("topic names starting with \"__\" are reserved for the broker: {name}"),
+        ));
+    }
+    Ok(())
+}
+
+/// How many more partitions the cluster may take under `max_partitions`.
+fn partition_budget(broker: &Broker, state: &MetadataState) -> usize {
+    broker
+        .settings()
+        .max_partitions
+        .saturating_sub(state.partition_count())
+}
+
+/// Whether `partitions` fit in `budget`; checked before anything is allocated.
+fn within(budget: usize, partitions: usize) -> Result<(), TopicError> {
+    if partitions > budget {
+        return Err((
+            ResponseError::InvalidPartitions,
+            format!(
+                "{partitions} partitions would pass the cluster's max_partitions limit \
+                 ({} more allowed)",
+                budget
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Create `names` with the default partition count and replication factor; failures are logged
 /// (the Metadata response then reports the topic as unknown, and the client retries).
 pub(crate) async fn auto_create(broker: &Broker, names: &[String]) {
     let view = broker.metadata();
     let settings = broker.settings();
+    let mut budget = partition_budget(broker, &view.state);
     let mut topics = Vec::new();
     for name in names {
+        let allowed = check_not_reserved(name)
+            .and_then(|()| within(budget, settings.num_partitions as usize));
+        if let Err((_, message)) = allowed {
+            warn!(topic = %name, %message, "cannot auto-create topic");
+            continue;
+        }
+        budget = budget.saturating_sub(settings.num_partitions as usize);
         match assign(
             &view.state,
             settings.num_partitions,
@@ -93,9 +136,11 @@ fn plan(
     state: &MetadataState,
     topic: &CreatableTopic,
     start: usize,
+    budget: usize,
 ) -> Result<NewTopic, TopicError> {
     let name = topic.name.0.as_str();
     validate_topic_name(name).map_err(|r| (rejection_error(&r), r.to_string()))?;
+    check_not_reserved(name)?;
     if state.topic(name).is_some() {
         return Err((
             ResponseError::TopicAlreadyExists,
@@ -135,6 +180,7 @@ fn plan(
                 ));
             }
         };
+        within(budget, partitions as usize)?;
         assign(state, partitions, replication_factor, start)?
     } else {
         if topic.num_partitions != -1 || topic.replication_factor != -1 {
@@ -164,6 +210,7 @@ fn plan(
                 format!("replica list {replicas:?} is empty or names a broker twice"),
             ));
         }
+        within(budget, by_index.len())?;
         by_index.into_values().collect()
     };
     Ok(NewTopic {
@@ -188,6 +235,7 @@ pub(crate) async fn create(
         .map(|t| t.name.0.as_str().to_owned())
         .collect();
     let registered = broker.is_registered();
+    let mut budget = partition_budget(broker, &view.state);
     let mut results: Vec<(String, Result<NewTopic, TopicError>)> = request
         .topics
         .iter()
@@ -205,7 +253,17 @@ pub(crate) async fn create(
                     "metadata is not ready yet".into(),
                 ))
             } else {
-                plan(broker, &view.state, topic, view.state.topic_count() + i)
+                let planned = plan(
+                    broker,
+                    &view.state,
+                    topic,
+                    view.state.topic_count() + i,
+                    budget,
+                );
+                if let Ok(planned) = &planned {
+                    budget = budget.saturating_sub(planned.assignments.len());
+                }
+                planned
             };
             (name, planned)
         })

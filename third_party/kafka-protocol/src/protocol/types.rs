@@ -10,6 +10,27 @@ use anyhow::{bail, Result};
 use std::convert::TryFrom;
 use std::string::String as StdString;
 
+/// Switchyard patch: how much memory an array's decoded elements may take, as a multiple of the
+/// bytes left in the input, plus a fixed allowance so that small requests are never refused.
+/// A request of empty strings would otherwise decode to a hundred times its size.
+const MAX_DECODE_AMPLIFICATION: usize = 8;
+const DECODE_ALLOWANCE: usize = 1 << 20;
+
+/// Switchyard patch: refuse `count` elements of `T` that would take more memory than
+/// [`MAX_DECODE_AMPLIFICATION`] times the `remaining` input bytes (plus the allowance).
+fn check_array_memory<T>(count: usize, remaining: usize) -> Result<()> {
+    let memory = count.saturating_mul(std::mem::size_of::<T>());
+    let allowed = remaining
+        .saturating_mul(MAX_DECODE_AMPLIFICATION)
+        .saturating_add(DECODE_ALLOWANCE);
+    if memory > allowed {
+        bail!(
+            "array of {count} elements would take {memory} bytes decoded from {remaining} bytes"
+        );
+    }
+    Ok(())
+}
+
 macro_rules! define_copy_impl {
     ($e:ident, $t:ty) => (
         impl Encoder<$t> for $e {
@@ -1002,7 +1023,9 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
             -1 => Ok(None),
             n if n >= 0 => {
                 // Switchyard patch: the count comes off the wire; never reserve more elements
-                // than there are bytes left (see third_party/README.md).
+                // than there are bytes left, nor decode more than the memory bound allows (see
+                // third_party/README.md).
+                check_array_memory::<T>(n as usize, buf.remaining())?;
                 let mut result = Vec::with_capacity((n as usize).min(buf.remaining()));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
@@ -1112,6 +1135,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
             0 => Ok(None),
             n => {
                 // Switchyard patch: see above.
+                check_array_memory::<T>((n - 1) as usize, buf.remaining())?;
                 let mut result = Vec::with_capacity(((n - 1) as usize).min(buf.remaining()));
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);

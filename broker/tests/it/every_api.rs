@@ -1,0 +1,501 @@
+//! Every API at every version the broker advertises, over real TCP: the list comes from the
+//! broker's own ApiVersions answer, so an API or version added later is covered without
+//! touching this file — and an API with no sample request here fails the test until it gets
+//! one. Each sample names the test topic (answers with data) and things that do not exist
+//! (answers with errors), and each response must decode at the version asked for.
+
+use anyhow::{Context, bail, ensure};
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::broker_heartbeat_request::BrokerHeartbeatRequest;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, DescribeQuorumRequest,
+    FetchRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest, InitProducerIdRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
+    RequestHeader, RequestKind, ResponseHeader, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{DEADLINE, record_batch, s, start_memory};
+
+const TOPIC: &str = "every-api";
+const MISSING: &str = "no-such-topic";
+
+fn topic(name: &str) -> TopicName {
+    TopicName(s(name))
+}
+
+/// Requests for `key` at `version`: the happy path and error paths. `None` when this file has
+/// no sample for the API yet.
+fn samples(key: ApiKey, version: i16) -> anyhow::Result<Option<Vec<RequestKind>>> {
+    let group = |name: &str| GroupId(s(name));
+    let samples = match key {
+        ApiKey::Produce => vec![RequestKind::Produce(
+            ProduceRequest::default()
+                .with_acks(1)
+                .with_timeout_ms(5_000)
+                .with_topic_data(vec![
+                    TopicProduceData::default()
+                        .with_name(topic(TOPIC))
+                        .with_partition_data(vec![
+                            PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(record_batch(1, 1)?)),
+                            PartitionProduceData::default()
+                                .with_index(7)
+                                .with_records(Some(record_batch(1, 1)?)),
+                        ]),
+                    TopicProduceData::default()
+                        .with_name(topic(MISSING))
+                        .with_partition_data(vec![
+                            PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(record_batch(1, 1)?)),
+                        ]),
+                ]),
+        )],
+        ApiKey::Fetch => {
+            let partition = |index: i32| {
+                let p = FetchPartition::default()
+                    .with_partition(index)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20);
+                if version >= 9 {
+                    p.with_current_leader_epoch(-1)
+                } else {
+                    p
+                }
+            };
+            let mut request = FetchRequest::default()
+                .with_replica_id((-1).into())
+                .with_max_wait_ms(0)
+                .with_min_bytes(0)
+                .with_max_bytes(1 << 20)
+                .with_topics(vec![
+                    FetchTopic::default()
+                        .with_topic(topic(TOPIC))
+                        .with_partitions(vec![partition(0), partition(7)]),
+                    FetchTopic::default()
+                        .with_topic(topic(MISSING))
+                        .with_partitions(vec![partition(0)]),
+                ]);
+            if version >= 7 {
+                request = request.with_session_id(0).with_session_epoch(-1);
+            }
+            vec![RequestKind::Fetch(request)]
+        }
+        ApiKey::ListOffsets => [-1, -2, 0]
+            .into_iter()
+            .map(|timestamp| {
+                RequestKind::ListOffsets(
+                    ListOffsetsRequest::default()
+                        .with_replica_id((-1).into())
+                        .with_topics(vec![
+                            ListOffsetsTopic::default()
+                                .with_name(topic(TOPIC))
+                                .with_partitions(vec![
+                                    ListOffsetsPartition::default()
+                                        .with_partition_index(0)
+                                        .with_timestamp(timestamp),
+                                    ListOffsetsPartition::default()
+                                        .with_partition_index(7)
+                                        .with_timestamp(timestamp),
+                                ]),
+                            ListOffsetsTopic::default()
+                                .with_name(topic(MISSING))
+                                .with_partitions(vec![
+                                    ListOffsetsPartition::default()
+                                        .with_partition_index(0)
+                                        .with_timestamp(timestamp),
+                                ]),
+                        ]),
+                )
+            })
+            .collect(),
+        ApiKey::OffsetForLeaderEpoch => {
+            let mut request = OffsetForLeaderEpochRequest::default().with_topics(
+                [TOPIC, MISSING]
+                    .into_iter()
+                    .map(|name| {
+                        OffsetForLeaderTopic::default()
+                            .with_topic(topic(name))
+                            .with_partitions(vec![
+                                OffsetForLeaderPartition::default()
+                                    .with_partition(0)
+                                    .with_current_leader_epoch(-1)
+                                    .with_leader_epoch(0),
+                            ])
+                    })
+                    .collect(),
+            );
+            if version >= 3 {
+                request = request.with_replica_id((-1).into());
+            }
+            vec![RequestKind::OffsetForLeaderEpoch(request)]
+        }
+        ApiKey::Metadata => {
+            let named = MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(topic(TOPIC))),
+            ]));
+            let all = MetadataRequest::default().with_topics(if version == 0 {
+                Some(Vec::new())
+            } else {
+                None
+            });
+            vec![RequestKind::Metadata(named), RequestKind::Metadata(all)]
+        }
+        ApiKey::OffsetCommit => {
+            let mut partition = OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(1)
+                .with_committed_metadata(Some(s("metadata")));
+            if version >= 6 {
+                partition = partition.with_committed_leader_epoch(-1);
+            }
+            let standalone = OffsetCommitRequest::default()
+                .with_group_id(group("every-api-offsets"))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![
+                    OffsetCommitRequestTopic::default()
+                        .with_name(topic(TOPIC))
+                        .with_partitions(vec![partition.clone()]),
+                    OffsetCommitRequestTopic::default()
+                        .with_name(topic(MISSING))
+                        .with_partitions(vec![partition.clone()]),
+                ]);
+            let stale_member = standalone
+                .clone()
+                .with_generation_id_or_member_epoch(3)
+                .with_member_id(s("no-such-member"));
+            vec![
+                RequestKind::OffsetCommit(standalone),
+                RequestKind::OffsetCommit(stale_member),
+            ]
+        }
+        ApiKey::OffsetFetch => {
+            let request = if version >= 8 {
+                OffsetFetchRequest::default().with_groups(vec![
+                    OffsetFetchRequestGroup::default()
+                        .with_group_id(group("every-api-offsets"))
+                        .with_topics(Some(vec![
+                            OffsetFetchRequestTopics::default()
+                                .with_name(topic(TOPIC))
+                                .with_partition_indexes(vec![0, 7]),
+                        ])),
+                    OffsetFetchRequestGroup::default()
+                        .with_group_id(group("no-such-group"))
+                        .with_topics(None),
+                ])
+            } else {
+                OffsetFetchRequest::default()
+                    .with_group_id(group("every-api-offsets"))
+                    .with_topics(Some(vec![
+                        OffsetFetchRequestTopic::default()
+                            .with_name(topic(TOPIC))
+                            .with_partition_indexes(vec![0, 7]),
+                    ]))
+            };
+            vec![RequestKind::OffsetFetch(request)]
+        }
+        ApiKey::FindCoordinator => {
+            let request = if version >= 4 {
+                FindCoordinatorRequest::default()
+                    .with_coordinator_keys(vec![s("every-api-group"), s("another")])
+            } else {
+                FindCoordinatorRequest::default().with_key(s("every-api-group"))
+            };
+            vec![RequestKind::FindCoordinator(request)]
+        }
+        ApiKey::JoinGroup => {
+            let mut request = JoinGroupRequest::default()
+                .with_group_id(group(&format!("every-api-join-v{version}")))
+                .with_session_timeout_ms(10_000)
+                .with_protocol_type(s("consumer"))
+                .with_protocols(vec![
+                    JoinGroupRequestProtocol::default()
+                        .with_name(s("range"))
+                        .with_metadata(Bytes::from_static(b"\x00\x01")),
+                ]);
+            if version >= 1 {
+                request = request.with_rebalance_timeout_ms(10_000);
+            }
+            let unknown_member = request.clone().with_member_id(s("no-such-member"));
+            vec![
+                RequestKind::JoinGroup(request),
+                RequestKind::JoinGroup(unknown_member),
+            ]
+        }
+        ApiKey::Heartbeat => vec![RequestKind::Heartbeat(
+            HeartbeatRequest::default()
+                .with_group_id(group("no-such-group"))
+                .with_generation_id(1)
+                .with_member_id(s("no-such-member")),
+        )],
+        ApiKey::LeaveGroup => {
+            let request = LeaveGroupRequest::default().with_group_id(group("no-such-group"));
+            let request = if version >= 3 {
+                request.with_members(vec![
+                    MemberIdentity::default().with_member_id(s("no-such-member")),
+                ])
+            } else {
+                request.with_member_id(s("no-such-member"))
+            };
+            vec![RequestKind::LeaveGroup(request)]
+        }
+        ApiKey::SyncGroup => {
+            let mut request = kafka_protocol::messages::SyncGroupRequest::default()
+                .with_group_id(group("no-such-group"))
+                .with_generation_id(1)
+                .with_member_id(s("no-such-member"));
+            if version >= 5 {
+                request = request
+                    .with_protocol_type(Some(s("consumer")))
+                    .with_protocol_name(Some(s("range")));
+            }
+            vec![RequestKind::SyncGroup(request)]
+        }
+        ApiKey::DescribeGroups => vec![RequestKind::DescribeGroups(
+            DescribeGroupsRequest::default().with_groups(vec![
+                group(&format!("every-api-join-v{version}")),
+                group("no-such-group"),
+            ]),
+        )],
+        ApiKey::ListGroups => vec![RequestKind::ListGroups(ListGroupsRequest::default())],
+        ApiKey::ApiVersions => {
+            let mut request = ApiVersionsRequest::default();
+            if version >= 3 {
+                request = request
+                    .with_client_software_name(s("every-api"))
+                    .with_client_software_version(s("1"));
+            }
+            vec![RequestKind::ApiVersions(request)]
+        }
+        ApiKey::CreateTopics => {
+            let creatable = |name: &str, partitions: i32| {
+                CreatableTopic::default()
+                    .with_name(topic(name))
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(1)
+            };
+            let request = CreateTopicsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topics(vec![
+                    creatable(&format!("created-v{version}"), 1),
+                    creatable(TOPIC, 1),
+                    creatable("bad name!", 1),
+                    creatable("too-many-partitions", i32::MAX),
+                ]);
+            let validate_only = request.clone().with_validate_only(true).with_topics(vec![
+                creatable(&format!("validated-v{version}"), 2),
+                creatable("too-many-partitions", i32::MAX),
+            ]);
+            vec![
+                RequestKind::CreateTopics(request),
+                RequestKind::CreateTopics(validate_only),
+            ]
+        }
+        ApiKey::DeleteTopics => {
+            let names = [format!("created-v{version}"), MISSING.to_owned()];
+            let request = DeleteTopicsRequest::default().with_timeout_ms(5_000);
+            let request = if version >= 6 {
+                let by_id = DeleteTopicState::default().with_topic_id(uuid::Uuid::new_v4());
+                let mut topics: Vec<DeleteTopicState> = names
+                    .iter()
+                    .map(|n| DeleteTopicState::default().with_name(Some(topic(n))))
+                    .collect();
+                topics.push(by_id);
+                request.with_topics(topics)
+            } else {
+                request.with_topic_names(names.iter().map(|n| topic(n)).collect())
+            };
+            vec![RequestKind::DeleteTopics(request)]
+        }
+        ApiKey::InitProducerId => {
+            let mut request = InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000);
+            if version >= 3 {
+                request = request
+                    .with_producer_id((-1).into())
+                    .with_producer_epoch(-1);
+            }
+            vec![RequestKind::InitProducerId(request)]
+        }
+        ApiKey::DescribeConfigs => {
+            let resource = |kind: i8, name: &str| {
+                DescribeConfigsResource::default()
+                    .with_resource_type(kind)
+                    .with_resource_name(s(name))
+                    .with_configuration_keys(None)
+            };
+            let mut request = DescribeConfigsRequest::default()
+                .with_resources(vec![
+                    resource(2, TOPIC),
+                    resource(2, MISSING),
+                    resource(4, "1"),
+                    resource(4, "99"),
+                    resource(9, "unknown-type"),
+                ])
+                .with_include_synonyms(true);
+            if version >= 3 {
+                request = request.with_include_documentation(true);
+            }
+            vec![RequestKind::DescribeConfigs(request)]
+        }
+        ApiKey::DescribeCluster => vec![RequestKind::DescribeCluster(
+            DescribeClusterRequest::default(),
+        )],
+        ApiKey::DescribeQuorum => vec![RequestKind::DescribeQuorum(
+            DescribeQuorumRequest::default().with_topics(vec![
+                TopicData::default()
+                    .with_topic_name(topic("__cluster_metadata"))
+                    .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
+                TopicData::default()
+                    .with_topic_name(topic(MISSING))
+                    .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
+            ]),
+        )],
+        ApiKey::BrokerHeartbeat => vec![RequestKind::BrokerHeartbeat(
+            BrokerHeartbeatRequest::default()
+                .with_broker_id(1.into())
+                .with_broker_epoch(1)
+                .with_current_metadata_offset(0),
+        )],
+        _ => return Ok(None),
+    };
+    Ok(Some(samples))
+}
+
+/// One request on `stream`, its response decoded at `version`.
+pub(crate) async fn call(
+    stream: &mut TcpStream,
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    request: &RequestKind,
+) -> anyhow::Result<ResponseKind> {
+    let mut frame = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(s("every-api")))
+        .encode(&mut frame, key.request_header_version(version))
+        .context("encoding the request header")?;
+    request
+        .encode(&mut frame, version)
+        .context("encoding the sample request (a bug in this test)")?;
+    stream.write_u32(u32::try_from(frame.len())?).await?;
+    stream.write_all(&frame).await?;
+    let read = async {
+        let length = stream.read_u32().await?;
+        let mut response = vec![0; length as usize];
+        stream.read_exact(&mut response).await?;
+        anyhow::Ok(Bytes::from(response))
+    };
+    let mut response = tokio::time::timeout(DEADLINE, read)
+        .await
+        .context("no response within the deadline")?
+        .context("the broker closed the connection instead of answering")?;
+    let header = ResponseHeader::decode(&mut response, key.response_header_version(version))?;
+    ensure!(
+        header.correlation_id == correlation_id,
+        "correlation id {} for {correlation_id}",
+        header.correlation_id
+    );
+    let decoded = ResponseKind::decode(key, &mut response, version)
+        .context("the response does not decode")?;
+    ensure!(
+        !response.has_remaining(),
+        "{} bytes after the response",
+        response.remaining()
+    );
+    Ok(decoded)
+}
+
+async fn advertised(stream: &mut TcpStream) -> anyhow::Result<Vec<(ApiKey, i16, i16)>> {
+    let request = RequestKind::ApiVersions(
+        ApiVersionsRequest::default()
+            .with_client_software_name(s("every-api"))
+            .with_client_software_version(s("1")),
+    );
+    let ResponseKind::ApiVersions(response) =
+        call(stream, ApiKey::ApiVersions, 3, 0, &request).await?
+    else {
+        bail!("ApiVersions answered with another response kind");
+    };
+    let ApiVersionsResponse { api_keys, .. } = response;
+    api_keys
+        .iter()
+        .map(|api| {
+            let key = ApiKey::try_from(api.api_key)
+                .map_err(|()| anyhow::anyhow!("unknown API key {} advertised", api.api_key))?;
+            Ok((key, api.min_version, api.max_version))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_advertised_api_and_version_answers_a_decodable_response() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let node = start_memory(&dir, &[("group_initial_rebalance_delay_ms", 0)]).await?;
+    let mut stream = TcpStream::connect(node.kafka_addr()).await?;
+    let create = RequestKind::CreateTopics(
+        CreateTopicsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(topic(TOPIC))
+                    .with_num_partitions(1)
+                    .with_replication_factor(1),
+            ]),
+    );
+    call(&mut stream, ApiKey::CreateTopics, 5, 1, &create).await?;
+
+    let apis = advertised(&mut stream).await?;
+    ensure!(apis.len() >= 20, "only {} APIs advertised", apis.len());
+    let mut failures = Vec::new();
+    let mut correlation_id = 10;
+    for (key, min, max) in apis {
+        ensure!(min <= max, "{key:?} advertises {min}..{max}");
+        for version in min..=max {
+            let Some(requests) = samples(key, version)? else {
+                failures.push(format!("{key:?}: no sample request in every_api.rs"));
+                break;
+            };
+            for (i, request) in requests.iter().enumerate() {
+                correlation_id += 1;
+                if let Err(e) = call(&mut stream, key, version, correlation_id, request).await {
+                    failures.push(format!("{key:?} v{version} sample {i}: {e:#}"));
+                    // The broker closed the connection; continue on a fresh one.
+                    stream = TcpStream::connect(node.kafka_addr()).await?;
+                }
+            }
+        }
+    }
+    node.shutdown().await?;
+    ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(())
+}
