@@ -39,6 +39,8 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 pub struct Liveness {
     seen: Mutex<HashMap<BrokerId, Seen>>,
+    /// Wakes what waits for a heartbeat (placement, [`placeable`]).
+    heard: tokio::sync::Notify,
     leading: Mutex<Option<Leading>>,
     /// Advertised host → its addresses and when they were looked up.
     addresses: Mutex<HashMap<String, (Instant, Vec<IpAddr>)>>,
@@ -97,6 +99,17 @@ impl Liveness {
                     at: Instant::now(),
                 },
             );
+        self.heard.notify_waiters();
+    }
+
+    /// Whether `id` heartbeat in `incarnation` (or a later one) within the last `window`.
+    /// A broker never heard from is not: unlike [`Self::silent_for`], nothing is assumed.
+    pub fn heard_within(&self, id: BrokerId, incarnation: u64, window: Duration) -> bool {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .is_some_and(|s| s.incarnation >= incarnation && s.at.elapsed() <= window)
     }
 
     /// How long ago `id` last heartbeat in `incarnation` or a later one. An incarnation not
@@ -138,6 +151,34 @@ impl Liveness {
                 Some(current.since.elapsed())
             }
         }
+    }
+}
+
+/// The brokers new replicas may be placed on, as the metadata leader's broker sees them:
+/// registered, unfenced, and heard from within two heartbeat intervals — this broker itself
+/// always — so a broker that just died is not given partitions it would keep offline until it
+/// is fenced. A new metadata leader has heard from nobody yet: while fewer than `wanted`
+/// brokers qualify but more are registered, it waits (up to two heartbeat intervals, woken by
+/// each heartbeat) for theirs.
+pub(crate) async fn placeable(broker: &Broker, wanted: usize) -> Vec<BrokerId> {
+    let interval = Duration::from_millis(broker.settings().broker_heartbeat_interval_ms);
+    let window = interval * 2;
+    let deadline = Instant::now() + window;
+    loop {
+        let heard = broker.liveness().heard.notified();
+        let view = broker.metadata();
+        let live: Vec<_> = view.state.live_brokers().collect();
+        let placeable: Vec<BrokerId> = live
+            .iter()
+            .filter(|b| {
+                b.id == broker.id() || broker.liveness().heard_within(b.id, b.incarnation, window)
+            })
+            .map(|b| b.id)
+            .collect();
+        if placeable.len() >= wanted.min(live.len()) || Instant::now() >= deadline {
+            return placeable;
+        }
+        let _ = tokio::time::timeout_at(deadline, heard).await;
     }
 }
 
@@ -350,6 +391,29 @@ mod tests {
         // A heartbeat of an older incarnation does not count for a newer one.
         liveness.record(id, 1);
         assert_eq!(liveness.silent_for(id, 2), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn placement_counts_only_brokers_heard_from_recently() {
+        let liveness = Liveness::default();
+        let id = BrokerId(2);
+        let window = Duration::from_secs(4);
+        // Never heard from (a new metadata leader): not placeable, unlike for fencing.
+        assert!(!liveness.heard_within(id, 1, window));
+        liveness.record(id, 1);
+        assert!(liveness.heard_within(id, 1, window));
+        tokio::time::advance(window).await;
+        assert!(liveness.heard_within(id, 1, window));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(
+            !liveness.heard_within(id, 1, window),
+            "silent past the window"
+        );
+        liveness.record(id, 1);
+        assert!(
+            !liveness.heard_within(id, 2, window),
+            "an older incarnation"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -61,8 +61,6 @@ pub struct NodeReport {
 pub struct ClusterStatus {
     /// The cluster id, if set.
     pub cluster_id: String,
-    /// The controller broker id.
-    pub controller: i32,
     /// Every registered broker, by id.
     pub brokers: BTreeMap<i32, BrokerStatus>,
     /// Each broker's node answer, or why it gave none.
@@ -97,14 +95,10 @@ impl fmt::Display for ClusterStatus {
         match leader {
             Some((node, epoch)) => writeln!(
                 f,
-                "cluster {}, metadata leader node {node} (epoch {epoch}), controller broker {}",
-                self.cluster_id, self.controller
+                "cluster {}, metadata leader node {node} (epoch {epoch})",
+                self.cluster_id
             )?,
-            None => writeln!(
-                f,
-                "cluster {}, no metadata leader known, controller broker {}",
-                self.cluster_id, self.controller
-            )?,
+            None => writeln!(f, "cluster {}, no metadata leader known", self.cluster_id)?,
         }
         let leader_applied = leader
             .and_then(|(node, _)| self.reports.get(&node))
@@ -212,7 +206,6 @@ pub async fn cluster_status(
     }
     Ok(ClusterStatus {
         cluster_id: described.cluster_id.as_str().to_owned(),
-        controller: described.controller_id.0,
         brokers,
         reports,
     })

@@ -7,12 +7,15 @@ Where a helper waits for metadata to reach another node, it polls what clients s
 
 from __future__ import annotations
 
+import re
+import subprocess
+
 from confluent_kafka import Consumer, Producer
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KpTopicPartition
 
 from client_util import confluent_admin, confluent_conf, wait_for
-from conftest import Cluster
+from conftest import Cluster, switchyard_bin
 
 # How long a cluster may take to elect a new metadata leader and fence a killed broker, and
 # clients to follow. Generous: a loaded CI machine runs three brokers and the clients.
@@ -20,12 +23,11 @@ RECOVERY_S = 60.0
 
 
 def layout(bootstrap: str, topic: str | None = None) -> dict:
-    """What one node's Metadata says: live brokers, controller, and per topic the partitions'
-    (leader, replicas, ISR)."""
+    """What one node's Metadata says: live brokers, and per topic the partitions' (leader,
+    replicas, ISR). Not the controller id: each broker names itself."""
     md = confluent_admin(bootstrap).list_topics(topic, timeout=15)
     return {
         "brokers": sorted(md.brokers),
-        "controller": md.controller_id,
         "topics": {
             name: {p.id: (p.leader, list(p.replicas), list(p.isrs))
                    for p in t.partitions.values()}
@@ -45,9 +47,15 @@ def same_on_every_node(cluster: Cluster, topic: str | None = None, nodes=None) -
     return wait_for(agreed, RECOVERY_S, f"nodes {nodes} to agree on the metadata", 0.2)
 
 
-def controller(bootstrap: str) -> int:
-    admin = confluent_admin(bootstrap)
-    return admin.describe_cluster(request_timeout=15).result(30).controller.id
+def metadata_leader(bootstrap: str) -> int | None:
+    """The broker on the metadata leader's node, as `switchyard cluster status` reports it
+    (asking DescribeQuorum); None while no leader is known. Metadata's controller id is no
+    guide: as in Kafka 4 it names the broker that answers."""
+    status = subprocess.run(
+        [str(switchyard_bin()), "cluster", "status", "--bootstrap", bootstrap],
+        capture_output=True, text=True, timeout=60)
+    found = re.search(r"metadata leader node (\d+)", status.stdout)
+    return int(found.group(1)) if found else None
 
 
 def produce(bootstrap: str, topic: str, count: int, prefix: str = "m") -> None:

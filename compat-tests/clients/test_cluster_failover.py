@@ -9,12 +9,14 @@ callback.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
+from confluent_kafka.admin import NewTopic
 
-from client_util import create_topic, wait_for
-from cluster_util import (RECOVERY_S, committed, consume_all, controller, layout, produce,
+from client_util import confluent_admin, create_topic, wait_for
+from cluster_util import (RECOVERY_S, committed, consume_all, metadata_leader, layout, produce,
                           same_on_every_node)
 from conftest import MULTI_NODE
 
@@ -32,7 +34,7 @@ def test_kill_a_follower_then_the_metadata_leader_loses_nothing(cluster_factory,
     assert sum(acked.values()) == 30
 
     # A follower dies: the others fence it and go on taking metadata writes.
-    leader = controller(cluster.bootstrap(1))
+    leader = metadata_leader(cluster.bootstrap(1))
     follower = next(i for i in (1, 2, 3) if i != leader)
     cluster.nodes[follower].kill9()
     survivors = [i for i in (1, 2, 3) if i != follower]
@@ -47,7 +49,7 @@ def test_kill_a_follower_then_the_metadata_leader_loses_nothing(cluster_factory,
     assert f"{topic_name}-follower-down" in agreed["topics"]
 
     # The metadata leader dies.
-    leader = controller(cluster.bootstrap(follower))
+    leader = metadata_leader(cluster.bootstrap(follower))
     cluster.nodes[leader].kill9()
     survivors = [i for i in (1, 2, 3) if i != leader]
     if backend == "wal":
@@ -56,7 +58,7 @@ def test_kill_a_follower_then_the_metadata_leader_loses_nothing(cluster_factory,
         assert promoted.returncode == 0, promoted.stderr
     wait_for(lambda: layout(cluster.bootstrap(*survivors))["brokers"] == survivors,
              RECOVERY_S, f"a new metadata leader to fence broker {leader}", 0.2)
-    new_leader = controller(cluster.bootstrap(*survivors))
+    new_leader = metadata_leader(cluster.bootstrap(*survivors))
     assert new_leader in survivors
     create_topic(cluster.bootstrap(*survivors), f"{topic_name}-leader-down", 2)
 
@@ -72,3 +74,47 @@ def test_kill_a_follower_then_the_metadata_leader_loses_nothing(cluster_factory,
     agreed = same_on_every_node(cluster)
     assert agreed["brokers"] == [1, 2, 3]
     assert f"{topic_name}-leader-down" in agreed["topics"]
+
+
+def test_admin_requests_do_not_wait_for_a_dead_controller(cluster_factory, topic_name):
+    """Right after kill -9 of the metadata leader, an admin client created on a survivor
+    creates a topic: the controller a broker names is itself (as in Kafka 4), and it forwards
+    CreateTopics to whichever node leads next. It used to name the dead node for a whole broker
+    session, and the client waited its 30 s request timeout "for controller"."""
+    cluster = cluster_factory.start()
+    leader = metadata_leader(cluster.bootstrap())
+    assert leader in (1, 2, 3)
+    cluster.nodes[leader].kill9()
+    survivors = [i for i in (1, 2, 3) if i != leader]
+    if cluster.backend.name == "wal":
+        promoted = cluster.command("promote", str(survivors[0]))
+        assert promoted.returncode == 0, promoted.stderr
+    admin = confluent_admin(cluster.bootstrap(*survivors))
+    assert admin.list_topics(timeout=15).controller_id in survivors
+    futures = admin.create_topics(
+        [NewTopic(topic_name, num_partitions=2, replication_factor=1)],
+        operation_timeout=20, request_timeout=20)
+    futures[topic_name].result(timeout=25)
+
+
+def test_new_partitions_avoid_a_broker_not_heard_from(cluster_factory, topic_name):
+    """A broker killed with kill -9 stays registered and unfenced until its session times out
+    (20 s here). A topic created in between gets no replica there: replicas go only to brokers
+    the metadata leader heard from within two heartbeat intervals (1 s here); it used to put
+    every third partition on the dead broker, offline for good with one replica."""
+    cluster = cluster_factory.start(env={
+        "SWITCHYARD_KAFKA__BROKER_HEARTBEAT_INTERVAL_MS": "500",
+        "SWITCHYARD_KAFKA__BROKER_SESSION_TIMEOUT_MS": "20000",
+    })
+    leader = metadata_leader(cluster.bootstrap())
+    dead = next(i for i in (1, 2, 3) if i != leader)
+    cluster.nodes[dead].kill9()
+    survivors = [i for i in (1, 2, 3) if i != dead]
+    # Past the placement window, well inside the session timeout: the point of the test is
+    # the time in between, so this waits for time itself to pass.
+    time.sleep(2.0)
+    assert dead in layout(cluster.bootstrap(*survivors))["brokers"], "fenced too early"
+    create_topic(cluster.bootstrap(*survivors), topic_name, 6)
+    partitions = layout(cluster.bootstrap(*survivors), topic_name)["topics"][topic_name]
+    placed = {broker for _, replicas, _ in partitions.values() for broker in replicas}
+    assert placed and dead not in placed, partitions

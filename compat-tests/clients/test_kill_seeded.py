@@ -22,7 +22,7 @@ import pytest
 from confluent_kafka.admin import NewTopic
 
 from client_util import confluent_admin, wait_for
-from cluster_util import RECOVERY_S, controller, same_on_every_node
+from cluster_util import RECOVERY_S, metadata_leader, same_on_every_node
 from conftest import MULTI_NODE
 
 pytestmark = pytest.mark.skipif(not MULTI_NODE, reason="no multi-node backend compiled in")
@@ -79,10 +79,10 @@ def test_seeded_kill9_schedule_loses_no_acknowledged_topic(cluster_factory, seed
         for _ in range(KILLS):
             # Let some writes land between faults; the pause comes from the seed.
             writer.done.wait(rng.uniform(0.5, 1.5))
-            # The controller id is the metadata leader's broker; between elections it can name
-            # a node that just died, and no client API reports the next one by callback.
+            # `cluster status` names the metadata leader; between elections it can name a node
+            # that just died, and nothing reports the next one by callback.
             leader = wait_for(
-                lambda: (c := controller(cluster.bootstrap(*cluster.running()))) in
+                lambda: (c := metadata_leader(cluster.bootstrap(*cluster.running()))) in
                 cluster.running() and c, RECOVERY_S, "a live metadata leader", 0.2)
             victim = leader if rng.random() < 0.5 else rng.choice(
                 [i for i in cluster.nodes if i != leader])

@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import NewTopic
 
 from client_util import confluent_admin, confluent_conf, wait_for
-from cluster_util import RECOVERY_S, controller, layout, same_on_every_node
+from cluster_util import RECOVERY_S, metadata_leader, layout, same_on_every_node
 from conftest import MULTI_NODE, BrokerProcess
 
 pytestmark = pytest.mark.skipif(not MULTI_NODE, reason="no multi-node backend compiled in")
@@ -93,8 +93,8 @@ def test_acks_all_puts_every_message_on_every_replica(cluster_factory, topic_nam
 def test_min_insync_replicas_refuses_acks_all_when_the_isr_is_too_small(cluster_factory,
                                                                         topic_name):
     cluster = cluster_factory.start()
-    metadata_leader = controller(cluster.bootstrap())
-    others = [n for n in (1, 2, 3) if n != metadata_leader]
+    leader_node = metadata_leader(cluster.bootstrap())
+    others = [n for n in (1, 2, 3) if n != leader_node]
     # Two replicas, neither on the metadata leader's node, so killing them leaves the
     # metadata quorum alone.
     admin = confluent_admin(cluster.bootstrap())
@@ -205,8 +205,8 @@ def test_killing_the_leader_loses_and_duplicates_nothing_and_it_rejoins(cluster_
     cluster = cluster_factory.start()
     # The partition leader is not the metadata leader: this is partition failover, with the
     # metadata quorum intact (wal fails over its metadata only by hand).
-    metadata_leader = controller(cluster.bootstrap())
-    victim = next(n for n in (1, 2, 3) if n != metadata_leader)
+    leader_node = metadata_leader(cluster.bootstrap())
+    victim = next(n for n in (1, 2, 3) if n != leader_node)
     others = [n for n in (1, 2, 3) if n != victim]
     create_replicated(cluster, topic_name, [victim, *others])
     assert isr_of(cluster, topic_name, [1, 2, 3]) == (victim, [1, 2, 3])
@@ -263,9 +263,9 @@ def test_a_stalled_follower_leaves_the_isr_after_the_lag_time_and_rejoins(cluste
         "SWITCHYARD_KAFKA__REPLICA_LAG_TIME_MAX_MS": "1500",
         "SWITCHYARD_KAFKA__BROKER_SESSION_TIMEOUT_MS": "120000",
     })
-    metadata_leader = controller(cluster.bootstrap())
-    leader, stalled = [n for n in (1, 2, 3) if n != metadata_leader]
-    create_replicated(cluster, topic_name, [leader, stalled, metadata_leader])
+    leader_node = metadata_leader(cluster.bootstrap())
+    leader, stalled = [n for n in (1, 2, 3) if n != leader_node]
+    create_replicated(cluster, topic_name, [leader, stalled, leader_node])
     assert isr_of(cluster, topic_name, [1, 2, 3]) == (leader, [1, 2, 3])
 
     cluster.nodes[stalled].pause()
@@ -275,7 +275,7 @@ def test_a_stalled_follower_leaves_the_isr_after_the_lag_time_and_rejoins(cluste
         for i in range(10):
             producer.produce(topic_name, value=f"s-{i}".encode())
         assert producer.flush(60) == 0, "messages left undelivered"
-        live = [leader, metadata_leader]
+        live = [leader, leader_node]
         assert isr_of(cluster, topic_name, live) == (leader, sorted(live))
         assert layout(cluster.bootstrap(*live))["brokers"] == [1, 2, 3], "nobody was fenced"
     finally:
@@ -286,5 +286,5 @@ def test_a_stalled_follower_leaves_the_isr_after_the_lag_time_and_rejoins(cluste
              f"broker {stalled} to rejoin the ISR", 0.2)
     expected = replica_log(cluster.nodes[leader], topic_name)
     assert expected[0] == 10
-    for n in (stalled, metadata_leader):
+    for n in (stalled, leader_node):
         assert replica_log(cluster.nodes[n], topic_name) == expected

@@ -161,6 +161,17 @@ pub(crate) struct Client {
     pub(crate) ip: std::net::IpAddr,
 }
 
+impl Client {
+    /// The broker itself, making a request on its own behalf (auto-creating topics).
+    pub(crate) fn internal(id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            host: "/127.0.0.1".to_owned(),
+            ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        }
+    }
+}
+
 /// Handle one request frame from the client at `peer`.
 pub(crate) async fn handle(broker: &Broker, peer: SocketAddr, frame: Bytes) -> Reply {
     let decoded = match decode_request(frame) {
@@ -205,7 +216,7 @@ async fn route(
             ResponseKind::Metadata(metadata::handle(broker, version, r).await)
         }
         RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(topics::create(broker, version, r).await)
+            ResponseKind::CreateTopics(topics::create(broker, client, version, r).await)
         }
         RequestKind::DeleteTopics(r) => {
             ResponseKind::DeleteTopics(topics::delete(broker, version, r).await)

@@ -8,27 +8,19 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{
     BrokerId as KBrokerId, MetadataRequest, MetadataResponse, TopicName,
 };
-use switchyard_backend_api::{BrokerId, MetadataState, Topic, TopicId, validate_topic_name};
+use switchyard_backend_api::{MetadataState, Topic, TopicId, validate_topic_name};
 use tracing::debug;
 
 use crate::broker::Broker;
 use crate::kafka::handlers::kstr;
 use crate::kafka::handlers::topics::auto_create;
 
-/// The broker id Metadata and DescribeCluster report as controller: the broker on the node
-/// that leads the metadata backend, else this broker.
+/// The broker id Metadata and DescribeCluster report as controller: this broker, as a Kafka 4
+/// broker names a live broker — any broker takes controller requests (CreateTopics is
+/// forwarded to the metadata leader's broker), so clients never wait on a controller that
+/// died. The metadata leader itself is in DescribeQuorum and `switchyard cluster status`.
 pub(crate) fn controller_id(broker: &Broker) -> i32 {
-    let leader = broker.backend().cluster().borrow().leader;
-    leader
-        .and_then(|node| BrokerId::try_from(node).ok())
-        .filter(|id| {
-            broker
-                .metadata()
-                .state
-                .broker(*id)
-                .is_some_and(|b| !b.fenced)
-        })
-        .map_or(broker.id().0, |id| id.0)
+    broker.id().0
 }
 
 /// What a Metadata request asked for.

@@ -3,6 +3,9 @@
 //! (so concurrent creators get a deterministic verdict).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -13,42 +16,45 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
+use switchyard_backend_api::warn_throttled;
 use switchyard_backend_api::{
     BrokerId, MetadataCommand, MetadataState, NewTopic, Outcome, TopicId, validate_topic_name,
 };
 use tracing::warn;
 
 use crate::broker::Broker;
+use crate::kafka::client::PeerClient;
+use crate::kafka::dispatch::Client;
 use crate::kafka::errors::{metadata_error, rejection_error};
 use crate::kafka::handlers::configs::{config_source, topic_configs, validate_topic_config};
 use crate::kafka::handlers::kstr;
+use crate::liveness;
 
 /// A per-topic failure: Kafka error and message.
 type TopicError = (ResponseError, String);
 
 /// Replica lists for `partitions` partitions of `replication_factor` replicas, round-robin over
-/// the live brokers starting at `start`, so partition leaders spread across brokers.
-pub(crate) fn assign(
-    state: &MetadataState,
+/// `brokers` starting at `start`, so partition leaders spread across brokers.
+fn assign(
+    brokers: &[BrokerId],
     partitions: u32,
     replication_factor: u16,
     start: usize,
 ) -> Result<Vec<Vec<BrokerId>>, TopicError> {
-    let live: Vec<BrokerId> = state.live_brokers().map(|b| b.id).collect();
     let rf = usize::from(replication_factor);
-    if rf > live.len() {
+    if rf > brokers.len() {
         return Err((
             ResponseError::InvalidReplicationFactor,
             format!(
                 "replication factor {replication_factor} is larger than the {} available brokers",
-                live.len()
+                brokers.len()
             ),
         ));
     }
     Ok((0..partitions as usize)
         .map(|p| {
             (0..rf)
-                .map(|r| live[(start + p + r) % live.len()])
+                .map(|r| brokers[(start + p + r) % brokers.len()])
                 .collect()
         })
         .collect())
@@ -89,51 +95,133 @@ fn within(budget: usize, partitions: usize) -> Result<(), TopicError> {
     Ok(())
 }
 
-/// Create `names` with the default partition count and replication factor; failures are logged
-/// (the Metadata response then reports the topic as unknown, and the client retries).
+/// Create `names` with the default partition count and replication factor, as a CreateTopics
+/// request would (forwarded to the metadata leader's broker, placed on live brokers, within
+/// the limits); failures are logged (the Metadata response then reports the topic as unknown,
+/// and the client retries).
 pub(crate) async fn auto_create(broker: &Broker, names: &[String]) {
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(i32::try_from(broker.settings().metadata_timeout_ms).unwrap_or(i32::MAX))
+        .with_topics(
+            names
+                .iter()
+                .map(|name| {
+                    CreatableTopic::default()
+                        .with_name(TopicName(kstr(name.clone())))
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
+                })
+                .collect(),
+        );
+    let client = Client::internal("switchyard-auto-create");
+    let response = create(broker, &client, AUTO_CREATE_VERSION, request).await;
+    for topic in response.topics.iter().filter(|t| t.error_code != 0) {
+        warn!(
+            topic = %topic.name.0.as_str(),
+            code = topic.error_code,
+            message = topic.error_message.as_ref().map_or("", |m| m.as_str()),
+            "cannot auto-create topic"
+        );
+    }
+}
+
+/// The CreateTopics version auto-creation and forwarding use.
+const AUTO_CREATE_VERSION: i16 = 7;
+
+/// The client id a forwarded CreateTopics carries: the receiving broker plans it itself, never
+/// forwarding it again.
+const FORWARDED_PREFIX: &str = "switchyard-forwarded-from-";
+
+/// How long a broker that cannot reach the metadata leader's broker waits for the leader to
+/// change before it tries again.
+const FORWARD_RETRY: Duration = Duration::from_millis(200);
+
+/// Send `request` to the metadata leader's broker, which places replicas on the brokers it
+/// has heard from; while none is reachable (an election, a promotion), wait for the leader to
+/// change and try again, until the request's timeout. `None` when this broker leads now (it
+/// plans the request itself).
+async fn forward_to_leader(
+    broker: &Broker,
+    version: i16,
+    request: &CreateTopicsRequest,
+) -> Option<CreateTopicsResponse> {
+    let timeout = match u64::try_from(request.timeout_ms) {
+        Ok(ms) if ms > 0 => Duration::from_millis(ms),
+        _ => broker.metadata_timeout(),
+    };
+    let deadline = Instant::now() + timeout;
+    let mut views = broker.backend().cluster();
+    while !broker.is_metadata_leader() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Some(refuse_all(
+                request,
+                ResponseError::RequestTimedOut,
+                "no metadata leader was reachable within the request timeout",
+            ));
+        }
+        if let Some(response) = forward(broker, version, request, left).await {
+            return Some(response);
+        }
+        let retry = (Instant::now() + FORWARD_RETRY).min(deadline);
+        let _ = tokio::time::timeout_at(retry, views.changed()).await;
+    }
+    None
+}
+
+/// One attempt to send `request` to the broker of the metadata leader's node, within
+/// `timeout`. `None` if no leader is known or it cannot be reached.
+async fn forward(
+    broker: &Broker,
+    version: i16,
+    request: &CreateTopicsRequest,
+    timeout: Duration,
+) -> Option<CreateTopicsResponse> {
+    let leader = broker.backend().cluster().borrow().leader?;
+    let leader = BrokerId::try_from(leader).ok()?;
     let view = broker.metadata();
-    let settings = broker.settings();
-    let mut budget = partition_budget(broker, &view.state);
-    let mut topics = Vec::new();
-    for name in names {
-        let allowed = check_not_reserved(name)
-            .and_then(|()| within(budget, settings.num_partitions as usize));
-        if let Err((_, message)) = allowed {
-            warn!(topic = %name, %message, "cannot auto-create topic");
-            continue;
-        }
-        budget = budget.saturating_sub(settings.num_partitions as usize);
-        match assign(
-            &view.state,
-            settings.num_partitions,
-            settings.default_replication_factor,
-            view.state.topic_count(),
-        ) {
-            Ok(assignments) => topics.push(NewTopic {
-                name: name.clone(),
-                id: TopicId(uuid::Uuid::new_v4()),
-                assignments,
-                configs: Vec::new(),
-            }),
-            Err((_, message)) => warn!(topic = %name, %message, "cannot auto-create topic"),
+    let target = view.state.broker(leader).filter(|b| !b.fenced)?;
+    let mut client = PeerClient::new(
+        format!("{}:{}", target.host, target.port),
+        format!("{FORWARDED_PREFIX}{}", broker.id()),
+        timeout,
+    );
+    match client.call(request, version).await {
+        Ok(response) => Some(response),
+        Err(error) => {
+            warn_throttled!(%leader, %error, "forwarding CreateTopics to the metadata leader's broker failed");
+            None
         }
     }
-    if topics.is_empty() {
-        return;
-    }
-    if let Err(e) = broker
-        .propose(MetadataCommand::CreateTopics { topics })
-        .await
-    {
-        warn!(error = %e, "auto-creating topics failed");
-    }
+}
+
+/// Every topic of `request` answered with `error`.
+fn refuse_all(
+    request: &CreateTopicsRequest,
+    error: ResponseError,
+    message: &str,
+) -> CreateTopicsResponse {
+    CreateTopicsResponse::default().with_topics(
+        request
+            .topics
+            .iter()
+            .map(|t| {
+                CreatableTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_error_code(error.code())
+                    .with_error_message(Some(kstr(message)))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+            })
+            .collect(),
+    )
 }
 
 /// Check one CreateTopics entry against the local view; build the topic to propose.
 fn plan(
     broker: &Broker,
     state: &MetadataState,
+    brokers: &[BrokerId],
     topic: &CreatableTopic,
     start: usize,
     budget: usize,
@@ -181,7 +269,7 @@ fn plan(
             }
         };
         within(budget, partitions as usize)?;
-        assign(state, partitions, replication_factor, start)?
+        assign(brokers, partitions, replication_factor, start)?
     } else {
         if topic.num_partitions != -1 || topic.replication_factor != -1 {
             return Err((
@@ -221,11 +309,44 @@ fn plan(
     })
 }
 
+/// CreateTopics. Planned on the metadata leader's broker, which knows which brokers are alive
+/// (their heartbeats reach it): any other broker forwards the request there, so clients may
+/// send it to any broker — the one Metadata names as controller is the one answering.
 pub(crate) async fn create(
     broker: &Broker,
-    _version: i16,
+    client: &Client,
+    version: i16,
     request: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
+    if broker.is_registered()
+        && !client.id.starts_with(FORWARDED_PREFIX)
+        && let Some(response) = forward_to_leader(broker, version, &request).await
+    {
+        return response;
+    }
+    let settings = broker.settings();
+    let wanted = request
+        .topics
+        .iter()
+        .filter(|t| t.assignments.is_empty())
+        .map(|t| match t.replication_factor {
+            -1 => usize::from(settings.default_replication_factor),
+            n => usize::try_from(n).unwrap_or(0),
+        })
+        .max()
+        .unwrap_or(0);
+    let brokers = if broker.is_metadata_leader() {
+        liveness::placeable(broker, wanted).await
+    } else {
+        // Forwarded here by a broker that took this one for the metadata leader: place on the
+        // brokers the metadata has live.
+        broker
+            .metadata()
+            .state
+            .live_brokers()
+            .map(|b| b.id)
+            .collect()
+    };
     let view = broker.metadata();
     let mut seen = BTreeSet::new();
     let duplicates: BTreeSet<String> = request
@@ -256,6 +377,7 @@ pub(crate) async fn create(
                 let planned = plan(
                     broker,
                     &view.state,
+                    &brokers,
                     topic,
                     view.state.topic_count() + i,
                     budget,
