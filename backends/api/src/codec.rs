@@ -134,4 +134,51 @@ mod tests {
         );
         Ok(())
     }
+
+    /// Found by the `metadata_codec` fuzz target: a snapshot of 18 bytes whose topic map claims
+    /// billions of entries made the decoder reserve 614 GB and abort the process.
+    #[test]
+    fn a_snapshot_claiming_billions_of_entries_is_malformed_not_an_abort() {
+        let bytes = [
+            0x01, 0x05, 0x00, 0x00, 0xfc, 0xff, 0x00, 0xe4, 0xe4, 0xe4, 0xe4, 0xe4, 0xe4, 0x01,
+            0x05, 0x00, 0x00, 0x00,
+        ];
+        assert!(matches!(
+            crate::StateView::from_bytes(&bytes),
+            Err(CodecError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_snapshot_round_trips() -> Result<(), CodecError> {
+        let mut state = crate::MetadataState::new();
+        let commands = [
+            MetadataCommand::InitCluster {
+                cluster_id: ClusterId("c".into()),
+            },
+            MetadataCommand::RegisterBroker {
+                id: crate::BrokerId(1),
+                host: "h".into(),
+                port: 1,
+                rack: None,
+            },
+            MetadataCommand::CreateTopics {
+                topics: vec![crate::NewTopic {
+                    name: "t".into(),
+                    id: crate::TopicId(uuid::Uuid::nil()),
+                    assignments: vec![vec![crate::BrokerId(1)]; 3],
+                    configs: vec![("retention.ms".into(), "5".into())],
+                }],
+            },
+        ];
+        for command in &commands {
+            let _ = state.apply(command);
+        }
+        let view = crate::StateView {
+            applied_index: 3,
+            state,
+        };
+        assert_eq!(crate::StateView::from_bytes(&view.to_bytes()?)?, view);
+        Ok(())
+    }
 }

@@ -36,10 +36,12 @@ pub struct Broker {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Partition {
     /// Assigned replicas, preferred leader first.
+    #[serde(deserialize_with = "cautious::vector")]
     pub replicas: Vector<BrokerId>,
     /// Current leader; `None` when no in-sync replica is live.
     pub leader: Option<BrokerId>,
     /// In-sync replicas, a subset of `replicas`.
+    #[serde(deserialize_with = "cautious::vector")]
     pub isr: Vector<BrokerId>,
     /// Bumped whenever the leader changes (Kafka's leader epoch).
     pub leader_epoch: i32,
@@ -62,8 +64,10 @@ pub struct Topic {
     /// Replication factor the topic was created with.
     pub replication_factor: u16,
     /// Topic-level configuration overrides.
+    #[serde(deserialize_with = "cautious::ord_map")]
     pub configs: Configs,
     /// Partitions, indexed by partition number.
+    #[serde(deserialize_with = "cautious::vector")]
     pub partitions: Vector<Partition>,
 }
 
@@ -104,6 +108,7 @@ pub struct Group {
     /// Leader member of the current generation.
     pub leader: Option<MemberId>,
     /// Members of the current generation.
+    #[serde(deserialize_with = "cautious::ord_map")]
     pub members: OrdMap<MemberId, GroupMember>,
     /// Whether the leader's assignment for the current generation has been stored.
     pub assignment_complete: bool,
@@ -153,10 +158,15 @@ pub struct CommittedOffset {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataState {
     pub(crate) cluster_id: Option<ClusterId>,
+    #[serde(deserialize_with = "cautious::ord_map")]
     pub(crate) brokers: OrdMap<BrokerId, Broker>,
+    #[serde(deserialize_with = "cautious::ord_map")]
     pub(crate) topics: OrdMap<String, Topic>,
+    #[serde(deserialize_with = "cautious::ord_map")]
     pub(crate) topic_names: OrdMap<TopicId, String>,
+    #[serde(deserialize_with = "cautious::ord_map")]
     pub(crate) groups: OrdMap<GroupId, Group>,
+    #[serde(deserialize_with = "cautious::ord_map")]
     pub(crate) offsets: OrdMap<OffsetKey, CommittedOffset>,
     pub(crate) next_producer_id: i64,
 }
@@ -263,5 +273,36 @@ impl MetadataState {
     /// The first producer id not yet handed out.
     pub fn next_producer_id(&self) -> i64 {
         self.next_producer_id
+    }
+}
+
+/// Deserializing the persistent collections without trusting the lengths in the input.
+/// `imbl`'s own `Deserialize` reserves as many elements as the input's length prefix claims
+/// before reading any: a snapshot of a few bytes (from disk or from a peer) claiming billions of
+/// entries aborted the process on the allocation (found by the `metadata_codec` fuzz target).
+/// These read through `Vec` and `BTreeMap`, whose reservations serde caps, in the same format.
+mod cautious {
+    use std::collections::BTreeMap;
+
+    use imbl::{OrdMap, Vector};
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn vector<'de, D, A>(deserializer: D) -> Result<Vector<A>, D::Error>
+    where
+        D: Deserializer<'de>,
+        A: Deserialize<'de> + Clone,
+    {
+        Ok(Vec::<A>::deserialize(deserializer)?.into_iter().collect())
+    }
+
+    pub(super) fn ord_map<'de, D, K, V>(deserializer: D) -> Result<OrdMap<K, V>, D::Error>
+    where
+        D: Deserializer<'de>,
+        K: Deserialize<'de> + Ord + Clone,
+        V: Deserialize<'de> + Clone,
+    {
+        Ok(BTreeMap::<K, V>::deserialize(deserializer)?
+            .into_iter()
+            .collect())
     }
 }

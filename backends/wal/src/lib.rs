@@ -26,6 +26,8 @@
 //! - `replication.rs` — role controller, primary links, follower side, promotion, the admin
 //!   client [`request_promotion`], extension connections ([`connect_extension`]) for a
 //!   backend that drives the roles itself ([`Roles::External`]).
+//! - `fuzzing.rs` — (feature `fuzzing`) the decoders above, for the fuzz targets in
+//!   `broker/fuzz`.
 //!
 //! # Invariants
 //! - Only the writer thread writes segment files; it holds no lock while it fsyncs.
@@ -40,6 +42,8 @@ mod applier;
 mod backend;
 mod config;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod log;
 mod membership;
 mod node;

@@ -36,7 +36,12 @@ async fn connect_from(source: &str, to: SocketAddr) -> anyhow::Result<TcpStream>
 
 /// A Metadata request on a fresh connection is answered: the node still serves.
 async fn still_serving(node: &Node) -> anyhow::Result<()> {
-    let mut stream = TcpStream::connect(node.kafka_addr()).await?;
+    still_serving_at(node.kafka_addr()).await
+}
+
+/// [`still_serving`] for the node listening at `addr`.
+async fn still_serving_at(addr: SocketAddr) -> anyhow::Result<()> {
+    let mut stream = TcpStream::connect(addr).await?;
     let request = RequestKind::Metadata(MetadataRequest::default().with_topics(None));
     match call(&mut stream, ApiKey::Metadata, 12, 1, &request).await? {
         ResponseKind::Metadata(m) if !m.brokers.is_empty() => Ok(()),
@@ -454,6 +459,54 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     Ok(utime + stime)
 }
 
+/// The Kafka listener address a running `switchyard serve` logged.
+async fn listener_addr(node: &mut Running) -> anyhow::Result<SocketAddr> {
+    let ready = node.wait_for_line("Kafka listener ready").await?;
+    Ok(ready
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .context("no addr= in the ready line")?
+        .parse()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_request_sent_in_a_loop_is_logged_once_per_interval() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let data_arg = data.to_string_lossy().into_owned();
+    let args = [
+        "serve",
+        "--metadata-backend",
+        "memory",
+        "--data-dir",
+        &data_arg,
+    ];
+    let mut node = Running::spawn(dir.path(), &args, &[])?;
+    let addr = listener_addr(&mut node).await?;
+    for _ in 0..300 {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.write_all(b"\x00\x00\x00\x0bhello world").await?;
+        let mut rest = Vec::new();
+        tokio::time::timeout(DEADLINE, stream.read_to_end(&mut rest)).await??;
+    }
+    still_serving_at(addr).await?;
+    node.terminate()?;
+    let (status, lines) = node.wait_exit().await?;
+    ensure!(status.success(), "exit {status}");
+    let logged = lines
+        .iter()
+        .filter(|l| l.contains("bad request; closing connection"))
+        .count();
+    // 300 bad requests within one 10 s interval: one line (two if the run straddles one).
+    ensure!(
+        (1..=2).contains(&logged),
+        "{logged} lines for 300 bad requests"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_loop_at_the_open_file_limit_neither_spins_nor_floods_the_log() -> anyhow::Result<()>
 {
@@ -468,13 +521,7 @@ async fn accept_loop_at_the_open_file_limit_neither_spins_nor_floods_the_log() -
         &data_arg,
     ];
     let mut node = Running::spawn_with_file_limit(dir.path(), &args, &[], 64)?;
-    let ready = node.wait_for_line("Kafka listener ready").await?;
-    let addr: SocketAddr = ready
-        .split("addr=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .context("no addr= in the ready line")?
-        .parse()?;
+    let addr = listener_addr(&mut node).await?;
     // Twice the file limit in idle connections: the kernel queues what the broker cannot
     // accept, and every accept past the limit fails with EMFILE.
     let mut idle = Vec::new();
