@@ -1004,6 +1004,38 @@ mod tests {
     }
 
     #[test]
+    fn limits_that_cannot_work_are_refused() {
+        jailed(|jail| {
+            for (key, value, bad) in [
+                (
+                    "SOCKET_REQUEST_MAX_BYTES",
+                    "4294967295",
+                    "socket_request_max_bytes",
+                ),
+                (
+                    "QUEUED_MAX_REQUEST_BYTES",
+                    "1048576",
+                    "queued_max_request_bytes",
+                ),
+                ("MAX_CONNECTIONS", "0", "max_connections"),
+                ("MAX_CONNECTIONS_PER_IP", "20000", "max_connections_per_ip"),
+                ("FETCH_MAX_BYTES", "10", "fetch_max_bytes"),
+                ("MAX_PARTITIONS", "2000000", "max_partitions"),
+                ("NUM_PARTITIONS", "20000", "num_partitions"),
+            ] {
+                jail.set_env(format!("SWITCHYARD_KAFKA__{key}"), value);
+                let err = load(None, &Overrides::default()).err();
+                assert!(
+                    matches!(&err, Some(ConfigError::OutOfRange { key, .. }) if *key == bad),
+                    "{key}={value}: {err:?}"
+                );
+                jail.clear_env();
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
     fn broker_session_must_outlast_the_heartbeat_interval() {
         jailed(|jail| {
             jail.set_env("SWITCHYARD_KAFKA__BROKER_HEARTBEAT_INTERVAL_MS", "500");
