@@ -130,6 +130,15 @@ impl Liveness {
         entry.at.elapsed()
     }
 
+    /// How long this node has led the metadata backend in `epoch`, as last noted by the fencer;
+    /// `None` if it has not noted that leadership (yet).
+    fn led_for(&self, epoch: u64) -> Option<Duration> {
+        let leading = *self.leading.lock().unwrap_or_else(PoisonError::into_inner);
+        leading
+            .filter(|l| l.epoch == epoch)
+            .map(|l| l.since.elapsed())
+    }
+
     /// Note that this node leads the metadata backend in `epoch` (or no longer leads); returns
     /// how long it has led without a break.
     fn leading(&self, epoch: Option<u64>) -> Option<Duration> {
@@ -157,13 +166,15 @@ impl Liveness {
 /// The brokers new replicas may be placed on, as the metadata leader's broker sees them:
 /// registered, unfenced, and heard from within two heartbeat intervals — this broker itself
 /// always — so a broker that just died is not given partitions it would keep offline until it
-/// is fenced. A new metadata leader has heard from nobody yet: while fewer than `wanted`
-/// brokers qualify but more are registered, it waits (up to two heartbeat intervals, woken by
-/// each heartbeat) for theirs.
-pub(crate) async fn placeable(broker: &Broker, wanted: usize) -> Vec<BrokerId> {
+/// is fenced. A metadata leader that has led for less than that window may simply not have
+/// heard from everyone yet: it waits, woken by each heartbeat, until every registered broker
+/// is heard from or the window has passed since it took the lead.
+pub(crate) async fn placeable(broker: &Broker) -> Vec<BrokerId> {
     let interval = Duration::from_millis(broker.settings().broker_heartbeat_interval_ms);
     let window = interval * 2;
-    let deadline = Instant::now() + window;
+    let epoch = broker.backend().cluster().borrow().epoch;
+    let led_for = broker.liveness().led_for(epoch).unwrap_or_default();
+    let deadline = Instant::now() + window.saturating_sub(led_for);
     loop {
         let heard = broker.liveness().heard.notified();
         let view = broker.metadata();
@@ -175,7 +186,7 @@ pub(crate) async fn placeable(broker: &Broker, wanted: usize) -> Vec<BrokerId> {
             })
             .map(|b| b.id)
             .collect();
-        if placeable.len() >= wanted.min(live.len()) || Instant::now() >= deadline {
+        if placeable.len() == live.len() || Instant::now() >= deadline {
             return placeable;
         }
         let _ = tokio::time::timeout_at(deadline, heard).await;

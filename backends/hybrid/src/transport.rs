@@ -470,3 +470,28 @@ pub async fn request_membership_change(
     }
     Err(last)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4_000))]
+
+        /// What a peer (or a stranger) sends on the hybrid extension connection, decoded: the
+        /// opening frame, call frames, and raft-rs messages give a value or an error, never a
+        /// panic or an allocation sized by a length in the input. (The libFuzzer targets in
+        /// `broker/fuzz` leave this crate out: its RocksDB build would dominate every fuzz
+        /// build.)
+        #[test]
+        fn any_extension_frame_decodes_or_is_refused(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)
+        ) {
+            let mut frame = vec![codec::FORMAT_VERSION];
+            frame.extend_from_slice(&body);
+            let _ = codec::decode::<Open>(&frame);
+            let _ = codec::decode::<CallFrame>(&frame);
+            let _ = Message::parse_from_bytes(&body);
+        }
+    }
+}

@@ -619,4 +619,24 @@ mod tests {
         server.abort();
         Ok(())
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4_000))]
+
+        /// What a peer (or a stranger) sends on the cluster port, decoded: any bytes after the
+        /// format-version byte give a frame or a codec error, never a panic or an allocation
+        /// sized by a length in the input. (The libFuzzer targets in `broker/fuzz` leave this
+        /// crate out: its RocksDB build would dominate every fuzz build.)
+        #[test]
+        fn any_cluster_frame_decodes_or_is_refused(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)
+        ) {
+            let mut frame = vec![codec::FORMAT_VERSION];
+            frame.extend_from_slice(&body);
+            let _ = codec::decode::<Hello>(&frame);
+            let _ = codec::decode::<Welcome>(&frame);
+            let _ = codec::decode::<Request>(&frame);
+            let _ = codec::decode::<Response>(&frame);
+        }
+    }
 }

@@ -1335,3 +1335,58 @@ pub async fn connect_extension(
         other => Err(unexpected(&other)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use anyhow::{Context as _, bail, ensure};
+    use switchyard_compat_tests::{RegistryHarness, TestCluster};
+
+    use super::*;
+
+    /// A primary announcing a snapshot larger than a node decodes is cut off at its first
+    /// chunk: the follower used to buffer chunks towards whatever total the primary claimed.
+    /// (Here the "primary" is a peer claiming a higher epoch, which a node accepts.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_larger_than_a_node_decodes_is_refused_at_the_first_chunk()
+    -> anyhow::Result<()> {
+        let harness = RegistryHarness::new("wal");
+        let mut cluster = TestCluster::layout(&harness, 2)?;
+        cluster.open(0).await?;
+        let identity = &cluster.spec(0)?.identity;
+        let me = identity.id;
+        let addr = identity
+            .cluster_addr
+            .clone()
+            .context("no cluster address")?;
+        let primary = *identity
+            .peers
+            .keys()
+            .find(|id| **id != me)
+            .context("no peer")?;
+        let io = Duration::from_secs(5);
+        let (mut reader, mut writer) = TcpStream::connect(&addr).await?.into_split();
+        let hello = Message::Hello {
+            cluster_id: "switchyard".into(),
+            from: primary,
+            to: me,
+            epoch: 7,
+            purpose: Purpose::Replicate,
+        };
+        send(&mut writer, &hello, io).await?;
+        match recv(&mut reader, 1 << 20, io).await? {
+            Message::Welcome { .. } => {}
+            other => bail!("the node answered {}", describe(&other)),
+        }
+        let chunk = Message::SnapshotChunk {
+            total: 1 << 40,
+            data: vec![0; 1 << 16],
+        };
+        send(&mut writer, &chunk, io).await?;
+        let answer = recv(&mut reader, 1 << 20, io).await;
+        ensure!(
+            !matches!(answer, Ok(_) | Err(NetError::Timeout(..))),
+            "the node kept a link announcing a 1 TiB snapshot: {answer:?}"
+        );
+        Ok(())
+    }
+}

@@ -324,19 +324,8 @@ pub(crate) async fn create(
     {
         return response;
     }
-    let settings = broker.settings();
-    let wanted = request
-        .topics
-        .iter()
-        .filter(|t| t.assignments.is_empty())
-        .map(|t| match t.replication_factor {
-            -1 => usize::from(settings.default_replication_factor),
-            n => usize::try_from(n).unwrap_or(0),
-        })
-        .max()
-        .unwrap_or(0);
     let brokers = if broker.is_metadata_leader() {
-        liveness::placeable(broker, wanted).await
+        liveness::placeable(broker).await
     } else {
         // Forwarded here by a broker that took this one for the metadata leader: place on the
         // brokers the metadata has live.
