@@ -30,8 +30,8 @@ pub enum Command {
     /// Operate a running cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
-    /// Run seeded fault runs (partitions, delays, crashes) of every multi-node backend in this
-    /// binary, check each against its declared guarantees, check that deliberately broken
+    /// Run seeded fault runs (partitions, delays, dropped traffic, crashes, power cuts) of every
+    /// multi-node backend in this binary, check each against its declared guarantees, check that deliberately broken
     /// variants are caught, and write the Markdown report (docs/CONFORMANCE.md).
     Conformance {
         /// Backends to run, comma-separated (default: every multi-node backend linked in).
@@ -78,8 +78,8 @@ pub enum ClusterCommand {
         #[command(flatten)]
         config: ServeArgs,
     },
-    /// Add node N, already running and waiting to join, to the metadata cluster (`raft`
-    /// backend): it joins as a learner, catches up, then becomes a voter. Asks the configured
+    /// Add node N, already running and waiting to join, to the metadata cluster (`raft`,
+    /// `hybrid` or `wal` backend): it joins as a learner, catches up, then becomes a voter. Asks the configured
     /// peers in turn; a follower passes the request to the leader. Reads the same configuration
     /// as `serve` to find the cluster.
     AddNode {
@@ -93,7 +93,7 @@ pub enum ClusterCommand {
         #[command(flatten)]
         config: ServeArgs,
     },
-    /// Remove node N from the metadata cluster (`raft` backend). Once the change commits the
+    /// Remove node N from the metadata cluster (`raft`, `hybrid` or `wal` backend). Once the change commits the
     /// node takes no part in elections or commits; stop it then. Asks the configured peers in
     /// turn (N last); a follower passes the request to the leader.
     RemoveNode {

@@ -1,8 +1,8 @@
 //! The Switchyard broker.
 //!
 //! A Switchyard process is one Kafka broker plus one node of a metadata backend. The backend —
-//! `memory`, and later `wal`, `raft` or `hybrid` — is chosen at start-up by name from the
-//! registry in `switchyard-backend-api`; the broker only ever sees it as an
+//! `raft`, `hybrid`, `wal` or `memory`, whichever are compiled in — is chosen at start-up by
+//! name from the registry in `switchyard-backend-api`; the broker only ever sees it as an
 //! `Arc<dyn MetadataBackend>`.
 //!
 //! It is the only crate that knows the Kafka wire format.
