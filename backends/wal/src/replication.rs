@@ -879,12 +879,27 @@ impl Receiver {
     }
 }
 
+/// How long binding the cluster address is retried before the node gives up listening.
+const BIND_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Accept connections on this node's cluster address until the backend stops. Binding is
-/// retried: a node reopened in the same process may find its old listener still closing.
+/// retried for [`BIND_DEADLINE`]: a node reopened in the same process may find its old
+/// listener still closing. An address still taken then is an ERROR, and the node takes no
+/// cluster connections (it reports why instead of retrying quietly for ever).
 pub(crate) async fn listen(node: Arc<Node>, addr: String, bound: Option<TcpListener>) {
     let listener = match bound {
         Some(listener) => listener,
-        None => bind_retrying(&addr).await,
+        None => match bind_retrying(&addr, BIND_DEADLINE).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(
+                    %addr,
+                    %error,
+                    "cannot bind the cluster address; this node takes no cluster connections"
+                );
+                return;
+            }
+        },
     };
     let mut connections = JoinSet::new();
     loop {
@@ -899,10 +914,12 @@ pub(crate) async fn listen(node: Arc<Node>, addr: String, bound: Option<TcpListe
     }
 }
 
-async fn bind_retrying(addr: &str) -> TcpListener {
+async fn bind_retrying(addr: &str, deadline: Duration) -> std::io::Result<TcpListener> {
+    let give_up = tokio::time::Instant::now() + deadline;
     loop {
         match bind(addr) {
-            Ok(listener) => break listener,
+            Ok(listener) => return Ok(listener),
+            Err(e) if tokio::time::Instant::now() >= give_up => return Err(e),
             Err(e) => {
                 tracing::debug!(%addr, error = %e, "cannot bind the cluster address yet; retrying");
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1342,6 +1359,20 @@ mod tests {
     use switchyard_compat_tests::{RegistryHarness, TestCluster};
 
     use super::*;
+
+    #[tokio::test]
+    async fn binding_a_taken_address_gives_up_at_its_deadline() -> anyhow::Result<()> {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = taken.local_addr()?.to_string();
+        let result = bind_retrying(&addr, Duration::from_millis(200)).await;
+        ensure!(
+            result.is_err(),
+            "bound an address another socket listens on"
+        );
+        drop(taken);
+        ensure!(bind_retrying(&addr, Duration::from_secs(5)).await.is_ok());
+        Ok(())
+    }
 
     /// A primary announcing a snapshot larger than a node decodes is cut off at its first
     /// chunk: the follower used to buffer chunks towards whatever total the primary claimed.
