@@ -16,7 +16,8 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
-from kafka.protocol.consumer import FetchResponse, HeartbeatRequest, HeartbeatResponse
+from kafka.protocol.consumer import (FetchResponse, HeartbeatRequest, HeartbeatResponse,
+                                     OffsetFetchRequest, OffsetFetchResponse)
 from kafka.protocol.metadata import (FindCoordinatorRequest, FindCoordinatorResponse,
                                      MetadataRequest, MetadataResponse)
 
@@ -115,6 +116,15 @@ def test_each_group_has_one_coordinator_and_the_others_say_not_coordinator(clust
                     assert response.error_code != NOT_COORDINATOR, (group, node)
                 else:
                     assert response.error_code == NOT_COORDINATOR, (group, node)
+                # OffsetFetch v1 has no top-level error: each partition asked for carries it.
+                fetched = conn.request(
+                    OffsetFetchRequest(group_id=group, topics=[
+                        OffsetFetchRequest.OffsetFetchRequestTopic(
+                            name="t", partition_indexes=[0, 1])]),
+                    OffsetFetchResponse, 1)
+                codes = {p.error_code for t in fetched.topics for p in t.partitions}
+                expected = {0} if node == coordinator else {NOT_COORDINATOR}
+                assert codes == expected, (group, node, fetched)
 
 
 def test_produce_and_consume_through_any_node(cluster, topic_name):

@@ -171,8 +171,9 @@ fn samples(key: ApiKey, version: i16) -> anyhow::Result<Option<Vec<RequestKind>>
                 .with_partition_index(0)
                 .with_committed_offset(1)
                 .with_committed_metadata(Some(s("metadata")));
+            // A real leader epoch, so OffsetFetch at every version answers with one stored.
             if version >= 6 {
-                partition = partition.with_committed_leader_epoch(-1);
+                partition = partition.with_committed_leader_epoch(0);
             }
             let standalone = OffsetCommitRequest::default()
                 .with_group_id(group("every-api-offsets"))

@@ -209,16 +209,28 @@ pub(crate) async fn fetch(
         return OffsetFetchResponse::default().with_groups(groups);
     }
     let error = broker.coordination_error(request.group_id.0.as_str());
-    let wanted = request.topics.map(|ts| {
+    let wanted: Option<Vec<(String, Vec<i32>)>> = request.topics.map(|ts| {
         ts.into_iter()
             .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes))
             .collect()
     });
-    let rows = if error.is_none() {
-        group_offsets(&view.state, request.group_id.0.as_str(), wanted)
-    } else {
-        Default::default()
+    let rows = match (error, wanted) {
+        (None, wanted) => group_offsets(&view.state, request.group_id.0.as_str(), wanted),
+        // Before v2 there is no top-level error code: as Kafka does, each asked partition
+        // carries the error.
+        (Some(_), Some(wanted)) if version < 2 => wanted
+            .into_iter()
+            .map(|(topic, partitions)| {
+                let rows = partitions
+                    .into_iter()
+                    .map(|p| (p, -1, -1, String::new()))
+                    .collect();
+                (topic, rows)
+            })
+            .collect(),
+        (Some(_), _) => Default::default(),
     };
+    let partition_error = if version < 2 { error } else { None };
     let topics = rows
         .into_iter()
         .map(|(topic, rows)| {
@@ -232,6 +244,7 @@ pub(crate) async fn fetch(
                                 .with_committed_offset(offset)
                                 .with_committed_leader_epoch(epoch)
                                 .with_metadata(Some(kstr(metadata)))
+                                .with_error_code(partition_error.map_or(0, |e| e.code()))
                         })
                         .collect(),
                 )
