@@ -27,11 +27,14 @@ use tokio::sync::watch;
 
 use crate::harness::{BackendHarness, DEADLINE, NodeSpec, reserve_addr};
 
-/// Opens three-node clusters of a registered multi-node backend, with its default
-/// configuration, where the suite asks for one node.
-#[derive(Debug, Clone, Copy)]
+/// Opens three-node clusters of a registered multi-node backend where the suite asks for one
+/// node: with the backend's default configuration and declared guarantees unless told
+/// otherwise ([`Self::with_config`], [`Self::declaring`]).
+#[derive(Debug, Clone)]
 pub struct TrioHarness {
     registration: &'static Registration,
+    config: Figment,
+    declared: Option<Guarantees>,
 }
 
 impl TrioHarness {
@@ -42,9 +45,26 @@ impl TrioHarness {
     /// are available.
     pub fn new(name: &str) -> Self {
         match find_backend(name) {
-            Ok(registration) => Self { registration },
+            Ok(registration) => Self {
+                registration,
+                config: Figment::new(),
+                declared: None,
+            },
             Err(e) => panic!("{e}"),
         }
+    }
+
+    /// Open every node with this backend table (`[metadata.<name>]`, focused).
+    pub fn with_config(mut self, config: Figment) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The guarantees the nodes must report, when the configuration selects a mode that
+    /// declares other than the registration's.
+    pub fn declaring(mut self, guarantees: Guarantees) -> Self {
+        self.declared = Some(guarantees);
+        self
     }
 
     async fn open_node(
@@ -55,7 +75,7 @@ impl TrioHarness {
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| MetadataError::Storage(format!("{}: {e}", data_dir.display())))?;
         let context = OpenContext {
-            config: Figment::new(),
+            config: self.config.clone(),
             data_dir,
             node: identity,
         };
@@ -92,7 +112,7 @@ impl BackendHarness for TrioHarness {
     }
 
     fn declared(&self) -> Guarantees {
-        self.registration.guarantees
+        self.declared.unwrap_or(self.registration.guarantees)
     }
 
     async fn open(&self, node: &NodeSpec) -> Result<Arc<dyn MetadataBackend>, MetadataError> {

@@ -14,20 +14,22 @@ mod single {
 
 /// Three nodes, `sync` mode.
 mod sync3 {
-    use crate::trio::TrioHarness;
+    use switchyard_compat_tests::TrioHarness;
 
-    switchyard_compat_tests::conformance_tests!(TrioHarness::new(
-        figment::Figment::new(),
-        switchyard_backend_wal::SYNC_GUARANTEES
-    ));
+    switchyard_compat_tests::conformance_tests!(
+        TrioHarness::new("wal").declaring(switchyard_backend_wal::SYNC_GUARANTEES)
+    );
 }
 
 /// Three nodes, `async` mode.
 mod async3 {
-    use crate::trio::TrioHarness;
+    use switchyard_compat_tests::TrioHarness;
 
-    switchyard_compat_tests::conformance_tests!(TrioHarness::new(
-        figment::Figment::from(figment::providers::Serialized::default("mode", "async")),
-        switchyard_backend_wal::ASYNC_GUARANTEES
-    ));
+    switchyard_compat_tests::conformance_tests!(
+        TrioHarness::new("wal")
+            .with_config(figment::Figment::from(
+                figment::providers::Serialized::default("mode", "async")
+            ))
+            .declaring(switchyard_backend_wal::ASYNC_GUARANTEES)
+    );
 }

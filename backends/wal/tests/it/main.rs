@@ -10,4 +10,3 @@ mod nemesis;
 mod recovery;
 mod replication;
 mod support;
-mod trio;
