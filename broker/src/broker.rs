@@ -12,7 +12,7 @@ use switchyard_backend_api::{
     BrokerId, Change, ClusterId, MetadataBackend, MetadataCommand, MetadataError, Outcome,
     StateView, StreamError,
 };
-use tokio::sync::{Mutex, Notify, watch};
+use tokio::sync::{Mutex, Notify, Semaphore, watch};
 use tracing::{info, warn};
 
 use crate::config::KafkaSettings;
@@ -39,6 +39,16 @@ pub struct Broker {
     incarnation: AtomicU64,
     liveness: Liveness,
     isr_checks: Notify,
+    /// `queued.max.request.bytes`: one permit per request byte in memory (read, decoded or
+    /// being answered), shared by every connection.
+    request_budget: Semaphore,
+}
+
+/// The permits of the request budget: `queued.max.request.bytes`, within what a semaphore holds.
+fn budget_permits(settings: &KafkaSettings) -> usize {
+    usize::try_from(settings.queued_max_request_bytes)
+        .unwrap_or(usize::MAX)
+        .min(Semaphore::MAX_PERMITS)
 }
 
 impl Broker {
@@ -58,14 +68,25 @@ impl Broker {
             port,
             groups: GroupCoordinator::new(me.clone(), &settings),
             backend,
-            settings,
             registered: watch::Sender::new(false),
             producer_ids: Mutex::new(None),
             replicas: Arc::new(replicas),
             incarnation: AtomicU64::new(0),
             liveness: Liveness::default(),
             isr_checks: Notify::new(),
+            request_budget: Semaphore::new(budget_permits(&settings)),
+            settings,
         })
+    }
+
+    /// The request-bytes budget connections take their requests' sizes from.
+    pub(crate) fn request_budget(&self) -> &Semaphore {
+        &self.request_budget
+    }
+
+    /// Bytes of requests held in memory right now (read and not yet answered).
+    pub fn request_bytes_in_flight(&self) -> usize {
+        budget_permits(&self.settings).saturating_sub(self.request_budget.available_permits())
     }
 
     /// The partitions stored here.

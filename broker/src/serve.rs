@@ -131,6 +131,7 @@ pub struct Node {
     broker: Arc<Broker>,
     kafka_addr: SocketAddr,
     stop: watch::Sender<bool>,
+    listener: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -209,8 +210,8 @@ impl Node {
             replicas,
         );
         let (stop, stopped) = watch::channel(false);
+        let listener = tokio::spawn(server::serve(listener, Arc::clone(&broker), stopped));
         let tasks = vec![
-            tokio::spawn(server::serve(listener, Arc::clone(&broker), stopped)),
             tokio::spawn(Arc::clone(&broker).register()),
             tokio::spawn(GroupCoordinator::run_session_timers(Arc::downgrade(
                 &broker,
@@ -234,6 +235,7 @@ impl Node {
             broker,
             kafka_addr,
             stop,
+            listener,
             tasks,
         })
     }
@@ -258,12 +260,24 @@ impl Node {
         self.kafka_addr
     }
 
-    /// Stop the Kafka listener and broker tasks, stop following the cluster view, and shut the
-    /// backend down.
+    /// Stop in order: the Kafka listener stops accepting and drains the requests in flight
+    /// (up to [`server::DRAIN_TIMEOUT`]); then the broker's tasks are stopped and awaited; then
+    /// the high watermarks are checkpointed and the partition logs closed; last the backend
+    /// shuts down. Nothing of the broker runs once the logs are closed.
     pub async fn shutdown(self) -> Result<(), ServeError> {
         self.stop.send_replace(true);
+        if self.listener.await.is_err() {
+            warn!("the Kafka listener panicked");
+        }
         for task in &self.tasks {
             task.abort();
+        }
+        for task in self.tasks {
+            if let Err(e) = task.await
+                && e.is_panic()
+            {
+                warn!(error = %e, "a broker task panicked");
+            }
         }
         let replicas = Arc::clone(self.broker.replicas());
         if tokio::task::spawn_blocking(move || replicas.close(now_ms()))

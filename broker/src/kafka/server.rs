@@ -19,8 +19,9 @@ use switchyard_backend_api::net::accept;
 use switchyard_backend_api::warn_throttled;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
-use tracing::{debug, info};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
 use crate::config::KafkaSettings;
@@ -101,19 +102,20 @@ impl Drop for Admitted {
 const FRAME_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// A response must be written within this long.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a stopping listener waits for requests in flight to be answered.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accept connections until `shutdown` turns true.
+/// Accept connections until `shutdown` turns true; then stop accepting, let every connection
+/// finish the request it is answering (idle ones close at once), and return once all are
+/// closed — or after [`DRAIN_TIMEOUT`], closing the rest.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut open = JoinSet::new();
+    let stopping = shutdown.clone();
     let connections = Arc::new(Connections::new(broker.settings()));
-    let budget = Arc::new(Semaphore::new(
-        usize::try_from(broker.settings().queued_max_request_bytes)
-            .unwrap_or(usize::MAX)
-            .min(Semaphore::MAX_PERMITS),
-    ));
     loop {
         tokio::select! {
             (stream, peer) = accept(&listener, "kafka") => {
@@ -126,27 +128,39 @@ pub async fn serve(
                 };
                 debug!(%peer, "connection accepted");
                 let broker = Arc::clone(&broker);
-                let budget = Arc::clone(&budget);
-                tokio::spawn(async move {
-                    if let Err(e) = connection(stream, peer, broker, &budget).await {
+                let stopping = stopping.clone();
+                open.spawn(async move {
+                    if let Err(e) = connection(stream, peer, broker, stopping).await {
                         debug!(%peer, error = %e, "connection closed");
                     }
                     drop(admitted);
                 });
             },
-            _ = shutdown.wait_for(|stop| *stop) => {
-                info!("Kafka listener stopped");
-                return;
-            }
+            Some(_) = open.join_next(), if !open.is_empty() => {}
+            _ = shutdown.wait_for(|stop| *stop) => break,
         }
     }
+    drop(listener);
+    let in_flight = open.len();
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while open.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            left = open.len(),
+            "requests still in flight after the drain timeout; closing their connections"
+        );
+        open.shutdown().await;
+    }
+    info!(connections = in_flight, "Kafka listener stopped");
 }
 
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     broker: Arc<Broker>,
-    budget: &Semaphore,
+    mut stopping: watch::Receiver<bool>,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let (read, write) = stream.into_split();
@@ -155,7 +169,13 @@ async fn connection(
     let idle = Duration::from_millis(broker.settings().connections_max_idle_ms);
     let max = broker.settings().socket_request_max_bytes;
     loop {
-        let length = match tokio::time::timeout(idle, read.read_i32()).await {
+        // Between requests a stopping listener closes the connection; a request already read
+        // is answered first.
+        let next = tokio::select! {
+            next = tokio::time::timeout(idle, read.read_i32()) => next,
+            _ = stopping.wait_for(|stop| *stop) => return Ok(()),
+        };
+        let length = match next {
             Ok(Ok(length)) => length,
             Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Ok(Err(e)) => return Err(e),
@@ -174,7 +194,7 @@ async fn connection(
         }
         // Held until the response is written: the request's bytes, decoded form and answer
         // are in memory until then.
-        let Ok(_permit) = budget.acquire_many(length).await else {
+        let Ok(_permit) = broker.request_budget().acquire_many(length).await else {
             return Ok(());
         };
         let mut frame = Vec::with_capacity((length as usize).min(INITIAL_FRAME_CAPACITY));

@@ -233,3 +233,88 @@ async fn truncated_requests_close_the_connection() -> anyhow::Result<()> {
     node.shutdown().await?;
     Ok(())
 }
+
+/// Shutdown stops accepting, answers the request in flight (a Fetch long-poll), closes idle
+/// connections at once, and returns only after all of that: connection tasks used to outlive
+/// the node, idle ones for `connections.max.idle.ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_requests_in_flight_and_closes_idle_connections() -> anyhow::Result<()> {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{CreateTopicsRequest, FetchRequest, RequestKind, TopicName};
+
+    use crate::every_api::call;
+    use crate::support::{s, start_memory};
+
+    let dir = tempfile::tempdir()?;
+    let node = start_memory(&dir, &[]).await?;
+    let mut idle = TcpStream::connect(node.kafka_addr()).await?;
+    let create = RequestKind::CreateTopics(
+        CreateTopicsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(TopicName(s("drain")))
+                    .with_num_partitions(1)
+                    .with_replication_factor(1),
+            ]),
+    );
+    call(&mut idle, ApiKey::CreateTopics, 5, 1, &create).await?;
+    // A consumer's long-poll, waiting for data that never comes.
+    let fetch = RequestKind::Fetch(
+        FetchRequest::default()
+            .with_replica_id((-1).into())
+            .with_max_wait_ms(2_000)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(TopicName(s("drain")))
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(-1)
+                            .with_fetch_offset(0)
+                            .with_partition_max_bytes(1 << 20),
+                    ]),
+            ]),
+    );
+    let mut polling = TcpStream::connect(node.kafka_addr()).await?;
+    let poll = tokio::spawn(async move {
+        let answer = call(&mut polling, ApiKey::Fetch, 12, 2, &fetch).await;
+        (answer, polling)
+    });
+    // The long-poll is in flight once the broker holds its bytes.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut in_flight = node.broker().request_bytes_in_flight();
+    while in_flight == 0 {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the long-poll never reached the broker"
+        );
+        tokio::task::yield_now().await;
+        in_flight = node.broker().request_bytes_in_flight();
+    }
+    let addr = node.kafka_addr();
+    tokio::time::timeout(DEADLINE, node.shutdown()).await??;
+    let (answer, mut polling) = poll.await?;
+    ensure!(
+        answer.is_ok(),
+        "the long-poll in flight was not answered: {answer:?}"
+    );
+    // Both connections are closed by the time shutdown returns, and nothing accepts.
+    for stream in [&mut idle, &mut polling] {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut byte)).await;
+        ensure!(
+            matches!(read, Ok(Ok(0) | Err(_))),
+            "a connection outlived the node: {read:?}"
+        );
+    }
+    ensure!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener still accepts"
+    );
+    Ok(())
+}
