@@ -30,6 +30,7 @@ pub enum Command {
     /// Operate a running cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    #[cfg(feature = "conformance")]
     /// Run seeded fault runs (partitions, delays, dropped traffic, crashes, power cuts) of every
     /// multi-node backend in this binary, check each against its declared guarantees, check that deliberately broken
     /// variants are caught, and write the Markdown report (docs/CONFORMANCE.md).

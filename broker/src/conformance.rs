@@ -373,7 +373,8 @@ fn render(plan: &Plan, rows: &[Row], caught: &[Caught]) -> String {
         out,
         "CI runs two seeds per backend in each backend's fault-run test (`cargo nextest run \
          --workspace -E 'test(nemesis)'`). A longer soak: \
-         `switchyard conformance --seeds 50 --ops 200 --output /tmp/soak.md` (runs grow with \
+         `cargo run -p switchyard --features conformance -- conformance --seeds 50 --ops 200 \
+         --output /tmp/soak.md` (runs grow with \
          the number of operations: this report's 60 per client take about 5 s a run); any \
          failing cell names its seeds."
     );

@@ -26,8 +26,8 @@
 //! - [`replicas`] — the partitions stored here, with idempotent-producer state and high
 //!   watermarks.
 //! - [`replication`] — follower fetch, the ISR and the high watermark.
-//! - [`conformance`] — `switchyard conformance`: the fault runs of every linked backend and
-//!   the generated report.
+//! - `conformance` (feature `conformance`, off by default) — `switchyard conformance`: the
+//!   fault runs of every linked backend and the generated report.
 //! - [`status`] — `switchyard cluster status`, over DescribeCluster and DescribeQuorum.
 //! - [`serve`] — `switchyard serve`: open the backend, start the listener and the broker's
 //!   tasks, stop on a signal.
@@ -44,6 +44,7 @@ pub mod backends;
 pub mod broker;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod group;
 pub mod kafka;

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Backends => list_backends(),
         Command::Serve(args) => serve(&args),
+        #[cfg(feature = "conformance")]
         Command::Conformance {
             backends,
             seeds,
@@ -120,6 +121,7 @@ fn operate<T>(
     Ok(runtime.block_on(request(&config)))
 }
 
+#[cfg(feature = "conformance")]
 fn conformance(
     plan: switchyard::conformance::Plan,
     output: Option<&std::path::Path>,
