@@ -234,6 +234,20 @@ async fn truncated_requests_close_the_connection() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Wait until the request bytes the broker holds satisfy `done`.
+async fn in_flight_until(node: &Node, done: impl Fn(usize) -> bool) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !done(node.broker().request_bytes_in_flight()) {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "request bytes in flight stayed at {}",
+            node.broker().request_bytes_in_flight()
+        );
+        tokio::task::yield_now().await;
+    }
+    Ok(())
+}
+
 /// Shutdown stops accepting, answers the request in flight (a Fetch long-poll), closes idle
 /// connections at once, and returns only after all of that: connection tasks used to outlive
 /// the node, idle ones for `connections.max.idle.ms`.
@@ -260,6 +274,8 @@ async fn shutdown_drains_requests_in_flight_and_closes_idle_connections() -> any
             ]),
     );
     call(&mut idle, ApiKey::CreateTopics, 5, 1, &create).await?;
+    // The broker lets go of that request's bytes just after the answer is written.
+    in_flight_until(&node, |bytes| bytes == 0).await?;
     // A consumer's long-poll, waiting for data that never comes.
     let fetch = RequestKind::Fetch(
         FetchRequest::default()
@@ -286,16 +302,7 @@ async fn shutdown_drains_requests_in_flight_and_closes_idle_connections() -> any
         (answer, polling)
     });
     // The long-poll is in flight once the broker holds its bytes.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let mut in_flight = node.broker().request_bytes_in_flight();
-    while in_flight == 0 {
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the long-poll never reached the broker"
-        );
-        tokio::task::yield_now().await;
-        in_flight = node.broker().request_bytes_in_flight();
-    }
+    in_flight_until(&node, |bytes| bytes > 0).await?;
     let addr = node.kafka_addr();
     tokio::time::timeout(DEADLINE, node.shutdown()).await??;
     let (answer, mut polling) = poll.await?;

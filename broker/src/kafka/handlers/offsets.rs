@@ -160,6 +160,44 @@ fn group_offsets(
     }
 }
 
+/// One group's answer, for any version: the group-level error, and per topic the rows —
+/// the committed offsets asked for (or all of them), or, when there is an error, nothing,
+/// except before v2 (no group-level error code) where each asked partition carries it.
+struct GroupAnswer {
+    error: Option<ResponseError>,
+    partition_error: Option<ResponseError>,
+    rows: Vec<(String, Vec<Committed>)>,
+}
+
+fn answer_group(
+    broker: &Broker,
+    state: &MetadataState,
+    version: i16,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> GroupAnswer {
+    let error = broker.coordination_error(group);
+    let rows = match (error, wanted) {
+        (None, wanted) => group_offsets(state, group, wanted),
+        (Some(_), Some(wanted)) if version < 2 => wanted
+            .into_iter()
+            .map(|(topic, partitions)| {
+                let rows = partitions
+                    .into_iter()
+                    .map(|p| (p, -1, -1, String::new()))
+                    .collect();
+                (topic, rows)
+            })
+            .collect(),
+        (Some(_), _) => Vec::new(),
+    };
+    GroupAnswer {
+        error,
+        partition_error: error.filter(|_| version < 2),
+        rows,
+    }
+}
+
 pub(crate) async fn fetch(
     broker: &Broker,
     version: i16,
@@ -171,18 +209,15 @@ pub(crate) async fn fetch(
             .groups
             .into_iter()
             .map(|g| {
-                let error = broker.coordination_error(g.group_id.0.as_str());
                 let wanted = g.topics.map(|ts| {
                     ts.into_iter()
                         .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes))
                         .collect()
                 });
-                let rows = if error.is_none() {
-                    group_offsets(&view.state, g.group_id.0.as_str(), wanted)
-                } else {
-                    Default::default()
-                };
-                let topics = rows
+                let answer =
+                    answer_group(broker, &view.state, version, g.group_id.0.as_str(), wanted);
+                let topics = answer
+                    .rows
                     .into_iter()
                     .map(|(topic, rows)| {
                         OffsetFetchResponseTopics::default()
@@ -203,35 +238,26 @@ pub(crate) async fn fetch(
                 OffsetFetchResponseGroup::default()
                     .with_group_id(KGroupId(g.group_id.0))
                     .with_topics(topics)
-                    .with_error_code(error.map_or(0, |e| e.code()))
+                    .with_error_code(answer.error.map_or(0, |e| e.code()))
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    let error = broker.coordination_error(request.group_id.0.as_str());
-    let wanted: Option<Vec<(String, Vec<i32>)>> = request.topics.map(|ts| {
+    let wanted = request.topics.map(|ts| {
         ts.into_iter()
             .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes))
             .collect()
     });
-    let rows = match (error, wanted) {
-        (None, wanted) => group_offsets(&view.state, request.group_id.0.as_str(), wanted),
-        // Before v2 there is no top-level error code: as Kafka does, each asked partition
-        // carries the error.
-        (Some(_), Some(wanted)) if version < 2 => wanted
-            .into_iter()
-            .map(|(topic, partitions)| {
-                let rows = partitions
-                    .into_iter()
-                    .map(|p| (p, -1, -1, String::new()))
-                    .collect();
-                (topic, rows)
-            })
-            .collect(),
-        (Some(_), _) => Default::default(),
-    };
-    let partition_error = if version < 2 { error } else { None };
-    let topics = rows
+    let answer = answer_group(
+        broker,
+        &view.state,
+        version,
+        request.group_id.0.as_str(),
+        wanted,
+    );
+    let partition_error = answer.partition_error.map_or(0, |e| e.code());
+    let topics = answer
+        .rows
         .into_iter()
         .map(|(topic, rows)| {
             OffsetFetchResponseTopic::default()
@@ -244,7 +270,7 @@ pub(crate) async fn fetch(
                                 .with_committed_offset(offset)
                                 .with_committed_leader_epoch(epoch)
                                 .with_metadata(Some(kstr(metadata)))
-                                .with_error_code(partition_error.map_or(0, |e| e.code()))
+                                .with_error_code(partition_error)
                         })
                         .collect(),
                 )
@@ -252,5 +278,5 @@ pub(crate) async fn fetch(
         .collect();
     OffsetFetchResponse::default()
         .with_topics(topics)
-        .with_error_code(error.map_or(0, |e| e.code()))
+        .with_error_code(answer.error.map_or(0, |e| e.code()))
 }
