@@ -459,6 +459,23 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     Ok(utime + stime)
 }
 
+/// `serve` of a `memory` node with its data under `dir`.
+fn memory_serve_args(dir: &tempfile::TempDir) -> Vec<String> {
+    let data = dir.path().join("data").to_string_lossy().into_owned();
+    ["serve", "--metadata-backend", "memory", "--data-dir", &data]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+/// Stop `node` with SIGTERM, check it exited cleanly, and count its log lines holding
+/// `needle`.
+async fn stop_counting(node: Running, needle: &str) -> anyhow::Result<usize> {
+    node.terminate()?;
+    let (status, lines) = node.wait_exit().await?;
+    ensure!(status.success(), "exit {status}");
+    Ok(lines.iter().filter(|l| l.contains(needle)).count())
+}
+
 /// The Kafka listener address a running `switchyard serve` logged.
 async fn listener_addr(node: &mut Running) -> anyhow::Result<SocketAddr> {
     let ready = node.wait_for_line("Kafka listener ready").await?;
@@ -474,15 +491,8 @@ async fn listener_addr(node: &mut Running) -> anyhow::Result<SocketAddr> {
 async fn a_bad_request_sent_in_a_loop_is_logged_once_per_interval() -> anyhow::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let data_arg = data.to_string_lossy().into_owned();
-    let args = [
-        "serve",
-        "--metadata-backend",
-        "memory",
-        "--data-dir",
-        &data_arg,
-    ];
+    let args = memory_serve_args(&dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut node = Running::spawn(dir.path(), &args, &[])?;
     let addr = listener_addr(&mut node).await?;
     for _ in 0..300 {
@@ -492,13 +502,7 @@ async fn a_bad_request_sent_in_a_loop_is_logged_once_per_interval() -> anyhow::R
         tokio::time::timeout(DEADLINE, stream.read_to_end(&mut rest)).await??;
     }
     still_serving_at(addr).await?;
-    node.terminate()?;
-    let (status, lines) = node.wait_exit().await?;
-    ensure!(status.success(), "exit {status}");
-    let logged = lines
-        .iter()
-        .filter(|l| l.contains("bad request; closing connection"))
-        .count();
+    let logged = stop_counting(node, "bad request; closing connection").await?;
     // 300 bad requests within one 10 s interval: one line (two if the run straddles one).
     ensure!(
         (1..=2).contains(&logged),
@@ -511,15 +515,8 @@ async fn a_bad_request_sent_in_a_loop_is_logged_once_per_interval() -> anyhow::R
 async fn accept_loop_at_the_open_file_limit_neither_spins_nor_floods_the_log() -> anyhow::Result<()>
 {
     let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let data_arg = data.to_string_lossy().into_owned();
-    let args = [
-        "serve",
-        "--metadata-backend",
-        "memory",
-        "--data-dir",
-        &data_arg,
-    ];
+    let args = memory_serve_args(&dir);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut node = Running::spawn_with_file_limit(dir.path(), &args, &[], 64)?;
     let addr = listener_addr(&mut node).await?;
     // Twice the file limit in idle connections: the kernel queues what the broker cannot
@@ -552,13 +549,7 @@ async fn accept_loop_at_the_open_file_limit_neither_spins_nor_floods_the_log() -
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    node.terminate()?;
-    let (status, lines) = node.wait_exit().await?;
-    ensure!(status.success(), "exit {status}");
-    let warnings = lines
-        .iter()
-        .filter(|l| l.contains("accepting a connection failed"))
-        .count();
+    let warnings = stop_counting(node, "accepting a connection failed").await?;
     ensure!(
         (1..=2).contains(&warnings),
         "{warnings} accept warnings in about 3 s"
