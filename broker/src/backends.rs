@@ -1,62 +1,67 @@
-//! Which metadata backends this binary links, which one runs when none is named, and the
-//! `switchyard backends` listing.
+//! Which metadata backends this binary links, which one runs when none is named, the
+//! `switchyard backends` listing, and the `switchyard cluster` operations a backend offers.
 //!
-//! This is the one place that knows the set of backends. A backend registers itself with
-//! `inventory` from its own crate, but a crate that is not linked registers nothing, so each
-//! backend feature adds two lines here:
-//!
-//! ```text
-//! #[cfg(feature = "backend-wal")]
-//! use switchyard_backend_wal as _;
-//! ```
-//!
-//! and its name to [`LINKED_BACKENDS`] under the same `cfg`.
+//! The broker never names a backend. Each feature `backend-<name>` in `Cargo.toml` pulls in
+//! the crate `switchyard-backend-<name>`, and `build.rs` links every enabled one (a crate that
+//! is not linked registers nothing); from then on everything the broker knows about a backend
+//! comes from its [`Registration`]: its guarantees, its modes, its administration.
 
 use std::fmt::Write as _;
 
-use switchyard_backend_api::Registration;
-#[cfg(feature = "backend-hybrid")]
-use switchyard_backend_hybrid as _;
-#[cfg(feature = "backend-raft")]
-use switchyard_backend_raft as _;
-#[cfg(feature = "backend-wal")]
-use switchyard_backend_wal as _;
+use switchyard_backend_api::{
+    AdminContext, ClusterView, MembershipChange, MetadataError, NodeId, Registration, find_backend,
+};
 
-/// Names of the backends this binary links, as registered.
-///
-/// `memory` lives in `switchyard-backend-api` and is always there. Each backend feature adds its
-/// name here under `#[cfg(feature = "backend-<name>")]`, next to its `use` line (see the module docs). A test
-/// checks that the registry holds exactly these names.
-pub const LINKED_BACKENDS: &[&str] = &[
-    "memory",
-    #[cfg(feature = "backend-hybrid")]
-    "hybrid",
-    #[cfg(feature = "backend-raft")]
-    "raft",
-    #[cfg(feature = "backend-wal")]
-    "wal",
-];
+use crate::config::Config;
 
-/// Durable backends in order of preference when none is configured: the strongest first.
+include!(concat!(env!("OUT_DIR"), "/linked_crates.rs"));
+
+/// Names of the backends this binary links, as registered: `memory` (which lives in
+/// `switchyard-backend-api` and is always there) and one per enabled `backend-<name>` feature.
+/// A test checks that the registry holds exactly these names.
+pub const LINKED_BACKENDS: &[&str] = include!(concat!(env!("OUT_DIR"), "/linked_names.rs"));
+
+/// The backend to run when none is configured: of the durable ones among `available`, the one
+/// whose declared guarantees are strongest ([`strongest_durable`]); `None` when no durable
+/// backend is available.
 ///
-/// `memory` is deliberately absent: it loses everything on restart, so it runs only when asked
+/// `memory` is never the default: it loses everything on restart, so it runs only when asked
 /// for by name.
-pub const DEFAULT_PREFERENCE: &[&str] = &["raft", "hybrid", "wal"];
-
-/// The backend to run when none is configured: the first of [`DEFAULT_PREFERENCE`] that is in
-/// `available`, or `None` when no durable backend is compiled in.
 pub fn default_backend<'a>(available: &[&'a str]) -> Option<&'a str> {
-    DEFAULT_PREFERENCE
+    let registrations: Vec<&Registration> = available
         .iter()
-        .find_map(|wanted| available.iter().find(|name| *name == wanted).copied())
+        .filter_map(|name| find_backend(name).ok())
+        .collect();
+    let strongest = strongest_durable(&registrations)?;
+    available
+        .iter()
+        .find(|name| **name == strongest.name)
+        .copied()
 }
 
-/// The `switchyard backends` listing: one line per backend — name, guarantees, description —
-/// in aligned columns.
-pub fn listing(registrations: &[&Registration]) -> String {
-    let rows: Vec<(&str, String, &str)> = registrations
+/// Of `registrations`, the durable one whose guarantees are strongest — compared by
+/// durability, then read consistency, then failover, then loss window
+/// ([`switchyard_backend_api::Guarantees::strength`]) — the first by name on a tie.
+pub fn strongest_durable<'a>(registrations: &[&'a Registration]) -> Option<&'a Registration> {
+    registrations
         .iter()
-        .map(|r| (r.name, r.guarantees.to_string(), r.description))
+        .filter(|r| r.guarantees.survives_restart())
+        .min_by(|a, b| {
+            b.guarantees
+                .strength()
+                .cmp(&a.guarantees.strength())
+                .then(a.name.cmp(b.name))
+        })
+        .copied()
+}
+
+/// The `switchyard backends` listing: one line per backend — name, guarantees, description,
+/// the modes beyond the default and the `switchyard cluster` operations it offers — in aligned
+/// columns.
+pub fn listing(registrations: &[&Registration]) -> String {
+    let rows: Vec<(&str, String, String)> = registrations
+        .iter()
+        .map(|r| (r.name, r.guarantees.to_string(), describe(r)))
         .collect();
     let name_width = rows
         .iter()
@@ -75,189 +80,211 @@ pub fn listing(registrations: &[&Registration]) -> String {
     out
 }
 
-/// Ask node `node` of the cluster `config` describes to promote itself (`switchyard cluster
-/// promote N`). Manual promotion is an operation of the `wal` backend; backends that elect
-/// their leader refuse it.
-pub async fn promote(
-    config: &crate::config::Config,
-    node: switchyard_backend_api::NodeId,
-) -> Result<u64, switchyard_backend_api::MetadataError> {
-    use switchyard_backend_api::MetadataError;
-    let backend = configured_backend(config)?;
-    let addr = config.peers.get(&node).ok_or_else(|| {
-        MetadataError::Config(format!("node {node} is not in the configured peers"))
-    })?;
-    match backend {
-        #[cfg(feature = "backend-wal")]
-        "wal" => {
-            let wal =
-                switchyard_backend_wal::WalConfig::from_figment(&config.backend_config("wal"))?;
-            switchyard_backend_wal::request_promotion(
-                addr,
-                &wal.cluster_id,
-                node,
-                std::time::Duration::from_secs(30),
-            )
-            .await
-        }
-        other => Err(MetadataError::Unsupported {
-            what: format!("manual promotion of node {node} ({addr}) with the {other} backend"),
-        }),
+/// A registration's description with its modes and cluster operations appended.
+fn describe(registration: &Registration) -> String {
+    let mut text = registration.description.to_owned();
+    if !registration.modes.is_empty() {
+        let modes: Vec<&str> = registration.modes.iter().map(|m| m.name).collect();
+        let _ = write!(text, "; modes: {}", modes.join(", "));
     }
+    let operations = registration.admin.operations();
+    if !operations.is_empty() {
+        let _ = write!(text, "; cluster: {}", operations.join(", "));
+    }
+    text
+}
+
+/// Ask node `node` of the cluster `config` describes to promote itself (`switchyard cluster
+/// promote N`), if the configured backend offers manual promotion; returns the new epoch.
+pub async fn promote(config: &Config, node: NodeId) -> Result<u64, MetadataError> {
+    let (registration, context) = admin_context(config)?;
+    let promote = registration
+        .admin
+        .promote
+        .ok_or_else(|| MetadataError::Unsupported {
+            what: format!(
+                "manual promotion of node {node} with the {} backend (it elects its leader)",
+                registration.name
+            ),
+        })?;
+    context.address_of(node)?;
+    promote(context, node).await
 }
 
 /// Ask the cluster `config` describes to add or remove a node (`switchyard cluster add-node` /
-/// `remove-node`); returns the leader's view once it shows the committed membership. Online
-/// membership change is an operation of the `raft`, `hybrid` and `wal` backends; the others
-/// refuse it.
+/// `remove-node`), if the configured backend offers online membership change; returns the
+/// leader's view once it shows the committed membership.
 pub async fn change_membership(
-    config: &crate::config::Config,
-    change: switchyard_backend_api::MembershipChange,
-) -> Result<switchyard_backend_api::ClusterView, switchyard_backend_api::MetadataError> {
-    use switchyard_backend_api::{MembershipChange, MetadataError};
-    let backend = configured_backend(config)?;
-    let target = match &change {
-        MembershipChange::AddNode { id, .. } | MembershipChange::RemoveNode { id } => *id,
-        _ => {
-            return Err(MetadataError::Unsupported {
-                what: "this membership change from the command line".into(),
-            });
-        }
-    };
-    // The node being changed is asked last: it is not a member yet, or is about to leave.
-    let mut nodes: Vec<(u64, String)> = config
-        .peers
-        .iter()
-        .filter(|(id, _)| **id != target)
-        .map(|(id, addr)| (id.0, addr.clone()))
-        .collect();
-    nodes.extend(
-        config
-            .peers
-            .get(&target)
-            .map(|addr| (target.0, addr.clone())),
-    );
-    match backend {
-        #[cfg(feature = "backend-raft")]
-        "raft" => {
-            let raft =
-                switchyard_backend_raft::RaftConfig::from_figment(&config.backend_config("raft"))?;
-            switchyard_backend_raft::request_membership_change(
-                &nodes,
-                &raft.cluster_id,
-                change,
-                std::time::Duration::from_millis(raft.propose_timeout_ms.saturating_mul(2)),
-            )
-            .await
-        }
-        #[cfg(feature = "backend-hybrid")]
-        "hybrid" => {
-            let hybrid = switchyard_backend_hybrid::HybridConfig::from_figment(
-                &config.backend_config("hybrid"),
-            )?;
-            switchyard_backend_hybrid::request_membership_change(
-                &nodes,
-                &hybrid.cluster_id,
-                change,
-                std::time::Duration::from_millis(hybrid.propose_timeout_ms.saturating_mul(4)),
-            )
-            .await
-        }
-        #[cfg(feature = "backend-wal")]
-        "wal" => {
-            let wal =
-                switchyard_backend_wal::WalConfig::from_figment(&config.backend_config("wal"))?;
-            switchyard_backend_wal::request_membership_change(
-                &nodes,
-                &wal.cluster_id,
-                change,
-                std::time::Duration::from_millis(
-                    wal.catch_up_timeout_ms + wal.propose_timeout_ms.saturating_mul(2),
+    config: &Config,
+    change: MembershipChange,
+) -> Result<ClusterView, MetadataError> {
+    let (registration, context) = admin_context(config)?;
+    let change_membership =
+        registration
+            .admin
+            .change_membership
+            .ok_or_else(|| MetadataError::Unsupported {
+                what: format!(
+                    "online membership change with the {} backend",
+                    registration.name
                 ),
-            )
-            .await
-        }
-        other => Err(MetadataError::Unsupported {
-            what: format!("online membership change with the {other} backend"),
-        }),
-    }
+            })?;
+    change_membership(context, change).await
 }
 
-/// The backend `config` names, or the default one.
-fn configured_backend(
-    config: &crate::config::Config,
-) -> Result<&str, switchyard_backend_api::MetadataError> {
-    let available: Vec<&str> = switchyard_backend_api::available_backends()
-        .iter()
-        .map(|r| r.name)
-        .collect();
-    match config.metadata_backend.as_deref() {
-        Some(name) => Ok(name),
-        None => default_backend(&available).ok_or_else(|| {
-            switchyard_backend_api::MetadataError::Config(
-                "no durable metadata backend is compiled into this binary".into(),
-            )
-        }),
-    }
+/// The registration of the backend `config` names (or the default one), and what its
+/// administration receives.
+fn admin_context(config: &Config) -> Result<(&'static Registration, AdminContext), MetadataError> {
+    let name = match config.metadata_backend.as_deref() {
+        Some(name) => name,
+        None => default_backend(LINKED_BACKENDS).ok_or_else(|| {
+            MetadataError::Config("no durable metadata backend is compiled into this binary".into())
+        })?,
+    };
+    let registration = find_backend(name)?;
+    let context = AdminContext {
+        config: config.backend_config(registration.name),
+        peers: config.peers.clone(),
+    };
+    Ok((registration, context))
 }
 
 #[cfg(test)]
 mod tests {
-    use switchyard_backend_api::{Guarantees, OpenContext, OpenFuture, memory};
+    use switchyard_backend_api::{
+        Admin, Durability, Failover, Guarantees, LossWindow, OpenContext, OpenFuture,
+        ReadConsistency, memory,
+    };
 
     use super::*;
 
-    #[test]
-    fn memory_is_never_the_default() {
-        assert_eq!(default_backend(&["memory"]), None);
-        assert_eq!(default_backend(&[]), None);
-    }
-
-    #[test]
-    fn default_prefers_raft_then_hybrid_then_wal() {
-        assert_eq!(default_backend(&["memory", "wal"]), Some("wal"));
-        assert_eq!(
-            default_backend(&["hybrid", "memory", "wal"]),
-            Some("hybrid")
-        );
-        assert_eq!(
-            default_backend(&["hybrid", "memory", "raft", "wal"]),
-            Some("raft")
-        );
-        assert_eq!(default_backend(&["raft", "wal"]), Some("raft"));
-    }
-
     fn never_opened(_: OpenContext) -> OpenFuture {
         Box::pin(async {
-            Err(switchyard_backend_api::MetadataError::Unsupported {
+            Err(MetadataError::Unsupported {
                 what: "test registration".into(),
             })
         })
     }
 
+    fn registration(name: &'static str, guarantees: Guarantees) -> Registration {
+        Registration {
+            name,
+            description: "test",
+            guarantees,
+            modes: &[],
+            admin: Admin::NONE,
+            open: never_opened,
+        }
+    }
+
+    const QUORUM: Guarantees = Guarantees {
+        durability: Durability::QuorumFsync,
+        reads: ReadConsistency::Local,
+        failover: Failover::Manual,
+        loss_window: LossWindow::Nothing,
+        multi_node: true,
+    };
+
     #[test]
-    fn listing_aligns_columns() {
-        let long = Registration {
-            name: "longer-name",
-            description: "second",
-            guarantees: Guarantees {
+    fn memory_is_never_the_default() {
+        let memory = registration("memory", memory::GUARANTEES);
+        assert!(strongest_durable(&[&memory]).is_none());
+        assert!(strongest_durable(&[]).is_none());
+        assert_eq!(default_backend(&["memory"]), None);
+    }
+
+    #[test]
+    fn the_default_is_the_strongest_declaration() {
+        let memory = registration("memory", memory::GUARANTEES);
+        let local = registration(
+            "local",
+            Guarantees {
+                durability: Durability::LocalFsync,
+                loss_window: LossWindow::UnreplicatedTail,
+                ..QUORUM
+            },
+        );
+        let manual = registration("manual", QUORUM);
+        let elected = registration(
+            "elected",
+            Guarantees {
+                failover: Failover::Automatic,
+                ..QUORUM
+            },
+        );
+        let linearizable = registration(
+            "linearizable",
+            Guarantees {
+                failover: Failover::Automatic,
+                reads: ReadConsistency::Linearizable,
+                ..QUORUM
+            },
+        );
+        let name_of = |all: &[&Registration]| strongest_durable(all).map(|r| r.name);
+        assert_eq!(name_of(&[&memory, &local]), Some("local"));
+        assert_eq!(name_of(&[&local, &manual, &memory]), Some("manual"));
+        assert_eq!(name_of(&[&manual, &elected, &local]), Some("elected"));
+        assert_eq!(
+            name_of(&[&elected, &linearizable, &manual, &memory]),
+            Some("linearizable")
+        );
+        let twin = registration("a-twin", QUORUM);
+        assert_eq!(name_of(&[&manual, &twin]), Some("a-twin"));
+    }
+
+    #[test]
+    fn the_default_among_linked_backends_is_registered_and_durable() {
+        match default_backend(LINKED_BACKENDS) {
+            None => assert_eq!(LINKED_BACKENDS, ["memory"]),
+            Some(name) => {
+                let chosen = find_backend(name).map(|r| r.guarantees);
+                assert!(chosen.is_ok_and(|g| g.survives_restart()), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn listing_aligns_columns_and_names_modes_and_operations() {
+        let mut long = registration(
+            "longer-name",
+            Guarantees {
                 multi_node: true,
                 ..memory::GUARANTEES
             },
-            open: never_opened,
-        };
-        let short = Registration {
-            name: "m",
-            description: "first",
-            guarantees: memory::GUARANTEES,
-            open: never_opened,
-        };
+        );
+        long.description = "second";
+        long.modes = &[
+            switchyard_backend_api::Mode {
+                name: "strict",
+                config: &[("mode", "strict")],
+                guarantees: QUORUM,
+            },
+            switchyard_backend_api::Mode {
+                name: "loose",
+                config: &[("mode", "loose")],
+                guarantees: QUORUM,
+            },
+        ];
+        long.admin.change_membership = Some(|_, _| {
+            Box::pin(async {
+                Err(MetadataError::Unsupported {
+                    what: "test".into(),
+                })
+            })
+        });
+        let mut short = registration("m", memory::GUARANTEES);
+        short.description = "first";
         let text = listing(&[&short, &long]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
         assert!(lines[0].starts_with("m  "), "{text}");
+        assert!(lines[0].ends_with("  first"), "{text}");
         assert!(
             lines[1].starts_with("longer-name  durability=none"),
+            "{text}"
+        );
+        assert!(
+            lines[1].ends_with("second; modes: strict, loose; cluster: add-node, remove-node"),
             "{text}"
         );
         let guarantees_at = |line: &str| line.find("durability=");

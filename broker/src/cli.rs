@@ -18,13 +18,14 @@ pub struct Cli {
 /// One variant per subcommand.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List the metadata backends compiled into this binary: name, guarantees, description.
+    /// List the metadata backends compiled into this binary: name, guarantees, description,
+    /// modes and the `switchyard cluster` operations each offers.
     Backends,
     /// Run a broker node.
     ///
     /// Settings come from, each overriding the one before: built-in defaults, the TOML config
     /// file, SWITCHYARD_* environment variables (`__` separates nested keys, e.g.
-    /// SWITCHYARD_METADATA__WAL__MODE is `metadata.wal.mode`), then these flags. A backend's own
+    /// SWITCHYARD_METADATA__<BACKEND>__<KEY> is `metadata.<backend>.<key>`), then these flags. A backend's own
     /// settings go in its `[metadata.<backend>]` table of the config file.
     Serve(ServeArgs),
     /// Operate a running cluster.
@@ -68,9 +69,10 @@ pub enum ClusterCommand {
         #[arg(long, value_name = "MS", default_value_t = 5_000)]
         timeout_ms: u64,
     },
-    /// Promote node N to take metadata writes (manual failover of the `wal` backend): it bumps
-    /// the epoch, catches up from a majority, and the old primary's writes are refused from then
-    /// on. Reads the same configuration as `serve` (peers, backend) to find node N.
+    /// Promote node N to take metadata writes (manual failover, for backends that offer it; see
+    /// `switchyard backends`): it bumps the epoch, catches up from a majority, and the old
+    /// primary's writes are refused from then on. Reads the same configuration as `serve`
+    /// (peers, backend) to find node N.
     Promote {
         /// The node to promote.
         #[arg(value_name = "N")]
@@ -79,10 +81,10 @@ pub enum ClusterCommand {
         #[command(flatten)]
         config: ServeArgs,
     },
-    /// Add node N, already running and waiting to join, to the metadata cluster (`raft`,
-    /// `hybrid` or `wal` backend): it joins as a learner, catches up, then becomes a voter. Asks the configured
-    /// peers in turn; a follower passes the request to the leader. Reads the same configuration
-    /// as `serve` to find the cluster.
+    /// Add node N, already running and waiting to join, to the metadata cluster (for backends
+    /// that offer it; see `switchyard backends`): it joins as a learner, catches up, then
+    /// becomes a voter. Asks the configured peers in turn; a follower passes the request to the
+    /// leader. Reads the same configuration as `serve` to find the cluster.
     AddNode {
         /// The node to add.
         #[arg(value_name = "N")]
@@ -94,8 +96,9 @@ pub enum ClusterCommand {
         #[command(flatten)]
         config: ServeArgs,
     },
-    /// Remove node N from the metadata cluster (`raft`, `hybrid` or `wal` backend). Once the change commits the
-    /// node takes no part in elections or commits; stop it then. Asks the configured peers in
+    /// Remove node N from the metadata cluster (for backends that offer it; see `switchyard
+    /// backends`). Once the change commits the node takes no part in elections or commits; stop
+    /// it then. Asks the configured peers in
     /// turn (N last); a follower passes the request to the leader.
     RemoveNode {
         /// The node to remove.
@@ -120,8 +123,9 @@ pub struct ServeArgs {
 
     /// Metadata backend to run, by name (`switchyard backends` lists those compiled in).
     ///
-    /// Default: the strongest durable backend compiled in, in the order raft, hybrid, wal. The
-    /// non-durable `memory` backend runs only when named.
+    /// Default: the durable backend compiled in with the strongest declared guarantees
+    /// (durability, then read consistency, then failover). The non-durable `memory` backend
+    /// runs only when named.
     ///
     /// Env: SWITCHYARD_METADATA_BACKEND. TOML key: metadata_backend.
     #[arg(long, value_name = "NAME")]

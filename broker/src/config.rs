@@ -6,7 +6,7 @@
 //! 2. a TOML file — `--config PATH`, or else `switchyard.toml` in the current directory if it
 //!    exists (a file named with `--config` must exist);
 //! 3. environment variables `SWITCHYARD_<KEY>`, with `__` for nesting
-//!    (`SWITCHYARD_METADATA__WAL__MODE` is `metadata.wal.mode`);
+//!    (`SWITCHYARD_METADATA__<BACKEND>__<KEY>` is `metadata.<backend>.<key>`);
 //! 4. command-line flags that were actually given ([`Overrides`]).
 //!
 //! Top-level keys are `metadata_backend`, `data_dir`, `node_id`, `peers`, `listen`, `advertise`,
@@ -702,7 +702,7 @@ mod tests {
                     node_id = 2
                     peers = "2=file-host:9093"
 
-                    [metadata.wal]
+                    [metadata.mybackend]
                     mode = "file"
                     segment_bytes = 1024
                 "#,
@@ -715,15 +715,15 @@ mod tests {
             assert_eq!(config.node_id, NodeId(2));
             assert_eq!(config.peers, peer_map(&[(2, "file-host:9093")]));
             assert_eq!(config.cluster_addr(), Some("file-host:9093"));
-            let wal = config.backend_config("wal");
-            assert_eq!(wal.extract_inner::<String>("mode")?, "file");
-            assert_eq!(wal.extract_inner::<u64>("segment_bytes")?, 1024);
+            let table = config.backend_config("mybackend");
+            assert_eq!(table.extract_inner::<String>("mode")?, "file");
+            assert_eq!(table.extract_inner::<u64>("segment_bytes")?, 1024);
 
             // Env over file, for top-level and nested keys.
             jail.set_env("SWITCHYARD_METADATA_BACKEND", "env-backend");
             jail.set_env("SWITCHYARD_NODE_ID", "3");
             jail.set_env("SWITCHYARD_PEERS", "3=env-host:9093,4=other:9093");
-            jail.set_env("SWITCHYARD_METADATA__WAL__MODE", "env");
+            jail.set_env("SWITCHYARD_METADATA__MYBACKEND__MODE", "env");
             let config = load(None, &Overrides::default()).map_err(|e| e.to_string())?;
             assert_eq!(config.metadata_backend.as_deref(), Some("env-backend"));
             assert_eq!(config.data_dir, PathBuf::from("/from/file"));
@@ -732,9 +732,9 @@ mod tests {
                 config.peers,
                 peer_map(&[(3, "env-host:9093"), (4, "other:9093")])
             );
-            let wal = config.backend_config("wal");
-            assert_eq!(wal.extract_inner::<String>("mode")?, "env");
-            assert_eq!(wal.extract_inner::<u64>("segment_bytes")?, 1024);
+            let table = config.backend_config("mybackend");
+            assert_eq!(table.extract_inner::<String>("mode")?, "env");
+            assert_eq!(table.extract_inner::<u64>("segment_bytes")?, 1024);
 
             // Flags over env; only the flags given.
             let flags = Overrides {

@@ -2,15 +2,14 @@
 //! binary, judged against each backend's declared guarantees, and the deliberately broken
 //! variants the checkers must catch, written as a Markdown report (`docs/CONFORMANCE.md`).
 //!
-//! Each backend (and each `wal` mode) runs `seeds` seeds under each fault kind alone and all
-//! together; a row of the report is one backend under one fault kind, with the operations and
-//! faults counted over its seeds and, per check, how many seeds it held in.
+//! Each backend, in each mode its registration declares, runs `seeds` seeds under each fault
+//! kind alone and all together; a row of the report is one backend mode under one fault kind,
+//! with the operations and faults counted over its seeds and, per check, how many seeds it held
+//! in. The broken variants wrap each backend in its default mode.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use figment::Figment;
-use figment::providers::Serialized;
 use switchyard_backend_api::{Guarantees, available_backends};
 use switchyard_compat_tests::broken::{BrokenHarness, Flaw};
 use switchyard_compat_tests::nemesis::{self, Faults, Report, RunConfig, Verdict};
@@ -44,6 +43,8 @@ pub struct Plan {
 struct Subject {
     label: String,
     harness: RegistryHarness,
+    /// Whether this is the backend's default mode.
+    default_mode: bool,
 }
 
 fn subjects(plan: &Plan) -> anyhow::Result<Vec<Subject>> {
@@ -65,36 +66,25 @@ fn subjects(plan: &Plan) -> anyhow::Result<Vec<Subject>> {
                 linked.join(", ")
             );
         }
-        if name == "wal" {
-            for mode in ["sync", "async"] {
-                let config = Figment::new().merge(Serialized::default("mode", mode));
-                let mut harness = RegistryHarness::new("wal").with_config(config);
-                if mode == "async" {
-                    harness = harness.declaring(wal_async_guarantees()?);
-                }
-                subjects.push(Subject {
-                    label: format!("wal ({mode})"),
-                    harness,
-                });
-            }
-        } else {
-            subjects.push(Subject {
+        let harness = RegistryHarness::new(&name);
+        match harness.registration().modes {
+            [] => subjects.push(Subject {
                 label: name.clone(),
-                harness: RegistryHarness::new(&name),
-            });
+                harness,
+                default_mode: true,
+            }),
+            modes => {
+                for (i, mode) in modes.iter().enumerate() {
+                    subjects.push(Subject {
+                        label: format!("{name} ({})", mode.name),
+                        harness: harness.clone().in_mode(mode),
+                        default_mode: i == 0,
+                    });
+                }
+            }
         }
     }
     Ok(subjects)
-}
-
-#[cfg(feature = "backend-wal")]
-fn wal_async_guarantees() -> anyhow::Result<Guarantees> {
-    Ok(switchyard_backend_wal::ASYNC_GUARANTEES)
-}
-
-#[cfg(not(feature = "backend-wal"))]
-fn wal_async_guarantees() -> anyhow::Result<Guarantees> {
-    anyhow::bail!("the wal backend is not linked")
 }
 
 /// The fault kinds, alone and together.
@@ -188,18 +178,12 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(&Report)) -> anyhow::Resu
         }
     }
     let mut caught = Vec::new();
-    if let Some(wal) = subjects.iter().find(|s| s.label == "wal (sync)") {
-        for (flaw, name) in [
-            (
-                Flaw::AckBeforeCommit,
-                "wal (sync) acknowledging before commit",
-            ),
-            (
-                Flaw::StaleReads,
-                "wal (sync) serving local reads as linearizable",
-            ),
+    for subject in subjects.iter().filter(|s| s.default_mode) {
+        for (flaw, what) in [
+            (Flaw::AckBeforeCommit, "acknowledging before commit"),
+            (Flaw::StaleReads, "serving local reads as linearizable"),
         ] {
-            let broken = BrokenHarness::new(wal.harness.clone(), flaw);
+            let broken = BrokenHarness::new(subject.harness.clone(), flaw);
             let report = nemesis::first_failure(
                 &broken,
                 plan.base_seed,
@@ -211,7 +195,7 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(&Report)) -> anyhow::Resu
                 progress(r);
             }
             caught.push(Caught {
-                variant: name.to_owned(),
+                variant: format!("{} {what}", subject.label),
                 report,
             });
         }
@@ -345,8 +329,8 @@ fn render(plan: &Plan, rows: &[Row], caught: &[Caught]) -> String {
     let _ = writeln!(out, "\n## Broken variants\n");
     let _ = writeln!(
         out,
-        "Deliberately broken wrappers of a real backend (`compat-tests/src/broken.rs`); the \
-         suite must flag each. Seeds from {} on, all faults, until one run fails a check.\n",
+        "Deliberately broken wrappers of each backend in its default mode \
+         (`compat-tests/src/broken.rs`); the suite must flag each. Seeds from {} on, all faults, until one run fails a check.\n",
         plan.base_seed
     );
     let _ = writeln!(out, "| variant | caught | by | seed |");
@@ -384,7 +368,7 @@ fn render(plan: &Plan, rows: &[Row], caught: &[Caught]) -> String {
          SIGKILL by the client suite: `compat-tests/clients/test_kill_seeded.py` runs three \
          `switchyard serve` processes per multi-node backend while a client creates topics \
          through the running nodes, kills the metadata leader or a follower on a schedule \
-         drawn from the seed (promoting a survivor when a `wal` primary dies), restarts it, \
+         drawn from the seed (promoting a survivor when the primary of a backend with manual failover dies), restarts it, \
          and checks that every acknowledged creation is on every node (seeds 11 and 12 in CI; \
          `SWITCHYARD_CONFORMANCE_SEED=N compat-tests/clients/run.sh -k kill_seeded` replays \
          one)."

@@ -1,9 +1,9 @@
 //! The Switchyard broker.
 //!
 //! A Switchyard process is one Kafka broker plus one node of a metadata backend. The backend —
-//! `raft`, `hybrid`, `wal` or `memory`, whichever are compiled in — is chosen at start-up by
-//! name from the registry in `switchyard-backend-api`; the broker only ever sees it as an
-//! `Arc<dyn MetadataBackend>`.
+//! any compiled in, `switchyard backends` lists them — is chosen at start-up by name from the
+//! registry in `switchyard-backend-api`; the broker only ever sees it as an
+//! `Arc<dyn MetadataBackend>` and its `Registration`, and its source names no backend.
 //!
 //! It is the only crate that knows the Kafka wire format.
 //!

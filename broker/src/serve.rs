@@ -442,13 +442,14 @@ mod tests {
 
     #[test]
     fn configured_backend_wins_over_the_default() {
+        let linked = crate::backends::LINKED_BACKENDS;
         assert_eq!(
-            choose_backend(Some("memory"), &["memory", "wal"]).ok(),
+            choose_backend(Some("memory"), linked).ok(),
             Some("memory".to_owned())
         );
         assert_eq!(
-            choose_backend(None, &["memory", "wal"]).ok(),
-            Some("wal".to_owned())
+            choose_backend(None, linked).ok(),
+            default_backend(linked).map(str::to_owned)
         );
     }
 

@@ -11,9 +11,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use figment::Figment;
+use figment::providers::Serialized;
 use switchyard_backend_api::{
-    Guarantees, MetadataBackend, MetadataError, NodeId, NodeIdentity, OpenContext, Registration,
-    find_backend, open_backend,
+    Guarantees, MetadataBackend, MetadataError, Mode, NodeId, NodeIdentity, OpenContext,
+    Registration, find_backend, open_backend,
 };
 use tempfile::TempDir;
 
@@ -113,6 +114,20 @@ impl RegistryHarness {
     pub fn declaring(mut self, guarantees: Guarantees) -> Self {
         self.declared = guarantees;
         self
+    }
+
+    /// Run the backend in one of the modes its registration declares: its keys over the
+    /// configuration, its guarantees expected.
+    pub fn in_mode(mut self, mode: &Mode) -> Self {
+        for (key, value) in mode.config {
+            self.config = self.config.merge(Serialized::default(key, value));
+        }
+        self.declaring(mode.guarantees)
+    }
+
+    /// The backend's registration.
+    pub fn registration(&self) -> &'static Registration {
+        self.registration
     }
 }
 

@@ -134,6 +134,15 @@ pub enum MembershipChange {
     },
 }
 
+impl MembershipChange {
+    /// The node the change is about.
+    pub fn node(&self) -> NodeId {
+        match self {
+            Self::AddNode { id, .. } | Self::RemoveNode { id } | Self::Promote { id } => *id,
+        }
+    }
+}
+
 /// A replicated store of [`MetadataState`].
 ///
 /// Used as `Arc<dyn MetadataBackend>`. Every method returns within the backend's configured

@@ -78,6 +78,31 @@ impl Guarantees {
     pub fn linearizable_reads(&self) -> bool {
         matches!(self.reads, ReadConsistency::Linearizable)
     }
+
+    /// How much is promised, for ordering declarations: greater is stronger, compared by
+    /// durability, then read consistency, then failover, then the loss window.
+    pub fn strength(&self) -> impl Ord + use<> {
+        let durability = match self.durability {
+            Durability::None => 0,
+            Durability::LocalFsync => 1,
+            Durability::QuorumFsync => 2,
+        };
+        let reads = match self.reads {
+            ReadConsistency::Local => 0,
+            ReadConsistency::Linearizable => 1,
+        };
+        let failover = match self.failover {
+            Failover::None => 0,
+            Failover::Manual => 1,
+            Failover::Automatic => 2,
+        };
+        let loss = match self.loss_window {
+            LossWindow::Everything => 0,
+            LossWindow::UnreplicatedTail => 1,
+            LossWindow::Nothing => 2,
+        };
+        (durability, reads, failover, loss)
+    }
 }
 
 impl fmt::Display for Guarantees {

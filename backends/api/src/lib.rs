@@ -54,8 +54,8 @@ pub use error::{CodecError, MetadataError, Rejection};
 pub use guarantees::{Durability, Failover, Guarantees, LossWindow, ReadConsistency};
 pub use ids::{BrokerId, ClusterId, GroupId, LogIndex, MemberId, NodeId, ProducerId, TopicId};
 pub use registry::{
-    NodeIdentity, OpenContext, OpenFuture, Registration, available_backends, find_backend,
-    open_backend,
+    Admin, AdminContext, AdminFuture, Mode, NodeIdentity, OpenContext, OpenFuture, Registration,
+    available_backends, find_backend, open_backend,
 };
 pub use state::{
     Broker, CommittedOffset, Configs, Group, GroupMember, MetadataState, OffsetKey, Partition,

@@ -18,7 +18,7 @@ use crate::command::MetadataCommand;
 use crate::error::MetadataError;
 use crate::guarantees::{Durability, Failover, Guarantees, LossWindow, ReadConsistency};
 use crate::ids::{LogIndex, NodeId};
-use crate::registry::{OpenContext, OpenFuture, Registration};
+use crate::registry::{Admin, OpenContext, OpenFuture, Registration};
 
 /// Registry name.
 pub const NAME: &str = "memory";
@@ -37,6 +37,8 @@ inventory::submit! {
         name: NAME,
         description: "in-process reference backend; single node, loses everything on restart",
         guarantees: GUARANTEES,
+        modes: &[],
+        admin: Admin::NONE,
         open,
     }
 }

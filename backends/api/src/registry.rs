@@ -1,6 +1,8 @@
 //! The backend registry. Each backend crate submits one [`Registration`] with
 //! `inventory::submit!`; the broker links the crates it was built with and opens a backend by
-//! name.
+//! name. A registration carries everything the broker needs to know about a backend — how to
+//! open it, what it promises, the modes it runs in and its command-line administration — so
+//! the broker never names one.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,7 +13,7 @@ use std::sync::Arc;
 
 use figment::Figment;
 
-use crate::backend::MetadataBackend;
+use crate::backend::{ClusterView, MembershipChange, MetadataBackend};
 use crate::error::MetadataError;
 use crate::guarantees::Guarantees;
 use crate::ids::NodeId;
@@ -19,6 +21,9 @@ use crate::ids::NodeId;
 /// The future a backend constructor returns.
 pub type OpenFuture =
     Pin<Box<dyn Future<Output = Result<Arc<dyn MetadataBackend>, MetadataError>> + Send>>;
+
+/// The future an administrative request returns.
+pub type AdminFuture<T> = Pin<Box<dyn Future<Output = Result<T, MetadataError>> + Send>>;
 
 /// Who this node is in the backend's cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,14 +65,101 @@ pub struct OpenContext {
     pub node: NodeIdentity,
 }
 
+/// What an administrative request from the command line receives: the configuration of a
+/// cluster it is not part of.
+#[derive(Debug, Clone)]
+pub struct AdminContext {
+    /// The backend's own configuration table, as [`OpenContext::config`].
+    pub config: Figment,
+    /// Every node of the cluster → its cluster address.
+    pub peers: BTreeMap<NodeId, String>,
+}
+
+impl AdminContext {
+    /// The peers in the order a membership change asks them: `target` last, because it is not
+    /// a member yet or is about to leave.
+    pub fn peers_asking_last(&self, target: NodeId) -> Vec<(u64, String)> {
+        let mut nodes: Vec<(u64, String)> = self
+            .peers
+            .iter()
+            .filter(|(id, _)| **id != target)
+            .map(|(id, addr)| (id.0, addr.clone()))
+            .collect();
+        nodes.extend(self.peers.get(&target).map(|addr| (target.0, addr.clone())));
+        nodes
+    }
+
+    /// The cluster address of `node`, or a configuration error naming it.
+    pub fn address_of(&self, node: NodeId) -> Result<&str, MetadataError> {
+        self.peers.get(&node).map(String::as_str).ok_or_else(|| {
+            MetadataError::Config(format!("node {node} is not in the configured peers"))
+        })
+    }
+}
+
+/// The cluster administration a backend offers from the command line (`switchyard cluster`).
+/// An operation left `None` is refused as unsupported.
+#[derive(Clone, Copy)]
+pub struct Admin {
+    /// `switchyard cluster promote N`: make node N take metadata writes (manual failover);
+    /// returns the new epoch.
+    pub promote: Option<fn(AdminContext, NodeId) -> AdminFuture<u64>>,
+    /// `switchyard cluster add-node` / `remove-node`: change the membership online; returns
+    /// the leader's view once it shows the committed membership.
+    pub change_membership: Option<fn(AdminContext, MembershipChange) -> AdminFuture<ClusterView>>,
+}
+
+impl Admin {
+    /// No administration from the command line.
+    pub const NONE: Self = Self {
+        promote: None,
+        change_membership: None,
+    };
+
+    /// The operations offered, by their `switchyard cluster` names.
+    pub fn operations(&self) -> Vec<&'static str> {
+        let mut operations = Vec::new();
+        if self.promote.is_some() {
+            operations.push("promote");
+        }
+        if self.change_membership.is_some() {
+            operations.extend(["add-node", "remove-node"]);
+        }
+        operations
+    }
+}
+
+impl fmt::Debug for Admin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.operations()).finish()
+    }
+}
+
+/// One way to run a backend that promises something different from its default: a setting of
+/// its own configuration table and the guarantees the backend declares under it. The
+/// conformance run checks each mode against its own declaration.
+#[derive(Debug, Clone, Copy)]
+pub struct Mode {
+    /// Short name, shown as `backend (mode)`.
+    pub name: &'static str,
+    /// The keys of the backend's table that select the mode, with their values.
+    pub config: &'static [(&'static str, &'static str)],
+    /// What the backend promises in this mode.
+    pub guarantees: Guarantees,
+}
+
 /// A backend's entry in the registry.
 pub struct Registration {
     /// Registry name; also the `--metadata-backend` value and the feature suffix.
     pub name: &'static str,
     /// One line for `switchyard backends`.
     pub description: &'static str,
-    /// Declared guarantees; the opened backend reports the same.
+    /// Declared guarantees of the default configuration; the opened backend reports the same.
     pub guarantees: Guarantees,
+    /// Every mode the backend runs in, the default first; empty when it has only one.
+    pub modes: &'static [Mode],
+    /// Administration from the command line.
+    pub admin: Admin,
     /// Open (or create) the backend. Returns without waiting for any quorum: readiness is
     /// observed through [`MetadataBackend::cluster`].
     pub open: fn(OpenContext) -> OpenFuture,
@@ -78,6 +170,8 @@ impl fmt::Debug for Registration {
         f.debug_struct("Registration")
             .field("name", &self.name)
             .field("guarantees", &self.guarantees)
+            .field("modes", &self.modes)
+            .field("admin", &self.admin)
             .finish_non_exhaustive()
     }
 }

@@ -45,10 +45,11 @@ mod store;
 mod transport;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use switchyard_backend_api::{
-    Durability, Failover, Guarantees, LossWindow, MetadataBackend, OpenContext, OpenFuture,
-    ReadConsistency, Registration,
+    Admin, AdminContext, AdminFuture, ClusterView, Durability, Failover, Guarantees, LossWindow,
+    MembershipChange, MetadataBackend, OpenContext, OpenFuture, ReadConsistency, Registration,
 };
 
 pub use backend::HybridBackend;
@@ -82,8 +83,23 @@ inventory::submit! {
                       metadata in the replicated WAL, quorum fsync, local reads, automatic \
                       failover, followers forward writes to the leader",
         guarantees: GUARANTEES,
+        modes: &[],
+        admin: Admin {
+            promote: None,
+            change_membership: Some(change_membership),
+        },
         open,
     }
+}
+
+/// `switchyard cluster add-node` / `remove-node`: ask the peers, the changed node last.
+fn change_membership(context: AdminContext, change: MembershipChange) -> AdminFuture<ClusterView> {
+    Box::pin(async move {
+        let config = HybridConfig::from_figment(&context.config)?;
+        let nodes = context.peers_asking_last(change.node());
+        let timeout = Duration::from_millis(config.propose_timeout_ms.saturating_mul(4));
+        request_membership_change(&nodes, &config.cluster_id, change, timeout).await
+    })
 }
 
 fn open(context: OpenContext) -> OpenFuture {

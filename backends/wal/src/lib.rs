@@ -58,9 +58,11 @@ mod term;
 mod writer;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use switchyard_backend_api::{
-    Durability, Failover, Guarantees, LossWindow, MetadataBackend, OpenContext, OpenFuture,
+    Admin, AdminContext, AdminFuture, ClusterView, Durability, Failover, Guarantees, LossWindow,
+    MembershipChange, MetadataBackend, Mode as RegisteredMode, NodeId, OpenContext, OpenFuture,
     ReadConsistency, Registration,
 };
 
@@ -71,6 +73,9 @@ pub use replication::{connect_extension, request_promotion};
 
 /// Registry name.
 pub const NAME: &str = "wal";
+
+/// How long `switchyard cluster promote` waits for the promoted node's answer.
+const PROMOTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `sync` mode (the default): acknowledged once a majority of all nodes has it fsynced.
 pub const SYNC_GUARANTEES: Guarantees = Guarantees {
@@ -97,8 +102,48 @@ inventory::submit! {
                       streams to followers (sync: quorum fsync, async: local fsync); manual \
                       promotion fenced by epochs",
         guarantees: SYNC_GUARANTEES,
+        modes: &[
+            RegisteredMode {
+                name: "sync",
+                config: &[("mode", "sync")],
+                guarantees: SYNC_GUARANTEES,
+            },
+            RegisteredMode {
+                name: "async",
+                config: &[("mode", "async")],
+                guarantees: ASYNC_GUARANTEES,
+            },
+        ],
+        admin: Admin {
+            promote: Some(promote),
+            change_membership: Some(change_membership),
+        },
         open,
     }
+}
+
+/// `switchyard cluster promote N`: ask node N to take over as primary.
+fn promote(context: AdminContext, node: NodeId) -> AdminFuture<u64> {
+    Box::pin(async move {
+        let config = WalConfig::from_figment(&context.config)?;
+        let addr = context.address_of(node)?;
+        request_promotion(addr, &config.cluster_id, node, PROMOTION_TIMEOUT).await
+    })
+}
+
+/// `switchyard cluster add-node` / `remove-node`: ask the peers, the changed node last. The
+/// deadline covers a new node's catch-up.
+fn change_membership(context: AdminContext, change: MembershipChange) -> AdminFuture<ClusterView> {
+    Box::pin(async move {
+        let config = WalConfig::from_figment(&context.config)?;
+        let nodes = context.peers_asking_last(change.node());
+        let timeout = Duration::from_millis(
+            config
+                .catch_up_timeout_ms
+                .saturating_add(config.propose_timeout_ms.saturating_mul(2)),
+        );
+        request_membership_change(&nodes, &config.cluster_id, change, timeout).await
+    })
 }
 
 fn open(context: OpenContext) -> OpenFuture {
