@@ -5,7 +5,8 @@
 //! registry in `switchyard-backend-api`; the broker only ever sees it as an
 //! `Arc<dyn MetadataBackend>` and its `Registration`, and its source names no backend.
 //!
-//! It is the only crate that knows the Kafka wire format.
+//! It is the only crate that knows the Kafka protocol. Partition logs live in `switchyard-log`
+//! (record batches on disk; it knows Kafka's batch format but no request, no metadata).
 //!
 //! # Layout
 //! - `main.rs` — the `switchyard` binary: parses the command line, sets up logging, runs a
@@ -15,8 +16,6 @@
 //!   flags) and validation, with [`ConfigError`].
 //! - [`backends`] — which backends this binary links ([`backends::LINKED_BACKENDS`]), the
 //!   default choice among them, and the `switchyard backends` listing.
-//! - [`log`] — partition logs on disk: segments with offset and time indexes, recovery,
-//!   retention, the fsync policy ([`log::PartitionLog`], [`log::LogStore`]).
 //! - [`broker`] — [`broker::Broker`]: what connections share, registration, group placement.
 //! - [`kafka`] — the listener, request dispatch, one handler per API, and the peer client
 //!   brokers use to heartbeat.
@@ -49,7 +48,6 @@ pub mod conformance;
 pub mod group;
 pub mod kafka;
 pub mod liveness;
-pub mod log;
 pub mod replicas;
 pub mod replication;
 pub mod serve;

@@ -17,15 +17,16 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
-use kafka_protocol::error::ResponseError;
 use parking_lot::{Mutex, RwLock};
 use switchyard_backend_api::BrokerId;
+use switchyard_log::{
+    BatchHeader, Batches, LogConfig, LogConfigError, LogError, LogStore, PartitionLog,
+    high_watermark, records,
+};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::log::{BatchError, BatchHeader, Batches, LogConfig, LogError, LogStore, PartitionLog};
-use crate::log::{high_watermark, records};
 use crate::replication::{LeaderView, Leadership};
 
 /// Batches remembered per producer for duplicate detection (Kafka's
@@ -102,23 +103,61 @@ pub enum FollowError {
     Log(#[from] LogError),
 }
 
-/// The Kafka error for a log error.
-pub(crate) fn log_error(error: &LogError) -> ResponseError {
-    match error {
-        LogError::InvalidBatch(BatchError::UnsupportedMagic { .. }) => {
-            ResponseError::UnsupportedForMessageFormat
-        }
-        LogError::InvalidBatch(_) | LogError::NoRecords => ResponseError::CorruptMessage,
-        LogError::InvalidRecords(_) => ResponseError::InvalidRecord,
-        LogError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
-        LogError::OffsetOutOfRange { .. } | LogError::NotContiguous { .. } => {
-            ResponseError::OffsetOutOfRange
-        }
-        LogError::Closed { .. } => ResponseError::NotLeaderOrFollower,
-        LogError::InvalidTopic { .. } => ResponseError::InvalidTopicException,
-        LogError::InvalidPartition { .. } => ResponseError::UnknownTopicOrPartition,
-        _ => ResponseError::KafkaStorageError,
-    }
+/// Why a partition operation failed. `kafka::errors` maps each to its Kafka error code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PartitionError {
+    /// This broker does not lead the partition in the epoch the caller acted in (or the
+    /// leadership ended while it waited).
+    #[error("not the leader of the partition in leader epoch {epoch}")]
+    NotLeader {
+        /// The leader epoch the caller acted in.
+        epoch: i32,
+    },
+    /// The write reached the high watermark but the ISR had shrunk below
+    /// `min.insync.replicas` by then.
+    #[error("the ISR has {isr} replicas, fewer than min.insync.replicas {min}")]
+    NotEnoughReplicasAfterAppend {
+        /// Replicas in sync.
+        isr: usize,
+        /// The topic's `min.insync.replicas`.
+        min: usize,
+    },
+    /// The write did not reach the high watermark before the request's deadline.
+    #[error("the write was not replicated to the ISR in time")]
+    ReplicationTimedOut,
+    /// A batch from an idempotent producer's older epoch.
+    #[error("producer {producer_id} epoch {epoch} is older than its current epoch {current}")]
+    StaleProducerEpoch {
+        /// The producer.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The newest epoch seen.
+        current: i16,
+    },
+    /// A batch whose base sequence does not continue the producer's last one.
+    #[error("producer {producer_id} sent sequence {got}, expected {expected}")]
+    OutOfOrderSequence {
+        /// The producer.
+        producer_id: i64,
+        /// The sequence that would continue.
+        expected: i32,
+        /// The batch's base sequence.
+        got: i32,
+    },
+    /// More than one batch of an idempotent producer in one partition's records.
+    #[error("{batches} idempotent batches for one partition in one request")]
+    TooManyIdempotentBatches {
+        /// How many.
+        batches: usize,
+    },
+    /// The topic's configuration does not make a log configuration.
+    #[error(transparent)]
+    InvalidConfig(#[from] LogConfigError),
+    /// The partition log refused or failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
 }
 
 impl Replica {
@@ -354,31 +393,32 @@ impl Replica {
 
     /// Wait until the high watermark reaches `offset` while this broker leads in `epoch`,
     /// until `deadline`: what a produce with `acks=all` waits for. Then fails with
-    /// `NOT_ENOUGH_REPLICAS_AFTER_APPEND` if the ISR is below `min.insync.replicas`.
+    /// [`PartitionError::NotEnoughReplicasAfterAppend`] if the ISR is below
+    /// `min.insync.replicas`.
     pub async fn wait_replicated(
         &self,
         offset: i64,
         epoch: i32,
         deadline: Instant,
-    ) -> Result<(), ResponseError> {
+    ) -> Result<(), PartitionError> {
         let mut hw = self.high_watermark.subscribe();
         loop {
             let reached = *hw.borrow_and_update() >= offset;
             match self.insync() {
                 Some(_) if self.led_epoch() != Some(epoch) => {
-                    return Err(ResponseError::NotLeaderOrFollower);
+                    return Err(PartitionError::NotLeader { epoch });
                 }
-                None => return Err(ResponseError::NotLeaderOrFollower),
+                None => return Err(PartitionError::NotLeader { epoch }),
                 Some((isr, min)) if reached && isr < min => {
-                    return Err(ResponseError::NotEnoughReplicasAfterAppend);
+                    return Err(PartitionError::NotEnoughReplicasAfterAppend { isr, min });
                 }
                 Some(_) if reached => return Ok(()),
                 Some(_) => {}
             }
             match tokio::time::timeout_at(deadline, hw.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(ResponseError::NotLeaderOrFollower),
-                Err(_) => return Err(ResponseError::RequestTimedOut),
+                Ok(Err(_)) => return Err(PartitionError::NotLeader { epoch }),
+                Err(_) => return Err(PartitionError::ReplicationTimedOut),
             }
         }
     }
@@ -406,16 +446,18 @@ impl Replica {
         records: &[u8],
         leader_epoch: i32,
         now_ms: i64,
-    ) -> Result<AppendResult, ResponseError> {
+    ) -> Result<AppendResult, PartitionError> {
         // Held until the append is done: a change of role waits for it.
         let role = self.role.read();
         if !(role.leading && role.epoch == leader_epoch) {
-            return Err(ResponseError::NotLeaderOrFollower);
+            return Err(PartitionError::NotLeader {
+                epoch: leader_epoch,
+            });
         }
         let mut headers = Vec::new();
         for batch in Batches::new(records) {
-            let batch = batch.map_err(|e| log_error(&LogError::InvalidBatch(e)))?;
-            records::validate(&batch).map_err(|e| log_error(&LogError::InvalidRecords(e)))?;
+            let batch = batch.map_err(LogError::InvalidBatch)?;
+            records::validate(&batch).map_err(LogError::InvalidRecords)?;
             headers.push(*batch.header());
         }
         let idempotent: Vec<_> = headers.iter().filter(|h| h.producer_id >= 0).collect();
@@ -425,7 +467,11 @@ impl Replica {
             let producer = producers.get(&header.producer_id);
             match producer {
                 Some(p) if header.producer_epoch < p.epoch => {
-                    return Err(ResponseError::InvalidProducerEpoch);
+                    return Err(PartitionError::StaleProducerEpoch {
+                        producer_id: header.producer_id,
+                        epoch: header.producer_epoch,
+                        current: p.epoch,
+                    });
                 }
                 Some(p) if header.producer_epoch == p.epoch => {
                     if let Some(dup) = p.recent.iter().find(|a| {
@@ -442,23 +488,30 @@ impl Replica {
                         .back()
                         .map_or(0, |a| add_sequence(a.last_sequence, 1));
                     if header.base_sequence != expected {
-                        return Err(ResponseError::OutOfOrderSequenceNumber);
+                        return Err(PartitionError::OutOfOrderSequence {
+                            producer_id: header.producer_id,
+                            expected,
+                            got: header.base_sequence,
+                        });
                     }
                 }
                 // New producer, or a new epoch: sequences start over at 0.
                 _ if header.base_sequence != 0 => {
-                    return Err(ResponseError::OutOfOrderSequenceNumber);
+                    return Err(PartitionError::OutOfOrderSequence {
+                        producer_id: header.producer_id,
+                        expected: 0,
+                        got: header.base_sequence,
+                    });
                 }
                 _ => {}
             }
         } else if idempotent.len() > 1 {
             // Idempotent producers send one batch per partition per request.
-            return Err(ResponseError::InvalidRecord);
+            return Err(PartitionError::TooManyIdempotentBatches {
+                batches: idempotent.len(),
+            });
         }
-        let info = self
-            .log
-            .append(records, leader_epoch, now_ms)
-            .map_err(|e| log_error(&e))?;
+        let info = self.log.append(records, leader_epoch, now_ms)?;
         if let [header] = idempotent.as_slice() {
             let producer = producers.entry(header.producer_id).or_default();
             remember(producer, header, info.base_offset);
@@ -619,24 +672,19 @@ impl Replicas {
         topic: &str,
         partition: i32,
         configs: &BTreeMap<String, String>,
-    ) -> Result<Arc<Replica>, ResponseError> {
+    ) -> Result<Arc<Replica>, PartitionError> {
         if let Some(replica) = self.open.read().get(&(topic.to_owned(), partition)) {
             return Ok(Arc::clone(replica));
         }
-        let config = LogConfig::default()
-            .with_overrides(configs)
-            .map_err(|_| ResponseError::InvalidConfig)?;
-        let log = self
-            .store
-            .get_or_create(topic, partition, config)
-            .map_err(|e| log_error(&e))?;
+        let config = LogConfig::default().with_overrides(configs)?;
+        let log = self.store.get_or_create(topic, partition, config)?;
         let mut open = self.open.write();
         if let Some(replica) = open.get(&(topic.to_owned(), partition)) {
             return Ok(Arc::clone(replica));
         }
         let replica = Arc::new(Replica::open(log).map_err(|e| {
             warn!(topic, partition, error = %e, "cannot rebuild producer state");
-            log_error(&e)
+            e
         })?);
         open.insert((topic.to_owned(), partition), Arc::clone(&replica));
         Ok(replica)
@@ -726,7 +774,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::log::batch::testing::producer_batch;
+    use switchyard_log::batch::testing::producer_batch;
 
     const LEADER: BrokerId = BrokerId(1);
     const FOLLOWER: BrokerId = BrokerId(2);
@@ -768,7 +816,7 @@ mod tests {
         assert_eq!(r.high_watermark(), 0);
         r.follower_fetched(FOLLOWER, 2);
         assert_eq!(r.high_watermark(), 2);
-        assert_eq!(waiting.await.expect("join"), Ok(()));
+        assert!(matches!(waiting.await.expect("join"), Ok(())));
 
         r.append(&plain(&[b"c"]), EPOCH, 0).expect("append");
         let waiting = tokio::spawn({
@@ -779,16 +827,16 @@ mod tests {
         r.follow(EPOCH - 1);
         assert_eq!(r.led_epoch(), Some(EPOCH));
         r.follow(EPOCH + 1);
-        assert_eq!(
+        assert!(matches!(
             waiting.await.expect("join"),
-            Err(ResponseError::NotLeaderOrFollower)
-        );
+            Err(PartitionError::NotLeader { epoch: EPOCH })
+        ));
         // The epoch fence: no write of the old leadership lands, nor does a stale view bring
         // it back.
-        assert_eq!(
+        assert!(matches!(
             r.append(&plain(&[b"d"]), EPOCH, 0),
-            Err(ResponseError::NotLeaderOrFollower)
-        );
+            Err(PartitionError::NotLeader { epoch: EPOCH })
+        ));
         r.lead(LEADER, view(EPOCH, &[LEADER, FOLLOWER], 2));
         assert_eq!(r.led_epoch(), None);
         assert_eq!(r.log().log_end_offset(), 3);
@@ -809,10 +857,14 @@ mod tests {
         assert_eq!(r.expire_producers(5_000 + 9_999, 10_000), 0);
         assert_eq!(r.expire_producers(5_000 + 10_000, 10_000), 1);
         // Forgotten: the producer must start over at sequence 0.
-        assert_eq!(
+        assert!(matches!(
             r.append(&producer_batch((7, 0, 2), 20_000, &[b"c"]), EPOCH, 20_000),
-            Err(ResponseError::OutOfOrderSequenceNumber)
-        );
+            Err(PartitionError::OutOfOrderSequence {
+                producer_id: 7,
+                expected: 0,
+                got: 2
+            })
+        ));
         assert!(
             r.append(&producer_batch((7, 0, 0), 20_000, &[b"c"]), EPOCH, 20_000)
                 .is_ok()
@@ -876,7 +928,7 @@ mod tests {
         let waited = r
             .wait_replicated(1, EPOCH, Instant::now() + Duration::from_secs(5))
             .await;
-        assert_eq!(waited, Err(ResponseError::RequestTimedOut));
+        assert!(matches!(waited, Err(PartitionError::ReplicationTimedOut)));
         // The follower left the ISR: the batch is committed, on fewer replicas than asked for.
         let mut shrunk = view(EPOCH, &[LEADER], 2);
         shrunk.partition_epoch = 1;
@@ -885,7 +937,10 @@ mod tests {
         let waited = r
             .wait_replicated(1, EPOCH, Instant::now() + Duration::from_secs(5))
             .await;
-        assert_eq!(waited, Err(ResponseError::NotEnoughReplicasAfterAppend));
+        assert!(matches!(
+            waited,
+            Err(PartitionError::NotEnoughReplicasAfterAppend { isr: 1, min: 2 })
+        ));
     }
 
     #[test]
@@ -918,10 +973,14 @@ mod tests {
             .expect("next");
         assert_eq!(next.base_offset, 2);
         // A sequence gap is still refused.
-        assert_eq!(
+        assert!(matches!(
             new.append(&producer_batch((7, 0, 9), 0, &[b"d"]), EPOCH + 1, 0),
-            Err(ResponseError::OutOfOrderSequenceNumber)
-        );
+            Err(PartitionError::OutOfOrderSequence {
+                expected: 3,
+                got: 9,
+                ..
+            })
+        ));
 
         // Following again, cut back below the copied batch: its producer state goes with it.
         new.follow(EPOCH + 2);

@@ -1,7 +1,52 @@
-//! The one mapping from metadata errors to Kafka error codes.
+//! The one mapping from the errors of the layers below — metadata, partitions, partition logs
+//! — to Kafka error codes.
 
 use kafka_protocol::error::ResponseError;
 use switchyard_backend_api::{MetadataError, Rejection};
+use switchyard_log::{BatchError, LogError};
+
+use crate::replicas::PartitionError;
+
+/// The Kafka error for a failed partition operation.
+pub(crate) fn partition_error(error: &PartitionError) -> ResponseError {
+    match error {
+        PartitionError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+        PartitionError::NotEnoughReplicasAfterAppend { .. } => {
+            ResponseError::NotEnoughReplicasAfterAppend
+        }
+        PartitionError::ReplicationTimedOut => ResponseError::RequestTimedOut,
+        PartitionError::StaleProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        PartitionError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        PartitionError::TooManyIdempotentBatches { .. } => ResponseError::InvalidRecord,
+        PartitionError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        PartitionError::Log(error) => log_error(error),
+    }
+}
+
+impl From<PartitionError> for ResponseError {
+    fn from(error: PartitionError) -> Self {
+        partition_error(&error)
+    }
+}
+
+/// The Kafka error for a failed partition-log operation.
+pub(crate) fn log_error(error: &LogError) -> ResponseError {
+    match error {
+        LogError::InvalidBatch(BatchError::UnsupportedMagic { .. }) => {
+            ResponseError::UnsupportedForMessageFormat
+        }
+        LogError::InvalidBatch(_) | LogError::NoRecords => ResponseError::CorruptMessage,
+        LogError::InvalidRecords(_) => ResponseError::InvalidRecord,
+        LogError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
+        LogError::OffsetOutOfRange { .. } | LogError::NotContiguous { .. } => {
+            ResponseError::OffsetOutOfRange
+        }
+        LogError::Closed { .. } => ResponseError::NotLeaderOrFollower,
+        LogError::InvalidTopic { .. } => ResponseError::InvalidTopicException,
+        LogError::InvalidPartition { .. } => ResponseError::UnknownTopicOrPartition,
+        _ => ResponseError::KafkaStorageError,
+    }
+}
 
 /// The Kafka error for a failed metadata call.
 pub(crate) fn metadata_error(error: &MetadataError) -> ResponseError {

@@ -532,9 +532,9 @@ mod tests {
 
     use super::*;
     use crate::config::{Config, Overrides, defaults};
-    use crate::log::batch::testing::batch;
-    use crate::log::{LogConfig, PartitionLog};
     use crate::serve::Node;
+    use switchyard_log::batch::testing::batch;
+    use switchyard_log::{LogConfig, PartitionLog};
 
     const TOPIC: &str = "diverged";
     const FOLLOWER: BrokerId = BrokerId(2);

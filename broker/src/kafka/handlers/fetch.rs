@@ -273,7 +273,7 @@ async fn read_partition(
             records: Bytes::from(records),
         },
         Ok(Err(e)) => {
-            let mut r = empty(crate::replicas::log_error(&e));
+            let mut r = empty(crate::kafka::errors::log_error(&e));
             r.high_watermark = replica.high_watermark();
             r.log_start_offset = replica.log().log_start_offset();
             r

@@ -90,7 +90,7 @@ async fn lookup(
     })
     .await
     .map_err(|_| ResponseError::KafkaStorageError)?
-    .map_err(|e| crate::replicas::log_error(&e))?;
+    .map_err(|e| crate::kafka::errors::log_error(&e))?;
     match (found, timestamp) {
         (Some((offset, ts)), _) => Ok((offset, ts, leader_epoch)),
         (None, t) if t >= 0 => Ok((-1, -1, leader_epoch)),

@@ -16,11 +16,11 @@ use super::error::LogError;
 use super::segment::replace_file;
 
 /// The file name, in the partition directory.
-pub(crate) const HIGH_WATERMARK_FILE: &str = "high-watermark";
+pub const HIGH_WATERMARK_FILE: &str = "high-watermark";
 const HEADER: &str = "switchyard-high-watermark 1";
 
 /// The checkpointed high watermark in `dir`, if there is a readable one.
-pub(crate) fn load(dir: &Path) -> Option<i64> {
+pub fn load(dir: &Path) -> Option<i64> {
     let text = fs::read_to_string(dir.join(HIGH_WATERMARK_FILE)).ok()?;
     let mut lines = text.lines();
     if lines.next() != Some(HEADER) {
@@ -31,7 +31,7 @@ pub(crate) fn load(dir: &Path) -> Option<i64> {
 }
 
 /// Write `high_watermark` as the checkpoint of `dir`, durably.
-pub(crate) fn store(dir: &Path, high_watermark: i64) -> Result<(), LogError> {
+pub fn store(dir: &Path, high_watermark: i64) -> Result<(), LogError> {
     replace_file(
         dir,
         HIGH_WATERMARK_FILE,
@@ -42,7 +42,7 @@ pub(crate) fn store(dir: &Path, high_watermark: i64) -> Result<(), LogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::error::io_err;
+    use crate::error::io_err;
 
     #[test]
     fn a_stored_checkpoint_loads_and_a_bad_one_is_unknown() -> Result<(), LogError> {

@@ -20,7 +20,8 @@
 //!   replica that owns the high watermark).
 //! - [`partition`] — [`PartitionLog`]: append, read, lookups, retention, flush, close.
 //! - [`store`] — [`LogStore`]: all partition logs under `<data_dir>/logs`.
-//! - `error` — [`LogError`], with the Kafka error code of each variant.
+//! - `error` — [`LogError`]; each variant names the Kafka error code it stands for (the broker
+//!   maps them).
 //!
 //! # On disk
 //! ```text
@@ -86,7 +87,7 @@ pub mod config;
 mod epochs;
 mod error;
 mod flushed;
-pub(crate) mod high_watermark;
+pub mod high_watermark;
 mod index;
 pub mod partition;
 pub mod records;

@@ -10,7 +10,7 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 
-use crate::log::batch::{HEADER_LEN, RecordBatch};
+use crate::batch::{HEADER_LEN, RecordBatch};
 
 /// The most bytes the records of one batch may decompress to.
 pub const MAX_DECOMPRESSED_BYTES: u64 = 64 << 20;
@@ -282,7 +282,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::log::batch::RecordBatch;
+    use crate::batch::RecordBatch;
 
     fn encoded(compression: Compression, values: &[&[u8]]) -> Vec<u8> {
         let records: Vec<Record> = values

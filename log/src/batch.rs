@@ -346,8 +346,8 @@ pub(crate) fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
 
 /// Builds real v2 batches for tests: records with a null key, the given values, offset deltas
 /// `0..n` and timestamp deltas 0, so `maxTimestamp == baseTimestamp`.
-#[cfg(test)]
-pub(crate) mod testing {
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
     use super::*;
 
     fn varint(out: &mut Vec<u8>, value: i64) {
@@ -364,12 +364,12 @@ pub(crate) mod testing {
     }
 
     /// A batch of `values.len()` records with base offset 0 and the given timestamp.
-    pub(crate) fn batch(timestamp: i64, values: &[&[u8]]) -> Vec<u8> {
+    pub fn batch(timestamp: i64, values: &[&[u8]]) -> Vec<u8> {
         producer_batch((-1, -1, -1), timestamp, values)
     }
 
     /// Like [`batch`], from an idempotent producer: (producer id, epoch, base sequence).
-    pub(crate) fn producer_batch(
+    pub fn producer_batch(
         (producer_id, producer_epoch, base_sequence): (i64, i16, i32),
         timestamp: i64,
         values: &[&[u8]],

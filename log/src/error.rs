@@ -1,5 +1,5 @@
-//! [`LogError`]: everything a partition log operation can fail with, and the Kafka error code
-//! each maps to.
+//! [`LogError`]: everything a partition log operation can fail with. Each variant's doc names
+//! the Kafka error code it stands for; the broker's `kafka::errors` is the mapping.
 
 use std::io;
 use std::path::PathBuf;
