@@ -494,4 +494,33 @@ mod tests {
             let _ = Message::parse_from_bytes(&body);
         }
     }
+
+    /// RUSTSEC-2024-0437 (protobuf 3's recursive group skipping) does not reach protobuf 2.28
+    /// as raft-rs uses it: deeply nested unknown groups in a raft frame are refused with an
+    /// error, and deeply nested unknown length-delimited fields are kept as bytes, never
+    /// parsed — neither overflows the stack.
+    #[test]
+    fn deeply_nested_unknown_fields_neither_recurse_nor_overflow() {
+        // Unknown field 20, wire type 3 (start group), 100,000 times.
+        let groups = [0xa3u8, 0x01].repeat(100_000);
+        assert!(Message::parse_from_bytes(&groups).is_err());
+        // Unknown field 21, wire type 2, each one's body the next, 10,000 deep.
+        let mut nested: Vec<u8> = Vec::new();
+        for _ in 0..10_000 {
+            let mut outer = vec![0xaa, 0x01];
+            let mut len = nested.len();
+            while len >= 0x80 {
+                outer.push((len as u8 & 0x7f) | 0x80);
+                len >>= 7;
+            }
+            outer.push(len as u8);
+            outer.extend_from_slice(&nested);
+            nested = outer;
+        }
+        let decoded = Message::parse_from_bytes(&nested).map(|m| m.get_msg_type());
+        assert!(
+            matches!(decoded, Ok(raft::eraftpb::MessageType::MsgHup)),
+            "{decoded:?}"
+        );
+    }
 }
