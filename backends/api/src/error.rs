@@ -293,12 +293,14 @@ pub enum CodecError {
     #[error("empty input")]
     Empty,
     /// Written by a format version this build does not read.
-    #[error("format version {found} is not supported (this build reads {supported})")]
+    #[error("format version {found} is not supported (this build reads {oldest} to {newest})")]
     UnsupportedVersion {
         /// Version byte found.
         found: u8,
-        /// Version this build reads.
-        supported: u8,
+        /// The oldest version this build reads.
+        oldest: u8,
+        /// The version this build writes, the newest it reads.
+        newest: u8,
     },
     /// The body did not decode.
     #[error("malformed: {0}")]

@@ -1,6 +1,6 @@
 //! The TCP transport between nodes: length-delimited frames (`tokio-util`'s
 //! `LengthDelimitedCodec`, 4-byte big-endian length) whose bodies are codec-encoded messages
-//! (`switchyard_backend_api::codec`: a format-version byte, then bincode).
+//! (`switchyard_backend_api::codec`: a format-version byte, then the value).
 //!
 //! A connection opens with a [`Hello`] naming the cluster id and both node ids; the listener
 //! refuses a peer of another cluster, or one that addressed a different node. After that the

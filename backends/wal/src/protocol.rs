@@ -1,7 +1,7 @@
 //! The replication protocol: messages and their framing on TCP.
 //!
 //! A frame is a `u32` big-endian length followed by that many bytes of
-//! `switchyard_backend_api::codec::encode(&Message)` (a format-version byte, then bincode).
+//! `switchyard_backend_api::codec::encode(&Message)` (a format-version byte, then the value).
 //! Frames above `max_frame_bytes` are refused. Every read and write has a deadline.
 //!
 //! Every connection opens with [`Message::Hello`]. A replication connection goes from the

@@ -13,6 +13,7 @@
 mod cli;
 mod epochs;
 mod every_api;
+mod fixtures;
 mod groups;
 mod hostile;
 mod process;
