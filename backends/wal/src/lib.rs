@@ -23,9 +23,20 @@
 //! - `applier.rs` — applies committed entries in order, answers proposers, takes snapshots.
 //! - `node.rs` — state shared by the tasks of one node.
 //! - `protocol.rs` — replication messages and length-delimited framing.
-//! - `replication.rs` — role controller, primary links, follower side, promotion, the admin
-//!   client [`request_promotion`], extension connections ([`connect_extension`]) for a
-//!   backend that drives the roles itself ([`Roles::External`]).
+//! - `replication/` — replication between nodes:
+//!   - `mod.rs` — the role controller (lead, step down, follow).
+//!   - `takeover.rs` — promotion: a majority's `Welcome`s, catch-up from the most up-to-date
+//!     node, the epoch marker, the primary's readiness.
+//!   - `link.rs` — the primary's link to each follower: handshake, then records, the commit
+//!     index and heartbeats; acks.
+//!   - `stream.rs` — both ends of the record stream: continue after the peer's last record
+//!     or send a snapshot; `Append`s of bounded size.
+//!   - `follower.rs` — the follower's side: accept or fence an epoch, apply, ack, answer a
+//!     `Fetch`.
+//!   - `serve.rs` — the cluster address: bind, accept, check the handshake, dispatch.
+//!   - `client.rs` — one-shot connections out: the admin client [`request_promotion`],
+//!     extension connections ([`connect_extension`]) for a backend that drives the roles
+//!     itself ([`Roles::External`]), forwarded proposals.
 //! - `fuzzing.rs` — (feature `fuzzing`) the decoders above, for the fuzz targets in
 //!   `broker/fuzz`.
 //!

@@ -15,7 +15,7 @@
 //!    the new set and answers. A removed node is told too, when it can be reached.
 //!
 //! # Why promotion stays safe
-//! Promotion (`replication.rs`) needs a majority of the promoted node's voters and takes the
+//! Promotion (`replication/takeover.rs`) needs a majority of the promoted node's voters and takes the
 //! most up-to-date log among them. Every committed write is durable on a majority of the set
 //! the primary counted by. When a change completes, every remaining member holds the new
 //! set; while one is in flight, nodes hold the old or the new set, which differ by one node,

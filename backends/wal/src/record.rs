@@ -4,7 +4,7 @@
 //! Frame: `len: u32 LE | crc32c: u32 LE | format_version: u8 | epoch: u64 LE | index: u64 LE |
 //! payload`, where `len` counts everything after the CRC and the CRC covers the same bytes.
 //! The payload is `MetadataCommand::to_bytes()`, or empty for an *epoch marker*: the record a
-//! new primary writes first in its epoch, which applies no command (see `replication.rs`).
+//! new primary writes first in its epoch, which applies no command (see `replication/takeover.rs`).
 
 use serde::{Deserialize, Serialize};
 use switchyard_backend_api::{CodecError, LogIndex, MetadataCommand, codec};

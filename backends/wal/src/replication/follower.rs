@@ -1,0 +1,241 @@
+//! The follower's side of a replication connection: accept the primary's epoch (persisted
+//! before `Welcome`) or fence it, then make what it streams durable, apply up to its commit
+//! index and ack; answer a promoted node's `Fetch`.
+
+use switchyard_backend_api::{MetadataError, NodeId, Readiness, Role};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use super::stream::{Receiver, catch_up, read_records, send_append};
+use super::{Control, net};
+use crate::node::Node;
+use crate::protocol::{Message, recv, send};
+use crate::record::Position;
+use crate::term::Term;
+use crate::writer::Request;
+
+/// Whether a node whose term is `known` refuses `from` as primary of `epoch`: an older
+/// epoch, or the known epoch claimed by a node that is not its primary.
+fn fences(known: Term, from: NodeId, epoch: u64) -> bool {
+    epoch < known.epoch || (epoch == known.epoch && from != known.primary)
+}
+
+/// Accept `epoch` from `from` as primary, or say who is.
+async fn accept_epoch(
+    node: &Node,
+    from: NodeId,
+    epoch: u64,
+) -> Result<Option<Term>, MetadataError> {
+    let mut guard = node.lock_term().await;
+    let term = guard.get();
+    if fences(term, from, epoch) {
+        return Ok(Some(term));
+    }
+    if epoch > term.epoch {
+        guard
+            .set(Term {
+                epoch,
+                primary: from,
+            })
+            .await?;
+        // Stop writing as primary before acknowledging anything in the new epoch.
+        node.ask_writer(|reply| Request::Follow { reply }).await?;
+        if term.primary == node.me {
+            let _ = node.control.send(Control::SteppedDown);
+        }
+    }
+    Ok(None)
+}
+
+/// The follower's side of a replication connection.
+pub(super) async fn follow(
+    node: &Node,
+    from: NodeId,
+    epoch: u64,
+    mut reader: OwnedReadHalf,
+    mut writer: OwnedWriteHalf,
+) -> Result<(), MetadataError> {
+    let io = node.io_timeout();
+    if let Some(term) = accept_epoch(node, from, epoch).await? {
+        tracing::info!(%from, epoch, known = term.epoch, "fencing a primary of an old epoch");
+        let fenced = Message::Fenced {
+            epoch: term.epoch,
+            primary: term.primary,
+        };
+        return send(&mut writer, &fenced, io).await.map_err(net);
+    }
+    node.progress.follow();
+    let last = node.durable.borrow().last;
+    send(&mut writer, &Message::Welcome { last }, io)
+        .await
+        .map_err(net)?;
+    node.set_view(
+        Role::Follower,
+        Some(from),
+        Readiness::NotReady {
+            reason: format!("catching up with primary {from}"),
+        },
+    );
+    let result = follow_stream(node, from, epoch, &mut reader, &mut writer).await;
+    if node.term().epoch == epoch {
+        node.set_view(
+            Role::Follower,
+            Some(from),
+            Readiness::NotReady {
+                reason: format!("lost the connection to primary {from}"),
+            },
+        );
+    }
+    result
+}
+
+/// `Fenced` with the newer term, if this node left `epoch` meanwhile.
+fn fenced_since(node: &Node, epoch: u64) -> Option<Message> {
+    let term = node.term();
+    (term.epoch != epoch).then_some(Message::Fenced {
+        epoch: term.epoch,
+        primary: term.primary,
+    })
+}
+
+async fn follow_stream(
+    node: &Node,
+    from: NodeId,
+    epoch: u64,
+    reader: &mut OwnedReadHalf,
+    writer: &mut OwnedWriteHalf,
+) -> Result<(), MetadataError> {
+    let io = node.io_timeout();
+    let dead_after = io * 2;
+    let mut receiver = Receiver::default();
+    let mut ready_at = None;
+    let mut ready = false;
+    loop {
+        let message = recv(reader, node.config.max_frame_bytes, dead_after)
+            .await
+            .map_err(net)?;
+        if let Some(fenced) = fenced_since(node, epoch) {
+            return send(writer, &fenced, io).await.map_err(net);
+        }
+        if let Message::Fetch { after } = message {
+            serve_fetch(node, writer, after).await?;
+            continue;
+        }
+        let commit = receiver.take(node, message).await?;
+        // A new primary may have been welcomed while these records became durable; its
+        // `Welcome` may not count them, so they must not be acknowledged to the old one.
+        if let Some(fenced) = fenced_since(node, epoch) {
+            return send(writer, &fenced, io).await.map_err(net);
+        }
+        if let Some(commit) = commit {
+            node.progress.leader_commit(commit);
+            ready_at.get_or_insert(commit);
+        }
+        let durable = node.durable.borrow().last;
+        send(writer, &Message::Ack { durable }, io)
+            .await
+            .map_err(net)?;
+        if !ready && ready_at.is_some_and(|at| node.applied.applied_index() >= at) {
+            ready = true;
+            node.set_view(Role::Follower, Some(from), Readiness::Ready);
+        }
+    }
+}
+
+/// Answer a promoted node's `Fetch`: catch it up to this node's durable log, then
+/// `FetchDone`.
+async fn serve_fetch(
+    node: &Node,
+    writer: &mut OwnedWriteHalf,
+    after: Position,
+) -> Result<(), MetadataError> {
+    let io = node.io_timeout();
+    let mut cursor = catch_up(node, writer, after).await?;
+    let upto = node.durable.borrow().last.index;
+    while cursor.next() <= upto {
+        let (moved, records) = read_records(node, cursor, upto).await?;
+        cursor = moved;
+        let Some(records) = records else {
+            return Err(MetadataError::Storage(
+                "log compacted during a fetch".into(),
+            ));
+        };
+        if records.is_empty() {
+            break;
+        }
+        let message = Message::Append { commit: 0, records };
+        send_append(node, writer, &message).await?;
+    }
+    send(writer, &Message::FetchDone, io).await.map_err(net)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use anyhow::{Context as _, bail, ensure};
+    use switchyard_compat_tests::{RegistryHarness, TestCluster};
+    use tokio::net::TcpStream;
+
+    use super::*;
+    use crate::protocol::{NetError, Purpose};
+    use crate::replication::describe;
+
+    #[test]
+    fn a_follower_fences_older_epochs_and_another_primary_of_its_own() {
+        let known = Term {
+            epoch: 4,
+            primary: NodeId(1),
+        };
+        assert!(fences(known, NodeId(1), 3));
+        assert!(fences(known, NodeId(2), 4));
+        assert!(!fences(known, NodeId(1), 4));
+        assert!(!fences(known, NodeId(2), 5));
+    }
+
+    /// A primary announcing a snapshot larger than a node decodes is cut off at its first
+    /// chunk: the follower used to buffer chunks towards whatever total the primary claimed.
+    /// (Here the "primary" is a peer claiming a higher epoch, which a node accepts.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_larger_than_a_node_decodes_is_refused_at_the_first_chunk()
+    -> anyhow::Result<()> {
+        let harness = RegistryHarness::new("wal");
+        let mut cluster = TestCluster::layout(&harness, 2)?;
+        cluster.open(0).await?;
+        let identity = &cluster.spec(0)?.identity;
+        let me = identity.id;
+        let addr = identity
+            .cluster_addr
+            .clone()
+            .context("no cluster address")?;
+        let primary = *identity
+            .peers
+            .keys()
+            .find(|id| **id != me)
+            .context("no peer")?;
+        let io = Duration::from_secs(5);
+        let (mut reader, mut writer) = TcpStream::connect(&addr).await?.into_split();
+        let hello = Message::Hello {
+            cluster_id: "switchyard".into(),
+            from: primary,
+            to: me,
+            epoch: 7,
+            purpose: Purpose::Replicate,
+        };
+        send(&mut writer, &hello, io).await?;
+        match recv(&mut reader, 1 << 20, io).await? {
+            Message::Welcome { .. } => {}
+            other => bail!("the node answered {}", describe(&other)),
+        }
+        let chunk = Message::SnapshotChunk {
+            total: 1 << 40,
+            data: vec![0; 1 << 16],
+        };
+        send(&mut writer, &chunk, io).await?;
+        let answer = recv(&mut reader, 1 << 20, io).await;
+        ensure!(
+            !matches!(answer, Ok(_) | Err(NetError::Timeout(..))),
+            "the node kept a link announcing a 1 TiB snapshot: {answer:?}"
+        );
+        Ok(())
+    }
+}
