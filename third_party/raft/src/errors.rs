@@ -23,8 +23,9 @@ pub enum Error {
     #[error("{0}")]
     ConfigInvalid(String),
     /// A protobuf message codec failed in some manner.
+    // Switchyard patch: prost's decode error, not protobuf 2's `ProtobufError`.
     #[error("protobuf codec error {0:?}")]
-    CodecError(#[from] protobuf::ProtobufError),
+    CodecError(#[from] prost::DecodeError),
     /// The node exists, but should not.
     #[error("The node {id} already exists in the {set} set.")]
     Exists {

@@ -22,7 +22,8 @@ use crate::eraftpb::{
     ConfChange, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message, MessageType,
     Snapshot,
 };
-use protobuf::Message as _;
+// Switchyard patch: prost, not protobuf 2.
+use prost::Message as _;
 use raft_proto::ConfChangeI;
 use rand::{self, Rng};
 use slog::{self, Logger};
@@ -2044,14 +2045,14 @@ impl<T: Storage> Raft<T> {
                     let mut cc;
                     if e.get_entry_type() == EntryType::EntryConfChange {
                         let mut cc_v1 = ConfChange::default();
-                        if let Err(e) = cc_v1.merge_from_bytes(e.get_data()) {
+                        if let Err(e) = cc_v1.merge(e.get_data()) {
                             error!(self.logger, "invalid confchange"; "error" => ?e);
                             return Err(Error::ProposalDropped);
                         }
                         cc = cc_v1.into_v2();
                     } else if e.get_entry_type() == EntryType::EntryConfChangeV2 {
                         cc = ConfChangeV2::default();
-                        if let Err(e) = cc.merge_from_bytes(e.get_data()) {
+                        if let Err(e) = cc.merge(e.get_data()) {
                             error!(self.logger, "invalid confchangev2"; "error" => ?e);
                             return Err(Error::ProposalDropped);
                         }

@@ -672,7 +672,7 @@ mod test {
     use crate::errors::{Error, StorageError};
     use crate::raft_log::{self, RaftLog};
     use crate::storage::{GetEntriesContext, MemStorage};
-    use protobuf::Message as PbMessage;
+    use prost::Message as PbMessage;
 
     fn new_entry(index: u64, term: u64) -> eraftpb::Entry {
         let mut e = eraftpb::Entry::default();
@@ -1157,7 +1157,7 @@ mod test {
         let (last, half) = (offset + num, offset + num / 2);
         let halfe = new_entry(half, half);
 
-        let halfe_size = u64::from(halfe.compute_size());
+        let halfe_size = halfe.encoded_len() as u64;
 
         let store = MemStorage::new();
         store

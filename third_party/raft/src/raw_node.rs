@@ -22,7 +22,8 @@
 
 use std::{collections::VecDeque, mem};
 
-use protobuf::Message as PbMessage;
+// Switchyard patch: prost, not protobuf 2.
+use prost::Message as PbMessage;
 use raft_proto::ConfChangeI;
 use slog::Logger;
 
@@ -377,9 +378,9 @@ impl<T: Storage> RawNode<T> {
     #[cfg_attr(feature = "cargo-clippy", allow(clippy::needless_pass_by_value))]
     pub fn propose_conf_change(&mut self, context: Vec<u8>, cc: impl ConfChangeI) -> Result<()> {
         let (data, ty) = if let Some(cc) = cc.as_v1() {
-            (cc.write_to_bytes()?, EntryType::EntryConfChange)
+            (cc.encode_to_vec(), EntryType::EntryConfChange)
         } else {
-            (cc.as_v2().write_to_bytes()?, EntryType::EntryConfChangeV2)
+            (cc.as_v2().encode_to_vec(), EntryType::EntryConfChangeV2)
         };
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgPropose);

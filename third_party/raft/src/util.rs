@@ -11,7 +11,8 @@ use slog::{OwnedKVList, Record, KV};
 
 use crate::eraftpb::{Entry, Message};
 use crate::HashSet;
-use protobuf::Message as PbMessage;
+// Switchyard patch: prost, not protobuf 2.
+use prost::Message as PbMessage;
 
 use slog::{b, record_static};
 
@@ -63,10 +64,10 @@ pub fn limit_size<T: PbMessage + Clone>(entries: &mut Vec<T>, max: Option<u64>) 
         .iter()
         .take_while(|&e| {
             if size == 0 {
-                size += u64::from(e.compute_size());
+                size += e.encoded_len() as u64;
                 return true;
             }
-            size += u64::from(e.compute_size());
+            size += e.encoded_len() as u64;
             size <= max
         })
         .count();
