@@ -16,7 +16,7 @@
 //! A leader whose `Lead` entry for its term is not yet proposed proposes it after the Ready
 //! rounds, never between `ready()` and `advance()`.
 
-use protobuf::Message as _;
+use prost::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message,
     Snapshot,
@@ -248,7 +248,7 @@ impl<S: GroupLog> Driver<S> {
         let mut change = ConfChange::default();
         change.set_change_type(change_type);
         change.node_id = id;
-        change.context = addr.as_bytes().to_vec().into();
+        change.context = addr.as_bytes().to_vec();
         Ok(self.raw.propose_conf_change(Vec::new(), change)?)
     }
 
@@ -366,7 +366,7 @@ impl<S: GroupLog> Driver<S> {
                 EntryType::EntryConfChange => {
                     let mut change = ConfChange::default();
                     change
-                        .merge_from_bytes(entry.get_data())
+                        .merge(entry.get_data())
                         .map_err(|e| corrupt(e.to_string()))?;
                     self.apply_change(&change)?;
                     round.members_changed = true;
@@ -374,7 +374,7 @@ impl<S: GroupLog> Driver<S> {
                 EntryType::EntryConfChangeV2 => {
                     let mut change = ConfChangeV2::default();
                     change
-                        .merge_from_bytes(entry.get_data())
+                        .merge(entry.get_data())
                         .map_err(|e| corrupt(e.to_string()))?;
                     let conf_state = self.raw.apply_conf_change(&change)?;
                     self.raw.mut_store().set_conf_state(conf_state)?;

@@ -18,7 +18,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use protobuf::Message as _;
+use prost::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RaftState, Storage};
@@ -82,9 +82,9 @@ impl RocksLog {
             .ok_or_else(|| storage(format!("column family {name} is missing")))
     }
 
-    fn get_proto<M: protobuf::Message>(&self, key: &[u8]) -> Result<Option<M>, DriverError> {
+    fn get_proto<M: prost::Message + Default>(&self, key: &[u8]) -> Result<Option<M>, DriverError> {
         match self.db.get_cf(self.cf(CF_META)?, key).map_err(storage)? {
-            Some(bytes) => M::parse_from_bytes(&bytes).map(Some).map_err(storage),
+            Some(bytes) => M::decode(&bytes[..]).map(Some).map_err(storage),
             None => Ok(None),
         }
     }
@@ -103,7 +103,7 @@ impl RocksLog {
         );
         for item in iter {
             let (_, value) = item.map_err(storage)?;
-            entries.push(Entry::parse_from_bytes(&value).map_err(storage)?);
+            entries.push(Entry::decode(&value[..]).map_err(storage)?);
         }
         core.append(&entries)?;
         drop(core);
@@ -141,7 +141,7 @@ impl RocksLog {
         }
         let voters: Vec<u64> = members.iter().map(|(id, _)| *id).collect();
         let mut snapshot = Snapshot {
-            data: codec::encode(&state).map_err(storage)?.into(),
+            data: codec::encode(&state).map_err(storage)?,
             ..Snapshot::default()
         };
         let metadata = snapshot.mut_metadata();
@@ -199,8 +199,7 @@ impl Storage for RocksLog {
         }
         let mut snapshot = Snapshot {
             data: codec::encode(&self.state)
-                .map_err(|e| raft::Error::Store(raft::StorageError::Other(Box::new(e))))?
-                .into(),
+                .map_err(|e| raft::Error::Store(raft::StorageError::Other(Box::new(e))))?,
             ..Snapshot::default()
         };
         let metadata = snapshot.mut_metadata();
@@ -226,19 +225,11 @@ impl GroupLog for RocksLog {
             let index = snapshot.get_metadata().index;
             batch.delete_range_cf(log, 0u64.to_be_bytes(), u64::MAX.to_be_bytes());
             batch.delete_cf(log, u64::MAX.to_be_bytes());
-            batch.put_cf(
-                meta,
-                KEY_SNAPSHOT,
-                snapshot.write_to_bytes().map_err(storage)?,
-            );
+            batch.put_cf(meta, KEY_SNAPSHOT, snapshot.encode_to_vec());
             batch.put_cf(
                 meta,
                 KEY_CONF_STATE,
-                snapshot
-                    .get_metadata()
-                    .get_conf_state()
-                    .write_to_bytes()
-                    .map_err(storage)?,
+                snapshot.get_metadata().get_conf_state().encode_to_vec(),
             );
             let state: GroupState = codec::decode(snapshot.get_data()).map_err(storage)?;
             batch.put_cf(
@@ -252,19 +243,11 @@ impl GroupLog for RocksLog {
             batch.delete_range_cf(log, first.index.to_be_bytes(), u64::MAX.to_be_bytes());
             batch.delete_cf(log, u64::MAX.to_be_bytes());
             for entry in entries {
-                batch.put_cf(
-                    log,
-                    entry.index.to_be_bytes(),
-                    entry.write_to_bytes().map_err(storage)?,
-                );
+                batch.put_cf(log, entry.index.to_be_bytes(), entry.encode_to_vec());
             }
         }
         if let Some(hard_state) = hard_state {
-            batch.put_cf(
-                meta,
-                KEY_HARD_STATE,
-                hard_state.write_to_bytes().map_err(storage)?,
-            );
+            batch.put_cf(meta, KEY_HARD_STATE, hard_state.encode_to_vec());
         }
         let mut options = rocksdb::WriteOptions::default();
         options.set_sync(sync);
@@ -284,7 +267,7 @@ impl GroupLog for RocksLog {
     fn set_commit(&mut self, commit: u64) -> Result<(), DriverError> {
         let mut core = self.mem.wl();
         core.mut_hard_state().set_commit(commit);
-        let bytes = core.hard_state().write_to_bytes().map_err(storage)?;
+        let bytes = core.hard_state().encode_to_vec();
         drop(core);
         self.db
             .put_cf(self.cf(CF_META)?, KEY_HARD_STATE, bytes)
@@ -292,7 +275,7 @@ impl GroupLog for RocksLog {
     }
 
     fn set_conf_state(&mut self, conf_state: ConfState) -> Result<(), DriverError> {
-        let bytes = conf_state.write_to_bytes().map_err(storage)?;
+        let bytes = conf_state.encode_to_vec();
         self.db
             .put_cf(self.cf(CF_META)?, KEY_CONF_STATE, bytes)
             .map_err(storage)?;
@@ -334,7 +317,7 @@ mod tests {
         Entry {
             index,
             term,
-            data: data.to_vec().into(),
+            data: data.to_vec(),
             ..Entry::default()
         }
     }
@@ -353,7 +336,6 @@ mod tests {
                 term: 2,
                 vote: 2,
                 commit: 3,
-                ..HardState::default()
             };
             let replaced = [entry(4, 2, b"y")];
             log.persist(&Snapshot::default(), &replaced, Some(&hard_state), true)?;

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
-use protobuf::Message as _;
+use prost::Message as _;
 use raft::eraftpb::Message;
 use serde::{Deserialize, Serialize};
 use switchyard_backend_api::{
@@ -211,10 +211,10 @@ async fn send_to(dial: Dial, peer: u64, max: usize, mut queue: mpsc::Receiver<Me
         let Some(stream) = conn.as_mut() else {
             continue;
         };
-        let sent = match message.write_to_bytes() {
-            Ok(bytes) => stream.send(Bytes::from(bytes)).await.is_ok(),
-            Err(_) => true,
-        };
+        let sent = stream
+            .send(Bytes::from(message.encode_to_vec()))
+            .await
+            .is_ok();
         if !sent {
             conn = None;
         }
@@ -256,7 +256,7 @@ async fn receive(
     match codec::decode::<Open>(&first) {
         Ok(Open::Raft) if from != 0 => {
             while let Some(Ok(frame)) = conn.next().await {
-                match Message::parse_from_bytes(&frame) {
+                match Message::decode(&frame[..]) {
                     Ok(message) if message.from == from && message.to == me => {
                         if inbox.send(message).await.is_err() {
                             return;
@@ -491,19 +491,19 @@ mod tests {
             frame.extend_from_slice(&body);
             let _ = codec::decode::<Open>(&frame);
             let _ = codec::decode::<CallFrame>(&frame);
-            let _ = Message::parse_from_bytes(&body);
+            let _ = Message::decode(&body[..]);
         }
     }
 
-    /// RUSTSEC-2024-0437 (protobuf 3's recursive group skipping) does not reach protobuf 2.28
-    /// as raft-rs uses it: deeply nested unknown groups in a raft frame are refused with an
-    /// error, and deeply nested unknown length-delimited fields are kept as bytes, never
-    /// parsed — neither overflows the stack.
+    /// The shape of RUSTSEC-2024-0437 (protobuf's recursive group skipping) in a raft frame,
+    /// decoded by prost: deeply nested unknown groups are refused with an error (prost caps
+    /// group nesting at 100), and deeply nested unknown length-delimited fields are skipped
+    /// as bytes, never parsed — neither overflows the stack.
     #[test]
     fn deeply_nested_unknown_fields_neither_recurse_nor_overflow() {
         // Unknown field 20, wire type 3 (start group), 100,000 times.
         let groups = [0xa3u8, 0x01].repeat(100_000);
-        assert!(Message::parse_from_bytes(&groups).is_err());
+        assert!(Message::decode(&groups[..]).is_err());
         // Unknown field 21, wire type 2, each one's body the next, 10,000 deep.
         let mut nested: Vec<u8> = Vec::new();
         for _ in 0..10_000 {
@@ -517,10 +517,275 @@ mod tests {
             outer.extend_from_slice(&nested);
             nested = outer;
         }
-        let decoded = Message::parse_from_bytes(&nested).map(|m| m.get_msg_type());
+        let decoded = Message::decode(&nested[..]).map(|m| m.get_msg_type());
         assert!(
             matches!(decoded, Ok(raft::eraftpb::MessageType::MsgHup)),
             "{decoded:?}"
         );
+    }
+
+    /// A message type this version does not know reads as the default (`MsgHup`), as it did
+    /// with protobuf 2, instead of panicking in raft-rs's getter.
+    #[test]
+    fn an_unknown_message_type_reads_as_the_default() {
+        // msg_type (field 1) = 99, to = 2, from = 1.
+        let message = Message::decode(&[0x08, 99, 0x10, 2, 0x18, 1][..]);
+        assert!(
+            matches!(&message, Ok(m) if m.get_msg_type() == raft::eraftpb::MessageType::MsgHup
+                && m.msg_type == 99 && m.to == 2 && m.from == 1),
+            "{message:?}"
+        );
+    }
+
+    /// Protobuf 2 (raft-rs's protobuf codec, Switchyard before the raft-rs patch) and prost
+    /// (the patched raft-rs) write the same bytes for raft messages and for the records
+    /// `store` keeps in RocksDB, and read each other's: every constant below was written by
+    /// protobuf 2.28 (`write_to_bytes`). The one difference: protobuf 2 writes fields in the
+    /// `.proto` file's order, prost in field-number order, and eraftpb declares a few fields
+    /// out of number order (`Message.commit_term` = 15 after `commit` = 8, `request_snapshot`
+    /// = 13 after `snapshot` = 9, `ConfChange.id` = 1 last, `Entry.sync_log` = 5 after
+    /// `context` = 6). A message that sets one of those together with a later-declared field
+    /// comes out with the same fields, each byte for byte, in another order — which any
+    /// protobuf reader accepts. The repeated `ConfState` fields stay unpacked as protobuf 2
+    /// wrote them (`[packed = false]` in third_party/raft-proto/proto/eraftpb.proto).
+    mod protobuf2_bytes {
+        use raft::eraftpb::{
+            ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2,
+            ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot,
+            SnapshotMetadata,
+        };
+
+        use super::*;
+
+        /// Every field of `Message` set, with three entries (normal, `ConfChange`,
+        /// `ConfChangeV2`) and a snapshot with metadata and a joint `ConfState`.
+        const MESSAGE: &str = "0803100218012007280630293a131007182a220801636f6d6d616e6432036374783a1c08011007182b221410021804220e3132372e302e302e313a393039333a1408021007182c220c08021204080110031a027632402878064a220a0601737461746512180a12080108020803100418011802180520052801101e1805681d50015826620863616d706169676e70038001feffffffffffffffff01";
+        /// What a leader sends: `MsgAppend` with the same entries, `commit` and `commit_term`.
+        const APPEND: &str = "0803100218012007280630293a131007182a220801636f6d6d616e6432036374783a1c08011007182b221410021804220e3132372e302e302e313a393039333a1408021007182c220c08021204080110031a02763240287806";
+        const HEARTBEAT: &str = "08081002180120074028";
+        const SNAPSHOT_MESSAGE: &str = "08071004180120074a220a0601737461746512180a12080108020803100418011802180520052801101e1805";
+        /// The RocksDB records (`store`): `raft_log` values and `raft_meta` values.
+        const ENTRY: &str = "1007182a220801636f6d6d616e643203637478";
+        const SNAPSHOT: &str =
+            "0a0601737461746512180a12080108020803100418011802180520052801101e1805";
+        const CONF_STATE: &str = "080108020803100418011802180520052801";
+        const HARD_STATE: &str = "080710011828";
+        /// Entry data of membership changes.
+        const CONF_CHANGE: &str = "10021804220e3132372e302e302e313a39303933";
+        const CONF_CHANGE_V2: &str = "08021204080110031a027632";
+        /// Declared out of number order: `id` (1) after `context` (4), `sync_log` (5) after
+        /// `context` (6).
+        const CONF_CHANGE_WITH_ID: &str = "18022201610809";
+        const ENTRY_WITH_SYNC_LOG: &str = "1007182a2201783201632801";
+
+        fn unhex(hex: &str) -> Vec<u8> {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or_default())
+                .collect()
+        }
+
+        /// The top-level fields of a protobuf message (varint and length-delimited only), each
+        /// as its field number and its bytes (key included), in field-number order.
+        fn fields_by_number(mut bytes: &[u8]) -> Vec<(u64, Vec<u8>)> {
+            fn varint(bytes: &mut &[u8]) -> u64 {
+                let mut value = 0;
+                for shift in (0..64).step_by(7) {
+                    let Some((&byte, rest)) = bytes.split_first() else {
+                        panic!("truncated varint");
+                    };
+                    *bytes = rest;
+                    value |= u64::from(byte & 0x7f) << shift;
+                    if byte < 0x80 {
+                        break;
+                    }
+                }
+                value
+            }
+            let mut fields = Vec::new();
+            while !bytes.is_empty() {
+                let start = bytes;
+                let key = varint(&mut bytes);
+                match key & 7 {
+                    0 => {
+                        varint(&mut bytes);
+                    }
+                    2 => {
+                        let len = usize::try_from(varint(&mut bytes)).unwrap_or(usize::MAX);
+                        bytes = &bytes[len..];
+                    }
+                    other => panic!("wire type {other}"),
+                }
+                let taken = start.len() - bytes.len();
+                fields.push((key >> 3, start[..taken].to_vec()));
+            }
+            fields.sort_by_key(|(number, _)| *number);
+            fields
+        }
+
+        fn change() -> ConfChange {
+            ConfChange {
+                change_type: ConfChangeType::AddLearnerNode as i32,
+                node_id: 4,
+                context: b"127.0.0.1:9093".to_vec(),
+                ..ConfChange::default()
+            }
+        }
+
+        fn change_v2() -> ConfChangeV2 {
+            ConfChangeV2 {
+                transition: ConfChangeTransition::Explicit as i32,
+                changes: vec![ConfChangeSingle {
+                    change_type: ConfChangeType::RemoveNode as i32,
+                    node_id: 3,
+                }],
+                context: b"v2".to_vec(),
+            }
+        }
+
+        fn entries() -> Vec<Entry> {
+            vec![
+                Entry {
+                    entry_type: EntryType::EntryNormal as i32,
+                    term: 7,
+                    index: 42,
+                    data: b"\x01command".to_vec(),
+                    context: b"ctx".to_vec(),
+                    sync_log: false,
+                },
+                Entry {
+                    entry_type: EntryType::EntryConfChange as i32,
+                    term: 7,
+                    index: 43,
+                    data: change().encode_to_vec(),
+                    ..Entry::default()
+                },
+                Entry {
+                    entry_type: EntryType::EntryConfChangeV2 as i32,
+                    term: 7,
+                    index: 44,
+                    data: change_v2().encode_to_vec(),
+                    ..Entry::default()
+                },
+            ]
+        }
+
+        fn snapshot() -> Snapshot {
+            Snapshot {
+                data: b"\x01state".to_vec(),
+                metadata: Some(SnapshotMetadata {
+                    conf_state: Some(ConfState {
+                        voters: vec![1, 2, 3],
+                        learners: vec![4],
+                        voters_outgoing: vec![1, 2, 5],
+                        learners_next: vec![5],
+                        auto_leave: true,
+                    }),
+                    index: 30,
+                    term: 5,
+                }),
+            }
+        }
+
+        /// Decodes `hex` to `expected` and encodes `expected` back to exactly `hex`.
+        fn same_bytes<M: prost::Message + Default + PartialEq + std::fmt::Debug>(
+            hex: &str,
+            expected: &M,
+        ) {
+            let bytes = unhex(hex);
+            assert_eq!(M::decode(&bytes[..]).as_ref(), Ok(expected), "{hex}");
+            assert_eq!(expected.encode_to_vec(), bytes, "{hex}");
+        }
+
+        /// Decodes `hex` to `expected` and encodes `expected` back to the same fields, each byte
+        /// for byte, in field-number order.
+        fn same_fields<M: prost::Message + Default + PartialEq + std::fmt::Debug>(
+            hex: &str,
+            expected: &M,
+        ) {
+            let bytes = unhex(hex);
+            assert_eq!(M::decode(&bytes[..]).as_ref(), Ok(expected), "{hex}");
+            let encoded = expected.encode_to_vec();
+            assert_ne!(encoded, bytes, "{hex} is in field-number order already");
+            assert_eq!(
+                fields_by_number(&encoded),
+                fields_by_number(&bytes),
+                "{hex}"
+            );
+        }
+
+        #[test]
+        fn raft_messages_and_stored_records_keep_their_protobuf2_bytes() {
+            let append = Message {
+                msg_type: MessageType::MsgAppend as i32,
+                to: 2,
+                from: 1,
+                term: 7,
+                log_term: 6,
+                index: 41,
+                entries: entries(),
+                commit: 40,
+                commit_term: 6,
+                ..Message::default()
+            };
+            same_bytes(APPEND, &append);
+            let every_field = Message {
+                snapshot: Some(snapshot()),
+                request_snapshot: 29,
+                reject: true,
+                reject_hint: 38,
+                context: b"campaign".to_vec(),
+                deprecated_priority: 3,
+                priority: -2,
+                ..append
+            };
+            same_fields(MESSAGE, &every_field);
+            let heartbeat = Message {
+                msg_type: MessageType::MsgHeartbeat as i32,
+                to: 2,
+                from: 1,
+                term: 7,
+                commit: 40,
+                ..Message::default()
+            };
+            same_bytes(HEARTBEAT, &heartbeat);
+            let snapshot_message = Message {
+                msg_type: MessageType::MsgSnapshot as i32,
+                to: 4,
+                from: 1,
+                term: 7,
+                snapshot: Some(snapshot()),
+                ..Message::default()
+            };
+            same_bytes(SNAPSHOT_MESSAGE, &snapshot_message);
+
+            same_bytes(ENTRY, &entries()[0]);
+            same_bytes(SNAPSHOT, &snapshot());
+            same_bytes(CONF_STATE, snapshot().get_metadata().get_conf_state());
+            let hard_state = HardState {
+                term: 7,
+                vote: 1,
+                commit: 40,
+            };
+            same_bytes(HARD_STATE, &hard_state);
+            same_bytes(CONF_CHANGE, &change());
+            same_bytes(CONF_CHANGE_V2, &change_v2());
+            let change_with_id = ConfChange {
+                id: 9,
+                change_type: ConfChangeType::AddNode as i32,
+                node_id: 2,
+                context: b"a".to_vec(),
+            };
+            same_fields(CONF_CHANGE_WITH_ID, &change_with_id);
+            let entry_with_sync_log = Entry {
+                term: 7,
+                index: 42,
+                data: b"x".to_vec(),
+                context: b"c".to_vec(),
+                sync_log: true,
+                ..Entry::default()
+            };
+            same_fields(ENTRY_WITH_SYNC_LOG, &entry_with_sync_log);
+        }
     }
 }
