@@ -5,8 +5,8 @@
 //! the outcome of a proposal it asked for, or a tick of the clock — and returns [`Action`]s:
 //! metadata commands to propose and replies to send. [`Machine::next_deadline`] says when it
 //! next wants an [`Event::Tick`]. Time is a [`Duration`] since an epoch the caller picks. The
-//! async driver ([`super::GroupCoordinator`]) runs it for the broker; `sim.rs` runs it under
-//! seeded schedules.
+//! async driver ([`super::GroupCoordinator`]) runs it for the broker; `machine/sim.rs` runs it
+//! under seeded schedules.
 //!
 //! The protocol is Kafka's classic one: Empty → PreparingRebalance (members (re)join; the join
 //! phase ends when every known member has rejoined, or at the rebalance deadline — for a group
@@ -41,6 +41,11 @@ use tracing::{debug, info, warn};
 
 use super::coordinator_of;
 use crate::kafka::errors::group_error;
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
 
 /// How long past the rebalance timeout a JoinGroup waits for its join phase to end (whose
 /// proposal may be slow) before it is answered REBALANCE_IN_PROGRESS.

@@ -14,6 +14,11 @@
 //!   lock, never held across an `.await`; proposes what the machine asks for in a task of its
 //!   own and feeds the outcome back; hands replies to the waiting requests; and ticks the
 //!   machine at its next deadline. [`coordinator_of`] places groups on live brokers.
+//! - `machine/sim.rs` (tests) — a deterministic world around the machine (a metadata state
+//!   that commits, fails or delays its proposals; a clock; coordinator moves) and 1,000 seeded
+//!   schedules of random clients, with every reply and the invariants checked after each step;
+//!   a failing seed is printed with the command that replays it (`SEED=… TRACE=1`).
+//!   `machine/tests.rs` — one scenario per rule in that world.
 
 pub mod machine;
 
