@@ -52,7 +52,7 @@ mod tests;
 const JOIN_GRACE: Duration = Duration::from_secs(5);
 
 /// How often groups another broker now coordinates, and idle groups, are dropped.
-pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(200);
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A group's phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
