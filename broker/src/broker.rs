@@ -62,11 +62,11 @@ impl Broker {
         settings: KafkaSettings,
         replicas: Replicas,
     ) -> Arc<Self> {
-        Arc::new_cyclic(|me| Self {
+        Arc::new(Self {
             id,
             host,
             port,
-            groups: GroupCoordinator::new(me.clone(), &settings),
+            groups: GroupCoordinator::new(id, Arc::clone(&backend), &settings),
             backend,
             registered: watch::Sender::new(false),
             producer_ids: Mutex::new(None),
@@ -304,7 +304,8 @@ impl Broker {
 
     /// The error a group request gets on this broker, if it may not serve `group` now:
     /// `COORDINATOR_NOT_AVAILABLE` before registration, `NOT_COORDINATOR` if another live
-    /// broker coordinates it (the group's runtime here, if any, is dropped).
+    /// broker coordinates it (the coordinator drops the group's runtime here, if any, at its
+    /// next housekeeping).
     pub fn coordination_error(&self, group: &str) -> Option<ResponseError> {
         if !self.is_registered() {
             return Some(ResponseError::CoordinatorNotAvailable);
@@ -312,24 +313,14 @@ impl Broker {
         let view = self.metadata();
         match coordinator_of(&view.state, group) {
             Some(b) if b.id == self.id => None,
-            Some(_) => {
-                self.groups.unload_foreign(self);
-                Some(ResponseError::NotCoordinator)
-            }
+            Some(_) => Some(ResponseError::NotCoordinator),
             None => Some(ResponseError::CoordinatorNotAvailable),
         }
     }
 
     /// Propose a command with the configured deadline.
     pub async fn propose(&self, command: MetadataCommand) -> Result<Outcome, MetadataError> {
-        let timeout = self.metadata_timeout();
-        match tokio::time::timeout(timeout, self.backend.propose(command)).await {
-            Ok(result) => result.map(|proposed| proposed.outcome),
-            Err(_) => Err(MetadataError::Timeout {
-                what: "metadata proposal".into(),
-                after_ms: self.settings.metadata_timeout_ms,
-            }),
-        }
+        propose_within(&*self.backend, self.metadata_timeout(), command).await
     }
 
     /// The deadline for metadata calls.
@@ -431,6 +422,22 @@ impl Broker {
                 Ok(first.0)
             }
         }
+    }
+}
+
+/// Propose `command` through `backend`, failing with `Timeout` after `timeout` (when the outcome
+/// is unknown: the command may still apply).
+pub(crate) async fn propose_within(
+    backend: &dyn MetadataBackend,
+    timeout: Duration,
+    command: MetadataCommand,
+) -> Result<Outcome, MetadataError> {
+    match tokio::time::timeout(timeout, backend.propose(command)).await {
+        Ok(result) => result.map(|proposed| proposed.outcome),
+        Err(_) => Err(MetadataError::Timeout {
+            what: "metadata proposal".into(),
+            after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        }),
     }
 }
 

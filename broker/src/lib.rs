@@ -19,7 +19,8 @@
 //! - [`broker`] — [`broker::Broker`]: what connections share, registration, group placement.
 //! - [`kafka`] — the listener, request dispatch, one handler per API, and the peer client
 //!   brokers use to heartbeat.
-//! - [`group`] — the group coordinator: rebalances, session timers, which broker coordinates
+//! - [`group`] — the group coordinator: rebalances and session timers in a state machine
+//!   without I/O ([`group::machine`]) run by an async driver, and which broker coordinates
 //!   which group ([`group::coordinator_of`]).
 //! - [`liveness`] — broker heartbeats to the metadata leader's broker and fencing.
 //! - [`replicas`] — the partitions stored here, with idempotent-producer state and high

@@ -21,7 +21,6 @@ use tracing::{info, warn};
 
 use crate::backends::default_backend;
 use crate::broker::{Broker, now_ms};
-use crate::group::GroupCoordinator;
 use crate::kafka::server;
 use crate::liveness;
 use crate::replicas::Replicas;
@@ -213,9 +212,7 @@ impl Node {
         let listener = tokio::spawn(server::serve(listener, Arc::clone(&broker), stopped));
         let tasks = vec![
             tokio::spawn(Arc::clone(&broker).register()),
-            tokio::spawn(GroupCoordinator::run_session_timers(Arc::downgrade(
-                &broker,
-            ))),
+            tokio::spawn(broker.groups().clone().run_timers()),
             tokio::spawn(Arc::clone(&broker).follow_topic_deletions()),
             tokio::spawn(liveness::run_heartbeats(Arc::clone(&broker))),
             tokio::spawn(liveness::run_fencer(Arc::clone(&broker))),

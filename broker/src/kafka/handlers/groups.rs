@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
-use crate::group::{JoinRequest, coordinator_of};
+use crate::group::{JoinRequest, SyncRequest, coordinator_of};
 use crate::kafka::dispatch::Client;
 use crate::kafka::handlers::kstr;
 
@@ -133,18 +133,18 @@ pub(crate) async fn sync(
     }
     let result = broker
         .groups()
-        .sync(
-            request.group_id.0.as_str(),
-            request.generation_id,
-            request.member_id.as_str(),
-            request.protocol_type.as_ref().map(|t| t.as_str()),
-            request.protocol_name.as_ref().map(|p| p.as_str()),
-            request
+        .sync(SyncRequest {
+            group: request.group_id.0.as_str().to_owned(),
+            generation: request.generation_id,
+            member_id: request.member_id.as_str().to_owned(),
+            protocol_type: request.protocol_type.map(|t| t.as_str().to_owned()),
+            protocol: request.protocol_name.map(|p| p.as_str().to_owned()),
+            assignments: request
                 .assignments
                 .into_iter()
                 .map(|a| (a.member_id.as_str().to_owned(), a.assignment))
                 .collect(),
-        )
+        })
         .await;
     SyncGroupResponse::default()
         .with_error_code(code(result.error))
@@ -222,7 +222,7 @@ pub(crate) async fn describe(
             groups.push(group.with_error_code(error.code()));
             continue;
         }
-        let described = broker.groups().describe(id.0.as_str()).await;
+        let described = broker.groups().describe(id.0.as_str());
         groups.push(match described {
             None => group.with_group_state(kstr("Dead")),
             Some(d) => group
@@ -261,7 +261,6 @@ pub(crate) async fn list(
     let groups = broker
         .groups()
         .list()
-        .await
         .into_iter()
         .filter(|(_, _, phase)| {
             wanted_states.is_empty() || wanted_states.contains(&phase.as_str().to_ascii_lowercase())

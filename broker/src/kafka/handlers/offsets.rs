@@ -67,7 +67,7 @@ pub(crate) async fn commit(
     let generation = request.generation_id_or_member_epoch;
     let shared_error = if let Some(e) = broker.coordination_error(&group) {
         Some(e)
-    } else if let Some(e) = broker.groups().check_commit(&group, generation).await {
+    } else if let Some(e) = broker.groups().check_commit(&group, generation) {
         Some(e)
     } else if offsets.is_empty() {
         None
