@@ -32,9 +32,6 @@ use crate::{GUARANTEES, NAME};
 
 /// Raft messages queued for the loop before a peer's connection waits.
 const INBOX: usize = 4096;
-/// How long opening the group's RocksDB may wait for a handle that a crashed node of this
-/// process is still closing.
-const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// One node of the `hybrid` backend.
 #[derive(Debug)]
@@ -69,36 +66,31 @@ fn storage(e: impl std::fmt::Display) -> MetadataError {
 }
 
 /// Open the group's log in `dir`, waiting out a lock still held by a crashed node of this
-/// process; a brand-new log is bootstrapped with `founders` as the voters, if given.
+/// process (`switchyard_rocksdb::open_retrying`); a brand-new log is bootstrapped with
+/// `founders` as the voters, if given.
 async fn open_log(
     dir: &Path,
     founders: Option<Vec<(u64, String)>>,
 ) -> Result<RocksLog, MetadataError> {
-    let deadline = Instant::now() + LOCK_WAIT;
-    let mut pause = Duration::from_millis(5);
-    loop {
-        let at = dir.to_path_buf();
-        let founders = founders.clone();
-        let opened = tokio::task::spawn_blocking(move || {
-            let mut log = RocksLog::open(&at)?;
-            if let Some(founders) = founders
-                && log.is_pristine()?
-            {
-                log.bootstrap(&founders)?;
-            }
-            Ok::<_, DriverError>(log)
-        })
-        .await
-        .map_err(storage)?;
-        match opened {
-            Ok(log) => return Ok(log),
-            Err(e) if e.to_string().contains("lock") && Instant::now() < deadline => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(100));
-            }
-            Err(e) => return Err(storage(format!("{}: {e}", dir.display()))),
+    let failed = |e: &dyn std::fmt::Display| storage(format!("{}: {e}", dir.display()));
+    let at = dir.to_path_buf();
+    let db = switchyard_rocksdb::open_retrying(switchyard_rocksdb::LOCK_WAIT, move || {
+        RocksLog::open_db(&at)
+    })
+    .await
+    .map_err(|e| failed(&e))?;
+    let loaded = tokio::task::spawn_blocking(move || {
+        let mut log = RocksLog::load_from(db)?;
+        if let Some(founders) = founders
+            && log.is_pristine()?
+        {
+            log.bootstrap(&founders)?;
         }
-    }
+        Ok::<_, DriverError>(log)
+    })
+    .await
+    .map_err(storage)?;
+    loaded.map_err(|e| failed(&e))
 }
 
 impl HybridBackend {

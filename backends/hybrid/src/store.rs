@@ -59,15 +59,25 @@ impl std::fmt::Debug for RocksLog {
 impl RocksLog {
     /// Open (or create) the log in `dir` and load it.
     pub fn open(dir: &Path) -> Result<Self, DriverError> {
+        Self::load_from(Self::open_db(dir).map_err(storage)?)
+    }
+
+    /// Open (or create) the database in `dir`, without loading it: the part of [`Self::open`]
+    /// that fails while another handle holds the directory's lock.
+    pub fn open_db(dir: &Path) -> Result<DB, rocksdb::Error> {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         let families = [CF_LOG, CF_META]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-        let db = Arc::new(DB::open_cf_descriptors(&options, dir, families).map_err(storage)?);
+        DB::open_cf_descriptors(&options, dir, families)
+    }
+
+    /// The log held in `db` (from [`Self::open_db`]), loaded.
+    pub fn load_from(db: DB) -> Result<Self, DriverError> {
         let mut log = Self {
-            db,
+            db: Arc::new(db),
             mem: MemStorage::new(),
             applied: 0,
             state: GroupState::default(),

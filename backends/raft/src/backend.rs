@@ -28,9 +28,6 @@ use crate::store::{Db, LogStore, StateMachine};
 use crate::types::{Node, Raft, TypeConfig};
 use crate::{GUARANTEES, NAME};
 
-/// How long open waits for a crashed predecessor in this process to release the database.
-const DB_LOCK_WAIT: Duration = Duration::from_secs(10);
-
 /// One node of the `raft` backend.
 #[derive(Debug)]
 pub struct RaftBackend {
@@ -147,7 +144,7 @@ impl RaftBackend {
         let me = context.node.id.0;
         let dir = context.data_dir.join("raft");
         std::fs::create_dir_all(&dir).map_err(|e| storage(format!("{}: {e}", dir.display())))?;
-        let db = Db::open(&dir, DB_LOCK_WAIT)
+        let db = Db::open(&dir, switchyard_rocksdb::LOCK_WAIT)
             .await
             .map_err(|e| storage(format!("{}: {e}", dir.display())))?;
         let pristine = db.is_pristine().map_err(storage)?;

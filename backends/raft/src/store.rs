@@ -133,30 +133,16 @@ fn cf<'db>(db: &'db DB, name: &str) -> StoreResult<&'db rocksdb::ColumnFamily> {
 }
 
 impl Db {
-    /// Open (or create) the database in `dir`.
-    ///
-    /// A node that was just crashed in this process may still be closing its handle on the
-    /// same directory (its tasks are stopping); RocksDB then reports the lock as held, and open
-    /// retries until `lock_wait` has passed.
+    /// Open (or create) the database in `dir`, waiting up to `lock_wait` for a handle that is
+    /// still closing on it (`switchyard_rocksdb::open_retrying`).
     pub(crate) async fn open(dir: &Path, lock_wait: Duration) -> Result<Self, String> {
-        let deadline = tokio::time::Instant::now() + lock_wait;
-        let mut pause = Duration::from_millis(5);
-        loop {
-            match Self::open_now(dir) {
-                Ok(db) => {
-                    // Everything recovered is on disk.
-                    db.mark_synced().map_err(|e| e.to_string())?;
-                    return Ok(db);
-                }
-                Err(e)
-                    if e.to_string().contains("lock") && tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(100));
-                }
-                Err(e) => return Err(e.into_string()),
-            }
-        }
+        let dir = dir.to_owned();
+        let db = switchyard_rocksdb::open_retrying(lock_wait, move || Self::open_now(&dir))
+            .await
+            .map_err(rocksdb::Error::into_string)?;
+        // Everything recovered is on disk.
+        db.mark_synced().map_err(|e| e.to_string())?;
+        Ok(db)
     }
 
     /// RocksDB's write-ahead log is flushed by hand: a write sits in RocksDB's buffer until
