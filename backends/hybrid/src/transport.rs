@@ -40,6 +40,9 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 const PEER_QUEUE: usize = 1024;
 /// Calls queued for one connection.
 const CALL_QUEUE: usize = 1024;
+/// How long an accepted connection may take to send its first frame (what it carries): a
+/// connection that says nothing is closed rather than held open.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens a connection to a peer by id (the handshake below [`Open`] included).
 pub type Dial = Arc<dyn Fn(u64) -> BoxFuture<'static, Option<TcpStream>> + Send + Sync>;
@@ -250,7 +253,7 @@ async fn receive(
     inbox: mpsc::Sender<Message>,
     handler: Handler,
 ) {
-    let Some(Ok(first)) = conn.next().await else {
+    let Ok(Some(Ok(first))) = tokio::time::timeout(OPEN_TIMEOUT, conn.next()).await else {
         return;
     };
     match codec::decode::<Open>(&first) {
@@ -474,6 +477,30 @@ pub async fn request_membership_change(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection handed over by the WAL's handshake that never says what it carries is
+    /// closed after [`OPEN_TIMEOUT`], not held open.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_says_nothing_is_closed() -> std::io::Result<()> {
+        use tokio::io::AsyncReadExt as _;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let mut silent = TcpStream::connect(listener.local_addr()?).await?;
+        let (accepted, _) = listener.accept().await?;
+        let (handover, incoming) = mpsc::unbounded_channel();
+        let (inbox, _messages) = mpsc::channel(1);
+        let handler: Handler =
+            Arc::new(|_, _| Box::pin(async { Answer::Proposed(Err(MetadataError::ShutDown)) }));
+        let server = tokio::spawn(serve(incoming, 1, 1 << 20, inbox, handler));
+        assert!(handover.send((NodeId(2), accepted)).is_ok());
+        let opened = tokio::time::Instant::now();
+        let mut buf = [0u8; 1];
+        let read = silent.read(&mut buf).await?;
+        assert_eq!(read, 0, "the connection is closed");
+        assert!(opened.elapsed() >= OPEN_TIMEOUT, "{:?}", opened.elapsed());
+        server.abort();
+        Ok(())
+    }
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4_000))]

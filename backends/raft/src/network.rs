@@ -446,6 +446,10 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
     }
 }
 
+/// How long an accepted connection may take to send its `Hello`: a connection that says
+/// nothing is closed rather than held open.
+pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What the listener serves: the node behind it.
 pub(crate) trait Handler: Send + Sync + 'static {
     /// Whether the node has a membership.
@@ -504,7 +508,12 @@ async fn serve_connection<H: Handler>(
         source,
     })?;
     let mut conn = Framed::new(stream, framing(identity.max_frame_bytes));
-    let hello: Hello = recv(&mut conn, &addr).await?;
+    let hello: Hello = tokio::time::timeout(HELLO_TIMEOUT, recv(&mut conn, &addr))
+        .await
+        .map_err(|_| NetError::Timeout {
+            addr: addr.clone(),
+            after: HELLO_TIMEOUT,
+        })??;
     let refusal = if hello.cluster_id != identity.cluster_id {
         Some(format!(
             "node {} is in cluster {:?}, not {:?}",
@@ -616,6 +625,29 @@ mod tests {
                 "{answer:?}"
             );
         }
+        server.abort();
+        Ok(())
+    }
+
+    /// A connection that never says `Hello` is closed after [`HELLO_TIMEOUT`], not held open.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_says_nothing_is_closed() -> std::io::Result<()> {
+        use tokio::io::AsyncReadExt as _;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let identity = ListenerIdentity {
+            me: 1,
+            cluster_id: "a".into(),
+            max_frame_bytes: 1 << 20,
+        };
+        let server = tokio::spawn(serve(listener, identity, Arc::new(Fixed)));
+        let mut silent = TcpStream::connect(addr).await?;
+        let opened = tokio::time::Instant::now();
+        let mut buf = [0u8; 1];
+        let read = silent.read(&mut buf).await?;
+        assert_eq!(read, 0, "the listener closes the connection");
+        assert!(opened.elapsed() >= HELLO_TIMEOUT, "{:?}", opened.elapsed());
         server.abort();
         Ok(())
     }
