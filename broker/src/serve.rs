@@ -258,7 +258,8 @@ impl Node {
     }
 
     /// Stop in order: the Kafka listener stops accepting and drains the requests in flight
-    /// (up to [`server::DRAIN_TIMEOUT`]); then the broker's tasks are stopped and awaited; then
+    /// (up to [`server::DRAIN_TIMEOUT`]); then the broker's tasks, and the group
+    /// coordinator's proposals in flight, are stopped and awaited; then
     /// the high watermarks are checkpointed and the partition logs closed; last the backend
     /// shuts down. Nothing of the broker runs once the logs are closed.
     pub async fn shutdown(self) -> Result<(), ServeError> {
@@ -276,6 +277,7 @@ impl Node {
                 warn!(error = %e, "a broker task panicked");
             }
         }
+        self.broker.groups().stop().await;
         let replicas = Arc::clone(self.broker.replicas());
         if tokio::task::spawn_blocking(move || replicas.close(now_ms()))
             .await

@@ -30,6 +30,7 @@ use std::time::Duration;
 use kafka_protocol::error::ResponseError;
 use switchyard_backend_api::{Broker as StoredBroker, BrokerId, MetadataBackend, MetadataState};
 use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::broker::propose_within;
@@ -62,6 +63,11 @@ struct Inner {
 struct Core {
     machine: Machine,
     waiting: HashMap<RequestId, oneshot::Sender<Reply>>,
+    /// The proposals in flight, each feeding its outcome back; [`GroupCoordinator::stop`]
+    /// aborts and awaits them.
+    proposals: JoinSet<()>,
+    /// Set by [`GroupCoordinator::stop`]: no proposal starts after it.
+    stopped: bool,
 }
 
 impl GroupCoordinator {
@@ -89,6 +95,8 @@ impl GroupCoordinator {
                 core: Mutex::new(Core {
                     machine: Machine::new(config),
                     waiting: HashMap::new(),
+                    proposals: JoinSet::new(),
+                    stopped: false,
                 }),
                 next_request: AtomicU64::new(0),
                 deadline_moved: Notify::new(),
@@ -174,6 +182,19 @@ impl GroupCoordinator {
         self.inner.query(|machine, _, state| machine.list(state))
     }
 
+    /// Stop: no proposal starts from now on, and the ones in flight are aborted and awaited
+    /// (their outcome is unknown to the group, as after a crash). Part of `Node::shutdown`,
+    /// after the listener has drained and the timer task has stopped.
+    pub(crate) async fn stop(&self) {
+        let mut proposals = {
+            let mut core = self.inner.core();
+            core.stopped = true;
+            std::mem::take(&mut core.proposals)
+        };
+        proposals.abort_all();
+        while proposals.join_next().await.is_some() {}
+    }
+
     /// Tick the machine at each of its deadlines: session timers, join-phase deadlines,
     /// requests that waited too long, groups that moved away or went idle. Runs until aborted.
     pub async fn run_timers(self) {
@@ -214,34 +235,36 @@ impl Inner {
 
     /// Feed the machine `event` (`waiter` waits for the reply to the request it carries), then
     /// carry out its actions: replies go to their waiting requests, proposals to tasks that
-    /// feed their outcomes back.
+    /// feed their outcomes back (none once stopped).
     fn handle(self: &Arc<Self>, event: Event, waiter: Option<(RequestId, oneshot::Sender<Reply>)>) {
         let view = self.backend.local();
-        let proposals = {
-            let mut core = self.core();
-            let before = core.machine.next_deadline();
-            core.waiting.extend(waiter);
-            let actions = core.machine.handle(self.now(), &view.state, event);
-            let mut proposals = Vec::new();
-            for action in actions {
-                match action {
-                    Action::Reply { request, reply } => {
-                        if let Some(waiting) = core.waiting.remove(&request) {
-                            // The requester may have gone (its connection closed).
-                            let _ = waiting.send(reply);
-                        }
+        let mut core = self.core();
+        let before = core.machine.next_deadline();
+        core.waiting.extend(waiter);
+        let actions = core.machine.handle(self.now(), &view.state, event);
+        let mut proposals = Vec::new();
+        for action in actions {
+            match action {
+                Action::Reply { request, reply } => {
+                    if let Some(waiting) = core.waiting.remove(&request) {
+                        // The requester may have gone (its connection closed).
+                        let _ = waiting.send(reply);
                     }
-                    Action::Propose { proposal, command } => proposals.push((proposal, command)),
                 }
+                Action::Propose { proposal, command } => proposals.push((proposal, command)),
             }
-            if core.machine.next_deadline() != before {
-                self.deadline_moved.notify_one();
-            }
-            proposals
-        };
+        }
+        if core.machine.next_deadline() != before {
+            self.deadline_moved.notify_one();
+        }
+        // Finished proposal tasks are only collected, so the set holds the ones in flight.
+        while core.proposals.try_join_next().is_some() {}
+        if core.stopped {
+            return;
+        }
         for (proposal, command) in proposals {
             let inner = Arc::clone(self);
-            tokio::spawn(async move {
+            core.proposals.spawn(async move {
                 let result = propose_within(&*inner.backend, inner.propose_timeout, command).await;
                 inner.handle(Event::Proposed { proposal, result }, None);
             });
@@ -287,9 +310,134 @@ fn rendezvous(group: &str, broker: i32) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use switchyard_backend_api::{BrokerId, MetadataCommand};
+    use std::sync::atomic::AtomicUsize;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use switchyard_backend_api::memory::MemoryBackend;
+    use switchyard_backend_api::{
+        BrokerId, ChangeStream, ClusterView, Guarantees, LogIndex, MembershipChange,
+        MetadataCommand, MetadataError, NodeId, Proposed, StateView,
+    };
+    use tokio::sync::watch;
 
     use super::*;
+
+    /// A memory backend whose proposals never complete; counts the ones still running.
+    #[derive(Debug)]
+    struct Stalled {
+        inner: MemoryBackend,
+        running: Arc<AtomicUsize>,
+    }
+
+    /// Counts a proposal as running until its future is dropped.
+    struct Running(Arc<AtomicUsize>);
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    #[async_trait]
+    impl MetadataBackend for Stalled {
+        fn name(&self) -> &'static str {
+            self.inner.name()
+        }
+        fn guarantees(&self) -> Guarantees {
+            self.inner.guarantees()
+        }
+        async fn propose(&self, _command: MetadataCommand) -> Result<Proposed, MetadataError> {
+            self.running.fetch_add(1, Ordering::SeqCst);
+            let _running = Running(Arc::clone(&self.running));
+            std::future::pending().await
+        }
+        fn local(&self) -> Arc<StateView> {
+            self.inner.local()
+        }
+        async fn read_linearizable(&self) -> Result<Arc<StateView>, MetadataError> {
+            self.inner.read_linearizable().await
+        }
+        fn subscribe(&self) -> ChangeStream {
+            self.inner.subscribe()
+        }
+        async fn wait_applied(
+            &self,
+            index: LogIndex,
+            timeout: Duration,
+        ) -> Result<Arc<StateView>, MetadataError> {
+            self.inner.wait_applied(index, timeout).await
+        }
+        fn cluster(&self) -> watch::Receiver<ClusterView> {
+            self.inner.cluster()
+        }
+        async fn change_membership(
+            &self,
+            change: MembershipChange,
+        ) -> Result<ClusterView, MetadataError> {
+            self.inner.change_membership(change).await
+        }
+        async fn shutdown(&self) -> Result<(), MetadataError> {
+            self.inner.shutdown().await
+        }
+    }
+
+    /// Shutdown leaves no proposal of the coordinator running: `stop` aborts and awaits the
+    /// ones in flight, and none starts after it.
+    #[tokio::test]
+    async fn stop_aborts_and_awaits_the_proposals_in_flight() -> Result<(), MetadataError> {
+        let inner = MemoryBackend::new(NodeId(1));
+        inner
+            .propose(MetadataCommand::RegisterBroker {
+                id: BrokerId(1),
+                host: "localhost".into(),
+                port: 9092,
+                rack: None,
+            })
+            .await?;
+        let running = Arc::new(AtomicUsize::new(0));
+        let backend = Arc::new(Stalled {
+            inner,
+            running: Arc::clone(&running),
+        });
+        let settings = KafkaSettings {
+            group_initial_rebalance_delay_ms: 0,
+            ..KafkaSettings::default()
+        };
+        let coordinator = GroupCoordinator::new(BrokerId(1), backend, &settings);
+        let timers = tokio::spawn(coordinator.clone().run_timers());
+        let join = JoinRequest {
+            group: "g".into(),
+            member_id: String::new(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: "h".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+            require_known_member_id: false,
+        };
+        let joining = tokio::spawn({
+            let coordinator = coordinator.clone();
+            async move { coordinator.join(join).await }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the join never proposed");
+            tokio::task::yield_now().await;
+        }
+        // As in Node::shutdown: the timer task first, then the proposals.
+        timers.abort();
+        coordinator.stop().await;
+        assert_eq!(
+            running.load(Ordering::SeqCst),
+            0,
+            "a proposal outlived stop"
+        );
+        joining.abort();
+        Ok(())
+    }
 
     fn state_with(brokers: &[i32]) -> MetadataState {
         let mut state = MetadataState::default();
