@@ -92,6 +92,19 @@ fn heartbeat(world: &mut World, group: &str, joined: &JoinResult) -> Option<Resp
     }
 }
 
+/// A second member joins a one-member group: the first member's generation 1, then both
+/// joined at generation 2, not yet synced. Returns (the first member, the newcomer).
+fn joined_pair(world: &mut World, group: &str) -> (JoinResult, JoinResult) {
+    let first = join_new(world, group, None);
+    world.commit_all();
+    let first = join_reply(world, first);
+    let newcomer = join_new(world, group, None);
+    let again = rejoin(world, group, &first.member_id);
+    world.commit_all();
+    let newcomer = join_reply(world, newcomer);
+    (join_reply(world, again), newcomer)
+}
+
 /// The `count` members of a stable group, the leader first: at generation 1 for one member,
 /// else at generation 2 (the first member's generation 1 is rebalanced to let the rest in).
 fn stable_group(world: &mut World, group: &str, count: usize) -> Vec<JoinResult> {
@@ -264,16 +277,7 @@ fn the_initial_rebalance_delay_waits_for_more_members() {
 fn followers_wait_for_the_leaders_assignment() {
     let mut world = World::new(config());
     let g = group();
-    let leader = join_new(&mut world, &g, None);
-    world.commit_all();
-    let leader = join_reply(&mut world, leader);
-    let follower = join_new(&mut world, &g, None);
-    let again = rejoin(&mut world, &g, &leader.member_id);
-    world.commit_all();
-    let (follower, leader) = (
-        join_reply(&mut world, follower),
-        join_reply(&mut world, again),
-    );
+    let (leader, follower) = joined_pair(&mut world, &g);
     assert_eq!((leader.generation, follower.generation), (2, 2));
     assert!(follower.members.is_empty() && leader.members.len() == 2);
     let waits = sync(&mut world, &g, &follower);
@@ -371,16 +375,7 @@ fn a_silent_member_expires_in_a_stable_group_and_the_rest_rebalance() {
 fn a_silent_member_expires_while_the_group_completes_its_rebalance() {
     let mut world = World::new(config());
     let g = group();
-    let first = join_new(&mut world, &g, None);
-    world.commit_all();
-    let first = join_reply(&mut world, first);
-    let second = join_new(&mut world, &g, None);
-    let again = rejoin(&mut world, &g, &first.member_id);
-    world.commit_all();
-    let (second, first) = (
-        join_reply(&mut world, second),
-        join_reply(&mut world, again),
-    );
+    let (first, second) = joined_pair(&mut world, &g);
     let follower = if first.leader == first.member_id {
         &second
     } else {
@@ -555,16 +550,7 @@ fn a_generation_applied_whose_proposal_timed_out_is_the_one_the_group_believes()
 fn a_failed_assignment_answers_the_leader_and_the_followers_and_may_be_retried() {
     let mut world = World::new(config());
     let g = group();
-    let leader = join_new(&mut world, &g, None);
-    world.commit_all();
-    let leader = join_reply(&mut world, leader);
-    let follower = join_new(&mut world, &g, None);
-    let again = rejoin(&mut world, &g, &leader.member_id);
-    world.commit_all();
-    let (follower, leader) = (
-        join_reply(&mut world, follower),
-        join_reply(&mut world, again),
-    );
+    let (leader, follower) = joined_pair(&mut world, &g);
     let waits = sync(&mut world, &g, &follower);
     let leads = sync(&mut world, &g, &leader);
     world.resolve(0, Fate::Fail);
