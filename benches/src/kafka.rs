@@ -33,7 +33,7 @@ use switchyard::config::{Config, Overrides, defaults};
 use switchyard::group::coordinator_of;
 use switchyard::kafka::client::PeerClient;
 use switchyard::serve::Node;
-use switchyard_backend_api::StreamError;
+use switchyard_backend_api::{ClusterSecret, StreamError};
 use switchyard_compat_tests::{DEADLINE, reserve_addr};
 use tempfile::TempDir;
 use tokio::sync::Mutex;
@@ -66,19 +66,24 @@ pub(crate) struct BrokerSpec {
     pub(crate) data_dir: PathBuf,
     /// `--peers`; none for a single node.
     pub(crate) peers: Option<String>,
+    /// `--cluster-secret-file`, with peers.
+    pub(crate) cluster_secret_file: Option<PathBuf>,
 }
 
 impl BrokerSpec {
     /// `count` brokers of `backend`, ids 1..=count, each in a sub-directory of `dir` named by
     /// its id; more than one get each other as peers, on reserved loopback cluster ports.
     pub(crate) fn cluster(backend: &str, dir: &Path, count: usize) -> anyhow::Result<Vec<Self>> {
-        let peers = if count > 1 {
+        let (peers, cluster_secret_file) = if count > 1 {
             let addrs = (1..=count)
                 .map(|id| Ok(format!("{id}={}", reserve_addr()?)))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            Some(addrs.join(","))
+            std::fs::create_dir_all(dir)?;
+            let secret = dir.join("cluster.secret");
+            std::fs::write(&secret, ClusterSecret::generate().to_file_contents())?;
+            (Some(addrs.join(",")), Some(secret))
         } else {
-            None
+            (None, None)
         };
         (1..=count)
             .map(|id| {
@@ -87,6 +92,7 @@ impl BrokerSpec {
                     node_id: i64::try_from(id)?,
                     data_dir: dir.join(id.to_string()),
                     peers: peers.clone(),
+                    cluster_secret_file: cluster_secret_file.clone(),
                 })
             })
             .collect()
@@ -101,6 +107,7 @@ impl BrokerSpec {
             node_id: Some(self.node_id),
             listen: Some("127.0.0.1:0".into()),
             peers: self.peers.clone(),
+            cluster_secret_file: self.cluster_secret_file.clone(),
             ..Overrides::default()
         };
         Config::from_figment(defaults().merge(Serialized::defaults(&overrides)))

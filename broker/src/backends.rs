@@ -8,6 +8,7 @@
 
 use std::fmt::Write as _;
 
+use switchyard_backend_api::auth::MAKE_A_SECRET;
 use switchyard_backend_api::{
     AdminContext, ClusterView, MembershipChange, MetadataError, NodeId, Registration, find_backend,
 };
@@ -142,9 +143,15 @@ fn admin_context(config: &Config) -> Result<(&'static Registration, AdminContext
         })?,
     };
     let registration = find_backend(name)?;
+    let secret = config.cluster_secret.clone().ok_or_else(|| {
+        MetadataError::Config(format!(
+            "`switchyard cluster` proves the cluster secret to every node it asks: {MAKE_A_SECRET}"
+        ))
+    })?;
     let context = AdminContext {
         config: config.backend_config(registration.name),
         peers: config.peers.clone(),
+        secret,
     };
     Ok((registration, context))
 }

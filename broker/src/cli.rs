@@ -171,6 +171,14 @@ pub struct ServeArgs {
     /// cluster_listen.
     #[arg(long, value_name = "HOST:PORT")]
     pub cluster_listen: Option<String>,
+
+    /// File holding the cluster secret (at least 32 bytes; e.g. `head -c 32 /dev/urandom |
+    /// base64`), the same on every node: every connection between nodes, and every `switchyard
+    /// cluster` command, proves it. Required with --peers.
+    ///
+    /// Default: none. Env: SWITCHYARD_CLUSTER_SECRET_FILE. TOML key: cluster_secret_file.
+    #[arg(long, value_name = "PATH")]
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -184,6 +192,7 @@ impl ServeArgs {
             listen: self.listen.clone(),
             advertise: self.advertise.clone(),
             cluster_listen: self.cluster_listen.clone(),
+            cluster_secret_file: self.cluster_secret_file.clone(),
         }
     }
 
@@ -230,6 +239,9 @@ mod tests {
             "--cluster-listen",
             "SWITCHYARD_CLUSTER_LISTEN",
             "cluster_listen",
+            "--cluster-secret-file",
+            "SWITCHYARD_CLUSTER_SECRET_FILE",
+            "cluster_secret_file",
         ] {
             assert!(help.contains(needle), "{needle:?} missing from:\n{help}");
         }

@@ -10,7 +10,7 @@
 //! 4. command-line flags that were actually given ([`Overrides`]).
 //!
 //! Top-level keys are `metadata_backend`, `data_dir`, `node_id`, `peers`, `listen`, `advertise`,
-//! `cluster_listen`,
+//! `cluster_listen`, `cluster_secret_file` (required with `peers`),
 //! `kafka` (see [`KafkaSettings`]) and `metadata`; any other key is an error. `metadata` is free-form: `[metadata.<backend>]` is that backend's own table,
 //! handed to it as its [`OpenContext::config`](switchyard_backend_api::OpenContext::config) by
 //! [`Config::backend_config`]. Tables merge key by key across layers; any other value is replaced
@@ -31,7 +31,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Value};
 use serde::{Deserialize, Serialize};
-use switchyard_backend_api::{MAX_CLUSTER_PARTITIONS, NodeId};
+use switchyard_backend_api::auth::MAKE_A_SECRET;
+use switchyard_backend_api::{ClusterSecret, MAX_CLUSTER_PARTITIONS, NodeId};
 
 /// Default for `data_dir`.
 pub const DEFAULT_DATA_DIR: &str = "./switchyard-data";
@@ -118,6 +119,9 @@ pub enum ConfigError {
         /// The value given.
         addr: String,
     },
+    /// The cluster secret is missing for a cluster, or its file cannot be used.
+    #[error("{0}")]
+    ClusterSecret(String),
     /// The broker heartbeat settings cannot work.
     #[error(
         "kafka.broker_session_timeout_ms ({timeout_ms}) must be larger than \
@@ -278,6 +282,9 @@ pub struct Overrides {
     /// `--cluster-listen`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_listen: Option<String>,
+    /// `--cluster-secret-file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 /// Kafka broker settings, the `[kafka]` table (`SWITCHYARD_KAFKA__<KEY>`). Names follow Kafka's
@@ -388,6 +395,7 @@ struct Raw {
     listen: String,
     advertise: Option<String>,
     cluster_listen: Option<String>,
+    cluster_secret_file: Option<PathBuf>,
     #[serde(default)]
     kafka: KafkaSettings,
     /// Per-backend tables; only checked to be a table here, read by the backend.
@@ -420,6 +428,8 @@ pub struct Config {
     /// Address the metadata backend listens on for its peers, when it differs from this
     /// node's entry in `peers` (the address the others dial).
     pub cluster_listen: Option<String>,
+    /// The secret read from `cluster_secret_file`; present whenever `peers` is.
+    pub cluster_secret: Option<ClusterSecret>,
     /// Kafka broker settings.
     pub kafka: KafkaSettings,
     figment: Figment,
@@ -482,6 +492,19 @@ impl Config {
             });
         }
         check_ranges(&raw.kafka)?;
+        let cluster_secret = match &raw.cluster_secret_file {
+            Some(path) => Some(
+                ClusterSecret::from_file(path)
+                    .map_err(|e| ConfigError::ClusterSecret(e.to_string()))?,
+            ),
+            None if !peers.is_empty() => {
+                return Err(ConfigError::ClusterSecret(format!(
+                    "a node with peers (a cluster, or one about to grow into one) needs a \
+                     cluster secret: {MAKE_A_SECRET}"
+                )));
+            }
+            None => None,
+        };
         Ok(Self {
             metadata_backend: raw.metadata_backend,
             data_dir: raw.data_dir,
@@ -490,6 +513,7 @@ impl Config {
             listen: raw.listen,
             advertise,
             cluster_listen: raw.cluster_listen,
+            cluster_secret,
             kafka: raw.kafka,
             figment,
         })
@@ -678,6 +702,70 @@ mod tests {
         Config::load(file.map(Path::new), overrides)
     }
 
+    /// Give the jail a cluster secret file, named by the environment.
+    fn with_secret(jail: &mut Jail) -> figment::error::Result<()> {
+        jail.create_file("cluster.secret", "0123456789abcdef0123456789abcdef\n")?;
+        jail.set_env("SWITCHYARD_CLUSTER_SECRET_FILE", "cluster.secret");
+        Ok(())
+    }
+
+    #[test]
+    fn a_cluster_needs_a_secret_and_a_single_node_does_not() {
+        jailed(|jail| {
+            let flags = Overrides {
+                node_id: Some(1),
+                peers: Some("1=a:9093,2=b:9093".into()),
+                ..Overrides::default()
+            };
+            let err = load(None, &flags).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains("cluster secret")
+                    && e.contains("/dev/urandom")
+                    && e.contains("--cluster-secret-file")),
+                "{err:?}"
+            );
+            let alone = Overrides {
+                peers: None,
+                ..flags.clone()
+            };
+            assert!(
+                load(None, &alone)
+                    .map_err(|e| e.to_string())?
+                    .cluster_secret
+                    .is_none()
+            );
+
+            jail.create_file("short.secret", "hunter2")?;
+            let short = Overrides {
+                cluster_secret_file: Some("short.secret".into()),
+                ..flags.clone()
+            };
+            let err = load(None, &short).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains("at least 32")),
+                "{err:?}"
+            );
+            let missing = Overrides {
+                cluster_secret_file: Some("nowhere.secret".into()),
+                ..flags.clone()
+            };
+            let err = load(None, &missing).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains("nowhere.secret")),
+                "{err:?}"
+            );
+
+            with_secret(jail)?;
+            assert!(
+                load(None, &flags)
+                    .map_err(|e| e.to_string())?
+                    .cluster_secret
+                    .is_some()
+            );
+            Ok(())
+        });
+    }
+
     #[test]
     fn defaults_apply_when_nothing_is_configured() {
         jailed(|_| {
@@ -694,6 +782,7 @@ mod tests {
     #[test]
     fn file_overrides_defaults_env_overrides_file_flags_override_env() {
         jailed(|jail| {
+            with_secret(jail)?;
             jail.create_file(
                 DEFAULT_CONFIG_FILE,
                 r#"
@@ -745,6 +834,7 @@ mod tests {
                 listen: Some("127.0.0.1:19092".into()),
                 advertise: None,
                 cluster_listen: None,
+                cluster_secret_file: None,
             };
             let config = load(None, &flags).map_err(|e| e.to_string())?;
             assert_eq!(config.metadata_backend.as_deref(), Some("flag-backend"));
@@ -802,6 +892,7 @@ mod tests {
     #[test]
     fn peers_table_form() {
         jailed(|jail| {
+            with_secret(jail)?;
             jail.create_file(
                 DEFAULT_CONFIG_FILE,
                 r#"
@@ -929,7 +1020,8 @@ mod tests {
 
     #[test]
     fn cluster_listen_overrides_the_own_peers_entry_and_needs_peers() {
-        jailed(|_| {
+        jailed(|jail| {
+            with_secret(jail)?;
             let flags = Overrides {
                 node_id: Some(2),
                 peers: Some("1=a:9093,2=b:9093".into()),

@@ -170,6 +170,7 @@ impl Node {
             config: config.backend_config(&name),
             data_dir,
             node,
+            cluster_secret: config.cluster_secret.clone(),
         };
         let backend = open_backend(&name, context)
             .await
@@ -403,12 +404,20 @@ mod tests {
 
     use super::*;
     use figment::providers::Serialized;
+    use switchyard_backend_api::ClusterSecret;
 
     use crate::config::{Overrides, defaults};
 
     fn config(data_dir: &std::path::Path, backend: Option<&str>, peers: Option<&str>) -> Config {
         // Defaults and flags only: no file and no environment, which the config tests change
-        // concurrently.
+        // concurrently. A cluster gets a secret file in the data directory.
+        let cluster_secret_file = peers.map(|_| {
+            let path = data_dir.join("cluster.secret");
+            if let Err(e) = std::fs::write(&path, ClusterSecret::generate().to_file_contents()) {
+                panic!("writing {}: {e}", path.display());
+            }
+            path
+        });
         let overrides = Overrides {
             metadata_backend: backend.map(str::to_owned),
             data_dir: Some(data_dir.to_owned()),
@@ -417,6 +426,7 @@ mod tests {
             listen: Some("127.0.0.1:0".into()),
             advertise: None,
             cluster_listen: None,
+            cluster_secret_file,
         };
         match Config::from_figment(defaults().merge(Serialized::defaults(&overrides))) {
             Ok(config) => config,

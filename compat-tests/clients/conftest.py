@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -350,6 +351,15 @@ CLUSTER_ENV = {
 }
 
 
+def write_secret(path: Path) -> Path:
+    """A fresh cluster secret file (mode 0600) at `path`, which must not exist."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    return path
+
+
 class Cluster:
     """`size` brokers of one backend on loopback, node ids 1..size; `nodes[i]` is node i."""
 
@@ -357,13 +367,15 @@ class Cluster:
         self.backend = backend
         cluster_ports = {i: reserve_port() for i in range(1, size + 1)}
         self.peers = ",".join(f"{i}=127.0.0.1:{p}" for i, p in cluster_ports.items())
+        self.secret_file = write_secret(base / "cluster.secret")
+        secret_env = {"SWITCHYARD_CLUSTER_SECRET_FILE": str(self.secret_file)}
         self.nodes: dict[int, BrokerProcess] = {}
         for i in cluster_ports:
             workdir = base / f"node-{i}"
             workdir.mkdir(parents=True)
             self.nodes[i] = BrokerProcess(
-                backend, workdir, {**CLUSTER_ENV, **(env or {})}, port=reserve_port(),
-                args=["--node-id", str(i), "--peers", self.peers])
+                backend, workdir, {**CLUSTER_ENV, **secret_env, **(env or {})},
+                port=reserve_port(), args=["--node-id", str(i), "--peers", self.peers])
 
     def start(self) -> None:
         """Launch every node, then wait for each to register: none is ready alone."""
@@ -382,6 +394,7 @@ class Cluster:
     def command(self, *args: str) -> subprocess.CompletedProcess:
         """`switchyard cluster ARGS` against this cluster."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
+        env["SWITCHYARD_CLUSTER_SECRET_FILE"] = str(self.secret_file)
         return subprocess.run(
             [str(switchyard_bin()), "cluster", *args,
              "--metadata-backend", self.backend.name, "--peers", self.peers],

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use figment::Figment;
 use figment::providers::Serialized;
 use switchyard_backend_api::{
-    Guarantees, MetadataBackend, MetadataError, Mode, NodeId, NodeIdentity, OpenContext,
-    Registration, find_backend, open_backend,
+    ClusterSecret, Guarantees, MetadataBackend, MetadataError, Mode, NodeId, NodeIdentity,
+    OpenContext, Registration, find_backend, open_backend,
 };
 use tempfile::TempDir;
 
@@ -42,6 +42,14 @@ pub fn reserve_addr() -> anyhow::Result<String> {
     bail!("no free loopback port in {RESERVED_PORTS:?}")
 }
 
+/// One cluster secret for every node a test process opens outside a [`TestCluster`] (which
+/// makes one of its own): tests that build an `OpenContext` by hand pass this.
+pub fn shared_secret() -> ClusterSecret {
+    static SECRET: std::sync::LazyLock<ClusterSecret> =
+        std::sync::LazyLock::new(ClusterSecret::generate);
+    SECRET.clone()
+}
+
 /// How long any single step of a case may take before the case fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -52,6 +60,8 @@ pub struct NodeSpec {
     pub identity: NodeIdentity,
     /// The node's own data directory (exists, and survives restarts of the node).
     pub data_dir: PathBuf,
+    /// The cluster's secret: one per [`TestCluster`], the same on every node.
+    pub secret: ClusterSecret,
 }
 
 /// Builds nodes of one backend for the conformance suite.
@@ -156,6 +166,7 @@ impl BackendHarness for RegistryHarness {
                 config: self.config.clone(),
                 data_dir: node.data_dir.clone(),
                 node: node.identity.clone(),
+                cluster_secret: Some(node.secret.clone()),
             },
         )
         .await
@@ -216,6 +227,7 @@ impl<'h> TestCluster<'h> {
                 peers.insert(NodeId(id), reserve_addr()?);
             }
         }
+        let secret = ClusterSecret::generate();
         let mut specs = Vec::with_capacity(size);
         for id in 1..=size as u64 {
             let data_dir = dir.path().join(format!("node-{id}"));
@@ -228,6 +240,7 @@ impl<'h> TestCluster<'h> {
                     peers: peers.clone(),
                 },
                 data_dir,
+                secret: secret.clone(),
             });
         }
         Ok(Self {
@@ -269,6 +282,12 @@ impl<'h> TestCluster<'h> {
     /// The spec of node `index`.
     pub fn spec(&self, index: usize) -> anyhow::Result<&NodeSpec> {
         self.specs.get(index).context("no such node")
+    }
+
+    /// The spec of node `index`, to change before it opens (a test giving one node another
+    /// secret, say).
+    pub fn spec_mut(&mut self, index: usize) -> anyhow::Result<&mut NodeSpec> {
+        self.specs.get_mut(index).context("no such node")
     }
 
     /// Wait until some running node is ready and knows itself to be the leader; return it.

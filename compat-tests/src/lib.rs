@@ -41,7 +41,9 @@ pub mod nemesis;
 mod net;
 mod trio;
 
-pub use harness::{BackendHarness, DEADLINE, NodeSpec, RegistryHarness, TestCluster, reserve_addr};
+pub use harness::{
+    BackendHarness, DEADLINE, NodeSpec, RegistryHarness, TestCluster, reserve_addr, shared_secret,
+};
 pub use net::{Link, Network};
 pub use trio::TrioHarness;
 

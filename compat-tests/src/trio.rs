@@ -19,9 +19,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use figment::Figment;
 use switchyard_backend_api::{
-    ChangeStream, ClusterView, Guarantees, LogIndex, MembershipChange, MetadataBackend,
-    MetadataCommand, MetadataError, NodeId, NodeIdentity, OpenContext, Proposed, Registration,
-    StateView, find_backend, open_backend,
+    ChangeStream, ClusterSecret, ClusterView, Guarantees, LogIndex, MembershipChange,
+    MetadataBackend, MetadataCommand, MetadataError, NodeId, NodeIdentity, OpenContext, Proposed,
+    Registration, StateView, find_backend, open_backend,
 };
 use tokio::sync::watch;
 
@@ -71,6 +71,7 @@ impl TrioHarness {
         &self,
         identity: NodeIdentity,
         data_dir: PathBuf,
+        secret: &ClusterSecret,
     ) -> Result<Arc<dyn MetadataBackend>, MetadataError> {
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| MetadataError::Storage(format!("{}: {e}", data_dir.display())))?;
@@ -78,6 +79,7 @@ impl TrioHarness {
             config: self.config.clone(),
             data_dir,
             node: identity,
+            cluster_secret: Some(secret.clone()),
         };
         tokio::time::timeout(DEADLINE, open_backend(self.registration.name, context))
             .await
@@ -118,7 +120,7 @@ impl BackendHarness for TrioHarness {
     async fn open(&self, node: &NodeSpec) -> Result<Arc<dyn MetadataBackend>, MetadataError> {
         if node.identity.has_peers() {
             return self
-                .open_node(node.identity.clone(), node.data_dir.clone())
+                .open_node(node.identity.clone(), node.data_dir.clone(), &node.secret)
                 .await;
         }
         let mut peers = BTreeMap::new();
@@ -132,7 +134,10 @@ impl BackendHarness for TrioHarness {
             } else {
                 node.data_dir.join(format!("replica-{id}"))
             };
-            nodes.push(self.open_node(identity(id, &peers), data_dir).await?);
+            nodes.push(
+                self.open_node(identity(id, &peers), data_dir, &node.secret)
+                    .await?,
+            );
         }
         let leader = elected(&nodes).await?;
         let primary = nodes.remove(leader);

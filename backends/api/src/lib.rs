@@ -19,6 +19,8 @@
 //! - `registry.rs` — [`Registration`], `inventory` collection, [`open_backend`].
 //! - `memory.rs` — the in-memory reference backend, registered as `memory`.
 //! - `net.rs` — what every listener shares: accepting with a backoff, throttled warnings.
+//! - `auth.rs` — the cluster handshake: both ends of every connection between nodes prove the
+//!   shared [`ClusterSecret`] (HMAC-SHA-256 over fresh nonces) before anything else is read.
 //!
 //! # Invariants
 //! - `apply` reads no clock, no randomness and does no I/O; ids and times travel in commands.
@@ -27,6 +29,7 @@
 
 mod applied;
 mod apply;
+pub mod auth;
 mod backend;
 pub mod codec;
 mod command;
@@ -42,6 +45,7 @@ pub use applied::{
     AppliedChange, AppliedState, CHANGE_STREAM_CAPACITY, Change, ChangeStream, StreamError,
 };
 pub use apply::{MAX_CLUSTER_PARTITIONS, MAX_TOPIC_NAME_LEN, validate_topic_name};
+pub use auth::{ClusterSecret, Principal};
 pub use backend::{
     ClusterMember, ClusterView, MembershipChange, MetadataBackend, PowerCut, Proposed, Readiness,
     Role, StateView,

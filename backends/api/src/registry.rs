@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use figment::Figment;
 
+use crate::auth::{ClusterSecret, MAKE_A_SECRET};
 use crate::backend::{ClusterView, MembershipChange, MetadataBackend};
 use crate::error::MetadataError;
 use crate::guarantees::Guarantees;
@@ -63,6 +64,22 @@ pub struct OpenContext {
     pub data_dir: PathBuf,
     /// This node.
     pub node: NodeIdentity,
+    /// The secret every connection between nodes proves (`crate::auth`); required by a node
+    /// that has peers or a cluster address.
+    pub cluster_secret: Option<ClusterSecret>,
+}
+
+impl OpenContext {
+    /// The cluster secret, or a `Config` error saying how to make one: for a backend about to
+    /// open a cluster port or dial a peer.
+    pub fn require_secret(&self) -> Result<ClusterSecret, MetadataError> {
+        self.cluster_secret.clone().ok_or_else(|| {
+            MetadataError::Config(format!(
+                "node {} talks to other nodes, which needs a cluster secret: {MAKE_A_SECRET}",
+                self.node.id
+            ))
+        })
+    }
 }
 
 /// What an administrative request from the command line receives: the configuration of a
@@ -73,6 +90,8 @@ pub struct AdminContext {
     pub config: Figment,
     /// Every node of the cluster → its cluster address.
     pub peers: BTreeMap<NodeId, String>,
+    /// The cluster's secret: the command proves it to every node it asks.
+    pub secret: ClusterSecret,
 }
 
 impl AdminContext {

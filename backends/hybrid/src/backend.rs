@@ -11,9 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use raft::StateRole;
 use switchyard_backend_api::{
-    ChangeStream, ClusterMember, ClusterView, Guarantees, LogIndex, MembershipChange,
-    MetadataBackend, MetadataCommand, MetadataError, NodeId, OpenContext, PowerCut, Proposed,
-    Readiness, Role, StateView,
+    ChangeStream, ClusterMember, ClusterSecret, ClusterView, Guarantees, LogIndex,
+    MembershipChange, MetadataBackend, MetadataCommand, MetadataError, NodeId, OpenContext,
+    PowerCut, Proposed, Readiness, Role, StateView,
 };
 use switchyard_backend_wal::{
     Roles, WalBackend, WalMember, WalOptions, cluster_members, connect_extension,
@@ -113,6 +113,11 @@ impl HybridBackend {
         };
         let driver = Driver::new(me.0, log, applied, state, ticks).map_err(storage)?;
 
+        let secret = if context.node.has_peers() || context.node.cluster_addr.is_some() {
+            Some(context.require_secret()?)
+        } else {
+            context.cluster_secret.clone()
+        };
         let (extension, incoming) = mpsc::unbounded_channel();
         let mut options = WalOptions::default();
         options.config = Some(config.wal());
@@ -121,7 +126,7 @@ impl HybridBackend {
 
         let max_frame = config.max_frame_bytes as usize;
         let addrs: Addrs = Arc::new(RwLock::new(members.clone()));
-        let dial = dialer(&config, me, &addrs);
+        let dial = dialer(&config, me, &addrs, secret);
         let mut tasks = JoinSet::new();
         let (inbox_tx, inbox) = mpsc::channel(INBOX);
         let outbox = transport::connect(&dial, me.0, members.keys().map(|id| id.0), max_frame);
@@ -185,8 +190,9 @@ impl HybridBackend {
     }
 }
 
-/// Connections to peers: the WAL's extension handshake on their cluster address.
-fn dialer(config: &HybridConfig, me: NodeId, addrs: &Addrs) -> Dial {
+/// Connections to peers: the cluster handshake proving `secret` and the WAL's extension
+/// handshake on their cluster address. A node without a secret has no peers to dial.
+fn dialer(config: &HybridConfig, me: NodeId, addrs: &Addrs, secret: Option<ClusterSecret>) -> Dial {
     let addrs = Arc::clone(addrs);
     let cluster_id = config.cluster_id.clone();
     let timeout = Duration::from_millis(config.propose_timeout_ms.clamp(200, 1_000));
@@ -197,10 +203,18 @@ fn dialer(config: &HybridConfig, me: NodeId, addrs: &Addrs) -> Dial {
             .get(&NodeId(peer))
             .cloned();
         let cluster_id = cluster_id.clone();
+        let secret = secret.clone();
         Box::pin(async move {
-            connect_extension(&addr?, &cluster_id, me, NodeId(peer), timeout)
-                .await
-                .ok()
+            connect_extension(
+                &addr?,
+                &cluster_id,
+                secret.as_ref()?,
+                me,
+                NodeId(peer),
+                timeout,
+            )
+            .await
+            .ok()
         })
     })
 }

@@ -28,7 +28,8 @@ use prost::Message as _;
 use raft::eraftpb::Message;
 use serde::{Deserialize, Serialize};
 use switchyard_backend_api::{
-    ClusterView, MembershipChange, MetadataCommand, MetadataError, NodeId, Proposed, codec,
+    ClusterSecret, ClusterView, MembershipChange, MetadataCommand, MetadataError, NodeId, Proposed,
+    codec,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -432,6 +433,7 @@ async fn run_calls(conn: Conn, mut calls: mpsc::Receiver<(Call, Pending)>) {
 pub async fn request_membership_change(
     nodes: &[(u64, String)],
     cluster_id: &str,
+    secret: &ClusterSecret,
     change: MembershipChange,
     timeout: Duration,
 ) -> Result<ClusterView, MetadataError> {
@@ -440,14 +442,17 @@ pub async fn request_membership_change(
         let dial: Dial = {
             let addr = addr.clone();
             let cluster_id = cluster_id.to_owned();
+            let secret = secret.clone();
             let to = *id;
             Arc::new(move |_| {
                 let addr = addr.clone();
                 let cluster_id = cluster_id.clone();
+                let secret = secret.clone();
                 Box::pin(async move {
                     switchyard_backend_wal::connect_extension(
                         &addr,
                         &cluster_id,
+                        &secret,
                         NodeId(0),
                         NodeId(to),
                         timeout,

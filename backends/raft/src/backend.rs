@@ -153,11 +153,18 @@ impl RaftBackend {
         let applied = sm.applied();
         let raft_applied = sm.raft_applied();
 
-        let listener = match members.get(&me).filter(|addr| !addr.is_empty()) {
-            Some(addr) if context.node.cluster_addr.is_some() || context.node.has_peers() => {
-                Some(TcpListener::bind(addr).await.map_err(|e| {
+        let talks = context.node.cluster_addr.is_some() || context.node.has_peers();
+        let secret = if talks {
+            Some(context.require_secret()?)
+        } else {
+            context.cluster_secret.clone()
+        };
+        let listener = match (members.get(&me).filter(|addr| !addr.is_empty()), &secret) {
+            (Some(addr), Some(secret)) if talks => {
+                let listener = TcpListener::bind(addr).await.map_err(|e| {
                     MetadataError::Network(format!("binding the cluster address {addr}: {e}"))
-                })?)
+                })?;
+                Some((listener, secret.clone()))
             }
             _ => None,
         };
@@ -166,6 +173,7 @@ impl RaftBackend {
             cluster_id: config.cluster_id.clone(),
             peers: Arc::new(members.clone()),
             max_frame_bytes: config.max_frame_bytes,
+            secret,
         };
         let raft = Raft::new(
             me,
@@ -209,11 +217,12 @@ impl RaftBackend {
         });
 
         let mut tasks = JoinSet::new();
-        if let Some(listener) = listener {
+        if let Some((listener, secret)) = listener {
             let identity = ListenerIdentity {
                 me,
                 cluster_id: inner.config.cluster_id.clone(),
                 max_frame_bytes: inner.config.max_frame_bytes,
+                secret,
             };
             tasks.spawn(network::serve(listener, identity, Arc::clone(&inner)));
         }

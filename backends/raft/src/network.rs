@@ -2,10 +2,14 @@
 //! `LengthDelimitedCodec`, 4-byte big-endian length) whose bodies are codec-encoded messages
 //! (`switchyard_backend_api::codec`: a format-version byte, then the value).
 //!
-//! A connection opens with a [`Hello`] naming the cluster id and both node ids; the listener
-//! refuses a peer of another cluster, or one that addressed a different node. After that the
-//! client sends one [`Request`] at a time and reads its [`Response`]. A [`Peer`] keeps its
-//! connection open across calls and drops it on any error; every call has a deadline.
+//! A connection opens with the cluster handshake (`switchyard_backend_api::auth`): both ends
+//! prove the cluster secret, and the listener learns which node (or operator) connected. Then
+//! a [`Hello`] naming the cluster id and both node ids; the listener refuses a hello from
+//! anyone but the authenticated node, a peer of another cluster, or one that addressed a
+//! different node. After that the client sends one [`Request`] at a time and reads its
+//! [`Response`]; an operator may only send `ChangeMembership`. A [`Peer`] keeps its connection
+//! open across calls, replaces it after [`CLIENT_IDLE`] and drops it on any error; every call
+//! has a deadline, and the listener closes a connection idle for [`IDLE_TIMEOUT`].
 //!
 //! openraft's RPCs ride this transport through [`Network`] / [`PeerNetwork`]. Snapshots go as
 //! `InstallSnapshot` chunks of `snapshot_chunk_bytes` (openraft's chunked sender). Two
@@ -29,11 +33,14 @@ use openraft::raft::{
 use openraft::{RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use switchyard_backend_api::auth::{self, HANDSHAKE_TIMEOUT, Principal};
 use switchyard_backend_api::{
-    ClusterView, CodecError, MembershipChange, MetadataCommand, MetadataError, codec,
+    ClusterSecret, ClusterView, CodecError, MembershipChange, MetadataCommand, MetadataError,
+    NodeId, codec, warn_throttled,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::backend::Forwarding;
@@ -88,6 +95,20 @@ pub(crate) enum Request {
         /// Whether a follower receiving it passes it on to the leader.
         forwarding: Forwarding,
     },
+}
+
+impl Request {
+    /// The request's name, for logs.
+    fn name(&self) -> &'static str {
+        match self {
+            Self::AppendEntries(_) => "AppendEntries",
+            Self::Vote(_) => "Vote",
+            Self::InstallSnapshot(_) => "InstallSnapshot",
+            Self::Propose(_) => "Propose",
+            Self::ReadIndex => "ReadIndex",
+            Self::ChangeMembership { .. } => "ChangeMembership",
+        }
+    }
 }
 
 /// A forwarded group's result: the leadership that wrote it and, per proposal, its metadata
@@ -192,23 +213,40 @@ pub(crate) struct Peer {
     hello: Hello,
     addr: String,
     max_frame_bytes: u32,
+    secret: Option<ClusterSecret>,
     conn: Option<Conn>,
+    /// When the connection last finished a call: one idle for [`CLIENT_IDLE`] is replaced
+    /// before the listener's [`IDLE_TIMEOUT`] closes it under a request.
+    last_used: Instant,
 }
 
 impl Peer {
-    /// A peer at `addr`; nothing is connected yet.
-    pub(crate) fn new(hello: Hello, addr: String, max_frame_bytes: u32) -> Self {
+    /// A peer at `addr`, reached by proving `secret`; nothing is connected yet.
+    pub(crate) fn new(
+        hello: Hello,
+        addr: String,
+        max_frame_bytes: u32,
+        secret: Option<ClusterSecret>,
+    ) -> Self {
         Self {
             hello,
             addr,
             max_frame_bytes,
+            secret,
             conn: None,
+            last_used: Instant::now(),
         }
     }
 
-    /// Connect and shake hands; returns whether the peer is initialized.
+    /// Connect, authenticate and shake hands; returns whether the peer is initialized.
     async fn connect(&mut self) -> Result<bool, NetError> {
-        let stream = TcpStream::connect(&self.addr)
+        let secret = self.secret.as_ref().ok_or_else(|| {
+            NetError::Refused(format!(
+                "node {} has no cluster secret and cannot reach {}",
+                self.hello.from, self.addr
+            ))
+        })?;
+        let mut stream = TcpStream::connect(&self.addr)
             .await
             .map_err(|source| NetError::Io {
                 addr: self.addr.clone(),
@@ -219,6 +257,20 @@ impl Peer {
             addr: self.addr.clone(),
             source,
         })?;
+        let me = if self.hello.from == ADMIN_CLIENT {
+            Principal::Operator
+        } else {
+            Principal::Node(NodeId(self.hello.from))
+        };
+        auth::connect(
+            &mut stream,
+            secret,
+            me,
+            NodeId(self.hello.to),
+            HANDSHAKE_TIMEOUT,
+        )
+        .await
+        .map_err(|e| NetError::Refused(format!("{}: {e}", self.addr)))?;
         let mut conn = Framed::new(stream, framing(self.max_frame_bytes));
         send(&mut conn, &self.addr, &self.hello).await?;
         match recv(&mut conn, &self.addr).await? {
@@ -263,6 +315,9 @@ impl Peer {
     }
 
     async fn call_inner(&mut self, request: &Request) -> Result<Response, NetError> {
+        if self.last_used.elapsed() >= CLIENT_IDLE {
+            self.conn = None;
+        }
         if self.conn.is_none() {
             self.connect()
                 .await
@@ -274,7 +329,9 @@ impl Peer {
             .as_mut()
             .ok_or_else(|| NetError::Closed(addr.clone()))?;
         send(conn, &addr, request).await?;
-        recv(conn, &addr).await
+        let response = recv(conn, &addr).await;
+        self.last_used = Instant::now();
+        response
     }
 }
 
@@ -290,6 +347,7 @@ const ADMIN_CLIENT: u64 = u64::MAX;
 pub async fn request_membership_change(
     nodes: &[(u64, String)],
     cluster_id: &str,
+    secret: &ClusterSecret,
     change: MembershipChange,
     timeout: Duration,
 ) -> Result<ClusterView, MetadataError> {
@@ -305,7 +363,12 @@ pub async fn request_membership_change(
             from: ADMIN_CLIENT,
             to: *id,
         };
-        let mut peer = Peer::new(hello, addr.clone(), ADMIN_MAX_FRAME_BYTES);
+        let mut peer = Peer::new(
+            hello,
+            addr.clone(),
+            ADMIN_MAX_FRAME_BYTES,
+            Some(secret.clone()),
+        );
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match peer.call(&request, left).await {
             Ok(Response::ChangeMembership(Err(
@@ -338,6 +401,9 @@ pub(crate) struct Network {
     pub(crate) peers: Arc<BTreeMap<u64, String>>,
     /// Largest frame.
     pub(crate) max_frame_bytes: u32,
+    /// The cluster secret; `None` for a lone node without a cluster address, which dials no
+    /// one.
+    pub(crate) secret: Option<ClusterSecret>,
 }
 
 impl Network {
@@ -357,6 +423,7 @@ impl Network {
             },
             addr,
             self.max_frame_bytes,
+            self.secret.clone(),
         )
     }
 }
@@ -450,6 +517,13 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
 /// nothing is closed rather than held open.
 pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long an accepted connection may go without a request before the listener closes it.
+/// openraft sends heartbeats far more often; forwarding and operators' connections reconnect.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A client replaces a connection idle this long, well before the listener's [`IDLE_TIMEOUT`].
+const CLIENT_IDLE: Duration = Duration::from_secs(30);
+
 /// What the listener serves: the node behind it.
 pub(crate) trait Handler: Send + Sync + 'static {
     /// Whether the node has a membership.
@@ -468,6 +542,8 @@ pub(crate) struct ListenerIdentity {
     pub(crate) cluster_id: String,
     /// Largest frame.
     pub(crate) max_frame_bytes: u32,
+    /// What every connecting peer must prove.
+    pub(crate) secret: ClusterSecret,
 }
 
 /// Accept peer connections until the task is aborted; each connection is served by a task
@@ -495,7 +571,7 @@ pub(crate) async fn serve<H: Handler>(
 }
 
 async fn serve_connection<H: Handler>(
-    stream: TcpStream,
+    mut stream: TcpStream,
     identity: &ListenerIdentity,
     handler: &H,
 ) -> Result<(), NetError> {
@@ -507,6 +583,14 @@ async fn serve_connection<H: Handler>(
         addr: addr.clone(),
         source,
     })?;
+    let me = NodeId(identity.me);
+    let principal = match auth::accept(&mut stream, &identity.secret, me, HANDSHAKE_TIMEOUT).await {
+        Ok(principal) => principal,
+        Err(error) => {
+            warn_throttled!(%addr, %error, "refused an unauthenticated cluster connection");
+            return Err(NetError::Refused(error.to_string()));
+        }
+    };
     let mut conn = Framed::new(stream, framing(identity.max_frame_bytes));
     let hello: Hello = tokio::time::timeout(HELLO_TIMEOUT, recv(&mut conn, &addr))
         .await
@@ -514,7 +598,16 @@ async fn serve_connection<H: Handler>(
             addr: addr.clone(),
             after: HELLO_TIMEOUT,
         })??;
-    let refusal = if hello.cluster_id != identity.cluster_id {
+    let claimed = match principal {
+        Principal::Node(id) => id.0,
+        Principal::Operator => ADMIN_CLIENT,
+    };
+    let refusal = if hello.from != claimed {
+        Some(format!(
+            "{principal} authenticated, but its hello claims to be node {}",
+            hello.from
+        ))
+    } else if hello.cluster_id != identity.cluster_id {
         Some(format!(
             "node {} is in cluster {:?}, not {:?}",
             identity.me, identity.cluster_id, hello.cluster_id
@@ -544,11 +637,18 @@ async fn serve_connection<H: Handler>(
     let initialized = handler.initialized().await;
     send(&mut conn, &addr, &Welcome::Accepted { initialized }).await?;
     loop {
-        let request: Request = match recv(&mut conn, &addr).await {
-            Ok(request) => request,
-            Err(NetError::Closed(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        };
+        let request: Request =
+            match tokio::time::timeout(IDLE_TIMEOUT, recv(&mut conn, &addr)).await {
+                Ok(Ok(request)) => request,
+                Ok(Err(NetError::Closed(_))) | Err(_) => return Ok(()),
+                Ok(Err(e)) => return Err(e),
+            };
+        if principal == Principal::Operator && !matches!(request, Request::ChangeMembership { .. })
+        {
+            let reason = format!("an operator may not send {}", request.name());
+            warn_throttled!(%addr, %reason, "refused a request");
+            return Err(NetError::Refused(reason));
+        }
         let response = handler.handle(request).await;
         send(&mut conn, &addr, &response).await?;
     }
@@ -571,38 +671,45 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn handshake_refuses_other_clusters_and_nodes() -> Result<(), NetError> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|source| NetError::Io {
-                addr: "127.0.0.1:0".into(),
-                source,
-            })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| NetError::Io {
-                addr: "127.0.0.1:0".into(),
-                source,
-            })?
-            .to_string();
+    /// Node 1 of cluster `a`, answering as [`Fixed`] on a loopback port: its address and task.
+    async fn listening(
+        secret: &ClusterSecret,
+    ) -> Result<(String, tokio::task::JoinHandle<()>), NetError> {
+        let io = |source| NetError::Io {
+            addr: "127.0.0.1:0".into(),
+            source,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
+        let addr = listener.local_addr().map_err(io)?.to_string();
         let identity = ListenerIdentity {
             me: 1,
             cluster_id: "a".into(),
             max_frame_bytes: 1 << 20,
+            secret: secret.clone(),
         };
-        let server = tokio::spawn(serve(listener, identity, Arc::new(Fixed)));
-        let peer = |cluster: &str, to: u64| {
+        Ok((
+            addr,
+            tokio::spawn(serve(listener, identity, Arc::new(Fixed))),
+        ))
+    }
+
+    #[tokio::test]
+    async fn handshake_refuses_other_clusters_and_nodes() -> Result<(), NetError> {
+        let secret = ClusterSecret::generate();
+        let (addr, server) = listening(&secret).await?;
+        let peer_as = |from: u64, cluster: &str, to: u64, secret: &ClusterSecret| {
             Peer::new(
                 Hello {
                     cluster_id: cluster.into(),
-                    from: 2,
+                    from,
                     to,
                 },
                 addr.clone(),
                 1 << 20,
+                Some(secret.clone()),
             )
         };
+        let peer = |cluster: &str, to: u64| peer_as(2, cluster, to, &secret);
         let timeout = Duration::from_secs(5);
 
         let other_cluster = peer("b", 1).probe(timeout).await;
@@ -615,6 +722,19 @@ mod tests {
             matches!(&other_node, Err(NetError::NotSent(e)) if matches!(**e, NetError::Refused(_))),
             "{other_node:?}"
         );
+
+        let stranger = peer_as(2, "a", 1, &ClusterSecret::generate())
+            .probe(timeout)
+            .await;
+        assert!(
+            matches!(&stranger, Err(NetError::Refused(reason)) if reason.contains("secrets differ")),
+            "{stranger:?}"
+        );
+        // An operator may ask for a membership change and nothing else.
+        let operator = peer_as(ADMIN_CLIENT, "a", 1, &secret)
+            .call(&Request::ReadIndex, timeout)
+            .await;
+        assert!(matches!(operator, Err(NetError::Closed(_))), "{operator:?}");
 
         let mut right = peer("a", 1);
         assert!(matches!(right.probe(timeout).await, Ok(true)));
@@ -640,6 +760,7 @@ mod tests {
             me: 1,
             cluster_id: "a".into(),
             max_frame_bytes: 1 << 20,
+            secret: ClusterSecret::generate(),
         };
         let server = tokio::spawn(serve(listener, identity, Arc::new(Fixed)));
         let mut silent = TcpStream::connect(addr).await?;
@@ -648,6 +769,39 @@ mod tests {
         let read = silent.read(&mut buf).await?;
         assert_eq!(read, 0, "the listener closes the connection");
         assert!(opened.elapsed() >= HELLO_TIMEOUT, "{:?}", opened.elapsed());
+        server.abort();
+        Ok(())
+    }
+
+    /// A connection that stops sending requests is closed after [`IDLE_TIMEOUT`]; a client
+    /// replaces its idle connection before that and its next call succeeds.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_closed_and_replaced() -> Result<(), NetError> {
+        let secret = ClusterSecret::generate();
+        let (addr, server) = listening(&secret).await?;
+        let hello = Hello {
+            cluster_id: "a".into(),
+            from: 2,
+            to: 1,
+        };
+        let mut peer = Peer::new(hello, addr.clone(), 1 << 20, Some(secret));
+        let timeout = Duration::from_secs(5);
+        assert!(matches!(
+            peer.call(&Request::ReadIndex, timeout).await,
+            Ok(Response::ReadIndex(Ok(7)))
+        ));
+        let mut idle = peer.conn.take().ok_or(NetError::Closed(addr.clone()))?;
+        let opened = tokio::time::Instant::now();
+        assert!(
+            idle.next().await.is_none(),
+            "the listener closes the idle connection"
+        );
+        assert!(opened.elapsed() >= IDLE_TIMEOUT, "{:?}", opened.elapsed());
+        peer.conn = Some(idle);
+        assert!(matches!(
+            peer.call(&Request::ReadIndex, timeout).await,
+            Ok(Response::ReadIndex(Ok(7)))
+        ));
         server.abort();
         Ok(())
     }

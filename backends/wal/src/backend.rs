@@ -238,6 +238,11 @@ impl WalBackend {
         };
         let listen_addr = members.addrs.get(&me).cloned().filter(|a| !a.is_empty());
         let listens = members.addrs.len() > 1 || context.node.has_peers() || external.is_some();
+        let secret = if (listens && listen_addr.is_some()) || context.node.has_peers() {
+            Some(context.require_secret()?)
+        } else {
+            context.cluster_secret.clone()
+        };
         let snapshots = Snapshots {
             every: config.snapshot_every,
             last: base.index,
@@ -256,6 +261,7 @@ impl WalBackend {
             progress: Arc::clone(&progress),
             control: control_tx,
             external,
+            secret,
             term,
         }));
         let mut tasks = JoinSet::new();
@@ -450,8 +456,16 @@ impl MetadataBackend for WalBackend {
                 let timeout = Duration::from_millis(
                     config.catch_up_timeout_ms + 2 * config.propose_timeout_ms,
                 );
-                membership::ask_change(&addr, &config.cluster_id, term.primary, &change, timeout)
-                    .await
+                let from = (self.node.secret()?, self.node.me);
+                membership::ask_change(
+                    &addr,
+                    &config.cluster_id,
+                    from,
+                    term.primary,
+                    &change,
+                    timeout,
+                )
+                .await
             }
         }
     }

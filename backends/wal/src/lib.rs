@@ -138,7 +138,14 @@ fn promote(context: AdminContext, node: NodeId) -> AdminFuture<u64> {
     Box::pin(async move {
         let config = WalConfig::from_figment(&context.config)?;
         let addr = context.address_of(node)?;
-        request_promotion(addr, &config.cluster_id, node, PROMOTION_TIMEOUT).await
+        request_promotion(
+            addr,
+            &config.cluster_id,
+            &context.secret,
+            node,
+            PROMOTION_TIMEOUT,
+        )
+        .await
     })
 }
 
@@ -153,7 +160,8 @@ fn change_membership(context: AdminContext, change: MembershipChange) -> AdminFu
                 .catch_up_timeout_ms
                 .saturating_add(config.propose_timeout_ms.saturating_mul(2)),
         );
-        request_membership_change(&nodes, &config.cluster_id, change, timeout).await
+        request_membership_change(&nodes, &config.cluster_id, &context.secret, change, timeout)
+            .await
     })
 }
 

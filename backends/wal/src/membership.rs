@@ -33,7 +33,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_backend_api::{ClusterView, MembershipChange, MetadataError, NodeId};
+use switchyard_backend_api::{ClusterSecret, ClusterView, MembershipChange, MetadataError, NodeId};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::error::WalError;
@@ -247,7 +247,7 @@ async fn set_members_on(
         epoch: node.term().epoch,
         purpose: Purpose::Members,
     };
-    let (mut reader, mut writer) = open_with_hello(addr, &hello, io).await?;
+    let (mut reader, mut writer) = open_with_hello(addr, node.secret()?, &hello, io).await?;
     let ask = Message::SetMembers {
         from: from.clone(),
         to: to.clone(),
@@ -325,6 +325,7 @@ async fn answer(
 pub async fn request_membership_change(
     nodes: &[(u64, String)],
     cluster_id: &str,
+    secret: &ClusterSecret,
     change: MembershipChange,
     timeout: Duration,
 ) -> Result<ClusterView, MetadataError> {
@@ -337,7 +338,7 @@ pub async fn request_membership_change(
     while tried < queue.len() {
         let (id, addr) = queue[tried].clone();
         tried += 1;
-        match ask_change(&addr, cluster_id, id, &change, timeout).await {
+        match ask_change(&addr, cluster_id, (secret, NodeId(0)), id, &change, timeout).await {
             Ok(view) => return Ok(view),
             Err(MetadataError::NotLeader {
                 leader: Some(leader),
@@ -364,18 +365,19 @@ pub async fn request_membership_change(
 pub(crate) async fn ask_change(
     addr: &str,
     cluster_id: &str,
+    (secret, from): (&ClusterSecret, NodeId),
     id: NodeId,
     change: &MembershipChange,
     timeout: Duration,
 ) -> Result<ClusterView, MetadataError> {
     let hello = Message::Hello {
         cluster_id: cluster_id.to_owned(),
-        from: NodeId(0),
+        from,
         to: id,
         epoch: 0,
         purpose: Purpose::Admin,
     };
-    let (mut reader, mut writer) = open_with_hello(addr, &hello, timeout).await?;
+    let (mut reader, mut writer) = open_with_hello(addr, secret, &hello, timeout).await?;
     let ask = Message::ChangeMembers {
         change: change.clone(),
     };

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use switchyard_backend_api::{
-    AppliedState, ClusterMember, ClusterView, MetadataCommand, MetadataError, NodeId, Proposed,
-    Readiness, Role,
+    AppliedState, ClusterMember, ClusterSecret, ClusterView, MetadataCommand, MetadataError,
+    NodeId, Proposed, Readiness, Role,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot, watch};
@@ -87,6 +87,8 @@ pub(crate) struct Node {
     pub(crate) control: mpsc::UnboundedSender<Control>,
     /// With roles driven from outside: where accepted extension connections go.
     pub(crate) external: Option<mpsc::UnboundedSender<(NodeId, TcpStream)>>,
+    /// The cluster secret; `None` only for a node that neither listens nor dials.
+    secret: Option<ClusterSecret>,
     /// Held while a membership change runs on this primary: one change at a time.
     pub(crate) changing: Mutex<()>,
     members: watch::Sender<Arc<Members>>,
@@ -110,6 +112,7 @@ pub(crate) struct NodeParts {
     pub(crate) progress: Arc<Progress>,
     pub(crate) control: mpsc::UnboundedSender<Control>,
     pub(crate) external: Option<mpsc::UnboundedSender<(NodeId, TcpStream)>>,
+    pub(crate) secret: Option<ClusterSecret>,
     pub(crate) term: Term,
 }
 
@@ -138,6 +141,7 @@ impl Node {
             progress: parts.progress,
             control: parts.control,
             external: parts.external,
+            secret: parts.secret,
             term: Mutex::new(parts.term),
             term_view: watch::Sender::new(parts.term),
             cluster: watch::Sender::new(view),
@@ -194,6 +198,16 @@ impl Node {
             .ok_or(MetadataError::NotLeader {
                 leader: Some(term.primary),
             })
+    }
+
+    /// The cluster secret this node proves on every connection.
+    pub(crate) fn secret(&self) -> Result<&ClusterSecret, MetadataError> {
+        self.secret.as_ref().ok_or_else(|| {
+            MetadataError::Config(format!(
+                "node {} has no cluster secret and cannot talk to other nodes",
+                self.me
+            ))
+        })
     }
 
     /// The deadline of one network read or write.

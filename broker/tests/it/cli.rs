@@ -296,6 +296,24 @@ async fn serve_rejects_bad_config() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The cluster secret file of the nodes and `switchyard cluster` commands running in `dir`,
+/// written once; the variable naming it (relative to `dir`, their working directory).
+#[cfg(any(
+    feature = "backend-wal",
+    feature = "backend-raft",
+    feature = "backend-hybrid"
+))]
+fn secret_env(dir: &Path) -> anyhow::Result<(&'static str, &'static str)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join("cluster.secret");
+    if !path.exists() {
+        let secret = switchyard_backend_api::ClusterSecret::generate();
+        std::fs::write(&path, secret.to_file_contents())?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(("SWITCHYARD_CLUSTER_SECRET_FILE", "cluster.secret"))
+}
+
 /// `switchyard serve` as node `id` of `backend` with `peers`, its data under `dir/node-<id>`.
 #[cfg(any(
     feature = "backend-wal",
@@ -323,7 +341,9 @@ fn spawn_node(
         "--peers",
         peers,
     ];
-    Running::spawn(dir, &args, envs)
+    let mut envs = envs.to_vec();
+    envs.push(secret_env(dir)?);
+    Running::spawn(dir, &args, &envs)
 }
 
 /// SIGTERM every node still running and check that each exits cleanly.
@@ -393,11 +413,13 @@ async fn cluster_command(
     let mut all = vec!["cluster"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--metadata-backend", backend, "--peers", peers]);
-    run(dir, &all, &[]).await
+    run(dir, &all, &[secret_env(dir)?]).await
 }
 
 /// Three `wal` nodes; `switchyard cluster promote 2` makes node 2 the primary at a new epoch.
-/// Promotion with a backend that has no manual failover is refused with a clear error.
+/// Without the cluster secret, or with another one, the command is refused and nothing
+/// changes. Promotion with a backend that has no manual failover is refused with a clear
+/// error.
 #[cfg(feature = "backend-wal")]
 #[tokio::test]
 async fn cluster_promote_makes_another_wal_node_primary() -> anyhow::Result<()> {
@@ -410,20 +432,37 @@ async fn cluster_promote_makes_another_wal_node_primary() -> anyhow::Result<()> 
     for node in &mut nodes {
         node.wait_for_line("metadata backend ready").await?;
     }
-    let promoted = run(
+    let promote = [
+        "cluster",
+        "promote",
+        "2",
+        "--metadata-backend",
+        "wal",
+        "--peers",
+        &peers,
+    ];
+    let without = run(dir.path(), &promote, &[]).await?;
+    ensure!(
+        !without.status.success() && without.stderr.contains("/dev/urandom"),
+        "{without:?}"
+    );
+    let other = dir.path().join("other.secret");
+    std::fs::write(
+        &other,
+        switchyard_backend_api::ClusterSecret::generate().to_file_contents(),
+    )?;
+    let other = other.to_string_lossy().into_owned();
+    let wrong = run(
         dir.path(),
-        &[
-            "cluster",
-            "promote",
-            "2",
-            "--metadata-backend",
-            "wal",
-            "--peers",
-            &peers,
-        ],
-        &[],
+        &promote,
+        &[("SWITCHYARD_CLUSTER_SECRET_FILE", &other)],
     )
     .await?;
+    ensure!(
+        !wrong.status.success() && wrong.stderr.contains("cluster secrets differ"),
+        "{wrong:?}"
+    );
+    let promoted = run(dir.path(), &promote, &[secret_env(dir.path())?]).await?;
     ensure!(promoted.status.success(), "{promoted:?}");
     ensure!(
         promoted.stdout.contains("node 2 is the primary at epoch"),
@@ -442,7 +481,7 @@ async fn cluster_promote_makes_another_wal_node_primary() -> anyhow::Result<()> 
             "--peers",
             &peers,
         ],
-        &[],
+        &[secret_env(dir.path())?],
     )
     .await?;
     ensure!(!refused.status.success(), "{refused:?}");

@@ -14,7 +14,7 @@ use switchyard_backend_api::{MetadataBackend, OpenContext, open_backend};
 use switchyard_compat_tests::fixtures::{
     converges, create_topic, create_topic_ok, position, propose, register_all,
 };
-use switchyard_compat_tests::{DEADLINE, Network, RegistryHarness, TestCluster};
+use switchyard_compat_tests::{DEADLINE, Network, RegistryHarness, TestCluster, shared_secret};
 
 /// Wait until one of `nodes` (other than `not`) is a ready leader at an epoch above `after`.
 pub(crate) async fn new_leader(
@@ -126,6 +126,7 @@ async fn isolated_leader_cannot_write_once_a_new_term_begins() -> anyhow::Result
             config: figment::Figment::new(),
             data_dir,
             node: network.identity(id)?,
+            cluster_secret: Some(shared_secret()),
         };
         nodes.push(open_backend("hybrid", context).await?);
     }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use switchyard_backend_api::{MetadataBackend, OpenContext};
 use switchyard_backend_hybrid::{GroupView, HybridBackend};
 use switchyard_compat_tests::fixtures::{create_topic_ok, register_all};
-use switchyard_compat_tests::{DEADLINE, Network};
+use switchyard_compat_tests::{DEADLINE, Network, shared_secret};
 
 use crate::faults::new_leader;
 
@@ -23,6 +23,7 @@ async fn open(
         config: figment::Figment::new(),
         data_dir,
         node: network.identity(id)?,
+        cluster_secret: Some(shared_secret()),
     };
     Ok(Arc::new(HybridBackend::open(context).await?))
 }

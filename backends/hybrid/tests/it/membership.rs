@@ -13,7 +13,7 @@ use switchyard_backend_api::{
     MembershipChange, MetadataBackend, NodeId, NodeIdentity, OpenContext, open_backend,
 };
 use switchyard_compat_tests::fixtures::{create_topic_ok, register_all};
-use switchyard_compat_tests::{DEADLINE, reserve_addr};
+use switchyard_compat_tests::{DEADLINE, reserve_addr, shared_secret};
 
 use crate::faults::new_leader;
 
@@ -33,6 +33,7 @@ async fn open(
             cluster_addr: peers.get(&NodeId(id)).cloned(),
             peers: peers.clone(),
         },
+        cluster_secret: Some(shared_secret()),
     };
     Ok(open_backend("hybrid", context).await?)
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use figment::Figment;
 use switchyard_backend_api::{MetadataBackend, NodeId, NodeIdentity, OpenContext, open_backend};
-use switchyard_compat_tests::DEADLINE;
 pub(crate) use switchyard_compat_tests::fixtures::{converges, position};
+use switchyard_compat_tests::{DEADLINE, shared_secret};
 
 pub(crate) use switchyard_compat_tests::reserve_addr;
 
@@ -27,6 +27,7 @@ pub(crate) async fn open_node(
                 config,
                 data_dir,
                 node: identity,
+                cluster_secret: Some(shared_secret()),
             },
         ),
     )

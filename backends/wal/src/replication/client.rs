@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use switchyard_backend_api::{MetadataCommand, MetadataError, NodeId, Proposed};
+use switchyard_backend_api::auth::{self, Principal};
+use switchyard_backend_api::{ClusterSecret, MetadataCommand, MetadataError, NodeId, Proposed};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -33,7 +34,7 @@ pub(crate) async fn forward_proposal(
         purpose: Purpose::Forward,
     };
     let io = node.io_timeout();
-    let (mut reader, mut writer) = open_with_hello(&addr, &hello, io).await?;
+    let (mut reader, mut writer) = open_with_hello(&addr, node.secret()?, &hello, io).await?;
     send(&mut writer, &Message::Propose { command }, io)
         .await
         .map_err(net)?;
@@ -61,17 +62,28 @@ pub(crate) async fn forward_proposal(
     Ok(proposed)
 }
 
-/// Connect to `addr` (`TCP_NODELAY`) and send `hello`, within `timeout` each.
+/// Connect to `addr` (`TCP_NODELAY`), prove `secret` as the sender of `hello` (node 0: an
+/// operator) to the node it addresses, and send `hello`, within `timeout` each.
 pub(crate) async fn open_with_hello(
     addr: &str,
+    secret: &ClusterSecret,
     hello: &Message,
     timeout: Duration,
 ) -> Result<(OwnedReadHalf, OwnedWriteHalf), MetadataError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+    let Message::Hello { from, to, .. } = hello else {
+        return Err(unexpected(hello));
+    };
+    let mut stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| net(NetError::Timeout(timeout, "connect")))?
         .map_err(|e| net(e.into()))?;
     stream.set_nodelay(true).map_err(|e| net(e.into()))?;
+    let me = if from.0 == 0 {
+        Principal::Operator
+    } else {
+        Principal::Node(*from)
+    };
+    auth::connect(&mut stream, secret, me, *to, timeout).await?;
     let (reader, mut writer) = stream.into_split();
     send(&mut writer, hello, timeout).await.map_err(net)?;
     Ok((reader, writer))
@@ -83,6 +95,7 @@ pub(crate) async fn open_with_hello(
 pub async fn request_promotion(
     addr: &str,
     cluster_id: &str,
+    secret: &ClusterSecret,
     node: NodeId,
     timeout: Duration,
 ) -> Result<u64, MetadataError> {
@@ -93,7 +106,7 @@ pub async fn request_promotion(
         epoch: 0,
         purpose: Purpose::Admin,
     };
-    let (mut reader, mut writer) = open_with_hello(addr, &hello, timeout).await?;
+    let (mut reader, mut writer) = open_with_hello(addr, secret, &hello, timeout).await?;
     send(&mut writer, &Message::Promote, timeout)
         .await
         .map_err(net)?;
@@ -106,13 +119,14 @@ pub async fn request_promotion(
     }
 }
 
-/// Open an extension connection from node `from` to node `to` at `addr` (its cluster
-/// address): the wal handshake, then the stream is the caller's. The peer accepts it only if
-/// its roles are driven from outside ([`crate::Roles::External`]) and `from` is one of its
-/// members.
+/// Open an extension connection from node `from` (0: an operator) to node `to` at `addr`
+/// (its cluster address): the cluster handshake proving `secret`, the wal handshake, then the
+/// stream is the caller's. The peer accepts it only if its roles are driven from outside
+/// ([`crate::Roles::External`]) and `from` is one of its members or an operator.
 pub async fn connect_extension(
     addr: &str,
     cluster_id: &str,
+    secret: &ClusterSecret,
     from: NodeId,
     to: NodeId,
     timeout: Duration,
@@ -124,7 +138,7 @@ pub async fn connect_extension(
         epoch: 0,
         purpose: Purpose::Extension,
     };
-    let (mut reader, writer) = open_with_hello(addr, &hello, timeout).await?;
+    let (mut reader, writer) = open_with_hello(addr, secret, &hello, timeout).await?;
     match recv(&mut reader, 1 << 20, timeout).await.map_err(net)? {
         Message::Accepted => reader
             .reunite(writer)

@@ -177,6 +177,8 @@ mod tests {
     use tokio::net::TcpStream;
 
     use super::*;
+    use switchyard_backend_api::auth::{self, Principal};
+
     use crate::protocol::{NetError, Purpose};
     use crate::replication::describe;
 
@@ -194,7 +196,8 @@ mod tests {
 
     /// A primary announcing a snapshot larger than a node decodes is cut off at its first
     /// chunk: the follower used to buffer chunks towards whatever total the primary claimed.
-    /// (Here the "primary" is a peer claiming a higher epoch, which a node accepts.)
+    /// (Here the "primary" is a peer holding the cluster secret and claiming a higher epoch,
+    /// which a node accepts.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_snapshot_larger_than_a_node_decodes_is_refused_at_the_first_chunk()
     -> anyhow::Result<()> {
@@ -213,7 +216,10 @@ mod tests {
             .find(|id| **id != me)
             .context("no peer")?;
         let io = Duration::from_secs(5);
-        let (mut reader, mut writer) = TcpStream::connect(&addr).await?.into_split();
+        let mut stream = TcpStream::connect(&addr).await?;
+        let secret = &cluster.spec(0)?.secret;
+        auth::connect(&mut stream, secret, Principal::Node(primary), me, io).await?;
+        let (mut reader, mut writer) = stream.into_split();
         let hello = Message::Hello {
             cluster_id: "switchyard".into(),
             from: primary,

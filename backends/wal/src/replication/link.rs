@@ -12,14 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_backend_api::{MetadataError, NodeId};
-use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::stream::{catch_up, read_records, send_append};
 use super::takeover::{self, Leadership};
-use super::{Control, net, unexpected};
+use super::{Control, net, open_with_hello, unexpected};
 use crate::node::Node;
-use crate::protocol::{Message, NetError, Purpose, recv, send};
+use crate::protocol::{Message, Purpose, recv};
 use crate::segment::Cursor;
 
 /// Idle primary → follower heartbeat.
@@ -82,12 +81,6 @@ async fn run_link(
 ) -> Result<(), MetadataError> {
     let io = node.io_timeout();
     let max = node.config.max_frame_bytes;
-    let stream = tokio::time::timeout(io, TcpStream::connect(addr))
-        .await
-        .map_err(|_| net(NetError::Timeout(io, "connect")))?
-        .map_err(|e| net(e.into()))?;
-    stream.set_nodelay(true).map_err(|e| net(e.into()))?;
-    let (mut reader, mut writer) = stream.into_split();
     let hello = Message::Hello {
         cluster_id: node.config.cluster_id.clone(),
         from: node.me,
@@ -95,7 +88,7 @@ async fn run_link(
         epoch: shared.epoch,
         purpose: Purpose::Replicate,
     };
-    send(&mut writer, &hello, io).await.map_err(net)?;
+    let (mut reader, mut writer) = open_with_hello(addr, node.secret()?, &hello, io).await?;
     let last = match recv(&mut reader, max, io).await.map_err(net)? {
         Message::Welcome { last } => last,
         Message::Fenced { epoch, primary } => {

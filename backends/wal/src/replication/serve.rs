@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_backend_api::MetadataError;
+use switchyard_backend_api::auth::{self, HANDSHAKE_TIMEOUT, Principal};
+use switchyard_backend_api::{MetadataError, warn_throttled};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
@@ -81,13 +82,23 @@ pub(crate) fn bind(addr: &str) -> std::io::Result<TcpListener> {
     socket.listen(64)
 }
 
-/// One incoming connection: check the handshake, then follow or answer an admin request.
-async fn serve(node: &Arc<Node>, stream: TcpStream) -> Result<(), MetadataError> {
+/// One incoming connection: authenticate the peer, check the handshake, then follow or
+/// answer an admin request.
+async fn serve(node: &Arc<Node>, mut stream: TcpStream) -> Result<(), MetadataError> {
     let peer_addr = stream
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
     stream.set_nodelay(true).map_err(|e| net(e.into()))?;
+    let principal = match auth::accept(&mut stream, node.secret()?, node.me, HANDSHAKE_TIMEOUT)
+        .await
+    {
+        Ok(principal) => principal,
+        Err(error) => {
+            warn_throttled!(%peer_addr, %error, "refused an unauthenticated cluster connection");
+            return Err(error.into());
+        }
+    };
     let (mut reader, mut writer) = stream.into_split();
     let io = node.io_timeout();
     let hello = recv(&mut reader, node.config.max_frame_bytes, io)
@@ -103,7 +114,13 @@ async fn serve(node: &Arc<Node>, stream: TcpStream) -> Result<(), MetadataError>
     else {
         return Err(unexpected(&hello));
     };
-    let refusal = if cluster_id != node.config.cluster_id {
+    let refusal = if from.0 != principal_id(principal) {
+        Some(format!(
+            "{principal} authenticated, but its hello claims to be node {from}"
+        ))
+    } else if !allowed(principal, purpose) {
+        Some(format!("{principal} may not open a {purpose:?} connection"))
+    } else if cluster_id != node.config.cluster_id {
         Some(format!(
             "cluster id {cluster_id:?} is not this cluster's ({:?})",
             node.config.cluster_id
@@ -113,8 +130,10 @@ async fn serve(node: &Arc<Node>, stream: TcpStream) -> Result<(), MetadataError>
             "addressed to node {to}, but this is node {}",
             node.me
         ))
-    } else if (matches!(purpose, Purpose::Replicate | Purpose::Forward)
-        || (purpose == Purpose::Extension && from.0 != 0))
+    } else if (matches!(
+        purpose,
+        Purpose::Replicate | Purpose::Forward | Purpose::Members
+    ) || (purpose == Purpose::Extension && from.0 != 0))
         && (from == node.me || !node.members().addrs.contains_key(&from))
     {
         Some(format!("node {from} is not a peer of node {}", node.me))
@@ -154,6 +173,24 @@ async fn serve(node: &Arc<Node>, stream: TcpStream) -> Result<(), MetadataError>
             }
             Ok(())
         }
+    }
+}
+
+/// The node id a principal's hello carries: its own, or 0 for an operator.
+fn principal_id(principal: Principal) -> u64 {
+    match principal {
+        Principal::Node(id) => id.0,
+        Principal::Operator => 0,
+    }
+}
+
+/// What each kind of peer may open: an operator asks (promotion, membership changes) or uses
+/// an embedding backend's admin requests; nodes replicate, forward, change membership and
+/// pass an operator's change on to the primary.
+fn allowed(principal: Principal, purpose: Purpose) -> bool {
+    match principal {
+        Principal::Operator => matches!(purpose, Purpose::Admin | Purpose::Extension),
+        Principal::Node(_) => true,
     }
 }
 
@@ -221,22 +258,4 @@ async fn serve_forwarded(
 }
 
 #[cfg(test)]
-mod tests {
-    use anyhow::ensure;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn binding_a_taken_address_gives_up_at_its_deadline() -> anyhow::Result<()> {
-        let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let addr = taken.local_addr()?.to_string();
-        let result = bind_retrying(&addr, Duration::from_millis(200)).await;
-        ensure!(
-            result.is_err(),
-            "bound an address another socket listens on"
-        );
-        drop(taken);
-        ensure!(bind_retrying(&addr, Duration::from_secs(5)).await.is_ok());
-        Ok(())
-    }
-}
+mod tests;

@@ -14,7 +14,7 @@ use switchyard_backend_api::{
     open_backend,
 };
 use switchyard_compat_tests::fixtures::{converges, register_all};
-use switchyard_compat_tests::{DEADLINE, reserve_addr};
+use switchyard_compat_tests::{DEADLINE, reserve_addr, shared_secret};
 
 use crate::support::create_topics;
 
@@ -49,6 +49,7 @@ async fn open(
             cluster_addr: peers.get(&NodeId(id)).cloned(),
             peers: peers.clone(),
         },
+        cluster_secret: Some(shared_secret()),
     };
     let node = tokio::time::timeout(DEADLINE, open_backend("wal", context))
         .await

@@ -145,7 +145,8 @@ async fn promoted_follower_has_every_acknowledged_write() -> anyhow::Result<()> 
         .cluster_addr
         .clone()
         .context("no cluster address")?;
-    let epoch = request_promotion(&addr, "switchyard", NodeId(2), DEADLINE).await?;
+    let secret = &cluster.spec(1)?.secret;
+    let epoch = request_promotion(&addr, "switchyard", secret, NodeId(2), DEADLINE).await?;
     ensure!(epoch >= 2, "epoch {epoch}");
     let view = promoted.local();
     for i in 0..N {
@@ -201,7 +202,9 @@ async fn handshake_refuses_another_cluster() -> anyhow::Result<()> {
         .cluster_addr
         .clone()
         .context("no cluster address")?;
-    let refused = request_promotion(&addr, "green", NodeId(2), Duration::from_secs(5)).await;
+    let secret = &cluster.spec(1)?.secret;
+    let refused =
+        request_promotion(&addr, "green", secret, NodeId(2), Duration::from_secs(5)).await;
     match refused {
         Err(MetadataError::Network(reason)) if reason.contains("cluster id") => Ok(()),
         other => bail!("expected a refusal naming the cluster id, got {other:?}"),
