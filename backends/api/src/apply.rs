@@ -94,6 +94,12 @@ impl MetadataState {
             } => self.commit_offsets(group, generation.as_ref(), offsets, *commit_timestamp_ms),
             MetadataCommand::AllocateProducerIds { count } => self.allocate_producer_ids(*count),
             MetadataCommand::Batch { commands } => self.apply_batch(commands),
+            MetadataCommand::AlterScramCredentials {
+                upsertions,
+                deletions,
+            } => Ok(self.alter_scram_credentials(upsertions, deletions)),
+            MetadataCommand::CreateAcls { acls } => Ok(self.create_acls(acls)),
+            MetadataCommand::DeleteAcls { filters } => Ok(self.delete_acls(filters)),
         }
     }
 

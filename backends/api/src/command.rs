@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{MetadataError, Rejection};
 use crate::ids::{BrokerId, ClusterId, GroupId, MemberId, ProducerId, TopicId};
+use crate::security::{AclBinding, AclFilter, ScramDeletion, ScramUpsertion};
 use crate::state::GroupMember;
 
 /// A mutation of [`MetadataState`](crate::MetadataState). Apply validates every command and
@@ -148,6 +149,23 @@ pub enum MetadataCommand {
     Batch {
         /// The commands, applied in order.
         commands: Vec<MetadataCommand>,
+    },
+    /// Store and remove SCRAM credentials; all of one user's alterations apply, or none.
+    AlterScramCredentials {
+        /// Credentials to store, replacing the user's credential of that mechanism.
+        upsertions: Vec<ScramUpsertion>,
+        /// Credentials to remove.
+        deletions: Vec<ScramDeletion>,
+    },
+    /// Add ACL bindings (adding one that exists changes nothing).
+    CreateAcls {
+        /// The bindings.
+        acls: Vec<AclBinding>,
+    },
+    /// Remove every ACL binding each filter matches.
+    DeleteAcls {
+        /// The filters, applied in order.
+        filters: Vec<AclFilter>,
     },
 }
 
@@ -302,5 +320,20 @@ pub enum Outcome {
     Batch {
         /// Outcomes.
         outcomes: Vec<Outcome>,
+    },
+    /// `AlterScramCredentials`: one result per user, in order of first mention.
+    ScramCredentialsAltered {
+        /// User and whether all of its alterations applied.
+        results: Vec<(String, Result<(), Rejection>)>,
+    },
+    /// `CreateAcls`: one result per binding, in request order.
+    AclsCreated {
+        /// Per-binding result.
+        results: Vec<Result<(), Rejection>>,
+    },
+    /// `DeleteAcls`: per filter, in request order, the bindings it removed.
+    AclsDeleted {
+        /// Removed bindings per filter.
+        results: Vec<Vec<AclBinding>>,
     },
 }

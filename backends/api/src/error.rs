@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{BrokerId, ClusterId, GroupId, MemberId, NodeId, TopicId};
+use crate::security::ScramMechanism;
 
 /// Why apply refused a command. Deterministic: it depends only on the state and the command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -193,6 +194,36 @@ pub enum Rejection {
         index: u32,
         /// Its rejection.
         cause: Box<Rejection>,
+    },
+    /// A SCRAM credential to delete does not exist.
+    #[error("user {user} has no {mechanism} credential")]
+    UnknownScramCredential {
+        /// The user.
+        user: String,
+        /// The mechanism.
+        mechanism: ScramMechanism,
+    },
+    /// A SCRAM credential out of bounds (iterations, key or salt length, user name).
+    #[error("unacceptable credential for user {user}: {reason}")]
+    UnacceptableCredential {
+        /// The user.
+        user: String,
+        /// Which bound.
+        reason: String,
+    },
+    /// One request names a user's mechanism twice.
+    #[error("user {user}'s {mechanism} credential is altered twice in one request")]
+    DuplicateScramMechanism {
+        /// The user.
+        user: String,
+        /// The mechanism.
+        mechanism: ScramMechanism,
+    },
+    /// An ACL binding that cannot be stored.
+    #[error("invalid ACL: {reason}")]
+    InvalidAcl {
+        /// Why.
+        reason: String,
     },
 }
 

@@ -18,6 +18,8 @@
 //! - `applied.rs` — [`AppliedState`], the apply/publish/notify machinery every backend shares.
 //! - `registry.rs` — [`Registration`], `inventory` collection, [`open_backend`].
 //! - `memory.rs` — the in-memory reference backend, registered as `memory`.
+//! - `security.rs` — SCRAM credentials and ACL bindings: their types, the filter that matches
+//!   bindings, and how apply changes them.
 //! - `net.rs` — what every listener shares: accepting with a backoff, throttled warnings.
 //! - `auth.rs` — the cluster handshake: both ends of every connection between nodes prove the
 //!   shared [`ClusterSecret`] (HMAC-SHA-256 over fresh nonces) before anything else is read.
@@ -39,6 +41,7 @@ mod ids;
 pub mod memory;
 pub mod net;
 mod registry;
+pub mod security;
 mod state;
 
 pub use applied::{

@@ -9,6 +9,7 @@ use imbl::{OrdMap, Vector};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{BrokerId, ClusterId, GroupId, MemberId, TopicId};
+use crate::security::SecurityState;
 
 /// Topic and broker configuration: Kafka config name → value.
 pub type Configs = OrdMap<String, String>;
@@ -155,20 +156,21 @@ pub struct CommittedOffset {
 
 /// The whole replicated metadata state. Two states are equal exactly when every replica would
 /// answer every read the same way.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Serialized field by field in declaration order. Deserializing reads the fields the codec
+/// format version of the input has ([`crate::codec`]: `security` since version 3) and
+/// leaves the newer ones empty, so snapshots written by older builds stay readable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MetadataState {
     pub(crate) cluster_id: Option<ClusterId>,
-    #[serde(deserialize_with = "cautious::ord_map")]
     pub(crate) brokers: OrdMap<BrokerId, Broker>,
-    #[serde(deserialize_with = "cautious::ord_map")]
     pub(crate) topics: OrdMap<String, Topic>,
-    #[serde(deserialize_with = "cautious::ord_map")]
     pub(crate) topic_names: OrdMap<TopicId, String>,
-    #[serde(deserialize_with = "cautious::ord_map")]
     pub(crate) groups: OrdMap<GroupId, Group>,
-    #[serde(deserialize_with = "cautious::ord_map")]
     pub(crate) offsets: OrdMap<OffsetKey, CommittedOffset>,
     pub(crate) next_producer_id: i64,
+    /// Since codec format version 3; empty in a state written before.
+    pub(crate) security: SecurityState,
 }
 
 impl MetadataState {
@@ -276,15 +278,75 @@ impl MetadataState {
     }
 }
 
+/// The fields of [`MetadataState`], in order; format versions before 3 end after the seventh.
+const STATE_FIELDS: [&str; 8] = [
+    "cluster_id",
+    "brokers",
+    "topics",
+    "topic_names",
+    "groups",
+    "offsets",
+    "next_producer_id",
+    "security",
+];
+
+impl<'de> Deserialize<'de> for MetadataState {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, SeqAccess, Visitor};
+
+        struct Fields(usize);
+
+        impl<'de> Visitor<'de> for Fields {
+            type Value = MetadataState;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "a metadata state of {} fields", self.0)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<MetadataState, A::Error> {
+                fn next<'de, A: SeqAccess<'de>, T: Deserialize<'de>>(
+                    seq: &mut A,
+                    index: usize,
+                    of: &Fields,
+                ) -> Result<T, A::Error> {
+                    seq.next_element()?
+                        .ok_or_else(|| A::Error::invalid_length(index, of))
+                }
+                let mut state = MetadataState {
+                    cluster_id: next(&mut seq, 0, &self)?,
+                    brokers: next::<_, cautious::Map<_, _>>(&mut seq, 1, &self)?.0,
+                    topics: next::<_, cautious::Map<_, _>>(&mut seq, 2, &self)?.0,
+                    topic_names: next::<_, cautious::Map<_, _>>(&mut seq, 3, &self)?.0,
+                    groups: next::<_, cautious::Map<_, _>>(&mut seq, 4, &self)?.0,
+                    offsets: next::<_, cautious::Map<_, _>>(&mut seq, 5, &self)?.0,
+                    next_producer_id: next(&mut seq, 6, &self)?,
+                    security: SecurityState::default(),
+                };
+                if self.0 > 7 {
+                    state.security = next(&mut seq, 7, &self)?;
+                }
+                Ok(state)
+            }
+        }
+
+        let fields = if crate::codec::body_version() >= 3 {
+            &STATE_FIELDS[..]
+        } else {
+            &STATE_FIELDS[..7]
+        };
+        deserializer.deserialize_struct("MetadataState", fields, Fields(fields.len()))
+    }
+}
+
 /// Deserializing the persistent collections without trusting the lengths in the input.
 /// `imbl`'s own `Deserialize` reserves as many elements as the input's length prefix claims
 /// before reading any: a snapshot of a few bytes (from disk or from a peer) claiming billions of
 /// entries aborted the process on the allocation (found by the `metadata_codec` fuzz target).
 /// These read through `Vec` and `BTreeMap`, whose reservations serde caps, in the same format.
-mod cautious {
-    use std::collections::BTreeMap;
+pub(crate) mod cautious {
+    use std::collections::{BTreeMap, BTreeSet};
 
-    use imbl::{OrdMap, Vector};
+    use imbl::{OrdMap, OrdSet, Vector};
     use serde::{Deserialize, Deserializer};
 
     pub(super) fn vector<'de, D, A>(deserializer: D) -> Result<Vector<A>, D::Error>
@@ -295,7 +357,7 @@ mod cautious {
         Ok(Vec::<A>::deserialize(deserializer)?.into_iter().collect())
     }
 
-    pub(super) fn ord_map<'de, D, K, V>(deserializer: D) -> Result<OrdMap<K, V>, D::Error>
+    pub(crate) fn ord_map<'de, D, K, V>(deserializer: D) -> Result<OrdMap<K, V>, D::Error>
     where
         D: Deserializer<'de>,
         K: Deserialize<'de> + Ord + Clone,
@@ -304,5 +366,28 @@ mod cautious {
         Ok(BTreeMap::<K, V>::deserialize(deserializer)?
             .into_iter()
             .collect())
+    }
+
+    pub(crate) fn ord_set<'de, D, A>(deserializer: D) -> Result<OrdSet<A>, D::Error>
+    where
+        D: Deserializer<'de>,
+        A: Deserialize<'de> + Ord + Clone,
+    {
+        Ok(BTreeSet::<A>::deserialize(deserializer)?
+            .into_iter()
+            .collect())
+    }
+
+    /// An [`OrdMap`] read through [`ord_map`], for hand-written visitors.
+    pub(crate) struct Map<K: Ord + Clone, V: Clone>(pub(crate) OrdMap<K, V>);
+
+    impl<'de, K, V> Deserialize<'de> for Map<K, V>
+    where
+        K: Deserialize<'de> + Ord + Clone,
+        V: Deserialize<'de> + Clone,
+    {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            ord_map(deserializer).map(Self)
+        }
     }
 }

@@ -2,16 +2,21 @@
 //! format-version byte, then the value. Everything that goes to disk or over the wire uses it,
 //! so a change of body format is a new version byte, and a build reads every version it knows.
 //!
-//! - Version 2 (written): [postcard](https://docs.rs/postcard) 1 — serde's data model with
+//! - Version 3 (written): [postcard](https://docs.rs/postcard) 1 — serde's data model with
 //!   LEB128 variable-length integers, zigzag for signed ones, length-prefixed sequences and
 //!   strings, enum variants by index. Its format is specified and stable across postcard 1.x,
-//!   and one value has one encoding.
+//!   and one value has one encoding. The metadata state has its security part (credentials,
+//!   ACLs).
+//! - Version 2 (read only): the same body format, written before the metadata state had a
+//!   security part.
 //! - Version 1 (read only): bincode 2.0's standard configuration, as builds before format
-//!   version 2 wrote it ([`bincode_v1`]). A node that reads a version-1 snapshot or record
-//!   writes what it writes next in version 2.
+//!   version 2 wrote it ([`bincode_v1`]), with version 2's types.
 //!
-//! Both are non-self-describing: a value decodes only as the type that wrote it, and the
-//! whole input must be that one value.
+//! A node that reads an older snapshot or record writes what it writes next in version 3.
+//! Every format is non-self-describing: a value decodes only as the type that wrote it, and
+//! the whole input must be that one value. A type that grew since an older version reads
+//! [`body_version`] while it is decoded to know which fields the input has; new enum
+//! variants are only ever appended, so older inputs never name them.
 
 mod bincode_v1;
 
@@ -21,7 +26,28 @@ use serde::de::DeserializeOwned;
 use crate::error::CodecError;
 
 /// The format version this build writes.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
+
+/// The last format version written before the metadata state had a security part.
+const POSTCARD_WITHOUT_SECURITY: u8 = 2;
+
+thread_local! {
+    static BODY_VERSION: std::cell::Cell<u8> = const { std::cell::Cell::new(FORMAT_VERSION) };
+}
+
+/// The format version of the input being decoded on this thread ([`FORMAT_VERSION`] outside
+/// [`decode`]).
+pub(crate) fn body_version() -> u8 {
+    BODY_VERSION.with(std::cell::Cell::get)
+}
+
+/// Decode with [`body_version`] saying `version`, restored afterwards.
+fn as_version<T>(version: u8, decode: impl FnOnce() -> T) -> T {
+    let outer = BODY_VERSION.with(|v| v.replace(version));
+    let value = decode();
+    BODY_VERSION.with(|v| v.set(outer));
+    value
+}
 
 /// The oldest format version this build reads.
 pub const OLDEST_READABLE_VERSION: u8 = 1;
@@ -53,8 +79,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         )));
     }
     match version {
-        FORMAT_VERSION => {
-            let (value, rest) = postcard::take_from_bytes(body)
+        FORMAT_VERSION | POSTCARD_WITHOUT_SECURITY => {
+            let (value, rest) = as_version(version, || postcard::take_from_bytes(body))
                 .map_err(|e| CodecError::Malformed(e.to_string()))?;
             match rest.len() {
                 0 => Ok(value),
@@ -63,8 +89,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         }
         OLDEST_READABLE_VERSION => {
             let mut reader = bincode_v1::Reader::new(body);
-            let value =
-                T::deserialize(&mut reader).map_err(|e| CodecError::Malformed(e.to_string()))?;
+            let value = as_version(version, || T::deserialize(&mut reader))
+                .map_err(|e| CodecError::Malformed(e.to_string()))?;
             match reader.remaining() {
                 0 => Ok(value),
                 left => Err(CodecError::TrailingBytes(left)),
@@ -247,7 +273,21 @@ mod tests {
             applied_index: 3,
             state: crate::MetadataState::new(),
         };
-        assert_eq!(decode::<crate::StateView>(&bincode_v1(&view))?, view);
+        // An empty state as version 1 wrote it: seven fields, no security part.
+        let empty = BTreeMap::<u8, u8>::new();
+        let written = (
+            3u64,
+            (
+                None::<ClusterId>,
+                &empty,
+                &empty,
+                &empty,
+                &empty,
+                &empty,
+                0i64,
+            ),
+        );
+        assert_eq!(decode::<crate::StateView>(&bincode_v1(&written))?, view);
         Ok(())
     }
 
