@@ -113,7 +113,7 @@ async fn failover_once(backend: &str, mode: Failover) -> anyhow::Result<Duration
     let addrs: Vec<String> = brokers.iter().map(|b| b.kafka.clone()).collect();
     let mut client = PeerClient::new(addrs[0].clone(), "switchyard-benches".into(), DEADLINE);
     create_topics(&mut client, vec!["failover-seed".into()], 1).await?;
-    let status = cluster_status(&addrs, DEADLINE)
+    let status = cluster_status(&addrs, None, DEADLINE)
         .await
         .context("asking the brokers for the cluster status")?;
     let (leader, _) = status

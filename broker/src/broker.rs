@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::error::ResponseError;
 use switchyard_backend_api::{
-    BrokerId, Change, ClusterId, MetadataBackend, MetadataCommand, MetadataError, Outcome,
+    BrokerId, Change, ClusterId, MetadataBackend, MetadataCommand, MetadataError, NodeId, Outcome,
     StateView, StreamError,
 };
 use tokio::sync::{Mutex, Notify, Semaphore, watch};
@@ -17,6 +17,8 @@ use tracing::{info, warn};
 
 use crate::config::KafkaSettings;
 use crate::group::{GroupCoordinator, coordinator_of};
+use crate::kafka::client::PeerClient;
+use crate::kafka::sasl::ListenerSecurity;
 use crate::liveness::Liveness;
 use crate::replicas::{Replica, Replicas};
 use crate::replication::LeaderView;
@@ -32,6 +34,7 @@ pub struct Broker {
     port: u16,
     backend: Arc<dyn MetadataBackend>,
     settings: KafkaSettings,
+    security: ListenerSecurity,
     registered: watch::Sender<bool>,
     groups: GroupCoordinator,
     producer_ids: Mutex<Option<(i64, i64)>>,
@@ -60,6 +63,7 @@ impl Broker {
         port: u16,
         backend: Arc<dyn MetadataBackend>,
         settings: KafkaSettings,
+        security: ListenerSecurity,
         replicas: Replicas,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -76,6 +80,7 @@ impl Broker {
             isr_checks: Notify::new(),
             request_budget: Semaphore::new(budget_permits(&settings)),
             settings,
+            security,
         })
     }
 
@@ -255,6 +260,19 @@ impl Broker {
     /// Kafka settings.
     pub fn settings(&self) -> &KafkaSettings {
         &self.settings
+    }
+
+    /// How the Kafka listener authenticates clients and this broker authenticates to others.
+    pub fn security(&self) -> &ListenerSecurity {
+        &self.security
+    }
+
+    /// A client of another broker's Kafka listener at `addr`, authenticating as this broker
+    /// where the listeners ask for it.
+    pub fn peer_client(&self, addr: String, client_id: String, timeout: Duration) -> PeerClient {
+        let me = NodeId(u64::try_from(self.id.0).unwrap_or_default());
+        PeerClient::new(addr, client_id, timeout)
+            .with_credentials(self.security.peer_credentials(me))
     }
 
     /// The metadata backend.

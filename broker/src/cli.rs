@@ -1,4 +1,5 @@
-//! The command line: `switchyard backends`, `switchyard serve` and `switchyard cluster …`.
+//! The command line: `switchyard backends`, `switchyard serve`, `switchyard cluster …` and
+//! `switchyard user …`.
 
 use std::path::PathBuf;
 
@@ -31,6 +32,11 @@ pub enum Command {
     /// Operate a running cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Manage the SCRAM users of a running cluster (for SASL listeners), through its Kafka
+    /// listener, proving the cluster secret. The password is salted and hashed here; the
+    /// cluster stores only what verifies it.
+    #[command(subcommand)]
+    User(UserCommand),
     #[cfg(feature = "conformance")]
     /// Run seeded fault runs (partitions, delays, dropped traffic, crashes, power cuts) of every
     /// multi-node backend in this binary, check each against its declared guarantees, check that deliberately broken
@@ -62,12 +68,9 @@ pub enum ClusterCommand {
     /// leader, and every broker, live or fenced. Asks the Kafka listeners in --bootstrap until
     /// one answers, then every broker it lists.
     Status {
-        /// Kafka listeners to ask first, comma-separated.
-        #[arg(long, value_name = "HOST:PORT,...", default_value = "127.0.0.1:9092")]
-        bootstrap: String,
-        /// Deadline of each request, in milliseconds.
-        #[arg(long, value_name = "MS", default_value_t = 5_000)]
-        timeout_ms: u64,
+        /// Where the cluster is.
+        #[command(flatten)]
+        target: TargetArgs,
     },
     /// Promote node N to take metadata writes (manual failover, for backends that offer it; see
     /// `switchyard backends`): it bumps the epoch, catches up from a majority, and the old
@@ -179,6 +182,63 @@ pub struct ServeArgs {
     /// Default: none. Env: SWITCHYARD_CLUSTER_SECRET_FILE. TOML key: cluster_secret_file.
     #[arg(long, value_name = "PATH")]
     pub cluster_secret_file: Option<PathBuf>,
+}
+
+/// A running cluster's Kafka listeners and the secret that proves the right to administer it.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// Kafka listeners to ask, comma-separated, in order until one answers.
+    #[arg(long, value_name = "HOST:PORT,...", default_value = "127.0.0.1:9092")]
+    pub bootstrap: String,
+    /// The cluster secret file: needed when the listeners are SASL_PLAINTEXT (it
+    /// authenticates this command as the operator); ignored by PLAINTEXT listeners.
+    #[arg(long, value_name = "PATH", env = "SWITCHYARD_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Deadline of each request, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 5_000)]
+    pub timeout_ms: u64,
+}
+
+/// `switchyard user …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum UserCommand {
+    /// Create a user, or give it a new password, for one SCRAM mechanism. PLAIN clients are
+    /// checked against the same credentials.
+    Create {
+        /// The user name.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// File whose first line is the password (`-` for standard input).
+        #[arg(long, value_name = "PATH")]
+        password_file: PathBuf,
+        /// SCRAM-SHA-256 or SCRAM-SHA-512.
+        #[arg(long, value_name = "MECHANISM", default_value = "SCRAM-SHA-512")]
+        mechanism: String,
+        /// PBKDF2 iterations, 4096..=16384.
+        #[arg(long, value_name = "N", default_value_t = 8192)]
+        iterations: u32,
+        /// Where the cluster is.
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Remove a user's credential for one SCRAM mechanism.
+    Delete {
+        /// The user name.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// SCRAM-SHA-256 or SCRAM-SHA-512.
+        #[arg(long, value_name = "MECHANISM", default_value = "SCRAM-SHA-512")]
+        mechanism: String,
+        /// Where the cluster is.
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// List every user and its credentials (mechanism and iterations).
+    List {
+        /// Where the cluster is.
+        #[command(flatten)]
+        target: TargetArgs,
+    },
 }
 
 impl ServeArgs {

@@ -34,6 +34,8 @@ use serde::{Deserialize, Serialize};
 use switchyard_backend_api::auth::MAKE_A_SECRET;
 use switchyard_backend_api::{ClusterSecret, MAX_CLUSTER_PARTITIONS, NodeId};
 
+use crate::kafka::sasl::{ListenerSecurity, Mechanism, SecurityProtocol};
+
 /// Default for `data_dir`.
 pub const DEFAULT_DATA_DIR: &str = "./switchyard-data";
 /// Default for `node_id`.
@@ -119,6 +121,9 @@ pub enum ConfigError {
         /// The value given.
         addr: String,
     },
+    /// The listener's security settings name something unknown, or lack what they need.
+    #[error("{0}")]
+    Security(String),
     /// The cluster secret is missing for a cluster, or its file cannot be used.
     #[error("{0}")]
     ClusterSecret(String),
@@ -350,6 +355,13 @@ pub struct KafkaSettings {
     /// `replica.high.watermark.checkpoint.interval.ms`: how often partitions' high watermarks
     /// are written to disk.
     pub replica_high_watermark_checkpoint_interval_ms: u64,
+    /// The listener's `security.protocol`: `PLAINTEXT` (no authentication) or
+    /// `SASL_PLAINTEXT` (every connection authenticates first; needs `cluster_secret_file`,
+    /// which brokers and `switchyard user` authenticate with).
+    pub security_protocol: String,
+    /// `sasl.enabled.mechanisms`: what a SASL listener offers clients, of `SCRAM-SHA-256`,
+    /// `SCRAM-SHA-512` and `PLAIN`.
+    pub sasl_enabled_mechanisms: Vec<String>,
 }
 
 impl Default for KafkaSettings {
@@ -379,6 +391,8 @@ impl Default for KafkaSettings {
             replica_fetch_max_bytes: 1_048_576,
             replica_fetch_response_max_bytes: 10_485_760,
             replica_high_watermark_checkpoint_interval_ms: 5_000,
+            security_protocol: "PLAINTEXT".into(),
+            sasl_enabled_mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()],
         }
     }
 }
@@ -430,6 +444,9 @@ pub struct Config {
     pub cluster_listen: Option<String>,
     /// The secret read from `cluster_secret_file`; present whenever `peers` is.
     pub cluster_secret: Option<ClusterSecret>,
+    /// How the Kafka listener authenticates (from `kafka.security_protocol` and
+    /// `kafka.sasl_enabled_mechanisms`).
+    pub security: ListenerSecurity,
     /// Kafka broker settings.
     pub kafka: KafkaSettings,
     figment: Figment,
@@ -505,6 +522,7 @@ impl Config {
             }
             None => None,
         };
+        let security = listener_security(&raw.kafka, cluster_secret.as_ref())?;
         Ok(Self {
             metadata_backend: raw.metadata_backend,
             data_dir: raw.data_dir,
@@ -514,6 +532,7 @@ impl Config {
             advertise,
             cluster_listen: raw.cluster_listen,
             cluster_secret,
+            security,
             kafka: raw.kafka,
             figment,
         })
@@ -532,6 +551,53 @@ impl Config {
             .as_deref()
             .or_else(|| self.peers.get(&self.node_id).map(String::as_str))
     }
+}
+
+/// The listener's security from the `[kafka]` settings: a SASL listener needs mechanisms and
+/// the cluster secret.
+fn listener_security(
+    kafka: &KafkaSettings,
+    secret: Option<&ClusterSecret>,
+) -> Result<ListenerSecurity, ConfigError> {
+    let protocol = SecurityProtocol::parse(&kafka.security_protocol).ok_or_else(|| {
+        ConfigError::Security(format!(
+            "kafka.security_protocol {:?} is not one of PLAINTEXT, SASL_PLAINTEXT",
+            kafka.security_protocol
+        ))
+    })?;
+    let mechanisms = kafka
+        .sasl_enabled_mechanisms
+        .iter()
+        .map(|name| {
+            Mechanism::parse(name).ok_or_else(|| {
+                ConfigError::Security(format!(
+                    "kafka.sasl_enabled_mechanisms: {name:?} is not one of SCRAM-SHA-256, \
+                     SCRAM-SHA-512, PLAIN"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if protocol == SecurityProtocol::Plaintext {
+        return Ok(ListenerSecurity::plaintext());
+    }
+    if mechanisms.is_empty() {
+        return Err(ConfigError::Security(
+            "kafka.security_protocol SASL_PLAINTEXT needs at least one of \
+             kafka.sasl_enabled_mechanisms"
+                .into(),
+        ));
+    }
+    let Some(secret) = secret else {
+        return Err(ConfigError::Security(format!(
+            "kafka.security_protocol SASL_PLAINTEXT needs a cluster secret, even on one node: \
+             brokers and `switchyard user` authenticate with it; {MAKE_A_SECRET}"
+        )));
+    };
+    Ok(ListenerSecurity {
+        protocol,
+        mechanisms,
+        cluster_secret: Some(secret.clone()),
+    })
 }
 
 /// The bottom layer: built-in defaults.

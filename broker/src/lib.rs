@@ -17,8 +17,9 @@
 //! - [`backends`] — which backends this binary links ([`backends::LINKED_BACKENDS`]), the
 //!   default choice among them, and the `switchyard backends` listing.
 //! - [`broker`] — [`broker::Broker`]: what connections share, registration, group placement.
-//! - [`kafka`] — the listener, request dispatch, one handler per API, and the peer client
-//!   brokers use to heartbeat.
+//! - [`kafka`] — the listener, request dispatch, one handler per API, SASL
+//!   ([`kafka::sasl`]: PLAIN, SCRAM, and the cluster secret between brokers), and the peer
+//!   client brokers use to heartbeat and fetch.
 //! - [`group`] — the group coordinator: rebalances and session timers in a state machine
 //!   without I/O ([`group::machine`]) run by an async driver, and which broker coordinates
 //!   which group ([`group::coordinator_of`]).
@@ -29,6 +30,8 @@
 //! - `conformance` (feature `conformance`, off by default) — `switchyard conformance`: the
 //!   fault runs of every linked backend and the generated report.
 //! - [`status`] — `switchyard cluster status`, over DescribeCluster and DescribeQuorum.
+//! - [`users`] — `switchyard user`: SCRAM credentials over AlterUserScramCredentials and
+//!   DescribeUserScramCredentials.
 //! - [`serve`] — `switchyard serve`: open the backend, start the listener and the broker's
 //!   tasks, stop on a signal.
 //!
@@ -53,5 +56,6 @@ pub mod replicas;
 pub mod replication;
 pub mod serve;
 pub mod status;
+pub mod users;
 
 pub use config::{Config, ConfigError};

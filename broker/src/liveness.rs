@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
 use crate::kafka::client::PeerClient;
+use crate::kafka::dispatch::Client;
 
 /// The BrokerHeartbeat version brokers send.
 const HEARTBEAT_VERSION: i16 = 1;
@@ -220,16 +221,20 @@ pub(crate) async fn speaks_for(broker: &Broker, id: BrokerId, ip: IpAddr) -> boo
 /// whether the metadata has the broker fenced.
 pub(crate) async fn heartbeat(
     broker: &Broker,
-    from: IpAddr,
+    client: &Client,
     request: &BrokerHeartbeatRequest,
 ) -> BrokerHeartbeatResponse {
     let response = BrokerHeartbeatResponse::default();
     let id = BrokerId(request.broker_id.0);
-    if broker.metadata().state.broker(id).is_some() && !speaks_for(broker, id, from).await {
+    let from = client.ip;
+    if !client.may_act_as(id)
+        || (broker.metadata().state.broker(id).is_some() && !speaks_for(broker, id, from).await)
+    {
         switchyard_backend_api::warn_throttled!(
             broker = %id,
             %from,
-            "BrokerHeartbeat from an address the broker did not register; refused"
+            principal = %client.principal,
+            "BrokerHeartbeat from a connection that is not that broker's; refused"
         );
         return response.with_error_code(ResponseError::ClusterAuthorizationFailed.code());
     }
@@ -306,11 +311,8 @@ async fn send_heartbeat(
     let target = view.state.broker(leader)?;
     let addr = format!("{}:{}", target.host, target.port);
     if client.as_ref().is_none_or(|c| c.addr() != addr) {
-        *client = Some(PeerClient::new(
-            addr,
-            format!("switchyard-broker-{}", broker.id()),
-            timeout,
-        ));
+        *client =
+            Some(broker.peer_client(addr, format!("switchyard-broker-{}", broker.id()), timeout));
     }
     let request = BrokerHeartbeatRequest::default()
         .with_broker_id(KBrokerId(broker.id().0))

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 use switchyard::backends;
-use switchyard::cli::{Cli, ClusterCommand, Command, ServeArgs};
-use switchyard_backend_api::{MembershipChange, MetadataError, NodeId, available_backends};
+use switchyard::cli::{Cli, ClusterCommand, Command, ServeArgs, TargetArgs, UserCommand};
+use switchyard_backend_api::{
+    ClusterSecret, MembershipChange, MetadataError, NodeId, Principal, available_backends,
+};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -31,10 +33,8 @@ fn main() -> ExitCode {
             },
             output.as_deref(),
         ),
-        Command::Cluster(ClusterCommand::Status {
-            bootstrap,
-            timeout_ms,
-        }) => status(&bootstrap, timeout_ms),
+        Command::Cluster(ClusterCommand::Status { target }) => status(&target),
+        Command::User(command) => user(command),
         Command::Cluster(ClusterCommand::Promote { node, config }) => promote(node, &config),
         Command::Cluster(ClusterCommand::AddNode { node, addr, config }) => change_membership(
             MembershipChange::AddNode {
@@ -143,22 +143,117 @@ fn conformance(
     Ok(())
 }
 
-fn status(bootstrap: &str, timeout_ms: u64) -> anyhow::Result<()> {
-    init_logging();
-    let addrs: Vec<String> = bootstrap
-        .split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(str::to_owned)
-        .collect();
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// The listeners and credentials `args` name.
+fn target(args: &TargetArgs) -> anyhow::Result<switchyard::users::Target> {
+    let credentials = match &args.cluster_secret_file {
+        Some(path) => Some(switchyard::kafka::sasl::PeerCredentials {
+            secret: ClusterSecret::from_file(path)?,
+            me: Principal::Operator,
+        }),
+        None => None,
+    };
+    Ok(switchyard::users::Target {
+        bootstrap: args
+            .bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        credentials,
+        timeout: std::time::Duration::from_millis(args.timeout_ms),
+    })
+}
+
+fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the tokio runtime")?;
+        .context("starting the tokio runtime")
+}
+
+fn user(command: UserCommand) -> anyhow::Result<()> {
+    init_logging();
+    let mechanism = |name: &str| match switchyard::kafka::sasl::Mechanism::parse(name) {
+        Some(switchyard::kafka::sasl::Mechanism::Scram(m)) => Ok(m),
+        _ => anyhow::bail!("--mechanism {name:?} is not SCRAM-SHA-256 or SCRAM-SHA-512"),
+    };
+    let runtime = current_thread()?;
+    match command {
+        UserCommand::Create {
+            name,
+            password_file,
+            mechanism: m,
+            iterations,
+            target: args,
+        } => {
+            let password = read_password(&password_file)?;
+            let m = mechanism(&m)?;
+            let target = target(&args)?;
+            runtime
+                .block_on(switchyard::users::upsert(
+                    &target, &name, m, iterations, &password,
+                ))
+                .with_context(|| format!("creating user {name}"))?;
+            println!("user {name}: {m} credential stored ({iterations} iterations)");
+        }
+        UserCommand::Delete {
+            name,
+            mechanism: m,
+            target: args,
+        } => {
+            let m = mechanism(&m)?;
+            let target = target(&args)?;
+            runtime
+                .block_on(switchyard::users::delete(&target, &name, m))
+                .with_context(|| format!("deleting user {name}'s {m} credential"))?;
+            println!("user {name}: {m} credential deleted");
+        }
+        UserCommand::List { target: args } => {
+            let target = target(&args)?;
+            let users = runtime
+                .block_on(switchyard::users::list(&target))
+                .context("listing users")?;
+            let mut out = String::new();
+            for user in users {
+                let credentials: Vec<String> = user
+                    .credentials
+                    .iter()
+                    .map(|(m, iterations)| format!("{m} ({iterations} iterations)"))
+                    .collect();
+                out.push_str(&format!("{} {}\n", user.user, credentials.join(", ")));
+            }
+            std::io::stdout()
+                .lock()
+                .write_all(out.as_bytes())
+                .context("writing the users")?;
+        }
+    }
+    Ok(())
+}
+
+/// The first line of `path` (`-`: standard input), without its line ending.
+fn read_password(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading the password from stdin")?
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading the password file {}", path.display()))?
+    };
+    let password = text.lines().next().unwrap_or_default();
+    anyhow::ensure!(!password.is_empty(), "the password is empty");
+    Ok(password.as_bytes().to_vec())
+}
+
+fn status(args: &TargetArgs) -> anyhow::Result<()> {
+    init_logging();
+    let target = target(args)?;
+    let runtime = current_thread()?;
     let status = runtime
         .block_on(switchyard::status::cluster_status(
-            &addrs,
-            std::time::Duration::from_millis(timeout_ms),
+            &target.bootstrap,
+            target.credentials,
+            target.timeout,
         ))
         .context("asking the cluster for its status")?;
     std::io::stdout()

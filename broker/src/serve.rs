@@ -207,6 +207,7 @@ impl Node {
             port,
             Arc::clone(&backend),
             config.kafka.clone(),
+            config.security.clone(),
             replicas,
         );
         let (stop, stopped) = watch::channel(false);

@@ -17,6 +17,7 @@ use kafka_protocol::messages::{
 
 use crate::kafka::METADATA_TOPIC;
 use crate::kafka::client::{CallError, PeerClient};
+use crate::kafka::sasl::PeerCredentials;
 
 /// Why no status could be put together.
 #[derive(Debug, thiserror::Error)]
@@ -158,21 +159,19 @@ impl fmt::Display for ClusterStatus {
     }
 }
 
-fn client(addr: &str, timeout: Duration) -> PeerClient {
-    PeerClient::new(addr.to_owned(), "switchyard-cluster-status".into(), timeout)
-}
-
 /// Ask the listeners in `bootstrap` (`HOST:PORT`) until one describes the cluster, then every
-/// broker for its view.
+/// broker for its view; on SASL listeners, authenticated as the operator by `credentials`.
 pub async fn cluster_status(
     bootstrap: &[String],
+    credentials: Option<PeerCredentials>,
     timeout: Duration,
 ) -> Result<ClusterStatus, StatusError> {
+    let client = |addr: &str| client(addr, credentials.as_ref(), timeout);
     let mut last = String::from("no address given");
     let mut described: Option<DescribeClusterResponse> = None;
     for addr in bootstrap {
         let request = DescribeClusterRequest::default().with_include_fenced_brokers(true);
-        match client(addr, timeout).call(&request, 2).await {
+        match client(addr).call(&request, 2).await {
             Ok(response) if response.error_code == 0 => {
                 described = Some(response);
                 break;
@@ -202,7 +201,7 @@ pub async fn cluster_status(
         .collect();
     let mut reports = BTreeMap::new();
     for (id, broker) in &brokers {
-        reports.insert(*id, node_report(&broker.addr, *id, timeout).await);
+        reports.insert(*id, node_report(client(&broker.addr), *id).await);
     }
     Ok(ClusterStatus {
         cluster_id: described.cluster_id.as_str().to_owned(),
@@ -211,13 +210,20 @@ pub async fn cluster_status(
     })
 }
 
-async fn node_report(addr: &str, id: i32, timeout: Duration) -> Result<NodeReport, String> {
+/// A client of the listener at `addr` for this command.
+fn client(addr: &str, credentials: Option<&PeerCredentials>, timeout: Duration) -> PeerClient {
+    PeerClient::new(addr.to_owned(), "switchyard-cluster-status".into(), timeout)
+        .with_credentials(credentials.cloned())
+        .plaintext_ok()
+}
+
+async fn node_report(mut client: PeerClient, id: i32) -> Result<NodeReport, String> {
     let request = DescribeQuorumRequest::default().with_topics(vec![
         TopicData::default()
             .with_topic_name(TopicName(METADATA_TOPIC.into()))
             .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
     ]);
-    let response: DescribeQuorumResponse = client(addr, timeout)
+    let response: DescribeQuorumResponse = client
         .call(&request, 0)
         .await
         .map_err(|e: CallError| e.to_string())?;

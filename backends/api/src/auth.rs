@@ -197,6 +197,7 @@ impl From<AuthError> for MetadataError {
 }
 
 /// The values both MACs cover, in a fixed layout.
+#[derive(Debug)]
 struct Transcript {
     client: Principal,
     target: NodeId,
@@ -232,6 +233,165 @@ async fn within<T>(
         .map_err(|_| AuthError::Timeout(deadline))?
 }
 
+/// The connecting side of one handshake, between sending its hello and sending its proof.
+/// The exchange itself, without I/O: [`connect`] runs it over a stream, the Kafka listener's
+/// inter-broker SASL mechanism inside `SaslAuthenticate`.
+#[derive(Debug)]
+pub struct ClientHandshake {
+    secret: ClusterSecret,
+    me: Principal,
+    target: NodeId,
+    client_nonce: [u8; NONCE],
+}
+
+impl ClientHandshake {
+    /// Start a handshake from `me` to node `target` (`NodeId(0)`: whichever node answers);
+    /// returns it and the hello to send.
+    pub fn start(secret: &ClusterSecret, me: Principal, target: NodeId) -> (Self, Vec<u8>) {
+        let mut client_nonce = [0; NONCE];
+        fill_random(&mut client_nonce);
+        let mut hello = Vec::with_capacity(HELLO_LEN);
+        hello.extend_from_slice(&MAGIC);
+        hello.push(VERSION);
+        hello.push(me.kind());
+        hello.extend_from_slice(&me.id().to_be_bytes());
+        hello.extend_from_slice(&target.0.to_be_bytes());
+        hello.extend_from_slice(&client_nonce);
+        let handshake = Self {
+            secret: secret.clone(),
+            me,
+            target,
+            client_nonce,
+        };
+        (handshake, hello)
+    }
+
+    /// Check the listener's challenge (its proof of the secret, and that it is the node
+    /// meant); returns the listener's node id and the proof to send.
+    pub fn answer(self, challenge: &[u8]) -> Result<(NodeId, Vec<u8>), AuthError> {
+        if challenge.len() != CHALLENGE_LEN || challenge[..4] != MAGIC || challenge[4] != VERSION {
+            return Err(AuthError::Protocol("cluster port"));
+        }
+        let server = NodeId(u64::from_be_bytes(array(&challenge[5..13])));
+        let mut server_nonce = [0; NONCE];
+        server_nonce.copy_from_slice(&challenge[13..13 + NONCE]);
+        let transcript = Transcript {
+            client: self.me,
+            target: self.target,
+            server,
+            client_nonce: self.client_nonce,
+            server_nonce,
+        };
+        self.secret
+            .mac(b"server", &transcript)
+            .verify_slice(&challenge[13 + NONCE..])
+            .map_err(|_| {
+                AuthError::WrongSecret(format!("node {server}'s proof does not verify"))
+            })?;
+        if self.target.0 != 0 && server != self.target {
+            return Err(AuthError::Misdirected(format!(
+                "meant to reach node {}, reached node {server}",
+                self.target
+            )));
+        }
+        let proof = self
+            .secret
+            .mac(b"client", &transcript)
+            .finalize()
+            .into_bytes();
+        Ok((server, proof.to_vec()))
+    }
+}
+
+/// The listening side of one handshake, between sending its challenge and checking the
+/// proof: [`accept`] without the I/O.
+#[derive(Debug)]
+pub struct ServerHandshake {
+    secret: ClusterSecret,
+    me: NodeId,
+    client: Principal,
+    target: NodeId,
+    transcript: Transcript,
+}
+
+impl ServerHandshake {
+    /// Read a hello to node `me`; returns the handshake and the challenge to send.
+    pub fn challenge(
+        secret: &ClusterSecret,
+        me: NodeId,
+        hello: &[u8],
+    ) -> Result<(Self, Vec<u8>), AuthError> {
+        if hello.len() != HELLO_LEN || hello[..4] != MAGIC || hello[4] != VERSION {
+            return Err(AuthError::Protocol("node"));
+        }
+        let id = u64::from_be_bytes(array(&hello[6..14]));
+        let client = match hello[5] {
+            1 if id != 0 => Principal::Node(NodeId(id)),
+            2 if id == 0 => Principal::Operator,
+            _ => return Err(AuthError::Protocol("node")),
+        };
+        let target = NodeId(u64::from_be_bytes(array(&hello[14..22])));
+        let mut client_nonce = [0; NONCE];
+        client_nonce.copy_from_slice(&hello[22..]);
+        let mut server_nonce = [0; NONCE];
+        fill_random(&mut server_nonce);
+        let transcript = Transcript {
+            client,
+            target,
+            server: me,
+            client_nonce,
+            server_nonce,
+        };
+        let mut challenge = Vec::with_capacity(CHALLENGE_LEN);
+        challenge.extend_from_slice(&MAGIC);
+        challenge.push(VERSION);
+        challenge.extend_from_slice(&me.0.to_be_bytes());
+        challenge.extend_from_slice(&server_nonce);
+        challenge.extend_from_slice(&secret.mac(b"server", &transcript).finalize().into_bytes());
+        let handshake = Self {
+            secret: secret.clone(),
+            me,
+            client,
+            target,
+            transcript,
+        };
+        Ok((handshake, challenge))
+    }
+
+    /// Who the connecting side claims to be (not yet proven).
+    pub fn claimed(&self) -> Principal {
+        self.client
+    }
+
+    /// Check the connecting side's proof; returns who it is.
+    pub fn verify(self, proof: &[u8]) -> Result<Principal, AuthError> {
+        let client = self.client;
+        if self
+            .secret
+            .mac(b"client", &self.transcript)
+            .verify_slice(proof)
+            .is_err()
+        {
+            return Err(AuthError::WrongSecret(format!(
+                "{client}'s proof does not verify"
+            )));
+        }
+        if client == Principal::Node(self.me) {
+            return Err(AuthError::Misdirected(format!(
+                "a connection claims to be this node ({})",
+                self.me
+            )));
+        }
+        if self.target.0 != 0 && self.target != self.me {
+            return Err(AuthError::Misdirected(format!(
+                "{client} meant to reach node {}, but this is node {}",
+                self.target, self.me
+            )));
+        }
+        Ok(client)
+    }
+}
+
 /// The connecting side: prove that `me` holds `secret` to the node `target` listening on
 /// `stream`, and check that it holds it too. Returns once both proofs have verified; the
 /// stream then carries the backend's own protocol.
@@ -246,44 +406,11 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     within(deadline, async {
-        let mut client_nonce = [0; NONCE];
-        fill_random(&mut client_nonce);
-        let mut hello = Vec::with_capacity(HELLO_LEN);
-        hello.extend_from_slice(&MAGIC);
-        hello.push(VERSION);
-        hello.push(me.kind());
-        hello.extend_from_slice(&me.id().to_be_bytes());
-        hello.extend_from_slice(&target.0.to_be_bytes());
-        hello.extend_from_slice(&client_nonce);
+        let (handshake, hello) = ClientHandshake::start(secret, me, target);
         stream.write_all(&hello).await?;
-
         let mut challenge = [0; CHALLENGE_LEN];
         stream.read_exact(&mut challenge).await?;
-        if challenge[..4] != MAGIC || challenge[4] != VERSION {
-            return Err(AuthError::Protocol("cluster port"));
-        }
-        let server = NodeId(u64::from_be_bytes(array(&challenge[5..13])));
-        let mut server_nonce = [0; NONCE];
-        server_nonce.copy_from_slice(&challenge[13..13 + NONCE]);
-        let transcript = Transcript {
-            client: me,
-            target,
-            server,
-            client_nonce,
-            server_nonce,
-        };
-        secret
-            .mac(b"server", &transcript)
-            .verify_slice(&challenge[13 + NONCE..])
-            .map_err(|_| {
-                AuthError::WrongSecret(format!("node {server}'s proof does not verify"))
-            })?;
-        if server != target {
-            return Err(AuthError::Misdirected(format!(
-                "meant to reach node {target}, reached node {server}"
-            )));
-        }
-        let proof = secret.mac(b"client", &transcript).finalize().into_bytes();
+        let (_, proof) = handshake.answer(&challenge)?;
         stream.write_all(&proof).await?;
         match stream.read_u8().await? {
             ACCEPTED => Ok(()),
@@ -314,32 +441,9 @@ where
             return Err(AuthError::Protocol("node"));
         }
         stream.read_exact(&mut hello[5..]).await?;
-        let id = u64::from_be_bytes(array(&hello[6..14]));
-        let client = match hello[5] {
-            1 if id != 0 => Principal::Node(NodeId(id)),
-            2 if id == 0 => Principal::Operator,
-            _ => return Err(AuthError::Protocol("node")),
-        };
-        let target = NodeId(u64::from_be_bytes(array(&hello[14..22])));
-        let mut client_nonce = [0; NONCE];
-        client_nonce.copy_from_slice(&hello[22..]);
-        let mut server_nonce = [0; NONCE];
-        fill_random(&mut server_nonce);
-        let transcript = Transcript {
-            client,
-            target,
-            server: me,
-            client_nonce,
-            server_nonce,
-        };
-        let mut challenge = Vec::with_capacity(CHALLENGE_LEN);
-        challenge.extend_from_slice(&MAGIC);
-        challenge.push(VERSION);
-        challenge.extend_from_slice(&me.0.to_be_bytes());
-        challenge.extend_from_slice(&server_nonce);
-        challenge.extend_from_slice(&secret.mac(b"server", &transcript).finalize().into_bytes());
+        let (handshake, challenge) = ServerHandshake::challenge(secret, me, &hello)?;
+        let client = handshake.claimed();
         stream.write_all(&challenge).await?;
-
         let mut proof = [0; TAG];
         match stream.read_exact(&mut proof).await {
             Ok(_) => {}
@@ -350,30 +454,16 @@ where
             }
             Err(e) => return Err(e.into()),
         }
-        if secret
-            .mac(b"client", &transcript)
-            .verify_slice(&proof)
-            .is_err()
-        {
-            let _ = stream.write_u8(REFUSED).await;
-            return Err(AuthError::WrongSecret(format!(
-                "{client}'s proof does not verify"
-            )));
+        match handshake.verify(&proof) {
+            Ok(client) => {
+                stream.write_u8(ACCEPTED).await?;
+                Ok(client)
+            }
+            Err(error) => {
+                let _ = stream.write_u8(REFUSED).await;
+                Err(error)
+            }
         }
-        if client == Principal::Node(me) {
-            let _ = stream.write_u8(REFUSED).await;
-            return Err(AuthError::Misdirected(format!(
-                "a connection claims to be this node ({me})"
-            )));
-        }
-        if target != me {
-            let _ = stream.write_u8(REFUSED).await;
-            return Err(AuthError::Misdirected(format!(
-                "{client} meant to reach node {target}, but this is node {me}"
-            )));
-        }
-        stream.write_u8(ACCEPTED).await?;
-        Ok(client)
     })
     .await
 }

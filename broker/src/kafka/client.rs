@@ -1,16 +1,22 @@
 //! A Kafka-protocol client for broker-to-broker calls (heartbeats to the metadata leader's
-//! broker): one connection, reopened on failure, one request in flight, every step under a
-//! deadline.
+//! broker, replica fetches) and operators' commands: one connection, reopened on failure, one
+//! request in flight, every step under a deadline. On a SASL listener a new connection first
+//! authenticates with the cluster secret (`SWITCHYARD-CLUSTER`).
 
 use std::io;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{
+    ApiKey, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::kafka::sasl::{CLUSTER_MECHANISM, PeerCredentials};
 
 /// Largest response accepted.
 const MAX_RESPONSE_BYTES: u32 = 16 << 20;
@@ -28,6 +34,9 @@ pub enum CallError {
     /// The answer did not decode or did not match the request.
     #[error("bad response: {0}")]
     Protocol(String),
+    /// The listener refused this client's authentication.
+    #[error("authentication refused: {0}")]
+    Authentication(String),
 }
 
 /// A connection to one broker's Kafka listener.
@@ -38,6 +47,8 @@ pub struct PeerClient {
     timeout: Duration,
     connection: Option<(BufReader<OwnedReadHalf>, OwnedWriteHalf)>,
     correlation_id: i32,
+    credentials: Option<PeerCredentials>,
+    plaintext_ok: bool,
 }
 
 impl PeerClient {
@@ -49,7 +60,24 @@ impl PeerClient {
             timeout,
             connection: None,
             correlation_id: 0,
+            credentials: None,
+            plaintext_ok: false,
         }
+    }
+
+    /// Go on without authenticating when the listener turns out to take no SASL (an
+    /// operator's command, given the secret, pointed at a PLAINTEXT listener). Brokers never
+    /// do: a broker that expects SASL does not talk to a listener without it.
+    pub fn plaintext_ok(mut self) -> Self {
+        self.plaintext_ok = true;
+        self
+    }
+
+    /// Authenticate every new connection with `credentials` (a SASL listener); `None` for a
+    /// PLAINTEXT one.
+    pub fn with_credentials(mut self, credentials: Option<PeerCredentials>) -> Self {
+        self.credentials = credentials;
+        self
     }
 
     /// The address it calls.
@@ -77,6 +105,58 @@ impl PeerClient {
         request: &R,
         version: i16,
     ) -> Result<R::Response, CallError> {
+        if self.connection.is_none() {
+            let stream = TcpStream::connect(&self.addr).await?;
+            stream.set_nodelay(true)?;
+            let (read, write) = stream.into_split();
+            self.connection = Some((BufReader::new(read), write));
+            if let Some(credentials) = self.credentials.clone() {
+                self.authenticate(&credentials).await?;
+            }
+        }
+        self.round_trip(request, version).await
+    }
+
+    /// The client side of `SWITCHYARD-CLUSTER`: SaslHandshake, then the hello and the proof
+    /// in two SaslAuthenticate requests.
+    async fn authenticate(&mut self, credentials: &PeerCredentials) -> Result<(), CallError> {
+        let handshake = SaslHandshakeRequest::default()
+            .with_mechanism(StrBytes::from_static_str(CLUSTER_MECHANISM));
+        let answer = self.round_trip(&handshake, 1).await?;
+        if self.plaintext_ok && answer.error_code == ResponseError::IllegalSaslState.code() {
+            return Ok(());
+        }
+        if answer.error_code != 0 {
+            return Err(CallError::Authentication(format!(
+                "the listener does not take {CLUSTER_MECHANISM} (error {}; it offers {:?})",
+                answer.error_code, answer.mechanisms
+            )));
+        }
+        let (client, hello) = credentials.start();
+        let challenge = self.sasl_token(hello).await?;
+        let (_, proof) = client
+            .answer(&challenge)
+            .map_err(|e| CallError::Authentication(e.to_string()))?;
+        self.sasl_token(proof).await.map(drop)
+    }
+
+    async fn sasl_token(&mut self, token: Vec<u8>) -> Result<Bytes, CallError> {
+        let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+        let answer = self.round_trip(&request, 1).await?;
+        if answer.error_code != 0 {
+            return Err(CallError::Authentication(answer.error_message.map_or_else(
+                || format!("error {}", answer.error_code),
+                |m| m.to_string(),
+            )));
+        }
+        Ok(answer.auth_bytes)
+    }
+
+    async fn round_trip<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response, CallError> {
         let key = ApiKey::try_from(R::KEY)
             .map_err(|()| CallError::Protocol(format!("unknown API key {}", R::KEY)))?;
         self.correlation_id = self.correlation_id.wrapping_add(1);
@@ -93,12 +173,6 @@ impl PeerClient {
         let length = u32::try_from(frame.len())
             .map_err(|_| CallError::Protocol("request too large".into()))?;
 
-        if self.connection.is_none() {
-            let stream = TcpStream::connect(&self.addr).await?;
-            stream.set_nodelay(true)?;
-            let (read, write) = stream.into_split();
-            self.connection = Some((BufReader::new(read), write));
-        }
         let Some((read, write)) = self.connection.as_mut() else {
             return Err(CallError::Protocol("no connection".into()));
         };

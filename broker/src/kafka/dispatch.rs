@@ -6,11 +6,17 @@ use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use switchyard_backend_api::{BrokerId, NodeId, warn_throttled};
 
 use crate::broker::Broker;
 use crate::kafka::handlers;
+use crate::kafka::sasl::{
+    CLUSTER_MECHANISM, Failure, HandshakeError, KafkaPrincipal, SecurityProtocol, Session, Step,
+    Verifier,
+};
 
 /// What the connection does after a request.
 #[derive(Debug)]
@@ -21,6 +27,8 @@ pub(crate) enum Reply {
     Nothing,
     /// Close the connection; the reason is logged.
     Close(String),
+    /// Send this response frame, then close the connection (a failed authentication).
+    RespondThenClose(Bytes),
 }
 
 /// The APIs this broker implements, with the versions it serves: the only ones ApiVersions
@@ -48,6 +56,17 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeQuorum, 0, 2),
     (ApiKey::BrokerHeartbeat, 0, 1),
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
+];
+
+/// What a connection may ask before it has authenticated.
+const BEFORE_AUTHENTICATION: [ApiKey; 3] = [
+    ApiKey::ApiVersions,
+    ApiKey::SaslHandshake,
+    ApiKey::SaslAuthenticate,
 ];
 
 /// The version range served for `key`, if the API is implemented.
@@ -159,21 +178,42 @@ pub(crate) struct Client {
     pub(crate) host: String,
     /// The client's IP address.
     pub(crate) ip: std::net::IpAddr,
+    /// Who the connection authenticated as.
+    pub(crate) principal: KafkaPrincipal,
 }
 
 impl Client {
-    /// The broker itself, making a request on its own behalf (auto-creating topics).
+    /// The broker itself, making a request on its own behalf (auto-creating topics): it holds
+    /// the cluster secret's authority.
     pub(crate) fn internal(id: &str) -> Self {
         Self {
             id: id.to_owned(),
             host: "/127.0.0.1".to_owned(),
             ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            principal: KafkaPrincipal::Operator,
+        }
+    }
+
+    /// Whether this connection may speak for broker `id` (replica fetches, heartbeats): on a
+    /// SASL listener only that broker, authenticated by the cluster secret; on a PLAINTEXT
+    /// one anyone, the caller then checking the address.
+    pub(crate) fn may_act_as(&self, id: BrokerId) -> bool {
+        match &self.principal {
+            KafkaPrincipal::Anonymous => true,
+            KafkaPrincipal::Broker(node) => i64::try_from(node.0).ok() == Some(i64::from(id.0)),
+            KafkaPrincipal::User(_) | KafkaPrincipal::Operator => false,
         }
     }
 }
 
-/// Handle one request frame from the client at `peer`.
-pub(crate) async fn handle(broker: &Broker, peer: SocketAddr, frame: Bytes) -> Reply {
+/// Handle one request frame from the client at `peer` on a connection whose authentication
+/// is `session`.
+pub(crate) async fn handle(
+    broker: &Broker,
+    session: &mut Session,
+    peer: SocketAddr,
+    frame: Bytes,
+) -> Reply {
     let decoded = match decode_request(frame) {
         Ok(decoded) => decoded,
         Err(DecodeError::UnsupportedVersion {
@@ -189,6 +229,41 @@ pub(crate) async fn handle(broker: &Broker, peer: SocketAddr, frame: Bytes) -> R
         header,
         request,
     } = decoded;
+    let correlation_id = header.correlation_id;
+    let request = match request {
+        RequestKind::SaslHandshake(r) => {
+            let response = sasl_handshake(broker, session, &r);
+            return encode(
+                key,
+                version,
+                correlation_id,
+                &ResponseKind::SaslHandshake(response),
+            );
+        }
+        RequestKind::SaslAuthenticate(r) => {
+            let (response, failed) = sasl_authenticate(broker, session, &r);
+            let reply = encode(
+                key,
+                version,
+                correlation_id,
+                &ResponseKind::SaslAuthenticate(response),
+            );
+            return match reply {
+                Reply::Respond(frame) if failed => Reply::RespondThenClose(frame),
+                other => other,
+            };
+        }
+        other => other,
+    };
+    let Some(principal) = session.principal().cloned() else {
+        if BEFORE_AUTHENTICATION.contains(&key) {
+            let response = route_unauthenticated(version, request);
+            return encode(key, version, correlation_id, &response);
+        }
+        return Reply::Close(format!(
+            "unexpected {key:?} request before SASL authentication"
+        ));
+    };
     let client = Client {
         id: header
             .client_id
@@ -196,11 +271,100 @@ pub(crate) async fn handle(broker: &Broker, peer: SocketAddr, frame: Bytes) -> R
             .map_or_else(String::new, |c| c.as_str().to_owned()),
         host: format!("/{}", peer.ip()),
         ip: peer.ip(),
+        principal,
     };
     let Some(response) = route(broker, &client, version, request).await else {
         return Reply::Nothing;
     };
-    encode(key, version, header.correlation_id, &response)
+    encode(key, version, correlation_id, &response)
+}
+
+/// What a connection that has not authenticated yet may ask besides SASL itself.
+fn route_unauthenticated(version: i16, request: RequestKind) -> ResponseKind {
+    match request {
+        RequestKind::ApiVersions(r) => {
+            ResponseKind::ApiVersions(handlers::api_versions::handle(version, r))
+        }
+        other => unreachable_api(other),
+    }
+}
+
+/// `SaslHandshake`: choose a mechanism for this connection.
+fn sasl_handshake(
+    broker: &Broker,
+    session: &mut Session,
+    request: &SaslHandshakeRequest,
+) -> SaslHandshakeResponse {
+    let security = broker.security();
+    let mut offered: Vec<StrBytes> = security
+        .mechanisms
+        .iter()
+        .map(|m| StrBytes::from_static_str(m.name()))
+        .collect();
+    if security.cluster_secret.is_some() && security.protocol != SecurityProtocol::Plaintext {
+        offered.push(StrBytes::from_static_str(CLUSTER_MECHANISM));
+    }
+    let error = if security.protocol == SecurityProtocol::Plaintext {
+        Some(ResponseError::IllegalSaslState)
+    } else {
+        let cluster = security.cluster_secret.is_some();
+        match session.handshake(request.mechanism.as_str(), &security.mechanisms, cluster) {
+            Ok(()) => None,
+            Err(HandshakeError::Unsupported) => Some(ResponseError::UnsupportedSaslMechanism),
+            Err(HandshakeError::IllegalState) => Some(ResponseError::IllegalSaslState),
+        }
+    };
+    SaslHandshakeResponse::default()
+        .with_error_code(error.map_or(0, |e| e.code()))
+        .with_mechanisms(offered)
+}
+
+/// `SaslAuthenticate`: the next token; `true` when the exchange failed and the connection
+/// closes after the response.
+fn sasl_authenticate(
+    broker: &Broker,
+    session: &mut Session,
+    request: &SaslAuthenticateRequest,
+) -> (SaslAuthenticateResponse, bool) {
+    let security = broker.security();
+    if security.protocol == SecurityProtocol::Plaintext {
+        let response = SaslAuthenticateResponse::default()
+            .with_error_code(ResponseError::IllegalSaslState.code())
+            .with_error_message(Some(StrBytes::from_static_str(
+                "this listener is PLAINTEXT: it takes no SASL authentication",
+            )));
+        return (response, false);
+    }
+    let view = broker.metadata();
+    let verifier = Verifier {
+        state: &view.state,
+        secret: security.cluster_secret.as_ref(),
+        me: NodeId(u64::try_from(broker.id().0).unwrap_or_default()),
+    };
+    match session.authenticate(&request.auth_bytes, &verifier) {
+        Ok(Step::Continue(token)) => (
+            SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(token)),
+            false,
+        ),
+        Ok(Step::Done(token)) => {
+            if let Some(principal) = session.principal() {
+                tracing::debug!(%principal, "SASL authentication succeeded");
+            }
+            (
+                SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(token)),
+                false,
+            )
+        }
+        Err(Failure(message)) => {
+            warn_throttled!(%message, "SASL authentication failed; closing the connection");
+            (
+                SaslAuthenticateResponse::default()
+                    .with_error_code(ResponseError::SaslAuthenticationFailed.code())
+                    .with_error_message(Some(StrBytes::from(message))),
+                true,
+            )
+        }
+    }
 }
 
 async fn route(
@@ -273,7 +437,13 @@ async fn route(
             ResponseKind::OffsetForLeaderEpoch(leader_epochs::handle(broker, version, r).await)
         }
         RequestKind::BrokerHeartbeat(r) => {
-            ResponseKind::BrokerHeartbeat(crate::liveness::heartbeat(broker, client.ip, &r).await)
+            ResponseKind::BrokerHeartbeat(crate::liveness::heartbeat(broker, client, &r).await)
+        }
+        RequestKind::DescribeUserScramCredentials(r) => {
+            ResponseKind::DescribeUserScramCredentials(users::describe(broker, r))
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            ResponseKind::AlterUserScramCredentials(users::alter(broker, r).await)
         }
         other => unreachable_api(other),
     })

@@ -112,6 +112,10 @@ pub(crate) fn rejection_error(rejection: &Rejection) -> ResponseError {
         Rejection::InconsistentGroupProtocol { .. } => ResponseError::InconsistentGroupProtocol,
         Rejection::ProducerIdsExhausted => ResponseError::UnknownServerError,
         Rejection::BatchFailed { cause, .. } => rejection_error(cause),
+        Rejection::UnknownScramCredential { .. } => ResponseError::ResourceNotFound,
+        Rejection::UnacceptableCredential { .. } => ResponseError::UnacceptableCredential,
+        Rejection::DuplicateScramMechanism { .. } => ResponseError::DuplicateResource,
+        Rejection::InvalidAcl { .. } => ResponseError::InvalidRequest,
         _ => ResponseError::UnknownServerError,
     }
 }

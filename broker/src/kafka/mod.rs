@@ -3,9 +3,10 @@
 //! workspace that knows the Kafka wire format (through the `kafka-protocol` crate).
 
 pub mod client;
-mod dispatch;
+pub(crate) mod dispatch;
 pub(crate) mod errors;
-mod handlers;
+pub(crate) mod handlers;
+pub mod sasl;
 pub mod server;
 
 pub use dispatch::{DecodeError, Decoded, decode_request};

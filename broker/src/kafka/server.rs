@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 use crate::broker::Broker;
 use crate::config::KafkaSettings;
 use crate::kafka::dispatch::{self, Reply};
+use crate::kafka::sasl::Session;
 
 /// The first allocation for a frame; it grows as more bytes arrive.
 const INITIAL_FRAME_CAPACITY: usize = 64 * 1024;
@@ -168,6 +169,7 @@ async fn connection(
     let mut write = BufWriter::new(write);
     let idle = Duration::from_millis(broker.settings().connections_max_idle_ms);
     let max = broker.settings().socket_request_max_bytes;
+    let mut session = Session::new(broker.security().protocol);
     loop {
         // Between requests a stopping listener closes the connection; a request already read
         // is answered first.
@@ -211,27 +213,43 @@ async fn connection(
                 return Ok(());
             }
         }
-        match dispatch::handle(&broker, peer, Bytes::from(frame)).await {
+        match dispatch::handle(&broker, &mut session, peer, Bytes::from(frame)).await {
             Reply::Respond(response) => {
-                let length = u32::try_from(response.len()).map_err(io::Error::other)?;
-                let written = async {
-                    write.write_u32(length).await?;
-                    write.write_all(&response).await?;
-                    write.flush().await
-                };
-                match tokio::time::timeout(WRITE_TIMEOUT, written).await {
-                    Ok(result) => result?,
-                    Err(_) => {
-                        warn_throttled!(%peer, "client not reading responses; closing connection");
-                        return Ok(());
-                    }
+                if !respond(&mut write, &response, peer).await? {
+                    return Ok(());
                 }
+            }
+            Reply::RespondThenClose(response) => {
+                respond(&mut write, &response, peer).await?;
+                return Ok(());
             }
             Reply::Nothing => {}
             Reply::Close(reason) => {
                 warn_throttled!(%peer, %reason, "bad request; closing connection");
                 return Ok(());
             }
+        }
+    }
+}
+
+/// Write one response frame within [`WRITE_TIMEOUT`]; `false` when the client is not reading
+/// (the caller closes the connection).
+async fn respond<W: AsyncWriteExt + Unpin>(
+    write: &mut W,
+    response: &[u8],
+    peer: SocketAddr,
+) -> io::Result<bool> {
+    let length = u32::try_from(response.len()).map_err(io::Error::other)?;
+    let written = async {
+        write.write_u32(length).await?;
+        write.write_all(response).await?;
+        write.flush().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, written).await {
+        Ok(result) => result.map(|()| true),
+        Err(_) => {
+            warn_throttled!(%peer, "client not reading responses; closing connection");
+            Ok(false)
         }
     }
 }

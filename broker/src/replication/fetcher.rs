@@ -212,7 +212,7 @@ async fn fetch_loop(broker: Arc<Broker>, addr: String, mut assigned: watch::Rece
     let settings = broker.settings().clone();
     let wait = Duration::from_millis(settings.replica_fetch_wait_max_ms);
     let backoff = Duration::from_millis(settings.replica_fetch_backoff_ms);
-    let mut client = PeerClient::new(
+    let mut client = broker.peer_client(
         addr,
         format!("switchyard-replica-{}", broker.id()),
         wait + broker.metadata_timeout(),

@@ -6,11 +6,15 @@
 
 use anyhow::{Context, bail, ensure};
 use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::alter_user_scram_credentials_request::{
+    ScramCredentialDeletion, ScramCredentialUpsertion,
+};
 use kafka_protocol::messages::broker_heartbeat_request::BrokerHeartbeatRequest;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
@@ -27,12 +31,14 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 };
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, DescribeQuorumRequest,
+    AlterUserScramCredentialsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    DescribeGroupsRequest, DescribeQuorumRequest, DescribeUserScramCredentialsRequest,
     FetchRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest, InitProducerIdRequest,
     JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
     OffsetCommitRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
-    RequestHeader, RequestKind, ResponseHeader, ResponseKind, TopicName,
+    RequestHeader, RequestKind, ResponseHeader, ResponseKind, SaslAuthenticateRequest,
+    SaslHandshakeRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -383,6 +389,44 @@ fn samples(key: ApiKey, version: i16) -> anyhow::Result<Option<Vec<RequestKind>>
                 .with_broker_id(1.into())
                 .with_broker_epoch(1)
                 .with_current_metadata_offset(0),
+        )],
+        // A PLAINTEXT listener answers SASL with ILLEGAL_SASL_STATE.
+        ApiKey::SaslHandshake => vec![RequestKind::SaslHandshake(
+            SaslHandshakeRequest::default().with_mechanism(s("SCRAM-SHA-512")),
+        )],
+        ApiKey::SaslAuthenticate => vec![RequestKind::SaslAuthenticate(
+            SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(b"n,,n=a,r=b")),
+        )],
+        ApiKey::DescribeUserScramCredentials => vec![
+            RequestKind::DescribeUserScramCredentials(
+                DescribeUserScramCredentialsRequest::default(),
+            ),
+            RequestKind::DescribeUserScramCredentials(
+                DescribeUserScramCredentialsRequest::default().with_users(Some(vec![
+                    UserName::default().with_name(s("nobody")),
+                    UserName::default().with_name(s("nobody")),
+                ])),
+            ),
+        ],
+        ApiKey::AlterUserScramCredentials => vec![RequestKind::AlterUserScramCredentials(
+            AlterUserScramCredentialsRequest::default()
+                .with_deletions(vec![
+                    ScramCredentialDeletion::default()
+                        .with_name(s("nobody"))
+                        .with_mechanism(1),
+                ])
+                .with_upsertions(vec![
+                    ScramCredentialUpsertion::default()
+                        .with_name(s("alice"))
+                        .with_mechanism(2)
+                        .with_iterations(4096)
+                        .with_salt(Bytes::from_static(b"salt"))
+                        .with_salted_password(Bytes::from(vec![0u8; 64])),
+                    ScramCredentialUpsertion::default()
+                        .with_name(s("bob"))
+                        .with_mechanism(9)
+                        .with_iterations(4096),
+                ]),
         )],
         _ => return Ok(None),
     };

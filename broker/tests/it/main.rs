@@ -18,5 +18,6 @@ mod groups;
 mod hostile;
 mod process;
 mod registry;
+mod sasl;
 mod support;
 mod wire;

@@ -49,11 +49,13 @@ pub(crate) async fn handle(
     merge_duplicates(&mut request);
     let follower = (request.replica_id.0 >= 0).then_some(BrokerId(request.replica_id.0));
     if let Some(follower) = follower {
-        if !liveness::speaks_for(broker, follower, client.ip).await {
+        if !client.may_act_as(follower) || !liveness::speaks_for(broker, follower, client.ip).await
+        {
             warn_throttled!(
                 replica = %follower,
                 from = %client.ip,
-                "replica fetch from an address the broker did not register; refused"
+                principal = %client.principal,
+                "replica fetch from a connection that is not that broker's; refused"
             );
             return refuse_all(&request, version, ResponseError::ClusterAuthorizationFailed);
         }

@@ -14,6 +14,7 @@ pub(crate) mod offsets;
 pub(crate) mod produce;
 pub(crate) mod producers;
 pub(crate) mod topics;
+pub(crate) mod users;
 
 use kafka_protocol::protocol::StrBytes;
 

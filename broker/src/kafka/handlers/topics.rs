@@ -23,7 +23,6 @@ use switchyard_backend_api::{
 use tracing::warn;
 
 use crate::broker::Broker;
-use crate::kafka::client::PeerClient;
 use crate::kafka::dispatch::Client;
 use crate::kafka::errors::{metadata_error, rejection_error};
 use crate::kafka::handlers::configs::{config_source, topic_configs, validate_topic_config};
@@ -181,7 +180,7 @@ async fn forward(
     let leader = BrokerId::try_from(leader).ok()?;
     let view = broker.metadata();
     let target = view.state.broker(leader).filter(|b| !b.fenced)?;
-    let mut client = PeerClient::new(
+    let mut client = broker.peer_client(
         format!("{}:{}", target.host, target.port),
         format!("{FORWARDED_PREFIX}{}", broker.id()),
         timeout,
