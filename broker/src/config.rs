@@ -362,6 +362,14 @@ pub struct KafkaSettings {
     /// `sasl.enabled.mechanisms`: what a SASL listener offers clients, of `SCRAM-SHA-256`,
     /// `SCRAM-SHA-512` and `PLAIN`.
     pub sasl_enabled_mechanisms: Vec<String>,
+    /// Kafka's `authorizer.class.name` set to the standard authorizer: every request is
+    /// checked against the ACLs (CreateAcls, DescribeAcls, DeleteAcls).
+    pub authorizer_enabled: bool,
+    /// `super.users`: principals (`User:NAME`) every request of which is allowed. Brokers and
+    /// `switchyard` commands proving the cluster secret always are.
+    pub super_users: Vec<String>,
+    /// `allow.everyone.if.no.acl.found`: whether a resource no ACL covers is open to all.
+    pub allow_everyone_if_no_acl_found: bool,
 }
 
 impl Default for KafkaSettings {
@@ -393,6 +401,9 @@ impl Default for KafkaSettings {
             replica_high_watermark_checkpoint_interval_ms: 5_000,
             security_protocol: "PLAINTEXT".into(),
             sasl_enabled_mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()],
+            authorizer_enabled: false,
+            super_users: Vec::new(),
+            allow_everyone_if_no_acl_found: false,
         }
     }
 }

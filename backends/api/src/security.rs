@@ -312,6 +312,48 @@ impl MetadataState {
         !self.security.acls.is_empty()
     }
 
+    /// Kafka's ACL decision for `principal` (`User:NAME`) from `host` doing `operation` on the
+    /// resource `resource_type`/`name`: a matching deny (for that operation or `All`) refuses;
+    /// else a matching allow (whose operation [implies](AclOperation::implies) the one
+    /// needed) permits; a resource no binding applies to at all is open when
+    /// `allow_if_no_acl` (Kafka's `allow.everyone.if.no.acl.found`). Bindings match the
+    /// principal or `User:*`, the host or `*`.
+    pub fn acl_allows(
+        &self,
+        principal: &str,
+        host: &str,
+        operation: AclOperation,
+        resource_type: ResourceType,
+        name: &str,
+        allow_if_no_acl: bool,
+    ) -> bool {
+        let mut any = false;
+        let mut allowed = false;
+        for acl in self
+            .security
+            .acls
+            .iter()
+            .filter(|acl| acl.resource_type == resource_type && acl.applies_to_name(name))
+        {
+            any = true;
+            let matches = (acl.principal == principal || acl.principal == "User:*")
+                && (acl.host == "*" || acl.host == host);
+            if !matches {
+                continue;
+            }
+            match acl.permission {
+                AclPermission::Deny
+                    if acl.operation == operation || acl.operation == AclOperation::All =>
+                {
+                    return false;
+                }
+                AclPermission::Allow if acl.operation.implies(operation) => allowed = true,
+                _ => {}
+            }
+        }
+        allowed || (!any && allow_if_no_acl)
+    }
+
     /// Per user, in order of first mention: all of the user's alterations apply, or none
     /// (one mechanism named twice, a credential out of bounds, a deletion of a credential
     /// that does not exist).

@@ -12,6 +12,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use switchyard_backend_api::{BrokerId, NodeId, warn_throttled};
 
 use crate::broker::Broker;
+use crate::kafka::authorize::{self, Access, Gate};
 use crate::kafka::handlers;
 use crate::kafka::sasl::{
     CLUSTER_MECHANISM, Failure, HandshakeError, KafkaPrincipal, SecurityProtocol, Session, Step,
@@ -60,6 +61,9 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// What a connection may ask before it has authenticated.
@@ -367,7 +371,24 @@ fn sasl_authenticate(
     }
 }
 
+/// Authorize `request` (narrowing it, or refusing it whole), run its handler, and put the
+/// refused parts back into the response.
 async fn route(
+    broker: &Broker,
+    client: &Client,
+    version: i16,
+    request: RequestKind,
+) -> Option<ResponseKind> {
+    let access = Access::of(broker, client);
+    let (request, patch) = match authorize::gate(&access, request) {
+        Gate::Pass(request, patch) => (request, patch),
+        Gate::Refuse(response) => return Some(response),
+    };
+    let response = handle_request(broker, client, version, request).await?;
+    Some(authorize::patch(&access, response, patch))
+}
+
+async fn handle_request(
     broker: &Broker,
     client: &Client,
     version: i16,
@@ -445,6 +466,9 @@ async fn route(
         RequestKind::AlterUserScramCredentials(r) => {
             ResponseKind::AlterUserScramCredentials(users::alter(broker, r).await)
         }
+        RequestKind::CreateAcls(r) => ResponseKind::CreateAcls(acls::create(broker, r).await),
+        RequestKind::DescribeAcls(r) => ResponseKind::DescribeAcls(acls::describe(broker, r)),
+        RequestKind::DeleteAcls(r) => ResponseKind::DeleteAcls(acls::delete(broker, r).await),
         other => unreachable_api(other),
     })
 }

@@ -2,6 +2,7 @@
 //! the mapping from metadata errors to Kafka error codes. This is the only place in the
 //! workspace that knows the Kafka wire format (through the `kafka-protocol` crate).
 
+mod authorize;
 pub mod client;
 pub(crate) mod dispatch;
 pub(crate) mod errors;

@@ -194,3 +194,108 @@ fn states_of_format_version_2_decode_without_security() {
     assert_eq!(decoded, state);
     assert_eq!(decoded.acls().count(), 1);
 }
+
+#[test]
+fn a_deny_beats_an_allow_and_an_unprotected_resource_follows_the_default() {
+    let mut state = MetadataState::new();
+    let binding = |name: &str, pattern, principal: &str, operation, permission| AclBinding {
+        resource_type: ResourceType::Topic,
+        resource_name: name.into(),
+        pattern_type: pattern,
+        principal: principal.into(),
+        host: "*".into(),
+        operation,
+        permission,
+    };
+    let acls = vec![
+        binding(
+            "orders",
+            PatternType::Literal,
+            "User:alice",
+            AclOperation::Write,
+            AclPermission::Allow,
+        ),
+        binding(
+            "ord",
+            PatternType::Prefixed,
+            "User:*",
+            AclOperation::Read,
+            AclPermission::Allow,
+        ),
+        binding(
+            "orders-secret",
+            PatternType::Literal,
+            "User:alice",
+            AclOperation::All,
+            AclPermission::Deny,
+        ),
+    ];
+    if let Err(e) = state.apply(&MetadataCommand::CreateAcls { acls }) {
+        panic!("{e}");
+    }
+    let allows = |principal: &str, operation, name: &str, open: bool| {
+        state.acl_allows(
+            principal,
+            "10.0.0.1",
+            operation,
+            ResourceType::Topic,
+            name,
+            open,
+        )
+    };
+    assert!(allows("User:alice", AclOperation::Write, "orders", false));
+    // Write implies Describe; Read comes from the prefixed wildcard-principal binding.
+    assert!(allows(
+        "User:alice",
+        AclOperation::Describe,
+        "orders",
+        false
+    ));
+    assert!(allows("User:bob", AclOperation::Read, "orders", false));
+    assert!(!allows("User:bob", AclOperation::Write, "orders", false));
+    // The deny on orders-secret beats the prefixed allow.
+    assert!(!allows(
+        "User:alice",
+        AclOperation::Read,
+        "orders-secret",
+        false
+    ));
+    assert!(allows(
+        "User:bob",
+        AclOperation::Read,
+        "orders-secret",
+        false
+    ));
+    // A topic no binding covers is open only when the default says so.
+    assert!(!allows("User:bob", AclOperation::Read, "payments", false));
+    assert!(allows("User:bob", AclOperation::Read, "payments", true));
+    // Host-specific bindings match only that host.
+    let mut hosted = MetadataState::new();
+    let mut acl = binding(
+        "h",
+        PatternType::Literal,
+        "User:bob",
+        AclOperation::Read,
+        AclPermission::Allow,
+    );
+    acl.host = "10.0.0.2".into();
+    if let Err(e) = hosted.apply(&MetadataCommand::CreateAcls { acls: vec![acl] }) {
+        panic!("{e}");
+    }
+    assert!(!hosted.acl_allows(
+        "User:bob",
+        "10.0.0.1",
+        AclOperation::Read,
+        ResourceType::Topic,
+        "h",
+        true
+    ));
+    assert!(hosted.acl_allows(
+        "User:bob",
+        "10.0.0.2",
+        AclOperation::Read,
+        ResourceType::Topic,
+        "h",
+        false
+    ));
+}

@@ -2,6 +2,7 @@
 //! version and the decoded request, and returns the response; errors travel as Kafka error
 //! codes inside the response, never as Rust errors.
 
+pub(crate) mod acls;
 pub(crate) mod api_versions;
 pub(crate) mod cluster;
 pub(crate) mod configs;

@@ -1,0 +1,665 @@
+//! Authorization of every request against the ACLs in the metadata state, with Kafka's
+//! per-API rules (`kafka.authorizer_enabled`).
+//!
+//! A request is checked before its handler runs. One that concerns a single resource (a
+//! group, the cluster) is refused whole with that API's authorization error. One that names
+//! many topics is split: the topics the principal may not touch are taken out, the handler
+//! answers the rest, and the refused ones are put back into the response with
+//! `TOPIC_AUTHORIZATION_FAILED` — so a client sees the same answer as from Kafka. Metadata
+//! for every topic lists only the topics the principal may describe.
+//!
+//! Super users (`kafka.super_users`) and the holders of the cluster secret (brokers, the
+//! operator) are never refused.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
+use kafka_protocol::messages::create_acls_response::AclCreationResult;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_acls_response::DeleteAclsFilterResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
+use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    AlterUserScramCredentialsResponse, BrokerHeartbeatResponse, CreateAclsResponse,
+    DeleteAclsResponse, DescribeAclsResponse, DescribeClusterResponse, DescribeQuorumResponse,
+    DescribeUserScramCredentialsResponse, FindCoordinatorResponse, HeartbeatResponse,
+    InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, OffsetFetchResponse,
+    RequestKind, ResponseKind, SyncGroupResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use switchyard_backend_api::StateView;
+use switchyard_backend_api::security::{AclOperation, ResourceType};
+
+use crate::broker::Broker;
+use crate::kafka::dispatch::Client;
+
+/// The name of the one cluster resource.
+const CLUSTER: &str = "kafka-cluster";
+/// `DescribeConfigs` resource types.
+const TOPIC_CONFIGS: i8 = 2;
+
+/// What one request's principal may do.
+pub(crate) struct Access {
+    /// `false` when every request is allowed (the authorizer is off, or a super user).
+    checked: bool,
+    principal: String,
+    host: String,
+    allow_if_no_acl: bool,
+    view: std::sync::Arc<StateView>,
+}
+
+impl Access {
+    /// The access of `client` on `broker` now.
+    pub(crate) fn of(broker: &Broker, client: &Client) -> Self {
+        let settings = broker.settings();
+        let principal = client.principal.to_string();
+        let checked = settings.authorizer_enabled
+            && !client.principal.holds_cluster_secret()
+            && !settings.super_users.contains(&principal);
+        Self {
+            checked,
+            principal,
+            host: client.ip.to_string(),
+            allow_if_no_acl: settings.allow_everyone_if_no_acl_found,
+            view: broker.metadata(),
+        }
+    }
+
+    /// Whether the principal may do `operation` on `resource`/`name`.
+    pub(crate) fn may(&self, operation: AclOperation, resource: ResourceType, name: &str) -> bool {
+        !self.checked
+            || self.view.state.acl_allows(
+                &self.principal,
+                &self.host,
+                operation,
+                resource,
+                name,
+                self.allow_if_no_acl,
+            )
+    }
+
+    fn may_on_cluster(&self, operation: AclOperation) -> bool {
+        self.may(operation, ResourceType::Cluster, CLUSTER)
+    }
+
+    fn may_on_topic(&self, operation: AclOperation, topic: &TopicName) -> bool {
+        self.may(operation, ResourceType::Topic, topic.as_str())
+    }
+
+    fn may_on_group(&self, operation: AclOperation, group: &str) -> bool {
+        self.may(operation, ResourceType::Group, group)
+    }
+
+    /// Idempotent producing: `IDEMPOTENT_WRITE` on the cluster, or (Kafka 3+) `WRITE` on any
+    /// topic.
+    fn may_write_idempotently(&self) -> bool {
+        self.may_on_cluster(AclOperation::IdempotentWrite)
+            || self
+                .view
+                .state
+                .topics()
+                .any(|topic| self.may(AclOperation::Write, ResourceType::Topic, &topic.name))
+    }
+}
+
+/// What to do with a request.
+pub(crate) enum Gate {
+    /// Run the handler on this (possibly narrowed) request, then [`patch`] its response.
+    Pass(RequestKind, Patch),
+    /// Answer this instead.
+    Refuse(ResponseKind),
+}
+
+/// The refused parts of a narrowed request, to put back into its response.
+#[derive(Default)]
+pub(crate) enum Patch {
+    /// Nothing was refused.
+    #[default]
+    None,
+    /// Topics and partitions refused with `TOPIC_AUTHORIZATION_FAILED`.
+    Produce(Vec<(TopicName, Vec<i32>)>),
+    /// Same for Fetch.
+    Fetch(Vec<(TopicName, Vec<i32>)>),
+    /// Same for ListOffsets.
+    ListOffsets(Vec<(TopicName, Vec<i32>)>),
+    /// Same for OffsetCommit.
+    OffsetCommit(Vec<(TopicName, Vec<i32>)>),
+    /// Metadata: topics named and refused; `all` when every topic was asked for (the
+    /// response is filtered).
+    Metadata { refused: Vec<TopicName>, all: bool },
+    /// CreateTopics results to add.
+    CreateTopics(Vec<CreatableTopicResult>),
+    /// DeleteTopics results to add.
+    DeleteTopics(Vec<DeletableTopicResult>),
+    /// DescribeConfigs results to add.
+    DescribeConfigs(Vec<DescribeConfigsResult>),
+    /// DescribeGroups results to add.
+    DescribeGroups(Vec<DescribedGroup>),
+    /// ListGroups: keep only groups the principal may describe.
+    ListGroups,
+    /// OffsetFetch: topics the principal may not describe answer
+    /// `TOPIC_AUTHORIZATION_FAILED`.
+    OffsetFetch,
+}
+
+fn denied(error: ResponseError) -> i16 {
+    error.code()
+}
+
+/// Check `request` against `access`.
+pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
+    use AclOperation::*;
+    let cluster = |operation| access.may_on_cluster(operation);
+    let cluster_refusal = ResponseError::ClusterAuthorizationFailed;
+    let group_refusal = denied(ResponseError::GroupAuthorizationFailed);
+    match request {
+        RequestKind::Produce(mut r) => {
+            let mut refused = Vec::new();
+            r.topic_data.retain(|t| {
+                let ok = access.may_on_topic(Write, &t.name);
+                if !ok {
+                    refused.push((
+                        t.name.clone(),
+                        t.partition_data.iter().map(|p| p.index).collect(),
+                    ));
+                }
+                ok
+            });
+            Gate::Pass(RequestKind::Produce(r), Patch::Produce(refused))
+        }
+        RequestKind::Fetch(mut r) if r.replica_id.0 < 0 => {
+            let mut refused = Vec::new();
+            r.topics.retain(|t| {
+                let ok = access.may_on_topic(Read, &t.topic);
+                if !ok {
+                    refused.push((
+                        t.topic.clone(),
+                        t.partitions.iter().map(|p| p.partition).collect(),
+                    ));
+                }
+                ok
+            });
+            Gate::Pass(RequestKind::Fetch(r), Patch::Fetch(refused))
+        }
+        RequestKind::ListOffsets(mut r) => {
+            let mut refused = Vec::new();
+            r.topics.retain(|t| {
+                let ok = access.may_on_topic(Describe, &t.name);
+                if !ok {
+                    refused.push((
+                        t.name.clone(),
+                        t.partitions.iter().map(|p| p.partition_index).collect(),
+                    ));
+                }
+                ok
+            });
+            Gate::Pass(RequestKind::ListOffsets(r), Patch::ListOffsets(refused))
+        }
+        RequestKind::Metadata(mut r) => {
+            let creatable = |name: &TopicName| cluster(Create) || access.may_on_topic(Create, name);
+            match r.topics.as_mut() {
+                None => Gate::Pass(
+                    RequestKind::Metadata(r),
+                    Patch::Metadata {
+                        refused: Vec::new(),
+                        all: true,
+                    },
+                ),
+                Some(topics) => {
+                    let mut refused = Vec::new();
+                    topics.retain(|t| match &t.name {
+                        Some(name) if !access.may_on_topic(Describe, name) => {
+                            refused.push(name.clone());
+                            false
+                        }
+                        _ => true,
+                    });
+                    if !topics.iter().filter_map(|t| t.name.as_ref()).all(creatable) {
+                        r.allow_auto_topic_creation = false;
+                    }
+                    Gate::Pass(
+                        RequestKind::Metadata(r),
+                        Patch::Metadata {
+                            refused,
+                            all: false,
+                        },
+                    )
+                }
+            }
+        }
+        RequestKind::CreateTopics(mut r) => {
+            let mut refused = Vec::new();
+            r.topics.retain(|t| {
+                let ok = cluster(Create) || access.may_on_topic(Create, &t.name);
+                if !ok {
+                    refused.push(
+                        CreatableTopicResult::default()
+                            .with_name(t.name.clone())
+                            .with_error_code(denied(ResponseError::TopicAuthorizationFailed))
+                            .with_num_partitions(-1)
+                            .with_replication_factor(-1),
+                    );
+                }
+                ok
+            });
+            Gate::Pass(RequestKind::CreateTopics(r), Patch::CreateTopics(refused))
+        }
+        RequestKind::DeleteTopics(mut r) => {
+            let refuse = |name: &TopicName| {
+                DeletableTopicResult::default()
+                    .with_name(Some(name.clone()))
+                    .with_error_code(denied(ResponseError::TopicAuthorizationFailed))
+            };
+            let mut refused = Vec::new();
+            r.topic_names.retain(|name| {
+                let ok = access.may_on_topic(Delete, name);
+                if !ok {
+                    refused.push(refuse(name));
+                }
+                ok
+            });
+            r.topics.retain(|t| {
+                let name = t.name.clone().or_else(|| {
+                    access
+                        .view
+                        .state
+                        .topic_by_id(switchyard_backend_api::TopicId(t.topic_id))
+                        .map(|topic| TopicName(StrBytes::from(topic.name.clone())))
+                });
+                match name {
+                    Some(name) if !access.may_on_topic(Delete, &name) => {
+                        refused.push(refuse(&name).with_topic_id(t.topic_id));
+                        false
+                    }
+                    _ => true,
+                }
+            });
+            Gate::Pass(RequestKind::DeleteTopics(r), Patch::DeleteTopics(refused))
+        }
+        RequestKind::DescribeConfigs(mut r) => {
+            let mut refused = Vec::new();
+            r.resources.retain(|resource| {
+                let ok = if resource.resource_type == TOPIC_CONFIGS {
+                    access.may(
+                        DescribeConfigs,
+                        ResourceType::Topic,
+                        resource.resource_name.as_str(),
+                    )
+                } else {
+                    cluster(DescribeConfigs)
+                };
+                if !ok {
+                    let error = if resource.resource_type == TOPIC_CONFIGS {
+                        ResponseError::TopicAuthorizationFailed
+                    } else {
+                        ResponseError::ClusterAuthorizationFailed
+                    };
+                    refused.push(
+                        DescribeConfigsResult::default()
+                            .with_error_code(error.code())
+                            .with_resource_type(resource.resource_type)
+                            .with_resource_name(resource.resource_name.clone()),
+                    );
+                }
+                ok
+            });
+            Gate::Pass(
+                RequestKind::DescribeConfigs(r),
+                Patch::DescribeConfigs(refused),
+            )
+        }
+        RequestKind::OffsetCommit(mut r) => {
+            if !access.may_on_group(Read, r.group_id.as_str()) {
+                let refused: Vec<(TopicName, Vec<i32>)> = r
+                    .topics
+                    .iter()
+                    .map(|t| {
+                        (
+                            t.name.clone(),
+                            t.partitions.iter().map(|p| p.partition_index).collect(),
+                        )
+                    })
+                    .collect();
+                r.topics.clear();
+                return Gate::Pass(RequestKind::OffsetCommit(r), Patch::OffsetCommit(refused));
+            }
+            let mut refused = Vec::new();
+            r.topics.retain(|t| {
+                let ok = access.may_on_topic(Read, &t.name);
+                if !ok {
+                    refused.push((
+                        t.name.clone(),
+                        t.partitions.iter().map(|p| p.partition_index).collect(),
+                    ));
+                }
+                ok
+            });
+            Gate::Pass(RequestKind::OffsetCommit(r), Patch::OffsetCommit(refused))
+        }
+        RequestKind::OffsetFetch(r) => {
+            let groups: Vec<String> = if r.groups.is_empty() {
+                vec![r.group_id.to_string()]
+            } else {
+                r.groups.iter().map(|g| g.group_id.to_string()).collect()
+            };
+            if groups.iter().any(|g| !access.may_on_group(Describe, g)) {
+                return Gate::Refuse(ResponseKind::OffsetFetch(
+                    OffsetFetchResponse::default().with_error_code(group_refusal),
+                ));
+            }
+            Gate::Pass(RequestKind::OffsetFetch(r), Patch::OffsetFetch)
+        }
+        RequestKind::JoinGroup(r) if !access.may_on_group(Read, r.group_id.as_str()) => {
+            Gate::Refuse(ResponseKind::JoinGroup(
+                JoinGroupResponse::default().with_error_code(group_refusal),
+            ))
+        }
+        RequestKind::SyncGroup(r) if !access.may_on_group(Read, r.group_id.as_str()) => {
+            Gate::Refuse(ResponseKind::SyncGroup(
+                SyncGroupResponse::default().with_error_code(group_refusal),
+            ))
+        }
+        RequestKind::Heartbeat(r) if !access.may_on_group(Read, r.group_id.as_str()) => {
+            Gate::Refuse(ResponseKind::Heartbeat(
+                HeartbeatResponse::default().with_error_code(group_refusal),
+            ))
+        }
+        RequestKind::LeaveGroup(r) if !access.may_on_group(Read, r.group_id.as_str()) => {
+            Gate::Refuse(ResponseKind::LeaveGroup(
+                LeaveGroupResponse::default().with_error_code(group_refusal),
+            ))
+        }
+        RequestKind::FindCoordinator(r) => {
+            let keys: Vec<&StrBytes> = if r.coordinator_keys.is_empty() {
+                vec![&r.key]
+            } else {
+                r.coordinator_keys.iter().collect()
+            };
+            // Groups need DESCRIBE on the group; transactional ids are not served yet.
+            let ok = r.key_type != 0
+                || keys
+                    .iter()
+                    .all(|k| access.may_on_group(Describe, k.as_str()));
+            if ok {
+                return Gate::Pass(RequestKind::FindCoordinator(r), Patch::None);
+            }
+            let coordinators = r
+                .coordinator_keys
+                .iter()
+                .map(|key| {
+                    kafka_protocol::messages::find_coordinator_response::Coordinator::default()
+                        .with_key(key.clone())
+                        .with_node_id((-1).into())
+                        .with_port(-1)
+                        .with_error_code(group_refusal)
+                })
+                .collect();
+            Gate::Refuse(ResponseKind::FindCoordinator(
+                FindCoordinatorResponse::default()
+                    .with_error_code(group_refusal)
+                    .with_node_id((-1).into())
+                    .with_port(-1)
+                    .with_coordinators(coordinators),
+            ))
+        }
+        RequestKind::DescribeGroups(mut r) => {
+            let mut refused = Vec::new();
+            r.groups.retain(|g| {
+                let ok = access.may_on_group(Describe, g.as_str());
+                if !ok {
+                    refused.push(
+                        DescribedGroup::default()
+                            .with_group_id(g.clone())
+                            .with_error_code(group_refusal),
+                    );
+                }
+                ok
+            });
+            Gate::Pass(
+                RequestKind::DescribeGroups(r),
+                Patch::DescribeGroups(refused),
+            )
+        }
+        RequestKind::ListGroups(r) if !cluster(Describe) => {
+            Gate::Pass(RequestKind::ListGroups(r), Patch::ListGroups)
+        }
+        RequestKind::InitProducerId(r)
+            if r.transactional_id.is_none() && !access.may_write_idempotently() =>
+        {
+            Gate::Refuse(ResponseKind::InitProducerId(
+                InitProducerIdResponse::default()
+                    .with_error_code(cluster_refusal.code())
+                    .with_producer_id((-1).into())
+                    .with_producer_epoch(-1),
+            ))
+        }
+        RequestKind::DescribeCluster(_) if !cluster(Describe) => {
+            Gate::Refuse(ResponseKind::DescribeCluster(
+                DescribeClusterResponse::default().with_error_code(cluster_refusal.code()),
+            ))
+        }
+        RequestKind::DescribeQuorum(_) if !cluster(Describe) => {
+            Gate::Refuse(ResponseKind::DescribeQuorum(
+                DescribeQuorumResponse::default().with_error_code(cluster_refusal.code()),
+            ))
+        }
+        RequestKind::BrokerHeartbeat(_) if !cluster(ClusterAction) => {
+            Gate::Refuse(ResponseKind::BrokerHeartbeat(
+                BrokerHeartbeatResponse::default().with_error_code(cluster_refusal.code()),
+            ))
+        }
+        RequestKind::DescribeAcls(_) if !cluster(Describe) => {
+            Gate::Refuse(ResponseKind::DescribeAcls(
+                DescribeAclsResponse::default().with_error_code(cluster_refusal.code()),
+            ))
+        }
+        RequestKind::CreateAcls(r) if !cluster(Alter) => Gate::Refuse(ResponseKind::CreateAcls(
+            CreateAclsResponse::default().with_results(
+                r.creations
+                    .iter()
+                    .map(|_| AclCreationResult::default().with_error_code(cluster_refusal.code()))
+                    .collect(),
+            ),
+        )),
+        RequestKind::DeleteAcls(r) if !cluster(Alter) => Gate::Refuse(ResponseKind::DeleteAcls(
+            DeleteAclsResponse::default().with_filter_results(
+                r.filters
+                    .iter()
+                    .map(|_| {
+                        DeleteAclsFilterResult::default().with_error_code(cluster_refusal.code())
+                    })
+                    .collect(),
+            ),
+        )),
+        RequestKind::DescribeUserScramCredentials(_) if !cluster(Describe) => {
+            Gate::Refuse(ResponseKind::DescribeUserScramCredentials(
+                DescribeUserScramCredentialsResponse::default()
+                    .with_error_code(cluster_refusal.code()),
+            ))
+        }
+        RequestKind::AlterUserScramCredentials(r) if !cluster(Alter) => {
+            let users: std::collections::BTreeSet<String> = r
+                .deletions
+                .iter()
+                .map(|d| d.name.to_string())
+                .chain(r.upsertions.iter().map(|u| u.name.to_string()))
+                .collect();
+            Gate::Refuse(ResponseKind::AlterUserScramCredentials(
+                AlterUserScramCredentialsResponse::default().with_results(
+                    users
+                        .into_iter()
+                        .map(|user| {
+                            AlterUserScramCredentialsResult::default()
+                                .with_user(StrBytes::from(user))
+                                .with_error_code(cluster_refusal.code())
+                        })
+                        .collect(),
+                ),
+            ))
+        }
+        other => Gate::Pass(other, Patch::None),
+    }
+}
+
+/// Put the refused parts of a narrowed request back into its response.
+pub(crate) fn patch(access: &Access, response: ResponseKind, patch: Patch) -> ResponseKind {
+    let topic_refusal = denied(ResponseError::TopicAuthorizationFailed);
+    match (response, patch) {
+        (response, Patch::None) => response,
+        (ResponseKind::Produce(mut r), Patch::Produce(refused)) => {
+            r.responses
+                .extend(refused.into_iter().map(|(name, partitions)| {
+                    TopicProduceResponse::default()
+                        .with_name(name)
+                        .with_partition_responses(
+                            partitions
+                                .into_iter()
+                                .map(|index| {
+                                    PartitionProduceResponse::default()
+                                        .with_index(index)
+                                        .with_error_code(topic_refusal)
+                                        .with_base_offset(-1)
+                                        .with_log_append_time_ms(-1)
+                                        .with_log_start_offset(-1)
+                                })
+                                .collect(),
+                        )
+                }));
+            ResponseKind::Produce(r)
+        }
+        (ResponseKind::Fetch(mut r), Patch::Fetch(refused)) => {
+            r.responses
+                .extend(refused.into_iter().map(|(topic, partitions)| {
+                    FetchableTopicResponse::default()
+                        .with_topic(topic)
+                        .with_partitions(
+                            partitions
+                                .into_iter()
+                                .map(|index| {
+                                    PartitionData::default()
+                                        .with_partition_index(index)
+                                        .with_error_code(topic_refusal)
+                                        .with_high_watermark(-1)
+                                        .with_last_stable_offset(-1)
+                                        .with_log_start_offset(-1)
+                                })
+                                .collect(),
+                        )
+                }));
+            ResponseKind::Fetch(r)
+        }
+        (ResponseKind::ListOffsets(mut r), Patch::ListOffsets(refused)) => {
+            r.topics
+                .extend(refused.into_iter().map(|(name, partitions)| {
+                    ListOffsetsTopicResponse::default()
+                        .with_name(name)
+                        .with_partitions(
+                            partitions
+                                .into_iter()
+                                .map(|index| {
+                                    ListOffsetsPartitionResponse::default()
+                                        .with_partition_index(index)
+                                        .with_error_code(topic_refusal)
+                                        .with_timestamp(-1)
+                                        .with_offset(-1)
+                                })
+                                .collect(),
+                        )
+                }));
+            ResponseKind::ListOffsets(r)
+        }
+        (ResponseKind::OffsetCommit(mut r), Patch::OffsetCommit(refused)) => {
+            // A request with no topic left was refused for its group.
+            let code = if r.topics.is_empty() && !refused.is_empty() {
+                denied(ResponseError::GroupAuthorizationFailed)
+            } else {
+                topic_refusal
+            };
+            r.topics
+                .extend(refused.into_iter().map(|(name, partitions)| {
+                    OffsetCommitResponseTopic::default()
+                        .with_name(name)
+                        .with_partitions(
+                            partitions
+                                .into_iter()
+                                .map(|index| {
+                                    OffsetCommitResponsePartition::default()
+                                        .with_partition_index(index)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                }));
+            ResponseKind::OffsetCommit(r)
+        }
+        (ResponseKind::Metadata(mut r), Patch::Metadata { refused, all }) => {
+            if all {
+                r.topics.retain(|t| {
+                    t.name
+                        .as_ref()
+                        .is_none_or(|name| access.may_on_topic(AclOperation::Describe, name))
+                });
+            }
+            r.topics.extend(refused.into_iter().map(|name| {
+                MetadataResponseTopic::default()
+                    .with_name(Some(name))
+                    .with_error_code(topic_refusal)
+            }));
+            ResponseKind::Metadata(r)
+        }
+        (ResponseKind::CreateTopics(mut r), Patch::CreateTopics(refused)) => {
+            r.topics.extend(refused);
+            ResponseKind::CreateTopics(r)
+        }
+        (ResponseKind::DeleteTopics(mut r), Patch::DeleteTopics(refused)) => {
+            r.responses.extend(refused);
+            ResponseKind::DeleteTopics(r)
+        }
+        (ResponseKind::DescribeConfigs(mut r), Patch::DescribeConfigs(refused)) => {
+            r.results.extend(refused);
+            ResponseKind::DescribeConfigs(r)
+        }
+        (ResponseKind::DescribeGroups(mut r), Patch::DescribeGroups(refused)) => {
+            r.groups.extend(refused);
+            ResponseKind::DescribeGroups(r)
+        }
+        (ResponseKind::ListGroups(mut r), Patch::ListGroups) => {
+            r.groups
+                .retain(|g| access.may_on_group(AclOperation::Describe, g.group_id.as_str()));
+            ResponseKind::ListGroups(r)
+        }
+        (ResponseKind::OffsetFetch(mut r), Patch::OffsetFetch) => {
+            for topic in &mut r.topics {
+                if !access.may_on_topic(AclOperation::Describe, &topic.name) {
+                    for partition in &mut topic.partitions {
+                        partition.error_code = topic_refusal;
+                        partition.committed_offset = -1;
+                        partition.metadata = None;
+                    }
+                }
+            }
+            for group in &mut r.groups {
+                for topic in &mut group.topics {
+                    if !access.may_on_topic(AclOperation::Describe, &topic.name) {
+                        for partition in &mut topic.partitions {
+                            partition.error_code = topic_refusal;
+                            partition.committed_offset = -1;
+                            partition.metadata = None;
+                        }
+                    }
+                }
+            }
+            ResponseKind::OffsetFetch(r)
+        }
+        (response, _) => response,
+    }
+}
