@@ -37,6 +37,10 @@ pub enum Command {
     /// cluster stores only what verifies it.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage the ACLs of a running cluster (with `kafka.authorizer_enabled`), through its
+    /// Kafka listener, proving the cluster secret.
+    #[command(subcommand)]
+    Acl(AclCommand),
     #[cfg(feature = "conformance")]
     /// Run seeded fault runs (partitions, delays, dropped traffic, crashes, power cuts) of every
     /// multi-node backend in this binary, check each against its declared guarantees, check that deliberately broken
@@ -239,6 +243,69 @@ pub enum UserCommand {
         #[command(flatten)]
         target: TargetArgs,
     },
+}
+
+/// `switchyard acl …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AclCommand {
+    /// Add a binding: PRINCIPAL may (or, with --deny, may not) do OPERATION on a resource.
+    Create {
+        /// The binding.
+        #[command(flatten)]
+        binding: AclArgs,
+        /// Where the cluster is.
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// List every binding, or one principal's.
+    List {
+        /// Only this principal's bindings (`User:NAME`).
+        #[arg(long, value_name = "PRINCIPAL")]
+        principal: Option<String>,
+        /// Where the cluster is.
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Remove one binding, named exactly as it was created.
+    Delete {
+        /// The binding.
+        #[command(flatten)]
+        binding: AclArgs,
+        /// Where the cluster is.
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
+/// One ACL binding on the command line: exactly one of --topic, --group, --cluster.
+#[derive(Debug, Clone, Args)]
+#[command(group = clap::ArgGroup::new("resource").required(true).multiple(false))]
+pub struct AclArgs {
+    /// Who: `User:NAME`, or `User:*` for everyone.
+    #[arg(long, value_name = "PRINCIPAL")]
+    pub principal: String,
+    /// What: ALL, READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, CLUSTER_ACTION,
+    /// DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.
+    #[arg(long, value_name = "OPERATION")]
+    pub operation: String,
+    /// On this topic (`*` for every topic).
+    #[arg(long, value_name = "NAME", group = "resource")]
+    pub topic: Option<String>,
+    /// On this consumer group (`*` for every group).
+    #[arg(long, value_name = "NAME", group = "resource")]
+    pub group: Option<String>,
+    /// On the cluster.
+    #[arg(long, group = "resource")]
+    pub cluster: bool,
+    /// The name is a prefix: every topic or group whose name starts with it.
+    #[arg(long)]
+    pub prefixed: bool,
+    /// Deny instead of allow; a deny beats every allow.
+    #[arg(long)]
+    pub deny: bool,
+    /// Only from this client address (`*`: any).
+    #[arg(long, value_name = "IP", default_value = "*")]
+    pub host: String,
 }
 
 impl ServeArgs {

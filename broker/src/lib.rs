@@ -32,6 +32,7 @@
 //! - [`status`] — `switchyard cluster status`, over DescribeCluster and DescribeQuorum.
 //! - [`users`] — `switchyard user`: SCRAM credentials over AlterUserScramCredentials and
 //!   DescribeUserScramCredentials.
+//! - [`acls`] — `switchyard acl`: ACL bindings over CreateAcls, DescribeAcls, DeleteAcls.
 //! - [`serve`] — `switchyard serve`: open the backend, start the listener and the broker's
 //!   tasks, stop on a signal.
 //!
@@ -43,6 +44,7 @@
 //! - Opening a backend never waits for consensus; readiness is followed through
 //!   `MetadataBackend::cluster`.
 
+pub mod acls;
 pub mod backends;
 pub mod broker;
 pub mod cli;

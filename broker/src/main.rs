@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 use switchyard::backends;
-use switchyard::cli::{Cli, ClusterCommand, Command, ServeArgs, TargetArgs, UserCommand};
+use switchyard::cli::{
+    AclArgs, AclCommand, Cli, ClusterCommand, Command, ServeArgs, TargetArgs, UserCommand,
+};
 use switchyard_backend_api::{
     ClusterSecret, MembershipChange, MetadataError, NodeId, Principal, available_backends,
 };
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         ),
         Command::Cluster(ClusterCommand::Status { target }) => status(&target),
         Command::User(command) => user(command),
+        Command::Acl(command) => acl(command),
         Command::Cluster(ClusterCommand::Promote { node, config }) => promote(node, &config),
         Command::Cluster(ClusterCommand::AddNode { node, addr, config }) => change_membership(
             MembershipChange::AddNode {
@@ -227,6 +230,92 @@ fn user(command: UserCommand) -> anyhow::Result<()> {
                 .lock()
                 .write_all(out.as_bytes())
                 .context("writing the users")?;
+        }
+    }
+    Ok(())
+}
+
+/// The binding `args` name.
+fn binding(args: &AclArgs) -> anyhow::Result<switchyard_backend_api::security::AclBinding> {
+    use switchyard_backend_api::security::{AclBinding, AclPermission, PatternType, ResourceType};
+    let operation = switchyard::acls::operation(&args.operation).with_context(|| {
+        format!(
+            "--operation {:?} is not a Kafka ACL operation",
+            args.operation
+        )
+    })?;
+    let (resource_type, resource_name) = match (&args.topic, &args.group) {
+        (Some(topic), _) => (ResourceType::Topic, topic.clone()),
+        (_, Some(group)) => (ResourceType::Group, group.clone()),
+        _ => (ResourceType::Cluster, "kafka-cluster".to_owned()),
+    };
+    Ok(AclBinding {
+        resource_type,
+        resource_name,
+        pattern_type: if args.prefixed {
+            PatternType::Prefixed
+        } else {
+            PatternType::Literal
+        },
+        principal: args.principal.clone(),
+        host: args.host.clone(),
+        operation,
+        permission: if args.deny {
+            AclPermission::Deny
+        } else {
+            AclPermission::Allow
+        },
+    })
+}
+
+fn acl(command: AclCommand) -> anyhow::Result<()> {
+    init_logging();
+    let runtime = current_thread()?;
+    match command {
+        AclCommand::Create {
+            binding: args,
+            target: where_,
+        } => {
+            let binding = binding(&args)?;
+            let target = target(&where_)?;
+            runtime
+                .block_on(switchyard::acls::create(&target, &binding))
+                .context("creating the ACL")?;
+            println!("created: {}", switchyard::acls::describe(&binding));
+        }
+        AclCommand::List {
+            principal,
+            target: where_,
+        } => {
+            let target = target(&where_)?;
+            let bindings = runtime
+                .block_on(switchyard::acls::list(&target, principal.as_deref()))
+                .context("listing ACLs")?;
+            let mut out = String::new();
+            for binding in &bindings {
+                out.push_str(&switchyard::acls::describe(binding));
+                out.push('\n');
+            }
+            std::io::stdout()
+                .lock()
+                .write_all(out.as_bytes())
+                .context("writing the ACLs")?;
+        }
+        AclCommand::Delete {
+            binding: args,
+            target: where_,
+        } => {
+            let binding = binding(&args)?;
+            let target = target(&where_)?;
+            let removed = runtime
+                .block_on(switchyard::acls::delete(&target, &binding))
+                .context("deleting the ACL")?;
+            anyhow::ensure!(
+                removed > 0,
+                "no such ACL: {}",
+                switchyard::acls::describe(&binding)
+            );
+            println!("deleted: {}", switchyard::acls::describe(&binding));
         }
     }
     Ok(())

@@ -57,7 +57,12 @@ pub struct Target {
 }
 
 impl Target {
-    async fn call<R: Request>(&self, request: &R, version: i16) -> Result<R::Response, UserError> {
+    /// Send `request` to the first listener that answers.
+    pub(crate) async fn call<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response, UserError> {
         let mut last = String::from("no address given");
         for addr in &self.bootstrap {
             let mut client = PeerClient::new(addr.clone(), "switchyard-user".into(), self.timeout)

@@ -37,10 +37,12 @@ SASL_ENV = {
 AUTHENTICATION_ERROR = KafkaError._AUTHENTICATION
 
 
-def user_command(secret, bootstrap: str, *args: str, password: str | None = None):
-    """`switchyard user ARGS` against `bootstrap`, proving the cluster secret in `secret`."""
+def user_command(secret, bootstrap: str, *args: str, password: str | None = None,
+                 command: str = "user"):
+    """`switchyard user ARGS` (or another `command`) against `bootstrap`, proving the cluster
+    secret in `secret`."""
     return subprocess.run(
-        [str(switchyard_bin()), "user", *args, "--bootstrap", bootstrap,
+        [str(switchyard_bin()), command, *args, "--bootstrap", bootstrap,
          "--cluster-secret-file", str(secret),
          *(["--password-file", "-"] if password is not None else [])],
         input=password, capture_output=True, text=True, timeout=60)
@@ -372,7 +374,10 @@ def test_an_acl_added_through_one_node_is_enforced_on_all_three(multi_backend, t
         admin_client.create_topics(
             [NewTopic(topic_name, num_partitions=3, replication_factor=1)],
             request_timeout=15)[topic_name].result(timeout=30)
-        create_acls(admin, [allow(topic_name, "User:alice", AclOperation.WRITE)])
+        created = user_command(cluster.secret_file, cluster.bootstrap(1), "create",
+                               "--principal", "User:alice", "--operation", "write",
+                               "--topic", topic_name, command="acl")
+        assert created.returncode == 0, created.stderr
         alice = confluent(cluster.bootstrap(3), "alice", "alice-secret")
         # The credential and the ACL reach each leader through the metadata backend; no client
         # API says when, so poll.
@@ -386,5 +391,11 @@ def test_an_acl_added_through_one_node_is_enforced_on_all_three(multi_backend, t
                      f"partition {partition}'s leader to refuse alice")
             error = produce_error(alice, topic_name, partition)
             assert error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, error
+        listed = user_command(cluster.secret_file, cluster.bootstrap(2), "list",
+                              "--principal", "User:alice", command="acl")
+        assert listed.returncode == 0, listed.stderr
+        assert sorted(listed.stdout.splitlines()) == [
+            f"ALLOW User:alice WRITE on topic {topic_name} from host *",
+            f"DENY User:alice WRITE on topic {topic_name} from host *"], listed.stdout
     finally:
         cluster.close()

@@ -21,7 +21,7 @@ use crate::broker::Broker;
 use crate::kafka::errors::{metadata_error, rejection_error};
 
 /// Kafka's `ResourceType` code.
-fn resource_code(resource: ResourceType) -> i8 {
+pub(crate) fn resource_code(resource: ResourceType) -> i8 {
     match resource {
         ResourceType::Topic => 2,
         ResourceType::Group => 3,
@@ -42,7 +42,7 @@ fn resource_of(code: i8) -> Result<Option<ResourceType>, ()> {
     }
 }
 
-fn pattern_code(pattern: PatternType) -> i8 {
+pub(crate) fn pattern_code(pattern: PatternType) -> i8 {
     match pattern {
         PatternType::Literal => 3,
         PatternType::Prefixed => 4,
@@ -96,7 +96,7 @@ fn operation_of(code: i8) -> Result<Option<AclOperation>, ()> {
     Ok(Some(operation))
 }
 
-fn permission_code(permission: AclPermission) -> i8 {
+pub(crate) fn permission_code(permission: AclPermission) -> i8 {
     match permission {
         AclPermission::Deny => 2,
         AclPermission::Allow => 3,
@@ -154,6 +154,25 @@ fn filter_of(
         host: host.map(ToString::to_string),
         operation: operation_of(operation)?,
         permission: permission_of(permission)?,
+    })
+}
+
+/// The binding a DescribeAcls answer describes, if its codes are known.
+pub(crate) fn binding_of_description(
+    resource: &DescribeAclsResource,
+    acl: &AclDescription,
+) -> Option<AclBinding> {
+    Some(AclBinding {
+        resource_type: resource_of(resource.resource_type).ok().flatten()?,
+        resource_name: resource.resource_name.to_string(),
+        pattern_type: match pattern_filter_of(resource.pattern_type).ok()? {
+            PatternFilter::Exactly(pattern) => pattern,
+            _ => return None,
+        },
+        principal: acl.principal.to_string(),
+        host: acl.host.to_string(),
+        operation: operation_of(acl.operation).ok().flatten()?,
+        permission: permission_of(acl.permission_type).ok().flatten()?,
     })
 }
 
