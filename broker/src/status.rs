@@ -177,7 +177,7 @@ pub async fn cluster_status(
                 break;
             }
             Ok(response) => last = format!("{addr}: error code {}", response.error_code),
-            Err(e) => last = format!("{addr}: {e}"),
+            Err(e) => last = format!("{addr}: {}", e.explained(credentials.is_some())),
         }
     }
     let Some(described) = described else {

@@ -70,7 +70,9 @@ impl Target {
                 .plaintext_ok();
             match client.call(request, version).await {
                 Ok(response) => return Ok(response),
-                Err(e) => last = format!("{addr}: {e}"),
+                Err(e) => {
+                    last = format!("{addr}: {}", e.explained(self.credentials.is_some()));
+                }
             }
         }
         Err(UserError::Unreachable {

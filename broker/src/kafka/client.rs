@@ -51,6 +51,20 @@ pub struct PeerClient {
     plaintext_ok: bool,
 }
 
+impl CallError {
+    /// The error, with a hint when an unauthenticated client was cut off: what a SASL
+    /// listener does to a request that comes before authentication.
+    pub fn explained(&self, authenticated: bool) -> String {
+        match self {
+            Self::Io(e) if !authenticated && e.kind() == io::ErrorKind::UnexpectedEof => format!(
+                "{e} (the listener closed the connection: a SASL listener needs \
+                 --cluster-secret-file)"
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl PeerClient {
     /// A client for the broker at `addr` (`HOST:PORT`); connects on the first call.
     pub fn new(addr: String, client_id: String, timeout: Duration) -> Self {
