@@ -113,7 +113,13 @@ async fn failover_once(backend: &str, mode: Failover) -> anyhow::Result<Duration
     let addrs: Vec<String> = brokers.iter().map(|b| b.kafka.clone()).collect();
     let mut client = PeerClient::new(addrs[0].clone(), "switchyard-benches".into(), DEADLINE);
     create_topics(&mut client, vec!["failover-seed".into()], 1).await?;
-    let status = cluster_status(&addrs, None, DEADLINE)
+    let target = switchyard::users::Target {
+        bootstrap: addrs.clone(),
+        credentials: None,
+        tls: None,
+        timeout: DEADLINE,
+    };
+    let status = cluster_status(&target)
         .await
         .context("asking the brokers for the cluster status")?;
     let (leader, _) = status

@@ -273,6 +273,7 @@ impl Broker {
         let me = NodeId(u64::try_from(self.id.0).unwrap_or_default());
         PeerClient::new(addr, client_id, timeout)
             .with_credentials(self.security.peer_credentials(me))
+            .with_tls(self.security.tls.as_ref().map(|tls| tls.client.clone()))
     }
 
     /// The metadata backend.

@@ -198,6 +198,10 @@ pub struct TargetArgs {
     /// authenticates this command as the operator); ignored by PLAINTEXT listeners.
     #[arg(long, value_name = "PATH", env = "SWITCHYARD_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// PEM CA certificates to verify the listeners by: connect with TLS (SSL and SASL_SSL
+    /// listeners that do not require client certificates).
+    #[arg(long, value_name = "PATH")]
+    pub ssl_truststore_location: Option<PathBuf>,
     /// Deadline of each request, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 5_000)]
     pub timeout_ms: u64,

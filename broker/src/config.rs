@@ -35,6 +35,7 @@ use switchyard_backend_api::auth::MAKE_A_SECRET;
 use switchyard_backend_api::{ClusterSecret, MAX_CLUSTER_PARTITIONS, NodeId};
 
 use crate::kafka::sasl::{ListenerSecurity, Mechanism, SecurityProtocol};
+use crate::kafka::tls::{ClientAuth, Tls, TlsFiles};
 
 /// Default for `data_dir`.
 pub const DEFAULT_DATA_DIR: &str = "./switchyard-data";
@@ -370,6 +371,14 @@ pub struct KafkaSettings {
     pub super_users: Vec<String>,
     /// `allow.everyone.if.no.acl.found`: whether a resource no ACL covers is open to all.
     pub allow_everyone_if_no_acl_found: bool,
+    /// The listener's PEM certificate chain, leaf first (`SSL`, `SASL_SSL`).
+    pub ssl_certificate_location: Option<PathBuf>,
+    /// The listener's PEM private key.
+    pub ssl_key_location: Option<PathBuf>,
+    /// PEM CA certificates that client certificates and other brokers are checked against.
+    pub ssl_truststore_location: Option<PathBuf>,
+    /// `ssl.client.auth`: `none`, `requested` or `required` client certificates.
+    pub ssl_client_auth: String,
 }
 
 impl Default for KafkaSettings {
@@ -404,6 +413,10 @@ impl Default for KafkaSettings {
             authorizer_enabled: false,
             super_users: Vec::new(),
             allow_everyone_if_no_acl_found: false,
+            ssl_certificate_location: None,
+            ssl_key_location: None,
+            ssl_truststore_location: None,
+            ssl_client_auth: "none".into(),
         }
     }
 }
@@ -564,15 +577,15 @@ impl Config {
     }
 }
 
-/// The listener's security from the `[kafka]` settings: a SASL listener needs mechanisms and
-/// the cluster secret.
+/// The listener's security from the `[kafka]` settings: anything but PLAINTEXT needs the
+/// cluster secret, SASL needs mechanisms, SSL a certificate, key and trust store.
 fn listener_security(
     kafka: &KafkaSettings,
     secret: Option<&ClusterSecret>,
 ) -> Result<ListenerSecurity, ConfigError> {
     let protocol = SecurityProtocol::parse(&kafka.security_protocol).ok_or_else(|| {
         ConfigError::Security(format!(
-            "kafka.security_protocol {:?} is not one of PLAINTEXT, SASL_PLAINTEXT",
+            "kafka.security_protocol {:?} is not one of PLAINTEXT, SASL_PLAINTEXT, SSL, SASL_SSL",
             kafka.security_protocol
         ))
     })?;
@@ -591,23 +604,51 @@ fn listener_security(
     if protocol == SecurityProtocol::Plaintext {
         return Ok(ListenerSecurity::plaintext());
     }
-    if mechanisms.is_empty() {
-        return Err(ConfigError::Security(
-            "kafka.security_protocol SASL_PLAINTEXT needs at least one of \
-             kafka.sasl_enabled_mechanisms"
-                .into(),
-        ));
+    let name = protocol.name();
+    if protocol.uses_sasl() && mechanisms.is_empty() {
+        return Err(ConfigError::Security(format!(
+            "kafka.security_protocol {name} needs at least one of kafka.sasl_enabled_mechanisms"
+        )));
     }
     let Some(secret) = secret else {
         return Err(ConfigError::Security(format!(
-            "kafka.security_protocol SASL_PLAINTEXT needs a cluster secret, even on one node: \
-             brokers and `switchyard user` authenticate with it; {MAKE_A_SECRET}"
+            "kafka.security_protocol {name} needs a cluster secret, even on one node: brokers \
+             and `switchyard user` / `switchyard acl` authenticate with it; {MAKE_A_SECRET}"
         )));
+    };
+    let tls = if protocol.uses_tls() {
+        let file = |value: &Option<PathBuf>, key: &str| {
+            value.clone().ok_or_else(|| {
+                ConfigError::Security(format!(
+                    "kafka.security_protocol {name} needs kafka.{key} (a PEM file)"
+                ))
+            })
+        };
+        let client_auth = ClientAuth::parse(&kafka.ssl_client_auth).ok_or_else(|| {
+            ConfigError::Security(format!(
+                "kafka.ssl_client_auth {:?} is not one of none, requested, required",
+                kafka.ssl_client_auth
+            ))
+        })?;
+        let files = TlsFiles {
+            certificate: file(&kafka.ssl_certificate_location, "ssl_certificate_location")?,
+            key: file(&kafka.ssl_key_location, "ssl_key_location")?,
+            truststore: file(&kafka.ssl_truststore_location, "ssl_truststore_location")?,
+            client_auth,
+        };
+        Some(Tls::load(&files).map_err(ConfigError::Security)?)
+    } else {
+        None
     };
     Ok(ListenerSecurity {
         protocol,
-        mechanisms,
+        mechanisms: if protocol.uses_sasl() {
+            mechanisms
+        } else {
+            Vec::new()
+        },
         cluster_secret: Some(secret.clone()),
+        tls,
     })
 }
 

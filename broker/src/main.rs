@@ -164,6 +164,12 @@ fn target(args: &TargetArgs) -> anyhow::Result<switchyard::users::Target> {
             .map(str::to_owned)
             .collect(),
         credentials,
+        tls: match &args.ssl_truststore_location {
+            Some(path) => Some(
+                switchyard::kafka::tls::TlsClient::trusting(path).map_err(anyhow::Error::msg)?,
+            ),
+            None => None,
+        },
         timeout: std::time::Duration::from_millis(args.timeout_ms),
     })
 }
@@ -339,11 +345,7 @@ fn status(args: &TargetArgs) -> anyhow::Result<()> {
     let target = target(args)?;
     let runtime = current_thread()?;
     let status = runtime
-        .block_on(switchyard::status::cluster_status(
-            &target.bootstrap,
-            target.credentials,
-            target.timeout,
-        ))
+        .block_on(switchyard::status::cluster_status(&target))
         .context("asking the cluster for its status")?;
     std::io::stdout()
         .lock()

@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::time::Duration;
 
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::{
@@ -17,7 +16,7 @@ use kafka_protocol::messages::{
 
 use crate::kafka::METADATA_TOPIC;
 use crate::kafka::client::{CallError, PeerClient};
-use crate::kafka::sasl::PeerCredentials;
+use crate::users::Target;
 
 /// Why no status could be put together.
 #[derive(Debug, thiserror::Error)]
@@ -159,14 +158,12 @@ impl fmt::Display for ClusterStatus {
     }
 }
 
-/// Ask the listeners in `bootstrap` (`HOST:PORT`) until one describes the cluster, then every
-/// broker for its view; on SASL listeners, authenticated as the operator by `credentials`.
-pub async fn cluster_status(
-    bootstrap: &[String],
-    credentials: Option<PeerCredentials>,
-    timeout: Duration,
-) -> Result<ClusterStatus, StatusError> {
-    let client = |addr: &str| client(addr, credentials.as_ref(), timeout);
+/// Ask the target's listeners until one describes the cluster, then every broker for its
+/// view; on SASL listeners authenticated as the operator, over TLS where the target says.
+pub async fn cluster_status(target: &Target) -> Result<ClusterStatus, StatusError> {
+    let bootstrap = &target.bootstrap;
+    let credentials = target.credentials.as_ref();
+    let client = |addr: &str| client(addr, target);
     let mut last = String::from("no address given");
     let mut described: Option<DescribeClusterResponse> = None;
     for addr in bootstrap {
@@ -211,10 +208,15 @@ pub async fn cluster_status(
 }
 
 /// A client of the listener at `addr` for this command.
-fn client(addr: &str, credentials: Option<&PeerCredentials>, timeout: Duration) -> PeerClient {
-    PeerClient::new(addr.to_owned(), "switchyard-cluster-status".into(), timeout)
-        .with_credentials(credentials.cloned())
-        .plaintext_ok()
+fn client(addr: &str, target: &Target) -> PeerClient {
+    PeerClient::new(
+        addr.to_owned(),
+        "switchyard-cluster-status".into(),
+        target.timeout,
+    )
+    .with_credentials(target.credentials.clone())
+    .with_tls(target.tls.clone())
+    .plaintext_ok()
 }
 
 async fn node_report(mut client: PeerClient, id: i32) -> Result<NodeReport, String> {

@@ -20,6 +20,7 @@ use crate::kafka::client::PeerClient;
 use crate::kafka::handlers::users::{mechanism_code, mechanism_of};
 use crate::kafka::sasl::PeerCredentials;
 use crate::kafka::sasl::scram::salted_password;
+use crate::kafka::tls::TlsClient;
 
 /// Why a user command failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,8 @@ pub struct Target {
     pub bootstrap: Vec<String>,
     /// The cluster secret, as the operator; `None` for a PLAINTEXT listener.
     pub credentials: Option<PeerCredentials>,
+    /// TLS to the listeners, for SSL and SASL_SSL ones.
+    pub tls: Option<TlsClient>,
     /// Deadline of each request.
     pub timeout: Duration,
 }
@@ -67,6 +70,7 @@ impl Target {
         for addr in &self.bootstrap {
             let mut client = PeerClient::new(addr.clone(), "switchyard-user".into(), self.timeout)
                 .with_credentials(self.credentials.clone())
+                .with_tls(self.tls.clone())
                 .plaintext_ok();
             match client.call(request, version).await {
                 Ok(response) => return Ok(response),

@@ -49,9 +49,9 @@ def user_command(secret, bootstrap: str, *args: str, password: str | None = None
 
 
 def create_user(secret, bootstrap: str, name: str, password: str,
-                mechanism: str = "SCRAM-SHA-512") -> None:
+                mechanism: str = "SCRAM-SHA-512", extra: list[str] | None = None) -> None:
     done = user_command(secret, bootstrap, "create", name, "--mechanism", mechanism,
-                        password=password)
+                        *(extra or []), password=password)
     assert done.returncode == 0, done.stderr
     assert f"user {name}: {mechanism} credential stored" in done.stdout, done.stdout
 
@@ -213,6 +213,24 @@ def test_user_command_lists_replaces_and_deletes_credentials(sasl_broker, topic_
     assert "authentication refused" in refused.stderr, refused.stderr
 
 
+def accepted_everywhere_then_rf3_written(cluster, conf_for, topic: str) -> dict:
+    """Wait until every node of `cluster` accepts the client `conf_for(bootstrap)` describes
+    (a credential reaches each node through the metadata backend; no client API says when),
+    then write 30 records with acks=all to a new RF=3 topic; returns the client's config."""
+    for node in (1, 2, 3):
+        node_conf = conf_for(cluster.bootstrap(node))
+        wait_for(lambda c=node_conf: authenticates(c), 30, f"node {node} to accept the user")
+    conf = conf_for(cluster.bootstrap())
+    admin = AdminClient(conf)
+    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=3)],
+                        request_timeout=15)[topic].result(timeout=30)
+    producer = Producer({**conf, "acks": "all", "enable.idempotence": True})
+    for i in range(30):
+        producer.produce(topic, value=f"m{i}".encode())
+    assert producer.flush(60) == 0
+    return conf
+
+
 @pytest.mark.skipif(not MULTI_NODE, reason="no multi-node backend compiled in")
 def test_three_sasl_nodes_replicate_and_share_users(multi_backend, tmp_path, topic_name):
     cluster = Cluster(multi_backend, tmp_path, env=SASL_ENV)
@@ -222,19 +240,9 @@ def test_three_sasl_nodes_replicate_and_share_users(multi_backend, tmp_path, top
         # Credentials reach every node through the metadata backend; each node checks them
         # against its own copy. A node that has not applied the change yet refuses, so wait
         # (no client API reports when a credential reached a node).
-        for node in (1, 2, 3):
-            conf = confluent(cluster.bootstrap(node), "dave", "dave-secret")
-            wait_for(lambda: authenticates(conf), 30, f"node {node} to accept dave")
-
-        conf = confluent(cluster.bootstrap(), "dave", "dave-secret")
-        admin = AdminClient(conf)
-        admin.create_topics([NewTopic(topic_name, num_partitions=3, replication_factor=3)],
-                            request_timeout=15)[topic_name].result(timeout=30)
-        producer = Producer({**conf, "acks": "all", "enable.idempotence": True})
-        for i in range(30):
-            producer.produce(topic_name, value=f"m{i}".encode())
-        assert producer.flush(60) == 0
-        # acks=all on RF=3 completes only once both followers fetched over SASL with the
+        conf = accepted_everywhere_then_rf3_written(
+            cluster, lambda bootstrap: confluent(bootstrap, "dave", "dave-secret"), topic_name)
+        # acks=all on RF=3 completed only once both followers fetched over SASL with the
         # cluster secret.
         consumer = Consumer({**confluent(cluster.bootstrap(3), "dave", "dave-secret"),
                              "group.id": "g", "auto.offset.reset": "earliest"})

@@ -12,11 +12,13 @@ use kafka_protocol::messages::{
     ApiKey, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf,
+};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::kafka::sasl::{CLUSTER_MECHANISM, PeerCredentials};
+use crate::kafka::tls::{TlsClient, server_name};
 
 /// Largest response accepted.
 const MAX_RESPONSE_BYTES: u32 = 16 << 20;
@@ -45,11 +47,20 @@ pub struct PeerClient {
     addr: String,
     client_id: StrBytes,
     timeout: Duration,
-    connection: Option<(BufReader<OwnedReadHalf>, OwnedWriteHalf)>,
+    connection: Option<Connection>,
     correlation_id: i32,
     credentials: Option<PeerCredentials>,
     plaintext_ok: bool,
+    tls: Option<TlsClient>,
 }
+
+/// An open connection's buffered reading half and writing half.
+type Connection = (BufReader<ReadHalf<Box<dyn Io>>>, WriteHalf<Box<dyn Io>>);
+
+/// A connection's byte stream: TCP, or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Io for T {}
 
 impl CallError {
     /// The error, with a hint when an unauthenticated client was cut off: what a SASL
@@ -76,7 +87,14 @@ impl PeerClient {
             correlation_id: 0,
             credentials: None,
             plaintext_ok: false,
+            tls: None,
         }
+    }
+
+    /// Speak TLS to the listener (`SSL`, `SASL_SSL`), verifying it by its address.
+    pub fn with_tls(mut self, tls: Option<TlsClient>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Go on without authenticating when the listener turns out to take no SASL (an
@@ -122,7 +140,14 @@ impl PeerClient {
         if self.connection.is_none() {
             let stream = TcpStream::connect(&self.addr).await?;
             stream.set_nodelay(true)?;
-            let (read, write) = stream.into_split();
+            let stream: Box<dyn Io> = match &self.tls {
+                Some(tls) => {
+                    let name = server_name(&self.addr).map_err(CallError::Protocol)?;
+                    Box::new(tls.0.connect(name, stream).await?)
+                }
+                None => Box::new(stream),
+            };
+            let (read, write) = tokio::io::split(stream);
             self.connection = Some((BufReader::new(read), write));
             if let Some(credentials) = self.credentials.clone() {
                 self.authenticate(&credentials).await?;

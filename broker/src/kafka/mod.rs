@@ -9,6 +9,7 @@ pub(crate) mod errors;
 pub(crate) mod handlers;
 pub mod sasl;
 pub mod server;
+pub mod tls;
 
 pub use dispatch::{DecodeError, Decoded, decode_request};
 

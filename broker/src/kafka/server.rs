@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use switchyard_backend_api::net::accept;
 use switchyard_backend_api::warn_throttled;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -27,6 +27,7 @@ use crate::broker::Broker;
 use crate::config::KafkaSettings;
 use crate::kafka::dispatch::{self, Reply};
 use crate::kafka::sasl::Session;
+use crate::kafka::tls;
 
 /// The first allocation for a frame; it grows as more bytes arrive.
 const INITIAL_FRAME_CAPACITY: usize = 64 * 1024;
@@ -101,6 +102,8 @@ impl Drop for Admitted {
 
 /// Once a frame has started, the rest must arrive within this long.
 const FRAME_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A TLS handshake must finish within this long.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A response must be written within this long.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a stopping listener waits for requests in flight to be answered.
@@ -131,7 +134,7 @@ pub async fn serve(
                 let broker = Arc::clone(&broker);
                 let stopping = stopping.clone();
                 open.spawn(async move {
-                    if let Err(e) = connection(stream, peer, broker, stopping).await {
+                    if let Err(e) = secure(stream, peer, broker, stopping).await {
                         debug!(%peer, error = %e, "connection closed");
                     }
                     drop(admitted);
@@ -157,19 +160,54 @@ pub async fn serve(
     info!(connections = in_flight, "Kafka listener stopped");
 }
 
-async fn connection(
+/// Run the TLS handshake where the listener speaks TLS (within [`TLS_HANDSHAKE_TIMEOUT`]),
+/// then serve the connection.
+async fn secure(
     stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    stopping: watch::Receiver<bool>,
+) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let protocol = broker.security().protocol;
+    let Some(tls) = broker.security().tls.clone() else {
+        let session = Session::new(protocol, None);
+        return connection(stream, session, peer, broker, stopping).await;
+    };
+    let stream =
+        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                warn_throttled!(%peer, %error, "TLS handshake failed; closing connection");
+                return Ok(());
+            }
+            Err(_) => {
+                warn_throttled!(%peer, "TLS handshake not finished in time; closing connection");
+                return Ok(());
+            }
+        };
+    let certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(tls::subject_of);
+    let session = Session::new(protocol, certificate);
+    connection(stream, session, peer, broker, stopping).await
+}
+
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    mut session: Session,
     peer: SocketAddr,
     broker: Arc<Broker>,
     mut stopping: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    let (read, write) = stream.into_split();
+    let (read, write) = tokio::io::split(stream);
     let mut read = BufReader::new(read);
     let mut write = BufWriter::new(write);
     let idle = Duration::from_millis(broker.settings().connections_max_idle_ms);
     let max = broker.settings().socket_request_max_bytes;
-    let mut session = Session::new(broker.security().protocol);
     loop {
         // Between requests a stopping listener closes the connection; a request already read
         // is answered first.

@@ -20,4 +20,5 @@ mod process;
 mod registry;
 mod sasl;
 mod support;
+mod tls;
 mod wire;

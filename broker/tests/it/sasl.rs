@@ -2,41 +2,20 @@
 //! authenticates, and which principals may speak for a broker.
 
 use anyhow::ensure;
-use figment::providers::Serialized;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::broker_heartbeat_request::BrokerHeartbeatRequest;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{DescribeClusterRequest, FetchRequest, TopicName};
-use switchyard::config::{Config, Overrides, defaults};
 use switchyard::kafka::client::{CallError, PeerClient};
 use switchyard::kafka::sasl::PeerCredentials;
 use switchyard::serve::Node;
 use switchyard_backend_api::{ClusterSecret, NodeId, Principal};
 
-use crate::support::{DEADLINE, s};
+use crate::support::{DEADLINE, s, start_secured};
 
 /// A single memory-backed node whose listener is SASL_PLAINTEXT, and its secret.
 async fn sasl_node(dir: &tempfile::TempDir) -> anyhow::Result<(Node, ClusterSecret)> {
-    let secret = ClusterSecret::generate();
-    let secret_file = dir.path().join("cluster.secret");
-    std::fs::write(&secret_file, secret.to_file_contents())?;
-    let overrides = Overrides {
-        metadata_backend: Some("memory".into()),
-        data_dir: Some(dir.path().join("data")),
-        listen: Some("127.0.0.1:0".into()),
-        cluster_secret_file: Some(secret_file),
-        ..Overrides::default()
-    };
-    let figment = defaults()
-        .merge(Serialized::defaults(&overrides))
-        .merge(Serialized::default(
-            "kafka.security_protocol",
-            "SASL_PLAINTEXT",
-        ));
-    let node = Node::start(&Config::from_figment(figment)?).await?;
-    let mut registered = node.broker().registration();
-    tokio::time::timeout(DEADLINE, registered.wait_for(|r| *r)).await??;
-    Ok((node, secret))
+    start_secured(dir, &[("security_protocol", "SASL_PLAINTEXT".into())]).await
 }
 
 fn client(node: &Node, me: Option<(&ClusterSecret, Principal)>) -> PeerClient {

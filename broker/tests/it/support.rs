@@ -11,6 +11,7 @@ use kafka_protocol::records::{
 };
 use switchyard::config::{Config, Overrides, defaults};
 use switchyard::serve::Node;
+use switchyard_backend_api::ClusterSecret;
 
 /// How long a test waits for any one thing.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
@@ -35,6 +36,32 @@ pub(crate) async fn start_memory(
     let mut registered = node.broker().registration();
     tokio::time::timeout(DEADLINE, registered.wait_for(|r| *r)).await??;
     Ok(node)
+}
+
+/// A memory-backed node with a cluster secret (returned) and these `[kafka]` settings, once
+/// registered.
+pub(crate) async fn start_secured(
+    dir: &tempfile::TempDir,
+    kafka: &[(&str, String)],
+) -> anyhow::Result<(Node, ClusterSecret)> {
+    let secret = ClusterSecret::generate();
+    let secret_file = dir.path().join("cluster.secret");
+    std::fs::write(&secret_file, secret.to_file_contents())?;
+    let overrides = Overrides {
+        metadata_backend: Some("memory".into()),
+        data_dir: Some(dir.path().join("data")),
+        listen: Some("127.0.0.1:0".into()),
+        cluster_secret_file: Some(secret_file),
+        ..Overrides::default()
+    };
+    let mut figment = defaults().merge(Serialized::defaults(&overrides));
+    for (key, value) in kafka {
+        figment = figment.merge(Serialized::default(&format!("kafka.{key}"), value));
+    }
+    let node = Node::start(&Config::from_figment(figment)?).await?;
+    let mut registered = node.broker().registration();
+    tokio::time::timeout(DEADLINE, registered.wait_for(|r| *r)).await??;
+    Ok((node, secret))
 }
 
 /// A Kafka string.

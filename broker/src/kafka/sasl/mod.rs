@@ -20,17 +20,23 @@ use switchyard_backend_api::auth::{ClientHandshake, ServerHandshake};
 use switchyard_backend_api::security::ScramMechanism;
 use switchyard_backend_api::{ClusterSecret, MetadataState, NodeId, Principal};
 
+use crate::kafka::tls::Tls;
+
 /// The SASL name of the cluster-secret mechanism.
 pub const CLUSTER_MECHANISM: &str = "SWITCHYARD-CLUSTER";
 
 /// What the Kafka listener asks of a connection before serving it (Kafka's
-/// `security.protocol` of a listener; TLS ones are not offered yet).
+/// `security.protocol` of a listener).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecurityProtocol {
     /// Nothing: every connection is `User:ANONYMOUS`.
     Plaintext,
     /// A SASL exchange first.
     SaslPlaintext,
+    /// TLS; a verified client certificate names the principal, else `User:ANONYMOUS`.
+    Ssl,
+    /// TLS, then a SASL exchange.
+    SaslSsl,
 }
 
 impl SecurityProtocol {
@@ -39,6 +45,8 @@ impl SecurityProtocol {
         match self {
             Self::Plaintext => "PLAINTEXT",
             Self::SaslPlaintext => "SASL_PLAINTEXT",
+            Self::Ssl => "SSL",
+            Self::SaslSsl => "SASL_SSL",
         }
     }
 
@@ -47,8 +55,20 @@ impl SecurityProtocol {
         match name {
             "PLAINTEXT" => Some(Self::Plaintext),
             "SASL_PLAINTEXT" => Some(Self::SaslPlaintext),
+            "SSL" => Some(Self::Ssl),
+            "SASL_SSL" => Some(Self::SaslSsl),
             _ => None,
         }
+    }
+
+    /// Whether connections speak TLS.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+
+    /// Whether connections authenticate with SASL before anything else.
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
     }
 }
 
@@ -94,6 +114,8 @@ pub struct ListenerSecurity {
     pub mechanisms: Vec<Mechanism>,
     /// The cluster secret, for [`CLUSTER_MECHANISM`] both ways.
     pub cluster_secret: Option<ClusterSecret>,
+    /// TLS, for `SSL` and `SASL_SSL`.
+    pub tls: Option<Tls>,
 }
 
 impl ListenerSecurity {
@@ -103,6 +125,7 @@ impl ListenerSecurity {
             protocol: SecurityProtocol::Plaintext,
             mechanisms: Vec::new(),
             cluster_secret: None,
+            tls: None,
         }
     }
 
@@ -110,12 +133,10 @@ impl ListenerSecurity {
     pub fn peer_credentials(&self, me: NodeId) -> Option<PeerCredentials> {
         match self.protocol {
             SecurityProtocol::Plaintext => None,
-            SecurityProtocol::SaslPlaintext => {
-                self.cluster_secret.clone().map(|secret| PeerCredentials {
-                    secret,
-                    me: Principal::Node(me),
-                })
-            }
+            _ => self.cluster_secret.clone().map(|secret| PeerCredentials {
+                secret,
+                me: Principal::Node(me),
+            }),
         }
     }
 }
@@ -204,6 +225,9 @@ enum Exchange {
 pub(crate) struct Session {
     principal: Option<KafkaPrincipal>,
     exchange: Option<Exchange>,
+    /// An `SSL` connection may still prove the cluster secret (a broker, an operator's
+    /// command) and become that principal.
+    upgradable: bool,
 }
 
 /// What a `SaslHandshake` gets.
@@ -236,14 +260,20 @@ pub(crate) struct Verifier<'a> {
 }
 
 impl Session {
-    /// A new connection to a listener of `protocol`.
-    pub(crate) fn new(protocol: SecurityProtocol) -> Self {
+    /// A new connection to a listener of `protocol`, whose TLS client certificate (if any)
+    /// has the subject `certificate`.
+    pub(crate) fn new(protocol: SecurityProtocol, certificate: Option<String>) -> Self {
+        let principal = match protocol {
+            SecurityProtocol::Plaintext => Some(KafkaPrincipal::Anonymous),
+            SecurityProtocol::Ssl => {
+                Some(certificate.map_or(KafkaPrincipal::Anonymous, KafkaPrincipal::User))
+            }
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl => None,
+        };
         Self {
-            principal: match protocol {
-                SecurityProtocol::Plaintext => Some(KafkaPrincipal::Anonymous),
-                SecurityProtocol::SaslPlaintext => None,
-            },
+            principal,
             exchange: None,
+            upgradable: protocol == SecurityProtocol::Ssl,
         }
     }
 
@@ -260,7 +290,8 @@ impl Session {
         offered: &[Mechanism],
         cluster: bool,
     ) -> Result<(), HandshakeError> {
-        if self.principal.is_some() || self.exchange.is_some() {
+        let upgrade = self.upgradable && name == CLUSTER_MECHANISM;
+        if (self.principal.is_some() && !upgrade) || self.exchange.is_some() {
             return Err(HandshakeError::IllegalState);
         }
         let mechanism = match name {
