@@ -220,6 +220,14 @@ impl PeerClient {
         write.flush().await?;
 
         let length = read.read_u32().await?;
+        // A TLS record (an alert or a handshake, version 3.x) where a length should be: the
+        // listener speaks TLS and this client does not.
+        if self.tls.is_none() && matches!(length >> 16, 0x1503 | 0x1603) {
+            return Err(CallError::Protocol(
+                "the listener answered with TLS: connect with TLS (--ssl-truststore-location)"
+                    .into(),
+            ));
+        }
         if length > MAX_RESPONSE_BYTES {
             return Err(CallError::Protocol(format!(
                 "response of {length} bytes is larger than {MAX_RESPONSE_BYTES}"
