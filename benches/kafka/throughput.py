@@ -57,8 +57,13 @@ def create_topics(bootstrap, count):
     return time.perf_counter() - start
 
 
-def produce(bootstrap, topic, messages, acks):
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": acks, "linger.ms": 5,
+def client_conf(client):
+    """A client's settings: a bootstrap address, or the settings themselves (TLS, SASL)."""
+    return {"bootstrap.servers": client} if isinstance(client, str) else dict(client)
+
+
+def produce(client, topic, messages, acks):
+    producer = Producer({**client_conf(client), "acks": acks, "linger.ms": 5,
                          "batch.size": 1 << 20, "queue.buffering.max.messages": 1_000_000})
     value = b"x" * 1024
     start = time.perf_counter()
@@ -76,8 +81,8 @@ def produce(bootstrap, topic, messages, acks):
     return elapsed
 
 
-def consume(bootstrap, topic, messages):
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{topic}",
+def consume(client, topic, messages):
+    consumer = Consumer({**client_conf(client), "group.id": f"bench-{topic}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
                          "fetch.max.bytes": 64 << 20})
     consumer.subscribe([topic])

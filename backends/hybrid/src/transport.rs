@@ -45,6 +45,55 @@ const CALL_QUEUE: usize = 1024;
 /// connection that says nothing is closed rather than held open.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most entries one raft message may carry. The group's messages are at most
+/// `max_size_per_msg` (1 MiB) of entries that each hold a term and an index, so about
+/// 130,000 at the very most; a frame of empty entries (two bytes each) would otherwise
+/// decode 16 MiB into millions of `Entry` values, about 1 GB.
+const MAX_ENTRIES_PER_MESSAGE: usize = 1 << 18;
+
+/// Whether a raft message's top-level `entries` (field 7) are few enough to decode, counted
+/// from the protobuf wire format without decoding; a frame that does not scan is left to the
+/// decoder to refuse.
+fn within_entry_limit(frame: &[u8]) -> bool {
+    fn varint(bytes: &mut &[u8]) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = bytes.split_first()?;
+            *bytes = rest;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    let mut rest = frame;
+    let mut entries = 0usize;
+    while !rest.is_empty() {
+        let Some(key) = varint(&mut rest) else {
+            return true;
+        };
+        let skip = match key & 7 {
+            0 => varint(&mut rest).map(|_| 0),
+            1 => Some(8),
+            2 => varint(&mut rest).and_then(|len| usize::try_from(len).ok()),
+            5 => Some(4),
+            _ => None,
+        };
+        let Some(skip) = skip.filter(|skip| *skip <= rest.len()) else {
+            return true;
+        };
+        if key >> 3 == 7 && key & 7 == 2 {
+            entries += 1;
+            if entries > MAX_ENTRIES_PER_MESSAGE {
+                return false;
+            }
+        }
+        rest = &rest[skip..];
+    }
+    true
+}
+
 /// Opens a connection to a peer by id (the handshake below [`Open`] included).
 pub type Dial = Arc<dyn Fn(u64) -> BoxFuture<'static, Option<TcpStream>> + Send + Sync>;
 
@@ -260,6 +309,14 @@ async fn receive(
     match codec::decode::<Open>(&first) {
         Ok(Open::Raft) if from != 0 => {
             while let Some(Ok(frame)) = conn.next().await {
+                if !within_entry_limit(&frame) {
+                    switchyard_backend_api::warn_throttled!(
+                        peer = from,
+                        bytes = frame.len(),
+                        "a raft message with more than {MAX_ENTRIES_PER_MESSAGE} entries; closing"
+                    );
+                    return;
+                }
                 match Message::decode(&frame[..]) {
                     Ok(message) if message.from == from && message.to == me => {
                         if inbox.send(message).await.is_err() {
@@ -554,6 +611,28 @@ mod tests {
             matches!(decoded, Ok(raft::eraftpb::MessageType::MsgHup)),
             "{decoded:?}"
         );
+    }
+
+    /// A frame of millions of empty entries is refused before it is decoded; a real append
+    /// message passes.
+    #[test]
+    fn a_raft_frame_of_millions_of_empty_entries_is_refused_before_decoding() {
+        // Field 7, wire type 2, length 0: one empty entry, two bytes.
+        let empty_entries = [0x3a, 0x00].repeat(8 << 20);
+        assert!(!within_entry_limit(&empty_entries));
+        let mut append = Message::default();
+        append.set_msg_type(raft::eraftpb::MessageType::MsgAppend);
+        append.to = 2;
+        append.from = 1;
+        append.entries = (1..=1000)
+            .map(|index| raft::eraftpb::Entry {
+                term: 3,
+                index,
+                data: vec![7; 100],
+                ..Default::default()
+            })
+            .collect();
+        assert!(within_entry_limit(&append.encode_to_vec()));
     }
 
     /// A message type this version does not know reads as the default (`MsgHup`), as it did

@@ -338,8 +338,25 @@ pub(crate) fn render(inputs: &Inputs<'_>) -> String {
     for table in tables(record) {
         table_section(out, record, results, &floors, &table);
     }
+    tls_section(out);
     not_covered_section(out);
     doc
+}
+
+/// Where the hand-run TLS comparison's last results are kept (a Markdown fragment).
+const TLS_RESULTS: &str = "benches/kafka/tls-results.md";
+
+/// TLS against plaintext on the Kafka listener: measured by hand with `benches/kafka/tls.py`
+/// (real broker processes and a C client, not criterion), its last results copied from
+/// [`TLS_RESULTS`].
+fn tls_section(out: &mut String) {
+    let Ok(results) = std::fs::read_to_string(TLS_RESULTS) else {
+        return;
+    };
+    line(out, "## TLS on the Kafka listener against plaintext");
+    line(out, "");
+    out.push_str(results.trim_end());
+    out.push_str("\n\n");
 }
 
 fn not_covered_section(out: &mut String) {
