@@ -31,8 +31,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_broker(binary, backend, data_dir, port):
-    env = dict(os.environ, RUST_LOG="warn,switchyard::broker=info")
+def start_broker(binary, backend, data_dir, port, extra_env=None):
+    env = dict(os.environ, RUST_LOG="warn,switchyard::broker=info", **(extra_env or {}))
     proc = subprocess.Popen(
         [binary, "serve", "--metadata-backend", backend, "--data-dir", data_dir,
          "--listen", f"127.0.0.1:{port}"],
@@ -135,12 +135,17 @@ def main():
         for row in rows:
             print("| " + " | ".join(row) + " |")
     finally:
-        broker.send_signal(signal.SIGTERM)
-        try:
-            broker.wait(30)
-        except subprocess.TimeoutExpired:
-            broker.kill()
+        stop_broker(broker)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def stop_broker(broker):
+    """SIGTERM, and kill -9 if it has not exited 30 s later."""
+    broker.send_signal(signal.SIGTERM)
+    try:
+        broker.wait(30)
+    except subprocess.TimeoutExpired:
+        broker.kill()
 
 
 if __name__ == "__main__":

@@ -14,34 +14,15 @@ Usage:
 import argparse
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
 import trustme
 from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from throughput import consume, free_port, produce  # noqa: E402
-
-
-def start(binary, backend, data_dir, port, env):
-    proc = subprocess.Popen(
-        [binary, "serve", "--metadata-backend", backend, "--data-dir", data_dir,
-         "--listen", f"127.0.0.1:{port}"],
-        stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "RUST_LOG": "warn,switchyard::broker=info", **env})
-    deadline = time.time() + 30
-    for line in proc.stderr:
-        if "broker registered" in line:
-            return proc
-        if time.time() > deadline:
-            break
-    proc.kill()
-    raise SystemExit("broker did not register within 30 s")
+from throughput import consume, free_port, produce, start_broker, stop_broker  # noqa: E402
 
 
 def main():
@@ -75,7 +56,7 @@ def main():
                                   ("TLS", tls_env, {"security.protocol": "SSL",
                                                     "ssl.ca.location": ca_file})):
             port = free_port()
-            brokers.append(start(args.bin, args.backend, os.path.join(work, name), port, env))
+            brokers.append(start_broker(args.bin, args.backend, os.path.join(work, name), port, env))
             conf = {"bootstrap.servers": f"127.0.0.1:{port}", **client}
             admin = AdminClient(conf)
             topics = [NewTopic(f"bench-{acks}-{r}", 3, 1)
@@ -104,11 +85,7 @@ def main():
             print(f"| {label} | {plain:,.0f} | {tls:,.0f} | {tls / plain:.0%} |")
     finally:
         for broker in brokers:
-            broker.send_signal(signal.SIGTERM)
-            try:
-                broker.wait(30)
-            except subprocess.TimeoutExpired:
-                broker.kill()
+            stop_broker(broker)
         shutil.rmtree(work, ignore_errors=True)
 
 
