@@ -17,6 +17,7 @@ use kafka_protocol::messages::create_acls_response::AclCreationResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_acls_response::DeleteAclsFilterResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -58,20 +59,23 @@ pub(crate) struct Access {
 }
 
 impl Access {
-    /// The access of `client` on `broker` now.
+    /// The access of `client` on `broker` now. Without the authorizer (or for a holder of the
+    /// cluster secret) nothing is formatted: every request takes this path.
     pub(crate) fn of(broker: &Broker, client: &Client) -> Self {
         let settings = broker.settings();
-        let principal = client.principal.to_string();
-        let checked = settings.authorizer_enabled
-            && !client.principal.holds_cluster_secret()
-            && !settings.super_users.contains(&principal);
-        Self {
-            checked,
-            principal,
-            host: client.ip.to_string(),
+        let mut access = Self {
+            checked: false,
+            principal: String::new(),
+            host: String::new(),
             allow_if_no_acl: settings.allow_everyone_if_no_acl_found,
             view: broker.metadata(),
+        };
+        if settings.authorizer_enabled && !client.principal.holds_cluster_secret() {
+            access.principal = client.principal.to_string();
+            access.checked = !settings.super_users.contains(&access.principal);
+            access.host = client.ip.to_string();
         }
+        access
     }
 
     /// Whether the principal may do `operation` on `resource`/`name`.
@@ -155,6 +159,23 @@ fn denied(error: ResponseError) -> i16 {
     error.code()
 }
 
+/// Keep the items `allowed` lets through; for each other one, what `refusal` makes of it.
+fn narrow<T, R>(
+    items: &mut Vec<T>,
+    allowed: impl Fn(&T) -> bool,
+    refusal: impl Fn(&T) -> R,
+) -> Vec<R> {
+    let mut refused = Vec::new();
+    items.retain(|item| {
+        let ok = allowed(item);
+        if !ok {
+            refused.push(refusal(item));
+        }
+        ok
+    });
+    refused
+}
+
 /// Check `request` against `access`.
 pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
     use AclOperation::*;
@@ -163,45 +184,42 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
     let group_refusal = denied(ResponseError::GroupAuthorizationFailed);
     match request {
         RequestKind::Produce(mut r) => {
-            let mut refused = Vec::new();
-            r.topic_data.retain(|t| {
-                let ok = access.may_on_topic(Write, &t.name);
-                if !ok {
-                    refused.push((
+            let refused = narrow(
+                &mut r.topic_data,
+                |t| access.may_on_topic(Write, &t.name),
+                |t| {
+                    (
                         t.name.clone(),
                         t.partition_data.iter().map(|p| p.index).collect(),
-                    ));
-                }
-                ok
-            });
+                    )
+                },
+            );
             Gate::Pass(RequestKind::Produce(r), Patch::Produce(refused))
         }
         RequestKind::Fetch(mut r) if r.replica_id.0 < 0 => {
-            let mut refused = Vec::new();
-            r.topics.retain(|t| {
-                let ok = access.may_on_topic(Read, &t.topic);
-                if !ok {
-                    refused.push((
+            let refused = narrow(
+                &mut r.topics,
+                |t| access.may_on_topic(Read, &t.topic),
+                |t| {
+                    (
                         t.topic.clone(),
                         t.partitions.iter().map(|p| p.partition).collect(),
-                    ));
-                }
-                ok
-            });
+                    )
+                },
+            );
             Gate::Pass(RequestKind::Fetch(r), Patch::Fetch(refused))
         }
         RequestKind::ListOffsets(mut r) => {
-            let mut refused = Vec::new();
-            r.topics.retain(|t| {
-                let ok = access.may_on_topic(Describe, &t.name);
-                if !ok {
-                    refused.push((
+            let refused = narrow(
+                &mut r.topics,
+                |t| access.may_on_topic(Describe, &t.name),
+                |t| {
+                    (
                         t.name.clone(),
                         t.partitions.iter().map(|p| p.partition_index).collect(),
-                    ));
-                }
-                ok
-            });
+                    )
+                },
+            );
             Gate::Pass(RequestKind::ListOffsets(r), Patch::ListOffsets(refused))
         }
         RequestKind::Metadata(mut r) => {
@@ -237,20 +255,17 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
             }
         }
         RequestKind::CreateTopics(mut r) => {
-            let mut refused = Vec::new();
-            r.topics.retain(|t| {
-                let ok = cluster(Create) || access.may_on_topic(Create, &t.name);
-                if !ok {
-                    refused.push(
-                        CreatableTopicResult::default()
-                            .with_name(t.name.clone())
-                            .with_error_code(denied(ResponseError::TopicAuthorizationFailed))
-                            .with_num_partitions(-1)
-                            .with_replication_factor(-1),
-                    );
-                }
-                ok
-            });
+            let refused = narrow(
+                &mut r.topics,
+                |t| cluster(Create) || access.may_on_topic(Create, &t.name),
+                |t| {
+                    CreatableTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_error_code(denied(ResponseError::TopicAuthorizationFailed))
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
+                },
+            );
             Gate::Pass(RequestKind::CreateTopics(r), Patch::CreateTopics(refused))
         }
         RequestKind::DeleteTopics(mut r) => {
@@ -259,14 +274,11 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
                     .with_name(Some(name.clone()))
                     .with_error_code(denied(ResponseError::TopicAuthorizationFailed))
             };
-            let mut refused = Vec::new();
-            r.topic_names.retain(|name| {
-                let ok = access.may_on_topic(Delete, name);
-                if !ok {
-                    refused.push(refuse(name));
-                }
-                ok
-            });
+            let mut refused = narrow(
+                &mut r.topic_names,
+                |name| access.may_on_topic(Delete, name),
+                |name| refuse(name),
+            );
             r.topics.retain(|t| {
                 let name = t.name.clone().or_else(|| {
                     access
@@ -286,63 +298,49 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
             Gate::Pass(RequestKind::DeleteTopics(r), Patch::DeleteTopics(refused))
         }
         RequestKind::DescribeConfigs(mut r) => {
-            let mut refused = Vec::new();
-            r.resources.retain(|resource| {
-                let ok = if resource.resource_type == TOPIC_CONFIGS {
-                    access.may(
-                        DescribeConfigs,
-                        ResourceType::Topic,
-                        resource.resource_name.as_str(),
-                    )
-                } else {
-                    cluster(DescribeConfigs)
-                };
-                if !ok {
-                    let error = if resource.resource_type == TOPIC_CONFIGS {
+            let topic =
+                |resource: &DescribeConfigsResource| resource.resource_type == TOPIC_CONFIGS;
+            let refused = narrow(
+                &mut r.resources,
+                |resource| {
+                    if topic(resource) {
+                        let name = resource.resource_name.as_str();
+                        access.may(DescribeConfigs, ResourceType::Topic, name)
+                    } else {
+                        cluster(DescribeConfigs)
+                    }
+                },
+                |resource| {
+                    let error = if topic(resource) {
                         ResponseError::TopicAuthorizationFailed
                     } else {
                         ResponseError::ClusterAuthorizationFailed
                     };
-                    refused.push(
-                        DescribeConfigsResult::default()
-                            .with_error_code(error.code())
-                            .with_resource_type(resource.resource_type)
-                            .with_resource_name(resource.resource_name.clone()),
-                    );
-                }
-                ok
-            });
+                    DescribeConfigsResult::default()
+                        .with_error_code(error.code())
+                        .with_resource_type(resource.resource_type)
+                        .with_resource_name(resource.resource_name.clone())
+                },
+            );
             Gate::Pass(
                 RequestKind::DescribeConfigs(r),
                 Patch::DescribeConfigs(refused),
             )
         }
         RequestKind::OffsetCommit(mut r) => {
-            if !access.may_on_group(Read, r.group_id.as_str()) {
-                let refused: Vec<(TopicName, Vec<i32>)> = r
-                    .topics
-                    .iter()
-                    .map(|t| {
-                        (
-                            t.name.clone(),
-                            t.partitions.iter().map(|p| p.partition_index).collect(),
-                        )
-                    })
-                    .collect();
-                r.topics.clear();
-                return Gate::Pass(RequestKind::OffsetCommit(r), Patch::OffsetCommit(refused));
-            }
-            let mut refused = Vec::new();
-            r.topics.retain(|t| {
-                let ok = access.may_on_topic(Read, &t.name);
-                if !ok {
-                    refused.push((
+            // Refused for its group: every topic goes, and the patch answers each partition
+            // GROUP_AUTHORIZATION_FAILED.
+            let group = access.may_on_group(Read, r.group_id.as_str());
+            let refused = narrow(
+                &mut r.topics,
+                |t| group && access.may_on_topic(Read, &t.name),
+                |t| {
+                    (
                         t.name.clone(),
                         t.partitions.iter().map(|p| p.partition_index).collect(),
-                    ));
-                }
-                ok
-            });
+                    )
+                },
+            );
             Gate::Pass(RequestKind::OffsetCommit(r), Patch::OffsetCommit(refused))
         }
         RequestKind::OffsetFetch(r) => {
@@ -412,18 +410,15 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
             ))
         }
         RequestKind::DescribeGroups(mut r) => {
-            let mut refused = Vec::new();
-            r.groups.retain(|g| {
-                let ok = access.may_on_group(Describe, g.as_str());
-                if !ok {
-                    refused.push(
-                        DescribedGroup::default()
-                            .with_group_id(g.clone())
-                            .with_error_code(group_refusal),
-                    );
-                }
-                ok
-            });
+            let refused = narrow(
+                &mut r.groups,
+                |g| access.may_on_group(Describe, g.as_str()),
+                |g| {
+                    DescribedGroup::default()
+                        .with_group_id(g.clone())
+                        .with_error_code(group_refusal)
+                },
+            );
             Gate::Pass(
                 RequestKind::DescribeGroups(r),
                 Patch::DescribeGroups(refused),
