@@ -13,7 +13,7 @@ import subprocess
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation,
                                   AclPermissionType, AdminClient, NewTopic, ResourcePatternType,
                                   ResourceType)
@@ -347,6 +347,15 @@ def test_acls_decide_who_produces_consumes_and_administers(acl_broker, topic_nam
                               permission=AclPermissionType.DENY)])
     error = first_consumer_error(alice, topic_name, "readers")
     assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, error
+    # An offset commit in a group she may read, for the topic she may not: the topic is what
+    # is refused, not the group.
+    committer = Consumer({**alice, "group.id": "readers"})
+    try:
+        with pytest.raises(KafkaException) as commit:
+            committer.commit(offsets=[TopicPartition(topic_name, 0, 1)], asynchronous=False)
+        assert commit.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, commit.value
+    finally:
+        committer.close()
 
     # kafka-python's admin client sees the same bindings; deleting them closes the topic again.
     kp_admin = KafkaAdminClient(request_timeout_ms=15_000,

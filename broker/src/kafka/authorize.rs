@@ -135,8 +135,14 @@ pub(crate) enum Patch {
     Fetch(Vec<(TopicName, Vec<i32>)>),
     /// Same for ListOffsets.
     ListOffsets(Vec<(TopicName, Vec<i32>)>),
-    /// Same for OffsetCommit.
-    OffsetCommit(Vec<(TopicName, Vec<i32>)>),
+    /// OffsetCommit: refused topics and partitions, `GROUP_AUTHORIZATION_FAILED` when the
+    /// group was refused, else `TOPIC_AUTHORIZATION_FAILED`.
+    OffsetCommit {
+        /// The refused topics and partitions.
+        refused: Vec<(TopicName, Vec<i32>)>,
+        /// Whether the whole request was refused for its group.
+        group: bool,
+    },
     /// Metadata: topics named and refused; `all` when every topic was asked for (the
     /// response is filtered).
     Metadata { refused: Vec<TopicName>, all: bool },
@@ -341,7 +347,13 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
                     )
                 },
             );
-            Gate::Pass(RequestKind::OffsetCommit(r), Patch::OffsetCommit(refused))
+            Gate::Pass(
+                RequestKind::OffsetCommit(r),
+                Patch::OffsetCommit {
+                    refused,
+                    group: !group,
+                },
+            )
         }
         RequestKind::OffsetFetch(r) => {
             let groups: Vec<String> = if r.groups.is_empty() {
@@ -572,9 +584,8 @@ pub(crate) fn patch(access: &Access, response: ResponseKind, patch: Patch) -> Re
                 }));
             ResponseKind::ListOffsets(r)
         }
-        (ResponseKind::OffsetCommit(mut r), Patch::OffsetCommit(refused)) => {
-            // A request with no topic left was refused for its group.
-            let code = if r.topics.is_empty() && !refused.is_empty() {
+        (ResponseKind::OffsetCommit(mut r), Patch::OffsetCommit { refused, group }) => {
+            let code = if group {
                 denied(ResponseError::GroupAuthorizationFailed)
             } else {
                 topic_refusal
