@@ -143,7 +143,7 @@ fn admin_context(config: &Config) -> Result<(&'static Registration, AdminContext
         })?,
     };
     let registration = find_backend(name)?;
-    let secret = config.cluster_secret.clone().ok_or_else(|| {
+    let credentials = config.cluster_credentials().ok_or_else(|| {
         MetadataError::Config(format!(
             "`switchyard cluster` proves the cluster secret to every node it asks: {MAKE_A_SECRET}"
         ))
@@ -151,7 +151,7 @@ fn admin_context(config: &Config) -> Result<(&'static Registration, AdminContext
     let context = AdminContext {
         config: config.backend_config(registration.name),
         peers: config.peers.clone(),
-        secret,
+        credentials,
     };
     Ok((registration, context))
 }

@@ -186,6 +186,28 @@ pub struct ServeArgs {
     /// Default: none. Env: SWITCHYARD_CLUSTER_SECRET_FILE. TOML key: cluster_secret_file.
     #[arg(long, value_name = "PATH")]
     pub cluster_secret_file: Option<PathBuf>,
+
+    /// This node's certificate (PEM chain, leaf first) for mutual TLS on every connection
+    /// between nodes and from `switchyard cluster` commands. It must name the host of this
+    /// node's entry in --peers (a DNS name or IP subject alternative name). Cluster TLS needs
+    /// all three of --cluster-tls-certificate, --cluster-tls-key and --cluster-tls-ca.
+    ///
+    /// Default: none (cluster connections are authenticated, not encrypted). Env:
+    /// SWITCHYARD_CLUSTER_TLS_CERTIFICATE. TOML key: cluster_tls_certificate.
+    #[arg(long, value_name = "PATH")]
+    pub cluster_tls_certificate: Option<PathBuf>,
+
+    /// The private key (PEM) of --cluster-tls-certificate.
+    ///
+    /// Default: none. Env: SWITCHYARD_CLUSTER_TLS_KEY. TOML key: cluster_tls_key.
+    #[arg(long, value_name = "PATH")]
+    pub cluster_tls_key: Option<PathBuf>,
+
+    /// The CA certificates (PEM) every node's cluster certificate is checked against.
+    ///
+    /// Default: none. Env: SWITCHYARD_CLUSTER_TLS_CA. TOML key: cluster_tls_ca.
+    #[arg(long, value_name = "PATH")]
+    pub cluster_tls_ca: Option<PathBuf>,
 }
 
 /// A running cluster's Kafka listeners and the secret that proves the right to administer it.
@@ -324,6 +346,9 @@ impl ServeArgs {
             advertise: self.advertise.clone(),
             cluster_listen: self.cluster_listen.clone(),
             cluster_secret_file: self.cluster_secret_file.clone(),
+            cluster_tls_certificate: self.cluster_tls_certificate.clone(),
+            cluster_tls_key: self.cluster_tls_key.clone(),
+            cluster_tls_ca: self.cluster_tls_ca.clone(),
         }
     }
 
@@ -373,6 +398,9 @@ mod tests {
             "--cluster-secret-file",
             "SWITCHYARD_CLUSTER_SECRET_FILE",
             "cluster_secret_file",
+            "--cluster-tls-certificate",
+            "SWITCHYARD_CLUSTER_TLS_CERTIFICATE",
+            "cluster_tls_ca",
         ] {
             assert!(help.contains(needle), "{needle:?} missing from:\n{help}");
         }

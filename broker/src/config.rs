@@ -10,7 +10,8 @@
 //! 4. command-line flags that were actually given ([`Overrides`]).
 //!
 //! Top-level keys are `metadata_backend`, `data_dir`, `node_id`, `peers`, `listen`, `advertise`,
-//! `cluster_listen`, `cluster_secret_file` (required with `peers`),
+//! `cluster_listen`, `cluster_secret_file` (required with `peers`), `cluster_tls_certificate`,
+//! `cluster_tls_key`, `cluster_tls_ca` (all three or none),
 //! `kafka` (see [`KafkaSettings`]) and `metadata`; any other key is an error. `metadata` is free-form: `[metadata.<backend>]` is that backend's own table,
 //! handed to it as its [`OpenContext::config`](switchyard_backend_api::OpenContext::config) by
 //! [`Config::backend_config`]. Tables merge key by key across layers; any other value is replaced
@@ -32,7 +33,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Value};
 use serde::{Deserialize, Serialize};
 use switchyard_backend_api::auth::MAKE_A_SECRET;
-use switchyard_backend_api::{ClusterSecret, MAX_CLUSTER_PARTITIONS, NodeId};
+use switchyard_backend_api::tls::ClusterTls;
+use switchyard_backend_api::{ClusterCredentials, ClusterSecret, MAX_CLUSTER_PARTITIONS, NodeId};
 
 use crate::kafka::sasl::{ListenerSecurity, Mechanism, SecurityProtocol};
 use crate::kafka::tls::{ClientAuth, Tls, TlsFiles};
@@ -128,6 +130,9 @@ pub enum ConfigError {
     /// The cluster secret is missing for a cluster, or its file cannot be used.
     #[error("{0}")]
     ClusterSecret(String),
+    /// The cluster TLS settings are incomplete, or their files cannot be used.
+    #[error("{0}")]
+    ClusterTls(String),
     /// The broker heartbeat settings cannot work.
     #[error(
         "kafka.broker_session_timeout_ms ({timeout_ms}) must be larger than \
@@ -291,6 +296,15 @@ pub struct Overrides {
     /// `--cluster-secret-file`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// `--cluster-tls-certificate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_tls_certificate: Option<PathBuf>,
+    /// `--cluster-tls-key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_tls_key: Option<PathBuf>,
+    /// `--cluster-tls-ca`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_tls_ca: Option<PathBuf>,
 }
 
 /// Kafka broker settings, the `[kafka]` table (`SWITCHYARD_KAFKA__<KEY>`). Names follow Kafka's
@@ -434,6 +448,9 @@ struct Raw {
     advertise: Option<String>,
     cluster_listen: Option<String>,
     cluster_secret_file: Option<PathBuf>,
+    cluster_tls_certificate: Option<PathBuf>,
+    cluster_tls_key: Option<PathBuf>,
+    cluster_tls_ca: Option<PathBuf>,
     #[serde(default)]
     kafka: KafkaSettings,
     /// Per-backend tables; only checked to be a table here, read by the backend.
@@ -468,6 +485,9 @@ pub struct Config {
     pub cluster_listen: Option<String>,
     /// The secret read from `cluster_secret_file`; present whenever `peers` is.
     pub cluster_secret: Option<ClusterSecret>,
+    /// Mutual TLS for cluster connections, from `cluster_tls_certificate`, `cluster_tls_key`
+    /// and `cluster_tls_ca` (all three or none).
+    pub cluster_tls: Option<ClusterTls>,
     /// How the Kafka listener authenticates (from `kafka.security_protocol` and
     /// `kafka.sasl_enabled_mechanisms`).
     pub security: ListenerSecurity,
@@ -477,6 +497,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// What this node proves on cluster connections: the secret, and TLS when configured.
+    pub fn cluster_credentials(&self) -> Option<ClusterCredentials> {
+        self.cluster_secret
+            .clone()
+            .map(|secret| ClusterCredentials {
+                secret,
+                tls: self.cluster_tls.clone(),
+            })
+    }
+
     /// Load from all layers: defaults, the TOML file (`file`, or `switchyard.toml` in the current
     /// directory if it exists), `SWITCHYARD_*` environment variables, then `overrides`.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
@@ -546,6 +576,16 @@ impl Config {
             }
             None => None,
         };
+        let cluster_tls = cluster_tls(
+            raw.cluster_tls_certificate.as_deref(),
+            raw.cluster_tls_key.as_deref(),
+            raw.cluster_tls_ca.as_deref(),
+        )?;
+        if cluster_tls.is_some() && cluster_secret.is_none() {
+            return Err(ConfigError::ClusterSecret(format!(
+                "cluster TLS is configured, and cluster connections prove the cluster secret                  inside it: {MAKE_A_SECRET}"
+            )));
+        }
         let security = listener_security(&raw.kafka, cluster_secret.as_ref())?;
         Ok(Self {
             metadata_backend: raw.metadata_backend,
@@ -556,6 +596,7 @@ impl Config {
             advertise,
             cluster_listen: raw.cluster_listen,
             cluster_secret,
+            cluster_tls,
             security,
             kafka: raw.kafka,
             figment,
@@ -574,6 +615,27 @@ impl Config {
         self.cluster_listen
             .as_deref()
             .or_else(|| self.peers.get(&self.node_id).map(String::as_str))
+    }
+}
+
+/// Cluster TLS from `cluster_tls_certificate`, `cluster_tls_key` and `cluster_tls_ca`: all
+/// three, or none.
+fn cluster_tls(
+    certificate: Option<&Path>,
+    key: Option<&Path>,
+    ca: Option<&Path>,
+) -> Result<Option<ClusterTls>, ConfigError> {
+    match (certificate, key, ca) {
+        (None, None, None) => Ok(None),
+        (Some(certificate), Some(key), Some(ca)) => ClusterTls::load(certificate, key, ca)
+            .map(Some)
+            .map_err(|e| ConfigError::ClusterTls(e.to_string())),
+        _ => Err(ConfigError::ClusterTls(
+            "cluster TLS needs all of cluster_tls_certificate (this node's PEM chain, leaf \
+             first), cluster_tls_key (its PEM key) and cluster_tls_ca (the PEM CA that signed \
+             every node's certificate), or none of them"
+                .into(),
+        )),
     }
 }
 
@@ -885,6 +947,63 @@ mod tests {
     }
 
     #[test]
+    fn cluster_tls_needs_all_three_files_and_a_secret() {
+        jailed(|jail| {
+            let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+            let certificate = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+                .and_then(|params| params.self_signed(&key))
+                .map_err(|e| e.to_string())?;
+            jail.create_file("node.pem", &certificate.pem())?;
+            jail.create_file("node.key", &key.serialize_pem())?;
+            jail.create_file("ca.pem", &certificate.pem())?;
+            jail.create_file("garbage.key", "not a key")?;
+            // A single node (no secret needed) checks its cluster TLS settings all the same.
+            let flags = Overrides {
+                node_id: Some(1),
+                cluster_tls_certificate: Some("node.pem".into()),
+                ..Overrides::default()
+            };
+            let err = load(None, &flags).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref()
+                    .is_some_and(|e| e.contains("all of cluster_tls_certificate")),
+                "{err:?}"
+            );
+            let complete = Overrides {
+                cluster_tls_key: Some("node.key".into()),
+                cluster_tls_ca: Some("ca.pem".into()),
+                ..flags.clone()
+            };
+            let err = load(None, &complete).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains("cluster secret")),
+                "{err:?}"
+            );
+            with_secret(jail)?;
+            let complete = Overrides {
+                peers: Some("1=127.0.0.1:9093,2=127.0.0.1:9094".into()),
+                ..complete
+            };
+            let config = load(None, &complete).map_err(|e| e.to_string())?;
+            assert!(
+                config
+                    .cluster_credentials()
+                    .is_some_and(|c| c.tls.is_some())
+            );
+            let garbage = Overrides {
+                cluster_tls_key: Some("garbage.key".into()),
+                ..complete.clone()
+            };
+            let err = load(None, &garbage).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains("garbage.key")),
+                "{err:?}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn defaults_apply_when_nothing_is_configured() {
         jailed(|_| {
             let config = load(None, &Overrides::default()).map_err(|e| e.to_string())?;
@@ -952,7 +1071,7 @@ mod tests {
                 listen: Some("127.0.0.1:19092".into()),
                 advertise: None,
                 cluster_listen: None,
-                cluster_secret_file: None,
+                ..Overrides::default()
             };
             let config = load(None, &flags).map_err(|e| e.to_string())?;
             assert_eq!(config.metadata_backend.as_deref(), Some("flag-backend"));

@@ -164,13 +164,14 @@ impl Node {
             node = %node.id,
             data_dir = %data_dir.display(),
             peers = node.peers.len(),
+            cluster_tls = config.cluster_tls.is_some(),
             "opening metadata backend"
         );
         let context = OpenContext {
             config: config.backend_config(&name),
             data_dir,
             node,
-            cluster_secret: config.cluster_secret.clone(),
+            cluster_credentials: config.cluster_credentials(),
         };
         let backend = open_backend(&name, context)
             .await
@@ -428,6 +429,7 @@ mod tests {
             advertise: None,
             cluster_listen: None,
             cluster_secret_file,
+            ..Overrides::default()
         };
         match Config::from_figment(defaults().merge(Serialized::defaults(&overrides))) {
             Ok(config) => config,

@@ -42,6 +42,13 @@ class Certificates:
         subject = x509.load_pem_x509_certificate(issued.cert_chain_pems[0].bytes()).subject
         return str(cert), str(key), f"User:{subject.rfc4514_string()}"
 
+    def cluster_tls_env(self) -> dict:
+        """Cluster TLS between the nodes: the broker certificate names 127.0.0.1, every
+        node's cluster address."""
+        return {"SWITCHYARD_CLUSTER_TLS_CERTIFICATE": str(self.broker_cert),
+                "SWITCHYARD_CLUSTER_TLS_KEY": str(self.broker_key),
+                "SWITCHYARD_CLUSTER_TLS_CA": str(self.ca_file)}
+
     def listener_env(self, protocol: str, client_auth: str = "none") -> dict:
         return {"SWITCHYARD_KAFKA__SECURITY_PROTOCOL": protocol,
                 "SWITCHYARD_KAFKA__SSL_CERTIFICATE_LOCATION": str(self.broker_cert),
@@ -129,8 +136,10 @@ def test_client_certificates_name_the_principal_acls_are_checked_against(
 @pytest.mark.skipif(not MULTI_NODE, reason="no multi-node backend compiled in")
 def test_three_sasl_ssl_nodes_replicate_over_tls(multi_backend, certificates, tmp_path,
                                                  topic_name):
+    """SASL_SSL listeners, and cluster TLS between the nodes' metadata backends."""
     cluster = Cluster(multi_backend, tmp_path, env={
         **certificates.listener_env("SASL_SSL"),
+        **certificates.cluster_tls_env(),
         "SWITCHYARD_KAFKA__SASL_ENABLED_MECHANISMS": '["SCRAM-SHA-512"]'})
     try:
         cluster.start()

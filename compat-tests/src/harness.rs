@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use figment::Figment;
 use figment::providers::Serialized;
 use switchyard_backend_api::{
-    ClusterSecret, Guarantees, MetadataBackend, MetadataError, Mode, NodeId, NodeIdentity,
-    OpenContext, Registration, find_backend, open_backend,
+    ClusterCredentials, ClusterSecret, Guarantees, MetadataBackend, MetadataError, Mode, NodeId,
+    NodeIdentity, OpenContext, Registration, find_backend, open_backend,
 };
 use tempfile::TempDir;
 
@@ -60,8 +60,8 @@ pub struct NodeSpec {
     pub identity: NodeIdentity,
     /// The node's own data directory (exists, and survives restarts of the node).
     pub data_dir: PathBuf,
-    /// The cluster's secret: one per [`TestCluster`], the same on every node.
-    pub secret: ClusterSecret,
+    /// The cluster's credentials: one secret per [`TestCluster`], the same on every node.
+    pub credentials: ClusterCredentials,
 }
 
 /// Builds nodes of one backend for the conformance suite.
@@ -166,7 +166,7 @@ impl BackendHarness for RegistryHarness {
                 config: self.config.clone(),
                 data_dir: node.data_dir.clone(),
                 node: node.identity.clone(),
-                cluster_secret: Some(node.secret.clone()),
+                cluster_credentials: Some(node.credentials.clone()),
             },
         )
         .await
@@ -227,7 +227,7 @@ impl<'h> TestCluster<'h> {
                 peers.insert(NodeId(id), reserve_addr()?);
             }
         }
-        let secret = ClusterSecret::generate();
+        let credentials = ClusterCredentials::from(ClusterSecret::generate());
         let mut specs = Vec::with_capacity(size);
         for id in 1..=size as u64 {
             let data_dir = dir.path().join(format!("node-{id}"));
@@ -240,7 +240,7 @@ impl<'h> TestCluster<'h> {
                     peers: peers.clone(),
                 },
                 data_dir,
-                secret: secret.clone(),
+                credentials: credentials.clone(),
             });
         }
         Ok(Self {

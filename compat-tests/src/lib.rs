@@ -20,12 +20,13 @@
 //!   backend, written through the leader, followers checked to converge.
 //! - `broken.rs` — deliberately broken backend variants (acknowledging before commit, stale
 //!   "linearizable" reads) that the fault runs must catch.
+//! - `certs.rs` — a test CA (rcgen) and the certificates and cluster credentials it signs.
 //! - `fixtures.rs` — propose-with-deadline and command builders shared by the cases.
 //! - `linearizable.rs` — a Wing & Gong linearizability checker, per key.
 //! - `nemesis.rs` — seeded fault runs: concurrent clients record a history while nodes are
 //!   partitioned, delayed and crashed; checkers judge it against the declared guarantees.
 //! - `cases/` — the cases, one module per area: `cluster`, `topics`, `partitions`, `groups`,
-//!   `offsets`, `producers`, `batch`, `lifecycle`.
+//!   `offsets`, `producers`, `batch`, `lifecycle`, `security`.
 //!
 //! # Invariants
 //! - Every wait has a deadline ([`DEADLINE`]); a hung backend fails a case, never hangs it.
@@ -34,6 +35,7 @@
 
 pub mod broken;
 pub mod cases;
+pub mod certs;
 pub mod fixtures;
 mod harness;
 pub mod linearizable;
@@ -106,6 +108,10 @@ macro_rules! conformance_tests {
                 shutdown_refuses_writes,
                 removing_unknown_member_fails,
                 oversized_command_is_refused_and_writes_go_on,
+            }
+            security {
+                cluster_tls_carries_the_cluster,
+                a_node_whose_certificate_the_ca_did_not_sign_cannot_join,
             }
         );
     };

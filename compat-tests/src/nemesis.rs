@@ -35,8 +35,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use switchyard_backend_api::{
-    ClusterSecret, Durability, Failover, GroupId, MetadataBackend, MetadataCommand, MetadataError,
-    ReadConsistency, Rejection, Role,
+    ClusterCredentials, ClusterSecret, Durability, Failover, GroupId, MetadataBackend,
+    MetadataCommand, MetadataError, ReadConsistency, Rejection, Role,
 };
 use tokio::sync::{RwLock, watch};
 use tokio::task::JoinSet;
@@ -409,7 +409,7 @@ pub async fn run(harness: &dyn BackendHarness, config: RunConfig) -> anyhow::Res
     let dir = tempfile::Builder::new()
         .prefix(&format!("switchyard-faults-{}-", harness.backend()))
         .tempdir()?;
-    let secret = ClusterSecret::generate();
+    let credentials = ClusterCredentials::from(ClusterSecret::generate());
     let mut specs = Vec::new();
     for id in 1..=config.nodes {
         let data_dir = dir.path().join(format!("node-{id}"));
@@ -417,7 +417,7 @@ pub async fn run(harness: &dyn BackendHarness, config: RunConfig) -> anyhow::Res
         specs.push(NodeSpec {
             identity: network.identity(id)?,
             data_dir,
-            secret: secret.clone(),
+            credentials: credentials.clone(),
         });
     }
     let claims: Claims = Arc::default();

@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use figment::Figment;
 use switchyard_backend_api::{
-    ChangeStream, ClusterSecret, ClusterView, Guarantees, LogIndex, MembershipChange,
+    ChangeStream, ClusterCredentials, ClusterView, Guarantees, LogIndex, MembershipChange,
     MetadataBackend, MetadataCommand, MetadataError, NodeId, NodeIdentity, OpenContext, Proposed,
     Registration, StateView, find_backend, open_backend,
 };
@@ -71,7 +71,7 @@ impl TrioHarness {
         &self,
         identity: NodeIdentity,
         data_dir: PathBuf,
-        secret: &ClusterSecret,
+        credentials: &ClusterCredentials,
     ) -> Result<Arc<dyn MetadataBackend>, MetadataError> {
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| MetadataError::Storage(format!("{}: {e}", data_dir.display())))?;
@@ -79,7 +79,7 @@ impl TrioHarness {
             config: self.config.clone(),
             data_dir,
             node: identity,
-            cluster_secret: Some(secret.clone()),
+            cluster_credentials: Some(credentials.clone()),
         };
         tokio::time::timeout(DEADLINE, open_backend(self.registration.name, context))
             .await
@@ -120,7 +120,11 @@ impl BackendHarness for TrioHarness {
     async fn open(&self, node: &NodeSpec) -> Result<Arc<dyn MetadataBackend>, MetadataError> {
         if node.identity.has_peers() {
             return self
-                .open_node(node.identity.clone(), node.data_dir.clone(), &node.secret)
+                .open_node(
+                    node.identity.clone(),
+                    node.data_dir.clone(),
+                    &node.credentials,
+                )
                 .await;
         }
         let mut peers = BTreeMap::new();
@@ -135,7 +139,7 @@ impl BackendHarness for TrioHarness {
                 node.data_dir.join(format!("replica-{id}"))
             };
             nodes.push(
-                self.open_node(identity(id, &peers), data_dir, &node.secret)
+                self.open_node(identity(id, &peers), data_dir, &node.credentials)
                     .await?,
             );
         }

@@ -18,9 +18,11 @@
 //! handshake the listening side knows which member (or the operator) it talks to, and each
 //! backend accepts from that connection only what that member may send.
 //!
-//! What this does not do: encrypt or sign the frames that follow. Someone who can rewrite
-//! TCP segments between two nodes (on the path, not merely on the network) can still tamper
-//! with an authenticated connection; cluster TLS is the protection against that.
+//! What the handshake alone does not do: encrypt or sign the frames that follow. Someone who
+//! can rewrite TCP segments between two nodes (on the path, not merely on the network) can
+//! still tamper with an authenticated connection; cluster TLS ([`ClusterTls`], mutual, with
+//! the handshake inside it) is the protection against that. [`ClusterCredentials`] holds
+//! both and runs them in order.
 
 use std::fmt;
 use std::path::Path;
@@ -30,9 +32,11 @@ use std::time::Duration;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::error::MetadataError;
 use crate::ids::NodeId;
+use crate::tls::{ClusterStream, ClusterTls};
 
 /// Shortest secret accepted, in bytes (after trimming surrounding whitespace).
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -129,6 +133,65 @@ impl fmt::Debug for ClusterSecret {
     }
 }
 
+/// What a node (or an operator's command) proves itself with on cluster connections: the
+/// shared secret, always, and this node's TLS identity when cluster TLS is on.
+#[derive(Debug, Clone)]
+pub struct ClusterCredentials {
+    /// The cluster secret the handshake proves.
+    pub secret: ClusterSecret,
+    /// Mutual TLS around every cluster connection, when configured.
+    pub tls: Option<ClusterTls>,
+}
+
+impl From<ClusterSecret> for ClusterCredentials {
+    fn from(secret: ClusterSecret) -> Self {
+        Self { secret, tls: None }
+    }
+}
+
+impl ClusterCredentials {
+    /// The connecting side over `tcp`, connected to `addr`: TLS when configured, then the
+    /// handshake of [`connect`], all within `deadline`. The stream then carries the backend's
+    /// own protocol.
+    pub async fn connect(
+        &self,
+        tcp: TcpStream,
+        addr: &str,
+        me: Principal,
+        target: NodeId,
+        deadline: Duration,
+    ) -> Result<ClusterStream, AuthError> {
+        within(deadline, async {
+            let mut stream = match &self.tls {
+                Some(tls) => tls.connect(tcp, addr).await.map_err(AuthError::Tls)?,
+                None => ClusterStream::Plain(tcp),
+            };
+            connect(&mut stream, &self.secret, me, target, deadline).await?;
+            Ok(stream)
+        })
+        .await
+    }
+
+    /// The listening side, node `me`, over `tcp`: TLS when configured, then the handshake of
+    /// [`accept`], all within `deadline`. Returns the stream and who is at its other end.
+    pub async fn accept(
+        &self,
+        tcp: TcpStream,
+        me: NodeId,
+        deadline: Duration,
+    ) -> Result<(ClusterStream, Principal), AuthError> {
+        within(deadline, async {
+            let mut stream = match &self.tls {
+                Some(tls) => tls.accept(tcp).await.map_err(AuthError::Tls)?,
+                None => ClusterStream::Plain(tcp),
+            };
+            let principal = accept(&mut stream, &self.secret, me, deadline).await?;
+            Ok((stream, principal))
+        })
+        .await
+    }
+}
+
 /// Who the connecting side of a handshake is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Principal {
@@ -170,6 +233,10 @@ pub enum AuthError {
     /// Reading or writing failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The TLS handshake failed (no certificate, one the CA did not sign, one for another
+    /// host, or a peer that does not speak TLS).
+    #[error("cluster TLS: {0}")]
+    Tls(std::io::Error),
     /// The handshake took longer than allowed.
     #[error("the cluster handshake did not finish within {0:?}")]
     Timeout(Duration),

@@ -23,6 +23,8 @@
 //! - `net.rs` — what every listener shares: accepting with a backoff, throttled warnings.
 //! - `auth.rs` — the cluster handshake: both ends of every connection between nodes prove the
 //!   shared [`ClusterSecret`] (HMAC-SHA-256 over fresh nonces) before anything else is read.
+//! - `tls.rs` — rustls for every listener, and mutual TLS around cluster connections
+//!   ([`tls::ClusterTls`], [`tls::ClusterStream`]).
 //!
 //! # Invariants
 //! - `apply` reads no clock, no randomness and does no I/O; ids and times travel in commands.
@@ -43,12 +45,13 @@ pub mod net;
 mod registry;
 pub mod security;
 mod state;
+pub mod tls;
 
 pub use applied::{
     AppliedChange, AppliedState, CHANGE_STREAM_CAPACITY, Change, ChangeStream, StreamError,
 };
 pub use apply::{MAX_CLUSTER_PARTITIONS, MAX_TOPIC_NAME_LEN, validate_topic_name};
-pub use auth::{ClusterSecret, Principal};
+pub use auth::{ClusterCredentials, ClusterSecret, Principal};
 pub use backend::{
     ClusterMember, ClusterView, MembershipChange, MetadataBackend, PowerCut, Proposed, Readiness,
     Role, StateView,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use figment::Figment;
 
-use crate::auth::{ClusterSecret, MAKE_A_SECRET};
+use crate::auth::{ClusterCredentials, MAKE_A_SECRET};
 use crate::backend::{ClusterView, MembershipChange, MetadataBackend};
 use crate::error::MetadataError;
 use crate::guarantees::Guarantees;
@@ -64,16 +64,16 @@ pub struct OpenContext {
     pub data_dir: PathBuf,
     /// This node.
     pub node: NodeIdentity,
-    /// The secret every connection between nodes proves (`crate::auth`); required by a node
-    /// that has peers or a cluster address.
-    pub cluster_secret: Option<ClusterSecret>,
+    /// What every connection between nodes proves (`crate::auth`: the cluster secret, and
+    /// TLS when configured); required by a node that has peers or a cluster address.
+    pub cluster_credentials: Option<ClusterCredentials>,
 }
 
 impl OpenContext {
-    /// The cluster secret, or a `Config` error saying how to make one: for a backend about to
-    /// open a cluster port or dial a peer.
-    pub fn require_secret(&self) -> Result<ClusterSecret, MetadataError> {
-        self.cluster_secret.clone().ok_or_else(|| {
+    /// The cluster credentials, or a `Config` error saying how to make a secret: for a backend
+    /// about to open a cluster port or dial a peer.
+    pub fn require_credentials(&self) -> Result<ClusterCredentials, MetadataError> {
+        self.cluster_credentials.clone().ok_or_else(|| {
             MetadataError::Config(format!(
                 "node {} talks to other nodes, which needs a cluster secret: {MAKE_A_SECRET}",
                 self.node.id
@@ -90,8 +90,9 @@ pub struct AdminContext {
     pub config: Figment,
     /// Every node of the cluster → its cluster address.
     pub peers: BTreeMap<NodeId, String>,
-    /// The cluster's secret: the command proves it to every node it asks.
-    pub secret: ClusterSecret,
+    /// The cluster's secret (and TLS identity, when cluster TLS is on): the command proves it
+    /// to every node it asks.
+    pub credentials: ClusterCredentials,
 }
 
 impl AdminContext {

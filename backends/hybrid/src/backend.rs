@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use raft::StateRole;
 use switchyard_backend_api::{
-    ChangeStream, ClusterMember, ClusterSecret, ClusterView, Guarantees, LogIndex,
+    ChangeStream, ClusterCredentials, ClusterMember, ClusterView, Guarantees, LogIndex,
     MembershipChange, MetadataBackend, MetadataCommand, MetadataError, NodeId, OpenContext,
     PowerCut, Proposed, Readiness, Role, StateView,
 };
@@ -113,10 +113,10 @@ impl HybridBackend {
         };
         let driver = Driver::new(me.0, log, applied, state, ticks).map_err(storage)?;
 
-        let secret = if context.node.has_peers() || context.node.cluster_addr.is_some() {
-            Some(context.require_secret()?)
+        let credentials = if context.node.has_peers() || context.node.cluster_addr.is_some() {
+            Some(context.require_credentials()?)
         } else {
-            context.cluster_secret.clone()
+            context.cluster_credentials.clone()
         };
         let (extension, incoming) = mpsc::unbounded_channel();
         let mut options = WalOptions::default();
@@ -126,7 +126,7 @@ impl HybridBackend {
 
         let max_frame = config.max_frame_bytes as usize;
         let addrs: Addrs = Arc::new(RwLock::new(members.clone()));
-        let dial = dialer(&config, me, &addrs, secret);
+        let dial = dialer(&config, me, &addrs, credentials);
         let mut tasks = JoinSet::new();
         let (inbox_tx, inbox) = mpsc::channel(INBOX);
         let outbox = transport::connect(&dial, me.0, members.keys().map(|id| id.0), max_frame);
@@ -190,9 +190,14 @@ impl HybridBackend {
     }
 }
 
-/// Connections to peers: the cluster handshake proving `secret` and the WAL's extension
-/// handshake on their cluster address. A node without a secret has no peers to dial.
-fn dialer(config: &HybridConfig, me: NodeId, addrs: &Addrs, secret: Option<ClusterSecret>) -> Dial {
+/// Connections to peers: the cluster handshake proving `credentials` and the WAL's extension
+/// handshake on their cluster address. A node without credentials has no peers to dial.
+fn dialer(
+    config: &HybridConfig,
+    me: NodeId,
+    addrs: &Addrs,
+    credentials: Option<ClusterCredentials>,
+) -> Dial {
     let addrs = Arc::clone(addrs);
     let cluster_id = config.cluster_id.clone();
     let timeout = Duration::from_millis(config.propose_timeout_ms.clamp(200, 1_000));
@@ -203,12 +208,12 @@ fn dialer(config: &HybridConfig, me: NodeId, addrs: &Addrs, secret: Option<Clust
             .get(&NodeId(peer))
             .cloned();
         let cluster_id = cluster_id.clone();
-        let secret = secret.clone();
+        let credentials = credentials.clone();
         Box::pin(async move {
             connect_extension(
                 &addr?,
                 &cluster_id,
-                secret.as_ref()?,
+                credentials.as_ref()?,
                 me,
                 NodeId(peer),
                 timeout,

@@ -98,8 +98,14 @@ fn change_membership(context: AdminContext, change: MembershipChange) -> AdminFu
         let config = HybridConfig::from_figment(&context.config)?;
         let nodes = context.peers_asking_last(change.node());
         let timeout = Duration::from_millis(config.propose_timeout_ms.saturating_mul(4));
-        request_membership_change(&nodes, &config.cluster_id, &context.secret, change, timeout)
-            .await
+        request_membership_change(
+            &nodes,
+            &config.cluster_id,
+            &context.credentials,
+            change,
+            timeout,
+        )
+        .await
     })
 }
 

@@ -234,7 +234,7 @@ mod tests {
         tasks.spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 if let Ok(from) = stream.read_u64().await {
-                    let _ = incoming_tx.send((switchyard_backend_api::NodeId(from), stream));
+                    let _ = incoming_tx.send((switchyard_backend_api::NodeId(from), stream.into()));
                 }
             }
         });
@@ -254,7 +254,7 @@ mod tests {
             Box::pin(async move {
                 let mut stream = TcpStream::connect(addrs.get(&peer)?).await.ok()?;
                 stream.write_u64(id).await.ok()?;
-                Some(stream)
+                Some(stream.into())
             })
         });
         let outbox = transport::connect(&dial, id, peers.keys().copied(), 1 << 20);

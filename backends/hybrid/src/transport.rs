@@ -27,11 +27,11 @@ use futures::{SinkExt, StreamExt};
 use prost::Message as _;
 use raft::eraftpb::Message;
 use serde::{Deserialize, Serialize};
+use switchyard_backend_api::tls::ClusterStream;
 use switchyard_backend_api::{
-    ClusterSecret, ClusterView, MembershipChange, MetadataCommand, MetadataError, NodeId, Proposed,
-    codec,
+    ClusterCredentials, ClusterView, MembershipChange, MetadataCommand, MetadataError, NodeId,
+    Proposed, codec,
 };
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::bytes::Bytes;
@@ -95,7 +95,7 @@ fn within_entry_limit(frame: &[u8]) -> bool {
 }
 
 /// Opens a connection to a peer by id (the handshake below [`Open`] included).
-pub type Dial = Arc<dyn Fn(u64) -> BoxFuture<'static, Option<TcpStream>> + Send + Sync>;
+pub type Dial = Arc<dyn Fn(u64) -> BoxFuture<'static, Option<ClusterStream>> + Send + Sync>;
 
 /// Answers a call on the node that receives it, given the caller's node id (0: an operator).
 pub type Handler = Arc<dyn Fn(u64, Call) -> BoxFuture<'static, Answer> + Send + Sync>;
@@ -134,7 +134,7 @@ enum CallFrame {
     Reply { id: u64, answer: Answer },
 }
 
-type Conn = Framed<TcpStream, LengthDelimitedCodec>;
+type Conn = Framed<ClusterStream, LengthDelimitedCodec>;
 
 fn framing(max_frame_bytes: usize) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
@@ -277,7 +277,7 @@ async fn send_to(dial: Dial, peer: u64, max: usize, mut queue: mpsc::Receiver<Me
 /// Take the connections peers opened (`(peer id, stream)` from `incoming`): Raft messages go
 /// to `inbox`, calls to `handler`. Runs until `incoming` closes or the task is aborted.
 pub async fn serve(
-    mut incoming: mpsc::UnboundedReceiver<(NodeId, TcpStream)>,
+    mut incoming: mpsc::UnboundedReceiver<(NodeId, ClusterStream)>,
     me: u64,
     max_frame_bytes: usize,
     inbox: mpsc::Sender<Message>,
@@ -490,7 +490,7 @@ async fn run_calls(conn: Conn, mut calls: mpsc::Receiver<(Call, Pending)>) {
 pub async fn request_membership_change(
     nodes: &[(u64, String)],
     cluster_id: &str,
-    secret: &ClusterSecret,
+    credentials: &ClusterCredentials,
     change: MembershipChange,
     timeout: Duration,
 ) -> Result<ClusterView, MetadataError> {
@@ -499,17 +499,17 @@ pub async fn request_membership_change(
         let dial: Dial = {
             let addr = addr.clone();
             let cluster_id = cluster_id.to_owned();
-            let secret = secret.clone();
+            let credentials = credentials.clone();
             let to = *id;
             Arc::new(move |_| {
                 let addr = addr.clone();
                 let cluster_id = cluster_id.clone();
-                let secret = secret.clone();
+                let credentials = credentials.clone();
                 Box::pin(async move {
                     switchyard_backend_wal::connect_extension(
                         &addr,
                         &cluster_id,
-                        &secret,
+                        &credentials,
                         NodeId(0),
                         NodeId(to),
                         timeout,
@@ -547,14 +547,14 @@ mod tests {
         use tokio::io::AsyncReadExt as _;
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let mut silent = TcpStream::connect(listener.local_addr()?).await?;
+        let mut silent = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
         let (accepted, _) = listener.accept().await?;
         let (handover, incoming) = mpsc::unbounded_channel();
         let (inbox, _messages) = mpsc::channel(1);
         let handler: Handler =
             Arc::new(|_, _| Box::pin(async { Answer::Proposed(Err(MetadataError::ShutDown)) }));
         let server = tokio::spawn(serve(incoming, 1, 1 << 20, inbox, handler));
-        assert!(handover.send((NodeId(2), accepted)).is_ok());
+        assert!(handover.send((NodeId(2), accepted.into())).is_ok());
         let opened = tokio::time::Instant::now();
         let mut buf = [0u8; 1];
         let read = silent.read(&mut buf).await?;

@@ -154,17 +154,20 @@ impl RaftBackend {
         let raft_applied = sm.raft_applied();
 
         let talks = context.node.cluster_addr.is_some() || context.node.has_peers();
-        let secret = if talks {
-            Some(context.require_secret()?)
+        let credentials = if talks {
+            Some(context.require_credentials()?)
         } else {
-            context.cluster_secret.clone()
+            context.cluster_credentials.clone()
         };
-        let listener = match (members.get(&me).filter(|addr| !addr.is_empty()), &secret) {
-            (Some(addr), Some(secret)) if talks => {
+        let listener = match (
+            members.get(&me).filter(|addr| !addr.is_empty()),
+            &credentials,
+        ) {
+            (Some(addr), Some(credentials)) if talks => {
                 let listener = TcpListener::bind(addr).await.map_err(|e| {
                     MetadataError::Network(format!("binding the cluster address {addr}: {e}"))
                 })?;
-                Some((listener, secret.clone()))
+                Some((listener, credentials.clone()))
             }
             _ => None,
         };
@@ -173,7 +176,7 @@ impl RaftBackend {
             cluster_id: config.cluster_id.clone(),
             peers: Arc::new(members.clone()),
             max_frame_bytes: config.max_frame_bytes,
-            secret,
+            credentials,
         };
         let raft = Raft::new(
             me,
@@ -217,12 +220,12 @@ impl RaftBackend {
         });
 
         let mut tasks = JoinSet::new();
-        if let Some((listener, secret)) = listener {
+        if let Some((listener, credentials)) = listener {
             let identity = ListenerIdentity {
                 me,
                 cluster_id: inner.config.cluster_id.clone(),
                 max_frame_bytes: inner.config.max_frame_bytes,
-                secret,
+                credentials,
             };
             tasks.spawn(network::serve(listener, identity, Arc::clone(&inner)));
         }

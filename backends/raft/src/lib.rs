@@ -81,8 +81,14 @@ fn change_membership(context: AdminContext, change: MembershipChange) -> AdminFu
         let config = RaftConfig::from_figment(&context.config)?;
         let nodes = context.peers_asking_last(change.node());
         let timeout = Duration::from_millis(config.propose_timeout_ms.saturating_mul(2));
-        request_membership_change(&nodes, &config.cluster_id, &context.secret, change, timeout)
-            .await
+        request_membership_change(
+            &nodes,
+            &config.cluster_id,
+            &context.credentials,
+            change,
+            timeout,
+        )
+        .await
     })
 }
 

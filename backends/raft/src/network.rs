@@ -33,9 +33,10 @@ use openraft::raft::{
 use openraft::{RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use switchyard_backend_api::auth::{self, HANDSHAKE_TIMEOUT, Principal};
+use switchyard_backend_api::auth::{HANDSHAKE_TIMEOUT, Principal};
+use switchyard_backend_api::tls::ClusterStream;
 use switchyard_backend_api::{
-    ClusterSecret, ClusterView, CodecError, MembershipChange, MetadataCommand, MetadataError,
+    ClusterCredentials, ClusterView, CodecError, MembershipChange, MetadataCommand, MetadataError,
     NodeId, codec, warn_throttled,
 };
 use tokio::net::{TcpListener, TcpStream};
@@ -178,7 +179,7 @@ impl From<NetError> for MetadataError {
     }
 }
 
-type Conn = Framed<TcpStream, LengthDelimitedCodec>;
+type Conn = Framed<ClusterStream, LengthDelimitedCodec>;
 
 fn framing(max_frame_bytes: u32) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
@@ -213,7 +214,7 @@ pub(crate) struct Peer {
     hello: Hello,
     addr: String,
     max_frame_bytes: u32,
-    secret: Option<ClusterSecret>,
+    credentials: Option<ClusterCredentials>,
     conn: Option<Conn>,
     /// When the connection last finished a call: one idle for [`CLIENT_IDLE`] is replaced
     /// before the listener's [`IDLE_TIMEOUT`] closes it under a request.
@@ -221,18 +222,18 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    /// A peer at `addr`, reached by proving `secret`; nothing is connected yet.
+    /// A peer at `addr`, reached by proving `credentials`; nothing is connected yet.
     pub(crate) fn new(
         hello: Hello,
         addr: String,
         max_frame_bytes: u32,
-        secret: Option<ClusterSecret>,
+        credentials: Option<ClusterCredentials>,
     ) -> Self {
         Self {
             hello,
             addr,
             max_frame_bytes,
-            secret,
+            credentials,
             conn: None,
             last_used: Instant::now(),
         }
@@ -240,20 +241,20 @@ impl Peer {
 
     /// Connect, authenticate and shake hands; returns whether the peer is initialized.
     async fn connect(&mut self) -> Result<bool, NetError> {
-        let secret = self.secret.as_ref().ok_or_else(|| {
+        let credentials = self.credentials.as_ref().ok_or_else(|| {
             NetError::Refused(format!(
                 "node {} has no cluster secret and cannot reach {}",
                 self.hello.from, self.addr
             ))
         })?;
-        let mut stream = TcpStream::connect(&self.addr)
+        let tcp = TcpStream::connect(&self.addr)
             .await
             .map_err(|source| NetError::Io {
                 addr: self.addr.clone(),
                 source,
             })?;
         // Small frames (votes, heartbeats) must not wait for Nagle.
-        stream.set_nodelay(true).map_err(|source| NetError::Io {
+        tcp.set_nodelay(true).map_err(|source| NetError::Io {
             addr: self.addr.clone(),
             source,
         })?;
@@ -262,15 +263,16 @@ impl Peer {
         } else {
             Principal::Node(NodeId(self.hello.from))
         };
-        auth::connect(
-            &mut stream,
-            secret,
-            me,
-            NodeId(self.hello.to),
-            HANDSHAKE_TIMEOUT,
-        )
-        .await
-        .map_err(|e| NetError::Refused(format!("{}: {e}", self.addr)))?;
+        let stream = credentials
+            .connect(
+                tcp,
+                &self.addr,
+                me,
+                NodeId(self.hello.to),
+                HANDSHAKE_TIMEOUT,
+            )
+            .await
+            .map_err(|e| NetError::Refused(format!("{}: {e}", self.addr)))?;
         let mut conn = Framed::new(stream, framing(self.max_frame_bytes));
         send(&mut conn, &self.addr, &self.hello).await?;
         match recv(&mut conn, &self.addr).await? {
@@ -347,7 +349,7 @@ const ADMIN_CLIENT: u64 = u64::MAX;
 pub async fn request_membership_change(
     nodes: &[(u64, String)],
     cluster_id: &str,
-    secret: &ClusterSecret,
+    credentials: &ClusterCredentials,
     change: MembershipChange,
     timeout: Duration,
 ) -> Result<ClusterView, MetadataError> {
@@ -367,7 +369,7 @@ pub async fn request_membership_change(
             hello,
             addr.clone(),
             ADMIN_MAX_FRAME_BYTES,
-            Some(secret.clone()),
+            Some(credentials.clone()),
         );
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match peer.call(&request, left).await {
@@ -401,9 +403,9 @@ pub(crate) struct Network {
     pub(crate) peers: Arc<BTreeMap<u64, String>>,
     /// Largest frame.
     pub(crate) max_frame_bytes: u32,
-    /// The cluster secret; `None` for a lone node without a cluster address, which dials no
-    /// one.
-    pub(crate) secret: Option<ClusterSecret>,
+    /// The cluster credentials; `None` for a lone node without a cluster address, which dials
+    /// no one.
+    pub(crate) credentials: Option<ClusterCredentials>,
 }
 
 impl Network {
@@ -423,7 +425,7 @@ impl Network {
             },
             addr,
             self.max_frame_bytes,
-            self.secret.clone(),
+            self.credentials.clone(),
         )
     }
 }
@@ -543,7 +545,7 @@ pub(crate) struct ListenerIdentity {
     /// Largest frame.
     pub(crate) max_frame_bytes: u32,
     /// What every connecting peer must prove.
-    pub(crate) secret: ClusterSecret,
+    pub(crate) credentials: ClusterCredentials,
 }
 
 /// Accept peer connections until the task is aborted; each connection is served by a task
@@ -571,21 +573,22 @@ pub(crate) async fn serve<H: Handler>(
 }
 
 async fn serve_connection<H: Handler>(
-    mut stream: TcpStream,
+    tcp: TcpStream,
     identity: &ListenerIdentity,
     handler: &H,
 ) -> Result<(), NetError> {
-    let addr = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    stream.set_nodelay(true).map_err(|source| NetError::Io {
+    let addr = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    tcp.set_nodelay(true).map_err(|source| NetError::Io {
         addr: addr.clone(),
         source,
     })?;
     let me = NodeId(identity.me);
-    let principal = match auth::accept(&mut stream, &identity.secret, me, HANDSHAKE_TIMEOUT).await {
-        Ok(principal) => principal,
+    let accepted = identity
+        .credentials
+        .accept(tcp, me, HANDSHAKE_TIMEOUT)
+        .await;
+    let (stream, principal) = match accepted {
+        Ok(accepted) => accepted,
         Err(error) => {
             warn_throttled!(%addr, %error, "refused an unauthenticated cluster connection");
             return Err(NetError::Refused(error.to_string()));
@@ -657,6 +660,7 @@ async fn serve_connection<H: Handler>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchyard_backend_api::ClusterSecret;
 
     /// A node that answers every request with read index 7.
     struct Fixed;
@@ -673,7 +677,7 @@ mod tests {
 
     /// Node 1 of cluster `a`, answering as [`Fixed`] on a loopback port: its address and task.
     async fn listening(
-        secret: &ClusterSecret,
+        credentials: &ClusterCredentials,
     ) -> Result<(String, tokio::task::JoinHandle<()>), NetError> {
         let io = |source| NetError::Io {
             addr: "127.0.0.1:0".into(),
@@ -685,7 +689,7 @@ mod tests {
             me: 1,
             cluster_id: "a".into(),
             max_frame_bytes: 1 << 20,
-            secret: secret.clone(),
+            credentials: credentials.clone(),
         };
         Ok((
             addr,
@@ -695,9 +699,9 @@ mod tests {
 
     #[tokio::test]
     async fn handshake_refuses_other_clusters_and_nodes() -> Result<(), NetError> {
-        let secret = ClusterSecret::generate();
+        let secret = ClusterCredentials::from(ClusterSecret::generate());
         let (addr, server) = listening(&secret).await?;
-        let peer_as = |from: u64, cluster: &str, to: u64, secret: &ClusterSecret| {
+        let peer_as = |from: u64, cluster: &str, to: u64, credentials: &ClusterCredentials| {
             Peer::new(
                 Hello {
                     cluster_id: cluster.into(),
@@ -706,7 +710,7 @@ mod tests {
                 },
                 addr.clone(),
                 1 << 20,
-                Some(secret.clone()),
+                Some(credentials.clone()),
             )
         };
         let peer = |cluster: &str, to: u64| peer_as(2, cluster, to, &secret);
@@ -723,7 +727,7 @@ mod tests {
             "{other_node:?}"
         );
 
-        let stranger = peer_as(2, "a", 1, &ClusterSecret::generate())
+        let stranger = peer_as(2, "a", 1, &ClusterSecret::generate().into())
             .probe(timeout)
             .await;
         assert!(
@@ -760,7 +764,7 @@ mod tests {
             me: 1,
             cluster_id: "a".into(),
             max_frame_bytes: 1 << 20,
-            secret: ClusterSecret::generate(),
+            credentials: ClusterSecret::generate().into(),
         };
         let server = tokio::spawn(serve(listener, identity, Arc::new(Fixed)));
         let mut silent = TcpStream::connect(addr).await?;
@@ -777,7 +781,7 @@ mod tests {
     /// replaces its idle connection before that and its next call succeeds.
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_is_closed_and_replaced() -> Result<(), NetError> {
-        let secret = ClusterSecret::generate();
+        let secret = ClusterCredentials::from(ClusterSecret::generate());
         let (addr, server) = listening(&secret).await?;
         let hello = Hello {
             cluster_id: "a".into(),

@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use switchyard_backend_api::tls::ClusterStream;
 use switchyard_backend_api::{
     AppliedState, ChangeStream, ClusterView, Guarantees, LogIndex, MembershipChange,
     MetadataBackend, MetadataCommand, MetadataError, NodeId, OpenContext, PowerCut, Proposed,
     StateView,
 };
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -61,7 +61,7 @@ pub enum Roles {
     /// handed to `extension` with the id of the member that opened them.
     External {
         /// Receives accepted extension connections.
-        extension: mpsc::UnboundedSender<(NodeId, TcpStream)>,
+        extension: mpsc::UnboundedSender<(NodeId, ClusterStream)>,
     },
 }
 
@@ -238,10 +238,10 @@ impl WalBackend {
         };
         let listen_addr = members.addrs.get(&me).cloned().filter(|a| !a.is_empty());
         let listens = members.addrs.len() > 1 || context.node.has_peers() || external.is_some();
-        let secret = if (listens && listen_addr.is_some()) || context.node.has_peers() {
-            Some(context.require_secret()?)
+        let credentials = if (listens && listen_addr.is_some()) || context.node.has_peers() {
+            Some(context.require_credentials()?)
         } else {
-            context.cluster_secret.clone()
+            context.cluster_credentials.clone()
         };
         let snapshots = Snapshots {
             every: config.snapshot_every,
@@ -261,7 +261,7 @@ impl WalBackend {
             progress: Arc::clone(&progress),
             control: control_tx,
             external,
-            secret,
+            credentials,
             term,
         }));
         let mut tasks = JoinSet::new();
@@ -456,7 +456,7 @@ impl MetadataBackend for WalBackend {
                 let timeout = Duration::from_millis(
                     config.catch_up_timeout_ms + 2 * config.propose_timeout_ms,
                 );
-                let from = (self.node.secret()?, self.node.me);
+                let from = (self.node.credentials()?, self.node.me);
                 membership::ask_change(
                     &addr,
                     &config.cluster_id,

@@ -141,7 +141,7 @@ fn promote(context: AdminContext, node: NodeId) -> AdminFuture<u64> {
         request_promotion(
             addr,
             &config.cluster_id,
-            &context.secret,
+            &context.credentials,
             node,
             PROMOTION_TIMEOUT,
         )
@@ -160,8 +160,14 @@ fn change_membership(context: AdminContext, change: MembershipChange) -> AdminFu
                 .catch_up_timeout_ms
                 .saturating_add(config.propose_timeout_ms.saturating_mul(2)),
         );
-        request_membership_change(&nodes, &config.cluster_id, &context.secret, change, timeout)
-            .await
+        request_membership_change(
+            &nodes,
+            &config.cluster_id,
+            &context.credentials,
+            change,
+            timeout,
+        )
+        .await
     })
 }
 

@@ -33,8 +33,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_backend_api::{ClusterSecret, ClusterView, MembershipChange, MetadataError, NodeId};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use switchyard_backend_api::tls::{ClusterReader, ClusterWriter};
+use switchyard_backend_api::{
+    ClusterCredentials, ClusterView, MembershipChange, MetadataError, NodeId,
+};
 
 use crate::error::WalError;
 use crate::node::{Members, Node};
@@ -247,7 +249,7 @@ async fn set_members_on(
         epoch: node.term().epoch,
         purpose: Purpose::Members,
     };
-    let (mut reader, mut writer) = open_with_hello(addr, node.secret()?, &hello, io).await?;
+    let (mut reader, mut writer) = open_with_hello(addr, node.credentials()?, &hello, io).await?;
     let ask = Message::SetMembers {
         from: from.clone(),
         to: to.clone(),
@@ -269,8 +271,8 @@ pub(crate) async fn serve(
     node: &Node,
     primary: NodeId,
     epoch: u64,
-    mut reader: OwnedReadHalf,
-    mut writer: OwnedWriteHalf,
+    mut reader: ClusterReader,
+    mut writer: ClusterWriter,
 ) -> Result<(), MetadataError> {
     let io = node.io_timeout();
     let message = recv(&mut reader, node.config.max_frame_bytes, io)
@@ -325,7 +327,7 @@ async fn answer(
 pub async fn request_membership_change(
     nodes: &[(u64, String)],
     cluster_id: &str,
-    secret: &ClusterSecret,
+    credentials: &ClusterCredentials,
     change: MembershipChange,
     timeout: Duration,
 ) -> Result<ClusterView, MetadataError> {
@@ -338,7 +340,16 @@ pub async fn request_membership_change(
     while tried < queue.len() {
         let (id, addr) = queue[tried].clone();
         tried += 1;
-        match ask_change(&addr, cluster_id, (secret, NodeId(0)), id, &change, timeout).await {
+        match ask_change(
+            &addr,
+            cluster_id,
+            (credentials, NodeId(0)),
+            id,
+            &change,
+            timeout,
+        )
+        .await
+        {
             Ok(view) => return Ok(view),
             Err(MetadataError::NotLeader {
                 leader: Some(leader),
@@ -365,7 +376,7 @@ pub async fn request_membership_change(
 pub(crate) async fn ask_change(
     addr: &str,
     cluster_id: &str,
-    (secret, from): (&ClusterSecret, NodeId),
+    (credentials, from): (&ClusterCredentials, NodeId),
     id: NodeId,
     change: &MembershipChange,
     timeout: Duration,
@@ -377,7 +388,7 @@ pub(crate) async fn ask_change(
         epoch: 0,
         purpose: Purpose::Admin,
     };
-    let (mut reader, mut writer) = open_with_hello(addr, secret, &hello, timeout).await?;
+    let (mut reader, mut writer) = open_with_hello(addr, credentials, &hello, timeout).await?;
     let ask = Message::ChangeMembers {
         change: change.clone(),
     };

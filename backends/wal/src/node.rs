@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use switchyard_backend_api::tls::ClusterStream;
 use switchyard_backend_api::{
-    AppliedState, ClusterMember, ClusterSecret, ClusterView, MetadataCommand, MetadataError,
+    AppliedState, ClusterCredentials, ClusterMember, ClusterView, MetadataCommand, MetadataError,
     NodeId, Proposed, Readiness, Role,
 };
-use tokio::net::TcpStream;
 use tokio::sync::{Mutex, MutexGuard, mpsc, oneshot, watch};
 
 use crate::applier::ApplyMsg;
@@ -86,9 +86,9 @@ pub(crate) struct Node {
     /// The role controller's queue.
     pub(crate) control: mpsc::UnboundedSender<Control>,
     /// With roles driven from outside: where accepted extension connections go.
-    pub(crate) external: Option<mpsc::UnboundedSender<(NodeId, TcpStream)>>,
-    /// The cluster secret; `None` only for a node that neither listens nor dials.
-    secret: Option<ClusterSecret>,
+    pub(crate) external: Option<mpsc::UnboundedSender<(NodeId, ClusterStream)>>,
+    /// The cluster credentials; `None` only for a node that neither listens nor dials.
+    credentials: Option<ClusterCredentials>,
     /// Held while a membership change runs on this primary: one change at a time.
     pub(crate) changing: Mutex<()>,
     members: watch::Sender<Arc<Members>>,
@@ -111,8 +111,8 @@ pub(crate) struct NodeParts {
     pub(crate) durable: watch::Receiver<Arc<Shape>>,
     pub(crate) progress: Arc<Progress>,
     pub(crate) control: mpsc::UnboundedSender<Control>,
-    pub(crate) external: Option<mpsc::UnboundedSender<(NodeId, TcpStream)>>,
-    pub(crate) secret: Option<ClusterSecret>,
+    pub(crate) external: Option<mpsc::UnboundedSender<(NodeId, ClusterStream)>>,
+    pub(crate) credentials: Option<ClusterCredentials>,
     pub(crate) term: Term,
 }
 
@@ -141,7 +141,7 @@ impl Node {
             progress: parts.progress,
             control: parts.control,
             external: parts.external,
-            secret: parts.secret,
+            credentials: parts.credentials,
             term: Mutex::new(parts.term),
             term_view: watch::Sender::new(parts.term),
             cluster: watch::Sender::new(view),
@@ -200,9 +200,9 @@ impl Node {
             })
     }
 
-    /// The cluster secret this node proves on every connection.
-    pub(crate) fn secret(&self) -> Result<&ClusterSecret, MetadataError> {
-        self.secret.as_ref().ok_or_else(|| {
+    /// The cluster credentials this node proves on every connection.
+    pub(crate) fn credentials(&self) -> Result<&ClusterCredentials, MetadataError> {
+        self.credentials.as_ref().ok_or_else(|| {
             MetadataError::Config(format!(
                 "node {} has no cluster secret and cannot talk to other nodes",
                 self.me

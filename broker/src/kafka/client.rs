@@ -12,13 +12,14 @@ use kafka_protocol::messages::{
     ApiKey, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use switchyard_backend_api::tls::server_name;
 use tokio::io::{
     AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadHalf, WriteHalf,
 };
 use tokio::net::TcpStream;
 
 use crate::kafka::sasl::{CLUSTER_MECHANISM, PeerCredentials};
-use crate::kafka::tls::{TlsClient, server_name};
+use crate::kafka::tls::TlsClient;
 
 /// Largest response accepted.
 const MAX_RESPONSE_BYTES: u32 = 16 << 20;

@@ -12,10 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::CertificateDer;
+use switchyard_backend_api::tls::{certificates, private_key, provider, roots};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// Kafka's `ssl.client.auth`.
@@ -92,43 +91,12 @@ impl TlsClient {
     }
 }
 
-/// The crypto provider: ring.
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    // rustls marks its ring provider deprecated because ring has no post-quantum key
-    // exchange; the provider that has one, aws-lc-rs, is a C/cmake build that would
-    // dominate this workspace's build time. Classical ECDHE it is, and SECURITY.md says so.
-    #[allow(deprecated)]
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// The CA certificates in `path`.
-fn roots(path: &Path) -> Result<Arc<RootCertStore>, String> {
-    let mut roots = RootCertStore::empty();
-    for ca in certificates(path)? {
-        roots
-            .add(ca)
-            .map_err(|e| format!("a CA certificate in {}: {e}", path.display()))?;
-    }
-    Ok(Arc::new(roots))
-}
-
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("reading certificates from {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
-    }
-    Ok(certs)
-}
-
 impl Tls {
     /// Load the files and build both configurations; the error names the file and why.
     pub fn load(files: &TlsFiles) -> Result<Self, String> {
         let provider = provider();
         let chain = certificates(&files.certificate)?;
-        let key = PrivateKeyDer::from_pem_file(&files.key)
-            .map_err(|e| format!("reading the private key {}: {e}", files.key.display()))?;
+        let key = private_key(&files.key)?;
         let roots = roots(&files.truststore)?;
         let verifier = match files.client_auth {
             ClientAuth::None => WebPkiClientVerifier::no_client_auth(),
@@ -169,16 +137,6 @@ impl Tls {
             client: TlsClient(TlsConnector::from(Arc::new(client))),
         })
     }
-}
-
-/// The name to verify a broker at `addr` (`HOST:PORT`) by: its host, a DNS name or an IP.
-pub fn server_name(addr: &str) -> Result<ServerName<'static>, String> {
-    let host = addr
-        .rsplit_once(':')
-        .map_or(addr, |(host, _)| host)
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    ServerName::try_from(host.to_owned()).map_err(|e| format!("{host}: {e}"))
 }
 
 /// The subject of `certificate`, RFC 2253 style (last RDN first, `,` between attributes), as

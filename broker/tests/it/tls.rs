@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::ensure;
 use kafka_protocol::messages::DescribeClusterRequest;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use switchyard::kafka::client::PeerClient;
 use switchyard::kafka::sasl::PeerCredentials;
 use switchyard::kafka::tls::{ClientAuth, Tls, TlsClient, TlsFiles};
 use switchyard::serve::Node;
 use switchyard_backend_api::{ClusterSecret, Principal};
+use switchyard_compat_tests::certs::TestCa;
 
 use crate::support::{DEADLINE, start_secured};
 
@@ -22,41 +22,12 @@ pub(crate) struct Certificates {
     pub(crate) alice: (PathBuf, PathBuf),
 }
 
-fn write(dir: &Path, name: &str, pem: &str) -> anyhow::Result<PathBuf> {
-    let path = dir.join(name);
-    std::fs::write(&path, pem)?;
-    Ok(path)
-}
-
 pub(crate) fn certificates(dir: &Path) -> anyhow::Result<Certificates> {
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "switchyard test CA");
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf = |sans: Vec<String>, cn: &str| -> anyhow::Result<(String, String)> {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(sans)?;
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let cert = params.signed_by(&key, &issuer)?;
-        Ok((cert.pem(), key.serialize_pem()))
-    };
-    let (broker_cert, broker_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()], "broker")?;
-    let (alice_cert, alice_key) = leaf(Vec::new(), "alice")?;
+    let ca = TestCa::new(dir, "test")?;
     Ok(Certificates {
-        ca: write(dir, "ca.pem", &ca_cert.pem())?,
-        broker: (
-            write(dir, "broker.pem", &broker_cert)?,
-            write(dir, "broker.key", &broker_key)?,
-        ),
-        alice: (
-            write(dir, "alice.pem", &alice_cert)?,
-            write(dir, "alice.key", &alice_key)?,
-        ),
+        broker: ca.issue("broker", &["127.0.0.1", "localhost"])?,
+        alice: ca.issue("alice", &[])?,
+        ca: ca.ca.clone(),
     })
 }
 

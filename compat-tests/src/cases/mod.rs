@@ -9,4 +9,5 @@ pub mod lifecycle;
 pub mod offsets;
 pub mod partitions;
 pub mod producers;
+pub mod security;
 pub mod topics;

@@ -126,7 +126,7 @@ async fn isolated_leader_cannot_write_once_a_new_term_begins() -> anyhow::Result
             config: figment::Figment::new(),
             data_dir,
             node: network.identity(id)?,
-            cluster_secret: Some(shared_secret()),
+            cluster_credentials: Some(shared_secret().into()),
         };
         nodes.push(open_backend("hybrid", context).await?);
     }

@@ -23,7 +23,7 @@ async fn open(
         config: figment::Figment::new(),
         data_dir,
         node: network.identity(id)?,
-        cluster_secret: Some(shared_secret()),
+        cluster_credentials: Some(shared_secret().into()),
     };
     Ok(Arc::new(HybridBackend::open(context).await?))
 }

@@ -33,7 +33,7 @@ async fn open(
             cluster_addr: peers.get(&NodeId(id)).cloned(),
             peers: peers.clone(),
         },
-        cluster_secret: Some(shared_secret()),
+        cluster_credentials: Some(shared_secret().into()),
     };
     Ok(open_backend("hybrid", context).await?)
 }

@@ -27,7 +27,7 @@ pub(crate) async fn open_node(
                 config,
                 data_dir,
                 node: identity,
-                cluster_secret: Some(shared_secret()),
+                cluster_credentials: Some(shared_secret().into()),
             },
         ),
     )

@@ -5,10 +5,12 @@
 
 use std::time::Duration;
 
-use switchyard_backend_api::auth::{self, Principal};
-use switchyard_backend_api::{ClusterSecret, MetadataCommand, MetadataError, NodeId, Proposed};
+use switchyard_backend_api::auth::Principal;
+use switchyard_backend_api::tls::{ClusterReader, ClusterStream, ClusterWriter};
+use switchyard_backend_api::{
+    ClusterCredentials, MetadataCommand, MetadataError, NodeId, Proposed,
+};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::{net, unexpected};
 use crate::node::Node;
@@ -34,7 +36,7 @@ pub(crate) async fn forward_proposal(
         purpose: Purpose::Forward,
     };
     let io = node.io_timeout();
-    let (mut reader, mut writer) = open_with_hello(&addr, node.secret()?, &hello, io).await?;
+    let (mut reader, mut writer) = open_with_hello(&addr, node.credentials()?, &hello, io).await?;
     send(&mut writer, &Message::Propose { command }, io)
         .await
         .map_err(net)?;
@@ -62,29 +64,29 @@ pub(crate) async fn forward_proposal(
     Ok(proposed)
 }
 
-/// Connect to `addr` (`TCP_NODELAY`), prove `secret` as the sender of `hello` (node 0: an
-/// operator) to the node it addresses, and send `hello`, within `timeout` each.
+/// Connect to `addr` (`TCP_NODELAY`), prove `credentials` as the sender of `hello` (node 0:
+/// an operator) to the node it addresses, and send `hello`, within `timeout` each.
 pub(crate) async fn open_with_hello(
     addr: &str,
-    secret: &ClusterSecret,
+    credentials: &ClusterCredentials,
     hello: &Message,
     timeout: Duration,
-) -> Result<(OwnedReadHalf, OwnedWriteHalf), MetadataError> {
+) -> Result<(ClusterReader, ClusterWriter), MetadataError> {
     let Message::Hello { from, to, .. } = hello else {
         return Err(unexpected(hello));
     };
-    let mut stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| net(NetError::Timeout(timeout, "connect")))?
         .map_err(|e| net(e.into()))?;
-    stream.set_nodelay(true).map_err(|e| net(e.into()))?;
+    tcp.set_nodelay(true).map_err(|e| net(e.into()))?;
     let me = if from.0 == 0 {
         Principal::Operator
     } else {
         Principal::Node(*from)
     };
-    auth::connect(&mut stream, secret, me, *to, timeout).await?;
-    let (reader, mut writer) = stream.into_split();
+    let stream = credentials.connect(tcp, addr, me, *to, timeout).await?;
+    let (reader, mut writer) = stream.split();
     send(&mut writer, hello, timeout).await.map_err(net)?;
     Ok((reader, writer))
 }
@@ -95,7 +97,7 @@ pub(crate) async fn open_with_hello(
 pub async fn request_promotion(
     addr: &str,
     cluster_id: &str,
-    secret: &ClusterSecret,
+    credentials: &ClusterCredentials,
     node: NodeId,
     timeout: Duration,
 ) -> Result<u64, MetadataError> {
@@ -106,7 +108,7 @@ pub async fn request_promotion(
         epoch: 0,
         purpose: Purpose::Admin,
     };
-    let (mut reader, mut writer) = open_with_hello(addr, secret, &hello, timeout).await?;
+    let (mut reader, mut writer) = open_with_hello(addr, credentials, &hello, timeout).await?;
     send(&mut writer, &Message::Promote, timeout)
         .await
         .map_err(net)?;
@@ -120,17 +122,17 @@ pub async fn request_promotion(
 }
 
 /// Open an extension connection from node `from` (0: an operator) to node `to` at `addr`
-/// (its cluster address): the cluster handshake proving `secret`, the wal handshake, then the
+/// (its cluster address): the cluster handshake proving `credentials`, the wal handshake, then the
 /// stream is the caller's. The peer accepts it only if its roles are driven from outside
 /// ([`crate::Roles::External`]) and `from` is one of its members or an operator.
 pub async fn connect_extension(
     addr: &str,
     cluster_id: &str,
-    secret: &ClusterSecret,
+    credentials: &ClusterCredentials,
     from: NodeId,
     to: NodeId,
     timeout: Duration,
-) -> Result<TcpStream, MetadataError> {
+) -> Result<ClusterStream, MetadataError> {
     let hello = Message::Hello {
         cluster_id: cluster_id.to_owned(),
         from,
@@ -138,11 +140,9 @@ pub async fn connect_extension(
         epoch: 0,
         purpose: Purpose::Extension,
     };
-    let (mut reader, writer) = open_with_hello(addr, secret, &hello, timeout).await?;
+    let (mut reader, writer) = open_with_hello(addr, credentials, &hello, timeout).await?;
     match recv(&mut reader, 1 << 20, timeout).await.map_err(net)? {
-        Message::Accepted => reader
-            .reunite(writer)
-            .map_err(|e| MetadataError::Network(e.to_string())),
+        Message::Accepted => Ok(reader.unsplit(writer)),
         Message::Refused { reason } => Err(MetadataError::Network(format!(
             "extension connection refused: {reason}"
         ))),

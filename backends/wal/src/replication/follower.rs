@@ -2,8 +2,8 @@
 //! before `Welcome`) or fence it, then make what it streams durable, apply up to its commit
 //! index and ack; answer a promoted node's `Fetch`.
 
+use switchyard_backend_api::tls::{ClusterReader, ClusterWriter};
 use switchyard_backend_api::{MetadataError, NodeId, Readiness, Role};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::stream::{Receiver, catch_up, read_records, send_append};
 use super::{Control, net};
@@ -51,8 +51,8 @@ pub(super) async fn follow(
     node: &Node,
     from: NodeId,
     epoch: u64,
-    mut reader: OwnedReadHalf,
-    mut writer: OwnedWriteHalf,
+    mut reader: ClusterReader,
+    mut writer: ClusterWriter,
 ) -> Result<(), MetadataError> {
     let io = node.io_timeout();
     if let Some(term) = accept_epoch(node, from, epoch).await? {
@@ -101,8 +101,8 @@ async fn follow_stream(
     node: &Node,
     from: NodeId,
     epoch: u64,
-    reader: &mut OwnedReadHalf,
-    writer: &mut OwnedWriteHalf,
+    reader: &mut ClusterReader,
+    writer: &mut ClusterWriter,
 ) -> Result<(), MetadataError> {
     let io = node.io_timeout();
     let dead_after = io * 2;
@@ -145,7 +145,7 @@ async fn follow_stream(
 /// `FetchDone`.
 async fn serve_fetch(
     node: &Node,
-    writer: &mut OwnedWriteHalf,
+    writer: &mut ClusterWriter,
     after: Position,
 ) -> Result<(), MetadataError> {
     let io = node.io_timeout();
@@ -177,7 +177,7 @@ mod tests {
     use tokio::net::TcpStream;
 
     use super::*;
-    use switchyard_backend_api::auth::{self, Principal};
+    use switchyard_backend_api::auth::Principal;
 
     use crate::protocol::{NetError, Purpose};
     use crate::replication::describe;
@@ -216,10 +216,17 @@ mod tests {
             .find(|id| **id != me)
             .context("no peer")?;
         let io = Duration::from_secs(5);
-        let mut stream = TcpStream::connect(&addr).await?;
-        let secret = &cluster.spec(0)?.secret;
-        auth::connect(&mut stream, secret, Principal::Node(primary), me, io).await?;
-        let (mut reader, mut writer) = stream.into_split();
+        let credentials = &cluster.spec(0)?.credentials;
+        let stream = credentials
+            .connect(
+                TcpStream::connect(&addr).await?,
+                &addr,
+                Principal::Node(primary),
+                me,
+                io,
+            )
+            .await?;
+        let (mut reader, mut writer) = stream.split();
         let hello = Message::Hello {
             cluster_id: "switchyard".into(),
             from: primary,

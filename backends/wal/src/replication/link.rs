@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchyard_backend_api::tls::{ClusterReader, ClusterWriter};
 use switchyard_backend_api::{MetadataError, NodeId};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::stream::{catch_up, read_records, send_append};
 use super::takeover::{self, Leadership};
@@ -88,7 +88,7 @@ async fn run_link(
         epoch: shared.epoch,
         purpose: Purpose::Replicate,
     };
-    let (mut reader, mut writer) = open_with_hello(addr, node.secret()?, &hello, io).await?;
+    let (mut reader, mut writer) = open_with_hello(addr, node.credentials()?, &hello, io).await?;
     let last = match recv(&mut reader, max, io).await.map_err(net)? {
         Message::Welcome { last } => last,
         Message::Fenced { epoch, primary } => {
@@ -113,8 +113,8 @@ async fn stream_to(
     node: &Arc<Node>,
     shared: &Leadership,
     peer: NodeId,
-    reader: OwnedReadHalf,
-    mut writer: OwnedWriteHalf,
+    reader: ClusterReader,
+    mut writer: ClusterWriter,
     mut cursor: Cursor,
 ) -> Result<(), MetadataError> {
     let _counted = shared.streaming(peer);
@@ -167,7 +167,7 @@ impl Drop for AbortOnDrop {
 async fn read_acks(
     node: Arc<Node>,
     peer: NodeId,
-    mut reader: OwnedReadHalf,
+    mut reader: ClusterReader,
 ) -> Result<(), MetadataError> {
     let dead_after = node.io_timeout() * 2;
     loop {

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_backend_api::auth::{self, HANDSHAKE_TIMEOUT, Principal};
+use switchyard_backend_api::auth::{HANDSHAKE_TIMEOUT, Principal};
+use switchyard_backend_api::tls::{ClusterReader, ClusterWriter};
 use switchyard_backend_api::{MetadataError, warn_throttled};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -84,22 +84,21 @@ pub(crate) fn bind(addr: &str) -> std::io::Result<TcpListener> {
 
 /// One incoming connection: authenticate the peer, check the handshake, then follow or
 /// answer an admin request.
-async fn serve(node: &Arc<Node>, mut stream: TcpStream) -> Result<(), MetadataError> {
-    let peer_addr = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    stream.set_nodelay(true).map_err(|e| net(e.into()))?;
-    let principal = match auth::accept(&mut stream, node.secret()?, node.me, HANDSHAKE_TIMEOUT)
-        .await
-    {
-        Ok(principal) => principal,
+async fn serve(node: &Arc<Node>, tcp: TcpStream) -> Result<(), MetadataError> {
+    let peer_addr = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    tcp.set_nodelay(true).map_err(|e| net(e.into()))?;
+    let accepted = node
+        .credentials()?
+        .accept(tcp, node.me, HANDSHAKE_TIMEOUT)
+        .await;
+    let (stream, principal) = match accepted {
+        Ok(accepted) => accepted,
         Err(error) => {
             warn_throttled!(%peer_addr, %error, "refused an unauthenticated cluster connection");
             return Err(error.into());
         }
     };
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = stream.split();
     let io = node.io_timeout();
     let hello = recv(&mut reader, node.config.max_frame_bytes, io)
         .await
@@ -165,9 +164,7 @@ async fn serve(node: &Arc<Node>, mut stream: TcpStream) -> Result<(), MetadataEr
             send(&mut writer, &Message::Accepted, io)
                 .await
                 .map_err(net)?;
-            let stream = reader
-                .reunite(writer)
-                .map_err(|e| MetadataError::Network(e.to_string()))?;
+            let stream = reader.unsplit(writer);
             if let Some(extension) = &node.external {
                 let _ = extension.send((from, stream));
             }
@@ -197,8 +194,8 @@ fn allowed(principal: Principal, purpose: Purpose) -> bool {
 /// Answer `Promote` or `ChangeMembers`.
 async fn admin(
     node: &Arc<Node>,
-    mut reader: OwnedReadHalf,
-    mut writer: OwnedWriteHalf,
+    mut reader: ClusterReader,
+    mut writer: ClusterWriter,
 ) -> Result<(), MetadataError> {
     let io = node.io_timeout();
     match recv(&mut reader, node.config.max_frame_bytes, io)
@@ -234,8 +231,8 @@ async fn admin(
 /// Answer one forwarded `Propose`: write it if this node is the primary, else say who is.
 async fn serve_forwarded(
     node: &Node,
-    mut reader: OwnedReadHalf,
-    mut writer: OwnedWriteHalf,
+    mut reader: ClusterReader,
+    mut writer: ClusterWriter,
 ) -> Result<(), MetadataError> {
     let io = node.io_timeout();
     let message = recv(&mut reader, node.config.max_frame_bytes, io)

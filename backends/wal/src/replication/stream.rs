@@ -9,7 +9,7 @@
 //! receiving end ([`Receiver`]) makes both durable.
 
 use switchyard_backend_api::MetadataError;
-use tokio::net::tcp::OwnedWriteHalf;
+use switchyard_backend_api::tls::ClusterWriter;
 
 use super::{net, unexpected};
 use crate::node::Node;
@@ -39,7 +39,7 @@ fn snapshot_chunk_bytes(max_frame_bytes: u32) -> usize {
 /// applied state. Returns a cursor at the first record to send.
 pub(super) async fn catch_up(
     node: &Node,
-    writer: &mut OwnedWriteHalf,
+    writer: &mut ClusterWriter,
     last: Position,
 ) -> Result<Cursor, MetadataError> {
     let shape = node.durable.borrow().clone();

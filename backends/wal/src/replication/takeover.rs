@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use switchyard_backend_api::tls::{ClusterReader, ClusterWriter};
 use switchyard_backend_api::{MetadataError, NodeId, Readiness, Role};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
 use super::stream::Receiver;
@@ -265,8 +265,8 @@ pub(super) async fn join(
     shared: &Leadership,
     peer: NodeId,
     last: Position,
-    reader: &mut OwnedReadHalf,
-    writer: &mut OwnedWriteHalf,
+    reader: &mut ClusterReader,
+    writer: &mut ClusterWriter,
 ) -> Result<bool, MetadataError> {
     let io = node.io_timeout();
     let max = node.config.max_frame_bytes;
@@ -314,8 +314,8 @@ pub(super) async fn join(
 /// Pull the records this node lacks from a more up-to-date peer (promotion).
 async fn fetch(
     node: &Node,
-    reader: &mut OwnedReadHalf,
-    writer: &mut OwnedWriteHalf,
+    reader: &mut ClusterReader,
+    writer: &mut ClusterWriter,
 ) -> Result<(), MetadataError> {
     let io = node.io_timeout();
     let after = node.durable.borrow().last;

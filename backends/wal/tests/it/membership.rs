@@ -49,7 +49,7 @@ async fn open(
             cluster_addr: peers.get(&NodeId(id)).cloned(),
             peers: peers.clone(),
         },
-        cluster_secret: Some(shared_secret()),
+        cluster_credentials: Some(shared_secret().into()),
     };
     let node = tokio::time::timeout(DEADLINE, open_backend("wal", context))
         .await

@@ -145,7 +145,7 @@ async fn promoted_follower_has_every_acknowledged_write() -> anyhow::Result<()> 
         .cluster_addr
         .clone()
         .context("no cluster address")?;
-    let secret = &cluster.spec(1)?.secret;
+    let secret = &cluster.spec(1)?.credentials;
     let epoch = request_promotion(&addr, "switchyard", secret, NodeId(2), DEADLINE).await?;
     ensure!(epoch >= 2, "epoch {epoch}");
     let view = promoted.local();
@@ -202,7 +202,7 @@ async fn handshake_refuses_another_cluster() -> anyhow::Result<()> {
         .cluster_addr
         .clone()
         .context("no cluster address")?;
-    let secret = &cluster.spec(1)?.secret;
+    let secret = &cluster.spec(1)?.credentials;
     let refused =
         request_promotion(&addr, "green", secret, NodeId(2), Duration::from_secs(5)).await;
     match refused {

@@ -21,36 +21,3 @@ fn a_certificate_subject_reads_as_kafka_writes_it() -> Result<(), rcgen::Error> 
     );
     Ok(())
 }
-
-#[test]
-fn server_names_come_from_the_address_host() {
-    assert!(matches!(
-        server_name("127.0.0.1:9093"),
-        Ok(ServerName::IpAddress(_))
-    ));
-    assert!(matches!(
-        server_name("[::1]:9093"),
-        Ok(ServerName::IpAddress(_))
-    ));
-    assert!(matches!(
-        server_name("broker-1.example:9093"),
-        Ok(ServerName::DnsName(_))
-    ));
-    assert!(server_name("bad host:1").is_err());
-}
-
-#[test]
-fn missing_and_malformed_files_are_named_in_the_error() -> std::io::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let junk = dir.path().join("junk.pem");
-    std::fs::write(&junk, "not a certificate")?;
-    let files = TlsFiles {
-        certificate: junk.clone(),
-        key: dir.path().join("missing.key"),
-        truststore: junk.clone(),
-        client_auth: ClientAuth::None,
-    };
-    let error = Tls::load(&files).err().unwrap_or_default();
-    assert!(error.contains("junk.pem"), "{error}");
-    Ok(())
-}

@@ -1,6 +1,8 @@
 use anyhow::{Context as _, bail, ensure};
 use switchyard_backend_api::auth::Principal;
-use switchyard_backend_api::{ClusterSecret, MembershipChange, MetadataBackend, NodeId};
+use switchyard_backend_api::{
+    ClusterCredentials, ClusterSecret, MembershipChange, MetadataBackend, NodeId,
+};
 use switchyard_compat_tests::fixtures::{converges, create_topic_ok, register_all};
 use switchyard_compat_tests::{RegistryHarness, TestCluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,7 +53,7 @@ async fn a_stranger_without_the_secret_changes_nothing() -> anyhow::Result<()> {
     register_all(&primary, &[1]).await?;
     create_topic_ok(&primary, "kept", &[&[1]]).await?;
     let before = shape(&primary);
-    let stranger = ClusterSecret::generate();
+    let stranger = ClusterCredentials::from(ClusterSecret::generate());
     let follower = cluster_addr(&cluster, 1)?;
 
     let promoted = request_promotion(&follower, "switchyard", &stranger, NodeId(2), IO).await;
@@ -110,15 +112,17 @@ async fn an_authenticated_peer_speaks_only_as_itself() -> anyhow::Result<()> {
     let harness = RegistryHarness::new("wal");
     let cluster = TestCluster::start(&harness, 3).await?;
     cluster.leader().await?;
-    let secret = cluster.spec(1)?.secret.clone();
+    let credentials = cluster.spec(1)?.credentials.clone();
     let follower = cluster_addr(&cluster, 1)?;
     for (principal, from, purpose) in [
         (Principal::Node(NodeId(3)), NodeId(1), Purpose::Replicate),
         (Principal::Operator, NodeId(0), Purpose::Replicate),
         (Principal::Operator, NodeId(0), Purpose::Members),
     ] {
-        let mut stream = TcpStream::connect(&follower).await?;
-        auth::connect(&mut stream, &secret, principal, NodeId(2), IO).await?;
+        let tcp = TcpStream::connect(&follower).await?;
+        let mut stream = credentials
+            .connect(tcp, &follower, principal, NodeId(2), IO)
+            .await?;
         let hello = Message::Hello {
             cluster_id: "switchyard".into(),
             from,
@@ -143,7 +147,7 @@ async fn an_authenticated_peer_speaks_only_as_itself() -> anyhow::Result<()> {
 async fn a_node_with_another_secret_cannot_join() -> anyhow::Result<()> {
     let harness = RegistryHarness::new("wal");
     let mut cluster = TestCluster::layout(&harness, 3)?;
-    cluster.spec_mut(2)?.secret = ClusterSecret::generate();
+    cluster.spec_mut(2)?.credentials = ClusterSecret::generate().into();
     for index in 0..3 {
         cluster.open(index).await?;
     }
