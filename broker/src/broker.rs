@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::error::ResponseError;
 use switchyard_backend_api::{
-    BrokerId, Change, ClusterId, MetadataBackend, MetadataCommand, MetadataError, NodeId, Outcome,
-    StateView, StreamError,
+    BrokerEndpoint, BrokerId, Change, ClusterId, MetadataBackend, MetadataCommand, MetadataError,
+    NodeId, Outcome, StateView, StreamError,
 };
 use tokio::sync::{Mutex, Notify, Semaphore, watch};
 use tracing::{info, warn};
@@ -30,11 +30,14 @@ const PRODUCER_ID_BLOCK: u32 = 1_000;
 #[derive(Debug)]
 pub struct Broker {
     id: BrokerId,
-    host: String,
-    port: u16,
+    /// Every listener's advertised endpoint; `listeners[inter_broker]` is the one other
+    /// brokers use.
+    listeners: Vec<BrokerEndpoint>,
+    inter_broker: usize,
     backend: Arc<dyn MetadataBackend>,
     settings: KafkaSettings,
-    security: ListenerSecurity,
+    /// The inter-broker listener's security: how this broker authenticates to the others.
+    peer_security: ListenerSecurity,
     registered: watch::Sender<bool>,
     groups: GroupCoordinator,
     producer_ids: Mutex<Option<(i64, i64)>>,
@@ -55,21 +58,21 @@ fn budget_permits(settings: &KafkaSettings) -> usize {
 }
 
 impl Broker {
-    /// A broker advertised at `host:port` over `backend`. Returns at once; call
-    /// [`Broker::register`] in a task to register it when the backend becomes ready.
+    /// A broker advertising `listeners` (at least one; `listeners[inter_broker]` is where
+    /// other brokers reach it, speaking `peer_security`) over `backend`. Returns at once;
+    /// call [`Broker::register`] in a task to register it when the backend becomes ready.
     pub fn new(
         id: BrokerId,
-        host: String,
-        port: u16,
+        (listeners, inter_broker): (Vec<BrokerEndpoint>, usize),
         backend: Arc<dyn MetadataBackend>,
         settings: KafkaSettings,
-        security: ListenerSecurity,
+        peer_security: ListenerSecurity,
         replicas: Replicas,
     ) -> Arc<Self> {
         Arc::new(Self {
             id,
-            host,
-            port,
+            listeners,
+            inter_broker,
             groups: GroupCoordinator::new(id, Arc::clone(&backend), &settings),
             backend,
             registered: watch::Sender::new(false),
@@ -80,7 +83,7 @@ impl Broker {
             isr_checks: Notify::new(),
             request_budget: Semaphore::new(budget_permits(&settings)),
             settings,
-            security,
+            peer_security,
         })
     }
 
@@ -247,14 +250,26 @@ impl Broker {
         self.id
     }
 
-    /// Advertised host.
+    /// Advertised host of the inter-broker listener.
     pub fn host(&self) -> &str {
-        &self.host
+        &self.inter_broker_endpoint().host
     }
 
-    /// Advertised port.
+    /// Advertised port of the inter-broker listener.
     pub fn port(&self) -> u16 {
-        self.port
+        self.inter_broker_endpoint().port
+    }
+
+    fn inter_broker_endpoint(&self) -> &BrokerEndpoint {
+        &self.listeners[self.inter_broker]
+    }
+
+    /// This broker's advertised endpoint on the listener named `name`.
+    pub(crate) fn own_endpoint(&self, name: &str) -> Option<(&str, u16)> {
+        self.listeners
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| (e.host.as_str(), e.port))
     }
 
     /// Kafka settings.
@@ -262,18 +277,18 @@ impl Broker {
         &self.settings
     }
 
-    /// How the Kafka listener authenticates clients and this broker authenticates to others.
-    pub fn security(&self) -> &ListenerSecurity {
-        &self.security
-    }
-
     /// A client of another broker's Kafka listener at `addr`, authenticating as this broker
     /// where the listeners ask for it.
     pub fn peer_client(&self, addr: String, client_id: String, timeout: Duration) -> PeerClient {
         let me = NodeId(u64::try_from(self.id.0).unwrap_or_default());
         PeerClient::new(addr, client_id, timeout)
-            .with_credentials(self.security.peer_credentials(me))
-            .with_tls(self.security.tls.as_ref().map(|tls| tls.client.clone()))
+            .with_credentials(self.peer_security.peer_credentials(me))
+            .with_tls(
+                self.peer_security
+                    .tls
+                    .as_ref()
+                    .map(|tls| tls.client.clone()),
+            )
     }
 
     /// The metadata backend.
@@ -401,9 +416,10 @@ impl Broker {
         let outcome = self
             .propose(MetadataCommand::RegisterBroker {
                 id: self.id,
-                host: self.host.clone(),
-                port: self.port,
+                host: self.host().to_owned(),
+                port: self.port(),
                 rack: None,
+                listeners: self.listeners.clone(),
             })
             .await?;
         match outcome {

@@ -133,6 +133,9 @@ pub enum ConfigError {
     /// The cluster TLS settings are incomplete, or their files cannot be used.
     #[error("{0}")]
     ClusterTls(String),
+    /// The Kafka listeners (`kafka.listeners` and the keys beside it) do not fit together.
+    #[error("{0}")]
+    Listeners(String),
     /// The broker heartbeat settings cannot work.
     #[error(
         "kafka.broker_session_timeout_ms ({timeout_ms}) must be larger than \
@@ -393,6 +396,21 @@ pub struct KafkaSettings {
     pub ssl_truststore_location: Option<PathBuf>,
     /// `ssl.client.auth`: `none`, `requested` or `required` client certificates.
     pub ssl_client_auth: String,
+    /// `listeners`: `NAME://HOST:PORT` each (an empty host binds every interface). A name is a
+    /// security protocol (`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`) or is mapped to one
+    /// in `listener_security_protocol_map`. Empty: one listener, `listen`, speaking
+    /// `security_protocol`.
+    pub listeners: Vec<String>,
+    /// `advertised.listeners`: what clients of each listener are told to connect to, by
+    /// listener name; a listener not named here advertises its own address.
+    pub advertised_listeners: Vec<String>,
+    /// `listener.security.protocol.map`: `NAME:PROTOCOL` each, for listener names that are not
+    /// protocols (`INTERNAL:SASL_SSL`).
+    pub listener_security_protocol_map: Vec<String>,
+    /// `inter.broker.listener.name`: the listener brokers connect to each other on (replica
+    /// fetches, heartbeats, forwarded requests). Default: the only listener, else the one
+    /// named `PLAINTEXT`.
+    pub inter_broker_listener_name: Option<String>,
 }
 
 impl Default for KafkaSettings {
@@ -431,6 +449,10 @@ impl Default for KafkaSettings {
             ssl_key_location: None,
             ssl_truststore_location: None,
             ssl_client_auth: "none".into(),
+            listeners: Vec::new(),
+            advertised_listeners: Vec::new(),
+            listener_security_protocol_map: Vec::new(),
+            inter_broker_listener_name: None,
         }
     }
 }
@@ -476,10 +498,11 @@ pub struct Config {
     /// Every node of the cluster, this one included, by id → `HOST:PORT`. Empty for a single
     /// node.
     pub peers: BTreeMap<NodeId, String>,
-    /// Kafka listener address.
-    pub listen: String,
-    /// Address returned to clients in Metadata responses (`HOST:PORT`).
-    pub advertise: String,
+    /// The Kafka listeners, at least one: `kafka.listeners`, or the one listener `listen`,
+    /// `advertise` and `kafka.security_protocol` describe.
+    pub listeners: Vec<ListenerConfig>,
+    /// Index in `listeners` of the inter-broker listener.
+    pub inter_broker: usize,
     /// Address the metadata backend listens on for its peers, when it differs from this
     /// node's entry in `peers` (the address the others dial).
     pub cluster_listen: Option<String>,
@@ -488,9 +511,6 @@ pub struct Config {
     /// Mutual TLS for cluster connections, from `cluster_tls_certificate`, `cluster_tls_key`
     /// and `cluster_tls_ca` (all three or none).
     pub cluster_tls: Option<ClusterTls>,
-    /// How the Kafka listener authenticates (from `kafka.security_protocol` and
-    /// `kafka.sasl_enabled_mechanisms`).
-    pub security: ListenerSecurity,
     /// Kafka broker settings.
     pub kafka: KafkaSettings,
     figment: Figment,
@@ -533,17 +553,6 @@ impl Config {
                     .join(","),
             });
         }
-        check_listen_addr(&raw.listen).map_err(|reason| ConfigError::InvalidAddress {
-            key: "listen",
-            addr: raw.listen.clone(),
-            reason,
-        })?;
-        let advertise = raw.advertise.unwrap_or_else(|| raw.listen.clone());
-        check_listen_addr(&advertise).map_err(|reason| ConfigError::InvalidAddress {
-            key: "advertise",
-            addr: advertise.clone(),
-            reason,
-        })?;
         if let Some(addr) = &raw.cluster_listen {
             if peers.is_empty() {
                 return Err(ConfigError::ClusterListenWithoutPeers { addr: addr.clone() });
@@ -586,18 +595,22 @@ impl Config {
                 "cluster TLS is configured, and cluster connections prove the cluster secret                  inside it: {MAKE_A_SECRET}"
             )));
         }
-        let security = listener_security(&raw.kafka, cluster_secret.as_ref())?;
+        let (listeners, inter_broker) = kafka_listeners(
+            &raw.listen,
+            raw.advertise.as_deref(),
+            &raw.kafka,
+            cluster_secret.as_ref(),
+        )?;
         Ok(Self {
             metadata_backend: raw.metadata_backend,
             data_dir: raw.data_dir,
             node_id,
             peers,
-            listen: raw.listen,
-            advertise,
+            listeners,
+            inter_broker,
             cluster_listen: raw.cluster_listen,
             cluster_secret,
             cluster_tls,
-            security,
             kafka: raw.kafka,
             figment,
         })
@@ -639,51 +652,328 @@ fn cluster_tls(
     }
 }
 
-/// The listener's security from the `[kafka]` settings: anything but PLAINTEXT needs the
-/// cluster secret, SASL needs mechanisms, SSL a certificate, key and trust store.
-fn listener_security(
+/// One Kafka listener: its name, where it binds, what it advertises, how it authenticates.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// The listener name (`PLAINTEXT`, `SASL_SSL`, or a name the protocol map maps).
+    pub name: String,
+    /// Address it binds (`HOST:PORT`; port 0: any free port).
+    pub bind: String,
+    /// Address its clients are told to connect to (`HOST:PORT`; port 0: the bound port).
+    pub advertise: String,
+    /// How connections to it authenticate.
+    pub security: ListenerSecurity,
+}
+
+impl Config {
+    /// The listener brokers connect to each other on.
+    pub fn inter_broker_listener(&self) -> &ListenerConfig {
+        &self.listeners[self.inter_broker]
+    }
+}
+
+/// The Kafka listeners and the index of the inter-broker one: from `kafka.listeners` (with
+/// `kafka.advertised_listeners`, `kafka.listener_security_protocol_map` and
+/// `kafka.inter_broker_listener_name`), or, when that is empty, the one listener `listen`
+/// speaking `kafka.security_protocol`, advertised as `advertise`.
+fn kafka_listeners(
+    listen: &str,
+    advertise: Option<&str>,
     kafka: &KafkaSettings,
     secret: Option<&ClusterSecret>,
-) -> Result<ListenerSecurity, ConfigError> {
-    let protocol = SecurityProtocol::parse(&kafka.security_protocol).ok_or_else(|| {
-        ConfigError::Security(format!(
-            "kafka.security_protocol {:?} is not one of PLAINTEXT, SASL_PLAINTEXT, SSL, SASL_SSL",
-            kafka.security_protocol
-        ))
-    })?;
-    let mechanisms = kafka
-        .sasl_enabled_mechanisms
-        .iter()
-        .map(|name| {
-            Mechanism::parse(name).ok_or_else(|| {
-                ConfigError::Security(format!(
-                    "kafka.sasl_enabled_mechanisms: {name:?} is not one of SCRAM-SHA-256, \
-                     SCRAM-SHA-512, PLAIN"
-                ))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if protocol == SecurityProtocol::Plaintext {
-        return Ok(ListenerSecurity::plaintext());
-    }
-    let name = protocol.name();
-    if protocol.uses_sasl() && mechanisms.is_empty() {
-        return Err(ConfigError::Security(format!(
-            "kafka.security_protocol {name} needs at least one of kafka.sasl_enabled_mechanisms"
-        )));
-    }
-    let Some(secret) = secret else {
-        return Err(ConfigError::Security(format!(
-            "kafka.security_protocol {name} needs a cluster secret, even on one node: brokers \
-             and `switchyard user` / `switchyard acl` authenticate with it; {MAKE_A_SECRET}"
-        )));
+) -> Result<(Vec<ListenerConfig>, usize), ConfigError> {
+    let mut security = SecurityBuilder::new(kafka, secret)?;
+    let listeners = if kafka.listeners.is_empty() {
+        for (key, set) in [
+            (
+                "advertised_listeners",
+                !kafka.advertised_listeners.is_empty(),
+            ),
+            (
+                "listener_security_protocol_map",
+                !kafka.listener_security_protocol_map.is_empty(),
+            ),
+        ] {
+            if set {
+                return Err(ConfigError::Listeners(format!(
+                    "kafka.{key} is set but kafka.listeners is empty: list the listeners"
+                )));
+            }
+        }
+        let protocol = SecurityProtocol::parse(&kafka.security_protocol).ok_or_else(|| {
+            ConfigError::Security(format!(
+                "kafka.security_protocol {:?} is not one of PLAINTEXT, SASL_PLAINTEXT, SSL, SASL_SSL",
+                kafka.security_protocol
+            ))
+        })?;
+        check_listen_addr(listen).map_err(|reason| ConfigError::InvalidAddress {
+            key: "listen",
+            addr: listen.to_owned(),
+            reason,
+        })?;
+        let advertise = advertise.unwrap_or(listen);
+        check_listen_addr(advertise).map_err(|reason| ConfigError::InvalidAddress {
+            key: "advertise",
+            addr: advertise.to_owned(),
+            reason,
+        })?;
+        vec![ListenerConfig {
+            name: protocol.name().to_owned(),
+            bind: listen.to_owned(),
+            advertise: advertise.to_owned(),
+            security: security.for_protocol(
+                protocol,
+                &format!("kafka.security_protocol {}", protocol.name()),
+            )?,
+        }]
+    } else {
+        if listen != DEFAULT_LISTEN || advertise.is_some() {
+            return Err(ConfigError::Listeners(
+                "listen and advertise describe the one listener of a node without \
+                 kafka.listeners; with kafka.listeners, give addresses there and in \
+                 kafka.advertised_listeners"
+                    .into(),
+            ));
+        }
+        if !kafka.security_protocol.eq_ignore_ascii_case("PLAINTEXT") {
+            return Err(ConfigError::Listeners(
+                "kafka.security_protocol is the protocol of a node without kafka.listeners; \
+                 with kafka.listeners, name each listener after its protocol or map it in \
+                 kafka.listener_security_protocol_map"
+                    .into(),
+            ));
+        }
+        named_listeners(kafka, &mut security)?
     };
-    let tls = if protocol.uses_tls() {
+    let inter_broker = match &kafka.inter_broker_listener_name {
+        Some(name) => listeners
+            .iter()
+            .position(|l| &l.name == name)
+            .ok_or_else(|| {
+                ConfigError::Listeners(format!(
+                    "kafka.inter_broker_listener_name {name:?} is not one of the listeners ({})",
+                    names(&listeners)
+                ))
+            })?,
+        None if listeners.len() == 1 => 0,
+        None => listeners
+            .iter()
+            .position(|l| l.name == "PLAINTEXT")
+            .ok_or_else(|| {
+                ConfigError::Listeners(format!(
+                    "kafka.inter_broker_listener_name is needed: the listeners ({}) include \
+                     none named PLAINTEXT, Kafka's default",
+                    names(&listeners)
+                ))
+            })?,
+    };
+    Ok((listeners, inter_broker))
+}
+
+fn names(listeners: &[ListenerConfig]) -> String {
+    listeners
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `kafka.listeners` with their advertised addresses and protocols.
+fn named_listeners(
+    kafka: &KafkaSettings,
+    security: &mut SecurityBuilder<'_>,
+) -> Result<Vec<ListenerConfig>, ConfigError> {
+    let mut protocols: BTreeMap<String, SecurityProtocol> = [
+        SecurityProtocol::Plaintext,
+        SecurityProtocol::Ssl,
+        SecurityProtocol::SaslPlaintext,
+        SecurityProtocol::SaslSsl,
+    ]
+    .into_iter()
+    .map(|p| (p.name().to_owned(), p))
+    .collect();
+    for entry in &kafka.listener_security_protocol_map {
+        let parsed = entry
+            .split_once(':')
+            .and_then(|(name, protocol)| Some((name, SecurityProtocol::parse(protocol)?)));
+        let Some((name, protocol)) = parsed.filter(|(name, _)| valid_listener_name(name)) else {
+            return Err(ConfigError::Listeners(format!(
+                "kafka.listener_security_protocol_map: {entry:?} is not NAME:PROTOCOL with \
+                 PROTOCOL one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"
+            )));
+        };
+        protocols.insert(name.to_owned(), protocol);
+    }
+    let advertised = kafka
+        .advertised_listeners
+        .iter()
+        .map(|entry| parse_listener("advertised_listeners", entry))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut listeners: Vec<ListenerConfig> = Vec::new();
+    for entry in &kafka.listeners {
+        let (name, bind) = parse_listener("listeners", entry)?;
+        if listeners.iter().any(|l| l.name == name) {
+            return Err(ConfigError::Listeners(format!(
+                "kafka.listeners names {name} twice; each listener needs its own name"
+            )));
+        }
+        let port = bind.rsplit_once(':').map_or("", |(_, port)| port);
+        if port != "0"
+            && listeners
+                .iter()
+                .any(|l| l.bind.ends_with(&format!(":{port}")))
+        {
+            return Err(ConfigError::Listeners(format!(
+                "kafka.listeners uses port {port} twice"
+            )));
+        }
+        let protocol = *protocols.get(&name).ok_or_else(|| {
+            ConfigError::Listeners(format!(
+                "listener {name} has no security protocol: name it after one (PLAINTEXT, SSL, \
+                 SASL_PLAINTEXT, SASL_SSL) or map it in kafka.listener_security_protocol_map \
+                 (\"{name}:SASL_SSL\")"
+            ))
+        })?;
+        let advertise = match advertised.iter().find(|(n, _)| *n == name) {
+            Some((_, addr)) => addr.clone(),
+            None => bind.clone(),
+        };
+        if advertise.starts_with("0.0.0.0:") || advertise.starts_with("[::]:") {
+            return Err(ConfigError::Listeners(format!(
+                "listener {name} would advertise {advertise}, which no client can connect to: \
+                 give its address in kafka.advertised_listeners"
+            )));
+        }
+        listeners.push(ListenerConfig {
+            security: security
+                .for_protocol(protocol, &format!("listener {name} ({})", protocol.name()))?,
+            name,
+            bind,
+            advertise,
+        });
+    }
+    if let Some((name, _)) = advertised
+        .iter()
+        .find(|(name, _)| !listeners.iter().any(|l| &l.name == name))
+    {
+        return Err(ConfigError::Listeners(format!(
+            "kafka.advertised_listeners names {name}, which is not one of kafka.listeners"
+        )));
+    }
+    Ok(listeners)
+}
+
+fn valid_listener_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// `NAME://HOST:PORT` → the name and `HOST:PORT` (an empty host is every interface, as in
+/// Kafka).
+fn parse_listener(key: &str, entry: &str) -> Result<(String, String), ConfigError> {
+    let invalid = |reason: &str| {
+        ConfigError::Listeners(format!(
+            "kafka.{key}: {entry:?} {reason} (expected NAME://HOST:PORT, e.g. SASL_SSL://0.0.0.0:9094)"
+        ))
+    };
+    let (name, addr) = entry
+        .split_once("://")
+        .ok_or_else(|| invalid("has no NAME://"))?;
+    if !valid_listener_name(name) {
+        return Err(invalid("has no valid listener name"));
+    }
+    let addr = if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else {
+        addr.to_owned()
+    };
+    check_listen_addr(&addr).map_err(invalid)?;
+    Ok((name.to_owned(), addr))
+}
+
+/// Builds each listener's security from the `[kafka]` settings, loading the TLS files once
+/// for all the listeners that use them. Anything but PLAINTEXT needs the cluster secret
+/// (brokers authenticate to each other's listeners with it).
+struct SecurityBuilder<'a> {
+    kafka: &'a KafkaSettings,
+    secret: Option<&'a ClusterSecret>,
+    mechanisms: Vec<Mechanism>,
+    tls: Option<Tls>,
+}
+
+impl<'a> SecurityBuilder<'a> {
+    fn new(
+        kafka: &'a KafkaSettings,
+        secret: Option<&'a ClusterSecret>,
+    ) -> Result<Self, ConfigError> {
+        let mechanisms = kafka
+            .sasl_enabled_mechanisms
+            .iter()
+            .map(|name| {
+                Mechanism::parse(name).ok_or_else(|| {
+                    ConfigError::Security(format!(
+                        "kafka.sasl_enabled_mechanisms: {name:?} is not one of SCRAM-SHA-256, \
+                         SCRAM-SHA-512, PLAIN"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            kafka,
+            secret,
+            mechanisms,
+            tls: None,
+        })
+    }
+
+    /// The security of a listener speaking `protocol`; `what` names it (and its protocol) in
+    /// errors.
+    fn for_protocol(
+        &mut self,
+        protocol: SecurityProtocol,
+        what: &str,
+    ) -> Result<ListenerSecurity, ConfigError> {
+        if protocol == SecurityProtocol::Plaintext {
+            return Ok(ListenerSecurity::plaintext());
+        }
+        if protocol.uses_sasl() && self.mechanisms.is_empty() {
+            return Err(ConfigError::Security(format!(
+                "{what} needs at least one of kafka.sasl_enabled_mechanisms"
+            )));
+        }
+        let Some(secret) = self.secret else {
+            return Err(ConfigError::Security(format!(
+                "{what} needs a cluster secret, even on one node: brokers and \
+                 `switchyard user` / `switchyard acl` authenticate with it; {MAKE_A_SECRET}"
+            )));
+        };
+        let tls = if protocol.uses_tls() {
+            Some(self.tls(what)?)
+        } else {
+            None
+        };
+        Ok(ListenerSecurity {
+            protocol,
+            mechanisms: if protocol.uses_sasl() {
+                self.mechanisms.clone()
+            } else {
+                Vec::new()
+            },
+            cluster_secret: Some(secret.clone()),
+            tls,
+        })
+    }
+
+    fn tls(&mut self, what: &str) -> Result<Tls, ConfigError> {
+        if let Some(tls) = &self.tls {
+            return Ok(tls.clone());
+        }
+        let kafka = self.kafka;
         let file = |value: &Option<PathBuf>, key: &str| {
             value.clone().ok_or_else(|| {
-                ConfigError::Security(format!(
-                    "kafka.security_protocol {name} needs kafka.{key} (a PEM file)"
-                ))
+                ConfigError::Security(format!("{what} needs kafka.{key} (a PEM file)"))
             })
         };
         let client_auth = ClientAuth::parse(&kafka.ssl_client_auth).ok_or_else(|| {
@@ -698,20 +988,10 @@ fn listener_security(
             truststore: file(&kafka.ssl_truststore_location, "ssl_truststore_location")?,
             client_auth,
         };
-        Some(Tls::load(&files).map_err(ConfigError::Security)?)
-    } else {
-        None
-    };
-    Ok(ListenerSecurity {
-        protocol,
-        mechanisms: if protocol.uses_sasl() {
-            mechanisms
-        } else {
-            Vec::new()
-        },
-        cluster_secret: Some(secret.clone()),
-        tls,
-    })
+        let tls = Tls::load(&files).map_err(ConfigError::Security)?;
+        self.tls = Some(tls.clone());
+        Ok(tls)
+    }
 }
 
 /// The bottom layer: built-in defaults.
@@ -997,6 +1277,145 @@ mod tests {
             let err = load(None, &garbage).err().map(|e| e.to_string());
             assert!(
                 err.as_deref().is_some_and(|e| e.contains("garbage.key")),
+                "{err:?}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn named_listeners_bind_advertise_and_pick_the_inter_broker_one() {
+        jailed(|jail| {
+            with_secret(jail)?;
+            jail.create_file(
+                "switchyard.toml",
+                r#"
+                [kafka]
+                listeners = ["INTERNAL://127.0.0.1:9093", "PLAINTEXT://:9092"]
+                advertised_listeners = ["PLAINTEXT://clients.example:9092"]
+                listener_security_protocol_map = ["INTERNAL:SASL_PLAINTEXT"]
+                inter_broker_listener_name = "INTERNAL"
+                "#,
+            )?;
+            let config = load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            let listeners: Vec<_> = config
+                .listeners
+                .iter()
+                .map(|l| {
+                    (
+                        l.name.as_str(),
+                        l.bind.as_str(),
+                        l.advertise.as_str(),
+                        l.security.protocol.name(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                listeners,
+                [
+                    (
+                        "INTERNAL",
+                        "127.0.0.1:9093",
+                        "127.0.0.1:9093",
+                        "SASL_PLAINTEXT"
+                    ),
+                    (
+                        "PLAINTEXT",
+                        "0.0.0.0:9092",
+                        "clients.example:9092",
+                        "PLAINTEXT"
+                    ),
+                ]
+            );
+            assert_eq!(config.inter_broker_listener().name, "INTERNAL");
+
+            // Kafka's default inter-broker listener is the one named PLAINTEXT.
+            jail.create_file(
+                "switchyard.toml",
+                r#"
+                [kafka]
+                listeners = ["SASL_PLAINTEXT://127.0.0.1:9093", "PLAINTEXT://127.0.0.1:9092"]
+                "#,
+            )?;
+            let config = load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.inter_broker_listener().name, "PLAINTEXT");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn listeners_that_do_not_fit_together_are_refused_with_the_reason() {
+        jailed(|jail| {
+            with_secret(jail)?;
+            for (kafka, reason) in [
+                (
+                    r#"listeners = ["EXTERNAL://127.0.0.1:9094"]"#,
+                    "listener EXTERNAL has no security protocol",
+                ),
+                (
+                    r#"listeners = ["PLAINTEXT://127.0.0.1:9092", "PLAINTEXT://127.0.0.1:9093"]"#,
+                    "names PLAINTEXT twice",
+                ),
+                (
+                    r#"listeners = ["PLAINTEXT://127.0.0.1:9092", "SSL://127.0.0.1:9092"]"#,
+                    "port 9092 twice",
+                ),
+                (
+                    r#"listeners = ["SASL_PLAINTEXT://127.0.0.1:9094", "EXTERNAL://127.0.0.1:9095"]
+                    listener_security_protocol_map = ["EXTERNAL:PLAINTEXT"]"#,
+                    "kafka.inter_broker_listener_name is needed",
+                ),
+                (
+                    r#"listeners = ["PLAINTEXT://127.0.0.1:9092"]
+                    inter_broker_listener_name = "INTERNAL""#,
+                    "\"INTERNAL\" is not one of the listeners",
+                ),
+                (r#"listeners = ["PLAINTEXT://:9092"]"#, "0.0.0.0:9092"),
+                (
+                    r#"listeners = ["PLAINTEXT://127.0.0.1:9092"]
+                    advertised_listeners = ["SSL://a.example:9093"]"#,
+                    "names SSL, which is not one of kafka.listeners",
+                ),
+                (r#"listeners = ["127.0.0.1:9092"]"#, "has no NAME://"),
+                (
+                    r#"listeners = ["INTERNAL://127.0.0.1:9092"]
+                    listener_security_protocol_map = ["INTERNAL:TLS"]"#,
+                    "is not NAME:PROTOCOL",
+                ),
+                (
+                    r#"advertised_listeners = ["PLAINTEXT://a.example:9092"]"#,
+                    "kafka.listeners is empty",
+                ),
+                (
+                    r#"listeners = ["SSL://127.0.0.1:9093"]"#,
+                    "listener SSL (SSL) needs kafka.ssl_certificate_location",
+                ),
+                (
+                    r#"listeners = ["PLAINTEXT://127.0.0.1:9092"]
+                    security_protocol = "SASL_PLAINTEXT""#,
+                    "name each listener after its protocol",
+                ),
+            ] {
+                jail.create_file("switchyard.toml", &format!("[kafka]\n{kafka}\n"))?;
+                let err = load(None, &Overrides::default())
+                    .err()
+                    .map(|e| e.to_string());
+                assert!(
+                    err.as_deref().is_some_and(|e| e.contains(reason)),
+                    "{kafka}: {err:?}"
+                );
+            }
+            // `listen` belongs to the one-listener form.
+            jail.create_file(
+                "switchyard.toml",
+                "listen = \"127.0.0.1:19092\"\n[kafka]\nlisteners = [\"PLAINTEXT://127.0.0.1:9092\"]\n",
+            )?;
+            let err = load(None, &Overrides::default())
+                .err()
+                .map(|e| e.to_string());
+            assert!(
+                err.as_deref()
+                    .is_some_and(|e| e.contains("with kafka.listeners, give addresses there")),
                 "{err:?}"
             );
             Ok(())

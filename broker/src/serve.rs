@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use switchyard_backend_api::BrokerId;
+use switchyard_backend_api::{BrokerEndpoint, BrokerId};
 use switchyard_backend_api::{
     ClusterView, MetadataBackend, MetadataError, NodeIdentity, OpenContext, Readiness,
     available_backends, find_backend, open_backend,
@@ -128,7 +128,9 @@ pub struct Node {
     backend: Arc<dyn MetadataBackend>,
     watcher: JoinHandle<()>,
     broker: Arc<Broker>,
-    kafka_addr: SocketAddr,
+    /// Each listener's name and bound address, in `listeners` order.
+    kafka_addrs: Vec<(String, SocketAddr)>,
+    inter_broker: usize,
     stop: watch::Sender<bool>,
     listener: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
@@ -181,20 +183,36 @@ impl Node {
             })?;
         let watcher = tokio::spawn(log_cluster_changes(backend.name(), backend.cluster()));
 
-        let listener =
-            TcpListener::bind(&config.listen)
+        let mut bound = Vec::with_capacity(config.listeners.len());
+        let mut endpoints = Vec::with_capacity(config.listeners.len());
+        let mut kafka_addrs = Vec::with_capacity(config.listeners.len());
+        for (index, listener) in config.listeners.iter().enumerate() {
+            let listen_error = |source| ServeError::Listen {
+                addr: listener.bind.clone(),
+                source,
+            };
+            let tcp = TcpListener::bind(&listener.bind)
                 .await
-                .map_err(|source| ServeError::Listen {
-                    addr: config.listen.clone(),
-                    source,
-                })?;
-        let kafka_addr = listener.local_addr().map_err(|source| ServeError::Listen {
-            addr: config.listen.clone(),
-            source,
-        })?;
-        let (host, port) = advertised(&config.advertise, kafka_addr);
+                .map_err(listen_error)?;
+            let addr = tcp.local_addr().map_err(listen_error)?;
+            let (host, port) = advertised(&listener.advertise, addr);
+            endpoints.push(BrokerEndpoint {
+                name: listener.name.clone(),
+                host,
+                port,
+            });
+            kafka_addrs.push((listener.name.clone(), addr));
+            bound.push((
+                tcp,
+                Arc::new(server::Listener {
+                    name: listener.name.clone(),
+                    security: listener.security.clone(),
+                    inter_broker: index == config.inter_broker,
+                }),
+            ));
+        }
         let broker_id = BrokerId::try_from(config.node_id).map_err(|_| ServeError::Listen {
-            addr: config.listen.clone(),
+            addr: config.inter_broker_listener().bind.clone(),
             source: io::Error::other("node id is not a Kafka broker id"),
         })?;
         let logs_dir = config.data_dir.clone();
@@ -204,15 +222,14 @@ impl Node {
             .map_err(|e| ServeError::Logs(e.to_string()))?;
         let broker = Broker::new(
             broker_id,
-            host,
-            port,
+            (endpoints, config.inter_broker),
             Arc::clone(&backend),
             config.kafka.clone(),
-            config.security.clone(),
+            config.inter_broker_listener().security.clone(),
             replicas,
         );
         let (stop, stopped) = watch::channel(false);
-        let listener = tokio::spawn(server::serve(listener, Arc::clone(&broker), stopped));
+        let listener = tokio::spawn(server::serve(bound, Arc::clone(&broker), stopped));
         let tasks = vec![
             tokio::spawn(Arc::clone(&broker).register()),
             tokio::spawn(broker.groups().clone().run_timers()),
@@ -228,12 +245,22 @@ impl Node {
                 ),
             )),
         ];
-        info!(addr = %kafka_addr, advertised = %config.advertise, "Kafka listener ready");
+        for ((name, addr), listener) in kafka_addrs.iter().zip(&config.listeners) {
+            info!(
+                listener = %name,
+                %addr,
+                advertised = %listener.advertise,
+                protocol = listener.security.protocol.name(),
+                inter_broker = name == &config.inter_broker_listener().name,
+                "Kafka listener ready"
+            );
+        }
         Ok(Self {
             backend,
             watcher,
             broker,
-            kafka_addr,
+            kafka_addrs,
+            inter_broker: config.inter_broker,
             stop,
             listener,
             tasks,
@@ -255,9 +282,18 @@ impl Node {
         &self.broker
     }
 
-    /// The address the Kafka listener is bound to.
+    /// The address the inter-broker Kafka listener is bound to (the only one, unless
+    /// `kafka.listeners` names more).
     pub fn kafka_addr(&self) -> SocketAddr {
-        self.kafka_addr
+        self.kafka_addrs[self.inter_broker].1
+    }
+
+    /// The address the Kafka listener named `name` is bound to.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.kafka_addrs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, addr)| *addr)
     }
 
     /// Stop in order: the Kafka listener stops accepting and drains the requests in flight

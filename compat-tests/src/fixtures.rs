@@ -63,6 +63,7 @@ pub fn register(id: i32) -> MetadataCommand {
         host: format!("broker-{id}.test"),
         port: 9092,
         rack: None,
+        listeners: Vec::new(),
     }
 }
 

@@ -13,7 +13,8 @@ use crate::command::{
 use crate::error::Rejection;
 use crate::ids::{BrokerId, ClusterId, GroupId, MemberId, ProducerId, TopicId};
 use crate::state::{
-    Broker, CommittedOffset, Group, GroupMember, MetadataState, OffsetKey, Partition, Topic,
+    Broker, BrokerEndpoint, CommittedOffset, Group, GroupMember, MetadataState, OffsetKey,
+    Partition, Topic,
 };
 
 /// Longest topic name Kafka accepts.
@@ -35,7 +36,8 @@ impl MetadataState {
                 host,
                 port,
                 rack,
-            } => self.register_broker(*id, host, *port, rack.as_deref()),
+                listeners,
+            } => self.register_broker(*id, (host, *port), rack.as_deref(), listeners),
             MetadataCommand::FenceBroker { id, incarnation } => {
                 self.fence_broker(*id, *incarnation)
             }
@@ -139,14 +141,23 @@ impl MetadataState {
     fn register_broker(
         &mut self,
         id: BrokerId,
-        host: &str,
-        port: u16,
+        (host, port): (&str, u16),
         rack: Option<&str>,
+        listeners: &[BrokerEndpoint],
     ) -> Result<Outcome, Rejection> {
         if id.0 < 0 {
             return Err(Rejection::InvalidBrokerId { id });
         }
-        if host.is_empty() {
+        let named_twice = listeners
+            .iter()
+            .enumerate()
+            .any(|(i, e)| listeners[..i].iter().any(|other| other.name == e.name));
+        if host.is_empty()
+            || named_twice
+            || listeners
+                .iter()
+                .any(|e| e.name.is_empty() || e.host.is_empty())
+        {
             return Err(Rejection::InvalidBrokerAddress { id });
         }
         // A broker registering again while still live restarted within its session timeout:
@@ -166,6 +177,7 @@ impl MetadataState {
                 rack: rack.map(str::to_owned),
                 incarnation,
                 fenced: false,
+                listeners: listeners.to_vec(),
             },
         );
         // A returning broker takes over partitions left without a leader, provided it may lead:

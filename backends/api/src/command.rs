@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{MetadataError, Rejection};
 use crate::ids::{BrokerId, ClusterId, GroupId, MemberId, ProducerId, TopicId};
 use crate::security::{AclBinding, AclFilter, ScramDeletion, ScramUpsertion};
-use crate::state::GroupMember;
+use crate::state::{BrokerEndpoint, GroupMember};
 
 /// A mutation of [`MetadataState`](crate::MetadataState). Apply validates every command and
 /// either applies all of it or nothing, returning a [`Rejection`] in the latter case. Commands
@@ -35,6 +35,10 @@ pub enum MetadataCommand {
         port: u16,
         /// Optional rack.
         rack: Option<String>,
+        /// Every listener the broker advertises, by name (`host:port` is its inter-broker
+        /// listener's); empty from a build without named listeners.
+        #[serde(default, deserialize_with = "crate::codec::added_in_v4")]
+        listeners: Vec<BrokerEndpoint>,
     },
     /// Fence one incarnation of a broker (it missed its session timeout): it leaves the ISR of
     /// its partitions and a new leader is elected from the remaining live ISR.

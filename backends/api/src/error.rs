@@ -24,8 +24,11 @@ pub enum Rejection {
         /// The id.
         id: BrokerId,
     },
-    /// A broker registered without a host.
-    #[error("broker {id} registered without a host")]
+    /// A broker registered without a host, or with a listener without a name or host, or
+    /// two listeners of one name.
+    #[error(
+        "broker {id} registered without a host, or with listeners unnamed, hostless or named twice"
+    )]
     InvalidBrokerAddress {
         /// The broker.
         id: BrokerId,

@@ -68,6 +68,6 @@ pub use registry::{
     available_backends, find_backend, open_backend,
 };
 pub use state::{
-    Broker, CommittedOffset, Configs, Group, GroupMember, MetadataState, OffsetKey, Partition,
-    Topic,
+    Broker, BrokerEndpoint, CommittedOffset, Configs, Group, GroupMember, MetadataState, OffsetKey,
+    Partition, Topic,
 };

@@ -31,6 +31,39 @@ pub struct Broker {
     /// A fenced broker leads no partition and sits in no ISR (unless it is a partition's last
     /// ISR member, which Kafka keeps so an unclean election stays visible).
     pub fenced: bool,
+    /// Every Kafka listener the broker advertises, by name (`advertised_listeners`); `host`
+    /// and `port` are its inter-broker listener's. Empty for a broker registered by a build
+    /// without named listeners: its one listener, `host:port`, serves every client.
+    #[serde(default, deserialize_with = "crate::codec::added_in_v4")]
+    pub listeners: Vec<BrokerEndpoint>,
+}
+
+impl Broker {
+    /// Where a client connected to the listener named `listener` reaches this broker: its
+    /// endpoint of that name (Kafka answers each listener with its own endpoints), `None` if
+    /// it has none. A broker without named listeners answers `host:port` to every listener.
+    pub fn endpoint(&self, listener: &str) -> Option<(&str, u16)> {
+        if self.listeners.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.listeners
+            .iter()
+            .find(|e| e.name == listener)
+            .map(|e| (e.host.as_str(), e.port))
+    }
+}
+
+/// One named Kafka listener a broker advertises: `NAME://HOST:PORT` of
+/// `advertised_listeners`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerEndpoint {
+    /// The listener name (`PLAINTEXT`, `SASL_SSL`, or a name the security protocol map
+    /// gives a protocol, like `INTERNAL`).
+    pub name: String,
+    /// Advertised host.
+    pub host: String,
+    /// Advertised port.
+    pub port: u16,
 }
 
 /// One partition of a topic.

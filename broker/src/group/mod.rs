@@ -393,6 +393,7 @@ mod tests {
                 host: "localhost".into(),
                 port: 9092,
                 rack: None,
+                listeners: Vec::new(),
             })
             .await?;
         let running = Arc::new(AtomicUsize::new(0));
@@ -447,6 +448,7 @@ mod tests {
                 host: "localhost".into(),
                 port: 9092,
                 rack: None,
+                listeners: Vec::new(),
             });
             assert!(registered.is_ok(), "{registered:?}");
         }

@@ -1,6 +1,7 @@
 //! Decode a request frame, route it to its handler, encode the response.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
@@ -9,15 +10,16 @@ use kafka_protocol::messages::{
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use switchyard_backend_api::{BrokerId, NodeId, warn_throttled};
+use switchyard_backend_api::{Broker as StateBroker, BrokerId, NodeId, warn_throttled};
 
 use crate::broker::Broker;
 use crate::kafka::authorize::{self, Access, Gate};
 use crate::kafka::handlers;
 use crate::kafka::sasl::{
-    CLUSTER_MECHANISM, Failure, HandshakeError, KafkaPrincipal, SecurityProtocol, Session, Step,
-    Verifier,
+    CLUSTER_MECHANISM, Failure, HandshakeError, KafkaPrincipal, ListenerSecurity, SecurityProtocol,
+    Session, Step, Verifier,
 };
+use crate::kafka::server::Listener;
 
 /// What the connection does after a request.
 #[derive(Debug)]
@@ -184,6 +186,8 @@ pub(crate) struct Client {
     pub(crate) ip: std::net::IpAddr,
     /// Who the connection authenticated as.
     pub(crate) principal: KafkaPrincipal,
+    /// The listener the request arrived on; `None` for the broker's own requests.
+    pub(crate) listener: Option<Arc<Listener>>,
 }
 
 impl Client {
@@ -195,17 +199,32 @@ impl Client {
             host: "/127.0.0.1".to_owned(),
             ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             principal: KafkaPrincipal::Operator,
+            listener: None,
         }
     }
 
-    /// Whether this connection may speak for broker `id` (replica fetches, heartbeats): on a
-    /// SASL listener only that broker, authenticated by the cluster secret; on a PLAINTEXT
-    /// one anyone, the caller then checking the address.
+    /// Whether this connection may speak for broker `id` (replica fetches, heartbeats): only
+    /// on the inter-broker listener, and there, if it is a SASL listener, only that broker,
+    /// authenticated by the cluster secret; on a PLAINTEXT one anyone, the caller then
+    /// checking the address.
     pub(crate) fn may_act_as(&self, id: BrokerId) -> bool {
+        if !self.listener.as_ref().is_some_and(|l| l.inter_broker) {
+            return false;
+        }
         match &self.principal {
             KafkaPrincipal::Anonymous => true,
             KafkaPrincipal::Broker(node) => i64::try_from(node.0).ok() == Some(i64::from(id.0)),
             KafkaPrincipal::User(_) | KafkaPrincipal::Operator => false,
+        }
+    }
+
+    /// Where this client reaches `broker`: the broker's endpoint on the listener the request
+    /// arrived on (the inter-broker one for the broker's own requests); `None` if it has none
+    /// there.
+    pub(crate) fn endpoint<'a>(&self, broker: &'a StateBroker) -> Option<(&'a str, u16)> {
+        match &self.listener {
+            Some(listener) => broker.endpoint(&listener.name),
+            None => Some((&broker.host, broker.port)),
         }
     }
 }
@@ -214,6 +233,7 @@ impl Client {
 /// is `session`.
 pub(crate) async fn handle(
     broker: &Broker,
+    listener: &Arc<Listener>,
     session: &mut Session,
     peer: SocketAddr,
     frame: Bytes,
@@ -236,7 +256,7 @@ pub(crate) async fn handle(
     let correlation_id = header.correlation_id;
     let request = match request {
         RequestKind::SaslHandshake(r) => {
-            let response = sasl_handshake(broker, session, &r);
+            let response = sasl_handshake(&listener.security, session, &r);
             return encode(
                 key,
                 version,
@@ -245,7 +265,7 @@ pub(crate) async fn handle(
             );
         }
         RequestKind::SaslAuthenticate(r) => {
-            let (response, failed) = sasl_authenticate(broker, session, &r);
+            let (response, failed) = sasl_authenticate(broker, &listener.security, session, &r);
             let reply = encode(
                 key,
                 version,
@@ -276,6 +296,7 @@ pub(crate) async fn handle(
         host: format!("/{}", peer.ip()),
         ip: peer.ip(),
         principal,
+        listener: Some(Arc::clone(listener)),
     };
     let Some(response) = route(broker, &client, version, request).await else {
         return Reply::Nothing;
@@ -295,11 +316,10 @@ fn route_unauthenticated(version: i16, request: RequestKind) -> ResponseKind {
 
 /// `SaslHandshake`: choose a mechanism for this connection.
 fn sasl_handshake(
-    broker: &Broker,
+    security: &ListenerSecurity,
     session: &mut Session,
     request: &SaslHandshakeRequest,
 ) -> SaslHandshakeResponse {
-    let security = broker.security();
     let mut offered: Vec<StrBytes> = security
         .mechanisms
         .iter()
@@ -327,10 +347,10 @@ fn sasl_handshake(
 /// closes after the response.
 fn sasl_authenticate(
     broker: &Broker,
+    security: &ListenerSecurity,
     session: &mut Session,
     request: &SaslAuthenticateRequest,
 ) -> (SaslAuthenticateResponse, bool) {
-    let security = broker.security();
     if security.protocol == SecurityProtocol::Plaintext {
         let response = SaslAuthenticateResponse::default()
             .with_error_code(ResponseError::IllegalSaslState.code())
@@ -398,7 +418,7 @@ async fn handle_request(
     Some(match request {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(version, r)),
         RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::handle(broker, version, r).await)
+            ResponseKind::Metadata(metadata::handle(broker, client, version, r).await)
         }
         RequestKind::CreateTopics(r) => {
             ResponseKind::CreateTopics(topics::create(broker, client, version, r).await)
@@ -410,13 +430,13 @@ async fn handle_request(
             ResponseKind::DescribeConfigs(configs::describe(broker, version, r))
         }
         RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(cluster::describe(broker, version, r))
+            ResponseKind::DescribeCluster(cluster::describe(broker, client, version, r))
         }
         RequestKind::DescribeQuorum(r) => {
             ResponseKind::DescribeQuorum(cluster::describe_quorum(broker, version, r))
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(groups::find_coordinator(broker, version, r))
+            ResponseKind::FindCoordinator(groups::find_coordinator(broker, client, version, r))
         }
         RequestKind::JoinGroup(r) => {
             ResponseKind::JoinGroup(groups::join(broker, client, version, r).await)

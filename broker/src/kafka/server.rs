@@ -1,6 +1,7 @@
-//! The Kafka listener: one task per connection, requests answered one at a time in the order
-//! they arrived (so pipelined requests get their responses in order, as Kafka does), frame size
-//! capped, idle and stalled connections closed.
+//! The Kafka listeners (`listeners`, each with its name and security protocol): one task per
+//! connection, requests answered one at a time in the order they arrived (so pipelined
+//! requests get their responses in order, as Kafka does), frame size capped, idle and stalled
+//! connections closed.
 //!
 //! Memory and descriptors are bounded whatever clients send: connections are capped in total
 //! (`max.connections`) and per IP (`max.connections.per.ip`); a frame's buffer grows as its
@@ -19,14 +20,14 @@ use switchyard_backend_api::net::accept;
 use switchyard_backend_api::warn_throttled;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
 use crate::config::KafkaSettings;
 use crate::kafka::dispatch::{self, Reply};
-use crate::kafka::sasl::Session;
+use crate::kafka::sasl::{ListenerSecurity, Session};
 use crate::kafka::tls;
 
 /// The first allocation for a frame; it grows as more bytes arrive.
@@ -109,20 +110,52 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a stopping listener waits for requests in flight to be answered.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accept connections until `shutdown` turns true; then stop accepting, let every connection
-/// finish the request it is answering (idle ones close at once), and return once all are
-/// closed — or after [`DRAIN_TIMEOUT`], closing the rest.
+/// One listener connections arrive on: its name (what Metadata answers are chosen by), how
+/// it authenticates, and whether it is the inter-broker listener (the only one that serves
+/// replica fetches and broker heartbeats).
+#[derive(Debug)]
+pub struct Listener {
+    /// The listener name.
+    pub name: String,
+    /// How connections to it authenticate.
+    pub security: ListenerSecurity,
+    /// Whether brokers connect to each other on it.
+    pub inter_broker: bool,
+}
+
+/// Accept connections on every listener until `shutdown` turns true; then stop accepting,
+/// let every connection finish the request it is answering (idle ones close at once), and
+/// return once all are closed — or after [`DRAIN_TIMEOUT`], closing the rest. The connection
+/// limits count every listener's connections together.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<(TcpListener, Arc<Listener>)>,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let (accepted_tx, mut accepted) = mpsc::channel(64);
+    let mut acceptors = JoinSet::new();
+    for (tcp, listener) in listeners {
+        let accepted_tx = accepted_tx.clone();
+        acceptors.spawn(async move {
+            loop {
+                let (stream, peer) = accept(&tcp, "kafka").await;
+                if accepted_tx
+                    .send((stream, peer, Arc::clone(&listener)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+    drop(accepted_tx);
     let mut open = JoinSet::new();
     let stopping = shutdown.clone();
     let connections = Arc::new(Connections::new(broker.settings()));
     loop {
         tokio::select! {
-            (stream, peer) = accept(&listener, "kafka") => {
+            Some((stream, peer, listener)) = accepted.recv() => {
                 let admitted = match connections.admit(peer.ip()) {
                     Ok(admitted) => admitted,
                     Err(refused) => {
@@ -130,11 +163,11 @@ pub async fn serve(
                         continue;
                     }
                 };
-                debug!(%peer, "connection accepted");
+                debug!(%peer, listener = %listener.name, "connection accepted");
                 let broker = Arc::clone(&broker);
                 let stopping = stopping.clone();
                 open.spawn(async move {
-                    if let Err(e) = secure(stream, peer, broker, stopping).await {
+                    if let Err(e) = secure(stream, peer, broker, listener, stopping).await {
                         debug!(%peer, error = %e, "connection closed");
                     }
                     drop(admitted);
@@ -144,7 +177,9 @@ pub async fn serve(
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
     }
-    drop(listener);
+    // Aborting the acceptors drops their sockets: nothing more is accepted.
+    acceptors.shutdown().await;
+    drop(accepted);
     let in_flight = open.len();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while open.join_next().await.is_some() {}
@@ -166,13 +201,14 @@ async fn secure(
     stream: TcpStream,
     peer: SocketAddr,
     broker: Arc<Broker>,
+    listener: Arc<Listener>,
     stopping: watch::Receiver<bool>,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    let protocol = broker.security().protocol;
-    let Some(tls) = broker.security().tls.clone() else {
+    let protocol = listener.security.protocol;
+    let Some(tls) = listener.security.tls.clone() else {
         let session = Session::new(protocol, None);
-        return connection(stream, session, peer, broker, stopping).await;
+        return connection(stream, session, peer, broker, listener, stopping).await;
     };
     let stream =
         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await {
@@ -193,7 +229,7 @@ async fn secure(
         .and_then(|chain| chain.first())
         .and_then(tls::subject_of);
     let session = Session::new(protocol, certificate);
-    connection(stream, session, peer, broker, stopping).await
+    connection(stream, session, peer, broker, listener, stopping).await
 }
 
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
@@ -201,6 +237,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut session: Session,
     peer: SocketAddr,
     broker: Arc<Broker>,
+    listener: Arc<Listener>,
     mut stopping: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let (read, write) = tokio::io::split(stream);
@@ -251,7 +288,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 return Ok(());
             }
         }
-        match dispatch::handle(&broker, &mut session, peer, Bytes::from(frame)).await {
+        match dispatch::handle(&broker, &listener, &mut session, peer, Bytes::from(frame)).await {
             Reply::Respond(response) => {
                 if !respond(&mut write, &response, peer).await? {
                     return Ok(());

@@ -559,6 +559,7 @@ mod tests {
                 host: "127.0.0.1".into(),
                 port: 1,
                 rack: None,
+                listeners: Vec::new(),
             })
             .await?;
         let mut client = PeerClient::new(node.kafka_addr().to_string(), "test".into(), DEADLINE);

@@ -204,7 +204,45 @@ async fn high_watermark(stream: &mut TcpStream, topic: &str) -> anyhow::Result<i
         .context("no partition in the ListOffsets answer")
 }
 
-fn fetch(replica: i32, topic: &str, epoch: i32, offset: i64, copies: usize) -> RequestKind {
+/// Register broker 2 at 127.0.0.1 (it never runs) and create "t" on brokers 1 and 2, led by
+/// `node`'s broker 1; returns the partition's leader epoch.
+pub(crate) async fn with_a_follower(node: &Node) -> anyhow::Result<i32> {
+    node.broker()
+        .propose(MetadataCommand::RegisterBroker {
+            id: BrokerId(2),
+            host: "127.0.0.1".into(),
+            port: 1,
+            rack: None,
+            listeners: Vec::new(),
+        })
+        .await?;
+    node.broker()
+        .propose(MetadataCommand::CreateTopics {
+            topics: vec![NewTopic {
+                name: "t".into(),
+                id: TopicId(uuid::Uuid::new_v4()),
+                assignments: vec![vec![BrokerId(1), BrokerId(2)]],
+                configs: Vec::new(),
+            }],
+        })
+        .await?;
+    node.broker()
+        .metadata()
+        .state
+        .partition("t", 0)
+        .map(|p| p.leader_epoch)
+        .context("no partition t-0")
+}
+
+/// A Fetch of `topic`-0 from `offset` as replica `replica` (-1: a consumer), the partition
+/// listed `copies` times.
+pub(crate) fn fetch(
+    replica: i32,
+    topic: &str,
+    epoch: i32,
+    offset: i64,
+    copies: usize,
+) -> RequestKind {
     let partition = FetchPartition::default()
         .with_partition(0)
         .with_current_leader_epoch(epoch)
@@ -229,32 +267,7 @@ fn fetch(replica: i32, topic: &str, epoch: i32, offset: i64, copies: usize) -> R
 async fn clients_cannot_fetch_as_a_replica_or_heartbeat_as_a_broker() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let node = start_memory(&dir, &[]).await?;
-    // A second broker, registered at 127.0.0.1, that never runs: the follower of "t".
-    node.broker()
-        .propose(MetadataCommand::RegisterBroker {
-            id: BrokerId(2),
-            host: "127.0.0.1".into(),
-            port: 1,
-            rack: None,
-        })
-        .await?;
-    node.broker()
-        .propose(MetadataCommand::CreateTopics {
-            topics: vec![NewTopic {
-                name: "t".into(),
-                id: TopicId(uuid::Uuid::new_v4()),
-                assignments: vec![vec![BrokerId(1), BrokerId(2)]],
-                configs: Vec::new(),
-            }],
-        })
-        .await?;
-    let epoch = node
-        .broker()
-        .metadata()
-        .state
-        .partition("t", 0)
-        .map(|p| p.leader_epoch)
-        .context("no partition t-0")?;
+    let epoch = with_a_follower(&node).await?;
     let mut client = TcpStream::connect(node.kafka_addr()).await?;
     produce(&mut client, "t", record_batch(1, 10)?).await?;
     ensure!(high_watermark(&mut client, "t").await? == 0);

@@ -5,6 +5,7 @@
 //! - `process` — running the binary with a deadline on every wait.
 //! - `every_api` — every advertised API at every advertised version answers a decodable response.
 //! - `groups` — the group coordinator against clients that misbehave or die.
+//! - `listeners` — named Kafka listeners: endpoints per listener, inter-broker-only requests.
 //! - `hostile` — attacks that used to crash, wedge or mislead a node: limits and refusals.
 //! - `epochs` — OffsetForLeaderEpoch against a partition with records.
 //! - `support` — what the Kafka-level tests share: a node with settings, strings, batches.
@@ -16,6 +17,7 @@ mod every_api;
 mod fixtures;
 mod groups;
 mod hostile;
+mod listeners;
 mod process;
 mod registry;
 mod sasl;

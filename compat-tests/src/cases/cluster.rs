@@ -1,7 +1,9 @@
 //! Cluster id and broker registration, fencing and removal.
 
 use anyhow::{bail, ensure};
-use switchyard_backend_api::{BrokerId, ClusterId, MetadataCommand, Outcome, Rejection};
+use switchyard_backend_api::{
+    BrokerEndpoint, BrokerId, ClusterId, MetadataCommand, Outcome, Rejection,
+};
 
 use crate::fixtures::{accept, create_topic_ok, register, register_all, reject};
 use crate::harness::{BackendHarness, TestCluster};
@@ -38,8 +40,9 @@ pub async fn init_cluster_sets_id_once(h: &dyn BackendHarness) -> anyhow::Result
     Ok(())
 }
 
-/// Registration stores the address, and every re-registration bumps the incarnation and
-/// unfences. Invalid ids and addresses are refused.
+/// Registration stores the address and the named listeners, and every re-registration bumps
+/// the incarnation and unfences. Invalid ids and addresses, and listeners named twice, are
+/// refused.
 pub async fn register_broker_bumps_incarnation(h: &dyn BackendHarness) -> anyhow::Result<()> {
     let cluster = TestCluster::single(h).await?;
     let node = cluster.leader().await?;
@@ -50,6 +53,10 @@ pub async fn register_broker_bumps_incarnation(h: &dyn BackendHarness) -> anyhow
             host: "kafka-7.test".into(),
             port: 19092,
             rack: Some("r1".into()),
+            listeners: vec![
+                endpoint("INTERNAL", "kafka-7.test", 19092),
+                endpoint("EXTERNAL", "kafka-7.example", 9094),
+            ],
         },
     )
     .await?;
@@ -63,6 +70,9 @@ pub async fn register_broker_bumps_incarnation(h: &dyn BackendHarness) -> anyhow
     };
     ensure!(broker.host == "kafka-7.test" && broker.port == 19092);
     ensure!(broker.rack.as_deref() == Some("r1") && !broker.fenced);
+    ensure!(broker.endpoint("EXTERNAL") == Some(("kafka-7.example", 9094)));
+    ensure!(broker.endpoint("INTERNAL") == Some(("kafka-7.test", 19092)));
+    ensure!(broker.endpoint("PLAINTEXT").is_none());
 
     accept(
         &node,
@@ -89,11 +99,35 @@ pub async fn register_broker_bumps_incarnation(h: &dyn BackendHarness) -> anyhow
             host: String::new(),
             port: 9092,
             rack: None,
+            listeners: Vec::new(),
+        },
+    )
+    .await?;
+    ensure!(rejection == Rejection::InvalidBrokerAddress { id: BrokerId(8) });
+    let rejection = reject(
+        &node,
+        MetadataCommand::RegisterBroker {
+            id: BrokerId(8),
+            host: "kafka-8.test".into(),
+            port: 9092,
+            rack: None,
+            listeners: vec![
+                endpoint("PLAINTEXT", "kafka-8.test", 9092),
+                endpoint("PLAINTEXT", "kafka-8.test", 9093),
+            ],
         },
     )
     .await?;
     ensure!(rejection == Rejection::InvalidBrokerAddress { id: BrokerId(8) });
     Ok(())
+}
+
+fn endpoint(name: &str, host: &str, port: u16) -> BrokerEndpoint {
+    BrokerEndpoint {
+        name: name.into(),
+        host: host.into(),
+        port,
+    }
 }
 
 /// Fencing a leader moves leadership to the next live ISR member and bumps the leader epoch;

@@ -2,17 +2,19 @@
 //! format-version byte, then the value. Everything that goes to disk or over the wire uses it,
 //! so a change of body format is a new version byte, and a build reads every version it knows.
 //!
-//! - Version 3 (written): [postcard](https://docs.rs/postcard) 1 — serde's data model with
+//! - Version 4 (written): [postcard](https://docs.rs/postcard) 1 — serde's data model with
 //!   LEB128 variable-length integers, zigzag for signed ones, length-prefixed sequences and
 //!   strings, enum variants by index. Its format is specified and stable across postcard 1.x,
-//!   and one value has one encoding. The metadata state has its security part (credentials,
-//!   ACLs).
+//!   and one value has one encoding. Brokers (and their registrations) carry their named
+//!   listeners.
+//! - Version 3 (read only): the same body format, written before brokers had named
+//!   listeners.
 //! - Version 2 (read only): the same body format, written before the metadata state had a
 //!   security part.
 //! - Version 1 (read only): bincode 2.0's standard configuration, as builds before format
 //!   version 2 wrote it ([`bincode_v1`]), with version 2's types.
 //!
-//! A node that reads an older snapshot or record writes what it writes next in version 3.
+//! A node that reads an older snapshot or record writes what it writes next in version 4.
 //! Every format is non-self-describing: a value decodes only as the type that wrote it, and
 //! the whole input must be that one value. A type that grew since an older version reads
 //! [`body_version`] while it is decoded to know which fields the input has; new enum
@@ -26,7 +28,10 @@ use serde::de::DeserializeOwned;
 use crate::error::CodecError;
 
 /// The format version this build writes.
-pub const FORMAT_VERSION: u8 = 3;
+pub const FORMAT_VERSION: u8 = 4;
+
+/// The last format version written before brokers had named listeners.
+const POSTCARD_WITHOUT_LISTENERS: u8 = 3;
 
 /// The last format version written before the metadata state had a security part.
 const POSTCARD_WITHOUT_SECURITY: u8 = 2;
@@ -47,6 +52,20 @@ fn as_version<T>(version: u8, decode: impl FnOnce() -> T) -> T {
     let value = decode();
     BODY_VERSION.with(|v| v.set(outer));
     value
+}
+
+/// A field added in format version 4 (`#[serde(deserialize_with)]`): inputs of older
+/// versions do not have it, and it reads as its default without consuming anything.
+pub(crate) fn added_in_v4<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Default,
+{
+    if body_version() < 4 {
+        Ok(T::default())
+    } else {
+        T::deserialize(deserializer)
+    }
 }
 
 /// The oldest format version this build reads.
@@ -79,7 +98,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         )));
     }
     match version {
-        FORMAT_VERSION | POSTCARD_WITHOUT_SECURITY => {
+        FORMAT_VERSION | POSTCARD_WITHOUT_LISTENERS | POSTCARD_WITHOUT_SECURITY => {
             let (value, rest) = as_version(version, || postcard::take_from_bytes(body))
                 .map_err(|e| CodecError::Malformed(e.to_string()))?;
             match rest.len() {
@@ -349,6 +368,36 @@ mod tests {
         ));
     }
 
+    /// A registration written by a build without named listeners (format version 3: the
+    /// same fields, without the listeners at the end) reads with no listeners; so does a
+    /// snapshot holding the broker it registered.
+    #[test]
+    fn version_3_registrations_read_without_listeners() -> Result<(), CodecError> {
+        let command = MetadataCommand::RegisterBroker {
+            id: crate::BrokerId(4),
+            host: "h".into(),
+            port: 9092,
+            rack: Some("r".into()),
+            listeners: Vec::new(),
+        };
+        let mut bytes = encode(&command)?;
+        // The empty list's length (one byte, 0) is the last byte: version 3 had none.
+        assert_eq!(bytes.pop(), Some(0));
+        bytes[0] = POSTCARD_WITHOUT_LISTENERS;
+        assert_eq!(decode::<MetadataCommand>(&bytes)?, command);
+
+        let mut state = crate::MetadataState::new();
+        assert!(state.apply(&command).is_ok());
+        let broker = state.broker(crate::BrokerId(4)).cloned();
+        let broker = broker.ok_or(CodecError::Empty)?;
+        let mut bytes = encode(&broker)?;
+        assert_eq!(bytes.pop(), Some(0));
+        bytes[0] = POSTCARD_WITHOUT_LISTENERS;
+        assert_eq!(decode::<crate::Broker>(&bytes)?, broker);
+        assert_eq!(broker.endpoint("ANYTHING"), Some(("h", 9092)));
+        Ok(())
+    }
+
     #[test]
     fn a_snapshot_round_trips() -> Result<(), CodecError> {
         let mut state = crate::MetadataState::new();
@@ -361,6 +410,11 @@ mod tests {
                 host: "h".into(),
                 port: 1,
                 rack: None,
+                listeners: vec![crate::BrokerEndpoint {
+                    name: "EXTERNAL".into(),
+                    host: "e".into(),
+                    port: 2,
+                }],
             },
             MetadataCommand::CreateTopics {
                 topics: vec![crate::NewTopic {

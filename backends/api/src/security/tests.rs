@@ -189,7 +189,7 @@ fn states_of_format_version_2_decode_without_security() {
         })
         .unwrap_or_else(|e| panic!("{e}"));
     let bytes = crate::codec::encode(&state).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(bytes[0], 3);
+    assert_eq!(bytes[0], crate::codec::FORMAT_VERSION);
     let decoded: MetadataState = crate::codec::decode(&bytes).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(decoded, state);
     assert_eq!(decoded.acls().count(), 1);

@@ -4,8 +4,8 @@
 
 use proptest::prelude::*;
 use switchyard_backend_api::{
-    BrokerId, ClusterId, GenerationCheck, GroupId, GroupMember, MemberId, MetadataCommand,
-    NewTopic, OffsetCommit, PartitionOffsets, TopicId,
+    BrokerEndpoint, BrokerId, ClusterId, GenerationCheck, GroupId, GroupMember, MemberId,
+    MetadataCommand, NewTopic, OffsetCommit, PartitionOffsets, TopicId,
 };
 
 fn broker() -> impl Strategy<Value = BrokerId> {
@@ -90,13 +90,25 @@ fn leaf_command() -> impl Strategy<Value = MetadataCommand> {
         }),
         (
             broker(),
-            prop_oneof![Just(String::new()), Just("h".to_owned())]
+            prop_oneof![Just(String::new()), Just("h".to_owned())],
+            prop::collection::vec(
+                (prop_oneof![Just("A"), Just("B"), Just("")], 9092u16..9094),
+                0..3
+            )
         )
-            .prop_map(|(id, host)| MetadataCommand::RegisterBroker {
+            .prop_map(|(id, host, listeners)| MetadataCommand::RegisterBroker {
                 id,
                 host,
                 port: 9092,
-                rack: None
+                rack: None,
+                listeners: listeners
+                    .into_iter()
+                    .map(|(name, port)| BrokerEndpoint {
+                        name: name.into(),
+                        host: "h".into(),
+                        port
+                    })
+                    .collect(),
             }),
         (broker(), 0u64..4)
             .prop_map(|(id, incarnation)| MetadataCommand::FenceBroker { id, incarnation }),
@@ -294,6 +306,7 @@ pub(crate) fn command_sequence() -> impl Strategy<Value = Vec<MetadataCommand>> 
         host: "h".into(),
         port: 9092,
         rack: None,
+        listeners: Vec::new(),
     };
     let tail = prop::collection::vec(
         prop_oneof![1 => (0i32..4).prop_map(register), 6 => command()],
@@ -309,11 +322,18 @@ pub(crate) fn any_command() -> impl Strategy<Value = MetadataCommand> {
         0..3,
     );
     prop_oneof![
-        (any::<i32>(), ".{0,5}").prop_map(|(id, host)| MetadataCommand::RegisterBroker {
-            id: BrokerId(id),
-            host,
-            port: 1,
-            rack: None
+        (any::<i32>(), ".{0,5}", ".{0,3}").prop_map(|(id, host, name)| {
+            MetadataCommand::RegisterBroker {
+                id: BrokerId(id),
+                host: host.clone(),
+                port: 1,
+                rack: None,
+                listeners: vec![BrokerEndpoint {
+                    name,
+                    host,
+                    port: 2,
+                }],
+            }
         }),
         (any::<i32>(), any::<u64>()).prop_map(|(id, incarnation)| MetadataCommand::FenceBroker {
             id: BrokerId(id),

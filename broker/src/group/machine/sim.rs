@@ -84,6 +84,7 @@ impl World {
                 host: "localhost".into(),
                 port: 9092,
                 rack: None,
+                listeners: Vec::new(),
             });
             assert!(registered.is_ok(), "{registered:?}");
         }
@@ -181,6 +182,7 @@ impl World {
             host: "localhost".into(),
             port: 9092,
             rack: None,
+            listeners: Vec::new(),
         });
         assert!(registered.is_ok(), "{registered:?}");
         self.note(format_args!("broker {ME} registered"));

@@ -17,11 +17,13 @@ use switchyard_backend_api::{BrokerId, NodeId};
 
 use crate::broker::Broker;
 use crate::kafka::METADATA_TOPIC;
+use crate::kafka::dispatch::Client;
 use crate::kafka::handlers::kstr;
 use crate::kafka::handlers::metadata::controller_id;
 
 pub(crate) fn describe(
     broker: &Broker,
+    client: &Client,
     version: i16,
     request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
@@ -31,13 +33,16 @@ pub(crate) fn describe(
         .state
         .brokers()
         .filter(|b| with_fenced || !b.fenced)
-        .map(|b| {
-            DescribeClusterBroker::default()
-                .with_broker_id(KBrokerId(b.id.0))
-                .with_host(kstr(b.host.clone()))
-                .with_port(i32::from(b.port))
-                .with_rack(b.rack.clone().map(kstr))
-                .with_is_fenced(b.fenced)
+        .filter_map(|b| {
+            let (host, port) = client.endpoint(b)?;
+            Some(
+                DescribeClusterBroker::default()
+                    .with_broker_id(KBrokerId(b.id.0))
+                    .with_host(kstr(host.to_owned()))
+                    .with_port(i32::from(port))
+                    .with_rack(b.rack.clone().map(kstr))
+                    .with_is_fenced(b.fenced),
+            )
         })
         .collect();
     DescribeClusterResponse::default()

@@ -30,6 +30,7 @@ fn code(error: Option<ResponseError>) -> i16 {
 
 pub(crate) fn find_coordinator(
     broker: &Broker,
+    client: &Client,
     version: i16,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
@@ -39,13 +40,14 @@ pub(crate) fn find_coordinator(
     let answer = |key: StrBytes| {
         let found = (request.key_type == GROUP_KEY && broker.is_registered())
             .then(|| coordinator_of(&view.state, key.as_str()))
-            .flatten();
+            .flatten()
+            .and_then(|b| Some((b.id, client.endpoint(b)?)));
         let coordinator = Coordinator::default().with_key(key);
         match found {
-            Some(b) => coordinator
-                .with_node_id(KBrokerId(b.id.0))
-                .with_host(kstr(b.host.clone()))
-                .with_port(i32::from(b.port)),
+            Some((id, (host, port))) => coordinator
+                .with_node_id(KBrokerId(id.0))
+                .with_host(kstr(host.to_owned()))
+                .with_port(i32::from(port)),
             None => coordinator
                 .with_node_id(KBrokerId(-1))
                 .with_host(kstr(""))

@@ -12,6 +12,7 @@ use switchyard_backend_api::{MetadataState, Topic, TopicId, validate_topic_name}
 use tracing::debug;
 
 use crate::broker::Broker;
+use crate::kafka::dispatch::Client;
 use crate::kafka::handlers::kstr;
 use crate::kafka::handlers::topics::auto_create;
 
@@ -31,6 +32,7 @@ enum Wanted {
 
 pub(crate) async fn handle(
     broker: &Broker,
+    client: &Client,
     version: i16,
     request: MetadataRequest,
 ) -> MetadataResponse {
@@ -67,12 +69,15 @@ pub(crate) async fn handle(
     let state = &view.state;
     let registered = broker.is_registered();
     let topics = match wanted {
-        Wanted::All => state.topics().map(|t| describe_topic(state, t)).collect(),
+        Wanted::All => state
+            .topics()
+            .map(|t| describe_topic(state, t, client))
+            .collect(),
         Wanted::Named(names) => names
             .into_iter()
             .map(|(name, id)| match name {
                 Some(name) => match state.topic(&name) {
-                    Some(topic) => describe_topic(state, topic),
+                    Some(topic) => describe_topic(state, topic, client),
                     None => {
                         let error = if !registered {
                             ResponseError::LeaderNotAvailable
@@ -87,7 +92,7 @@ pub(crate) async fn handle(
                     }
                 },
                 None => match state.topic_by_id(TopicId(id)) {
-                    Some(topic) => describe_topic(state, topic),
+                    Some(topic) => describe_topic(state, topic, client),
                     None => MetadataResponseTopic::default()
                         .with_topic_id(id)
                         .with_error_code(ResponseError::UnknownTopicId.code()),
@@ -96,23 +101,33 @@ pub(crate) async fn handle(
             .collect(),
     };
 
+    // Each listener answers with its own endpoints; a broker without this listener is left
+    // out, as Kafka does.
     let mut brokers: Vec<MetadataResponseBroker> = state
         .live_brokers()
-        .map(|b| {
-            MetadataResponseBroker::default()
-                .with_node_id(KBrokerId(b.id.0))
-                .with_host(kstr(b.host.clone()))
-                .with_port(i32::from(b.port))
-                .with_rack(b.rack.clone().map(kstr))
+        .filter_map(|b| {
+            let (host, port) = client.endpoint(b)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(KBrokerId(b.id.0))
+                    .with_host(kstr(host.to_owned()))
+                    .with_port(i32::from(port))
+                    .with_rack(b.rack.clone().map(kstr)),
+            )
         })
         .collect();
-    if brokers.is_empty() {
+    if brokers.is_empty()
+        && let Some((host, port)) = client
+            .listener
+            .as_ref()
+            .and_then(|l| broker.own_endpoint(&l.name))
+    {
         // Not registered yet: point clients at this broker so they can retry here.
         brokers.push(
             MetadataResponseBroker::default()
                 .with_node_id(KBrokerId(broker.id().0))
-                .with_host(kstr(broker.host()))
-                .with_port(i32::from(broker.port())),
+                .with_host(kstr(host.to_owned()))
+                .with_port(i32::from(port)),
         );
     }
     MetadataResponse::default()
@@ -122,7 +137,7 @@ pub(crate) async fn handle(
         .with_topics(topics)
 }
 
-fn describe_topic(state: &MetadataState, topic: &Topic) -> MetadataResponseTopic {
+fn describe_topic(state: &MetadataState, topic: &Topic, client: &Client) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
@@ -134,15 +149,23 @@ fn describe_topic(state: &MetadataState, topic: &Topic) -> MetadataResponseTopic
                 .filter(|r| state.broker(**r).is_none_or(|b| b.fenced))
                 .map(|r| KBrokerId(r.0))
                 .collect();
-            let error = if p.leader.is_some() {
-                0
-            } else {
-                ResponseError::LeaderNotAvailable.code()
+            // A leader this listener cannot reach is no leader to this client: Kafka answers
+            // LISTENER_NOT_FOUND.
+            let (leader, error) = match p.leader {
+                None => (-1, ResponseError::LeaderNotAvailable.code()),
+                Some(l)
+                    if state
+                        .broker(l)
+                        .is_some_and(|b| client.endpoint(b).is_none()) =>
+                {
+                    (-1, ResponseError::ListenerNotFound.code())
+                }
+                Some(l) => (l.0, 0),
             };
             MetadataResponsePartition::default()
                 .with_error_code(error)
                 .with_partition_index(i32::try_from(index).unwrap_or(i32::MAX))
-                .with_leader_id(KBrokerId(p.leader.map_or(-1, |l| l.0)))
+                .with_leader_id(KBrokerId(leader))
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(p.replicas.iter().map(|r| KBrokerId(r.0)).collect())
                 .with_isr_nodes(p.isr.iter().map(|r| KBrokerId(r.0)).collect())
