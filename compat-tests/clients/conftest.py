@@ -200,12 +200,15 @@ class BrokerProcess:
                         f"listen={self.bootstrap} args={self.args} env={self.env} =====\n")
         ready = threading.Event()
         callback_errors = []
+        # With kafka.listeners in the environment those are the listeners (`port` is then
+        # one of them, the one `bootstrap` names); otherwise `--listen` is the one listener.
+        listen = [] if "SWITCHYARD_KAFKA__LISTENERS" in self.env else ["--listen", self.bootstrap]
         # cwd is the work dir, so a switchyard.toml in the caller's directory is not read.
         self.proc = subprocess.Popen(
             [str(switchyard_bin()), "serve",
              "--metadata-backend", self.backend.name,
              "--data-dir", str(self.data_dir),
-             "--listen", self.bootstrap, *self.args],
+             *listen, *self.args],
             cwd=self.workdir,
             env=self._child_env(),
             stdin=subprocess.DEVNULL,

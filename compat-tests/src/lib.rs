@@ -110,6 +110,7 @@ macro_rules! conformance_tests {
                 oversized_command_is_refused_and_writes_go_on,
             }
             security {
+                a_stranger_without_the_secret_changes_nothing,
                 cluster_tls_carries_the_cluster,
                 a_node_whose_certificate_the_ca_did_not_sign_cannot_join,
             }

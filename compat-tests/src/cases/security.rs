@@ -1,13 +1,92 @@
-//! Cluster TLS: every connection between nodes runs inside mutual TLS when the nodes are given
-//! certificates, the cluster works through it, and a node whose certificate the cluster's CA
-//! did not sign takes no part until it is given one that is.
+//! Cluster ports: a stranger without the cluster secret changes nothing, whether it asks as
+//! an operator would or writes straight onto a port; and cluster TLS — every connection
+//! between nodes runs inside mutual TLS when the nodes are given certificates, the cluster
+//! works through it, and a node whose certificate the cluster's CA did not sign takes no part
+//! until it is given one that is.
 
-use anyhow::ensure;
-use switchyard_backend_api::ClusterSecret;
+use anyhow::{Context, ensure};
+use figment::Figment;
+use switchyard_backend_api::{AdminContext, ClusterSecret, MembershipChange, NodeId, find_backend};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::certs::TestCa;
 use crate::fixtures::{converges, create_topic_ok, register_all};
-use crate::harness::{BackendHarness, TestCluster};
+use crate::harness::{BackendHarness, DEADLINE, TestCluster};
+
+/// A stranger with a secret of its own asks every node to promote one and to remove node 3,
+/// through the backend's own administration entry points, then writes a forged handshake
+/// onto every cluster port: all refused, the membership and the state unchanged, writes go
+/// on.
+pub async fn a_stranger_without_the_secret_changes_nothing(
+    h: &dyn BackendHarness,
+) -> anyhow::Result<()> {
+    if h.max_nodes() < 3 {
+        return Ok(());
+    }
+    let cluster = TestCluster::start(h, 3).await?;
+    let leader = cluster.leader().await?;
+    register_all(&leader, &[1]).await?;
+    create_topic_ok(&leader, "kept", &[&[1]]).await?;
+    let members = |view: &switchyard_backend_api::ClusterView| {
+        view.members.iter().map(|m| m.id).collect::<Vec<_>>()
+    };
+    let before = members(&leader.cluster().borrow());
+    let peers = cluster.spec(0)?.identity.peers.clone();
+    let stranger = AdminContext {
+        config: Figment::new(),
+        peers: peers.clone(),
+        credentials: ClusterSecret::generate().into(),
+    };
+    let admin = find_backend(h.backend())?.admin;
+    if let Some(promote) = admin.promote {
+        for id in peers.keys() {
+            let promoted = promote(stranger.clone(), *id).await;
+            ensure!(
+                promoted.is_err(),
+                "a stranger promoted node {id}: {promoted:?}"
+            );
+        }
+    }
+    if let Some(change) = admin.change_membership {
+        let removed = change(
+            stranger.clone(),
+            MembershipChange::RemoveNode { id: NodeId(3) },
+        )
+        .await;
+        ensure!(removed.is_err(), "a stranger removed node 3: {removed:?}");
+    }
+    // A forged handshake (a hello from node 1 with a made-up proof) is answered with at most
+    // a challenge, then the connection is closed.
+    for addr in peers.values() {
+        let mut raw = TcpStream::connect(addr).await?;
+        let mut forged = b"SYCA\x01\x01".to_vec();
+        forged.extend_from_slice(&1u64.to_be_bytes());
+        forged.extend_from_slice(&2u64.to_be_bytes());
+        forged.extend_from_slice(&[7; 32 + 32 + 1024]);
+        let _ = raw.write_all(&forged).await;
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(DEADLINE, raw.read_to_end(&mut answer))
+            .await
+            .with_context(|| format!("{addr} kept a forged connection open"))?;
+        ensure!(
+            read.is_err() || answer.len() < 200,
+            "{addr} answered a forged handshake with {} bytes",
+            answer.len()
+        );
+    }
+    let leader = cluster.leader().await?;
+    ensure!(
+        members(&leader.cluster().borrow()) == before,
+        "the membership changed"
+    );
+    ensure!(leader.local().state.topic("kept").is_some());
+    create_topic_ok(&leader, "after", &[&[1]]).await?;
+    for index in 0..3 {
+        converges(cluster.node(index)?, &leader.local()).await?;
+    }
+    Ok(())
+}
 
 /// Each node gets its own certificate from one CA: the cluster elects, replicates and
 /// converges over TLS (a single-node backend opens with the credentials and serves).
