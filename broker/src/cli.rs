@@ -221,9 +221,18 @@ pub struct TargetArgs {
     #[arg(long, value_name = "PATH", env = "SWITCHYARD_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
     /// PEM CA certificates to verify the listeners by: connect with TLS (SSL and SASL_SSL
-    /// listeners that do not require client certificates).
+    /// listeners).
     #[arg(long, value_name = "PATH")]
     pub ssl_truststore_location: Option<PathBuf>,
+    /// A PEM client certificate (chain, leaf first) to present over TLS, for listeners with
+    /// `ssl_client_auth` `required` (or `requested`); on an SSL listener its subject is the
+    /// principal, so it must be a super user's. Needs --ssl-key-location and
+    /// --ssl-truststore-location.
+    #[arg(long, value_name = "PATH", requires_all = ["ssl_key_location", "ssl_truststore_location"])]
+    pub ssl_certificate_location: Option<PathBuf>,
+    /// The private key (PEM) of --ssl-certificate-location.
+    #[arg(long, value_name = "PATH", requires = "ssl_certificate_location")]
+    pub ssl_key_location: Option<PathBuf>,
     /// Deadline of each request, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 5_000)]
     pub timeout_ms: u64,

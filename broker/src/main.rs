@@ -166,7 +166,13 @@ fn target(args: &TargetArgs) -> anyhow::Result<switchyard::users::Target> {
         credentials,
         tls: match &args.ssl_truststore_location {
             Some(path) => Some(
-                switchyard::kafka::tls::TlsClient::trusting(path).map_err(anyhow::Error::msg)?,
+                switchyard::kafka::tls::TlsClient::trusting(
+                    path,
+                    args.ssl_certificate_location
+                        .as_deref()
+                        .zip(args.ssl_key_location.as_deref()),
+                )
+                .map_err(anyhow::Error::msg)?,
             ),
             None => None,
         },

@@ -16,7 +16,7 @@ from client_util import CONFLUENT_BASE
 from conftest import MULTI_NODE, Cluster
 from test_sasl import (accepted_everywhere_then_rf3_written, allow, authenticates, confluent,
                        create_acls, create_user, kafka_python, produce_and_consume_in_a_group,
-                       produce_error, secured_broker)
+                       produce_error, secured_broker, user_command)
 
 
 class Certificates:
@@ -108,7 +108,7 @@ def test_client_certificates_name_the_principal_acls_are_checked_against(
            "SWITCHYARD_KAFKA__AUTHORIZER_ENABLED": "true",
            "SWITCHYARD_KAFKA__SUPER_USERS": f'["{admin_principal}"]'}
     broker_and_secret = secured_broker(backend, tmp_path, env, {})
-    broker, _ = next(broker_and_secret)
+    broker, secret = next(broker_and_secret)
 
     def mtls(cert: str, key: str) -> dict:
         return {"bootstrap.servers": broker.bootstrap, "security.protocol": "SSL",
@@ -129,6 +129,16 @@ def test_client_certificates_name_the_principal_acls_are_checked_against(
         anonymous = {k: v for k, v in alice.items() if not k.startswith("ssl.certificate")
                      and not k.startswith("ssl.key")}
         assert not authenticates(anonymous)
+
+        # The CLI presents a super user's certificate; without one it cannot connect.
+        tls = ["--ssl-truststore-location", str(certificates.ca_file)]
+        listed = user_command(secret, broker.bootstrap, "list", *tls,
+                              "--ssl-certificate-location", admin_cert,
+                              "--ssl-key-location", admin_key, command="acl")
+        assert listed.returncode == 0, listed.stderr
+        assert alice_principal in listed.stdout, listed.stdout
+        refused = user_command(secret, broker.bootstrap, "list", *tls, command="acl")
+        assert refused.returncode != 0, refused.stdout
     finally:
         broker_and_secret.close()
 

@@ -79,14 +79,26 @@ impl std::fmt::Debug for TlsClient {
 }
 
 impl TlsClient {
-    /// A client that trusts the CA certificates in `truststore` and presents no certificate
-    /// (an operator's command against a `SASL_SSL` listener).
-    pub fn trusting(truststore: &Path) -> Result<Self, String> {
-        let config = rustls::ClientConfig::builder_with_provider(provider())
+    /// A client that trusts the CA certificates in `truststore` and presents `identity`
+    /// (certificate chain and key files), if given: an operator's command against an `SSL` or
+    /// `SASL_SSL` listener.
+    pub fn trusting(truststore: &Path, identity: Option<(&Path, &Path)>) -> Result<Self, String> {
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS versions: {e}"))?
-            .with_root_certificates(roots(truststore)?)
-            .with_no_client_auth();
+            .with_root_certificates(roots(truststore)?);
+        let config = match identity {
+            Some((certificate, key)) => builder
+                .with_client_auth_cert(certificates(certificate)?, private_key(key)?)
+                .map_err(|e| {
+                    format!(
+                        "client certificate {} with key {}: {e}",
+                        certificate.display(),
+                        key.display()
+                    )
+                })?,
+            None => builder.with_no_client_auth(),
+        };
         Ok(Self(TlsConnector::from(Arc::new(config))))
     }
 }

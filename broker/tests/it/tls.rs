@@ -68,7 +68,7 @@ async fn an_ssl_listener_requires_a_signed_client_certificate() -> anyhow::Resul
         plaintext.is_err(),
         "a plaintext client was served: {plaintext:?}"
     );
-    let anonymous = TlsClient::trusting(&certs.ca).map_err(anyhow::Error::msg)?;
+    let anonymous = TlsClient::trusting(&certs.ca, None).map_err(anyhow::Error::msg)?;
     let refused = client(&node, Some(anonymous)).call(&describe, 0).await;
     ensure!(
         refused.is_err(),
@@ -84,6 +84,11 @@ async fn an_ssl_listener_requires_a_signed_client_certificate() -> anyhow::Resul
     .map_err(anyhow::Error::msg)?;
     let answered = client(&node, Some(alice.client)).call(&describe, 0).await?;
     ensure!(answered.error_code == 0, "{answered:?}");
+    // What `switchyard user|acl --ssl-certificate-location` presents.
+    let operator = TlsClient::trusting(&certs.ca, Some((&certs.alice.0, &certs.alice.1)))
+        .map_err(anyhow::Error::msg)?;
+    let answered = client(&node, Some(operator)).call(&describe, 0).await?;
+    ensure!(answered.error_code == 0, "{answered:?}");
     node.shutdown().await?;
     Ok(())
 }
@@ -95,7 +100,7 @@ async fn a_sasl_ssl_listener_authenticates_over_tls() -> anyhow::Result<()> {
     let certs = certificates(dir.path())?;
     let (node, secret) = tls_node(&dir, &certs, "SASL_SSL", "none").await?;
     let describe = DescribeClusterRequest::default();
-    let trusting = TlsClient::trusting(&certs.ca).map_err(anyhow::Error::msg)?;
+    let trusting = TlsClient::trusting(&certs.ca, None).map_err(anyhow::Error::msg)?;
     let unauthenticated = client(&node, Some(trusting.clone()))
         .call(&describe, 0)
         .await;
