@@ -252,6 +252,12 @@ pub enum AuthError {
     /// The listening side checked our proof and refused it.
     #[error("the peer refused our proof of the cluster secret")]
     Refused,
+    /// The listening side closed the connection before it answered the hello.
+    #[error(
+        "the peer closed the connection before answering: it may use cluster TLS (this side \
+         does not), or not be a Switchyard cluster port of this version"
+    )]
+    HungUp,
     /// The listening side is not the node we meant to reach, or we are not the one it serves.
     #[error("{0}")]
     Misdirected(String),
@@ -476,7 +482,13 @@ where
         let (handshake, hello) = ClientHandshake::start(secret, me, target);
         stream.write_all(&hello).await?;
         let mut challenge = [0; CHALLENGE_LEN];
-        stream.read_exact(&mut challenge).await?;
+        match stream.read_exact(&mut challenge).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(AuthError::HungUp);
+            }
+            Err(e) => return Err(e.into()),
+        }
         let (_, proof) = handshake.answer(&challenge)?;
         stream.write_all(&proof).await?;
         match stream.read_u8().await? {
