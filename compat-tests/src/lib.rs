@@ -111,6 +111,7 @@ macro_rules! conformance_tests {
             }
             security {
                 a_stranger_without_the_secret_changes_nothing,
+                a_node_with_another_secret_cannot_join,
                 cluster_tls_carries_the_cluster,
                 a_node_whose_certificate_the_ca_did_not_sign_cannot_join,
             }

@@ -34,6 +34,7 @@ use switchyard_backend_api::{
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::bytes::Bytes;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
@@ -44,6 +45,11 @@ const CALL_QUEUE: usize = 1024;
 /// How long an accepted connection may take to send its first frame (what it carries): a
 /// connection that says nothing is closed rather than held open.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// An accepted connection that sends nothing for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A connection this node opened and has not used for this long is replaced before its next
+/// use, so that it is never the one the other side's [`IDLE_TIMEOUT`] is closing.
+const CLIENT_IDLE: Duration = Duration::from_secs(30);
 
 /// Most entries one raft message may carry. The group's messages are at most
 /// `max_size_per_msg` (1 MiB) of entries that each hold a term and an index, so about
@@ -257,10 +263,12 @@ pub fn connect(
 /// was carrying and is reopened for the next.
 async fn send_to(dial: Dial, peer: u64, max: usize, mut queue: mpsc::Receiver<Message>) {
     let mut conn: Option<Conn> = None;
+    let mut last_sent = Instant::now();
     while let Some(message) = queue.recv().await {
-        if conn.is_none() {
+        if conn.is_none() || last_sent.elapsed() >= CLIENT_IDLE {
             conn = open(&dial, peer, Open::Raft, max).await;
         }
+        last_sent = Instant::now();
         let Some(stream) = conn.as_mut() else {
             continue;
         };
@@ -308,7 +316,7 @@ async fn receive(
     };
     match codec::decode::<Open>(&first) {
         Ok(Open::Raft) if from != 0 => {
-            while let Some(Ok(frame)) = conn.next().await {
+            while let Ok(Some(Ok(frame))) = tokio::time::timeout(IDLE_TIMEOUT, conn.next()).await {
                 if !within_entry_limit(&frame) {
                     switchyard_backend_api::warn_throttled!(
                         peer = from,
@@ -348,7 +356,7 @@ async fn answer_calls(conn: Conn, from: u64, handler: Handler) {
     };
     let reader = async move {
         let mut calls = JoinSet::new();
-        while let Some(Ok(frame)) = stream.next().await {
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout(IDLE_TIMEOUT, stream.next()).await {
             let Ok(CallFrame::Call { id, call }) = codec::decode::<CallFrame>(&frame) else {
                 return;
             };
@@ -414,36 +422,43 @@ impl Caller {
         call: Call,
         timeout: Duration,
     ) -> Result<Answer, CallError> {
-        let existing = self
-            .connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&peer)
-            .filter(|tx| !tx.is_closed())
-            .cloned();
-        let calls = match existing {
-            Some(calls) => calls,
-            None => {
-                let dialed = tokio::time::timeout(
-                    timeout,
-                    open(&self.dial, peer, Open::Calls, self.max_frame_bytes),
-                )
-                .await;
-                let Ok(Some(conn)) = dialed else {
-                    return Err(CallError::NotSent(peer));
-                };
-                let (tx, rx) = mpsc::channel(CALL_QUEUE);
-                tokio::spawn(run_calls(conn, rx));
-                self.connections
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(peer, tx.clone());
-                tx
-            }
-        };
         let (reply, answer) = oneshot::channel();
-        if calls.send((call, reply)).await.is_err() {
-            return Err(CallError::NotSent(peer));
+        let mut request = (call, reply);
+        // A connection found open may close as it is picked (idle for CLIENT_IDLE): the call
+        // then goes over a new one.
+        for attempt in 0..2 {
+            let existing = self
+                .connections
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&peer)
+                .filter(|tx| !tx.is_closed())
+                .cloned();
+            let calls = match existing {
+                Some(calls) => calls,
+                None => {
+                    let dialed = tokio::time::timeout(
+                        timeout,
+                        open(&self.dial, peer, Open::Calls, self.max_frame_bytes),
+                    )
+                    .await;
+                    let Ok(Some(conn)) = dialed else {
+                        return Err(CallError::NotSent(peer));
+                    };
+                    let (tx, rx) = mpsc::channel(CALL_QUEUE);
+                    tokio::spawn(run_calls(conn, rx));
+                    self.connections
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(peer, tx.clone());
+                    tx
+                }
+            };
+            match calls.send(request).await {
+                Ok(()) => break,
+                Err(mpsc::error::SendError(back)) if attempt == 0 => request = back,
+                Err(_) => return Err(CallError::NotSent(peer)),
+            }
         }
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(result)) => Ok(result),
@@ -453,15 +468,19 @@ impl Caller {
 }
 
 /// One `Calls` connection: send queued calls, route replies to their callers. Ends (dropping
-/// every pending caller's reply) when the connection fails or no caller is left.
+/// every pending caller's reply) when the connection fails, no caller is left, or nothing
+/// was sent or pending for [`CLIENT_IDLE`] (the next call opens a new connection).
 async fn run_calls(conn: Conn, mut calls: mpsc::Receiver<(Call, Pending)>) {
     let (mut sink, mut stream) = conn.split();
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     let mut next_id = 0u64;
+    let mut last_call = Instant::now();
     loop {
         tokio::select! {
+            () = tokio::time::sleep_until(last_call + CLIENT_IDLE), if pending.is_empty() => return,
             call = calls.recv() => {
                 let Some((call, reply)) = call else { return };
+                last_call = Instant::now();
                 next_id += 1;
                 let frame = CallFrame::Call { id: next_id, call };
                 let Ok(bytes) = codec::encode(&frame) else { continue };
@@ -539,6 +558,34 @@ pub async fn request_membership_change(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A raft connection that goes quiet is closed after [`IDLE_TIMEOUT`]; a sender replaces
+    /// a connection it has not used for [`CLIENT_IDLE`] before sending on it.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_closed() -> std::io::Result<()> {
+        use tokio::io::AsyncReadExt as _;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let mut quiet = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
+        let (accepted, _) = listener.accept().await?;
+        let (handover, incoming) = mpsc::unbounded_channel();
+        let (inbox, _messages) = mpsc::channel(1);
+        let handler: Handler =
+            Arc::new(|_, _| Box::pin(async { Answer::Proposed(Err(MetadataError::ShutDown)) }));
+        let server = tokio::spawn(serve(incoming, 1, 1 << 20, inbox, handler));
+        assert!(handover.send((NodeId(2), accepted.into())).is_ok());
+        let open = codec::encode(&Open::Raft).map_err(std::io::Error::other)?;
+        let len = u32::try_from(open.len()).map_err(std::io::Error::other)?;
+        tokio::io::AsyncWriteExt::write_all(&mut quiet, &len.to_be_bytes()).await?;
+        tokio::io::AsyncWriteExt::write_all(&mut quiet, &open).await?;
+        let opened = tokio::time::Instant::now();
+        let mut buf = [0u8; 1];
+        let read = quiet.read(&mut buf).await?;
+        assert_eq!(read, 0, "the receiver closes the quiet connection");
+        assert!(opened.elapsed() >= IDLE_TIMEOUT, "{:?}", opened.elapsed());
+        server.abort();
+        Ok(())
+    }
 
     /// A connection handed over by the WAL's handshake that never says what it carries is
     /// closed after [`OPEN_TIMEOUT`], not held open.

@@ -88,6 +88,42 @@ pub async fn a_stranger_without_the_secret_changes_nothing(
     Ok(())
 }
 
+/// A node started with another secret never joins: the others form the quorum and write
+/// without it, and it receives nothing. Restarted with the cluster's secret, it catches up.
+pub async fn a_node_with_another_secret_cannot_join(h: &dyn BackendHarness) -> anyhow::Result<()> {
+    if h.max_nodes() < 3 {
+        return Ok(());
+    }
+    let mut cluster = TestCluster::layout(h, 3)?;
+    let shared = cluster.spec(2)?.credentials.clone();
+    cluster.spec_mut(2)?.credentials = ClusterSecret::generate().into();
+    for index in 0..3 {
+        cluster.open(index).await?;
+    }
+    let leader = cluster.leader().await?;
+    ensure!(
+        leader.cluster().borrow().node.0 != 3,
+        "the node with another secret leads"
+    );
+    register_all(&leader, &[1]).await?;
+    create_topic_ok(&leader, "without-3", &[&[1]]).await?;
+    for index in 0..2 {
+        converges(cluster.node(index)?, &leader.local()).await?;
+    }
+    let outsider = cluster.node(2)?.local();
+    ensure!(
+        outsider.state.topic("without-3").is_none(),
+        "node 3 received the log at index {} with another secret",
+        outsider.applied_index
+    );
+    cluster.spec_mut(2)?.credentials = shared;
+    let joined = cluster.restart(2).await?;
+    let leader = cluster.leader().await?;
+    create_topic_ok(&leader, "with-3", &[&[1]]).await?;
+    converges(&joined, &leader.local()).await?;
+    Ok(())
+}
+
 /// Each node gets its own certificate from one CA: the cluster elects, replicates and
 /// converges over TLS (a single-node backend opens with the credentials and serves).
 pub async fn cluster_tls_carries_the_cluster(h: &dyn BackendHarness) -> anyhow::Result<()> {

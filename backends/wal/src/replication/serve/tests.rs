@@ -140,26 +140,3 @@ async fn an_authenticated_peer_speaks_only_as_itself() -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-/// A node started with another secret never joins: the others form the quorum and write
-/// without it, and it receives nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_with_another_secret_cannot_join() -> anyhow::Result<()> {
-    let harness = RegistryHarness::new("wal");
-    let mut cluster = TestCluster::layout(&harness, 3)?;
-    cluster.spec_mut(2)?.credentials = ClusterSecret::generate().into();
-    for index in 0..3 {
-        cluster.open(index).await?;
-    }
-    let primary = cluster.leader().await?;
-    register_all(&primary, &[1]).await?;
-    create_topic_ok(&primary, "without-3", &[&[1]]).await?;
-    converges(cluster.node(1)?, &primary.local()).await?;
-    let outsider = cluster.node(2)?.local();
-    ensure!(
-        outsider.state.topic("without-3").is_none() && outsider.applied_index == 0,
-        "node 3 received the log: applied {}",
-        outsider.applied_index
-    );
-    Ok(())
-}
