@@ -559,30 +559,48 @@ pub async fn request_membership_change(
 mod tests {
     use super::*;
 
-    /// A raft connection that goes quiet is closed after [`IDLE_TIMEOUT`]; a sender replaces
-    /// a connection it has not used for [`CLIENT_IDLE`] before sending on it.
-    #[tokio::test(start_paused = true)]
-    async fn an_idle_connection_is_closed() -> std::io::Result<()> {
-        use tokio::io::AsyncReadExt as _;
-
+    /// A connection accepted by [`serve`] from node 2, and its client end.
+    async fn served_connection()
+    -> std::io::Result<(tokio::net::TcpStream, tokio::task::JoinHandle<()>)> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let mut quiet = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
+        let client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
         let (accepted, _) = listener.accept().await?;
         let (handover, incoming) = mpsc::unbounded_channel();
-        let (inbox, _messages) = mpsc::channel(1);
+        let (inbox, messages) = mpsc::channel(1);
         let handler: Handler =
             Arc::new(|_, _| Box::pin(async { Answer::Proposed(Err(MetadataError::ShutDown)) }));
-        let server = tokio::spawn(serve(incoming, 1, 1 << 20, inbox, handler));
-        assert!(handover.send((NodeId(2), accepted.into())).is_ok());
+        if handover.send((NodeId(2), accepted.into())).is_err() {
+            return Err(std::io::Error::other("serve stopped"));
+        }
+        // `serve` stops when its handover channel closes: the task keeps it open.
+        let server = tokio::spawn(async move {
+            let _kept = (handover, messages);
+            serve(incoming, 1, 1 << 20, inbox, handler).await;
+        });
+        Ok((client, server))
+    }
+
+    /// How long until the server closes `client`'s connection.
+    async fn closed_after(client: &mut tokio::net::TcpStream) -> std::io::Result<Duration> {
+        use tokio::io::AsyncReadExt as _;
+
+        let opened = tokio::time::Instant::now();
+        let mut buf = [0u8; 1];
+        let read = client.read(&mut buf).await?;
+        assert_eq!(read, 0, "the connection is closed");
+        Ok(opened.elapsed())
+    }
+
+    /// A raft connection that goes quiet is closed after [`IDLE_TIMEOUT`].
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_closed() -> std::io::Result<()> {
+        let (mut quiet, server) = served_connection().await?;
         let open = codec::encode(&Open::Raft).map_err(std::io::Error::other)?;
         let len = u32::try_from(open.len()).map_err(std::io::Error::other)?;
         tokio::io::AsyncWriteExt::write_all(&mut quiet, &len.to_be_bytes()).await?;
         tokio::io::AsyncWriteExt::write_all(&mut quiet, &open).await?;
-        let opened = tokio::time::Instant::now();
-        let mut buf = [0u8; 1];
-        let read = quiet.read(&mut buf).await?;
-        assert_eq!(read, 0, "the receiver closes the quiet connection");
-        assert!(opened.elapsed() >= IDLE_TIMEOUT, "{:?}", opened.elapsed());
+        let idle = closed_after(&mut quiet).await?;
+        assert!(idle >= IDLE_TIMEOUT, "{idle:?}");
         server.abort();
         Ok(())
     }
@@ -591,22 +609,9 @@ mod tests {
     /// closed after [`OPEN_TIMEOUT`], not held open.
     #[tokio::test(start_paused = true)]
     async fn a_connection_that_says_nothing_is_closed() -> std::io::Result<()> {
-        use tokio::io::AsyncReadExt as _;
-
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let mut silent = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
-        let (accepted, _) = listener.accept().await?;
-        let (handover, incoming) = mpsc::unbounded_channel();
-        let (inbox, _messages) = mpsc::channel(1);
-        let handler: Handler =
-            Arc::new(|_, _| Box::pin(async { Answer::Proposed(Err(MetadataError::ShutDown)) }));
-        let server = tokio::spawn(serve(incoming, 1, 1 << 20, inbox, handler));
-        assert!(handover.send((NodeId(2), accepted.into())).is_ok());
-        let opened = tokio::time::Instant::now();
-        let mut buf = [0u8; 1];
-        let read = silent.read(&mut buf).await?;
-        assert_eq!(read, 0, "the connection is closed");
-        assert!(opened.elapsed() >= OPEN_TIMEOUT, "{:?}", opened.elapsed());
+        let (mut silent, server) = served_connection().await?;
+        let silence = closed_after(&mut silent).await?;
+        assert!(silence >= OPEN_TIMEOUT, "{silence:?}");
         server.abort();
         Ok(())
     }

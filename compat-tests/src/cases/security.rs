@@ -6,7 +6,9 @@
 
 use anyhow::{Context, ensure};
 use figment::Figment;
-use switchyard_backend_api::{AdminContext, ClusterSecret, MembershipChange, NodeId, find_backend};
+use switchyard_backend_api::{
+    AdminContext, ClusterCredentials, ClusterSecret, MembershipChange, NodeId, find_backend,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -94,29 +96,42 @@ pub async fn a_node_with_another_secret_cannot_join(h: &dyn BackendHarness) -> a
     if h.max_nodes() < 3 {
         return Ok(());
     }
-    let mut cluster = TestCluster::layout(h, 3)?;
+    let cluster = TestCluster::layout(h, 3)?;
     let shared = cluster.spec(2)?.credentials.clone();
-    cluster.spec_mut(2)?.credentials = ClusterSecret::generate().into();
+    let other = ClusterSecret::generate().into();
+    kept_out_until_fixed(cluster, "another secret", other, shared).await
+}
+
+/// Node 3 opens with `outsider`, the others with their own specs: they form the quorum and
+/// write without it, and it receives nothing ("with {why}" in the failure). Restarted with
+/// `member`, it catches up — `outsider` was all that kept it out.
+async fn kept_out_until_fixed(
+    mut cluster: TestCluster<'_>,
+    why: &str,
+    outsider: ClusterCredentials,
+    member: ClusterCredentials,
+) -> anyhow::Result<()> {
+    cluster.spec_mut(2)?.credentials = outsider;
     for index in 0..3 {
         cluster.open(index).await?;
     }
     let leader = cluster.leader().await?;
     ensure!(
         leader.cluster().borrow().node.0 != 3,
-        "the node with another secret leads"
+        "the node with {why} leads"
     );
     register_all(&leader, &[1]).await?;
     create_topic_ok(&leader, "without-3", &[&[1]]).await?;
     for index in 0..2 {
         converges(cluster.node(index)?, &leader.local()).await?;
     }
-    let outsider = cluster.node(2)?.local();
+    let node_3 = cluster.node(2)?.local();
     ensure!(
-        outsider.state.topic("without-3").is_none(),
-        "node 3 received the log at index {} with another secret",
-        outsider.applied_index
+        node_3.state.topic("without-3").is_none(),
+        "node 3 received the log at index {} with {why}",
+        node_3.applied_index
     );
-    cluster.spec_mut(2)?.credentials = shared;
+    cluster.spec_mut(2)?.credentials = member;
     let joined = cluster.restart(2).await?;
     let leader = cluster.leader().await?;
     create_topic_ok(&leader, "with-3", &[&[1]]).await?;
@@ -168,31 +183,13 @@ pub async fn a_node_whose_certificate_the_ca_did_not_sign_cannot_join(
     }
     // Its own CA in its trust store: it trusts itself, and the others trust neither it nor
     // it them.
-    cluster.spec_mut(2)?.credentials = foreign.cluster_credentials("node-3", &secret)?;
-    for index in 0..3 {
-        cluster.open(index).await?;
-    }
-    let leader = cluster.leader().await?;
-    ensure!(
-        leader.cluster().borrow().node.0 != 3,
-        "the node with the foreign certificate leads"
-    );
-    register_all(&leader, &[1]).await?;
-    create_topic_ok(&leader, "without-3", &[&[1]]).await?;
-    for index in 0..2 {
-        converges(cluster.node(index)?, &leader.local()).await?;
-    }
-    let outsider = cluster.node(2)?.local();
-    ensure!(
-        outsider.state.topic("without-3").is_none(),
-        "node 3 received the log at index {} over a certificate the cluster's CA did not sign",
-        outsider.applied_index
-    );
-
-    cluster.spec_mut(2)?.credentials = ca.cluster_credentials("node-3", &secret)?;
-    let joined = cluster.restart(2).await?;
-    let leader = cluster.leader().await?;
-    create_topic_ok(&leader, "with-3", &[&[1]]).await?;
-    converges(&joined, &leader.local()).await?;
-    Ok(())
+    let outsider = foreign.cluster_credentials("node-3", &secret)?;
+    let member = ca.cluster_credentials("node-3", &secret)?;
+    kept_out_until_fixed(
+        cluster,
+        "a certificate the cluster's CA did not sign",
+        outsider,
+        member,
+    )
+    .await
 }
