@@ -1,15 +1,18 @@
 """Topic administration with both admin clients: create, list, describe, delete, the per-topic
-error cases of CreateTopics/DeleteTopics, validate_only, DescribeConfigs and DescribeCluster."""
+error cases of CreateTopics/DeleteTopics, validate_only, CreatePartitions, DescribeConfigs and
+DescribeCluster; CreatePartitions on three nodes of every multi-node backend."""
 
 from __future__ import annotations
 
 import pytest
-from confluent_kafka import KafkaException, TopicCollection
+from confluent_kafka import Consumer, KafkaException, Producer, TopicCollection
 from confluent_kafka.admin import ConfigResource as CConfigResource
-from confluent_kafka.admin import ConfigSource, NewTopic, ResourceType
+from confluent_kafka.admin import ConfigSource, NewPartitions, NewTopic, ResourceType
 from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.admin import NewPartitions as KpNewPartitions
 
-from client_util import confluent_admin, kp_admin
+from client_util import CONFLUENT_BASE, confluent_admin, kp_admin
+from conftest import MULTI_NODE, Cluster
 
 # Kafka error codes.
 NONE = 0
@@ -44,6 +47,13 @@ class KafkaPythonAdmin:
     def delete(self, names):
         result = self.admin.delete_topics(names, raise_errors=False)
         return {t["name"]: t["error_code"] for t in result["topics"]}
+
+    def grow(self, counts, validate_only=False):
+        """counts: name -> new partition count. Returns name -> error code."""
+        result = self.admin.create_partitions(
+            {name: KpNewPartitions(total_count=count) for name, count in counts.items()},
+            validate_only=validate_only, raise_errors=False)
+        return {t.name: t.error_code for t in result.results}
 
     def list(self):
         return set(self.admin.list_topics())
@@ -99,6 +109,11 @@ class ConfluentAdmin:
     def delete(self, names):
         return self._codes(self.admin.delete_topics(names, operation_timeout=15,
                                                     request_timeout=30))
+
+    def grow(self, counts, validate_only=False):
+        return self._codes(self.admin.create_partitions(
+            [NewPartitions(name, count) for name, count in counts.items()],
+            validate_only=validate_only, operation_timeout=15, request_timeout=30))
 
     def list(self):
         return set(self.admin.list_topics(timeout=30).topics)
@@ -263,3 +278,79 @@ def test_describe_cluster_lists_the_broker(admin, broker):
     assert cluster_id
     assert controller == BROKER_ID
     assert brokers == [(BROKER_ID, "127.0.0.1", broker.port)]
+
+
+@pytest.mark.timeout(60)
+def test_create_partitions_grows_topics_and_refuses_what_kafka_refuses(admin, topic_name):
+    assert admin.create({topic_name: (1, 1, {})}) == {topic_name: NONE}
+    assert admin.grow({topic_name: 5}, validate_only=True) == {topic_name: NONE}
+    assert len(admin.describe(topic_name)[1]) == 1, "validate_only changed the topic"
+    assert admin.grow({topic_name: 3}) == {topic_name: NONE}
+    code, partitions = admin.describe(topic_name)
+    assert code == NONE and sorted(partitions) == [0, 1, 2], partitions
+    assert all(leader == BROKER_ID for leader, _, _ in partitions.values()), partitions
+    missing = f"{topic_name}-missing"
+    assert admin.grow({topic_name: 2, missing: 2}) == {
+        topic_name: INVALID_PARTITIONS, missing: UNKNOWN_TOPIC_OR_PARTITION}
+    assert admin.grow({topic_name: 3}) == {topic_name: INVALID_PARTITIONS}
+
+
+@pytest.mark.timeout(90)
+def test_producers_and_group_consumers_pick_up_new_partitions(broker, topic_name):
+    admin = confluent_admin(broker.bootstrap)
+    admin.create_topics([NewTopic(topic_name, num_partitions=1, replication_factor=1)],
+                        request_timeout=15)[topic_name].result(timeout=30)
+    # Both clients refresh topic metadata every second instead of every five minutes.
+    conf = {"bootstrap.servers": broker.bootstrap, "topic.metadata.refresh.interval.ms": 1000,
+            **CONFLUENT_BASE}
+    consumer = Consumer({**conf, "group.id": topic_name, "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic_name])
+    producer = Producer(conf)
+    try:
+        admin.create_partitions([NewPartitions(topic_name, 3)],
+                                request_timeout=15)[topic_name].result(timeout=30)
+        # Written to the new partitions by number: the producer learns of them first.
+        reports = []
+        for partition in (1, 2):
+            producer.produce(topic_name, value=f"p{partition}".encode(), partition=partition,
+                             on_delivery=lambda err, msg: reports.append((err, msg.partition())))
+        assert producer.flush(30) == 0
+        assert sorted(reports) == [(None, 1), (None, 2)], reports
+        seen = set()
+        for _ in range(400):
+            message = consumer.poll(0.1)
+            if message is not None and message.error() is None:
+                seen.add((message.partition(), message.value()))
+            if len(seen) == 2:
+                break
+        assert seen == {(1, b"p1"), (2, b"p2")}, seen
+        assert {p.partition for p in consumer.assignment()} == {0, 1, 2}
+    finally:
+        consumer.close()
+
+
+@pytest.mark.skipif(not MULTI_NODE, reason="no multi-node backend compiled in")
+@pytest.mark.timeout(120)
+def test_create_partitions_on_three_nodes_places_replicas_on_every_broker(
+        multi_backend, tmp_path, topic_name):
+    cluster = Cluster(multi_backend, tmp_path)
+    try:
+        cluster.start()
+        # Asked through one node; planned by the metadata leader's broker.
+        admin = ConfluentAdmin(cluster.bootstrap(2))
+        assert admin.create({topic_name: (1, 3, {})}) == {topic_name: NONE}
+        assert admin.grow({topic_name: 6}) == {topic_name: NONE}
+        code, partitions = admin.describe(topic_name)
+        assert code == NONE and sorted(partitions) == list(range(6)), partitions
+        assert all(sorted(replicas) == [1, 2, 3] for _, replicas, _ in partitions.values())
+        assert {leader for leader, _, _ in partitions.values()} == {1, 2, 3}, partitions
+        producer = Producer({"bootstrap.servers": cluster.bootstrap(), "acks": "all",
+                             **CONFLUENT_BASE})
+        reports = []
+        for partition in range(6):
+            producer.produce(topic_name, value=b"x", partition=partition,
+                             on_delivery=lambda err, msg: reports.append(err))
+        assert producer.flush(60) == 0
+        assert reports == [None] * 6, reports
+    finally:
+        cluster.close()

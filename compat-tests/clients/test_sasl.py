@@ -15,8 +15,8 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation,
-                                  AclPermissionType, AdminClient, NewTopic, ResourcePatternType,
-                                  ResourceType)
+                                  AclPermissionType, AdminClient, NewPartitions, NewTopic,
+                                  ResourcePatternType, ResourceType)
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ACLFilter as KpAclFilter
 from kafka.admin import ACLOperation as KpAclOperation
@@ -338,6 +338,14 @@ def test_acls_decide_who_produces_consumes_and_administers(acl_broker, topic_nam
     assert produce_error(alice, topic_name) is None
     listed = AdminClient(alice).list_topics(timeout=10).topics
     assert topic_name in listed and hidden not in listed
+    # Adding partitions takes ALTER on the topic, which she has not; the admin has.
+    alice_admin = AdminClient(alice)
+    grown = alice_admin.create_partitions([NewPartitions(topic_name, 2)], request_timeout=15)
+    with pytest.raises(KafkaException) as refused:
+        grown[topic_name].result(timeout=30)
+    assert refused.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, refused.value
+    grown = admin_client.create_partitions([NewPartitions(topic_name, 2)], request_timeout=15)
+    grown[topic_name].result(timeout=30)
     assert first_consumer_error(alice, topic_name, "readers") is None
     error = first_consumer_error(alice, topic_name, "strangers")
     assert error is not None and error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED, error

@@ -14,6 +14,7 @@
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
 use kafka_protocol::messages::create_acls_response::AclCreationResult;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_acls_response::DeleteAclsFilterResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -150,6 +151,8 @@ pub(crate) enum Patch {
     CreateTopics(Vec<CreatableTopicResult>),
     /// DeleteTopics results to add.
     DeleteTopics(Vec<DeletableTopicResult>),
+    /// CreatePartitions results to add.
+    CreatePartitions(Vec<CreatePartitionsTopicResult>),
     /// DescribeConfigs results to add.
     DescribeConfigs(Vec<DescribeConfigsResult>),
     /// DescribeGroups results to add.
@@ -273,6 +276,21 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
                 },
             );
             Gate::Pass(RequestKind::CreateTopics(r), Patch::CreateTopics(refused))
+        }
+        RequestKind::CreatePartitions(mut r) => {
+            let refused = narrow(
+                &mut r.topics,
+                |t| access.may_on_topic(Alter, &t.name),
+                |t| {
+                    CreatePartitionsTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_error_code(denied(ResponseError::TopicAuthorizationFailed))
+                },
+            );
+            Gate::Pass(
+                RequestKind::CreatePartitions(r),
+                Patch::CreatePartitions(refused),
+            )
         }
         RequestKind::DeleteTopics(mut r) => {
             let refuse = |name: &TopicName| {
@@ -629,6 +647,10 @@ pub(crate) fn patch(access: &Access, response: ResponseKind, patch: Patch) -> Re
         (ResponseKind::DeleteTopics(mut r), Patch::DeleteTopics(refused)) => {
             r.responses.extend(refused);
             ResponseKind::DeleteTopics(r)
+        }
+        (ResponseKind::CreatePartitions(mut r), Patch::CreatePartitions(refused)) => {
+            r.results.extend(refused);
+            ResponseKind::CreatePartitions(r)
         }
         (ResponseKind::DescribeConfigs(mut r), Patch::DescribeConfigs(refused)) => {
             r.results.extend(refused);

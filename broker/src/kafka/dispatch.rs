@@ -66,6 +66,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateAcls, 1, 3),
     (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::DeleteAcls, 1, 3),
+    (ApiKey::CreatePartitions, 0, 3),
 ];
 
 /// What a connection may ask before it has authenticated.
@@ -426,6 +427,9 @@ async fn handle_request(
         RequestKind::DeleteTopics(r) => {
             ResponseKind::DeleteTopics(topics::delete(broker, version, r).await)
         }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(partitions::create(broker, client, version, r).await)
+        }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(configs::describe(broker, version, r))
         }
@@ -533,6 +537,43 @@ fn unsupported_api_versions(correlation_id: i32) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The table of served APIs in `docs/OPERATIONS.md`, from [`SUPPORTED`], by API key.
+    fn api_table() -> String {
+        let mut served = SUPPORTED.to_vec();
+        served.sort_by_key(|(key, _, _)| *key as i16);
+        let mut table = String::from("| API | key | versions |\n|---|---|---|\n");
+        for (key, min, max) in served {
+            let versions = if min == max {
+                min.to_string()
+            } else {
+                format!("{min}–{max}")
+            };
+            table.push_str(&format!("| {key:?} | {} | {versions} |\n", key as i16));
+        }
+        table
+    }
+
+    /// `docs/OPERATIONS.md` lists exactly the APIs and versions served (what ApiVersions
+    /// advertises); an API added or a version range changed without the guide fails here.
+    #[test]
+    fn the_operations_guide_lists_every_served_api() {
+        const BEGIN: &str =
+            "<!-- served APIs: generated from SUPPORTED, checked by kafka::dispatch::tests -->\n";
+        const END: &str = "<!-- end of served APIs -->";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/OPERATIONS.md");
+        let guide = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let listed = guide
+            .split_once(BEGIN)
+            .and_then(|(_, rest)| rest.split_once(END))
+            .map(|(table, _)| table);
+        let expected = api_table();
+        assert!(
+            listed == Some(expected.as_str()),
+            "{path}'s table of served APIs is stale; between {BEGIN:?} and {END:?} it should \
+             read:\n{expected}"
+        );
+    }
 
     /// Found by the `decode_request` fuzz target: a DescribeConfigs v1 frame whose resource
     /// count is 620 million, in 14 bytes. It used to abort the process on the allocation.

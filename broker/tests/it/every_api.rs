@@ -11,6 +11,7 @@ use kafka_protocol::messages::alter_user_scram_credentials_request::{
 };
 use kafka_protocol::messages::broker_heartbeat_request::BrokerHeartbeatRequest;
 use kafka_protocol::messages::create_acls_request::AclCreation;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
@@ -34,13 +35,14 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
-    CreateAclsRequest, CreateTopicsRequest, DeleteAclsRequest, DeleteTopicsRequest,
-    DescribeAclsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    DescribeQuorumRequest, DescribeUserScramCredentialsRequest, FetchRequest,
-    FindCoordinatorRequest, GroupId, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
-    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, RequestKind,
-    ResponseHeader, ResponseKind, SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
+    CreateAclsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteAclsRequest,
+    DeleteTopicsRequest, DescribeAclsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    DescribeGroupsRequest, DescribeQuorumRequest, DescribeUserScramCredentialsRequest,
+    FetchRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest, InitProducerIdRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
+    RequestHeader, RequestKind, ResponseHeader, ResponseKind, SaslAuthenticateRequest,
+    SaslHandshakeRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -323,6 +325,28 @@ fn samples(key: ApiKey, version: i16) -> anyhow::Result<Option<Vec<RequestKind>>
             vec![
                 RequestKind::CreateTopics(request),
                 RequestKind::CreateTopics(validate_only),
+            ]
+        }
+        ApiKey::CreatePartitions => {
+            let grow = |name: &str, count: i32| {
+                CreatePartitionsTopic::default()
+                    .with_name(topic(name))
+                    .with_count(count)
+            };
+            let request = CreatePartitionsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topics(vec![
+                    grow(TOPIC, 8 + i32::from(version)),
+                    grow(MISSING, 2),
+                    grow("created-v0", 0),
+                ]);
+            let validate_only = CreatePartitionsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_validate_only(true)
+                .with_topics(vec![grow(TOPIC, 100), grow(TOPIC, 101)]);
+            vec![
+                RequestKind::CreatePartitions(request),
+                RequestKind::CreatePartitions(validate_only),
             ]
         }
         ApiKey::DeleteTopics => {

@@ -12,6 +12,7 @@ pub(crate) mod leader_epochs;
 pub(crate) mod list_offsets;
 pub(crate) mod metadata;
 pub(crate) mod offsets;
+pub(crate) mod partitions;
 pub(crate) mod produce;
 pub(crate) mod producers;
 pub(crate) mod topics;

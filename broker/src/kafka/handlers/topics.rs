@@ -14,8 +14,10 @@ use kafka_protocol::messages::create_topics_response::{
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    TopicName,
 };
+use kafka_protocol::protocol::Request;
 use switchyard_backend_api::warn_throttled;
 use switchyard_backend_api::{
     BrokerId, MetadataCommand, MetadataState, NewTopic, Outcome, TopicId, validate_topic_name,
@@ -30,11 +32,11 @@ use crate::kafka::handlers::kstr;
 use crate::liveness;
 
 /// A per-topic failure: Kafka error and message.
-type TopicError = (ResponseError, String);
+pub(crate) type TopicError = (ResponseError, String);
 
 /// Replica lists for `partitions` partitions of `replication_factor` replicas, round-robin over
 /// `brokers` starting at `start`, so partition leaders spread across brokers.
-fn assign(
+pub(crate) fn assign(
     brokers: &[BrokerId],
     partitions: u32,
     replication_factor: u16,
@@ -72,7 +74,7 @@ fn check_not_reserved(name: &str) -> Result<(), TopicError> {
 }
 
 /// How many more partitions the cluster may take under `max_partitions`.
-fn partition_budget(broker: &Broker, state: &MetadataState) -> usize {
+pub(crate) fn partition_budget(broker: &Broker, state: &MetadataState) -> usize {
     broker
         .settings()
         .max_partitions
@@ -80,7 +82,7 @@ fn partition_budget(broker: &Broker, state: &MetadataState) -> usize {
 }
 
 /// Whether `partitions` fit in `budget`; checked before anything is allocated.
-fn within(budget: usize, partitions: usize) -> Result<(), TopicError> {
+pub(crate) fn within(budget: usize, partitions: usize) -> Result<(), TopicError> {
     if partitions > budget {
         return Err((
             ResponseError::InvalidPartitions,
@@ -135,16 +137,36 @@ const FORWARDED_PREFIX: &str = "switchyard-forwarded-from-";
 /// change before it tries again.
 const FORWARD_RETRY: Duration = Duration::from_millis(200);
 
+/// `request`, answered by the metadata leader's broker — unless it is planned here: this
+/// broker is not registered yet, or the request was forwarded here (`None` then, and when
+/// this broker leads). See [`forward_to_leader`].
+pub(crate) async fn answered_by_leader<R: Request>(
+    broker: &Broker,
+    client: &Client,
+    version: i16,
+    request: &R,
+    timeout_ms: i32,
+    refuse: impl Fn(ResponseError, &str) -> R::Response,
+) -> Option<R::Response> {
+    if !broker.is_registered() || client.id.starts_with(FORWARDED_PREFIX) {
+        return None;
+    }
+    forward_to_leader(broker, version, request, timeout_ms, refuse).await
+}
+
 /// Send `request` to the metadata leader's broker, which places replicas on the brokers it
 /// has heard from; while none is reachable (an election, a promotion), wait for the leader to
-/// change and try again, until the request's timeout. `None` when this broker leads now (it
-/// plans the request itself).
-async fn forward_to_leader(
+/// change and try again, until `timeout_ms` (the request's; the metadata timeout if not
+/// positive). `None` when this broker leads now (it plans the request itself); `refuse`
+/// builds the answer when the time is up.
+async fn forward_to_leader<R: Request>(
     broker: &Broker,
     version: i16,
-    request: &CreateTopicsRequest,
-) -> Option<CreateTopicsResponse> {
-    let timeout = match u64::try_from(request.timeout_ms) {
+    request: &R,
+    timeout_ms: i32,
+    refuse: impl Fn(ResponseError, &str) -> R::Response,
+) -> Option<R::Response> {
+    let timeout = match u64::try_from(timeout_ms) {
         Ok(ms) if ms > 0 => Duration::from_millis(ms),
         _ => broker.metadata_timeout(),
     };
@@ -153,8 +175,7 @@ async fn forward_to_leader(
     while !broker.is_metadata_leader() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Some(refuse_all(
-                request,
+            return Some(refuse(
                 ResponseError::RequestTimedOut,
                 "no metadata leader was reachable within the request timeout",
             ));
@@ -170,12 +191,12 @@ async fn forward_to_leader(
 
 /// One attempt to send `request` to the broker of the metadata leader's node, within
 /// `timeout`. `None` if no leader is known or it cannot be reached.
-async fn forward(
+async fn forward<R: Request>(
     broker: &Broker,
     version: i16,
-    request: &CreateTopicsRequest,
+    request: &R,
     timeout: Duration,
-) -> Option<CreateTopicsResponse> {
+) -> Option<R::Response> {
     let leader = broker.backend().cluster().borrow().leader?;
     let leader = BrokerId::try_from(leader).ok()?;
     let view = broker.metadata();
@@ -188,9 +209,27 @@ async fn forward(
     match client.call(request, version).await {
         Ok(response) => Some(response),
         Err(error) => {
-            warn_throttled!(%leader, %error, "forwarding CreateTopics to the metadata leader's broker failed");
+            let api =
+                ApiKey::try_from(R::KEY).map_or_else(|_| R::KEY.to_string(), |k| format!("{k:?}"));
+            warn_throttled!(%leader, %error, %api, "forwarding a request to the metadata leader's broker failed");
             None
         }
+    }
+}
+
+/// The brokers to place new replicas on: on the metadata leader's broker, the ones it has
+/// heard from; elsewhere (a request forwarded here by a broker that took this one for the
+/// leader), the ones the metadata has live.
+pub(crate) async fn placeable(broker: &Broker) -> Vec<BrokerId> {
+    if broker.is_metadata_leader() {
+        liveness::placeable(broker).await
+    } else {
+        broker
+            .metadata()
+            .state
+            .live_brokers()
+            .map(|b| b.id)
+            .collect()
     }
 }
 
@@ -317,24 +356,20 @@ pub(crate) async fn create(
     version: i16,
     request: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
-    if broker.is_registered()
-        && !client.id.starts_with(FORWARDED_PREFIX)
-        && let Some(response) = forward_to_leader(broker, version, &request).await
+    let refuse = |error, message: &str| refuse_all(&request, error, message);
+    if let Some(response) = answered_by_leader(
+        broker,
+        client,
+        version,
+        &request,
+        request.timeout_ms,
+        refuse,
+    )
+    .await
     {
         return response;
     }
-    let brokers = if broker.is_metadata_leader() {
-        liveness::placeable(broker).await
-    } else {
-        // Forwarded here by a broker that took this one for the metadata leader: place on the
-        // brokers the metadata has live.
-        broker
-            .metadata()
-            .state
-            .live_brokers()
-            .map(|b| b.id)
-            .collect()
-    };
+    let brokers = placeable(broker).await;
     let view = broker.metadata();
     let mut seen = BTreeSet::new();
     let duplicates: BTreeSet<String> = request
