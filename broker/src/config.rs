@@ -174,6 +174,13 @@ fn as_i64(value: impl TryInto<i64>) -> i64 {
 fn check_ranges(kafka: &KafkaSettings) -> Result<(), ConfigError> {
     let checks = [
         (
+            "log_retention_check_interval_ms",
+            as_i64(kafka.log_retention_check_interval_ms),
+            1,
+            i64::MAX,
+            "positive",
+        ),
+        (
             "socket_request_max_bytes",
             as_i64(kafka.socket_request_max_bytes),
             1024,
@@ -373,6 +380,9 @@ pub struct KafkaSettings {
     /// `replica.high.watermark.checkpoint.interval.ms`: how often partitions' high watermarks
     /// are written to disk.
     pub replica_high_watermark_checkpoint_interval_ms: u64,
+    /// `log.retention.check.interval.ms`: how often retention (and `flush.ms`) is enforced on
+    /// every partition log.
+    pub log_retention_check_interval_ms: u64,
     /// The listener's `security.protocol`: `PLAINTEXT` (no authentication) or
     /// `SASL_PLAINTEXT` (every connection authenticates first; needs `cluster_secret_file`,
     /// which brokers and `switchyard user` authenticate with).
@@ -440,6 +450,7 @@ impl Default for KafkaSettings {
             replica_fetch_max_bytes: 1_048_576,
             replica_fetch_response_max_bytes: 10_485_760,
             replica_high_watermark_checkpoint_interval_ms: 5_000,
+            log_retention_check_interval_ms: 300_000,
             security_protocol: "PLAINTEXT".into(),
             sasl_enabled_mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()],
             authorizer_enabled: false,

@@ -26,8 +26,6 @@ use crate::liveness;
 use crate::replicas::Replicas;
 use crate::replication;
 
-/// How often retention and time-based flushes run.
-const LOG_MAINTENANCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 use crate::config::Config;
 
 /// Why `serve` failed.
@@ -236,7 +234,11 @@ impl Node {
             tokio::spawn(Arc::clone(&broker).follow_topic_deletions()),
             tokio::spawn(liveness::run_heartbeats(Arc::clone(&broker))),
             tokio::spawn(liveness::run_fencer(Arc::clone(&broker))),
-            tokio::spawn(Arc::clone(&broker).maintain_logs(LOG_MAINTENANCE_INTERVAL)),
+            tokio::spawn(
+                Arc::clone(&broker).maintain_logs(std::time::Duration::from_millis(
+                    config.kafka.log_retention_check_interval_ms,
+                )),
+            ),
             tokio::spawn(replication::run_replication(Arc::clone(&broker))),
             tokio::spawn(replication::run_isr_checks(Arc::clone(&broker))),
             tokio::spawn(Arc::clone(&broker).checkpoint_high_watermarks(

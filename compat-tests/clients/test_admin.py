@@ -1,17 +1,20 @@
 """Topic administration with both admin clients: create, list, describe, delete, the per-topic
-error cases of CreateTopics/DeleteTopics, validate_only, CreatePartitions, DescribeConfigs and
-DescribeCluster; CreatePartitions on three nodes of every multi-node backend."""
+error cases of CreateTopics/DeleteTopics, validate_only, CreatePartitions, AlterConfigs and
+IncrementalAlterConfigs (a retention change applies to a running log), DescribeConfigs and
+DescribeCluster; CreatePartitions and config changes on three nodes of every multi-node
+backend."""
 
 from __future__ import annotations
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicCollection
+from confluent_kafka import Consumer, KafkaException, Producer, TopicCollection, TopicPartition
 from confluent_kafka.admin import ConfigResource as CConfigResource
-from confluent_kafka.admin import ConfigSource, NewPartitions, NewTopic, ResourceType
+from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigSource, NewPartitions,
+                                  NewTopic, ResourceType)
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.admin import NewPartitions as KpNewPartitions
 
-from client_util import CONFLUENT_BASE, confluent_admin, kp_admin
+from client_util import CONFLUENT_BASE, FAST_REBALANCE_ENV, confluent_admin, kp_admin, wait_for
 from conftest import MULTI_NODE, Cluster
 
 # Kafka error codes.
@@ -21,6 +24,7 @@ INVALID_TOPIC_EXCEPTION = 17
 TOPIC_ALREADY_EXISTS = 36
 INVALID_PARTITIONS = 37
 INVALID_REPLICATION_FACTOR = 38
+INVALID_REQUEST = 42
 INVALID_CONFIG = 40
 
 BROKER_ID = 1  # the default --node-id
@@ -64,6 +68,18 @@ class KafkaPythonAdmin:
         return topic["error_code"], {
             p["partition_index"]: (p["leader_id"], p["replica_nodes"], p["isr_nodes"])
             for p in topic["partitions"]}
+
+    # kafka-python sends IncrementalAlterConfigs to a broker that serves it: the configs named
+    # change, the others keep their overrides.
+    replaces = False
+
+    def alter(self, name, configs, validate_only=False):
+        """Change `configs` of topic `name`. Returns the error code."""
+        result = self.admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, configs=configs)],
+            validate_only=validate_only, raise_on_unknown=False)
+        outcome = result["topic"][name]  # "OK" or "[Error N] Name: message"
+        return NONE if outcome == "OK" else int(outcome.split("]")[0].removeprefix("[Error "))
 
     def topic_configs(self, name):
         """{key: (value, source name)} of every config the broker reports."""
@@ -126,6 +142,23 @@ class ConfluentAdmin:
             return e.args[0].code(), {}
         return NONE, {p.id: (p.leader.id, [r.id for r in p.replicas], [r.id for r in p.isr])
                       for p in topic.partitions}
+
+    # confluent-kafka's alter_configs is AlterConfigs: the configs named become the whole set.
+    replaces = True
+
+    def alter(self, name, configs, validate_only=False):
+        resource = CConfigResource(ResourceType.TOPIC, name, set_config=configs)
+        future = self.admin.alter_configs([resource], validate_only=validate_only,
+                                          request_timeout=30)[resource]
+        return self._codes({name: future})[name]
+
+    def alter_incrementally(self, name, changes, validate_only=False):
+        """changes: [(key, AlterConfigOpType, value)]. Returns the error code."""
+        resource = CConfigResource(ResourceType.TOPIC, name, incremental_configs=[
+            ConfigEntry(key, value, incremental_operation=op) for key, op, value in changes])
+        future = self.admin.incremental_alter_configs(
+            [resource], validate_only=validate_only, request_timeout=30)[resource]
+        return self._codes({name: future})[name]
 
     def topic_configs(self, name):
         resource = CConfigResource(ResourceType.TOPIC, name)
@@ -340,6 +373,9 @@ def test_create_partitions_on_three_nodes_places_replicas_on_every_broker(
         admin = ConfluentAdmin(cluster.bootstrap(2))
         assert admin.create({topic_name: (1, 3, {})}) == {topic_name: NONE}
         assert admin.grow({topic_name: 6}) == {topic_name: NONE}
+        # Committed by the metadata leader; node 2 learns of it through the metadata backend
+        # (no client API says when).
+        wait_for(lambda: len(admin.describe(topic_name)[1]) == 6, 30, "node 2 to see 6 partitions")
         code, partitions = admin.describe(topic_name)
         assert code == NONE and sorted(partitions) == list(range(6)), partitions
         assert all(sorted(replicas) == [1, 2, 3] for _, replicas, _ in partitions.values())
@@ -352,5 +388,102 @@ def test_create_partitions_on_three_nodes_places_replicas_on_every_broker(
                              on_delivery=lambda err, msg: reports.append(err))
         assert producer.flush(60) == 0
         assert reports == [None] * 6, reports
+    finally:
+        cluster.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.filterwarnings("ignore:alter_configs has been deprecated")  # AlterConfigs on purpose
+def test_alter_configs_changes_a_topics_overrides(admin, topic_name):
+    assert admin.create({topic_name: (1, 1, {"retention.ms": "3600000"})}) == {topic_name: NONE}
+    assert admin.alter(topic_name, {"segment.ms": "60000"}, validate_only=True) == NONE
+    assert admin.topic_configs(topic_name)["segment.ms"][1] == "DEFAULT_CONFIG"
+    assert admin.alter(topic_name, {"segment.ms": "60000"}) == NONE
+    configs = admin.topic_configs(topic_name)
+    assert configs["segment.ms"] == ("60000", "DYNAMIC_TOPIC_CONFIG")
+    if admin.replaces:
+        # Not listed, so back to the default: AlterConfigs replaces the whole set.
+        assert configs["retention.ms"] == ("604800000", "DEFAULT_CONFIG")
+    else:
+        assert configs["retention.ms"] == ("3600000", "DYNAMIC_TOPIC_CONFIG")
+    assert admin.alter(topic_name, {"segment.ms": "-5"}) == INVALID_CONFIG
+    assert admin.alter(topic_name, {"no.such.config": "1"}) == INVALID_CONFIG
+    assert admin.alter(f"{topic_name}-missing", {"segment.ms": "1"}) == UNKNOWN_TOPIC_OR_PARTITION
+    assert admin.topic_configs(topic_name)["segment.ms"] == ("60000", "DYNAMIC_TOPIC_CONFIG")
+
+
+@pytest.mark.timeout(60)
+def test_incremental_alter_configs_sets_deletes_and_appends(broker, topic_name):
+    admin = ConfluentAdmin(broker.bootstrap)
+    assert admin.create({topic_name: (1, 1, {"segment.ms": "60000"})}) == {topic_name: NONE}
+    SET, DELETE = AlterConfigOpType.SET, AlterConfigOpType.DELETE
+    APPEND, SUBTRACT = AlterConfigOpType.APPEND, AlterConfigOpType.SUBTRACT
+    assert admin.alter_incrementally(topic_name, [("retention.ms", SET, "3600000")],
+                                     validate_only=True) == NONE
+    assert admin.topic_configs(topic_name)["retention.ms"][1] == "DEFAULT_CONFIG"
+    assert admin.alter_incrementally(topic_name, [("retention.ms", SET, "3600000"),
+                                                  ("cleanup.policy", APPEND, "delete")]) == NONE
+    configs = admin.topic_configs(topic_name)
+    assert configs["retention.ms"] == ("3600000", "DYNAMIC_TOPIC_CONFIG")
+    # Incremental: what was not named keeps its override.
+    assert configs["segment.ms"] == ("60000", "DYNAMIC_TOPIC_CONFIG")
+    assert configs["cleanup.policy"] == ("delete", "DYNAMIC_TOPIC_CONFIG")
+    assert admin.alter_incrementally(topic_name, [("segment.ms", DELETE, None)]) == NONE
+    assert admin.topic_configs(topic_name)["segment.ms"] == ("604800000", "DEFAULT_CONFIG")
+    assert admin.alter_incrementally(topic_name, [("retention.ms", APPEND, "1")]) == INVALID_CONFIG
+    # cleanup.policy without its only policy would be empty: refused.
+    assert admin.alter_incrementally(
+        topic_name, [("cleanup.policy", SUBTRACT, "delete")]) == INVALID_CONFIG
+    assert admin.alter_incrementally(topic_name, [("retention.ms", SET, "-7")]) == INVALID_CONFIG
+    broker_resource = CConfigResource(ResourceType.BROKER, str(BROKER_ID), incremental_configs=[
+        ConfigEntry("num.partitions", "3", incremental_operation=SET)])
+    future = admin.admin.incremental_alter_configs([broker_resource],
+                                                   request_timeout=30)[broker_resource]
+    assert admin._codes({"broker": future}) == {"broker": INVALID_REQUEST}
+
+
+@pytest.mark.timeout(90)
+def test_a_retention_change_applies_to_a_running_log(broker_factory, topic_name):
+    broker = broker_factory.start(
+        {**FAST_REBALANCE_ENV, "SWITCHYARD_KAFKA__LOG_RETENTION_CHECK_INTERVAL_MS": "200"})
+    admin = ConfluentAdmin(broker.bootstrap)
+    assert admin.create({topic_name: (1, 1, {"segment.bytes": "1024"})}) == {topic_name: NONE}
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0,
+                         **CONFLUENT_BASE})
+    for i in range(40):
+        producer.produce(topic_name, value=b"x" * 200)
+        producer.flush(10)  # one batch each: many small segments
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": topic_name,
+                         **CONFLUENT_BASE})
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic_name, 0), timeout=10)
+        assert (low, high) == (0, 40)
+        assert admin.alter_incrementally(
+            topic_name, [("retention.bytes", AlterConfigOpType.SET, "2048")]) == NONE
+        # Retention runs in the background; no client API says when it deleted a segment.
+        low = wait_for(lambda: consumer.get_watermark_offsets(
+            TopicPartition(topic_name, 0), timeout=10)[0], 30, "retention to delete segments")
+        assert 0 < low < 40, low
+    finally:
+        consumer.close()
+
+
+@pytest.mark.skipif(not MULTI_NODE, reason="no multi-node backend compiled in")
+@pytest.mark.timeout(120)
+def test_a_config_change_through_one_node_is_seen_on_all_three(multi_backend, tmp_path,
+                                                              topic_name):
+    cluster = Cluster(multi_backend, tmp_path)
+    try:
+        cluster.start()
+        admin = ConfluentAdmin(cluster.bootstrap(2))
+        assert admin.create({topic_name: (1, 3, {})}) == {topic_name: NONE}
+        assert admin.alter_incrementally(
+            topic_name, [("retention.ms", AlterConfigOpType.SET, "3600000")]) == NONE
+        for node in (1, 3):
+            other = ConfluentAdmin(cluster.bootstrap(node))
+            # The change reaches each node through the metadata backend; no client API says
+            # when a node applied it.
+            wait_for(lambda o=other: o.topic_configs(topic_name)["retention.ms"]
+                     == ("3600000", "DYNAMIC_TOPIC_CONFIG"), 30, f"node {node} to see the change")
     finally:
         cluster.close()

@@ -15,7 +15,8 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation,
-                                  AclPermissionType, AdminClient, NewPartitions, NewTopic,
+                                  AclPermissionType, AdminClient, AlterConfigOpType,
+                                  ConfigEntry, ConfigResource, NewPartitions, NewTopic,
                                   ResourcePatternType, ResourceType)
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ACLFilter as KpAclFilter
@@ -346,6 +347,13 @@ def test_acls_decide_who_produces_consumes_and_administers(acl_broker, topic_nam
     assert refused.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, refused.value
     grown = admin_client.create_partitions([NewPartitions(topic_name, 2)], request_timeout=15)
     grown[topic_name].result(timeout=30)
+    # So does changing its configs (ALTER_CONFIGS).
+    change = ConfigResource(ResourceType.TOPIC, topic_name, incremental_configs=[
+        ConfigEntry("retention.ms", "3600000", incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(KafkaException) as refused:
+        alice_admin.incremental_alter_configs([change], request_timeout=15)[change].result(30)
+    assert refused.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, refused.value
+    admin_client.incremental_alter_configs([change], request_timeout=15)[change].result(30)
     assert first_consumer_error(alice, topic_name, "readers") is None
     error = first_consumer_error(alice, topic_name, "strangers")
     assert error is not None and error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED, error

@@ -12,6 +12,7 @@
 //! operator) are never refused.
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
 use kafka_protocol::messages::create_acls_response::AclCreationResult;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -22,6 +23,7 @@ use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalAlterConfigsResourceResponse;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -153,6 +155,10 @@ pub(crate) enum Patch {
     DeleteTopics(Vec<DeletableTopicResult>),
     /// CreatePartitions results to add.
     CreatePartitions(Vec<CreatePartitionsTopicResult>),
+    /// AlterConfigs results to add.
+    AlterConfigs(Vec<AlterConfigsResourceResponse>),
+    /// IncrementalAlterConfigs results to add.
+    IncrementalAlterConfigs(Vec<IncrementalAlterConfigsResourceResponse>),
     /// DescribeConfigs results to add.
     DescribeConfigs(Vec<DescribeConfigsResult>),
     /// DescribeGroups results to add.
@@ -191,6 +197,21 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
     let cluster = |operation| access.may_on_cluster(operation);
     let cluster_refusal = ResponseError::ClusterAuthorizationFailed;
     let group_refusal = denied(ResponseError::GroupAuthorizationFailed);
+    // A config resource: a topic's, or the broker's (the cluster's).
+    let may_alter_configs = |resource_type: i8, name: &StrBytes| {
+        if resource_type == TOPIC_CONFIGS {
+            access.may(AlterConfigs, ResourceType::Topic, name.as_str())
+        } else {
+            cluster(AlterConfigs)
+        }
+    };
+    let config_refusal = |resource_type: i8| {
+        if resource_type == TOPIC_CONFIGS {
+            denied(ResponseError::TopicAuthorizationFailed)
+        } else {
+            denied(cluster_refusal)
+        }
+    };
     match request {
         RequestKind::Produce(mut r) => {
             let refused = narrow(
@@ -290,6 +311,35 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
             Gate::Pass(
                 RequestKind::CreatePartitions(r),
                 Patch::CreatePartitions(refused),
+            )
+        }
+        RequestKind::AlterConfigs(mut r) => {
+            let refused = narrow(
+                &mut r.resources,
+                |resource| may_alter_configs(resource.resource_type, &resource.resource_name),
+                |resource| {
+                    AlterConfigsResourceResponse::default()
+                        .with_error_code(config_refusal(resource.resource_type))
+                        .with_resource_type(resource.resource_type)
+                        .with_resource_name(resource.resource_name.clone())
+                },
+            );
+            Gate::Pass(RequestKind::AlterConfigs(r), Patch::AlterConfigs(refused))
+        }
+        RequestKind::IncrementalAlterConfigs(mut r) => {
+            let refused = narrow(
+                &mut r.resources,
+                |resource| may_alter_configs(resource.resource_type, &resource.resource_name),
+                |resource| {
+                    IncrementalAlterConfigsResourceResponse::default()
+                        .with_error_code(config_refusal(resource.resource_type))
+                        .with_resource_type(resource.resource_type)
+                        .with_resource_name(resource.resource_name.clone())
+                },
+            );
+            Gate::Pass(
+                RequestKind::IncrementalAlterConfigs(r),
+                Patch::IncrementalAlterConfigs(refused),
             )
         }
         RequestKind::DeleteTopics(mut r) => {
@@ -651,6 +701,14 @@ pub(crate) fn patch(access: &Access, response: ResponseKind, patch: Patch) -> Re
         (ResponseKind::CreatePartitions(mut r), Patch::CreatePartitions(refused)) => {
             r.results.extend(refused);
             ResponseKind::CreatePartitions(r)
+        }
+        (ResponseKind::AlterConfigs(mut r), Patch::AlterConfigs(refused)) => {
+            r.responses.extend(refused);
+            ResponseKind::AlterConfigs(r)
+        }
+        (ResponseKind::IncrementalAlterConfigs(mut r), Patch::IncrementalAlterConfigs(refused)) => {
+            r.responses.extend(refused);
+            ResponseKind::IncrementalAlterConfigs(r)
         }
         (ResponseKind::DescribeConfigs(mut r), Patch::DescribeConfigs(refused)) => {
             r.results.extend(refused);

@@ -26,6 +26,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use switchyard_backend_api::{BrokerId, Change, MetadataCommand, StreamError};
+use switchyard_log::LogConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -173,9 +174,11 @@ async fn reconcile(broker: &Arc<Broker>, loops: &mut HashMap<BrokerId, FetchLoop
     }
     // Replicas of partitions the metadata no longer has. Listed first, then checked against a
     // view read after the listing: a replica opened meanwhile (a topic created since `view`)
-    // is in it, as views only move forward.
+    // is in it, as views only move forward. The others take their topic's current configs
+    // (a config change applies to logs already open, from their next append or cleanup).
     let listed = broker.replicas().open_replicas();
     let latest = broker.metadata();
+    let mut log_configs: HashMap<String, Option<LogConfig>> = HashMap::new();
     for (topic, partition, replica) in listed {
         let known = u32::try_from(partition)
             .ok()
@@ -183,6 +186,21 @@ async fn reconcile(broker: &Arc<Broker>, loops: &mut HashMap<BrokerId, FetchLoop
             .is_some();
         if !known {
             replica.follow(i32::MAX);
+            continue;
+        }
+        let config = log_configs.entry(topic.clone()).or_insert_with(|| {
+            let configs = latest.state.topic(&topic)?.configs.iter();
+            let overrides: BTreeMap<String, String> =
+                configs.map(|(k, v)| (k.clone(), v.clone())).collect();
+            LogConfig::default()
+                .with_overrides(&overrides)
+                .inspect_err(|e| warn!(%topic, error = %e, "a topic config the log refuses"))
+                .ok()
+        });
+        if let Some(config) = config
+            && replica.log().config() != *config
+        {
+            replica.log().set_config(config.clone());
         }
     }
     loops.retain(|leader, l| wanted.get(leader).is_some_and(|(addr, _)| *addr == l.addr));

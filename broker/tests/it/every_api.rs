@@ -34,15 +34,15 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 };
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    AlterUserScramCredentialsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
-    CreateAclsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteAclsRequest,
-    DeleteTopicsRequest, DescribeAclsRequest, DescribeClusterRequest, DescribeConfigsRequest,
-    DescribeGroupsRequest, DescribeQuorumRequest, DescribeUserScramCredentialsRequest,
-    FetchRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest, InitProducerIdRequest,
-    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
-    OffsetCommitRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
-    RequestHeader, RequestKind, ResponseHeader, ResponseKind, SaslAuthenticateRequest,
-    SaslHandshakeRequest, TopicName,
+    AlterConfigsRequest, AlterUserScramCredentialsRequest, ApiKey, ApiVersionsRequest,
+    ApiVersionsResponse, CreateAclsRequest, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteAclsRequest, DeleteTopicsRequest, DescribeAclsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, DescribeGroupsRequest, DescribeQuorumRequest,
+    DescribeUserScramCredentialsRequest, FetchRequest, FindCoordinatorRequest, GroupId,
+    HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, RequestKind,
+    ResponseHeader, ResponseKind, SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -396,6 +396,75 @@ fn samples(key: ApiKey, version: i16) -> anyhow::Result<Option<Vec<RequestKind>>
                 request = request.with_include_documentation(true);
             }
             vec![RequestKind::DescribeConfigs(request)]
+        }
+        ApiKey::AlterConfigs => {
+            use kafka_protocol::messages::alter_configs_request::{
+                AlterConfigsResource, AlterableConfig,
+            };
+            let resource = |kind: i8, name: &str, configs: &[(&str, &str)]| {
+                AlterConfigsResource::default()
+                    .with_resource_type(kind)
+                    .with_resource_name(s(name))
+                    .with_configs(
+                        configs
+                            .iter()
+                            .map(|(k, v)| {
+                                AlterableConfig::default()
+                                    .with_name(s(k))
+                                    .with_value(Some(s(v)))
+                            })
+                            .collect(),
+                    )
+            };
+            let request = AlterConfigsRequest::default().with_resources(vec![
+                resource(2, TOPIC, &[("retention.ms", "86400000")]),
+                resource(2, MISSING, &[("retention.ms", "1")]),
+                resource(2, TOPIC, &[("no.such.config", "1")]),
+                resource(4, "1", &[("num.partitions", "3")]),
+            ]);
+            let validate_only = AlterConfigsRequest::default()
+                .with_validate_only(true)
+                .with_resources(vec![resource(2, TOPIC, &[("retention.ms", "bad")])]);
+            vec![
+                RequestKind::AlterConfigs(request),
+                RequestKind::AlterConfigs(validate_only),
+            ]
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            use kafka_protocol::messages::incremental_alter_configs_request::{
+                AlterConfigsResource, AlterableConfig,
+            };
+            let config = |name: &str, operation: i8, value: Option<&str>| {
+                AlterableConfig::default()
+                    .with_name(s(name))
+                    .with_config_operation(operation)
+                    .with_value(value.map(s))
+            };
+            let resource = |kind: i8, name: &str, configs: Vec<AlterableConfig>| {
+                AlterConfigsResource::default()
+                    .with_resource_type(kind)
+                    .with_resource_name(s(name))
+                    .with_configs(configs)
+            };
+            let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+                resource(
+                    2,
+                    TOPIC,
+                    vec![
+                        config("retention.ms", 0, Some("3600000")),
+                        config("segment.ms", 1, None),
+                        config("cleanup.policy", 2, Some("delete")),
+                    ],
+                ),
+                resource(2, MISSING, vec![config("retention.ms", 0, Some("1"))]),
+                resource(2, "created-v0", vec![config("retention.ms", 3, Some("1"))]),
+                resource(4, "", vec![config("num.partitions", 0, Some("2"))]),
+            ]);
+            let validate_only = request.clone().with_validate_only(true);
+            vec![
+                RequestKind::IncrementalAlterConfigs(request),
+                RequestKind::IncrementalAlterConfigs(validate_only),
+            ]
         }
         ApiKey::DescribeCluster => vec![RequestKind::DescribeCluster(
             DescribeClusterRequest::default(),

@@ -1,18 +1,27 @@
-//! DescribeConfigs, and the topic configs this broker knows: their defaults and which values it
-//! accepts. Only configs the broker honours are accepted; anything else is INVALID_CONFIG.
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs, and the topic configs this broker
+//! knows: their defaults and which values it accepts. Only configs the broker honours are
+//! accepted; anything else is INVALID_CONFIG. A topic's overrides change through one
+//! `AlterTopicConfigs` proposal per topic, so every node applies them (open partition logs take
+//! them from their next append or cleanup); broker configs are static (the `[kafka]` table).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
-use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, alter_configs_response,
+    incremental_alter_configs_response,
+};
+use kafka_protocol::protocol::StrBytes;
+use switchyard_backend_api::MetadataCommand;
 
 use crate::broker::Broker;
-use crate::kafka::handlers::kstr;
+use crate::kafka::handlers::{Verdict, kstr, propose_or_validate, verdict_parts};
 
-/// Resource type codes of DescribeConfigs.
+/// Resource type codes of the config APIs.
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
 /// Config source codes.
@@ -28,6 +37,10 @@ enum Kind {
     /// One of these words.
     OneOf(&'static [&'static str]),
 }
+
+/// Topic configs whose value is a comma-separated list (IncrementalAlterConfigs' APPEND and
+/// SUBTRACT apply to these only).
+const LIST_CONFIGS: &[&str] = &["cleanup.policy"];
 
 /// Topic configs this broker honours, with their defaults.
 const TOPIC_CONFIGS: &[(&str, &str, Kind)] = &[
@@ -86,10 +99,15 @@ pub(crate) fn validate_topic_config(key: &str, value: &str) -> Result<(), String
         Kind::OneOf(words) => words.contains(&value),
     };
     if ok {
-        Ok(())
-    } else {
-        Err(format!("invalid value {value:?} for {key} ({kind:?})"))
+        return Ok(());
     }
+    let expected = match kind {
+        Kind::AtLeast(min) => format!("an integer of at least {min}"),
+        Kind::OneOf(words) => format!("one of {}", words.join(", ")),
+    };
+    Err(format!(
+        "invalid value {value:?} for {key}: expected {expected}"
+    ))
 }
 
 pub(crate) fn describe(
@@ -182,4 +200,248 @@ fn entry(key: &str, value: &str, source: i8) -> DescribeConfigsResourceResult {
         .with_value(Some(kstr(value)))
         .with_read_only(source == STATIC_BROKER_CONFIG)
         .with_config_source(source)
+}
+
+/// One change of one config, as IncrementalAlterConfigs names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Operation {
+    /// SET (0): this value.
+    Set(String),
+    /// DELETE (1): back to the default.
+    Delete,
+    /// APPEND (2): add to a list config.
+    Append(String),
+    /// SUBTRACT (3): remove from a list config.
+    Subtract(String),
+}
+
+/// The changes asked for one resource.
+#[derive(Debug)]
+struct Alteration {
+    resource_type: i8,
+    name: String,
+    configs: Vec<(String, Option<Operation>)>,
+    /// AlterConfigs: the listed configs become the resource's whole set of overrides.
+    replace: bool,
+}
+
+/// IncrementalAlterConfigs, versions 0–1.
+pub(crate) async fn alter_incrementally(
+    broker: &Broker,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let alterations = request
+        .resources
+        .iter()
+        .map(|r| Alteration {
+            resource_type: r.resource_type,
+            name: r.resource_name.to_string(),
+            configs: r
+                .configs
+                .iter()
+                .map(|c| {
+                    let value = || {
+                        c.value
+                            .as_ref()
+                            .map_or_else(String::new, ToString::to_string)
+                    };
+                    let operation = match c.config_operation {
+                        0 => Some(Operation::Set(value())),
+                        1 => Some(Operation::Delete),
+                        2 => Some(Operation::Append(value())),
+                        3 => Some(Operation::Subtract(value())),
+                        _ => None,
+                    };
+                    (c.name.to_string(), operation)
+                })
+                .collect(),
+            replace: false,
+        })
+        .collect();
+    let responses = alter(broker, alterations, request.validate_only)
+        .await
+        .into_iter()
+        .map(|(resource_type, name, verdict)| {
+            let (error_code, error_message) = verdict_parts(verdict);
+            incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(StrBytes::from(name))
+                .with_error_code(error_code)
+                .with_error_message(error_message)
+        })
+        .collect();
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// AlterConfigs, versions 0–2: each resource's listed configs replace all its overrides.
+pub(crate) async fn alter_configs(
+    broker: &Broker,
+    request: AlterConfigsRequest,
+) -> AlterConfigsResponse {
+    let alterations = request
+        .resources
+        .iter()
+        .map(|r| Alteration {
+            resource_type: r.resource_type,
+            name: r.resource_name.to_string(),
+            configs: r
+                .configs
+                .iter()
+                .map(|c| {
+                    let operation = match &c.value {
+                        Some(value) => Operation::Set(value.to_string()),
+                        None => Operation::Delete,
+                    };
+                    (c.name.to_string(), Some(operation))
+                })
+                .collect(),
+            replace: true,
+        })
+        .collect();
+    let responses = alter(broker, alterations, request.validate_only)
+        .await
+        .into_iter()
+        .map(|(resource_type, name, verdict)| {
+            let (error_code, error_message) = verdict_parts(verdict);
+            alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(StrBytes::from(name))
+                .with_error_code(error_code)
+                .with_error_message(error_message)
+        })
+        .collect();
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+/// Check and apply every alteration (each resource on its own), in request order.
+async fn alter(
+    broker: &Broker,
+    alterations: Vec<Alteration>,
+    validate_only: bool,
+) -> Vec<(i8, String, Verdict)> {
+    let mut seen = BTreeSet::new();
+    let twice: BTreeSet<(i8, String)> = alterations
+        .iter()
+        .map(|a| (a.resource_type, a.name.clone()))
+        .filter(|key| !seen.insert(key.clone()))
+        .collect();
+    let mut verdicts = Vec::with_capacity(alterations.len());
+    for alteration in alterations {
+        let verdict = if twice.contains(&(alteration.resource_type, alteration.name.clone())) {
+            Err((
+                ResponseError::InvalidRequest,
+                format!("resource {} is listed twice", alteration.name),
+            ))
+        } else {
+            match alteration.resource_type {
+                TOPIC => alter_topic(broker, &alteration, validate_only).await,
+                BROKER => Err((
+                    ResponseError::InvalidRequest,
+                    "broker configs are static: set them in the [kafka] table of each node's \
+                     configuration and restart it"
+                        .to_owned(),
+                )),
+                other => Err((
+                    ResponseError::InvalidRequest,
+                    format!("unsupported resource type {other}"),
+                )),
+            }
+        };
+        verdicts.push((alteration.resource_type, alteration.name, verdict));
+    }
+    verdicts
+}
+
+/// One topic's alteration: the `AlterTopicConfigs` it comes to, proposed (or, for
+/// `validate_only`, applied to a copy of the state).
+async fn alter_topic(broker: &Broker, alteration: &Alteration, validate_only: bool) -> Verdict {
+    let view = broker.metadata();
+    let name = alteration.name.as_str();
+    let topic = view.state.topic(name).ok_or_else(|| {
+        (
+            ResponseError::UnknownTopicOrPartition,
+            format!("topic {name} does not exist"),
+        )
+    })?;
+    let invalid = |message: String| (ResponseError::InvalidConfig, message);
+    let mut keys = BTreeSet::new();
+    let mut set = Vec::new();
+    let mut remove = Vec::new();
+    for (key, operation) in &alteration.configs {
+        if !keys.insert(key.as_str()) {
+            return Err((
+                ResponseError::InvalidRequest,
+                format!("config {key} is listed twice"),
+            ));
+        }
+        let Some((_, default, _)) = TOPIC_CONFIGS.iter().find(|(k, _, _)| k == key) else {
+            return Err(invalid(format!(
+                "unknown or unsupported topic config {key}"
+            )));
+        };
+        let current = topic.configs.get(key).map_or(*default, String::as_str);
+        let list = |value: &str| -> Vec<String> {
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let value = match operation {
+            None => {
+                return Err((
+                    ResponseError::InvalidRequest,
+                    format!("unknown operation on config {key}"),
+                ));
+            }
+            Some(Operation::Delete) => {
+                remove.push(key.clone());
+                continue;
+            }
+            Some(Operation::Set(value)) => value.clone(),
+            Some(Operation::Append(_) | Operation::Subtract(_))
+                if !LIST_CONFIGS.contains(&key.as_str()) =>
+            {
+                return Err(invalid(format!(
+                    "config {key} is not a list: APPEND and SUBTRACT do not apply"
+                )));
+            }
+            Some(Operation::Append(value)) => {
+                let mut values = list(current);
+                for added in list(value) {
+                    if !values.contains(&added) {
+                        values.push(added);
+                    }
+                }
+                values.join(",")
+            }
+            Some(Operation::Subtract(value)) => {
+                let removed = list(value);
+                let values: Vec<String> = list(current)
+                    .into_iter()
+                    .filter(|v| !removed.contains(v))
+                    .collect();
+                values.join(",")
+            }
+        };
+        validate_topic_config(key, &value).map_err(invalid)?;
+        set.push((key.clone(), value));
+    }
+    if alteration.replace {
+        // AlterConfigs: every override not listed goes back to its default.
+        remove.extend(
+            topic
+                .configs
+                .keys()
+                .filter(|k| !keys.contains(k.as_str()))
+                .cloned(),
+        );
+    }
+    let command = MetadataCommand::AlterTopicConfigs {
+        topic: name.to_owned(),
+        set,
+        remove,
+    };
+    propose_or_validate(broker, &view.state, command, validate_only).await
 }

@@ -14,11 +14,10 @@ use switchyard_backend_api::{BrokerId, MetadataCommand, MetadataState};
 
 use crate::broker::Broker;
 use crate::kafka::dispatch::Client;
-use crate::kafka::errors::{metadata_error, rejection_error};
-use crate::kafka::handlers::kstr;
 use crate::kafka::handlers::topics::{
     TopicError, answered_by_leader, assign, partition_budget, placeable, within,
 };
+use crate::kafka::handlers::{kstr, propose_or_validate};
 
 /// CreatePartitions, versions 0–3 (their fields are the same; v2 is flexible).
 pub(crate) async fn create(
@@ -87,18 +86,7 @@ async fn add(
 ) -> Result<(), TopicError> {
     let view = broker.metadata();
     let command = plan(broker, &view.state, brokers, topic)?;
-    if validate_only {
-        let mut trial = view.state.clone();
-        return trial
-            .apply(&command)
-            .map(drop)
-            .map_err(|r| (rejection_error(&r), r.to_string()));
-    }
-    broker
-        .propose(command)
-        .await
-        .map(drop)
-        .map_err(|e| (metadata_error(&e), e.to_string()))
+    propose_or_validate(broker, &view.state, command, validate_only).await
 }
 
 /// The `CreatePartitions` command for one topic: Kafka's checks, then the replica lists.
