@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicCollection,
 from confluent_kafka.admin import ConfigResource as CConfigResource
 from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigSource, NewPartitions,
                                   NewTopic, ResourceType)
+import kafka.errors
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.admin import NewPartitions as KpNewPartitions
 
@@ -28,6 +29,16 @@ INVALID_REQUEST = 42
 INVALID_CONFIG = 40
 
 BROKER_ID = 1  # the default --node-id
+
+
+def kp_code(outcome: str) -> int:
+    """The error code of a kafka-python admin outcome: "OK", "[Error N] Name: message", or
+    an error class's name."""
+    if outcome == "OK":
+        return NONE
+    if outcome.startswith("[Error "):
+        return int(outcome.split("]")[0].removeprefix("[Error "))
+    return getattr(kafka.errors, outcome).errno
 
 
 class KafkaPythonAdmin:
@@ -78,8 +89,7 @@ class KafkaPythonAdmin:
         result = self.admin.alter_configs(
             [ConfigResource(ConfigResourceType.TOPIC, name, configs=configs)],
             validate_only=validate_only, raise_on_unknown=False)
-        outcome = result["topic"][name]  # "OK" or "[Error N] Name: message"
-        return NONE if outcome == "OK" else int(outcome.split("]")[0].removeprefix("[Error "))
+        return kp_code(result["topic"][name])
 
     def topic_configs(self, name):
         """{key: (value, source name)} of every config the broker reports."""
@@ -485,5 +495,96 @@ def test_a_config_change_through_one_node_is_seen_on_all_three(multi_backend, tm
             # when a node applied it.
             wait_for(lambda o=other: o.topic_configs(topic_name)["retention.ms"]
                      == ("3600000", "DYNAMIC_TOPIC_CONFIG"), 30, f"node {node} to see the change")
+    finally:
+        cluster.close()
+
+
+GROUP_ID_NOT_FOUND = 69
+NON_EMPTY_GROUP = 68
+
+
+def committed_group(bootstrap: str, topic: str, group: str) -> Consumer:
+    """A consumer of `group` that committed offset 1 of `topic` and is still a member."""
+    producer = Producer({"bootstrap.servers": bootstrap, **CONFLUENT_BASE})
+    producer.produce(topic, value=b"x")
+    assert producer.flush(30) == 0
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         **CONFLUENT_BASE})
+    consumer.subscribe([topic])
+    for _ in range(300):
+        message = consumer.poll(0.1)
+        if message is not None and message.error() is None:
+            consumer.commit(message=message, asynchronous=False)
+            return consumer
+    raise AssertionError("nothing consumed")
+
+
+def confluent_delete_groups(bootstrap: str, groups: list[str]) -> dict:
+    admin = confluent_admin(bootstrap)
+    futures = admin.delete_consumer_groups(groups, request_timeout=30)
+    codes = {}
+    for group, future in futures.items():
+        try:
+            future.result(timeout=30)
+            codes[group] = NONE
+        except KafkaException as e:
+            codes[group] = e.args[0].code()
+    return codes
+
+
+def kafka_python_delete_groups(bootstrap: str, groups: list[str]) -> dict:
+    admin = kp_admin(bootstrap)
+    try:
+        return {group: kp_code(outcome) for group, outcome in admin.delete_groups(groups).items()}
+    finally:
+        admin.close()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("delete", [confluent_delete_groups, kafka_python_delete_groups],
+                         ids=["confluent", "kafka-python"])
+def test_delete_groups_removes_empty_groups_and_their_offsets(broker, topic_name, delete):
+    admin = confluent_admin(broker.bootstrap)
+    admin.create_topics([NewTopic(topic_name, num_partitions=1, replication_factor=1)],
+                        request_timeout=15)[topic_name].result(timeout=30)
+    group, missing = f"{topic_name}-g", f"{topic_name}-none"
+    consumer = committed_group(broker.bootstrap, topic_name, group)
+    try:
+        assert delete(broker.bootstrap, [group]) == {group: NON_EMPTY_GROUP}
+    finally:
+        consumer.close()  # leaves the group: it is empty now
+    assert delete(broker.bootstrap, [group, missing]) == {group: NONE, missing: GROUP_ID_NOT_FOUND}
+    listed = {g.group_id for g in admin.list_consumer_groups(request_timeout=30)
+              .result(timeout=30).valid}
+    assert group not in listed
+    # Its committed offsets went with it: a new member starts from auto.offset.reset.
+    fresh = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group,
+                      **CONFLUENT_BASE})
+    try:
+        committed = fresh.committed([TopicPartition(topic_name, 0)], timeout=15)
+        assert committed[0].offset < 0, committed
+    finally:
+        fresh.close()
+
+
+@pytest.mark.skipif(not MULTI_NODE, reason="no multi-node backend compiled in")
+@pytest.mark.timeout(120)
+def test_delete_groups_on_three_nodes(multi_backend, tmp_path, topic_name):
+    cluster = Cluster(multi_backend, tmp_path)
+    try:
+        cluster.start()
+        admin = ConfluentAdmin(cluster.bootstrap())
+        assert admin.create({topic_name: (1, 3, {})}) == {topic_name: NONE}
+        groups = [f"{topic_name}-{i}" for i in range(3)]
+        for group in groups:  # coordinated by different nodes
+            committed_group(cluster.bootstrap(), topic_name, group).close()
+        assert confluent_delete_groups(cluster.bootstrap(3), groups) == {g: NONE for g in groups}
+        for node in (1, 2, 3):
+            # Each node learns of the deletions through the metadata backend.
+            listed = lambda n=node: {g.group_id for g in confluent_admin(cluster.bootstrap(n))
+                                     .list_consumer_groups(request_timeout=30)
+                                     .result(timeout=30).valid}
+            wait_for(lambda: not set(groups) & listed(), 30, f"node {node} to forget the groups")
     finally:
         cluster.close()

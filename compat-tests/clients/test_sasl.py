@@ -355,6 +355,11 @@ def test_acls_decide_who_produces_consumes_and_administers(acl_broker, topic_nam
     assert refused.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, refused.value
     admin_client.incremental_alter_configs([change], request_timeout=15)[change].result(30)
     assert first_consumer_error(alice, topic_name, "readers") is None
+    # Reading a group is not deleting it.
+    deleted = alice_admin.delete_consumer_groups(["readers"], request_timeout=15)["readers"]
+    with pytest.raises(KafkaException) as refused:
+        deleted.result(timeout=30)
+    assert refused.value.args[0].code() == KafkaError.GROUP_AUTHORIZATION_FAILED, refused.value
     error = first_consumer_error(alice, topic_name, "strangers")
     assert error is not None and error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED, error
 

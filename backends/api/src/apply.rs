@@ -102,6 +102,19 @@ impl MetadataState {
             } => Ok(self.alter_scram_credentials(upsertions, deletions)),
             MetadataCommand::CreateAcls { acls } => Ok(self.create_acls(acls)),
             MetadataCommand::DeleteAcls { filters } => Ok(self.delete_acls(filters)),
+            MetadataCommand::DeleteGroupAt { group, generation } => {
+                let current = self.groups.get(group).map(|g| g.generation);
+                if let Some(current) = current.filter(|c| c != generation) {
+                    return Err(Rejection::IllegalGeneration {
+                        current,
+                        requested: *generation,
+                    });
+                }
+                self.delete_group(group)?;
+                Ok(Outcome::GroupsDeleted {
+                    results: vec![Ok(())],
+                })
+            }
         }
     }
 

@@ -171,6 +171,16 @@ pub enum MetadataCommand {
         /// The filters, applied in order.
         filters: Vec<AclFilter>,
     },
+    /// Delete one empty group and its committed offsets if it is still at `generation`, the
+    /// coordinator's view when it proposed: a deletion that outlived a coordinator move is
+    /// refused (`IllegalGeneration`) instead of removing a group that moved on. Answers
+    /// `GroupsDeleted` with the one result.
+    DeleteGroupAt {
+        /// The group.
+        group: GroupId,
+        /// The generation the coordinator saw.
+        generation: i32,
+    },
 }
 
 /// Largest producer-id block one [`MetadataCommand::AllocateProducerIds`] may take.

@@ -35,7 +35,7 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use switchyard_backend_api::{
     BrokerId, GroupId, GroupMember, MemberId, MetadataCommand, MetadataError, MetadataState,
-    Outcome,
+    Outcome, Rejection,
 };
 use tracing::{debug, info, warn};
 
@@ -172,6 +172,12 @@ pub enum Request {
         /// Member ids.
         members: Vec<String>,
     },
+    /// DeleteGroups, for one group: only an empty group is deleted, with its committed
+    /// offsets.
+    Delete {
+        /// Group.
+        group: String,
+    },
 }
 
 impl Request {
@@ -180,7 +186,9 @@ impl Request {
         match self {
             Self::Join { join, .. } => &join.group,
             Self::Sync(sync) => &sync.group,
-            Self::Heartbeat { group, .. } | Self::Leave { group, .. } => group,
+            Self::Heartbeat { group, .. } | Self::Leave { group, .. } | Self::Delete { group } => {
+                group
+            }
         }
     }
 
@@ -195,6 +203,7 @@ impl Request {
             Self::Leave { members, .. } => {
                 Reply::Leave(members.iter().map(|m| (m.clone(), Some(error))).collect())
             }
+            Self::Delete { .. } => Reply::Delete(Some(error)),
         }
     }
 }
@@ -285,6 +294,8 @@ pub enum Reply {
     Heartbeat(Option<ResponseError>),
     /// To a LeaveGroup: per member, its error if any.
     Leave(Vec<(String, Option<ResponseError>)>),
+    /// To a DeleteGroups for one group: its error, if any.
+    Delete(Option<ResponseError>),
 }
 
 /// What the machine asks its driver to do.
@@ -369,6 +380,8 @@ enum InFlight {
         member_id: String,
         assignments: Vec<(String, Bytes)>,
     },
+    /// `DeleteGroups`, from a DeleteGroups request.
+    Deletion { request: RequestId },
 }
 
 #[derive(Debug)]
@@ -395,6 +408,8 @@ struct Group {
     queued: VecDeque<(RequestId, Request)>,
     /// The group's entry in [`Machine::timers`].
     due: Option<Duration>,
+    /// Deleted from the metadata: the machine drops it once the deletion is answered.
+    deleted: bool,
 }
 
 /// Every group this broker coordinates, in memory.
@@ -406,6 +421,9 @@ pub struct Machine {
     timers: BTreeSet<(Duration, String)>,
     /// The group each proposal in flight is for.
     proposals: BTreeMap<ProposalId, String>,
+    /// Groups dropped here while their deletion was in flight: not loaded again until that
+    /// proposal resolves, or a stale deletion could remove a group loaded afresh.
+    deleting: BTreeSet<String>,
     next_proposal: u64,
     /// When foreign and idle groups are next dropped; `None` while no group is loaded.
     housekeeping: Option<Duration>,
@@ -443,6 +461,7 @@ impl Machine {
             groups: BTreeMap::new(),
             timers: BTreeSet::new(),
             proposals: BTreeMap::new(),
+            deleting: BTreeSet::new(),
             next_proposal: 0,
             housekeeping: None,
             out: Vec::new(),
@@ -571,9 +590,9 @@ impl Machine {
         self.groups.contains_key(group) || state.group(&GroupId(group.to_owned())).is_some()
     }
 
-    /// Load group `id` from the metadata state unless it is in memory.
+    /// Load group `id` from the metadata state unless it is in memory (or being deleted).
     fn ensure_loaded(&mut self, now: Duration, state: &MetadataState, id: &str) {
-        if self.groups.contains_key(id) {
+        if self.groups.contains_key(id) || self.deleting.contains(id) {
             return;
         }
         self.groups.insert(id.to_owned(), load(state, id, now));
@@ -628,7 +647,12 @@ impl Machine {
 
     fn request(&mut self, now: Duration, state: &MetadataState, id: RequestId, request: Request) {
         let group = request.group().to_owned();
-        if let Err(error) = self.coordination(state, &group) {
+        let refused = self.coordination(state, &group).err().or_else(|| {
+            self.deleting
+                .contains(&group)
+                .then_some(ResponseError::CoordinatorLoadInProgress)
+        });
+        if let Some(error) = refused {
             self.unload(&group, error);
             self.out.push(Action::Reply {
                 request: id,
@@ -647,9 +671,13 @@ impl Machine {
         }
         // Only a JoinGroup brings a group into being.
         if !matches!(request, Request::Join { .. }) && !self.exists(state, &group) {
+            let error = match request {
+                Request::Delete { .. } => ResponseError::GroupIdNotFound,
+                _ => ResponseError::UnknownMemberId,
+            };
             self.out.push(Action::Reply {
                 request: id,
-                reply: request.refusal(ResponseError::UnknownMemberId),
+                reply: request.refusal(error),
             });
             return;
         }
@@ -672,6 +700,7 @@ impl Machine {
                 ..
             } => g.heartbeat(cx, id, generation, &member_id),
             Request::Leave { members, .. } => g.leave(cx, id, members),
+            Request::Delete { .. } => g.delete(cx, id),
         });
     }
 
@@ -701,7 +730,19 @@ impl Machine {
         let Some(id) = self.proposals.remove(&proposal) else {
             return;
         };
+        if self.deleting.remove(&id) {
+            return;
+        }
         self.with_group(now, &id, |g, cx| g.proposed(cx, state, result));
+        if self.groups.get(&id).is_some_and(|g| g.deleted)
+            && let Some(g) = self.remove(&id)
+        {
+            // What waited for the deletion goes to a group that no longer exists.
+            for (request_id, request) in g.queued {
+                self.request(now, state, request_id, request);
+            }
+            return;
+        }
         // What waited for the outcome happens now, in order, until another proposal starts.
         while let Some(g) = self.groups.get_mut(&id)
             && g.in_flight.is_none()
@@ -786,12 +827,23 @@ impl Machine {
             });
         }
         if let Some((proposal, in_flight)) = g.in_flight {
-            self.proposals.remove(&proposal);
-            if let InFlight::Assignment { request, .. } = in_flight {
-                self.out.push(Action::Reply {
-                    request,
-                    reply: Reply::Sync(SyncResult::error(error)),
-                });
+            let waiting = match in_flight {
+                InFlight::Assignment { request, .. } => {
+                    self.proposals.remove(&proposal);
+                    Some((request, Reply::Sync(SyncResult::error(error))))
+                }
+                InFlight::Deletion { request } => {
+                    // Kept: the group is not loaded again until the deletion resolves.
+                    self.deleting.insert(g.id.clone());
+                    Some((request, Reply::Delete(Some(error))))
+                }
+                InFlight::Generation { .. } => {
+                    self.proposals.remove(&proposal);
+                    None
+                }
+            };
+            if let Some((request, reply)) = waiting {
+                self.out.push(Action::Reply { request, reply });
             }
         }
         for (request, queued) in g.queued {
@@ -1112,6 +1164,30 @@ impl Group {
                     cx.reply(request, Reply::Sync(self.assignment_of(&member_id)));
                 }
             },
+            Some(InFlight::Deletion { request }) => {
+                let error = match result {
+                    Ok(Outcome::GroupsDeleted { .. }) => None,
+                    Ok(_) => Some(ResponseError::UnknownServerError),
+                    Err(MetadataError::Rejected(Rejection::NonEmptyGroup { .. })) => {
+                        Some(ResponseError::NonEmptyGroup)
+                    }
+                    Err(MetadataError::Rejected(Rejection::GroupNotFound { .. })) => {
+                        Some(ResponseError::GroupIdNotFound)
+                    }
+                    // Another coordinator moved the group on meanwhile.
+                    Err(MetadataError::Rejected(Rejection::IllegalGeneration { .. })) => {
+                        Some(ResponseError::NotCoordinator)
+                    }
+                    Err(e) => Some(group_error(&e)),
+                };
+                // Whatever the answer (a timeout may hide a committed deletion), a group the
+                // state no longer holds is gone: nothing of it is kept here either.
+                self.deleted = state.group(&GroupId(self.id.clone())).is_none();
+                if self.deleted {
+                    info!(group = %self.id, "group deleted");
+                }
+                cx.reply(request, Reply::Delete(error));
+            }
             None => {}
         }
     }
@@ -1232,6 +1308,20 @@ impl Group {
             }
         };
         cx.reply(request, Reply::Heartbeat(error));
+    }
+
+    /// DeleteGroups: an empty group (no members, no rebalance) is deleted with its offsets
+    /// through the metadata; any other answers NON_EMPTY_GROUP.
+    fn delete(&mut self, cx: &mut Cx<'_>, request: RequestId) {
+        if self.phase != Phase::Empty || !self.members.is_empty() || !self.joins.is_empty() {
+            return cx.reply(request, Reply::Delete(Some(ResponseError::NonEmptyGroup)));
+        }
+        let command = MetadataCommand::DeleteGroupAt {
+            group: GroupId(self.id.clone()),
+            generation: self.generation,
+        };
+        let proposal = cx.propose(&self.id, command);
+        self.in_flight = Some((proposal, InFlight::Deletion { request }));
     }
 
     fn leave(&mut self, cx: &mut Cx<'_>, request: RequestId, members: Vec<String>) {
@@ -1405,6 +1495,7 @@ fn load(state: &MetadataState, id: &str, now: Duration) -> Group {
         in_flight: None,
         queued: VecDeque::new(),
         due: None,
+        deleted: false,
     }
 }
 

@@ -163,6 +163,17 @@ impl GroupCoordinator {
         }
     }
 
+    /// Handle a DeleteGroups for one group: its error, if any.
+    pub async fn delete(&self, group: &str) -> Option<ResponseError> {
+        let request = Request::Delete {
+            group: group.to_owned(),
+        };
+        match self.inner.request(request).await {
+            Some(Reply::Delete(error)) => error,
+            _ => Some(ResponseError::CoordinatorNotAvailable),
+        }
+    }
+
     /// Check that a commit may be made at `generation`: the durable check is in apply; this
     /// refuses commits during a rebalance, as Kafka does.
     pub fn check_commit(&self, group: &str, generation: i32) -> Option<ResponseError> {

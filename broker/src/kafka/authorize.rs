@@ -18,6 +18,7 @@ use kafka_protocol::messages::create_acls_response::AclCreationResult;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_acls_response::DeleteAclsFilterResult;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
@@ -163,6 +164,8 @@ pub(crate) enum Patch {
     DescribeConfigs(Vec<DescribeConfigsResult>),
     /// DescribeGroups results to add.
     DescribeGroups(Vec<DescribedGroup>),
+    /// DeleteGroups results to add.
+    DeleteGroups(Vec<DeletableGroupResult>),
     /// ListGroups: keep only groups the principal may describe.
     ListGroups,
     /// OffsetFetch: topics the principal may not describe answer
@@ -489,6 +492,18 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
                     .with_coordinators(coordinators),
             ))
         }
+        RequestKind::DeleteGroups(mut r) => {
+            let refused = narrow(
+                &mut r.groups_names,
+                |g| access.may_on_group(Delete, g.as_str()),
+                |g| {
+                    DeletableGroupResult::default()
+                        .with_group_id(g.clone())
+                        .with_error_code(group_refusal)
+                },
+            );
+            Gate::Pass(RequestKind::DeleteGroups(r), Patch::DeleteGroups(refused))
+        }
         RequestKind::DescribeGroups(mut r) => {
             let refused = narrow(
                 &mut r.groups,
@@ -697,6 +712,10 @@ pub(crate) fn patch(access: &Access, response: ResponseKind, patch: Patch) -> Re
         (ResponseKind::DeleteTopics(mut r), Patch::DeleteTopics(refused)) => {
             r.responses.extend(refused);
             ResponseKind::DeleteTopics(r)
+        }
+        (ResponseKind::DeleteGroups(mut r), Patch::DeleteGroups(refused)) => {
+            r.results.extend(refused);
+            ResponseKind::DeleteGroups(r)
         }
         (ResponseKind::CreatePartitions(mut r), Patch::CreatePartitions(refused)) => {
             r.results.extend(refused);

@@ -69,6 +69,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// What a connection may ask before it has authenticated.
@@ -465,6 +466,7 @@ async fn handle_request(
         RequestKind::DescribeGroups(r) => {
             ResponseKind::DescribeGroups(groups::describe(broker, version, r).await)
         }
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete(broker, r).await),
         RequestKind::ListGroups(r) => {
             ResponseKind::ListGroups(groups::list(broker, version, r).await)
         }

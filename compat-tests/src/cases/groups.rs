@@ -174,7 +174,8 @@ pub async fn set_group_assignment(h: &dyn BackendHarness) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Only empty groups can be deleted, and their offsets go with them.
+/// Only empty groups can be deleted, and their offsets go with them; the coordinator's
+/// `DeleteGroupAt` also needs the generation it saw to be the current one.
 pub async fn delete_groups(h: &dyn BackendHarness) -> anyhow::Result<()> {
     let cluster = TestCluster::single(h).await?;
     let node = cluster.leader().await?;
@@ -208,5 +209,37 @@ pub async fn delete_groups(h: &dyn BackendHarness) -> anyhow::Result<()> {
     ensure!(view.state.group(&group("idle")).is_none());
     ensure!(view.state.group_offsets(&group("idle")).next().is_none());
     ensure!(view.state.group(&group("busy")).is_some());
+
+    // The coordinator's form: one group, at the generation it saw.
+    let at = |generation| MetadataCommand::DeleteGroupAt {
+        group: group("busy"),
+        generation,
+    };
+    let busy = reject(&node, at(1)).await?;
+    ensure!(
+        busy == Rejection::NonEmptyGroup {
+            group: group("busy")
+        },
+        "{busy:?}"
+    );
+    accept(&node, start_generation("busy", 1, &[])).await?;
+    let stale = reject(&node, at(1)).await?;
+    ensure!(
+        stale
+            == Rejection::IllegalGeneration {
+                current: 2,
+                requested: 1
+            },
+        "{stale:?}"
+    );
+    accept(&node, at(2)).await?;
+    ensure!(node.local().state.group(&group("busy")).is_none());
+    let gone = reject(&node, at(2)).await?;
+    ensure!(
+        gone == Rejection::GroupNotFound {
+            group: group("busy")
+        },
+        "{gone:?}"
+    );
     Ok(())
 }

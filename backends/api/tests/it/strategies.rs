@@ -245,6 +245,8 @@ fn leaf_command() -> impl Strategy<Value = MetadataCommand> {
             }),
         prop::collection::vec(group(), 0..3)
             .prop_map(|groups| MetadataCommand::DeleteGroups { groups }),
+        (group(), 0i32..4)
+            .prop_map(|(group, generation)| MetadataCommand::DeleteGroupAt { group, generation }),
         (
             group(),
             prop::option::of((0i32..4, member_id())),

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use switchyard_backend_api::{BrokerId, MetadataCommand, MetadataError, MetadataState, Outcome};
+use switchyard_backend_api::{
+    BrokerId, GroupId, MetadataCommand, MetadataError, MetadataState, Outcome,
+};
 
 use super::*;
 
@@ -243,6 +245,12 @@ impl World {
                 self.assignments
                     .insert((group.0.clone(), *generation), assigned);
             }
+            (MetadataCommand::DeleteGroupAt { group, .. }, Ok(_)) => {
+                // A deleted group starts over: its generations count from 1 again.
+                self.generations.retain(|(g, _), _| *g != group.0);
+                self.assignments.retain(|(g, _), _| *g != group.0);
+                self.seen.remove(&group.0);
+            }
             _ => {}
         }
         result
@@ -258,6 +266,7 @@ impl World {
                     let group = match &command {
                         MetadataCommand::StartGeneration { group, .. }
                         | MetadataCommand::SetGroupAssignment { group, .. } => group.0.clone(),
+                        MetadataCommand::DeleteGroupAt { group, .. } => group.0.clone(),
                         other => panic!("the coordinator proposed {other:?}"),
                     };
                     assert!(
@@ -337,6 +346,17 @@ impl World {
             (Request::Leave { members, .. }, Reply::Leave(results)) => {
                 let answered: Vec<&String> = results.iter().map(|(m, _)| m).collect();
                 assert_eq!(answered, members.iter().collect::<Vec<_>>());
+            }
+            (Request::Delete { group }, Reply::Delete(error)) => {
+                // Deleted means gone from the committed state (a join queued behind the
+                // deletion may already have loaded the group afresh).
+                if error.is_none() {
+                    let id = GroupId(group.clone());
+                    assert!(
+                        self.state.group(&id).is_none(),
+                        "{group} was answered deleted but is still stored"
+                    );
+                }
             }
             (asked, reply) => panic!("{asked:?} was answered with {reply:?}"),
         }
@@ -631,6 +651,10 @@ fn next_request(rng: &mut Rng, client: &Client, fresh: &mut u64, c: usize) -> Re
             members: vec![member_id],
         };
     }
+    // An operator deleting the group (refused while it has members).
+    if rng.chance(1) {
+        return Request::Delete { group };
+    }
     match &client.joined {
         None => join(fresh),
         Some(_) if rng.chance(5) => join(fresh),
@@ -683,6 +707,7 @@ impl Client {
                 Some(_) => self.joined = None,
             },
             Reply::Leave(_) => self.forget(),
+            Reply::Delete(_) => {}
         }
     }
 
