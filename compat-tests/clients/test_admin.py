@@ -522,15 +522,7 @@ def committed_group(bootstrap: str, topic: str, group: str) -> Consumer:
 
 def confluent_delete_groups(bootstrap: str, groups: list[str]) -> dict:
     admin = confluent_admin(bootstrap)
-    futures = admin.delete_consumer_groups(groups, request_timeout=30)
-    codes = {}
-    for group, future in futures.items():
-        try:
-            future.result(timeout=30)
-            codes[group] = NONE
-        except KafkaException as e:
-            codes[group] = e.args[0].code()
-    return codes
+    return ConfluentAdmin._codes(admin.delete_consumer_groups(groups, request_timeout=30))
 
 
 def kafka_python_delete_groups(bootstrap: str, groups: list[str]) -> dict:
