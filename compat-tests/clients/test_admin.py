@@ -7,7 +7,8 @@ backend."""
 from __future__ import annotations
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicCollection, TopicPartition
+from confluent_kafka import (Consumer, ConsumerGroupState, ConsumerGroupType, KafkaException,
+                             Producer, TopicCollection, TopicPartition)
 from confluent_kafka.admin import ConfigResource as CConfigResource
 from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigSource, NewPartitions,
                                   NewTopic, ResourceType)
@@ -580,3 +581,27 @@ def test_delete_groups_on_three_nodes(multi_backend, tmp_path, topic_name):
             wait_for(lambda: not set(groups) & listed(), 30, f"node {node} to forget the groups")
     finally:
         cluster.close()
+
+
+@pytest.mark.timeout(90)
+def test_list_groups_filters_by_state_and_type(broker, topic_name):
+    admin = confluent_admin(broker.bootstrap)
+    admin.create_topics([NewTopic(topic_name, num_partitions=1, replication_factor=1)],
+                        request_timeout=15)[topic_name].result(timeout=30)
+    stable, empty = f"{topic_name}-stable", f"{topic_name}-empty"
+    committed_group(broker.bootstrap, topic_name, empty).close()
+    member = committed_group(broker.bootstrap, topic_name, stable)
+    try:
+        def listed(**filters):
+            result = admin.list_consumer_groups(request_timeout=30, **filters).result(timeout=30)
+            return {g.group_id for g in result.valid} & {stable, empty}
+
+        assert listed() == {stable, empty}
+        assert listed(states={ConsumerGroupState.STABLE}) == {stable}
+        assert listed(states={ConsumerGroupState.EMPTY}) == {empty}
+        assert listed(types={ConsumerGroupType.CLASSIC}) == {stable, empty}
+        assert listed(types={ConsumerGroupType.CONSUMER}) == set()
+        described = admin.describe_consumer_groups([stable], request_timeout=30)[stable]
+        assert described.result(timeout=30).state == ConsumerGroupState.STABLE
+    finally:
+        member.close()

@@ -293,7 +293,19 @@ fn samples(key: ApiKey, version: i16) -> anyhow::Result<Option<Vec<RequestKind>>
                 group("no-such-group"),
             ]),
         )],
-        ApiKey::ListGroups => vec![RequestKind::ListGroups(ListGroupsRequest::default())],
+        ApiKey::ListGroups => {
+            let mut filtered = ListGroupsRequest::default();
+            if version >= 4 {
+                filtered = filtered.with_states_filter(vec![s("Stable"), s("Empty")]);
+            }
+            if version >= 5 {
+                filtered = filtered.with_types_filter(vec![s("consumer")]);
+            }
+            vec![
+                RequestKind::ListGroups(ListGroupsRequest::default()),
+                RequestKind::ListGroups(filtered),
+            ]
+        }
         ApiKey::ApiVersions => {
             let mut request = ApiVersionsRequest::default();
             if version >= 3 {

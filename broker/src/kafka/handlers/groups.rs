@@ -213,20 +213,36 @@ pub(crate) async fn leave(
     }
 }
 
+/// DescribeGroups, versions 0–6. From version 6 (KIP-1043) a group that does not exist is
+/// GROUP_ID_NOT_FOUND (still in state `Dead`), and errors carry a message.
 pub(crate) async fn describe(
     broker: &Broker,
-    _version: i16,
+    version: i16,
     request: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
     let mut groups = Vec::new();
     for id in request.groups {
         let group = DescribedGroup::default().with_group_id(KGroupId(id.0.clone()));
+        let failed = |group: DescribedGroup, error: ResponseError, message: String| {
+            let group = group.with_error_code(error.code());
+            if version >= 6 {
+                group.with_error_message(Some(kstr(message)))
+            } else {
+                group
+            }
+        };
         if let Some(error) = broker.coordination_error(id.0.as_str()) {
-            groups.push(group.with_error_code(error.code()));
+            let message = format!("broker {} does not coordinate group {}", broker.id(), id.0);
+            groups.push(failed(group, error, message));
             continue;
         }
         let described = broker.groups().describe(id.0.as_str());
         groups.push(match described {
+            None if version >= 6 => failed(
+                group.with_group_state(kstr("Dead")),
+                ResponseError::GroupIdNotFound,
+                format!("group {} not found", id.0),
+            ),
             None => group.with_group_state(kstr("Dead")),
             Some(d) => group
                 .with_group_state(kstr(d.phase.as_str()))
@@ -251,23 +267,27 @@ pub(crate) async fn describe(
     DescribeGroupsResponse::default().with_groups(groups)
 }
 
+/// ListGroups, versions 0–5: filtered by state (v4, KIP-518) and by type (v5, KIP-848; every
+/// group here is a `classic` one).
 pub(crate) async fn list(
     broker: &Broker,
     _version: i16,
     request: ListGroupsRequest,
 ) -> ListGroupsResponse {
-    let wanted_states: Vec<String> = request
-        .states_filter
-        .iter()
-        .map(|s| s.as_str().to_ascii_lowercase())
-        .collect();
+    let wanted = |filter: &[StrBytes], value: &str| {
+        filter.is_empty()
+            || filter
+                .iter()
+                .any(|f| f.as_str().eq_ignore_ascii_case(value))
+    };
+    if !wanted(&request.types_filter, "classic") {
+        return ListGroupsResponse::default();
+    }
     let groups = broker
         .groups()
         .list()
         .into_iter()
-        .filter(|(_, _, phase)| {
-            wanted_states.is_empty() || wanted_states.contains(&phase.as_str().to_ascii_lowercase())
-        })
+        .filter(|(_, _, phase)| wanted(&request.states_filter, phase.as_str()))
         .map(|(id, protocol_type, phase)| {
             ListedGroup::default()
                 .with_group_id(KGroupId(kstr(id)))
