@@ -572,6 +572,15 @@ def test_delete_groups_on_three_nodes(multi_backend, tmp_path, topic_name):
         groups = [f"{topic_name}-{i}" for i in range(3)]
         for group in groups:  # coordinated by different nodes
             committed_group(cluster.bootstrap(), topic_name, group).close()
+        # OffsetDelete through node 3 reaches each group's coordinator.
+        from kafka import TopicPartition as KpTopicPartition
+        kp = kp_admin(cluster.bootstrap(3))
+        try:
+            for group in groups:
+                result = kp.delete_group_offsets(group, [KpTopicPartition(topic_name, 0)])
+                assert [e.errno for e in result.values()] == [NONE], result
+        finally:
+            kp.close()
         assert confluent_delete_groups(cluster.bootstrap(3), groups) == {g: NONE for g in groups}
         for node in (1, 2, 3):
             # Each node learns of the deletions through the metadata backend.
@@ -605,3 +614,36 @@ def test_list_groups_filters_by_state_and_type(broker, topic_name):
         assert described.result(timeout=30).state == ConsumerGroupState.STABLE
     finally:
         member.close()
+
+
+@pytest.mark.timeout(90)
+def test_offset_delete_spares_topics_a_member_subscribes_to(broker, topic_name):
+    from kafka import TopicPartition as KpTopicPartition
+    from kafka.errors import GroupIdNotFoundError
+
+    other = f"{topic_name}-other"
+    admin = confluent_admin(broker.bootstrap)
+    for name in (topic_name, other):
+        admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)],
+                            request_timeout=15)[name].result(timeout=30)
+    group = f"{topic_name}-g"
+    # A member subscribed to `topic_name` that also committed an offset of `other`.
+    member = committed_group(broker.bootstrap, topic_name, group)
+    member.commit(offsets=[TopicPartition(other, 0, 5)], asynchronous=False)
+    kp = kp_admin(broker.bootstrap)
+    try:
+        result = kp.delete_group_offsets(group, [KpTopicPartition(topic_name, 0),
+                                                 KpTopicPartition(other, 0)])
+        codes = {tp.topic: error.errno for tp, error in result.items()}
+        assert codes == {topic_name: 86, other: NONE}, codes  # GROUP_SUBSCRIBED_TO_TOPIC
+        committed = {tp.topic: tp.offset for tp in member.committed(
+            [TopicPartition(topic_name, 0), TopicPartition(other, 0)], timeout=15)}
+        assert committed[topic_name] == 1 and committed[other] < 0, committed
+        member.close()
+        # Empty now: nothing is spared.
+        result = kp.delete_group_offsets(group, [KpTopicPartition(topic_name, 0)])
+        assert {tp.topic: error.errno for tp, error in result.items()} == {topic_name: NONE}
+        with pytest.raises(GroupIdNotFoundError):
+            kp.delete_group_offsets(f"{group}-none", [KpTopicPartition(topic_name, 0)])
+    finally:
+        kp.close()

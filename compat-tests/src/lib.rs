@@ -87,6 +87,7 @@ macro_rules! conformance_tests {
                 commit_with_stale_generation_is_rejected,
                 commit_outside_generation_creates_group,
                 commit_offsets_batch_is_atomic,
+                delete_offsets_removes_only_the_listed_partitions,
             }
             producers {
                 producer_id_blocks_do_not_overlap,

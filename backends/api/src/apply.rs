@@ -102,6 +102,25 @@ impl MetadataState {
             } => Ok(self.alter_scram_credentials(upsertions, deletions)),
             MetadataCommand::CreateAcls { acls } => Ok(self.create_acls(acls)),
             MetadataCommand::DeleteAcls { filters } => Ok(self.delete_acls(filters)),
+            MetadataCommand::DeleteOffsets { group, partitions } => {
+                if self.groups.get(group).is_none() {
+                    return Err(Rejection::GroupNotFound {
+                        group: group.clone(),
+                    });
+                }
+                let mut deleted = 0u32;
+                for (topic, partition) in partitions {
+                    let key = OffsetKey {
+                        group: group.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    };
+                    if self.offsets.remove(&key).is_some() {
+                        deleted = deleted.saturating_add(1);
+                    }
+                }
+                Ok(Outcome::OffsetsDeleted { deleted })
+            }
             MetadataCommand::DeleteGroupAt { group, generation } => {
                 let current = self.groups.get(group).map(|g| g.generation);
                 if let Some(current) = current.filter(|c| c != generation) {

@@ -181,6 +181,14 @@ pub enum MetadataCommand {
         /// The generation the coordinator saw.
         generation: i32,
     },
+    /// Delete a group's committed offsets of these partitions (Kafka's OffsetDelete); the group
+    /// must exist, partitions without an offset are skipped.
+    DeleteOffsets {
+        /// The group.
+        group: GroupId,
+        /// Topic and partition of each offset.
+        partitions: Vec<(String, u32)>,
+    },
 }
 
 /// Largest producer-id block one [`MetadataCommand::AllocateProducerIds`] may take.
@@ -349,5 +357,10 @@ pub enum Outcome {
     AclsDeleted {
         /// Removed bindings per filter.
         results: Vec<Vec<AclBinding>>,
+    },
+    /// `DeleteOffsets`: how many committed offsets were removed.
+    OffsetsDeleted {
+        /// Offsets removed.
+        deleted: u32,
     },
 }

@@ -32,13 +32,16 @@ use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     AlterUserScramCredentialsResponse, BrokerHeartbeatResponse, CreateAclsResponse,
     DeleteAclsResponse, DescribeAclsResponse, DescribeClusterResponse, DescribeQuorumResponse,
     DescribeUserScramCredentialsResponse, FindCoordinatorResponse, HeartbeatResponse,
-    InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, OffsetFetchResponse,
-    RequestKind, ResponseKind, SyncGroupResponse, TopicName,
+    InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, OffsetDeleteResponse,
+    OffsetFetchResponse, RequestKind, ResponseKind, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use switchyard_backend_api::StateView;
@@ -166,6 +169,8 @@ pub(crate) enum Patch {
     DescribeGroups(Vec<DescribedGroup>),
     /// DeleteGroups results to add.
     DeleteGroups(Vec<DeletableGroupResult>),
+    /// OffsetDelete topics to add.
+    OffsetDelete(Vec<OffsetDeleteResponseTopic>),
     /// ListGroups: keep only groups the principal may describe.
     ListGroups,
     /// OffsetFetch: topics the principal may not describe answer
@@ -492,6 +497,34 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
                     .with_coordinators(coordinators),
             ))
         }
+        RequestKind::OffsetDelete(r) if !access.may_on_group(Delete, r.group_id.as_str()) => {
+            Gate::Refuse(ResponseKind::OffsetDelete(
+                OffsetDeleteResponse::default().with_error_code(group_refusal),
+            ))
+        }
+        RequestKind::OffsetDelete(mut r) => {
+            let refused = narrow(
+                &mut r.topics,
+                |t| access.may_on_topic(Read, &t.name),
+                |t| {
+                    OffsetDeleteResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    OffsetDeleteResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(denied(
+                                            ResponseError::TopicAuthorizationFailed,
+                                        ))
+                                })
+                                .collect(),
+                        )
+                },
+            );
+            Gate::Pass(RequestKind::OffsetDelete(r), Patch::OffsetDelete(refused))
+        }
         RequestKind::DeleteGroups(mut r) => {
             let refused = narrow(
                 &mut r.groups_names,
@@ -712,6 +745,14 @@ pub(crate) fn patch(access: &Access, response: ResponseKind, patch: Patch) -> Re
         (ResponseKind::DeleteTopics(mut r), Patch::DeleteTopics(refused)) => {
             r.responses.extend(refused);
             ResponseKind::DeleteTopics(r)
+        }
+        (ResponseKind::OffsetDelete(mut r), Patch::OffsetDelete(refused)) => {
+            // A group-level error answers for every topic; the refused ones are added only
+            // to a response that lists topics.
+            if r.error_code == 0 {
+                r.topics.extend(refused);
+            }
+            ResponseKind::OffsetDelete(r)
         }
         (ResponseKind::DeleteGroups(mut r), Patch::DeleteGroups(refused)) => {
             r.results.extend(refused);

@@ -70,6 +70,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// What a connection may ask before it has authenticated.
@@ -467,6 +468,9 @@ async fn handle_request(
             ResponseKind::DescribeGroups(groups::describe(broker, version, r).await)
         }
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete(broker, r).await),
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(offsets::delete(broker, r).await)
+        }
         RequestKind::ListGroups(r) => {
             ResponseKind::ListGroups(groups::list(broker, version, r).await)
         }

@@ -41,8 +41,9 @@ use kafka_protocol::messages::{
     DescribeUserScramCredentialsRequest, FetchRequest, FindCoordinatorRequest, GroupId,
     HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
     LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, RequestKind,
-    ResponseHeader, ResponseKind, SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
+    OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
+    RequestHeader, RequestKind, ResponseHeader, ResponseKind, SaslAuthenticateRequest,
+    SaslHandshakeRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -476,6 +477,34 @@ fn samples(key: ApiKey, version: i16) -> anyhow::Result<Option<Vec<RequestKind>>
             vec![
                 RequestKind::IncrementalAlterConfigs(request),
                 RequestKind::IncrementalAlterConfigs(validate_only),
+            ]
+        }
+        ApiKey::OffsetDelete => {
+            use kafka_protocol::messages::offset_delete_request::{
+                OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+            };
+            let topics = vec![
+                OffsetDeleteRequestTopic::default()
+                    .with_name(topic(TOPIC))
+                    .with_partitions(vec![
+                        OffsetDeleteRequestPartition::default().with_partition_index(0),
+                        OffsetDeleteRequestPartition::default().with_partition_index(99),
+                    ]),
+                OffsetDeleteRequestTopic::default()
+                    .with_name(topic(MISSING))
+                    .with_partitions(vec![OffsetDeleteRequestPartition::default()]),
+            ];
+            vec![
+                RequestKind::OffsetDelete(
+                    OffsetDeleteRequest::default()
+                        .with_group_id(group("every-api-offsets"))
+                        .with_topics(topics.clone()),
+                ),
+                RequestKind::OffsetDelete(
+                    OffsetDeleteRequest::default()
+                        .with_group_id(group("no-such-group"))
+                        .with_topics(topics),
+                ),
             ]
         }
         ApiKey::DeleteGroups => vec![RequestKind::DeleteGroups(

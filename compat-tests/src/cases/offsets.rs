@@ -168,3 +168,39 @@ pub async fn commit_offsets_batch_is_atomic(h: &dyn BackendHarness) -> anyhow::R
     );
     Ok(())
 }
+
+/// `DeleteOffsets` removes exactly the listed partitions' offsets of an existing group.
+pub async fn delete_offsets_removes_only_the_listed_partitions(
+    h: &dyn BackendHarness,
+) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    register_all(&node, &[1]).await?;
+    create_topic_ok(&node, "t", &[&[1], &[1]]).await?;
+    accept(&node, commit("g", None, &[("t", 0, 3), ("t", 1, 4)])).await?;
+    let delete = |group: &str, partitions: &[u32]| MetadataCommand::DeleteOffsets {
+        group: GroupId(group.to_owned()),
+        partitions: partitions.iter().map(|p| ("t".to_owned(), *p)).collect(),
+    };
+    let outcome = accept(&node, delete("g", &[0, 9])).await?;
+    ensure!(
+        outcome == Outcome::OffsetsDeleted { deleted: 1 },
+        "{outcome:?}"
+    );
+    let view = node.local();
+    let left: Vec<u32> = view
+        .state
+        .group_offsets(&GroupId("g".into()))
+        .map(|(k, _)| k.partition)
+        .collect();
+    ensure!(left == [1], "{left:?}");
+    let missing = reject(&node, delete("nope", &[0])).await?;
+    ensure!(
+        missing
+            == Rejection::GroupNotFound {
+                group: GroupId("nope".into())
+            },
+        "{missing:?}"
+    );
+    Ok(())
+}

@@ -249,6 +249,11 @@ fn leaf_command() -> impl Strategy<Value = MetadataCommand> {
             .prop_map(|(group, generation)| MetadataCommand::DeleteGroupAt { group, generation }),
         (
             group(),
+            prop::collection::vec((topic_name(), 0u32..3), 0..3)
+        )
+            .prop_map(|(group, partitions)| MetadataCommand::DeleteOffsets { group, partitions }),
+        (
+            group(),
             prop::option::of((0i32..4, member_id())),
             prop::collection::vec(offset_commit(), 0..4),
             0i64..1000

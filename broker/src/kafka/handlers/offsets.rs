@@ -1,25 +1,33 @@
-//! OffsetCommit and OffsetFetch, through the metadata backend: one `CommitOffsets` command per
-//! request, reads from the local view.
+//! OffsetCommit, OffsetFetch and OffsetDelete, through the metadata backend: one
+//! `CommitOffsets` (`DeleteOffsets`) command per request, reads from the local view.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Buf;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    GroupId as KGroupId, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
-    OffsetFetchResponse, TopicName,
+    ConsumerProtocolSubscription, GroupId as KGroupId, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
+use kafka_protocol::protocol::{Decodable, Message};
 use switchyard_backend_api::{
-    GenerationCheck, GroupId, MemberId, MetadataCommand, MetadataError, MetadataState, OffsetCommit,
+    GenerationCheck, GroupId, MemberId, MetadataCommand, MetadataError, MetadataState,
+    OffsetCommit, Rejection,
 };
 
 use crate::broker::{Broker, now_ms};
+use crate::group::{GroupDescription, Phase};
 use crate::kafka::errors::group_error;
 use crate::kafka::handlers::kstr;
 
@@ -279,4 +287,91 @@ pub(crate) async fn fetch(
     OffsetFetchResponse::default()
         .with_topics(topics)
         .with_error_code(answer.error.map_or(0, |e| e.code()))
+}
+
+/// OffsetDelete, version 0: the group's committed offsets of the listed partitions go, except
+/// those of topics a member of a non-empty consumer group subscribes to
+/// (GROUP_SUBSCRIBED_TO_TOPIC), as Kafka does; one `DeleteOffsets` proposal.
+pub(crate) async fn delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let group = request.group_id.0.as_str();
+    let refused =
+        |error: ResponseError| OffsetDeleteResponse::default().with_error_code(error.code());
+    if let Some(error) = broker.coordination_error(group) {
+        return refused(error);
+    }
+    let Some(described) = broker.groups().describe(group) else {
+        return refused(ResponseError::GroupIdNotFound);
+    };
+    let subscribed = subscriptions(&described);
+    let view = broker.metadata();
+    let mut deleted = Vec::new();
+    let topics: Vec<OffsetDeleteResponseTopic> = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let name = topic.name.0.as_str();
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let index = p.partition_index;
+                    let known = u32::try_from(index)
+                        .ok()
+                        .filter(|i| view.state.partition(name, *i).is_some());
+                    let error = match known {
+                        None => ResponseError::UnknownTopicOrPartition.code(),
+                        Some(_) if subscribed.contains(name) => {
+                            ResponseError::GroupSubscribedToTopic.code()
+                        }
+                        Some(i) => {
+                            deleted.push((name.to_owned(), i));
+                            0
+                        }
+                    };
+                    OffsetDeleteResponsePartition::default()
+                        .with_partition_index(index)
+                        .with_error_code(error)
+                })
+                .collect();
+            OffsetDeleteResponseTopic::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    if !deleted.is_empty() {
+        let command = MetadataCommand::DeleteOffsets {
+            group: GroupId(group.to_owned()),
+            partitions: deleted,
+        };
+        if let Err(e) = broker.propose(command).await {
+            return refused(match &e {
+                MetadataError::Rejected(Rejection::GroupNotFound { .. }) => {
+                    ResponseError::GroupIdNotFound
+                }
+                other => group_error(other),
+            });
+        }
+    }
+    OffsetDeleteResponse::default().with_topics(topics)
+}
+
+/// The topics the members of a non-empty consumer group subscribe to, from their protocol
+/// metadata (ConsumerProtocolSubscription); nothing for an empty group or another protocol.
+fn subscriptions(group: &GroupDescription) -> BTreeSet<String> {
+    if group.phase == Phase::Empty || group.protocol_type != "consumer" {
+        return BTreeSet::new();
+    }
+    let mut topics = BTreeSet::new();
+    for (_, _, _, _, metadata, _) in &group.members {
+        let mut bytes = metadata.clone();
+        if bytes.len() < 2 {
+            continue;
+        }
+        let version = bytes.get_i16();
+        let version = version.clamp(0, ConsumerProtocolSubscription::VERSIONS.max);
+        if let Ok(subscription) = ConsumerProtocolSubscription::decode(&mut bytes, version) {
+            topics.extend(subscription.topics.iter().map(ToString::to_string));
+        }
+    }
+    topics
 }
