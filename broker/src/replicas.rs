@@ -690,6 +690,11 @@ impl Replicas {
         Ok(replica)
     }
 
+    /// The directory every partition log lives under (`<data_dir>/logs`).
+    pub fn logs_dir(&self) -> &Path {
+        self.store.root()
+    }
+
     /// The replica if its log is open; `None` if nothing opened it since start.
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Replica>> {
         self.open

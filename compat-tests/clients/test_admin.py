@@ -647,3 +647,27 @@ def test_offset_delete_spares_topics_a_member_subscribes_to(broker, topic_name):
             kp.delete_group_offsets(f"{group}-none", [KpTopicPartition(topic_name, 0)])
     finally:
         kp.close()
+
+
+@pytest.mark.timeout(60)
+def test_describe_log_dirs_reports_the_partitions_held_and_their_sizes(broker, topic_name):
+    admin = confluent_admin(broker.bootstrap)
+    admin.create_topics([NewTopic(topic_name, num_partitions=2, replication_factor=1)],
+                        request_timeout=15)[topic_name].result(timeout=30)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, **CONFLUENT_BASE})
+    for _ in range(10):
+        producer.produce(topic_name, value=b"y" * 100, partition=1)
+    assert producer.flush(30) == 0
+    kp = kp_admin(broker.bootstrap)
+    try:
+        (described,) = kp.describe_log_dirs(topic_partitions={topic_name: [0, 1]})
+    finally:
+        kp.close()
+    text = repr(described)
+    # One directory, the broker's data directory's logs, holding both partitions; only the
+    # written one has data.
+    assert str(broker.data_dir / "logs") in text, text
+    sizes = {p["partition_index"]: p["partition_size"]
+             for d in described["log_dirs"] for t in d["topics"] if t["name"] == topic_name
+             for p in t["partitions"]}
+    assert sizes.keys() == {0, 1} and sizes[0] == 0 and sizes[1] > 1000, sizes

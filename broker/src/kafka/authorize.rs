@@ -38,10 +38,11 @@ use kafka_protocol::messages::offset_delete_response::{
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     AlterUserScramCredentialsResponse, BrokerHeartbeatResponse, CreateAclsResponse,
-    DeleteAclsResponse, DescribeAclsResponse, DescribeClusterResponse, DescribeQuorumResponse,
-    DescribeUserScramCredentialsResponse, FindCoordinatorResponse, HeartbeatResponse,
-    InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse, OffsetDeleteResponse,
-    OffsetFetchResponse, RequestKind, ResponseKind, SyncGroupResponse, TopicName,
+    DeleteAclsResponse, DescribeAclsResponse, DescribeClusterResponse, DescribeLogDirsResponse,
+    DescribeQuorumResponse, DescribeUserScramCredentialsResponse, FindCoordinatorResponse,
+    HeartbeatResponse, InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse,
+    OffsetDeleteResponse, OffsetFetchResponse, RequestKind, ResponseKind, SyncGroupResponse,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use switchyard_backend_api::StateView;
@@ -578,6 +579,11 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
         RequestKind::BrokerHeartbeat(_) if !cluster(ClusterAction) => {
             Gate::Refuse(ResponseKind::BrokerHeartbeat(
                 BrokerHeartbeatResponse::default().with_error_code(cluster_refusal.code()),
+            ))
+        }
+        RequestKind::DescribeLogDirs(_) if !cluster(Describe) => {
+            Gate::Refuse(ResponseKind::DescribeLogDirs(
+                DescribeLogDirsResponse::default().with_error_code(cluster_refusal.code()),
             ))
         }
         RequestKind::DescribeAcls(_) if !cluster(Describe) => {

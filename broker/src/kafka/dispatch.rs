@@ -71,6 +71,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DescribeLogDirs, 1, 4),
 ];
 
 /// What a connection may ask before it has authenticated.
@@ -470,6 +471,9 @@ async fn handle_request(
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(groups::delete(broker, r).await),
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(offsets::delete(broker, r).await)
+        }
+        RequestKind::DescribeLogDirs(r) => {
+            ResponseKind::DescribeLogDirs(log_dirs::describe(broker, r).await)
         }
         RequestKind::ListGroups(r) => {
             ResponseKind::ListGroups(groups::list(broker, version, r).await)

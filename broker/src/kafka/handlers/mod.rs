@@ -10,6 +10,7 @@ pub(crate) mod fetch;
 pub(crate) mod groups;
 pub(crate) mod leader_epochs;
 pub(crate) mod list_offsets;
+pub(crate) mod log_dirs;
 pub(crate) mod metadata;
 pub(crate) mod offsets;
 pub(crate) mod partitions;
