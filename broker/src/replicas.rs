@@ -50,6 +50,19 @@ struct Producer {
     last_timestamp: i64,
 }
 
+/// An idempotent producer whose state a partition keeps (DescribeProducers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    /// Producer id.
+    pub producer_id: i64,
+    /// Its epoch.
+    pub epoch: i16,
+    /// The sequence of its last record in the log.
+    pub last_sequence: i32,
+    /// The largest batch timestamp seen from it.
+    pub last_timestamp: i64,
+}
+
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendResult {
@@ -161,6 +174,24 @@ pub enum PartitionError {
 }
 
 impl Replica {
+    /// The producers whose state this partition keeps, by producer id.
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        let producers = self.producers.lock();
+        let mut active: Vec<ActiveProducer> = producers
+            .iter()
+            .filter_map(|(id, p)| {
+                Some(ActiveProducer {
+                    producer_id: *id,
+                    epoch: p.epoch,
+                    last_sequence: p.recent.back()?.last_sequence,
+                    last_timestamp: p.last_timestamp,
+                })
+            })
+            .collect();
+        active.sort_by_key(|p| p.producer_id);
+        active
+    }
+
     /// The replica of an open log, with the producer state rebuilt from it. Blocking.
     pub(crate) fn open(log: Arc<PartitionLog>) -> Result<Self, LogError> {
         let producers = rebuild_producers(&log)?;

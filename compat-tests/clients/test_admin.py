@@ -671,3 +671,29 @@ def test_describe_log_dirs_reports_the_partitions_held_and_their_sizes(broker, t
              for d in described["log_dirs"] for t in d["topics"] if t["name"] == topic_name
              for p in t["partitions"]}
     assert sizes.keys() == {0, 1} and sizes[0] == 0 and sizes[1] > 1000, sizes
+
+
+@pytest.mark.timeout(60)
+def test_describe_producers_lists_the_idempotent_producers_of_a_partition(broker, topic_name):
+    from kafka import TopicPartition as KpTopicPartition
+
+    admin = confluent_admin(broker.bootstrap)
+    admin.create_topics([NewTopic(topic_name, num_partitions=1, replication_factor=1)],
+                        request_timeout=15)[topic_name].result(timeout=30)
+    for _ in range(2):  # two producers, three records each
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True,
+                             **CONFLUENT_BASE})
+        for i in range(3):
+            producer.produce(topic_name, value=f"r{i}".encode())
+            producer.flush(30)
+    kp = kp_admin(broker.bootstrap)
+    try:
+        described = kp.describe_producers([KpTopicPartition(topic_name, 0)])
+    finally:
+        kp.close()
+    (state,) = described.values()
+    producers = state.active_producers
+    assert len(producers) == 2, state
+    assert all(p.last_sequence == 2 and p.producer_epoch == 0 and p.last_timestamp > 0
+               for p in producers), producers
+    assert all(p.coordinator_epoch == -1 for p in producers), producers

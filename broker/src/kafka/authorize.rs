@@ -23,6 +23,10 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use kafka_protocol::messages::describe_producers_response::{
+    PartitionResponse as DescribeProducersPartitionResponse,
+    TopicResponse as DescribeProducersTopicResponse,
+};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalAlterConfigsResourceResponse;
 use kafka_protocol::messages::list_offsets_response::{
@@ -172,6 +176,8 @@ pub(crate) enum Patch {
     DeleteGroups(Vec<DeletableGroupResult>),
     /// OffsetDelete topics to add.
     OffsetDelete(Vec<OffsetDeleteResponseTopic>),
+    /// DescribeProducers topics to add.
+    DescribeProducers(Vec<DescribeProducersTopicResponse>),
     /// ListGroups: keep only groups the principal may describe.
     ListGroups,
     /// OffsetFetch: topics the principal may not describe answer
@@ -222,6 +228,32 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
         }
     };
     match request {
+        RequestKind::DescribeProducers(mut r) => {
+            let refused = narrow(
+                &mut r.topics,
+                |t| access.may_on_topic(Read, &t.name),
+                |t| {
+                    DescribeProducersTopicResponse::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partition_indexes
+                                .iter()
+                                .map(|index| {
+                                    DescribeProducersPartitionResponse::default()
+                                        .with_partition_index(*index)
+                                        .with_error_code(denied(
+                                            ResponseError::TopicAuthorizationFailed,
+                                        ))
+                                })
+                                .collect(),
+                        )
+                },
+            );
+            Gate::Pass(
+                RequestKind::DescribeProducers(r),
+                Patch::DescribeProducers(refused),
+            )
+        }
         RequestKind::Produce(mut r) => {
             let refused = narrow(
                 &mut r.topic_data,
@@ -751,6 +783,10 @@ pub(crate) fn patch(access: &Access, response: ResponseKind, patch: Patch) -> Re
         (ResponseKind::DeleteTopics(mut r), Patch::DeleteTopics(refused)) => {
             r.responses.extend(refused);
             ResponseKind::DeleteTopics(r)
+        }
+        (ResponseKind::DescribeProducers(mut r), Patch::DescribeProducers(refused)) => {
+            r.topics.extend(refused);
+            ResponseKind::DescribeProducers(r)
         }
         (ResponseKind::OffsetDelete(mut r), Patch::OffsetDelete(refused)) => {
             // A group-level error answers for every topic; the refused ones are added only

@@ -72,6 +72,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::DescribeProducers, 0, 0),
 ];
 
 /// What a connection may ask before it has authenticated.
@@ -474,6 +475,9 @@ async fn handle_request(
         }
         RequestKind::DescribeLogDirs(r) => {
             ResponseKind::DescribeLogDirs(log_dirs::describe(broker, r).await)
+        }
+        RequestKind::DescribeProducers(r) => {
+            ResponseKind::DescribeProducers(producers::describe(broker, r).await)
         }
         RequestKind::ListGroups(r) => {
             ResponseKind::ListGroups(groups::list(broker, version, r).await)

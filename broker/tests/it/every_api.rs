@@ -38,12 +38,13 @@ use kafka_protocol::messages::{
     ApiVersionsResponse, CreateAclsRequest, CreatePartitionsRequest, CreateTopicsRequest,
     DeleteAclsRequest, DeleteGroupsRequest, DeleteTopicsRequest, DescribeAclsRequest,
     DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, DescribeLogDirsRequest,
-    DescribeQuorumRequest, DescribeUserScramCredentialsRequest, FetchRequest,
-    FindCoordinatorRequest, GroupId, HeartbeatRequest, IncrementalAlterConfigsRequest,
-    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
-    OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, RequestKind,
-    ResponseHeader, ResponseKind, SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
+    DescribeProducersRequest, DescribeQuorumRequest, DescribeUserScramCredentialsRequest,
+    FetchRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
+    IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
+    RequestHeader, RequestKind, ResponseHeader, ResponseKind, SaslAuthenticateRequest,
+    SaslHandshakeRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -478,6 +479,19 @@ fn samples(key: ApiKey, version: i16) -> anyhow::Result<Option<Vec<RequestKind>>
                 RequestKind::IncrementalAlterConfigs(request),
                 RequestKind::IncrementalAlterConfigs(validate_only),
             ]
+        }
+        ApiKey::DescribeProducers => {
+            use kafka_protocol::messages::describe_producers_request::TopicRequest;
+            vec![RequestKind::DescribeProducers(
+                DescribeProducersRequest::default().with_topics(vec![
+                    TopicRequest::default()
+                        .with_name(topic(TOPIC))
+                        .with_partition_indexes(vec![0, 99]),
+                    TopicRequest::default()
+                        .with_name(topic(MISSING))
+                        .with_partition_indexes(vec![0]),
+                ]),
+            )]
         }
         ApiKey::DescribeLogDirs => {
             use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;

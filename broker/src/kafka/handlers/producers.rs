@@ -1,8 +1,14 @@
-//! InitProducerId for idempotent producers. Producer ids come from blocks allocated through
-//! the metadata backend; transactions are not supported.
+//! InitProducerId for idempotent producers (producer ids come from blocks allocated through
+//! the metadata backend; transactions are not supported), and DescribeProducers.
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use kafka_protocol::messages::describe_producers_response::{
+    PartitionResponse, ProducerState, TopicResponse,
+};
+use kafka_protocol::messages::{
+    DescribeProducersRequest, DescribeProducersResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ProducerId,
+};
 use tracing::warn;
 
 use crate::broker::Broker;
@@ -44,4 +50,45 @@ pub(crate) async fn init_producer_id(
             response.with_error_code(code.code())
         }
     }
+}
+
+/// DescribeProducers, version 0: the idempotent producers each partition's leader keeps state
+/// for. There are no transactions, so no coordinator epoch and no open transaction.
+pub(crate) async fn describe(
+    broker: &Broker,
+    request: DescribeProducersRequest,
+) -> DescribeProducersResponse {
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let mut partitions = Vec::with_capacity(topic.partition_indexes.len());
+        for index in topic.partition_indexes {
+            let response = PartitionResponse::default().with_partition_index(index);
+            partitions.push(
+                match broker.led_replica(topic.name.0.as_str(), index).await {
+                    Ok((replica, _)) => response.with_active_producers(
+                        replica
+                            .active_producers()
+                            .into_iter()
+                            .map(|p| {
+                                ProducerState::default()
+                                    .with_producer_id(ProducerId(p.producer_id))
+                                    .with_producer_epoch(i32::from(p.epoch))
+                                    .with_last_sequence(p.last_sequence)
+                                    .with_last_timestamp(p.last_timestamp)
+                                    .with_coordinator_epoch(-1)
+                                    .with_current_txn_start_offset(-1)
+                            })
+                            .collect(),
+                    ),
+                    Err(error) => response.with_error_code(error.code()),
+                },
+            );
+        }
+        topics.push(
+            TopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions),
+        );
+    }
+    DescribeProducersResponse::default().with_topics(topics)
 }
