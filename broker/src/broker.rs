@@ -133,11 +133,7 @@ impl Broker {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
-            (
-                p.leader,
-                leader_view(p, t.configs.get("min.insync.replicas").map(String::as_str)),
-                configs,
-            )
+            (p.leader, leader_view(p, self.min_insync(t)), configs)
         };
         if leader != Some(self.id) {
             return Err(ResponseError::NotLeaderOrFollower);
@@ -155,6 +151,16 @@ impl Broker {
                 .map_err(|_| ResponseError::KafkaStorageError)??;
         replica.lead(self.id, leader_view);
         Ok((replica, leader_epoch))
+    }
+
+    /// The topic's `min.insync.replicas`: its override, else the broker's default.
+    pub(crate) fn min_insync(&self, topic: &switchyard_backend_api::Topic) -> usize {
+        topic
+            .configs
+            .get("min.insync.replicas")
+            .and_then(|v| v.parse().ok())
+            .or_else(|| usize::try_from(self.settings.min_insync_replicas).ok())
+            .unwrap_or(1)
     }
 
     /// Wakes the ISR checks of the partitions led here (a follower may have caught up).
@@ -477,14 +483,14 @@ pub(crate) async fn propose_within(
 }
 
 /// A partition's leadership as the metadata states it, with the topic's `min.insync.replicas`
-/// (1 when unset or not a number).
-pub fn leader_view(p: &switchyard_backend_api::Partition, min_insync: Option<&str>) -> LeaderView {
+/// ([`Broker::min_insync`]).
+pub fn leader_view(p: &switchyard_backend_api::Partition, min_insync: usize) -> LeaderView {
     LeaderView {
         leader_epoch: p.leader_epoch,
         partition_epoch: p.partition_epoch,
         replicas: p.replicas.iter().copied().collect(),
         isr: p.isr.iter().copied().collect(),
-        min_insync: min_insync.and_then(|v| v.parse().ok()).unwrap_or(1),
+        min_insync,
     }
 }
 

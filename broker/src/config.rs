@@ -38,6 +38,7 @@ use switchyard_backend_api::{ClusterCredentials, ClusterSecret, MAX_CLUSTER_PART
 
 use crate::kafka::sasl::{ListenerSecurity, Mechanism, SecurityProtocol};
 use crate::kafka::tls::{ClientAuth, Tls, TlsFiles};
+use switchyard_log::{LogConfig, LogConfigError};
 
 /// Default for `data_dir`.
 pub const DEFAULT_DATA_DIR: &str = "./switchyard-data";
@@ -173,6 +174,34 @@ fn as_i64(value: impl TryInto<i64>) -> i64 {
 /// Every numeric setting's range.
 fn check_ranges(kafka: &KafkaSettings) -> Result<(), ConfigError> {
     let checks = [
+        (
+            "log_retention_ms",
+            kafka.log_retention_ms,
+            -1,
+            i64::MAX,
+            "at least -1 (unlimited)",
+        ),
+        (
+            "log_retention_bytes",
+            kafka.log_retention_bytes,
+            -1,
+            i64::MAX,
+            "at least -1 (unlimited)",
+        ),
+        (
+            "log_segment_bytes",
+            kafka.log_segment_bytes,
+            14,
+            i64::from(i32::MAX),
+            "between 14 and 2147483647",
+        ),
+        (
+            "min_insync_replicas",
+            kafka.min_insync_replicas,
+            1,
+            i64::from(i16::MAX),
+            "positive",
+        ),
         (
             "log_retention_check_interval_ms",
             as_i64(kafka.log_retention_check_interval_ms),
@@ -383,6 +412,14 @@ pub struct KafkaSettings {
     /// `log.retention.check.interval.ms`: how often retention (and `flush.ms`) is enforced on
     /// every partition log.
     pub log_retention_check_interval_ms: u64,
+    /// `log.retention.ms`: the default of topics' `retention.ms` (-1: unlimited).
+    pub log_retention_ms: i64,
+    /// `log.retention.bytes`: the default of topics' `retention.bytes` (-1: unlimited).
+    pub log_retention_bytes: i64,
+    /// `log.segment.bytes`: the default of topics' `segment.bytes`.
+    pub log_segment_bytes: i64,
+    /// `min.insync.replicas`: the default of topics' `min.insync.replicas`.
+    pub min_insync_replicas: i64,
     /// The listener's `security.protocol`: `PLAINTEXT` (no authentication) or
     /// `SASL_PLAINTEXT` (every connection authenticates first; needs `cluster_secret_file`,
     /// which brokers and `switchyard user` authenticate with).
@@ -423,6 +460,22 @@ pub struct KafkaSettings {
     pub inter_broker_listener_name: Option<String>,
 }
 
+impl KafkaSettings {
+    /// The broker-wide defaults of topic configs, by topic config name (`log.retention.ms` is
+    /// the default of `retention.ms`, …): what a topic without its own override uses.
+    pub fn topic_defaults(&self) -> BTreeMap<String, String> {
+        [
+            ("retention.ms", self.log_retention_ms),
+            ("retention.bytes", self.log_retention_bytes),
+            ("segment.bytes", self.log_segment_bytes),
+            ("min.insync.replicas", self.min_insync_replicas),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value.to_string()))
+        .collect()
+    }
+}
+
 impl Default for KafkaSettings {
     fn default() -> Self {
         Self {
@@ -451,6 +504,10 @@ impl Default for KafkaSettings {
             replica_fetch_response_max_bytes: 10_485_760,
             replica_high_watermark_checkpoint_interval_ms: 5_000,
             log_retention_check_interval_ms: 300_000,
+            log_retention_ms: 604_800_000,
+            log_retention_bytes: -1,
+            log_segment_bytes: 1_073_741_824,
+            min_insync_replicas: 1,
             security_protocol: "PLAINTEXT".into(),
             sasl_enabled_mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()],
             authorizer_enabled: false,
@@ -528,6 +585,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// The log configuration of a topic without overrides: Kafka's defaults under the
+    /// broker-wide ones of `[kafka]` (whose ranges the configuration checked when it loaded).
+    pub fn log_config(&self) -> Result<LogConfig, LogConfigError> {
+        LogConfig::default().with_overrides(&self.kafka.topic_defaults())
+    }
+
     /// What this node proves on cluster connections: the secret, and TLS when configured.
     pub fn cluster_credentials(&self) -> Option<ClusterCredentials> {
         self.cluster_secret
@@ -1781,6 +1844,14 @@ mod tests {
                 ("FETCH_MAX_BYTES", "10", "fetch_max_bytes"),
                 ("MAX_PARTITIONS", "2000000", "max_partitions"),
                 ("NUM_PARTITIONS", "20000", "num_partitions"),
+                ("LOG_SEGMENT_BYTES", "13", "log_segment_bytes"),
+                ("LOG_RETENTION_MS", "-2", "log_retention_ms"),
+                ("MIN_INSYNC_REPLICAS", "0", "min_insync_replicas"),
+                (
+                    "LOG_RETENTION_CHECK_INTERVAL_MS",
+                    "0",
+                    "log_retention_check_interval_ms",
+                ),
             ] {
                 jail.set_env(format!("SWITCHYARD_KAFKA__{key}"), value);
                 let err = load(None, &Overrides::default()).err();

@@ -684,14 +684,18 @@ fn rebuild_producers(log: &PartitionLog) -> Result<HashMap<i64, Producer>, LogEr
 #[derive(Debug)]
 pub struct Replicas {
     store: LogStore,
+    /// The log configuration of a topic without overrides.
+    base: LogConfig,
     open: RwLock<BTreeMap<(String, i32), Arc<Replica>>>,
 }
 
 impl Replicas {
-    /// Open (and recover) every partition log under `data_dir/logs`.
-    pub fn open(data_dir: &Path) -> Result<Self, LogError> {
+    /// Open (and recover) every partition log under `data_dir/logs`; `base` is the log
+    /// configuration of a topic without overrides (the broker's defaults).
+    pub fn open(data_dir: &Path, base: LogConfig) -> Result<Self, LogError> {
         Ok(Self {
-            store: LogStore::open(data_dir, LogConfig::default())?,
+            store: LogStore::open(data_dir, base.clone())?,
+            base,
             open: RwLock::new(BTreeMap::new()),
         })
     }
@@ -707,7 +711,7 @@ impl Replicas {
         if let Some(replica) = self.open.read().get(&(topic.to_owned(), partition)) {
             return Ok(Arc::clone(replica));
         }
-        let config = LogConfig::default().with_overrides(configs)?;
+        let config = self.base.with_overrides(configs)?;
         let log = self.store.get_or_create(topic, partition, config)?;
         let mut open = self.open.write();
         if let Some(replica) = open.get(&(topic.to_owned(), partition)) {
@@ -719,6 +723,11 @@ impl Replicas {
         })?);
         open.insert((topic.to_owned(), partition), Arc::clone(&replica));
         Ok(replica)
+    }
+
+    /// The log configuration of a topic without overrides: the broker's defaults.
+    pub fn base_config(&self) -> &LogConfig {
+        &self.base
     }
 
     /// The directory every partition log lives under (`<data_dir>/logs`).

@@ -214,7 +214,10 @@ impl Node {
             source: io::Error::other("node id is not a Kafka broker id"),
         })?;
         let logs_dir = config.data_dir.clone();
-        let replicas = tokio::task::spawn_blocking(move || Replicas::open(&logs_dir))
+        let base = config
+            .log_config()
+            .map_err(|e| ServeError::Logs(e.to_string()))?;
+        let replicas = tokio::task::spawn_blocking(move || Replicas::open(&logs_dir, base))
             .await
             .map_err(|e| ServeError::Logs(e.to_string()))?
             .map_err(|e| ServeError::Logs(e.to_string()))?;

@@ -697,3 +697,43 @@ def test_describe_producers_lists_the_idempotent_producers_of_a_partition(broker
     assert all(p.last_sequence == 2 and p.producer_epoch == 0 and p.last_timestamp > 0
                for p in producers), producers
     assert all(p.coordinator_epoch == -1 for p in producers), producers
+
+
+@pytest.mark.timeout(90)
+def test_broker_wide_topic_defaults_apply_and_are_described(broker_factory, topic_name):
+    broker = broker_factory.start({**FAST_REBALANCE_ENV,
+                                   "SWITCHYARD_KAFKA__LOG_RETENTION_MS": "3600000",
+                                   "SWITCHYARD_KAFKA__MIN_INSYNC_REPLICAS": "2"})
+    admin = ConfluentAdmin(broker.bootstrap)
+    strict, relaxed = topic_name, f"{topic_name}-relaxed"
+    assert admin.create({strict: (1, 1, {}),
+                         relaxed: (1, 1, {"min.insync.replicas": "1"})}) == {
+        strict: NONE, relaxed: NONE}
+    configs = admin.topic_configs(strict)
+    assert configs["retention.ms"] == ("3600000", "STATIC_BROKER_CONFIG")
+    assert configs["min.insync.replicas"] == ("2", "STATIC_BROKER_CONFIG")
+    assert configs["segment.bytes"] == ("1073741824", "DEFAULT_CONFIG")
+    assert admin.topic_configs(relaxed)["min.insync.replicas"] == ("1", "DYNAMIC_TOPIC_CONFIG")
+    resource = CConfigResource(ResourceType.TOPIC, strict)
+    (entries,) = admin.admin.describe_configs([resource]).values()
+    # The broker config behind the default (confluent-kafka keeps one synonym per name: of
+    # the static and the default one Kafka lists, the last).
+    synonyms = entries.result(timeout=30)["retention.ms"].synonyms
+    assert list(synonyms) == ["log.retention.ms"], synonyms
+    broker_resource = CConfigResource(ResourceType.BROKER, str(BROKER_ID))
+    (entries,) = admin.admin.describe_configs([broker_resource]).values()
+    described = entries.result(timeout=30)
+    assert (described["log.retention.ms"].value,
+            ConfigSource(described["log.retention.ms"].source).name) == (
+        "3600000", "STATIC_BROKER_CONFIG")
+    # The broker-wide min.insync.replicas applies: one replica is too few for acks=all.
+    # No retries: NOT_ENOUGH_REPLICAS is retriable, and would otherwise end as a timeout.
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "retries": 0,
+                         "message.timeout.ms": 5000, **CONFLUENT_BASE})
+    reports = {}
+    for name in (strict, relaxed):
+        producer.produce(name, value=b"x",
+                         on_delivery=lambda err, msg: reports.__setitem__(
+                             msg.topic(), err.name() if err else None))
+    producer.flush(30)
+    assert reports == {strict: "NOT_ENOUGH_REPLICAS", relaxed: None}, reports

@@ -118,7 +118,7 @@ async fn reconcile(broker: &Arc<Broker>, loops: &mut HashMap<BrokerId, FetchLoop
     let me = broker.id();
     let mut wanted: HashMap<BrokerId, (String, Assignment)> = HashMap::new();
     for topic in view.state.topics() {
-        let min_insync = topic.configs.get("min.insync.replicas").map(String::as_str);
+        let min_insync = broker.min_insync(topic);
         for (index, p) in topic.partitions.iter().enumerate() {
             let Ok(partition) = i32::try_from(index) else {
                 continue;
@@ -192,7 +192,9 @@ async fn reconcile(broker: &Arc<Broker>, loops: &mut HashMap<BrokerId, FetchLoop
             let configs = latest.state.topic(&topic)?.configs.iter();
             let overrides: BTreeMap<String, String> =
                 configs.map(|(k, v)| (k.clone(), v.clone())).collect();
-            LogConfig::default()
+            broker
+                .replicas()
+                .base_config()
                 .with_overrides(&overrides)
                 .inspect_err(|e| warn!(%topic, error = %e, "a topic config the log refuses"))
                 .ok()

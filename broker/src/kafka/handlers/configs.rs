@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
@@ -67,26 +67,60 @@ const TOPIC_CONFIGS: &[(&str, &str, Kind)] = &[
     ),
 ];
 
-/// Every topic config with its effective value: (name, value, whether it is an override).
-pub(crate) fn topic_configs(
-    overrides: &BTreeMap<String, String>,
-) -> Vec<(&'static str, &str, bool)> {
-    TOPIC_CONFIGS
-        .iter()
-        .map(|(key, default, _)| match overrides.get(*key) {
-            Some(value) => (*key, value.as_str(), true),
-            None => (*key, *default, false),
-        })
-        .collect()
+/// The broker config that sets each topic config's default (Kafka's synonyms).
+const BROKER_SYNONYMS: &[(&str, &str)] = &[
+    ("retention.ms", "log.retention.ms"),
+    ("retention.bytes", "log.retention.bytes"),
+    ("segment.bytes", "log.segment.bytes"),
+    ("min.insync.replicas", "min.insync.replicas"),
+];
+
+/// One topic config as DescribeConfigs reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TopicConfig {
+    pub(crate) key: &'static str,
+    /// The value in effect.
+    pub(crate) value: String,
+    /// Where it comes from: the topic's override, the broker's `[kafka]` setting, or
+    /// Kafka's default.
+    pub(crate) source: i8,
+    /// The value each source gives, most specific first (`include_synonyms`).
+    pub(crate) synonyms: Vec<(&'static str, String, i8)>,
 }
 
-/// DescribeConfigs' source code for a topic config.
-pub(crate) fn config_source(overridden: bool) -> i8 {
-    if overridden {
-        TOPIC_CONFIG
-    } else {
-        DEFAULT_CONFIG
-    }
+/// Every topic config with its effective value and where it comes from: the topic's
+/// `overrides`, else the broker-wide default of `broker_defaults` (`[kafka]`), else Kafka's.
+pub(crate) fn topic_configs(
+    overrides: &BTreeMap<String, String>,
+    broker_defaults: &BTreeMap<String, String>,
+) -> Vec<TopicConfig> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|(key, default, _)| {
+            let mut synonyms = Vec::new();
+            if let Some(value) = overrides.get(*key) {
+                synonyms.push((*key, value.clone(), TOPIC_CONFIG));
+            }
+            match BROKER_SYNONYMS.iter().find(|(k, _)| k == key) {
+                Some((_, broker_key)) => {
+                    if let Some(value) =
+                        broker_defaults.get(*key).filter(|v| v.as_str() != *default)
+                    {
+                        synonyms.push((*broker_key, value.clone(), STATIC_BROKER_CONFIG));
+                    }
+                    synonyms.push((*broker_key, (*default).to_owned(), DEFAULT_CONFIG));
+                }
+                None => synonyms.push((*key, (*default).to_owned(), DEFAULT_CONFIG)),
+            }
+            let (_, value, source) = synonyms[0].clone();
+            TopicConfig {
+                key,
+                value,
+                source,
+                synonyms,
+            }
+        })
+        .collect()
 }
 
 /// Check one topic config; the message says what is wrong.
@@ -138,12 +172,18 @@ pub(crate) fn describe(
                             .iter()
                             .map(|(k, v)| (k.clone(), v.clone()))
                             .collect();
+                        let defaults = broker.settings().topic_defaults();
                         result.with_configs(
-                            topic_configs(&overrides)
+                            topic_configs(&overrides, &defaults)
                                 .into_iter()
-                                .filter(|(key, _, _)| wanted(key))
-                                .map(|(key, value, overridden)| {
-                                    entry(key, value, config_source(overridden))
+                                .filter(|c| wanted(c.key))
+                                .map(|c| {
+                                    let described = entry(c.key, &c.value, c.source);
+                                    if request.include_synonyms {
+                                        described.with_synonyms(synonyms(&c.synonyms))
+                                    } else {
+                                        described
+                                    }
                                 })
                                 .collect(),
                         )
@@ -173,12 +213,28 @@ pub(crate) fn describe(
                             "socket.request.max.bytes",
                             settings.socket_request_max_bytes.to_string(),
                         ),
+                        (
+                            "log.retention.check.interval.ms",
+                            settings.log_retention_check_interval_ms.to_string(),
+                        ),
                     ];
+                    // The topic defaults' broker configs: static where `[kafka]` changes
+                    // Kafka's default.
+                    let topic_defaults =
+                        topic_configs(&BTreeMap::new(), &settings.topic_defaults());
+                    let log_configs =
+                        BROKER_SYNONYMS
+                            .iter()
+                            .filter_map(|(topic_key, broker_key)| {
+                                let c = topic_defaults.iter().find(|c| c.key == *topic_key)?;
+                                Some(entry(broker_key, &c.value, c.source).with_read_only(true))
+                            });
                     result.with_configs(
                         configs
                             .iter()
-                            .filter(|(key, _)| wanted(key))
                             .map(|(key, value)| entry(key, value, STATIC_BROKER_CONFIG))
+                            .chain(log_configs)
+                            .filter(|e| wanted(e.name.as_str()))
                             .collect(),
                     )
                 }
@@ -192,6 +248,19 @@ pub(crate) fn describe(
         })
         .collect();
     DescribeConfigsResponse::default().with_results(results)
+}
+
+/// A config's synonyms as DescribeConfigs lists them.
+fn synonyms(synonyms: &[(&str, String, i8)]) -> Vec<DescribeConfigsSynonym> {
+    synonyms
+        .iter()
+        .map(|(name, value, source)| {
+            DescribeConfigsSynonym::default()
+                .with_name(kstr(*name))
+                .with_value(Some(kstr(value.clone())))
+                .with_source(*source)
+        })
+        .collect()
 }
 
 fn entry(key: &str, value: &str, source: i8) -> DescribeConfigsResourceResult {

@@ -27,7 +27,7 @@ use tracing::warn;
 use crate::broker::Broker;
 use crate::kafka::dispatch::Client;
 use crate::kafka::errors::{metadata_error, rejection_error};
-use crate::kafka::handlers::configs::{config_source, topic_configs, validate_topic_config};
+use crate::kafka::handlers::configs::{topic_configs, validate_topic_config};
 use crate::kafka::handlers::kstr;
 use crate::liveness;
 
@@ -476,13 +476,13 @@ pub(crate) async fn create(
                         .with_num_partitions(i32::try_from(topic.assignments.len()).unwrap_or(-1))
                         .with_replication_factor(i16::try_from(replication_factor).unwrap_or(-1))
                         .with_configs(Some(
-                            topic_configs(&overrides)
+                            topic_configs(&overrides, &broker.settings().topic_defaults())
                                 .into_iter()
-                                .map(|(key, value, overridden)| {
+                                .map(|c| {
                                     CreatableTopicConfigs::default()
-                                        .with_name(kstr(key))
-                                        .with_value(Some(kstr(value)))
-                                        .with_config_source(config_source(overridden))
+                                        .with_name(kstr(c.key))
+                                        .with_value(Some(kstr(c.value)))
+                                        .with_config_source(c.source)
                                 })
                                 .collect(),
                         ))
