@@ -737,3 +737,29 @@ def test_broker_wide_topic_defaults_apply_and_are_described(broker_factory, topi
                              msg.topic(), err.name() if err else None))
     producer.flush(30)
     assert reports == {strict: "NOT_ENOUGH_REPLICAS", relaxed: None}, reports
+
+
+@pytest.mark.timeout(60)
+def test_describe_topic_partitions_pages_with_a_cursor(broker, topic_name):
+    first, second = f"{topic_name}-a", f"{topic_name}-b"
+    admin = ConfluentAdmin(broker.bootstrap)
+    assert admin.create({first: (3, 1, {}), second: (3, 1, {})}) == {first: NONE, second: NONE}
+    kp = kp_admin(broker.bootstrap)
+    try:
+        missing = f"{topic_name}-missing"
+        page = kp.describe_topic_partitions([second, first, missing], response_partition_limit=4)
+        described = [(t["name"], [p["partition_index"] for p in t["partitions"]], t["error_code"])
+                     for t in page["topics"]]
+        # In name order, four partitions: all of the first topic, one of the second.
+        assert described == [(first, [0, 1, 2], NONE), (second, [0], NONE)], described
+        assert page["next_cursor"] == {"topic_name": second, "partition_index": 1}, page
+        page = kp.describe_topic_partitions([second, first, missing], response_partition_limit=4,
+                                            cursor=page["next_cursor"])
+        described = [(t["name"], [p["partition_index"] for p in t["partitions"]], t["error_code"])
+                     for t in page["topics"]]
+        assert described == [(second, [1, 2], NONE), (missing, [], UNKNOWN_TOPIC_OR_PARTITION)]
+        assert page["next_cursor"] is None, page
+        leaders = {p["leader_id"] for t in page["topics"] for p in t["partitions"]}
+        assert leaders == {BROKER_ID}
+    finally:
+        kp.close()

@@ -378,6 +378,17 @@ def test_acls_decide_who_produces_consumes_and_administers(acl_broker, topic_nam
     finally:
         committer.close()
 
+    # DescribeTopicPartitions: a topic she may not describe is refused, by name or left out.
+    alice_kp = KafkaAdminClient(request_timeout_ms=15_000,
+                                **kafka_python(broker.bootstrap, "alice", "alice-secret"))
+    try:
+        named = alice_kp.describe_topic_partitions([topic_name, hidden])["topics"]
+        every = alice_kp.describe_topic_partitions([])["topics"]
+    finally:
+        alice_kp.close()
+    assert {t["name"]: t["error_code"] for t in named} == {topic_name: 0, hidden: 29}, named
+    assert topic_name in {t["name"] for t in every} and hidden not in {t["name"] for t in every}
+
     # kafka-python's admin client sees the same bindings; deleting them closes the topic again.
     kp_admin = KafkaAdminClient(request_timeout_ms=15_000,
                                 **kafka_python(broker.bootstrap, "admin", "admin-secret"))

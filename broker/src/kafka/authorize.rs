@@ -27,6 +27,7 @@ use kafka_protocol::messages::describe_producers_response::{
     PartitionResponse as DescribeProducersPartitionResponse,
     TopicResponse as DescribeProducersTopicResponse,
 };
+use kafka_protocol::messages::describe_topic_partitions_response::DescribeTopicPartitionsResponseTopic;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalAlterConfigsResourceResponse;
 use kafka_protocol::messages::list_offsets_response::{
@@ -43,10 +44,10 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{
     AlterUserScramCredentialsResponse, BrokerHeartbeatResponse, CreateAclsResponse,
     DeleteAclsResponse, DescribeAclsResponse, DescribeClusterResponse, DescribeLogDirsResponse,
-    DescribeQuorumResponse, DescribeUserScramCredentialsResponse, FindCoordinatorResponse,
-    HeartbeatResponse, InitProducerIdResponse, JoinGroupResponse, LeaveGroupResponse,
-    OffsetDeleteResponse, OffsetFetchResponse, RequestKind, ResponseKind, SyncGroupResponse,
-    TopicName,
+    DescribeQuorumResponse, DescribeTopicPartitionsResponse, DescribeUserScramCredentialsResponse,
+    FindCoordinatorResponse, HeartbeatResponse, InitProducerIdResponse, JoinGroupResponse,
+    LeaveGroupResponse, OffsetDeleteResponse, OffsetFetchResponse, RequestKind, ResponseKind,
+    SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use switchyard_backend_api::StateView;
@@ -160,6 +161,9 @@ pub(crate) enum Patch {
     Metadata { refused: Vec<TopicName>, all: bool },
     /// CreateTopics results to add.
     CreateTopics(Vec<CreatableTopicResult>),
+    /// DescribeTopicPartitions: topics named and refused; `all` when every topic was asked
+    /// for (the response is filtered).
+    DescribeTopicPartitions { refused: Vec<TopicName>, all: bool },
     /// DeleteTopics results to add.
     DeleteTopics(Vec<DeletableTopicResult>),
     /// CreatePartitions results to add.
@@ -187,6 +191,13 @@ pub(crate) enum Patch {
 
 fn denied(error: ResponseError) -> i16 {
     error.code()
+}
+
+/// A DescribeTopicPartitions topic the principal may not describe.
+fn refused_topic_partitions(name: TopicName) -> DescribeTopicPartitionsResponseTopic {
+    DescribeTopicPartitionsResponseTopic::default()
+        .with_name(Some(name))
+        .with_error_code(denied(ResponseError::TopicAuthorizationFailed))
 }
 
 /// Keep the items `allowed` lets through; for each other one, what `refusal` makes of it.
@@ -324,6 +335,37 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
                     )
                 }
             }
+        }
+        RequestKind::DescribeTopicPartitions(mut r) => {
+            if r.topics.is_empty() {
+                // Every topic: the response keeps those the principal may describe.
+                return Gate::Pass(
+                    RequestKind::DescribeTopicPartitions(r),
+                    Patch::DescribeTopicPartitions {
+                        refused: Vec::new(),
+                        all: true,
+                    },
+                );
+            }
+            let refused = narrow(
+                &mut r.topics,
+                |t| access.may_on_topic(Describe, &t.name),
+                |t| t.name.clone(),
+            );
+            if r.topics.is_empty() {
+                // No topic left to ask for, which would mean every topic: answer here.
+                return Gate::Refuse(ResponseKind::DescribeTopicPartitions(
+                    DescribeTopicPartitionsResponse::default()
+                        .with_topics(refused.into_iter().map(refused_topic_partitions).collect()),
+                ));
+            }
+            Gate::Pass(
+                RequestKind::DescribeTopicPartitions(r),
+                Patch::DescribeTopicPartitions {
+                    refused,
+                    all: false,
+                },
+            )
         }
         RequestKind::CreateTopics(mut r) => {
             let refused = narrow(
@@ -775,6 +817,21 @@ pub(crate) fn patch(access: &Access, response: ResponseKind, patch: Patch) -> Re
                     .with_error_code(topic_refusal)
             }));
             ResponseKind::Metadata(r)
+        }
+        (
+            ResponseKind::DescribeTopicPartitions(mut r),
+            Patch::DescribeTopicPartitions { refused, all },
+        ) => {
+            if all {
+                r.topics.retain(|t| {
+                    t.name
+                        .as_ref()
+                        .is_none_or(|name| access.may_on_topic(AclOperation::Describe, name))
+                });
+            }
+            r.topics
+                .extend(refused.into_iter().map(refused_topic_partitions));
+            ResponseKind::DescribeTopicPartitions(r)
         }
         (ResponseKind::CreateTopics(mut r), Patch::CreateTopics(refused)) => {
             r.topics.extend(refused);

@@ -73,6 +73,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// What a connection may ask before it has authenticated.
@@ -476,6 +477,9 @@ async fn handle_request(
         RequestKind::DescribeLogDirs(r) => {
             ResponseKind::DescribeLogDirs(log_dirs::describe(broker, r).await)
         }
+        RequestKind::DescribeTopicPartitions(r) => ResponseKind::DescribeTopicPartitions(
+            metadata::describe_topic_partitions(broker, client, r),
+        ),
         RequestKind::DescribeProducers(r) => {
             ResponseKind::DescribeProducers(producers::describe(broker, r).await)
         }

@@ -38,10 +38,10 @@ use kafka_protocol::messages::{
     ApiVersionsResponse, CreateAclsRequest, CreatePartitionsRequest, CreateTopicsRequest,
     DeleteAclsRequest, DeleteGroupsRequest, DeleteTopicsRequest, DescribeAclsRequest,
     DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, DescribeLogDirsRequest,
-    DescribeProducersRequest, DescribeQuorumRequest, DescribeUserScramCredentialsRequest,
-    FetchRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
-    IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    DescribeProducersRequest, DescribeQuorumRequest, DescribeTopicPartitionsRequest,
+    DescribeUserScramCredentialsRequest, FetchRequest, FindCoordinatorRequest, GroupId,
+    HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
     OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
     RequestHeader, RequestKind, ResponseHeader, ResponseKind, SaslAuthenticateRequest,
     SaslHandshakeRequest, TopicName,
@@ -478,6 +478,28 @@ fn samples(key: ApiKey, version: i16) -> anyhow::Result<Option<Vec<RequestKind>>
             vec![
                 RequestKind::IncrementalAlterConfigs(request),
                 RequestKind::IncrementalAlterConfigs(validate_only),
+            ]
+        }
+        ApiKey::DescribeTopicPartitions => {
+            use kafka_protocol::messages::describe_topic_partitions_request::{
+                Cursor, TopicRequest,
+            };
+            let named = DescribeTopicPartitionsRequest::default()
+                .with_response_partition_limit(1)
+                .with_topics(vec![
+                    TopicRequest::default().with_name(topic(TOPIC)),
+                    TopicRequest::default().with_name(topic(MISSING)),
+                ]);
+            let all = DescribeTopicPartitionsRequest::default()
+                .with_response_partition_limit(2000)
+                .with_cursor(Some(
+                    Cursor::default()
+                        .with_topic_name(topic(TOPIC))
+                        .with_partition_index(1),
+                ));
+            vec![
+                RequestKind::DescribeTopicPartitions(named),
+                RequestKind::DescribeTopicPartitions(all),
             ]
         }
         ApiKey::DescribeProducers => {

@@ -2,13 +2,17 @@
 //! topic auto-creation.
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_topic_partitions_response::{
+    Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
+};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId as KBrokerId, MetadataRequest, MetadataResponse, TopicName,
+    BrokerId as KBrokerId, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
+    MetadataRequest, MetadataResponse, TopicName,
 };
-use switchyard_backend_api::{MetadataState, Topic, TopicId, validate_topic_name};
+use switchyard_backend_api::{MetadataState, Partition, Topic, TopicId, validate_topic_name};
 use tracing::debug;
 
 use crate::broker::Broker;
@@ -137,43 +141,167 @@ pub(crate) async fn handle(
         .with_topics(topics)
 }
 
+/// What Metadata and DescribeTopicPartitions tell `client` of one partition.
+struct PartitionView {
+    error: i16,
+    leader: i32,
+    replicas: Vec<KBrokerId>,
+    isr: Vec<KBrokerId>,
+    offline: Vec<KBrokerId>,
+}
+
+fn partition_view(state: &MetadataState, p: &Partition, client: &Client) -> PartitionView {
+    let offline = p
+        .replicas
+        .iter()
+        .filter(|r| state.broker(**r).is_none_or(|b| b.fenced))
+        .map(|r| KBrokerId(r.0))
+        .collect();
+    // A leader this listener cannot reach is no leader to this client: Kafka answers
+    // LISTENER_NOT_FOUND.
+    let (leader, error) = match p.leader {
+        None => (-1, ResponseError::LeaderNotAvailable.code()),
+        Some(l)
+            if state
+                .broker(l)
+                .is_some_and(|b| client.endpoint(b).is_none()) =>
+        {
+            (-1, ResponseError::ListenerNotFound.code())
+        }
+        Some(l) => (l.0, 0),
+    };
+    PartitionView {
+        error,
+        leader,
+        replicas: p.replicas.iter().map(|r| KBrokerId(r.0)).collect(),
+        isr: p.isr.iter().map(|r| KBrokerId(r.0)).collect(),
+        offline,
+    }
+}
+
 fn describe_topic(state: &MetadataState, topic: &Topic, client: &Client) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
         .enumerate()
         .map(|(index, p)| {
-            let offline: Vec<KBrokerId> = p
-                .replicas
-                .iter()
-                .filter(|r| state.broker(**r).is_none_or(|b| b.fenced))
-                .map(|r| KBrokerId(r.0))
-                .collect();
-            // A leader this listener cannot reach is no leader to this client: Kafka answers
-            // LISTENER_NOT_FOUND.
-            let (leader, error) = match p.leader {
-                None => (-1, ResponseError::LeaderNotAvailable.code()),
-                Some(l)
-                    if state
-                        .broker(l)
-                        .is_some_and(|b| client.endpoint(b).is_none()) =>
-                {
-                    (-1, ResponseError::ListenerNotFound.code())
-                }
-                Some(l) => (l.0, 0),
-            };
+            let view = partition_view(state, p, client);
             MetadataResponsePartition::default()
-                .with_error_code(error)
+                .with_error_code(view.error)
                 .with_partition_index(i32::try_from(index).unwrap_or(i32::MAX))
-                .with_leader_id(KBrokerId(leader))
+                .with_leader_id(KBrokerId(view.leader))
                 .with_leader_epoch(p.leader_epoch)
-                .with_replica_nodes(p.replicas.iter().map(|r| KBrokerId(r.0)).collect())
-                .with_isr_nodes(p.isr.iter().map(|r| KBrokerId(r.0)).collect())
-                .with_offline_replicas(offline)
+                .with_replica_nodes(view.replicas)
+                .with_isr_nodes(view.isr)
+                .with_offline_replicas(view.offline)
         })
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(kstr(topic.name.clone()))))
         .with_topic_id(topic.id.0)
         .with_partitions(partitions)
+}
+
+/// The most partitions one DescribeTopicPartitions response carries (Kafka's
+/// `max.request.partition.size.limit` default).
+const MAX_PARTITIONS_PER_RESPONSE: usize = 2000;
+
+/// DescribeTopicPartitions, version 0 (KIP-966): the named topics, or every topic, in name
+/// order, at most `response_partition_limit` partitions (and 2000) per response, from the
+/// request's cursor; `next_cursor` says where the next page starts. There are no eligible
+/// leader replicas here: the ISR is where leaders come from.
+pub(crate) fn describe_topic_partitions(
+    broker: &Broker,
+    client: &Client,
+    request: DescribeTopicPartitionsRequest,
+) -> DescribeTopicPartitionsResponse {
+    let view = broker.metadata();
+    let state = &view.state;
+    let limit = usize::try_from(request.response_partition_limit)
+        .ok()
+        .filter(|l| *l > 0)
+        .map_or(MAX_PARTITIONS_PER_RESPONSE, |l| {
+            l.min(MAX_PARTITIONS_PER_RESPONSE)
+        });
+    let mut names: Vec<String> = if request.topics.is_empty() {
+        state.topics().map(|t| t.name.clone()).collect()
+    } else {
+        request
+            .topics
+            .iter()
+            .map(|t| t.name.0.to_string())
+            .collect()
+    };
+    names.sort();
+    names.dedup();
+    let cursor = request
+        .cursor
+        .as_ref()
+        .map(|c| (c.topic_name.0.to_string(), c.partition_index));
+    if let Some((from, _)) = &cursor {
+        names.retain(|n| n >= from);
+    }
+    let mut left = limit;
+    let mut topics = Vec::new();
+    let mut next = None;
+    for (position, name) in names.iter().enumerate() {
+        if left == 0 {
+            next = Some((name.clone(), 0));
+            break;
+        }
+        let Some(topic) = state.topic(name) else {
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_name(Some(TopicName(kstr(name.clone()))))
+                    .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+            );
+            continue;
+        };
+        let first = match &cursor {
+            Some((from, partition)) if from == name => usize::try_from(*partition).unwrap_or(0),
+            _ => 0,
+        };
+        let mut partitions = Vec::new();
+        for (index, p) in topic.partitions.iter().enumerate().skip(first) {
+            if left == 0 {
+                next = Some((name.clone(), index));
+                break;
+            }
+            left -= 1;
+            let view = partition_view(state, p, client);
+            partitions.push(
+                DescribeTopicPartitionsResponsePartition::default()
+                    .with_error_code(view.error)
+                    .with_partition_index(i32::try_from(index).unwrap_or(i32::MAX))
+                    .with_leader_id(KBrokerId(view.leader))
+                    .with_leader_epoch(p.leader_epoch)
+                    .with_replica_nodes(view.replicas)
+                    .with_isr_nodes(view.isr)
+                    .with_eligible_leader_replicas(Some(Vec::new()))
+                    .with_last_known_elr(Some(Vec::new()))
+                    .with_offline_replicas(view.offline),
+            );
+        }
+        topics.push(
+            DescribeTopicPartitionsResponseTopic::default()
+                .with_name(Some(TopicName(kstr(name.clone()))))
+                .with_topic_id(topic.id.0)
+                .with_partitions(partitions)
+                .with_topic_authorized_operations(i32::MIN),
+        );
+        if next.is_some() {
+            break;
+        }
+        if left == 0 && position + 1 < names.len() {
+            next = Some((names[position + 1].clone(), 0));
+            break;
+        }
+    }
+    DescribeTopicPartitionsResponse::default()
+        .with_topics(topics)
+        .with_next_cursor(next.map(|(name, index)| {
+            Cursor::default()
+                .with_topic_name(TopicName(kstr(name)))
+                .with_partition_index(i32::try_from(index).unwrap_or(i32::MAX))
+        }))
 }
