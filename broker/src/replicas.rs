@@ -20,8 +20,8 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use switchyard_backend_api::BrokerId;
 use switchyard_log::{
-    BatchHeader, Batches, LogConfig, LogConfigError, LogError, LogStore, PartitionLog,
-    high_watermark, records,
+    BatchHeader, Batches, LogConfig, LogConfigError, LogError, LogStore, PartitionLog, checkpoint,
+    records,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -80,6 +80,9 @@ pub struct Replica {
     log: Arc<PartitionLog>,
     producers: Mutex<HashMap<i64, Producer>>,
     high_watermark: watch::Sender<i64>,
+    /// On the leader: the smallest log start offset over the ISR (what DeleteRecords waits
+    /// for); also woken when the leadership ends.
+    low_watermark: watch::Sender<i64>,
     /// The high watermark last written to the partition's checkpoint file (`None`: nothing
     /// written by this replica yet); held while writing, so writes do not interleave.
     checkpointed: Mutex<Option<i64>>,
@@ -198,7 +201,8 @@ impl Replica {
         // After a restart: the last checkpoint (never above what was committed), within the
         // log; rises as the ISR (or the leader, on a follower) reports progress.
         let start = log.log_start_offset();
-        let checkpointed = high_watermark::load(log.dir())
+        let checkpointed = checkpoint::HIGH_WATERMARK
+            .load(log.dir())
             .unwrap_or(start)
             .max(start)
             .min(log.log_end_offset());
@@ -207,6 +211,7 @@ impl Replica {
             log,
             producers: Mutex::new(producers),
             high_watermark,
+            low_watermark: watch::Sender::new(start),
             checkpointed: Mutex::new(None),
             role: RwLock::new(Role {
                 epoch: -1,
@@ -227,7 +232,7 @@ impl Replica {
         let mut checkpointed = self.checkpointed.lock();
         let hw = self.high_watermark();
         if *checkpointed != Some(hw) {
-            high_watermark::store(self.log.dir(), hw)?;
+            checkpoint::HIGH_WATERMARK.store(self.log.dir(), hw)?;
             *checkpointed = Some(hw);
         }
         Ok(())
@@ -282,6 +287,7 @@ impl Replica {
             }
         }
         self.advance_high_watermark(leadership.as_ref());
+        self.refresh_low_watermark(leadership.as_ref());
     }
 
     /// The metadata, at `leader_epoch`, has another leader (or none) for the partition: this
@@ -300,6 +306,7 @@ impl Replica {
         if was_leading {
             *self.leadership.lock() = None;
             self.high_watermark.send_modify(|_| {});
+            self.low_watermark.send_modify(|_| {});
         }
     }
 
@@ -351,9 +358,21 @@ impl Replica {
         });
     }
 
-    /// The leader notes a fetch by `follower` at `fetch_offset`; returns whether the follower
-    /// may now join the ISR.
-    pub fn follower_fetched(&self, follower: BrokerId, fetch_offset: i64) -> bool {
+    fn refresh_low_watermark(&self, leadership: Option<&Leadership>) {
+        let Some(low) = leadership.and_then(|l| l.low_watermark(self.log.log_start_offset()))
+        else {
+            return;
+        };
+        self.low_watermark.send_if_modified(|current| {
+            let changed = *current != low;
+            *current = low;
+            changed
+        });
+    }
+
+    /// The leader notes a fetch by `follower` at `fetch_offset`, its log starting at
+    /// `log_start`; returns whether the follower may now join the ISR.
+    pub fn follower_fetched(&self, follower: BrokerId, fetch_offset: i64, log_start: i64) -> bool {
         let mut leadership = self.leadership.lock();
         let Some(l) = leadership.as_mut() else {
             return false;
@@ -361,12 +380,85 @@ impl Replica {
         let joins = l.record_fetch(
             follower,
             fetch_offset,
+            log_start,
             self.log.log_end_offset(),
             self.high_watermark(),
             Instant::now(),
         );
         self.advance_high_watermark(leadership.as_ref());
+        self.refresh_low_watermark(leadership.as_ref());
         joins
+    }
+
+    /// DeleteRecords on the leader of `leader_epoch`: moves the log start offset up to
+    /// `offset` (`-1`: the high watermark) and returns the offset asked for. An offset past
+    /// the high watermark, or negative, is out of range, as in Kafka. Blocking.
+    pub fn delete_records(&self, offset: i64, leader_epoch: i32) -> Result<i64, PartitionError> {
+        let role = self.role.read();
+        if !(role.leading && role.epoch == leader_epoch) {
+            return Err(PartitionError::NotLeader {
+                epoch: leader_epoch,
+            });
+        }
+        let high_watermark = self.high_watermark();
+        let target = if offset == -1 { high_watermark } else { offset };
+        if !(0..=high_watermark).contains(&target) {
+            return Err(PartitionError::Log(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log.log_start_offset(),
+                log_end_offset: high_watermark,
+            }));
+        }
+        self.log.advance_start(target)?;
+        self.refresh_low_watermark(self.leadership.lock().as_ref());
+        Ok(target)
+    }
+
+    /// Wait until every member of the ISR has moved its log start offset to `offset` while
+    /// this broker leads in `epoch`, until `deadline`; returns the low watermark then (what a
+    /// DeleteRecords response carries).
+    pub async fn wait_deleted(
+        &self,
+        offset: i64,
+        epoch: i32,
+        deadline: Instant,
+    ) -> Result<i64, PartitionError> {
+        let mut low = self.low_watermark.subscribe();
+        loop {
+            if self.led_epoch() != Some(epoch) {
+                return Err(PartitionError::NotLeader { epoch });
+            }
+            let current = *low.borrow_and_update();
+            if current >= offset {
+                return Ok(current);
+            }
+            match tokio::time::timeout_at(deadline, low.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(PartitionError::NotLeader { epoch }),
+                Err(_) => return Err(PartitionError::ReplicationTimedOut),
+            }
+        }
+    }
+
+    /// On a follower in `leader_epoch`: the leader's log start offset, as far as this log
+    /// reaches — records the leader deleted go here too. Blocking.
+    pub fn follow_log_start(
+        &self,
+        leader_epoch: i32,
+        leader_start: i64,
+    ) -> Result<(), FollowError> {
+        let role = self.role.read();
+        Self::following(&role, leader_epoch)?;
+        let target = leader_start.min(self.log.log_end_offset());
+        if target > self.log.log_start_offset() {
+            let start = self.log.advance_start(target)?;
+            self.high_watermark.send_if_modified(|hw| {
+                let changed = *hw < start;
+                *hw = (*hw).max(start);
+                changed
+            });
+        }
+        Ok(())
     }
 
     /// The ISR the followers' progress calls for (or a change in flight that got no answer),
@@ -857,9 +949,9 @@ mod tests {
             let r = Arc::clone(&r);
             async move { r.wait_replicated(2, EPOCH, deadline).await }
         });
-        assert!(!r.follower_fetched(FOLLOWER, 0));
+        assert!(!r.follower_fetched(FOLLOWER, 0, 0));
         assert_eq!(r.high_watermark(), 0);
-        r.follower_fetched(FOLLOWER, 2);
+        r.follower_fetched(FOLLOWER, 2, 0);
         assert_eq!(r.high_watermark(), 2);
         assert!(matches!(waiting.await.expect("join"), Ok(())));
 

@@ -1,8 +1,9 @@
 """Topic administration with both admin clients: create, list, describe, delete, the per-topic
 error cases of CreateTopics/DeleteTopics, validate_only, CreatePartitions, AlterConfigs and
 IncrementalAlterConfigs (a retention change applies to a running log), DescribeConfigs and
-DescribeCluster; CreatePartitions and config changes on three nodes of every multi-node
-backend."""
+DescribeCluster, the group admin APIs, DescribeLogDirs, DescribeProducers,
+DescribeTopicPartitions and DeleteRecords; CreatePartitions, config changes, group deletion and
+DeleteRecords (across a leader change) on three nodes of every multi-node backend."""
 
 from __future__ import annotations
 
@@ -763,3 +764,147 @@ def test_describe_topic_partitions_pages_with_a_cursor(broker, topic_name):
         assert leaders == {BROKER_ID}
     finally:
         kp.close()
+
+
+OFFSET_OUT_OF_RANGE = 1
+
+
+def confluent_delete_records(bootstrap: str, topic: str, offsets: dict[int, int]) -> dict:
+    """partition -> low watermark, or the error code."""
+    admin = confluent_admin(bootstrap)
+    futures = admin.delete_records([TopicPartition(topic, p, o) for p, o in offsets.items()],
+                                   request_timeout=30, operation_timeout=20)
+    outcome = {}
+    for tp, future in futures.items():
+        try:
+            outcome[tp.partition] = future.result(timeout=40).low_watermark
+        except KafkaException as e:
+            outcome[tp.partition] = ("error", e.args[0].code())
+    return outcome
+
+
+def kafka_python_delete_records(bootstrap: str, topic: str, offsets: dict[int, int]) -> dict:
+    from kafka import TopicPartition as KpTopicPartition
+    admin = kp_admin(bootstrap)
+    try:
+        # One partition per call: kafka-python raises on the first error of a request.
+        outcome = {}
+        for p, o in offsets.items():
+            try:
+                result = admin.delete_records({KpTopicPartition(topic, p): o}, timeout_ms=20_000)
+                outcome[p] = next(iter(result.values()))["low_watermark"]
+            except kafka.errors.BrokerResponseError as e:
+                outcome[p] = ("error", e.errno)
+        return outcome
+    finally:
+        admin.close()
+
+
+def produce_values(bootstrap: str, topic: str, partition: int, count: int,
+                   batch_each: bool = False) -> None:
+    """`count` messages, in one batch each if `batch_each` (many small segments)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0,
+                         **CONFLUENT_BASE})
+    for i in range(count):
+        producer.produce(topic, value=f"v{i}".encode() * 20, partition=partition)
+        if batch_each:
+            assert producer.flush(30) == 0
+    assert producer.flush(30) == 0
+
+
+def earliest_offsets(bootstrap: str, topic: str, partition: int, expected: int) -> list[int]:
+    """The offsets a fresh consumer reading from the earliest offset gets, `expected` of them."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-{partition}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         **CONFLUENT_BASE})
+    offsets = []
+    try:
+        consumer.assign([TopicPartition(topic, partition)])
+        for _ in range(300):
+            message = consumer.poll(0.1)
+            if message is not None and message.error() is None:
+                offsets.append(message.offset())
+                if len(offsets) == expected:
+                    break
+    finally:
+        consumer.close()
+    return offsets
+
+
+def watermarks(bootstrap: str, topic: str, partition: int) -> tuple[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": topic, **CONFLUENT_BASE})
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
+    finally:
+        consumer.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("delete", [confluent_delete_records, kafka_python_delete_records],
+                         ids=["confluent", "kafka-python"])
+def test_delete_records_moves_the_log_start_and_survives_a_restart(backend, broker_factory,
+                                                                    topic_name, delete):
+    broker = broker_factory.start()
+    admin = ConfluentAdmin(broker.bootstrap)
+    assert admin.create({topic_name: (3, 1, {"segment.bytes": "1024"})}) == {topic_name: NONE}
+    for partition in range(3):
+        produce_values(broker.bootstrap, topic_name, partition, 30, batch_each=partition == 0)
+    outcome = delete(broker.bootstrap, topic_name, {0: 12, 1: -1, 2: 31})
+    assert outcome == {0: 12, 1: 30, 2: ("error", OFFSET_OUT_OF_RANGE)}, outcome
+    assert watermarks(broker.bootstrap, topic_name, 0) == (12, 30)
+    assert watermarks(broker.bootstrap, topic_name, 1) == (30, 30)
+    assert watermarks(broker.bootstrap, topic_name, 2) == (0, 30)
+    assert earliest_offsets(broker.bootstrap, topic_name, 0, 18) == list(range(12, 30))
+    # Deleting below the start changes nothing; the answer is the start.
+    assert delete(broker.bootstrap, topic_name, {0: 5}) == {0: 12}
+    # Whole segments below the start are gone from disk.
+    logs = broker.data_dir / "logs" / f"{topic_name}-0"
+    assert "00000000000000000000.log" not in {p.name for p in logs.iterdir()}
+
+    if not backend.durable:
+        return  # the topic itself does not survive a restart
+    broker.restart()  # kill -9: the new start was on disk before the answer
+
+    def restarted_watermarks():
+        try:
+            return watermarks(broker.bootstrap, topic_name, 0)
+        except KafkaException:
+            return None
+    # The partition is served again once the broker registered and leads it; clients learn
+    # that from Metadata only.
+    assert wait_for(restarted_watermarks, 30, "the partition to be led again") == (12, 30)
+    assert watermarks(broker.bootstrap, topic_name, 1) == (30, 30)
+    assert earliest_offsets(broker.bootstrap, topic_name, 0, 18) == list(range(12, 30))
+
+
+@pytest.mark.skipif(not MULTI_NODE, reason="no multi-node backend compiled in")
+@pytest.mark.timeout(180)
+def test_delete_records_on_three_nodes_survives_a_leader_change(multi_backend, tmp_path,
+                                                                topic_name):
+    from cluster_util import layout, metadata_leader
+    cluster = Cluster(multi_backend, tmp_path)
+    try:
+        cluster.start()
+        admin = ConfluentAdmin(cluster.bootstrap())
+        assert admin.create({topic_name: (1, 3, {})}) == {topic_name: NONE}
+        produce_values(cluster.bootstrap(), topic_name, 0, 40)
+        # The answer comes once every in-sync replica moved its start: the low watermark.
+        assert confluent_delete_records(cluster.bootstrap(), topic_name, {0: 25}) == {0: 25}
+        leader, _, _ = layout(cluster.bootstrap(), topic_name)["topics"][topic_name][0]
+        metadata_leader_node = metadata_leader(cluster.bootstrap())
+        cluster.nodes[leader].kill9()
+        survivors = [i for i in (1, 2, 3) if i != leader]
+        if cluster.backend.name == "wal" and metadata_leader_node == leader:
+            promoted = cluster.command("promote", str(survivors[0]))  # manual failover
+            assert promoted.returncode == 0, promoted.stderr
+        # A new leader is elected once the old one's session ends; Metadata shows it.
+        wait_for(lambda: layout(cluster.bootstrap(*survivors), topic_name)["topics"][topic_name]
+                 [0][0] in survivors, 60, "a new partition leader")
+        assert watermarks(cluster.bootstrap(*survivors), topic_name, 0) == (25, 40)
+        assert earliest_offsets(cluster.bootstrap(*survivors), topic_name, 0, 15) \
+            == list(range(25, 40))
+        cluster.nodes[leader].start()
+        produce_values(cluster.bootstrap(), topic_name, 0, 5)
+        assert confluent_delete_records(cluster.bootstrap(), topic_name, {0: 42}) == {0: 42}
+    finally:
+        cluster.close()

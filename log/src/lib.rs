@@ -16,8 +16,8 @@
 //! - `segment` — one segment: files, recovery scan, positional reads.
 //! - `epochs` — the leader-epoch cache: where each leader epoch starts (OffsetForLeaderEpoch,
 //!   follower truncation).
-//! - `high_watermark` — the partition's high-watermark checkpoint file (written by the
-//!   replica that owns the high watermark).
+//! - [`checkpoint`] — the partition's one-number checkpoint files: the high watermark
+//!   (written by the replica that owns it) and the log start offset DeleteRecords set.
 //! - [`partition`] — [`PartitionLog`]: append, read, lookups, retention, flush, close.
 //! - [`store`] — [`LogStore`]: all partition logs under `<data_dir>/logs`.
 //! - `error` — [`LogError`]; each variant names the Kafka error code it stands for (the broker
@@ -32,7 +32,8 @@
 //!     00000000000000000000.timeindex         sparse: (max timestamp so far i64, relative offset u32) BE
 //!     00000000000000004217.log …             next segment, named by its base offset
 //!     leader-epochs                          "epoch start-offset" per leader epoch (see `epochs`)
-//!     high-watermark                         the last high-watermark checkpoint (see `high_watermark`)
+//!     high-watermark                         the last high-watermark checkpoint (see `checkpoint`)
+//!     log-start-offset                       the log start offset DeleteRecords set (see `checkpoint`)
 //!     flushed                                the offset below which everything is fsynced (see `flushed`)
 //!     clean-shutdown                         present only between a clean close and the next open
 //! ```
@@ -40,7 +41,9 @@
 //! each segment starts where the previous one ends. An offset-index entry is added every
 //! `index.interval.bytes` of batches, pointing at a batch's base offset; a time-index entry is
 //! added with it when the largest timestamp so far has grown. Both indexes are derived data.
-//! The log start offset is the first segment's base offset.
+//! The log start offset is the first segment's base offset, or later when DeleteRecords moved
+//! it inside that segment (kept in `log-start-offset`, read back on open); reads below it are
+//! out of range even where the bytes are still on disk.
 //!
 //! # Recovery
 //! A segment is made durable (data and index fsynced) before the next segment is created, so
@@ -83,11 +86,11 @@
 //! so tests (and a simulator) drive time.
 
 pub mod batch;
+pub mod checkpoint;
 pub mod config;
 mod epochs;
 mod error;
 mod flushed;
-pub mod high_watermark;
 mod index;
 pub mod partition;
 pub mod records;

@@ -4,12 +4,14 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
 use super::batch::BatchHeader;
 use super::batch::{Batches, set_base_offset, set_partition_leader_epoch};
+use super::checkpoint::LOG_START;
 use super::config::LogConfig;
 use super::epochs::{EpochStart, Epochs};
 use super::error::{LogError, io_err};
@@ -56,6 +58,13 @@ pub struct TimestampOffset {
     pub offset: i64,
     /// That batch's `maxTimestamp`.
     pub timestamp: i64,
+}
+
+/// Why segments are deleted from the front of the log, for the log line that says so.
+#[derive(Debug, Clone, Copy)]
+enum Removal {
+    Retention,
+    DeletedRecords,
 }
 
 /// What [`PartitionLog::enforce_retention`] deleted.
@@ -106,6 +115,9 @@ pub struct PartitionLog {
     writer: Mutex<Writer>,
     /// Oldest first; the last one is the active segment. Never empty.
     segments: RwLock<Vec<Arc<Segment>>>,
+    /// The log start offset: the first segment's base offset, or past it after DeleteRecords.
+    /// Changed under the append lock.
+    start: AtomicI64,
     log_end: watch::Sender<i64>,
     /// Where each leader epoch starts; changed under the append lock, after it.
     epochs: Mutex<Epochs>,
@@ -219,6 +231,11 @@ impl PartitionLog {
                 epochs
             }
         };
+        let first_base = segments.first().map_or(0, |s| s.base_offset());
+        let start = LOG_START
+            .load(dir)
+            .map_or(first_base, |checkpoint| checkpoint.max(first_base))
+            .min(end);
         let (log_end, _) = watch::channel(end);
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -233,6 +250,7 @@ impl PartitionLog {
                 status: Status::Open,
             }),
             segments: RwLock::new(segments),
+            start: AtomicI64::new(start),
             log_end,
             epochs: Mutex::new(epochs),
         })
@@ -245,7 +263,7 @@ impl PartitionLog {
 
     /// The offset of the first record still in the log.
     pub fn log_start_offset(&self) -> i64 {
-        self.segments.read().first().map_or(0, |s| s.base_offset())
+        self.start.load(Ordering::Acquire)
     }
 
     /// The offset the next appended record will get.
@@ -532,14 +550,14 @@ impl PartitionLog {
         end_offset: i64,
     ) -> Result<LogRead, LogError> {
         let log_end_offset = self.log_end_offset();
-        let (segments, log_start_offset) = {
+        let segments = {
             let segments = self.segments.read();
-            let start = segments.first().map_or(0, |s| s.base_offset());
             let first = segments
                 .partition_point(|s| s.base_offset() <= from_offset)
                 .saturating_sub(1);
-            (segments[first..].to_vec(), start)
+            segments[first..].to_vec()
         };
+        let log_start_offset = self.log_start_offset();
         if from_offset < log_start_offset || from_offset > log_end_offset {
             return Err(LogError::OffsetOutOfRange {
                 offset: from_offset,
@@ -575,8 +593,9 @@ impl PartitionLog {
     /// ListOffsets by timestamp: the first batch whose `maxTimestamp` is at least `timestamp`,
     /// or `None` if there is none (Kafka then answers with offset -1).
     ///
-    /// The offset is the batch's base offset: records in the batch before the one that reached
-    /// `timestamp` are included. The Kafka layer may refine it by decoding that batch.
+    /// The offset is the batch's base offset (or the log start offset, when that is inside the
+    /// batch): records in the batch before the one that reached `timestamp` are included. The
+    /// Kafka layer may refine it by decoding that batch.
     pub fn offset_for_timestamp(
         &self,
         timestamp: i64,
@@ -587,7 +606,10 @@ impl PartitionLog {
                 continue;
             }
             if let Some((offset, timestamp)) = segment.find_timestamp(timestamp)? {
-                return Ok(Some(TimestampOffset { offset, timestamp }));
+                return Ok(Some(TimestampOffset {
+                    offset: offset.max(self.log_start_offset()),
+                    timestamp,
+                }));
             }
         }
         Ok(None)
@@ -706,6 +728,16 @@ impl PartitionLog {
             to = new_end,
             "truncated the log"
         );
+        let start = if reset {
+            offset
+        } else {
+            self.log_start_offset().min(new_end)
+        };
+        // A checkpoint above the new start would move it up again at the next open.
+        if LOG_START.load(&self.dir).is_some_and(|kept| kept != start) {
+            LOG_START.store(&self.dir, start)?;
+        }
+        self.start.store(start, Ordering::Release);
         writer.active = active;
         writer.index_files = index_files;
         writer.active_since_ms = None;
@@ -805,8 +837,61 @@ impl PartitionLog {
                 by_size += 1;
             }
         }
-        let count = by_time.max(by_size);
-        let removed: Vec<Arc<Segment>> = self.segments.write().drain(..count).collect();
+        let (deleted_segments, deleted_bytes) =
+            self.remove_prefix(by_time.max(by_size), Removal::Retention)?;
+        drop(writer);
+        Ok(RetentionOutcome {
+            deleted_segments,
+            deleted_bytes,
+            log_start_offset: self.log_start_offset(),
+        })
+    }
+
+    /// DeleteRecords: moves the log start offset up to `offset` — records below it are no
+    /// longer served — and deletes the segments wholly below it. Returns the log start offset
+    /// afterwards; one at or past `offset` already changes nothing.
+    ///
+    /// The new start is written to the `log-start-offset` checkpoint (durably) before anything
+    /// is deleted or served differently, so it survives a restart. An `offset` past the log
+    /// end offset fails with [`LogError::OffsetOutOfRange`]; the caller bounds it by the high
+    /// watermark first, as Kafka does.
+    pub fn advance_start(&self, offset: i64) -> Result<i64, LogError> {
+        let writer = self.writer.lock();
+        self.check_open(&writer)?;
+        let start = self.log_start_offset();
+        if offset <= start {
+            return Ok(start);
+        }
+        let end = self.log_end_offset();
+        if offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: start,
+                log_end_offset: end,
+            });
+        }
+        LOG_START.store(&self.dir, offset)?;
+        self.start.store(offset, Ordering::Release);
+        tracing::info!(dir = %self.dir.display(), from = start, to = offset, "moved the log start offset");
+        let below = self
+            .segments
+            .read()
+            .windows(2)
+            .take_while(|pair| pair[1].base_offset() <= offset)
+            .count();
+        self.remove_prefix(below, Removal::DeletedRecords)?;
+        drop(writer);
+        Ok(offset)
+    }
+
+    /// Deletes the first `count` segments (never the active one); under the append lock.
+    /// Returns how many and their bytes of data.
+    fn remove_prefix(&self, count: usize, why: Removal) -> Result<(usize, u64), LogError> {
+        let removed: Vec<Arc<Segment>> = {
+            let mut segments = self.segments.write();
+            let count = count.min(segments.len().saturating_sub(1));
+            segments.drain(..count).collect()
+        };
         let mut deleted_bytes = 0;
         for segment in &removed {
             deleted_bytes += segment.summary().size;
@@ -814,18 +899,16 @@ impl PartitionLog {
             tracing::info!(
                 file = %segment.path().display(),
                 base_offset = segment.base_offset(),
-                "deleted segment by retention"
+                reason = ?why,
+                "deleted segment"
             );
         }
         if !removed.is_empty() {
             sync_dir(&self.dir)?;
+            let first_base = self.segments.read().first().map_or(0, |s| s.base_offset());
+            self.start.fetch_max(first_base, Ordering::AcqRel);
         }
-        drop(writer);
-        Ok(RetentionOutcome {
-            deleted_segments: removed.len(),
-            deleted_bytes,
-            log_start_offset: self.log_start_offset(),
-        })
+        Ok((removed.len(), deleted_bytes))
     }
 
     /// Flushes, marks the log as cleanly shut down (so the next open trusts its indexes) and

@@ -1057,3 +1057,88 @@ fn leader_epochs_are_tracked_stored_copied_and_cut() {
         expected(&[(1, 0), (2, 4), (7, 6)])
     );
 }
+
+#[test]
+fn advancing_the_start_hides_records_deletes_whole_segments_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), small(300));
+    append_n(&log, 30, 1_000);
+    let segments = log.segment_count();
+    let bases: Vec<i64> = log
+        .segments_for_test()
+        .iter()
+        .map(|s| s.base_offset())
+        .collect();
+    // Inside the third segment, past its base.
+    let target = bases[2] + 1;
+    assert_eq!(log.advance_start(target).expect("advance"), target);
+    assert_eq!(log.log_start_offset(), target);
+    assert_eq!(
+        log.segment_count(),
+        segments - 2,
+        "whole segments below it go"
+    );
+    assert!(!segment_path(dir.path(), 0, LOG_EXT).exists());
+    assert_eq!(log.segments_for_test()[0].base_offset(), bases[2]);
+    let err = log.read(target - 1, 100).expect_err("below the start");
+    assert!(
+        matches!(err, LogError::OffsetOutOfRange { log_start_offset, .. } if log_start_offset == target),
+        "{err}"
+    );
+    assert_eq!(
+        read_all(&log, target, 1 << 20),
+        (target..30).collect::<Vec<_>>()
+    );
+    let found = log.offset_for_timestamp(0).expect("lookup").expect("found");
+    assert_eq!(
+        found.offset, target,
+        "timestamp lookups do not go below the start"
+    );
+
+    assert_eq!(
+        log.advance_start(3).expect("behind"),
+        target,
+        "never backwards"
+    );
+    let err = log.advance_start(31).expect_err("past the end");
+    assert!(matches!(err, LogError::OffsetOutOfRange { .. }), "{err}");
+    log.enforce_retention(0).expect("retention");
+    assert_eq!(
+        log.log_start_offset(),
+        target,
+        "retention keeps a later start"
+    );
+
+    drop(log);
+    let log = open(dir.path(), small(300));
+    assert_eq!(log.log_start_offset(), target, "reopen keeps the start");
+    assert_eq!(log.log_end_offset(), 30);
+    // Up to the end: the log is empty to readers and appends go on from there.
+    assert_eq!(log.advance_start(30).expect("to the end"), 30);
+    assert!(log.read(30, 100).expect("at the end").records.is_empty());
+    assert_eq!(
+        log.append(&batch(9, &[b"next"]), EPOCH, 0)
+            .expect("append")
+            .base_offset,
+        30
+    );
+    assert_eq!(read_all(&log, 30, 1 << 20), vec![30]);
+}
+
+#[test]
+fn truncating_below_a_moved_start_lowers_it_for_good() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), small(1 << 20));
+    append_n(&log, 10, 0);
+    log.advance_start(8).expect("advance");
+    assert_eq!(log.truncate_to(5, 0).expect("truncate"), 5);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (5, 5));
+    append_n(&log, 10, 0);
+    drop(log);
+    let log = open(dir.path(), small(1 << 20));
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (5, 15),
+        "the checkpoint followed the cut, so the reopened log starts where it did"
+    );
+}

@@ -19,6 +19,9 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_acls_response::DeleteAclsFilterResult;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
@@ -182,6 +185,8 @@ pub(crate) enum Patch {
     OffsetDelete(Vec<OffsetDeleteResponseTopic>),
     /// DescribeProducers topics to add.
     DescribeProducers(Vec<DescribeProducersTopicResponse>),
+    /// DeleteRecords topics to add.
+    DeleteRecords(Vec<DeleteRecordsTopicResult>),
     /// ListGroups: keep only groups the principal may describe.
     ListGroups,
     /// OffsetFetch: topics the principal may not describe answer
@@ -239,6 +244,30 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
         }
     };
     match request {
+        RequestKind::DeleteRecords(mut r) => {
+            let refused = narrow(
+                &mut r.topics,
+                |t| access.may_on_topic(Delete, &t.name),
+                |t| {
+                    DeleteRecordsTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    DeleteRecordsPartitionResult::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_low_watermark(-1)
+                                        .with_error_code(denied(
+                                            ResponseError::TopicAuthorizationFailed,
+                                        ))
+                                })
+                                .collect(),
+                        )
+                },
+            );
+            Gate::Pass(RequestKind::DeleteRecords(r), Patch::DeleteRecords(refused))
+        }
         RequestKind::DescribeProducers(mut r) => {
             let refused = narrow(
                 &mut r.topics,
@@ -840,6 +869,10 @@ pub(crate) fn patch(access: &Access, response: ResponseKind, patch: Patch) -> Re
         (ResponseKind::DeleteTopics(mut r), Patch::DeleteTopics(refused)) => {
             r.responses.extend(refused);
             ResponseKind::DeleteTopics(r)
+        }
+        (ResponseKind::DeleteRecords(mut r), Patch::DeleteRecords(refused)) => {
+            r.topics.extend(refused);
+            ResponseKind::DeleteRecords(r)
         }
         (ResponseKind::DescribeProducers(mut r), Patch::DescribeProducers(refused)) => {
             r.topics.extend(refused);

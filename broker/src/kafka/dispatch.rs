@@ -74,6 +74,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTopicPartitions, 0, 0),
+    (ApiKey::DeleteRecords, 0, 2),
 ];
 
 /// What a connection may ask before it has authenticated.
@@ -482,6 +483,9 @@ async fn handle_request(
         ),
         RequestKind::DescribeProducers(r) => {
             ResponseKind::DescribeProducers(producers::describe(broker, r).await)
+        }
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(records::delete(broker, r).await)
         }
         RequestKind::ListGroups(r) => {
             ResponseKind::ListGroups(groups::list(broker, version, r).await)

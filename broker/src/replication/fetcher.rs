@@ -532,6 +532,18 @@ async fn fetch(
                 }
             }
             replica.follow_high_watermark(f.leader_epoch, data.high_watermark);
+            if data.log_start_offset > replica.log().log_start_offset() {
+                // The leader deleted records (DeleteRecords): delete them here too.
+                let (start, epoch) = (data.log_start_offset, f.leader_epoch);
+                let followed = tokio::task::spawn_blocking({
+                    let replica = Arc::clone(&replica);
+                    move || replica.follow_log_start(epoch, start)
+                })
+                .await;
+                if !matches!(followed, Ok(Ok(()))) {
+                    warn!(topic = %key.0, partition = key.1, start, "cannot move the log start to the leader's");
+                }
+            }
         }
     }
     Ok(resettle)

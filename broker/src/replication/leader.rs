@@ -40,6 +40,9 @@ struct Progress {
     /// The offset of its last fetch: its log end offset. `None` until it fetched in this
     /// leadership.
     end_offset: Option<i64>,
+    /// The log start offset its last fetch reported (`None` until it fetched in this
+    /// leadership).
+    start_offset: Option<i64>,
     last_caught_up: Instant,
     /// The leader's log end offset at its previous fetch, and when that was.
     previous_leader_end: i64,
@@ -73,6 +76,7 @@ impl Leadership {
                     *b,
                     Progress {
                         end_offset: None,
+                        start_offset: None,
                         last_caught_up: now,
                         previous_leader_end: log_end,
                         previous_fetch: now,
@@ -108,6 +112,7 @@ impl Leadership {
                     *b,
                     Progress {
                         end_offset: None,
+                        start_offset: None,
                         last_caught_up: now,
                         previous_leader_end: self.epoch_start,
                         previous_fetch: now,
@@ -134,12 +139,14 @@ impl Leadership {
         self.view.min_insync
     }
 
-    /// Note a fetch by `follower` at `fetch_offset` while the leader's log ends at `log_end`.
-    /// Returns whether the follower may now join the ISR (so the caller can propose it).
+    /// Note a fetch by `follower` at `fetch_offset`, its log starting at `log_start`, while
+    /// the leader's log ends at `log_end`. Returns whether the follower may now join the ISR
+    /// (so the caller can propose it).
     pub fn record_fetch(
         &mut self,
         follower: BrokerId,
         fetch_offset: i64,
+        log_start: i64,
         log_end: i64,
         high_watermark: i64,
         now: Instant,
@@ -153,6 +160,7 @@ impl Leadership {
             progress.last_caught_up = progress.last_caught_up.max(progress.previous_fetch);
         }
         progress.end_offset = Some(fetch_offset);
+        progress.start_offset = Some(log_start);
         progress.previous_leader_end = log_end;
         progress.previous_fetch = now;
         !self.view.isr.contains(&follower) && self.may_join(fetch_offset, high_watermark)
@@ -174,6 +182,20 @@ impl Leadership {
             }
             let end = self.followers.get(b).and_then(|p| p.end_offset)?;
             low = low.min(end);
+        }
+        Some(low)
+    }
+
+    /// The low watermark (DeleteRecords' answer) with the leader's log starting at
+    /// `log_start`: the smallest log start offset over the ISR. `None` while a member has not
+    /// fetched in this leadership.
+    pub fn low_watermark(&self, log_start: i64) -> Option<i64> {
+        let mut low = log_start;
+        for b in &self.view.isr {
+            if *b == self.me {
+                continue;
+            }
+            low = low.min(self.followers.get(b).and_then(|p| p.start_offset)?);
         }
         Some(low)
     }
@@ -269,27 +291,39 @@ mod tests {
     async fn high_watermark_is_the_smallest_end_offset_over_the_isr() {
         let mut l = Leadership::new(ME, view(&[ME, B2, B3], 0), 10, Instant::now());
         assert_eq!(l.high_watermark(12), None, "followers have not fetched yet");
-        l.record_fetch(B2, 12, 12, 10, Instant::now());
+        l.record_fetch(B2, 12, 0, 12, 10, Instant::now());
         assert_eq!(l.high_watermark(12), None);
-        l.record_fetch(B3, 11, 12, 10, Instant::now());
+        l.record_fetch(B3, 11, 0, 12, 10, Instant::now());
         assert_eq!(l.high_watermark(12), Some(11));
-        l.record_fetch(B3, 12, 12, 11, Instant::now());
+        l.record_fetch(B3, 12, 0, 12, 11, Instant::now());
         assert_eq!(l.high_watermark(15), Some(12));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn low_watermark_is_the_smallest_log_start_over_the_isr() {
+        let mut l = Leadership::new(ME, view(&[ME, B2], 0), 10, Instant::now());
+        assert_eq!(l.low_watermark(5), None, "B2 has not fetched yet");
+        l.record_fetch(B2, 10, 2, 10, 10, Instant::now());
+        assert_eq!(l.low_watermark(5), Some(2));
+        l.record_fetch(B3, 10, 0, 10, 10, Instant::now());
+        assert_eq!(l.low_watermark(5), Some(2), "B3 is not in the ISR");
+        l.record_fetch(B2, 10, 7, 10, 10, Instant::now());
+        assert_eq!(l.low_watermark(5), Some(5), "the leader's own start counts");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_lagging_member_leaves_and_a_caught_up_replica_joins() {
         let start = Instant::now();
         let mut l = Leadership::new(ME, view(&[ME, B2, B3], 0), 0, start);
-        l.record_fetch(B2, 0, 0, 0, start);
-        l.record_fetch(B3, 0, 0, 0, start);
+        l.record_fetch(B2, 0, 0, 0, 0, start);
+        l.record_fetch(B3, 0, 0, 0, 0, start);
         assert_eq!(l.wanted_isr(0, start, LAG, |_| true), None);
         // B2 keeps up with appends; B3 stays at 0 while the log grows.
         tokio::time::advance(Duration::from_secs(6)).await;
-        l.record_fetch(B2, 100, 100, 0, Instant::now());
-        l.record_fetch(B3, 0, 100, 0, Instant::now());
+        l.record_fetch(B2, 100, 0, 100, 0, Instant::now());
+        l.record_fetch(B3, 0, 0, 100, 0, Instant::now());
         tokio::time::advance(Duration::from_secs(6)).await;
-        l.record_fetch(B2, 100, 100, 100, Instant::now());
+        l.record_fetch(B2, 100, 0, 100, 100, Instant::now());
         assert_eq!(
             l.wanted_isr(0, Instant::now(), LAG, |_| true),
             Some(vec![ME, B2])
@@ -304,7 +338,7 @@ mod tests {
         l.update(view(&[ME, B2], 1), Instant::now());
         assert_eq!(l.high_watermark(100), Some(100));
         // B3 catches up to the high watermark and may join; a fenced broker may not.
-        assert!(l.record_fetch(B3, 100, 100, 100, Instant::now()));
+        assert!(l.record_fetch(B3, 100, 0, 100, 100, Instant::now()));
         assert_eq!(l.wanted_isr(100, Instant::now(), LAG, |b| b != B3), None);
         assert_eq!(
             l.wanted_isr(100, Instant::now(), LAG, |_| true),
@@ -315,7 +349,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_joining_member_counts_for_the_high_watermark_while_in_flight() {
         let mut l = Leadership::new(ME, view(&[ME], 0), 50, Instant::now());
-        l.record_fetch(B2, 50, 50, 50, Instant::now());
+        l.record_fetch(B2, 50, 0, 50, 50, Instant::now());
         assert_eq!(l.high_watermark(60), Some(60), "B2 is not in the ISR");
         l.propose(vec![ME, B2]);
         assert_eq!(l.high_watermark(60), Some(50));
@@ -335,7 +369,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_follower_behind_the_epoch_start_may_not_join() {
         let mut l = Leadership::new(ME, view(&[ME], 0), 80, Instant::now());
-        assert!(!l.record_fetch(B2, 70, 80, 60, Instant::now()));
-        assert!(l.record_fetch(B2, 80, 80, 80, Instant::now()));
+        assert!(!l.record_fetch(B2, 70, 0, 80, 60, Instant::now()));
+        assert!(l.record_fetch(B2, 80, 0, 80, 80, Instant::now()));
     }
 }

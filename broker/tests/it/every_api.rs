@@ -36,15 +36,15 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterUserScramCredentialsRequest, ApiKey, ApiVersionsRequest,
     ApiVersionsResponse, CreateAclsRequest, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteAclsRequest, DeleteGroupsRequest, DeleteTopicsRequest, DescribeAclsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, DescribeLogDirsRequest,
-    DescribeProducersRequest, DescribeQuorumRequest, DescribeTopicPartitionsRequest,
-    DescribeUserScramCredentialsRequest, FetchRequest, FindCoordinatorRequest, GroupId,
-    HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
-    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
-    RequestHeader, RequestKind, ResponseHeader, ResponseKind, SaslAuthenticateRequest,
-    SaslHandshakeRequest, TopicName,
+    DeleteAclsRequest, DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
+    DescribeAclsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    DescribeLogDirsRequest, DescribeProducersRequest, DescribeQuorumRequest,
+    DescribeTopicPartitionsRequest, DescribeUserScramCredentialsRequest, FetchRequest,
+    FindCoordinatorRequest, GroupId, HeartbeatRequest, IncrementalAlterConfigsRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
+    OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, RequestKind,
+    ResponseHeader, ResponseKind, SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -527,6 +527,33 @@ fn samples(key: ApiKey, version: i16) -> anyhow::Result<Option<Vec<RequestKind>>
                     ],
                 ))),
             ]
+        }
+        ApiKey::DeleteRecords => {
+            use kafka_protocol::messages::delete_records_request::{
+                DeleteRecordsPartition, DeleteRecordsTopic,
+            };
+            vec![RequestKind::DeleteRecords(
+                DeleteRecordsRequest::default()
+                    .with_timeout_ms(5_000)
+                    .with_topics(vec![
+                        DeleteRecordsTopic::default()
+                            .with_name(topic(TOPIC))
+                            .with_partitions(vec![
+                                DeleteRecordsPartition::default()
+                                    .with_partition_index(0)
+                                    .with_offset(-1),
+                                DeleteRecordsPartition::default()
+                                    .with_partition_index(1)
+                                    .with_offset(1_000_000),
+                                DeleteRecordsPartition::default()
+                                    .with_partition_index(99)
+                                    .with_offset(0),
+                            ]),
+                        DeleteRecordsTopic::default()
+                            .with_name(topic(MISSING))
+                            .with_partitions(vec![DeleteRecordsPartition::default()]),
+                    ]),
+            )]
         }
         ApiKey::OffsetDelete => {
             use kafka_protocol::messages::offset_delete_request::{

@@ -149,7 +149,7 @@ async fn note_follower_progress(broker: &Broker, request: &FetchRequest, followe
                 && p.current_leader_epoch == epoch
                 && p.fetch_offset <= replica.log().log_end_offset()
             {
-                joins |= replica.follower_fetched(follower, p.fetch_offset);
+                joins |= replica.follower_fetched(follower, p.fetch_offset, p.log_start_offset);
             }
         }
     }

@@ -16,6 +16,7 @@ pub(crate) mod offsets;
 pub(crate) mod partitions;
 pub(crate) mod produce;
 pub(crate) mod producers;
+pub(crate) mod records;
 pub(crate) mod topics;
 pub(crate) mod users;
 
