@@ -148,6 +148,10 @@ pub enum ConfigError {
         /// `broker_session_timeout_ms`.
         timeout_ms: u64,
     },
+    /// A broker-wide topic default (`kafka.compression_type`, …) is not a value the topic
+    /// config takes.
+    #[error("a topic default in [kafka] is invalid: {0}")]
+    TopicDefault(LogConfigError),
     /// A setting is outside the range it can work in.
     #[error("kafka.{key} ({value}) must be {bound}")]
     OutOfRange {
@@ -420,6 +424,9 @@ pub struct KafkaSettings {
     pub log_segment_bytes: i64,
     /// `min.insync.replicas`: the default of topics' `min.insync.replicas`.
     pub min_insync_replicas: i64,
+    /// `compression.type`: the default of topics' `compression.type` (`producer`,
+    /// `uncompressed`, `gzip`, `snappy`, `lz4` or `zstd`).
+    pub compression_type: String,
     /// The listener's `security.protocol`: `PLAINTEXT` (no authentication) or
     /// `SASL_PLAINTEXT` (every connection authenticates first; needs `cluster_secret_file`,
     /// which brokers and `switchyard user` authenticate with).
@@ -472,6 +479,7 @@ impl KafkaSettings {
         ]
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value.to_string()))
+        .chain([("compression.type".to_owned(), self.compression_type.clone())])
         .collect()
     }
 }
@@ -508,6 +516,7 @@ impl Default for KafkaSettings {
             log_retention_bytes: -1,
             log_segment_bytes: 1_073_741_824,
             min_insync_replicas: 1,
+            compression_type: "producer".to_owned(),
             security_protocol: "PLAINTEXT".into(),
             sasl_enabled_mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()],
             authorizer_enabled: false,
@@ -646,6 +655,9 @@ impl Config {
             });
         }
         check_ranges(&raw.kafka)?;
+        LogConfig::default()
+            .with_overrides(&raw.kafka.topic_defaults())
+            .map_err(ConfigError::TopicDefault)?;
         let cluster_secret = match &raw.cluster_secret_file {
             Some(path) => Some(
                 ClusterSecret::from_file(path)
@@ -1861,6 +1873,25 @@ mod tests {
                 );
                 jail.clear_env();
             }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_topic_default_the_topic_config_refuses_is_refused() {
+        jailed(|jail| {
+            jail.set_env("SWITCHYARD_KAFKA__COMPRESSION_TYPE", "brotli");
+            let err = load(None, &Overrides::default()).err();
+            assert!(
+                matches!(&err, Some(ConfigError::TopicDefault(e)) if e.key == "compression.type"),
+                "{err:?}"
+            );
+            jail.set_env("SWITCHYARD_KAFKA__COMPRESSION_TYPE", "zstd");
+            let config = load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.log_config().map_err(|e| e.to_string())?.compression,
+                Some(switchyard_log::records::Codec::Zstd)
+            );
             Ok(())
         });
     }

@@ -578,11 +578,34 @@ impl Replica {
             });
         }
         let mut headers = Vec::new();
+        let codec = self.log.config().compression;
+        // The batches as stored: in the topic's codec when it names one (Kafka's
+        // recompression on append), else as produced.
+        let mut stored: Option<Vec<u8>> = None;
+        let mut at = 0;
         for batch in Batches::new(records) {
             let batch = batch.map_err(LogError::InvalidBatch)?;
             records::validate(&batch).map_err(LogError::InvalidRecords)?;
             headers.push(*batch.header());
+            let rewritten = match codec {
+                Some(codec) => {
+                    records::recompress(&batch, codec).map_err(LogError::InvalidRecords)?
+                }
+                None => None,
+            };
+            match (rewritten, stored.as_mut()) {
+                (Some(bytes), Some(out)) => out.extend_from_slice(&bytes),
+                (Some(bytes), None) => {
+                    let mut out = records[..at].to_vec();
+                    out.extend_from_slice(&bytes);
+                    stored = Some(out);
+                }
+                (None, Some(out)) => out.extend_from_slice(batch.bytes()),
+                (None, None) => {}
+            }
+            at += batch.size();
         }
+        let records = stored.as_deref().unwrap_or(records);
         let idempotent: Vec<_> = headers.iter().filter(|h| h.producer_id >= 0).collect();
         let mut producers = self.producers.lock();
         if let [header] = idempotent.as_slice() {

@@ -253,6 +253,24 @@ pub struct RecordBatch<'a> {
 }
 
 impl<'a> RecordBatch<'a> {
+    /// This batch with `records` as its records section, written with `codec`:
+    /// `batchLength`, the compression bits of `attributes` and the CRC change; every other
+    /// field is kept.
+    pub(crate) fn with_records(&self, codec: i16, records: &[u8]) -> Vec<u8> {
+        let bytes = self.bytes;
+        let mut out = Vec::with_capacity(HEADER_LEN + records.len());
+        out.extend_from_slice(&bytes[..HEADER_LEN]);
+        let length = i32::try_from(MIN_BATCH_LENGTH + records.len()).unwrap_or(i32::MAX);
+        out[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&length.to_be_bytes());
+        let attributes = i16::from_be_bytes(field(bytes, ATTRIBUTES));
+        let attributes = (attributes & !ATTR_COMPRESSION) | (codec & ATTR_COMPRESSION);
+        out[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+        out.extend_from_slice(records);
+        let crc = crc32c::crc32c(&out[ATTRIBUTES..]);
+        out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
     /// Validates the batch at the start of `buf` — length, magic, CRC-32C, record count — and
     /// returns it. `position` is where `buf` starts in the enclosing buffer or file, used only
     /// in errors. Bytes after the batch are ignored.

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::records::Codec;
+
 /// When appended data is forced to disk (`fdatasync` of the active segment), modelled on
 /// Kafka's `flush.messages` and `flush.ms`.
 ///
@@ -61,6 +63,9 @@ pub struct LogConfig {
     pub flush: FlushPolicy,
     /// The largest record batch accepted (`max.message.bytes`, default 1048588).
     pub max_message_bytes: u32,
+    /// The codec batches are stored with (`compression.type`); `None` keeps the producer's
+    /// (`producer`), else the leader recompresses batches written with another codec.
+    pub compression: Option<Codec>,
 }
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
@@ -75,6 +80,7 @@ impl Default for LogConfig {
             retention_ms: Some(7 * DAY_MS),
             flush: FlushPolicy::default(),
             max_message_bytes: 1_048_588,
+            compression: None,
         }
     }
 }
@@ -147,6 +153,21 @@ impl LogConfig {
                     let n = int(1, i64::MAX, "a positive integer")?;
                     config.flush.every_messages = (n < i64::MAX).then(|| to_u64(n));
                 }
+                "compression.type" => {
+                    config.compression = match value.trim() {
+                        "producer" => None,
+                        "uncompressed" => Some(Codec::None),
+                        "gzip" => Some(Codec::Gzip),
+                        "snappy" => Some(Codec::Snappy),
+                        "lz4" => Some(Codec::Lz4),
+                        "zstd" => Some(Codec::Zstd),
+                        _ => {
+                            return Err(invalid(
+                                "one of producer, uncompressed, gzip, snappy, lz4, zstd",
+                            ));
+                        }
+                    };
+                }
                 "flush.ms" => {
                     let n = int(0, i64::MAX, "a non-negative integer")?;
                     config.flush.every_ms = (n < i64::MAX).then(|| to_u64(n));
@@ -202,6 +223,7 @@ mod tests {
                 ("flush.ms", "1000"),
                 ("max.message.bytes", "2048"),
                 ("cleanup.policy", "delete"),
+                ("compression.type", "zstd"),
             ]))
             .expect("valid overrides");
         assert_eq!(config.segment_bytes, 1024);
@@ -217,6 +239,7 @@ mod tests {
             }
         );
         assert_eq!(config.max_message_bytes, 2048);
+        assert_eq!(config.compression, Some(Codec::Zstd));
     }
 
     #[test]
@@ -229,6 +252,7 @@ mod tests {
             ("retention.ms", "soon"),
             ("flush.messages", "0"),
             ("max.message.bytes", "-1"),
+            ("compression.type", "brotli"),
         ] {
             let err = LogConfig::default()
                 .with_overrides(&overrides(&[(key, value)]))

@@ -3,14 +3,16 @@
 //!
 //! The log knows record batches only as bytes in the v2 (magic 2) format; it validates and
 //! stores them and hands them back. Only [`records`] looks inside a batch, to check a produced
-//! batch's records before it is appended; what is stored is never decoded. The Kafka handlers
+//! batch's records before it is appended (and to recompress it); what is stored is never
+//! decoded. The Kafka handlers
 //! own the wire protocol, the high watermark and producer state; the log owns offsets.
 //!
 //! # Layout
 //! - [`batch`] — [`RecordBatch`] / [`BatchHeader`] over raw bytes, validation
 //!   ([`BatchError`]), and [`Batches`], the splitter for a Produce request's `records`.
 //! - [`records`] — the records inside a produced batch, checked as Kafka's LogValidator does
-//!   (decompressing, bounded, when the batch is compressed).
+//!   (decompressing, bounded, when the batch is compressed), and recompressed to a topic's
+//!   `compression.type`.
 //! - [`config`] — [`LogConfig`] and [`FlushPolicy`], Kafka's topic config names and defaults.
 //! - `index` — the offset and time index formats and lookups.
 //! - `segment` — one segment: files, recovery scan, positional reads.

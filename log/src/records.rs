@@ -5,6 +5,10 @@
 //! checked — as a stream, never held whole, and at most [`MAX_DECOMPRESSED_BYTES`] of them, so a
 //! small batch that inflates without end costs neither memory nor unbounded time.
 //!
+//! [`recompress`] rewrites a produced batch in a topic's `compression.type` ([`Codec`]), as
+//! Kafka's `LogValidator` does when the producer used another codec: the records section of a
+//! batch is the same bytes in every codec, so only it is decompressed and compressed again.
+//!
 //! Only produced batches are checked: a follower appends its leader's batches, which the leader
 //! checked, byte for byte.
 
@@ -62,28 +66,122 @@ pub fn validate(batch: &RecordBatch<'_>) -> Result<(), RecordError> {
 
 /// [`validate`], with `max` decompressed bytes allowed.
 fn validate_within(batch: &RecordBatch<'_>, max: u64) -> Result<(), RecordError> {
-    let header = batch.header();
+    walk(reader(batch, max)?, batch.header().record_count, max)
+}
+
+/// The batch's records section, decompressed as it is read.
+fn reader<'a>(batch: &RecordBatch<'a>, max: u64) -> Result<Box<dyn BufRead + 'a>, RecordError> {
     let records = batch.bytes().get(HEADER_LEN..).unwrap_or_default();
-    let count = header.record_count;
-    match header.compression() {
-        0 => walk(records, count, max),
-        1 => walk(
-            BufReader::new(flate2::read::MultiGzDecoder::new(records)),
-            count,
-            max,
-        ),
-        2 => walk(BufReader::new(snappy(records, max)?), count, max),
-        3 => walk(
-            BufReader::new(lz4::Decoder::new(records).map_err(decompress)?),
-            count,
-            max,
-        ),
-        4 => walk(
-            BufReader::new(zstd::stream::read::Decoder::with_buffer(records).map_err(decompress)?),
-            count,
-            max,
-        ),
-        other => Err(RecordError::UnknownCodec(other)),
+    Ok(match batch.header().compression() {
+        NONE => Box::new(records),
+        GZIP => Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(records))),
+        SNAPPY => Box::new(BufReader::new(snappy(records, max)?)),
+        LZ4 => Box::new(BufReader::new(
+            lz4::Decoder::new(records).map_err(decompress)?,
+        )),
+        ZSTD => Box::new(BufReader::new(
+            zstd::stream::read::Decoder::with_buffer(records).map_err(decompress)?,
+        )),
+        other => return Err(RecordError::UnknownCodec(other)),
+    })
+}
+
+/// The codecs of a batch's `attributes`.
+const NONE: i16 = 0;
+const GZIP: i16 = 1;
+const SNAPPY: i16 = 2;
+const LZ4: i16 = 3;
+const ZSTD: i16 = 4;
+
+/// The block size of Kafka's (xerial) snappy framing.
+const SNAPPY_BLOCK: usize = 32 * 1024;
+/// The xerial framing's header: magic, version 1, compatible version 1.
+const SNAPPY_HEADER: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
+
+/// `batch` (already checked by [`validate`]) with its records written with the topic's
+/// `compression.type` when the producer used another codec, as Kafka's `LogValidator`
+/// recompresses: the records are decompressed (at most [`MAX_DECOMPRESSED_BYTES`]) and
+/// compressed again, each at Kafka's default level; every header field but the length, the
+/// codec and the CRC is kept. `None` when the batch already uses `codec`, or is a control
+/// batch (those are never recompressed).
+pub fn recompress(batch: &RecordBatch<'_>, codec: Codec) -> Result<Option<Vec<u8>>, RecordError> {
+    let target = codec.attribute();
+    if batch.header().compression() == target || batch.header().is_control() {
+        return Ok(None);
+    }
+    let mut plain = Vec::new();
+    reader(batch, MAX_DECOMPRESSED_BYTES)?
+        .take(MAX_DECOMPRESSED_BYTES + 1)
+        .read_to_end(&mut plain)
+        .map_err(decompress)?;
+    if plain.len() as u64 > MAX_DECOMPRESSED_BYTES {
+        return Err(RecordError::TooLarge {
+            max: MAX_DECOMPRESSED_BYTES,
+        });
+    }
+    let compressed = compress(&plain, codec).map_err(decompress)?;
+    Ok(Some(batch.with_records(target, &compressed)))
+}
+
+fn compress(plain: &[u8], codec: Codec) -> io::Result<Vec<u8>> {
+    use io::Write;
+    Ok(match codec {
+        Codec::None => plain.to_vec(),
+        Codec::Gzip => {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+            encoder.write_all(plain)?;
+            encoder.finish()?
+        }
+        Codec::Snappy => {
+            let mut out = SNAPPY_HEADER.to_vec();
+            let mut encoder = snap::raw::Encoder::new();
+            for block in plain.chunks(SNAPPY_BLOCK) {
+                let compressed = encoder.compress_vec(block).map_err(io::Error::other)?;
+                let length = u32::try_from(compressed.len()).map_err(io::Error::other)?;
+                out.extend_from_slice(&length.to_be_bytes());
+                out.extend_from_slice(&compressed);
+            }
+            out
+        }
+        Codec::Lz4 => {
+            let mut encoder = lz4::EncoderBuilder::new()
+                .block_mode(lz4::BlockMode::Independent)
+                .build(Vec::new())?;
+            encoder.write_all(plain)?;
+            let (out, finished) = encoder.finish();
+            finished?;
+            out
+        }
+        Codec::Zstd => zstd::stream::encode_all(plain, 3)?,
+    })
+}
+
+/// A codec a topic's `compression.type` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// `uncompressed`.
+    None,
+    /// `gzip`.
+    Gzip,
+    /// `snappy`.
+    Snappy,
+    /// `lz4`.
+    Lz4,
+    /// `zstd`.
+    Zstd,
+}
+
+impl Codec {
+    /// The codec's bits in a batch's `attributes`.
+    pub fn attribute(self) -> i16 {
+        match self {
+            Self::None => NONE,
+            Self::Gzip => GZIP,
+            Self::Snappy => SNAPPY,
+            Self::Lz4 => LZ4,
+            Self::Zstd => ZSTD,
+        }
     }
 }
 
@@ -352,6 +450,71 @@ mod tests {
         ] {
             let bytes = encoded(compression, &[b"a", b"bb", b""]);
             assert_eq!(check(&bytes), Ok(()), "{compression:?}");
+        }
+    }
+
+    /// Every codec to every codec: Kafka's decoder reads the same records back, every header
+    /// field but length, codec and CRC is kept, and the result passes validation.
+    #[test]
+    fn recompression_keeps_the_records_and_the_header() {
+        use kafka_protocol::records::RecordBatchDecoder;
+        let codecs = [
+            (Compression::None, Codec::None),
+            (Compression::Gzip, Codec::Gzip),
+            (Compression::Snappy, Codec::Snappy),
+            (Compression::Lz4, Codec::Lz4),
+            (Compression::Zstd, Codec::Zstd),
+        ];
+        let big = vec![b'z'; 100_000]; // more than one snappy block
+        let values: [&[u8]; 4] = [b"a", b"bb", b"", &big];
+        let decoded = |bytes: &[u8]| {
+            RecordBatchDecoder::decode(&mut Bytes::copy_from_slice(bytes))
+                .expect("decodes")
+                .records
+        };
+        for (from, _) in codecs {
+            let original = encoded(from, &values);
+            let batch = RecordBatch::parse(&original, 0).expect("valid");
+            for (_, to) in codecs {
+                let Some(rewritten) = recompress(&batch, to).expect("recompresses") else {
+                    assert_eq!(batch.header().compression(), to.attribute());
+                    continue;
+                };
+                let parsed = RecordBatch::parse(&rewritten, 0).expect("valid batch");
+                assert_eq!(
+                    parsed.header().compression(),
+                    to.attribute(),
+                    "{from:?} -> {to:?}"
+                );
+                assert_eq!(check(&rewritten), Ok(()), "{from:?} -> {to:?}");
+                assert_eq!(
+                    decoded(&rewritten),
+                    decoded(&original),
+                    "{from:?} -> {to:?}"
+                );
+                let (old, new) = (batch.header(), parsed.header());
+                assert_eq!(
+                    (
+                        old.base_offset,
+                        old.partition_leader_epoch,
+                        old.last_offset_delta
+                    ),
+                    (
+                        new.base_offset,
+                        new.partition_leader_epoch,
+                        new.last_offset_delta
+                    )
+                );
+                assert_eq!(
+                    (old.base_timestamp, old.max_timestamp, old.producer_id),
+                    (new.base_timestamp, new.max_timestamp, new.producer_id)
+                );
+                assert_eq!(
+                    (old.producer_epoch, old.base_sequence, old.record_count),
+                    (new.producer_epoch, new.base_sequence, new.record_count)
+                );
+                assert_eq!(old.attributes & !0x07, new.attributes & !0x07);
+            }
         }
     }
 

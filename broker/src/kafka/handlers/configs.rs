@@ -45,7 +45,11 @@ const LIST_CONFIGS: &[&str] = &["cleanup.policy"];
 /// Topic configs this broker honours, with their defaults.
 const TOPIC_CONFIGS: &[(&str, &str, Kind)] = &[
     ("cleanup.policy", "delete", Kind::OneOf(&["delete"])),
-    ("compression.type", "producer", Kind::OneOf(&["producer"])),
+    (
+        "compression.type",
+        "producer",
+        Kind::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
+    ),
     ("flush.messages", "1", Kind::AtLeast(1)),
     ("flush.ms", "9223372036854775807", Kind::AtLeast(0)),
     ("index.interval.bytes", "4096", Kind::AtLeast(0)),
@@ -73,6 +77,7 @@ const BROKER_SYNONYMS: &[(&str, &str)] = &[
     ("retention.bytes", "log.retention.bytes"),
     ("segment.bytes", "log.segment.bytes"),
     ("min.insync.replicas", "min.insync.replicas"),
+    ("compression.type", "compression.type"),
 ];
 
 /// One topic config as DescribeConfigs reports it.
