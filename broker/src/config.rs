@@ -207,6 +207,20 @@ fn check_ranges(kafka: &KafkaSettings) -> Result<(), ConfigError> {
             "positive",
         ),
         (
+            "leader_imbalance_check_interval_seconds",
+            as_i64(kafka.leader_imbalance_check_interval_seconds),
+            1,
+            i64::MAX / 1000,
+            "positive",
+        ),
+        (
+            "leader_imbalance_per_broker_percentage",
+            as_i64(kafka.leader_imbalance_per_broker_percentage),
+            0,
+            100,
+            "between 0 and 100",
+        ),
+        (
             "log_retention_check_interval_ms",
             as_i64(kafka.log_retention_check_interval_ms),
             1,
@@ -424,6 +438,15 @@ pub struct KafkaSettings {
     pub log_segment_bytes: i64,
     /// `min.insync.replicas`: the default of topics' `min.insync.replicas`.
     pub min_insync_replicas: i64,
+    /// `auto.leader.rebalance.enable`: move leaderships back to preferred replicas on their
+    /// own (see [`crate::leaders`]).
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`: how often the metadata leader's broker
+    /// checks the leaders' balance.
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// `leader.imbalance.per.broker.percentage`: the share of a broker's preferred partitions
+    /// led elsewhere that triggers preferred elections.
+    pub leader_imbalance_per_broker_percentage: u64,
     /// `compression.type`: the default of topics' `compression.type` (`producer`,
     /// `uncompressed`, `gzip`, `snappy`, `lz4` or `zstd`).
     pub compression_type: String,
@@ -517,6 +540,9 @@ impl Default for KafkaSettings {
             log_segment_bytes: 1_073_741_824,
             min_insync_replicas: 1,
             compression_type: "producer".to_owned(),
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
+            leader_imbalance_per_broker_percentage: 10,
             security_protocol: "PLAINTEXT".into(),
             sasl_enabled_mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()],
             authorizer_enabled: false,
@@ -1859,6 +1885,16 @@ mod tests {
                 ("LOG_SEGMENT_BYTES", "13", "log_segment_bytes"),
                 ("LOG_RETENTION_MS", "-2", "log_retention_ms"),
                 ("MIN_INSYNC_REPLICAS", "0", "min_insync_replicas"),
+                (
+                    "LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS",
+                    "0",
+                    "leader_imbalance_check_interval_seconds",
+                ),
+                (
+                    "LEADER_IMBALANCE_PER_BROKER_PERCENTAGE",
+                    "101",
+                    "leader_imbalance_per_broker_percentage",
+                ),
                 (
                     "LOG_RETENTION_CHECK_INTERVAL_MS",
                     "0",

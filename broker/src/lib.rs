@@ -24,6 +24,8 @@
 //!   without I/O ([`group::machine`]) run by an async driver, and which broker coordinates
 //!   which group ([`group::coordinator_of`]).
 //! - [`liveness`] — broker heartbeats to the metadata leader's broker and fencing.
+//! - [`leaders`] — elections beyond failover: ElectLeaders (preferred, unclean) and the
+//!   automatic preferred-leader rebalancing.
 //! - [`replicas`] — the partitions stored here, with idempotent-producer state and high
 //!   watermarks.
 //! - [`replication`] — follower fetch, the ISR and the high watermark.
@@ -53,6 +55,7 @@ pub mod config;
 pub mod conformance;
 pub mod group;
 pub mod kafka;
+pub mod leaders;
 pub mod liveness;
 pub mod replicas;
 pub mod replication;

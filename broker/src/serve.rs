@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use crate::backends::default_backend;
 use crate::broker::{Broker, now_ms};
 use crate::kafka::server;
+use crate::leaders;
 use crate::liveness;
 use crate::replicas::Replicas;
 use crate::replication;
@@ -237,6 +238,7 @@ impl Node {
             tokio::spawn(Arc::clone(&broker).follow_topic_deletions()),
             tokio::spawn(liveness::run_heartbeats(Arc::clone(&broker))),
             tokio::spawn(liveness::run_fencer(Arc::clone(&broker))),
+            tokio::spawn(leaders::run_rebalancer(Arc::clone(&broker))),
             tokio::spawn(
                 Arc::clone(&broker).maintain_logs(std::time::Duration::from_millis(
                     config.kafka.log_retention_check_interval_ms,

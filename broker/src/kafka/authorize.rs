@@ -31,6 +31,9 @@ use kafka_protocol::messages::describe_producers_response::{
     TopicResponse as DescribeProducersTopicResponse,
 };
 use kafka_protocol::messages::describe_topic_partitions_response::DescribeTopicPartitionsResponseTopic;
+use kafka_protocol::messages::elect_leaders_response::{
+    PartitionResult as ElectLeadersPartitionResult, ReplicaElectionResult,
+};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalAlterConfigsResourceResponse;
 use kafka_protocol::messages::list_offsets_response::{
@@ -48,9 +51,9 @@ use kafka_protocol::messages::{
     AlterUserScramCredentialsResponse, BrokerHeartbeatResponse, CreateAclsResponse,
     DeleteAclsResponse, DescribeAclsResponse, DescribeClusterResponse, DescribeLogDirsResponse,
     DescribeQuorumResponse, DescribeTopicPartitionsResponse, DescribeUserScramCredentialsResponse,
-    FindCoordinatorResponse, HeartbeatResponse, InitProducerIdResponse, JoinGroupResponse,
-    LeaveGroupResponse, OffsetDeleteResponse, OffsetFetchResponse, RequestKind, ResponseKind,
-    SyncGroupResponse, TopicName,
+    ElectLeadersResponse, FindCoordinatorResponse, HeartbeatResponse, InitProducerIdResponse,
+    JoinGroupResponse, LeaveGroupResponse, OffsetDeleteResponse, OffsetFetchResponse, RequestKind,
+    ResponseKind, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use switchyard_backend_api::StateView;
@@ -682,6 +685,30 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
         RequestKind::BrokerHeartbeat(_) if !cluster(ClusterAction) => {
             Gate::Refuse(ResponseKind::BrokerHeartbeat(
                 BrokerHeartbeatResponse::default().with_error_code(cluster_refusal.code()),
+            ))
+        }
+        RequestKind::ElectLeaders(r) if !cluster(Alter) => {
+            let refused = |p: &i32| {
+                ElectLeadersPartitionResult::default()
+                    .with_partition_id(*p)
+                    .with_error_code(cluster_refusal.code())
+            };
+            Gate::Refuse(ResponseKind::ElectLeaders(
+                ElectLeadersResponse::default()
+                    .with_error_code(cluster_refusal.code())
+                    .with_replica_election_results(
+                        r.topic_partitions
+                            .iter()
+                            .flatten()
+                            .map(|t| {
+                                ReplicaElectionResult::default()
+                                    .with_topic(t.topic.clone())
+                                    .with_partition_result(
+                                        t.partitions.iter().map(refused).collect(),
+                                    )
+                            })
+                            .collect(),
+                    ),
             ))
         }
         RequestKind::DescribeLogDirs(_) if !cluster(Describe) => {

@@ -75,6 +75,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::ElectLeaders, 0, 2),
 ];
 
 /// What a connection may ask before it has authenticated.
@@ -483,6 +484,9 @@ async fn handle_request(
         ),
         RequestKind::DescribeProducers(r) => {
             ResponseKind::DescribeProducers(producers::describe(broker, r).await)
+        }
+        RequestKind::ElectLeaders(r) => {
+            ResponseKind::ElectLeaders(elect::handle(broker, version, r).await)
         }
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(records::delete(broker, r).await)

@@ -39,12 +39,13 @@ use kafka_protocol::messages::{
     DeleteAclsRequest, DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
     DescribeAclsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
     DescribeLogDirsRequest, DescribeProducersRequest, DescribeQuorumRequest,
-    DescribeTopicPartitionsRequest, DescribeUserScramCredentialsRequest, FetchRequest,
-    FindCoordinatorRequest, GroupId, HeartbeatRequest, IncrementalAlterConfigsRequest,
-    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
-    OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, RequestKind,
-    ResponseHeader, ResponseKind, SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
+    DescribeTopicPartitionsRequest, DescribeUserScramCredentialsRequest, ElectLeadersRequest,
+    FetchRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
+    IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
+    RequestHeader, RequestKind, ResponseHeader, ResponseKind, SaslAuthenticateRequest,
+    SaslHandshakeRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -527,6 +528,30 @@ fn samples(key: ApiKey, version: i16) -> anyhow::Result<Option<Vec<RequestKind>>
                     ],
                 ))),
             ]
+        }
+        ApiKey::ElectLeaders => {
+            use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+            let mut samples = vec![RequestKind::ElectLeaders(
+                ElectLeadersRequest::default()
+                    .with_timeout_ms(5_000)
+                    .with_topic_partitions(Some(vec![
+                        TopicPartitions::default()
+                            .with_topic(topic(TOPIC))
+                            .with_partitions(vec![0, 99]),
+                        TopicPartitions::default()
+                            .with_topic(topic(MISSING))
+                            .with_partitions(vec![0]),
+                    ])),
+            )];
+            // Version 0 has no election type.
+            if version >= 1 {
+                samples.push(RequestKind::ElectLeaders(
+                    ElectLeadersRequest::default()
+                        .with_election_type(1)
+                        .with_timeout_ms(5_000),
+                ));
+            }
+            samples
         }
         ApiKey::DeleteRecords => {
             use kafka_protocol::messages::delete_records_request::{

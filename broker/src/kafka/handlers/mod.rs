@@ -6,6 +6,7 @@ pub(crate) mod acls;
 pub(crate) mod api_versions;
 pub(crate) mod cluster;
 pub(crate) mod configs;
+pub(crate) mod elect;
 pub(crate) mod fetch;
 pub(crate) mod groups;
 pub(crate) mod leader_epochs;
