@@ -81,6 +81,7 @@ macro_rules! conformance_tests {
                 start_generation_validates_members,
                 set_group_assignment,
                 delete_groups,
+                replace_static_member,
             }
             offsets {
                 commit_offsets_with_generation,

@@ -121,6 +121,13 @@ impl MetadataState {
                 }
                 Ok(Outcome::OffsetsDeleted { deleted })
             }
+            MetadataCommand::ReplaceStaticMember {
+                group,
+                generation,
+                group_instance_id,
+                old,
+                new,
+            } => self.replace_static_member(group, *generation, group_instance_id, old, new),
             MetadataCommand::DeleteGroupAt { group, generation } => {
                 let current = self.groups.get(group).map(|g| g.generation);
                 if let Some(current) = current.filter(|c| c != generation) {
@@ -649,6 +656,48 @@ impl MetadataState {
             },
         );
         Ok(Outcome::GenerationStarted { generation })
+    }
+
+    fn replace_static_member(
+        &mut self,
+        group: &GroupId,
+        generation: i32,
+        group_instance_id: &str,
+        old: &MemberId,
+        new: &MemberId,
+    ) -> Result<Outcome, Rejection> {
+        let g = self
+            .groups
+            .get_mut(group)
+            .ok_or_else(|| Rejection::GroupNotFound {
+                group: group.clone(),
+            })?;
+        if g.generation != generation {
+            return Err(Rejection::IllegalGeneration {
+                current: g.generation,
+                requested: generation,
+            });
+        }
+        let unknown = || Rejection::UnknownMemberId {
+            member: old.clone(),
+        };
+        let member = g.members.get(old).ok_or_else(unknown)?;
+        if member.group_instance_id.as_deref() != Some(group_instance_id) {
+            return Err(unknown());
+        }
+        if g.members.contains_key(new) {
+            return Err(Rejection::UnknownMemberId {
+                member: new.clone(),
+            });
+        }
+        let mut member = member.clone();
+        member.id = new.clone();
+        g.members.remove(old);
+        g.members.insert(new.clone(), member);
+        if g.leader.as_ref() == Some(old) {
+            g.leader = Some(new.clone());
+        }
+        Ok(Outcome::StaticMemberReplaced)
     }
 
     fn set_assignment(

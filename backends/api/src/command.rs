@@ -189,6 +189,23 @@ pub enum MetadataCommand {
         /// Topic and partition of each offset.
         partitions: Vec<(String, u32)>,
     },
+    /// A static member (KIP-345) rejoined with a new member id: within `generation`, the
+    /// member `old` with `group_instance_id` becomes `new` (keeping its metadata, assignment
+    /// and client details; the leader too if it led), so commits and syncs of the old id are refused
+    /// from then on. Refused unless the group is at `generation` and `old` is its member with
+    /// that instance id.
+    ReplaceStaticMember {
+        /// The group.
+        group: GroupId,
+        /// The generation the coordinator saw.
+        generation: i32,
+        /// The member's `group.instance.id`.
+        group_instance_id: String,
+        /// The member id being replaced.
+        old: MemberId,
+        /// The new member id.
+        new: MemberId,
+    },
 }
 
 /// Largest producer-id block one [`MetadataCommand::AllocateProducerIds`] may take.
@@ -363,4 +380,6 @@ pub enum Outcome {
         /// Offsets removed.
         deleted: u32,
     },
+    /// `ReplaceStaticMember`.
+    StaticMemberReplaced,
 }

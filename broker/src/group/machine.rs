@@ -136,6 +136,8 @@ pub struct SyncRequest {
     pub generation: i32,
     /// Member id.
     pub member_id: String,
+    /// Static membership id, if the client sent one (v3+).
+    pub group_instance_id: Option<String>,
     /// Protocol type, if the client sent one (v5+).
     pub protocol_type: Option<String>,
     /// Protocol, if the client sent one (v5+).
@@ -164,13 +166,16 @@ pub enum Request {
         generation: i32,
         /// Member id.
         member_id: String,
+        /// Static membership id, if the client sent one (v3+).
+        group_instance_id: Option<String>,
     },
-    /// LeaveGroup, for each listed member.
+    /// LeaveGroup, for each listed member: its id (empty to name a static member by its
+    /// instance id alone) and static membership id.
     Leave {
         /// Group.
         group: String,
-        /// Member ids.
-        members: Vec<String>,
+        /// Member ids with their instance ids.
+        members: Vec<(String, Option<String>)>,
     },
     /// DeleteGroups, for one group: only an empty group is deleted, with its committed
     /// offsets.
@@ -200,9 +205,12 @@ impl Request {
             }
             Self::Sync(_) => Reply::Sync(SyncResult::error(error)),
             Self::Heartbeat { .. } => Reply::Heartbeat(Some(error)),
-            Self::Leave { members, .. } => {
-                Reply::Leave(members.iter().map(|m| (m.clone(), Some(error))).collect())
-            }
+            Self::Leave { members, .. } => Reply::Leave(
+                members
+                    .iter()
+                    .map(|(m, _)| (m.clone(), Some(error)))
+                    .collect(),
+            ),
             Self::Delete { .. } => Reply::Delete(Some(error)),
         }
     }
@@ -382,6 +390,13 @@ enum InFlight {
     },
     /// `DeleteGroups`, from a DeleteGroups request.
     Deletion { request: RequestId },
+    /// `ReplaceStaticMember`: a static member rejoined a stable group under a new id.
+    StaticRejoin {
+        request: RequestId,
+        old: String,
+        new: String,
+        join: JoinRequest,
+    },
 }
 
 #[derive(Debug)]
@@ -494,13 +509,16 @@ impl Machine {
         now: Duration,
         state: &MetadataState,
         group: &str,
-        generation: i32,
+        (generation, member_id, group_instance_id): (i32, &str, Option<&str>),
     ) -> Option<ResponseError> {
         if generation < 0 || !self.exists(state, group) {
             return None;
         }
         self.ensure_loaded(now, state, group);
         let g = self.groups.get(group)?;
+        if g.fenced(member_id, group_instance_id) {
+            return Some(ResponseError::FencedInstanceId);
+        }
         (g.phase == Phase::PreparingRebalance && g.generation == generation)
             .then_some(ResponseError::RebalanceInProgress)
     }
@@ -697,8 +715,9 @@ impl Machine {
             Request::Heartbeat {
                 generation,
                 member_id,
+                group_instance_id,
                 ..
-            } => g.heartbeat(cx, id, generation, &member_id),
+            } => g.heartbeat(cx, id, generation, &member_id, group_instance_id.as_deref()),
             Request::Leave { members, .. } => g.leave(cx, id, members),
             Request::Delete { .. } => g.delete(cx, id),
         });
@@ -841,6 +860,11 @@ impl Machine {
                     self.proposals.remove(&proposal);
                     None
                 }
+                InFlight::StaticRejoin { request, join, .. } => {
+                    self.proposals.remove(&proposal);
+                    let refusal = JoinResult::error(error, join.member_id);
+                    Some((request, Reply::Join(refusal)))
+                }
             };
             if let Some((request, reply)) = waiting {
                 self.out.push(Action::Reply { request, reply });
@@ -904,6 +928,46 @@ impl Group {
             .min()
     }
 
+    /// The member id of the static member with `group_instance_id`, if there is one.
+    fn static_member(&self, group_instance_id: &str) -> Option<&String> {
+        self.members
+            .iter()
+            .find(|(_, m)| m.group_instance_id.as_deref() == Some(group_instance_id))
+            .map(|(id, _)| id)
+    }
+
+    /// Whether a request from `member_id` claiming `group_instance_id` comes from a fenced
+    /// instance: the instance id belongs to another member now (KIP-345's
+    /// `FENCED_INSTANCE_ID`).
+    fn fenced(&self, member_id: &str, group_instance_id: Option<&str>) -> bool {
+        group_instance_id
+            .and_then(|i| self.static_member(i))
+            .is_some_and(|id| id != member_id)
+    }
+
+    /// A static member's known instance joined again without its member id: it takes the
+    /// new id `new`, and `old` (a previous process of the same instance) is fenced — its
+    /// waiting requests are answered `FENCED_INSTANCE_ID`. Kept in memory only; the next
+    /// generation records the new id.
+    fn rename_static_member(&mut self, cx: &mut Cx<'_>, old: &str, new: &str) {
+        let Some(member) = self.members.remove(old) else {
+            return;
+        };
+        info!(group = %self.id, old, new, instance = ?member.group_instance_id, "static member rejoined; fencing its old member id");
+        self.members.insert(new.to_owned(), member);
+        if self.leader.as_deref() == Some(old) {
+            self.leader = Some(new.to_owned());
+        }
+        if let Some(request) = self.joins.remove(old).and_then(|j| j.request) {
+            let error = JoinResult::error(ResponseError::FencedInstanceId, old.to_owned());
+            cx.reply(request, Reply::Join(error));
+        }
+        if let Some(sync) = self.syncs.remove(old) {
+            let error = SyncResult::error(ResponseError::FencedInstanceId);
+            cx.reply(sync.request, Reply::Sync(error));
+        }
+    }
+
     fn max_rebalance_timeout(&self) -> Duration {
         self.members
             .values()
@@ -936,8 +1000,62 @@ impl Group {
                 return refuse(cx, ResponseError::InconsistentGroupProtocol, join.member_id);
             }
         }
+        // A known member id whose instance id another member now holds is a fenced process.
+        if !join.member_id.is_empty()
+            && self.fenced(&join.member_id, join.group_instance_id.as_deref())
+        {
+            return refuse(cx, ResponseError::FencedInstanceId, join.member_id);
+        }
+        let known_instance = join
+            .group_instance_id
+            .as_deref()
+            .and_then(|i| self.static_member(i))
+            .cloned();
+        if join.member_id.is_empty()
+            && let Some(old) = known_instance
+        {
+            // A static member rejoining a stable group as it was, not as its leader, keeps
+            // the generation (KIP-345): only its member id changes, through the metadata.
+            let unchanged = self
+                .members
+                .get(&old)
+                .is_some_and(|m| m.protocols == join.protocols);
+            if self.phase == Phase::Stable
+                && unchanged
+                && self.leader.as_deref() != Some(old.as_str())
+            {
+                let command = MetadataCommand::ReplaceStaticMember {
+                    group: GroupId(self.id.clone()),
+                    generation: self.generation,
+                    group_instance_id: join.group_instance_id.clone().unwrap_or_default(),
+                    old: MemberId(old.clone()),
+                    new: MemberId(fresh_member_id.clone()),
+                };
+                let proposal = cx.propose(&self.id, command);
+                let in_flight = InFlight::StaticRejoin {
+                    request,
+                    old,
+                    new: fresh_member_id,
+                    join,
+                };
+                self.in_flight = Some((proposal, in_flight));
+                return;
+            }
+            // Otherwise it rejoins under its new id, and the group rebalances.
+            self.rename_static_member(cx, &old, &fresh_member_id);
+            return self.join(
+                cx,
+                request,
+                JoinRequest {
+                    member_id: fresh_member_id,
+                    ..join
+                },
+                String::new(),
+            );
+        }
         let member_id = if join.member_id.is_empty() {
-            if join.require_known_member_id {
+            // A static member needs no second join: its instance id names it.
+            if join.require_known_member_id && join.group_instance_id.is_none() {
                 self.issued.insert(
                     fresh_member_id.clone(),
                     cx.now + millis(join.session_timeout_ms),
@@ -1164,6 +1282,44 @@ impl Group {
                     cx.reply(request, Reply::Sync(self.assignment_of(&member_id)));
                 }
             },
+            Some(InFlight::StaticRejoin {
+                request,
+                old,
+                new,
+                join,
+            }) => match result {
+                Ok(Outcome::StaticMemberReplaced) => {
+                    self.rename_static_member(cx, &old, &new);
+                    if let Some(member) = self.members.get_mut(&new) {
+                        member.client_id = join.client_id;
+                        member.client_host = join.client_host;
+                        member.session_timeout = millis(join.session_timeout_ms);
+                        member.rebalance_timeout = millis(join.rebalance_timeout_ms);
+                        member.deadline = cx.now + member.session_timeout;
+                    }
+                    let result = JoinResult {
+                        error: None,
+                        generation: self.generation,
+                        protocol_type: self.protocol_type.clone(),
+                        protocol: self.protocol.clone(),
+                        leader: self.leader.clone().unwrap_or_default(),
+                        member_id: new,
+                        members: Vec::new(),
+                    };
+                    cx.reply(request, Reply::Join(result));
+                }
+                other => {
+                    warn!(group = %self.id, result = ?other, "replacing a static member failed");
+                    let error = match &other {
+                        Err(e) => group_error(e),
+                        Ok(_) => ResponseError::UnknownServerError,
+                    };
+                    cx.reply(
+                        request,
+                        Reply::Join(JoinResult::error(error, join.member_id)),
+                    );
+                }
+            },
             Some(InFlight::Deletion { request }) => {
                 let error = match result {
                     Ok(Outcome::GroupsDeleted { .. }) => None,
@@ -1241,6 +1397,9 @@ impl Group {
         let refuse = |cx: &mut Cx<'_>, error| {
             cx.reply(request, Reply::Sync(SyncResult::error(error)));
         };
+        if self.fenced(&sync.member_id, sync.group_instance_id.as_deref()) {
+            return refuse(cx, ResponseError::FencedInstanceId);
+        }
         if !self.members.contains_key(&sync.member_id) {
             return refuse(cx, ResponseError::UnknownMemberId);
         }
@@ -1293,7 +1452,20 @@ impl Group {
         }
     }
 
-    fn heartbeat(&mut self, cx: &mut Cx<'_>, request: RequestId, generation: i32, member_id: &str) {
+    fn heartbeat(
+        &mut self,
+        cx: &mut Cx<'_>,
+        request: RequestId,
+        generation: i32,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+    ) {
+        if self.fenced(member_id, group_instance_id) {
+            return cx.reply(
+                request,
+                Reply::Heartbeat(Some(ResponseError::FencedInstanceId)),
+            );
+        }
         let error = match self.members.get_mut(member_id) {
             None => Some(ResponseError::UnknownMemberId),
             Some(member) => {
@@ -1324,10 +1496,24 @@ impl Group {
         self.in_flight = Some((proposal, InFlight::Deletion { request }));
     }
 
-    fn leave(&mut self, cx: &mut Cx<'_>, request: RequestId, members: Vec<String>) {
+    fn leave(
+        &mut self,
+        cx: &mut Cx<'_>,
+        request: RequestId,
+        members: Vec<(String, Option<String>)>,
+    ) {
         let mut results = Vec::new();
         let mut removed = false;
-        for member in members {
+        for (asked, instance) in members {
+            // A static member may be named by its instance id alone (an admin removing it).
+            let member = match instance.as_deref().map(|i| self.static_member(i).cloned()) {
+                Some(Some(id)) if asked.is_empty() || asked == id => id,
+                Some(Some(_)) => {
+                    results.push((asked, Some(ResponseError::FencedInstanceId)));
+                    continue;
+                }
+                _ => asked.clone(),
+            };
             if self.members.remove(&member).is_some() {
                 if let Some(request) = self.joins.remove(&member).and_then(|j| j.request) {
                     let error = JoinResult::error(ResponseError::UnknownMemberId, member.clone());
@@ -1338,9 +1524,9 @@ impl Group {
                     cx.reply(sync.request, Reply::Sync(error));
                 }
                 removed = true;
-                results.push((member, None));
+                results.push((asked, None));
             } else {
-                results.push((member, Some(ResponseError::UnknownMemberId)));
+                results.push((asked, Some(ResponseError::UnknownMemberId)));
             }
         }
         cx.reply(request, Reply::Leave(results));

@@ -132,11 +132,13 @@ impl GroupCoordinator {
         group: &str,
         generation: i32,
         member_id: &str,
+        group_instance_id: Option<&str>,
     ) -> Option<ResponseError> {
         let request = Request::Heartbeat {
             group: group.to_owned(),
             generation,
             member_id: member_id.to_owned(),
+            group_instance_id: group_instance_id.map(str::to_owned),
         };
         match self.inner.request(request).await {
             Some(Reply::Heartbeat(error)) => error,
@@ -144,11 +146,11 @@ impl GroupCoordinator {
         }
     }
 
-    /// Handle a LeaveGroup for each member; returns a result per member.
+    /// Handle a LeaveGroup for each member (id and instance id); returns a result per member.
     pub async fn leave(
         &self,
         group: &str,
-        members: Vec<String>,
+        members: Vec<(String, Option<String>)>,
     ) -> Vec<(String, Option<ResponseError>)> {
         let request = Request::Leave {
             group: group.to_owned(),
@@ -158,7 +160,7 @@ impl GroupCoordinator {
             Some(Reply::Leave(results)) => results,
             _ => members
                 .into_iter()
-                .map(|m| (m, Some(ResponseError::CoordinatorNotAvailable)))
+                .map(|(m, _)| (m, Some(ResponseError::CoordinatorNotAvailable)))
                 .collect(),
         }
     }
@@ -176,9 +178,21 @@ impl GroupCoordinator {
 
     /// Check that a commit may be made at `generation`: the durable check is in apply; this
     /// refuses commits during a rebalance, as Kafka does.
-    pub fn check_commit(&self, group: &str, generation: i32) -> Option<ResponseError> {
-        self.inner
-            .query(|machine, now, state| machine.check_commit(now, state, group, generation))
+    pub fn check_commit(
+        &self,
+        group: &str,
+        generation: i32,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+    ) -> Option<ResponseError> {
+        self.inner.query(|machine, now, state| {
+            machine.check_commit(
+                now,
+                state,
+                group,
+                (generation, member_id, group_instance_id),
+            )
+        })
     }
 
     /// Describe a group (loading it from metadata if needed); `None` if it does not exist.

@@ -243,3 +243,81 @@ pub async fn delete_groups(h: &dyn BackendHarness) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A static member rejoining under a new member id (KIP-345) is renamed within its
+/// generation, keeping its assignment and the leadership; commits of the old id are refused
+/// from then on. A wrong generation, a member without that instance id, or a new id already
+/// in the group are refused.
+pub async fn replace_static_member(h: &dyn BackendHarness) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    register_all(&node, &[1]).await?;
+    create_topic_ok(&node, "t", &[&[1]]).await?;
+    let mut generation = start_generation("g", 0, &["m1", "m2"]);
+    if let MetadataCommand::StartGeneration { members, .. } = &mut generation {
+        members[0].group_instance_id = Some("instance-1".into());
+    }
+    accept(&node, generation).await?;
+    accept(
+        &node,
+        MetadataCommand::SetGroupAssignment {
+            group: group("g"),
+            generation: 1,
+            leader: MemberId("m1".into()),
+            assignments: vec![(MemberId("m1".into()), b"p0".to_vec())],
+        },
+    )
+    .await?;
+    let replace =
+        |generation, instance: &str, old: &str, new: &str| MetadataCommand::ReplaceStaticMember {
+            group: group("g"),
+            generation,
+            group_instance_id: instance.into(),
+            old: MemberId(old.into()),
+            new: MemberId(new.into()),
+        };
+    let stale = reject(&node, replace(0, "instance-1", "m1", "m1b")).await?;
+    ensure!(
+        stale
+            == Rejection::IllegalGeneration {
+                current: 1,
+                requested: 0
+            },
+        "{stale:?}"
+    );
+    for (instance, old, new) in [("instance-2", "m1", "m1b"), ("instance-1", "m2", "m1b")] {
+        let refused = reject(&node, replace(1, instance, old, new)).await?;
+        ensure!(
+            matches!(refused, Rejection::UnknownMemberId { .. }),
+            "{refused:?}"
+        );
+    }
+    let taken = reject(&node, replace(1, "instance-1", "m1", "m2")).await?;
+    ensure!(
+        matches!(taken, Rejection::UnknownMemberId { .. }),
+        "{taken:?}"
+    );
+    let outcome = accept(&node, replace(1, "instance-1", "m1", "m1b")).await?;
+    ensure!(outcome == Outcome::StaticMemberReplaced, "{outcome:?}");
+    let view = node.local();
+    let Some(g) = view.state.group(&group("g")) else {
+        bail!("group g is gone");
+    };
+    ensure!(g.generation == 1, "{g:?}");
+    ensure!(g.leader == Some(MemberId("m1b".into())), "{g:?}");
+    ensure!(!g.members.contains_key(&MemberId("m1".into())), "{g:?}");
+    let Some(renamed) = g.members.get(&MemberId("m1b".into())) else {
+        bail!("no m1b in {g:?}");
+    };
+    ensure!(
+        renamed.assignment == b"p0"
+            && renamed.metadata == b"m1"
+            && renamed.client_id == "client-m1"
+            && renamed.group_instance_id.as_deref() == Some("instance-1"),
+        "{renamed:?}"
+    );
+    let old = reject(&node, commit("g", Some((1, "m1")), &[("t", 0, 5)])).await?;
+    ensure!(matches!(old, Rejection::UnknownMemberId { .. }), "{old:?}");
+    accept(&node, commit("g", Some((1, "m1b")), &[("t", 0, 5)])).await?;
+    Ok(())
+}

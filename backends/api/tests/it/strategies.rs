@@ -247,6 +247,15 @@ fn leaf_command() -> impl Strategy<Value = MetadataCommand> {
             .prop_map(|groups| MetadataCommand::DeleteGroups { groups }),
         (group(), 0i32..4)
             .prop_map(|(group, generation)| MetadataCommand::DeleteGroupAt { group, generation }),
+        (group(), 0i32..4, member_id(), member_id()).prop_map(|(group, generation, old, new)| {
+            MetadataCommand::ReplaceStaticMember {
+                group,
+                generation,
+                group_instance_id: "instance".into(),
+                old,
+                new,
+            }
+        }),
         (
             group(),
             prop::collection::vec((topic_name(), 0u32..3), 0..3)

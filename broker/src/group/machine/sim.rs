@@ -245,6 +245,31 @@ impl World {
                 self.assignments
                     .insert((group.0.clone(), *generation), assigned);
             }
+            (
+                MetadataCommand::ReplaceStaticMember {
+                    group,
+                    generation,
+                    old,
+                    new,
+                    ..
+                },
+                Ok(_),
+            ) => {
+                // The generation's member (and its assignment) goes by its new id from now on.
+                let key = (group.0.clone(), *generation);
+                if let Some((leader, members)) = self.generations.get_mut(&key) {
+                    members.remove(&old.0);
+                    members.insert(new.0.clone());
+                    if leader.as_ref() == Some(&old.0) {
+                        *leader = Some(new.0.clone());
+                    }
+                }
+                if let Some(assigned) = self.assignments.get_mut(&key)
+                    && let Some(assignment) = assigned.remove(&old.0)
+                {
+                    assigned.insert(new.0.clone(), assignment);
+                }
+            }
             (MetadataCommand::DeleteGroupAt { group, .. }, Ok(_)) => {
                 // A deleted group starts over: its generations count from 1 again.
                 self.generations.retain(|(g, _), _| *g != group.0);
@@ -266,7 +291,8 @@ impl World {
                     let group = match &command {
                         MetadataCommand::StartGeneration { group, .. }
                         | MetadataCommand::SetGroupAssignment { group, .. } => group.0.clone(),
-                        MetadataCommand::DeleteGroupAt { group, .. } => group.0.clone(),
+                        MetadataCommand::DeleteGroupAt { group, .. }
+                        | MetadataCommand::ReplaceStaticMember { group, .. } => group.0.clone(),
                         other => panic!("the coordinator proposed {other:?}"),
                     };
                     assert!(
@@ -330,6 +356,7 @@ impl World {
                     group,
                     generation,
                     member_id,
+                    ..
                 },
                 Reply::Heartbeat(error),
             ) => {
@@ -345,7 +372,7 @@ impl World {
             }
             (Request::Leave { members, .. }, Reply::Leave(results)) => {
                 let answered: Vec<&String> = results.iter().map(|(m, _)| m).collect();
-                assert_eq!(answered, members.iter().collect::<Vec<_>>());
+                assert_eq!(answered, members.iter().map(|(m, _)| m).collect::<Vec<_>>());
             }
             (Request::Delete { group }, Reply::Delete(error)) => {
                 // Deleted means gone from the committed state (a join queued behind the
@@ -648,7 +675,7 @@ fn next_request(rng: &mut Rng, client: &Client, fresh: &mut u64, c: usize) -> Re
     if rng.chance(3) {
         return Request::Leave {
             group,
-            members: vec![member_id],
+            members: vec![(member_id, client.instance.clone())],
         };
     }
     // An operator deleting the group (refused while it has members).
@@ -667,6 +694,7 @@ fn next_request(rng: &mut Rng, client: &Client, fresh: &mut u64, c: usize) -> Re
                 group,
                 generation,
                 member_id,
+                group_instance_id: client.instance.clone(),
                 protocol_type: rng.chance(50).then(|| "consumer".to_owned()),
                 protocol: None,
                 assignments,
@@ -676,6 +704,7 @@ fn next_request(rng: &mut Rng, client: &Client, fresh: &mut u64, c: usize) -> Re
             group,
             generation,
             member_id,
+            group_instance_id: client.instance.clone(),
         },
     }
 }
@@ -684,6 +713,22 @@ impl Client {
     /// What a client does with a reply: keep its member id, generation and assignment, or
     /// start over as Kafka's clients do.
     fn learn(&mut self, reply: Reply) {
+        let fenced = match &reply {
+            Reply::Join(r) => r.error == Some(ResponseError::FencedInstanceId),
+            Reply::Sync(r) => r.error == Some(ResponseError::FencedInstanceId),
+            Reply::Heartbeat(error) => *error == Some(ResponseError::FencedInstanceId),
+            Reply::Leave(results) => results
+                .iter()
+                .any(|(_, e)| *e == Some(ResponseError::FencedInstanceId)),
+            Reply::Delete(_) => false,
+        };
+        if fenced {
+            // Another process took its instance id: a fenced client stops (a fatal error in
+            // Kafka's clients).
+            self.forget();
+            self.stopped = true;
+            return;
+        }
         match reply {
             Reply::Join(r) => match r.error {
                 None => {

@@ -74,6 +74,7 @@ fn sync(world: &mut World, group: &str, joined: &JoinResult) -> RequestId {
         group: group.to_owned(),
         generation: joined.generation,
         member_id: joined.member_id.clone(),
+        group_instance_id: None,
         protocol_type: Some("consumer".into()),
         protocol: joined.protocol.clone(),
         assignments,
@@ -85,6 +86,7 @@ fn heartbeat(world: &mut World, group: &str, joined: &JoinResult) -> Option<Resp
         group: group.to_owned(),
         generation: joined.generation,
         member_id: joined.member_id.clone(),
+        group_instance_id: None,
     });
     match world.reply(id) {
         Some(Reply::Heartbeat(error)) => error,
@@ -174,6 +176,7 @@ fn unused_member_ids_expire_and_unknown_groups_leave_no_state() {
         group: ghost_group.clone(),
         generation: 1,
         member_id: "nobody".into(),
+        group_instance_id: None,
     });
     assert_eq!(
         world.reply(ghost),
@@ -515,6 +518,7 @@ fn requests_wait_for_the_proposal_in_flight_and_are_answered_in_order() {
         group: g.clone(),
         generation: 1,
         member_id: members[0].member_id.clone(),
+        group_instance_id: None,
     });
     assert!(world.reply(beat).is_none(), "queued behind StartGeneration");
     world.commit_all();
@@ -578,7 +582,10 @@ fn leaving_rebalances_and_the_last_member_leaving_empties_the_group() {
     let members = stable_group(&mut world, &g, 2);
     let left = world.send(Request::Leave {
         group: g.clone(),
-        members: vec![members[1].member_id.clone(), "stranger".into()],
+        members: vec![
+            (members[1].member_id.clone(), None),
+            ("stranger".into(), None),
+        ],
     });
     assert_eq!(
         world.reply(left),
@@ -593,7 +600,7 @@ fn leaving_rebalances_and_the_last_member_leaving_empties_the_group() {
     );
     let last = world.send(Request::Leave {
         group: g.clone(),
-        members: vec![members[0].member_id.clone()],
+        members: vec![(members[0].member_id.clone(), None)],
     });
     assert!(world.reply(last).is_some());
     world.commit_all();
@@ -608,21 +615,34 @@ fn leaving_rebalances_and_the_last_member_leaving_empties_the_group() {
     );
 }
 
+fn heartbeat_as(
+    world: &mut World,
+    group: &str,
+    joined: &JoinResult,
+    instance: Option<&str>,
+) -> Option<ResponseError> {
+    let id = world.send(Request::Heartbeat {
+        group: group.to_owned(),
+        generation: joined.generation,
+        member_id: joined.member_id.clone(),
+        group_instance_id: instance.map(str::to_owned),
+    });
+    match world.reply(id) {
+        Some(Reply::Heartbeat(error)) => error,
+        other => panic!("expected a Heartbeat reply, got {other:?}"),
+    }
+}
+
 #[test]
-fn static_members_keep_their_instance_id_through_a_reload_and_rejoin_as_new_members() {
+fn static_members_keep_their_instance_id_through_a_reload_and_a_rejoin_fences_the_old_id() {
     let mut world = World::new(config());
     let g = group();
-    let id = join_new(&mut world, &g, Some("instance-a"));
+    // A static member needs no MEMBER_ID_REQUIRED round: its instance id names it.
+    let id = world.send(join_request(&g, "", Some("instance-a")));
     world.commit_all();
     let joined = join_reply(&mut world, id);
-    assert_eq!(
-        joined.members,
-        [(
-            joined.member_id.clone(),
-            Some("instance-a".to_owned()),
-            Bytes::from(format!("meta-{}", joined.member_id))
-        )]
-    );
+    assert_eq!(joined.error, None);
+    assert_eq!(joined.members[0].1.as_deref(), Some("instance-a"));
     // The coordinator moves away and back: the group is loaded from the metadata state.
     world.fence_me();
     world.advance(ms(300));
@@ -632,15 +652,108 @@ fn static_members_keep_their_instance_id_through_a_reload_and_rejoin_as_new_memb
         .describe(world.now, &world.state, &g)
         .unwrap_or_else(|| panic!("{g} not described"));
     assert_eq!(described.members[0].1.as_deref(), Some("instance-a"));
-    // The same instance joining again without its member id is a new member (no static
-    // membership fencing); the old one stays until its session runs out.
-    let again = join_new(&mut world, &g, Some("instance-a"));
-    world.advance(ms(u64::try_from(SESSION_MS).unwrap_or(0)));
+    // The same instance restarts and joins without its member id, well within the old
+    // session: it replaces the old member at once (it led, so the group rebalances).
+    let again = world.send(join_request(&g, "", Some("instance-a")));
     world.commit_all();
     let rejoined = join_reply(&mut world, again);
+    assert_eq!(rejoined.error, None);
     assert_ne!(rejoined.member_id, joined.member_id);
     assert_eq!(rejoined.generation, 2);
-    assert_eq!(rejoined.members.len(), 1, "the silent old member expired");
+    assert_eq!(rejoined.members.len(), 1, "the old member id is gone");
+    // The old process is fenced; without its instance id it is just unknown.
+    assert_eq!(
+        heartbeat_as(&mut world, &g, &joined, Some("instance-a")),
+        Some(ResponseError::FencedInstanceId)
+    );
+    assert_eq!(
+        heartbeat_as(&mut world, &g, &joined, None),
+        Some(ResponseError::UnknownMemberId)
+    );
+    let stale = world.send(join_request(&g, &joined.member_id, Some("instance-a")));
+    assert_eq!(
+        join_reply(&mut world, stale).error,
+        Some(ResponseError::FencedInstanceId)
+    );
+}
+
+#[test]
+fn a_static_follower_rejoining_a_stable_group_keeps_the_generation_and_its_assignment() {
+    let mut world = World::new(config());
+    let g = group();
+    let leader = join_new(&mut world, &g, None);
+    world.commit_all();
+    let leader = join_reply(&mut world, leader);
+    let follower = world.send(join_request(&g, "", Some("instance-b")));
+    let again = rejoin(&mut world, &g, &leader.member_id);
+    world.commit_all();
+    let follower = join_reply(&mut world, follower);
+    let leader = join_reply(&mut world, again);
+    assert_eq!((leader.generation, follower.generation), (2, 2));
+    let syncs = [
+        sync(&mut world, &g, &leader),
+        sync(&mut world, &g, &follower),
+    ];
+    world.commit_all();
+    for id in syncs {
+        assert_eq!(sync_reply(&mut world, id).error, None);
+    }
+
+    let restarted = world.send(join_request(&g, "", Some("instance-b")));
+    world.commit_all();
+    let restarted = join_reply(&mut world, restarted);
+    assert_eq!(restarted.error, None);
+    assert_eq!(restarted.generation, 2, "no rebalance");
+    assert_eq!(restarted.leader, leader.member_id);
+    assert_ne!(restarted.member_id, follower.member_id);
+    assert_eq!(
+        world.group(&g).map(|(phase, ..)| phase),
+        Some(Phase::Stable)
+    );
+    // The metadata knows the new id (commits check it), not the old one.
+    let stored = world
+        .state
+        .group(&GroupId(g.clone()))
+        .map(|s| s.members.keys().map(|m| m.0.clone()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    assert!(stored.contains(&restarted.member_id), "{stored:?}");
+    assert!(!stored.contains(&follower.member_id), "{stored:?}");
+    // It keeps the assignment it had.
+    let synced = sync(&mut world, &g, &restarted);
+    assert_eq!(
+        sync_reply(&mut world, synced).assignment,
+        Bytes::from(format!("{}-assigned", follower.member_id))
+    );
+    assert_eq!(
+        heartbeat_as(&mut world, &g, &restarted, Some("instance-b")),
+        None
+    );
+    assert_eq!(
+        heartbeat_as(&mut world, &g, &follower, Some("instance-b")),
+        Some(ResponseError::FencedInstanceId)
+    );
+    assert_eq!(
+        world.machine.check_commit(
+            world.now,
+            &world.state,
+            &g,
+            (2, &follower.member_id, Some("instance-b"))
+        ),
+        Some(ResponseError::FencedInstanceId)
+    );
+    // An operator removes it by its instance id alone; the group rebalances without it.
+    let leave = world.send(Request::Leave {
+        group: g.clone(),
+        members: vec![(String::new(), Some("instance-b".into()))],
+    });
+    match world.reply(leave) {
+        Some(Reply::Leave(results)) => assert_eq!(results, vec![(String::new(), None)]),
+        other => panic!("expected a LeaveGroup reply, got {other:?}"),
+    }
+    assert_eq!(
+        world.group(&g).map(|(phase, ..)| phase),
+        Some(Phase::PreparingRebalance)
+    );
 }
 
 #[test]
@@ -681,6 +794,7 @@ fn a_generation_in_flight_when_the_coordinator_moves_is_answered_once_and_reload
         group: g.clone(),
         generation: 1,
         member_id: members[0].member_id.clone(),
+        group_instance_id: None,
     });
     assert_eq!(
         world.reply(beat),
@@ -693,7 +807,9 @@ fn a_generation_in_flight_when_the_coordinator_moves_is_answered_once_and_reload
     // The proposal still commits; the group, back here, is loaded at that generation.
     world.commit_all();
     world.register_me();
-    let check = world.machine.check_commit(world.now, &world.state, &g, 2);
+    let check = world
+        .machine
+        .check_commit(world.now, &world.state, &g, (2, "", None));
     assert_eq!(check, None);
     assert_eq!(
         world
@@ -712,18 +828,20 @@ fn commits_are_refused_during_a_rebalance_and_groups_are_listed() {
     assert_eq!(
         world
             .machine
-            .check_commit(world.now, &world.state, &g, generation),
+            .check_commit(world.now, &world.state, &g, (generation, "", None)),
         None
     );
     let _waiting = rejoin(&mut world, &g, &members[0].member_id);
     assert_eq!(
         world
             .machine
-            .check_commit(world.now, &world.state, &g, generation),
+            .check_commit(world.now, &world.state, &g, (generation, "", None)),
         Some(ResponseError::RebalanceInProgress)
     );
     assert_eq!(
-        world.machine.check_commit(world.now, &world.state, &g, -1),
+        world
+            .machine
+            .check_commit(world.now, &world.state, &g, (-1, "", None)),
         None
     );
     assert_eq!(

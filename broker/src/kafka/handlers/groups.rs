@@ -140,6 +140,7 @@ pub(crate) async fn sync(
             group: request.group_id.0.as_str().to_owned(),
             generation: request.generation_id,
             member_id: request.member_id.as_str().to_owned(),
+            group_instance_id: request.group_instance_id.map(|i| i.as_str().to_owned()),
             protocol_type: request.protocol_type.map(|t| t.as_str().to_owned()),
             protocol: request.protocol_name.map(|p| p.as_str().to_owned()),
             assignments: request
@@ -170,6 +171,7 @@ pub(crate) async fn heartbeat(
             request.group_id.0.as_str(),
             request.generation_id,
             request.member_id.as_str(),
+            request.group_instance_id.as_ref().map(|i| i.as_str()),
         )
         .await;
     HeartbeatResponse::default().with_error_code(code(error))
@@ -183,15 +185,21 @@ pub(crate) async fn leave(
     if let Some(error) = broker.coordination_error(request.group_id.0.as_str()) {
         return LeaveGroupResponse::default().with_error_code(error.code());
     }
-    let members: Vec<String> = if version >= 3 {
+    let members: Vec<(String, Option<String>)> = if version >= 3 {
         request
             .members
             .iter()
-            .map(|m| m.member_id.as_str().to_owned())
+            .map(|m| {
+                (
+                    m.member_id.as_str().to_owned(),
+                    m.group_instance_id.as_ref().map(|i| i.as_str().to_owned()),
+                )
+            })
             .collect()
     } else {
-        vec![request.member_id.as_str().to_owned()]
+        vec![(request.member_id.as_str().to_owned(), None)]
     };
+    let instances: Vec<Option<String>> = members.iter().map(|(_, i)| i.clone()).collect();
     let results = broker
         .groups()
         .leave(request.group_id.0.as_str(), members)
@@ -200,9 +208,11 @@ pub(crate) async fn leave(
         LeaveGroupResponse::default().with_members(
             results
                 .into_iter()
-                .map(|(id, error)| {
+                .zip(instances)
+                .map(|((id, error), instance)| {
                     MemberResponse::default()
                         .with_member_id(kstr(id))
+                        .with_group_instance_id(instance.map(kstr))
                         .with_error_code(code(error))
                 })
                 .collect(),

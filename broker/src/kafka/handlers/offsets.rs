@@ -75,7 +75,12 @@ pub(crate) async fn commit(
     let generation = request.generation_id_or_member_epoch;
     let shared_error = if let Some(e) = broker.coordination_error(&group) {
         Some(e)
-    } else if let Some(e) = broker.groups().check_commit(&group, generation) {
+    } else if let Some(e) = broker.groups().check_commit(
+        &group,
+        generation,
+        request.member_id.as_str(),
+        request.group_instance_id.as_ref().map(|i| i.as_str()),
+    ) {
         Some(e)
     } else if offsets.is_empty() {
         None
