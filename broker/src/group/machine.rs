@@ -928,6 +928,20 @@ impl Group {
             .min()
     }
 
+    /// The JoinGroup answer that puts follower `member_id` in the current generation again,
+    /// without a rebalance.
+    fn current_join(&self, member_id: String) -> JoinResult {
+        JoinResult {
+            error: None,
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone().unwrap_or_default(),
+            member_id,
+            members: Vec::new(),
+        }
+    }
+
     /// The member id of the static member with `group_instance_id`, if there is one.
     fn static_member(&self, group_instance_id: &str) -> Option<&String> {
         self.members
@@ -1081,16 +1095,7 @@ impl Group {
                 .filter(|m| m.protocols == join.protocols)
         {
             member.deadline = cx.now + member.session_timeout;
-            let result = JoinResult {
-                error: None,
-                generation: self.generation,
-                protocol_type: self.protocol_type.clone(),
-                protocol: self.protocol.clone(),
-                leader: self.leader.clone().unwrap_or_default(),
-                member_id,
-                members: Vec::new(),
-            };
-            return cx.reply(request, Reply::Join(result));
+            return cx.reply(request, Reply::Join(self.current_join(member_id)));
         }
         let member = Member {
             group_instance_id: join.group_instance_id,
@@ -1297,16 +1302,7 @@ impl Group {
                         member.rebalance_timeout = millis(join.rebalance_timeout_ms);
                         member.deadline = cx.now + member.session_timeout;
                     }
-                    let result = JoinResult {
-                        error: None,
-                        generation: self.generation,
-                        protocol_type: self.protocol_type.clone(),
-                        protocol: self.protocol.clone(),
-                        leader: self.leader.clone().unwrap_or_default(),
-                        member_id: new,
-                        members: Vec::new(),
-                    };
-                    cx.reply(request, Reply::Join(result));
+                    cx.reply(request, Reply::Join(self.current_join(new)));
                 }
                 other => {
                     warn!(group = %self.id, result = ?other, "replacing a static member failed");
