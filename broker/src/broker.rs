@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kafka_protocol::error::ResponseError;
 use switchyard_backend_api::{
     BrokerEndpoint, BrokerId, Change, ClusterId, MetadataBackend, MetadataCommand, MetadataError,
-    NodeId, Outcome, StateView, StreamError,
+    MetadataState, NodeId, Outcome, StateView, StreamError,
 };
 use tokio::sync::{Mutex, Notify, Semaphore, watch};
 use tracing::{info, warn};
@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::config::KafkaSettings;
 use crate::group::{GroupCoordinator, coordinator_of};
 use crate::kafka::client::PeerClient;
+use crate::kafka::handlers::configs::BrokerDefaults;
 use crate::kafka::sasl::ListenerSecurity;
 use crate::liveness::Liveness;
 use crate::replicas::{Replica, Replicas};
@@ -128,12 +129,12 @@ impl Broker {
                 .ok()
                 .and_then(|index| t.partitions.get(index as usize))
                 .ok_or(ResponseError::UnknownTopicOrPartition)?;
-            let configs: BTreeMap<String, String> = t
-                .configs
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            (p.leader, leader_view(p, self.min_insync(t)), configs)
+            let configs = self.log_overrides(&view.state, t);
+            (
+                p.leader,
+                leader_view(p, self.min_insync(&view.state, t)),
+                configs,
+            )
         };
         if leader != Some(self.id) {
             return Err(ResponseError::NotLeaderOrFollower);
@@ -153,10 +154,27 @@ impl Broker {
         Ok((replica, leader_epoch))
     }
 
-    /// The topic's `min.insync.replicas`: its override, else the broker's default.
-    pub(crate) fn min_insync(&self, topic: &switchyard_backend_api::Topic) -> usize {
-        topic
-            .configs
+    /// The topic configs a partition log of `topic` runs with over the static defaults of
+    /// `[kafka]`: the dynamic broker configs in `state` (this broker's own, else the
+    /// cluster-wide ones), under the topic's own overrides.
+    pub(crate) fn log_overrides(
+        &self,
+        state: &MetadataState,
+        topic: &switchyard_backend_api::Topic,
+    ) -> BTreeMap<String, String> {
+        let mut overrides = BrokerDefaults::of(self, state).dynamic_topic_defaults();
+        overrides.extend(topic.configs.iter().map(|(k, v)| (k.clone(), v.clone())));
+        overrides
+    }
+
+    /// The topic's `min.insync.replicas`: its override, else the broker's default (dynamic,
+    /// then static).
+    pub(crate) fn min_insync(
+        &self,
+        state: &MetadataState,
+        topic: &switchyard_backend_api::Topic,
+    ) -> usize {
+        self.log_overrides(state, topic)
             .get("min.insync.replicas")
             .and_then(|v| v.parse().ok())
             .or_else(|| usize::try_from(self.settings.min_insync_replicas).ok())

@@ -21,7 +21,14 @@ from kafka.protocol.producer import (
     ProduceRequest,
     ProduceResponse,
 )
-from kafka.protocol.admin import CreateTopicsRequest, CreateTopicsResponse
+from kafka.protocol.admin import (
+    CreateTopicsRequest,
+    CreateTopicsResponse,
+    DescribeConfigsRequest,
+    DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
+)
 from kafka.record.default_records import DefaultRecordBatchBuilder
 from kafka.record.memory_records import MemoryRecords
 
@@ -31,6 +38,9 @@ PRODUCE_VERSION = 8
 FETCH_VERSION = 11
 INIT_PRODUCER_ID_VERSION = 2
 CREATE_TOPICS_VERSION = 4
+INCREMENTAL_ALTER_CONFIGS_VERSION = 0
+DESCRIBE_CONFIGS_VERSION = 1
+BROKER_RESOURCE = 4
 
 NOT_CONTROLLER = 41
 
@@ -95,6 +105,31 @@ class RawConnection:
             if code != NOT_CONTROLLER or time.monotonic() > deadline:
                 return code
             time.sleep(0.01)  # retry backoff, as clients have (librdkafka: retry.backoff.ms)
+
+    def alter_broker_configs(self, name: str, changes, validate_only: bool = False) -> int:
+        """IncrementalAlterConfigs of broker resource `name` ("" for the cluster-wide
+        defaults, which kafka-python's and confluent-kafka's admin clients cannot name);
+        changes: [(key, operation code, value)]. Returns the error code."""
+        resource = IncrementalAlterConfigsRequest.AlterConfigsResource(
+            resource_type=BROKER_RESOURCE, resource_name=name,
+            configs=[IncrementalAlterConfigsRequest.AlterConfigsResource.AlterableConfig(
+                name=key, config_operation=op, value=value) for key, op, value in changes])
+        response = self.request(
+            IncrementalAlterConfigsRequest(resources=[resource], validate_only=validate_only),
+            IncrementalAlterConfigsResponse, INCREMENTAL_ALTER_CONFIGS_VERSION)
+        (result,) = response.responses
+        return result.error_code
+
+    def broker_configs(self, name: str) -> dict:
+        """DescribeConfigs of broker resource `name`: key -> (value, config source code)."""
+        resource = DescribeConfigsRequest.DescribeConfigsResource(
+            resource_type=BROKER_RESOURCE, resource_name=name, configuration_keys=None)
+        response = self.request(
+            DescribeConfigsRequest(resources=[resource], include_synonyms=False),
+            DescribeConfigsResponse, DESCRIBE_CONFIGS_VERSION)
+        (result,) = response.results
+        assert result.error_code == 0, result
+        return {c.name: (c.value, c.config_source) for c in result.configs}
 
     def init_producer_id(self):
         response = self.request(

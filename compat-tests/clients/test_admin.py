@@ -18,6 +18,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.admin import NewPartitions as KpNewPartitions
 
 from client_util import CONFLUENT_BASE, FAST_REBALANCE_ENV, confluent_admin, kp_admin, wait_for
+from raw_kafka import RawConnection
 from conftest import MULTI_NODE, Cluster
 
 # Kafka error codes.
@@ -906,5 +907,102 @@ def test_delete_records_on_three_nodes_survives_a_leader_change(multi_backend, t
         cluster.nodes[leader].start()
         produce_values(cluster.bootstrap(), topic_name, 0, 5)
         assert confluent_delete_records(cluster.bootstrap(), topic_name, {0: 42}) == {0: 42}
+    finally:
+        cluster.close()
+
+
+SET, DELETE = 0, 1  # IncrementalAlterConfigs operations
+DYNAMIC_BROKER_CONFIG, DYNAMIC_DEFAULT_BROKER_CONFIG = 2, 3  # config sources
+
+
+def alter_broker(bootstrap: str, name: str, changes, validate_only=False) -> int:
+    """IncrementalAlterConfigs of broker resource `name` ("" for the cluster-wide defaults);
+    changes: [(key, operation, value)]. Returns the error code."""
+    with RawConnection(bootstrap) as connection:
+        return connection.alter_broker_configs(name, changes, validate_only)
+
+
+def broker_configs(bootstrap: str, name: str) -> dict:
+    with RawConnection(bootstrap) as connection:
+        return connection.broker_configs(name)
+
+
+@pytest.mark.timeout(90)
+def test_dynamic_broker_configs_layer_over_the_static_ones(broker_factory, topic_name):
+    broker = broker_factory.start({"SWITCHYARD_KAFKA__LOG_RETENTION_MS": "3600000"})
+    admin = ConfluentAdmin(broker.bootstrap)
+    assert admin.create({topic_name: (1, 1, {})}) == {topic_name: NONE}
+    bootstrap = broker.bootstrap
+    # validate_only changes nothing.
+    assert alter_broker(bootstrap, "", [("log.retention.ms", SET, "7200000")],
+                        validate_only=True) == NONE
+    assert admin.topic_configs(topic_name)["retention.ms"] == ("3600000", "STATIC_BROKER_CONFIG")
+    # The cluster-wide default, then this broker's own, each over the one below.
+    assert alter_broker(bootstrap, "", [("log.retention.ms", SET, "7200000")]) == NONE
+    assert admin.topic_configs(topic_name)["retention.ms"] == (
+        "7200000", "DYNAMIC_DEFAULT_BROKER_CONFIG")
+    assert broker_configs(bootstrap, "") == {
+        "log.retention.ms": ("7200000", DYNAMIC_DEFAULT_BROKER_CONFIG)}
+    # This broker's own, through confluent-kafka (which can name a broker resource).
+    resource = CConfigResource(ResourceType.BROKER, str(BROKER_ID), incremental_configs=[
+        ConfigEntry("log.retention.ms", "9000000",
+                    incremental_operation=AlterConfigOpType.SET)])
+    admin.admin.incremental_alter_configs([resource], request_timeout=30)[resource].result(
+        timeout=30)
+    assert admin.topic_configs(topic_name)["retention.ms"] == ("9000000", "DYNAMIC_BROKER_CONFIG")
+    assert broker_configs(bootstrap, str(BROKER_ID))["log.retention.ms"] == (
+        "9000000", DYNAMIC_BROKER_CONFIG)
+    assert alter_broker(bootstrap, str(BROKER_ID), [("log.retention.ms", DELETE, None)]) == NONE
+    assert admin.topic_configs(topic_name)["retention.ms"] == (
+        "7200000", "DYNAMIC_DEFAULT_BROKER_CONFIG")
+    # A topic's own override still wins.
+    assert admin.alter_incrementally(
+        topic_name, [("retention.ms", AlterConfigOpType.SET, "1000")]) == NONE
+    assert admin.topic_configs(topic_name)["retention.ms"] == ("1000", "DYNAMIC_TOPIC_CONFIG")
+    # Static broker configs, unknown ones and bad values are refused.
+    assert alter_broker(bootstrap, "", [("num.partitions", SET, "3")]) == INVALID_REQUEST
+    assert alter_broker(bootstrap, "", [("no.such.config", SET, "3")]) == INVALID_REQUEST
+    assert alter_broker(bootstrap, "", [("log.retention.ms", SET, "soon")]) == INVALID_CONFIG
+    # The dynamic defaults live in the metadata: they survive a restart where it does.
+    if broker.backend.durable:
+        broker.restart()
+        wait_for(lambda: admin.topic_configs(topic_name)["retention.ms"] == (
+            "1000", "DYNAMIC_TOPIC_CONFIG"), 30, "the broker to serve again")
+        assert broker_configs(bootstrap, "") == {
+            "log.retention.ms": ("7200000", DYNAMIC_DEFAULT_BROKER_CONFIG)}
+
+
+@pytest.mark.timeout(90)
+def test_a_dynamic_retention_default_applies_to_running_logs(broker_factory, topic_name):
+    broker = broker_factory.start({"SWITCHYARD_KAFKA__LOG_RETENTION_CHECK_INTERVAL_MS": "200"})
+    admin = ConfluentAdmin(broker.bootstrap)
+    assert admin.create({topic_name: (1, 1, {"segment.bytes": "1024"})}) == {topic_name: NONE}
+    produce_values(broker.bootstrap, topic_name, 0, 40, batch_each=True)
+    assert watermarks(broker.bootstrap, topic_name, 0) == (0, 40)
+    assert alter_broker(broker.bootstrap, "", [("log.retention.bytes", SET, "2048")]) == NONE
+    # Retention runs in the background; no client API says when it deleted a segment.
+    low = wait_for(lambda: watermarks(broker.bootstrap, topic_name, 0)[0], 30,
+                   "retention to delete segments")
+    assert 0 < low < 40, low
+
+
+@pytest.mark.skipif(not MULTI_NODE, reason="no multi-node backend compiled in")
+@pytest.mark.timeout(120)
+def test_a_dynamic_broker_default_set_through_one_node_applies_on_all_three(
+        multi_backend, tmp_path, topic_name):
+    cluster = Cluster(multi_backend, tmp_path)
+    try:
+        cluster.start()
+        admin = ConfluentAdmin(cluster.bootstrap(2))
+        assert admin.create({topic_name: (1, 3, {})}) == {topic_name: NONE}
+        assert alter_broker(cluster.bootstrap(2), "", [("log.retention.ms", SET, "5000000")]) \
+            == NONE
+        for node in (1, 2, 3):
+            other = ConfluentAdmin(cluster.bootstrap(node))
+            # Each node learns the change through the metadata backend; no client API says
+            # when it applied it.
+            wait_for(lambda o=other: o.topic_configs(topic_name)["retention.ms"]
+                     == ("5000000", "DYNAMIC_DEFAULT_BROKER_CONFIG"), 30,
+                     f"node {node} to see the change")
     finally:
         cluster.close()

@@ -71,6 +71,7 @@ macro_rules! conformance_tests {
                 delete_topic_removes_it_and_its_offsets,
                 create_partitions_adds_partitions,
                 alter_topic_configs,
+                alter_broker_configs,
             }
             partitions {
                 alter_partition_is_fenced_by_epoch,

@@ -615,6 +615,28 @@ impl PartitionLog {
         Ok(None)
     }
 
+    /// ListOffsets with `-3` (KIP-734): the first batch holding the log's largest timestamp —
+    /// its base offset (or the log start offset, when that is inside it) and that timestamp;
+    /// `None` when no batch has a timestamp.
+    pub fn max_timestamp(&self) -> Option<TimestampOffset> {
+        let segments = self.segments.read().clone();
+        let mut best: Option<TimestampOffset> = None;
+        for summary in segments.iter().map(|s| s.summary()) {
+            if summary.max_timestamp != NO_TIMESTAMP
+                && best.is_none_or(|b| summary.max_timestamp > b.timestamp)
+            {
+                best = Some(TimestampOffset {
+                    offset: summary.offset_of_max_timestamp,
+                    timestamp: summary.max_timestamp,
+                });
+            }
+        }
+        best.map(|b| TimestampOffset {
+            offset: b.offset.max(self.log_start_offset()),
+            ..b
+        })
+    }
+
     /// Removes every batch from the one holding `offset` on — a follower whose log diverged
     /// from its leader's cuts it back to where the two agree — and returns the new log end
     /// offset: `offset` when it is a batch boundary, else the base offset of the batch

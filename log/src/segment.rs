@@ -64,7 +64,7 @@ pub(crate) struct Summary {
     /// The largest batch `maxTimestamp`, or [`NO_TIMESTAMP`].
     pub(crate) max_timestamp: i64,
     /// Base offset of the first batch that reached `max_timestamp`.
-    offset_of_max_timestamp: i64,
+    pub(crate) offset_of_max_timestamp: i64,
     /// Bytes appended since the last offset-index entry.
     bytes_since_index: u64,
     last_offset_entry: Option<OffsetEntry>,

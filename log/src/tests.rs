@@ -1142,3 +1142,25 @@ fn truncating_below_a_moved_start_lowers_it_for_good() {
         "the checkpoint followed the cut, so the reopened log starts where it did"
     );
 }
+
+#[test]
+fn max_timestamp_finds_the_first_batch_holding_the_largest_timestamp() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), small(200));
+    assert_eq!(log.max_timestamp(), None, "an empty log has none");
+    // Out of order across segments: the largest is in the middle, and comes twice.
+    for ts in [10, 50, 90, 20, 90, 30, 40] {
+        log.append(&batch(ts, &[b"v"]), EPOCH, 0).expect("append");
+    }
+    assert!(log.segment_count() > 1);
+    assert_eq!(
+        log.max_timestamp(),
+        Some(TimestampOffset {
+            offset: 2,
+            timestamp: 90
+        })
+    );
+    // Never below the log start offset.
+    log.advance_start(3).expect("advance");
+    assert!(log.max_timestamp().is_some_and(|t| t.offset >= 3));
+}

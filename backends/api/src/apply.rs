@@ -121,6 +121,11 @@ impl MetadataState {
                 }
                 Ok(Outcome::OffsetsDeleted { deleted })
             }
+            MetadataCommand::AlterBrokerConfigs {
+                broker,
+                set,
+                remove,
+            } => self.alter_broker_configs(*broker, set, remove),
             MetadataCommand::ReplaceStaticMember {
                 group,
                 generation,
@@ -477,12 +482,7 @@ impl MetadataState {
         set: &[(String, String)],
         remove: &[String],
     ) -> Result<Outcome, Rejection> {
-        let set = validate_configs(set)?;
-        if let Some(key) = remove.iter().find(|k| k.is_empty()) {
-            return Err(Rejection::InvalidConfig {
-                reason: format!("empty config name {key:?}"),
-            });
-        }
+        let set = validate_change(set, remove)?;
         let t = self
             .topics
             .get_mut(topic)
@@ -494,6 +494,35 @@ impl MetadataState {
         }
         t.configs = set.union(t.configs.clone());
         Ok(Outcome::TopicConfigsAltered)
+    }
+
+    fn alter_broker_configs(
+        &mut self,
+        broker: Option<BrokerId>,
+        set: &[(String, String)],
+        remove: &[String],
+    ) -> Result<Outcome, Rejection> {
+        let set = validate_change(set, remove)?;
+        if let Some(id) = broker
+            && !self.brokers.contains_key(&id)
+        {
+            return Err(Rejection::UnknownBroker { id });
+        }
+        let mut configs = self
+            .broker_configs
+            .get(&broker)
+            .cloned()
+            .unwrap_or_default();
+        for key in remove {
+            configs.remove(key);
+        }
+        let configs = set.union(configs);
+        if configs.is_empty() {
+            self.broker_configs.remove(&broker);
+        } else {
+            self.broker_configs.insert(broker, configs);
+        }
+        Ok(Outcome::BrokerConfigsAltered)
     }
 
     fn alter_partition(
@@ -875,6 +904,19 @@ pub fn validate_topic_name(name: &str) -> Result<(), Rejection> {
         return invalid("only ASCII letters, digits, '.', '_' and '-' are allowed");
     }
     Ok(())
+}
+
+/// The configs a change sets, checked, after checking the names it removes.
+fn validate_change(
+    set: &[(String, String)],
+    remove: &[String],
+) -> Result<OrdMap<String, String>, Rejection> {
+    if let Some(key) = remove.iter().find(|k| k.is_empty()) {
+        return Err(Rejection::InvalidConfig {
+            reason: format!("empty config name {key:?}"),
+        });
+    }
+    validate_configs(set)
 }
 
 fn validate_configs(entries: &[(String, String)]) -> Result<OrdMap<String, String>, Rejection> {

@@ -189,6 +189,17 @@ pub enum MetadataCommand {
         /// Topic and partition of each offset.
         partitions: Vec<(String, u32)>,
     },
+    /// Change dynamic broker configs: one broker's (`broker`), or the cluster-wide defaults
+    /// (`None`) every broker uses where it has no value of its own.
+    AlterBrokerConfigs {
+        /// The broker, or `None` for the cluster-wide defaults.
+        broker: Option<BrokerId>,
+        /// Keys to set.
+        set: Vec<(String, String)>,
+        /// Keys to remove (back to the next source: the cluster-wide default, then the static
+        /// configuration).
+        remove: Vec<String>,
+    },
     /// A static member (KIP-345) rejoined with a new member id: within `generation`, the
     /// member `old` with `group_instance_id` becomes `new` (keeping its metadata, assignment
     /// and client details; the leader too if it led), so commits and syncs of the old id are refused
@@ -382,4 +393,6 @@ pub enum Outcome {
     },
     /// `ReplaceStaticMember`.
     StaticMemberReplaced,
+    /// `AlterBrokerConfigs`.
+    BrokerConfigsAltered,
 }

@@ -191,8 +191,9 @@ pub struct CommittedOffset {
 /// answer every read the same way.
 ///
 /// Serialized field by field in declaration order. Deserializing reads the fields the codec
-/// format version of the input has ([`crate::codec`]: `security` since version 3) and
-/// leaves the newer ones empty, so snapshots written by older builds stay readable.
+/// format version of the input has ([`crate::codec`]: `security` since version 3,
+/// `broker_configs` since version 5) and leaves the newer ones empty, so snapshots written by
+/// older builds stay readable.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MetadataState {
     pub(crate) cluster_id: Option<ClusterId>,
@@ -204,6 +205,9 @@ pub struct MetadataState {
     pub(crate) next_producer_id: i64,
     /// Since codec format version 3; empty in a state written before.
     pub(crate) security: SecurityState,
+    /// Dynamic broker configs: the cluster-wide defaults (`None`) and each broker's own. Since
+    /// codec format version 5; empty in a state written before.
+    pub(crate) broker_configs: OrdMap<Option<BrokerId>, Configs>,
 }
 
 impl MetadataState {
@@ -309,10 +313,17 @@ impl MetadataState {
     pub fn next_producer_id(&self) -> i64 {
         self.next_producer_id
     }
+
+    /// The dynamic broker configs of `broker`, or the cluster-wide defaults for `None`
+    /// (set by [`AlterBrokerConfigs`](crate::MetadataCommand::AlterBrokerConfigs)).
+    pub fn broker_configs(&self, broker: Option<BrokerId>) -> Option<&Configs> {
+        self.broker_configs.get(&broker)
+    }
 }
 
-/// The fields of [`MetadataState`], in order; format versions before 3 end after the seventh.
-const STATE_FIELDS: [&str; 8] = [
+/// The fields of [`MetadataState`], in order; format versions before 3 end after the seventh,
+/// before 5 after the eighth.
+const STATE_FIELDS: [&str; 9] = [
     "cluster_id",
     "brokers",
     "topics",
@@ -321,6 +332,7 @@ const STATE_FIELDS: [&str; 8] = [
     "offsets",
     "next_producer_id",
     "security",
+    "broker_configs",
 ];
 
 impl<'de> Deserialize<'de> for MetadataState {
@@ -354,18 +366,22 @@ impl<'de> Deserialize<'de> for MetadataState {
                     offsets: next::<_, cautious::Map<_, _>>(&mut seq, 5, &self)?.0,
                     next_producer_id: next(&mut seq, 6, &self)?,
                     security: SecurityState::default(),
+                    broker_configs: OrdMap::new(),
                 };
                 if self.0 > 7 {
                     state.security = next(&mut seq, 7, &self)?;
+                }
+                if self.0 > 8 {
+                    state.broker_configs = next::<_, cautious::Map<_, _>>(&mut seq, 8, &self)?.0;
                 }
                 Ok(state)
             }
         }
 
-        let fields = if crate::codec::body_version() >= 3 {
-            &STATE_FIELDS[..]
-        } else {
-            &STATE_FIELDS[..7]
+        let fields = match crate::codec::body_version() {
+            5.. => &STATE_FIELDS[..],
+            3..=4 => &STATE_FIELDS[..8],
+            _ => &STATE_FIELDS[..7],
         };
         deserializer.deserialize_struct("MetadataState", fields, Fields(fields.len()))
     }

@@ -1161,11 +1161,14 @@ impl Group {
         for member in self.members.values_mut() {
             member.deadline = cx.now + member.session_timeout;
         }
+        // A group whose last member left keeps its protocol type (an empty consumer group is
+        // still a consumer group, as in Kafka).
         let protocol_type = self
             .members
             .values()
             .next()
-            .map(|m| m.protocol_type.clone());
+            .map(|m| m.protocol_type.clone())
+            .or_else(|| self.protocol_type.clone());
         let protocol = choose_protocol(&self.members);
         let leader = self
             .leader

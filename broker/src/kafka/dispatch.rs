@@ -20,6 +20,7 @@ use crate::kafka::sasl::{
     Session, Step, Verifier,
 };
 use crate::kafka::server::Listener;
+use crate::kafka::versions;
 
 /// What the connection does after a request.
 #[derive(Debug)]
@@ -37,14 +38,14 @@ pub(crate) enum Reply {
 /// The APIs this broker implements, with the versions it serves: the only ones ApiVersions
 /// advertises, and the only ones accepted.
 pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 11),
-    (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Produce, 3, 13),
+    (ApiKey::Fetch, 4, 17),
+    (ApiKey::ListOffsets, 1, 10),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
-    (ApiKey::Metadata, 0, 12),
-    (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 8),
-    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::Metadata, 0, 13),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
@@ -54,7 +55,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
-    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::InitProducerId, 0, 5),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeQuorum, 0, 2),
@@ -407,15 +408,21 @@ async fn route(
     broker: &Broker,
     client: &Client,
     version: i16,
-    request: RequestKind,
+    mut request: RequestKind,
 ) -> Option<ResponseKind> {
+    let ids = versions::normalize(&broker.metadata().state, version, &mut request);
     let access = Access::of(broker, client);
-    let (request, patch) = match authorize::gate(&access, request) {
-        Gate::Pass(request, patch) => (request, patch),
-        Gate::Refuse(response) => return Some(response),
+    let mut response = match authorize::gate(&access, request) {
+        Gate::Pass(request, patch) => {
+            let response = handle_request(broker, client, version, request).await?;
+            authorize::patch(&access, response, patch)
+        }
+        Gate::Refuse(response) => response,
     };
-    let response = handle_request(broker, client, version, request).await?;
-    Some(authorize::patch(&access, response, patch))
+    if let Some(ids) = ids {
+        versions::restore(&ids, &mut response);
+    }
+    Some(response)
 }
 
 async fn handle_request(

@@ -10,6 +10,7 @@ pub(crate) mod handlers;
 pub mod sasl;
 pub mod server;
 pub mod tls;
+mod versions;
 
 pub use dispatch::{DecodeError, Decoded, decode_request};
 

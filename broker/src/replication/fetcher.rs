@@ -89,7 +89,8 @@ pub async fn run_replication(broker: Arc<Broker>) {
     }
 }
 
-/// Whether a change may move partition leadership or replicas.
+/// Whether a change may move partition leadership or replicas, or change the configuration
+/// partition logs run with.
 fn moves_partitions(change: &Change) -> bool {
     match change {
         Change::Applied { command, .. } => command_moves_partitions(command),
@@ -106,6 +107,7 @@ fn command_moves_partitions(command: &MetadataCommand) -> bool {
         | MetadataCommand::DeleteTopics { .. }
         | MetadataCommand::CreatePartitions { .. }
         | MetadataCommand::AlterTopicConfigs { .. }
+        | MetadataCommand::AlterBrokerConfigs { .. }
         | MetadataCommand::AlterPartition { .. } => true,
         MetadataCommand::Batch { commands } => commands.iter().any(command_moves_partitions),
         _ => false,
@@ -118,7 +120,7 @@ async fn reconcile(broker: &Arc<Broker>, loops: &mut HashMap<BrokerId, FetchLoop
     let me = broker.id();
     let mut wanted: HashMap<BrokerId, (String, Assignment)> = HashMap::new();
     for topic in view.state.topics() {
-        let min_insync = broker.min_insync(topic);
+        let min_insync = broker.min_insync(&view.state, topic);
         for (index, p) in topic.partitions.iter().enumerate() {
             let Ok(partition) = i32::try_from(index) else {
                 continue;
@@ -139,11 +141,7 @@ async fn reconcile(broker: &Arc<Broker>, loops: &mut HashMap<BrokerId, FetchLoop
             let Some(target) = view.state.broker(leader).filter(|b| !b.fenced) else {
                 continue;
             };
-            let configs = topic
-                .configs
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            let configs = broker.log_overrides(&view.state, topic);
             let replicas = Arc::clone(broker.replicas());
             let name = topic.name.clone();
             let opened = tokio::task::spawn_blocking(move || {
@@ -189,9 +187,7 @@ async fn reconcile(broker: &Arc<Broker>, loops: &mut HashMap<BrokerId, FetchLoop
             continue;
         }
         let config = log_configs.entry(topic.clone()).or_insert_with(|| {
-            let configs = latest.state.topic(&topic)?.configs.iter();
-            let overrides: BTreeMap<String, String> =
-                configs.map(|(k, v)| (k.clone(), v.clone())).collect();
+            let overrides = broker.log_overrides(&latest.state, latest.state.topic(&topic)?);
             broker
                 .replicas()
                 .base_config()

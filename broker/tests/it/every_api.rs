@@ -50,11 +50,30 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use uuid::Uuid;
 
 use crate::support::{DEADLINE, record_batch, s, start_memory};
 
 const TOPIC: &str = "every-api";
 const MISSING: &str = "no-such-topic";
+
+/// A Produce topic named as `version` names it: by name, or by id from version 13.
+fn named_or_id(data: TopicProduceData, version: i16, name: &str, id: Uuid) -> TopicProduceData {
+    if version >= 13 {
+        data.with_topic_id(id)
+    } else {
+        data.with_name(topic(name))
+    }
+}
+
+/// A Fetch topic named as `version` names it: by name, or by id from version 13.
+fn fetch_topic(version: i16, name: &str, id: Uuid) -> FetchTopic {
+    if version >= 13 {
+        FetchTopic::default().with_topic_id(id)
+    } else {
+        FetchTopic::default().with_topic(topic(name))
+    }
+}
 
 fn topic(name: &str) -> TopicName {
     TopicName(s(name))
@@ -62,16 +81,18 @@ fn topic(name: &str) -> TopicName {
 
 /// Requests for `key` at `version`: the happy path and error paths. `None` when this file has
 /// no sample for the API yet.
-fn samples(key: ApiKey, version: i16) -> anyhow::Result<Option<Vec<RequestKind>>> {
+/// Sample requests of `key` at `version`; `topic_id` is the id of [`TOPIC`] (Fetch and
+/// Produce name topics by id from version 13, and [`MISSING`] by an id nobody has).
+fn samples(key: ApiKey, version: i16, topic_id: Uuid) -> anyhow::Result<Option<Vec<RequestKind>>> {
     let group = |name: &str| GroupId(s(name));
+    let missing_id = Uuid::from_u128(7);
     let samples = match key {
         ApiKey::Produce => vec![RequestKind::Produce(
             ProduceRequest::default()
                 .with_acks(1)
                 .with_timeout_ms(5_000)
                 .with_topic_data(vec![
-                    TopicProduceData::default()
-                        .with_name(topic(TOPIC))
+                    named_or_id(TopicProduceData::default(), version, TOPIC, topic_id)
                         .with_partition_data(vec![
                             PartitionProduceData::default()
                                 .with_index(0)
@@ -80,8 +101,7 @@ fn samples(key: ApiKey, version: i16) -> anyhow::Result<Option<Vec<RequestKind>>
                                 .with_index(7)
                                 .with_records(Some(record_batch(1, 1)?)),
                         ]),
-                    TopicProduceData::default()
-                        .with_name(topic(MISSING))
+                    named_or_id(TopicProduceData::default(), version, MISSING, missing_id)
                         .with_partition_data(vec![
                             PartitionProduceData::default()
                                 .with_index(0)
@@ -107,20 +127,19 @@ fn samples(key: ApiKey, version: i16) -> anyhow::Result<Option<Vec<RequestKind>>
                 .with_min_bytes(0)
                 .with_max_bytes(1 << 20)
                 .with_topics(vec![
-                    FetchTopic::default()
-                        .with_topic(topic(TOPIC))
+                    fetch_topic(version, TOPIC, topic_id)
                         .with_partitions(vec![partition(0), partition(7)]),
-                    FetchTopic::default()
-                        .with_topic(topic(MISSING))
-                        .with_partitions(vec![partition(0)]),
+                    fetch_topic(version, MISSING, missing_id).with_partitions(vec![partition(0)]),
                 ]);
             if version >= 7 {
                 request = request.with_session_id(0).with_session_epoch(-1);
             }
             vec![RequestKind::Fetch(request)]
         }
-        ApiKey::ListOffsets => [-1, -2, 0]
+        ApiKey::ListOffsets => [-1i64, -2, 0, -3, -4, -5]
             .into_iter()
+            // -3, -4 and -5 came with versions 7, 8 and 9.
+            .filter(|t| *t >= -2 || i64::from(version) >= 4 - t)
             .map(|timestamp| {
                 RequestKind::ListOffsets(
                     ListOffsetsRequest::default()
@@ -761,6 +780,30 @@ pub(crate) async fn call(
     Ok(decoded)
 }
 
+/// Create [`TOPIC`] with one partition; its id.
+async fn create_topic(stream: &mut TcpStream) -> anyhow::Result<Uuid> {
+    let create = RequestKind::CreateTopics(
+        CreateTopicsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(topic(TOPIC))
+                    .with_num_partitions(1)
+                    .with_replication_factor(1),
+            ]),
+    );
+    let ResponseKind::CreateTopics(created) =
+        call(stream, ApiKey::CreateTopics, 7, 1, &create).await?
+    else {
+        bail!("CreateTopics answered with another response kind");
+    };
+    created
+        .topics
+        .first()
+        .map(|t| t.topic_id)
+        .context("no topic created")
+}
+
 async fn advertised(stream: &mut TcpStream) -> anyhow::Result<Vec<(ApiKey, i16, i16)>> {
     let request = RequestKind::ApiVersions(
         ApiVersionsRequest::default()
@@ -788,17 +831,7 @@ async fn every_advertised_api_and_version_answers_a_decodable_response() -> anyh
     let dir = tempfile::tempdir()?;
     let node = start_memory(&dir, &[("group_initial_rebalance_delay_ms", 0)]).await?;
     let mut stream = TcpStream::connect(node.kafka_addr()).await?;
-    let create = RequestKind::CreateTopics(
-        CreateTopicsRequest::default()
-            .with_timeout_ms(5_000)
-            .with_topics(vec![
-                CreatableTopic::default()
-                    .with_name(topic(TOPIC))
-                    .with_num_partitions(1)
-                    .with_replication_factor(1),
-            ]),
-    );
-    call(&mut stream, ApiKey::CreateTopics, 5, 1, &create).await?;
+    let topic_id = create_topic(&mut stream).await?;
 
     let apis = advertised(&mut stream).await?;
     ensure!(apis.len() >= 20, "only {} APIs advertised", apis.len());
@@ -807,7 +840,7 @@ async fn every_advertised_api_and_version_answers_a_decodable_response() -> anyh
     for (key, min, max) in apis {
         ensure!(min <= max, "{key:?} advertises {min}..{max}");
         for version in min..=max {
-            let Some(requests) = samples(key, version)? else {
+            let Some(requests) = samples(key, version, topic_id)? else {
                 failures.push(format!("{key:?}: no sample request in every_api.rs"));
                 break;
             };
@@ -823,5 +856,148 @@ async fn every_advertised_api_and_version_answers_a_decodable_response() -> anyh
     }
     node.shutdown().await?;
     ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(())
+}
+
+/// Produce and Fetch 13+ name topics by id: the broker answers by id, serves the records, and
+/// refuses an id nobody has with UNKNOWN_TOPIC_ID; ListOffsets 7+ finds the record with the
+/// largest timestamp, 9+ answers the latest tiered offset with none, and an older version
+/// asking for either is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_named_by_id_and_the_newer_list_offsets() -> anyhow::Result<()> {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let unknown_topic_id = 100;
+    let dir = tempfile::tempdir()?;
+    let node = start_memory(&dir, &[]).await?;
+    let mut stream = TcpStream::connect(node.kafka_addr()).await?;
+    let id = create_topic(&mut stream).await?;
+    let missing = Uuid::from_u128(7);
+
+    let produce = |topic_id: Uuid| -> anyhow::Result<RequestKind> {
+        Ok(RequestKind::Produce(
+            ProduceRequest::default()
+                .with_acks(1)
+                .with_timeout_ms(5_000)
+                .with_topic_data(vec![
+                    TopicProduceData::default()
+                        .with_topic_id(topic_id)
+                        .with_partition_data(vec![
+                            PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(record_batch(3, 10)?)),
+                        ]),
+                ]),
+        ))
+    };
+    let ResponseKind::Produce(produced) =
+        call(&mut stream, ApiKey::Produce, 13, 2, &produce(id)?).await?
+    else {
+        bail!("Produce answered with another response kind");
+    };
+    let answered = &produced.responses[0];
+    ensure!(answered.topic_id == id, "{produced:?}");
+    ensure!(
+        answered.partition_responses[0].error_code == 0,
+        "{produced:?}"
+    );
+    let ResponseKind::Produce(refused) =
+        call(&mut stream, ApiKey::Produce, 13, 3, &produce(missing)?).await?
+    else {
+        bail!("Produce answered with another response kind");
+    };
+    ensure!(
+        refused.responses[0].topic_id == missing
+            && refused.responses[0].partition_responses[0].error_code == unknown_topic_id,
+        "{refused:?}"
+    );
+
+    let fetch = RequestKind::Fetch(
+        FetchRequest::default()
+            .with_replica_id((-1).into())
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic_id(id)
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(-1)
+                            .with_partition_max_bytes(1 << 20),
+                    ]),
+                FetchTopic::default()
+                    .with_topic_id(missing)
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(-1),
+                    ]),
+            ]),
+    );
+    let ResponseKind::Fetch(fetched) = call(&mut stream, ApiKey::Fetch, 17, 4, &fetch).await?
+    else {
+        bail!("Fetch answered with another response kind");
+    };
+    let [served, unknown] = fetched.responses.as_slice() else {
+        bail!("two topics expected: {fetched:?}");
+    };
+    ensure!(
+        served.topic_id == id && served.topic.0.is_empty(),
+        "{served:?}"
+    );
+    let partition = &served.partitions[0];
+    ensure!(
+        partition.error_code == 0
+            && partition.high_watermark == 3
+            && partition.records.as_ref().is_some_and(|r| !r.is_empty()),
+        "{partition:?}"
+    );
+    ensure!(
+        unknown.topic_id == missing && unknown.partitions[0].error_code == unknown_topic_id,
+        "{unknown:?}"
+    );
+
+    let list = |timestamp: i64| {
+        RequestKind::ListOffsets(
+            ListOffsetsRequest::default()
+                .with_replica_id((-1).into())
+                .with_topics(vec![
+                    ListOffsetsTopic::default()
+                        .with_name(topic(TOPIC))
+                        .with_partitions(vec![
+                            ListOffsetsPartition::default()
+                                .with_partition_index(0)
+                                .with_timestamp(timestamp),
+                        ]),
+                ]),
+        )
+    };
+    for (version, timestamp, expected) in [
+        // Every record has timestamp 1000: the first one holds the largest.
+        (9, -3, (0, 0, 1_000)),
+        (9, -4, (0, 0, -1)),
+        (9, -5, (0, -1, -1)),
+        (6, -3, (35, -1, -1)),
+        (8, -5, (35, -1, -1)),
+    ] {
+        let ResponseKind::ListOffsets(listed) = call(
+            &mut stream,
+            ApiKey::ListOffsets,
+            version,
+            5,
+            &list(timestamp),
+        )
+        .await?
+        else {
+            bail!("ListOffsets answered with another response kind");
+        };
+        let p = &listed.topics[0].partitions[0];
+        ensure!(
+            (p.error_code, p.offset, p.timestamp) == expected,
+            "v{version} {timestamp}: {p:?}"
+        );
+    }
+    node.shutdown().await?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, bail, ensure};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use figment::providers::Serialized;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, RequestHeader,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, MetadataRequest, RequestHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use switchyard::config::{Config, Overrides, defaults};
@@ -196,10 +196,11 @@ async fn unknown_api_key_and_unsupported_version_close_the_connection() -> anyho
     unknown.put_i32(1);
     unknown.put_i16(-1);
     expect_closed(&node, &unknown).await?;
-    let metadata = request(ApiKey::Metadata, 13, 1, &MetadataRequest::default())?;
+    // Fetch 18 is a version the protocol has and the broker does not serve.
+    let fetch = request(ApiKey::Fetch, 18, 1, &FetchRequest::default())?;
     let mut framed = BytesMut::new();
-    framed.put_u32(u32::try_from(metadata.len())?);
-    framed.put_slice(&metadata);
+    framed.put_u32(u32::try_from(fetch.len())?);
+    framed.put_slice(&fetch);
     expect_closed(&node, &framed).await?;
     node.shutdown().await?;
     Ok(())

@@ -351,3 +351,62 @@ pub async fn alter_topic_configs(h: &dyn BackendHarness) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Dynamic broker configs: the cluster-wide defaults and one broker's own are set and removed
+/// apart; a broker that is not registered is refused.
+pub async fn alter_broker_configs(h: &dyn BackendHarness) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    register_all(&node, &[1]).await?;
+    let alter = |broker: Option<i32>, set: &[(&str, &str)], remove: &[&str]| {
+        MetadataCommand::AlterBrokerConfigs {
+            broker: broker.map(BrokerId),
+            set: set
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            remove: remove.iter().map(|k| (*k).to_owned()).collect(),
+        }
+    };
+    accept(
+        &node,
+        alter(
+            None,
+            &[("log.retention.ms", "1000"), ("min.insync.replicas", "2")],
+            &[],
+        ),
+    )
+    .await?;
+    accept(&node, alter(Some(1), &[("log.retention.ms", "5000")], &[])).await?;
+    accept(&node, alter(None, &[], &["min.insync.replicas"])).await?;
+    let view = node.local();
+    let pairs = |broker| -> Vec<(String, String)> {
+        view.state
+            .broker_configs(broker)
+            .map(|c| c.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    };
+    ensure!(
+        pairs(None) == vec![("log.retention.ms".to_owned(), "1000".to_owned())],
+        "{:?}",
+        pairs(None)
+    );
+    ensure!(
+        pairs(Some(BrokerId(1))) == vec![("log.retention.ms".to_owned(), "5000".to_owned())],
+        "{:?}",
+        pairs(Some(BrokerId(1)))
+    );
+    let rejection = reject(&node, alter(Some(9), &[("log.retention.ms", "1")], &[])).await?;
+    ensure!(
+        matches!(rejection, Rejection::UnknownBroker { .. }),
+        "{rejection:?}"
+    );
+    accept(&node, alter(Some(1), &[], &["log.retention.ms"])).await?;
+    ensure!(
+        node.local()
+            .state
+            .broker_configs(Some(BrokerId(1)))
+            .is_none()
+    );
+    Ok(())
+}

@@ -2,11 +2,12 @@
 //! format-version byte, then the value. Everything that goes to disk or over the wire uses it,
 //! so a change of body format is a new version byte, and a build reads every version it knows.
 //!
-//! - Version 4 (written): [postcard](https://docs.rs/postcard) 1 — serde's data model with
+//! - Version 5 (written): [postcard](https://docs.rs/postcard) 1 — serde's data model with
 //!   LEB128 variable-length integers, zigzag for signed ones, length-prefixed sequences and
 //!   strings, enum variants by index. Its format is specified and stable across postcard 1.x,
-//!   and one value has one encoding. Brokers (and their registrations) carry their named
-//!   listeners.
+//!   and one value has one encoding. The metadata state carries dynamic broker configs.
+//! - Version 4 (read only): the same body format, written before the metadata state had
+//!   dynamic broker configs; brokers (and their registrations) carry their named listeners.
 //! - Version 3 (read only): the same body format, written before brokers had named
 //!   listeners.
 //! - Version 2 (read only): the same body format, written before the metadata state had a
@@ -14,7 +15,7 @@
 //! - Version 1 (read only): bincode 2.0's standard configuration, as builds before format
 //!   version 2 wrote it ([`bincode_v1`]), with version 2's types.
 //!
-//! A node that reads an older snapshot or record writes what it writes next in version 4.
+//! A node that reads an older snapshot or record writes what it writes next in version 5.
 //! Every format is non-self-describing: a value decodes only as the type that wrote it, and
 //! the whole input must be that one value. A type that grew since an older version reads
 //! [`body_version`] while it is decoded to know which fields the input has; new enum
@@ -28,7 +29,10 @@ use serde::de::DeserializeOwned;
 use crate::error::CodecError;
 
 /// The format version this build writes.
-pub const FORMAT_VERSION: u8 = 4;
+pub const FORMAT_VERSION: u8 = 5;
+
+/// The last format version written before the metadata state had dynamic broker configs.
+const POSTCARD_WITHOUT_BROKER_CONFIGS: u8 = 4;
 
 /// The last format version written before brokers had named listeners.
 const POSTCARD_WITHOUT_LISTENERS: u8 = 3;
@@ -98,7 +102,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         )));
     }
     match version {
-        FORMAT_VERSION | POSTCARD_WITHOUT_LISTENERS | POSTCARD_WITHOUT_SECURITY => {
+        FORMAT_VERSION
+        | POSTCARD_WITHOUT_BROKER_CONFIGS
+        | POSTCARD_WITHOUT_LISTENERS
+        | POSTCARD_WITHOUT_SECURITY => {
             let (value, rest) = as_version(version, || postcard::take_from_bytes(body))
                 .map_err(|e| CodecError::Malformed(e.to_string()))?;
             match rest.len() {
@@ -395,6 +402,39 @@ mod tests {
         bytes[0] = POSTCARD_WITHOUT_LISTENERS;
         assert_eq!(decode::<crate::Broker>(&bytes)?, broker);
         assert_eq!(broker.endpoint("ANYTHING"), Some(("h", 9092)));
+        Ok(())
+    }
+
+    /// A snapshot written before dynamic broker configs (format version 4: the same fields,
+    /// without the broker configs at the end) reads with none; one with them round-trips.
+    #[test]
+    fn version_4_snapshots_read_without_broker_configs() -> Result<(), CodecError> {
+        let mut state = crate::MetadataState::new();
+        let init = MetadataCommand::InitCluster {
+            cluster_id: ClusterId("c".into()),
+        };
+        assert!(state.apply(&init).is_ok());
+        let mut bytes = encode(&state)?;
+        // The empty map's length (one byte, 0) is the last byte: version 4 had none.
+        assert_eq!(bytes.pop(), Some(0));
+        bytes[0] = POSTCARD_WITHOUT_BROKER_CONFIGS;
+        assert_eq!(decode::<crate::MetadataState>(&bytes)?, state);
+
+        let alter = MetadataCommand::AlterBrokerConfigs {
+            broker: None,
+            set: vec![("log.retention.ms".into(), "1000".into())],
+            remove: Vec::new(),
+        };
+        assert!(state.apply(&alter).is_ok());
+        let decoded = decode::<crate::MetadataState>(&encode(&state)?)?;
+        assert_eq!(decoded, state);
+        assert_eq!(
+            decoded
+                .broker_configs(None)
+                .and_then(|c| c.get("log.retention.ms"))
+                .map(String::as_str),
+            Some("1000")
+        );
         Ok(())
     }
 

@@ -144,6 +144,21 @@ fn leaf_command() -> impl Strategy<Value = MetadataCommand> {
                 remove
             }),
         (
+            prop::option::of((0i32..4).prop_map(BrokerId)),
+            configs(),
+            prop::collection::vec(
+                prop_oneof![Just("k1".to_owned()), Just(String::new())],
+                0..2
+            )
+        )
+            .prop_map(
+                |(broker, set, remove)| MetadataCommand::AlterBrokerConfigs {
+                    broker,
+                    set,
+                    remove
+                }
+            ),
+        (
             topic_name(),
             0u32..2,
             0i32..2,

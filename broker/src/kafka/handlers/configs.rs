@@ -2,7 +2,9 @@
 //! knows: their defaults and which values it accepts. Only configs the broker honours are
 //! accepted; anything else is INVALID_CONFIG. A topic's overrides change through one
 //! `AlterTopicConfigs` proposal per topic, so every node applies them (open partition logs take
-//! them from their next append or cleanup); broker configs are static (the `[kafka]` table).
+//! them from their next append or cleanup). The broker configs that are topic defaults are
+//! dynamic, as in Kafka: cluster-wide (resource name `""`) or per broker, through
+//! `AlterBrokerConfigs`, over the static `[kafka]` table; the other broker configs are static.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,7 +18,7 @@ use kafka_protocol::messages::{
     incremental_alter_configs_response,
 };
 use kafka_protocol::protocol::StrBytes;
-use switchyard_backend_api::MetadataCommand;
+use switchyard_backend_api::{MetadataCommand, MetadataState};
 
 use crate::broker::Broker;
 use crate::kafka::handlers::{Verdict, kstr, propose_or_validate, verdict_parts};
@@ -26,6 +28,8 @@ const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
 /// Config source codes.
 const TOPIC_CONFIG: i8 = 1;
+const DYNAMIC_BROKER_CONFIG: i8 = 2;
+const DYNAMIC_DEFAULT_BROKER_CONFIG: i8 = 3;
 const STATIC_BROKER_CONFIG: i8 = 4;
 const DEFAULT_CONFIG: i8 = 5;
 
@@ -71,14 +75,82 @@ const TOPIC_CONFIGS: &[(&str, &str, Kind)] = &[
     ),
 ];
 
-/// The broker config that sets each topic config's default (Kafka's synonyms).
+/// The broker config that sets each topic config's default (Kafka's synonyms). Each is a
+/// dynamic broker config, as in Kafka: AlterConfigs and IncrementalAlterConfigs set it for the
+/// whole cluster (resource name `""`) or one broker, live.
 const BROKER_SYNONYMS: &[(&str, &str)] = &[
     ("retention.ms", "log.retention.ms"),
     ("retention.bytes", "log.retention.bytes"),
     ("segment.bytes", "log.segment.bytes"),
+    ("segment.ms", "log.roll.ms"),
+    ("flush.messages", "log.flush.interval.messages"),
+    ("flush.ms", "log.flush.interval.ms"),
+    ("index.interval.bytes", "log.index.interval.bytes"),
+    ("max.message.bytes", "message.max.bytes"),
     ("min.insync.replicas", "min.insync.replicas"),
     ("compression.type", "compression.type"),
 ];
+
+/// Where a broker's topic defaults come from, most specific first: its own dynamic configs,
+/// the cluster-wide dynamic defaults (both by broker config name), then its static `[kafka]`
+/// settings (by topic config name).
+#[derive(Debug, Default)]
+pub(crate) struct BrokerDefaults {
+    own: BTreeMap<String, String>,
+    cluster: BTreeMap<String, String>,
+    statics: BTreeMap<String, String>,
+}
+
+impl BrokerDefaults {
+    /// `broker`'s, as the metadata `state` and its configuration say.
+    pub(crate) fn of(broker: &Broker, state: &MetadataState) -> Self {
+        let dynamic = |scope| {
+            state
+                .broker_configs(scope)
+                .map(|c| c.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default()
+        };
+        Self {
+            own: dynamic(Some(broker.id())),
+            cluster: dynamic(None),
+            statics: broker.settings().topic_defaults(),
+        }
+    }
+
+    /// The dynamic broker configs in effect, by topic config name: what partition logs run
+    /// with over the static defaults.
+    pub(crate) fn dynamic_topic_defaults(&self) -> BTreeMap<String, String> {
+        BROKER_SYNONYMS
+            .iter()
+            .filter_map(|(topic_key, broker_key)| {
+                let value = self
+                    .own
+                    .get(*broker_key)
+                    .or(self.cluster.get(*broker_key))?;
+                Some(((*topic_key).to_owned(), value.clone()))
+            })
+            .collect()
+    }
+
+    /// The sources of topic config `key` below a topic's own override, most specific first.
+    fn synonyms(&self, key: &'static str, default: &str) -> Vec<(&'static str, String, i8)> {
+        let Some((_, broker_key)) = BROKER_SYNONYMS.iter().find(|(k, _)| *k == key) else {
+            return vec![(key, default.to_owned(), DEFAULT_CONFIG)];
+        };
+        let mut synonyms = Vec::new();
+        if let Some(value) = self.own.get(*broker_key) {
+            synonyms.push((*broker_key, value.clone(), DYNAMIC_BROKER_CONFIG));
+        }
+        if let Some(value) = self.cluster.get(*broker_key) {
+            synonyms.push((*broker_key, value.clone(), DYNAMIC_DEFAULT_BROKER_CONFIG));
+        }
+        if let Some(value) = self.statics.get(key).filter(|v| v.as_str() != default) {
+            synonyms.push((*broker_key, value.clone(), STATIC_BROKER_CONFIG));
+        }
+        synonyms.push((*broker_key, default.to_owned(), DEFAULT_CONFIG));
+        synonyms
+    }
+}
 
 /// One topic config as DescribeConfigs reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,10 +166,10 @@ pub(crate) struct TopicConfig {
 }
 
 /// Every topic config with its effective value and where it comes from: the topic's
-/// `overrides`, else the broker-wide default of `broker_defaults` (`[kafka]`), else Kafka's.
+/// `overrides`, else the broker's defaults (dynamic, then static), else Kafka's.
 pub(crate) fn topic_configs(
     overrides: &BTreeMap<String, String>,
-    broker_defaults: &BTreeMap<String, String>,
+    defaults: &BrokerDefaults,
 ) -> Vec<TopicConfig> {
     TOPIC_CONFIGS
         .iter()
@@ -106,17 +178,7 @@ pub(crate) fn topic_configs(
             if let Some(value) = overrides.get(*key) {
                 synonyms.push((*key, value.clone(), TOPIC_CONFIG));
             }
-            match BROKER_SYNONYMS.iter().find(|(k, _)| k == key) {
-                Some((_, broker_key)) => {
-                    if let Some(value) =
-                        broker_defaults.get(*key).filter(|v| v.as_str() != *default)
-                    {
-                        synonyms.push((*broker_key, value.clone(), STATIC_BROKER_CONFIG));
-                    }
-                    synonyms.push((*broker_key, (*default).to_owned(), DEFAULT_CONFIG));
-                }
-                None => synonyms.push((*key, (*default).to_owned(), DEFAULT_CONFIG)),
-            }
+            synonyms.extend(defaults.synonyms(key, default));
             let (_, value, source) = synonyms[0].clone();
             TopicConfig {
                 key,
@@ -177,7 +239,7 @@ pub(crate) fn describe(
                             .iter()
                             .map(|(k, v)| (k.clone(), v.clone()))
                             .collect();
-                        let defaults = broker.settings().topic_defaults();
+                        let defaults = BrokerDefaults::of(broker, &view.state);
                         result.with_configs(
                             topic_configs(&overrides, &defaults)
                                 .into_iter()
@@ -197,7 +259,17 @@ pub(crate) fn describe(
                         .with_error_code(ResponseError::UnknownTopicOrPartition.code())
                         .with_error_message(Some(kstr(format!("unknown topic {name}")))),
                 },
-                BROKER if name.is_empty() || name == broker.id().to_string() => {
+                // The cluster-wide dynamic defaults: those set.
+                BROKER if name.is_empty() => result.with_configs(
+                    view.state
+                        .broker_configs(None)
+                        .into_iter()
+                        .flatten()
+                        .filter(|(key, _)| wanted(key))
+                        .map(|(key, value)| entry(key, value, DYNAMIC_DEFAULT_BROKER_CONFIG))
+                        .collect(),
+                ),
+                BROKER if name == broker.id().to_string() => {
                     let settings = broker.settings();
                     let configs = [
                         ("broker.id", broker.id().to_string()),
@@ -223,16 +295,24 @@ pub(crate) fn describe(
                             settings.log_retention_check_interval_ms.to_string(),
                         ),
                     ];
-                    // The topic defaults' broker configs: static where `[kafka]` changes
-                    // Kafka's default.
-                    let topic_defaults =
-                        topic_configs(&BTreeMap::new(), &settings.topic_defaults());
+                    // The topic defaults' broker configs, dynamic ones first, with where each
+                    // value comes from.
+                    let defaults = BrokerDefaults::of(broker, &view.state);
                     let log_configs =
                         BROKER_SYNONYMS
                             .iter()
                             .filter_map(|(topic_key, broker_key)| {
-                                let c = topic_defaults.iter().find(|c| c.key == *topic_key)?;
-                                Some(entry(broker_key, &c.value, c.source).with_read_only(true))
+                                let (_, default, _) =
+                                    TOPIC_CONFIGS.iter().find(|(k, _, _)| k == topic_key)?;
+                                let synonyms = defaults.synonyms(topic_key, default);
+                                let (_, value, source) = synonyms.first()?.clone();
+                                let described =
+                                    entry(broker_key, &value, source).with_read_only(false);
+                                Some(if request.include_synonyms {
+                                    described.with_synonyms(self::synonyms(&synonyms))
+                                } else {
+                                    described
+                                })
                             });
                     result.with_configs(
                         configs
@@ -297,6 +377,22 @@ struct Alteration {
     configs: Vec<(String, Option<Operation>)>,
     /// AlterConfigs: the listed configs become the resource's whole set of overrides.
     replace: bool,
+}
+
+impl Alteration {
+    /// The config names it changes; INVALID_REQUEST if one is listed twice.
+    fn keys(&self) -> Result<BTreeSet<&str>, (ResponseError, String)> {
+        let mut keys = BTreeSet::new();
+        for (key, _) in &self.configs {
+            if !keys.insert(key.as_str()) {
+                return Err((
+                    ResponseError::InvalidRequest,
+                    format!("config {key} is listed twice"),
+                ));
+            }
+        }
+        Ok(keys)
+    }
 }
 
 /// IncrementalAlterConfigs, versions 0–1.
@@ -409,12 +505,7 @@ async fn alter(
         } else {
             match alteration.resource_type {
                 TOPIC => alter_topic(broker, &alteration, validate_only).await,
-                BROKER => Err((
-                    ResponseError::InvalidRequest,
-                    "broker configs are static: set them in the [kafka] table of each node's \
-                     configuration and restart it"
-                        .to_owned(),
-                )),
+                BROKER => alter_broker(broker, &alteration, validate_only).await,
                 other => Err((
                     ResponseError::InvalidRequest,
                     format!("unsupported resource type {other}"),
@@ -438,16 +529,10 @@ async fn alter_topic(broker: &Broker, alteration: &Alteration, validate_only: bo
         )
     })?;
     let invalid = |message: String| (ResponseError::InvalidConfig, message);
-    let mut keys = BTreeSet::new();
+    let keys = alteration.keys()?;
     let mut set = Vec::new();
     let mut remove = Vec::new();
     for (key, operation) in &alteration.configs {
-        if !keys.insert(key.as_str()) {
-            return Err((
-                ResponseError::InvalidRequest,
-                format!("config {key} is listed twice"),
-            ));
-        }
         let Some((_, default, _)) = TOPIC_CONFIGS.iter().find(|(k, _, _)| k == key) else {
             return Err(invalid(format!(
                 "unknown or unsupported topic config {key}"
@@ -514,6 +599,75 @@ async fn alter_topic(broker: &Broker, alteration: &Alteration, validate_only: bo
     }
     let command = MetadataCommand::AlterTopicConfigs {
         topic: name.to_owned(),
+        set,
+        remove,
+    };
+    propose_or_validate(broker, &view.state, command, validate_only).await
+}
+
+/// One broker resource's alteration (`""`: the cluster-wide defaults; else a broker id): the
+/// `AlterBrokerConfigs` it comes to. Only the dynamic broker configs (the topic defaults of
+/// [`BROKER_SYNONYMS`]) change this way; the others are static, set in `[kafka]`.
+async fn alter_broker(broker: &Broker, alteration: &Alteration, validate_only: bool) -> Verdict {
+    let view = broker.metadata();
+    let scope = if alteration.name.is_empty() {
+        None
+    } else {
+        let id = alteration.name.parse().map_err(|_| {
+            (
+                ResponseError::InvalidRequest,
+                format!("{:?} is not a broker id", alteration.name),
+            )
+        })?;
+        Some(switchyard_backend_api::BrokerId(id))
+    };
+    let invalid = |message: String| (ResponseError::InvalidConfig, message);
+    let keys = alteration.keys()?;
+    let mut set = Vec::new();
+    let mut remove = Vec::new();
+    for (key, operation) in &alteration.configs {
+        let Some((topic_key, _)) = BROKER_SYNONYMS.iter().find(|(_, b)| b == key) else {
+            return Err((
+                ResponseError::InvalidRequest,
+                format!(
+                    "cannot update {key} dynamically: it is static (the [kafka] table of each \
+                     node's configuration) or unknown"
+                ),
+            ));
+        };
+        match operation {
+            Some(Operation::Set(value)) => {
+                validate_topic_config(topic_key, value).map_err(invalid)?;
+                set.push((key.clone(), value.clone()));
+            }
+            Some(Operation::Delete) => remove.push(key.clone()),
+            Some(Operation::Append(_) | Operation::Subtract(_)) => {
+                return Err(invalid(format!(
+                    "config {key} is not a list: APPEND and SUBTRACT do not apply"
+                )));
+            }
+            None => {
+                return Err((
+                    ResponseError::InvalidRequest,
+                    format!("unknown operation on config {key}"),
+                ));
+            }
+        }
+    }
+    if alteration.replace {
+        // AlterConfigs: every dynamic config of the resource not listed is removed.
+        remove.extend(
+            view.state
+                .broker_configs(scope)
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k)
+                .filter(|k| !keys.contains(k.as_str()))
+                .cloned(),
+        );
+    }
+    let command = MetadataCommand::AlterBrokerConfigs {
+        broker: scope,
         set,
         remove,
     };

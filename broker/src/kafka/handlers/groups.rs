@@ -24,6 +24,8 @@ use crate::kafka::handlers::kstr;
 
 /// Key type of a consumer group in FindCoordinator.
 const GROUP_KEY: i8 = 0;
+/// FindCoordinator key type of a transactional id.
+const TRANSACTION_KEY: i8 = 1;
 
 fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, |e| e.code())
@@ -44,6 +46,14 @@ pub(crate) fn find_coordinator(
             .flatten()
             .and_then(|b| Some((b.id, client.endpoint(b)?)));
         let coordinator = Coordinator::default().with_key(key);
+        // Share groups (KIP-932) are not served.
+        if request.key_type > TRANSACTION_KEY {
+            return coordinator
+                .with_node_id(KBrokerId(-1))
+                .with_host(kstr(""))
+                .with_port(-1)
+                .with_error_code(ResponseError::InvalidRequest.code());
+        }
         match found {
             Some((id, (host, port))) => coordinator
                 .with_node_id(KBrokerId(id.0))

@@ -1,5 +1,7 @@
-//! ListOffsets: earliest (-2), latest (-1: the high watermark), and the first offset at or
-//! after a timestamp among the records below the high watermark.
+//! ListOffsets: earliest (-2), latest (-1: the high watermark), the record with the largest
+//! timestamp (-3, v7+), the earliest local offset (-4, v8+: the earliest, as every segment is
+//! local), the latest tiered offset (-5, v9+: none, `-1`, as nothing is tiered), and the first
+//! offset at or after a timestamp among the records below the high watermark.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -15,6 +17,13 @@ use crate::broker::Broker;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+
+/// The first version that takes each special timestamp past earliest and latest.
+const SPECIAL_SINCE: [(i64, i16); 3] =
+    [(MAX_TIMESTAMP, 7), (EARLIEST_LOCAL, 8), (LATEST_TIERED, 9)];
 
 pub(crate) async fn handle(
     broker: &Broker,
@@ -28,7 +37,14 @@ pub(crate) async fn handle(
         for p in topic.partitions {
             let response =
                 ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-            let result = lookup(broker, &name, p.partition_index, p.timestamp).await;
+            let too_new = SPECIAL_SINCE
+                .iter()
+                .any(|(t, since)| p.timestamp == *t && version < *since);
+            let result = if too_new {
+                Err(ResponseError::UnsupportedVersion)
+            } else {
+                lookup(broker, &name, p.partition_index, p.timestamp).await
+            };
             partitions.push(match result {
                 Ok((offset, timestamp, leader_epoch)) => response
                     .with_offset(offset)
@@ -51,15 +67,16 @@ pub(crate) async fn handle(
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-/// The first record of the first batch in `batch` whose timestamp is at least `timestamp`:
-/// the log finds the batch, Kafka answers with the record. `None` if the batch does not decode.
-fn first_record_at(batch: &[u8], timestamp: i64) -> Option<(i64, i64)> {
+/// The first record at or after offset `from` in `batch` whose timestamp is at least
+/// `timestamp`: the log finds the batch, Kafka answers with the record. `None` if the batch
+/// does not decode.
+fn first_record_at(batch: &[u8], timestamp: i64, from: i64) -> Option<(i64, i64)> {
     let mut bytes = Bytes::copy_from_slice(batch);
     match RecordBatchDecoder::decode(&mut bytes) {
         Ok(set) => set
             .records
             .iter()
-            .find(|r| r.timestamp >= timestamp)
+            .find(|r| r.offset >= from && r.timestamp >= timestamp)
             .map(|r| (r.offset, r.timestamp)),
         Err(e) => {
             warn!(error = %e, "cannot decode a stored batch for a timestamp lookup");
@@ -77,23 +94,40 @@ async fn lookup(
     let (replica, leader_epoch) = broker.led_replica(topic, partition).await?;
     let log = replica.log().clone();
     let high_watermark = replica.high_watermark();
-    let found = tokio::task::spawn_blocking(move || match timestamp {
-        LATEST => Ok(Some((high_watermark, -1))),
-        EARLIEST => Ok(Some((log.log_start_offset(), -1))),
-        t if t >= 0 => log.offset_for_timestamp(t).and_then(|found| match found {
-            Some(batch) if batch.offset < high_watermark => log.read(batch.offset, 1).map(|read| {
-                Some(first_record_at(&read.records, t).unwrap_or((batch.offset, batch.timestamp)))
-            }),
+    if timestamp == LATEST_TIERED {
+        return Ok((-1, -1, -1));
+    }
+    let found = tokio::task::spawn_blocking(move || {
+        let found = match timestamp {
+            LATEST => return Ok(Some((high_watermark, -1))),
+            EARLIEST | EARLIEST_LOCAL => return Ok(Some((log.log_start_offset(), -1))),
+            MAX_TIMESTAMP => log.max_timestamp(),
+            t if t >= 0 => log.offset_for_timestamp(t)?,
+            _ => return Ok(None),
+        };
+        match found {
+            Some(batch) if batch.offset < high_watermark => {
+                let target = if timestamp == MAX_TIMESTAMP {
+                    batch.timestamp
+                } else {
+                    timestamp
+                };
+                log.read(batch.offset, 1).map(|read| {
+                    Some(
+                        first_record_at(&read.records, target, batch.offset)
+                            .unwrap_or((batch.offset, batch.timestamp)),
+                    )
+                })
+            }
             _ => Ok(None),
-        }),
-        _ => Ok(None),
+        }
     })
     .await
     .map_err(|_| ResponseError::KafkaStorageError)?
     .map_err(|e| crate::kafka::errors::log_error(&e))?;
     match (found, timestamp) {
         (Some((offset, ts)), _) => Ok((offset, ts, leader_epoch)),
-        (None, t) if t >= 0 => Ok((-1, -1, leader_epoch)),
+        (None, t) if t >= 0 || t == MAX_TIMESTAMP => Ok((-1, -1, leader_epoch)),
         (None, _) => Err(ResponseError::InvalidRequest),
     }
 }

@@ -13,6 +13,7 @@ use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, 
 use switchyard_backend_api::{BrokerId, MetadataState};
 
 use crate::broker::Broker;
+use crate::kafka::handlers::configs::BrokerDefaults;
 use crate::kafka::handlers::kstr;
 use crate::replicas::Replicas;
 
@@ -32,10 +33,11 @@ pub(crate) async fn describe(
     let replicas = Arc::clone(broker.replicas());
     let view = broker.metadata();
     let me = broker.id();
+    let dynamic = BrokerDefaults::of(broker, &view.state).dynamic_topic_defaults();
     // A partition's log may not be open yet (logs open on first use): opening it reads the
     // disk, as does the volume's size.
     let described = tokio::task::spawn_blocking(move || {
-        describe_dir(&replicas, &view.state, me, wanted.as_ref())
+        describe_dir(&replicas, &view.state, (me, &dynamic), wanted.as_ref())
     })
     .await;
     match described {
@@ -48,16 +50,13 @@ pub(crate) async fn describe(
 fn describe_dir(
     replicas: &Replicas,
     state: &MetadataState,
-    me: BrokerId,
+    (me, dynamic): (BrokerId, &BTreeMap<String, String>),
     wanted: Option<&BTreeMap<String, Vec<i32>>>,
 ) -> DescribeLogDirsResult {
     let mut topics: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
     for topic in state.topics() {
-        let configs = topic
-            .configs
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut configs = dynamic.clone();
+        configs.extend(topic.configs.iter().map(|(k, v)| (k.clone(), v.clone())));
         for (index, p) in topic.partitions.iter().enumerate() {
             let Ok(partition) = i32::try_from(index) else {
                 continue;

@@ -27,7 +27,7 @@ use tracing::warn;
 use crate::broker::Broker;
 use crate::kafka::dispatch::Client;
 use crate::kafka::errors::{metadata_error, rejection_error};
-use crate::kafka::handlers::configs::{topic_configs, validate_topic_config};
+use crate::kafka::handlers::configs::{BrokerDefaults, topic_configs, validate_topic_config};
 use crate::kafka::handlers::kstr;
 use crate::liveness;
 
@@ -476,7 +476,7 @@ pub(crate) async fn create(
                         .with_num_partitions(i32::try_from(topic.assignments.len()).unwrap_or(-1))
                         .with_replication_factor(i16::try_from(replication_factor).unwrap_or(-1))
                         .with_configs(Some(
-                            topic_configs(&overrides, &broker.settings().topic_defaults())
+                            topic_configs(&overrides, &BrokerDefaults::of(broker, &view.state))
                                 .into_iter()
                                 .map(|c| {
                                     CreatableTopicConfigs::default()
