@@ -1006,3 +1006,42 @@ def test_a_dynamic_broker_default_set_through_one_node_applies_on_all_three(
                      f"node {node} to see the change")
     finally:
         cluster.close()
+
+
+@pytest.mark.skipif(not MULTI_NODE, reason="no multi-node backend compiled in")
+@pytest.mark.timeout(120)
+def test_the_describe_apis_on_three_nodes(multi_backend, tmp_path, topic_name):
+    """DescribeLogDirs from every broker (each holds a replica), DescribeProducers from the
+    partition's leader, DescribeTopicPartitions through any node, consistent with Metadata."""
+    from kafka import TopicPartition as KpTopicPartition
+
+    from cluster_util import layout
+    cluster = Cluster(multi_backend, tmp_path)
+    try:
+        cluster.start()
+        assert ConfluentAdmin(cluster.bootstrap()).create({topic_name: (1, 3, {})}) == {
+            topic_name: NONE}
+        producer = Producer({"bootstrap.servers": cluster.bootstrap(), "enable.idempotence": True,
+                             **CONFLUENT_BASE})
+        for i in range(3):
+            producer.produce(topic_name, value=f"r{i}".encode() * 50)
+        assert producer.flush(30) == 0
+        leader, replicas, _ = layout(cluster.bootstrap(), topic_name)["topics"][topic_name][0]
+        kp = kp_admin(cluster.bootstrap(3))
+        try:
+            described = kp.describe_log_dirs(topic_partitions={topic_name: [0]})
+            holders = {str(cluster.nodes[n].data_dir / "logs") for n in (1, 2, 3)}
+            seen = {d["log_dir"] for r in described for d in r["log_dirs"]
+                    if any(t["name"] == topic_name for t in d["topics"])}
+            assert seen == holders, (seen, holders)
+            (state,) = kp.describe_producers([KpTopicPartition(topic_name, 0)]).values()
+            assert len(state.active_producers) == 1, state
+            assert state.active_producers[0].last_sequence >= 0, state
+            page = kp.describe_topic_partitions([topic_name])
+            (partition,) = page["topics"][0]["partitions"]
+            assert partition["leader_id"] == leader, (partition, leader)
+            assert sorted(partition["replica_nodes"]) == sorted(replicas), partition
+        finally:
+            kp.close()
+    finally:
+        cluster.close()
