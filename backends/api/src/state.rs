@@ -372,7 +372,10 @@ impl<'de> Deserialize<'de> for MetadataState {
                     state.security = next(&mut seq, 7, &self)?;
                 }
                 if self.0 > 8 {
-                    state.broker_configs = next::<_, cautious::Map<_, _>>(&mut seq, 8, &self)?.0;
+                    // The configs inside are maps too: each read cautiously.
+                    let configs: cautious::Map<Option<BrokerId>, cautious::Map<String, String>> =
+                        next(&mut seq, 8, &self)?;
+                    state.broker_configs = configs.0.into_iter().map(|(k, v)| (k, v.0)).collect();
                 }
                 Ok(state)
             }
@@ -428,6 +431,7 @@ pub(crate) mod cautious {
     }
 
     /// An [`OrdMap`] read through [`ord_map`], for hand-written visitors.
+    #[derive(Clone)]
     pub(crate) struct Map<K: Ord + Clone, V: Clone>(pub(crate) OrdMap<K, V>);
 
     impl<'de, K, V> Deserialize<'de> for Map<K, V>

@@ -405,6 +405,19 @@ mod tests {
         Ok(())
     }
 
+    /// A snapshot whose dynamic broker configs claim a map of about 2^60 entries inside one
+    /// broker's entry is refused, not allocated (found by the `metadata_codec` fuzz target;
+    /// the bytes are its seed `broker-configs-huge-inner-map`).
+    #[test]
+    fn a_huge_broker_config_map_is_refused_not_allocated() {
+        let bytes = [
+            0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x99, 0x01, 0x00, 0x00, 0xfe, 0xcd,
+            0xcd, 0x99, 0x02, 0x00, 0x00, 0x00, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0x37,
+            0xc1, 0xc1, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x02, 0x00, 0xff,
+        ];
+        assert!(decode::<crate::StateView>(&bytes).is_err());
+    }
+
     /// A snapshot written before dynamic broker configs (format version 4: the same fields,
     /// without the broker configs at the end) reads with none; one with them round-trips.
     #[test]
