@@ -94,6 +94,11 @@ macro_rules! conformance_tests {
             producers {
                 producer_id_blocks_do_not_overlap,
             }
+            transactions {
+                transactional_ids_get_producer_ids_and_epochs,
+                a_transaction_opens_prepares_and_completes,
+                an_open_transaction_is_aborted_by_fencing,
+            }
             batch {
                 batch_applies_all_or_nothing,
             }

@@ -16,6 +16,7 @@ use crate::state::{
     Broker, BrokerEndpoint, CommittedOffset, Group, GroupMember, MetadataState, OffsetKey,
     Partition, Topic,
 };
+use crate::transactions::Acting;
 
 /// Longest topic name Kafka accepts.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -126,6 +127,70 @@ impl MetadataState {
                 set,
                 remove,
             } => self.alter_broker_configs(*broker, set, remove),
+            MetadataCommand::InitTransactionalId {
+                transactional_id,
+                timeout_ms,
+                current,
+                now_ms,
+            } => self.init_transactional_id(transactional_id, *timeout_ms, *current, *now_ms),
+            MetadataCommand::AddToTxn {
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                partitions,
+                groups,
+                now_ms,
+            } => self.add_to_txn(
+                Acting {
+                    transactional_id,
+                    producer_id: *producer_id,
+                    producer_epoch: *producer_epoch,
+                },
+                partitions,
+                groups,
+                *now_ms,
+            ),
+            MetadataCommand::EndTxn {
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                commit,
+                now_ms,
+            } => self.end_txn(
+                Acting {
+                    transactional_id,
+                    producer_id: *producer_id,
+                    producer_epoch: *producer_epoch,
+                },
+                *commit,
+                *now_ms,
+            ),
+            MetadataCommand::CompleteTxn {
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                now_ms,
+            } => self.complete_txn(
+                Acting {
+                    transactional_id,
+                    producer_id: *producer_id,
+                    producer_epoch: *producer_epoch,
+                },
+                *now_ms,
+            ),
+            MetadataCommand::AbortExpiredTxn {
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                now_ms,
+            } => self.abort_expired_txn(
+                Acting {
+                    transactional_id,
+                    producer_id: *producer_id,
+                    producer_epoch: *producer_epoch,
+                },
+                *now_ms,
+            ),
             MetadataCommand::ReplaceStaticMember {
                 group,
                 generation,

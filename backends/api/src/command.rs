@@ -217,6 +217,78 @@ pub enum MetadataCommand {
         /// The new member id.
         new: MemberId,
     },
+    /// InitProducerId with a `transactional.id`: a new transactional id gets a producer id
+    /// (from the same sequence as `AllocateProducerIds`) at epoch 0; a known one gets its next
+    /// epoch (a new producer id once the epochs run out), fencing the previous one. A
+    /// transaction left open is aborted first: it moves to PrepareAbort at the next epoch
+    /// (`TransactionAborting`) and the caller retries once it completed.
+    InitTransactionalId {
+        /// The transactional id.
+        transactional_id: String,
+        /// `transaction.timeout.ms`, positive (the broker bounds it by
+        /// `transaction.max.timeout.ms` before proposing).
+        timeout_ms: i32,
+        /// The producer id and epoch the producer holds, when it asks for its next epoch
+        /// (KIP-360); they must be the current ones.
+        current: Option<(i64, i16)>,
+        /// The proposer's clock (ms since the Unix epoch).
+        now_ms: i64,
+    },
+    /// AddPartitionsToTxn and AddOffsetsToTxn: partitions and groups join the producer's
+    /// transaction, which opens (Ongoing) if none is. Every partition must exist.
+    AddToTxn {
+        /// The transactional id.
+        transactional_id: String,
+        /// The producer id it acts for.
+        producer_id: i64,
+        /// The epoch it acts in.
+        producer_epoch: i16,
+        /// Partitions to add.
+        partitions: Vec<(String, u32)>,
+        /// Groups whose offsets the transaction will commit.
+        groups: Vec<GroupId>,
+        /// The proposer's clock.
+        now_ms: i64,
+    },
+    /// EndTxn: the open transaction moves to PrepareCommit or PrepareAbort. Ending one that
+    /// already completed the same way is answered as done (a retried request).
+    EndTxn {
+        /// The transactional id.
+        transactional_id: String,
+        /// The producer id it acts for.
+        producer_id: i64,
+        /// The epoch it acts in.
+        producer_epoch: i16,
+        /// Commit, or abort.
+        commit: bool,
+        /// The proposer's clock.
+        now_ms: i64,
+    },
+    /// The markers of a preparing transaction are written: PrepareCommit becomes
+    /// CompleteCommit, PrepareAbort CompleteAbort, and the transaction holds nothing any more.
+    CompleteTxn {
+        /// The transactional id.
+        transactional_id: String,
+        /// The producer id the markers were written for.
+        producer_id: i64,
+        /// The epoch the markers were written in.
+        producer_epoch: i16,
+        /// The proposer's clock.
+        now_ms: i64,
+    },
+    /// The coordinator aborts a transaction open past its `transaction.timeout.ms`: it moves
+    /// to PrepareAbort at the next epoch, fencing the producer that left it open. Refused
+    /// unless it is still Ongoing at that producer id and epoch.
+    AbortExpiredTxn {
+        /// The transactional id.
+        transactional_id: String,
+        /// The producer id the coordinator saw.
+        producer_id: i64,
+        /// The epoch the coordinator saw.
+        producer_epoch: i16,
+        /// The proposer's clock.
+        now_ms: i64,
+    },
 }
 
 /// Largest producer-id block one [`MetadataCommand::AllocateProducerIds`] may take.
@@ -395,4 +467,24 @@ pub enum Outcome {
     StaticMemberReplaced,
     /// `AlterBrokerConfigs`.
     BrokerConfigsAltered,
+    /// `InitTransactionalId`: the producer id and epoch the transactional id holds now.
+    TransactionalProducer {
+        /// The producer id.
+        producer_id: ProducerId,
+        /// Its epoch.
+        producer_epoch: i16,
+    },
+    /// `InitTransactionalId` found a transaction open: it is being aborted at this epoch;
+    /// ask again once it completed.
+    TransactionAborting {
+        /// The producer id.
+        producer_id: ProducerId,
+        /// The epoch the abort is written in.
+        producer_epoch: i16,
+    },
+    /// `AddToTxn`, `EndTxn`, `CompleteTxn` or `AbortExpiredTxn`: the transaction's state now.
+    TransactionUpdated {
+        /// Its state.
+        status: crate::TxnStatus,
+    },
 }

@@ -228,6 +228,64 @@ pub enum Rejection {
         /// Why.
         reason: String,
     },
+    /// A transactional id that cannot be stored (empty).
+    #[error("invalid transactional id {transactional_id:?}")]
+    InvalidTransactionalId {
+        /// The id.
+        transactional_id: String,
+    },
+    /// A `transaction.timeout.ms` that is not positive.
+    #[error("invalid transaction timeout {timeout_ms} ms")]
+    InvalidTransactionTimeout {
+        /// The timeout asked for.
+        timeout_ms: i32,
+    },
+    /// The command acts for an older epoch of the producer: another producer took the
+    /// transactional id over (`PRODUCER_FENCED`).
+    #[error("producer epoch {requested} of {transactional_id} is fenced by epoch {current}")]
+    ProducerFenced {
+        /// The transactional id.
+        transactional_id: String,
+        /// The current epoch.
+        current: i16,
+        /// The epoch the command acted in.
+        requested: i16,
+    },
+    /// The command acts for an epoch newer than the current one (`INVALID_PRODUCER_EPOCH`).
+    #[error("producer epoch {requested} of {transactional_id} is newer than the current {current}")]
+    InvalidProducerEpoch {
+        /// The transactional id.
+        transactional_id: String,
+        /// The current epoch.
+        current: i16,
+        /// The epoch the command acted in.
+        requested: i16,
+    },
+    /// The transactional id is unknown or holds another producer id
+    /// (`INVALID_PRODUCER_ID_MAPPING`).
+    #[error("producer id {producer_id} is not the one {transactional_id} holds")]
+    InvalidProducerIdMapping {
+        /// The transactional id.
+        transactional_id: String,
+        /// The producer id the command named.
+        producer_id: i64,
+    },
+    /// The transaction is being completed; try again (`CONCURRENT_TRANSACTIONS`).
+    #[error("the transaction of {transactional_id} is being completed")]
+    ConcurrentTransactions {
+        /// The transactional id.
+        transactional_id: String,
+    },
+    /// The transaction is not in a state the command applies to (`INVALID_TXN_STATE`).
+    #[error("the transaction of {transactional_id} is {status}: {reason}")]
+    InvalidTxnState {
+        /// The transactional id.
+        transactional_id: String,
+        /// Its state.
+        status: String,
+        /// What was asked.
+        reason: String,
+    },
 }
 
 /// Why a backend call failed.

@@ -46,6 +46,7 @@ mod registry;
 pub mod security;
 mod state;
 pub mod tls;
+mod transactions;
 
 pub use applied::{
     AppliedChange, AppliedState, CHANGE_STREAM_CAPACITY, Change, ChangeStream, StreamError,
@@ -71,3 +72,4 @@ pub use state::{
     Broker, BrokerEndpoint, CommittedOffset, Configs, Group, GroupMember, MetadataState, OffsetKey,
     Partition, Topic,
 };
+pub use transactions::{Transaction, TxnStatus};

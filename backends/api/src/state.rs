@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{BrokerId, ClusterId, GroupId, MemberId, TopicId};
 use crate::security::SecurityState;
+use crate::transactions::Transaction;
 
 /// Topic and broker configuration: Kafka config name → value.
 pub type Configs = OrdMap<String, String>;
@@ -192,7 +193,7 @@ pub struct CommittedOffset {
 ///
 /// Serialized field by field in declaration order. Deserializing reads the fields the codec
 /// format version of the input has ([`crate::codec`]: `security` since version 3,
-/// `broker_configs` since version 5) and leaves the newer ones empty, so snapshots written by
+/// `broker_configs` since version 5, `transactions` since version 6) and leaves the newer ones empty, so snapshots written by
 /// older builds stay readable.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MetadataState {
@@ -208,6 +209,9 @@ pub struct MetadataState {
     /// Dynamic broker configs: the cluster-wide defaults (`None`) and each broker's own. Since
     /// codec format version 5; empty in a state written before.
     pub(crate) broker_configs: OrdMap<Option<BrokerId>, Configs>,
+    /// Transactional producers by transactional id. Since codec format version 6; empty in a
+    /// state written before.
+    pub(crate) transactions: OrdMap<String, Transaction>,
 }
 
 impl MetadataState {
@@ -319,11 +323,21 @@ impl MetadataState {
     pub fn broker_configs(&self, broker: Option<BrokerId>) -> Option<&Configs> {
         self.broker_configs.get(&broker)
     }
+
+    /// One transactional id's producer and transaction.
+    pub fn transaction(&self, transactional_id: &str) -> Option<&Transaction> {
+        self.transactions.get(transactional_id)
+    }
+
+    /// Every transactional id's producer and transaction, by id.
+    pub fn transactions(&self) -> impl Iterator<Item = (&String, &Transaction)> {
+        self.transactions.iter()
+    }
 }
 
 /// The fields of [`MetadataState`], in order; format versions before 3 end after the seventh,
-/// before 5 after the eighth.
-const STATE_FIELDS: [&str; 9] = [
+/// before 5 after the eighth, before 6 after the ninth.
+const STATE_FIELDS: [&str; 10] = [
     "cluster_id",
     "brokers",
     "topics",
@@ -333,6 +347,7 @@ const STATE_FIELDS: [&str; 9] = [
     "next_producer_id",
     "security",
     "broker_configs",
+    "transactions",
 ];
 
 impl<'de> Deserialize<'de> for MetadataState {
@@ -367,6 +382,7 @@ impl<'de> Deserialize<'de> for MetadataState {
                     next_producer_id: next(&mut seq, 6, &self)?,
                     security: SecurityState::default(),
                     broker_configs: OrdMap::new(),
+                    transactions: OrdMap::new(),
                 };
                 if self.0 > 7 {
                     state.security = next(&mut seq, 7, &self)?;
@@ -377,12 +393,16 @@ impl<'de> Deserialize<'de> for MetadataState {
                         next(&mut seq, 8, &self)?;
                     state.broker_configs = configs.0.into_iter().map(|(k, v)| (k, v.0)).collect();
                 }
+                if self.0 > 9 {
+                    state.transactions = next::<_, cautious::Map<_, _>>(&mut seq, 9, &self)?.0;
+                }
                 Ok(state)
             }
         }
 
         let fields = match crate::codec::body_version() {
-            5.. => &STATE_FIELDS[..],
+            6.. => &STATE_FIELDS[..],
+            5 => &STATE_FIELDS[..9],
             3..=4 => &STATE_FIELDS[..8],
             _ => &STATE_FIELDS[..7],
         };

@@ -115,7 +115,15 @@ pub(crate) fn rejection_error(rejection: &Rejection) -> ResponseError {
         Rejection::UnknownScramCredential { .. } => ResponseError::ResourceNotFound,
         Rejection::UnacceptableCredential { .. } => ResponseError::UnacceptableCredential,
         Rejection::DuplicateScramMechanism { .. } => ResponseError::DuplicateResource,
-        Rejection::InvalidAcl { .. } => ResponseError::InvalidRequest,
+        Rejection::InvalidAcl { .. } | Rejection::InvalidTransactionalId { .. } => {
+            ResponseError::InvalidRequest
+        }
+        Rejection::InvalidTransactionTimeout { .. } => ResponseError::InvalidTransactionTimeout,
+        Rejection::ProducerFenced { .. } => ResponseError::ProducerFenced,
+        Rejection::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        Rejection::InvalidProducerIdMapping { .. } => ResponseError::InvalidProducerIdMapping,
+        Rejection::ConcurrentTransactions { .. } => ResponseError::ConcurrentTransactions,
+        Rejection::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
         _ => ResponseError::UnknownServerError,
     }
 }

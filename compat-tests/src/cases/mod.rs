@@ -11,3 +11,4 @@ pub mod partitions;
 pub mod producers;
 pub mod security;
 pub mod topics;
+pub mod transactions;

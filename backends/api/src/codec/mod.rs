@@ -2,10 +2,12 @@
 //! format-version byte, then the value. Everything that goes to disk or over the wire uses it,
 //! so a change of body format is a new version byte, and a build reads every version it knows.
 //!
-//! - Version 5 (written): [postcard](https://docs.rs/postcard) 1 — serde's data model with
+//! - Version 6 (written): [postcard](https://docs.rs/postcard) 1 — serde's data model with
 //!   LEB128 variable-length integers, zigzag for signed ones, length-prefixed sequences and
 //!   strings, enum variants by index. Its format is specified and stable across postcard 1.x,
-//!   and one value has one encoding. The metadata state carries dynamic broker configs.
+//!   and one value has one encoding. The metadata state carries transactional producers.
+//! - Version 5 (read only): the same body format, written before the metadata state had
+//!   transactional producers; it carries dynamic broker configs.
 //! - Version 4 (read only): the same body format, written before the metadata state had
 //!   dynamic broker configs; brokers (and their registrations) carry their named listeners.
 //! - Version 3 (read only): the same body format, written before brokers had named
@@ -15,7 +17,7 @@
 //! - Version 1 (read only): bincode 2.0's standard configuration, as builds before format
 //!   version 2 wrote it ([`bincode_v1`]), with version 2's types.
 //!
-//! A node that reads an older snapshot or record writes what it writes next in version 5.
+//! A node that reads an older snapshot or record writes what it writes next in version 6.
 //! Every format is non-self-describing: a value decodes only as the type that wrote it, and
 //! the whole input must be that one value. A type that grew since an older version reads
 //! [`body_version`] while it is decoded to know which fields the input has; new enum
@@ -29,7 +31,10 @@ use serde::de::DeserializeOwned;
 use crate::error::CodecError;
 
 /// The format version this build writes.
-pub const FORMAT_VERSION: u8 = 5;
+pub const FORMAT_VERSION: u8 = 6;
+
+/// The last format version written before the metadata state had transactions.
+const POSTCARD_WITHOUT_TRANSACTIONS: u8 = 5;
 
 /// The last format version written before the metadata state had dynamic broker configs.
 const POSTCARD_WITHOUT_BROKER_CONFIGS: u8 = 4;
@@ -103,6 +108,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     }
     match version {
         FORMAT_VERSION
+        | POSTCARD_WITHOUT_TRANSACTIONS
         | POSTCARD_WITHOUT_BROKER_CONFIGS
         | POSTCARD_WITHOUT_LISTENERS
         | POSTCARD_WITHOUT_SECURITY => {
@@ -418,17 +424,22 @@ mod tests {
         assert!(decode::<crate::StateView>(&bytes).is_err());
     }
 
-    /// A snapshot written before dynamic broker configs (format version 4: the same fields,
-    /// without the broker configs at the end) reads with none; one with them round-trips.
+    /// Snapshots written before transactions (format version 5) and before dynamic broker
+    /// configs (version 4: the same fields, without those at the end) read with none; one
+    /// with them round-trips.
     #[test]
-    fn version_4_snapshots_read_without_broker_configs() -> Result<(), CodecError> {
+    fn older_snapshots_read_without_broker_configs_or_transactions() -> Result<(), CodecError> {
         let mut state = crate::MetadataState::new();
         let init = MetadataCommand::InitCluster {
             cluster_id: ClusterId("c".into()),
         };
         assert!(state.apply(&init).is_ok());
         let mut bytes = encode(&state)?;
-        // The empty map's length (one byte, 0) is the last byte: version 4 had none.
+        // The two empty maps' lengths (one byte each, 0) end it: version 5 had no
+        // transactions, version 4 neither broker configs.
+        assert_eq!(bytes.pop(), Some(0));
+        bytes[0] = POSTCARD_WITHOUT_TRANSACTIONS;
+        assert_eq!(decode::<crate::MetadataState>(&bytes)?, state);
         assert_eq!(bytes.pop(), Some(0));
         bytes[0] = POSTCARD_WITHOUT_BROKER_CONFIGS;
         assert_eq!(decode::<crate::MetadataState>(&bytes)?, state);
@@ -439,8 +450,16 @@ mod tests {
             remove: Vec::new(),
         };
         assert!(state.apply(&alter).is_ok());
+        let init = MetadataCommand::InitTransactionalId {
+            transactional_id: "t".into(),
+            timeout_ms: 1000,
+            current: None,
+            now_ms: 0,
+        };
+        assert!(state.apply(&init).is_ok());
         let decoded = decode::<crate::MetadataState>(&encode(&state)?)?;
         assert_eq!(decoded, state);
+        assert!(decoded.transaction("t").is_some());
         assert_eq!(
             decoded
                 .broker_configs(None)

@@ -159,6 +159,52 @@ fn leaf_command() -> impl Strategy<Value = MetadataCommand> {
                 }
             ),
         (
+            prop_oneof![Just("t1"), Just("t2"), Just("")],
+            -1i32..3,
+            any::<bool>()
+        )
+            .prop_map(
+                |(id, timeout_ms, hint)| MetadataCommand::InitTransactionalId {
+                    transactional_id: id.into(),
+                    timeout_ms,
+                    current: hint.then_some((0, 0)),
+                    now_ms: 0,
+                }
+            ),
+        (
+            prop_oneof![Just("t1"), Just("t2")],
+            0i64..3,
+            0i16..3,
+            prop::collection::vec((topic_name(), 0u32..3), 0..3),
+            0u8..4
+        )
+            .prop_map(|(id, producer_id, producer_epoch, partitions, step)| {
+                let transactional_id = id.to_owned();
+                match step {
+                    0 => MetadataCommand::AddToTxn {
+                        transactional_id,
+                        producer_id,
+                        producer_epoch,
+                        partitions,
+                        groups: Vec::new(),
+                        now_ms: 1,
+                    },
+                    1 | 2 => MetadataCommand::EndTxn {
+                        transactional_id,
+                        producer_id,
+                        producer_epoch,
+                        commit: step == 1,
+                        now_ms: 2,
+                    },
+                    _ => MetadataCommand::CompleteTxn {
+                        transactional_id,
+                        producer_id,
+                        producer_epoch,
+                        now_ms: 3,
+                    },
+                }
+            }),
+        (
             topic_name(),
             0u32..2,
             0i32..2,

@@ -1,0 +1,302 @@
+//! Transactional producers as metadata: producer ids and epochs per transactional id, fencing,
+//! and the transaction state machine (Kafka's `__transaction_state`, here a metadata command
+//! stream every backend replicates).
+
+use anyhow::{bail, ensure};
+use switchyard_backend_api::{GroupId, MetadataCommand, Outcome, ProducerId, Rejection, TxnStatus};
+
+use crate::fixtures::{accept, create_topic_ok, register_all, reject};
+use crate::harness::{BackendHarness, TestCluster};
+
+const ID: &str = "txn-a";
+
+fn init(current: Option<(i64, i16)>) -> MetadataCommand {
+    MetadataCommand::InitTransactionalId {
+        transactional_id: ID.into(),
+        timeout_ms: 60_000,
+        current,
+        now_ms: 1_000,
+    }
+}
+
+fn add(producer: (i64, i16), partitions: &[(&str, u32)], groups: &[&str]) -> MetadataCommand {
+    MetadataCommand::AddToTxn {
+        transactional_id: ID.into(),
+        producer_id: producer.0,
+        producer_epoch: producer.1,
+        partitions: partitions
+            .iter()
+            .map(|(t, p)| ((*t).to_owned(), *p))
+            .collect(),
+        groups: groups.iter().map(|g| GroupId((*g).to_owned())).collect(),
+        now_ms: 2_000,
+    }
+}
+
+fn end(producer: (i64, i16), commit: bool) -> MetadataCommand {
+    MetadataCommand::EndTxn {
+        transactional_id: ID.into(),
+        producer_id: producer.0,
+        producer_epoch: producer.1,
+        commit,
+        now_ms: 3_000,
+    }
+}
+
+fn complete(producer: (i64, i16)) -> MetadataCommand {
+    MetadataCommand::CompleteTxn {
+        transactional_id: ID.into(),
+        producer_id: producer.0,
+        producer_epoch: producer.1,
+        now_ms: 4_000,
+    }
+}
+
+fn producer_of(outcome: &Outcome) -> anyhow::Result<(i64, i16)> {
+    match outcome {
+        Outcome::TransactionalProducer {
+            producer_id: ProducerId(id),
+            producer_epoch,
+        } => Ok((*id, *producer_epoch)),
+        other => bail!("expected a transactional producer, got {other:?}"),
+    }
+}
+
+/// A new transactional id gets a producer id from the shared sequence at epoch 0, each
+/// re-initialization the next epoch; a stale epoch is fenced, a newer one or another producer
+/// id refused, and a bad id or timeout refused.
+pub async fn transactional_ids_get_producer_ids_and_epochs(
+    h: &dyn BackendHarness,
+) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    register_all(&node, &[1]).await?;
+    let block = accept(&node, MetadataCommand::AllocateProducerIds { count: 10 }).await?;
+    let first = producer_of(&accept(&node, init(None)).await?)?;
+    let Outcome::ProducerIdsAllocated {
+        first: ProducerId(block_start),
+        ..
+    } = block
+    else {
+        bail!("expected a producer id block, got {block:?}");
+    };
+    ensure!(
+        first == (block_start + 10, 0),
+        "{first:?} after {block_start}"
+    );
+    let second = producer_of(&accept(&node, init(None)).await?)?;
+    ensure!(second == (first.0, 1), "{second:?}");
+    let third = producer_of(&accept(&node, init(Some(second))).await?)?;
+    ensure!(third == (first.0, 2), "{third:?}");
+    let fenced = reject(&node, init(Some(second))).await?;
+    ensure!(
+        matches!(
+            fenced,
+            Rejection::ProducerFenced {
+                current: 2,
+                requested: 1,
+                ..
+            }
+        ),
+        "{fenced:?}"
+    );
+    let fenced = reject(&node, add(second, &[], &[])).await?;
+    ensure!(
+        matches!(fenced, Rejection::ProducerFenced { .. }),
+        "{fenced:?}"
+    );
+    let newer = reject(&node, add((first.0, 7), &[], &[])).await?;
+    ensure!(
+        matches!(newer, Rejection::InvalidProducerEpoch { .. }),
+        "{newer:?}"
+    );
+    let other = reject(&node, add((first.0 + 1, 2), &[], &[])).await?;
+    ensure!(
+        matches!(other, Rejection::InvalidProducerIdMapping { .. }),
+        "{other:?}"
+    );
+    let bad_timeout = reject(
+        &node,
+        MetadataCommand::InitTransactionalId {
+            transactional_id: "t".into(),
+            timeout_ms: 0,
+            current: None,
+            now_ms: 0,
+        },
+    )
+    .await?;
+    ensure!(
+        matches!(bad_timeout, Rejection::InvalidTransactionTimeout { .. }),
+        "{bad_timeout:?}"
+    );
+    let next = accept(&node, MetadataCommand::AllocateProducerIds { count: 1 }).await?;
+    ensure!(
+        matches!(next, Outcome::ProducerIdsAllocated { first: ProducerId(id), .. } if id == first.0 + 1),
+        "producer ids are never handed out twice: {next:?}"
+    );
+    Ok(())
+}
+
+/// Ongoing → PrepareCommit → CompleteCommit, and an abort the same way; new work waits while
+/// a transaction completes, a retried end is answered, ends in the wrong state are refused,
+/// and only existing partitions join.
+pub async fn a_transaction_opens_prepares_and_completes(
+    h: &dyn BackendHarness,
+) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    register_all(&node, &[1]).await?;
+    create_topic_ok(&node, "out", &[&[1], &[1]]).await?;
+    let producer = producer_of(&accept(&node, init(None)).await?)?;
+    let invalid = reject(&node, end(producer, true)).await?;
+    ensure!(
+        matches!(invalid, Rejection::InvalidTxnState { .. }),
+        "nothing to commit: {invalid:?}"
+    );
+    let unknown = reject(&node, add(producer, &[("nope", 0)], &[])).await?;
+    ensure!(
+        matches!(unknown, Rejection::UnknownTopicOrPartition { .. }),
+        "{unknown:?}"
+    );
+    accept(&node, add(producer, &[("out", 1), ("out", 0)], &["g"])).await?;
+    accept(&node, add(producer, &[("out", 0)], &[])).await?;
+    {
+        let view = node.local();
+        let Some(txn) = view.state.transaction(ID) else {
+            bail!("no transaction");
+        };
+        ensure!(
+            txn.status == TxnStatus::Ongoing && txn.started_ms == 2_000,
+            "{txn:?}"
+        );
+        ensure!(
+            txn.partitions == vec![("out".to_owned(), 0), ("out".to_owned(), 1)],
+            "{txn:?}"
+        );
+        ensure!(txn.groups == vec![GroupId("g".into())], "{txn:?}");
+    }
+    let outcome = accept(&node, end(producer, true)).await?;
+    ensure!(
+        outcome
+            == Outcome::TransactionUpdated {
+                status: TxnStatus::PrepareCommit
+            },
+        "{outcome:?}"
+    );
+    for busy in [
+        add(producer, &[("out", 0)], &[]),
+        end(producer, true),
+        init(None),
+    ] {
+        let refused = reject(&node, busy).await?;
+        ensure!(
+            matches!(refused, Rejection::ConcurrentTransactions { .. }),
+            "{refused:?}"
+        );
+    }
+    let wrong_way = reject(&node, end(producer, false)).await?;
+    ensure!(
+        matches!(wrong_way, Rejection::InvalidTxnState { .. }),
+        "{wrong_way:?}"
+    );
+    accept(&node, complete(producer)).await?;
+    {
+        let view = node.local();
+        let Some(txn) = view.state.transaction(ID) else {
+            bail!("no transaction");
+        };
+        ensure!(
+            txn.status == TxnStatus::CompleteCommit
+                && txn.partitions.is_empty()
+                && txn.groups.is_empty()
+                && txn.started_ms == -1,
+            "{txn:?}"
+        );
+    }
+    let retried = accept(&node, end(producer, true)).await?;
+    ensure!(
+        retried
+            == Outcome::TransactionUpdated {
+                status: TxnStatus::CompleteCommit
+            },
+        "a retried commit is answered as done: {retried:?}"
+    );
+    let again = reject(&node, complete(producer)).await?;
+    ensure!(
+        matches!(again, Rejection::InvalidTxnState { .. }),
+        "{again:?}"
+    );
+    // The next transaction of the same producer, aborted.
+    accept(&node, add(producer, &[("out", 1)], &[])).await?;
+    accept(&node, end(producer, false)).await?;
+    accept(&node, complete(producer)).await?;
+    let view = node.local();
+    ensure!(
+        view.state
+            .transaction(ID)
+            .is_some_and(|t| t.status == TxnStatus::CompleteAbort),
+        "{:?}",
+        view.state.transaction(ID)
+    );
+    Ok(())
+}
+
+/// A producer re-initializing while its transaction is open, and the coordinator's timeout,
+/// both abort it at the next epoch, fencing the producer that left it open.
+pub async fn an_open_transaction_is_aborted_by_fencing(
+    h: &dyn BackendHarness,
+) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    register_all(&node, &[1]).await?;
+    create_topic_ok(&node, "out", &[&[1]]).await?;
+    let zombie = producer_of(&accept(&node, init(None)).await?)?;
+    accept(&node, add(zombie, &[("out", 0)], &[])).await?;
+    let aborting = accept(&node, init(None)).await?;
+    ensure!(
+        aborting
+            == Outcome::TransactionAborting {
+                producer_id: ProducerId(zombie.0),
+                producer_epoch: zombie.1 + 1
+            },
+        "{aborting:?}"
+    );
+    let fenced = reject(&node, end(zombie, true)).await?;
+    ensure!(
+        matches!(fenced, Rejection::ProducerFenced { .. }),
+        "{fenced:?}"
+    );
+    let aborter = (zombie.0, zombie.1 + 1);
+    accept(&node, complete(aborter)).await?;
+    let fresh = producer_of(&accept(&node, init(None)).await?)?;
+    ensure!(fresh == (zombie.0, zombie.1 + 2), "{fresh:?}");
+
+    // The coordinator's timeout: only while Ongoing at the epoch it saw.
+    accept(&node, add(fresh, &[("out", 0)], &[])).await?;
+    let expire = |producer: (i64, i16)| MetadataCommand::AbortExpiredTxn {
+        transactional_id: ID.into(),
+        producer_id: producer.0,
+        producer_epoch: producer.1,
+        now_ms: 90_000,
+    };
+    let stale = reject(&node, expire(zombie)).await?;
+    ensure!(
+        matches!(stale, Rejection::ProducerFenced { .. }),
+        "{stale:?}"
+    );
+    accept(&node, expire(fresh)).await?;
+    let view = node.local();
+    let Some(txn) = view.state.transaction(ID) else {
+        bail!("no transaction");
+    };
+    ensure!(
+        txn.status == TxnStatus::PrepareAbort && txn.producer_epoch == fresh.1 + 1,
+        "{txn:?}"
+    );
+    let fenced = reject(&node, end(fresh, true)).await?;
+    ensure!(
+        matches!(fenced, Rejection::ProducerFenced { .. }),
+        "{fenced:?}"
+    );
+    Ok(())
+}
