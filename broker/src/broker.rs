@@ -3,8 +3,8 @@
 //! registers it once the backend is ready.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::error::ResponseError;
@@ -23,6 +23,7 @@ use crate::kafka::sasl::ListenerSecurity;
 use crate::liveness::Liveness;
 use crate::replicas::{Replica, Replicas};
 use crate::replication::LeaderView;
+use crate::transactions::TxnCoordinator;
 
 /// How many producer ids one metadata proposal reserves.
 const PRODUCER_ID_BLOCK: u32 = 1_000;
@@ -30,6 +31,8 @@ const PRODUCER_ID_BLOCK: u32 = 1_000;
 /// A broker's shared state.
 #[derive(Debug)]
 pub struct Broker {
+    /// This broker, for the tasks its handlers start.
+    me: Weak<Broker>,
     id: BrokerId,
     /// Every listener's advertised endpoint; `listeners[inter_broker]` is the one other
     /// brokers use.
@@ -41,6 +44,7 @@ pub struct Broker {
     peer_security: ListenerSecurity,
     registered: watch::Sender<bool>,
     groups: GroupCoordinator,
+    transactions: TxnCoordinator,
     producer_ids: Mutex<Option<(i64, i64)>>,
     replicas: Arc<Replicas>,
     incarnation: AtomicU64,
@@ -70,11 +74,13 @@ impl Broker {
         peer_security: ListenerSecurity,
         replicas: Replicas,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             id,
             listeners,
             inter_broker,
             groups: GroupCoordinator::new(id, Arc::clone(&backend), &settings),
+            transactions: TxnCoordinator::default(),
             backend,
             registered: watch::Sender::new(false),
             producer_ids: Mutex::new(None),
@@ -323,6 +329,17 @@ impl Broker {
     /// The group coordinator.
     pub fn groups(&self) -> &GroupCoordinator {
         &self.groups
+    }
+
+    /// The transaction coordinator.
+    pub fn transactions(&self) -> &TxnCoordinator {
+        &self.transactions
+    }
+
+    /// This broker as shared, for a task that outlives a request; `None` once it is being
+    /// dropped.
+    pub fn shared(&self) -> Option<Arc<Self>> {
+        self.me.upgrade()
     }
 
     /// The local metadata view.

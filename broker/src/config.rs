@@ -221,6 +221,20 @@ fn check_ranges(kafka: &KafkaSettings) -> Result<(), ConfigError> {
             "between 0 and 100",
         ),
         (
+            "transaction_max_timeout_ms",
+            as_i64(kafka.transaction_max_timeout_ms),
+            1,
+            i64::from(i32::MAX),
+            "between 1 and 2147483647",
+        ),
+        (
+            "transaction_abort_timed_out_transaction_cleanup_interval_ms",
+            as_i64(kafka.transaction_abort_timed_out_transaction_cleanup_interval_ms),
+            1,
+            i64::from(i32::MAX),
+            "between 1 and 2147483647",
+        ),
+        (
             "log_retention_check_interval_ms",
             as_i64(kafka.log_retention_check_interval_ms),
             1,
@@ -447,6 +461,12 @@ pub struct KafkaSettings {
     /// `leader.imbalance.per.broker.percentage`: the share of a broker's preferred partitions
     /// led elsewhere that triggers preferred elections.
     pub leader_imbalance_per_broker_percentage: u64,
+    /// `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a transactional
+    /// producer may ask for (InitProducerId answers INVALID_TRANSACTION_TIMEOUT above it).
+    pub transaction_max_timeout_ms: u64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often a transaction
+    /// coordinator aborts the transactions open past their timeout.
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
     /// `compression.type`: the default of topics' `compression.type` (`producer`,
     /// `uncompressed`, `gzip`, `snappy`, `lz4` or `zstd`).
     pub compression_type: String,
@@ -543,6 +563,8 @@ impl Default for KafkaSettings {
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_seconds: 300,
             leader_imbalance_per_broker_percentage: 10,
+            transaction_max_timeout_ms: 900_000,
+            transaction_abort_timed_out_transaction_cleanup_interval_ms: 10_000,
             security_protocol: "PLAINTEXT".into(),
             sasl_enabled_mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()],
             authorizer_enabled: false,
@@ -1894,6 +1916,16 @@ mod tests {
                     "LEADER_IMBALANCE_PER_BROKER_PERCENTAGE",
                     "101",
                     "leader_imbalance_per_broker_percentage",
+                ),
+                (
+                    "TRANSACTION_MAX_TIMEOUT_MS",
+                    "0",
+                    "transaction_max_timeout_ms",
+                ),
+                (
+                    "TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS",
+                    "0",
+                    "transaction_abort_timed_out_transaction_cleanup_interval_ms",
                 ),
                 (
                     "LOG_RETENTION_CHECK_INTERVAL_MS",

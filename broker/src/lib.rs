@@ -23,6 +23,11 @@
 //! - [`group`] — the group coordinator: rebalances and session timers in a state machine
 //!   without I/O ([`group::machine`]) run by an async driver, and which broker coordinates
 //!   which group ([`group::coordinator_of`]).
+//! - [`transactions`] — the transaction coordinator: transactional producers' state as
+//!   metadata, markers written through the partitions' leaders, expiry; what to do is decided
+//!   without I/O ([`transactions::machine`]).
+//! - `txn_index` — a partition's open and aborted transactions, from its log: the last stable
+//!   offset and a Fetch's `aborted_transactions`.
 //! - [`liveness`] — broker heartbeats to the metadata leader's broker and fencing.
 //! - [`leaders`] — elections beyond failover: ElectLeaders (preferred, unclean) and the
 //!   automatic preferred-leader rebalancing.
@@ -61,6 +66,8 @@ pub mod replicas;
 pub mod replication;
 pub mod serve;
 pub mod status;
+pub mod transactions;
+mod txn_index;
 pub mod users;
 
 pub use config::{Config, ConfigError};

@@ -19,15 +19,17 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use switchyard_backend_api::BrokerId;
+use switchyard_log::control::{Marker, marker_batch};
 use switchyard_log::{
-    BatchHeader, Batches, LogConfig, LogConfigError, LogError, LogStore, PartitionLog, checkpoint,
-    records,
+    BatchHeader, Batches, LogConfig, LogConfigError, LogError, LogStore, PartitionLog, RecordBatch,
+    checkpoint, records,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::replication::{LeaderView, Leadership};
+use crate::txn_index::{AbortedTxn, TxnIndex};
 
 /// Batches remembered per producer for duplicate detection (Kafka's
 /// `max.in.flight.requests.per.connection` limit for idempotence).
@@ -79,6 +81,8 @@ pub struct AppendResult {
 pub struct Replica {
     log: Arc<PartitionLog>,
     producers: Mutex<HashMap<i64, Producer>>,
+    /// The transactions open and aborted in the log; locked after `producers`.
+    txns: Mutex<TxnIndex>,
     high_watermark: watch::Sender<i64>,
     /// On the leader: the smallest log start offset over the ISR (what DeleteRecords waits
     /// for); also woken when the leadership ends.
@@ -197,7 +201,7 @@ impl Replica {
 
     /// The replica of an open log, with the producer state rebuilt from it. Blocking.
     pub(crate) fn open(log: Arc<PartitionLog>) -> Result<Self, LogError> {
-        let producers = rebuild_producers(&log)?;
+        let (producers, txns) = rebuild_producers(&log)?;
         // After a restart: the last checkpoint (never above what was committed), within the
         // log; rises as the ISR (or the leader, on a follower) reports progress.
         let start = log.log_start_offset();
@@ -210,6 +214,7 @@ impl Replica {
         Ok(Self {
             log,
             producers: Mutex::new(producers),
+            txns: Mutex::new(txns),
             high_watermark,
             low_watermark: watch::Sender::new(start),
             checkpointed: Mutex::new(None),
@@ -224,6 +229,26 @@ impl Replica {
     /// The high watermark: consumers read below it.
     pub fn high_watermark(&self) -> i64 {
         *self.high_watermark.borrow()
+    }
+
+    /// The last stable offset: the high watermark, or the first offset of the earliest
+    /// transaction still open, if lower. A `read_committed` consumer reads below it.
+    pub fn last_stable_offset(&self) -> i64 {
+        let high_watermark = self.high_watermark();
+        self.txns
+            .lock()
+            .first_unstable()
+            .map_or(high_watermark, |first| first.min(high_watermark))
+    }
+
+    /// The aborted transactions a read of `[from, to)` may hold records of.
+    pub fn aborted_transactions(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.txns.lock().aborted_between(from, to)
+    }
+
+    /// Where `producer_id`'s open transaction starts in this partition, if it has one.
+    pub fn open_transaction_start(&self, producer_id: i64) -> Option<i64> {
+        self.txns.lock().open_since(producer_id)
     }
 
     /// Write the high watermark to the partition's checkpoint file if it moved since the last
@@ -662,6 +687,14 @@ impl Replica {
             let producer = producers.entry(header.producer_id).or_default();
             remember(producer, header, info.base_offset);
         }
+        if headers.iter().any(|h| h.is_transactional()) {
+            let mut txns = self.txns.lock();
+            let mut offset = info.base_offset;
+            for batch in Batches::new(records).flatten() {
+                txns.track(&batch, offset);
+                offset += i64::from(batch.header().last_offset_delta) + 1;
+            }
+        }
         drop(producers);
         self.advance_high_watermark(self.leadership.lock().as_ref());
         Ok(AppendResult {
@@ -669,6 +702,47 @@ impl Replica {
             last_offset: info.last_offset,
             log_start_offset: info.log_start_offset,
         })
+    }
+
+    /// Append a transaction marker for `producer` (id, epoch) on the leader of `leader_epoch`:
+    /// what WriteTxnMarkers asks of a partition leader. A marker of an epoch older than the
+    /// producer's here is refused (the producer was fenced since). Returns the marker's
+    /// offset. Blocking.
+    pub fn append_marker(
+        &self,
+        producer: (i64, i16),
+        marker: Marker,
+        coordinator_epoch: i32,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<i64, PartitionError> {
+        let role = self.role.read();
+        if !(role.leading && role.epoch == leader_epoch) {
+            return Err(PartitionError::NotLeader {
+                epoch: leader_epoch,
+            });
+        }
+        let mut producers = self.producers.lock();
+        if let Some(p) = producers.get(&producer.0)
+            && producer.1 < p.epoch
+        {
+            return Err(PartitionError::StaleProducerEpoch {
+                producer_id: producer.0,
+                epoch: producer.1,
+                current: p.epoch,
+            });
+        }
+        let bytes = marker_batch(producer, marker, coordinator_epoch, now_ms);
+        let info = self.log.append(&bytes, leader_epoch, now_ms)?;
+        let batch = RecordBatch::parse(&bytes, 0).map_err(LogError::InvalidBatch)?;
+        remember_marker(producers.entry(producer.0).or_default(), batch.header());
+        let mut txns = self.txns.lock();
+        txns.track(&batch, info.base_offset);
+        txns.trim(self.log.log_start_offset());
+        drop(txns);
+        drop(producers);
+        self.advance_high_watermark(self.leadership.lock().as_ref());
+        Ok(info.base_offset)
     }
 
     /// Append batches fetched from the leader of `leader_epoch` as they are (offsets and
@@ -684,15 +758,13 @@ impl Replica {
         Self::following(&role, leader_epoch)?;
         let mut producers = self.producers.lock();
         let info = self.log.append_replicated(records, now_ms)?;
+        let mut txns = self.txns.lock();
         for batch in Batches::new(records) {
-            let header = *batch.map_err(LogError::InvalidBatch)?.header();
-            if header.producer_id >= 0 {
-                remember(
-                    producers.entry(header.producer_id).or_default(),
-                    &header,
-                    header.base_offset,
-                );
-            }
+            observe(
+                &mut producers,
+                &mut txns,
+                &batch.map_err(LogError::InvalidBatch)?,
+            );
         }
         Ok(info.last_offset + 1)
     }
@@ -728,8 +800,9 @@ impl Replica {
         let role = self.role.read();
         Self::following(&role, leader_epoch)?;
         let mut producers = self.producers.lock();
+        let mut txns = self.txns.lock();
         let end = cut(&self.log)?;
-        *producers = rebuild_producers(&self.log)?;
+        (*producers, *txns) = rebuild_producers(&self.log)?;
         let start = self.log.log_start_offset();
         self.high_watermark.send_if_modified(|hw| {
             let bounded = (*hw).max(start).min(end);
@@ -768,9 +841,35 @@ fn remember(producer: &mut Producer, header: &BatchHeader, base_offset: i64) {
     }
 }
 
-/// Producer state from the batch headers in the log.
-fn rebuild_producers(log: &PartitionLog) -> Result<HashMap<i64, Producer>, LogError> {
+/// A transaction marker of `producer`'s: a newer epoch (the coordinator fenced the producer)
+/// starts its sequences over; the sequences of the same epoch go on.
+fn remember_marker(producer: &mut Producer, header: &BatchHeader) {
+    producer.last_timestamp = producer.last_timestamp.max(header.max_timestamp);
+    if header.producer_epoch > producer.epoch {
+        producer.epoch = header.producer_epoch;
+        producer.recent.clear();
+    }
+}
+
+/// Note a batch stored at its own base offset (copied from the leader, or read back from the
+/// log) in the producer and transaction state.
+fn observe(producers: &mut HashMap<i64, Producer>, txns: &mut TxnIndex, batch: &RecordBatch<'_>) {
+    let header = batch.header();
+    if header.producer_id >= 0 {
+        let producer = producers.entry(header.producer_id).or_default();
+        if header.is_control() {
+            remember_marker(producer, header);
+        } else {
+            remember(producer, header, header.base_offset);
+        }
+    }
+    txns.track(batch, header.base_offset);
+}
+
+/// Producer and transaction state from the batches in the log.
+fn rebuild_producers(log: &PartitionLog) -> Result<(HashMap<i64, Producer>, TxnIndex), LogError> {
     let mut producers: HashMap<i64, Producer> = HashMap::new();
+    let mut txns = TxnIndex::default();
     let mut offset = log.log_start_offset();
     let end = log.log_end_offset();
     while offset < end {
@@ -780,19 +879,16 @@ fn rebuild_producers(log: &PartitionLog) -> Result<HashMap<i64, Producer>, LogEr
         }
         let mut next = offset;
         for batch in Batches::new(&read.records) {
-            let header = *batch.map_err(LogError::InvalidBatch)?.header();
-            if header.producer_id >= 0 {
-                let producer = producers.entry(header.producer_id).or_default();
-                remember(producer, &header, header.base_offset);
-            }
-            next = header.base_offset + i64::from(header.last_offset_delta) + 1;
+            let batch = batch.map_err(LogError::InvalidBatch)?;
+            observe(&mut producers, &mut txns, &batch);
+            next = batch.header().next_offset();
         }
         if next <= offset {
             break;
         }
         offset = next;
     }
-    Ok(producers)
+    Ok((producers, txns))
 }
 
 /// Every partition stored on this broker.
@@ -934,7 +1030,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use switchyard_log::batch::testing::producer_batch;
+    use switchyard_log::batch::testing::{producer_batch, transactional_batch};
 
     const LEADER: BrokerId = BrokerId(1);
     const FOLLOWER: BrokerId = BrokerId(2);
@@ -1152,5 +1248,68 @@ mod tests {
             .expect("append after the cut");
         assert_eq!(again.base_offset, 0);
         assert_eq!(new.log().log_end_offset(), 2);
+    }
+
+    #[test]
+    fn transactions_bound_the_last_stable_offset_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let r = replica(dir.path());
+        r.lead(LEADER, view(EPOCH, &[LEADER], 1));
+        r.append(&plain(&[b"before"]), EPOCH, 0).expect("plain");
+        r.append(
+            &transactional_batch((7, 0, 0), 0, &[b"t1", b"t2"]),
+            EPOCH,
+            0,
+        )
+        .expect("open a transaction");
+        r.append(&plain(&[b"during"]), EPOCH, 0).expect("plain");
+        assert_eq!(r.high_watermark(), 4);
+        assert_eq!(r.last_stable_offset(), 1, "held at the open transaction");
+        assert_eq!(r.open_transaction_start(7), Some(1));
+        let marker = r
+            .append_marker((7, 0), Marker::Abort, 0, EPOCH, 0)
+            .expect("abort marker");
+        assert_eq!(marker, 4);
+        assert_eq!(r.last_stable_offset(), 5, "stable again");
+        let aborted = AbortedTxn {
+            producer_id: 7,
+            first_offset: 1,
+            last_offset: 4,
+        };
+        assert_eq!(r.aborted_transactions(0, 5), vec![aborted]);
+        // A batch of the producer's same epoch continues its sequence after the marker.
+        r.append(&transactional_batch((7, 0, 2), 0, &[b"t3"]), EPOCH, 0)
+            .expect("next transaction");
+        assert_eq!(r.last_stable_offset(), 5);
+        // A marker of an older epoch than the producer's is refused; a newer one fences it.
+        r.append_marker((7, 1), Marker::Commit, 0, EPOCH, 0)
+            .expect("commit at a newer epoch");
+        let stale = r
+            .append(&transactional_batch((7, 0, 3), 0, &[b"zombie"]), EPOCH, 0)
+            .expect_err("fenced");
+        assert!(
+            matches!(stale, PartitionError::StaleProducerEpoch { current: 1, .. }),
+            "{stale}"
+        );
+        assert!(matches!(
+            r.append_marker((7, 0), Marker::Abort, 0, EPOCH, 0),
+            Err(PartitionError::StaleProducerEpoch { .. })
+        ));
+        let bad = r
+            .append(&marker_batch((8, 0), Marker::Commit, 0, 0), EPOCH, 0)
+            .expect_err("clients may not write markers");
+        assert!(
+            matches!(bad, PartitionError::Log(LogError::InvalidRecords(_))),
+            "{bad}"
+        );
+        let end = r.log().log_end_offset();
+        drop(r);
+
+        let reopened = replica(dir.path());
+        reopened.lead(LEADER, view(EPOCH + 1, &[LEADER], 1));
+        assert_eq!(reopened.log().log_end_offset(), end);
+        assert_eq!(reopened.aborted_transactions(0, end), vec![aborted]);
+        assert_eq!(reopened.open_transaction_start(7), None);
+        assert_eq!(reopened.last_stable_offset(), reopened.high_watermark());
     }
 }

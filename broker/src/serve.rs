@@ -26,6 +26,7 @@ use crate::leaders;
 use crate::liveness;
 use crate::replicas::Replicas;
 use crate::replication;
+use crate::transactions;
 
 use crate::config::Config;
 
@@ -239,6 +240,14 @@ impl Node {
             tokio::spawn(liveness::run_heartbeats(Arc::clone(&broker))),
             tokio::spawn(liveness::run_fencer(Arc::clone(&broker))),
             tokio::spawn(leaders::run_rebalancer(Arc::clone(&broker))),
+            tokio::spawn(transactions::run(
+                Arc::clone(&broker),
+                std::time::Duration::from_millis(
+                    config
+                        .kafka
+                        .transaction_abort_timed_out_transaction_cleanup_interval_ms,
+                ),
+            )),
             tokio::spawn(
                 Arc::clone(&broker).maintain_logs(std::time::Duration::from_millis(
                     config.kafka.log_retention_check_interval_ms,

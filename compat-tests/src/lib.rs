@@ -98,6 +98,7 @@ macro_rules! conformance_tests {
                 transactional_ids_get_producer_ids_and_epochs,
                 a_transaction_opens_prepares_and_completes,
                 an_open_transaction_is_aborted_by_fencing,
+                transactional_offsets_commit_with_the_transaction,
             }
             batch {
                 batch_applies_all_or_nothing,

@@ -30,14 +30,14 @@ pub const HEADER_LEN: usize = 61;
 /// The only record batch format the log accepts.
 pub const MAGIC_V2: i8 = 2;
 /// The smallest valid `batchLength`: a header with no records.
-const MIN_BATCH_LENGTH: usize = HEADER_LEN - LOG_OVERHEAD;
+pub(crate) const MIN_BATCH_LENGTH: usize = HEADER_LEN - LOG_OVERHEAD;
 
 const BASE_OFFSET: usize = 0;
 const BATCH_LENGTH: usize = 8;
 const PARTITION_LEADER_EPOCH: usize = 12;
 const MAGIC: usize = 16;
-const CRC: usize = 17;
-const ATTRIBUTES: usize = 21;
+pub(crate) const CRC: usize = 17;
+pub(crate) const ATTRIBUTES: usize = 21;
 const LAST_OFFSET_DELTA: usize = 23;
 const BASE_TIMESTAMP: usize = 27;
 const MAX_TIMESTAMP: usize = 35;
@@ -47,9 +47,9 @@ const BASE_SEQUENCE: usize = 53;
 const RECORD_COUNT: usize = 57;
 
 /// Attribute bit: the batch belongs to a transaction.
-const ATTR_TRANSACTIONAL: i16 = 0x10;
+pub(crate) const ATTR_TRANSACTIONAL: i16 = 0x10;
 /// Attribute bit: the batch holds control records (transaction markers).
-const ATTR_CONTROL: i16 = 0x20;
+pub(crate) const ATTR_CONTROL: i16 = 0x20;
 /// Attribute bits: the compression codec.
 const ATTR_COMPRESSION: i16 = 0x07;
 
@@ -387,8 +387,22 @@ pub mod testing {
     }
 
     /// Like [`batch`], from an idempotent producer: (producer id, epoch, base sequence).
-    pub fn producer_batch(
+    pub fn producer_batch(producer: (i64, i16, i32), timestamp: i64, values: &[&[u8]]) -> Vec<u8> {
+        build(producer, 0, timestamp, values)
+    }
+
+    /// Like [`producer_batch`], in the producer's transaction.
+    pub fn transactional_batch(
+        producer: (i64, i16, i32),
+        timestamp: i64,
+        values: &[&[u8]],
+    ) -> Vec<u8> {
+        build(producer, ATTR_TRANSACTIONAL, timestamp, values)
+    }
+
+    fn build(
         (producer_id, producer_epoch, base_sequence): (i64, i16, i32),
+        attributes: i16,
         timestamp: i64,
         values: &[&[u8]],
     ) -> Vec<u8> {
@@ -411,7 +425,7 @@ pub mod testing {
         out.extend_from_slice(&(-1i32).to_be_bytes());
         out.push(MAGIC_V2 as u8);
         out.extend_from_slice(&0u32.to_be_bytes()); // crc, below
-        out.extend_from_slice(&0i16.to_be_bytes());
+        out.extend_from_slice(&attributes.to_be_bytes());
         out.extend_from_slice(&(count - 1).to_be_bytes());
         out.extend_from_slice(&timestamp.to_be_bytes());
         out.extend_from_slice(&timestamp.to_be_bytes());

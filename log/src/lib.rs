@@ -13,6 +13,8 @@
 //! - [`records`] — the records inside a produced batch, checked as Kafka's LogValidator does
 //!   (decompressing, bounded, when the batch is compressed), and recompressed to a topic's
 //!   `compression.type`.
+//! - [`control`] — transaction markers: building the commit and abort control batches a
+//!   leader appends, and reading which one a control batch holds.
 //! - [`config`] — [`LogConfig`] and [`FlushPolicy`], Kafka's topic config names and defaults.
 //! - `index` — the offset and time index formats and lookups.
 //! - `segment` — one segment: files, recovery scan, positional reads.
@@ -90,6 +92,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
+pub mod control;
 mod epochs;
 mod error;
 mod flushed;

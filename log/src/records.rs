@@ -57,10 +57,17 @@ pub enum RecordError {
     /// The attributes name a codec Kafka does not define.
     #[error("unknown compression codec {0}")]
     UnknownCodec(i16),
+    /// A producer sent a control batch: only partition leaders write transaction markers.
+    #[error("clients may not write control batches")]
+    ControlBatch,
 }
 
-/// Check the records of `batch` (already checked for length, magic and CRC).
+/// Check the records of a produced `batch` (already checked for length, magic and CRC). A
+/// control batch is refused: only partition leaders write transaction markers.
 pub fn validate(batch: &RecordBatch<'_>) -> Result<(), RecordError> {
+    if batch.header().is_control() {
+        return Err(RecordError::ControlBatch);
+    }
     validate_within(batch, MAX_DECOMPRESSED_BYTES)
 }
 

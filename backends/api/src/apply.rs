@@ -178,6 +178,25 @@ impl MetadataState {
                 },
                 *now_ms,
             ),
+            MetadataCommand::TxnOffsetCommit {
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                group,
+                generation,
+                offsets,
+                now_ms,
+            } => self.txn_offset_commit(
+                Acting {
+                    transactional_id,
+                    producer_id: *producer_id,
+                    producer_epoch: *producer_epoch,
+                },
+                group,
+                generation.as_ref(),
+                offsets,
+                *now_ms,
+            ),
             MetadataCommand::AbortExpiredTxn {
                 transactional_id,
                 producer_id,
@@ -870,64 +889,94 @@ impl MetadataState {
         offsets: &[OffsetCommit],
         commit_timestamp_ms: i64,
     ) -> Result<Outcome, Rejection> {
-        let existing = self.groups.get(group);
-        match (check, existing) {
-            (Some(c), Some(g)) => {
-                if !g.members.contains_key(&c.member) {
-                    return Err(Rejection::UnknownMemberId {
-                        member: c.member.clone(),
-                    });
-                }
-                if g.generation != c.generation {
-                    return Err(Rejection::IllegalGeneration {
-                        current: g.generation,
-                        requested: c.generation,
-                    });
-                }
-            }
-            (Some(c), None) => {
-                return Err(Rejection::UnknownMemberId {
-                    member: c.member.clone(),
-                });
-            }
-            (None, Some(g)) if !g.members.is_empty() => {
-                return Err(Rejection::IllegalGeneration {
-                    current: g.generation,
-                    requested: -1,
-                });
-            }
-            (None, _) => {}
+        if check.is_none()
+            && let Some(g) = self.groups.get(group)
+            && !g.members.is_empty()
+        {
+            return Err(Rejection::IllegalGeneration {
+                current: g.generation,
+                requested: -1,
+            });
         }
+        self.check_generation(group, check)?;
+        self.check_offset_partitions(offsets)?;
         for o in offsets {
-            if self.partition(&o.topic, o.partition).is_none() {
-                return Err(Rejection::UnknownTopicOrPartition {
-                    topic: o.topic.clone(),
-                    partition: o.partition,
-                });
-            }
-        }
-        if existing.is_none() {
-            self.groups
-                .insert(group.clone(), Group::empty(group.clone()));
-        }
-        for o in offsets {
-            self.offsets.insert(
-                OffsetKey {
-                    group: group.clone(),
-                    topic: o.topic.clone(),
-                    partition: o.partition,
-                },
-                CommittedOffset {
-                    offset: o.offset,
-                    leader_epoch: o.leader_epoch,
-                    metadata: o.metadata.clone(),
-                    commit_timestamp_ms,
-                },
-            );
+            self.store_offset(group, o, commit_timestamp_ms);
         }
         Ok(Outcome::OffsetsCommitted {
             count: u32::try_from(offsets.len()).unwrap_or(u32::MAX),
         })
+    }
+
+    /// Whether `check` (if any) names a member of `group` in its current generation.
+    pub(crate) fn check_generation(
+        &self,
+        group: &GroupId,
+        check: Option<&GenerationCheck>,
+    ) -> Result<(), Rejection> {
+        let Some(c) = check else {
+            return Ok(());
+        };
+        let Some(g) = self.groups.get(group) else {
+            return Err(Rejection::UnknownMemberId {
+                member: c.member.clone(),
+            });
+        };
+        if !g.members.contains_key(&c.member) {
+            return Err(Rejection::UnknownMemberId {
+                member: c.member.clone(),
+            });
+        }
+        if g.generation != c.generation {
+            return Err(Rejection::IllegalGeneration {
+                current: g.generation,
+                requested: c.generation,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether every partition `offsets` name exists.
+    pub(crate) fn check_offset_partitions(
+        &self,
+        offsets: &[OffsetCommit],
+    ) -> Result<(), Rejection> {
+        match offsets
+            .iter()
+            .find(|o| self.partition(&o.topic, o.partition).is_none())
+        {
+            Some(o) => Err(Rejection::UnknownTopicOrPartition {
+                topic: o.topic.clone(),
+                partition: o.partition,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Store `group`'s committed offset `o`, creating the group (empty) if it is new.
+    pub(crate) fn store_offset(
+        &mut self,
+        group: &GroupId,
+        o: &OffsetCommit,
+        commit_timestamp_ms: i64,
+    ) {
+        if !self.groups.contains_key(group) {
+            self.groups
+                .insert(group.clone(), Group::empty(group.clone()));
+        }
+        self.offsets.insert(
+            OffsetKey {
+                group: group.clone(),
+                topic: o.topic.clone(),
+                partition: o.partition,
+            },
+            CommittedOffset {
+                offset: o.offset,
+                leader_epoch: o.leader_epoch,
+                metadata: o.metadata.clone(),
+                commit_timestamp_ms,
+            },
+        );
     }
 
     fn allocate_producer_ids(&mut self, count: u32) -> Result<Outcome, Rejection> {

@@ -265,7 +265,8 @@ pub enum MetadataCommand {
         now_ms: i64,
     },
     /// The markers of a preparing transaction are written: PrepareCommit becomes
-    /// CompleteCommit, PrepareAbort CompleteAbort, and the transaction holds nothing any more.
+    /// CompleteCommit (and the transaction's offsets become its groups' committed offsets),
+    /// PrepareAbort CompleteAbort, and the transaction holds nothing any more.
     CompleteTxn {
         /// The transactional id.
         transactional_id: String,
@@ -273,6 +274,28 @@ pub enum MetadataCommand {
         producer_id: i64,
         /// The epoch the markers were written in.
         producer_epoch: i16,
+        /// The proposer's clock.
+        now_ms: i64,
+    },
+    /// TxnOffsetCommit: offsets `group` commits as part of the producer's open transaction,
+    /// to which the group was added. They are stored with the transaction and become the
+    /// group's committed offsets when it commits (`CompleteTxn`); an abort drops them. A
+    /// `generation` is checked as an OffsetCommit's is; without one (Kafka's generation `-1`)
+    /// the group is not checked.
+    TxnOffsetCommit {
+        /// The transactional id.
+        transactional_id: String,
+        /// The producer id it acts for.
+        producer_id: i64,
+        /// The epoch it acts in.
+        producer_epoch: i16,
+        /// The group.
+        group: GroupId,
+        /// Member and generation of the consumer whose offsets these are, if the producer
+        /// sent them (KIP-447).
+        generation: Option<GenerationCheck>,
+        /// The offsets.
+        offsets: Vec<OffsetCommit>,
         /// The proposer's clock.
         now_ms: i64,
     },
@@ -482,7 +505,8 @@ pub enum Outcome {
         /// The epoch the abort is written in.
         producer_epoch: i16,
     },
-    /// `AddToTxn`, `EndTxn`, `CompleteTxn` or `AbortExpiredTxn`: the transaction's state now.
+    /// `AddToTxn`, `TxnOffsetCommit`, `EndTxn`, `CompleteTxn` or `AbortExpiredTxn`: the
+    /// transaction's state now.
     TransactionUpdated {
         /// Its state.
         status: crate::TxnStatus,

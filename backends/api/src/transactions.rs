@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::Outcome;
+use crate::command::{GenerationCheck, OffsetCommit, Outcome};
 use crate::error::Rejection;
 use crate::ids::{GroupId, ProducerId};
 use crate::state::MetadataState;
@@ -72,6 +72,9 @@ pub struct Transaction {
     pub partitions: Vec<(String, u32)>,
     /// The groups whose offsets the transaction commits (AddOffsetsToTxn), sorted, each once.
     pub groups: Vec<GroupId>,
+    /// The offsets the transaction commits (TxnOffsetCommit), by group, each group's
+    /// partition once (the latest).
+    pub pending_offsets: Vec<(GroupId, OffsetCommit)>,
     /// When the transaction became Ongoing (ms since the Unix epoch, the proposer's clock);
     /// -1 when none is open.
     pub started_ms: i64,
@@ -102,6 +105,16 @@ pub(crate) struct Acting<'a> {
 }
 
 impl MetadataState {
+    /// Whether an open transaction holds an offset of `group` for `topic`/`partition` that
+    /// it will commit (OffsetFetch's UNSTABLE_OFFSET_COMMIT).
+    pub fn pending_txn_offset(&self, group: &GroupId, topic: &str, partition: u32) -> bool {
+        self.transactions.values().any(|txn| {
+            txn.pending_offsets
+                .iter()
+                .any(|(g, o)| g == group && o.topic == topic && o.partition == partition)
+        })
+    }
+
     /// `InitTransactionalId`.
     pub(crate) fn init_transactional_id(
         &mut self,
@@ -133,6 +146,7 @@ impl MetadataState {
                 status: TxnStatus::Empty,
                 partitions: Vec::new(),
                 groups: Vec::new(),
+                pending_offsets: Vec::new(),
                 started_ms: -1,
                 updated_ms: now_ms,
             };
@@ -212,12 +226,54 @@ impl MetadataState {
             txn.started_ms = now_ms;
             txn.partitions.clear();
             txn.groups.clear();
+            txn.pending_offsets.clear();
         }
         for partition in partitions {
             insert_sorted(&mut txn.partitions, partition);
         }
         for group in groups {
             insert_sorted(&mut txn.groups, group);
+        }
+        txn.updated_ms = now_ms;
+        self.transactions
+            .insert(acting.transactional_id.to_owned(), txn);
+        Ok(Outcome::TransactionUpdated {
+            status: TxnStatus::Ongoing,
+        })
+    }
+
+    /// `TxnOffsetCommit`.
+    pub(crate) fn txn_offset_commit(
+        &mut self,
+        acting: Acting<'_>,
+        group: &GroupId,
+        generation: Option<&GenerationCheck>,
+        offsets: &[OffsetCommit],
+        now_ms: i64,
+    ) -> Result<Outcome, Rejection> {
+        let mut txn = self.acting_on(acting)?;
+        if txn.status.is_preparing() {
+            return Err(Rejection::ConcurrentTransactions {
+                transactional_id: acting.transactional_id.to_owned(),
+            });
+        }
+        if txn.status != TxnStatus::Ongoing || txn.groups.binary_search(group).is_err() {
+            return Err(Rejection::InvalidTxnState {
+                transactional_id: acting.transactional_id.to_owned(),
+                status: txn.status.as_str().to_owned(),
+                reason: format!("group {group} was not added to the transaction"),
+            });
+        }
+        self.check_generation(group, generation)?;
+        self.check_offset_partitions(offsets)?;
+        for o in offsets {
+            let same = |(g, p): &(GroupId, OffsetCommit)| {
+                g == group && p.topic == o.topic && p.partition == o.partition
+            };
+            match txn.pending_offsets.iter_mut().find(|entry| same(entry)) {
+                Some(entry) => entry.1 = o.clone(),
+                None => txn.pending_offsets.push((group.clone(), o.clone())),
+            }
         }
         txn.updated_ms = now_ms;
         self.transactions
@@ -279,8 +335,14 @@ impl MetadataState {
                 });
             }
         };
+        if txn.status == TxnStatus::CompleteCommit {
+            for (group, offset) in &txn.pending_offsets {
+                self.store_offset(group, offset, now_ms);
+            }
+        }
         txn.partitions.clear();
         txn.groups.clear();
+        txn.pending_offsets.clear();
         txn.started_ms = -1;
         txn.updated_ms = now_ms;
         let status = txn.status;

@@ -31,6 +31,7 @@ use kafka_protocol::messages::describe_producers_response::{
     TopicResponse as DescribeProducersTopicResponse,
 };
 use kafka_protocol::messages::describe_topic_partitions_response::DescribeTopicPartitionsResponseTopic;
+use kafka_protocol::messages::describe_transactions_response::TransactionState as DescribedTransaction;
 use kafka_protocol::messages::elect_leaders_response::{
     PartitionResult as ElectLeadersPartitionResult, ReplicaElectionResult,
 };
@@ -47,13 +48,17 @@ use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
 use kafka_protocol::messages::{
-    AlterUserScramCredentialsResponse, BrokerHeartbeatResponse, CreateAclsResponse,
-    DeleteAclsResponse, DescribeAclsResponse, DescribeClusterResponse, DescribeLogDirsResponse,
-    DescribeQuorumResponse, DescribeTopicPartitionsResponse, DescribeUserScramCredentialsResponse,
-    ElectLeadersResponse, FindCoordinatorResponse, HeartbeatResponse, InitProducerIdResponse,
-    JoinGroupResponse, LeaveGroupResponse, OffsetDeleteResponse, OffsetFetchResponse, RequestKind,
-    ResponseKind, SyncGroupResponse, TopicName,
+    AddOffsetsToTxnResponse, AlterUserScramCredentialsResponse, BrokerHeartbeatResponse,
+    CreateAclsResponse, DeleteAclsResponse, DescribeAclsResponse, DescribeClusterResponse,
+    DescribeLogDirsResponse, DescribeQuorumResponse, DescribeTopicPartitionsResponse,
+    DescribeUserScramCredentialsResponse, ElectLeadersResponse, EndTxnResponse,
+    FindCoordinatorResponse, HeartbeatResponse, InitProducerIdResponse, JoinGroupResponse,
+    LeaveGroupResponse, OffsetDeleteResponse, OffsetFetchResponse, RequestKind, ResponseKind,
+    SyncGroupResponse, TopicName, WriteTxnMarkersResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use switchyard_backend_api::StateView;
@@ -61,6 +66,7 @@ use switchyard_backend_api::security::{AclOperation, ResourceType};
 
 use crate::broker::Broker;
 use crate::kafka::dispatch::Client;
+use crate::kafka::handlers::transactions::{add_partitions_refused, txn_offset_commit_refused};
 
 /// The name of the one cluster resource.
 const CLUSTER: &str = "kafka-cluster";
@@ -122,6 +128,10 @@ impl Access {
         self.may(operation, ResourceType::Group, group)
     }
 
+    fn may_on_transactional_id(&self, operation: AclOperation, id: &str) -> bool {
+        self.may(operation, ResourceType::TransactionalId, id)
+    }
+
     /// Idempotent producing: `IDEMPOTENT_WRITE` on the cluster, or (Kafka 3+) `WRITE` on any
     /// topic.
     fn may_write_idempotently(&self) -> bool {
@@ -148,8 +158,10 @@ pub(crate) enum Patch {
     /// Nothing was refused.
     #[default]
     None,
-    /// Topics and partitions refused with `TOPIC_AUTHORIZATION_FAILED`.
-    Produce(Vec<(TopicName, Vec<i32>)>),
+    /// Topics and partitions refused with the error code given:
+    /// `TOPIC_AUTHORIZATION_FAILED`, or `TRANSACTIONAL_ID_AUTHORIZATION_FAILED` for every
+    /// partition when the request's transactional id was refused.
+    Produce(Vec<(TopicName, Vec<i32>)>, i16),
     /// Same for Fetch.
     Fetch(Vec<(TopicName, Vec<i32>)>),
     /// Same for ListOffsets.
@@ -195,6 +207,10 @@ pub(crate) enum Patch {
     /// OffsetFetch: topics the principal may not describe answer
     /// `TOPIC_AUTHORIZATION_FAILED`.
     OffsetFetch,
+    /// DescribeTransactions results to add.
+    DescribeTransactions(Vec<DescribedTransaction>),
+    /// ListTransactions: only the transactional ids the principal may describe are listed.
+    ListTransactions,
 }
 
 fn denied(error: ResponseError) -> i16 {
@@ -231,6 +247,7 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
     let cluster = |operation| access.may_on_cluster(operation);
     let cluster_refusal = ResponseError::ClusterAuthorizationFailed;
     let group_refusal = denied(ResponseError::GroupAuthorizationFailed);
+    let txn_refusal = denied(ResponseError::TransactionalIdAuthorizationFailed);
     // A config resource: a topic's, or the broker's (the cluster's).
     let may_alter_configs = |resource_type: i8, name: &StrBytes| {
         if resource_type == TOPIC_CONFIGS {
@@ -298,9 +315,14 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
             )
         }
         RequestKind::Produce(mut r) => {
+            // A transactional producer needs WRITE on its transactional id too.
+            let txn_allowed = r
+                .transactional_id
+                .as_ref()
+                .is_none_or(|id| access.may_on_transactional_id(Write, id.as_str()));
             let refused = narrow(
                 &mut r.topic_data,
-                |t| access.may_on_topic(Write, &t.name),
+                |t| txn_allowed && access.may_on_topic(Write, &t.name),
                 |t| {
                     (
                         t.name.clone(),
@@ -308,7 +330,12 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
                     )
                 },
             );
-            Gate::Pass(RequestKind::Produce(r), Patch::Produce(refused))
+            let code = if txn_allowed {
+                denied(ResponseError::TopicAuthorizationFailed)
+            } else {
+                txn_refusal
+            };
+            Gate::Pass(RequestKind::Produce(r), Patch::Produce(refused, code))
         }
         RequestKind::Fetch(mut r) if r.replica_id.0 < 0 => {
             let refused = narrow(
@@ -577,11 +604,20 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
             } else {
                 r.coordinator_keys.iter().collect()
             };
-            // Groups need DESCRIBE on the group; transactional ids are not served yet.
-            let ok = r.key_type != 0
-                || keys
-                    .iter()
-                    .all(|k| access.may_on_group(Describe, k.as_str()));
+            // Groups need DESCRIBE on the group, transactional ids on the transactional id.
+            let (ok, refusal) = match r.key_type {
+                0 => (
+                    keys.iter()
+                        .all(|k| access.may_on_group(Describe, k.as_str())),
+                    group_refusal,
+                ),
+                1 => (
+                    keys.iter()
+                        .all(|k| access.may_on_transactional_id(Describe, k.as_str())),
+                    txn_refusal,
+                ),
+                _ => (true, group_refusal),
+            };
             if ok {
                 return Gate::Pass(RequestKind::FindCoordinator(r), Patch::None);
             }
@@ -593,12 +629,12 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
                         .with_key(key.clone())
                         .with_node_id((-1).into())
                         .with_port(-1)
-                        .with_error_code(group_refusal)
+                        .with_error_code(refusal)
                 })
                 .collect();
             Gate::Refuse(ResponseKind::FindCoordinator(
                 FindCoordinatorResponse::default()
-                    .with_error_code(group_refusal)
+                    .with_error_code(refusal)
                     .with_node_id((-1).into())
                     .with_port(-1)
                     .with_coordinators(coordinators),
@@ -671,6 +707,129 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
                     .with_producer_id((-1).into())
                     .with_producer_epoch(-1),
             ))
+        }
+        RequestKind::InitProducerId(r)
+            if r
+                .transactional_id
+                .as_ref()
+                .is_some_and(|id| !access.may_on_transactional_id(Write, id.as_str())) =>
+        {
+            Gate::Refuse(ResponseKind::InitProducerId(
+                InitProducerIdResponse::default()
+                    .with_error_code(txn_refusal)
+                    .with_producer_id((-1).into())
+                    .with_producer_epoch(-1),
+            ))
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            if !access.may_on_transactional_id(Write, r.v3_and_below_transactional_id.as_str()) {
+                return Gate::Refuse(ResponseKind::AddPartitionsToTxn(add_partitions_refused(
+                    &r,
+                    |_| txn_refusal,
+                )));
+            }
+            if r.v3_and_below_topics
+                .iter()
+                .all(|t| access.may_on_topic(Write, &t.name))
+            {
+                return Gate::Pass(RequestKind::AddPartitionsToTxn(r), Patch::None);
+            }
+            Gate::Refuse(ResponseKind::AddPartitionsToTxn(add_partitions_refused(
+                &r,
+                |topic| {
+                    if access.may_on_topic(Write, topic) {
+                        denied(ResponseError::OperationNotAttempted)
+                    } else {
+                        denied(ResponseError::TopicAuthorizationFailed)
+                    }
+                },
+            )))
+        }
+        RequestKind::AddOffsetsToTxn(r)
+            if !access.may_on_transactional_id(Write, r.transactional_id.as_str())
+                || !access.may_on_group(Read, r.group_id.as_str()) =>
+        {
+            let code = if access.may_on_transactional_id(Write, r.transactional_id.as_str()) {
+                group_refusal
+            } else {
+                txn_refusal
+            };
+            Gate::Refuse(ResponseKind::AddOffsetsToTxn(
+                AddOffsetsToTxnResponse::default().with_error_code(code),
+            ))
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            let code = if !access.may_on_transactional_id(Write, r.transactional_id.as_str()) {
+                txn_refusal
+            } else if !access.may_on_group(Read, r.group_id.as_str()) {
+                group_refusal
+            } else if !r.topics.iter().all(|t| access.may_on_topic(Read, &t.name)) {
+                denied(ResponseError::TopicAuthorizationFailed)
+            } else {
+                return Gate::Pass(RequestKind::TxnOffsetCommit(r), Patch::None);
+            };
+            Gate::Refuse(ResponseKind::TxnOffsetCommit(txn_offset_commit_refused(
+                &r, code,
+            )))
+        }
+        RequestKind::EndTxn(r)
+            if !access.may_on_transactional_id(Write, r.transactional_id.as_str()) =>
+        {
+            Gate::Refuse(ResponseKind::EndTxn(
+                EndTxnResponse::default().with_error_code(txn_refusal),
+            ))
+        }
+        RequestKind::WriteTxnMarkers(r) if !cluster(ClusterAction) => {
+            Gate::Refuse(ResponseKind::WriteTxnMarkers(
+                WriteTxnMarkersResponse::default().with_markers(
+                    r.markers
+                        .iter()
+                        .map(|m| {
+                            WritableTxnMarkerResult::default()
+                                .with_producer_id(m.producer_id)
+                                .with_topics(
+                                    m.topics
+                                        .iter()
+                                        .map(|t| {
+                                            WritableTxnMarkerTopicResult::default()
+                                                .with_name(t.name.clone())
+                                                .with_partitions(
+                                                    t.partition_indexes
+                                                        .iter()
+                                                        .map(|p| {
+                                                            WritableTxnMarkerPartitionResult::default()
+                                                                .with_partition_index(*p)
+                                                                .with_error_code(
+                                                                    cluster_refusal.code(),
+                                                                )
+                                                        })
+                                                        .collect(),
+                                                )
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                ),
+            ))
+        }
+        RequestKind::DescribeTransactions(mut r) => {
+            let refused = narrow(
+                &mut r.transactional_ids,
+                |id| access.may_on_transactional_id(Describe, id.as_str()),
+                |id| {
+                    DescribedTransaction::default()
+                        .with_transactional_id(id.clone())
+                        .with_error_code(txn_refusal)
+                },
+            );
+            Gate::Pass(
+                RequestKind::DescribeTransactions(r),
+                Patch::DescribeTransactions(refused),
+            )
+        }
+        RequestKind::ListTransactions(r) => {
+            Gate::Pass(RequestKind::ListTransactions(r), Patch::ListTransactions)
         }
         RequestKind::DescribeCluster(_) if !cluster(Describe) => {
             Gate::Refuse(ResponseKind::DescribeCluster(
@@ -774,7 +933,7 @@ pub(crate) fn patch(access: &Access, response: ResponseKind, patch: Patch) -> Re
     let topic_refusal = denied(ResponseError::TopicAuthorizationFailed);
     match (response, patch) {
         (response, Patch::None) => response,
-        (ResponseKind::Produce(mut r), Patch::Produce(refused)) => {
+        (ResponseKind::Produce(mut r), Patch::Produce(refused, code)) => {
             r.responses
                 .extend(refused.into_iter().map(|(name, partitions)| {
                     TopicProduceResponse::default()
@@ -785,7 +944,7 @@ pub(crate) fn patch(access: &Access, response: ResponseKind, patch: Patch) -> Re
                                 .map(|index| {
                                     PartitionProduceResponse::default()
                                         .with_index(index)
-                                        .with_error_code(topic_refusal)
+                                        .with_error_code(code)
                                         .with_base_offset(-1)
                                         .with_log_append_time_ms(-1)
                                         .with_log_start_offset(-1)
@@ -936,6 +1095,16 @@ pub(crate) fn patch(access: &Access, response: ResponseKind, patch: Patch) -> Re
         (ResponseKind::DescribeGroups(mut r), Patch::DescribeGroups(refused)) => {
             r.groups.extend(refused);
             ResponseKind::DescribeGroups(r)
+        }
+        (ResponseKind::DescribeTransactions(mut r), Patch::DescribeTransactions(refused)) => {
+            r.transaction_states.extend(refused);
+            ResponseKind::DescribeTransactions(r)
+        }
+        (ResponseKind::ListTransactions(mut r), Patch::ListTransactions) => {
+            r.transaction_states.retain(|t| {
+                access.may_on_transactional_id(AclOperation::Describe, t.transactional_id.as_str())
+            });
+            ResponseKind::ListTransactions(r)
         }
         (ResponseKind::ListGroups(mut r), Patch::ListGroups) => {
             r.groups

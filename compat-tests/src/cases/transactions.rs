@@ -3,7 +3,9 @@
 //! stream every backend replicates).
 
 use anyhow::{bail, ensure};
-use switchyard_backend_api::{GroupId, MetadataCommand, Outcome, ProducerId, Rejection, TxnStatus};
+use switchyard_backend_api::{
+    GroupId, MetadataCommand, OffsetCommit, Outcome, ProducerId, Rejection, TxnStatus,
+};
 
 use crate::fixtures::{accept, create_topic_ok, register_all, reject};
 use crate::harness::{BackendHarness, TestCluster};
@@ -297,6 +299,68 @@ pub async fn an_open_transaction_is_aborted_by_fencing(
     ensure!(
         matches!(fenced, Rejection::ProducerFenced { .. }),
         "{fenced:?}"
+    );
+    Ok(())
+}
+
+/// Offsets committed inside a transaction are held with it: they become the group's committed
+/// offsets when it commits, and vanish when it aborts.
+pub async fn transactional_offsets_commit_with_the_transaction(
+    h: &dyn BackendHarness,
+) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    register_all(&node, &[1]).await?;
+    create_topic_ok(&node, "in", &[&[1], &[1]]).await?;
+    let group = GroupId("g".into());
+    let commit =
+        |producer: (i64, i16), group: &GroupId, offset: i64| MetadataCommand::TxnOffsetCommit {
+            transactional_id: ID.into(),
+            producer_id: producer.0,
+            producer_epoch: producer.1,
+            group: group.clone(),
+            generation: None,
+            offsets: vec![OffsetCommit {
+                topic: "in".into(),
+                partition: 1,
+                offset,
+                leader_epoch: None,
+                metadata: String::new(),
+            }],
+            now_ms: 2_500,
+        };
+    let committed = |node: &std::sync::Arc<dyn switchyard_backend_api::MetadataBackend>| {
+        node.local()
+            .state
+            .committed_offset(&GroupId("g".into()), "in", 1)
+            .map(|o| o.offset)
+    };
+    let producer = producer_of(&accept(&node, init(None)).await?)?;
+    accept(&node, add(producer, &[], &["g"])).await?;
+    let other = reject(&node, commit(producer, &GroupId("other".into()), 5)).await?;
+    ensure!(
+        matches!(other, Rejection::InvalidTxnState { .. }),
+        "a group not added to the transaction: {other:?}"
+    );
+    accept(&node, commit(producer, &group, 5)).await?;
+    accept(&node, commit(producer, &group, 7)).await?;
+    ensure!(committed(&node).is_none(), "visible before the commit");
+    accept(&node, end(producer, true)).await?;
+    ensure!(committed(&node).is_none(), "visible while preparing");
+    accept(&node, complete(producer)).await?;
+    ensure!(
+        committed(&node) == Some(7),
+        "the latest offset commits with the transaction: {:?}",
+        committed(&node)
+    );
+    accept(&node, add(producer, &[], &["g"])).await?;
+    accept(&node, commit(producer, &group, 9)).await?;
+    accept(&node, end(producer, false)).await?;
+    accept(&node, complete(producer)).await?;
+    ensure!(
+        committed(&node) == Some(7),
+        "an aborted transaction's offsets are dropped: {:?}",
+        committed(&node)
     );
     Ok(())
 }

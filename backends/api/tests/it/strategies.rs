@@ -176,34 +176,47 @@ fn leaf_command() -> impl Strategy<Value = MetadataCommand> {
             0i64..3,
             0i16..3,
             prop::collection::vec((topic_name(), 0u32..3), 0..3),
-            0u8..4
+            0u8..5,
+            group(),
+            prop::collection::vec(offset_commit(), 0..3)
         )
-            .prop_map(|(id, producer_id, producer_epoch, partitions, step)| {
-                let transactional_id = id.to_owned();
-                match step {
-                    0 => MetadataCommand::AddToTxn {
-                        transactional_id,
-                        producer_id,
-                        producer_epoch,
-                        partitions,
-                        groups: Vec::new(),
-                        now_ms: 1,
-                    },
-                    1 | 2 => MetadataCommand::EndTxn {
-                        transactional_id,
-                        producer_id,
-                        producer_epoch,
-                        commit: step == 1,
-                        now_ms: 2,
-                    },
-                    _ => MetadataCommand::CompleteTxn {
-                        transactional_id,
-                        producer_id,
-                        producer_epoch,
-                        now_ms: 3,
-                    },
+            .prop_map(
+                |(id, producer_id, producer_epoch, partitions, step, group, offsets)| {
+                    let transactional_id = id.to_owned();
+                    match step {
+                        0 => MetadataCommand::AddToTxn {
+                            transactional_id,
+                            producer_id,
+                            producer_epoch,
+                            partitions,
+                            groups: vec![group],
+                            now_ms: 1,
+                        },
+                        4 => MetadataCommand::TxnOffsetCommit {
+                            transactional_id,
+                            producer_id,
+                            producer_epoch,
+                            group,
+                            generation: None,
+                            offsets,
+                            now_ms: 4,
+                        },
+                        1 | 2 => MetadataCommand::EndTxn {
+                            transactional_id,
+                            producer_id,
+                            producer_epoch,
+                            commit: step == 1,
+                            now_ms: 2,
+                        },
+                        _ => MetadataCommand::CompleteTxn {
+                            transactional_id,
+                            producer_id,
+                            producer_epoch,
+                            now_ms: 3,
+                        },
+                    }
                 }
-            }),
+            ),
         (
             topic_name(),
             0u32..2,

@@ -1,6 +1,7 @@
-//! Fetch: read whole batches up to the high watermark, honouring max bytes, partition max bytes
-//! and min bytes, and long-polling up to max wait — woken when the high watermark moves, never
-//! by a busy loop.
+//! Fetch: read whole batches up to the high watermark (up to the last stable offset for a
+//! `read_committed` consumer, with the aborted transactions in the range read), honouring max
+//! bytes, partition max bytes and min bytes, and long-polling up to max wait — woken when the
+//! high watermark moves, never by a busy loop.
 //!
 //! A fetch with a replica id is a follower copying the partition: it must name the leader
 //! epoch it follows in, it reads up to the log end offset (and is woken when the log grows),
@@ -12,8 +13,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::select_all;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId as KBrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId as KBrokerId, FetchRequest, FetchResponse, ProducerId};
 use switchyard_backend_api::BrokerId;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -23,14 +26,21 @@ use switchyard_backend_api::warn_throttled;
 use crate::broker::Broker;
 use crate::kafka::dispatch::Client;
 use crate::liveness;
+use crate::txn_index::AbortedTxn;
+
+/// `isolation_level` of a consumer that reads committed data only.
+const READ_COMMITTED: i8 = 1;
 
 /// One partition's read.
 struct Read {
     index: i32,
     error: Option<ResponseError>,
     high_watermark: i64,
+    last_stable_offset: i64,
     log_start_offset: i64,
     records: Bytes,
+    /// For a `read_committed` fetch: the aborted transactions in the range read.
+    aborted: Option<Vec<AbortedTxn>>,
 }
 
 pub(crate) async fn handle(
@@ -122,8 +132,10 @@ fn refuse_all(request: &FetchRequest, version: i16, error: ResponseError) -> Fet
                         index: p.partition,
                         error: Some(error),
                         high_watermark: -1,
+                        last_stable_offset: -1,
                         log_start_offset: -1,
                         records: Bytes::new(),
+                        aborted: None,
                     })
                     .collect();
                 (t.topic.clone(), reads)
@@ -173,8 +185,18 @@ fn respond(topics: Vec<(kafka_protocol::messages::TopicName, Vec<Read>)>) -> Fet
                                     .with_partition_index(r.index)
                                     .with_error_code(r.error.map_or(0, |e| e.code()))
                                     .with_high_watermark(r.high_watermark)
-                                    .with_last_stable_offset(r.high_watermark)
+                                    .with_last_stable_offset(r.last_stable_offset)
                                     .with_log_start_offset(r.log_start_offset)
+                                    .with_aborted_transactions(r.aborted.map(|aborted| {
+                                        aborted
+                                            .into_iter()
+                                            .map(|a| {
+                                                AbortedTransaction::default()
+                                                    .with_producer_id(ProducerId(a.producer_id))
+                                                    .with_first_offset(a.first_offset)
+                                            })
+                                            .collect()
+                                    }))
                                     .with_preferred_read_replica(KBrokerId(-1))
                                     .with_records(Some(r.records))
                             })
@@ -208,7 +230,16 @@ async fn read_all(
             let partition_max = usize::try_from(p.partition_max_bytes)
                 .unwrap_or(0)
                 .min(budget);
-            let read = read_partition(broker, name, p, partition_max, total == 0, follower).await;
+            let read = read_partition(
+                broker,
+                name,
+                p,
+                partition_max,
+                total == 0,
+                follower,
+                request.isolation_level,
+            )
+            .await;
             total += read.records.len();
             failed |= read.error.is_some();
             reads.push(read);
@@ -225,14 +256,17 @@ async fn read_partition(
     max_bytes: usize,
     first: bool,
     follower: Option<BrokerId>,
+    isolation_level: i8,
 ) -> Read {
     let (partition, offset) = (p.partition, p.fetch_offset);
     let empty = |error| Read {
         index: partition,
         error: Some(error),
         high_watermark: -1,
+        last_stable_offset: -1,
         log_start_offset: -1,
         records: Bytes::new(),
+        aborted: None,
     };
     let replica = match broker.led_replica(topic, partition).await {
         // A follower must follow the current leader epoch (KIP-320), and be a replica.
@@ -253,9 +287,13 @@ async fn read_partition(
     let max_bytes = if first { max_bytes.max(1) } else { max_bytes };
     let log = replica.log().clone();
     let high_watermark = replica.high_watermark();
+    let last_stable_offset = replica.last_stable_offset().min(high_watermark);
+    let committed = follower.is_none() && isolation_level == READ_COMMITTED;
     let read = tokio::task::spawn_blocking(move || {
         let end = if follower.is_some() {
             log.log_end_offset()
+        } else if committed {
+            last_stable_offset
         } else {
             high_watermark
         };
@@ -271,12 +309,15 @@ async fn read_partition(
             index: partition,
             error: None,
             high_watermark,
+            last_stable_offset,
             log_start_offset,
+            aborted: committed.then(|| replica.aborted_transactions(offset, last_stable_offset)),
             records: Bytes::from(records),
         },
         Ok(Err(e)) => {
             let mut r = empty(crate::kafka::errors::log_error(&e));
             r.high_watermark = replica.high_watermark();
+            r.last_stable_offset = replica.last_stable_offset();
             r.log_start_offset = replica.log().log_start_offset();
             r
         }

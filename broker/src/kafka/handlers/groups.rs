@@ -37,14 +37,15 @@ pub(crate) fn find_coordinator(
     version: i16,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    // Transaction coordinators are not offered; groups are served once registered, each by
-    // the live broker `coordinator_of` picks.
+    // Groups and transactional ids are served once registered, each by the live broker
+    // `coordinator_of` picks.
     let view = broker.metadata();
     let answer = |key: StrBytes| {
-        let found = (request.key_type == GROUP_KEY && broker.is_registered())
-            .then(|| coordinator_of(&view.state, key.as_str()))
-            .flatten()
-            .and_then(|b| Some((b.id, client.endpoint(b)?)));
+        let found = (matches!(request.key_type, GROUP_KEY | TRANSACTION_KEY)
+            && broker.is_registered())
+        .then(|| coordinator_of(&view.state, key.as_str()))
+        .flatten()
+        .and_then(|b| Some((b.id, client.endpoint(b)?)));
         let coordinator = Coordinator::default().with_key(key);
         // Share groups (KIP-932) are not served.
         if request.key_type > TRANSACTION_KEY {

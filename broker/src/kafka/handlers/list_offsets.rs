@@ -1,7 +1,8 @@
 //! ListOffsets: earliest (-2), latest (-1: the high watermark), the record with the largest
 //! timestamp (-3, v7+), the earliest local offset (-4, v8+: the earliest, as every segment is
 //! local), the latest tiered offset (-5, v9+: none, `-1`, as nothing is tiered), and the first
-//! offset at or after a timestamp among the records below the high watermark.
+//! offset at or after a timestamp among the records below the high watermark. For a
+//! `read_committed` request the last stable offset takes the high watermark's place.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -16,6 +17,9 @@ use tracing::warn;
 use crate::broker::Broker;
 
 const LATEST: i64 = -1;
+/// `isolation_level` of a consumer that reads committed data only: offsets answer up to the
+/// last stable offset.
+const READ_COMMITTED: i8 = 1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
@@ -43,7 +47,8 @@ pub(crate) async fn handle(
             let result = if too_new {
                 Err(ResponseError::UnsupportedVersion)
             } else {
-                lookup(broker, &name, p.partition_index, p.timestamp).await
+                let committed = request.isolation_level == READ_COMMITTED;
+                lookup(broker, &name, p.partition_index, p.timestamp, committed).await
             };
             partitions.push(match result {
                 Ok((offset, timestamp, leader_epoch)) => response
@@ -90,10 +95,18 @@ async fn lookup(
     topic: &str,
     partition: i32,
     timestamp: i64,
+    committed: bool,
 ) -> Result<(i64, i64, i32), ResponseError> {
     let (replica, leader_epoch) = broker.led_replica(topic, partition).await?;
     let log = replica.log().clone();
+    // What the consumer may read: below the high watermark, or below the last stable offset
+    // for `read_committed`.
     let high_watermark = replica.high_watermark();
+    let high_watermark = if committed {
+        replica.last_stable_offset().min(high_watermark)
+    } else {
+        high_watermark
+    };
     if timestamp == LATEST_TIERED {
         return Ok((-1, -1, -1));
     }

@@ -19,6 +19,7 @@ pub(crate) mod produce;
 pub(crate) mod producers;
 pub(crate) mod records;
 pub(crate) mod topics;
+pub(crate) mod transactions;
 pub(crate) mod users;
 
 use kafka_protocol::error::ResponseError;

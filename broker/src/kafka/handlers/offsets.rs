@@ -17,8 +17,8 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    ConsumerProtocolSubscription, GroupId as KGroupId, OffsetCommitRequest, OffsetCommitResponse,
-    OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+    ConsumerProtocolSubscription, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
+    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Message};
 use switchyard_backend_api::{
@@ -217,14 +217,23 @@ pub(crate) async fn fetch(
     request: OffsetFetchRequest,
 ) -> OffsetFetchResponse {
     let view = broker.metadata();
+    // A `read_committed` consumer asks (v7+) not to be given an offset a transaction is
+    // about to commit: such a partition answers UNSTABLE_OFFSET_COMMIT, and it retries.
+    let unstable = |group: &str, topic: &str, partition: i32| {
+        request.require_stable
+            && u32::try_from(partition).is_ok_and(|p| {
+                view.state
+                    .pending_txn_offset(&GroupId(group.to_owned()), topic, p)
+            })
+    };
     if version >= 8 {
         let groups = request
             .groups
-            .into_iter()
+            .iter()
             .map(|g| {
-                let wanted = g.topics.map(|ts| {
-                    ts.into_iter()
-                        .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes))
+                let wanted = g.topics.as_ref().map(|ts| {
+                    ts.iter()
+                        .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes.clone()))
                         .collect()
                 });
                 let answer =
@@ -233,32 +242,39 @@ pub(crate) async fn fetch(
                     .rows
                     .into_iter()
                     .map(|(topic, rows)| {
+                        let partitions = rows
+                            .into_iter()
+                            .map(|(p, offset, epoch, metadata)| {
+                                let partition = OffsetFetchResponsePartitions::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(offset)
+                                    .with_committed_leader_epoch(epoch)
+                                    .with_metadata(Some(kstr(metadata)));
+                                if unstable(g.group_id.0.as_str(), &topic, p) {
+                                    partition
+                                        .with_committed_offset(-1)
+                                        .with_error_code(ResponseError::UnstableOffsetCommit.code())
+                                } else {
+                                    partition
+                                }
+                            })
+                            .collect();
                         OffsetFetchResponseTopics::default()
                             .with_name(TopicName(kstr(topic)))
-                            .with_partitions(
-                                rows.into_iter()
-                                    .map(|(p, offset, epoch, metadata)| {
-                                        OffsetFetchResponsePartitions::default()
-                                            .with_partition_index(p)
-                                            .with_committed_offset(offset)
-                                            .with_committed_leader_epoch(epoch)
-                                            .with_metadata(Some(kstr(metadata)))
-                                    })
-                                    .collect(),
-                            )
+                            .with_partitions(partitions)
                     })
                     .collect();
                 OffsetFetchResponseGroup::default()
-                    .with_group_id(KGroupId(g.group_id.0))
+                    .with_group_id(g.group_id.clone())
                     .with_topics(topics)
                     .with_error_code(answer.error.map_or(0, |e| e.code()))
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    let wanted = request.topics.map(|ts| {
-        ts.into_iter()
-            .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes))
+    let wanted = request.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes.clone()))
             .collect()
     });
     let answer = answer_group(
@@ -274,16 +290,23 @@ pub(crate) async fn fetch(
         .into_iter()
         .map(|(topic, rows)| {
             OffsetFetchResponseTopic::default()
-                .with_name(TopicName(kstr(topic)))
+                .with_name(TopicName(kstr(topic.clone())))
                 .with_partitions(
                     rows.into_iter()
                         .map(|(p, offset, epoch, metadata)| {
-                            OffsetFetchResponsePartition::default()
+                            let partition = OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
                                 .with_committed_offset(offset)
                                 .with_committed_leader_epoch(epoch)
                                 .with_metadata(Some(kstr(metadata)))
-                                .with_error_code(partition_error)
+                                .with_error_code(partition_error);
+                            if unstable(request.group_id.0.as_str(), &topic, p) {
+                                partition
+                                    .with_committed_offset(-1)
+                                    .with_error_code(ResponseError::UnstableOffsetCommit.code())
+                            } else {
+                                partition
+                            }
                         })
                         .collect(),
                 )

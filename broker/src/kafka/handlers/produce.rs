@@ -23,9 +23,7 @@ pub(crate) async fn handle(
     _version: i16,
     request: ProduceRequest,
 ) -> Option<ProduceResponse> {
-    let refuse_all = if request.transactional_id.is_some() {
-        Some(ResponseError::TransactionalIdAuthorizationFailed)
-    } else if !matches!(request.acks, -1..=1) {
+    let refuse_all = if !matches!(request.acks, -1..=1) {
         Some(ResponseError::InvalidRequiredAcks)
     } else {
         None

@@ -1,5 +1,6 @@
 //! InitProducerId for idempotent producers (producer ids come from blocks allocated through
-//! the metadata backend; transactions are not supported), and DescribeProducers.
+//! the metadata backend; a transactional producer's goes to its transaction coordinator,
+//! [`super::transactions`]), and DescribeProducers.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_producers_response::{
@@ -22,8 +23,8 @@ pub(crate) async fn init_producer_id(
     let response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if request.transactional_id.is_some() {
-        return response.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+    if let Some(id) = &request.transactional_id {
+        return super::transactions::init_producer_id(broker, id.0.as_str(), &request).await;
     }
     // A producer that had an id asks for a new epoch of it after a fatal sequence error
     // (KIP-360); give it the next epoch, or a fresh id when the epoch space is used up.
@@ -52,8 +53,8 @@ pub(crate) async fn init_producer_id(
     }
 }
 
-/// DescribeProducers, version 0: the idempotent producers each partition's leader keeps state
-/// for. There are no transactions, so no coordinator epoch and no open transaction.
+/// DescribeProducers, version 0: the idempotent and transactional producers each partition's
+/// leader keeps state for, with where each one's open transaction starts there.
 pub(crate) async fn describe(
     broker: &Broker,
     request: DescribeProducersRequest,
@@ -76,7 +77,9 @@ pub(crate) async fn describe(
                                     .with_last_sequence(p.last_sequence)
                                     .with_last_timestamp(p.last_timestamp)
                                     .with_coordinator_epoch(-1)
-                                    .with_current_txn_start_offset(-1)
+                                    .with_current_txn_start_offset(
+                                        replica.open_transaction_start(p.producer_id).unwrap_or(-1),
+                                    )
                             })
                             .collect(),
                     ),

@@ -1,0 +1,261 @@
+"""Transactions (KIP-98) with real clients, on one node of every backend and on three nodes of
+every multi-node backend (topics with three replicas, so the coordinator writes most markers
+through WriteTxnMarkers to other brokers).
+
+- confluent-kafka's transactional producer commits and aborts; a `read_committed` consumer sees
+  exactly the committed messages, in order, and a `read_uncommitted` one sees them all.
+- consume–transform–produce: `send_offsets_to_transaction` commits the input offsets with the
+  output; an aborted round commits neither.
+- zombie fencing: a second producer with the same `transactional.id` fences the first, whose
+  open transaction is aborted.
+- a transaction left open past `transaction.timeout.ms` is aborted by its coordinator, and the
+  last stable offset moves past it.
+- kafka-python's transactional producer commits and aborts.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import TopicPartition as CTopicPartition
+from confluent_kafka.admin import NewTopic
+from kafka import KafkaProducer
+
+from client_util import FAST_REBALANCE_ENV, confluent_admin, confluent_conf
+from conftest import MULTI_NODE, Cluster
+
+PARTITIONS = 3
+DEADLINE_S = 60
+# Coordinators look for expired transactions twice a second (Kafka's default is 10 s).
+TXN_ENV = {
+    **FAST_REBALANCE_ENV,
+    "SWITCHYARD_KAFKA__TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS": "500",
+}
+
+
+def create_topic(bootstrap: str, name: str, replicas: int) -> None:
+    admin = confluent_admin(bootstrap)
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=PARTITIONS, replication_factor=replicas)],
+        operation_timeout=15, request_timeout=15)
+    futures[name].result(timeout=30)
+
+
+def txn_producer(bootstrap: str, transactional_id: str, **extra) -> Producer:
+    producer = Producer(confluent_conf(bootstrap, transactional_id=transactional_id,
+                                       linger_ms=5, **extra))
+    producer.init_transactions(30)
+    return producer
+
+
+def produce_round(producer: Producer, topic: str, prefix: str, n: int) -> None:
+    for i in range(n):
+        producer.produce(topic, key=str(i).encode(), value=f"{prefix}-{i}".encode(),
+                         partition=i % PARTITIONS)
+    producer.flush(30)
+
+
+def read_to_end(bootstrap: str, topic: str, isolation: str,
+                at_least: int = 0) -> dict[int, list[bytes]]:
+    """Every message a consumer with `isolation` reads from the beginning, by partition, read
+    until its position reaches each partition's end (the LSO for read_committed) having read
+    `at_least` messages."""
+    consumer = Consumer(confluent_conf(bootstrap, group_id=f"reader-{uuid.uuid4().hex[:8]}",
+                                       enable_auto_commit=False, isolation_level=isolation,
+                                       enable_partition_eof=True))
+    got: dict[int, list[bytes]] = defaultdict(list)
+    try:
+        consumer.assign([CTopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+        at_end: set[int] = set()
+        deadline = time.monotonic() + DEADLINE_S
+        while len(at_end) < PARTITIONS or sum(map(len, got.values())) < at_least:
+            assert time.monotonic() < deadline, (
+                f"partitions {at_end} of {PARTITIONS} read to end, {dict(got)} read")
+            for msg in consumer.consume(num_messages=500, timeout=0.5):
+                err = msg.error()
+                if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(msg.partition())
+                    continue
+                if err is not None:
+                    raise KafkaException(err)
+                at_end.discard(msg.partition())
+                got[msg.partition()].append(msg.value())
+    finally:
+        consumer.close()
+    return got
+
+
+def expected_by_partition(rounds: list[tuple[str, int]]) -> dict[int, list[bytes]]:
+    want: dict[int, list[bytes]] = defaultdict(list)
+    for prefix, n in rounds:
+        for i in range(n):
+            want[i % PARTITIONS].append(f"{prefix}-{i}".encode())
+    return want
+
+
+def commit_and_abort(bootstrap: str, topic: str, replicas: int) -> None:
+    create_topic(bootstrap, topic, replicas)
+    producer = txn_producer(bootstrap, f"txn-{topic}")
+    committed, aborted = [("c1", 30), ("c2", 20)], [("a1", 25)]
+    producer.begin_transaction()
+    produce_round(producer, topic, "c1", 30)
+    producer.commit_transaction(30)
+    producer.begin_transaction()
+    produce_round(producer, topic, "a1", 25)
+    producer.abort_transaction(30)
+    producer.begin_transaction()
+    produce_round(producer, topic, "c2", 20)
+    producer.commit_transaction(30)
+
+    assert read_to_end(bootstrap, topic, "read_committed") == expected_by_partition(committed)
+    everything = expected_by_partition([committed[0], aborted[0], committed[1]])
+    assert read_to_end(bootstrap, topic, "read_uncommitted") == everything
+
+
+def consume_transform_produce(bootstrap: str, topic: str, replicas: int) -> None:
+    source, sink, group = f"{topic}-in", f"{topic}-out", f"{topic}-group"
+    create_topic(bootstrap, source, replicas)
+    create_topic(bootstrap, sink, replicas)
+    plain = Producer(confluent_conf(bootstrap, enable_idempotence=True))
+    n = 60
+    for i in range(n):
+        plain.produce(source, value=f"in-{i}".encode(), partition=i % PARTITIONS)
+    plain.flush(30)
+
+    consumer = Consumer(confluent_conf(bootstrap, group_id=group, enable_auto_commit=False,
+                                       auto_offset_reset="earliest",
+                                       isolation_level="read_committed"))
+    producer = txn_producer(bootstrap, f"txn-{topic}")
+    try:
+        consumer.subscribe([source])
+        seen = 0
+        aborted_once = False
+        deadline = time.monotonic() + DEADLINE_S
+        while seen < n:
+            assert time.monotonic() < deadline, f"transformed {seen} of {n}"
+            batch = [m for m in consumer.consume(num_messages=20, timeout=0.5) if not m.error()]
+            if not batch:
+                continue
+            producer.begin_transaction()
+            for m in batch:
+                producer.produce(sink, value=b"out-" + m.value()[3:], partition=m.partition())
+            positions = consumer.position(consumer.assignment())
+            producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(),
+                                                 30)
+            if not aborted_once:
+                # The first round aborts: neither its output nor its offsets may count; the
+                # consumer goes back to the last committed offsets and reads it again.
+                aborted_once = True
+                producer.abort_transaction(30)
+                committed = consumer.committed(positions, timeout=30)
+                assert all(tp.offset < 0 for tp in committed), committed
+                for tp in committed:
+                    consumer.seek(CTopicPartition(source, tp.partition, OFFSET_BEGINNING))
+                continue
+            producer.commit_transaction(30)
+            seen += len(batch)
+        committed = consumer.committed(
+            [CTopicPartition(source, p) for p in range(PARTITIONS)], timeout=30)
+        assert sum(tp.offset for tp in committed) == n, committed
+    finally:
+        consumer.close()
+    out = read_to_end(bootstrap, sink, "read_committed")
+    values = sorted(v for vs in out.values() for v in vs)
+    assert values == sorted(f"out-{i}".encode() for i in range(n)), "exactly once, nothing else"
+
+
+@pytest.mark.timeout(240)
+def test_commit_abort_and_isolation(broker_factory, topic_name):
+    broker = broker_factory.start(TXN_ENV)
+    commit_and_abort(broker.bootstrap, topic_name, replicas=1)
+
+
+@pytest.mark.timeout(240)
+def test_consume_transform_produce(broker_factory, topic_name):
+    broker = broker_factory.start(TXN_ENV)
+    consume_transform_produce(broker.bootstrap, topic_name, replicas=1)
+
+
+@pytest.mark.timeout(240)
+def test_a_second_producer_fences_the_first(broker_factory, topic_name):
+    broker = broker_factory.start(TXN_ENV)
+    bootstrap = broker.bootstrap
+    create_topic(bootstrap, topic_name, 1)
+    tid = f"txn-{topic_name}"
+    zombie = txn_producer(bootstrap, tid)
+    zombie.begin_transaction()
+    produce_round(zombie, topic_name, "zombie", 10)
+
+    successor = txn_producer(bootstrap, tid)
+    successor.begin_transaction()
+    produce_round(successor, topic_name, "next", 10)
+    successor.commit_transaction(30)
+
+    with pytest.raises(KafkaException) as raised:
+        zombie.commit_transaction(30)
+    error = raised.value.args[0]
+    assert error.fatal() or error.code() in (
+        KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH
+    ), error
+    assert read_to_end(bootstrap, topic_name, "read_committed") == expected_by_partition(
+        [("next", 10)])
+
+
+@pytest.mark.timeout(240)
+def test_an_expired_transaction_is_aborted(broker_factory, topic_name):
+    broker = broker_factory.start(TXN_ENV)
+    bootstrap = broker.bootstrap
+    create_topic(bootstrap, topic_name, 1)
+    stuck = txn_producer(bootstrap, f"txn-{topic_name}", transaction_timeout_ms=2_000)
+    stuck.begin_transaction()
+    produce_round(stuck, topic_name, "stuck", 6)
+    plain = Producer(confluent_conf(bootstrap))
+    for i in range(PARTITIONS):
+        plain.produce(topic_name, value=f"after-{i}".encode(), partition=i)
+    plain.flush(30)
+    # Until the coordinator aborts the open transaction, the LSO stays at its first record and
+    # a read_committed consumer sees nothing; the abort marker lets it read on.
+    got = read_to_end(bootstrap, topic_name, "read_committed", at_least=PARTITIONS)
+    assert got == {i: [f"after-{i}".encode()] for i in range(PARTITIONS)}
+    with pytest.raises(KafkaException):
+        stuck.commit_transaction(30)
+
+
+@pytest.mark.timeout(240)
+def test_kafka_python_transactions(broker_factory, topic_name):
+    broker = broker_factory.start(TXN_ENV)
+    bootstrap = broker.bootstrap
+    create_topic(bootstrap, topic_name, 1)
+    producer = KafkaProducer(bootstrap_servers=bootstrap,
+                             transactional_id=f"txn-{topic_name}", request_timeout_ms=15_000)
+    try:
+        producer.init_transactions()
+        for prefix, commit in [("kp-c", True), ("kp-a", False)]:
+            producer.begin_transaction()
+            for i in range(12):
+                producer.send(topic_name, value=f"{prefix}-{i}".encode(), partition=i % PARTITIONS)
+            producer.flush()
+            if commit:
+                producer.commit_transaction()
+            else:
+                producer.abort_transaction()
+    finally:
+        producer.close()
+    assert read_to_end(bootstrap, topic_name, "read_committed") == expected_by_partition(
+        [("kp-c", 12)])
+
+
+@pytest.mark.skipif(not MULTI_NODE, reason="no multi-node backend compiled in")
+@pytest.mark.timeout(300)
+def test_transactions_on_three_nodes(multi_backend, tmp_path, topic_name):
+    cluster = Cluster(multi_backend, tmp_path, env=TXN_ENV)
+    try:
+        cluster.start()
+        commit_and_abort(cluster.bootstrap(), topic_name, replicas=3)
+        consume_transform_produce(cluster.bootstrap(), f"{topic_name}-ctp", replicas=3)
+    finally:
+        cluster.close()
