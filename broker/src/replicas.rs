@@ -232,13 +232,19 @@ impl Replica {
     }
 
     /// The last stable offset: the high watermark, or the first offset of the earliest
-    /// transaction still open, if lower. A `read_committed` consumer reads below it.
+    /// transaction still open, if lower — but never below the log start offset (retention or
+    /// DeleteRecords may have removed an open transaction's first records). A
+    /// `read_committed` consumer reads below it.
     pub fn last_stable_offset(&self) -> i64 {
         let high_watermark = self.high_watermark();
         self.txns
             .lock()
             .first_unstable()
-            .map_or(high_watermark, |first| first.min(high_watermark))
+            .map_or(high_watermark, |first| {
+                first
+                    .max(self.log.log_start_offset())
+                    .min(high_watermark)
+            })
     }
 
     /// The aborted transactions a read of `[from, to)` may hold records of.
@@ -1266,6 +1272,8 @@ mod tests {
         assert_eq!(r.high_watermark(), 4);
         assert_eq!(r.last_stable_offset(), 1, "held at the open transaction");
         assert_eq!(r.open_transaction_start(7), Some(1));
+        r.delete_records(2, EPOCH).expect("delete records");
+        assert_eq!(r.last_stable_offset(), 2, "not below the log start");
         let marker = r
             .append_marker((7, 0), Marker::Abort, 0, EPOCH, 0)
             .expect("abort marker");

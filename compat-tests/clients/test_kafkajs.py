@@ -2,8 +2,9 @@
 librdkafka), pinned by compat-tests/kafkajs/package-lock.json and installed by run.sh. Each
 scenario of compat-tests/kafkajs/scenarios.js runs against one node of every backend and three
 nodes of every multi-node backend: admin basics, idempotent produce (gzip too) with group
-consume, commit and resume, group admin, and the day-2 admin APIs (CreatePartitions,
-AlterConfigs, DescribeConfigs, DeleteRecords). Also a kcat smoke test."""
+consume, commit and resume, group admin, the day-2 admin APIs (CreatePartitions,
+AlterConfigs, DescribeConfigs, DeleteRecords), and transactions (commit, abort, sendOffsets,
+read_committed). Also a kcat smoke test."""
 
 from __future__ import annotations
 
@@ -61,10 +62,17 @@ def check_day_two(result: dict) -> None:
     assert result["before"] == ["0", "10"] and result["after"] == ["4", "10"], result
 
 
+def check_transactions(result: dict) -> None:
+    committed = [f"tc-{i}" for i in range(5)] + [f"tc2-{i}" for i in range(5)]
+    assert result["read"] == sorted(committed), result
+    assert result["offsets"] == [[0, "3"], [1, "-1"]], result
+
+
 CHECKS = {
     "produce-consume": check_produce_consume,
     "group-admin": check_group_admin,
     "day-two": check_day_two,
+    "transactions": check_transactions,
 }
 
 

@@ -150,6 +150,56 @@ const scenarios = {
     })
   },
 
+  // Transactions: a committed, an aborted and a committed transaction (the last one with
+  // offsets of a group, sendOffsets); a read_committed group consumer sees the committed
+  // messages only, and the group's offsets are the transaction's.
+  async transactions() {
+    await withAdmin((admin) =>
+      admin.createTopics({ topics: [{ topic, numPartitions: 2 }], waitForLeaders: true }),
+    )
+    const producer = kafka.producer({
+      transactionalId: `${topic}-txn`,
+      idempotent: true,
+      maxInFlightRequests: 1,
+    })
+    await producer.connect()
+    const offsetsGroup = `${topic}-offsets`
+    try {
+      const rounds = [
+        ['tc', 'commit'],
+        ['ta', 'abort'],
+        ['tc2', 'commit'],
+      ]
+      for (const [prefix, end] of rounds) {
+        const transaction = await producer.transaction()
+        const messages = []
+        for (let i = 0; i < 5; i++) {
+          messages.push({ key: `k${i}`, value: `${prefix}-${i}` })
+        }
+        await transaction.send({ topic, messages })
+        if (prefix === 'tc2') {
+          await transaction.sendOffsets({
+            consumerGroupId: offsetsGroup,
+            topics: [{ topic, partitions: [{ partition: 0, offset: '3' }] }],
+          })
+        }
+        await (end === 'commit' ? transaction.commit() : transaction.abort())
+      }
+    } finally {
+      await producer.disconnect()
+    }
+    const read = await consume(`${topic}-group`, 10)
+    const offsets = await withAdmin((admin) =>
+      admin.fetchOffsets({ groupId: offsetsGroup, topics: [topic] }),
+    )
+    return {
+      read: read.sort(),
+      offsets: offsets[0].partitions
+        .map((p) => [p.partition, p.offset])
+        .sort((a, b) => a[0] - b[0]),
+    }
+  },
+
   // The day-2 admin APIs: CreatePartitions, AlterConfigs/DescribeConfigs, DeleteRecords.
   async 'day-two'() {
     await withAdmin((admin) =>
