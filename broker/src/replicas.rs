@@ -241,9 +241,7 @@ impl Replica {
             .lock()
             .first_unstable()
             .map_or(high_watermark, |first| {
-                first
-                    .max(self.log.log_start_offset())
-                    .min(high_watermark)
+                first.max(self.log.log_start_offset()).min(high_watermark)
             })
     }
 

@@ -11,22 +11,36 @@ through WriteTxnMarkers to other brokers).
 - a transaction left open past `transaction.timeout.ms` is aborted by its coordinator, and the
   last stable offset moves past it.
 - kafka-python's transactional producer commits and aborts.
+- exactly once through kill -9 (three nodes): a consume–transform–produce worker process
+  (`txn_worker.py`) runs while the transaction coordinator's broker, an output partition's
+  leader, or the worker itself is killed with SIGKILL after a number of rounds drawn from the
+  seed (21, 22, 23, or `SWITCHYARD_CONFORMANCE_SEED`); the broker comes back, the worker is
+  started again: every input message is in the committed output exactly once.
 """
 
 from __future__ import annotations
 
+import os
+import random
+import subprocess
+import sys
 import time
 import uuid
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as CTopicPartition
 from confluent_kafka.admin import NewTopic
 from kafka import KafkaProducer
+from kafka.protocol.metadata.find_coordinator import (
+    FindCoordinatorRequest, FindCoordinatorResponse,
+)
 
 from client_util import FAST_REBALANCE_ENV, confluent_admin, confluent_conf
 from conftest import MULTI_NODE, Cluster
+from raw_kafka import RawConnection
 
 PARTITIONS = 3
 DEADLINE_S = 60
@@ -257,5 +271,87 @@ def test_transactions_on_three_nodes(multi_backend, tmp_path, topic_name):
         cluster.start()
         commit_and_abort(cluster.bootstrap(), topic_name, replicas=3)
         consume_transform_produce(cluster.bootstrap(), f"{topic_name}-ctp", replicas=3)
+    finally:
+        cluster.close()
+
+
+WORKER = Path(__file__).resolve().parent / "txn_worker.py"
+KILL_SEEDS = ([int(os.environ["SWITCHYARD_CONFORMANCE_SEED"])]
+              if os.environ.get("SWITCHYARD_CONFORMANCE_SEED") else [21, 22, 23])
+VICTIMS = ["coordinator", "leader", "worker"]
+
+
+class Worker:
+    """A `txn_worker.py` process."""
+
+    def __init__(self, *args: str):
+        self.proc = subprocess.Popen([sys.executable, str(WORKER), *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def rounds(self, n: int) -> None:
+        """Block until the worker reported `n` committed rounds (or ended)."""
+        seen = 0
+        while seen < n:
+            line = self.proc.stdout.readline()
+            if not line:
+                return
+            seen += line.startswith("round ")
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait(15)
+
+    def finish(self) -> None:
+        code = self.proc.wait(DEADLINE_S * 3)
+        assert code == 0, f"worker exited {code}: {self.proc.stderr.read()}"
+
+
+def transaction_coordinator(bootstrap: str, transactional_id: str) -> int:
+    with RawConnection(bootstrap) as raw:
+        response = raw.request(FindCoordinatorRequest(key=transactional_id, key_type=1),
+                               FindCoordinatorResponse, 1)
+    assert response.error_code == 0, response
+    return response.node_id
+
+
+def partition_leader(bootstrap: str, topic: str, partition: int) -> int:
+    metadata = confluent_admin(bootstrap).list_topics(topic, timeout=30)
+    return metadata.topics[topic].partitions[partition].leader
+
+
+@pytest.mark.skipif(not MULTI_NODE, reason="no multi-node backend compiled in")
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("victim", VICTIMS)
+@pytest.mark.parametrize("seed", KILL_SEEDS)
+def test_exactly_once_through_kill9(multi_backend, tmp_path, topic_name, victim, seed):
+    rng = random.Random(f"{seed}-{victim}")
+    cluster = Cluster(multi_backend, tmp_path, env=TXN_ENV)
+    try:
+        cluster.start()
+        bootstrap = cluster.bootstrap()
+        source, sink = f"{topic_name}-in", f"{topic_name}-out"
+        create_topic(bootstrap, source, 3)
+        create_topic(bootstrap, sink, 3)
+        n = 200
+        plain = Producer(confluent_conf(bootstrap, enable_idempotence=True))
+        for i in range(n):
+            plain.produce(source, value=f"in-{i}".encode(), partition=i % PARTITIONS)
+        plain.flush(30)
+        tid = f"txn-{topic_name}"
+        args = (bootstrap, source, sink, f"{topic_name}-group", tid, str(n))
+        worker = Worker(*args)
+        worker.rounds(rng.randint(1, 4))
+        if victim == "worker":
+            worker.kill9()
+            worker = Worker(*args)
+        else:
+            node = (transaction_coordinator(cluster.bootstrap(1), tid) if victim == "coordinator"
+                    else partition_leader(bootstrap, sink, rng.randrange(PARTITIONS)))
+            cluster.nodes[node].restart()
+        worker.finish()
+        out = read_to_end(bootstrap, sink, "read_committed", at_least=n)
+        values = sorted(v for vs in out.values() for v in vs)
+        assert values == sorted(f"out-in-{i}".encode() for i in range(n)), (
+            f"seed {seed}, victim {victim}: not exactly once")
     finally:
         cluster.close()
