@@ -34,6 +34,11 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 };
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, DescribeTransactionsRequest, EndTxnRequest,
+    ListTransactionsRequest, ProducerId, TransactionalId, TxnOffsetCommitRequest,
+    WriteTxnMarkersRequest,
+};
+use kafka_protocol::messages::{
     AlterConfigsRequest, AlterUserScramCredentialsRequest, ApiKey, ApiVersionsRequest,
     ApiVersionsResponse, CreateAclsRequest, CreatePartitionsRequest, CreateTopicsRequest,
     DeleteAclsRequest, DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
@@ -627,6 +632,82 @@ fn samples(key: ApiKey, version: i16, topic_id: Uuid) -> anyhow::Result<Option<V
                 ),
             ]
         }
+        ApiKey::AddPartitionsToTxn => {
+            use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+            vec![RequestKind::AddPartitionsToTxn(
+                AddPartitionsToTxnRequest::default()
+                    .with_v3_and_below_transactional_id(TransactionalId(s("every-api-txn")))
+                    .with_v3_and_below_producer_id(ProducerId(12_345))
+                    .with_v3_and_below_producer_epoch(0)
+                    .with_v3_and_below_topics(vec![
+                        AddPartitionsToTxnTopic::default()
+                            .with_name(topic(TOPIC))
+                            .with_partitions(vec![0, 99]),
+                    ]),
+            )]
+        }
+        ApiKey::AddOffsetsToTxn => vec![RequestKind::AddOffsetsToTxn(
+            AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(s("every-api-txn")))
+                .with_producer_id(ProducerId(12_345))
+                .with_group_id(group("every-api-offsets")),
+        )],
+        ApiKey::TxnOffsetCommit => {
+            use kafka_protocol::messages::txn_offset_commit_request::{
+                TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+            };
+            vec![RequestKind::TxnOffsetCommit(
+                TxnOffsetCommitRequest::default()
+                    .with_transactional_id(TransactionalId(s("every-api-txn")))
+                    .with_group_id(group("every-api-offsets"))
+                    .with_producer_id(ProducerId(12_345))
+                    .with_generation_id(-1)
+                    .with_topics(vec![
+                        TxnOffsetCommitRequestTopic::default()
+                            .with_name(topic(TOPIC))
+                            .with_partitions(vec![
+                                TxnOffsetCommitRequestPartition::default()
+                                    .with_partition_index(0)
+                                    .with_committed_offset(1),
+                            ]),
+                    ]),
+            )]
+        }
+        ApiKey::EndTxn => vec![RequestKind::EndTxn(
+            EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(s("every-api-txn")))
+                .with_producer_id(ProducerId(12_345))
+                .with_committed(true),
+        )],
+        ApiKey::WriteTxnMarkers => {
+            use kafka_protocol::messages::write_txn_markers_request::{
+                WritableTxnMarker, WritableTxnMarkerTopic,
+            };
+            vec![RequestKind::WriteTxnMarkers(
+                WriteTxnMarkersRequest::default().with_markers(vec![
+                    WritableTxnMarker::default()
+                        .with_producer_id(ProducerId(12_345))
+                        .with_topics(vec![
+                            WritableTxnMarkerTopic::default()
+                                .with_name(topic(TOPIC))
+                                .with_partition_indexes(vec![0, 99]),
+                        ]),
+                ]),
+            )]
+        }
+        ApiKey::DescribeTransactions => vec![RequestKind::DescribeTransactions(
+            DescribeTransactionsRequest::default().with_transactional_ids(vec![
+                TransactionalId(s("every-api-txn")),
+                TransactionalId(s("no-such-txn")),
+            ]),
+        )],
+        ApiKey::ListTransactions => vec![
+            RequestKind::ListTransactions(ListTransactionsRequest::default()),
+            RequestKind::ListTransactions(
+                ListTransactionsRequest::default()
+                    .with_state_filters(vec![s("Ongoing"), s("NoSuchState")]),
+            ),
+        ],
         ApiKey::DeleteGroups => vec![RequestKind::DeleteGroups(
             DeleteGroupsRequest::default().with_groups_names(vec![
                 group("every-api-offsets"),
