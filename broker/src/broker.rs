@@ -398,6 +398,30 @@ impl Broker {
         propose_within(&*self.backend, self.metadata_timeout(), command).await
     }
 
+    /// Propose a command with the configured deadline, then wait (within it) until this node
+    /// has applied it, so that the local view holds its effect: a command forwarded to the
+    /// metadata leader applies there first.
+    pub async fn propose_applied(
+        &self,
+        command: MetadataCommand,
+    ) -> Result<Outcome, MetadataError> {
+        let timeout = self.metadata_timeout();
+        let started = std::time::Instant::now();
+        let proposed = match tokio::time::timeout(timeout, self.backend.propose(command)).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(MetadataError::Timeout {
+                    what: "metadata proposal".into(),
+                    after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                });
+            }
+        };
+        self.backend
+            .wait_applied(proposed.index, timeout.saturating_sub(started.elapsed()))
+            .await?;
+        Ok(proposed.outcome)
+    }
+
     /// The deadline for metadata calls.
     pub fn metadata_timeout(&self) -> Duration {
         Duration::from_millis(self.settings.metadata_timeout_ms)

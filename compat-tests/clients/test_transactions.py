@@ -35,6 +35,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka import TopicPartition as CTopicPartition
 from confluent_kafka.admin import NewTopic
 from kafka import KafkaProducer
+from kafka.protocol.admin.transactions import (
+    DescribeTransactionsRequest, DescribeTransactionsResponse,
+)
 from kafka.protocol.metadata.find_coordinator import (
     FindCoordinatorRequest, FindCoordinatorResponse,
 )
@@ -113,19 +116,39 @@ def expected_by_partition(rounds: list[tuple[str, int]]) -> dict[int, list[bytes
     return want
 
 
+def transaction_state(bootstrap: str, transactional_id: str) -> str:
+    """The transaction's state, as DescribeTransactions on its coordinator tells it."""
+    with RawConnection(bootstrap.split(",")[0]) as raw:
+        found = raw.request(FindCoordinatorRequest(key=transactional_id, key_type=1),
+                            FindCoordinatorResponse, 1)
+    assert found.error_code == 0, found
+    with RawConnection(f"{found.host}:{found.port}") as raw:
+        described = raw.request(DescribeTransactionsRequest(transactional_ids=[transactional_id]),
+                                DescribeTransactionsResponse, 0)
+    (state,) = described.transaction_states
+    assert state.error_code == 0, state
+    return state.transaction_state
+
+
 def commit_and_abort(bootstrap: str, topic: str, replicas: int) -> None:
     create_topic(bootstrap, topic, replicas)
-    producer = txn_producer(bootstrap, f"txn-{topic}")
+    tid = f"txn-{topic}"
+    producer = txn_producer(bootstrap, tid)
     committed, aborted = [("c1", 30), ("c2", 20)], [("a1", 25)]
+    # EndTxn answers once the markers are written (it waits for them a while): right after a
+    # commit or abort the coordinator has completed it, whichever broker leads the metadata.
     producer.begin_transaction()
     produce_round(producer, topic, "c1", 30)
     producer.commit_transaction(30)
+    assert transaction_state(bootstrap, tid) == "CompleteCommit"
     producer.begin_transaction()
     produce_round(producer, topic, "a1", 25)
     producer.abort_transaction(30)
+    assert transaction_state(bootstrap, tid) == "CompleteAbort"
     producer.begin_transaction()
     produce_round(producer, topic, "c2", 20)
     producer.commit_transaction(30)
+    assert transaction_state(bootstrap, tid) == "CompleteCommit"
 
     assert read_to_end(bootstrap, topic, "read_committed") == expected_by_partition(committed)
     everything = expected_by_partition([committed[0], aborted[0], committed[1]])
@@ -268,7 +291,8 @@ def test_kafka_python_transactions(broker_factory, topic_name):
 @pytest.mark.skipif(not MULTI_NODE, reason="no multi-node backend compiled in")
 @pytest.mark.timeout(300)
 def test_transactions_on_three_nodes(multi_backend, tmp_path, topic_name):
-    cluster = Cluster(multi_backend, tmp_path, env=TXN_ENV)
+    # Kafka's default expiry check (10 s): completions must not wait for it.
+    cluster = Cluster(multi_backend, tmp_path, env=FAST_REBALANCE_ENV)
     try:
         cluster.start()
         commit_and_abort(cluster.bootstrap(), topic_name, replicas=3)

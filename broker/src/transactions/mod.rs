@@ -171,7 +171,7 @@ pub async fn run(broker: Arc<Broker>, interval: Duration) {
                         producer_epoch,
                         now_ms: now_ms(),
                     };
-                    match broker.propose(command).await {
+                    match broker.propose_applied(command).await {
                         Ok(_) => {
                             warn!(%transactional_id, producer_id, producer_epoch, "transaction open past its timeout: aborted");
                             broker

@@ -90,7 +90,7 @@ pub(crate) async fn init_producer_id(
             current,
             now_ms: now_ms(),
         };
-        match broker.propose(command).await {
+        match broker.propose_applied(command).await {
             Ok(Outcome::TransactionalProducer {
                 producer_id,
                 producer_epoch,
@@ -303,8 +303,10 @@ pub(crate) async fn end_txn(broker: &Broker, request: EndTxnRequest) -> EndTxnRe
     let error = match coordination(broker, &id) {
         Err(error) => Some(error),
         Ok(broker) => {
+            // Applied here before the completion starts: it reads the transaction's partitions
+            // from this node's view.
             let result = broker
-                .propose(MetadataCommand::EndTxn {
+                .propose_applied(MetadataCommand::EndTxn {
                     transactional_id: id.clone(),
                     producer_id: request.producer_id.0,
                     producer_epoch: request.producer_epoch,
