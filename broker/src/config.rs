@@ -235,6 +235,13 @@ fn check_ranges(kafka: &KafkaSettings) -> Result<(), ConfigError> {
             "between 1 and 2147483647",
         ),
         (
+            "transactional_id_expiration_ms",
+            as_i64(kafka.transactional_id_expiration_ms),
+            1,
+            i64::from(i32::MAX),
+            "between 1 and 2147483647",
+        ),
+        (
             "log_retention_check_interval_ms",
             as_i64(kafka.log_retention_check_interval_ms),
             1,
@@ -467,6 +474,9 @@ pub struct KafkaSettings {
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often a transaction
     /// coordinator aborts the transactions open past their timeout.
     pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
+    /// `transactional.id.expiration.ms`: a transactional id whose producer has not changed its
+    /// transaction's state for this long (and has none open) is forgotten.
+    pub transactional_id_expiration_ms: u64,
     /// `compression.type`: the default of topics' `compression.type` (`producer`,
     /// `uncompressed`, `gzip`, `snappy`, `lz4` or `zstd`).
     pub compression_type: String,
@@ -565,6 +575,7 @@ impl Default for KafkaSettings {
             leader_imbalance_per_broker_percentage: 10,
             transaction_max_timeout_ms: 900_000,
             transaction_abort_timed_out_transaction_cleanup_interval_ms: 10_000,
+            transactional_id_expiration_ms: 604_800_000,
             security_protocol: "PLAINTEXT".into(),
             sasl_enabled_mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()],
             authorizer_enabled: false,
@@ -1926,6 +1937,11 @@ mod tests {
                     "TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS",
                     "0",
                     "transaction_abort_timed_out_transaction_cleanup_interval_ms",
+                ),
+                (
+                    "TRANSACTIONAL_ID_EXPIRATION_MS",
+                    "0",
+                    "transactional_id_expiration_ms",
                 ),
                 (
                     "LOG_RETENTION_CHECK_INTERVAL_MS",

@@ -99,6 +99,7 @@ macro_rules! conformance_tests {
                 a_transaction_opens_prepares_and_completes,
                 an_open_transaction_is_aborted_by_fencing,
                 transactional_offsets_commit_with_the_transaction,
+                an_idle_transactional_id_expires,
             }
             batch {
                 batch_applies_all_or_nothing,

@@ -210,6 +210,15 @@ impl MetadataState {
                 },
                 *now_ms,
             ),
+            MetadataCommand::ExpireTransactionalId {
+                transactional_id,
+                producer_id,
+                producer_epoch,
+            } => self.expire_transactional_id(Acting {
+                transactional_id,
+                producer_id: *producer_id,
+                producer_epoch: *producer_epoch,
+            }),
             MetadataCommand::ReplaceStaticMember {
                 group,
                 generation,

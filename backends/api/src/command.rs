@@ -312,6 +312,18 @@ pub enum MetadataCommand {
         /// The proposer's clock.
         now_ms: i64,
     },
+    /// The coordinator forgets a transactional id its producer has not used for
+    /// `transactional.id.expiration.ms` (Kafka's expiration): refused unless the id is still
+    /// at that producer id and epoch with no transaction open or completing. A producer that
+    /// comes back later starts over with a new producer id.
+    ExpireTransactionalId {
+        /// The transactional id.
+        transactional_id: String,
+        /// The producer id the coordinator saw.
+        producer_id: i64,
+        /// The epoch the coordinator saw.
+        producer_epoch: i16,
+    },
 }
 
 /// Largest producer-id block one [`MetadataCommand::AllocateProducerIds`] may take.
@@ -511,4 +523,6 @@ pub enum Outcome {
         /// Its state.
         status: crate::TxnStatus,
     },
+    /// `ExpireTransactionalId`: the id is forgotten.
+    TransactionalIdExpired,
 }

@@ -7,6 +7,7 @@
 //!                     │    ─EndTxn(abort)──→ PrepareAbort  ─CompleteTxn→ CompleteAbort
 //!                     └─AbortExpiredTxn / InitTransactionalId (fencing)→ PrepareAbort
 //! Complete* ─AddToTxn→ Ongoing        Empty / Complete* ─InitTransactionalId→ Empty (epoch + 1)
+//! Empty / Complete* ─ExpireTransactionalId→ (forgotten)
 //! ```
 //!
 //! Every command names the producer id and epoch it acts for: an older epoch is fenced
@@ -373,6 +374,23 @@ impl MetadataState {
         Ok(Outcome::TransactionUpdated {
             status: TxnStatus::PrepareAbort,
         })
+    }
+
+    /// `ExpireTransactionalId`.
+    pub(crate) fn expire_transactional_id(
+        &mut self,
+        acting: Acting<'_>,
+    ) -> Result<Outcome, Rejection> {
+        let txn = self.acting_on(acting)?;
+        if txn.is_open() {
+            return Err(Rejection::InvalidTxnState {
+                transactional_id: acting.transactional_id.to_owned(),
+                status: txn.status.as_str().to_owned(),
+                reason: "a transactional id with a transaction open does not expire".to_owned(),
+            });
+        }
+        self.transactions.remove(acting.transactional_id);
+        Ok(Outcome::TransactionalIdExpired)
     }
 
     /// The transaction `acting` may act on, a copy to change.

@@ -23,6 +23,21 @@ pub enum Action {
     /// The transaction is being committed or aborted: write its markers to its partitions,
     /// then complete it (`CompleteTxn`).
     Complete(Completion),
+    /// The transactional id was idle longer than `transactional.id.expiration.ms`: forget it
+    /// (`ExpireTransactionalId` at the producer id and epoch seen).
+    Forget {
+        /// The transactional id.
+        transactional_id: String,
+        /// The producer id and epoch it holds.
+        producer: (i64, i16),
+    },
+}
+
+/// How long an idle transactional id stays known.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `transactional.id.expiration.ms`.
+    pub id_expiration_ms: i64,
 }
 
 /// A commit or abort whose markers are to be written.
@@ -65,12 +80,14 @@ impl Completion {
 
 /// What broker `me` has to do at `now_ms` as coordinator of the transactional ids `state`
 /// places on it: complete every transaction being completed (unless `in_flight` already
-/// is), and expire every transaction open longer than its timeout.
+/// is), expire every transaction open longer than its timeout, and forget every id idle
+/// longer than `limits.id_expiration_ms`.
 pub fn due(
     state: &MetadataState,
     me: BrokerId,
     now_ms: i64,
     in_flight: &HashSet<String>,
+    limits: Limits,
 ) -> Vec<Action> {
     state
         .transactions()
@@ -80,11 +97,18 @@ pub fn due(
             if let Some(completion) = Completion::of(id, txn) {
                 return Some(Action::Complete(completion));
             }
-            let expired = txn.status == TxnStatus::Ongoing
-                && now_ms.saturating_sub(txn.started_ms) > i64::from(txn.timeout_ms);
-            expired.then(|| Action::Expire {
+            let producer = (txn.producer_id, txn.producer_epoch);
+            if txn.status == TxnStatus::Ongoing {
+                let expired = now_ms.saturating_sub(txn.started_ms) > i64::from(txn.timeout_ms);
+                return expired.then(|| Action::Expire {
+                    transactional_id: id.clone(),
+                    producer,
+                });
+            }
+            let idle = now_ms.saturating_sub(txn.updated_ms) > limits.id_expiration_ms;
+            idle.then(|| Action::Forget {
                 transactional_id: id.clone(),
-                producer: (txn.producer_id, txn.producer_epoch),
+                producer,
             })
         })
         .collect()
@@ -174,6 +198,12 @@ mod tests {
             marker: Marker::Commit,
             partitions: vec![("t".into(), 0)],
         });
+        let limits = Limits {
+            id_expiration_ms: 50_000,
+        };
+        let due = |state: &MetadataState, me, now, busy: &HashSet<String>| {
+            due(state, me, now, busy, limits)
+        };
         assert_eq!(
             due(&state, me, 11_000, &HashSet::new()),
             vec![complete_b.clone()]
@@ -211,5 +241,17 @@ mod tests {
             },
         );
         assert!(!completion.pending_in(&done));
+        // Once completed, "b" is idle: forgotten after the expiration, counted from then.
+        assert!(
+            !due(&done, me, 53_000, &HashSet::new())
+                .iter()
+                .any(|a| matches!(a, Action::Forget { .. }))
+        );
+        assert!(
+            due(&done, me, 53_001, &HashSet::new()).contains(&Action::Forget {
+                transactional_id: "b".into(),
+                producer: (b.producer_id, b.producer_epoch),
+            })
+        );
     }
 }

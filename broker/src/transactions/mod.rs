@@ -11,7 +11,9 @@
 //!   replicated to the partition's ISR before it counts), then `CompleteTxn` applies (which,
 //!   for a commit, makes the transaction's offsets the groups' committed offsets);
 //! - a transaction open longer than its `transaction.timeout.ms` is aborted
-//!   (`AbortExpiredTxn`, which fences its producer) and completed likewise.
+//!   (`AbortExpiredTxn`, which fences its producer) and completed likewise;
+//! - a transactional id idle longer than `transactional.id.expiration.ms` is forgotten
+//!   (`ExpireTransactionalId`).
 //!
 //! EndTxn and a fencing InitProducerId start the completion at once; a background task checks
 //! every `transaction.abort.timed.out.transaction.cleanup.interval.ms`, which also finishes
@@ -147,6 +149,10 @@ pub async fn run(broker: Arc<Broker>, interval: Duration) {
         if !broker.is_registered() {
             continue;
         }
+        let limits = machine::Limits {
+            id_expiration_ms: i64::try_from(broker.settings().transactional_id_expiration_ms)
+                .unwrap_or(i64::MAX),
+        };
         let actions = {
             let view = broker.metadata();
             machine::due(
@@ -154,12 +160,29 @@ pub async fn run(broker: Arc<Broker>, interval: Duration) {
                 broker.id(),
                 now_ms(),
                 &broker.transactions().in_flight(),
+                limits,
             )
         };
         for action in actions {
             match action {
                 Action::Complete(completion) => {
                     broker.transactions().start(&broker, completion);
+                }
+                Action::Forget {
+                    transactional_id,
+                    producer: (producer_id, producer_epoch),
+                } => {
+                    let command = MetadataCommand::ExpireTransactionalId {
+                        transactional_id: transactional_id.clone(),
+                        producer_id,
+                        producer_epoch,
+                    };
+                    match broker.propose(command).await {
+                        Ok(_) => debug!(%transactional_id, "idle transactional id forgotten"),
+                        Err(error) => {
+                            debug!(%transactional_id, %error, "forgetting a transactional id failed");
+                        }
+                    }
                 }
                 Action::Expire {
                     transactional_id,

@@ -364,3 +364,45 @@ pub async fn transactional_offsets_commit_with_the_transaction(
     );
     Ok(())
 }
+
+/// A transactional id with no transaction open can be forgotten (its expiration), only at the
+/// producer id and epoch the coordinator saw; a producer that comes back gets a new id.
+pub async fn an_idle_transactional_id_expires(h: &dyn BackendHarness) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    register_all(&node, &[1]).await?;
+    create_topic_ok(&node, "out", &[&[1]]).await?;
+    let expire = |producer: (i64, i16)| MetadataCommand::ExpireTransactionalId {
+        transactional_id: ID.into(),
+        producer_id: producer.0,
+        producer_epoch: producer.1,
+    };
+    let first = producer_of(&accept(&node, init(None)).await?)?;
+    accept(&node, add(first, &[("out", 0)], &[])).await?;
+    let open = reject(&node, expire(first)).await?;
+    ensure!(
+        matches!(open, Rejection::InvalidTxnState { .. }),
+        "an open transaction keeps its id: {open:?}"
+    );
+    accept(&node, end(first, true)).await?;
+    let completing = reject(&node, expire(first)).await?;
+    ensure!(
+        matches!(completing, Rejection::InvalidTxnState { .. }),
+        "a completing transaction keeps its id: {completing:?}"
+    );
+    accept(&node, complete(first)).await?;
+    let stale = reject(&node, expire((first.0, first.1 - 1))).await?;
+    ensure!(
+        matches!(stale, Rejection::ProducerFenced { .. }),
+        "{stale:?}"
+    );
+    let expired = accept(&node, expire(first)).await?;
+    ensure!(expired == Outcome::TransactionalIdExpired, "{expired:?}");
+    ensure!(node.local().state.transaction(ID).is_none(), "still there");
+    let again = producer_of(&accept(&node, init(None)).await?)?;
+    ensure!(
+        again.0 != first.0 && again.1 == 0,
+        "a new producer id at epoch 0: {again:?} after {first:?}"
+    );
+    Ok(())
+}

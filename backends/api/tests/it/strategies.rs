@@ -176,7 +176,7 @@ fn leaf_command() -> impl Strategy<Value = MetadataCommand> {
             0i64..3,
             0i16..3,
             prop::collection::vec((topic_name(), 0u32..3), 0..3),
-            0u8..5,
+            0u8..6,
             group(),
             prop::collection::vec(offset_commit(), 0..3)
         )
@@ -191,6 +191,11 @@ fn leaf_command() -> impl Strategy<Value = MetadataCommand> {
                             partitions,
                             groups: vec![group],
                             now_ms: 1,
+                        },
+                        5 => MetadataCommand::ExpireTransactionalId {
+                            transactional_id,
+                            producer_id,
+                            producer_epoch,
                         },
                         4 => MetadataCommand::TxnOffsetCommit {
                             transactional_id,
