@@ -422,6 +422,21 @@ impl Broker {
         Ok(proposed.outcome)
     }
 
+    /// Wait until this node's metadata view satisfies `ready`, or `timeout` passes: woken by
+    /// the change stream, never by polling. A request another broker answered (forwarded to
+    /// the metadata leader's) applied there first; a client's next request here must see it.
+    pub async fn wait_local(&self, ready: impl Fn(&MetadataState) -> bool, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changes = self.backend.subscribe();
+        while !ready(&self.metadata().state) {
+            match tokio::time::timeout_at(deadline, changes.recv()).await {
+                Err(_) | Ok(Err(StreamError::Closed)) => return,
+                // A change, or lagged: look again.
+                Ok(_) => {}
+            }
+        }
+    }
+
     /// The deadline for metadata calls.
     pub fn metadata_timeout(&self) -> Duration {
         Duration::from_millis(self.settings.metadata_timeout_ms)

@@ -37,6 +37,30 @@ pub(crate) async fn create(
     )
     .await
     {
+        if !request.validate_only {
+            // The partitions the leader's broker added, as this broker's view must show them.
+            let added: Vec<(&str, usize)> = response
+                .results
+                .iter()
+                .filter(|r| r.error_code == 0)
+                .filter_map(|r| {
+                    let asked = request.topics.iter().find(|t| t.name == r.name)?;
+                    Some((r.name.0.as_str(), usize::try_from(asked.count).ok()?))
+                })
+                .collect();
+            broker
+                .wait_local(
+                    |state| {
+                        added.iter().all(|(topic, count)| {
+                            state
+                                .topic(topic)
+                                .is_some_and(|t| t.partitions.len() >= *count)
+                        })
+                    },
+                    broker.metadata_timeout(),
+                )
+                .await;
+        }
         return response;
     }
     if !broker.is_registered() {

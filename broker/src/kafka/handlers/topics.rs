@@ -367,6 +367,20 @@ pub(crate) async fn create(
     )
     .await
     {
+        if !request.validate_only {
+            let created: Vec<&str> = response
+                .topics
+                .iter()
+                .filter(|t| t.error_code == 0)
+                .map(|t| t.name.0.as_str())
+                .collect();
+            broker
+                .wait_local(
+                    |state| created.iter().all(|t| state.topic(t).is_some()),
+                    broker.metadata_timeout(),
+                )
+                .await;
+        }
         return response;
     }
     let brokers = placeable(broker).await;
