@@ -14,9 +14,8 @@ through WriteTxnMarkers to other brokers).
 - exactly once through kill -9 (three nodes): a consume–transform–produce worker process
   (`txn_worker.py`) runs while the transaction coordinator's broker, an output partition's
   leader, or the worker itself is killed with SIGKILL after a number of rounds drawn from the
-  seed (21, 22, or `SWITCHYARD_CONFORMANCE_SEED`); the broker comes back (or, for the
-  coordinator, also stays down until another broker coordinates), the worker is started
-  again: every input message is in the committed output exactly once.
+  seed (21, 22, or `SWITCHYARD_CONFORMANCE_SEED`); the broker comes back, the worker is
+  started again: every input message is in the committed output exactly once.
 """
 
 from __future__ import annotations
@@ -43,7 +42,6 @@ from kafka.protocol.metadata.find_coordinator import (
 )
 
 from client_util import FAST_REBALANCE_ENV, confluent_admin, confluent_conf
-from cluster_util import metadata_leader
 from conftest import MULTI_NODE, Cluster
 from raw_kafka import RawConnection
 
@@ -304,9 +302,8 @@ def test_transactions_on_three_nodes(multi_backend, tmp_path, topic_name):
 WORKER = Path(__file__).resolve().parent / "txn_worker.py"
 KILL_SEEDS = ([int(os.environ["SWITCHYARD_CONFORMANCE_SEED"])]
               if os.environ.get("SWITCHYARD_CONFORMANCE_SEED") else [21, 22])
-# coordinator, leader: the broker is killed and started again; coordinator-moves: it stays
-# down, is fenced, and another broker takes its transactional ids over from the metadata.
-VICTIMS = ["coordinator", "coordinator-moves", "leader", "worker"]
+# The broker is killed and started again (coordinator, leader), or the worker process is.
+VICTIMS = ["coordinator", "leader", "worker"]
 
 
 class Worker:
@@ -376,17 +373,6 @@ def test_exactly_once_through_kill9(multi_backend, tmp_path, topic_name, victim,
         if victim == "worker":
             worker.kill9()
             worker = Worker(log, *args)
-        elif victim == "coordinator-moves":
-            node = transaction_coordinator(cluster.bootstrap(1), tid)
-            live = next(i for i in cluster.nodes if i != node)
-            primary = metadata_leader(cluster.bootstrap(live))
-            cluster.nodes[node].kill9()
-            if node == primary and multi_backend.guarantees.get("failover") == "manual":
-                # wal: nothing takes over by itself; the operator promotes a survivor.
-                promoted = cluster.command("promote", str(live))
-                assert promoted.returncode == 0, promoted.stderr
-            worker.finish()
-            assert transaction_coordinator(cluster.bootstrap(live), tid) != node
         else:
             node = (transaction_coordinator(cluster.bootstrap(1), tid) if victim == "coordinator"
                     else partition_leader(bootstrap, sink, rng.randrange(PARTITIONS)))

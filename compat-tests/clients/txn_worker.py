@@ -23,10 +23,13 @@ DEADLINE_S = 150
 
 
 def rewind(consumer: Consumer, partitions: list[TopicPartition]) -> None:
-    """Seek every partition back to the group's committed offset (the beginning if none)."""
-    for tp in consumer.committed(partitions, timeout=30):
-        offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-        consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+    """(Re)assign every partition at the group's committed offset (the beginning if none).
+    An assignment sets the positions before fetching starts; a seek right after an assign
+    could lose to the assignment's own start offset."""
+    committed = consumer.committed(partitions, timeout=30)
+    consumer.assign([TopicPartition(tp.topic, tp.partition,
+                                    tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+                     for tp in committed])
 
 
 def main() -> int:
@@ -40,8 +43,6 @@ def main() -> int:
     producer.init_transactions(60)
     metadata = consumer.list_topics(source, timeout=30)
     partitions = [TopicPartition(source, p) for p in metadata.topics[source].partitions]
-    consumer.assign([TopicPartition(source, tp.partition, OFFSET_BEGINNING)
-                     for tp in partitions])
     rewind(consumer, partitions)
     rounds = 0
     deadline = time.monotonic() + DEADLINE_S

@@ -55,13 +55,17 @@ pub const COORDINATOR_EPOCH: i32 = 0;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// A connection to another broker, used by one request at a time.
+type SharedPeer = Arc<tokio::sync::Mutex<PeerClient>>;
+
 /// The completions in flight on this broker, and its connections to the other brokers for
 /// WriteTxnMarkers.
 #[derive(Debug, Default)]
 pub struct TxnCoordinator {
     /// Transactional id → turns `true` when its completion task ends.
     in_flight: Mutex<HashMap<String, watch::Receiver<bool>>>,
-    peers: Mutex<HashMap<BrokerId, Arc<tokio::sync::Mutex<PeerClient>>>>,
+    /// Broker → the address it was reached at and the connection there.
+    peers: Mutex<HashMap<BrokerId, (String, SharedPeer)>>,
 }
 
 impl TxnCoordinator {
@@ -121,20 +125,27 @@ impl TxnCoordinator {
         self.in_flight.lock().keys().cloned().collect()
     }
 
-    fn peer(&self, broker: &Broker, id: BrokerId) -> Option<Arc<tokio::sync::Mutex<PeerClient>>> {
+    /// A connection to broker `id` at the address it registered now (a broker that comes back
+    /// elsewhere gets a new one).
+    fn peer(&self, broker: &Broker, id: BrokerId) -> Option<SharedPeer> {
+        let addr = {
+            let view = broker.metadata();
+            let target = view.state.broker(id)?;
+            format!("{}:{}", target.host, target.port)
+        };
         let mut peers = self.peers.lock();
-        if let Some(client) = peers.get(&id) {
+        if let Some((known, client)) = peers.get(&id)
+            && *known == addr
+        {
             return Some(Arc::clone(client));
         }
-        let view = broker.metadata();
-        let target = view.state.broker(id)?;
         let client = Arc::new(tokio::sync::Mutex::new(broker.peer_client(
-            format!("{}:{}", target.host, target.port),
+            addr.clone(),
             format!("switchyard-txn-coordinator-{}", broker.id()),
             // The leader answers once the ISR has the markers, within its metadata timeout.
             broker.metadata_timeout() * 2,
         )));
-        peers.insert(id, Arc::clone(&client));
+        peers.insert(id, (addr, Arc::clone(&client)));
         Some(client)
     }
 }
