@@ -208,11 +208,7 @@ impl MetadataState {
         now_ms: i64,
     ) -> Result<Outcome, Rejection> {
         let mut txn = self.acting_on(acting)?;
-        if txn.status.is_preparing() {
-            return Err(Rejection::ConcurrentTransactions {
-                transactional_id: acting.transactional_id.to_owned(),
-            });
-        }
+        acting.refuse_if_preparing(&txn)?;
         if let Some((topic, partition)) = partitions
             .iter()
             .find(|(t, p)| self.partition(t, *p).is_none())
@@ -235,9 +231,7 @@ impl MetadataState {
         for group in groups {
             insert_sorted(&mut txn.groups, group);
         }
-        txn.updated_ms = now_ms;
-        self.transactions
-            .insert(acting.transactional_id.to_owned(), txn);
+        self.store_txn(acting, txn, now_ms);
         Ok(Outcome::TransactionUpdated {
             status: TxnStatus::Ongoing,
         })
@@ -253,11 +247,7 @@ impl MetadataState {
         now_ms: i64,
     ) -> Result<Outcome, Rejection> {
         let mut txn = self.acting_on(acting)?;
-        if txn.status.is_preparing() {
-            return Err(Rejection::ConcurrentTransactions {
-                transactional_id: acting.transactional_id.to_owned(),
-            });
-        }
+        acting.refuse_if_preparing(&txn)?;
         if txn.status != TxnStatus::Ongoing || txn.groups.binary_search(group).is_err() {
             return Err(Rejection::InvalidTxnState {
                 transactional_id: acting.transactional_id.to_owned(),
@@ -276,9 +266,7 @@ impl MetadataState {
                 None => txn.pending_offsets.push((group.clone(), o.clone())),
             }
         }
-        txn.updated_ms = now_ms;
-        self.transactions
-            .insert(acting.transactional_id.to_owned(), txn);
+        self.store_txn(acting, txn, now_ms);
         Ok(Outcome::TransactionUpdated {
             status: TxnStatus::Ongoing,
         })
@@ -300,9 +288,7 @@ impl MetadataState {
         match txn.status {
             TxnStatus::Ongoing => {
                 txn.status = preparing;
-                txn.updated_ms = now_ms;
-                self.transactions
-                    .insert(acting.transactional_id.to_owned(), txn);
+                self.store_txn(acting, txn, now_ms);
                 Ok(Outcome::TransactionUpdated { status: preparing })
             }
             // A retry of an end that is under way, or done.
@@ -368,9 +354,7 @@ impl MetadataState {
         }
         self.next_epoch(&mut txn)?;
         txn.status = TxnStatus::PrepareAbort;
-        txn.updated_ms = now_ms;
-        self.transactions
-            .insert(acting.transactional_id.to_owned(), txn);
+        self.store_txn(acting, txn, now_ms);
         Ok(Outcome::TransactionUpdated {
             status: TxnStatus::PrepareAbort,
         })
@@ -391,6 +375,13 @@ impl MetadataState {
         }
         self.transactions.remove(acting.transactional_id);
         Ok(Outcome::TransactionalIdExpired)
+    }
+
+    /// Store `txn`, changed at `now_ms`, as `acting`'s transaction.
+    fn store_txn(&mut self, acting: Acting<'_>, mut txn: Transaction, now_ms: i64) {
+        txn.updated_ms = now_ms;
+        self.transactions
+            .insert(acting.transactional_id.to_owned(), txn);
     }
 
     /// The transaction `acting` may act on, a copy to change.
@@ -427,6 +418,16 @@ impl MetadataState {
 }
 
 impl Acting<'_> {
+    /// `ConcurrentTransactions` while `txn`'s markers are being written.
+    fn refuse_if_preparing(&self, txn: &Transaction) -> Result<(), Rejection> {
+        if txn.status.is_preparing() {
+            return Err(Rejection::ConcurrentTransactions {
+                transactional_id: self.transactional_id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// Whether this producer id and epoch may act on `txn`.
     fn check(&self, txn: &Transaction) -> Result<(), Rejection> {
         if self.producer_id != txn.producer_id {
