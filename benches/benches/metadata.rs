@@ -21,12 +21,22 @@
 //!   in this process on a single node of the backend, timed from the client.
 //! - `kafka/<backend>/produce_acks_all` — one Produce request with `acks=all` of a batch of 100
 //!   records of 1 KiB to the leader of a partition; criterion reports records per second.
+//!   `/produce_idempotent` — the same batch from an idempotent producer (producer id, epoch,
+//!   sequence). `/transaction_100` and `/transaction_1000` — one transaction of 100 records
+//!   (one batch) or 1,000 (ten batches) from a transactional producer to that partition:
+//!   AddPartitionsToTxn and EndTxn (commit) to its transaction coordinator, Produce to the
+//!   leader; criterion reports records per second. `/transaction_commit` times only the
+//!   EndTxn of a one-batch transaction: the commit decision in the metadata and the commit
+//!   marker in the partition.
 //! - `kafka_3nodes/<backend>/offset_commit`, `/create_topic` — the same requests to the group
 //!   coordinator among three brokers of one cluster, for every multi-node backend: the broker
 //!   hands each to the metadata leader (itself or another node) and the quorum commits it.
 //!   `kafka_3nodes/<backend>/produce_acks_all` writes a partition with replication factor 3:
 //!   answered once both followers have fetched the batch (the metadata backend is not on this
 //!   path; it differs between backends only by where partition leaders were placed).
+//!   `kafka_3nodes/<backend>/produce_idempotent`, `/transaction_100`, `/transaction_1000` and
+//!   `/transaction_commit` likewise, with the transaction coordinator on whichever broker
+//!   coordinates the transactional id.
 //! - `failover/<backend>/3` — for every multi-node backend: SIGKILL the metadata leader's
 //!   process among three broker processes (copies of this binary serving as `switchyard serve`
 //!   does), time until a surviving broker acknowledges a CreateTopics request (for a backend
@@ -289,6 +299,28 @@ fn kafka(
         group.bench_function(BenchmarkId::new(name, "produce_acks_all"), |b| {
             let client = client(&mut node);
             b.iter_custom(|iters| must(time_on(rt, client.clone().produce(iters))));
+        });
+        group.bench_function(BenchmarkId::new(name, "produce_idempotent"), |b| {
+            let client = client(&mut node);
+            b.iter_custom(|iters| must(time_on(rt, client.clone().produce_idempotent(iters))));
+        });
+        for batches in [1, 10] {
+            let records = batches * RECORDS_PER_PRODUCE;
+            group.throughput(Throughput::Elements(records));
+            group.bench_function(
+                BenchmarkId::new(name, format!("transaction_{records}")),
+                |b| {
+                    let client = client(&mut node);
+                    b.iter_custom(|iters| {
+                        must(time_on(rt, client.clone().transactions(iters, batches)))
+                    });
+                },
+            );
+        }
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(BenchmarkId::new(name, "transaction_commit"), |b| {
+            let client = client(&mut node);
+            b.iter_custom(|iters| must(time_on(rt, client.clone().transaction_commits(iters))));
         });
         if nodes == 1 {
             // Each iteration is long (one proposal of 1,000 topics): as few as criterion allows.

@@ -5,7 +5,10 @@
 //! request goes client → listener → handler → metadata backend (→ its leader and quorum, on
 //! three nodes) → response. Produce requests with `acks=all` go to the leader of a partition
 //! with a replica on every broker: on three nodes the answer waits until both followers have
-//! fetched the batch.
+//! fetched the batch. An idempotent producer and a transactional one (its transaction
+//! coordinator found as clients find it) write the same partition: the transactions add the
+//! partition, produce, and commit (the coordinator writes the commit marker to the partition
+//! before the commit is answered).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,13 +19,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::{Bytes, BytesMut};
 use figment::providers::Serialized;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    CreateTopicsRequest, GroupId, OffsetCommitRequest, ProduceRequest, TopicName,
+    AddPartitionsToTxnRequest, CreateTopicsRequest, EndTxnRequest, GroupId, InitProducerIdRequest,
+    OffsetCommitRequest, ProduceRequest, ProducerId, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
@@ -56,6 +61,20 @@ const PRODUCE_TOPIC: &str = "bench-produce";
 pub const RECORDS_PER_PRODUCE: u64 = 100;
 /// Bytes of each record's value.
 const RECORD_BYTES: usize = 1024;
+/// The transactional producer's `transactional.id`.
+const TRANSACTIONAL_ID: &str = "bench-txn";
+/// Its `transaction.timeout.ms` (Kafka's producer default).
+const TRANSACTION_TIMEOUT_MS: i32 = 60_000;
+/// InitProducerId version sent (the broker serves 0–5).
+const INIT_PRODUCER_ID_VERSION: i16 = 4;
+/// AddPartitionsToTxn version sent (the broker serves 0–3).
+const ADD_PARTITIONS_TO_TXN_VERSION: i16 = 3;
+/// EndTxn version sent (the broker serves 0–3).
+const END_TXN_VERSION: i16 = 3;
+/// CONCURRENT_TRANSACTIONS: the previous transaction's markers are still being written.
+const CONCURRENT_TRANSACTIONS: i16 = 51;
+/// Pause before a request answered CONCURRENT_TRANSACTIONS is sent again.
+const RETRY_BACKOFF: Duration = Duration::from_millis(5);
 
 /// One broker of a benchmark cluster: the overrides `switchyard serve` would get on its
 /// command line.
@@ -122,9 +141,26 @@ pub struct KafkaNode {
     nodes: Vec<Node>,
     client: Arc<Mutex<PeerClient>>,
     producer: Arc<Mutex<PeerClient>>,
+    idempotent: Arc<Mutex<Producer>>,
+    transactional: Arc<Mutex<Transactional>>,
     next_topic: Arc<AtomicU64>,
     // Declared last: the brokers write into it.
     _dir: TempDir,
+}
+
+/// A producer id, its epoch, and the sequence of its next batch to [`PRODUCE_TOPIC`].
+#[derive(Debug)]
+struct Producer {
+    id: i64,
+    epoch: i16,
+    next_sequence: i32,
+}
+
+/// The transactional producer: its id and a connection to its transaction coordinator.
+#[derive(Debug)]
+struct Transactional {
+    producer: Producer,
+    coordinator: PeerClient,
 }
 
 impl KafkaNode {
@@ -132,7 +168,9 @@ impl KafkaNode {
     /// ports; more than one form a cluster over reserved loopback cluster ports), wait until
     /// every one has registered, connect the client to the coordinator of the commit group,
     /// create [`COMMIT_TOPIC`] and [`PRODUCE_TOPIC`] (replication factor `count`) through it,
-    /// and connect the producer to the produce topic's leader once its ISR is complete.
+    /// connect the producer to the produce topic's leader once its ISR is complete, and give
+    /// it an idempotent producer id there and a transactional one from the coordinator of
+    /// [`TRANSACTIONAL_ID`].
     pub async fn start(backend: &str, count: usize) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("switchyard-kafka-{backend}-"))
@@ -153,11 +191,11 @@ impl KafkaNode {
                 .context("a broker did not register")?
                 .context("a broker stopped")?;
         }
-        let coordinator = tokio::time::timeout(DEADLINE, coordinator(&nodes))
+        let group_coordinator = tokio::time::timeout(DEADLINE, coordinator(&nodes, COMMIT_GROUP))
             .await
             .context("no broker saw every broker registered")??;
         let client = PeerClient::new(
-            coordinator.to_string(),
+            group_coordinator.to_string(),
             "switchyard-benches".into(),
             REQUEST_TIMEOUT,
         );
@@ -172,15 +210,30 @@ impl KafkaNode {
         let leader = tokio::time::timeout(DEADLINE, replicated_leader(&nodes))
             .await
             .context("the produce topic's ISR did not fill")??;
-        let producer = PeerClient::new(
+        let mut producer = PeerClient::new(
             leader.to_string(),
             "switchyard-benches-producer".into(),
             REQUEST_TIMEOUT,
         );
+        let idempotent = init_producer_id(&mut producer, None).await?;
+        let txn_coordinator = tokio::time::timeout(DEADLINE, coordinator(&nodes, TRANSACTIONAL_ID))
+            .await
+            .context("no broker saw every broker registered")??;
+        let mut txn_coordinator = PeerClient::new(
+            txn_coordinator.to_string(),
+            "switchyard-benches-txn".into(),
+            REQUEST_TIMEOUT,
+        );
+        let transactional = init_producer_id(&mut txn_coordinator, Some(TRANSACTIONAL_ID)).await?;
         Ok(Self {
             nodes,
             client: Arc::new(Mutex::new(client)),
             producer: Arc::new(Mutex::new(producer)),
+            idempotent: Arc::new(Mutex::new(idempotent)),
+            transactional: Arc::new(Mutex::new(Transactional {
+                producer: transactional,
+                coordinator: txn_coordinator,
+            })),
             next_topic: Arc::new(AtomicU64::new(0)),
             _dir: dir,
         })
@@ -191,6 +244,8 @@ impl KafkaNode {
         KafkaClient {
             client: Arc::clone(&self.client),
             producer: Arc::clone(&self.producer),
+            idempotent: Arc::clone(&self.idempotent),
+            transactional: Arc::clone(&self.transactional),
             next_topic: Arc::clone(&self.next_topic),
         }
     }
@@ -207,15 +262,15 @@ impl KafkaNode {
     }
 }
 
-/// The Kafka address of the broker that coordinates [`COMMIT_GROUP`], once the first broker's
-/// metadata holds every broker live (so that the choice no longer changes).
-async fn coordinator(nodes: &[Node]) -> anyhow::Result<SocketAddr> {
+/// The Kafka address of the broker that coordinates `key` (a group or transactional id), once
+/// the first broker's metadata holds every broker live (so that the choice no longer changes).
+async fn coordinator(nodes: &[Node], key: &str) -> anyhow::Result<SocketAddr> {
     let first = nodes[0].broker();
     let mut changes = first.backend().subscribe();
     loop {
         let view = first.metadata();
         if view.state.live_brokers().count() == nodes.len()
-            && let Some(chosen) = coordinator_of(&view.state, COMMIT_GROUP)
+            && let Some(chosen) = coordinator_of(&view.state, key)
             && let Some(node) = nodes.iter().find(|n| n.broker().id() == chosen.id)
         {
             return Ok(node.kafka_addr());
@@ -268,6 +323,8 @@ async fn wait_for_view<T>(node: &Node, found: impl Fn(&Node) -> Option<T>) -> an
 pub struct KafkaClient {
     client: Arc<Mutex<PeerClient>>,
     producer: Arc<Mutex<PeerClient>>,
+    idempotent: Arc<Mutex<Producer>>,
+    transactional: Arc<Mutex<Transactional>>,
     next_topic: Arc<AtomicU64>,
 }
 
@@ -322,34 +379,69 @@ impl KafkaClient {
     /// leader, each one batch of [`RECORDS_PER_PRODUCE`] records of 1 KiB; the time they took.
     /// Fails on any error code.
     pub async fn produce(self, requests: u64) -> anyhow::Result<Duration> {
-        let batch = record_batch()?;
+        let batch = record_batch(None, false)?;
         let mut producer = self.producer.lock().await;
         let start = Instant::now();
         for _ in 0..requests {
-            let request = ProduceRequest::default()
-                .with_acks(-1)
-                .with_timeout_ms(i32::try_from(REQUEST_TIMEOUT.as_millis())?)
-                .with_topic_data(vec![
-                    TopicProduceData::default()
-                        .with_name(TopicName(StrBytes::from_static_str(PRODUCE_TOPIC)))
-                        .with_partition_data(vec![
-                            PartitionProduceData::default()
-                                .with_index(0)
-                                .with_records(Some(batch.clone())),
-                        ]),
-                ]);
-            let response = producer.call(&request, PRODUCE_VERSION).await?;
-            for partition in response
-                .responses
-                .iter()
-                .flat_map(|t| &t.partition_responses)
-            {
-                if partition.error_code != 0 {
-                    bail!("Produce answered error {}", partition.error_code);
-                }
-            }
+            produce(&mut producer, batch.clone(), None).await?;
         }
         Ok(start.elapsed())
+    }
+
+    /// [`Self::produce`] as an idempotent producer: each batch carries the producer id, its
+    /// epoch and the next sequence (encoding a batch is not timed).
+    pub async fn produce_idempotent(self, requests: u64) -> anyhow::Result<Duration> {
+        let mut producer = self.producer.lock().await;
+        let mut idempotent = self.idempotent.lock().await;
+        let mut total = Duration::ZERO;
+        for _ in 0..requests {
+            let batch = record_batch(Some(&mut idempotent), false)?;
+            let start = Instant::now();
+            produce(&mut producer, batch, None).await?;
+            total += start.elapsed();
+        }
+        Ok(total)
+    }
+
+    /// `count` transactions one after another, each AddPartitionsToTxn of the produce topic's
+    /// partition to the coordinator, `batches` Produce requests of [`RECORDS_PER_PRODUCE`]
+    /// records to the partition's leader, and EndTxn committing to the coordinator; the time
+    /// they took (encoding the batches is not timed). Fails on any error code.
+    pub async fn transactions(self, count: u64, batches: u64) -> anyhow::Result<Duration> {
+        let mut producer = self.producer.lock().await;
+        let mut txn = self.transactional.lock().await;
+        let mut total = Duration::ZERO;
+        for _ in 0..count {
+            let encoded = (0..batches)
+                .map(|_| record_batch(Some(&mut txn.producer), true))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let start = Instant::now();
+            txn.add_partition().await?;
+            for batch in encoded {
+                produce(&mut producer, batch, Some(TRANSACTIONAL_ID)).await?;
+            }
+            txn.commit().await?;
+            total += start.elapsed();
+        }
+        Ok(total)
+    }
+
+    /// `count` transactions of one batch, as [`Self::transactions`]; only their EndTxn
+    /// requests (the commit: its decision in the metadata and its marker in the partition)
+    /// are timed.
+    pub async fn transaction_commits(self, count: u64) -> anyhow::Result<Duration> {
+        let mut producer = self.producer.lock().await;
+        let mut txn = self.transactional.lock().await;
+        let mut total = Duration::ZERO;
+        for _ in 0..count {
+            let batch = record_batch(Some(&mut txn.producer), true)?;
+            txn.add_partition().await?;
+            produce(&mut producer, batch, Some(TRANSACTIONAL_ID)).await?;
+            let start = Instant::now();
+            txn.commit().await?;
+            total += start.elapsed();
+        }
+        Ok(total)
     }
 
     /// One CreateTopics request for `names` (see [`create_topics`]).
@@ -358,20 +450,142 @@ impl KafkaClient {
     }
 }
 
-/// One batch of [`RECORDS_PER_PRODUCE`] records of [`RECORD_BYTES`] each, as a plain
-/// (non-idempotent) producer sends it.
-fn record_batch() -> anyhow::Result<Bytes> {
-    let records: Vec<Record> = (0..RECORDS_PER_PRODUCE)
+impl Transactional {
+    /// AddPartitionsToTxn of partition 0 of [`PRODUCE_TOPIC`], retried while the previous
+    /// transaction's markers are being written.
+    async fn add_partition(&mut self) -> anyhow::Result<()> {
+        let request = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(StrBytes::from_static_str(
+                TRANSACTIONAL_ID,
+            )))
+            .with_v3_and_below_producer_id(ProducerId(self.producer.id))
+            .with_v3_and_below_producer_epoch(self.producer.epoch)
+            .with_v3_and_below_topics(vec![
+                AddPartitionsToTxnTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str(PRODUCE_TOPIC)))
+                    .with_partitions(vec![0]),
+            ]);
+        loop {
+            let response = self
+                .coordinator
+                .call(&request, ADD_PARTITIONS_TO_TXN_VERSION)
+                .await?;
+            let error = response
+                .results_by_topic_v3_and_below
+                .iter()
+                .flat_map(|t| &t.results_by_partition)
+                .map(|p| p.partition_error_code)
+                .find(|&code| code != 0);
+            match error {
+                None => return Ok(()),
+                Some(CONCURRENT_TRANSACTIONS) => tokio::time::sleep(RETRY_BACKOFF).await,
+                Some(code) => bail!("AddPartitionsToTxn answered error {code}"),
+            }
+        }
+    }
+
+    /// EndTxn committing the open transaction.
+    async fn commit(&mut self) -> anyhow::Result<()> {
+        let request = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_static_str(TRANSACTIONAL_ID)))
+            .with_producer_id(ProducerId(self.producer.id))
+            .with_producer_epoch(self.producer.epoch)
+            .with_committed(true);
+        let response = self.coordinator.call(&request, END_TXN_VERSION).await?;
+        if response.error_code != 0 {
+            bail!("EndTxn answered error {}", response.error_code);
+        }
+        Ok(())
+    }
+}
+
+/// InitProducerId through `client`: an idempotent producer id (`transactional_id` none) or the
+/// transactional id's (sent to its coordinator).
+async fn init_producer_id(
+    client: &mut PeerClient,
+    transactional_id: Option<&'static str>,
+) -> anyhow::Result<Producer> {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(
+            transactional_id.map(|id| TransactionalId(StrBytes::from_static_str(id))),
+        )
+        .with_transaction_timeout_ms(TRANSACTION_TIMEOUT_MS)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let response = client.call(&request, INIT_PRODUCER_ID_VERSION).await?;
+    if response.error_code != 0 {
+        bail!("InitProducerId answered error {}", response.error_code);
+    }
+    Ok(Producer {
+        id: response.producer_id.0,
+        epoch: response.producer_epoch,
+        next_sequence: 0,
+    })
+}
+
+/// One Produce request with `acks=all` of `batch` to partition 0 of [`PRODUCE_TOPIC`], naming
+/// the producer's `transactional_id` if it has one. Fails on any error code.
+async fn produce(
+    producer: &mut PeerClient,
+    batch: Bytes,
+    transactional_id: Option<&'static str>,
+) -> anyhow::Result<()> {
+    let request = ProduceRequest::default()
+        .with_transactional_id(
+            transactional_id.map(|id| TransactionalId(StrBytes::from_static_str(id))),
+        )
+        .with_acks(-1)
+        .with_timeout_ms(i32::try_from(REQUEST_TIMEOUT.as_millis())?)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str(PRODUCE_TOPIC)))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch)),
+                ]),
+        ]);
+    let response = producer.call(&request, PRODUCE_VERSION).await?;
+    for partition in response
+        .responses
+        .iter()
+        .flat_map(|t| &t.partition_responses)
+    {
+        if partition.error_code != 0 {
+            bail!("Produce answered error {}", partition.error_code);
+        }
+    }
+    Ok(())
+}
+
+/// One batch of [`RECORDS_PER_PRODUCE`] records of [`RECORD_BYTES`] each: as a plain
+/// producer sends it (`producer` none), or as `producer` does, at its next sequence (which
+/// this advances), in a transaction if `transactional`.
+fn record_batch(producer: Option<&mut Producer>, transactional: bool) -> anyhow::Result<Bytes> {
+    let count = i32::try_from(RECORDS_PER_PRODUCE)?;
+    let (producer_id, producer_epoch, base_sequence) = match producer {
+        Some(p) => {
+            let base = p.next_sequence;
+            p.next_sequence = p.next_sequence.wrapping_add(count);
+            (p.id, p.epoch, base)
+        }
+        None => (-1, -1, -1),
+    };
+    let records: Vec<Record> = (0..count)
         .map(|i| Record {
-            transactional: false,
+            transactional,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
-            offset: i64::try_from(i).unwrap_or(0),
-            sequence: -1,
+            offset: i64::from(i),
+            sequence: if base_sequence < 0 {
+                -1
+            } else {
+                base_sequence.wrapping_add(i)
+            },
             timestamp: 0,
             key: None,
             value: Some(Bytes::from(vec![b'x'; RECORD_BYTES])),

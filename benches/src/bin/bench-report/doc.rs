@@ -205,6 +205,45 @@ pub(crate) fn tables(record: &RunRecord) -> Vec<Table> {
             Covers::All,
         ),
         table(
+            "kafka",
+            "produce_idempotent",
+            "Kafka Produce from an idempotent producer, acks=all, end to end, one node",
+            "one Produce request of a batch of 100 records of 1 KiB with producer id, epoch and \
+             sequence, one request in flight",
+            Some("records"),
+            &[],
+            Covers::All,
+        ),
+        table(
+            "kafka",
+            "transaction_100",
+            "Kafka transaction of 100 records, end to end, one node",
+            "AddPartitionsToTxn, one Produce request of 100 records of 1 KiB, EndTxn (commit, \
+             answered once the commit marker is in the partition)",
+            Some("records"),
+            &[],
+            Covers::All,
+        ),
+        table(
+            "kafka",
+            "transaction_1000",
+            "Kafka transaction of 1,000 records, end to end, one node",
+            "AddPartitionsToTxn, ten Produce requests of 100 records of 1 KiB, EndTxn (commit)",
+            Some("records"),
+            &[],
+            Covers::All,
+        ),
+        table(
+            "kafka",
+            "transaction_commit",
+            "Kafka transaction commit (EndTxn), end to end, one node",
+            "the EndTxn of a one-batch transaction: the commit decision in the metadata, the \
+             commit marker written to the partition, the completion in the metadata",
+            Some("commits"),
+            &[PerFsync, PerLoopback],
+            Covers::All,
+        ),
+        table(
             "kafka_3nodes",
             "offset_commit",
             "Kafka OffsetCommit, end to end, 3 nodes on loopback",
@@ -231,6 +270,47 @@ pub(crate) fn tables(record: &RunRecord) -> Vec<Table> {
              answered once both followers fetched it; one request in flight",
             Some("records"),
             &[],
+            Covers::MultiNode,
+        ),
+        table(
+            "kafka_3nodes",
+            "produce_idempotent",
+            "Kafka Produce from an idempotent producer, replication factor 3, 3 nodes on loopback",
+            "one Produce request of a batch of 100 records of 1 KiB with producer id, epoch and \
+             sequence to the partition leader, answered once both followers fetched it",
+            Some("records"),
+            &[],
+            Covers::MultiNode,
+        ),
+        table(
+            "kafka_3nodes",
+            "transaction_100",
+            "Kafka transaction of 100 records, replication factor 3, 3 nodes on loopback",
+            "AddPartitionsToTxn and EndTxn (commit) to the transaction coordinator, one Produce \
+             request of 100 records of 1 KiB to the partition leader",
+            Some("records"),
+            &[],
+            Covers::MultiNode,
+        ),
+        table(
+            "kafka_3nodes",
+            "transaction_1000",
+            "Kafka transaction of 1,000 records, replication factor 3, 3 nodes on loopback",
+            "AddPartitionsToTxn and EndTxn (commit) to the transaction coordinator, ten Produce \
+             requests of 100 records of 1 KiB to the partition leader",
+            Some("records"),
+            &[],
+            Covers::MultiNode,
+        ),
+        table(
+            "kafka_3nodes",
+            "transaction_commit",
+            "Kafka transaction commit (EndTxn), 3 nodes on loopback",
+            "the EndTxn of a one-batch transaction to its coordinator: the decision through the \
+             metadata quorum, the commit marker replicated to the partition's ISR, the \
+             completion through the quorum",
+            Some("commits"),
+            &[PerFsync, OverFsync, PerLoopback],
             Covers::MultiNode,
         ),
         table(
