@@ -258,19 +258,19 @@ impl Broker {
         }
     }
 
-    /// Checkpoint the partitions' high watermarks every `interval`
-    /// (`replica.high.watermark.checkpoint.interval.ms`). Runs until aborted.
-    pub async fn checkpoint_high_watermarks(self: Arc<Self>, interval: Duration) {
+    /// Checkpoint the partitions' high watermarks and snapshot their producer state every
+    /// `interval` (`replica.high.watermark.checkpoint.interval.ms`). Runs until aborted.
+    pub async fn checkpoint_replicas(self: Arc<Self>, interval: Duration) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let replicas = Arc::clone(&self.replicas);
-            if tokio::task::spawn_blocking(move || replicas.checkpoint_high_watermarks())
+            if tokio::task::spawn_blocking(move || replicas.checkpoint_replicas())
                 .await
                 .is_err()
             {
-                warn!("high-watermark checkpoint panicked");
+                warn!("replica checkpoint panicked");
             }
         }
     }

@@ -8,7 +8,8 @@
 //! OUT_OF_ORDER_SEQUENCE_NUMBER, and one from an older epoch with INVALID_PRODUCER_EPOCH. The
 //! state is rebuilt from the log when a partition is opened, so it survives restarts, and a
 //! follower keeps it from the batches it copies, so a retry reaching a new leader after a
-//! failover is still recognised.
+//! failover is still recognised. Opening a partition reads only the batches after its last
+//! producer-state snapshot ([`snapshot`]), written with the high-watermark checkpoint.
 //!
 //! Each replica also holds its high watermark: on the leader it follows the ISR's progress
 //! ([`Leadership`]), on a follower it is the leader's, as its last fetch reported it.
@@ -26,10 +27,12 @@ use switchyard_log::{
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::replication::{LeaderView, Leadership};
 use crate::txn_index::{AbortedTxn, TxnIndex};
+
+mod snapshot;
 
 /// Batches remembered per producer for duplicate detection (Kafka's
 /// `max.in.flight.requests.per.connection` limit for idempotence).
@@ -43,7 +46,7 @@ struct Appended {
     base_offset: i64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct Producer {
     epoch: i16,
     recent: VecDeque<Appended>,
@@ -90,6 +93,9 @@ pub struct Replica {
     /// The high watermark last written to the partition's checkpoint file (`None`: nothing
     /// written by this replica yet); held while writing, so writes do not interleave.
     checkpointed: Mutex<Option<i64>>,
+    /// The offset of the producer-state snapshot on disk, if this replica knows of one; held
+    /// while writing or removing it, and taken before `producers`.
+    snapshotted: Mutex<Option<i64>>,
     /// The epoch fence. Every write to the log holds it shared and checks it; a change of role
     /// takes it exclusively, so no write of an older role lands after the change.
     role: RwLock<Role>,
@@ -199,9 +205,16 @@ impl Replica {
         active
     }
 
-    /// The replica of an open log, with the producer state rebuilt from it. Blocking.
+    /// The replica of an open log, with the producer state recovered from it (see
+    /// [`recover_producers`]). Blocking.
     pub(crate) fn open(log: Arc<PartitionLog>) -> Result<Self, LogError> {
-        let (producers, txns) = rebuild_producers(&log)?;
+        let recovered = recover_producers(&log)?;
+        debug!(
+            dir = %log.dir().display(),
+            read_from = recovered.read_from,
+            log_end = log.log_end_offset(),
+            "producer state recovered"
+        );
         // After a restart: the last checkpoint (never above what was committed), within the
         // log; rises as the ISR (or the leader, on a follower) reports progress.
         let start = log.log_start_offset();
@@ -213,11 +226,12 @@ impl Replica {
         let high_watermark = watch::Sender::new(checkpointed);
         Ok(Self {
             log,
-            producers: Mutex::new(producers),
-            txns: Mutex::new(txns),
+            producers: Mutex::new(recovered.producers),
+            txns: Mutex::new(recovered.txns),
             high_watermark,
             low_watermark: watch::Sender::new(start),
             checkpointed: Mutex::new(None),
+            snapshotted: Mutex::new(recovered.snapshot),
             role: RwLock::new(Role {
                 epoch: -1,
                 leading: false,
@@ -264,6 +278,25 @@ impl Replica {
             checkpoint::HIGH_WATERMARK.store(self.log.dir(), hw)?;
             *checkpointed = Some(hw);
         }
+        Ok(())
+    }
+
+    /// Write the producer-state snapshot if the log moved since the last one. Blocking.
+    pub fn snapshot_producers(&self) -> Result<(), LogError> {
+        let mut snapshotted = self.snapshotted.lock();
+        let (offset, bytes) = {
+            // Every append holds `producers` while it writes the log and updates the state:
+            // under it, the log end offset and the state agree.
+            let producers = self.producers.lock();
+            let txns = self.txns.lock();
+            let offset = self.log.log_end_offset();
+            if *snapshotted == Some(offset) {
+                return Ok(());
+            }
+            (offset, snapshot::encode(offset, &producers, &txns))
+        };
+        snapshot::store(self.log.dir(), &bytes)?;
+        *snapshotted = Some(offset);
         Ok(())
     }
 
@@ -803,11 +836,18 @@ impl Replica {
     ) -> Result<i64, FollowError> {
         let role = self.role.read();
         Self::following(&role, leader_epoch)?;
+        // The snapshot describes the log before the cut, which may grow again past its offset
+        // with other batches: gone, durably, first.
+        let mut snapshotted = self.snapshotted.lock();
+        snapshot::remove(self.log.dir())?;
+        *snapshotted = None;
         let mut producers = self.producers.lock();
         let mut txns = self.txns.lock();
         let end = cut(&self.log)?;
-        (*producers, *txns) = rebuild_producers(&self.log)?;
+        *producers = HashMap::new();
+        *txns = TxnIndex::default();
         let start = self.log.log_start_offset();
+        read_producers(&self.log, start, &mut producers, &mut txns)?;
         self.high_watermark.send_if_modified(|hw| {
             let bounded = (*hw).max(start).min(end);
             let changed = bounded != *hw;
@@ -870,11 +910,69 @@ fn observe(producers: &mut HashMap<i64, Producer>, txns: &mut TxnIndex, batch: &
     txns.track(batch, header.base_offset);
 }
 
-/// Producer and transaction state from the batches in the log.
-fn rebuild_producers(log: &PartitionLog) -> Result<(HashMap<i64, Producer>, TxnIndex), LogError> {
-    let mut producers: HashMap<i64, Producer> = HashMap::new();
-    let mut txns = TxnIndex::default();
-    let mut offset = log.log_start_offset();
+/// Producer and transaction state recovered when a partition opens.
+#[derive(Debug)]
+struct Recovered {
+    producers: HashMap<i64, Producer>,
+    txns: TxnIndex,
+    /// The offset of the snapshot left on disk, if any.
+    snapshot: Option<i64>,
+    /// Where reading the log started: the snapshot's offset, or the log start.
+    read_from: i64,
+}
+
+/// Producer and transaction state of `log`: its snapshot and the batches after it, when the
+/// snapshot describes a part of the log that is still there; else all the log's batches. A
+/// snapshot above the log end (a tail crash recovery cut off was in it) is removed; an
+/// unreadable one is ignored (and replaced by the next). Blocking.
+fn recover_producers(log: &PartitionLog) -> Result<Recovered, LogError> {
+    let (start, end) = (log.log_start_offset(), log.log_end_offset());
+    let dir = log.dir();
+    let (found, kept) = match snapshot::load(dir) {
+        Ok(None) => (None, None),
+        Ok(Some(s)) if s.offset > end => {
+            warn!(
+                dir = %dir.display(),
+                snapshot = s.offset,
+                log_end = end,
+                "producer snapshot is past the log end; removed, reading the whole log"
+            );
+            snapshot::remove(dir)?;
+            (None, None)
+        }
+        // Retention or DeleteRecords removed batches after it.
+        Ok(Some(s)) if s.offset < start => (None, Some(s.offset)),
+        Ok(Some(s)) => {
+            let offset = s.offset;
+            (Some(s), Some(offset))
+        }
+        Err(reason) => {
+            warn!(dir = %dir.display(), %reason, "producer snapshot unusable; reading the whole log");
+            (None, None)
+        }
+    };
+    let (mut producers, mut txns, read_from) = match found {
+        Some(s) => (s.producers, s.txns, s.offset),
+        None => (HashMap::new(), TxnIndex::default(), start),
+    };
+    txns.trim(start);
+    read_producers(log, read_from, &mut producers, &mut txns)?;
+    Ok(Recovered {
+        producers,
+        txns,
+        snapshot: kept,
+        read_from,
+    })
+}
+
+/// Add the batches of `log` from `from` on to the producer and transaction state.
+fn read_producers(
+    log: &PartitionLog,
+    from: i64,
+    producers: &mut HashMap<i64, Producer>,
+    txns: &mut TxnIndex,
+) -> Result<(), LogError> {
+    let mut offset = from;
     let end = log.log_end_offset();
     while offset < end {
         let read = log.read(offset, 1 << 20)?;
@@ -884,7 +982,7 @@ fn rebuild_producers(log: &PartitionLog) -> Result<(HashMap<i64, Producer>, TxnI
         let mut next = offset;
         for batch in Batches::new(&read.records) {
             let batch = batch.map_err(LogError::InvalidBatch)?;
-            observe(&mut producers, &mut txns, &batch);
+            observe(producers, txns, &batch);
             next = batch.header().next_offset();
         }
         if next <= offset {
@@ -892,7 +990,7 @@ fn rebuild_producers(log: &PartitionLog) -> Result<(HashMap<i64, Producer>, TxnI
         }
         offset = next;
     }
-    Ok((producers, txns))
+    Ok(())
 }
 
 /// Every partition stored on this broker.
@@ -1002,8 +1100,9 @@ impl Replicas {
         }
     }
 
-    /// Checkpoint the high watermark of every open replica that moved. Blocking.
-    pub fn checkpoint_high_watermarks(&self) {
+    /// Checkpoint the high watermark and snapshot the producer state of every open replica
+    /// whose watermark or log moved. Blocking.
+    pub fn checkpoint_replicas(&self) {
         for (topic, partition, replica) in self.open_replicas() {
             // Not a replica of a topic deleted since the listing (its directory may already
             // belong to a topic created again under the same name).
@@ -1016,13 +1115,17 @@ impl Replicas {
             if let Err(e) = replica.checkpoint_high_watermark() {
                 warn!(topic, partition, error = %e, "high-watermark checkpoint failed");
             }
+            if let Err(e) = replica.snapshot_producers() {
+                warn!(topic, partition, error = %e, "producer snapshot failed");
+            }
         }
     }
 
-    /// Checkpoint the high watermarks, then flush and close every log (clean shutdown).
+    /// Checkpoint the high watermarks and producer state, then flush and close every log
+    /// (clean shutdown).
     /// Blocking.
     pub fn close(&self, now_ms: i64) {
-        self.checkpoint_high_watermarks();
+        self.checkpoint_replicas();
         if let Err(e) = self.store.close(now_ms) {
             warn!(error = %e, "closing partition logs failed");
         }
@@ -1317,5 +1420,124 @@ mod tests {
         assert_eq!(reopened.aborted_transactions(0, end), vec![aborted]);
         assert_eq!(reopened.open_transaction_start(7), None);
         assert_eq!(reopened.last_stable_offset(), reopened.high_watermark());
+    }
+
+    /// A leader with two idempotent producers, an aborted and an open transaction.
+    fn busy_replica(dir: &Path) -> Arc<Replica> {
+        let r = replica(dir);
+        r.lead(LEADER, view(EPOCH, &[LEADER], 1));
+        r.append(&producer_batch((5, 0, 0), 10, &[b"a", b"b"]), EPOCH, 0)
+            .expect("idempotent");
+        r.append(&transactional_batch((7, 0, 0), 20, &[b"t1"]), EPOCH, 0)
+            .expect("transaction");
+        r.append_marker((7, 0), Marker::Abort, 0, EPOCH, 0)
+            .expect("abort");
+        r.append(&producer_batch((6, 2, 0), 30, &[b"c"]), EPOCH, 0)
+            .expect("idempotent");
+        r.append(&transactional_batch((7, 0, 1), 40, &[b"t2"]), EPOCH, 0)
+            .expect("open transaction");
+        r
+    }
+
+    /// What reading the whole log gives.
+    fn state_from_the_log(r: &Replica) -> (HashMap<i64, Producer>, TxnIndex) {
+        let mut producers = HashMap::new();
+        let mut txns = TxnIndex::default();
+        read_producers(
+            r.log(),
+            r.log().log_start_offset(),
+            &mut producers,
+            &mut txns,
+        )
+        .expect("read");
+        (producers, txns)
+    }
+
+    fn assert_same_state(r: &Replica, expected: &(HashMap<i64, Producer>, TxnIndex)) {
+        assert_eq!(*r.producers.lock(), expected.0, "producers");
+        assert_eq!(*r.txns.lock(), expected.1, "transactions");
+    }
+
+    #[test]
+    fn producer_state_reopens_from_its_snapshot_and_the_batches_after_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let r = busy_replica(dir.path());
+        r.snapshot_producers().expect("snapshot");
+        let snapshot_at = r.log().log_end_offset();
+        r.append(&producer_batch((5, 0, 2), 50, &[b"d"]), EPOCH, 0)
+            .expect("after the snapshot");
+        r.append_marker((7, 0), Marker::Commit, 0, EPOCH, 0)
+            .expect("commit after the snapshot");
+        let expected = state_from_the_log(&r);
+        assert_same_state(&r, &expected);
+        drop(r);
+
+        let log = Arc::new(PartitionLog::open(dir.path(), LogConfig::default()).expect("open"));
+        let recovered = recover_producers(&log).expect("recover");
+        assert_eq!(
+            recovered.read_from, snapshot_at,
+            "read only after the snapshot"
+        );
+        assert_eq!(recovered.snapshot, Some(snapshot_at));
+        assert_eq!((recovered.producers, recovered.txns), expected);
+        drop(log);
+        let reopened = replica(dir.path());
+        assert_same_state(&reopened, &expected);
+        // A retry of the batch appended after the snapshot is still recognised.
+        reopened.lead(LEADER, view(EPOCH + 1, &[LEADER], 1));
+        let end = reopened.log().log_end_offset();
+        reopened
+            .append(&producer_batch((5, 0, 2), 50, &[b"d"]), EPOCH + 1, 0)
+            .expect("retry");
+        assert_eq!(reopened.log().log_end_offset(), end, "not appended again");
+    }
+
+    #[test]
+    fn an_unusable_snapshot_falls_back_to_the_whole_log() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let r = busy_replica(dir.path());
+        let expected = state_from_the_log(&r);
+        let end = r.log().log_end_offset();
+        drop(r);
+        let path = dir.path().join(snapshot::FILE);
+
+        // Damaged: ignored, and replaced by the next snapshot.
+        std::fs::write(&path, b"SYPS\0\x01garbage").expect("write");
+        let r = replica(dir.path());
+        assert_same_state(&r, &expected);
+        r.snapshot_producers().expect("snapshot");
+        let stored = snapshot::load(dir.path())
+            .expect("readable")
+            .expect("there");
+        assert_eq!(stored.offset, end);
+        drop(r);
+
+        // Past the log end (the tail it saw was cut by crash recovery): removed.
+        let past = snapshot::encode(end + 5, &HashMap::new(), &TxnIndex::default());
+        std::fs::write(&path, past).expect("write");
+        let r = replica(dir.path());
+        assert_same_state(&r, &expected);
+        assert!(!path.exists(), "a snapshot past the log end is removed");
+    }
+
+    #[test]
+    fn a_follower_cutting_its_log_removes_the_snapshot_first() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let leader_dir = tempfile::tempdir().expect("temp dir");
+        let leader = busy_replica(leader_dir.path());
+        let copied = leader.log().read(0, 1 << 20).expect("read").records;
+        let r = replica(dir.path());
+        r.follow(EPOCH);
+        r.append_replicated(&copied, EPOCH, 0).expect("copy");
+        r.snapshot_producers().expect("snapshot");
+        let path = dir.path().join(snapshot::FILE);
+        assert!(path.exists());
+        // Cut before the abort marker at 3: the transaction at 2 is open again.
+        assert_eq!(r.truncate_to(3, EPOCH, 0).expect("truncate"), 3);
+        assert!(!path.exists(), "the snapshot described the cut batches");
+        let expected = state_from_the_log(&r);
+        assert_same_state(&r, &expected);
+        assert_eq!(r.aborted_transactions(0, 10), Vec::new());
+        assert_eq!(r.open_transaction_start(7), Some(2));
     }
 }

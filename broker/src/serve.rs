@@ -255,7 +255,7 @@ impl Node {
             ),
             tokio::spawn(replication::run_replication(Arc::clone(&broker))),
             tokio::spawn(replication::run_isr_checks(Arc::clone(&broker))),
-            tokio::spawn(Arc::clone(&broker).checkpoint_high_watermarks(
+            tokio::spawn(Arc::clone(&broker).checkpoint_replicas(
                 std::time::Duration::from_millis(
                     config.kafka.replica_high_watermark_checkpoint_interval_ms,
                 ),

@@ -3,8 +3,9 @@
 //! offset to abort marker). The open ones bound the last stable offset (LSO) a
 //! `read_committed` consumer reads up to; the aborted ones are what a Fetch lists in
 //! `aborted_transactions`, so that such a consumer drops their records. Built from the batches
-//! as they are appended (by the leader, or copied by a follower) and rebuilt from the log when
-//! a partition opens or is truncated, like the idempotent-producer state.
+//! as they are appended (by the leader, or copied by a follower), kept in the partition's
+//! producer-state snapshot with the idempotent-producer state, and recovered like it when a
+//! partition opens (the snapshot and the batches after it) or is truncated (the whole log).
 
 use std::collections::BTreeMap;
 
@@ -23,7 +24,7 @@ pub struct AbortedTxn {
 }
 
 /// The open and aborted transactions of one partition.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct TxnIndex {
     /// Producer id → offset of its open transaction's first batch.
     open: BTreeMap<i64, i64>,
@@ -32,6 +33,17 @@ pub(crate) struct TxnIndex {
 }
 
 impl TxnIndex {
+    /// The index of these open and aborted transactions (as [`Self::parts`] gives them).
+    pub(crate) fn from_parts(open: BTreeMap<i64, i64>, aborted: Vec<AbortedTxn>) -> Self {
+        Self { open, aborted }
+    }
+
+    /// Producer id → first offset of each open transaction, and the aborted transactions in
+    /// marker order.
+    pub(crate) fn parts(&self) -> (&BTreeMap<i64, i64>, &[AbortedTxn]) {
+        (&self.open, &self.aborted)
+    }
+
     /// Note `batch`, stored at `base_offset`.
     pub(crate) fn track(&mut self, batch: &RecordBatch<'_>, base_offset: i64) {
         let header = batch.header();

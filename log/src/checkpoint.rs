@@ -12,12 +12,32 @@
 //!   survives a restart.
 //!
 //! A missing or unreadable file means "unknown".
+//!
+//! [`replace`] and [`remove`] do the same for a file of the caller's format (the broker's
+//! producer-state snapshot).
 
 use std::fs;
+use std::io::ErrorKind;
 use std::path::Path;
 
-use super::error::LogError;
-use super::segment::replace_file;
+use super::error::{LogError, io_err};
+use super::segment::{replace_file, sync_dir};
+
+/// Replace `dir/name` with `contents` durably: a temp file written and fsynced, renamed over
+/// it, the directory fsynced. A crash leaves the old file or the new one, never a mix.
+pub fn replace(dir: &Path, name: &str, contents: &[u8]) -> Result<(), LogError> {
+    replace_file(dir, name, contents)
+}
+
+/// Remove `dir/name`, if it exists, durably (the directory fsynced).
+pub fn remove(dir: &Path, name: &str) -> Result<(), LogError> {
+    let path = dir.join(name);
+    match fs::remove_file(&path) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("remove", &path)(e)),
+    }
+}
 
 /// A checkpoint file: its name in the partition directory and its first line.
 #[derive(Debug, Clone, Copy)]

@@ -39,6 +39,7 @@
 //!     high-watermark                         the last high-watermark checkpoint (see `checkpoint`)
 //!     log-start-offset                       the log start offset DeleteRecords set (see `checkpoint`)
 //!     flushed                                the offset below which everything is fsynced (see `flushed`)
+//!     producer-snapshot                      the broker's producer and transaction state as of an offset
 //!     clean-shutdown                         present only between a clean close and the next open
 //! ```
 //! A segment's name is its base offset in 20 digits. Offsets are contiguous across segments:
