@@ -329,6 +329,11 @@ class Worker:
         self.proc.kill()
         self.proc.wait(15)
 
+    def stop(self) -> None:
+        """Kill the worker if it still runs (a failed test must not leave it behind)."""
+        if self.proc.poll() is None:
+            self.kill9()
+
     def finish(self) -> None:
         code = self.proc.wait(DEADLINE_S * 3)
         assert code == 0, f"worker exited {code}: {self.log.read_text()[-4000:]}"
@@ -354,6 +359,7 @@ def partition_leader(bootstrap: str, topic: str, partition: int) -> int:
 def test_exactly_once_through_kill9(multi_backend, tmp_path, topic_name, victim, seed):
     rng = random.Random(f"{seed}-{victim}")
     cluster = Cluster(multi_backend, tmp_path, env=TXN_ENV)
+    worker = None
     try:
         cluster.start()
         bootstrap = cluster.bootstrap()
@@ -383,4 +389,6 @@ def test_exactly_once_through_kill9(multi_backend, tmp_path, topic_name, victim,
         assert values == sorted(f"out-in-{i}".encode() for i in range(n)), (
             f"seed {seed}, victim {victim}: not exactly once")
     finally:
+        if worker is not None:
+            worker.stop()
         cluster.close()
