@@ -864,11 +864,14 @@ fn add_sequence(sequence: i32, delta: i32) -> i32 {
     (next % (i64::from(i32::MAX) + 1)) as i32
 }
 
+/// Note a batch of `producer`'s stored at `base_offset`. Its last sequence follows from its
+/// offset span (`lastOffsetDelta`), not its record count: a compacted batch keeps its span and
+/// sequences but may hold fewer records.
 fn remember(producer: &mut Producer, header: &BatchHeader, base_offset: i64) {
-    let (epoch, base_sequence, record_count) = (
+    let (epoch, base_sequence, span) = (
         header.producer_epoch,
         header.base_sequence,
-        header.record_count,
+        header.last_offset_delta,
     );
     producer.last_timestamp = producer.last_timestamp.max(header.max_timestamp);
     if epoch != producer.epoch {
@@ -877,7 +880,7 @@ fn remember(producer: &mut Producer, header: &BatchHeader, base_offset: i64) {
     }
     producer.recent.push_back(Appended {
         first_sequence: base_sequence,
-        last_sequence: add_sequence(base_sequence, record_count - 1),
+        last_sequence: add_sequence(base_sequence, span),
         base_offset,
     });
     while producer.recent.len() > RETAINED_BATCHES {

@@ -99,7 +99,8 @@ pub enum BatchError {
         /// The CRC-32C of the bytes.
         computed: u32,
     },
-    /// `recordCount` does not agree with `lastOffsetDelta`.
+    /// `recordCount` is more than `lastOffsetDelta` allows (a compacted batch may hold fewer
+    /// records than its offset range, never more).
     #[error(
         "record batch at byte {position} has {record_count} records but lastOffsetDelta {last_offset_delta}"
     )]
@@ -231,7 +232,7 @@ impl BatchHeader {
         }
         let count_ok = match self.record_count {
             0 => true,
-            n if n > 0 => i64::from(n) == i64::from(self.last_offset_delta) + 1,
+            n if n > 0 => i64::from(n) <= i64::from(self.last_offset_delta) + 1,
             _ => false,
         };
         if !count_ok {
@@ -257,6 +258,12 @@ impl<'a> RecordBatch<'a> {
     /// `batchLength`, the compression bits of `attributes` and the CRC change; every other
     /// field is kept.
     pub(crate) fn with_records(&self, codec: i16, records: &[u8]) -> Vec<u8> {
+        self.with_counted_records(codec, records, self.header.record_count)
+    }
+
+    /// [`Self::with_records`] holding `count` records (some of the batch's, as compaction
+    /// keeps them): `recordCount` changes too; the offsets the batch spans do not.
+    pub(crate) fn with_counted_records(&self, codec: i16, records: &[u8], count: i32) -> Vec<u8> {
         let bytes = self.bytes;
         let mut out = Vec::with_capacity(HEADER_LEN + records.len());
         out.extend_from_slice(&bytes[..HEADER_LEN]);
@@ -265,6 +272,7 @@ impl<'a> RecordBatch<'a> {
         let attributes = i16::from_be_bytes(field(bytes, ATTRIBUTES));
         let attributes = (attributes & !ATTR_COMPRESSION) | (codec & ATTR_COMPRESSION);
         out[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+        out[RECORD_COUNT..RECORD_COUNT + 4].copy_from_slice(&count.to_be_bytes());
         out.extend_from_slice(records);
         let crc = crc32c::crc32c(&out[ATTRIBUTES..]);
         out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
@@ -391,6 +399,16 @@ pub mod testing {
         build(producer, 0, timestamp, values)
     }
 
+    /// A batch of records with keys, whose value `None` is a tombstone (null value), with base
+    /// offset 0 and the given timestamp.
+    pub fn keyed_batch(timestamp: i64, records: &[(&[u8], Option<&[u8]>)]) -> Vec<u8> {
+        let records: Vec<_> = records
+            .iter()
+            .map(|(key, value)| (Some(*key), *value))
+            .collect();
+        encode((-1, -1, -1), 0, timestamp, &records)
+    }
+
     /// Like [`producer_batch`], in the producer's transaction.
     pub fn transactional_batch(
         producer: (i64, i16, i32),
@@ -406,14 +424,39 @@ pub mod testing {
         timestamp: i64,
         values: &[&[u8]],
     ) -> Vec<u8> {
+        let records: Vec<_> = values.iter().map(|value| (None, Some(*value))).collect();
+        encode(
+            (producer_id, producer_epoch, base_sequence),
+            attributes,
+            timestamp,
+            &records,
+        )
+    }
+
+    /// A record's key and value, `None` being null.
+    type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+    /// A batch of these records.
+    fn encode(
+        (producer_id, producer_epoch, base_sequence): (i64, i16, i32),
+        attributes: i16,
+        timestamp: i64,
+        values: &[KeyValue<'_>],
+    ) -> Vec<u8> {
         let mut records = Vec::new();
-        for (delta, value) in values.iter().enumerate() {
+        for (delta, (key, value)) in values.iter().enumerate() {
             let mut body = vec![0u8]; // record attributes
             varint(&mut body, 0); // timestamp delta
             varint(&mut body, delta as i64); // offset delta
-            varint(&mut body, -1); // null key
-            varint(&mut body, value.len() as i64);
-            body.extend_from_slice(value);
+            for field in [key, value] {
+                match field {
+                    Some(bytes) => {
+                        varint(&mut body, bytes.len() as i64);
+                        body.extend_from_slice(bytes);
+                    }
+                    None => varint(&mut body, -1),
+                }
+            }
             varint(&mut body, 0); // no headers
             varint(&mut records, body.len() as i64);
             records.extend_from_slice(&body);

@@ -10,6 +10,8 @@
 //! - [`LOG_START`] (`log-start-offset`), written by the log before a DeleteRecords (or a
 //!   follower copying its leader's) moves the log start offset inside a segment, so the move
 //!   survives a restart.
+//! - [`CLEANER_OFFSET`] (`cleaner-offset`), written by a compaction when it is done: the
+//!   segments below it are clean (see `partition::cleaner`); lowered when the log is cut.
 //!
 //! A missing or unreadable file means "unknown".
 //!
@@ -59,6 +61,12 @@ pub const LOG_START: Checkpoint = Checkpoint {
     header: "switchyard-log-start-offset 1",
 };
 
+/// Where the part of a compacted log the cleaner last covered ends.
+pub const CLEANER_OFFSET: Checkpoint = Checkpoint {
+    file: "cleaner-offset",
+    header: "switchyard-cleaner-offset 1",
+};
+
 impl Checkpoint {
     /// The checkpointed value in `dir`, if there is a readable one.
     pub fn load(&self, dir: &Path) -> Option<i64> {
@@ -89,7 +97,7 @@ mod tests {
     #[test]
     fn a_stored_checkpoint_loads_and_a_bad_one_is_unknown() -> Result<(), LogError> {
         let dir = tempfile::tempdir().map_err(io_err("create", Path::new("tmp")))?;
-        for checkpoint in [HIGH_WATERMARK, LOG_START] {
+        for checkpoint in [HIGH_WATERMARK, LOG_START, CLEANER_OFFSET] {
             assert_eq!(checkpoint.load(dir.path()), None, "no file yet");
             checkpoint.store(dir.path(), 1234)?;
             assert_eq!(checkpoint.load(dir.path()), Some(1234));

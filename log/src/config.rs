@@ -40,7 +40,7 @@ impl Default for FlushPolicy {
 
 /// Settings of one partition log. [`Default`] gives Kafka's defaults, except the
 /// [`FlushPolicy`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// Roll to a new segment before the active one would exceed this size (`segment.bytes`,
     /// default 1 GiB). A single append larger than this still goes into one segment.
@@ -66,6 +66,54 @@ pub struct LogConfig {
     /// The codec batches are stored with (`compression.type`); `None` keeps the producer's
     /// (`producer`), else the leader recompresses batches written with another codec.
     pub compression: Option<Codec>,
+    /// `cleanup.policy`: whether retention deletes old segments and whether the cleaner
+    /// compacts the log.
+    pub cleanup: CleanupPolicy,
+    /// A log is compacted once this fraction of its cleanable bytes is dirty
+    /// (`min.cleanable.dirty.ratio`, default 0.5).
+    pub min_cleanable_dirty_ratio: f64,
+    /// A record is not compacted until it is this old (`min.compaction.lag.ms`, default 0).
+    pub min_compaction_lag_ms: u64,
+    /// A log with a dirty record older than this is compacted whatever its dirty ratio
+    /// (`max.compaction.lag.ms`, default unlimited).
+    pub max_compaction_lag_ms: u64,
+    /// Tombstones are kept this long after they are written, so a consumer reading the
+    /// log sees the deletion (`delete.retention.ms`, default 1 day).
+    pub delete_retention_ms: u64,
+}
+
+/// `cleanup.policy`: `delete`, `compact`, or both (`compact,delete`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    /// Retention (`retention.ms`, `retention.bytes`) deletes old segments.
+    pub delete: bool,
+    /// The cleaner keeps the newest record of every key.
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    /// Kafka's default: `delete`.
+    pub const DELETE: Self = Self {
+        delete: true,
+        compact: false,
+    };
+
+    /// The policy a `cleanup.policy` value names: a comma-separated list of `delete` and
+    /// `compact`, at least one.
+    pub fn parse(value: &str) -> Option<Self> {
+        let mut policy = Self {
+            delete: false,
+            compact: false,
+        };
+        for part in value.split(',') {
+            match part.trim() {
+                "delete" => policy.delete = true,
+                "compact" => policy.compact = true,
+                _ => return None,
+            }
+        }
+        Some(policy)
+    }
 }
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
@@ -81,6 +129,11 @@ impl Default for LogConfig {
             flush: FlushPolicy::default(),
             max_message_bytes: 1_048_588,
             compression: None,
+            cleanup: CleanupPolicy::DELETE,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX as u64,
+            delete_retention_ms: DAY_MS,
         }
     }
 }
@@ -104,8 +157,10 @@ const MIN_SEGMENT_BYTES: i64 = 14;
 impl LogConfig {
     /// Returns this config with Kafka topic config overrides applied: `segment.bytes`,
     /// `segment.ms`, `index.interval.bytes`, `retention.bytes`, `retention.ms`,
-    /// `flush.messages`, `flush.ms` and `max.message.bytes`. Other keys (such as
-    /// `cleanup.policy`) are not the log's and are ignored.
+    /// `flush.messages`, `flush.ms`, `max.message.bytes`, `compression.type`,
+    /// `cleanup.policy`, `min.cleanable.dirty.ratio`, `min.compaction.lag.ms`,
+    /// `max.compaction.lag.ms` and `delete.retention.ms`. Other keys are not the log's and
+    /// are ignored.
     ///
     /// As in Kafka, `-1` means unlimited for `retention.bytes` and `retention.ms`, and
     /// `9223372036854775807` (Kafka's default) means never for `flush.messages` and
@@ -171,6 +226,29 @@ impl LogConfig {
                 "flush.ms" => {
                     let n = int(0, i64::MAX, "a non-negative integer")?;
                     config.flush.every_ms = (n < i64::MAX).then(|| to_u64(n));
+                }
+                "cleanup.policy" => {
+                    config.cleanup = CleanupPolicy::parse(value)
+                        .ok_or_else(|| invalid("delete, compact, or both separated by a comma"))?;
+                }
+                "min.cleanable.dirty.ratio" => {
+                    config.min_cleanable_dirty_ratio = value
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|r| (0.0..=1.0).contains(r))
+                        .ok_or_else(|| invalid("a number from 0 to 1"))?;
+                }
+                "min.compaction.lag.ms" => {
+                    config.min_compaction_lag_ms =
+                        to_u64(int(0, i64::MAX, "a non-negative integer")?);
+                }
+                "max.compaction.lag.ms" => {
+                    config.max_compaction_lag_ms = to_u64(int(1, i64::MAX, "a positive integer")?);
+                }
+                "delete.retention.ms" => {
+                    config.delete_retention_ms =
+                        to_u64(int(0, i64::MAX, "a non-negative integer")?);
                 }
                 _ => {}
             }

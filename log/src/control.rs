@@ -14,6 +14,7 @@ use crate::batch::{
     ATTR_CONTROL, ATTR_TRANSACTIONAL, ATTRIBUTES, CRC, HEADER_LEN, MAGIC_V2, MIN_BATCH_LENGTH,
     RecordBatch,
 };
+use crate::records::slice_varint;
 
 /// What a marker ends a transaction with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,12 +86,12 @@ pub fn marker_of(batch: &RecordBatch<'_>) -> Option<Marker> {
         return None;
     }
     let mut at = batch.bytes().get(HEADER_LEN..)?;
-    let _length = varint(&mut at)?;
+    let _length = slice_varint(&mut at)?;
     let (_attributes, rest) = at.split_first()?;
     at = rest;
-    let _timestamp_delta = varint(&mut at)?;
-    let _offset_delta = varint(&mut at)?;
-    let key_length = usize::try_from(varint(&mut at)?).ok()?;
+    let _timestamp_delta = slice_varint(&mut at)?;
+    let _offset_delta = slice_varint(&mut at)?;
+    let key_length = usize::try_from(slice_varint(&mut at)?).ok()?;
     let key = at.get(..key_length)?;
     match i16::from_be_bytes(key.get(2..4)?.try_into().ok()?) {
         0 => Some(Marker::Abort),
@@ -103,19 +104,6 @@ pub fn marker_of(batch: &RecordBatch<'_>) -> Option<Marker> {
 fn zigzag(n: usize) -> u8 {
     debug_assert!(n < 64, "marker fields are a few bytes");
     (n as u8) << 1
-}
-
-/// A zigzag varint from the front of `at` (at most five bytes).
-fn varint(at: &mut &[u8]) -> Option<i64> {
-    let mut value: u64 = 0;
-    for (i, byte) in at.iter().enumerate().take(5) {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            *at = &at[i + 1..];
-            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
-        }
-    }
-    None
 }
 
 #[cfg(test)]

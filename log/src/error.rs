@@ -77,11 +77,12 @@ pub enum LogError {
         /// The partition's directory.
         path: PathBuf,
     },
-    /// Batches copied from the leader do not continue this log where it ends, or skip offsets
-    /// between them: the follower must truncate or fetch from its log end offset.
+    /// A batch copied from the leader starts below where this log (or the previous batch of
+    /// the append) ends: the follower must truncate or fetch from its log end offset. (It
+    /// may start after it: a compacted leader log has gaps.)
     #[error("replicated batch starts at offset {got} but the log continues at {expected}")]
     NotContiguous {
-        /// The offset the next batch must start at.
+        /// The offset the next batch must start at or after.
         expected: i64,
         /// The base offset the batch has.
         got: i64,

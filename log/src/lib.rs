@@ -104,9 +104,12 @@ mod segment;
 pub mod store;
 
 pub use batch::{BatchError, BatchHeader, Batches, RecordBatch};
-pub use config::{FlushPolicy, LogConfig, LogConfigError};
+pub use config::{CleanupPolicy, FlushPolicy, LogConfig, LogConfigError};
 pub use epochs::EpochStart;
 pub use error::LogError;
+pub use partition::cleaner::{
+    AbortedRange, CleanOutcome, CleanRequest, CleanStep, Cleanable, CleanerHooks,
+};
 pub use partition::{AppendInfo, LogRead, PartitionLog, RetentionOutcome, TimestampOffset};
 pub use store::LogStore;
 

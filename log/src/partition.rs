@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::batch::BatchHeader;
 use super::batch::{Batches, set_base_offset, set_partition_leader_epoch};
-use super::checkpoint::LOG_START;
+use super::checkpoint::{CLEANER_OFFSET, LOG_START};
 use super::config::LogConfig;
 use super::epochs::{EpochStart, Epochs};
 use super::error::{LogError, io_err};
@@ -20,6 +20,8 @@ use super::segment::{
     IndexFiles, LOG_EXT, NO_TIMESTAMP, NewEntries, Recovery, Segment, Summary,
     remove_orphan_indexes, sync_dir,
 };
+
+pub mod cleaner;
 
 /// File whose presence says the log was closed cleanly: its index files can be trusted.
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
@@ -166,6 +168,7 @@ impl PartitionLog {
             .map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()))
             .collect::<Result<_, _>>()
             .map_err(io_err("list", dir))?;
+        cleaner::remove_unfinished(dir, &names)?;
         remove_orphan_indexes(dir, &names)?;
         let mut bases: Vec<i64> = names
             .iter()
@@ -190,7 +193,9 @@ impl PartitionLog {
                     let segment = Segment::recover(dir, base, recovery(false))?;
                     let next_base = bases[i + 1];
                     let summary = segment.summary();
-                    if summary.next_offset != next_base {
+                    // Compaction may have removed a segment's last batches: it may end
+                    // before the next one starts, never after.
+                    if summary.next_offset > next_base {
                         return Err(LogError::Corrupt {
                             path: segment.path().to_path_buf(),
                             position: summary.size,
@@ -327,8 +332,9 @@ impl PartitionLog {
 
     /// Appends record batches fetched from the partition's leader, byte for byte: they keep
     /// the offsets and leader epochs the leader gave them. Validated as [`Self::append`]
-    /// validates, and besides the first batch must start at the log end offset and each
-    /// following one where the previous ended ([`LogError::NotContiguous`] otherwise).
+    /// validates, and besides the first batch must start at or after the log end offset and
+    /// each following one at or after the previous one's end ([`LogError::NotContiguous`]
+    /// otherwise): a compacted leader log has gaps where records were removed.
     pub fn append_replicated(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
         self.append_as(records, Assign::Replica, now_ms)
     }
@@ -341,6 +347,7 @@ impl PartitionLog {
     ) -> Result<AppendInfo, LogError> {
         let mut first_base = None;
         let mut expected_next = None;
+        let mut expected_before: Option<i64> = None;
         let mut batch_epochs = Vec::new();
         let mut placed = Vec::new();
         let mut record_count: u64 = 0;
@@ -353,7 +360,7 @@ impl PartitionLog {
             }
             if assign == Assign::Replica {
                 if let Some(expected) = expected_next
-                    && header.base_offset != expected
+                    && header.base_offset < expected
                 {
                     return Err(LogError::NotContiguous {
                         expected,
@@ -361,6 +368,7 @@ impl PartitionLog {
                     });
                 }
                 first_base.get_or_insert(header.base_offset);
+                expected_before = expected_next;
                 expected_next = Some(header.next_offset());
                 batch_epochs.push((header.partition_leader_epoch, header.base_offset));
             }
@@ -371,7 +379,10 @@ impl PartitionLog {
                 size: batch.size(),
                 offsets: match assign {
                     Assign::Leader { .. } => i64::from(header.record_count),
-                    Assign::Replica => header.next_offset() - header.base_offset,
+                    // With the gap before it.
+                    Assign::Replica => {
+                        header.next_offset() - expected_before.unwrap_or(header.base_offset)
+                    }
                 },
             });
         }
@@ -399,13 +410,15 @@ impl PartitionLog {
         let position = summary.size;
         let base_offset = summary.next_offset;
         if let Some(got) = first_base
-            && got != base_offset
+            && got < base_offset
         {
             return Err(LogError::NotContiguous {
                 expected: base_offset,
                 got,
             });
         }
+        // A gap before the first batch (its records were compacted away on the leader).
+        let mut next = first_base.unwrap_or(base_offset);
         // Stored before the batches are written: see `epochs`.
         {
             let mut epochs = self.epochs.lock();
@@ -419,7 +432,6 @@ impl PartitionLog {
                 epochs.store(&self.dir)?;
             }
         }
-        let mut next = base_offset;
         for p in &pending.placed {
             let batch = &mut pending.buf[p.start..p.start + p.size];
             if let Assign::Leader { epoch } = assign {
@@ -759,6 +771,13 @@ impl PartitionLog {
         if LOG_START.load(&self.dir).is_some_and(|kept| kept != start) {
             LOG_START.store(&self.dir, start)?;
         }
+        // What is written again past the cut is dirty.
+        if CLEANER_OFFSET
+            .load(&self.dir)
+            .is_some_and(|clean| clean > floor)
+        {
+            CLEANER_OFFSET.store(&self.dir, floor)?;
+        }
         self.start.store(start, Ordering::Release);
         writer.active = active;
         writer.index_files = index_files;
@@ -838,7 +857,12 @@ impl PartitionLog {
     pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionOutcome, LogError> {
         let writer = self.writer.lock();
         let segments = self.segments.read().clone();
-        let candidates = &segments[..segments.len().saturating_sub(1)];
+        // A log whose policy is `compact` alone keeps its segments (the cleaner shrinks them).
+        let candidates = if writer.config.cleanup.delete {
+            &segments[..segments.len().saturating_sub(1)]
+        } else {
+            &[]
+        };
         let mut by_time = 0;
         if let Some(ms) = writer.config.retention_ms {
             let ms = i64::try_from(ms).unwrap_or(i64::MAX);

@@ -60,15 +60,149 @@ pub enum RecordError {
     /// A producer sent a control batch: only partition leaders write transaction markers.
     #[error("clients may not write control batches")]
     ControlBatch,
+    /// A produced batch's `lastOffsetDelta` is not its record count less one (only a
+    /// compacted batch spans more offsets than it has records).
+    #[error("{count} records but lastOffsetDelta {last_offset_delta}")]
+    OffsetSpan {
+        /// The batch's record count.
+        count: i32,
+        /// Its `lastOffsetDelta`.
+        last_offset_delta: i32,
+    },
+    /// A record without a key, on a compacted topic.
+    #[error("record {index} has no key, which a compacted topic requires")]
+    NoKey {
+        /// The record's position in the batch.
+        index: i32,
+    },
 }
 
 /// Check the records of a produced `batch` (already checked for length, magic and CRC). A
 /// control batch is refused: only partition leaders write transaction markers.
 pub fn validate(batch: &RecordBatch<'_>) -> Result<(), RecordError> {
-    if batch.header().is_control() {
+    let header = batch.header();
+    if header.is_control() {
         return Err(RecordError::ControlBatch);
     }
+    if i64::from(header.record_count) != i64::from(header.last_offset_delta) + 1 {
+        return Err(RecordError::OffsetSpan {
+            count: header.record_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
     validate_within(batch, MAX_DECOMPRESSED_BYTES)
+}
+
+/// Check that every record of a produced `batch` (already [`validate`]d) has a key, as a
+/// compacted topic requires (Kafka refuses keyless records there with `INVALID_RECORD`).
+pub fn require_keys(batch: &RecordBatch<'_>) -> Result<(), RecordError> {
+    let plain = plain_records(batch)?;
+    for (index, record) in (0..).zip(split(&plain)?) {
+        if record.key.is_none() {
+            return Err(RecordError::NoKey { index });
+        }
+    }
+    Ok(())
+}
+
+/// The records section of `batch`, decompressed (at most [`MAX_DECOMPRESSED_BYTES`]).
+pub(crate) fn plain_records(batch: &RecordBatch<'_>) -> Result<Vec<u8>, RecordError> {
+    let mut plain = Vec::new();
+    reader(batch, MAX_DECOMPRESSED_BYTES)?
+        .take(MAX_DECOMPRESSED_BYTES + 1)
+        .read_to_end(&mut plain)
+        .map_err(decompress)?;
+    if plain.len() as u64 > MAX_DECOMPRESSED_BYTES {
+        return Err(RecordError::TooLarge {
+            max: MAX_DECOMPRESSED_BYTES,
+        });
+    }
+    Ok(plain)
+}
+
+/// One record of a batch, as compaction sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecordView<'a> {
+    /// Its offset less the batch's base offset.
+    pub(crate) offset_delta: i64,
+    /// Its key; `None` when null.
+    pub(crate) key: Option<&'a [u8]>,
+    /// Its value; `None` when null (a tombstone, on a compacted topic).
+    pub(crate) value: Option<&'a [u8]>,
+    /// The whole record, its length prefix included: what a batch keeping it holds.
+    pub(crate) bytes: &'a [u8],
+}
+
+/// The records of an uncompressed records section (see [`plain_records`]).
+pub(crate) fn split(plain: &[u8]) -> Result<Vec<RecordView<'_>>, RecordError> {
+    let mut records = Vec::new();
+    let mut rest = plain;
+    let mut index = 0;
+    while !rest.is_empty() {
+        let malformed = |reason| RecordError::Malformed { index, reason };
+        let start = rest;
+        let length = slice_varint(&mut rest)
+            .and_then(|l| usize::try_from(l).ok())
+            .filter(|l| *l <= rest.len())
+            .ok_or_else(|| malformed("invalid record length"))?;
+        let prefix = start.len() - rest.len();
+        let bytes = &start[..prefix + length];
+        let mut body = &rest[..length];
+        rest = &rest[length..];
+        body = body.get(1..).ok_or_else(|| malformed("empty record"))?; // attributes
+        slice_varint(&mut body).ok_or_else(|| malformed("invalid timestamp delta"))?;
+        let offset_delta =
+            slice_varint(&mut body).ok_or_else(|| malformed("invalid offset delta"))?;
+        let key = slice_bytes(&mut body).ok_or_else(|| malformed("invalid key length"))?;
+        let value = slice_bytes(&mut body).ok_or_else(|| malformed("invalid value length"))?;
+        records.push(RecordView {
+            offset_delta,
+            key,
+            value,
+            bytes,
+        });
+        index += 1;
+    }
+    Ok(records)
+}
+
+/// A zigzag varint of at most ten bytes from the front of `at`.
+pub(crate) fn slice_varint(at: &mut &[u8]) -> Option<i64> {
+    let mut value: u64 = 0;
+    for (i, byte) in at.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            *at = &at[i + 1..];
+            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
+/// A length-prefixed byte string (`-1`: null) from the front of `at`.
+fn slice_bytes<'a>(at: &mut &'a [u8]) -> Option<Option<&'a [u8]>> {
+    let len = slice_varint(at)?;
+    if len == -1 {
+        return Some(None);
+    }
+    let len = usize::try_from(len).ok().filter(|l| *l <= at.len())?;
+    let (bytes, rest) = at.split_at(len);
+    *at = rest;
+    Some(Some(bytes))
+}
+
+/// `records` (whole records, as [`RecordView::bytes`]) compressed with the codec whose
+/// attribute bits are `codec`.
+pub(crate) fn compress_with(records: &[u8], codec: i16) -> Result<Vec<u8>, RecordError> {
+    let codec = match codec {
+        NONE => return Ok(records.to_vec()),
+        GZIP => Codec::Gzip,
+        SNAPPY => Codec::Snappy,
+        LZ4 => Codec::Lz4,
+        ZSTD => Codec::Zstd,
+        other => return Err(RecordError::UnknownCodec(other)),
+    };
+    compress(records, codec).map_err(decompress)
 }
 
 /// [`validate`], with `max` decompressed bytes allowed.
@@ -116,16 +250,7 @@ pub fn recompress(batch: &RecordBatch<'_>, codec: Codec) -> Result<Option<Vec<u8
     if batch.header().compression() == target || batch.header().is_control() {
         return Ok(None);
     }
-    let mut plain = Vec::new();
-    reader(batch, MAX_DECOMPRESSED_BYTES)?
-        .take(MAX_DECOMPRESSED_BYTES + 1)
-        .read_to_end(&mut plain)
-        .map_err(decompress)?;
-    if plain.len() as u64 > MAX_DECOMPRESSED_BYTES {
-        return Err(RecordError::TooLarge {
-            max: MAX_DECOMPRESSED_BYTES,
-        });
-    }
+    let plain = plain_records(batch)?;
     let compressed = compress(&plain, codec).map_err(decompress)?;
     Ok(Some(batch.with_records(target, &compressed)))
 }

@@ -400,8 +400,8 @@ impl Segment {
     }
 
     /// Reads and CRC-checks batches from `summary.size` to `file_len`, tracking each into
-    /// `summary` and `new`. Stops at the first batch that is incomplete, invalid, or not at
-    /// the expected offset, and says where and why.
+    /// `summary` and `new`. Stops at the first batch that is incomplete, invalid, or starts
+    /// below the previous one's end, and says where and why.
     fn scan(
         &self,
         summary: &mut Summary,
@@ -442,9 +442,10 @@ impl Segment {
                 let reason = err.to_string();
                 return Ok(Some(ScanStop { position, reason }));
             }
-            if header.base_offset != summary.next_offset {
+            // Compaction leaves gaps between batches; offsets never go back.
+            if header.base_offset < summary.next_offset {
                 let reason = format!(
-                    "batch has base offset {}, expected {}",
+                    "batch has base offset {}, below the previous batch's end {}",
                     header.base_offset, summary.next_offset
                 );
                 return Ok(Some(ScanStop { position, reason }));
@@ -578,6 +579,16 @@ impl Segment {
             .filter(|size| position + size <= limit)
             .ok_or_else(|| self.corrupt(position, "batch length runs past the end of the data"))?;
         Ok((header, size))
+    }
+
+    /// The bytes of the batch at `position`, whose end is within `limit` bytes of data.
+    pub(crate) fn batch_at(&self, position: u64, limit: u64) -> Result<Vec<u8>, LogError> {
+        let (_, size) = self.header_at(position, limit)?;
+        let mut buf = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX)];
+        self.file
+            .read_exact_at(&mut buf, position)
+            .map_err(io_err("read", &self.path))?;
+        Ok(buf)
     }
 
     /// Note every batch's leader epoch in `epochs`, walking the batch headers in order.

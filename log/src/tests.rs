@@ -875,39 +875,27 @@ fn a_follower_copies_the_leaders_batches_byte_for_byte() {
     assert_eq!(read_bytes(&reopened, 7), read_bytes(&leader, 7));
 }
 
+/// A replicated append keeps the leader's offsets: it may skip offsets (a compacted leader's
+/// log has gaps) but never goes back over what the log or the append already holds.
 #[test]
-fn a_replicated_append_must_continue_the_log() {
+fn a_replicated_append_never_goes_back() {
     let leader_dir = tempfile::tempdir().expect("tempdir");
     let follower_dir = tempfile::tempdir().expect("tempdir");
     let leader = open(leader_dir.path(), small(1 << 20));
     append_n(&leader, 4, 0);
     let follower = open(follower_dir.path(), small(1 << 20));
 
-    // Starting past the follower's log end offset: a gap.
-    let later = leader.read(2, 1 << 20).expect("read").records;
-    let err = follower.append_replicated(&later, 0).expect_err("gap");
-    assert!(
-        matches!(
-            err,
-            LogError::NotContiguous {
-                expected: 0,
-                got: 2
-            }
-        ),
-        "{err:?}"
-    );
-    // Two batches with a hole between them.
     let first = leader.read(0, 1).expect("read").records;
     let third = leader.read(2, 1).expect("read").records;
     let err = follower
-        .append_replicated(&[first.clone(), third].concat(), 0)
-        .expect_err("hole");
+        .append_replicated(&[third.clone(), first.clone()].concat(), 0)
+        .expect_err("backwards");
     assert!(
         matches!(
             err,
             LogError::NotContiguous {
-                expected: 1,
-                got: 2
+                expected: 3,
+                got: 0
             }
         ),
         "{err:?}"
@@ -919,6 +907,25 @@ fn a_replicated_append_must_continue_the_log() {
     );
     follower.append_replicated(&first, 0).expect("in order");
     assert_eq!(follower.log_end_offset(), 1);
+    let err = follower.append_replicated(&first, 0).expect_err("again");
+    assert!(
+        matches!(
+            err,
+            LogError::NotContiguous {
+                expected: 1,
+                got: 0
+            }
+        ),
+        "{err:?}"
+    );
+    // Past the log end offset: the gap stays a gap.
+    follower.append_replicated(&third, 0).expect("with a gap");
+    assert_eq!(follower.log_end_offset(), 3);
+    assert_eq!(read_all(&follower, 0, 1 << 20), vec![0, 2]);
+    drop(follower);
+    let follower = open(follower_dir.path(), small(1 << 20));
+    assert_eq!(follower.log_end_offset(), 3);
+    assert_eq!(read_all(&follower, 1, 1 << 20), vec![2]);
 }
 
 #[test]
