@@ -249,6 +249,27 @@ fn check_ranges(kafka: &KafkaSettings) -> Result<(), ConfigError> {
             "positive",
         ),
         (
+            "log_cleaner_threads",
+            as_i64(kafka.log_cleaner_threads),
+            1,
+            64,
+            "between 1 and 64",
+        ),
+        (
+            "log_cleaner_backoff_ms",
+            as_i64(kafka.log_cleaner_backoff_ms),
+            1,
+            i64::MAX,
+            "positive",
+        ),
+        (
+            "log_cleaner_io_max_bytes_per_second",
+            kafka.log_cleaner_io_max_bytes_per_second.map_or(1, as_i64),
+            1,
+            i64::MAX,
+            "positive",
+        ),
+        (
             "socket_request_max_bytes",
             as_i64(kafka.socket_request_max_bytes),
             1024,
@@ -387,7 +408,7 @@ pub struct Overrides {
 
 /// Kafka broker settings, the `[kafka]` table (`SWITCHYARD_KAFKA__<KEY>`). Names follow Kafka's
 /// own broker configs with `_` for `.`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaSettings {
     /// `auto.create.topics.enable`: Metadata requests create missing topics.
@@ -459,6 +480,26 @@ pub struct KafkaSettings {
     pub log_segment_bytes: i64,
     /// `min.insync.replicas`: the default of topics' `min.insync.replicas`.
     pub min_insync_replicas: i64,
+    /// `log.cleanup.policy`: the default of topics' `cleanup.policy` (`delete`, `compact` or
+    /// `compact,delete`).
+    pub log_cleanup_policy: String,
+    /// `log.cleaner.min.cleanable.ratio`: the default of topics' `min.cleanable.dirty.ratio`.
+    pub log_cleaner_min_cleanable_ratio: f64,
+    /// `log.cleaner.min.compaction.lag.ms`: the default of topics' `min.compaction.lag.ms`.
+    pub log_cleaner_min_compaction_lag_ms: i64,
+    /// `log.cleaner.max.compaction.lag.ms`: the default of topics' `max.compaction.lag.ms`.
+    pub log_cleaner_max_compaction_lag_ms: i64,
+    /// `log.cleaner.delete.retention.ms`: the default of topics' `delete.retention.ms`.
+    pub log_cleaner_delete_retention_ms: i64,
+    /// `log.cleaner.enable`: whether this broker compacts the logs of compacted topics.
+    pub log_cleaner_enable: bool,
+    /// `log.cleaner.threads`: how many logs are compacted at once.
+    pub log_cleaner_threads: u64,
+    /// `log.cleaner.backoff.ms`: how long the cleaner waits when no log needs compacting.
+    pub log_cleaner_backoff_ms: u64,
+    /// `log.cleaner.io.max.bytes.per.second`: the bytes the cleaner reads and writes per
+    /// second, over all its threads (unset: unlimited).
+    pub log_cleaner_io_max_bytes_per_second: Option<u64>,
     /// `auto.leader.rebalance.enable`: move leaderships back to preferred replicas on their
     /// own (see [`crate::leaders`]).
     pub auto_leader_rebalance_enable: bool,
@@ -529,10 +570,26 @@ impl KafkaSettings {
             ("retention.bytes", self.log_retention_bytes),
             ("segment.bytes", self.log_segment_bytes),
             ("min.insync.replicas", self.min_insync_replicas),
+            (
+                "min.compaction.lag.ms",
+                self.log_cleaner_min_compaction_lag_ms,
+            ),
+            (
+                "max.compaction.lag.ms",
+                self.log_cleaner_max_compaction_lag_ms,
+            ),
+            ("delete.retention.ms", self.log_cleaner_delete_retention_ms),
         ]
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value.to_string()))
-        .chain([("compression.type".to_owned(), self.compression_type.clone())])
+        .chain([
+            ("compression.type".to_owned(), self.compression_type.clone()),
+            ("cleanup.policy".to_owned(), self.log_cleanup_policy.clone()),
+            (
+                "min.cleanable.dirty.ratio".to_owned(),
+                self.log_cleaner_min_cleanable_ratio.to_string(),
+            ),
+        ])
         .collect()
     }
 }
@@ -569,6 +626,15 @@ impl Default for KafkaSettings {
             log_retention_bytes: -1,
             log_segment_bytes: 1_073_741_824,
             min_insync_replicas: 1,
+            log_cleanup_policy: "delete".to_owned(),
+            log_cleaner_min_cleanable_ratio: 0.5,
+            log_cleaner_min_compaction_lag_ms: 0,
+            log_cleaner_max_compaction_lag_ms: i64::MAX,
+            log_cleaner_delete_retention_ms: 86_400_000,
+            log_cleaner_enable: true,
+            log_cleaner_threads: 1,
+            log_cleaner_backoff_ms: 15_000,
+            log_cleaner_io_max_bytes_per_second: None,
             compression_type: "producer".to_owned(),
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_seconds: 300,
@@ -1947,6 +2013,13 @@ mod tests {
                     "LOG_RETENTION_CHECK_INTERVAL_MS",
                     "0",
                     "log_retention_check_interval_ms",
+                ),
+                ("LOG_CLEANER_THREADS", "0", "log_cleaner_threads"),
+                ("LOG_CLEANER_BACKOFF_MS", "0", "log_cleaner_backoff_ms"),
+                (
+                    "LOG_CLEANER_IO_MAX_BYTES_PER_SECOND",
+                    "0",
+                    "log_cleaner_io_max_bytes_per_second",
                 ),
             ] {
                 jail.set_env(format!("SWITCHYARD_KAFKA__{key}"), value);

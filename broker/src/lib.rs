@@ -33,6 +33,8 @@
 //!   automatic preferred-leader rebalancing.
 //! - [`replicas`] — the partitions stored here, with idempotent-producer state and high
 //!   watermarks.
+//! - [`cleaner`] — the log cleaner: compaction of the logs of compacted topics, each replica
+//!   on its own.
 //! - [`replication`] — follower fetch, the ISR and the high watermark.
 //! - `conformance` (feature `conformance`, off by default) — `switchyard conformance`: the
 //!   fault runs of every linked backend and the generated report.
@@ -54,6 +56,7 @@
 pub mod acls;
 pub mod backends;
 pub mod broker;
+pub mod cleaner;
 pub mod cli;
 pub mod config;
 #[cfg(feature = "conformance")]

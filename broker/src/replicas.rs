@@ -22,13 +22,14 @@ use parking_lot::{Mutex, RwLock};
 use switchyard_backend_api::BrokerId;
 use switchyard_log::control::{Marker, marker_batch};
 use switchyard_log::{
-    BatchHeader, Batches, LogConfig, LogConfigError, LogError, LogStore, PartitionLog, RecordBatch,
-    checkpoint, records,
+    BatchHeader, Batches, CleanOutcome, LogConfig, LogConfigError, LogError, LogStore,
+    PartitionLog, RecordBatch, checkpoint, records,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::cleaner::CleanerStats;
 use crate::replication::{LeaderView, Leadership};
 use crate::txn_index::{AbortedTxn, TxnIndex};
 
@@ -101,6 +102,8 @@ pub struct Replica {
     role: RwLock<Role>,
     /// Set while this broker leads the partition.
     leadership: Mutex<Option<Leadership>>,
+    /// What the log cleaner last did here.
+    cleaner: Mutex<CleanerStats>,
 }
 
 /// The newest leader epoch a replica was told of, and whether this broker leads in it.
@@ -237,7 +240,29 @@ impl Replica {
                 leading: false,
             }),
             leadership: Mutex::new(None),
+            cleaner: Mutex::new(CleanerStats::default()),
         })
+    }
+
+    /// What the log cleaner last did to this replica's log.
+    pub fn cleaner_stats(&self) -> CleanerStats {
+        *self.cleaner.lock()
+    }
+
+    /// The log cleaner found the log this dirty.
+    pub(crate) fn note_dirty_ratio(&self, ratio: f64) {
+        self.cleaner.lock().dirty_ratio = ratio;
+    }
+
+    /// The log cleaner cleaned the log at `now_ms`.
+    pub(crate) fn note_clean(&self, now_ms: i64, outcome: &CleanOutcome) {
+        let mut stats = self.cleaner.lock();
+        if outcome.cleaned_to.is_some() {
+            stats.last_clean_ms = Some(now_ms);
+            stats.dirty_ratio = 0.0;
+        }
+        stats.bytes_cleaned += outcome.bytes_before;
+        stats.bytes_removed += outcome.bytes_before.saturating_sub(outcome.bytes_after);
     }
 
     /// The high watermark: consumers read below it.
@@ -640,7 +665,8 @@ impl Replica {
             });
         }
         let mut headers = Vec::new();
-        let codec = self.log.config().compression;
+        let config = self.log.config();
+        let codec = config.compression;
         // The batches as stored: in the topic's codec when it names one (Kafka's
         // recompression on append), else as produced.
         let mut stored: Option<Vec<u8>> = None;
@@ -648,6 +674,9 @@ impl Replica {
         for batch in Batches::new(records) {
             let batch = batch.map_err(LogError::InvalidBatch)?;
             records::validate(&batch).map_err(LogError::InvalidRecords)?;
+            if config.cleanup.compact {
+                records::require_keys(&batch).map_err(LogError::InvalidRecords)?;
+            }
             headers.push(*batch.header());
             let rewritten = match codec {
                 Some(codec) => {

@@ -21,6 +21,7 @@ use tracing::{info, warn};
 
 use crate::backends::default_backend;
 use crate::broker::{Broker, now_ms};
+use crate::cleaner;
 use crate::kafka::server;
 use crate::leaders;
 use crate::liveness;
@@ -233,7 +234,7 @@ impl Node {
         );
         let (stop, stopped) = watch::channel(false);
         let listener = tokio::spawn(server::serve(bound, Arc::clone(&broker), stopped));
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(Arc::clone(&broker).register()),
             tokio::spawn(broker.groups().clone().run_timers()),
             tokio::spawn(Arc::clone(&broker).follow_topic_deletions()),
@@ -261,6 +262,9 @@ impl Node {
                 ),
             )),
         ];
+        if config.kafka.log_cleaner_enable {
+            tasks.push(tokio::spawn(cleaner::run(Arc::clone(&broker))));
+        }
         for ((name, addr), listener) in kafka_addrs.iter().zip(&config.listeners) {
             info!(
                 listener = %name,

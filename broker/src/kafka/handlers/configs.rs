@@ -40,6 +40,10 @@ enum Kind {
     AtLeast(i64),
     /// One of these words.
     OneOf(&'static [&'static str]),
+    /// A comma-separated list of at least one of these words.
+    ListOf(&'static [&'static str]),
+    /// A number from 0 to 1.
+    Ratio,
 }
 
 /// Topic configs whose value is a comma-separated list (IncrementalAlterConfigs' APPEND and
@@ -48,21 +52,33 @@ const LIST_CONFIGS: &[&str] = &["cleanup.policy"];
 
 /// Topic configs this broker honours, with their defaults.
 const TOPIC_CONFIGS: &[(&str, &str, Kind)] = &[
-    ("cleanup.policy", "delete", Kind::OneOf(&["delete"])),
+    (
+        "cleanup.policy",
+        "delete",
+        Kind::ListOf(&["delete", "compact"]),
+    ),
     (
         "compression.type",
         "producer",
         Kind::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
     ),
+    ("delete.retention.ms", "86400000", Kind::AtLeast(0)),
     ("flush.messages", "1", Kind::AtLeast(1)),
     ("flush.ms", "9223372036854775807", Kind::AtLeast(0)),
     ("index.interval.bytes", "4096", Kind::AtLeast(0)),
+    (
+        "max.compaction.lag.ms",
+        "9223372036854775807",
+        Kind::AtLeast(1),
+    ),
     ("max.message.bytes", "1048588", Kind::AtLeast(0)),
     (
         "message.timestamp.type",
         "CreateTime",
         Kind::OneOf(&["CreateTime"]),
     ),
+    ("min.cleanable.dirty.ratio", "0.5", Kind::Ratio),
+    ("min.compaction.lag.ms", "0", Kind::AtLeast(0)),
     ("min.insync.replicas", "1", Kind::AtLeast(1)),
     ("retention.bytes", "-1", Kind::AtLeast(-1)),
     ("retention.ms", "604800000", Kind::AtLeast(-1)),
@@ -89,6 +105,14 @@ const BROKER_SYNONYMS: &[(&str, &str)] = &[
     ("max.message.bytes", "message.max.bytes"),
     ("min.insync.replicas", "min.insync.replicas"),
     ("compression.type", "compression.type"),
+    ("cleanup.policy", "log.cleanup.policy"),
+    (
+        "min.cleanable.dirty.ratio",
+        "log.cleaner.min.cleanable.ratio",
+    ),
+    ("min.compaction.lag.ms", "log.cleaner.min.compaction.lag.ms"),
+    ("max.compaction.lag.ms", "log.cleaner.max.compaction.lag.ms"),
+    ("delete.retention.ms", "log.cleaner.delete.retention.ms"),
 ];
 
 /// Where a broker's topic defaults come from, most specific first: its own dynamic configs,
@@ -198,6 +222,8 @@ pub(crate) fn validate_topic_config(key: &str, value: &str) -> Result<(), String
     let ok = match kind {
         Kind::AtLeast(min) => value.parse::<i64>().is_ok_and(|v| v >= *min),
         Kind::OneOf(words) => words.contains(&value),
+        Kind::ListOf(words) => value.split(',').all(|w| words.contains(&w.trim())),
+        Kind::Ratio => value.parse::<f64>().is_ok_and(|r| (0.0..=1.0).contains(&r)),
     };
     if ok {
         return Ok(());
@@ -205,6 +231,8 @@ pub(crate) fn validate_topic_config(key: &str, value: &str) -> Result<(), String
     let expected = match kind {
         Kind::AtLeast(min) => format!("an integer of at least {min}"),
         Kind::OneOf(words) => format!("one of {}", words.join(", ")),
+        Kind::ListOf(words) => format!("a comma-separated list of {}", words.join(", ")),
+        Kind::Ratio => "a number from 0 to 1".to_owned(),
     };
     Err(format!(
         "invalid value {value:?} for {key}: expected {expected}"
