@@ -6,7 +6,9 @@
 //!   `floor/fdatasync_128` appends a record the size of a small metadata command (the WAL frame
 //!   of one offset commit is well under 128 bytes): a sub-block append syncs faster than a
 //!   whole new block. `floor_after/…` measures the fdatasync floors again at the end, to show
-//!   how far the disk drifted during the run (on a shared VM it does).
+//!   how far the disk drifted during the run (on a shared VM it does). `floor/sequential_1m`
+//!   appends 1 MiB and fdatasyncs it: the disk's durable sequential write rate (bytes per
+//!   second), the floor of writing partition data.
 //! - `propose/<backend>/1` — latency of one proposer's sequential single-partition commits.
 //! - `propose/<backend>/64` — 64 concurrent proposers (tokio tasks), [`PER_PROPOSER`] commits
 //!   each per iteration; criterion reports the throughput in elements (commits) per second.
@@ -37,6 +39,10 @@
 //!   `kafka_3nodes/<backend>/produce_idempotent`, `/transaction_100`, `/transaction_1000` and
 //!   `/transaction_commit` likewise, with the transaction coordinator on whichever broker
 //!   coordinates the transactional id.
+//! - `compaction/clean` — one compaction of a partition log of a compacted topic (see
+//!   `switchyard_benches::compaction`), written fresh for each iteration (not timed);
+//!   criterion reports the bytes of closed segments cleaned per second. No backend is on this
+//!   path.
 //! - `failover/<backend>/3` — for every multi-node backend: SIGKILL the metadata leader's
 //!   process among three broker processes (copies of this binary serving as `switchyard serve`
 //!   does), time until a surviving broker acknowledges a CreateTopics request (for a backend
@@ -66,6 +72,7 @@ use criterion::{
     BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, measurement::WallTime,
 };
 use switchyard_backend_api::Registration;
+use switchyard_benches::compaction::{DirtyLog, compactions};
 use switchyard_benches::faults::{
     FAILOVER_NODES, NO_SNAPSHOT, Recovery, failover, serve_if_asked, snapshot_harness,
 };
@@ -135,6 +142,7 @@ fn run(criterion: &mut Criterion, settings: &Settings) -> anyhow::Result<()> {
     read(criterion, &rt, &clustered, 3)?;
     kafka(criterion, &rt, &backends, 1)?;
     kafka(criterion, &rt, &clustered, 3)?;
+    compaction(criterion)?;
     failovers(criterion, &rt, &clustered)?;
     let durable: Vec<_> = backends
         .iter()
@@ -160,6 +168,28 @@ fn floors(criterion: &mut Criterion, rt: &Runtime) -> anyhow::Result<()> {
     let loopback = rt.block_on(Loopback::open())?;
     group.bench_function("loopback_rtt", |b| {
         b.iter_custom(|iters| must(time_on(rt, loopback.clone().round_trips(iters))));
+    });
+    let mut sequential = FsyncFloor::open(SEQUENTIAL_BLOCK)?;
+    group.throughput(Throughput::Bytes(SEQUENTIAL_BLOCK as u64));
+    group.bench_function("sequential_1m", |b| {
+        b.iter_custom(|iters| must(sequential.append_sync(iters).context("append + fdatasync")));
+    });
+    group.finish();
+    Ok(())
+}
+
+/// Bytes of one append of `floor/sequential_1m`.
+const SEQUENTIAL_BLOCK: usize = 1 << 20;
+
+/// Group `compaction`: the log cleaner's throughput, each iteration a compaction of a log
+/// written for it. Iterations are long: flat sampling.
+fn compaction(criterion: &mut Criterion) -> anyhow::Result<()> {
+    let mut group = criterion.benchmark_group("compaction");
+    group.sampling_mode(SamplingMode::Flat);
+    let bytes = DirtyLog::write()?.cleanable_bytes();
+    group.throughput(Throughput::Bytes(bytes));
+    group.bench_function("clean", |b| {
+        b.iter_custom(|iters| must(compactions(iters)));
     });
     group.finish();
     Ok(())

@@ -61,6 +61,8 @@ const PRODUCE_TOPIC: &str = "bench-produce";
 pub const RECORDS_PER_PRODUCE: u64 = 100;
 /// Bytes of each record's value.
 const RECORD_BYTES: usize = 1024;
+/// `max_partitions` of the benchmark brokers: the most the broker allows.
+const MAX_PARTITIONS: u64 = 1_000_000;
 /// The transactional producer's `transactional.id`.
 const TRANSACTIONAL_ID: &str = "bench-txn";
 /// Its `transaction.timeout.ms` (Kafka's producer default).
@@ -118,7 +120,8 @@ impl BrokerSpec {
     }
 
     /// The broker's config: defaults and these values only (no `switchyard.toml`, no
-    /// environment), its Kafka listener on a free loopback port.
+    /// environment) with the highest partition limit, its Kafka listener on a free loopback
+    /// port.
     pub(crate) fn config(&self) -> anyhow::Result<Config> {
         let overrides = Overrides {
             metadata_backend: Some(self.backend.clone()),
@@ -129,8 +132,12 @@ impl BrokerSpec {
             cluster_secret_file: self.cluster_secret_file.clone(),
             ..Overrides::default()
         };
-        Config::from_figment(defaults().merge(Serialized::defaults(&overrides)))
-            .context("broker config")
+        // The CreateTopics benchmarks create more topics in one run than Kafka's default
+        // partition limit allows.
+        let figment = defaults()
+            .merge(Serialized::defaults(&overrides))
+            .merge(Serialized::default("kafka.max_partitions", MAX_PARTITIONS));
+        Config::from_figment(figment).context("broker config")
     }
 }
 
@@ -592,10 +599,15 @@ fn record_batch(producer: Option<&mut Producer>, transactional: bool) -> anyhow:
             headers: Default::default(),
         })
         .collect();
+    encode_uncompressed(&records)
+}
+
+/// `records` as one uncompressed v2 batch, as a Kafka client's encoder writes it.
+pub(crate) fn encode_uncompressed(records: &[Record]) -> anyhow::Result<Bytes> {
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,
-        &records,
+        records,
         &RecordEncodeOptions {
             version: 2,
             compression: Compression::None,

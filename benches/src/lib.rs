@@ -15,6 +15,7 @@
 //! - `lib.rs` — [`runtime`], [`BenchNode`] (the seeded leader of one or more nodes of one
 //!   backend), the timed loops ([`propose_sequential`], [`propose_concurrent`],
 //!   [`read_linearizable`]) and the floors ([`FsyncFloor`], [`Loopback`]).
+//! - [`compaction`] — the log cleaner's throughput on a written partition log.
 //! - [`faults`] — failover (broker processes, the leader's killed) and recovery times.
 //! - [`kafka`] — brokers started in-process (one, or a cluster of three) and timed Kafka
 //!   requests to one of them.
@@ -46,6 +47,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+pub mod compaction;
 pub mod faults;
 pub mod kafka;
 pub mod run;

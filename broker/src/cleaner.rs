@@ -67,14 +67,20 @@ pub async fn run(broker: Arc<Broker>) {
             .map(|(topic, partition, replica)| {
                 let pacer = Arc::clone(&pacer);
                 tokio::task::spawn_blocking(move || {
-                    clean(&topic, partition, &replica, &mut Hooks(pacer));
+                    clean(&topic, partition, &replica, &mut Hooks(pacer))
                 })
             })
             .collect();
+        let mut progress = false;
         for clean in cleans {
-            if clean.await.is_err() {
-                warn!("a log clean panicked");
+            match clean.await {
+                Ok(done) => progress |= done,
+                Err(_) => warn!("a log clean panicked"),
             }
+        }
+        // A round that could not finish any clean (failures) waits before the next try.
+        if !progress {
+            tokio::time::sleep(backoff).await;
         }
     }
 }
@@ -114,8 +120,8 @@ fn clean_below(replica: &Replica) -> i64 {
     replica.last_stable_offset()
 }
 
-/// Clean `replica`'s log once. Blocking.
-fn clean(topic: &str, partition: i32, replica: &Replica, hooks: &mut Hooks) {
+/// Clean `replica`'s log once; whether the clean finished. Blocking.
+fn clean(topic: &str, partition: i32, replica: &Replica, hooks: &mut Hooks) -> bool {
     let log: &PartitionLog = replica.log();
     let below = clean_below(replica);
     let request = CleanRequest {
@@ -141,11 +147,16 @@ fn clean(topic: &str, partition: i32, replica: &Replica, hooks: &mut Hooks) {
                     segments = outcome.segments,
                     bytes_before = outcome.bytes_before,
                     bytes_after = outcome.bytes_after,
+                    records_removed = outcome.records_removed,
                     "compacted"
                 );
             }
+            outcome.cleaned_to.is_some()
         }
-        Err(e) => warn!(topic, partition, error = %e, "compaction failed"),
+        Err(e) => {
+            warn!(topic, partition, error = %e, "compaction failed");
+            false
+        }
     }
 }
 
@@ -198,5 +209,33 @@ impl CleanerHooks for Hooks {
         }
         pacer.steps += 1;
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pacer(bytes_per_second: Option<u64>) -> Pacer {
+        Pacer {
+            bytes_per_second,
+            since: Instant::now(),
+            bytes: 0,
+            steps: 0,
+            crash_at: None,
+        }
+    }
+
+    #[test]
+    fn the_pacer_holds_the_cleans_to_their_rate() {
+        assert_eq!(pacer(None).account(1 << 30), None, "unlimited");
+        let mut paced = pacer(Some(1_000_000));
+        // Two seconds' worth at once: the wait is about what is left of those two seconds.
+        let wait = paced.account(2_000_000).expect("ahead of the rate");
+        assert!(wait > Duration::from_millis(1_500) && wait <= Duration::from_secs(2));
+        // A fresh period forgets the bytes of the last one.
+        paced.restart();
+        let small = paced.account(1_000).unwrap_or_default();
+        assert!(small <= Duration::from_millis(1), "{small:?}");
     }
 }

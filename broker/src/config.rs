@@ -1234,9 +1234,17 @@ pub fn layered(file: Option<&Path>, overrides: &Overrides) -> Result<Figment, Co
         }
     }
     Ok(figment
-        .merge(Env::prefixed(ENV_PREFIX).split("__"))
+        .merge(
+            Env::prefixed(ENV_PREFIX)
+                .ignore(&[CRASH_AT_CLEANER_STEP_KEY])
+                .split("__"),
+        )
         .merge(Serialized::defaults(overrides)))
 }
+
+/// [`crate::cleaner::SWITCHYARD_CRASH_AT_CLEANER_STEP`] after the prefix: a test hook, not a
+/// setting.
+const CRASH_AT_CLEANER_STEP_KEY: &str = "crash_at_cleaner_step";
 
 fn node_id(id: i64) -> Result<NodeId, ConfigError> {
     // 0..=i32::MAX is exactly the range where both conversions succeed.
@@ -2049,6 +2057,27 @@ mod tests {
                 config.log_config().map_err(|e| e.to_string())?.compression,
                 Some(switchyard_log::records::Codec::Zstd)
             );
+            jail.set_env("SWITCHYARD_KAFKA__LOG_CLEANUP_POLICY", "shred");
+            let err = load(None, &Overrides::default()).err();
+            assert!(
+                matches!(&err, Some(ConfigError::TopicDefault(e)) if e.key == "cleanup.policy"),
+                "{err:?}"
+            );
+            jail.set_env("SWITCHYARD_KAFKA__LOG_CLEANUP_POLICY", "compact,delete");
+            jail.set_env("SWITCHYARD_KAFKA__LOG_CLEANER_MIN_CLEANABLE_RATIO", "0.25");
+            let config = load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            let log = config.log_config().map_err(|e| e.to_string())?;
+            assert!(log.cleanup.compact && log.cleanup.delete);
+            assert!((log.min_cleanable_dirty_ratio - 0.25).abs() < f64::EPSILON);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_cleaner_crash_hook_is_not_a_setting() {
+        jailed(|jail| {
+            jail.set_env(crate::cleaner::SWITCHYARD_CRASH_AT_CLEANER_STEP, "3");
+            load(None, &Overrides::default()).map_err(|e| e.to_string())?;
             Ok(())
         });
     }

@@ -1057,7 +1057,12 @@ impl Replicas {
             return Ok(Arc::clone(replica));
         }
         let config = self.base.with_overrides(configs)?;
-        let log = self.store.get_or_create(topic, partition, config)?;
+        let log = self.store.get_or_create(topic, partition, config.clone())?;
+        // A log opened at start-up runs with the broker's defaults until its topic's
+        // configuration is known: here.
+        if log.config() != config {
+            log.set_config(config);
+        }
         let mut open = self.open.write();
         if let Some(replica) = open.get(&(topic.to_owned(), partition)) {
             return Ok(Arc::clone(replica));
@@ -1116,10 +1121,18 @@ impl Replicas {
         topics
     }
 
-    /// Enforce retention and time-based flushes on every log, and forget idempotent producers
-    /// not heard from for `producer_expiration_ms`. Blocking.
+    /// The replica of `topic`/`partition` has a log on disk (open as a replica or not).
+    pub fn is_stored(&self, topic: &str, partition: i32) -> bool {
+        self.store.get(topic, partition).is_some()
+    }
+
+    /// Enforce retention and time-based flushes on the log of every open replica (a log not
+    /// opened as a replica since start-up does not know its topic's configuration yet, and
+    /// takes no appends), and forget idempotent producers not heard from for
+    /// `producer_expiration_ms`. Blocking.
     pub fn maintain(&self, now_ms: i64, producer_expiration_ms: u64) {
-        for (topic, partition, log) in self.store.logs() {
+        for (topic, partition, replica) in self.open_replicas() {
+            let log = replica.log();
             if let Err(e) = log.enforce_retention(now_ms) {
                 warn!(topic, partition, error = %e, "retention failed");
             }

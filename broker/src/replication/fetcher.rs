@@ -25,7 +25,9 @@ use kafka_protocol::messages::{
     BrokerId as KBrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use switchyard_backend_api::{BrokerId, Change, MetadataCommand, StreamError};
+use switchyard_backend_api::{
+    BrokerId, Change, MetadataCommand, MetadataState, StreamError, Topic,
+};
 use switchyard_log::LogConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -125,8 +127,14 @@ async fn reconcile(broker: &Arc<Broker>, loops: &mut HashMap<BrokerId, FetchLoop
             let Ok(partition) = i32::try_from(index) else {
                 continue;
             };
-            let open = broker.replica(&topic.name, partition);
+            let mut open = broker.replica(&topic.name, partition);
             if p.leader == Some(me) {
+                // A partition led here whose log is on disk but not open (after a restart) is
+                // opened with its topic's configuration: its retention and compaction go on
+                // without waiting for a client.
+                if open.is_none() && broker.replicas().is_stored(&topic.name, partition) {
+                    open = open_replica(broker, &view.state, topic, partition).await;
+                }
                 if let Some(replica) = open {
                     replica.lead(me, leader_view(p, min_insync));
                 }
@@ -141,20 +149,8 @@ async fn reconcile(broker: &Arc<Broker>, loops: &mut HashMap<BrokerId, FetchLoop
             let Some(target) = view.state.broker(leader).filter(|b| !b.fenced) else {
                 continue;
             };
-            let configs = broker.log_overrides(&view.state, topic);
-            let replicas = Arc::clone(broker.replicas());
-            let name = topic.name.clone();
-            let opened = tokio::task::spawn_blocking(move || {
-                replicas.get_or_open(&name, partition, &configs)
-            })
-            .await;
-            let replica = match opened {
-                Ok(Ok(replica)) => replica,
-                Ok(Err(e)) => {
-                    warn!(topic = %topic.name, partition, error = ?e, "cannot open a followed partition");
-                    continue;
-                }
-                Err(_) => continue,
+            let Some(replica) = open_replica(broker, &view.state, topic, partition).await else {
+                continue;
             };
             replica.follow(p.leader_epoch);
             wanted
@@ -224,6 +220,29 @@ async fn reconcile(broker: &Arc<Broker>, loops: &mut HashMap<BrokerId, FetchLoop
 /// Copy the assigned partitions from the leader at `addr` until the assignment ends. A
 /// partition the leader refuses, or whose log cannot be settled or appended to, waits
 /// `replica.fetch.backoff.ms` before its next try; the others go on meanwhile.
+/// Open (or create) this broker's replica of `topic`'s `partition` with the topic's
+/// configuration; `None` (logged) if its log cannot be opened.
+async fn open_replica(
+    broker: &Arc<Broker>,
+    state: &MetadataState,
+    topic: &Topic,
+    partition: i32,
+) -> Option<Arc<Replica>> {
+    let configs = broker.log_overrides(state, topic);
+    let replicas = Arc::clone(broker.replicas());
+    let name = topic.name.clone();
+    let opened =
+        tokio::task::spawn_blocking(move || replicas.get_or_open(&name, partition, &configs)).await;
+    match opened {
+        Ok(Ok(replica)) => Some(replica),
+        Ok(Err(e)) => {
+            warn!(topic = %topic.name, partition, error = ?e, "cannot open a partition");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 async fn fetch_loop(broker: Arc<Broker>, addr: String, mut assigned: watch::Receiver<Assignment>) {
     let settings = broker.settings().clone();
     let wait = Duration::from_millis(settings.replica_fetch_wait_max_ms);

@@ -304,15 +304,6 @@ impl PartitionLog {
         }
         CLEANER_OFFSET.store(&self.dir, plan.end)?;
         outcome.cleaned_to = Some(plan.end);
-        tracing::info!(
-            dir = %self.dir.display(),
-            segments = outcome.segments,
-            bytes_before = outcome.bytes_before,
-            bytes_after = outcome.bytes_after,
-            records_removed = outcome.records_removed,
-            cleaned_to = plan.end,
-            "compacted the log"
-        );
         Ok(outcome)
     }
 

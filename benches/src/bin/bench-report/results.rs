@@ -27,7 +27,8 @@ struct SampleFile {
 /// One benchmark of the run.
 #[derive(Debug, Clone)]
 pub(crate) struct Measurement {
-    /// Elements one iteration processes (criterion's `Throughput::Elements`), else 1.
+    /// Elements (or bytes) one iteration processes (criterion's `Throughput::Elements` or
+    /// `Throughput::Bytes`), else 1.
     pub(crate) elements: u64,
     /// Per sample, the mean time of one iteration in nanoseconds (`times[i] / iters[i]`),
     /// sorted ascending.
@@ -107,7 +108,7 @@ impl Results {
             let elements = id
                 .throughput
                 .as_ref()
-                .and_then(|t| t.get("Elements").copied())
+                .and_then(|t| t.get("Elements").or_else(|| t.get("Bytes")).copied())
                 .unwrap_or(1)
                 .max(1);
             let key = [Some(id.group_id), id.function_id, id.value_str]
