@@ -420,3 +420,31 @@ def test_a_crash_while_cleaning_on_every_replica_loses_nothing(multi_backend, tm
                              [n.data_dir for n in cluster.nodes.values()], acked)
     finally:
         cluster.close()
+
+
+@pytest.mark.parametrize("durable_backend", DURABLE, ids=[b.name for b in DURABLE])
+def test_old_segments_of_a_compacted_topic_survive_a_restart(durable_backend, tmp_path,
+                                                             topic_name):
+    """A restarted broker knows its topics' configs only once it opens their logs: retention
+    must not meanwhile apply the broker's defaults (`delete`, 7 days) to a compacted topic whose
+    records are older than that."""
+    factory = BrokerFactory(durable_backend, tmp_path)
+    try:
+        broker = factory.start({**FAST_REBALANCE_ENV,
+                                "SWITCHYARD_KAFKA__LOG_CLEANER_ENABLE": "false",
+                                "SWITCHYARD_KAFKA__LOG_RETENTION_CHECK_INTERVAL_MS": "50"})
+        bootstrap = broker.bootstrap
+        create_compacted(bootstrap, topic_name)
+        month_ago = int(time.time() * 1000) - 30 * 24 * 3600 * 1000
+        producer = Producer(confluent_conf(bootstrap, linger_ms=5, batch_num_messages=100))
+        for n in range(2_000):
+            producer.produce(topic_name, key=key(n % KEYS), value=b"old=%d" % n,
+                             timestamp=month_ago)
+        assert producer.flush(DEADLINE_S) == 0
+        assert len(list((broker.data_dir / "logs" / f"{topic_name}-0").glob("*.log"))) >= 3
+        broker.restart()
+        # Reading opens the log as a replica; retention ran every 50 ms since the start.
+        records = read_all(bootstrap, topic_name)
+        assert [o for o, _, _ in records] == list(range(2_000))
+    finally:
+        factory.close()
