@@ -409,6 +409,19 @@ pub mod testing {
         encode((-1, -1, -1), 0, timestamp, &records)
     }
 
+    /// Like [`keyed_batch`], from producer (id, epoch, base sequence) in its transaction.
+    pub fn keyed_transactional_batch(
+        producer: (i64, i16, i32),
+        timestamp: i64,
+        records: &[(&[u8], Option<&[u8]>)],
+    ) -> Vec<u8> {
+        let records: Vec<_> = records
+            .iter()
+            .map(|(key, value)| (Some(*key), *value))
+            .collect();
+        encode(producer, ATTR_TRANSACTIONAL, timestamp, &records)
+    }
+
     /// Like [`producer_batch`], in the producer's transaction.
     pub fn transactional_batch(
         producer: (i64, i16, i32),

@@ -828,6 +828,71 @@ mod tests {
     }
 
     #[test]
+    fn aborted_records_go_and_markers_stay() {
+        use crate::batch::testing::keyed_transactional_batch;
+        use crate::control::{Marker, marker_batch};
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = PartitionLog::open(dir.path(), compacted(4096)).expect("open");
+        let append = |bytes: &[u8]| log.append(bytes, EPOCH, 0).expect("append").base_offset;
+        append(&keyed_batch(0, &[(b"a", Some(b"a=committed-before"))]));
+        // Producer 7's transaction writes a newer `a` and `b`, then aborts.
+        let first = append(&keyed_transactional_batch(
+            (7, 0, 0),
+            0,
+            &[(b"a", Some(b"a=aborted")), (b"b", Some(b"b=aborted"))],
+        ));
+        let abort = append(&marker_batch((7, 0), Marker::Abort, 0, 0));
+        // Producer 8's transaction writes `c` and commits.
+        append(&keyed_transactional_batch(
+            (8, 0, 0),
+            0,
+            &[(b"c", Some(b"c=committed"))],
+        ));
+        let commit = append(&marker_batch((8, 0), Marker::Commit, 0, 0));
+        fill_until_roll(&log, &mut BTreeMap::new(), 0);
+        let request = CleanRequest {
+            clean_below: log.log_end_offset(),
+            now_ms: 0,
+            aborted: vec![AbortedRange {
+                producer_id: 7,
+                first_offset: first,
+                last_offset: abort,
+            }],
+        };
+        let outcome = log.clean(&request, &mut Hooks::default()).expect("clean");
+        assert!(outcome.records_removed >= 2);
+        let read = read_records(&log);
+        let value_of = |key: &[u8]| {
+            read.iter()
+                .filter(|(_, k, _)| k.as_slice() == key)
+                .map(|(_, _, v)| v.clone())
+                .next_back()
+        };
+        assert_eq!(
+            value_of(b"a"),
+            Some(Some(b"a=committed-before".to_vec())),
+            "the aborted update does not hide the committed value"
+        );
+        assert_eq!(value_of(b"b"), None, "aborted records are gone");
+        assert_eq!(value_of(b"c"), Some(Some(b"c=committed".to_vec())));
+        // Both markers are still there.
+        let mut markers = Vec::new();
+        let mut next = 0;
+        while next < log.log_end_offset() {
+            let records = log.read(next, 1 << 16).expect("read").records;
+            for batch in Batches::new(&records) {
+                let batch = batch.expect("valid");
+                if batch.header().is_control() {
+                    markers.push(batch.header().base_offset);
+                }
+                next = batch.header().next_offset();
+            }
+        }
+        assert_eq!(markers, vec![abort, commit]);
+    }
+
+    #[test]
     fn a_cut_makes_the_rewritten_part_dirty_again() {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = PartitionLog::open(dir.path(), compacted(4096)).expect("open");
