@@ -102,6 +102,7 @@ impl DirtyLog {
             clean_below: self.log.log_end_offset(),
             now_ms: 0,
             aborted: Vec::new(),
+            map_bytes: usize::MAX,
         };
         let start = Instant::now();
         let outcome = self.log.clean(&request, &mut Unpaced)?;

@@ -6,7 +6,8 @@
 //! `min.cleanable.dirty.ratio`, or their oldest dirty record is older than
 //! `max.compaction.lag.ms` — dirtiest first, at most `log.cleaner.threads` of them, and cleans
 //! them at once on blocking threads, their reads and writes paced together to
-//! `log.cleaner.io.max.bytes.per.second`. A clean never reaches the replica's last stable
+//! `log.cleaner.io.max.bytes.per.second`, each with a key map of at most its share of
+//! `log.cleaner.dedupe.buffer.size`. A clean never reaches the replica's last stable
 //! offset (nor so its high watermark): nothing uncommitted, and no open transaction, is
 //! compacted. It waits `log.cleaner.backoff.ms` after a round that found nothing to do.
 //!
@@ -45,6 +46,8 @@ pub async fn run(broker: Arc<Broker>) {
     let settings = broker.settings().clone();
     let backoff = Duration::from_millis(settings.log_cleaner_backoff_ms);
     let threads = usize::try_from(settings.log_cleaner_threads).unwrap_or(1);
+    let map_bytes = usize::try_from(settings.log_cleaner_dedupe_buffer_size).unwrap_or(usize::MAX)
+        / threads.max(1);
     let crash_at = std::env::var(SWITCHYARD_CRASH_AT_CLEANER_STEP)
         .ok()
         .and_then(|v| v.parse().ok());
@@ -67,7 +70,7 @@ pub async fn run(broker: Arc<Broker>) {
             .map(|(topic, partition, replica)| {
                 let pacer = Arc::clone(&pacer);
                 tokio::task::spawn_blocking(move || {
-                    clean(&topic, partition, &replica, &mut Hooks(pacer))
+                    clean(&topic, partition, &replica, map_bytes, &mut Hooks(pacer))
                 })
             })
             .collect();
@@ -120,8 +123,15 @@ fn clean_below(replica: &Replica) -> i64 {
     replica.last_stable_offset()
 }
 
-/// Clean `replica`'s log once; whether the clean finished. Blocking.
-fn clean(topic: &str, partition: i32, replica: &Replica, hooks: &mut Hooks) -> bool {
+/// Clean `replica`'s log once, with a key map of at most `map_bytes`; whether the clean
+/// finished. Blocking.
+fn clean(
+    topic: &str,
+    partition: i32,
+    replica: &Replica,
+    map_bytes: usize,
+    hooks: &mut Hooks,
+) -> bool {
     let log: &PartitionLog = replica.log();
     let below = clean_below(replica);
     let request = CleanRequest {
@@ -136,6 +146,7 @@ fn clean(topic: &str, partition: i32, replica: &Replica, hooks: &mut Hooks) -> b
                 last_offset: a.last_offset,
             })
             .collect(),
+        map_bytes,
     };
     match log.clean(&request, hooks) {
         Ok(outcome) => {

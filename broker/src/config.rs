@@ -263,6 +263,13 @@ fn check_ranges(kafka: &KafkaSettings) -> Result<(), ConfigError> {
             "positive",
         ),
         (
+            "log_cleaner_dedupe_buffer_size",
+            as_i64(kafka.log_cleaner_dedupe_buffer_size),
+            1 << 20,
+            i64::MAX,
+            "at least 1 MiB",
+        ),
+        (
             "log_cleaner_io_max_bytes_per_second",
             kafka.log_cleaner_io_max_bytes_per_second.map_or(1, as_i64),
             1,
@@ -497,6 +504,9 @@ pub struct KafkaSettings {
     pub log_cleaner_threads: u64,
     /// `log.cleaner.backoff.ms`: how long the cleaner waits when no log needs compacting.
     pub log_cleaner_backoff_ms: u64,
+    /// `log.cleaner.dedupe.buffer.size`: bytes the cleaner's key maps may take, shared among
+    /// its threads; a clean whose dirty segments have more keys compacts part of them.
+    pub log_cleaner_dedupe_buffer_size: u64,
     /// `log.cleaner.io.max.bytes.per.second`: the bytes the cleaner reads and writes per
     /// second, over all its threads (unset: unlimited).
     pub log_cleaner_io_max_bytes_per_second: Option<u64>,
@@ -634,6 +644,7 @@ impl Default for KafkaSettings {
             log_cleaner_enable: true,
             log_cleaner_threads: 1,
             log_cleaner_backoff_ms: 15_000,
+            log_cleaner_dedupe_buffer_size: 134_217_728,
             log_cleaner_io_max_bytes_per_second: None,
             compression_type: "producer".to_owned(),
             auto_leader_rebalance_enable: true,

@@ -76,6 +76,11 @@ pub struct CleanRequest {
     pub now_ms: i64,
     /// The partition's aborted transactions.
     pub aborted: Vec<AbortedRange>,
+    /// Bytes the key map may take (`log.cleaner.dedupe.buffer.size` shared among the cleaner's
+    /// threads): once the dirty segments mapped so far fill it, the clean stops at the end of
+    /// the last of them, and the next clean goes on from there. One segment is always mapped
+    /// whole.
+    pub map_bytes: usize,
 }
 
 /// The steps of a clean at which [`CleanerHooks::proceed`] is asked whether to go on: a test
@@ -209,9 +214,15 @@ impl PartitionLog {
                 })
         };
         let mut newest: HashMap<Vec<u8>, i64> = HashMap::new();
+        let mut map_bytes = 0;
+        let mut full_at = None;
         for (segment, end) in plan.with_ends() {
             if end <= plan.first_dirty {
                 continue;
+            }
+            if map_bytes > request.map_bytes {
+                full_at = Some(segment.base_offset());
+                break;
             }
             for_each_batch(&segment, hooks, |batch| {
                 let header = batch.header();
@@ -222,16 +233,26 @@ impl PartitionLog {
                 for record in records::split(&plain).map_err(invalid(&segment))? {
                     if let Some(key) = record.key {
                         let offset = header.base_offset + record.offset_delta;
-                        let entry = newest.entry(key.to_vec()).or_insert(offset);
+                        let entry = newest.entry(key.to_vec()).or_insert_with(|| {
+                            map_bytes += key.len() + MAP_ENTRY_OVERHEAD;
+                            offset
+                        });
                         *entry = (*entry).max(offset);
                     }
                 }
                 Ok(0)
             })?;
         }
+        let mut plan = plan;
+        if let Some(offset) = full_at {
+            // The map is full: clean up to the segments mapped so far.
+            plan.end_at(offset);
+        }
         if !hooks.proceed(CleanStep::Mapped) {
             return Ok(outcome);
         }
+        // Per producer: whether a record of its transaction since its last marker was kept.
+        let mut transaction_kept: HashMap<i64, bool> = HashMap::new();
         for segment in &plan.segments {
             let base_offset = segment.base_offset();
             let cleaned = segment_path(&self.dir, base_offset, CLEANED_EXT);
@@ -241,7 +262,13 @@ impl PartitionLog {
             for_each_batch(segment, hooks, |batch| {
                 let header = batch.header();
                 let kept = if header.is_control() {
-                    Some(batch.bytes().to_vec())
+                    // A marker goes last: once no record of its transaction is left and it is
+                    // older than `delete.retention.ms`, as a tombstone.
+                    let data_left = transaction_kept
+                        .remove(&header.producer_id)
+                        .unwrap_or(false);
+                    (data_left || header.max_timestamp >= tombstones_before)
+                        .then(|| batch.bytes().to_vec())
                 } else if aborted(header) {
                     outcome.records_removed += u64::try_from(header.record_count).unwrap_or(0);
                     None
@@ -275,6 +302,9 @@ impl PartitionLog {
                 let Some(bytes) = kept else {
                     return Ok(0);
                 };
+                if header.is_transactional() && !header.is_control() {
+                    transaction_kept.insert(header.producer_id, true);
+                }
                 out.write_all(&bytes).map_err(io_err("write", &cleaned))?;
                 written += bytes.len() as u64;
                 Ok(bytes.len() as u64)
@@ -381,7 +411,16 @@ enum Swap {
     Stopped,
 }
 
+/// What one key costs the key map beyond its bytes (the entry, its offset, the allocation).
+const MAP_ENTRY_OVERHEAD: usize = 64;
+
 impl Plan {
+    /// Clean only the segments below `offset` (a segment boundary).
+    fn end_at(&mut self, offset: i64) {
+        self.segments.retain(|s| s.base_offset() < offset);
+        self.end = offset;
+    }
+
     /// Each cleanable segment with the base offset of the segment after it.
     fn with_ends(&self) -> impl Iterator<Item = (Arc<Segment>, i64)> + '_ {
         self.segments.iter().enumerate().map(|(i, segment)| {
@@ -604,6 +643,7 @@ mod tests {
             clean_below: log.log_end_offset(),
             now_ms,
             aborted: Vec::new(),
+            map_bytes: usize::MAX,
         }
     }
 
@@ -813,6 +853,7 @@ mod tests {
             clean_below: 10,
             now_ms: 1_000,
             aborted: Vec::new(),
+            map_bytes: usize::MAX,
         };
         assert_eq!(
             log.clean(&below, &mut Hooks::default())
@@ -828,7 +869,7 @@ mod tests {
     }
 
     #[test]
-    fn aborted_records_go_and_markers_stay() {
+    fn aborted_records_go_and_markers_go_last() {
         use crate::batch::testing::keyed_transactional_batch;
         use crate::control::{Marker, marker_batch};
 
@@ -859,6 +900,7 @@ mod tests {
                 first_offset: first,
                 last_offset: abort,
             }],
+            map_bytes: usize::MAX,
         };
         let outcome = log.clean(&request, &mut Hooks::default()).expect("clean");
         assert!(outcome.records_removed >= 2);
@@ -876,9 +918,33 @@ mod tests {
         );
         assert_eq!(value_of(b"b"), None, "aborted records are gone");
         assert_eq!(value_of(b"c"), Some(Some(b"c=committed".to_vec())));
-        // Both markers are still there.
+        // Both markers are still there: younger than `delete.retention.ms`.
+        assert_eq!(markers_of(&log), vec![abort, commit]);
+
+        // Past `delete.retention.ms`, the abort marker, with no record of its transaction
+        // left, goes; the commit marker of a transaction whose record stays does not.
+        let late = i64::try_from(RETENTION_MS).expect("small") + 1;
+        fill_until_roll(&log, &mut BTreeMap::new(), late);
+        let request = CleanRequest {
+            now_ms: late,
+            clean_below: log.log_end_offset(),
+            ..request
+        };
+        log.clean(&request, &mut Hooks::default()).expect("clean");
+        assert_eq!(markers_of(&log), vec![commit]);
+        assert_eq!(
+            read_records(&log)
+                .iter()
+                .filter(|(_, k, _)| k == b"c")
+                .count(),
+            1
+        );
+    }
+
+    /// The offsets of the control batches in `log`.
+    fn markers_of(log: &PartitionLog) -> Vec<i64> {
         let mut markers = Vec::new();
-        let mut next = 0;
+        let mut next = log.log_start_offset();
         while next < log.log_end_offset() {
             let records = log.read(next, 1 << 16).expect("read").records;
             for batch in Batches::new(&records) {
@@ -889,7 +955,34 @@ mod tests {
                 next = batch.header().next_offset();
             }
         }
-        assert_eq!(markers, vec![abort, commit]);
+        markers
+    }
+
+    #[test]
+    fn a_full_key_map_cleans_part_and_the_next_clean_goes_on() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = PartitionLog::open(dir.path(), compacted(4096)).expect("open");
+        let written = fill(&log, 100, 8, &[], 0);
+        let end = log.segments.read().last().expect("active").base_offset();
+        // Room for a few keys: every clean maps one dirty segment.
+        let small = CleanRequest {
+            map_bytes: 1,
+            ..request(&log, 0)
+        };
+        let first = log.clean(&small, &mut Hooks::default()).expect("clean");
+        let first_end = first.cleaned_to.expect("cleaned part");
+        assert!(first_end < end, "{first_end} of {end}");
+        check(&log, &written, false);
+        let mut cleans = 1;
+        while log.cleanable(log.log_end_offset(), 0).dirty_bytes > 0 {
+            let outcome = log.clean(&small, &mut Hooks::default()).expect("clean");
+            assert!(outcome.cleaned_to.is_some_and(|to| to > first_end));
+            cleans += 1;
+            assert!(cleans < 100, "no progress");
+        }
+        assert!(cleans > 2);
+        assert_eq!(CLEANER_OFFSET.load(dir.path()), Some(end));
+        check(&log, &written, false);
     }
 
     #[test]
