@@ -397,17 +397,20 @@ def test_a_crash_while_cleaning_on_every_replica_loses_nothing(multi_backend, tm
             # Within the first clean's steps (key map, then per segment: written, indexes
             # removed, swapped), which any replica with a closed segment takes.
             steps[i] = rng.randrange(0, 4)
+            # The cleaner's first rounds find no replica open; it then waits 3 s before the
+            # next, by which time every node registered (checked below): a node that aborted
+            # first cannot keep another from registering (the wal primary, or a quorum).
             node.env = {**node.env, "SWITCHYARD_KAFKA__LOG_CLEANER_ENABLE": "true",
+                        "SWITCHYARD_KAFKA__LOG_CLEANER_BACKOFF_MS": "3000",
                         "SWITCHYARD_CRASH_AT_CLEANER_STEP": str(steps[i])}
-        for node in cluster.nodes.values():
-            node.launch()
+        cluster.start()
         # The aborts are the brokers' own: nothing a client sees says when they happen.
         wait_for(lambda: not cluster.running(), DEADLINE_S,
                  f"every node to abort at its cleaner step {steps}", 0.1)
         for i, node in cluster.nodes.items():
             assert node.proc.returncode == -6, f"node {i} exited with {node.proc.returncode}"
-            node.env = {k: v for k, v in node.env.items()
-                        if k != "SWITCHYARD_CRASH_AT_CLEANER_STEP"}
+            node.env = {**{k: v for k, v in node.env.items()
+                           if k != "SWITCHYARD_CRASH_AT_CLEANER_STEP"}, **CLEANER_ENV}
         marks = {i: node.log_size() for i, node in cluster.nodes.items()}
         cluster.start()
         for i, node in cluster.nodes.items():
