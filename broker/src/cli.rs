@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, ConfigError, Overrides};
+use crate::config::{Config, ConfigError, LogFormat, Overrides};
 
 /// Switchyard: a Kafka-compatible broker with a swappable metadata backend.
 #[derive(Debug, Parser)]
@@ -208,6 +208,21 @@ pub struct ServeArgs {
     /// Default: none. Env: SWITCHYARD_CLUSTER_TLS_CA. TOML key: cluster_tls_ca.
     #[arg(long, value_name = "PATH")]
     pub cluster_tls_ca: Option<PathBuf>,
+
+    /// Address of the admin HTTP listener: `/metrics` (Prometheus text format), `/health`
+    /// (the process is alive) and `/ready` (the metadata backend is ready, the broker is
+    /// registered and unfenced, the Kafka listeners are up), e.g. 127.0.0.1:9644.
+    ///
+    /// Default: none (no admin listener). Env: SWITCHYARD_HTTP_LISTEN. TOML key: http_listen.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub http_listen: Option<String>,
+
+    /// How log lines are written to standard error: `text`, or `json` (one object per line).
+    /// `RUST_LOG` sets the levels (default: `info`, with the consensus libraries at `warn`).
+    ///
+    /// Default: text. Env: SWITCHYARD_LOG_FORMAT. TOML key: log_format.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
 }
 
 /// A running cluster's Kafka listeners and the secret that proves the right to administer it.
@@ -358,6 +373,8 @@ impl ServeArgs {
             cluster_tls_certificate: self.cluster_tls_certificate.clone(),
             cluster_tls_key: self.cluster_tls_key.clone(),
             cluster_tls_ca: self.cluster_tls_ca.clone(),
+            http_listen: self.http_listen.clone(),
+            log_format: self.log_format,
         }
     }
 
@@ -410,6 +427,12 @@ mod tests {
             "--cluster-tls-certificate",
             "SWITCHYARD_CLUSTER_TLS_CERTIFICATE",
             "cluster_tls_ca",
+            "--http-listen",
+            "SWITCHYARD_HTTP_LISTEN",
+            "http_listen",
+            "--log-format",
+            "SWITCHYARD_LOG_FORMAT",
+            "log_format",
         ] {
             assert!(help.contains(needle), "{needle:?} missing from:\n{help}");
         }

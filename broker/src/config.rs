@@ -11,7 +11,8 @@
 //!
 //! Top-level keys are `metadata_backend`, `data_dir`, `node_id`, `peers`, `listen`, `advertise`,
 //! `cluster_listen`, `cluster_secret_file` (required with `peers`), `cluster_tls_certificate`,
-//! `cluster_tls_key`, `cluster_tls_ca` (all three or none),
+//! `cluster_tls_key`, `cluster_tls_ca` (all three or none), `http_listen` (the admin HTTP
+//! listener: `/metrics`, `/health`, `/ready`; off when absent), `log_format` (`text` or `json`),
 //! `kafka` (see [`KafkaSettings`]) and `metadata`; any other key is an error. `metadata` is free-form: `[metadata.<backend>]` is that backend's own table,
 //! handed to it as its [`OpenContext::config`](switchyard_backend_api::OpenContext::config) by
 //! [`Config::backend_config`]. Tables merge key by key across layers; any other value is replaced
@@ -84,7 +85,7 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
-    /// `listen`, `advertise` or `cluster_listen` is not `HOST:PORT`.
+    /// `listen`, `advertise`, `cluster_listen` or `http_listen` is not `HOST:PORT`.
     #[error("invalid {key} address {addr:?}: {reason} (expected HOST:PORT)")]
     InvalidAddress {
         /// Which key.
@@ -411,6 +412,23 @@ pub struct Overrides {
     /// `--cluster-tls-ca`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_tls_ca: Option<PathBuf>,
+    /// `--http-listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<String>,
+    /// `--log-format`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How the process writes its log lines (to standard error).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (with `message`).
+    Json,
 }
 
 /// Kafka broker settings, the `[kafka]` table (`SWITCHYARD_KAFKA__<KEY>`). Names follow Kafka's
@@ -686,6 +704,9 @@ struct Raw {
     cluster_tls_certificate: Option<PathBuf>,
     cluster_tls_key: Option<PathBuf>,
     cluster_tls_ca: Option<PathBuf>,
+    http_listen: Option<String>,
+    #[serde(default)]
+    log_format: LogFormat,
     #[serde(default)]
     kafka: KafkaSettings,
     /// Per-backend tables; only checked to be a table here, read by the backend.
@@ -724,6 +745,10 @@ pub struct Config {
     /// Mutual TLS for cluster connections, from `cluster_tls_certificate`, `cluster_tls_key`
     /// and `cluster_tls_ca` (all three or none).
     pub cluster_tls: Option<ClusterTls>,
+    /// The admin HTTP listener (`/metrics`, `/health`, `/ready`), if any.
+    pub http_listen: Option<String>,
+    /// How log lines are written.
+    pub log_format: LogFormat,
     /// Kafka broker settings.
     pub kafka: KafkaSettings,
     figment: Figment,
@@ -782,6 +807,13 @@ impl Config {
                 reason,
             })?;
         }
+        if let Some(addr) = &raw.http_listen {
+            check_listen_addr(addr).map_err(|reason| ConfigError::InvalidAddress {
+                key: "http_listen",
+                addr: addr.clone(),
+                reason,
+            })?;
+        }
         if raw.kafka.broker_heartbeat_interval_ms == 0
             || raw.kafka.broker_session_timeout_ms <= raw.kafka.broker_heartbeat_interval_ms
         {
@@ -833,6 +865,8 @@ impl Config {
             cluster_listen: raw.cluster_listen,
             cluster_secret,
             cluster_tls,
+            http_listen: raw.http_listen,
+            log_format: raw.log_format,
             kafka: raw.kafka,
             figment,
         })

@@ -42,6 +42,9 @@
 //! - [`users`] — `switchyard user`: SCRAM credentials over AlterUserScramCredentials and
 //!   DescribeUserScramCredentials.
 //! - [`acls`] — `switchyard acl`: ACL bindings over CreateAcls, DescribeAcls, DeleteAcls.
+//! - [`telemetry`] — metrics: the names, the process-wide recorder, the state read at each
+//!   scrape, and [`telemetry::Metered`], which times every backend's proposals alike.
+//! - [`admin`] — the admin HTTP listener: `/metrics`, `/health`, `/ready`.
 //! - [`serve`] — `switchyard serve`: open the backend, start the listener and the broker's
 //!   tasks, stop on a signal.
 //!
@@ -54,6 +57,7 @@
 //!   `MetadataBackend::cluster`.
 
 pub mod acls;
+pub mod admin;
 pub mod backends;
 pub mod broker;
 pub mod cleaner;
@@ -69,6 +73,7 @@ pub mod replicas;
 pub mod replication;
 pub mod serve;
 pub mod status;
+pub mod telemetry;
 pub mod transactions;
 mod txn_index;
 pub mod users;

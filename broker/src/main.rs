@@ -9,6 +9,7 @@ use switchyard::backends;
 use switchyard::cli::{
     AclArgs, AclCommand, Cli, ClusterCommand, Command, ServeArgs, TargetArgs, UserCommand,
 };
+use switchyard::config::LogFormat;
 use switchyard_backend_api::{
     ClusterSecret, MembershipChange, MetadataError, NodeId, Principal, available_backends,
 };
@@ -70,8 +71,9 @@ fn list_backends() -> anyhow::Result<()> {
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    init_logging();
     let config = args.load_config()?;
+    init_logging(config.log_format);
+    switchyard::telemetry::install().context("installing the metrics recorder")?;
     raise_open_file_limit();
     // Data directories 0700 and files 0600: metadata and partition logs are nobody else's.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
@@ -112,8 +114,8 @@ fn operate<T>(
     args: &ServeArgs,
     request: impl AsyncFnOnce(&switchyard::config::Config) -> Result<T, MetadataError>,
 ) -> anyhow::Result<Result<T, MetadataError>> {
-    init_logging();
     let config = args.load_config()?;
+    init_logging(config.log_format);
     raise_open_file_limit();
     // Data directories 0700 and files 0600: metadata and partition logs are nobody else's.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
@@ -188,7 +190,7 @@ fn current_thread() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn user(command: UserCommand) -> anyhow::Result<()> {
-    init_logging();
+    init_logging(LogFormat::Text);
     let mechanism = |name: &str| match switchyard::kafka::sasl::Mechanism::parse(name) {
         Some(switchyard::kafka::sasl::Mechanism::Scram(m)) => Ok(m),
         _ => anyhow::bail!("--mechanism {name:?} is not SCRAM-SHA-256 or SCRAM-SHA-512"),
@@ -281,7 +283,7 @@ fn binding(args: &AclArgs) -> anyhow::Result<switchyard_backend_api::security::A
 }
 
 fn acl(command: AclCommand) -> anyhow::Result<()> {
-    init_logging();
+    init_logging(LogFormat::Text);
     let runtime = current_thread()?;
     match command {
         AclCommand::Create {
@@ -347,7 +349,7 @@ fn read_password(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
 }
 
 fn status(args: &TargetArgs) -> anyhow::Result<()> {
-    init_logging();
+    init_logging(LogFormat::Text);
     let target = target(args)?;
     let runtime = current_thread()?;
     let status = runtime
@@ -389,12 +391,19 @@ fn change_membership(change: MembershipChange, args: &ServeArgs) -> anyhow::Resu
         .context("writing the membership")
 }
 
-/// Log to stderr; `RUST_LOG` filters, `info` by default.
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+/// The levels when `RUST_LOG` is not set: the consensus library's internals (openraft logs
+/// its whole state at info) only from warnings up.
+const DEFAULT_LOG_FILTER: &str = "info,openraft=warn";
+
+/// Log to stderr as `format` says; `RUST_LOG` filters, [`DEFAULT_LOG_FILTER`] otherwise.
+fn init_logging(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }

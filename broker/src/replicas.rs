@@ -261,8 +261,11 @@ impl Replica {
             stats.last_clean_ms = Some(now_ms);
             stats.dirty_ratio = 0.0;
         }
+        let removed = outcome.bytes_before.saturating_sub(outcome.bytes_after);
         stats.bytes_cleaned += outcome.bytes_before;
-        stats.bytes_removed += outcome.bytes_before.saturating_sub(outcome.bytes_after);
+        stats.bytes_removed += removed;
+        metrics::counter!(crate::telemetry::CLEANER_CLEANED_BYTES).increment(outcome.bytes_before);
+        metrics::counter!(crate::telemetry::CLEANER_REMOVED_BYTES).increment(removed);
     }
 
     /// The high watermark: consumers read below it.
@@ -421,6 +424,21 @@ impl Replica {
             .lock()
             .as_ref()
             .is_some_and(|l| l.assigned(broker))
+    }
+
+    /// While this replica leads: its replica count, ISR size, and each follower's lag behind
+    /// the log end offset in messages (`None` for a follower that has not fetched in this
+    /// leadership).
+    pub fn leader_stats(&self) -> Option<LeaderStats> {
+        let log_end = self.log.log_end_offset();
+        self.leadership.lock().as_ref().map(|l| LeaderStats {
+            replicas: l.replica_count(),
+            isr: l.isr_len(),
+            follower_lag: l
+                .follower_offsets()
+                .map(|(id, end)| (id, end.map(|end| (log_end - end).max(0))))
+                .collect(),
+        })
     }
 
     /// The ISR size and `min.insync.replicas` of the leadership held here.
@@ -1025,6 +1043,17 @@ fn read_producers(
     Ok(())
 }
 
+/// A led partition's replication, for metrics ([`Replica::leader_stats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderStats {
+    /// Assigned replicas.
+    pub replicas: usize,
+    /// In-sync replicas, as the metadata has them.
+    pub isr: usize,
+    /// Each follower and how many messages it is behind the leader's log end offset.
+    pub follower_lag: Vec<(BrokerId, Option<i64>)>,
+}
+
 /// Every partition stored on this broker.
 #[derive(Debug)]
 pub struct Replicas {
@@ -1133,8 +1162,12 @@ impl Replicas {
     pub fn maintain(&self, now_ms: i64, producer_expiration_ms: u64) {
         for (topic, partition, replica) in self.open_replicas() {
             let log = replica.log();
-            if let Err(e) = log.enforce_retention(now_ms) {
-                warn!(topic, partition, error = %e, "retention failed");
+            match log.enforce_retention(now_ms) {
+                Ok(outcome) => {
+                    metrics::counter!(crate::telemetry::RETENTION_DELETED_BYTES)
+                        .increment(outcome.deleted_bytes);
+                }
+                Err(e) => warn!(topic, partition, error = %e, "retention failed"),
             }
             if let Err(e) = log.flush_if_due(now_ms) {
                 warn!(topic, partition, error = %e, "flush failed");

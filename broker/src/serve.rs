@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::admin;
 use crate::backends::default_backend;
 use crate::broker::{Broker, now_ms};
 use crate::cleaner;
@@ -27,6 +28,7 @@ use crate::leaders;
 use crate::liveness;
 use crate::replicas::Replicas;
 use crate::replication;
+use crate::telemetry;
 use crate::transactions;
 
 use crate::config::Config;
@@ -87,6 +89,15 @@ pub enum ServeError {
         #[source]
         source: io::Error,
     },
+    /// The admin HTTP listener could not be bound.
+    #[error("could not listen for admin HTTP requests on {addr}")]
+    HttpListen {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// A signal handler could not be installed.
     #[error("could not install a signal handler")]
     Signal(#[source] io::Error),
@@ -132,6 +143,8 @@ pub struct Node {
     /// Each listener's name and bound address, in `listeners` order.
     kafka_addrs: Vec<(String, SocketAddr)>,
     inter_broker: usize,
+    /// Where the admin HTTP listener is bound, if it runs.
+    http_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     listener: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
@@ -176,12 +189,14 @@ impl Node {
             node,
             cluster_credentials: config.cluster_credentials(),
         };
-        let backend = open_backend(&name, context)
-            .await
-            .map_err(|source| ServeError::Open {
-                backend: name.clone(),
-                source,
-            })?;
+        let backend: Arc<dyn MetadataBackend> = Arc::new(telemetry::Metered::new(
+            open_backend(&name, context)
+                .await
+                .map_err(|source| ServeError::Open {
+                    backend: name.clone(),
+                    source,
+                })?,
+        ));
         let watcher = tokio::spawn(log_cluster_changes(backend.name(), backend.cluster()));
 
         let mut bound = Vec::with_capacity(config.listeners.len());
@@ -233,7 +248,21 @@ impl Node {
             replicas,
         );
         let (stop, stopped) = watch::channel(false);
-        let listener = tokio::spawn(server::serve(bound, Arc::clone(&broker), stopped));
+        let http = match &config.http_listen {
+            Some(addr) => {
+                Some(
+                    admin::bind(addr)
+                        .await
+                        .map_err(|source| ServeError::HttpListen {
+                            addr: addr.clone(),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let http_addr = http.as_ref().map(|(_, addr)| *addr);
+        let listener = tokio::spawn(server::serve(bound, Arc::clone(&broker), stopped.clone()));
         let mut tasks = vec![
             tokio::spawn(Arc::clone(&broker).register()),
             tokio::spawn(broker.groups().clone().run_timers()),
@@ -265,6 +294,14 @@ impl Node {
         if config.kafka.log_cleaner_enable {
             tasks.push(tokio::spawn(cleaner::run(Arc::clone(&broker))));
         }
+        if let Some((http, addr)) = http {
+            tasks.push(tokio::spawn(admin::serve(
+                http,
+                Arc::clone(&broker),
+                stopped,
+            )));
+            info!(%addr, "admin HTTP listener ready (/metrics, /health, /ready)");
+        }
         for ((name, addr), listener) in kafka_addrs.iter().zip(&config.listeners) {
             info!(
                 listener = %name,
@@ -281,10 +318,16 @@ impl Node {
             broker,
             kafka_addrs,
             inter_broker: config.inter_broker,
+            http_addr,
             stop,
             listener,
             tasks,
         })
+    }
+
+    /// The address the admin HTTP listener is bound to, if `http_listen` is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The running backend.
@@ -423,6 +466,9 @@ fn log_transition(backend: &'static str, last: Option<&ClusterView>, view: &Clus
     if let Some(last) = last {
         if last.role != view.role {
             info!(backend, %node, from = ?last.role, to = ?view.role, "metadata role changed");
+        }
+        if last.leader != view.leader && view.leader.is_some() {
+            metrics::counter!(telemetry::METADATA_LEADER_CHANGES).increment(1);
         }
         if last.leader != view.leader {
             info!(backend, %node, leader, epoch = view.epoch, "metadata leader changed");

@@ -143,13 +143,17 @@ class BrokerProcess:
     """A `switchyard serve` process. Its stderr goes to `log_path`, across restarts."""
 
     def __init__(self, backend: Backend, workdir: Path, extra_env: dict | None = None,
-                 port: int | None = None, args: list[str] | None = None):
+                 port: int | None = None, args: list[str] | None = None, http: bool = False):
         self.backend = backend
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.log_path = workdir / "broker.log"
         self.port = free_port() if port is None else port
         self.args = list(args or [])
+        # With `http`, the admin HTTP listener (/metrics, /health, /ready) runs on `http_port`.
+        self.http_port = reserve_port() if http else None
+        if self.http_port is not None:
+            self.args += ["--http-listen", f"127.0.0.1:{self.http_port}"]
         self.env = dict(FAST_REBALANCE_ENV if extra_env is None else extra_env)
         self.proc: subprocess.Popen | None = None
         self.starts = 0
@@ -178,7 +182,10 @@ class BrokerProcess:
     def _child_env(self) -> dict:
         # Only the settings chosen here reach the broker: drop the caller's SWITCHYARD_* vars.
         env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHYARD_")}
-        env["RUST_LOG"] = os.environ.get("SWITCHYARD_TEST_RUST_LOG", "info")
+        # The broker's own default filter unless SWITCHYARD_TEST_RUST_LOG says otherwise.
+        env.pop("RUST_LOG", None)
+        if "SWITCHYARD_TEST_RUST_LOG" in os.environ:
+            env["RUST_LOG"] = os.environ["SWITCHYARD_TEST_RUST_LOG"]
         env.update(self.env)
         return env
 
@@ -334,10 +341,11 @@ class BrokerFactory:
         self.base = base
         self.brokers: list[BrokerProcess] = []
 
-    def start(self, extra_env: dict | None = None) -> BrokerProcess:
+    def start(self, extra_env: dict | None = None, args: list[str] | None = None,
+              http: bool = False) -> BrokerProcess:
         workdir = self.base / f"broker-{len(self.brokers) + 1}"
         workdir.mkdir(parents=True)
-        broker = BrokerProcess(self.backend, workdir, extra_env)
+        broker = BrokerProcess(self.backend, workdir, extra_env, args=args, http=http)
         self.brokers.append(broker)
         broker.start()
         return broker
@@ -366,7 +374,8 @@ def write_secret(path: Path) -> Path:
 class Cluster:
     """`size` brokers of one backend on loopback, node ids 1..size; `nodes[i]` is node i."""
 
-    def __init__(self, backend: Backend, base: Path, size: int = 3, env: dict | None = None):
+    def __init__(self, backend: Backend, base: Path, size: int = 3, env: dict | None = None,
+                 http: bool = False):
         self.backend = backend
         cluster_ports = {i: reserve_port() for i in range(1, size + 1)}
         self.peers = ",".join(f"{i}=127.0.0.1:{p}" for i, p in cluster_ports.items())
@@ -378,7 +387,8 @@ class Cluster:
             workdir.mkdir(parents=True)
             self.nodes[i] = BrokerProcess(
                 backend, workdir, {**CLUSTER_ENV, **secret_env, **(env or {})},
-                port=reserve_port(), args=["--node-id", str(i), "--peers", self.peers])
+                port=reserve_port(), args=["--node-id", str(i), "--peers", self.peers],
+                http=http)
 
     def start(self) -> None:
         """Launch every node, then wait for each to register: none is ready alone."""
@@ -417,11 +427,18 @@ class ClusterFactory:
         self.base = base
         self.clusters: list[Cluster] = []
 
-    def start(self, env: dict | None = None) -> Cluster:
-        """A fresh cluster; `env` adds to (or overrides) the nodes' cluster settings."""
-        cluster = Cluster(self.backend, self.base / f"cluster-{len(self.clusters) + 1}", env=env)
-        self.clusters.append(cluster)
+    def start(self, env: dict | None = None, http: bool = False) -> Cluster:
+        """A fresh cluster; `env` adds to (or overrides) the nodes' cluster settings; `http`
+        runs every node's admin HTTP listener."""
+        cluster = self.create(env, http)
         cluster.start()
+        return cluster
+
+    def create(self, env: dict | None = None, http: bool = False) -> Cluster:
+        """A fresh cluster, not started."""
+        cluster = Cluster(self.backend, self.base / f"cluster-{len(self.clusters) + 1}", env=env,
+                          http=http)
+        self.clusters.append(cluster)
         return cluster
 
     def close(self) -> None:

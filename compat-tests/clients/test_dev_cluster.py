@@ -8,9 +8,12 @@ polls `cluster status`: nothing reports it by callback.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -49,6 +52,7 @@ def dev_cluster(request, tmp_path):
         "SWITCHYARD_CLUSTER_DIR": str(tmp_path / "dev-cluster"),
         "SWITCHYARD_CLUSTER_KAFKA_BASE": str(port_block(3)),
         "SWITCHYARD_CLUSTER_PEER_BASE": str(port_block(3)),
+        "SWITCHYARD_CLUSTER_HTTP_BASE": str(port_block(3)),
     })
 
     def run(*args: str) -> subprocess.CompletedProcess:
@@ -56,6 +60,7 @@ def dev_cluster(request, tmp_path):
                               timeout=120)
 
     run.backend = request.param.name
+    run.http_base = int(env["SWITCHYARD_CLUSTER_HTTP_BASE"])
     try:
         yield run
     finally:
@@ -68,6 +73,10 @@ def test_start_status_kill_restart_stop(dev_cluster):
     assert started.returncode == 0, started.stderr + started.stdout
     for n in (1, 2, 3):
         assert f"node {n} ready" in started.stdout
+        admin = f"http://127.0.0.1:{dev_cluster.http_base + n}"
+        assert admin in started.stdout, started.stdout
+        # Registered means ready, unless the metadata moved on since: then shortly after.
+        wait_for(lambda: _ready(f"{admin}/ready"), RECOVERY_S, f"node {n} /ready", 0.2)
 
     status = dev_cluster("status")
     assert status.returncode == 0, status.stderr
@@ -97,3 +106,12 @@ def test_start_status_kill_restart_stop(dev_cluster):
 
     refused = dev_cluster("kill", "7")
     assert refused.returncode != 0 and "node must be one of 1..3" in refused.stderr
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return json.load(r)["ready"] is True
+    except urllib.error.HTTPError as e:
+        assert e.code == 503, e
+        return False

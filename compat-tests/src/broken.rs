@@ -10,7 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use switchyard_backend_api::{
     ChangeStream, ClusterView, Guarantees, LogIndex, MembershipChange, MetadataBackend,
-    MetadataCommand, MetadataError, Outcome, PowerCut, Proposed, ReadConsistency, StateView,
+    MetadataCommand, MetadataError, Outcome, PowerCut, Proposed, ReadConsistency,
+    ReplicationProgress, StateView,
 };
 use tokio::sync::watch;
 
@@ -153,6 +154,10 @@ impl MetadataBackend for Broken {
 
     fn cluster(&self) -> watch::Receiver<ClusterView> {
         self.inner.cluster()
+    }
+
+    async fn progress(&self) -> ReplicationProgress {
+        self.inner.progress().await
     }
 
     async fn change_membership(

@@ -21,7 +21,7 @@ use figment::Figment;
 use switchyard_backend_api::{
     ChangeStream, ClusterCredentials, ClusterView, Guarantees, LogIndex, MembershipChange,
     MetadataBackend, MetadataCommand, MetadataError, NodeId, NodeIdentity, OpenContext, Proposed,
-    Registration, StateView, find_backend, open_backend,
+    Registration, ReplicationProgress, StateView, find_backend, open_backend,
 };
 use tokio::sync::watch;
 
@@ -241,6 +241,10 @@ impl MetadataBackend for Trio {
 
     fn cluster(&self) -> watch::Receiver<ClusterView> {
         self.primary.cluster()
+    }
+
+    async fn progress(&self) -> ReplicationProgress {
+        self.primary.progress().await
     }
 
     async fn change_membership(

@@ -113,5 +113,9 @@ pub use partition::cleaner::{
 pub use partition::{AppendInfo, LogRead, PartitionLog, RetentionOutcome, TimestampOffset};
 pub use store::LogStore;
 
+/// The histogram every fsync of a segment's data file is timed into, in seconds, through the
+/// `metrics` facade (a no-op until the process installs a recorder).
+pub const FSYNC_DURATION: &str = "switchyard_log_fsync_duration_seconds";
+
 #[cfg(test)]
 mod tests;

@@ -526,9 +526,12 @@ impl Segment {
             .map_err(io_err("truncate", &self.path))
     }
 
-    /// Fsyncs the data file.
+    /// Fsyncs the data file, timing it into `switchyard_log_fsync_duration_seconds`.
     pub(crate) fn sync(&self) -> Result<(), LogError> {
-        self.file.sync_data().map_err(io_err("fsync", &self.path))
+        let started = std::time::Instant::now();
+        let synced = self.file.sync_data().map_err(io_err("fsync", &self.path));
+        metrics::histogram!(crate::FSYNC_DURATION).record(started.elapsed());
+        synced
     }
 
     /// Makes appended batches visible to readers.

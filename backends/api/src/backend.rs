@@ -110,6 +110,24 @@ impl ClusterView {
     }
 }
 
+/// How far this node's metadata log is written, committed and applied, and (on the leader)
+/// how far each follower has it: what the broker exports as the backend's replication
+/// metrics, with the same meaning for every backend. Indexes are positions in the backend's
+/// own log (a Raft log also holds membership and blank entries, so they may run ahead of
+/// [`StateView::applied_index`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationProgress {
+    /// The last entry in this node's log.
+    pub last_index: u64,
+    /// The highest entry this node knows committed.
+    pub committed: u64,
+    /// The last entry this node applied.
+    pub applied: u64,
+    /// On the leader: each follower's highest entry known to match the leader's log (durable
+    /// there where the backend waits for it). Empty on other nodes and on a lone node.
+    pub followers: Vec<(NodeId, u64)>,
+}
+
 /// A membership change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -200,6 +218,10 @@ pub trait MetadataBackend: Send + Sync + fmt::Debug + 'static {
 
     /// This node's cluster view, updated as roles, leaders and readiness change.
     fn cluster(&self) -> watch::Receiver<ClusterView>;
+
+    /// This node's replication progress: written, committed and applied indexes, and each
+    /// follower's on the leader. Cheap (no consensus, no disk I/O); for monitoring.
+    async fn progress(&self) -> ReplicationProgress;
 
     /// Change cluster membership. Single-node backends return `Unsupported`.
     ///

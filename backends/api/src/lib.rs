@@ -45,6 +45,7 @@ pub mod net;
 mod registry;
 pub mod security;
 mod state;
+pub mod telemetry;
 pub mod tls;
 mod transactions;
 
@@ -55,7 +56,7 @@ pub use apply::{MAX_CLUSTER_PARTITIONS, MAX_TOPIC_NAME_LEN, validate_topic_name}
 pub use auth::{ClusterCredentials, ClusterSecret, Principal};
 pub use backend::{
     ClusterMember, ClusterView, MembershipChange, MetadataBackend, PowerCut, Proposed, Readiness,
-    Role, StateView,
+    ReplicationProgress, Role, StateView,
 };
 pub use command::{
     GenerationCheck, MAX_COMMAND_BYTES, MAX_PRODUCER_ID_BLOCK, MetadataCommand, NewTopic,

@@ -11,8 +11,8 @@ use tokio::sync::watch;
 
 use crate::applied::{AppliedState, ChangeStream};
 use crate::backend::{
-    ClusterMember, ClusterView, MembershipChange, MetadataBackend, Proposed, Readiness, Role,
-    StateView,
+    ClusterMember, ClusterView, MembershipChange, MetadataBackend, Proposed, Readiness,
+    ReplicationProgress, Role, StateView,
 };
 use crate::command::MetadataCommand;
 use crate::error::MetadataError;
@@ -135,6 +135,17 @@ impl MetadataBackend for MemoryBackend {
         timeout: Duration,
     ) -> Result<Arc<StateView>, MetadataError> {
         self.applied.wait_applied(index, timeout).await
+    }
+
+    async fn progress(&self) -> ReplicationProgress {
+        // Applying is committing here: one node, nothing replicated, nothing written first.
+        let applied = self.applied.applied_index();
+        ReplicationProgress {
+            last_index: applied,
+            committed: applied,
+            applied,
+            followers: Vec::new(),
+        }
     }
 
     fn cluster(&self) -> watch::Receiver<ClusterView> {

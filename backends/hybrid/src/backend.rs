@@ -13,7 +13,7 @@ use raft::StateRole;
 use switchyard_backend_api::{
     ChangeStream, ClusterCredentials, ClusterMember, ClusterView, Guarantees, LogIndex,
     MembershipChange, MetadataBackend, MetadataCommand, MetadataError, NodeId, OpenContext,
-    PowerCut, Proposed, Readiness, Role, StateView,
+    PowerCut, Proposed, Readiness, ReplicationProgress, Role, StateView,
 };
 use switchyard_backend_wal::{
     Roles, WalBackend, WalMember, WalOptions, cluster_members, connect_extension,
@@ -845,6 +845,11 @@ impl MetadataBackend for HybridBackend {
 
     fn cluster(&self) -> watch::Receiver<ClusterView> {
         self.inner.view.subscribe()
+    }
+
+    async fn progress(&self) -> ReplicationProgress {
+        // The metadata stream is the WAL's; the raft-rs group only elects its leader.
+        self.inner.wal.progress().await
     }
 
     async fn change_membership(

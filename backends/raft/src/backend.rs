@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_backend_api::{
     AppliedState, ChangeStream, ClusterMember, ClusterView, Guarantees, LogIndex, MembershipChange,
     MetadataBackend, MetadataCommand, MetadataError, NodeId, OpenContext, Outcome, PowerCut,
-    Proposed, Readiness, Rejection, Role, StateView,
+    Proposed, Readiness, Rejection, ReplicationProgress, Role, StateView,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -306,22 +306,57 @@ impl Inner {
         }
     }
 
-    /// Publish the cluster view after every metrics change, until openraft stops.
+    /// Publish the cluster view after every metrics change, until openraft stops. A leader
+    /// also checks every `election_timeout_min_ms` that a majority still answers it (openraft
+    /// leaders do not step down by themselves): one cut off from its quorum reports itself
+    /// not ready until a majority answers again.
     async fn watch_readiness(self: Arc<Self>) {
         let mut metrics = self.raft.metrics();
         // The term in which this node was last seen caught up with a known leader.
         let mut ready_term: Option<u64> = None;
+        let mut check = tokio::time::interval(Duration::from_millis(
+            self.config.election_timeout_min_ms.max(1),
+        ));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut quorum_lost = false;
         loop {
             let m = metrics.borrow_and_update().clone();
-            let readiness = self.readiness(&m, &mut ready_term).await;
+            let mut readiness = self.readiness(&m, &mut ready_term).await;
+            if quorum_lost && m.state == ServerState::Leader {
+                readiness = Readiness::NotReady {
+                    reason: format!(
+                        "leading term {} without a quorum: no majority answered within {} ms",
+                        m.current_term,
+                        2 * self.config.election_timeout_max_ms
+                    ),
+                };
+            }
             if self.shut_down.load(Ordering::Acquire) {
                 return;
             }
             self.cluster.send_replace(view(self.me, &m, readiness));
-            if metrics.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = check.tick() => {
+                    quorum_lost = m.state == ServerState::Leader && !self.majority_answers().await;
+                }
             }
         }
+    }
+
+    /// Whether a majority confirms this node's leadership (a heartbeat round, as for a
+    /// linearizable read) within twice the longest election timeout: a loaded node is not
+    /// taken for a cut-off one.
+    async fn majority_answers(&self) -> bool {
+        let within = Duration::from_millis(2 * self.config.election_timeout_max_ms);
+        matches!(
+            tokio::time::timeout(within, self.raft.ensure_linearizable()).await,
+            Ok(Ok(_))
+        )
     }
 
     async fn readiness(
@@ -763,6 +798,32 @@ impl MetadataBackend for RaftBackend {
 
     fn cluster(&self) -> watch::Receiver<ClusterView> {
         self.inner.cluster.subscribe()
+    }
+
+    async fn progress(&self) -> ReplicationProgress {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let applied = metrics.last_applied.map_or(0, |l| l.index);
+        let committed = self
+            .inner
+            .raft
+            .with_raft_state(|st| st.committed.map(|c| c.index))
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(applied);
+        let followers = metrics
+            .replication
+            .iter()
+            .flatten()
+            .filter(|(id, _)| **id != self.inner.me)
+            .map(|(id, matched)| (NodeId(*id), matched.map_or(0, |l| l.index)))
+            .collect();
+        ReplicationProgress {
+            last_index: metrics.last_log_index.unwrap_or(0),
+            committed,
+            applied,
+            followers,
+        }
     }
 
     async fn change_membership(

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use openraft::error::{ClientWriteError, RaftError};
-use switchyard_backend_api::{MetadataCommand, MetadataError, Proposed, codec};
+use switchyard_backend_api::{MetadataCommand, MetadataError, Proposed, codec, telemetry};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -156,6 +156,8 @@ impl Inner {
                 .await
             {
                 Ok(Ok(response)) => {
+                    metrics::histogram!(telemetry::GROUP_COMMIT_COMMANDS)
+                        .record(group.commands.len() as f64);
                     group.answer(Written::from_response(response));
                     return;
                 }
@@ -222,9 +224,13 @@ impl Inner {
     /// forward it again.
     pub(crate) async fn propose_here(&self, commands: Vec<MetadataCommand>) -> Forwarded {
         let timeout = self.propose_timeout();
+        let count = commands.len();
         let entry = Proposals(commands);
         match tokio::time::timeout(timeout, self.raft.client_write(entry)).await {
-            Ok(Ok(response)) => Ok(Written::from_response(response)),
+            Ok(Ok(response)) => {
+                metrics::histogram!(telemetry::GROUP_COMMIT_COMMANDS).record(count as f64);
+                Ok(Written::from_response(response))
+            }
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(Self::not_leader(f.leader_id))
             }

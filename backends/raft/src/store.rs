@@ -45,7 +45,7 @@ use rocksdb::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use switchyard_backend_api::{AppliedState, PowerCut, StateView, codec};
+use switchyard_backend_api::{AppliedState, PowerCut, StateView, codec, telemetry};
 use tokio::sync::watch;
 
 use crate::types::{Applied, Node, Proposals, TypeConfig};
@@ -561,6 +561,7 @@ pub(crate) struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> StoreResult<Snapshot<TypeConfig>> {
+        let started = std::time::Instant::now();
         let data = self.view.to_bytes().map_err(write_err)?;
         let meta = SnapshotMeta {
             last_log_id: self.last_applied,
@@ -569,6 +570,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         };
         self.db
             .put_sync(CF_SM, KEY_SNAPSHOT, &(meta.clone(), data.clone()))?;
+        metrics::histogram!(telemetry::SNAPSHOT_DURATION).record(started.elapsed());
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),

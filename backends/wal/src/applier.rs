@@ -159,10 +159,15 @@ impl Snapshots {
             return;
         };
         self.last = index;
+        let started = std::time::Instant::now();
         match tokio::task::spawn_blocking(move || snapshot::encode(epoch, &view)).await {
             Ok(Ok(bytes)) => {
                 let position = Position { epoch, index };
-                let _ = self.writer.send(Request::Snapshot { position, bytes });
+                let _ = self.writer.send(Request::Snapshot {
+                    position,
+                    bytes,
+                    started,
+                });
             }
             Ok(Err(e)) => tracing::warn!(index, error = %e, "could not encode a snapshot"),
             Err(e) => tracing::warn!(index, error = %e, "snapshot task failed"),

@@ -10,7 +10,7 @@ use switchyard_backend_api::tls::ClusterStream;
 use switchyard_backend_api::{
     AppliedState, ChangeStream, ClusterView, Guarantees, LogIndex, MembershipChange,
     MetadataBackend, MetadataCommand, MetadataError, NodeId, OpenContext, PowerCut, Proposed,
-    StateView,
+    ReplicationProgress, StateView,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -416,6 +416,15 @@ impl MetadataBackend for WalBackend {
 
     fn cluster(&self) -> watch::Receiver<ClusterView> {
         self.node.cluster()
+    }
+
+    async fn progress(&self) -> ReplicationProgress {
+        ReplicationProgress {
+            last_index: self.node.durable.borrow().last.index,
+            committed: self.node.progress.commit(),
+            applied: self.node.applied.applied_index(),
+            followers: self.node.progress.acks().into_iter().collect(),
+        }
     }
 
     async fn change_membership(

@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use switchyard_backend_api::{LogIndex, MetadataCommand, MetadataError, PowerCut, Proposed};
+use switchyard_backend_api::{
+    LogIndex, MetadataCommand, MetadataError, PowerCut, Proposed, telemetry,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::applier::{ApplyMsg, Pending};
@@ -68,6 +70,8 @@ pub(crate) enum Request {
         position: Position,
         /// The snapshot file bytes.
         bytes: Vec<u8>,
+        /// When taking it began (before encoding), for its duration metric.
+        started: std::time::Instant,
     },
     /// Sync and exit.
     Stop,
@@ -263,6 +267,10 @@ impl Writer {
             return;
         }
         self.publish();
+        if !batch.entries.is_empty() {
+            metrics::histogram!(telemetry::GROUP_COMMIT_COMMANDS)
+                .record(batch.entries.len() as f64);
+        }
         let _ = self.applier.send(ApplyMsg::Entries(batch.entries));
         let last = self.log.shape().last;
         for reply in batch.replicated {
@@ -287,7 +295,11 @@ impl Writer {
                 self.leading = None;
                 let _ = reply.send(());
             }
-            Request::Snapshot { position, bytes } => self.store_snapshot(position, &bytes),
+            Request::Snapshot {
+                position,
+                bytes,
+                started,
+            } => self.store_snapshot(position, &bytes, started),
 
             Request::Install {
                 bytes,
@@ -343,7 +355,7 @@ impl Writer {
         Ok(floor)
     }
 
-    fn store_snapshot(&mut self, position: Position, bytes: &[u8]) {
+    fn store_snapshot(&mut self, position: Position, bytes: &[u8], started: std::time::Instant) {
         if !self.log.shape().contains(position) {
             tracing::debug!(
                 ?position,
@@ -353,6 +365,7 @@ impl Writer {
         }
         let stored = snapshot::write(self.log.dir(), position.index, bytes)
             .and_then(|_| self.log.compact(position.index));
+        metrics::histogram!(telemetry::SNAPSHOT_DURATION).record(started.elapsed());
         match stored {
             Ok(deleted) => tracing::debug!(?position, deleted, "snapshot written"),
             Err(e) => tracing::warn!(?position, error = %e, "snapshot failed; segments kept"),

@@ -342,7 +342,7 @@ mod tests {
     use switchyard_backend_api::memory::MemoryBackend;
     use switchyard_backend_api::{
         BrokerId, ChangeStream, ClusterView, Guarantees, LogIndex, MembershipChange,
-        MetadataCommand, MetadataError, NodeId, Proposed, StateView,
+        MetadataCommand, MetadataError, NodeId, Proposed, ReplicationProgress, StateView,
     };
     use tokio::sync::watch;
 
@@ -395,6 +395,9 @@ mod tests {
         }
         fn cluster(&self) -> watch::Receiver<ClusterView> {
             self.inner.cluster()
+        }
+        async fn progress(&self) -> ReplicationProgress {
+            self.inner.progress().await
         }
         async fn change_membership(
             &self,

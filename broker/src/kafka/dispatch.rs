@@ -21,6 +21,7 @@ use crate::kafka::sasl::{
 };
 use crate::kafka::server::Listener;
 use crate::kafka::versions;
+use crate::telemetry;
 
 /// What the connection does after a request.
 #[derive(Debug)]
@@ -265,6 +266,22 @@ pub(crate) async fn handle(
         }) => return unsupported_api_versions(correlation_id),
         Err(e) => return Reply::Close(e.to_string()),
     };
+    let started = std::time::Instant::now();
+    let key = decoded.key;
+    let version = decoded.version;
+    let reply = answer(broker, listener, session, peer, decoded).await;
+    telemetry::kafka::request_done(key, version, started.elapsed());
+    reply
+}
+
+/// Answer one decoded request.
+async fn answer(
+    broker: &Broker,
+    listener: &Arc<Listener>,
+    session: &mut Session,
+    peer: SocketAddr,
+    decoded: Decoded,
+) -> Reply {
     let Decoded {
         key,
         version,
@@ -574,6 +591,7 @@ fn unreachable_api(request: RequestKind) -> ResponseKind {
 }
 
 fn encode(key: ApiKey, version: i16, correlation_id: i32, response: &ResponseKind) -> Reply {
+    telemetry::kafka::count_errors(key, response);
     let mut out = BytesMut::new();
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     if let Err(e) = header.encode(&mut out, key.response_header_version(version)) {

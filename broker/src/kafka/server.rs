@@ -29,6 +29,7 @@ use crate::config::KafkaSettings;
 use crate::kafka::dispatch::{self, Reply};
 use crate::kafka::sasl::{ListenerSecurity, Session};
 use crate::kafka::tls;
+use crate::telemetry;
 
 /// The first allocation for a frame; it grows as more bytes arrive.
 const INITIAL_FRAME_CAPACITY: usize = 64 * 1024;
@@ -159,6 +160,11 @@ pub async fn serve(
                 let admitted = match connections.admit(peer.ip()) {
                     Ok(admitted) => admitted,
                     Err(refused) => {
+                        let limit = match refused {
+                            Refused::Total(_) => "total",
+                            Refused::PerIp(_) => "per_ip",
+                        };
+                        metrics::counter!(telemetry::KAFKA_CONNECTIONS_REJECTED, "limit" => limit).increment(1);
                         warn_throttled!(%peer, ?refused, "connection limit reached; closing a new connection");
                         continue;
                     }
@@ -166,10 +172,15 @@ pub async fn serve(
                 debug!(%peer, listener = %listener.name, "connection accepted");
                 let broker = Arc::clone(&broker);
                 let stopping = stopping.clone();
+                let name = listener.name.clone();
+                metrics::counter!(telemetry::KAFKA_CONNECTIONS_ACCEPTED, "listener" => name.clone()).increment(1);
+                let open_gauge = metrics::gauge!(telemetry::KAFKA_CONNECTIONS, "listener" => name);
+                open_gauge.increment(1.0);
                 open.spawn(async move {
                     if let Err(e) = secure(stream, peer, broker, listener, stopping).await {
                         debug!(%peer, error = %e, "connection closed");
                     }
+                    open_gauge.decrement(1.0);
                     drop(admitted);
                 });
             },
@@ -245,6 +256,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut write = BufWriter::new(write);
     let idle = Duration::from_millis(broker.settings().connections_max_idle_ms);
     let max = broker.settings().socket_request_max_bytes;
+    let received =
+        metrics::counter!(telemetry::KAFKA_RECEIVED_BYTES, "listener" => listener.name.clone());
+    let sent = metrics::counter!(telemetry::KAFKA_SENT_BYTES, "listener" => listener.name.clone());
     loop {
         // Between requests a stopping listener closes the connection; a request already read
         // is answered first.
@@ -277,7 +291,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         let mut frame = Vec::with_capacity((length as usize).min(INITIAL_FRAME_CAPACITY));
         let mut body = (&mut read).take(u64::from(length));
         match tokio::time::timeout(FRAME_READ_TIMEOUT, body.read_to_end(&mut frame)).await {
-            Ok(Ok(n)) if n == length as usize => {}
+            Ok(Ok(n)) if n == length as usize => received.increment(u64::from(length) + 4),
             Ok(Ok(_)) => {
                 warn_throttled!(%peer, length, "connection closed inside a frame (truncated request)");
                 return Ok(());
@@ -290,11 +304,13 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         }
         match dispatch::handle(&broker, &listener, &mut session, peer, Bytes::from(frame)).await {
             Reply::Respond(response) => {
+                sent.increment(response.len() as u64 + 4);
                 if !respond(&mut write, &response, peer).await? {
                     return Ok(());
                 }
             }
             Reply::RespondThenClose(response) => {
+                sent.increment(response.len() as u64 + 4);
                 respond(&mut write, &response, peer).await?;
                 return Ok(());
             }

@@ -9,6 +9,7 @@ use switchyard_backend_api::{MetadataCommand, MetadataError, Rejection};
 use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
+use crate::telemetry;
 
 /// Check every `replica.lag.time.max.ms / 2`, and whenever a fetch finds a follower that may
 /// join. Runs until aborted.
@@ -42,8 +43,20 @@ async fn check(broker: &Broker, lag: Duration) {
             leader: Some(broker.id()),
             isr: isr.clone(),
         };
+        let before = replica.insync().map(|(isr, _)| isr);
         match broker.propose(command).await {
-            Ok(_) => info!(topic, partition, isr = ?isr, "ISR changed"),
+            Ok(_) => {
+                match before {
+                    Some(before) if isr.len() < before => {
+                        metrics::counter!(telemetry::ISR_SHRINKS).increment(1);
+                    }
+                    Some(before) if isr.len() > before => {
+                        metrics::counter!(telemetry::ISR_EXPANDS).increment(1);
+                    }
+                    _ => {}
+                }
+                info!(topic, partition, isr = ?isr, "ISR changed");
+            }
             // The partition moved on, perhaps by this very change: it stays in flight until
             // the local view shows the newer partition epoch.
             Err(MetadataError::Rejected(Rejection::StalePartitionEpoch { .. })) => {

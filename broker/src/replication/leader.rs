@@ -129,6 +129,17 @@ impl Leadership {
         self.view.replicas.contains(&broker)
     }
 
+    /// How many replicas the partition has.
+    pub fn replica_count(&self) -> usize {
+        self.view.replicas.len()
+    }
+
+    /// Each follower and the log end offset of its last fetch in this leadership (`None`
+    /// until it fetched).
+    pub fn follower_offsets(&self) -> impl Iterator<Item = (BrokerId, Option<i64>)> + '_ {
+        self.followers.iter().map(|(id, p)| (*id, p.end_offset))
+    }
+
     /// The ISR as the metadata has it.
     pub fn isr_len(&self) -> usize {
         self.view.isr.len()
