@@ -376,7 +376,13 @@ pub fn install() -> Result<(), BuildError> {
     let handle = recorder.handle();
     if metrics::set_global_recorder(recorder).is_ok() {
         let _ = HANDLE.set(handle);
-        describe(METRICS.iter().filter(|m| !scrape::is_state(m.name)));
+        let events = || METRICS.iter().filter(|m| !scrape::is_state(m.name));
+        describe(events());
+        // Counters without labels exist from the start at 0, so that the first event shows
+        // in `increase()` and `rate()` (Prometheus ignores a series' first sample there).
+        for m in events().filter(|m| m.kind == Kind::Counter && m.labels.is_empty()) {
+            metrics::counter!(m.name).absolute(0);
+        }
     }
     Ok(())
 }
