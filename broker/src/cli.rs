@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, LogFormat, Overrides};
+use crate::ops::Format;
 
 /// Switchyard: a Kafka-compatible broker with a swappable metadata backend.
 #[derive(Debug, Parser)]
@@ -41,6 +42,21 @@ pub enum Command {
     /// Kafka listener, proving the cluster secret.
     #[command(subcommand)]
     Acl(AclCommand),
+    /// Create, list, describe, reconfigure, grow and delete topics of a running cluster, over
+    /// the Kafka protocol (like `rpk topic`).
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// List, describe, reset the offsets of and delete consumer groups of a running cluster,
+    /// over the Kafka protocol (like `rpk group`).
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Produce records to a topic: each line of standard input is one record's value. Prints
+    /// where they went. For quick checks; use a Kafka client for real work.
+    Produce(ProduceArgs),
+    /// Consume records of a topic and print them: values, one per line, or one JSON object
+    /// per record with --format json. Follows the topic until interrupted unless --num or
+    /// --until-end says when to stop.
+    Consume(ConsumeArgs),
     #[cfg(feature = "conformance")]
     /// Run seeded fault runs (partitions, delays, dropped traffic, crashes, power cuts) of every
     /// multi-node backend in this binary, check each against its declared guarantees, check that deliberately broken
@@ -251,6 +267,218 @@ pub struct TargetArgs {
     /// Deadline of each request, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 5_000)]
     pub timeout_ms: u64,
+}
+
+/// Output of the topic, group, produce and consume commands.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// `text` (aligned columns) or `json`.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `KEY=VALUE`, for configs.
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// `switchyard topic …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TopicCommand {
+    /// Create topics (CreateTopics).
+    Create {
+        /// Topic names.
+        #[arg(required = true)]
+        topics: Vec<String>,
+        /// Partitions of each.
+        #[arg(short, long, default_value_t = 1)]
+        partitions: i32,
+        /// Replicas of each partition; -1: the broker's default.replication.factor.
+        #[arg(short, long, default_value_t = -1, allow_negative_numbers = true)]
+        replicas: i16,
+        /// A topic config, KEY=VALUE (e.g. cleanup.policy=compact); repeat for more.
+        #[arg(short, long = "config", value_name = "KEY=VALUE", value_parser = key_value)]
+        configs: Vec<(String, String)>,
+        /// Where the cluster is.
+        #[command(flatten)]
+        target: TargetArgs,
+        /// How to print the result.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// List every topic with its partition count, replication factor and id (Metadata).
+    List {
+        /// Where the cluster is.
+        #[command(flatten)]
+        target: TargetArgs,
+        /// How to print the result.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Describe topics: every config with its source, and every partition's leader, leader
+    /// epoch, replicas, ISR, log start offset and high watermark.
+    Describe {
+        /// Topic names.
+        #[arg(required = true)]
+        topics: Vec<String>,
+        /// Where the cluster is.
+        #[command(flatten)]
+        target: TargetArgs,
+        /// How to print the result.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Set or delete configs of a topic; the others stay as they are (IncrementalAlterConfigs).
+    AlterConfig {
+        /// The topic.
+        topic: String,
+        /// Set a config, KEY=VALUE; repeat for more.
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = key_value)]
+        set: Vec<(String, String)>,
+        /// Delete a config (back to the broker's default); repeat for more.
+        #[arg(long = "delete", value_name = "KEY")]
+        delete: Vec<String>,
+        /// Where the cluster is.
+        #[command(flatten)]
+        target: TargetArgs,
+        /// How to print the result.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Add partitions to a topic (CreatePartitions). Keyed records of existing keys may map
+    /// to other partitions afterwards.
+    AddPartitions {
+        /// The topic.
+        topic: String,
+        /// How many partitions to add.
+        #[arg(short, long, value_name = "N")]
+        num: i32,
+        /// Where the cluster is.
+        #[command(flatten)]
+        target: TargetArgs,
+        /// How to print the result.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Delete topics and their data (DeleteTopics).
+    Delete {
+        /// Topic names.
+        #[arg(required = true)]
+        topics: Vec<String>,
+        /// Where the cluster is.
+        #[command(flatten)]
+        target: TargetArgs,
+        /// How to print the result.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+/// `switchyard group …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum GroupCommand {
+    /// List every group with its state and coordinator (ListGroups on every broker).
+    List {
+        /// Where the cluster is.
+        #[command(flatten)]
+        target: TargetArgs,
+        /// How to print the result.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Describe groups: state, members and their assignments, and per partition the
+    /// committed offset, log end offset and lag.
+    Describe {
+        /// Group ids.
+        #[arg(required = true)]
+        groups: Vec<String>,
+        /// Where the cluster is.
+        #[command(flatten)]
+        target: TargetArgs,
+        /// How to print the result.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Reset a group's committed offsets (the group must have no members: stop its
+    /// consumers first).
+    Seek {
+        /// The group.
+        group: String,
+        /// `start` (log start offsets), `end` (high watermarks) or an offset.
+        #[arg(long, value_name = "start|end|OFFSET")]
+        to: crate::ops::group::SeekTo,
+        /// Topics to reset (default: those the group has offsets for); repeat for more.
+        #[arg(long = "topic", value_name = "TOPIC")]
+        topics: Vec<String>,
+        /// Where the cluster is.
+        #[command(flatten)]
+        target: TargetArgs,
+        /// How to print the result.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Delete groups without members, with their committed offsets (DeleteGroups).
+    Delete {
+        /// Group ids.
+        #[arg(required = true)]
+        groups: Vec<String>,
+        /// Where the cluster is.
+        #[command(flatten)]
+        target: TargetArgs,
+        /// How to print the result.
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+/// `switchyard produce`.
+#[derive(Debug, Clone, Args)]
+pub struct ProduceArgs {
+    /// The topic.
+    pub topic: String,
+    /// The partition (default: by key as Kafka's partitioner does, else one at random).
+    #[arg(short, long)]
+    pub partition: Option<i32>,
+    /// The key of every record.
+    #[arg(short, long)]
+    pub key: Option<String>,
+    /// Acknowledgements to wait for: -1 (all in-sync replicas), 1 (the leader) or 0.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true, value_parser = clap::value_parser!(i16).range(-1..=1))]
+    pub acks: i16,
+    /// Where the cluster is.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// How to print the result.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `switchyard consume`.
+#[derive(Debug, Clone, Args)]
+pub struct ConsumeArgs {
+    /// The topic.
+    pub topic: String,
+    /// Partitions to read (default: all); repeat for more.
+    #[arg(short, long = "partition", value_name = "N")]
+    pub partitions: Vec<i32>,
+    /// Where to start: `start`, `end` or an offset.
+    #[arg(short, long, value_name = "start|end|OFFSET", default_value = "start")]
+    pub offset: crate::ops::records::StartAt,
+    /// Stop after this many records.
+    #[arg(short, long, value_name = "N")]
+    pub num: Option<usize>,
+    /// Stop at the high watermarks of when it started.
+    #[arg(long)]
+    pub until_end: bool,
+    /// Where the cluster is.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// How to print the result.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `switchyard user …`.

@@ -41,7 +41,11 @@
 //! - [`status`] — `switchyard cluster status`, over DescribeCluster and DescribeQuorum.
 //! - [`users`] — `switchyard user`: SCRAM credentials over AlterUserScramCredentials and
 //!   DescribeUserScramCredentials.
+//! - [`ops`] — `switchyard topic`, `group`, `produce`, `consume`: operator commands over the
+//!   Kafka protocol, answered by whichever broker must (leaders, coordinators).
 //! - [`acls`] — `switchyard acl`: ACL bindings over CreateAcls, DescribeAcls, DeleteAcls.
+//! - [`ops`] — `switchyard topic`, `group`, `produce`, `consume`: operator commands over the
+//!   Kafka protocol, each request answered by the broker that must (leaders, coordinators).
 //! - [`telemetry`] — metrics: the names, the process-wide recorder, the state read at each
 //!   scrape, and [`telemetry::Metered`], which times every backend's proposals alike.
 //! - [`admin`] — the admin HTTP listener: `/metrics`, `/health`, `/ready`.
@@ -69,6 +73,7 @@ pub mod group;
 pub mod kafka;
 pub mod leaders;
 pub mod liveness;
+pub mod ops;
 pub mod replicas;
 pub mod replication;
 pub mod serve;

@@ -7,9 +7,11 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use switchyard::backends;
 use switchyard::cli::{
-    AclArgs, AclCommand, Cli, ClusterCommand, Command, ServeArgs, TargetArgs, UserCommand,
+    AclArgs, AclCommand, Cli, ClusterCommand, Command, ConsumeArgs, GroupCommand, OutputArgs,
+    ProduceArgs, ServeArgs, TargetArgs, TopicCommand, UserCommand,
 };
 use switchyard::config::LogFormat;
+use switchyard::ops::{self, OpsError, Report};
 use switchyard_backend_api::{
     ClusterSecret, MembershipChange, MetadataError, NodeId, Principal, available_backends,
 };
@@ -38,6 +40,10 @@ fn main() -> ExitCode {
         ),
         Command::Cluster(ClusterCommand::Status { target }) => status(&target),
         Command::User(command) => user(command),
+        Command::Topic(command) => topic(command),
+        Command::Group(command) => group(command),
+        Command::Produce(args) => produce(&args),
+        Command::Consume(args) => consume(&args),
         Command::Acl(command) => acl(command),
         Command::Cluster(ClusterCommand::Promote { node, config }) => promote(node, &config),
         Command::Cluster(ClusterCommand::AddNode { node, addr, config }) => change_membership(
@@ -346,6 +352,170 @@ fn read_password(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     let password = text.lines().next().unwrap_or_default();
     anyhow::ensure!(!password.is_empty(), "the password is empty");
     Ok(password.as_bytes().to_vec())
+}
+
+/// Run one operator command against the cluster `target` describes and print its report as
+/// `output` says; an error when it failed, or when any of what it was asked failed.
+fn report<R: Report>(
+    target: &TargetArgs,
+    output: &OutputArgs,
+    what: &str,
+    run: impl AsyncFnOnce(&mut ops::Client) -> Result<R, OpsError>,
+) -> anyhow::Result<()> {
+    init_logging(LogFormat::Text);
+    let mut client = ops::Client::new(self::target(target)?);
+    let runtime = current_thread()?;
+    let report = runtime
+        .block_on(run(&mut client))
+        .with_context(|| what.to_owned())?;
+    std::io::stdout()
+        .lock()
+        .write_all(ops::render(&report, output.format).as_bytes())
+        .context("writing the report")?;
+    let failed = report.failures();
+    anyhow::ensure!(failed == 0, "{what}: {failed} failed");
+    Ok(())
+}
+
+fn topic(command: TopicCommand) -> anyhow::Result<()> {
+    use switchyard::ops::topic;
+    match command {
+        TopicCommand::Create {
+            topics,
+            partitions,
+            replicas,
+            configs,
+            target,
+            output,
+        } => report(&target, &output, "creating topics", async |c| {
+            topic::create(c, &topics, partitions, replicas, &configs).await
+        }),
+        TopicCommand::List { target, output } => {
+            report(&target, &output, "listing topics", topic::list)
+        }
+        TopicCommand::Describe {
+            topics,
+            target,
+            output,
+        } => report(&target, &output, "describing topics", async |c| {
+            topic::describe(c, &topics).await
+        }),
+        TopicCommand::AlterConfig {
+            topic: name,
+            set,
+            delete,
+            target,
+            output,
+        } => report(&target, &output, "altering topic configs", async |c| {
+            topic::alter_config(c, &name, &set, &delete).await
+        }),
+        TopicCommand::AddPartitions {
+            topic: name,
+            num,
+            target,
+            output,
+        } => report(&target, &output, "adding partitions", async |c| {
+            topic::add_partitions(c, &name, num).await
+        }),
+        TopicCommand::Delete {
+            topics,
+            target,
+            output,
+        } => report(&target, &output, "deleting topics", async |c| {
+            topic::delete(c, &topics).await
+        }),
+    }
+}
+
+fn group(command: GroupCommand) -> anyhow::Result<()> {
+    use switchyard::ops::group;
+    match command {
+        GroupCommand::List { target, output } => {
+            report(&target, &output, "listing groups", group::list)
+        }
+        GroupCommand::Describe {
+            groups,
+            target,
+            output,
+        } => report(&target, &output, "describing groups", async |c| {
+            group::describe(c, &groups).await
+        }),
+        GroupCommand::Seek {
+            group: id,
+            to,
+            topics,
+            target,
+            output,
+        } => report(&target, &output, "resetting group offsets", async |c| {
+            group::seek(c, &id, to, &topics).await
+        }),
+        GroupCommand::Delete {
+            groups,
+            target,
+            output,
+        } => report(&target, &output, "deleting groups", async |c| {
+            group::delete(c, &groups).await
+        }),
+    }
+}
+
+fn produce(args: &ProduceArgs) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    let values = std::io::stdin()
+        .lock()
+        .lines()
+        .map(|line| line.map(bytes::Bytes::from))
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading standard input")?;
+    anyhow::ensure!(
+        !values.is_empty(),
+        "nothing to produce: standard input is empty"
+    );
+    report(&args.target, &args.output, "producing", async |c| {
+        ops::records::produce(
+            c,
+            &args.topic,
+            args.partition,
+            args.key.as_deref(),
+            values,
+            args.acks,
+        )
+        .await
+    })
+}
+
+fn consume(args: &ConsumeArgs) -> anyhow::Result<()> {
+    init_logging(LogFormat::Text);
+    let mut client = ops::Client::new(target(&args.target)?);
+    let spec = ops::records::Consume {
+        topic: args.topic.clone(),
+        partitions: args.partitions.clone(),
+        start: args.offset,
+        max: args.num,
+        until_end: args.until_end,
+    };
+    let format = args.output.format;
+    let mut out = std::io::stdout().lock();
+    let mut failed = None;
+    let runtime = current_thread()?;
+    runtime
+        .block_on(ops::records::consume(&mut client, &spec, |record| {
+            if failed.is_some() {
+                return;
+            }
+            let line = match format {
+                ops::Format::Text => record.value.clone().unwrap_or_default(),
+                ops::Format::Json => serde_json::to_string(record).unwrap_or_default(),
+            };
+            if let Err(e) = writeln!(out, "{line}") {
+                failed = Some(e);
+            }
+        }))
+        .with_context(|| format!("consuming {}", args.topic))?;
+    match failed {
+        Some(e) => Err(e).context("writing records"),
+        None => out.flush().context("writing records"),
+    }
 }
 
 fn status(args: &TargetArgs) -> anyhow::Result<()> {
