@@ -1687,6 +1687,40 @@ mod tests {
     }
 
     #[test]
+    fn the_production_example_loads_and_the_guide_shows_it() {
+        const EXAMPLE: &str = include_str!("../../docs/deploy/switchyard.toml");
+        const UNIT: &str = include_str!("../../docs/deploy/switchyard.service");
+        let guide = include_str!("../../docs/OPERATIONS.md");
+        assert!(
+            guide.contains(EXAMPLE),
+            "docs/OPERATIONS.md lacks the example config"
+        );
+        assert!(
+            guide.contains(UNIT),
+            "docs/OPERATIONS.md lacks the systemd unit"
+        );
+        jailed(|jail| {
+            jail.create_file("switchyard.toml", EXAMPLE)?;
+            // The example's secret path, relative to the jail.
+            with_secret(jail)?;
+            let config =
+                load(Some("switchyard.toml"), &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(config.metadata_backend.as_deref(), Some("raft"));
+            assert_eq!(config.peers.len(), 3);
+            assert_eq!(config.cluster_addr(), Some("0.0.0.0:9093"));
+            assert_eq!(config.http_listen.as_deref(), Some("0.0.0.0:9644"));
+            assert_eq!(config.log_format, LogFormat::Json);
+            assert_eq!(config.kafka.min_insync_replicas, 2);
+            assert_eq!(config.kafka.default_replication_factor, 3);
+            assert_eq!(
+                config.listeners[config.inter_broker].advertise,
+                "broker-1.example.internal:9092"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn defaults_apply_when_nothing_is_configured() {
         jailed(|_| {
             let config = load(None, &Overrides::default()).map_err(|e| e.to_string())?;

@@ -150,9 +150,30 @@ struct Caught {
     report: Option<Report>,
 }
 
-/// Run the plan; return the Markdown report. `progress` is told of every finished run.
-pub async fn run(plan: &Plan, mut progress: impl FnMut(&Report)) -> anyhow::Result<String> {
+/// What [`run`] tells its caller as it goes.
+#[derive(Debug)]
+pub enum Step<'a> {
+    /// How many fault runs and broken-variant checks it will make.
+    Planned(u64),
+    /// A fault run finished.
+    Ran(&'a Report),
+    /// A broken variant was checked: the run that caught it, if one did.
+    Checked(Option<&'a Report>),
+}
+
+/// The broken variants every default-mode backend is checked with, and what they break.
+const FLAWS: [(Flaw, &str); 2] = [
+    (Flaw::AckBeforeCommit, "acknowledging before commit"),
+    (Flaw::StaleReads, "serving local reads as linearizable"),
+];
+
+/// Run the plan; return the Markdown report. `progress` is told the plan, then of every
+/// finished run and check.
+pub async fn run(plan: &Plan, mut progress: impl FnMut(Step<'_>)) -> anyhow::Result<String> {
     let subjects = subjects(plan)?;
+    let runs = subjects.len() as u64 * fault_kinds().len() as u64 * plan.seeds
+        + (subjects.iter().filter(|s| s.default_mode).count() * FLAWS.len()) as u64;
+    progress(Step::Planned(runs));
     let mut rows = Vec::new();
     for subject in &subjects {
         for (fault, faults) in fault_kinds() {
@@ -166,7 +187,7 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(&Report)) -> anyhow::Resu
                     faults,
                 };
                 let report = nemesis::run(&subject.harness, config).await?;
-                progress(&report);
+                progress(Step::Ran(&report));
                 reports.push(report);
             }
             rows.push(Row {
@@ -179,10 +200,7 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(&Report)) -> anyhow::Resu
     }
     let mut caught = Vec::new();
     for subject in subjects.iter().filter(|s| s.default_mode) {
-        for (flaw, what) in [
-            (Flaw::AckBeforeCommit, "acknowledging before commit"),
-            (Flaw::StaleReads, "serving local reads as linearizable"),
-        ] {
+        for (flaw, what) in FLAWS {
             let broken = BrokenHarness::new(subject.harness.clone(), flaw);
             let report = nemesis::first_failure(
                 &broken,
@@ -191,9 +209,7 @@ pub async fn run(plan: &Plan, mut progress: impl FnMut(&Report)) -> anyhow::Resu
                 plan.ops_per_client,
             )
             .await?;
-            if let Some(r) = &report {
-                progress(r);
-            }
+            progress(Step::Checked(report.as_ref()));
             caught.push(Caught {
                 variant: format!("{} {what}", subject.label),
                 report,

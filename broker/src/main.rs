@@ -141,7 +141,28 @@ fn conformance(
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let report = runtime.block_on(switchyard::conformance::run(&plan, |r| eprintln!("{r}")))?;
+    let bar = progress_bar(None, "fault runs");
+    let report = runtime.block_on(switchyard::conformance::run(&plan, |step| match step {
+        switchyard::conformance::Step::Planned(runs) => {
+            bar.set_length(runs);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} fault runs and checks, eta {eta}",
+            ) {
+                bar.set_style(style);
+            }
+        }
+        switchyard::conformance::Step::Ran(report) => {
+            bar.println(report.to_string());
+            bar.inc(1);
+        }
+        switchyard::conformance::Step::Checked(caught) => {
+            if let Some(report) = caught {
+                bar.println(report.to_string());
+            }
+            bar.inc(1);
+        }
+    }))?;
+    bar.finish_and_clear();
     match output {
         Some(path) => {
             std::fs::write(path, report).with_context(|| format!("writing {}", path.display()))?
@@ -354,6 +375,26 @@ fn read_password(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     Ok(password.as_bytes().to_vec())
 }
 
+/// A progress bar on standard error (hidden when it is not a terminal): of `total` when
+/// known, else a spinner with a count; `what` says what it counts.
+fn progress_bar(total: Option<u64>, what: &str) -> indicatif::ProgressBar {
+    let (bar, template) = match total {
+        Some(total) => (
+            indicatif::ProgressBar::new(total),
+            format!("{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {what} ({{per_sec}})"),
+        ),
+        None => (
+            indicatif::ProgressBar::new_spinner(),
+            format!("{{elapsed_precise}} {{spinner}} {{pos}} {what} ({{per_sec}})"),
+        ),
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    bar
+}
+
 /// Run one operator command against the cluster `target` describes and print its report as
 /// `output` says; an error when it failed, or when any of what it was asked failed.
 fn report<R: Report>(
@@ -471,7 +512,8 @@ fn produce(args: &ProduceArgs) -> anyhow::Result<()> {
         !values.is_empty(),
         "nothing to produce: standard input is empty"
     );
-    report(&args.target, &args.output, "producing", async |c| {
+    let bar = progress_bar(Some(values.len() as u64), "records produced");
+    let produced = report(&args.target, &args.output, "producing", async |c| {
         ops::records::produce(
             c,
             &args.topic,
@@ -479,9 +521,12 @@ fn produce(args: &ProduceArgs) -> anyhow::Result<()> {
             args.key.as_deref(),
             values,
             args.acks,
+            |n| bar.inc(n as u64),
         )
         .await
-    })
+    });
+    bar.finish_and_clear();
+    produced
 }
 
 fn consume(args: &ConsumeArgs) -> anyhow::Result<()> {
@@ -497,9 +542,11 @@ fn consume(args: &ConsumeArgs) -> anyhow::Result<()> {
     let format = args.output.format;
     let mut out = std::io::stdout().lock();
     let mut failed = None;
+    let bar = progress_bar(args.num.map(|n| n as u64), "records consumed");
     let runtime = current_thread()?;
     runtime
         .block_on(ops::records::consume(&mut client, &spec, |record| {
+            bar.inc(1);
             if failed.is_some() {
                 return;
             }
@@ -512,6 +559,7 @@ fn consume(args: &ConsumeArgs) -> anyhow::Result<()> {
             }
         }))
         .with_context(|| format!("consuming {}", args.topic))?;
+    bar.finish_and_clear();
     match failed {
         Some(e) => Err(e).context("writing records"),
         None => out.flush().context("writing records"),

@@ -16,13 +16,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import NewTopic
 
 from client_util import confluent_admin, wait_for
 from cluster_util import consume_all, metadata_leader, produce
-from conftest import reserve_port
+from conftest import reserve_port, switchyard_bin
 
 # How long a readiness change or a Prometheus query may take to show: an election on a
 # loaded CI machine, a few scrapes.
@@ -293,3 +294,17 @@ def test_prometheus_scrapes_a_three_node_cluster(cluster_factory, multi_backend,
                 continue
             assert len(line) <= MAX_LOG_LINE, f"node {i} logged {len(line)} chars: {line[:300]}"
 
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd on this machine")
+def test_the_systemd_unit_verifies(tmp_path):
+    unit = (Path(__file__).resolve().parents[2] / "docs" / "deploy" / "switchyard.service")
+    text = unit.read_text()
+    assert "ExecStart=/usr/local/bin/switchyard serve" in text
+    # The binary under test stands in for the installed one: verify checks it exists.
+    local = tmp_path / "switchyard.service"
+    local.write_text(text.replace("/usr/local/bin/switchyard", str(switchyard_bin())))
+    verified = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True,
+                              text=True, timeout=60)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "switchyard.service" not in verified.stdout + verified.stderr, verified.stderr

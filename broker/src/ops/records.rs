@@ -154,7 +154,8 @@ fn encode(key: Option<&Bytes>, values: &[Bytes]) -> Result<Bytes, OpsError> {
 }
 
 /// Append `values` to `topic` with `acks` (-1: all in-sync replicas), each with `key`, to
-/// `partition` or where Kafka's default partitioner puts them.
+/// `partition` or where Kafka's default partitioner puts them; `sent` hears how many records
+/// each acknowledged request carried.
 pub async fn produce(
     client: &mut Client,
     topic: &str,
@@ -162,6 +163,7 @@ pub async fn produce(
     key: Option<&str>,
     values: Vec<Bytes>,
     acks: i16,
+    mut sent: impl FnMut(usize),
 ) -> Result<Produced, OpsError> {
     let mut metadata = client.metadata(Some(&[topic.to_owned()])).await?;
     let count = i32::try_from(metadata.leaders(topic)?.len()).unwrap_or(i32::MAX);
@@ -198,6 +200,7 @@ pub async fn produce(
                     ]),
             ]);
         let base = send_produce(client, &mut metadata, topic, target, &request).await?;
+        sent(chunk.len());
         let last = base + i64::try_from(chunk.len()).unwrap_or(i64::MAX) - 1;
         match appended.as_mut() {
             Some(a) => {
