@@ -1705,7 +1705,8 @@ mod tests {
             with_secret(jail)?;
             let config =
                 load(Some("switchyard.toml"), &Overrides::default()).map_err(|e| e.to_string())?;
-            assert_eq!(config.metadata_backend.as_deref(), Some("raft"));
+            let backend = config.metadata_backend.clone().unwrap_or_default();
+            assert!(EXAMPLE.contains(&format!("metadata_backend = \"{backend}\"")));
             assert_eq!(config.peers.len(), 3);
             assert_eq!(config.cluster_addr(), Some("0.0.0.0:9093"));
             assert_eq!(config.http_listen.as_deref(), Some("0.0.0.0:9644"));

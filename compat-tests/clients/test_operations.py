@@ -246,6 +246,31 @@ def query(port: int, promql: str) -> list[dict]:
     return answer["data"]["result"]
 
 
+def check_dashboard(port: int) -> None:
+    """Every query of the Grafana dashboard is valid PromQL to a real Prometheus, names only
+    documented metrics, and most return data after a workload."""
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    dashboard = json.loads((docs / "grafana" / "switchyard.json").read_text())
+    documented = set(re.findall(r"^\| `(switchyard_[a-z_]+)` \|",
+                                (docs / "OPERATIONS.md").read_text(), re.M))
+    exprs = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = (target["expr"].replace("$__rate_interval", "15s")
+                    .replace('=~"$instance"', '=~".*"'))
+            for used in re.findall(r"switchyard_[a-z_]+", expr):
+                base = re.sub(r"_(bucket|sum|count)$", "", used)
+                assert base in documented, f"{panel['title']}: {used} is not documented"
+            exprs.append(expr)
+
+    def mostly_answered():
+        answered = sum(1 for expr in exprs if query(port, expr))
+        # Snapshots, rejected connections and errors may not happen in a short run; rates
+        # answer once two scrapes are in their window.
+        return answered >= 0.75 * len(exprs)
+    wait_for(mostly_answered, DEADLINE_S, "the dashboard's queries to answer", 1.0)
+
+
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="scripts/install-deps installs it")
 def test_prometheus_scrapes_a_three_node_cluster(cluster_factory, multi_backend, tmp_path):
     cluster = cluster_factory.start(http=True)
@@ -284,6 +309,7 @@ def test_prometheus_scrapes_a_three_node_cluster(cluster_factory, multi_backend,
                 lambda v: v == 300)
         for node in cluster.nodes.values():
             promtool_check(metrics(node.http_port))
+        check_dashboard(port)
     finally:
         prometheus.terminate()
         prometheus.wait(30)

@@ -278,7 +278,7 @@ pub const METRICS: &[Described] = &[
         name: switchyard_backend_api::telemetry::GROUP_COMMIT_COMMANDS,
         kind: Kind::Histogram,
         labels: &[],
-        help: "Metadata commands made durable by one write of the backend's log on its leader (WAL: per fdatasync; raft: per log entry).",
+        help: "Metadata commands made durable by one write of the backend's log on its leader (its group commit).",
     },
     Described {
         name: switchyard_backend_api::telemetry::SNAPSHOT_DURATION,
