@@ -125,32 +125,82 @@ fn main() {
     }
 }
 
+/// The run's progress: criterion prints each benchmark on standard output; this says on
+/// standard error which of the run's groups starts, how far the run is and for how long it
+/// has been going (a live bar would be torn by criterion's own lines).
+struct Progress {
+    bar: indicatif::ProgressBar,
+}
+
+impl Progress {
+    /// The groups of a whole run: as many as `run` starts (checked when it ends).
+    const GROUPS: u64 = 11;
+
+    fn new() -> Self {
+        Self {
+            bar: indicatif::ProgressBar::with_draw_target(
+                Some(Self::GROUPS),
+                indicatif::ProgressDrawTarget::hidden(),
+            ),
+        }
+    }
+
+    fn start(&self, group: &str) {
+        self.bar.inc(1);
+        eprintln!(
+            "[{}/{}] {group} ({} since the start)",
+            self.bar.position(),
+            Self::GROUPS,
+            indicatif::HumanDuration(self.bar.elapsed())
+        );
+    }
+}
+
 fn run(criterion: &mut Criterion, settings: &Settings) -> anyhow::Result<()> {
     let rt = runtime()?;
     let backends = available_backends();
     let names: Vec<_> = backends.iter().map(|r| r.name).collect();
     eprintln!("backends linked: {names:?}; {settings:?}");
+    let progress = Progress::new();
+    progress.start("floors: fsync, loopback, sequential writes");
     floors(criterion, &rt)?;
+    progress.start("propose, one node");
     propose(criterion, &rt, &backends, 1)?;
     let clustered: Vec<_> = backends
         .iter()
         .copied()
         .filter(|r| r.guarantees.multi_node)
         .collect();
+    progress.start("propose, three nodes");
     propose(criterion, &rt, &clustered, 3)?;
+    progress.start("reads, one node");
     read(criterion, &rt, &backends, 1)?;
+    progress.start("reads, three nodes");
     read(criterion, &rt, &clustered, 3)?;
+    progress.start("Kafka requests, one node");
     kafka(criterion, &rt, &backends, 1)?;
+    progress.start("Kafka requests, three nodes");
     kafka(criterion, &rt, &clustered, 3)?;
+    progress.start("compaction");
     compaction(criterion)?;
+    progress.start("failover");
     failovers(criterion, &rt, &clustered)?;
     let durable: Vec<_> = backends
         .iter()
         .copied()
         .filter(|r| r.guarantees.survives_restart())
         .collect();
+    progress.start("recovery");
     recovery(criterion, &rt, &durable, settings.recovery_entries)?;
+    progress.start("floors again");
     fsync_floors(criterion, "floor_after")?;
+    progress.bar.finish();
+    debug_assert_eq!(progress.bar.position(), Progress::GROUPS);
+    eprintln!(
+        "[done] {} groups in {}",
+        progress.bar.position(),
+        indicatif::HumanDuration(progress.bar.elapsed())
+    );
     Ok(())
 }
 

@@ -20,8 +20,8 @@ Fixtures
 Environment
 - `SWITCHYARD_BIN`: the binary (default `$CARGO_TARGET_DIR/debug/switchyard`, else
   `$HOME/.cache/switchyard-target/debug/switchyard`).
-- `SWITCHYARD_TEST_RUST_LOG`: the brokers' `RUST_LOG` (default `info`; readiness is detected from
-  info-level lines, so keep `info` in it).
+- `SWITCHYARD_TEST_RUST_LOG`: the brokers' `RUST_LOG` (default: unset, the broker's own filter;
+  readiness is detected from info-level lines, so keep `info` in it).
 
 A failing test gets the log lines its brokers wrote during the test attached to its report, with
 the full log's path.

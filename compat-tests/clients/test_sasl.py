@@ -133,6 +133,26 @@ def test_scram_sha_512_clients_produce_consume_in_a_group_and_administer(sasl_br
     assert b"from-kafka-python" in seen and len(seen) == 21
 
 
+def test_the_topic_and_record_commands_prove_the_cluster_secret(sasl_broker, topic_name):
+    broker, secret = sasl_broker
+    created = user_command(secret, broker.bootstrap, "create", topic_name, "-p", "1",
+                           command="topic")
+    assert created.returncode == 0 and " OK" in created.stdout, created.stderr
+    records = [str(switchyard_bin()), "--bootstrap", broker.bootstrap,
+               "--cluster-secret-file", str(secret)]
+    produced = subprocess.run([records[0], "produce", topic_name, *records[1:]],
+                              input="a\nb\n", capture_output=True, text=True, timeout=60)
+    assert produced.returncode == 0, produced.stderr
+    consumed = subprocess.run([records[0], "consume", topic_name, "--until-end", *records[1:]],
+                              capture_output=True, text=True, timeout=60)
+    assert consumed.stdout.splitlines() == ["a", "b"], consumed.stderr
+    # Without the secret the listener takes nothing.
+    anonymous = subprocess.run(
+        [str(switchyard_bin()), "topic", "list", "--bootstrap", broker.bootstrap],
+        capture_output=True, text=True, timeout=60)
+    assert anonymous.returncode != 0 and topic_name not in anonymous.stdout
+
+
 def test_plain_and_scram_sha_256_check_the_same_stored_credentials(sasl_broker, topic_name):
     broker, secret = sasl_broker
     create_user(secret, broker.bootstrap, "bob", "bob-secret", mechanism="SCRAM-SHA-256")

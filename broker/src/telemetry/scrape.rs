@@ -57,6 +57,9 @@ pub(super) const METADATA_APPLY_LAG: &str = "switchyard_metadata_apply_lag_entri
 /// Each follower's lag on the leader.
 pub(super) const METADATA_FOLLOWER_LAG: &str = "switchyard_metadata_follower_lag_entries";
 
+/// How long a scrape waits for the backend's [`progress`](switchyard_backend_api::MetadataBackend::progress).
+const PROGRESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 const STATE: &[&str] = &[
     PARTITION_LOG_END_OFFSET,
     PARTITION_HIGH_WATERMARK,
@@ -93,7 +96,11 @@ pub(super) fn is_state(name: &str) -> bool {
 /// process) followed by the state of `broker` and its backend now, in the Prometheus text
 /// format.
 pub async fn render(broker: &Broker) -> String {
-    let progress = broker.backend().progress().await;
+    // A backend too busy to say within the deadline leaves its indexes out of this scrape
+    // rather than holding the scrape (and Prometheus) up.
+    let progress = tokio::time::timeout(PROGRESS_TIMEOUT, broker.backend().progress())
+        .await
+        .ok();
     let recorder = match builder() {
         Ok(builder) => builder.build_recorder(),
         Err(error) => {
@@ -103,7 +110,7 @@ pub async fn render(broker: &Broker) -> String {
     };
     metrics::with_local_recorder(&recorder, || {
         describe(METRICS.iter().filter(|m| is_state(m.name)));
-        record_backend(broker, &progress);
+        record_backend(broker, progress.as_ref());
         let hw = record_partitions(broker);
         record_groups(broker, &hw);
     });
@@ -112,7 +119,7 @@ pub async fn render(broker: &Broker) -> String {
     out
 }
 
-fn record_backend(broker: &Broker, progress: &switchyard_backend_api::ReplicationProgress) {
+fn record_backend(broker: &Broker, progress: Option<&switchyard_backend_api::ReplicationProgress>) {
     let backend = broker.backend();
     let view = backend.cluster().borrow().clone();
     gauge!(METADATA_INFO, "backend" => backend.name(), "node" => view.node.to_string()).set(1.0);
@@ -128,6 +135,9 @@ fn record_backend(broker: &Broker, progress: &switchyard_backend_api::Replicatio
     }
     gauge!(METADATA_EPOCH).set(view.epoch as f64);
     gauge!(METADATA_READY).set(f64::from(u8::from(view.is_ready())));
+    let Some(progress) = progress else {
+        return;
+    };
     gauge!(METADATA_LAST_INDEX).set(progress.last_index as f64);
     gauge!(METADATA_COMMITTED_INDEX).set(progress.committed as f64);
     gauge!(METADATA_APPLIED_INDEX).set(progress.applied as f64);
