@@ -150,8 +150,9 @@ def test_group_commands(broker):
             m = consumer.poll(1.0)
             if m is not None and m.error() is None:
                 got.append(m)
-            return len(got) >= 25
-        wait_for(read, RECOVERY_S, "25 records", 0)
+            # Both partitions read from, so the commit holds a position for each.
+            return len(got) >= 25 and {m.partition() for m in got} == {0, 1}
+        wait_for(read, RECOVERY_S, "25 records from both partitions", 0)
         consumer.commit(asynchronous=False)
         committed = {p.partition: p.offset for p in consumer.committed(
             consumer.assignment(), timeout=15)}

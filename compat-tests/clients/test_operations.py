@@ -107,6 +107,12 @@ def test_one_node_health_ready_and_metrics(backend, broker_factory):
     produce(broker.bootstrap, topic, 25)
     assert len(consume_all(broker.bootstrap, topic, 25, group)) == 25
 
+    # The coordinator applies the consumer's leave asynchronously (a metadata write ends the
+    # generation); the scrape shows it once applied.
+    def group_empty():
+        return value(metrics(port), "switchyard_group_state", group=group, state="Empty") == 1
+    wait_for(group_empty, DEADLINE_S, f"{group} Empty in /metrics", 0.1)
+
     text = metrics(port)
     promtool_check(text)
     assert value(text, "switchyard_metadata_info", backend=backend.name, node=1) == 1
