@@ -180,7 +180,7 @@ def test_group_commands(broker):
 
     def empty():
         return cli_json(bootstrap, "group", "describe", group)[0]["state"] == "Empty"
-    # The coordinator applies the leave asynchronously; nothing reports it to another client.
+    # A client's close need not wait for its LeaveGroup's answer; nothing reports it to another.
     wait_for(empty, RECOVERY_S, f"{group} empty after its consumer left", 0.2)
     moved = cli_json(bootstrap, "group", "seek", group, "--to", "start")
     assert {(m["partition"], m["to"]) for m in moved["partitions"]} == {(0, 0), (1, 0)}

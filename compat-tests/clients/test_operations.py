@@ -107,8 +107,8 @@ def test_one_node_health_ready_and_metrics(backend, broker_factory):
     produce(broker.bootstrap, topic, 25)
     assert len(consume_all(broker.bootstrap, topic, 25, group)) == 25
 
-    # The coordinator applies the consumer's leave asynchronously (a metadata write ends the
-    # generation); the scrape shows it once applied.
+    # The coordinator answers the last member's LeaveGroup once the group is Empty; polled, as
+    # a client's close need not wait for that answer and nothing else reports it.
     def group_empty():
         return value(metrics(port), "switchyard_group_state", group=group, state="Empty") == 1
     wait_for(group_empty, DEADLINE_S, f"{group} Empty in /metrics", 0.1)

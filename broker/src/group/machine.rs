@@ -381,6 +381,9 @@ enum InFlight {
         leader: Option<String>,
         /// The members as the leader's JoinGroup lists them.
         listed: Vec<(String, Option<String>, Bytes)>,
+        /// The LeaveGroup of the group's last member, answered once the group is empty (as
+        /// Kafka's is: a DescribeGroups or DeleteGroups after it finds the group Empty).
+        leave: Option<(RequestId, Reply)>,
     },
     /// `SetGroupAssignment`, from the leader's SyncGroup.
     Assignment {
@@ -856,9 +859,10 @@ impl Machine {
                     self.deleting.insert(g.id.clone());
                     Some((request, Reply::Delete(Some(error))))
                 }
-                InFlight::Generation { .. } => {
+                InFlight::Generation { leave, .. } => {
                     self.proposals.remove(&proposal);
-                    None
+                    // The members left; only the empty generation did not reach the metadata.
+                    leave
                 }
                 InFlight::StaticRejoin { request, join, .. } => {
                     self.proposals.remove(&proposal);
@@ -1218,6 +1222,7 @@ impl Group {
             protocol,
             leader,
             listed,
+            leave: None,
         };
         self.in_flight = Some((proposal, in_flight));
     }
@@ -1235,35 +1240,41 @@ impl Group {
                 protocol,
                 leader,
                 listed,
-            }) => match result {
-                Ok(Outcome::GenerationStarted { generation }) => {
-                    self.generation_started(
-                        cx,
-                        generation,
-                        protocol_type,
-                        protocol,
-                        leader,
-                        listed,
-                    );
-                }
-                other => {
-                    warn!(group = %self.id, result = ?other, "starting a generation failed");
-                    let error = match &other {
-                        Err(e) => group_error(e),
-                        Ok(_) => ResponseError::UnknownServerError,
-                    };
-                    // Re-read the durable generation so the next attempt proposes from it.
-                    // Members stay known so their next join is accepted.
-                    self.generation = stored_generation(state, &self.id);
-                    self.phase = Phase::Empty;
-                    for (id, join) in std::mem::take(&mut self.joins) {
-                        if let Some(request) = join.request {
-                            cx.reply(request, Reply::Join(JoinResult::error(error, id)));
-                        }
+                leave,
+            }) => {
+                match result {
+                    Ok(Outcome::GenerationStarted { generation }) => {
+                        self.generation_started(
+                            cx,
+                            generation,
+                            protocol_type,
+                            protocol,
+                            leader,
+                            listed,
+                        );
                     }
-                    debug!(group = %self.id, "join phase abandoned");
+                    other => {
+                        warn!(group = %self.id, result = ?other, "starting a generation failed");
+                        let error = match &other {
+                            Err(e) => group_error(e),
+                            Ok(_) => ResponseError::UnknownServerError,
+                        };
+                        // Re-read the durable generation so the next attempt proposes from it.
+                        // Members stay known so their next join is accepted.
+                        self.generation = stored_generation(state, &self.id);
+                        self.phase = Phase::Empty;
+                        for (id, join) in std::mem::take(&mut self.joins) {
+                            if let Some(request) = join.request {
+                                cx.reply(request, Reply::Join(JoinResult::error(error, id)));
+                            }
+                        }
+                        debug!(group = %self.id, "join phase abandoned");
+                    }
                 }
-            },
+                if let Some((request, reply)) = leave {
+                    cx.reply(request, reply);
+                }
+            }
             Some(InFlight::Assignment {
                 request,
                 member_id,
@@ -1528,9 +1539,9 @@ impl Group {
                 results.push((asked, Some(ResponseError::UnknownMemberId)));
             }
         }
-        cx.reply(request, Reply::Leave(results));
+        let reply = Reply::Leave(results);
         if !removed {
-            return;
+            return cx.reply(request, reply);
         }
         if self.phase == Phase::PreparingRebalance {
             if self.joins.len() == self.members.len() && !self.initial_delay {
@@ -1542,6 +1553,12 @@ impl Group {
                 self.initial_delay = false;
                 self.complete_join(cx);
             }
+        }
+        match &mut self.in_flight {
+            Some((_, InFlight::Generation { leave, .. })) if self.members.is_empty() => {
+                *leave = Some((request, reply));
+            }
+            _ => cx.reply(request, reply),
         }
     }
 
