@@ -180,6 +180,7 @@ mod tests {
             guarantees,
             modes: &[],
             admin: Admin::NONE,
+            storage: None,
             open: never_opened,
         }
     }

@@ -67,7 +67,7 @@ pub use guarantees::{Durability, Failover, Guarantees, LossWindow, ReadConsisten
 pub use ids::{BrokerId, ClusterId, GroupId, LogIndex, MemberId, NodeId, ProducerId, TopicId};
 pub use registry::{
     Admin, AdminContext, AdminFuture, Mode, NodeIdentity, OpenContext, OpenFuture, Registration,
-    available_backends, find_backend, open_backend,
+    Storage, StoredState, available_backends, find_backend, open_backend,
 };
 pub use state::{
     Broker, BrokerEndpoint, CommittedOffset, Configs, Group, GroupMember, MetadataState, OffsetKey,

@@ -39,6 +39,7 @@ inventory::submit! {
         guarantees: GUARANTEES,
         modes: &[],
         admin: Admin::NONE,
+        storage: None,
         open,
     }
 }

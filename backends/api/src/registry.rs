@@ -7,14 +7,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 
 use figment::Figment;
 
 use crate::auth::{ClusterCredentials, MAKE_A_SECRET};
-use crate::backend::{ClusterView, MembershipChange, MetadataBackend};
+use crate::backend::{ClusterView, MembershipChange, MetadataBackend, StateView};
 use crate::error::MetadataError;
 use crate::guarantees::Guarantees;
 use crate::ids::NodeId;
@@ -155,6 +155,46 @@ impl fmt::Debug for Admin {
     }
 }
 
+/// What a stopped node's data directory holds: the state it recovers on open and the epoch
+/// (Raft term, WAL epoch) of the last entry that state includes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredState {
+    /// The state and the metadata index it was applied up to.
+    pub view: StateView,
+    /// The epoch of the last entry `view` includes; 0 before any.
+    pub epoch: u64,
+}
+
+/// Offline access to a node's metadata in its data directory, for `switchyard metadata
+/// export` and `import`: a backend switch moves the state between two backends' formats. The
+/// node is stopped; the functions block (call them off an async runtime's workers).
+///
+/// ### To ensure correctness:
+/// - `read` returns exactly the state the backend's `open` would recover from `dir` and apply
+///   (a committed prefix of the cluster's log), never an entry `open` would discard.
+/// - After `init`, `open` on `dir` with the same node identity recovers `view` (same
+///   `applied_index`) and serves it, without any other node's help; a cluster whose every
+///   node was initialised from the same view elects a leader as a new cluster would, and its
+///   next entry is `view.applied_index + 1`.
+/// - `init` refuses a `dir` for which `holds` is true, and writes nothing then.
+#[derive(Clone, Copy)]
+pub struct Storage {
+    /// Whether `dir` (the directory [`OpenContext::data_dir`] names) holds this backend's
+    /// metadata.
+    pub holds: fn(&Path) -> Result<bool, MetadataError>,
+    /// The state a stopped node would recover from `dir`.
+    pub read: fn(&Path) -> Result<StoredState, MetadataError>,
+    /// Initialise `dir` so that `node` (and, when the same view is given to each, every node of
+    /// its cluster) opens at `view`.
+    pub init: fn(&Path, &NodeIdentity, &StateView) -> Result<(), MetadataError>,
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Storage")
+    }
+}
+
 /// One way to run a backend that promises something different from its default: a setting of
 /// its own configuration table and the guarantees the backend declares under it. The
 /// conformance run checks each mode against its own declaration.
@@ -180,6 +220,9 @@ pub struct Registration {
     pub modes: &'static [Mode],
     /// Administration from the command line.
     pub admin: Admin,
+    /// Offline access to a stopped node's metadata; `None` for a backend that keeps none on
+    /// disk.
+    pub storage: Option<Storage>,
     /// Open (or create) the backend. Returns without waiting for any quorum: readiness is
     /// observed through [`MetadataBackend::cluster`].
     pub open: fn(OpenContext) -> OpenFuture,
@@ -192,6 +235,7 @@ impl fmt::Debug for Registration {
             .field("guarantees", &self.guarantees)
             .field("modes", &self.modes)
             .field("admin", &self.admin)
+            .field("storage", &self.storage.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -109,7 +109,10 @@ pub fn cluster_members(context: &OpenContext) -> Result<BTreeMap<NodeId, String>
     Ok(members)
 }
 
-fn recover(dir: &Path, segment_bytes: u64) -> Result<(Option<Snapshot>, Recovered), MetadataError> {
+pub(crate) fn recover(
+    dir: &Path,
+    segment_bytes: u64,
+) -> Result<(Option<Snapshot>, Recovered), MetadataError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| MetadataError::Storage(format!("{}: {e}", dir.display())))?;
     let snapshot = snapshot::load_latest(dir)?.map(|(snapshot, _)| snapshot);

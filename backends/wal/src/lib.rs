@@ -14,6 +14,8 @@
 //! - `log.rs` — the log: recovery (torn-tail truncation, corruption errors), append, roll,
 //!   fsync, compaction, reset.
 //! - `snapshot.rs` — snapshot files, written atomically.
+//! - `storage.rs` — offline access to a stopped node's log: the state it recovers, a new log
+//!   starting from a given state (`switchyard metadata export` / `import`).
 //! - `term.rs` — the persisted epoch and its primary.
 //! - `membership.rs` — adding and removing nodes online (static roles), the persisted
 //!   members, the admin client [`request_membership_change`].
@@ -65,6 +67,7 @@ mod replication;
 mod sealed;
 mod segment;
 mod snapshot;
+pub mod storage;
 mod term;
 mod writer;
 
@@ -129,6 +132,7 @@ inventory::submit! {
             promote: Some(promote),
             change_membership: Some(change_membership),
         },
+        storage: Some(storage::STORAGE),
         open,
     }
 }
