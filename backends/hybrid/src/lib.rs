@@ -17,6 +17,8 @@
 //! - `store.rs` — [`RocksLog`]: the Raft log, hard state, conf state and applied group state
 //!   in RocksDB (column families `raft_log`, `raft_meta`), bootstrap of a founding node, and
 //!   snapshots that carry the group state to nodes that join later.
+//! - `storage.rs` — offline access to a stopped node's metadata (the WAL's), for
+//!   `switchyard metadata export` / `import`.
 //! - `runner.rs` — [`Runner`]: the one tokio task per node that ticks, steps, proposes and runs
 //!   the Ready rounds, publishing a [`GroupView`].
 //! - `transport.rs` — traffic between nodes on the WAL's cluster address: raft-rs messages and
@@ -41,6 +43,7 @@ mod group;
 mod runner;
 #[cfg(test)]
 mod sim;
+mod storage;
 mod store;
 mod transport;
 
@@ -88,6 +91,7 @@ inventory::submit! {
             promote: None,
             change_membership: Some(change_membership),
         },
+        storage: Some(storage::STORAGE),
         open,
     }
 }

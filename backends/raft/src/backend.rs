@@ -13,8 +13,8 @@ use openraft::{ChangeMembers, RaftMetrics, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use switchyard_backend_api::{
     AppliedState, ChangeStream, ClusterMember, ClusterView, Guarantees, LogIndex, MembershipChange,
-    MetadataBackend, MetadataCommand, MetadataError, NodeId, OpenContext, Outcome, PowerCut,
-    Proposed, Readiness, Rejection, ReplicationProgress, Role, StateView,
+    MetadataBackend, MetadataCommand, MetadataError, NodeId, NodeIdentity, OpenContext, Outcome,
+    PowerCut, Proposed, Readiness, Rejection, ReplicationProgress, Role, StateView,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -77,9 +77,10 @@ pub(crate) fn timeout_error(what: &str, after: Duration) -> MetadataError {
     }
 }
 
-/// Every node of the cluster → its address, this one included.
-fn members(context: &OpenContext) -> Result<BTreeMap<u64, String>, MetadataError> {
-    let identity = &context.node;
+/// Every node of the cluster → its address, this one included: the configured peers, with
+/// this node at its own cluster address (the address it listens on); a node without peers is
+/// the only member.
+pub(crate) fn members(identity: &NodeIdentity) -> Result<BTreeMap<u64, String>, MetadataError> {
     let mut members: BTreeMap<u64, String> = identity
         .peers
         .iter()
@@ -140,7 +141,7 @@ impl RaftBackend {
     /// designates initializes the cluster in the background.
     pub async fn open(context: OpenContext) -> Result<Self, MetadataError> {
         let config = RaftConfig::from_figment(&context.config)?;
-        let members = members(&context)?;
+        let members = members(&context.node)?;
         let me = context.node.id.0;
         let dir = context.data_dir.join("raft");
         std::fs::create_dir_all(&dir).map_err(|e| storage(format!("{}: {e}", dir.display())))?;

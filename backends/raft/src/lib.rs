@@ -17,6 +17,8 @@
 //!   RPCs, forwarded proposals and read-index requests.
 //! - `backend.rs` — [`RaftBackend`]: open, bootstrap, propose (forwarding), linearizable reads,
 //!   membership changes, readiness, shutdown.
+//! - `storage.rs` — [`storage::STORAGE`]: a stopped node's store read and initialised offline
+//!   (`switchyard metadata export` / `import`).
 //!
 //! # Invariants
 //! - Opening never waits on consensus: openraft starts, and readiness is observed through
@@ -32,6 +34,7 @@ mod backend;
 mod config;
 mod network;
 mod proposals;
+pub mod storage;
 mod store;
 mod types;
 
@@ -71,6 +74,7 @@ inventory::submit! {
             promote: None,
             change_membership: Some(change_membership),
         },
+        storage: Some(storage::STORAGE),
         open,
     }
 }

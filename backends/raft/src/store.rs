@@ -120,6 +120,17 @@ impl fmt::Debug for Db {
     }
 }
 
+/// How [`Db::open_blocking`] opens a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Read and write; create the database if it is missing.
+    Create,
+    /// Read and write an existing database; a missing one is an error.
+    Existing,
+    /// Read an existing database; write nothing.
+    ReadOnly,
+}
+
 /// Whether a write returns only once it is on disk.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Fsync {
@@ -137,12 +148,47 @@ impl Db {
     /// still closing on it (`switchyard_rocksdb::open_retrying`).
     pub(crate) async fn open(dir: &Path, lock_wait: Duration) -> Result<Self, String> {
         let dir = dir.to_owned();
-        let db = switchyard_rocksdb::open_retrying(lock_wait, move || Self::open_now(&dir))
-            .await
-            .map_err(rocksdb::Error::into_string)?;
+        let db = switchyard_rocksdb::open_retrying(lock_wait, move || {
+            Self::open_now(&dir, Access::Create)
+        })
+        .await
+        .map_err(rocksdb::Error::into_string)?;
         // Everything recovered is on disk.
         db.mark_synced().map_err(|e| e.to_string())?;
         Ok(db)
+    }
+
+    /// [`Self::open`] for a caller that may block (a stopped node's directory, read or
+    /// initialised offline), with the same retries, on this thread; `access` says whether a
+    /// missing database is created, and whether the database is opened read-only.
+    pub(crate) fn open_blocking(
+        dir: &Path,
+        access: Access,
+        lock_wait: Duration,
+    ) -> Result<Self, String> {
+        let deadline = std::time::Instant::now() + lock_wait;
+        let mut pause = Duration::from_millis(5);
+        let db = loop {
+            match Self::open_now(dir, access) {
+                Err(e)
+                    if switchyard_rocksdb::is_lock_held(&e)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                opened => break opened.map_err(rocksdb::Error::into_string)?,
+            }
+        };
+        if access != Access::ReadOnly {
+            db.mark_synced().map_err(|e| e.to_string())?;
+        }
+        Ok(db)
+    }
+
+    /// Whether `dir` holds a RocksDB database (its `CURRENT` file), without opening it.
+    pub(crate) fn exists(dir: &Path) -> io::Result<bool> {
+        dir.join("CURRENT").try_exists()
     }
 
     /// RocksDB's write-ahead log is flushed by hand: a write sits in RocksDB's buffer until
@@ -150,9 +196,13 @@ impl Db {
     /// buffer is exactly what a power cut can lose. Closing writes the buffer out without
     /// flushing memtables (recovery replays the log), and recovery stops at a torn or
     /// corrupt tail ("point in time").
-    fn open_now(dir: &Path) -> Result<Self, rocksdb::Error> {
+    ///
+    /// A read-only handle ([`Access::ReadOnly`]) replays the log into memory and writes
+    /// nothing, not even on close; it takes no lock, so it opens while another handle is
+    /// open. Close it by dropping it ([`Self::close`] would sync a log it cannot write).
+    fn open_now(dir: &Path, access: Access) -> Result<Self, rocksdb::Error> {
         let mut base = Options::default();
-        base.create_if_missing(true);
+        base.create_if_missing(access == Access::Create);
         base.create_missing_column_families(true);
         base.set_manual_wal_flush(true);
         base.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
@@ -160,7 +210,10 @@ impl Db {
         let families = [CF_LOG, CF_META, CF_SM]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-        let db = DB::open_cf_descriptors(&options, dir, families)?;
+        let db = match access {
+            Access::ReadOnly => DB::open_cf_descriptors_read_only(&options, dir, families, false)?,
+            Access::Create | Access::Existing => DB::open_cf_descriptors(&options, dir, families)?,
+        };
         Ok(Self {
             shared: Arc::new(Shared {
                 dir: dir.to_path_buf(),
@@ -297,6 +350,49 @@ impl Db {
             Ok(snapshot.is_some() || first.is_some())
         })?;
         Ok(vote.is_none() && purged.is_none() && !written)
+    }
+
+    /// Start a store that was never written ([`Self::is_pristine`]) from `snapshot`, with its
+    /// log purged right behind it and committed up to it (where a node is after openraft
+    /// compacted its log): the snapshot, `purged` and `committed` in one synced batch, no
+    /// vote, no entry. The snapshot's meta must name its last log id.
+    pub(crate) fn start_from_snapshot(
+        &self,
+        meta: &SnapshotMeta<u64, Node>,
+        data: &[u8],
+    ) -> StoreResult<()> {
+        let last = meta
+            .last_log_id
+            .ok_or_else(|| write_err("a starting snapshot needs a last log id"))?;
+        let snapshot = encode(&(meta, data))?;
+        let purged = encode(&last)?;
+        let committed = encode(&Some(last))?;
+        self.write(Fsync::Now, |db, batch| {
+            batch.put_cf(cf(db, CF_SM)?, KEY_SNAPSHOT, snapshot);
+            let meta = cf(db, CF_META)?;
+            batch.put_cf(meta, KEY_PURGED, purged);
+            batch.put_cf(meta, KEY_COMMITTED, committed);
+            Ok(())
+        })
+    }
+
+    /// Write `entries` into the log and `committed` as the commit index, synced: a log shaped
+    /// by hand, for tests of what recovery applies.
+    #[cfg(test)]
+    pub(crate) fn write_log(
+        &self,
+        entries: &[Entry<TypeConfig>],
+        committed: Option<LogId<u64>>,
+    ) -> StoreResult<()> {
+        let committed = encode(&committed)?;
+        self.write(Fsync::Now, |db, batch| {
+            let log = cf(db, CF_LOG)?;
+            for entry in entries {
+                batch.put_cf(log, log_key(entry.log_id.index), encode(entry)?);
+            }
+            batch.put_cf(cf(db, CF_META)?, KEY_COMMITTED, committed);
+            Ok(())
+        })
     }
 
     fn entries<RB: RangeBounds<u64>>(&self, range: RB) -> StoreResult<Vec<Entry<TypeConfig>>> {
