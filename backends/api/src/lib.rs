@@ -16,7 +16,9 @@
 //! - `guarantees.rs` — [`Guarantees`], what a backend declares.
 //! - `backend.rs` — the [`MetadataBackend`] trait, [`StateView`], [`ClusterView`].
 //! - `applied.rs` — [`AppliedState`], the apply/publish/notify machinery every backend shares.
-//! - `registry.rs` — [`Registration`], `inventory` collection, [`open_backend`].
+//! - `registry.rs` — [`Registration`], `inventory` collection, [`open_backend`]; [`Storage`],
+//!   offline access to a stopped node's metadata.
+//! - `export.rs` — the metadata export file (`switchyard metadata export` / `import`).
 //! - `memory.rs` — the in-memory reference backend, registered as `memory`.
 //! - `security.rs` — SCRAM credentials and ACL bindings: their types, the filter that matches
 //!   bindings, and how apply changes them.
@@ -38,6 +40,7 @@ mod backend;
 pub mod codec;
 mod command;
 mod error;
+pub mod export;
 mod guarantees;
 mod ids;
 pub mod memory;

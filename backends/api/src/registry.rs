@@ -172,11 +172,12 @@ pub struct StoredState {
 /// ### To ensure correctness:
 /// - `read` returns exactly the state the backend's `open` would recover from `dir` and apply
 ///   (a committed prefix of the cluster's log), never an entry `open` would discard.
-/// - After `init`, `open` on `dir` with the same node identity recovers `view` (same
-///   `applied_index`) and serves it, without any other node's help; a cluster whose every
-///   node was initialised from the same view elects a leader as a new cluster would, and its
-///   next entry is `view.applied_index + 1`.
-/// - `init` refuses a `dir` for which `holds` is true, and writes nothing then.
+/// - After `init`, `open` with the same context recovers the given view (same
+///   `applied_index`) without any other node's help, and `read` returns the given state (the
+///   epoch too). A cluster whose every node was initialised from the same state elects a
+///   leader as a new cluster would, in a later epoch; its next entry is
+///   `view.applied_index + 1`.
+/// - `init` refuses a directory for which `holds` is true, and writes nothing then.
 #[derive(Clone, Copy)]
 pub struct Storage {
     /// Whether `dir` (the directory [`OpenContext::data_dir`] names) holds this backend's
@@ -184,9 +185,10 @@ pub struct Storage {
     pub holds: fn(&Path) -> Result<bool, MetadataError>,
     /// The state a stopped node would recover from `dir`.
     pub read: fn(&Path) -> Result<StoredState, MetadataError>,
-    /// Initialise `dir` so that `node` (and, when the same view is given to each, every node of
-    /// its cluster) opens at `view`.
-    pub init: fn(&Path, &NodeIdentity, &StateView) -> Result<(), MetadataError>,
+    /// Initialise the context's data directory so that its node (and, when the same state is
+    /// given to each, every node of its cluster) opens at that state, with the context's
+    /// configuration and peers.
+    pub init: fn(&OpenContext, &StoredState) -> Result<(), MetadataError>,
 }
 
 impl fmt::Debug for Storage {

@@ -220,6 +220,45 @@ impl MetadataState {
         Self::default()
     }
 
+    /// The whole state as JSON, for people to read (`switchyard metadata export --format
+    /// json`): every collection a list in key order, a map's key inside each of its entries.
+    pub fn to_json(&self) -> Result<serde_json::Value, serde_json::Error> {
+        use serde_json::{Value, json, to_value};
+        fn list<T>(
+            items: impl Iterator<Item = T>,
+            entry: impl Fn(T) -> Result<Value, serde_json::Error>,
+        ) -> Result<Vec<Value>, serde_json::Error> {
+            items.map(entry).collect()
+        }
+        Ok(json!({
+            "cluster_id": self.cluster_id.as_ref().map(|c| c.0.clone()),
+            "brokers": list(self.brokers.values(), to_value)?,
+            "topics": list(self.topics.values(), to_value)?,
+            "groups": list(self.groups.values(), to_value)?,
+            "offsets": list(self.offsets.iter(), |(key, committed)| Ok(json!({
+                "group": key.group.0,
+                "topic": key.topic,
+                "partition": key.partition,
+                "committed": to_value(committed)?,
+            })))?,
+            "next_producer_id": self.next_producer_id,
+            "scram_credentials": list(self.security.scram.iter(), |((user, mechanism), credential)| Ok(json!({
+                "user": user,
+                "mechanism": to_value(mechanism)?,
+                "credential": to_value(credential)?,
+            })))?,
+            "acls": list(self.security.acls.iter(), to_value)?,
+            "broker_configs": list(self.broker_configs.iter(), |(broker, configs)| Ok(json!({
+                "broker": broker.map(|b| b.0),
+                "configs": to_value(configs)?,
+            })))?,
+            "transactions": list(self.transactions.iter(), |(id, transaction)| Ok(json!({
+                "transactional_id": id,
+                "transaction": to_value(transaction)?,
+            })))?,
+        }))
+    }
+
     /// The cluster id, once [`InitCluster`](crate::MetadataCommand::InitCluster) applied.
     pub fn cluster_id(&self) -> Option<&ClusterId> {
         self.cluster_id.as_ref()

@@ -142,6 +142,16 @@ impl RocksLog {
     /// term 1, holding their conf state and the group state. Every founding node bootstraps the
     /// same way; a node added later instead receives the leader's snapshot.
     pub fn bootstrap(&mut self, members: &[(u64, String)]) -> Result<(), DriverError> {
+        self.bootstrap_in_term(members, 1)
+    }
+
+    /// [`Self::bootstrap`] with the hard state in `term` (at least 1), so that the group's
+    /// first election is for a later term: for a node whose WAL continues from epoch `term`.
+    pub fn bootstrap_in_term(
+        &mut self,
+        members: &[(u64, String)],
+        term: u64,
+    ) -> Result<(), DriverError> {
         if !self.is_pristine()? {
             return Err(storage("bootstrap of a log that is not empty"));
         }
@@ -159,7 +169,7 @@ impl RocksLog {
         metadata.term = 1;
         metadata.set_conf_state(ConfState::from((voters, Vec::new())));
         let hard_state = HardState {
-            term: 1,
+            term: term.max(1),
             commit: 1,
             ..HardState::default()
         };

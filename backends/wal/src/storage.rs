@@ -1,21 +1,22 @@
 //! Offline access to a stopped node's log ([`Storage`]): the state it would recover, and a
 //! fresh log that starts from a given state (a backend switch, a restore).
 //!
-//! An initialised node holds one snapshot, `snapshot-<index>.snap` at the view's applied index
-//! with epoch 0, and nothing else: no segment (the log is created empty behind the snapshot on
-//! open), no persisted epoch (the node starts at epoch 0, as a new cluster does, so the
-//! configured primary takes over) and no members adopted online (the configured peers are
-//! the members).
+//! An initialised node holds one snapshot, `snapshot-<index>.snap` at the state's applied
+//! index and epoch, and the persisted epoch: the same epoch, with the configured primary. No
+//! segment (the log is created empty behind the snapshot on open) and no members adopted
+//! online (the configured peers are the members). The primary writes on in that epoch, as
+//! after a restart; a promotion starts the next.
 
 use std::path::Path;
 
 use switchyard_backend_api::{
-    AppliedState, MetadataError, NodeIdentity, StateView, Storage, StoredState,
+    AppliedState, MetadataError, NodeId, OpenContext, Storage, StoredState,
 };
 
-use crate::backend::recover;
+use crate::backend::{cluster_members, recover};
 use crate::config::WalConfig;
 use crate::snapshot;
+use crate::term::{self, Term};
 
 /// [`Storage`] of the log in `<dir>/wal`.
 pub const STORAGE: Storage = Storage { holds, read, init };
@@ -63,8 +64,26 @@ pub fn read(dir: &Path) -> Result<StoredState, MetadataError> {
     })
 }
 
-/// Write `view` as the only snapshot of a new `<dir>/wal`.
-pub fn init(dir: &Path, _node: &NodeIdentity, view: &StateView) -> Result<(), MetadataError> {
+/// Write the state as the only snapshot of a new `<dir>/wal`, and its epoch as the persisted
+/// one with the configured primary (`primary`, else the lowest node id) as its primary.
+pub fn init(context: &OpenContext, stored: &StoredState) -> Result<(), MetadataError> {
+    let members = cluster_members(context)?;
+    let primary = match WalConfig::from_figment(&context.config)?.primary {
+        Some(id) => NodeId(id),
+        None => members.keys().next().copied().unwrap_or(context.node.id),
+    };
+    write_snapshot(&context.data_dir, stored)?;
+    let term = Term {
+        epoch: stored.epoch,
+        primary,
+    };
+    term::store(&log_dir(&context.data_dir), &term)?;
+    Ok(())
+}
+
+/// Create `<dir>/wal` holding only `stored` as its snapshot (at its applied index, with its
+/// epoch), for a backend that persists the epoch itself.
+pub fn write_snapshot(dir: &Path, stored: &StoredState) -> Result<(), MetadataError> {
     if holds(dir)? {
         return Err(MetadataError::Storage(format!(
             "{} already holds a write-ahead log",
@@ -74,7 +93,7 @@ pub fn init(dir: &Path, _node: &NodeIdentity, view: &StateView) -> Result<(), Me
     let dir = log_dir(dir);
     std::fs::create_dir_all(&dir)
         .map_err(|e| MetadataError::Storage(format!("{}: {e}", dir.display())))?;
-    let bytes = snapshot::encode(0, view)?;
-    snapshot::write(&dir, view.applied_index, &bytes)?;
+    let bytes = snapshot::encode(stored.epoch, &stored.view)?;
+    snapshot::write(&dir, stored.view.applied_index, &bytes)?;
     Ok(())
 }
