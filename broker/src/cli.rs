@@ -57,6 +57,11 @@ pub enum Command {
     /// per record with --format json. Follows the topic until interrupted unless --num or
     /// --until-end says when to stop.
     Consume(ConsumeArgs),
+    /// Export a stopped node's metadata to a file, or initialise a node of any backend from one:
+    /// switch backends (export, import into the other backend in the same data directory,
+    /// restart on it), back up and restore. Partition logs are not touched.
+    #[command(subcommand)]
+    Metadata(MetadataFileCommand),
     #[cfg(feature = "conformance")]
     /// Run seeded fault runs (partitions, delays, dropped traffic, crashes, power cuts) of every
     /// multi-node backend in this binary, check each against its declared guarantees, check that deliberately broken
@@ -78,6 +83,49 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         output: Option<PathBuf>,
     },
+}
+
+/// `switchyard metadata …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum MetadataFileCommand {
+    /// Write the metadata of a stopped node to FILE: what the configured backend
+    /// (--metadata-backend, as for `serve`) recovers from --data-dir — the state, the index and
+    /// epoch it was applied up to, the cluster id, the backend and this build's version — in
+    /// one versioned, checksummed file that `import` reads (or, with --format json, a dump for
+    /// people to read and diff).
+    Export {
+        /// Where to write the export.
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
+        /// `binary` (the export file `import` reads) or `json` (for reading and diffing).
+        #[arg(long, value_enum, default_value_t = ExportFormat::Binary)]
+        format: ExportFormat,
+        /// The stopped node (as for `serve`): its backend and data directory.
+        #[command(flatten)]
+        config: ServeArgs,
+    },
+    /// Initialise the configured backend (--metadata-backend) of a stopped node from FILE, in
+    /// its data directory: every node of a cluster is initialised from the same file, with its
+    /// own --node-id and the cluster's --peers, then started on that backend. Refuses a data
+    /// directory that already holds that backend's metadata or another cluster's, and a file
+    /// that is damaged or of an unknown version; then nothing is written.
+    Import {
+        /// The export file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The node to initialise (as for `serve`).
+        #[command(flatten)]
+        config: ServeArgs,
+    },
+}
+
+/// Output of `switchyard metadata export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// The export file.
+    Binary,
+    /// A JSON dump.
+    Json,
 }
 
 /// `switchyard cluster …`.

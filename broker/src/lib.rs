@@ -38,11 +38,12 @@
 //! - [`replication`] — follower fetch, the ISR and the high watermark.
 //! - `conformance` (feature `conformance`, off by default) — `switchyard conformance`: the
 //!   fault runs of every linked backend and the generated report.
-//! - [`status`] — `switchyard cluster status`, over DescribeCluster and DescribeQuorum.
+//! - [`status`] — `switchyard cluster status`, over DescribeCluster, DescribeQuorum and
+//!   DescribeConfigs (each node's `metadata.backend`).
+//! - [`export`] — `switchyard metadata export` / `import`: a node's metadata from one backend
+//!   into the export file and from it into another backend (backend switches, backups).
 //! - [`users`] — `switchyard user`: SCRAM credentials over AlterUserScramCredentials and
 //!   DescribeUserScramCredentials.
-//! - [`ops`] — `switchyard topic`, `group`, `produce`, `consume`: operator commands over the
-//!   Kafka protocol, answered by whichever broker must (leaders, coordinators).
 //! - [`acls`] — `switchyard acl`: ACL bindings over CreateAcls, DescribeAcls, DeleteAcls.
 //! - [`ops`] — `switchyard topic`, `group`, `produce`, `consume`: operator commands over the
 //!   Kafka protocol, each request answered by the broker that must (leaders, coordinators).
@@ -69,6 +70,7 @@ pub mod cli;
 pub mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod export;
 pub mod group;
 pub mod kafka;
 pub mod leaders;

@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use switchyard::backends;
 use switchyard::cli::{
-    AclArgs, AclCommand, Cli, ClusterCommand, Command, ConsumeArgs, GroupCommand, OutputArgs,
-    ProduceArgs, ServeArgs, TargetArgs, TopicCommand, UserCommand,
+    AclArgs, AclCommand, Cli, ClusterCommand, Command, ConsumeArgs, ExportFormat, GroupCommand,
+    MetadataFileCommand, OutputArgs, ProduceArgs, ServeArgs, TargetArgs, TopicCommand, UserCommand,
 };
 use switchyard::config::LogFormat;
 use switchyard::ops::{self, OpsError, Report};
@@ -45,6 +45,12 @@ fn main() -> ExitCode {
         Command::Produce(args) => produce(&args),
         Command::Consume(args) => consume(&args),
         Command::Acl(command) => acl(command),
+        Command::Metadata(MetadataFileCommand::Export {
+            output,
+            format,
+            config,
+        }) => export(&output, format, &config),
+        Command::Metadata(MetadataFileCommand::Import { file, config }) => import(&file, &config),
         Command::Cluster(ClusterCommand::Promote { node, config }) => promote(node, &config),
         Command::Cluster(ClusterCommand::AddNode { node, addr, config }) => change_membership(
             MembershipChange::AddNode {
@@ -577,6 +583,67 @@ fn status(args: &TargetArgs) -> anyhow::Result<()> {
         .lock()
         .write_all(status.to_string().as_bytes())
         .context("writing the status")
+}
+
+fn export(output: &std::path::Path, format: ExportFormat, args: &ServeArgs) -> anyhow::Result<()> {
+    let config = args.load_config()?;
+    init_logging(config.log_format);
+    let export = switchyard::export::export_offline(&config)?;
+    let bytes = match format {
+        ExportFormat::Binary => export.to_file_bytes().context("encoding the export")?,
+        ExportFormat::Json => {
+            let mut json = serde_json::to_vec_pretty(&export.to_json()?)?;
+            json.push(b'\n');
+            json
+        }
+    };
+    write_new_file(output, &bytes)?;
+    print!("{}", switchyard::export::Summary(&export));
+    println!("wrote {} ({} bytes)", output.display(), bytes.len());
+    Ok(())
+}
+
+/// Write `bytes` to `path` durably: a temporary file beside it, fsynced, renamed over it.
+fn write_new_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    written
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .and_then(|()| std::fs::File::open(parent)?.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn import(file: &std::path::Path, args: &ServeArgs) -> anyhow::Result<()> {
+    let config = args.load_config()?;
+    init_logging(config.log_format);
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let export = switchyard_backend_api::export::MetadataExport::from_file_bytes(&bytes)
+        .with_context(|| format!("{} is not an export this build reads", file.display()))?;
+    let imported = switchyard::export::import(&config, &export)?;
+    print!("{}", switchyard::export::Summary(&export));
+    println!(
+        "initialised node {} of {} (nodes {}) in {}; start it with --metadata-backend {}",
+        imported.node,
+        imported.backend,
+        imported
+            .members
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        imported.dir.display(),
+        imported.backend,
+    );
+    Ok(())
 }
 
 fn promote(node: u64, args: &ServeArgs) -> anyhow::Result<()> {

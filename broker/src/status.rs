@@ -2,21 +2,29 @@
 //!
 //! One reachable listener answers DescribeCluster (every broker, fenced ones included); then
 //! every broker is asked DescribeQuorum, which each node answers from its own view of the
-//! metadata backend (leader, epoch, voters, learners, the index it has applied). A node's lag
-//! is the leader's applied index minus its own.
+//! metadata backend (leader, epoch, voters, learners, the index it has applied) and
+//! DescribeConfigs for its read-only `metadata.backend`. A node's lag is the leader's applied
+//! index minus its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::{
-    DescribeClusterRequest, DescribeClusterResponse, DescribeQuorumRequest, DescribeQuorumResponse,
-    TopicName,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, DescribeQuorumRequest, DescribeQuorumResponse, TopicName,
 };
+use kafka_protocol::protocol::StrBytes;
 
 use crate::kafka::METADATA_TOPIC;
 use crate::kafka::client::{CallError, PeerClient};
 use crate::users::Target;
+
+/// DescribeConfigs version asked (Kafka 2.6+).
+const DESCRIBE_CONFIGS_VERSION: i16 = 4;
+/// DescribeConfigs' resource type of a broker.
+const BROKER_RESOURCE: i8 = 4;
 
 /// Why no status could be put together.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +62,8 @@ pub struct NodeReport {
     pub voters: BTreeSet<i32>,
     /// Learners it knows.
     pub learners: BTreeSet<i32>,
+    /// The metadata backend it runs (its read-only broker config `metadata.backend`).
+    pub backend: String,
 }
 
 /// What `cluster status` shows.
@@ -92,13 +102,35 @@ impl ClusterStatus {
 impl fmt::Display for ClusterStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let leader = self.leader();
+        let backends: BTreeSet<&str> = self
+            .reports
+            .values()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|r| r.backend.as_str())
+            .collect();
+        let backend = match backends.len() {
+            0 => "unknown".to_owned(),
+            1 => backends.into_iter().collect(),
+            _ => format!(
+                "mixed ({})",
+                self.reports
+                    .iter()
+                    .filter_map(|(node, r)| Some(format!("{node}={}", r.as_ref().ok()?.backend)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         match leader {
             Some((node, epoch)) => writeln!(
                 f,
-                "cluster {}, metadata leader node {node} (epoch {epoch})",
+                "cluster {}, metadata backend {backend}, metadata leader node {node} (epoch {epoch})",
                 self.cluster_id
             )?,
-            None => writeln!(f, "cluster {}, no metadata leader known", self.cluster_id)?,
+            None => writeln!(
+                f,
+                "cluster {}, metadata backend {backend}, no metadata leader known",
+                self.cluster_id
+            )?,
         }
         let leader_applied = leader
             .and_then(|(node, _)| self.reports.get(&node))
@@ -246,11 +278,33 @@ async fn node_report(mut client: PeerClient, id: i32) -> Result<NodeReport, Stri
         .chain(&partition.observers)
         .find(|r| r.replica_id.0 == id)
         .map_or(partition.high_watermark, |r| r.log_end_offset);
+    let described: DescribeConfigsResponse = client
+        .call(
+            &DescribeConfigsRequest::default().with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(BROKER_RESOURCE)
+                    .with_resource_name(StrBytes::from(id.to_string()))
+                    .with_configuration_keys(Some(vec![StrBytes::from_static_str(
+                        "metadata.backend",
+                    )])),
+            ]),
+            DESCRIBE_CONFIGS_VERSION,
+        )
+        .await
+        .map_err(|e: CallError| e.to_string())?;
+    let backend = described
+        .results
+        .iter()
+        .flat_map(|r| &r.configs)
+        .find(|c| c.name.as_str() == "metadata.backend")
+        .and_then(|c| c.value.as_ref())
+        .map_or_else(|| "unknown".to_owned(), |v| v.as_str().to_owned());
     Ok(NodeReport {
         leader: (partition.leader_id.0 >= 0).then_some(partition.leader_id.0),
         epoch: partition.leader_epoch,
         applied,
         voters: ids(&partition.current_voters),
         learners: ids(&partition.observers),
+        backend,
     })
 }

@@ -327,6 +327,17 @@ impl<'h> TestCluster<'h> {
         self.open(index).await
     }
 
+    /// Shut node `index` down gracefully and leave it stopped.
+    pub async fn stop(&mut self, index: usize) -> anyhow::Result<()> {
+        let node = self.nodes[index]
+            .take()
+            .with_context(|| format!("node {index} is not running"))?;
+        tokio::time::timeout(DEADLINE, node.shutdown())
+            .await
+            .context("shutdown did not return")??;
+        Ok(())
+    }
+
     /// Crash node `index` (no graceful shutdown) and leave it stopped.
     pub async fn crash(&mut self, index: usize) -> anyhow::Result<()> {
         let node = self.nodes[index]

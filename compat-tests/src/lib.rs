@@ -119,6 +119,10 @@ macro_rules! conformance_tests {
                 removing_unknown_member_fails,
                 oversized_command_is_refused_and_writes_go_on,
             }
+            storage {
+                an_export_round_trips_byte_identically,
+                an_imported_cluster_serves_the_state_and_takes_writes,
+            }
             security {
                 a_stranger_without_the_secret_changes_nothing,
                 a_node_with_another_secret_cannot_join,

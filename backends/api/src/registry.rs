@@ -172,11 +172,11 @@ pub struct StoredState {
 /// ### To ensure correctness:
 /// - `read` returns exactly the state the backend's `open` would recover from `dir` and apply
 ///   (a committed prefix of the cluster's log), never an entry `open` would discard.
-/// - After `init`, `open` with the same context recovers the given view (same
-///   `applied_index`) without any other node's help, and `read` returns the given state (the
-///   epoch too). A cluster whose every node was initialised from the same state elects a
-///   leader as a new cluster would, in a later epoch; its next entry is
-///   `view.applied_index + 1`.
+/// - After `init`, `read` returns the given state (the epoch too), and `open` with the same
+///   context recovers the given view without any other node's help. A cluster whose every
+///   node was initialised from the same state elects a leader as a new cluster would, in a
+///   later epoch (or, for a static primary, the same); its entries follow
+///   `view.applied_index`.
 /// - `init` refuses a directory for which `holds` is true, and writes nothing then.
 #[derive(Clone, Copy)]
 pub struct Storage {

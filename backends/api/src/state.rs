@@ -372,6 +372,11 @@ impl MetadataState {
     pub fn transactions(&self) -> impl Iterator<Item = (&String, &Transaction)> {
         self.transactions.iter()
     }
+
+    /// How many committed offsets the state holds, of every group.
+    pub fn committed_offset_count(&self) -> usize {
+        self.offsets.len()
+    }
 }
 
 /// The fields of [`MetadataState`], in order; format versions before 3 end after the seventh,

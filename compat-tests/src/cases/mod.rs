@@ -10,5 +10,6 @@ pub mod offsets;
 pub mod partitions;
 pub mod producers;
 pub mod security;
+pub mod storage;
 pub mod topics;
 pub mod transactions;

@@ -301,6 +301,9 @@ pub(crate) fn describe(
                     let settings = broker.settings();
                     let configs = [
                         ("broker.id", broker.id().to_string()),
+                        // Read-only, like KRaft's `process.roles`: which backend this node
+                        // keeps its metadata in (`switchyard cluster status` shows it).
+                        ("metadata.backend", broker.backend().name().to_owned()),
                         (
                             "auto.create.topics.enable",
                             settings.auto_create_topics_enable.to_string(),

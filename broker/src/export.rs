@@ -1,0 +1,249 @@
+//! `switchyard metadata export` and `import`: a node's metadata out of one backend into the
+//! export file ([`MetadataExport`]), and from the file into a new node of any backend, in the
+//! same data directory. The partition logs (`<data_dir>/logs`) are not touched: the node
+//! restarts on the new backend and serves the same logs. The old backend's directory stays as
+//! it was, so the switch is undone by starting the node on the old backend again.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use switchyard_backend_api::export::{MetadataExport, Source};
+use switchyard_backend_api::{
+    MetadataError, MetadataState, NodeIdentity, OpenContext, Registration, Storage, StoredState,
+    available_backends, find_backend,
+};
+
+use crate::config::Config;
+use crate::serve::{ServeError, choose_backend};
+
+/// Why an export or import did not happen. Nothing was written then.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SwitchError {
+    /// The backend could not be chosen.
+    #[error(transparent)]
+    Backend(#[from] ServeError),
+    /// The backend keeps no metadata on disk.
+    #[error(
+        "the {backend} backend keeps no metadata on disk: there is nothing to export or import"
+    )]
+    NotDurable {
+        /// Its name.
+        backend: String,
+    },
+    /// Nothing to export there.
+    #[error("{} holds no {backend} metadata (is --data-dir the node's data directory?)", dir.display())]
+    NoMetadata {
+        /// The backend's name.
+        backend: String,
+        /// Its directory.
+        dir: PathBuf,
+    },
+    /// The backend's directory is taken.
+    #[error(
+        "{} already holds {backend} metadata; importing would overwrite it (move it away first \
+         to replace it)", dir.display()
+    )]
+    AlreadyHolds {
+        /// The backend's name.
+        backend: String,
+        /// Its directory.
+        dir: PathBuf,
+    },
+    /// The data directory belongs to another cluster.
+    #[error(
+        "the file holds cluster {file}, but {} holds {backend} metadata of cluster {found}: \
+         this data directory belongs to another cluster", dir.display()
+    )]
+    WrongCluster {
+        /// The file's cluster id.
+        file: String,
+        /// The cluster id in the data directory.
+        found: String,
+        /// The backend whose metadata names it.
+        backend: String,
+        /// Its directory.
+        dir: PathBuf,
+    },
+    /// The backend failed to read or write its directory.
+    #[error("{what} {}", dir.display())]
+    Storage {
+        /// What was being done.
+        what: &'static str,
+        /// The backend's directory.
+        dir: PathBuf,
+        /// The failure.
+        #[source]
+        source: MetadataError,
+    },
+}
+
+/// The backend the configuration names (or the default `serve` would run), its storage and
+/// its directory under the data directory.
+fn backend_of(config: &Config) -> Result<(String, Storage, PathBuf), SwitchError> {
+    let available: Vec<&str> = available_backends().iter().map(|r| r.name).collect();
+    let name = choose_backend(config.metadata_backend.as_deref(), &available)?;
+    let registration = find_backend(&name).map_err(ServeError::UnknownBackend)?;
+    let storage = registration
+        .storage
+        .ok_or_else(|| SwitchError::NotDurable {
+            backend: name.clone(),
+        })?;
+    let dir = backend_dir(config, registration);
+    Ok((name, storage, dir))
+}
+
+fn backend_dir(config: &Config, registration: &Registration) -> PathBuf {
+    config.data_dir.join("metadata").join(registration.name)
+}
+
+fn holds(storage: &Storage, dir: &Path) -> Result<bool, SwitchError> {
+    (storage.holds)(dir).map_err(|source| SwitchError::Storage {
+        what: "could not look into",
+        dir: dir.to_owned(),
+        source,
+    })
+}
+
+/// Read the stopped node's metadata of the configured backend from its data directory.
+pub fn export_offline(config: &Config) -> Result<MetadataExport, SwitchError> {
+    let (backend, storage, dir) = backend_of(config)?;
+    if !holds(&storage, &dir)? {
+        return Err(SwitchError::NoMetadata { backend, dir });
+    }
+    let stored = (storage.read)(&dir).map_err(|source| SwitchError::Storage {
+        what: "could not read the metadata in",
+        dir: dir.clone(),
+        source,
+    })?;
+    Ok(MetadataExport {
+        backend,
+        build: env!("CARGO_PKG_VERSION").to_owned(),
+        source: Source::DataDirectory,
+        epoch: stored.epoch,
+        view: stored.view,
+    })
+}
+
+/// What an import did.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    /// The backend initialised.
+    pub backend: String,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// The node.
+    pub node: u64,
+    /// Every node of its cluster.
+    pub members: Vec<u64>,
+}
+
+/// Initialise the configured backend's directory of this node from `export`. Refuses a
+/// directory that already holds that backend's metadata, and a data directory whose other
+/// backends hold another cluster's metadata.
+pub fn import(config: &Config, export: &MetadataExport) -> Result<Imported, SwitchError> {
+    let (backend, storage, dir) = backend_of(config)?;
+    if holds(&storage, &dir)? {
+        return Err(SwitchError::AlreadyHolds { backend, dir });
+    }
+    if let Some(file) = export.view.state.cluster_id() {
+        for other in available_backends() {
+            let Some(other_storage) = other.storage.filter(|_| other.name != backend) else {
+                continue;
+            };
+            let other_dir = backend_dir(config, other);
+            if !holds(&other_storage, &other_dir)? {
+                continue;
+            }
+            let stored =
+                (other_storage.read)(&other_dir).map_err(|source| SwitchError::Storage {
+                    what: "could not read the metadata in",
+                    dir: other_dir.clone(),
+                    source,
+                })?;
+            if let Some(found) = stored.view.state.cluster_id()
+                && found != file
+            {
+                return Err(SwitchError::WrongCluster {
+                    file: file.0.clone(),
+                    found: found.0.clone(),
+                    backend: other.name.to_owned(),
+                    dir: other_dir,
+                });
+            }
+        }
+    }
+    let node = NodeIdentity {
+        id: config.node_id,
+        cluster_addr: config.cluster_addr().map(str::to_owned),
+        peers: config.peers.clone(),
+    };
+    let mut members: Vec<u64> = node.peers.keys().map(|id| id.0).collect();
+    if !members.contains(&node.id.0) {
+        members.push(node.id.0);
+        members.sort_unstable();
+    }
+    let existed = dir.exists();
+    let context = OpenContext {
+        config: config.backend_config(&backend),
+        data_dir: dir.clone(),
+        node,
+        cluster_credentials: None,
+    };
+    let stored = StoredState {
+        view: export.view.clone(),
+        epoch: export.epoch,
+    };
+    let written = std::fs::create_dir_all(&dir)
+        .map_err(|e| MetadataError::Storage(e.to_string()))
+        .and_then(|()| (storage.init)(&context, &stored));
+    if let Err(source) = written {
+        // Leave the directory as it was: a failed import must not look like metadata.
+        if !existed {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        return Err(SwitchError::Storage {
+            what: "could not initialise",
+            dir,
+            source,
+        });
+    }
+    Ok(Imported {
+        backend,
+        dir,
+        node: config.node_id.0,
+        members,
+    })
+}
+
+/// What an export holds, in a few lines, for the operator.
+pub struct Summary<'a>(pub &'a MetadataExport);
+
+impl fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let export = self.0;
+        let state: &MetadataState = &export.view.state;
+        let cluster = state.cluster_id().map_or("(not set)", |c| c.0.as_str());
+        writeln!(
+            f,
+            "cluster {cluster}: {} metadata at index {} (epoch {}), read from {}, by switchyard {}",
+            export.backend,
+            export.view.applied_index,
+            export.epoch,
+            export.source.as_str(),
+            export.build,
+        )?;
+        let partitions: usize = state.topics().map(|t| t.partitions.len()).sum();
+        writeln!(
+            f,
+            "{} brokers, {} topics ({partitions} partitions), {} groups, {} committed offsets, \
+             {} transactional ids, next producer id {}",
+            state.brokers().count(),
+            state.topics().count(),
+            state.groups().count(),
+            state.committed_offset_count(),
+            state.transactions().count(),
+            state.next_producer_id(),
+        )
+    }
+}
