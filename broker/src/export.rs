@@ -217,6 +217,7 @@ pub fn import(config: &Config, export: &MetadataExport) -> Result<Imported, Swit
 }
 
 /// What an export holds, in a few lines, for the operator.
+#[derive(Debug)]
 pub struct Summary<'a>(pub &'a MetadataExport);
 
 impl fmt::Display for Summary<'_> {

@@ -2,35 +2,40 @@
 //! new store that starts from a given state (a backend switch, a restore).
 //!
 //! The store is the RocksDB database in `<dir>/raft` ([`crate::store`]). An initialised node
-//! holds one snapshot of the view at raft log id `0-<lowest member>-1` ([`start_log_id`]),
-//! whose membership has every configured node as a voter, with its log purged right behind
-//! the snapshot and committed up to it — the store of a node whose log openraft compacted —
-//! and nothing else: no vote (the node starts at term 0, as a new cluster does, and an
-//! election makes the first leader in term 1) and no entry (the next one, the first leader's
-//! blank entry, is raft index 2; the next metadata command is `view.applied_index + 1`).
-//! Opening it, openraft finds it initialised (it has a last log id), so the node never
-//! bootstraps: it starts as a follower of that membership and elects, without any peer's
-//! help when it is the only voter.
+//! holds one snapshot of the view at raft log id `<epoch>-<lowest member>-1`
+//! ([`start_log_id`]): an entry of the state's epoch (its term), whose membership has every
+//! configured node as a voter; its log is purged right behind the snapshot and committed up
+//! to it (the store of a node whose log openraft compacted), and its vote is for the lowest
+//! member in that term, not committed (no leader is known). No entry. On open, openraft finds
+//! the node initialised (it has a last log id), so it never bootstraps: it starts as a
+//! follower of that membership, and the first election — without any peer's help when the
+//! node is the only voter — is for the next term. That leader's blank entry is raft index 2;
+//! the next metadata command is `view.applied_index + 1`.
 //!
 //! ### To ensure correctness:
 //! - [`read`] recovers with openraft's own recovery ([`StorageHelper::get_initial_state`],
 //!   which `Raft::new` runs on open): the snapshot, plus every entry up to the persisted
 //!   committed log id re-applied; so it returns exactly what `open` would serve, never an
-//!   uncommitted entry.
-//! - What [`init`] writes depends only on the view and the configured members, never on which
-//!   node writes it: every node of a cluster initialised from one view starts from the same
-//!   snapshot, log id and membership, so any of them can win the first election.
+//!   uncommitted entry. Its epoch is the term of the last entry applied, so [`init`]'s term
+//!   round-trips.
+//! - What [`init`] writes depends only on the state and the configured members, never on
+//!   which node writes it: every node of a cluster initialised from one state starts from the
+//!   same snapshot, log id, membership and vote, so any of them can win the first election.
+//! - The vote is in the state's term, as is the snapshot's log id: a leader's term is never
+//!   below the term of an entry in its log, and the first one elected after the import leads
+//!   a later epoch.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use openraft::storage::RaftStateMachine;
 use openraft::{
-    CommittedLeaderId, LogId, Membership, RaftStateMachine, SnapshotMeta, StorageHelper,
-    StoredMembership,
+    CommittedLeaderId, LogId, Membership, SnapshotMeta, StorageHelper, StoredMembership, Vote,
 };
-use switchyard_backend_api::{MetadataError, NodeIdentity, StateView, Storage, StoredState};
+use switchyard_backend_api::{MetadataError, NodeIdentity, OpenContext, Storage, StoredState};
 
 use crate::backend::{members, storage};
+use crate::config::RaftConfig;
 use crate::store::{Access, Db, LogStore, StateMachine};
 use crate::types::Node;
 
@@ -61,15 +66,15 @@ fn close(db: &Db, dir: &Path) -> Result<(), MetadataError> {
 
 /// Whether `<dir>/raft` is a database that was ever written (a vote, an entry or a
 /// snapshot). A missing directory, one without a database and a database nothing was written
-/// to (a node that stopped before it joined or initialised a cluster) hold nothing; nothing is
-/// created.
+/// to (a node that stopped before it joined or initialised a cluster) hold nothing. Opens the
+/// database read-only: it writes nothing, and creates nothing.
 pub fn holds(dir: &Path) -> Result<bool, MetadataError> {
     let dir = store_dir(dir);
     let exists = Db::exists(&dir).map_err(|e| storage(format!("{}: {e}", dir.display())))?;
     if !exists {
         return Ok(false);
     }
-    // Read-only: it writes nothing, and is closed by dropping it.
+    // Closed by dropping it (see `Access::ReadOnly`).
     let db = open_stopped(&dir, Access::ReadOnly)?;
     let pristine = db
         .is_pristine()
@@ -91,22 +96,24 @@ pub fn read(dir: &Path) -> Result<StoredState, MetadataError> {
     }
     let dir = store_dir(dir);
     let db = open_stopped(&dir, Access::Existing)?;
-    let recovered = recover(&db);
+    let recovered = recover(&db, &dir);
     close(&db, &dir)?;
-    recovered.map_err(|e| storage(format!("{}: {e}", dir.display())))
+    recovered
 }
 
 /// Run openraft's recovery on `db`'s log and state machine, as `Raft::new` does, and return
-/// the recovered view. The store's futures never wait on anything but the database, so they
+/// the recovered state. The store's futures never wait on anything but the database, so they
 /// run to completion on this thread.
-fn recover(db: &Db) -> Result<StoredState, openraft::StorageError<u64>> {
+fn recover(db: &Db, dir: &Path) -> Result<StoredState, MetadataError> {
+    let failed = |e: openraft::StorageError<u64>| storage(format!("{}: {e}", dir.display()));
     let mut log = LogStore::new(db.clone());
-    let mut sm = StateMachine::open(db.clone())?;
+    let mut sm = StateMachine::open(db.clone()).map_err(failed)?;
     futures::executor::block_on(async {
         StorageHelper::new(&mut log, &mut sm)
             .get_initial_state()
-            .await?;
-        let (last_applied, _) = sm.applied_state().await?;
+            .await
+            .map_err(failed)?;
+        let (last_applied, _) = sm.applied_state().await.map_err(failed)?;
         Ok(StoredState {
             view: sm.applied().view().as_ref().clone(),
             epoch: last_applied.map_or(0, |l| l.leader_id.term),
@@ -114,11 +121,11 @@ fn recover(db: &Db) -> Result<StoredState, openraft::StorageError<u64>> {
     })
 }
 
-/// The log id of an initialised node's snapshot: term 0 (no leader was elected yet), the
-/// lowest member (every node picks the same), index 1.
-pub(crate) fn start_log_id(members: &BTreeMap<u64, String>) -> LogId<u64> {
+/// The log id of an initialised node's snapshot: the state's epoch as its term, the lowest
+/// member as its leader (every node picks the same), index 1.
+pub(crate) fn start_log_id(epoch: u64, members: &BTreeMap<u64, String>) -> LogId<u64> {
     let lowest = members.keys().next().copied().unwrap_or_default();
-    LogId::new(CommittedLeaderId::new(0, lowest), 1)
+    LogId::new(CommittedLeaderId::new(epoch, lowest), 1)
 }
 
 /// The members an initialised node starts with: [`members`], except that a node of a cluster
@@ -133,19 +140,22 @@ fn initial_members(node: &NodeIdentity) -> Result<BTreeMap<u64, String>, Metadat
     Ok(members)
 }
 
-/// Write a new store in `<dir>/raft` that opens at `view`: one snapshot of it whose
-/// membership has every configured node (this one included) as a voter, the log purged and
-/// committed up to that snapshot, no vote, no entry. Refused, writing nothing, when `dir`
-/// already holds raft metadata.
-pub fn init(dir: &Path, node: &NodeIdentity, view: &StateView) -> Result<(), MetadataError> {
-    if holds(dir)? {
+/// Write a new store in the context's `<data_dir>/raft` that opens at the state: one
+/// snapshot of its view at a log id of its epoch, whose membership has every configured node
+/// (this one included) as a voter, the log purged and committed up to that snapshot, a vote
+/// in that epoch, no entry. Refused, writing nothing, when the directory already holds raft
+/// metadata.
+pub fn init(context: &OpenContext, stored: &StoredState) -> Result<(), MetadataError> {
+    RaftConfig::from_figment(&context.config)?;
+    if holds(&context.data_dir)? {
         return Err(storage(format!(
             "{} already holds raft metadata; move it away to initialise the node anew",
-            store_dir(dir).display()
+            store_dir(&context.data_dir).display()
         )));
     }
-    let members = initial_members(node)?;
-    let log_id = start_log_id(&members);
+    let members = initial_members(&context.node)?;
+    let log_id = start_log_id(stored.epoch, &members);
+    let vote = Vote::new(log_id.leader_id.term, log_id.leader_id.node_id);
     let voters: BTreeSet<u64> = members.keys().copied().collect();
     let nodes: BTreeMap<u64, Node> = members
         .into_iter()
@@ -156,42 +166,49 @@ pub fn init(dir: &Path, node: &NodeIdentity, view: &StateView) -> Result<(), Met
         last_membership: StoredMembership::new(Some(log_id), Membership::new(vec![voters], nodes)),
         snapshot_id: format!(
             "import-{}-{}-{}",
-            log_id.leader_id.term, log_id.index, view.applied_index
+            log_id.leader_id.term, log_id.index, stored.view.applied_index
         ),
     };
-    let data = view.to_bytes()?;
+    let data = stored.view.to_bytes()?;
 
-    let dir = store_dir(dir);
+    let dir = store_dir(&context.data_dir);
     std::fs::create_dir_all(&dir).map_err(|e| storage(format!("{}: {e}", dir.display())))?;
     let db = open_stopped(&dir, Access::Create)?;
-    let written = db.is_pristine().and_then(|pristine| {
-        if pristine {
-            db.start_from_snapshot(&meta, &data).map(|()| true)
-        } else {
-            Ok(false)
-        }
-    });
+    // `holds` looked through another handle; this one writes only into a pristine store.
+    let written = start(&db, &dir, &meta, &data, &vote);
     close(&db, &dir)?;
-    match written.map_err(|e| storage(format!("{}: {e}", dir.display())))? {
-        true => Ok(()),
-        false => Err(storage(format!(
+    written
+}
+
+/// Write the starting store into `db` if it is pristine; refuse otherwise.
+fn start(
+    db: &Db,
+    dir: &Path,
+    meta: &SnapshotMeta<u64, Node>,
+    data: &[u8],
+    vote: &Vote<u64>,
+) -> Result<(), MetadataError> {
+    let failed = |e: openraft::StorageError<u64>| storage(format!("{}: {e}", dir.display()));
+    if !db.is_pristine().map_err(failed)? {
+        return Err(storage(format!(
             "{} already holds raft metadata",
             dir.display()
-        ))),
+        )));
     }
+    db.start_from_snapshot(meta, data, vote).map_err(failed)
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::path::PathBuf;
 
     use anyhow::{Context, bail, ensure};
     use figment::Figment;
+    use openraft::storage::RaftLogStorage;
     use openraft::{Entry, EntryPayload};
     use switchyard_backend_api::{
         AppliedState, ClusterMember, ClusterView, MetadataBackend, MetadataCommand, NodeId,
-        OpenContext, Outcome,
+        Outcome, StateView,
     };
     use switchyard_compat_tests::fixtures::{converges, create_topic, register};
     use switchyard_compat_tests::{DEADLINE, RegistryHarness, TestCluster};
@@ -228,6 +245,16 @@ mod tests {
         Ok(view)
     }
 
+    /// The context of node `id` without peers, on `dir`.
+    fn single(dir: &Path, id: u64) -> OpenContext {
+        OpenContext {
+            config: Figment::new(),
+            data_dir: dir.to_owned(),
+            node: NodeIdentity::single(NodeId(id)),
+            cluster_credentials: None,
+        }
+    }
+
     /// Run a storage function off the runtime's workers, as its contract asks.
     async fn off_runtime<T: Send + 'static>(
         f: impl FnOnce() -> Result<T, MetadataError> + Send + 'static,
@@ -235,29 +262,21 @@ mod tests {
         Ok(tokio::task::spawn_blocking(f).await??)
     }
 
-    /// Open a node without peers on `dir`, as the registry would.
-    async fn open_single(dir: &Path, id: u64) -> anyhow::Result<RaftBackend> {
-        let context = OpenContext {
-            config: Figment::new(),
-            data_dir: dir.to_owned(),
-            node: NodeIdentity::single(NodeId(id)),
-            cluster_credentials: None,
-        };
+    /// Open a node as the registry would.
+    async fn open(context: OpenContext) -> anyhow::Result<RaftBackend> {
         tokio::time::timeout(DEADLINE, RaftBackend::open(context))
             .await
             .context("open did not return")?
             .context("opening the node")
     }
 
-    /// Every file of the store but RocksDB's informational `LOG*` files, with its contents.
+    /// Every file of the store, with its contents.
     fn store_files(dir: &Path) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
         let mut files = BTreeMap::new();
         for entry in std::fs::read_dir(store_dir(dir))? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.starts_with("LOG") {
-                files.insert(name, std::fs::read(entry.path())?);
-            }
+            files.insert(name, std::fs::read(entry.path())?);
         }
         Ok(files)
     }
@@ -277,27 +296,27 @@ mod tests {
     fn init_writes_what_read_returns_and_a_second_init_is_refused() -> anyhow::Result<()> {
         let tmp = TempDir::new()?;
         let dir = tmp.path();
-        let view = exported_view()?;
-        let node = NodeIdentity::single(NodeId(1));
+        let stored = StoredState {
+            view: exported_view()?,
+            epoch: 7,
+        };
         ensure!(!holds(dir)?, "an empty directory holds metadata");
 
-        init(dir, &node, &view)?;
+        init(&single(dir, 1), &stored)?;
         ensure!(holds(dir)?, "the initialised directory holds no metadata");
-        assert_eq!(
-            read(dir)?,
-            StoredState {
-                view: view.clone(),
-                epoch: 0
-            }
-        );
+        assert_eq!(read(dir)?, stored);
 
         let before = store_files(dir)?;
-        match init(dir, &node, &StateView::default()) {
+        let other = StoredState {
+            view: StateView::default(),
+            epoch: 1,
+        };
+        match init(&single(dir, 1), &other) {
             Err(MetadataError::Storage(message)) if message.contains("already holds") => {}
             other => bail!("a second init was not refused: {other:?}"),
         }
         assert_eq!(store_files(dir)?, before, "the refused init wrote");
-        assert_eq!(read(dir)?.view, view);
+        assert_eq!(read(dir)?, stored);
         Ok(())
     }
 
@@ -342,9 +361,42 @@ mod tests {
             .map_err(anyhow::Error::msg)?;
         db.close().map_err(anyhow::Error::msg)?;
         no_raft_metadata(&pristine)?;
-        let view = exported_view()?;
-        init(&pristine, &NodeIdentity::single(NodeId(1)), &view)?;
-        assert_eq!(read(&pristine)?, StoredState { view, epoch: 0 });
+        let stored = StoredState {
+            view: exported_view()?,
+            epoch: 0,
+        };
+        init(&single(&pristine, 1), &stored)?;
+        assert_eq!(read(&pristine)?, stored);
+        Ok(())
+    }
+
+    /// Every node records each configured peer at its configured address, whatever address it
+    /// listens on itself.
+    #[test]
+    fn every_node_starts_with_the_same_members() -> anyhow::Result<()> {
+        let peers = BTreeMap::from([
+            (NodeId(1), "host-1:9093".to_owned()),
+            (NodeId(2), "host-2:9093".to_owned()),
+        ]);
+        let listening = NodeIdentity {
+            id: NodeId(1),
+            cluster_addr: Some("0.0.0.0:9093".into()),
+            peers: peers.clone(),
+        };
+        let advertised = NodeIdentity {
+            id: NodeId(2),
+            cluster_addr: Some("host-2:9093".into()),
+            peers,
+        };
+        let expected =
+            BTreeMap::from([(1, "host-1:9093".to_owned()), (2, "host-2:9093".to_owned())]);
+        assert_eq!(initial_members(&listening)?, expected);
+        assert_eq!(initial_members(&advertised)?, expected);
+        // The address a node listens on is still what it binds.
+        assert_eq!(
+            members(&listening)?.get(&1).map(String::as_str),
+            Some("0.0.0.0:9093")
+        );
         Ok(())
     }
 
@@ -356,38 +408,45 @@ mod tests {
         let tmp = TempDir::new()?;
         let dir = tmp.path().to_owned();
         let view = exported_view()?;
-        let members = BTreeMap::from([(1, String::new())]);
-        let membership = Membership::new(vec![BTreeSet::from([1])], BTreeSet::from([1]));
         {
-            let (dir, view) = (dir.clone(), view.clone());
-            off_runtime(move || init(&dir, &NodeIdentity::single(NodeId(1)), &view)).await?;
+            let context = single(&dir, 1);
+            let stored = StoredState {
+                view: view.clone(),
+                epoch: 1,
+            };
+            off_runtime(move || init(&context, &stored)).await?;
         }
+        let members = BTreeMap::from([(1, String::new())]);
         ensure!(
-            start_log_id(&members).index == 1,
-            "the snapshot is not at index 1"
+            start_log_id(1, &members) == log_id(1, 1),
+            "the snapshot is not at 1-1-1"
         );
+        let membership = Membership::new(vec![BTreeSet::from([1])], BTreeSet::from([1]));
         let entries = [
             Entry {
-                log_id: log_id(1, 2),
+                log_id: log_id(2, 2),
                 payload: EntryPayload::Blank,
             },
             Entry {
-                log_id: log_id(1, 3),
+                log_id: log_id(2, 3),
                 payload: EntryPayload::Membership(membership),
             },
-            normal(1, 4, vec![create_topic("a", &[&[1]])]),
+            normal(2, 4, vec![create_topic("a", &[&[1]])]),
             normal(
-                2,
+                3,
                 5,
                 vec![create_topic("b", &[&[1]]), create_topic("c", &[&[1]])],
             ),
-            normal(2, 6, vec![create_topic("uncommitted", &[&[1]])]),
+            normal(3, 6, vec![create_topic("uncommitted", &[&[1]])]),
         ];
         {
             let dir = store_dir(&dir);
             let db =
                 Db::open_blocking(&dir, Access::Existing, DEADLINE).map_err(anyhow::Error::msg)?;
-            db.write_log(&entries, Some(log_id(2, 5)))?;
+            db.write_log(&entries, Some(log_id(3, 5)))?;
+            LogStore::new(db.clone())
+                .save_vote(&Vote::new_committed(3, 1))
+                .await?;
             db.close().map_err(anyhow::Error::msg)?;
         }
 
@@ -395,7 +454,7 @@ mod tests {
             let dir = dir.clone();
             off_runtime(move || read(&dir)).await?
         };
-        ensure!(stored.epoch == 2, "epoch {}", stored.epoch);
+        ensure!(stored.epoch == 3, "epoch {}", stored.epoch);
         ensure!(
             stored.view.applied_index == view.applied_index + 3,
             "applied index {} after {}",
@@ -413,9 +472,9 @@ mod tests {
             BTreeSet::from(["a", "b", "c", "exported-a", "exported-b"])
         );
 
-        // Node 2 is no member: it opens as a learner, never elected, so what it serves is
-        // what open recovered, nothing committed since.
-        let node = open_single(&dir, 2).await?;
+        // Node 2 is no member: it opens as a learner and is never elected, so what it serves
+        // is what open recovered, nothing committed since.
+        let node = open(single(&dir, 2)).await?;
         assert_eq!(*node.local(), stored.view);
         node.shutdown().await?;
         Ok(())
@@ -426,20 +485,27 @@ mod tests {
     {
         let tmp = TempDir::new()?;
         let dir = tmp.path().to_owned();
-        let view = exported_view()?;
+        let imported = StoredState {
+            view: exported_view()?,
+            epoch: 5,
+        };
         {
-            let (dir, view) = (dir.clone(), view.clone());
-            off_runtime(move || init(&dir, &NodeIdentity::single(NodeId(1)), &view)).await?;
+            let (context, imported) = (single(&dir, 1), imported.clone());
+            off_runtime(move || init(&context, &imported)).await?;
         }
+        let view = imported.view;
 
-        let node = open_single(&dir, 1).await?;
+        let node = open(single(&dir, 1)).await?;
         assert_eq!(*node.local(), view, "open did not recover the view");
         let mut cluster = node.cluster();
         let ready = tokio::time::timeout(DEADLINE, cluster.wait_for(ClusterView::is_ready))
             .await
             .context("the node did not become ready")??
             .clone();
-        ensure!(ready.leader == Some(NodeId(1)), "not the leader: {ready:?}");
+        ensure!(
+            ready.leader == Some(NodeId(1)) && ready.epoch > imported.epoch,
+            "not the leader of a later epoch: {ready:?}"
+        );
         assert_eq!(
             ready.members,
             vec![ClusterMember {
@@ -456,7 +522,12 @@ mod tests {
         .await
         .context("propose did not return")??;
         assert_eq!(proposed.index, view.applied_index + 1);
-        ensure!(proposed.epoch >= 1, "written in epoch {}", proposed.epoch);
+        ensure!(
+            proposed.epoch > imported.epoch,
+            "written in epoch {}, imported in {}",
+            proposed.epoch,
+            imported.epoch
+        );
         let served = node.local();
         ensure!(
             served.applied_index == proposed.index && served.state.topic("after-import").is_some(),
@@ -475,28 +546,34 @@ mod tests {
         Ok(())
     }
 
-    /// Every node of a cluster initialised from one view writes the same store, and the
-    /// cluster elects a leader and continues from the view as a new one would.
+    /// Every node of a cluster initialised from one state writes the same store, and the
+    /// cluster elects a leader in a later epoch and continues from the view as a new one
+    /// would.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_cluster_initialised_from_one_view_elects_and_continues() -> anyhow::Result<()> {
+    async fn a_cluster_initialised_from_one_state_elects_and_continues() -> anyhow::Result<()> {
         let harness = RegistryHarness::new(crate::NAME);
         let mut cluster = TestCluster::layout(&harness, 3)?;
-        let view = exported_view()?;
+        let imported = StoredState {
+            view: exported_view()?,
+            epoch: 4,
+        };
         let mut started = Vec::new();
         for index in 0..cluster.size() {
             let spec = cluster.spec(index)?.clone();
-            let view = view.clone();
-            let dir: PathBuf = spec.data_dir.clone();
-            off_runtime(move || init(&dir, &spec.identity, &view)).await?;
+            let context = OpenContext {
+                config: Figment::new(),
+                data_dir: spec.data_dir.clone(),
+                node: spec.identity.clone(),
+                cluster_credentials: Some(spec.credentials.clone()),
+            };
+            let stored = imported.clone();
+            off_runtime(move || init(&context, &stored)).await?;
             // The snapshot's log id and membership, as the state machine reports them.
-            let db = Db::open_blocking(
-                &store_dir(&cluster.spec(index)?.data_dir),
-                Access::ReadOnly,
-                DEADLINE,
-            )
-            .map_err(anyhow::Error::msg)?;
+            let db = Db::open_blocking(&store_dir(&spec.data_dir), Access::ReadOnly, DEADLINE)
+                .map_err(anyhow::Error::msg)?;
+            let vote = LogStore::new(db.clone()).read_vote().await?;
             let mut sm = StateMachine::open(db)?;
-            started.push(sm.applied_state().await?);
+            started.push((vote, sm.applied_state().await?));
         }
         ensure!(
             started.windows(2).all(|w| w[0] == w[1]),
@@ -505,7 +582,7 @@ mod tests {
 
         for index in 0..cluster.size() {
             cluster.open(index).await?;
-            assert_eq!(*cluster.node(index)?.local(), view);
+            assert_eq!(*cluster.node(index)?.local(), imported.view);
         }
         let leader = cluster.leader().await?;
         let proposed = tokio::time::timeout(
@@ -514,7 +591,13 @@ mod tests {
         )
         .await
         .context("propose did not return")??;
-        assert_eq!(proposed.index, view.applied_index + 1);
+        assert_eq!(proposed.index, imported.view.applied_index + 1);
+        ensure!(
+            proposed.epoch > imported.epoch,
+            "written in epoch {}, imported in {}",
+            proposed.epoch,
+            imported.epoch
+        );
         for index in 0..cluster.size() {
             converges(cluster.node(index)?, &leader.local()).await?;
         }

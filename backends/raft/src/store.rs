@@ -354,12 +354,13 @@ impl Db {
 
     /// Start a store that was never written ([`Self::is_pristine`]) from `snapshot`, with its
     /// log purged right behind it and committed up to it (where a node is after openraft
-    /// compacted its log): the snapshot, `purged` and `committed` in one synced batch, no
-    /// vote, no entry. The snapshot's meta must name its last log id.
+    /// compacted its log), and `vote` as its vote: the snapshot, `purged`, `committed` and
+    /// the vote in one synced batch, no entry. The snapshot's meta must name its last log id.
     pub(crate) fn start_from_snapshot(
         &self,
         meta: &SnapshotMeta<u64, Node>,
         data: &[u8],
+        vote: &Vote<u64>,
     ) -> StoreResult<()> {
         let last = meta
             .last_log_id
@@ -367,11 +368,13 @@ impl Db {
         let snapshot = encode(&(meta, data))?;
         let purged = encode(&last)?;
         let committed = encode(&Some(last))?;
+        let vote = encode(vote)?;
         self.write(Fsync::Now, |db, batch| {
             batch.put_cf(cf(db, CF_SM)?, KEY_SNAPSHOT, snapshot);
             let meta = cf(db, CF_META)?;
             batch.put_cf(meta, KEY_PURGED, purged);
             batch.put_cf(meta, KEY_COMMITTED, committed);
+            batch.put_cf(meta, KEY_VOTE, vote);
             Ok(())
         })
     }

@@ -16,7 +16,7 @@ use switchyard_backend_api::{
 use crate::fixtures::{
     accept, commit, converges, create_topic, register, register_all, start_generation,
 };
-use crate::harness::{BackendHarness, DEADLINE, TestCluster};
+use crate::harness::{BackendHarness, TestCluster};
 use crate::nemesis::Rng;
 
 /// Arbitrary states [`an_export_round_trips_byte_identically`] draws.
