@@ -19,6 +19,7 @@ use crate::config::KafkaSettings;
 use crate::group::{GroupCoordinator, coordinator_of};
 use crate::kafka::client::PeerClient;
 use crate::kafka::handlers::configs::BrokerDefaults;
+use crate::kafka::handlers::snapshots::Snapshots;
 use crate::kafka::sasl::ListenerSecurity;
 use crate::liveness::Liveness;
 use crate::replicas::{Replica, Replicas};
@@ -53,6 +54,8 @@ pub struct Broker {
     /// `queued.max.request.bytes`: one permit per request byte in memory (read, decoded or
     /// being answered), shared by every connection.
     request_budget: Semaphore,
+    /// Metadata exports taken for FetchSnapshot, kept while their clients fetch them.
+    snapshots: Snapshots,
 }
 
 /// The permits of the request budget: `queued.max.request.bytes`, within what a semaphore holds.
@@ -89,6 +92,7 @@ impl Broker {
             liveness: Liveness::default(),
             isr_checks: Notify::new(),
             request_budget: Semaphore::new(budget_permits(&settings)),
+            snapshots: Snapshots::default(),
             settings,
             peer_security,
         })
@@ -102,6 +106,11 @@ impl Broker {
     /// Bytes of requests held in memory right now (read and not yet answered).
     pub fn request_bytes_in_flight(&self) -> usize {
         budget_permits(&self.settings).saturating_sub(self.request_budget.available_permits())
+    }
+
+    /// Metadata exports taken for FetchSnapshot.
+    pub(crate) fn snapshots(&self) -> &Snapshots {
+        &self.snapshots
     }
 
     /// The partitions stored here.

@@ -88,11 +88,13 @@ pub enum Command {
 /// `switchyard metadata …`.
 #[derive(Debug, Clone, Subcommand)]
 pub enum MetadataFileCommand {
-    /// Write the metadata of a stopped node to FILE: what the configured backend
-    /// (--metadata-backend, as for `serve`) recovers from --data-dir — the state, the index and
-    /// epoch it was applied up to, the cluster id, the backend and this build's version — in
-    /// one versioned, checksummed file that `import` reads (or, with --format json, a dump for
-    /// people to read and diff).
+    /// Write a node's or a running cluster's metadata to FILE — the state, the index and epoch
+    /// it was applied up to, the cluster id, the backend and this build's version — in one
+    /// versioned, checksummed file that `import` reads (or, with --format json, a dump for
+    /// people to read and diff). Without --bootstrap: what the configured backend
+    /// (--metadata-backend, as for `serve`) of a stopped node recovers from --data-dir. With
+    /// --bootstrap: from the running cluster (a backup), a linearizable read where the backend
+    /// offers one, else the metadata leader's state; the output says which.
     Export {
         /// Where to write the export.
         #[arg(long, value_name = "FILE")]
@@ -100,6 +102,14 @@ pub enum MetadataFileCommand {
         /// `binary` (the export file `import` reads) or `json` (for reading and diffing).
         #[arg(long, value_enum, default_value_t = ExportFormat::Binary)]
         format: ExportFormat,
+        /// Export from the running cluster whose Kafka listeners these are (comma-separated,
+        /// tried in order), proving the cluster secret (--cluster-secret-file) on SASL
+        /// listeners.
+        #[arg(long, value_name = "HOST:PORT,...")]
+        bootstrap: Option<String>,
+        /// PEM CA certificates to verify the --bootstrap listeners by (SSL and SASL_SSL).
+        #[arg(long, value_name = "PATH", requires = "bootstrap")]
+        ssl_truststore_location: Option<PathBuf>,
         /// The stopped node (as for `serve`): its backend and data directory.
         #[command(flatten)]
         config: ServeArgs,

@@ -14,7 +14,9 @@ use switchyard_backend_api::{
 };
 
 use crate::config::Config;
+use crate::kafka::client::PeerClient;
 use crate::serve::{ServeError, choose_backend};
+use crate::users::Target;
 
 /// Why an export or import did not happen. Nothing was written then.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +124,171 @@ pub fn export_offline(config: &Config) -> Result<MetadataExport, SwitchError> {
         source: Source::DataDirectory,
         epoch: stored.epoch,
         view: stored.view,
+    })
+}
+
+/// FetchSnapshot version asked.
+const FETCH_SNAPSHOT_VERSION: i16 = 1;
+/// Bytes asked for per FetchSnapshot.
+const CHUNK_BYTES: i32 = 1 << 20;
+/// Times a live export starts over: at the metadata leader's broker, or because its export was
+/// dropped on the broker meanwhile.
+const LIVE_ATTEMPTS: usize = 5;
+
+/// Why a live export did not happen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LiveExportError {
+    /// No listener answered.
+    #[error("no Kafka listener answered at {addrs}: {last}")]
+    Unreachable {
+        /// The addresses tried.
+        addrs: String,
+        /// The last failure.
+        last: String,
+    },
+    /// A broker refused.
+    #[error("{addr} refused the export: {error:?}")]
+    Refused {
+        /// The broker asked.
+        addr: String,
+        /// The error it answered.
+        error: kafka_protocol::error::ResponseError,
+    },
+    /// The leader is not among the brokers DescribeCluster lists.
+    #[error("the metadata leader, node {0}, has no broker listed")]
+    LeaderUnknown(i32),
+    /// What arrived is not an export.
+    #[error("the export received is damaged: {0}")]
+    Damaged(#[from] switchyard_backend_api::export::ExportError),
+    /// It started over too often.
+    #[error(
+        "gave up after starting over {LIVE_ATTEMPTS} times (the metadata leader moved, or the \
+         broker dropped the export before it was fetched)"
+    )]
+    GaveUp,
+}
+
+/// Export the metadata of a running cluster through its Kafka listeners (FetchSnapshot): a
+/// linearizable read where the backend offers one, otherwise the metadata leader's state, as
+/// the file says ([`MetadataExport::source`]).
+pub async fn export_live(target: &Target) -> Result<MetadataExport, LiveExportError> {
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::fetch_snapshot_request::{
+        PartitionSnapshot, SnapshotId, TopicSnapshot,
+    };
+    use kafka_protocol::messages::{
+        BrokerId as KBrokerId, DescribeClusterRequest, FetchSnapshotRequest, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+
+    let client = |addr: &str| {
+        PeerClient::new(
+            addr.to_owned(),
+            "switchyard-metadata-export".into(),
+            target.timeout,
+        )
+        .with_credentials(target.credentials.clone())
+        .with_tls(target.tls.clone())
+        .plaintext_ok()
+    };
+    let request = |id: (i64, i32), position: i64| {
+        FetchSnapshotRequest::default()
+            .with_replica_id(KBrokerId(-1))
+            .with_max_bytes(CHUNK_BYTES)
+            .with_topics(vec![
+                TopicSnapshot::default()
+                    .with_name(TopicName(StrBytes::from_static_str(
+                        crate::kafka::METADATA_TOPIC,
+                    )))
+                    .with_partitions(vec![
+                        PartitionSnapshot::default()
+                            .with_partition(0)
+                            .with_snapshot_id(
+                                SnapshotId::default().with_end_offset(id.0).with_epoch(id.1),
+                            )
+                            .with_position(position),
+                    ]),
+            ])
+    };
+    let authenticated = target.credentials.is_some();
+    let mut addrs: Vec<String> = target.bootstrap.clone();
+    let mut last = String::from("no address given");
+    let mut attempts = 0;
+    while let Some(addr) = addrs.first().cloned() {
+        let mut peer = client(&addr);
+        let mut id = (-1, -1);
+        let mut file = Vec::new();
+        let fetched = loop {
+            let position = i64::try_from(file.len()).unwrap_or(i64::MAX);
+            let response = match peer
+                .call(&request(id, position), FETCH_SNAPSHOT_VERSION)
+                .await
+            {
+                Ok(response) => response,
+                Err(e) => break Err(e.explained(authenticated)),
+            };
+            let Some(partition) = response.topics.first().and_then(|t| t.partitions.first()) else {
+                let error = ResponseError::try_from_code(response.error_code)
+                    .unwrap_or(ResponseError::UnknownServerError);
+                return Err(LiveExportError::Refused { addr, error });
+            };
+            match ResponseError::try_from_code(partition.error_code) {
+                None => {}
+                Some(ResponseError::NotLeaderOrFollower | ResponseError::SnapshotNotFound)
+                    if attempts >= LIVE_ATTEMPTS =>
+                {
+                    return Err(LiveExportError::GaveUp);
+                }
+                Some(ResponseError::NotLeaderOrFollower)
+                    if partition.current_leader.leader_id.0 >= 0 =>
+                {
+                    attempts += 1;
+                    // Ask the metadata leader's broker instead.
+                    let leader = partition.current_leader.leader_id.0;
+                    let described = peer
+                        .call(&DescribeClusterRequest::default(), 0)
+                        .await
+                        .map_err(|e| LiveExportError::Unreachable {
+                            addrs: addr.clone(),
+                            last: e.explained(authenticated),
+                        })?;
+                    let broker = described
+                        .brokers
+                        .iter()
+                        .find(|b| b.broker_id.0 == leader)
+                        .ok_or(LiveExportError::LeaderUnknown(leader))?;
+                    addrs.insert(0, format!("{}:{}", broker.host.as_str(), broker.port));
+                    break Ok(None);
+                }
+                Some(ResponseError::SnapshotNotFound) => {
+                    attempts += 1;
+                    break Ok(None);
+                }
+                Some(error) => return Err(LiveExportError::Refused { addr, error }),
+            }
+            id = (
+                partition.snapshot_id.end_offset,
+                partition.snapshot_id.epoch,
+            );
+            file.extend_from_slice(&partition.unaligned_records);
+            let size = usize::try_from(partition.size).unwrap_or(0);
+            if file.len() >= size || partition.unaligned_records.is_empty() {
+                break Ok(Some(file));
+            }
+        };
+        match fetched {
+            Ok(Some(file)) => return Ok(MetadataExport::from_file_bytes(&file)?),
+            Ok(None) => {}
+            Err(e) => {
+                last = format!("{addr}: {e}");
+                addrs.remove(0);
+            }
+        }
+    }
+    Err(LiveExportError::Unreachable {
+        addrs: target.bootstrap.join(","),
+        last,
     })
 }
 

@@ -48,8 +48,17 @@ fn main() -> ExitCode {
         Command::Metadata(MetadataFileCommand::Export {
             output,
             format,
+            bootstrap,
+            ssl_truststore_location,
             config,
-        }) => export(&output, format, &config),
+        }) => export(
+            &output,
+            format,
+            bootstrap
+                .as_deref()
+                .map(|b| (b, ssl_truststore_location.as_deref())),
+            &config,
+        ),
         Command::Metadata(MetadataFileCommand::Import { file, config }) => import(&file, &config),
         Command::Cluster(ClusterCommand::Promote { node, config }) => promote(node, &config),
         Command::Cluster(ClusterCommand::AddNode { node, addr, config }) => change_membership(
@@ -585,10 +594,36 @@ fn status(args: &TargetArgs) -> anyhow::Result<()> {
         .context("writing the status")
 }
 
-fn export(output: &std::path::Path, format: ExportFormat, args: &ServeArgs) -> anyhow::Result<()> {
-    let config = args.load_config()?;
-    init_logging(config.log_format);
-    let export = switchyard::export::export_offline(&config)?;
+fn export(
+    output: &std::path::Path,
+    format: ExportFormat,
+    live: Option<(&str, Option<&std::path::Path>)>,
+    args: &ServeArgs,
+) -> anyhow::Result<()> {
+    let export = match live {
+        None => {
+            let config = args.load_config()?;
+            init_logging(config.log_format);
+            switchyard::export::export_offline(&config)?
+        }
+        Some((bootstrap, truststore)) => {
+            init_logging(LogFormat::Text);
+            let target = target(&TargetArgs {
+                bootstrap: bootstrap.to_owned(),
+                cluster_secret_file: args
+                    .cluster_secret_file
+                    .clone()
+                    .or_else(|| std::env::var_os("SWITCHYARD_CLUSTER_SECRET_FILE").map(Into::into)),
+                ssl_truststore_location: truststore.map(ToOwned::to_owned),
+                ssl_certificate_location: None,
+                ssl_key_location: None,
+                timeout_ms: 30_000,
+            })?;
+            current_thread()?
+                .block_on(switchyard::export::export_live(&target))
+                .context("exporting from the running cluster")?
+        }
+    };
     let bytes = match format {
         ExportFormat::Binary => export.to_file_bytes().context("encoding the export")?,
         ExportFormat::Json => {

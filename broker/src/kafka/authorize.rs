@@ -56,9 +56,9 @@ use kafka_protocol::messages::{
     CreateAclsResponse, DeleteAclsResponse, DescribeAclsResponse, DescribeClusterResponse,
     DescribeLogDirsResponse, DescribeQuorumResponse, DescribeTopicPartitionsResponse,
     DescribeUserScramCredentialsResponse, ElectLeadersResponse, EndTxnResponse,
-    FindCoordinatorResponse, HeartbeatResponse, InitProducerIdResponse, JoinGroupResponse,
-    LeaveGroupResponse, OffsetDeleteResponse, OffsetFetchResponse, RequestKind, ResponseKind,
-    SyncGroupResponse, TopicName, WriteTxnMarkersResponse,
+    FetchSnapshotResponse, FindCoordinatorResponse, HeartbeatResponse, InitProducerIdResponse,
+    JoinGroupResponse, LeaveGroupResponse, OffsetDeleteResponse, OffsetFetchResponse, RequestKind,
+    ResponseKind, SyncGroupResponse, TopicName, WriteTxnMarkersResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use switchyard_backend_api::StateView;
@@ -839,6 +839,12 @@ pub(crate) fn gate(access: &Access, request: RequestKind) -> Gate {
         RequestKind::DescribeQuorum(_) if !cluster(Describe) => {
             Gate::Refuse(ResponseKind::DescribeQuorum(
                 DescribeQuorumResponse::default().with_error_code(cluster_refusal.code()),
+            ))
+        }
+        // The whole metadata, credentials' salted hashes included: for operators only.
+        RequestKind::FetchSnapshot(_) if !cluster(ClusterAction) => {
+            Gate::Refuse(ResponseKind::FetchSnapshot(
+                FetchSnapshotResponse::default().with_error_code(cluster_refusal.code()),
             ))
         }
         RequestKind::BrokerHeartbeat(_) if !cluster(ClusterAction) => {

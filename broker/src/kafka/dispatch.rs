@@ -60,6 +60,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeQuorum, 0, 2),
+    (ApiKey::FetchSnapshot, 0, 1),
     (ApiKey::BrokerHeartbeat, 0, 1),
     (ApiKey::SaslHandshake, 1, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
@@ -484,6 +485,9 @@ async fn handle_request(
         }
         RequestKind::DescribeQuorum(r) => {
             ResponseKind::DescribeQuorum(cluster::describe_quorum(broker, version, r))
+        }
+        RequestKind::FetchSnapshot(r) => {
+            ResponseKind::FetchSnapshot(snapshots::fetch(broker, r).await)
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(groups::find_coordinator(broker, client, version, r))

@@ -18,6 +18,7 @@ pub(crate) mod partitions;
 pub(crate) mod produce;
 pub(crate) mod producers;
 pub(crate) mod records;
+pub(crate) mod snapshots;
 pub(crate) mod topics;
 pub(crate) mod transactions;
 pub(crate) mod users;
