@@ -19,6 +19,10 @@ use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_snapshot_request::{
+    PartitionSnapshot as FetchSnapshotPartition, SnapshotId as FetchSnapshotId,
+    TopicSnapshot as FetchSnapshotTopic,
+};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -45,7 +49,7 @@ use kafka_protocol::messages::{
     DescribeAclsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
     DescribeLogDirsRequest, DescribeProducersRequest, DescribeQuorumRequest,
     DescribeTopicPartitionsRequest, DescribeUserScramCredentialsRequest, ElectLeadersRequest,
-    FetchRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
+    FetchRequest, FetchSnapshotRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
     IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
     ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
     OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest,
@@ -728,6 +732,32 @@ fn samples(key: ApiKey, version: i16, topic_id: Uuid) -> anyhow::Result<Option<V
                     .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
             ]),
         )],
+        ApiKey::FetchSnapshot => {
+            let asked = |name: &str, end_offset: i64, position: i64| {
+                FetchSnapshotTopic::default()
+                    .with_name(topic(name))
+                    .with_partitions(vec![
+                        FetchSnapshotPartition::default()
+                            .with_partition(0)
+                            .with_snapshot_id(
+                                FetchSnapshotId::default()
+                                    .with_end_offset(end_offset)
+                                    .with_epoch(-1),
+                            )
+                            .with_position(position),
+                    ])
+            };
+            vec![RequestKind::FetchSnapshot(
+                FetchSnapshotRequest::default()
+                    .with_replica_id((-1).into())
+                    .with_max_bytes(64)
+                    .with_topics(vec![
+                        asked("__cluster_metadata", -1, 0),
+                        asked("__cluster_metadata", 12_345, 0),
+                        asked(MISSING, -1, 0),
+                    ]),
+            )]
+        }
         ApiKey::BrokerHeartbeat => vec![RequestKind::BrokerHeartbeat(
             BrokerHeartbeatRequest::default()
                 .with_broker_id(1.into())
@@ -1079,6 +1109,98 @@ async fn topics_named_by_id_and_the_newer_list_offsets() -> anyhow::Result<()> {
             "v{version} {timestamp}: {p:?}"
         );
     }
+    node.shutdown().await?;
+    Ok(())
+}
+
+/// FetchSnapshot of `__cluster_metadata` serves the metadata export file in chunks: `(-1, -1)`
+/// takes an export, its id fetches the rest from a position; the whole is the metadata (the
+/// cluster id DescribeCluster names, the topic just created). An id the broker does not hold
+/// answers SNAPSHOT_NOT_FOUND, a position past the end POSITION_OUT_OF_RANGE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_snapshot_serves_the_metadata_export_in_chunks() -> anyhow::Result<()> {
+    use kafka_protocol::error::ResponseError;
+    use switchyard_backend_api::export::{MetadataExport, Source};
+
+    let dir = tempfile::tempdir()?;
+    let node = start_memory(&dir, &[]).await?;
+    let mut stream = TcpStream::connect(node.kafka_addr()).await?;
+    create_topic(&mut stream).await?;
+    let request = |end_offset: i64, epoch: i32, position: i64| {
+        RequestKind::FetchSnapshot(
+            FetchSnapshotRequest::default()
+                .with_replica_id((-1).into())
+                .with_max_bytes(100)
+                .with_topics(vec![
+                    FetchSnapshotTopic::default()
+                        .with_name(topic("__cluster_metadata"))
+                        .with_partitions(vec![
+                            FetchSnapshotPartition::default()
+                                .with_partition(0)
+                                .with_snapshot_id(
+                                    FetchSnapshotId::default()
+                                        .with_end_offset(end_offset)
+                                        .with_epoch(epoch),
+                                )
+                                .with_position(position),
+                        ]),
+                ]),
+        )
+    };
+    let mut correlation_id = 0;
+    let mut fetch = async |end_offset, epoch, position| -> anyhow::Result<_> {
+        correlation_id += 1;
+        let answer = call(
+            &mut stream,
+            ApiKey::FetchSnapshot,
+            1,
+            correlation_id,
+            &request(end_offset, epoch, position),
+        )
+        .await?;
+        let ResponseKind::FetchSnapshot(response) = answer else {
+            bail!("FetchSnapshot answered with another response kind");
+        };
+        response
+            .topics
+            .into_iter()
+            .next()
+            .and_then(|t| t.partitions.into_iter().next())
+            .context("no partition in the answer")
+    };
+
+    let first = fetch(-1, -1, 0).await?;
+    ensure!(first.error_code == 0, "error {}", first.error_code);
+    let id = (first.snapshot_id.end_offset, first.snapshot_id.epoch);
+    let size = usize::try_from(first.size)?;
+    ensure!(
+        first.unaligned_records.len() == 100 && size > 200,
+        "size {size}"
+    );
+    let mut file = first.unaligned_records.to_vec();
+    while file.len() < size {
+        let chunk = fetch(id.0, id.1, i64::try_from(file.len())?).await?;
+        ensure!(chunk.error_code == 0, "error {}", chunk.error_code);
+        ensure!(
+            !chunk.unaligned_records.is_empty(),
+            "empty chunk at {}",
+            file.len()
+        );
+        file.extend_from_slice(&chunk.unaligned_records);
+    }
+    let export = MetadataExport::from_file_bytes(&file)?;
+    // memory reads are linearizable.
+    ensure!(export.backend == "memory" && export.source == Source::Linearizable);
+    ensure!(i64::try_from(export.view.applied_index)? == id.0);
+    ensure!(
+        export.view.state.topic(TOPIC).is_some(),
+        "the topic is not in the export"
+    );
+
+    let unknown = fetch(id.0 + 1, id.1, 0).await?;
+    ensure!(unknown.error_code == ResponseError::SnapshotNotFound.code());
+    let past = fetch(id.0, id.1, i64::try_from(size)? + 1).await?;
+    ensure!(past.error_code == ResponseError::PositionOutOfRange.code());
     node.shutdown().await?;
     Ok(())
 }
