@@ -394,7 +394,7 @@ impl fmt::Display for Summary<'_> {
         let cluster = state.cluster_id().map_or("(not set)", |c| c.0.as_str());
         writeln!(
             f,
-            "cluster {cluster}: {} metadata at index {} (epoch {}), read from {}, by switchyard {}",
+            "cluster {cluster}: {} metadata at index {} (epoch {}), {}, by switchyard {}",
             export.backend,
             export.view.applied_index,
             export.epoch,

@@ -35,12 +35,12 @@ pub enum Source {
 }
 
 impl Source {
-    /// How it is named in output.
+    /// How it was read, as output says it.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::DataDirectory => "a stopped node's data directory",
-            Self::Linearizable => "a linearizable read of the running cluster",
-            Self::Leader => "the running cluster's metadata leader",
+            Self::DataDirectory => "read from a stopped node's data directory",
+            Self::Linearizable => "read linearizably from the running cluster",
+            Self::Leader => "read from the running cluster's metadata leader",
         }
     }
 }
