@@ -15,7 +15,7 @@ use switchyard_backend_api::{
 
 use crate::config::Config;
 use crate::kafka::client::PeerClient;
-use crate::serve::{ServeError, choose_backend};
+use crate::serve::{ServeError, choose_backend, lock_data_dir};
 use crate::users::Target;
 
 /// Why an export or import did not happen. Nothing was written then.
@@ -107,9 +107,11 @@ fn holds(storage: &Storage, dir: &Path) -> Result<bool, SwitchError> {
     })
 }
 
-/// Read the stopped node's metadata of the configured backend from its data directory.
+/// Read the stopped node's metadata of the configured backend from its data directory
+/// (locked meanwhile: a running node's is refused).
 pub fn export_offline(config: &Config) -> Result<MetadataExport, SwitchError> {
     let (backend, storage, dir) = backend_of(config)?;
+    let _lock = lock_data_dir(&config.data_dir)?;
     if !holds(&storage, &dir)? {
         return Err(SwitchError::NoMetadata { backend, dir });
     }
@@ -306,10 +308,11 @@ pub struct Imported {
 }
 
 /// Initialise the configured backend's directory of this node from `export`. Refuses a
-/// directory that already holds that backend's metadata, and a data directory whose other
-/// backends hold another cluster's metadata.
+/// directory that already holds that backend's metadata, a data directory whose other
+/// backends hold another cluster's metadata, and a running node's (locked) data directory.
 pub fn import(config: &Config, export: &MetadataExport) -> Result<Imported, SwitchError> {
     let (backend, storage, dir) = backend_of(config)?;
+    let _lock = lock_data_dir(&config.data_dir)?;
     if holds(&storage, &dir)? {
         return Err(SwitchError::AlreadyHolds { backend, dir });
     }

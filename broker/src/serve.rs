@@ -68,6 +68,15 @@ pub enum ServeError {
         #[source]
         source: MetadataError,
     },
+    /// Another process holds the data directory.
+    #[error(
+        "another switchyard process is using the data directory {} (it holds {}); stop it first",
+        path.display(), path.join(LOCK_FILE).display()
+    )]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+    },
     /// The backend failed to shut down cleanly.
     #[error("the {backend} metadata backend did not shut down cleanly")]
     Shutdown {
@@ -148,16 +157,59 @@ pub struct Node {
     stop: watch::Sender<bool>,
     listener: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
+    /// Released when the node is dropped, after [`Node::shutdown`] closed everything.
+    _lock: DataDirLock,
+}
+
+/// The lock file in a data directory, as Kafka's `.lock` in its log directories.
+pub const LOCK_FILE: &str = ".lock";
+
+/// An exclusive lock on a data directory: one process at a time serves it, exports or imports
+/// its metadata (a second one would tear the logs it writes). Held until dropped; the kernel
+/// releases it when the process ends, however it ends.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Lock `dir` (created if missing, owner-only), or fail with [`ServeError::Locked`] at once if
+/// another process holds it.
+pub fn lock_data_dir(dir: &std::path::Path) -> Result<DataDirLock, ServeError> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let failed = |source| ServeError::DataDir {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(failed)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(dir.join(LOCK_FILE))
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => Ok(DataDirLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ServeError::Locked {
+            path: dir.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(failed(source)),
+    }
 }
 
 impl Node {
-    /// Choose and open the backend, then start logging its cluster view. Returns without waiting
-    /// for the backend to become ready.
+    /// Lock the data directory, choose and open the backend, then start logging its cluster
+    /// view. Returns without waiting for the backend to become ready.
     pub async fn start(config: &Config) -> Result<Self, ServeError> {
         let available: Vec<&str> = available_backends().iter().map(|r| r.name).collect();
         let name = choose_backend(config.metadata_backend.as_deref(), &available)?;
         // Check the name before creating a directory named after it.
         find_backend(&name).map_err(ServeError::UnknownBackend)?;
+        let lock = lock_data_dir(&config.data_dir)?;
 
         let data_dir = config.data_dir.join("metadata").join(&name);
         std::fs::create_dir_all(&data_dir).map_err(|source| ServeError::DataDir {
@@ -322,6 +374,7 @@ impl Node {
             stop,
             listener,
             tasks,
+            _lock: lock,
         })
     }
 
@@ -507,6 +560,24 @@ mod tests {
     use switchyard_backend_api::NodeId;
 
     use super::*;
+
+    #[test]
+    fn a_data_directory_is_locked_by_one_holder_at_a_time() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        let held = lock_data_dir(&data)?;
+        let second = lock_data_dir(&data);
+        assert!(
+            matches!(&second, Err(ServeError::Locked { path }) if *path == data),
+            "{second:?}"
+        );
+        let message = second.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("another switchyard process") && message.contains(".lock"));
+        drop(held);
+        let _again = lock_data_dir(&data)?;
+        Ok(())
+    }
     use figment::providers::Serialized;
     use switchyard_backend_api::ClusterSecret;
 

@@ -325,6 +325,14 @@ def test_a_live_export_is_a_backup_that_restores(backend, tmp_path):
         assert f"{backend.name} metadata" in out and expected in out, out
         dump = tmp_path / "backup.json"
         live_export(cluster, cluster.bootstrap(1), dump, "--format", "json")
+        # A running node's data directory is neither read nor written offline.
+        for args in (["export", "--output", str(tmp_path / "running.swmeta")],
+                     ["import", str(backup)]):
+            running = metadata(cluster.nodes[1], *args, ok=False)
+            assert running.returncode != 0, running.stdout
+            assert "another switchyard process is using the data directory" in running.stderr, \
+                running.stderr
+        assert not (tmp_path / "running.swmeta").exists()
         assert json.loads(dump.read_text())["state"]["topics"][0]["name"] == "backed-up"
 
         # A change after the backup, then the metadata is lost on every node.
