@@ -111,6 +111,10 @@ fn holds(storage: &Storage, dir: &Path) -> Result<bool, SwitchError> {
 /// (locked meanwhile: a running node's is refused).
 pub fn export_offline(config: &Config) -> Result<MetadataExport, SwitchError> {
     let (backend, storage, dir) = backend_of(config)?;
+    // Nothing to read in a directory that is not there; and nothing created there either.
+    if !config.data_dir.is_dir() {
+        return Err(SwitchError::NoMetadata { backend, dir });
+    }
     let _lock = lock_data_dir(&config.data_dir)?;
     if !holds(&storage, &dir)? {
         return Err(SwitchError::NoMetadata { backend, dir });
@@ -416,5 +420,99 @@ impl fmt::Display for Summary<'_> {
             state.transactions().count(),
             state.next_producer_id(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::providers::Serialized;
+    use switchyard_backend_api::{ClusterId, MetadataCommand, StateView};
+
+    use super::*;
+    use crate::config::{Overrides, defaults};
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn config(data_dir: &Path, backend: &str) -> Result<Config, Box<dyn std::error::Error>> {
+        let overrides = Overrides {
+            metadata_backend: Some(backend.to_owned()),
+            data_dir: Some(data_dir.to_owned()),
+            ..Overrides::default()
+        };
+        Ok(Config::from_figment(
+            defaults().merge(Serialized::defaults(overrides)),
+        )?)
+    }
+
+    fn export_of(cluster: &str) -> MetadataExport {
+        let mut state = MetadataState::new();
+        let _ = state.apply(&MetadataCommand::InitCluster {
+            cluster_id: ClusterId(cluster.to_owned()),
+        });
+        MetadataExport {
+            backend: "test".into(),
+            build: "test".into(),
+            source: Source::DataDirectory,
+            epoch: 4,
+            view: StateView {
+                applied_index: 9,
+                state,
+            },
+        }
+    }
+
+    /// Two durable backends linked into this build (the default features link three).
+    fn two_durable() -> Result<(&'static str, &'static str), Box<dyn std::error::Error>> {
+        let durable: Vec<&str> = available_backends()
+            .into_iter()
+            .filter(|r| r.storage.is_some())
+            .map(|r| r.name)
+            .collect();
+        match durable.as_slice() {
+            [first, second, ..] => Ok((first, second)),
+            other => Err(format!("two durable backends needed, linked: {other:?}").into()),
+        }
+    }
+
+    #[test]
+    fn an_export_of_a_missing_directory_creates_nothing() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let missing = dir.path().join("nowhere");
+        let (backend, _) = two_durable()?;
+        let result = export_offline(&config(&missing, backend)?);
+        assert!(
+            matches!(result, Err(SwitchError::NoMetadata { .. })),
+            "{result:?}"
+        );
+        assert!(!missing.exists());
+        let memory = export_offline(&config(dir.path(), "memory")?);
+        assert!(
+            matches!(memory, Err(SwitchError::NotDurable { .. })),
+            "{memory:?}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn import_refuses_a_taken_directory_and_another_clusters() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (first, second) = two_durable()?;
+        import(&config(dir.path(), first)?, &export_of("c-1"))?;
+        let read = export_offline(&config(dir.path(), first)?)?;
+        assert_eq!((read.view, read.epoch), (export_of("c-1").view, 4));
+        let again = import(&config(dir.path(), first)?, &export_of("c-1"));
+        assert!(
+            matches!(again, Err(SwitchError::AlreadyHolds { .. })),
+            "{again:?}"
+        );
+        let foreign = import(&config(dir.path(), second)?, &export_of("c-2"));
+        assert!(
+            matches!(&foreign, Err(SwitchError::WrongCluster { file, found, .. })
+                if file == "c-2" && found == "c-1"),
+            "{foreign:?}"
+        );
+        assert!(!dir.path().join("metadata").join(second).exists());
+        import(&config(dir.path(), second)?, &export_of("c-1"))?;
+        Ok(())
     }
 }
