@@ -115,3 +115,29 @@ def _ready(url: str) -> bool:
     except urllib.error.HTTPError as e:
         assert e.code == 503, e
         return False
+
+
+def test_switch_moves_the_cluster_to_another_backend(dev_cluster):
+    """`scripts/cluster switch`: stop, export every node, import into the other backend,
+    start; the topic made before is there, and every node runs the new backend."""
+    target = next(b.name for b in MULTI_NODE if b.name != dev_cluster.backend
+                  and b.guarantees.get("durability") != "none")
+    started = dev_cluster("start", dev_cluster.backend)
+    assert started.returncode == 0, started.stderr + started.stdout
+    bootstrap = ",".join(line.split()[4].rstrip(",") for line in started.stdout.splitlines()
+                         if line.startswith("node ") and " ready: Kafka " in line)
+    made = subprocess.run([str(switchyard_bin()), "topic", "create", "kept", "-p", "2",
+                           "--bootstrap", bootstrap], capture_output=True, text=True,
+                          timeout=60)
+    assert made.returncode == 0, made.stderr
+
+    switched = dev_cluster("switch", target)
+    assert switched.returncode == 0, switched.stderr + switched.stdout
+    assert f"switched from {dev_cluster.backend} to {target}" in switched.stdout
+    status = dev_cluster("status")
+    assert f"metadata backend {target}," in status.stdout, status.stdout
+    listed = subprocess.run([str(switchyard_bin()), "topic", "list", "--format", "json",
+                             "--bootstrap", bootstrap], capture_output=True, text=True,
+                            timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert [t["partitions"] for t in json.loads(listed.stdout) if t["topic"] == "kept"] == [2]
