@@ -323,6 +323,8 @@ def test_a_live_export_is_a_backup_that_restores(backend, tmp_path):
         expected = ("read linearizably from the running cluster" if linearizable
                     else "read from the running cluster's metadata leader")
         assert f"{backend.name} metadata" in out and expected in out, out
+        # It holds the users' salted SCRAM keys: its owner's only.
+        assert backup.stat().st_mode & 0o777 == 0o600, oct(backup.stat().st_mode)
         dump = tmp_path / "backup.json"
         live_export(cluster, cluster.bootstrap(1), dump, "--format", "json")
         # A running node's data directory is neither read nor written offline.
