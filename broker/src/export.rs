@@ -14,7 +14,6 @@ use switchyard_backend_api::{
 };
 
 use crate::config::Config;
-use crate::kafka::client::PeerClient;
 use crate::serve::{ServeError, choose_backend, lock_data_dir};
 use crate::users::Target;
 
@@ -188,16 +187,6 @@ pub async fn export_live(target: &Target) -> Result<MetadataExport, LiveExportEr
     };
     use kafka_protocol::protocol::StrBytes;
 
-    let client = |addr: &str| {
-        PeerClient::new(
-            addr.to_owned(),
-            "switchyard-metadata-export".into(),
-            target.timeout,
-        )
-        .with_credentials(target.credentials.clone())
-        .with_tls(target.tls.clone())
-        .plaintext_ok()
-    };
     let request = |id: (i64, i32), position: i64| {
         FetchSnapshotRequest::default()
             .with_replica_id(KBrokerId(-1))
@@ -222,7 +211,7 @@ pub async fn export_live(target: &Target) -> Result<MetadataExport, LiveExportEr
     let mut last = String::from("no address given");
     let mut attempts = 0;
     while let Some(addr) = addrs.first().cloned() {
-        let mut peer = client(&addr);
+        let mut peer = target.client(&addr, "switchyard-metadata-export");
         let mut id = (-1, -1);
         let mut file = Vec::new();
         let fetched = loop {

@@ -195,7 +195,7 @@ impl fmt::Display for ClusterStatus {
 pub async fn cluster_status(target: &Target) -> Result<ClusterStatus, StatusError> {
     let bootstrap = &target.bootstrap;
     let credentials = target.credentials.as_ref();
-    let client = |addr: &str| client(addr, target);
+    let client = |addr: &str| target.client(addr, "switchyard-cluster-status");
     let mut last = String::from("no address given");
     let mut described: Option<DescribeClusterResponse> = None;
     for addr in bootstrap {
@@ -237,18 +237,6 @@ pub async fn cluster_status(target: &Target) -> Result<ClusterStatus, StatusErro
         brokers,
         reports,
     })
-}
-
-/// A client of the listener at `addr` for this command.
-fn client(addr: &str, target: &Target) -> PeerClient {
-    PeerClient::new(
-        addr.to_owned(),
-        "switchyard-cluster-status".into(),
-        target.timeout,
-    )
-    .with_credentials(target.credentials.clone())
-    .with_tls(target.tls.clone())
-    .plaintext_ok()
 }
 
 async fn node_report(mut client: PeerClient, id: i32) -> Result<NodeReport, String> {

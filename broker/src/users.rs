@@ -60,6 +60,15 @@ pub struct Target {
 }
 
 impl Target {
+    /// A client of the listener at `addr`, named `client_id`: with this target's credentials
+    /// on SASL listeners and TLS where it has some, PLAINTEXT listeners accepted.
+    pub(crate) fn client(&self, addr: &str, client_id: &str) -> PeerClient {
+        PeerClient::new(addr.to_owned(), client_id.to_owned(), self.timeout)
+            .with_credentials(self.credentials.clone())
+            .with_tls(self.tls.clone())
+            .plaintext_ok()
+    }
+
     /// Send `request` to the first listener that answers.
     pub(crate) async fn call<R: Request>(
         &self,
@@ -68,10 +77,7 @@ impl Target {
     ) -> Result<R::Response, UserError> {
         let mut last = String::from("no address given");
         for addr in &self.bootstrap {
-            let mut client = PeerClient::new(addr.clone(), "switchyard-user".into(), self.timeout)
-                .with_credentials(self.credentials.clone())
-                .with_tls(self.tls.clone())
-                .plaintext_ok();
+            let mut client = self.client(addr, "switchyard-user");
             match client.call(request, version).await {
                 Ok(response) => return Ok(response),
                 Err(e) => {

@@ -317,13 +317,7 @@ impl<'h> TestCluster<'h> {
 
     /// Shut node `index` down gracefully and open it again from its data directory.
     pub async fn restart(&mut self, index: usize) -> anyhow::Result<Arc<dyn MetadataBackend>> {
-        let node = self.nodes[index]
-            .take()
-            .with_context(|| format!("node {index} is not running"))?;
-        tokio::time::timeout(DEADLINE, node.shutdown())
-            .await
-            .context("shutdown did not return")??;
-        drop(node);
+        self.stop(index).await?;
         self.open(index).await
     }
 

@@ -197,16 +197,10 @@ impl Client {
         version: i16,
     ) -> Result<R::Response, OpsError> {
         let authenticated = self.target.credentials.is_some();
-        let peer = self.peers.entry(addr.to_owned()).or_insert_with(|| {
-            PeerClient::new(
-                addr.to_owned(),
-                "switchyard-cli".into(),
-                self.target.timeout,
-            )
-            .with_credentials(self.target.credentials.clone())
-            .with_tls(self.target.tls.clone())
-            .plaintext_ok()
-        });
+        let peer = self
+            .peers
+            .entry(addr.to_owned())
+            .or_insert_with(|| self.target.client(addr, "switchyard-cli"));
         peer.call(request, version)
             .await
             .map_err(|e| OpsError::Unreachable {

@@ -732,32 +732,16 @@ fn samples(key: ApiKey, version: i16, topic_id: Uuid) -> anyhow::Result<Option<V
                     .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
             ]),
         )],
-        ApiKey::FetchSnapshot => {
-            let asked = |name: &str, end_offset: i64, position: i64| {
-                FetchSnapshotTopic::default()
-                    .with_name(topic(name))
-                    .with_partitions(vec![
-                        FetchSnapshotPartition::default()
-                            .with_partition(0)
-                            .with_snapshot_id(
-                                FetchSnapshotId::default()
-                                    .with_end_offset(end_offset)
-                                    .with_epoch(-1),
-                            )
-                            .with_position(position),
-                    ])
-            };
-            vec![RequestKind::FetchSnapshot(
-                FetchSnapshotRequest::default()
-                    .with_replica_id((-1).into())
-                    .with_max_bytes(64)
-                    .with_topics(vec![
-                        asked("__cluster_metadata", -1, 0),
-                        asked("__cluster_metadata", 12_345, 0),
-                        asked(MISSING, -1, 0),
-                    ]),
-            )]
-        }
+        ApiKey::FetchSnapshot => vec![RequestKind::FetchSnapshot(
+            FetchSnapshotRequest::default()
+                .with_replica_id((-1).into())
+                .with_max_bytes(64)
+                .with_topics(vec![
+                    snapshot_of("__cluster_metadata", (-1, -1), 0),
+                    snapshot_of("__cluster_metadata", (12_345, -1), 0),
+                    snapshot_of(MISSING, (-1, -1), 0),
+                ]),
+        )],
         ApiKey::BrokerHeartbeat => vec![RequestKind::BrokerHeartbeat(
             BrokerHeartbeatRequest::default()
                 .with_broker_id(1.into())
@@ -889,6 +873,23 @@ pub(crate) async fn call(
         response.remaining()
     );
     Ok(decoded)
+}
+
+/// FetchSnapshot's ask for partition 0 of `name`: snapshot `(end_offset, epoch)` from
+/// `position`.
+fn snapshot_of(name: &str, (end_offset, epoch): (i64, i32), position: i64) -> FetchSnapshotTopic {
+    FetchSnapshotTopic::default()
+        .with_name(topic(name))
+        .with_partitions(vec![
+            FetchSnapshotPartition::default()
+                .with_partition(0)
+                .with_snapshot_id(
+                    FetchSnapshotId::default()
+                        .with_end_offset(end_offset)
+                        .with_epoch(epoch),
+                )
+                .with_position(position),
+        ])
 }
 
 /// Create [`TOPIC`] with one partition; its id.
@@ -1131,20 +1132,11 @@ async fn fetch_snapshot_serves_the_metadata_export_in_chunks() -> anyhow::Result
             FetchSnapshotRequest::default()
                 .with_replica_id((-1).into())
                 .with_max_bytes(100)
-                .with_topics(vec![
-                    FetchSnapshotTopic::default()
-                        .with_name(topic("__cluster_metadata"))
-                        .with_partitions(vec![
-                            FetchSnapshotPartition::default()
-                                .with_partition(0)
-                                .with_snapshot_id(
-                                    FetchSnapshotId::default()
-                                        .with_end_offset(end_offset)
-                                        .with_epoch(epoch),
-                                )
-                                .with_position(position),
-                        ]),
-                ]),
+                .with_topics(vec![snapshot_of(
+                    "__cluster_metadata",
+                    (end_offset, epoch),
+                    position,
+                )]),
         )
     };
     let mut correlation_id = 0;
