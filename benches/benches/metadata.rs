@@ -8,7 +8,9 @@
 //!   whole new block. `floor_after/…` measures the fdatasync floors again at the end, to show
 //!   how far the disk drifted during the run (on a shared VM it does). `floor/sequential_1m`
 //!   appends 1 MiB and fdatasyncs it: the disk's durable sequential write rate (bytes per
-//!   second), the floor of writing partition data.
+//!   second), the floor of writing partition data. `floor/fdatasync_4k_x3` appends 4 KiB to
+//!   three files and fdatasyncs them at the same time from three threads, an iteration ending
+//!   when all three have synced: the floor of a commit on three replicas sharing one disk.
 //! - `propose/<backend>/1` — latency of one proposer's sequential single-partition commits.
 //! - `propose/<backend>/64` — 64 concurrent proposers (tokio tasks), [`PER_PROPOSER`] commits
 //!   each per iteration; criterion reports the throughput in elements (commits) per second.
@@ -79,8 +81,8 @@ use switchyard_benches::faults::{
 use switchyard_benches::kafka::{KafkaNode, RECORDS_PER_PRODUCE};
 use switchyard_benches::run::{BackendInfo, RunRecord, Settings, criterion_dir, measuring};
 use switchyard_benches::{
-    BenchNode, FsyncFloor, Loopback, TOPIC, available_backends, propose_concurrent,
-    propose_sequential, read_linearizable, runtime, time_on,
+    BenchNode, FsyncFloor, Loopback, TOPIC, append_sync_concurrently, available_backends,
+    propose_concurrent, propose_sequential, read_linearizable, runtime, time_on,
 };
 use switchyard_compat_tests::{BackendHarness, RegistryHarness};
 use tokio::runtime::Runtime;
@@ -218,6 +220,14 @@ fn floors(criterion: &mut Criterion, rt: &Runtime) -> anyhow::Result<()> {
     let loopback = rt.block_on(Loopback::open())?;
     group.bench_function("loopback_rtt", |b| {
         b.iter_custom(|iters| must(time_on(rt, loopback.clone().round_trips(iters))));
+    });
+    let mut replicas = (0..3)
+        .map(|_| FsyncFloor::open(4096))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    group.bench_function("fdatasync_4k_x3", |b| {
+        b.iter_custom(|iters| {
+            must(append_sync_concurrently(&mut replicas, iters).context("3 × append + fdatasync"))
+        });
     });
     let mut sequential = FsyncFloor::open(SEQUENTIAL_BLOCK)?;
     group.throughput(Throughput::Bytes(SEQUENTIAL_BLOCK as u64));

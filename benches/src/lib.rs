@@ -239,20 +239,71 @@ impl FsyncFloor {
     /// Append one block and `fdatasync`, `count` times; the time it took. The file starts over
     /// (outside the timing) once it has grown past the WAL's segment size.
     pub fn append_sync(&mut self, count: u64) -> io::Result<Duration> {
+        self.start_over_if_full()?;
+        let start = Instant::now();
+        for _ in 0..count {
+            self.append_one()?;
+        }
+        Ok(start.elapsed())
+    }
+
+    fn start_over_if_full(&mut self) -> io::Result<()> {
         if self.len >= FLOOR_FILE_MAX {
             self.file.set_len(0)?;
             self.file.sync_all()?;
             self.len = 0;
         }
-        let start = Instant::now();
-        for _ in 0..count {
-            self.file.write_all(&self.block)?;
-            self.file.sync_data()?;
-        }
-        let elapsed = start.elapsed();
-        self.len += count * self.block.len() as u64;
-        Ok(elapsed)
+        Ok(())
     }
+
+    fn append_one(&mut self) -> io::Result<()> {
+        self.file.write_all(&self.block)?;
+        self.file.sync_data()?;
+        self.len += self.block.len() as u64;
+        Ok(())
+    }
+}
+
+/// Several [`FsyncFloor`]s appended and fdatasynced at the same time, one thread each, in
+/// lockstep: an iteration ends when every one has synced. With three, the floor of a commit on
+/// three replicas that share one disk (each replica's fsync in parallel, none waiting for
+/// another's).
+pub fn append_sync_concurrently(floors: &mut [FsyncFloor], count: u64) -> io::Result<Duration> {
+    for floor in floors.iter_mut() {
+        floor.start_over_if_full()?;
+    }
+    let barrier = std::sync::Barrier::new(floors.len());
+    let start = Instant::now();
+    let results: Vec<io::Result<()>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = floors
+            .iter_mut()
+            .map(|floor| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let mut result = Ok(());
+                    // A failed thread keeps meeting the others at the barrier, so none waits
+                    // forever; the failure is reported once all are done.
+                    for _ in 0..count {
+                        barrier.wait();
+                        if result.is_ok() {
+                            result = floor.append_one();
+                        }
+                    }
+                    result
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("floor thread panicked")))
+            })
+            .collect()
+    });
+    let elapsed = start.elapsed();
+    results.into_iter().collect::<io::Result<()>>()?;
+    Ok(elapsed)
 }
 
 /// The network's own floor: a TCP connection over 127.0.0.1 to an echo task, with

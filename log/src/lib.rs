@@ -110,7 +110,9 @@ pub use error::LogError;
 pub use partition::cleaner::{
     AbortedRange, CleanOutcome, CleanRequest, CleanStep, Cleanable, CleanerHooks,
 };
-pub use partition::{AppendInfo, LogRead, PartitionLog, RetentionOutcome, TimestampOffset};
+pub use partition::{
+    AppendInfo, FileSlice, LogRead, LogSlices, PartitionLog, RetentionOutcome, TimestampOffset,
+};
 pub use store::LogStore;
 
 /// The histogram every fsync of a segment's data file is timed into, in seconds, through the

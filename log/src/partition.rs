@@ -1,7 +1,7 @@
 //! [`PartitionLog`]: the segments of one topic-partition, appends, reads, recovery, retention
 //! and flushing.
 
-use std::fs;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -51,6 +51,65 @@ pub struct LogRead {
     pub log_start_offset: i64,
     /// The log end offset when the read started.
     pub log_end_offset: i64,
+}
+
+/// What [`PartitionLog::slices_until`] returned: whole batches as ranges of segment files.
+#[derive(Debug, Clone)]
+pub struct LogSlices {
+    /// In log order; empty when there is nothing at or after the requested offset.
+    pub slices: Vec<FileSlice>,
+    /// The first offset in the log when the read started.
+    pub log_start_offset: i64,
+    /// The log end offset when the read started.
+    pub log_end_offset: i64,
+}
+
+impl LogSlices {
+    /// Bytes of all the slices.
+    pub fn len(&self) -> u64 {
+        self.slices.iter().map(FileSlice::len).sum()
+    }
+
+    /// Whether there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.slices.is_empty()
+    }
+}
+
+/// Whole batches of one segment: `len` bytes of its data file from `position`. Holds the
+/// segment's file open.
+#[derive(Debug, Clone)]
+pub struct FileSlice {
+    segment: Arc<Segment>,
+    position: u64,
+    len: u64,
+}
+
+impl FileSlice {
+    /// Bytes in the slice.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the slice is empty (never, for slices a log returns).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The data file the slice is a range of.
+    pub fn file(&self) -> &File {
+        self.segment.file()
+    }
+
+    /// Where the slice starts in [`file`](Self::file).
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Appends the slice's bytes to `out`.
+    pub fn read_into(&self, out: &mut Vec<u8>) -> Result<(), LogError> {
+        self.segment.read_range(self.position, self.len, out)
+    }
 }
 
 /// The answer to a ListOffsets lookup by timestamp.
@@ -561,6 +620,28 @@ impl PartitionLog {
         max_bytes: usize,
         end_offset: i64,
     ) -> Result<LogRead, LogError> {
+        let slices = self.slices_until(from_offset, max_bytes, end_offset)?;
+        let mut records = Vec::with_capacity(usize::try_from(slices.len()).unwrap_or(0));
+        for slice in &slices.slices {
+            slice.read_into(&mut records)?;
+        }
+        Ok(LogRead {
+            records,
+            log_start_offset: slices.log_start_offset,
+            log_end_offset: slices.log_end_offset,
+        })
+    }
+
+    /// The batches [`read_until`](Self::read_until) would return, as ranges of the segment
+    /// files instead of bytes: a fetch sends them from the files (`sendfile`) without reading
+    /// them. Each slice keeps its segment's file open, so a segment deleted or replaced
+    /// meanwhile (retention, compaction) is still read as it was.
+    pub fn slices_until(
+        &self,
+        from_offset: i64,
+        max_bytes: usize,
+        end_offset: i64,
+    ) -> Result<LogSlices, LogError> {
         let log_end_offset = self.log_end_offset();
         let segments = {
             let segments = self.segments.read();
@@ -578,25 +659,34 @@ impl PartitionLog {
             });
         }
         let end = end_offset.min(log_end_offset);
-        let mut records = Vec::new();
+        let mut slices = Vec::new();
+        let mut taken = 0u64;
         let mut from = from_offset;
         for segment in segments {
-            let remaining = max_bytes.saturating_sub(records.len());
-            if from >= end || (!records.is_empty() && remaining == 0) {
+            let remaining = (max_bytes as u64).saturating_sub(taken);
+            if from >= end || (taken > 0 && remaining == 0) {
                 break;
             }
             let Some(position) = segment.find_batch(from)? else {
                 continue;
             };
-            let read = segment.read_batches(position, remaining, records.is_empty(), end)?;
-            records.extend_from_slice(&read.bytes);
-            match read.next_offset {
-                Some(next) if read.at_end => from = next,
+            let remaining = usize::try_from(remaining).unwrap_or(usize::MAX);
+            let slice = segment.slice_batches(position, remaining, taken == 0, end)?;
+            if slice.len > 0 {
+                taken += slice.len;
+                slices.push(FileSlice {
+                    position: slice.position,
+                    len: slice.len,
+                    segment,
+                });
+            }
+            match slice.next_offset {
+                Some(next) if slice.at_end => from = next,
                 _ => break,
             }
         }
-        Ok(LogRead {
-            records,
+        Ok(LogSlices {
+            slices,
             log_start_offset,
             log_end_offset,
         })

@@ -213,16 +213,23 @@ pub(crate) struct Recovery {
     pub(crate) index_interval: u32,
 }
 
-/// A batch range read from one segment.
+/// A range of whole batches of one segment: where they are in its data file.
 #[derive(Debug)]
-pub(crate) struct SegmentRead {
-    /// Whole batches.
-    pub(crate) bytes: Vec<u8>,
-    /// The offset after the last batch read, if any was.
+pub(crate) struct SegmentSlice {
+    /// Position of the first batch in the data file.
+    pub(crate) position: u64,
+    /// Bytes of whole batches from `position`; 0 when no batch was taken.
+    pub(crate) len: u64,
+    /// The offset after the last batch taken, if any was.
     pub(crate) next_offset: Option<i64>,
-    /// Whether the read stopped at the end of the segment's published data.
+    /// Whether the range stopped at the end of the segment's published data.
     pub(crate) at_end: bool,
 }
+
+/// Bytes read at once while walking batch headers after a small batch: the next few headers
+/// come with one `pread`. After a larger batch only the next header is read, so walking large
+/// batches copies next to nothing of them.
+const HEADER_WINDOW: usize = 4096;
 
 /// One segment of a partition log.
 #[derive(Debug)]
@@ -655,53 +662,95 @@ impl Segment {
         Ok(None)
     }
 
-    /// Reads whole batches from `position` while they fit in `max_bytes` and start below
-    /// `end_offset`. With `at_least_one`, the first batch is returned even if it is larger
-    /// than `max_bytes`, so a consumer always makes progress.
-    pub(crate) fn read_batches(
+    /// The whole batches from `position` that fit in `max_bytes` and start below
+    /// `end_offset`, found by walking their headers (the data itself is not read). With
+    /// `at_least_one`, the first batch is taken even if it is larger than `max_bytes`, so a
+    /// consumer always makes progress.
+    pub(crate) fn slice_batches(
         &self,
         position: u64,
         max_bytes: usize,
         at_least_one: bool,
         end_offset: i64,
-    ) -> Result<SegmentRead, LogError> {
+    ) -> Result<SegmentSlice, LogError> {
         let limit = self.summary().size;
-        let available = usize::try_from(limit.saturating_sub(position)).unwrap_or(usize::MAX);
-        let mut buf = vec![0u8; max_bytes.max(HEADER_LEN).min(available)];
-        self.file
-            .read_exact_at(&mut buf, position)
-            .map_err(io_err("read", &self.path))?;
-        let mut end = 0;
+        let max_bytes = max_bytes as u64;
+        let mut window = Vec::new();
+        let mut window_at = 0u64;
+        let mut end = position;
         let mut next_offset = None;
-        while let Some(header) = BatchHeader::decode(&buf[end..]) {
+        let mut small = true;
+        while end < limit {
+            let header = self.header_in_window(&mut window, &mut window_at, end, limit, small)?;
             let size = header
                 .size()
-                .ok_or_else(|| self.corrupt(position + end as u64, "invalid batch length"))?;
-            if header.base_offset >= end_offset || end + size > buf.len() || end + size > max_bytes
-            {
+                .map(|size| size as u64)
+                .filter(|size| end + size <= limit)
+                .ok_or_else(|| self.corrupt(end, "batch length runs past the end of the data"))?;
+            let first = end == position;
+            let fits = end + size - position <= max_bytes || (first && at_least_one);
+            if header.base_offset >= end_offset || !fits {
                 break;
             }
             end += size;
             next_offset = Some(header.next_offset());
+            small = size <= HEADER_WINDOW as u64;
         }
-        if end == 0 && at_least_one && !buf.is_empty() {
-            let (header, size) = self.header_at(position, limit)?;
-            if header.base_offset < end_offset {
-                buf.resize(usize::try_from(size).unwrap_or(usize::MAX), 0);
-                self.file
-                    .read_exact_at(&mut buf, position)
-                    .map_err(io_err("read", &self.path))?;
-                end = buf.len();
-                next_offset = Some(header.next_offset());
-            }
-        }
-        buf.truncate(end);
-        let at_end = position + end as u64 >= limit;
-        Ok(SegmentRead {
-            bytes: buf,
+        Ok(SegmentSlice {
+            position,
+            len: end - position,
             next_offset,
-            at_end,
+            at_end: end >= limit,
         })
+    }
+
+    /// The batch header at `position`, from `window` (bytes of the data file from
+    /// `window_at`) when it holds it, else read into it: a window's worth after a `small`
+    /// batch, the header alone after a large one.
+    fn header_in_window(
+        &self,
+        window: &mut Vec<u8>,
+        window_at: &mut u64,
+        position: u64,
+        limit: u64,
+        small: bool,
+    ) -> Result<BatchHeader, LogError> {
+        if limit.saturating_sub(position) < HEADER_LEN as u64 {
+            return Err(self.corrupt(position, "batch header runs past the end of the data"));
+        }
+        let held = position >= *window_at
+            && position + HEADER_LEN as u64 <= *window_at + window.len() as u64;
+        if !held {
+            let want = if small { HEADER_WINDOW } else { HEADER_LEN };
+            let len = want.min(usize::try_from(limit - position).unwrap_or(usize::MAX));
+            window.resize(len, 0);
+            self.file
+                .read_exact_at(window, position)
+                .map_err(io_err("read", &self.path))?;
+            *window_at = position;
+        }
+        let at = usize::try_from(position - *window_at).unwrap_or(usize::MAX);
+        BatchHeader::decode(&window[at..])
+            .ok_or_else(|| self.corrupt(position, "short batch header"))
+    }
+
+    /// `len` bytes of the data file from `position`, appended to `out`.
+    pub(crate) fn read_range(
+        &self,
+        position: u64,
+        len: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), LogError> {
+        let start = out.len();
+        out.resize(start + usize::try_from(len).unwrap_or(usize::MAX), 0);
+        self.file
+            .read_exact_at(&mut out[start..], position)
+            .map_err(io_err("read", &self.path))
+    }
+
+    /// The data file, for sending a range of it without reading it (`sendfile`).
+    pub(crate) fn file(&self) -> &File {
+        &self.file
     }
 }
 

@@ -1171,3 +1171,75 @@ fn max_timestamp_finds_the_first_batch_holding_the_largest_timestamp() {
     log.advance_start(3).expect("advance");
     assert!(log.max_timestamp().is_some_and(|t| t.offset >= 3));
 }
+
+/// Slices (and the reads made of them) hold exactly the whole batches from the one holding
+/// the offset, as many as fit in max bytes (at least one) that start below the end offset,
+/// across segments, for small batches and for batches larger than the header-walking window;
+/// and a slice still reads its bytes after retention deleted its segment.
+#[test]
+fn slices_hold_whole_batches_and_outlive_their_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(
+        dir.path(),
+        LogConfig {
+            retention_bytes: Some(1),
+            ..small(12_000)
+        },
+    );
+    // (base offset, record count, bytes) of every batch, in order.
+    let mut batches = Vec::new();
+    for i in 0..40usize {
+        let value = vec![b'v'; if i % 7 == 3 { 5_000 } else { 20 + i }];
+        let bytes = batch(i as i64, &[&value, b"x"]);
+        let info = log.append(&bytes, EPOCH, 0).expect("append");
+        batches.push((info.base_offset, 2i64, bytes.len()));
+    }
+    assert!(log.segment_count() > 2, "spans segments");
+    let log_end = log.log_end_offset();
+    for from in [0, 1, 5, 6, 7, 31, 48, 79] {
+        for max_bytes in [1, 100, 700, 5_100, 12_000, 1 << 20] {
+            for end in [from + 1, from + 9, 64, log_end] {
+                let first = batches
+                    .iter()
+                    .position(|(base, count, _)| base + count > from)
+                    .expect("batch");
+                let mut expected = Vec::new();
+                let mut taken = 0;
+                for &(base, _, len) in &batches[first..] {
+                    if base >= end || (!expected.is_empty() && taken + len > max_bytes) {
+                        break;
+                    }
+                    taken += len;
+                    expected.push(base);
+                }
+                let slices = log.slices_until(from, max_bytes, end).expect("slices");
+                let mut bytes = Vec::new();
+                for slice in &slices.slices {
+                    slice.read_into(&mut bytes).expect("read slice");
+                }
+                let bases: Vec<i64> = offsets_of(&bytes).iter().map(|(base, _)| *base).collect();
+                assert_eq!(bases, expected, "from {from}, max {max_bytes}, end {end}");
+                assert_eq!(slices.len(), bytes.len() as u64);
+                assert_eq!(
+                    log.read_until(from, max_bytes, end).expect("read").records,
+                    bytes
+                );
+            }
+        }
+    }
+    let slices = log.slices_until(0, 1 << 20, log_end).expect("slices");
+    let mut before = Vec::new();
+    for slice in &slices.slices {
+        slice.read_into(&mut before).expect("read slice");
+    }
+    let outcome = log.enforce_retention(0).expect("retention");
+    assert!(outcome.deleted_segments > 0);
+    assert!(!segment_path(dir.path(), 0, LOG_EXT).exists());
+    let mut after = Vec::new();
+    for slice in &slices.slices {
+        slice
+            .read_into(&mut after)
+            .expect("read a deleted segment's slice");
+    }
+    assert_eq!(after, before);
+}

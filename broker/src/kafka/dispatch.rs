@@ -14,6 +14,7 @@ use switchyard_backend_api::{Broker as StateBroker, BrokerId, NodeId, warn_throt
 
 use crate::broker::Broker;
 use crate::kafka::authorize::{self, Access, Gate};
+use crate::kafka::frame::{self, FileRecords, Frame};
 use crate::kafka::handlers;
 use crate::kafka::sasl::{
     CLUSTER_MECHANISM, Failure, HandshakeError, KafkaPrincipal, ListenerSecurity, SecurityProtocol,
@@ -26,14 +27,14 @@ use crate::telemetry;
 /// What the connection does after a request.
 #[derive(Debug)]
 pub(crate) enum Reply {
-    /// Send this response frame (without its length prefix).
-    Respond(Bytes),
+    /// Send this response frame.
+    Respond(Frame),
     /// Send nothing (a produce with `acks = 0`).
     Nothing,
     /// Close the connection; the reason is logged.
     Close(String),
     /// Send this response frame, then close the connection (a failed authentication).
-    RespondThenClose(Bytes),
+    RespondThenClose(Frame),
 }
 
 /// The APIs this broker implements, with the versions it serves: the only ones ApiVersions
@@ -334,10 +335,11 @@ async fn answer(
         principal,
         listener: Some(Arc::clone(listener)),
     };
-    let Some(response) = route(broker, &client, version, request).await else {
+    let mut files = FileRecords::default();
+    let Some(response) = route(broker, &client, version, request, &mut files).await else {
         return Reply::Nothing;
     };
-    encode(key, version, correlation_id, &response)
+    encode_with_files(key, version, correlation_id, &response, files)
 }
 
 /// What a connection that has not authenticated yet may ask besides SASL itself.
@@ -434,12 +436,13 @@ async fn route(
     client: &Client,
     version: i16,
     mut request: RequestKind,
+    files: &mut FileRecords,
 ) -> Option<ResponseKind> {
     let ids = versions::normalize(&broker.metadata().state, version, &mut request);
     let access = Access::of(broker, client);
     let mut response = match authorize::gate(&access, request) {
         Gate::Pass(request, patch) => {
-            let response = handle_request(broker, client, version, request).await?;
+            let response = handle_request(broker, client, version, request, files).await?;
             authorize::patch(&access, response, patch)
         }
         Gate::Refuse(response) => response,
@@ -455,6 +458,7 @@ async fn handle_request(
     client: &Client,
     version: i16,
     request: RequestKind,
+    files: &mut FileRecords,
 ) -> Option<ResponseKind> {
     use handlers::*;
     Some(match request {
@@ -542,7 +546,7 @@ async fn handle_request(
             ResponseKind::Produce(produce::handle(broker, version, r).await?)
         }
         RequestKind::Fetch(r) => {
-            ResponseKind::Fetch(fetch::handle(broker, client, version, r).await)
+            ResponseKind::Fetch(fetch::handle(broker, client, version, r, files).await)
         }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(broker, version, r).await)
@@ -595,16 +599,43 @@ fn unreachable_api(request: RequestKind) -> ResponseKind {
 }
 
 fn encode(key: ApiKey, version: i16, correlation_id: i32, response: &ResponseKind) -> Reply {
+    encode_with_files(
+        key,
+        version,
+        correlation_id,
+        response,
+        FileRecords::default(),
+    )
+}
+
+/// Encodes `response`; a Fetch response's records held in `files` stay in the logs' files
+/// until they are sent.
+fn encode_with_files(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &ResponseKind,
+    files: FileRecords,
+) -> Reply {
     telemetry::kafka::count_errors(key, response);
-    let mut out = BytesMut::new();
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    if let Err(e) = header.encode(&mut out, key.response_header_version(version)) {
+    let header_version = key.response_header_version(version);
+    if let ResponseKind::Fetch(fetch) = response
+        && !files.is_empty()
+    {
+        return match frame::encode_fetch(&header, header_version, fetch, version, files) {
+            Ok(frame) => Reply::Respond(frame),
+            Err(e) => Reply::Close(format!("encoding {key:?} v{version} response: {e}")),
+        };
+    }
+    let mut out = BytesMut::new();
+    if let Err(e) = header.encode(&mut out, header_version) {
         return Reply::Close(format!("encoding {key:?} v{version} response header: {e}"));
     }
     if let Err(e) = response.encode(&mut out, version) {
         return Reply::Close(format!("encoding {key:?} v{version} response: {e}"));
     }
-    Reply::Respond(out.freeze())
+    Reply::Respond(out.freeze().into())
 }
 
 /// ApiVersions at a version this broker does not know: error 35 in the v0 format, with the
@@ -620,7 +651,7 @@ fn unsupported_api_versions(correlation_id: i32) -> Reply {
     if let Err(e) = response.encode(&mut out, 0) {
         return Reply::Close(format!("encoding ApiVersions v0 response: {e}"));
     }
-    Reply::Respond(out.freeze())
+    Reply::Respond(out.freeze().into())
 }
 
 #[cfg(test)]

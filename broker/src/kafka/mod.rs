@@ -6,6 +6,7 @@ mod authorize;
 pub mod client;
 pub(crate) mod dispatch;
 pub(crate) mod errors;
+pub(crate) mod frame;
 pub(crate) mod handlers;
 pub mod sasl;
 pub mod server;

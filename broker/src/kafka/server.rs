@@ -18,7 +18,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use switchyard_backend_api::net::accept;
 use switchyard_backend_api::warn_throttled;
+use switchyard_log::FileSlice;
+use tokio::io::Interest;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -27,6 +30,7 @@ use tracing::{debug, info, warn};
 use crate::broker::Broker;
 use crate::config::KafkaSettings;
 use crate::kafka::dispatch::{self, Reply};
+use crate::kafka::frame::{Frame, Part};
 use crate::kafka::sasl::{ListenerSecurity, Session};
 use crate::kafka::tls;
 use crate::telemetry;
@@ -219,7 +223,9 @@ async fn secure(
     let protocol = listener.security.protocol;
     let Some(tls) = listener.security.tls.clone() else {
         let session = Session::new(protocol, None);
-        return connection(stream, session, peer, broker, listener, stopping).await;
+        let (read, write) = stream.into_split();
+        let write = Plain(BufWriter::new(write));
+        return connection(read, write, session, peer, broker, listener, stopping).await;
     };
     let stream =
         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream)).await {
@@ -240,20 +246,21 @@ async fn secure(
         .and_then(|chain| chain.first())
         .and_then(tls::subject_of);
     let session = Session::new(protocol, certificate);
-    connection(stream, session, peer, broker, listener, stopping).await
+    let (read, write) = tokio::io::split(stream);
+    let write = Copying(BufWriter::new(write));
+    connection(read, write, session, peer, broker, listener, stopping).await
 }
 
-async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
+async fn connection<R: AsyncRead + Unpin, W: Sink>(
+    read: R,
+    mut write: W,
     mut session: Session,
     peer: SocketAddr,
     broker: Arc<Broker>,
     listener: Arc<Listener>,
     mut stopping: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    let (read, write) = tokio::io::split(stream);
     let mut read = BufReader::new(read);
-    let mut write = BufWriter::new(write);
     let idle = Duration::from_millis(broker.settings().connections_max_idle_ms);
     let max = broker.settings().socket_request_max_bytes;
     let received =
@@ -304,13 +311,13 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         }
         match dispatch::handle(&broker, &listener, &mut session, peer, Bytes::from(frame)).await {
             Reply::Respond(response) => {
-                sent.increment(response.len() as u64 + 4);
+                sent.increment(response.len() + 4);
                 if !respond(&mut write, &response, peer).await? {
                     return Ok(());
                 }
             }
             Reply::RespondThenClose(response) => {
-                sent.increment(response.len() as u64 + 4);
+                sent.increment(response.len() + 4);
                 respond(&mut write, &response, peer).await?;
                 return Ok(());
             }
@@ -325,16 +332,18 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Write one response frame within [`WRITE_TIMEOUT`]; `false` when the client is not reading
 /// (the caller closes the connection).
-async fn respond<W: AsyncWriteExt + Unpin>(
-    write: &mut W,
-    response: &[u8],
-    peer: SocketAddr,
-) -> io::Result<bool> {
+async fn respond<W: Sink>(write: &mut W, response: &Frame, peer: SocketAddr) -> io::Result<bool> {
     let length = u32::try_from(response.len()).map_err(io::Error::other)?;
     let written = async {
-        write.write_u32(length).await?;
-        write.write_all(response).await?;
-        write.flush().await
+        let out = write.buffered();
+        out.write_u32(length).await?;
+        for part in response.parts() {
+            match part {
+                Part::Bytes(bytes) => write.buffered().write_all(bytes).await?,
+                Part::File(slice) => write.write_file(slice).await?,
+            }
+        }
+        write.buffered().flush().await
     };
     match tokio::time::timeout(WRITE_TIMEOUT, written).await {
         Ok(result) => result.map(|()| true),
@@ -342,5 +351,81 @@ async fn respond<W: AsyncWriteExt + Unpin>(
             warn_throttled!(%peer, "client not reading responses; closing connection");
             Ok(false)
         }
+    }
+}
+
+/// Where a connection writes its responses: a buffered stream, and a way to send a range of a
+/// segment file after what the buffer holds.
+trait Sink: Send + Unpin {
+    type Write: AsyncWrite + Unpin + Send;
+
+    /// The buffered stream.
+    fn buffered(&mut self) -> &mut BufWriter<Self::Write>;
+
+    /// Sends `slice` after everything written so far.
+    fn write_file(&mut self, slice: &FileSlice) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// A plaintext TCP connection: file ranges go from the page cache to the socket with
+/// `sendfile`, never through the broker's memory.
+struct Plain(BufWriter<OwnedWriteHalf>);
+
+impl Sink for Plain {
+    type Write = OwnedWriteHalf;
+
+    fn buffered(&mut self) -> &mut BufWriter<OwnedWriteHalf> {
+        &mut self.0
+    }
+
+    async fn write_file(&mut self, slice: &FileSlice) -> io::Result<()> {
+        self.0.flush().await?;
+        let socket: &TcpStream = self.0.get_ref().as_ref();
+        let mut position = slice.position();
+        let end = position + slice.len();
+        while position < end {
+            socket.writable().await?;
+            let count = usize::try_from(end - position).unwrap_or(usize::MAX);
+            let sent = socket.try_io(Interest::WRITABLE, || {
+                rustix::fs::sendfile(socket, slice.file(), Some(&mut position), count)
+                    .map_err(io::Error::from)
+            });
+            match sent {
+                // The file is shorter than when it was sliced: a follower cut its log. The
+                // frame's length is already sent, so the connection cannot go on.
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "segment file truncated while its records were being sent",
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A TLS connection: the records must be encrypted, so file ranges are read and written.
+struct Copying<W>(BufWriter<W>);
+
+impl<W: AsyncWrite + Unpin + Send> Sink for Copying<W> {
+    type Write = W;
+
+    fn buffered(&mut self) -> &mut BufWriter<W> {
+        &mut self.0
+    }
+
+    async fn write_file(&mut self, slice: &FileSlice) -> io::Result<()> {
+        let slice = slice.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            let mut bytes = Vec::new();
+            slice.read_into(&mut bytes).map(|()| bytes)
+        })
+        .await
+        .map_err(io::Error::other)?
+        .map_err(io::Error::other)?;
+        self.0.write_all(&bytes).await
     }
 }

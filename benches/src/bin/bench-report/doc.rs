@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use switchyard_benches::run::{BackendInfo, RunRecord};
 
+use crate::clients::ClientRun;
 use crate::machine::Machine;
 use crate::results::{Measurement, Results};
 
@@ -359,6 +360,8 @@ pub(crate) struct Floors {
     pub(crate) fsync: Option<f64>,
     /// `floor/loopback_rtt`.
     pub(crate) loopback: Option<f64>,
+    /// `floor/fdatasync_4k_x3`.
+    pub(crate) fsync_x3: Option<f64>,
 }
 
 impl Floors {
@@ -366,6 +369,7 @@ impl Floors {
         Self {
             fsync: results.get("floor/fdatasync_4k").map(Measurement::p50),
             loopback: results.get("floor/loopback_rtt").map(Measurement::p50),
+            fsync_x3: results.get("floor/fdatasync_4k_x3").map(Measurement::p50),
         }
     }
 }
@@ -378,6 +382,8 @@ pub(crate) struct Inputs<'a> {
     pub(crate) machine: &'a Machine,
     /// File name of the plot, beside the document.
     pub(crate) plot: &'a str,
+    /// The librdkafka produce and consume run, if `benches/run` made one.
+    pub(crate) clients: Option<&'a ClientRun>,
 }
 
 /// Render `docs/BENCHMARKS.md`.
@@ -387,6 +393,7 @@ pub(crate) fn render(inputs: &Inputs<'_>) -> String {
         results,
         machine,
         plot,
+        clients,
     } = inputs;
     let floors = Floors::of(results);
     let mut doc = String::new();
@@ -413,12 +420,16 @@ pub(crate) fn render(inputs: &Inputs<'_>) -> String {
     run_section(out, record, machine, results);
     reading_section(out);
     let _ = writeln!(out, "![p50 of every backend, by measurement]({plot})\n");
-    targets_section(out, record, results, &floors);
+    let client_targets = clients.map_or_else(Vec::new, |c| c.targets(results));
+    targets_section(out, record, results, &floors, &client_targets);
     floors_section(out, results);
     for table in tables(record) {
         table_section(out, record, results, &floors, &table);
     }
     compaction_section(out, results);
+    if let Some(clients) = clients {
+        clients.section(out);
+    }
     tls_section(out);
     not_covered_section(out);
     doc
@@ -445,10 +456,11 @@ fn not_covered_section(out: &mut String) {
     line(out, "");
     line(
         out,
-        "- Produce throughput with many requests in flight, and consume throughput: \
-         `benches/kafka/throughput.py` (confluent-kafka against a `switchyard serve` process) \
-         measures them separately; its numbers are not part of this page. The metadata backend \
-         is not on the produce and fetch path.",
+        "- Creating 1,000 topics with the Python client: `benches/kafka/throughput.py` \
+         (confluent-kafka against a `switchyard serve` process) measures it separately, with \
+         produce and consume through that client; its numbers are not part of this page. \
+         Produce and consume through librdkafka are (the section above, when `benches/run` ran \
+         `benches/kafka/clients.py`).",
     );
     line(
         out,
@@ -590,6 +602,28 @@ struct Verdict {
 /// How a target judges one backend.
 type Judge<'a> = &'a dyn Fn(&BackendInfo) -> Verdict;
 
+/// A row of the Targets table that is not one per linked backend.
+#[derive(Debug)]
+pub(crate) struct TargetRow {
+    pub(crate) target: String,
+    /// The backend column, as shown.
+    pub(crate) backend: String,
+    pub(crate) measured: String,
+    /// `None`: not measured.
+    pub(crate) met: Option<bool>,
+}
+
+impl TargetRow {
+    pub(crate) fn not_measured(target: &str, backend: &str) -> Self {
+        Self {
+            target: target.to_owned(),
+            backend: backend.to_owned(),
+            measured: "not measured in this run".into(),
+            met: None,
+        }
+    }
+}
+
 fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "**not met**" }
 }
@@ -601,12 +635,22 @@ fn not_measured() -> Verdict {
     }
 }
 
-fn targets_section(out: &mut String, record: &RunRecord, results: &Results, floors: &Floors) {
+fn targets_section(
+    out: &mut String,
+    record: &RunRecord,
+    results: &Results,
+    floors: &Floors,
+    more: &[TargetRow],
+) {
     line(out, "## Targets");
     line(out, "");
     line(out, "| target | backend | measured | verdict |");
     line(out, "|---|---|---|---|");
-    let targets: [(&str, Judge<'_>); 6] = [
+    let multi_node_only = || Verdict {
+        measured: "single-node backend".into(),
+        verdict: "n/a",
+    };
+    let targets: [(&str, Judge<'_>); 9] = [
         (
             "durable write, one node: p50 ≤ 1.2 × `fdatasync_4k`",
             &|b| match (results.of("propose", &b.name, "1"), floors.fsync) {
@@ -640,10 +684,7 @@ fn targets_section(out: &mut String, record: &RunRecord, results: &Results, floo
             "3 nodes on loopback: commit p50 ≤ `fdatasync_4k` p50 + 1 ms",
             &|b| {
                 if !b.multi_node {
-                    return Verdict {
-                        measured: "single-node backend".into(),
-                        verdict: "n/a",
-                    };
+                    return multi_node_only();
                 }
                 match (results.of("propose_3nodes", &b.name, "1"), floors.fsync) {
                     (Some(m), Some(f)) => Verdict {
@@ -683,10 +724,7 @@ fn targets_section(out: &mut String, record: &RunRecord, results: &Results, floo
             "metadata-leader failover: a write succeeds ≤ 2 s after kill -9 of the leader",
             &|b| {
                 if !b.multi_node {
-                    return Verdict {
-                        measured: "single-node backend".into(),
-                        verdict: "n/a",
-                    };
+                    return multi_node_only();
                 }
                 match results.of("failover", &b.name, "3") {
                     Some(m) => Verdict {
@@ -706,6 +744,67 @@ fn targets_section(out: &mut String, record: &RunRecord, results: &Results, floo
                 }
             },
         ),
+        (
+            "3 nodes on loopback: commit p50 ≤ 1.4 × `fdatasync_4k`, or ≤ `fdatasync_4k_x3` + 3 × \
+             `loopback_rtt` if that is larger",
+            &|b| {
+                if !b.multi_node {
+                    return multi_node_only();
+                }
+                let m = results.of("propose_3nodes", &b.name, "1");
+                match (m, floors.fsync, floors.fsync_x3, floors.loopback) {
+                    (Some(m), Some(f), Some(x3), Some(rtt)) => {
+                        let limit = (1.4 * f).max(x3 + 3.0 * rtt);
+                        Verdict {
+                            measured: format!(
+                                "{} = {} (limit {}: 1.4 × {}, `fdatasync_4k_x3` {} + 3 × {})",
+                                time(m.p50()),
+                                ratio(Some(m.p50() / f)),
+                                time(limit),
+                                time(f),
+                                time(x3),
+                                time(rtt)
+                            ),
+                            verdict: verdict(m.p50() <= limit),
+                        }
+                    }
+                    _ => not_measured(),
+                }
+            },
+        ),
+        (
+            "64 concurrent proposers, 3 nodes on loopback: ≥ 100,000 writes/s",
+            &|b| {
+                if !b.multi_node {
+                    return multi_node_only();
+                }
+                match results.of("propose_3nodes", &b.name, "64") {
+                    Some(m) => Verdict {
+                        measured: format!("{}/s", count(m.throughput())),
+                        verdict: verdict(m.throughput() >= 100_000.0),
+                    },
+                    None => not_measured(),
+                }
+            },
+        ),
+        (
+            "automatic metadata-leader failover: p99 ≤ 1 s from kill -9 to a write",
+            &|b| {
+                if b.failover != "automatic" {
+                    return Verdict {
+                        measured: format!("failover: {}", b.failover),
+                        verdict: "n/a",
+                    };
+                }
+                match results.of("failover", &b.name, "3") {
+                    Some(m) => Verdict {
+                        measured: format!("p99 {} (p50 {})", time(m.p99()), time(m.p50())),
+                        verdict: verdict(m.p99() <= 1e9),
+                    },
+                    None => not_measured(),
+                }
+            },
+        ),
     ];
     for (target, judge) in targets {
         for backend in &record.backends {
@@ -716,6 +815,14 @@ fn targets_section(out: &mut String, record: &RunRecord, results: &Results, floo
                 backend.name, v.measured, v.verdict
             );
         }
+    }
+    for row in more {
+        let shown = row.met.map_or(not_measured().verdict, verdict);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {shown} |",
+            row.target, row.backend, row.measured
+        );
     }
     line(out, "");
 }
@@ -730,7 +837,9 @@ fn floors_section(out: &mut String, results: &Results) {
          (about the size of one metadata write); `loopback_rtt`: an 8-byte TCP ping-pong on \
          127.0.0.1 with `TCP_NODELAY`, on the same tokio runtime as the backends; \
          `sequential_1m`: append 1 MiB and `fdatasync` it, the disk's durable sequential \
-         write rate.",
+         write rate; `fdatasync_4k_x3`: `fdatasync_4k` on three files at the same time from \
+         three threads, in lockstep, an iteration ending when all three have synced — the \
+         floor of a commit on three replicas that share one disk.",
     );
     line(out, "");
     line(out, "| floor | samples | p50 | p99 |");
@@ -738,6 +847,7 @@ fn floors_section(out: &mut String, results: &Results) {
     for id in [
         "floor/fdatasync_4k",
         "floor/fdatasync_128",
+        "floor/fdatasync_4k_x3",
         "floor/loopback_rtt",
         "floor/sequential_1m",
         "floor_after/fdatasync_4k",

@@ -18,8 +18,11 @@
 //! - `results.rs` — criterion's files → `Measurement`s (p50 and p99 over sample means).
 //! - `machine.rs` — CPU, memory, kernel and compiler of this machine.
 //! - `doc.rs` — the Markdown: the run, the targets with verdicts, one table per measurement.
+//! - `clients.rs` — the librdkafka produce and consume run (`kafka-clients.json`, written by
+//!   `benches/kafka/clients.py` beside criterion's results) and its targets.
 //! - `plot.rs` — the SVG plot (plotters' SVG backend).
 
+mod clients;
 mod doc;
 mod machine;
 mod plot;
@@ -57,6 +60,7 @@ fn main() -> anyhow::Result<()> {
             dir.display()
         );
     }
+    let clients = clients::ClientRun::load(&dir)?;
     let machine = machine::Machine::read();
     let plot_path = out.with_file_name(PLOT_FILE);
     plot::draw(&plot_path, &record, &results)?;
@@ -65,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         results: &results,
         machine: &machine,
         plot: PLOT_FILE,
+        clients: clients.as_ref(),
     });
     std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))?;
     eprintln!(

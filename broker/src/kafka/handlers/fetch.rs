@@ -18,6 +18,7 @@ use kafka_protocol::messages::fetch_response::{
 };
 use kafka_protocol::messages::{BrokerId as KBrokerId, FetchRequest, FetchResponse, ProducerId};
 use switchyard_backend_api::BrokerId;
+use switchyard_log::LogSlices;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -25,6 +26,7 @@ use switchyard_backend_api::warn_throttled;
 
 use crate::broker::Broker;
 use crate::kafka::dispatch::Client;
+use crate::kafka::frame::FileRecords;
 use crate::liveness;
 use crate::txn_index::AbortedTxn;
 
@@ -38,7 +40,8 @@ struct Read {
     high_watermark: i64,
     last_stable_offset: i64,
     log_start_offset: i64,
-    records: Bytes,
+    /// Whole batches, as ranges of the log's files; none when the read failed.
+    records: Option<LogSlices>,
     /// For a `read_committed` fetch: the aborted transactions in the range read.
     aborted: Option<Vec<AbortedTxn>>,
 }
@@ -48,6 +51,7 @@ pub(crate) async fn handle(
     client: &Client,
     version: i16,
     mut request: FetchRequest,
+    files: &mut FileRecords,
 ) -> FetchResponse {
     let deadline =
         Instant::now() + Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0));
@@ -91,7 +95,7 @@ pub(crate) async fn handle(
         }
         let (topics, bytes, failed) = read_all(broker, &request, max_bytes, follower).await;
         if bytes >= min_bytes || failed || Instant::now() >= deadline || watches.is_empty() {
-            return respond(topics);
+            return respond(topics, files);
         }
         let changed = watches.iter_mut().map(|w| Box::pin(w.changed()));
         if tokio::time::timeout_at(deadline, select_all(changed))
@@ -99,7 +103,7 @@ pub(crate) async fn handle(
             .is_err()
         {
             let (topics, _, _) = read_all(broker, &request, max_bytes, follower).await;
-            return respond(topics);
+            return respond(topics, files);
         }
     }
 }
@@ -134,13 +138,14 @@ fn refuse_all(request: &FetchRequest, version: i16, error: ResponseError) -> Fet
                         high_watermark: -1,
                         last_stable_offset: -1,
                         log_start_offset: -1,
-                        records: Bytes::new(),
+                        records: None,
                         aborted: None,
                     })
                     .collect();
                 (t.topic.clone(), reads)
             })
             .collect(),
+        &mut FileRecords::default(),
     );
     if version >= 7 {
         response.with_error_code(error.code())
@@ -170,7 +175,12 @@ async fn note_follower_progress(broker: &Broker, request: &FetchRequest, followe
     }
 }
 
-fn respond(topics: Vec<(kafka_protocol::messages::TopicName, Vec<Read>)>) -> FetchResponse {
+/// The response to `topics`' reads; the records read are held in `files`, the response
+/// carrying their placeholders.
+fn respond(
+    topics: Vec<(kafka_protocol::messages::TopicName, Vec<Read>)>,
+    files: &mut FileRecords,
+) -> FetchResponse {
     FetchResponse::default().with_responses(
         topics
             .into_iter()
@@ -198,7 +208,11 @@ fn respond(topics: Vec<(kafka_protocol::messages::TopicName, Vec<Read>)>) -> Fet
                                             .collect()
                                     }))
                                     .with_preferred_read_replica(KBrokerId(-1))
-                                    .with_records(Some(r.records))
+                                    .with_records(Some(
+                                        r.records
+                                            .filter(|slices| !slices.is_empty())
+                                            .map_or_else(Bytes::new, |slices| files.hold(slices)),
+                                    ))
                             })
                             .collect(),
                     )
@@ -240,7 +254,10 @@ async fn read_all(
                 request.isolation_level,
             )
             .await;
-            total += read.records.len();
+            total += read
+                .records
+                .as_ref()
+                .map_or(0, |r| usize::try_from(r.len()).unwrap_or(usize::MAX));
             failed |= read.error.is_some();
             reads.push(read);
         }
@@ -265,7 +282,7 @@ async fn read_partition(
         high_watermark: -1,
         last_stable_offset: -1,
         log_start_offset: -1,
-        records: Bytes::new(),
+        records: None,
         aborted: None,
     };
     let replica = match broker.led_replica(topic, partition).await {
@@ -298,10 +315,12 @@ async fn read_partition(
             high_watermark
         };
         if max_bytes == 0 {
-            return Ok((Vec::new(), log.log_start_offset(), high_watermark));
+            return Ok((None, log.log_start_offset(), high_watermark));
         }
-        log.read_until(offset, max_bytes, end)
-            .map(|r| (r.records, r.log_start_offset, high_watermark))
+        log.slices_until(offset, max_bytes, end).map(|slices| {
+            let log_start_offset = slices.log_start_offset;
+            (Some(slices), log_start_offset, high_watermark)
+        })
     })
     .await;
     match read {
@@ -312,7 +331,7 @@ async fn read_partition(
             last_stable_offset,
             log_start_offset,
             aborted: committed.then(|| replica.aborted_transactions(offset, last_stable_offset)),
-            records: Bytes::from(records),
+            records,
         },
         Ok(Err(e)) => {
             let mut r = empty(crate::kafka::errors::log_error(&e));
