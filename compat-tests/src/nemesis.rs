@@ -192,6 +192,9 @@ pub struct Report {
     pub checks: Vec<Check>,
     /// Acknowledged writes lost within the declared loss window (the `loss-window` check).
     pub lost_in_window: usize,
+    /// Epochs in which a node led, ready for writes: the first election, each one a fault
+    /// caused, and any a too-short election timeout caused.
+    pub leader_epochs: usize,
 }
 
 impl Report {
@@ -213,7 +216,7 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} seed {} ({SEED_ENV}={}): {} operations ({} ok, {} rejected, {} unknown), faults {:?}",
+            "{} seed {} ({SEED_ENV}={}): {} operations ({} ok, {} rejected, {} unknown), faults {:?}, {} leader epochs",
             self.backend,
             self.seed,
             self.seed,
@@ -221,7 +224,8 @@ impl fmt::Display for Report {
             self.ok,
             self.rejected,
             self.unknown,
-            self.faults
+            self.faults,
+            self.leader_epochs
         )?;
         for check in &self.checks {
             match &check.verdict {
@@ -645,6 +649,7 @@ pub async fn run(harness: &dyn BackendHarness, config: RunConfig) -> anyhow::Res
     ];
     drop(extra_observers);
     observers.abort_all();
+    let leader_epochs = claims.lock().unwrap_or_else(PoisonError::into_inner).len();
     for slot in &slots {
         let node = slot.write().await.take();
         if let Some(node) = node {
@@ -660,6 +665,7 @@ pub async fn run(harness: &dyn BackendHarness, config: RunConfig) -> anyhow::Res
         faults,
         checks,
         lost_in_window,
+        leader_epochs,
     })
 }
 
