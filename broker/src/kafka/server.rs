@@ -19,8 +19,9 @@ use bytes::Bytes;
 use switchyard_backend_api::net::accept;
 use switchyard_backend_api::warn_throttled;
 use switchyard_log::FileSlice;
-use tokio::io::Interest;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{
+    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, Interest,
+};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -367,7 +368,9 @@ trait Sink: Send + Unpin {
 }
 
 /// A plaintext TCP connection: file ranges go from the page cache to the socket with
-/// `sendfile`, never through the broker's memory.
+/// `sendfile`, never through the broker's memory. A range no longer in the page cache is read
+/// from disk inside `sendfile`, on the connection's worker thread (as Kafka's network threads
+/// do); the socket side never blocks, it waits for writability.
 struct Plain(BufWriter<OwnedWriteHalf>);
 
 impl Sink for Plain {
