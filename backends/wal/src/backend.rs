@@ -25,7 +25,7 @@ use crate::record::Position;
 use crate::replication::{self, Control};
 use crate::snapshot::{self, Snapshot};
 use crate::term::{self, Term};
-use crate::writer::{self, Request, Writer};
+use crate::writer::{self, Request, Shapes, Writer};
 use crate::{ASYNC_GUARANTEES, NAME, SYNC_GUARANTEES};
 
 /// One node of the `wal` backend.
@@ -215,6 +215,7 @@ impl WalBackend {
             shape.last.index,
             base.index,
         ));
+        let (written_tx, written) = watch::channel(Arc::clone(&shape));
         let (durable_tx, durable) = watch::channel(shape);
         let (applier_tx, applier_rx) = mpsc::unbounded_channel();
         let (writer_tx, writer_rx) = mpsc::unbounded_channel();
@@ -230,7 +231,15 @@ impl WalBackend {
         }
         let _ = applier_tx.send(ApplyMsg::Entries(entries));
         let writer_thread = writer::spawn(
-            Writer::new(log, applier_tx.clone(), durable_tx, Arc::clone(&progress)),
+            Writer::new(
+                log,
+                applier_tx.clone(),
+                Shapes {
+                    written: written_tx,
+                    durable: durable_tx,
+                },
+                Arc::clone(&progress),
+            ),
             writer_rx,
         )
         .map_err(|e| MetadataError::Storage(format!("starting the writer thread: {e}")))?;
@@ -260,6 +269,7 @@ impl WalBackend {
             applied: Arc::clone(&applied),
             writer: writer_tx,
             applier: applier_tx,
+            written,
             durable,
             progress: Arc::clone(&progress),
             control: control_tx,

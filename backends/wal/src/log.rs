@@ -357,7 +357,9 @@ impl Log {
         Ok(())
     }
 
-    fn write_buffer(&mut self) -> Result<(), WalError> {
+    /// Write what is buffered to the active segment without syncing it: readable from the
+    /// file from then on, durable after [`Self::sync`].
+    pub(crate) fn write_buffer(&mut self) -> Result<(), WalError> {
         if self.buffer.is_empty() {
             return Ok(());
         }

@@ -79,6 +79,8 @@ pub(crate) struct Node {
     pub(crate) writer: mpsc::UnboundedSender<Request>,
     /// The applier's queue.
     pub(crate) applier: mpsc::UnboundedSender<ApplyMsg>,
+    /// The shape of the log written to its files, perhaps not durable yet.
+    written: watch::Receiver<Arc<Shape>>,
     /// The durable log shape.
     pub(crate) durable: watch::Receiver<Arc<Shape>>,
     /// Commit tracking.
@@ -108,6 +110,7 @@ pub(crate) struct NodeParts {
     pub(crate) applied: Arc<AppliedState>,
     pub(crate) writer: mpsc::UnboundedSender<Request>,
     pub(crate) applier: mpsc::UnboundedSender<ApplyMsg>,
+    pub(crate) written: watch::Receiver<Arc<Shape>>,
     pub(crate) durable: watch::Receiver<Arc<Shape>>,
     pub(crate) progress: Arc<Progress>,
     pub(crate) control: mpsc::UnboundedSender<Control>,
@@ -137,6 +140,7 @@ impl Node {
             applied: parts.applied,
             writer: parts.writer,
             applier: parts.applier,
+            written: parts.written,
             durable: parts.durable,
             progress: parts.progress,
             control: parts.control,
@@ -166,6 +170,20 @@ impl Node {
     /// Whether roles are driven from outside ([`crate::Roles::External`]).
     pub(crate) fn is_external(&self) -> bool {
         self.external.is_some()
+    }
+
+    /// What this node's links stream to followers when it leads. With roles driven from
+    /// outside every leadership is a new epoch of an election, so records go out once
+    /// written, their follower's fsync beside this node's: a tail this node loses in a power
+    /// cut is then never taken for what a later leadership writes at the same index (that
+    /// has a newer epoch). A static primary restarts in the epoch it had, so it sends only
+    /// records already durable.
+    pub(crate) fn streamed(&self) -> &watch::Receiver<Arc<Shape>> {
+        if self.is_external() {
+            &self.written
+        } else {
+            &self.durable
+        }
     }
 
     /// The members now.
@@ -225,11 +243,21 @@ impl Node {
         &self,
         request: impl FnOnce(oneshot::Sender<T>) -> Request,
     ) -> Result<T, MetadataError> {
+        self.tell_writer(request)?
+            .await
+            .map_err(|_| MetadataError::ShutDown)
+    }
+
+    /// Queue a request for the writer thread; its answer arrives on the receiver.
+    pub(crate) fn tell_writer<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<oneshot::Receiver<T>, MetadataError> {
         let (reply, answer) = oneshot::channel();
         self.writer
             .send(request(reply))
             .map_err(|_| MetadataError::ShutDown)?;
-        answer.await.map_err(|_| MetadataError::ShutDown)
+        Ok(answer)
     }
 
     /// Write `command` as this primary: wait (within the proposal timeout) until the primary

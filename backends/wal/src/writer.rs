@@ -1,8 +1,10 @@
 //! The writer: one dedicated thread that owns the [`Log`]. Proposers and the replication
 //! receiver send it [`Request`]s; it drains everything queued into one batch, appends it,
-//! makes it durable with one `fdatasync` (group commit), publishes the durable shape, and
-//! hands the entries to the applier in order. It runs on its own OS thread so that an fsync
-//! never blocks a tokio worker, and it holds no lock while it syncs.
+//! writes it to the segment file and publishes the written shape (a primary's links send
+//! those records to the followers from then on, so their fsyncs run beside this one), makes
+//! it durable with one `fdatasync` (group commit), publishes the durable shape, and hands the
+//! entries to the applier in order. It runs on its own OS thread so that an fsync never
+//! blocks a tokio worker, and it holds no lock while it syncs.
 
 use std::sync::Arc;
 
@@ -100,8 +102,17 @@ pub(crate) struct Writer {
     leading: Option<u64>,
     failed: bool,
     applier: mpsc::UnboundedSender<ApplyMsg>,
-    durable: watch::Sender<Arc<Shape>>,
+    shapes: Shapes,
     progress: Arc<Progress>,
+}
+
+/// The log shapes the writer publishes.
+#[derive(Debug)]
+pub(crate) struct Shapes {
+    /// Records written to the segment files (readable, perhaps not yet durable).
+    pub(crate) written: watch::Sender<Arc<Shape>>,
+    /// Records made durable.
+    pub(crate) durable: watch::Sender<Arc<Shape>>,
 }
 
 impl Writer {
@@ -109,7 +120,7 @@ impl Writer {
     pub(crate) fn new(
         log: Log,
         applier: mpsc::UnboundedSender<ApplyMsg>,
-        durable: watch::Sender<Arc<Shape>>,
+        shapes: Shapes,
         progress: Arc<Progress>,
     ) -> Self {
         Self {
@@ -117,7 +128,7 @@ impl Writer {
             leading: None,
             failed: false,
             applier,
-            durable,
+            shapes,
             progress,
         }
     }
@@ -245,12 +256,17 @@ impl Writer {
         batch.replicated.push(reply);
     }
 
-    /// Sync what the batch appended, publish it, and pass it on to the applier.
+    /// Write what the batch appended, publish it as written, sync it, publish it as durable,
+    /// and pass it on to the applier.
     fn flush(&mut self, batch: Batch) {
         if batch.entries.is_empty() && batch.replicated.is_empty() {
             return;
         }
-        if let Err(e) = self.log.sync() {
+        let synced = self.log.write_buffer().and_then(|()| {
+            self.publish_written();
+            self.log.sync()
+        });
+        if let Err(e) = synced {
             // After a failed fsync the page cache may no longer match the disk: stop taking
             // writes rather than acknowledge anything else.
             tracing::error!(error = %e, "fsync of the write-ahead log failed; refusing writes");
@@ -278,10 +294,24 @@ impl Writer {
         }
     }
 
+    /// Publish the log's shape as written, if it changed.
+    fn publish_written(&self) {
+        let shape = self.log.shape();
+        self.shapes.written.send_if_modified(|written| {
+            let changed = **written != *shape;
+            if changed {
+                *written = Arc::new(shape.clone());
+            }
+            changed
+        });
+    }
+
+    /// Publish the log's shape as written and durable.
     fn publish(&self) {
+        self.publish_written();
         let shape = self.log.shape().clone();
         let last = shape.last.index;
-        self.durable.send_replace(Arc::new(shape));
+        self.shapes.durable.send_replace(Arc::new(shape));
         self.progress.local_durable(last);
     }
 
@@ -383,7 +413,9 @@ impl Writer {
         // it can see the commit index the snapshot sets.
         let _ = self.applier.send(ApplyMsg::Install(Box::new(snapshot)));
         self.progress.reset(position.index);
-        self.durable
+        self.publish_written();
+        self.shapes
+            .durable
             .send_replace(Arc::new(self.log.shape().clone()));
         Ok(())
     }
@@ -412,14 +444,19 @@ mod tests {
         let dir = tempfile::tempdir().map_err(|e| WalError::io(Path::new("tmp"), e))?;
         let log = Log::open(dir.path(), 1 << 20, Position::default())?.log;
         let (applier, mut applied) = mpsc::unbounded_channel();
-        let (durable, _) = watch::channel(Arc::new(Shape::default()));
+        let shapes = Shapes {
+            written: watch::Sender::new(Arc::new(Shape::default())),
+            durable: watch::Sender::new(Arc::new(Shape::default())),
+        };
         let progress = Arc::new(Progress::new(
             std::collections::BTreeSet::from([switchyard_backend_api::NodeId(1)]),
             Mode::Sync,
             0,
             0,
         ));
-        let mut writer = Writer::new(log, applier, durable, Arc::clone(&progress));
+        let written = shapes.written.subscribe();
+        let durable = shapes.durable.subscribe();
+        let mut writer = Writer::new(log, applier, shapes, Arc::clone(&progress));
 
         let (lead, _) = oneshot::channel();
         let mut requests = vec![Request::Lead {
@@ -448,13 +485,13 @@ mod tests {
             panic!("no proposal batch");
         };
         assert_eq!(batch.len(), 100);
-        assert_eq!(
-            writer.log.shape().last,
-            Position {
-                epoch: 1,
-                index: 101
-            }
-        );
+        let last = Position {
+            epoch: 1,
+            index: 101,
+        };
+        assert_eq!(writer.log.shape().last, last);
+        assert_eq!(written.borrow().last, last);
+        assert_eq!(durable.borrow().last, last);
         Ok(())
     }
 }

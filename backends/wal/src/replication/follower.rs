@@ -5,10 +5,14 @@
 use switchyard_backend_api::tls::{ClusterReader, ClusterWriter};
 use switchyard_backend_api::{MetadataError, NodeId, Readiness, Role};
 
+use std::collections::VecDeque;
+
+use tokio::sync::{mpsc, oneshot};
+
 use super::stream::{Receiver, catch_up, read_records, send_append};
-use super::{Control, net};
+use super::{AbortOnDrop, Control, net};
 use crate::node::Node;
-use crate::protocol::{Message, recv, send};
+use crate::protocol::{Message, NetError, recv, send};
 use crate::record::Position;
 use crate::term::Term;
 use crate::writer::Request;
@@ -51,7 +55,7 @@ pub(super) async fn follow(
     node: &Node,
     from: NodeId,
     epoch: u64,
-    mut reader: ClusterReader,
+    reader: ClusterReader,
     mut writer: ClusterWriter,
 ) -> Result<(), MetadataError> {
     let io = node.io_timeout();
@@ -75,7 +79,7 @@ pub(super) async fn follow(
             reason: format!("catching up with primary {from}"),
         },
     );
-    let result = follow_stream(node, from, epoch, &mut reader, &mut writer).await;
+    let result = follow_stream(node, from, epoch, reader, &mut writer).await;
     if node.term().epoch == epoch {
         node.set_view(
             Role::Follower,
@@ -97,38 +101,84 @@ fn fenced_since(node: &Node, epoch: u64) -> Option<Message> {
     })
 }
 
+/// Most `Append`s handed to the writer and not yet durable; the follower reads no further
+/// until the oldest is.
+const MAX_UNACKED: usize = 16;
+
+/// Messages read ahead of the one being handled.
+const READ_AHEAD: usize = 4;
+
+/// Replies of the writer to `Replicate`s, oldest first.
+type Unacked = VecDeque<oneshot::Receiver<Result<Position, MetadataError>>>;
+
+/// Take the primary's stream: records are handed to the writer as they arrive (up to
+/// [`MAX_UNACKED`] `Append`s in flight, so that the next ones group-commit with the fsync
+/// running) and acknowledged as they become durable, in order.
 async fn follow_stream(
     node: &Node,
     from: NodeId,
     epoch: u64,
-    reader: &mut ClusterReader,
+    reader: ClusterReader,
     writer: &mut ClusterWriter,
 ) -> Result<(), MetadataError> {
     let io = node.io_timeout();
-    let dead_after = io * 2;
+    let (incoming_tx, mut incoming) = mpsc::channel(READ_AHEAD);
+    let reading = tokio::spawn(read_messages(
+        reader,
+        node.config.max_frame_bytes,
+        io * 2,
+        incoming_tx,
+    ));
+    let _reading = AbortOnDrop(reading.abort_handle());
     let mut receiver = Receiver::default();
+    let mut unacked = Unacked::new();
     let mut ready_at = None;
     let mut ready = false;
     loop {
-        let message = recv(reader, node.config.max_frame_bytes, dead_after)
-            .await
-            .map_err(net)?;
-        if let Some(fenced) = fenced_since(node, epoch) {
-            return send(writer, &fenced, io).await.map_err(net);
-        }
-        if let Message::Fetch { after } = message {
-            serve_fetch(node, writer, after).await?;
+        let ack = tokio::select! {
+            durable = oldest_durable(&mut unacked) => {
+                durable?;
+                drop_durable(&mut unacked)?;
+                true
+            }
+            message = incoming.recv(), if unacked.len() < MAX_UNACKED => {
+                let Some(message) = message else {
+                    return Err(MetadataError::Network("the primary's stream ended".into()));
+                };
+                let message = message.map_err(net)?;
+                if let Some(fenced) = fenced_since(node, epoch) {
+                    return send(writer, &fenced, io).await.map_err(net);
+                }
+                match message {
+                    Message::Fetch { after } => {
+                        serve_fetch(node, writer, after).await?;
+                        false
+                    }
+                    Message::Append { commit, records } => {
+                        if !records.is_empty() {
+                            unacked.push_back(
+                                node.tell_writer(|reply| Request::Replicate { records, reply })?,
+                            );
+                        }
+                        // Applied only up to what is durable here (`progress.rs`).
+                        node.progress.leader_commit(commit);
+                        ready_at.get_or_insert(commit);
+                        unacked.is_empty()
+                    }
+                    other => {
+                        receiver.take(node, other).await?;
+                        unacked.is_empty()
+                    }
+                }
+            }
+        };
+        if !ack {
             continue;
         }
-        let commit = receiver.take(node, message).await?;
         // A new primary may have been welcomed while these records became durable; its
         // `Welcome` may not count them, so they must not be acknowledged to the old one.
         if let Some(fenced) = fenced_since(node, epoch) {
             return send(writer, &fenced, io).await.map_err(net);
-        }
-        if let Some(commit) = commit {
-            node.progress.leader_commit(commit);
-            ready_at.get_or_insert(commit);
         }
         let durable = node.durable.borrow().last;
         send(writer, &Message::Ack { durable }, io)
@@ -139,6 +189,50 @@ async fn follow_stream(
             node.set_view(Role::Follower, Some(from), Readiness::Ready);
         }
     }
+}
+
+/// Read the primary's messages into `incoming` until the connection fails (the failure is
+/// the last message) or the follower stops listening.
+async fn read_messages(
+    mut reader: ClusterReader,
+    max_frame_bytes: u32,
+    dead_after: std::time::Duration,
+    incoming: mpsc::Sender<Result<Message, NetError>>,
+) {
+    loop {
+        let message = recv(&mut reader, max_frame_bytes, dead_after).await;
+        let failed = message.is_err();
+        if incoming.send(message).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Wait until the oldest unacknowledged `Append` is durable (forever if there is none) and
+/// take it off the list. Cancel-safe: the reply stays on the list until it arrives.
+async fn oldest_durable(unacked: &mut Unacked) -> Result<(), MetadataError> {
+    let Some(oldest) = unacked.front_mut() else {
+        return std::future::pending().await;
+    };
+    let synced = oldest.await.map_err(|_| MetadataError::ShutDown)?;
+    unacked.pop_front();
+    synced.map(drop)
+}
+
+/// Take every further `Append` that is already durable off the list, so that one ack
+/// covers them.
+fn drop_durable(unacked: &mut Unacked) -> Result<(), MetadataError> {
+    while let Some(oldest) = unacked.front_mut() {
+        match oldest.try_recv() {
+            Ok(synced) => {
+                unacked.pop_front();
+                synced?;
+            }
+            Err(oneshot::error::TryRecvError::Empty) => break,
+            Err(oneshot::error::TryRecvError::Closed) => return Err(MetadataError::ShutDown),
+        }
+    }
+    Ok(())
 }
 
 /// Answer a promoted node's `Fetch`: catch it up to this node's durable log, then

@@ -3,9 +3,9 @@
 //!
 //! A link says `Hello { epoch }`, plays its part in the takeover (`takeover.rs`) with the
 //! follower's `Welcome`, and brings the follower's log in line ([`catch_up`]). Then it sends
-//! durable records as they appear, with the commit index, and heartbeats when idle; the
-//! follower fsyncs, applies up to the commit index, and acks its durable position, which
-//! counts toward the commit index.
+//! records as they appear ([`Node::streamed`]: written or durable), with the commit index,
+//! and heartbeats when idle; the follower fsyncs, applies up to the commit index, and acks
+//! its durable position, which counts toward the commit index.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use switchyard_backend_api::{MetadataError, NodeId};
 
 use super::stream::{catch_up, read_records, send_append};
 use super::takeover::{self, Leadership};
-use super::{Control, net, open_with_hello, unexpected};
+use super::{AbortOnDrop, Control, net, open_with_hello, unexpected};
 use crate::node::Node;
 use crate::protocol::{Message, Purpose, recv};
 use crate::segment::Cursor;
@@ -108,7 +108,7 @@ async fn run_link(
     stream_to(node, shared, peer, reader, writer, cursor).await
 }
 
-/// Stream durable records and the commit index to a caught-up follower; read its acks.
+/// Stream records and the commit index to a caught-up follower; read its acks.
 async fn stream_to(
     node: &Arc<Node>,
     shared: &Leadership,
@@ -120,10 +120,12 @@ async fn stream_to(
     let _counted = shared.streaming(peer);
     let mut acks = tokio::spawn(read_acks(Arc::clone(node), peer, reader));
     let _abort = AbortOnDrop(acks.abort_handle());
-    let mut durable = node.durable.clone();
+    // With elected roles records go out once written, and this node counts its own copy
+    // once synced (`progress.rs`): the follower's fsync runs beside this node's.
+    let mut shape = node.streamed().clone();
     let mut commit = node.progress.subscribe();
     loop {
-        let upto = durable.borrow_and_update().last.index;
+        let upto = shape.borrow_and_update().last.index;
         let (moved, records) = read_records(node, cursor, upto).await?;
         cursor = moved;
         let Some(records) = records else {
@@ -141,7 +143,7 @@ async fn stream_to(
             continue;
         }
         tokio::select! {
-            _ = durable.changed() => {}
+            _ = shape.changed() => {}
             _ = commit.changed() => {}
             _ = tokio::time::sleep(HEARTBEAT) => {}
             ended = &mut acks => {
@@ -151,15 +153,6 @@ async fn stream_to(
                 };
             }
         }
-    }
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -290,6 +290,15 @@ async fn lead(node: &Arc<Node>, which: Epoch) -> Option<Leading> {
     })
 }
 
+/// Aborts a task when dropped.
+pub(super) struct AbortOnDrop(pub(super) tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub(crate) fn net(error: NetError) -> MetadataError {
     MetadataError::Network(error.to_string())
 }

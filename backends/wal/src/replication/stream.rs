@@ -42,7 +42,7 @@ pub(super) async fn catch_up(
     writer: &mut ClusterWriter,
     last: Position,
 ) -> Result<Cursor, MetadataError> {
-    let shape = node.durable.borrow().clone();
+    let shape = node.streamed().borrow().clone();
     if shape.contains(last) {
         let dir = node.dir.clone();
         let next = last.index + 1;
