@@ -150,22 +150,65 @@ impl AppliedState {
     ) -> Vec<(LogIndex, Result<Outcome, Rejection>)> {
         let _writer = self.write.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.view.load();
-        let mut next = StateView::clone(&current);
-        let mut results = Vec::with_capacity(commands.len());
-        let mut changes = Vec::with_capacity(commands.len());
-        for command in commands {
+        let first = current.applied_index + 1;
+        let entries = (first..).zip(commands.iter().map(Some));
+        self.apply_in_order(&current, entries)
+            .into_iter()
+            .zip(first..)
+            .filter_map(|(verdict, index)| verdict.map(|verdict| (index, verdict)))
+            .collect()
+    }
+
+    /// Apply entries at their log positions, in order — a command as [`Self::apply`] would,
+    /// `None` (a position without a metadata command) as [`Self::skip_to`] would — but
+    /// publish a single view after the last, then wake waiters and send one change per
+    /// command. Returns each entry's verdict (`None` for a position without a command).
+    /// Fails, applying nothing, unless the positions ascend from above the last applied one.
+    pub fn apply_entries(
+        &self,
+        entries: &[(LogIndex, Option<&MetadataCommand>)],
+    ) -> Result<Vec<Option<Result<Outcome, Rejection>>>, MetadataError> {
+        let _writer = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.view.load();
+        let mut last = current.applied_index;
+        for (index, _) in entries {
+            if *index <= last {
+                return Err(MetadataError::Storage(format!(
+                    "entry {index} applied out of order: {last} is applied before it"
+                )));
+            }
+            last = *index;
+        }
+        Ok(self.apply_in_order(&current, entries.iter().copied()))
+    }
+
+    /// Apply ascending `entries` on top of `current` and publish one view; each entry's
+    /// verdict. The caller holds the writer lock and checked the order.
+    fn apply_in_order<'a>(
+        &self,
+        current: &StateView,
+        entries: impl Iterator<Item = (LogIndex, Option<&'a MetadataCommand>)>,
+    ) -> Vec<Option<Result<Outcome, Rejection>>> {
+        let mut next = current.clone();
+        let mut results = Vec::new();
+        let mut changes = Vec::new();
+        for (index, command) in entries {
+            next.applied_index = index;
+            let Some(command) = command else {
+                results.push(None);
+                continue;
+            };
             let result = next.state.apply(command);
-            next.applied_index += 1;
-            results.push((next.applied_index, result.clone()));
+            results.push(Some(result.clone()));
             changes.push(AppliedChange {
-                index: next.applied_index,
+                index,
                 change: Change::Applied {
                     command: command.clone(),
                     result,
                 },
             });
         }
-        if changes.is_empty() {
+        if next.applied_index == current.applied_index {
             return results;
         }
         let index = next.applied_index;
@@ -303,6 +346,45 @@ mod tests {
         }
         assert!(together.apply_all(&[]).is_empty());
         assert_eq!(together.applied_index(), 3);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn apply_entries_matches_apply_and_skip_to_one_by_one() -> Result<(), MetadataError> {
+        let (a, b) = (init("a"), init("b"));
+        let together = AppliedState::new(StateView::default());
+        let mut changes = together.subscribe();
+        let mut published = together.applied.subscribe();
+        published.borrow_and_update();
+        let verdicts = together.apply_entries(&[(2, Some(&a)), (3, None), (5, Some(&b))])?;
+        assert_eq!(verdicts.len(), 3);
+        assert!(matches!(verdicts[0], Some(Ok(_))));
+        assert!(verdicts[1].is_none());
+        assert!(
+            matches!(verdicts[2], Some(Err(_))),
+            "a second cluster id is refused"
+        );
+        assert!(published.has_changed().unwrap_or(false));
+        assert_eq!(*published.borrow_and_update(), 5);
+
+        let one_by_one = AppliedState::new(StateView::default());
+        one_by_one.apply(2, &a)?.map_err(MetadataError::from)?;
+        one_by_one.skip_to(3);
+        assert!(one_by_one.apply(5, &b)?.is_err());
+        assert_eq!(together.view().as_ref(), one_by_one.view().as_ref());
+        for index in [2, 5] {
+            let change = changes
+                .recv()
+                .await
+                .map_err(|e| MetadataError::Storage(e.to_string()))?;
+            assert_eq!(change.index, index);
+        }
+
+        let before = together.view();
+        for entries in [&[(5, Some(&a))][..], &[(7, None), (6, Some(&a))][..]] {
+            assert!(together.apply_entries(entries).is_err());
+            assert_eq!(together.view().as_ref(), before.as_ref(), "nothing applied");
+        }
         Ok(())
     }
 

@@ -116,29 +116,37 @@ fn apply_committed(
     queue: &mut VecDeque<Pending>,
     committed: LogIndex,
 ) {
-    while queue.front().is_some_and(|p| p.index <= committed) {
-        let Some(pending) = queue.pop_front() else {
-            return;
-        };
-        let result = match &pending.command {
-            None => {
-                applied.skip_to(pending.index);
-                continue;
+    let ready = queue.partition_point(|p| p.index <= committed);
+    if ready == 0 {
+        return;
+    }
+    let batch: Vec<Pending> = queue.drain(..ready).collect();
+    let entries: Vec<_> = batch
+        .iter()
+        .map(|p| (p.index, p.command.as_ref()))
+        .collect();
+    // One view published for the whole batch: the state's persistent maps copy a path once
+    // per batch instead of once per entry.
+    let verdicts = match applied.apply_entries(&entries) {
+        Ok(verdicts) => verdicts,
+        Err(e) => {
+            tracing::error!(error = %e, "could not apply committed entries");
+            for sender in batch.into_iter().filter_map(|p| p.reply) {
+                let _ = sender.send(Err(e.clone()));
             }
-            Some(command) => applied.apply(pending.index, command),
-        };
-        let reply = match result {
-            Ok(Ok(outcome)) => Ok(Proposed {
+            return;
+        }
+    };
+    for (pending, verdict) in batch.into_iter().zip(verdicts) {
+        let reply = match verdict {
+            None => continue,
+            Some(Ok(outcome)) => Ok(Proposed {
                 index: pending.index,
                 epoch: pending.epoch,
                 leader: me,
                 outcome,
             }),
-            Ok(Err(rejection)) => Err(MetadataError::Rejected(rejection)),
-            Err(e) => {
-                tracing::error!(index = pending.index, error = %e, "could not apply a committed entry");
-                Err(e)
-            }
+            Some(Err(rejection)) => Err(MetadataError::Rejected(rejection)),
         };
         if let Some(sender) = pending.reply {
             let _ = sender.send(reply);
