@@ -24,8 +24,9 @@ use crate::progress::Progress;
 use crate::record::Position;
 use crate::replication::{self, Control};
 use crate::snapshot::{self, Snapshot};
+use crate::tail::Tail;
 use crate::term::{self, Term};
-use crate::writer::{self, Request, Shapes, Writer};
+use crate::writer::{self, Published, Request, Writer};
 use crate::{ASYNC_GUARANTEES, NAME, SYNC_GUARANTEES};
 
 /// One node of the `wal` backend.
@@ -216,6 +217,7 @@ impl WalBackend {
             base.index,
         ));
         let (written_tx, written) = watch::channel(Arc::clone(&shape));
+        let recent = Arc::new(Tail::default());
         let (durable_tx, durable) = watch::channel(shape);
         let (applier_tx, applier_rx) = mpsc::unbounded_channel();
         let (writer_tx, writer_rx) = mpsc::unbounded_channel();
@@ -234,9 +236,10 @@ impl WalBackend {
             Writer::new(
                 log,
                 applier_tx.clone(),
-                Shapes {
+                Published {
                     written: written_tx,
                     durable: durable_tx,
+                    tail: Arc::clone(&recent),
                 },
                 Arc::clone(&progress),
             ),
@@ -271,6 +274,7 @@ impl WalBackend {
             applier: applier_tx,
             written,
             durable,
+            tail: recent,
             progress: Arc::clone(&progress),
             control: control_tx,
             external,

@@ -22,6 +22,7 @@
 //! - `sealed.rs` — small checksummed files replaced atomically (epoch, members).
 //! - `writer.rs` — the writer thread: group commit (one fsync per drained batch).
 //! - `progress.rs` — the commit index from local and follower durability.
+//! - `tail.rs` — the records a primary appended most recently, in memory for its links.
 //! - `applier.rs` — applies committed entries in order, answers proposers, takes snapshots.
 //! - `node.rs` — state shared by the tasks of one node.
 //! - `protocol.rs` — replication messages and length-delimited framing.
@@ -68,6 +69,7 @@ mod sealed;
 mod segment;
 mod snapshot;
 pub mod storage;
+mod tail;
 mod term;
 mod writer;
 

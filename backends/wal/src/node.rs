@@ -18,6 +18,7 @@ use crate::config::WalConfig;
 use crate::log::Shape;
 use crate::progress::Progress;
 use crate::replication::Control;
+use crate::tail::Tail;
 use crate::term::{self, Term};
 use crate::writer::Request;
 
@@ -83,6 +84,8 @@ pub(crate) struct Node {
     written: watch::Receiver<Arc<Shape>>,
     /// The durable log shape.
     pub(crate) durable: watch::Receiver<Arc<Shape>>,
+    /// The records appended most recently as primary.
+    pub(crate) tail: Arc<Tail>,
     /// Commit tracking.
     pub(crate) progress: Arc<Progress>,
     /// The role controller's queue.
@@ -112,6 +115,7 @@ pub(crate) struct NodeParts {
     pub(crate) applier: mpsc::UnboundedSender<ApplyMsg>,
     pub(crate) written: watch::Receiver<Arc<Shape>>,
     pub(crate) durable: watch::Receiver<Arc<Shape>>,
+    pub(crate) tail: Arc<Tail>,
     pub(crate) progress: Arc<Progress>,
     pub(crate) control: mpsc::UnboundedSender<Control>,
     pub(crate) external: Option<mpsc::UnboundedSender<(NodeId, ClusterStream)>>,
@@ -142,6 +146,7 @@ impl Node {
             applier: parts.applier,
             written: parts.written,
             durable: parts.durable,
+            tail: parts.tail,
             progress: parts.progress,
             control: parts.control,
             external: parts.external,

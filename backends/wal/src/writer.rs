@@ -19,6 +19,7 @@ use crate::log::{Log, Shape};
 use crate::progress::Progress;
 use crate::record::{Position, Record};
 use crate::snapshot::{self, Snapshot};
+use crate::tail::Tail;
 
 /// Most requests folded into one batch.
 const MAX_BATCH: usize = 4096;
@@ -102,17 +103,19 @@ pub(crate) struct Writer {
     leading: Option<u64>,
     failed: bool,
     applier: mpsc::UnboundedSender<ApplyMsg>,
-    shapes: Shapes,
+    published: Published,
     progress: Arc<Progress>,
 }
 
-/// The log shapes the writer publishes.
+/// What the writer publishes for the rest of the node.
 #[derive(Debug)]
-pub(crate) struct Shapes {
-    /// Records written to the segment files (readable, perhaps not yet durable).
+pub(crate) struct Published {
+    /// The shape of the log written to the segment files (readable, perhaps not durable).
     pub(crate) written: watch::Sender<Arc<Shape>>,
-    /// Records made durable.
+    /// The shape of the log made durable.
     pub(crate) durable: watch::Sender<Arc<Shape>>,
+    /// The records appended most recently as primary.
+    pub(crate) tail: Arc<Tail>,
 }
 
 impl Writer {
@@ -120,7 +123,7 @@ impl Writer {
     pub(crate) fn new(
         log: Log,
         applier: mpsc::UnboundedSender<ApplyMsg>,
-        shapes: Shapes,
+        published: Published,
         progress: Arc<Progress>,
     ) -> Self {
         Self {
@@ -128,7 +131,7 @@ impl Writer {
             leading: None,
             failed: false,
             applier,
-            shapes,
+            published,
             progress,
         }
     }
@@ -209,6 +212,7 @@ impl Writer {
             let _ = reply.send(Err(e.into()));
             return;
         }
+        self.published.tail.push(&record);
         batch.entries.push(Pending {
             index,
             epoch,
@@ -297,7 +301,7 @@ impl Writer {
     /// Publish the log's shape as written, if it changed.
     fn publish_written(&self) {
         let shape = self.log.shape();
-        self.shapes.written.send_if_modified(|written| {
+        self.published.written.send_if_modified(|written| {
             let changed = **written != *shape;
             if changed {
                 *written = Arc::new(shape.clone());
@@ -311,7 +315,7 @@ impl Writer {
         self.publish_written();
         let shape = self.log.shape().clone();
         let last = shape.last.index;
-        self.shapes.durable.send_replace(Arc::new(shape));
+        self.published.durable.send_replace(Arc::new(shape));
         self.progress.local_durable(last);
     }
 
@@ -323,6 +327,7 @@ impl Writer {
             }
             Request::Follow { reply } => {
                 self.leading = None;
+                self.published.tail.clear();
                 let _ = reply.send(());
             }
             Request::Snapshot {
@@ -360,9 +365,11 @@ impl Writer {
                 last.epoch
             )));
         }
+        self.published.tail.clear();
         if last.epoch < epoch {
             let marker = Record::marker(epoch, last.index + 1);
             self.log.append(std::slice::from_ref(&marker))?;
+            self.published.tail.push(&marker);
             if let Err(e) = self.log.sync() {
                 self.failed = true;
                 return Err(e.into());
@@ -407,6 +414,7 @@ impl Writer {
     /// primary catches up again), never a snapshot followed by a log of another history.
     fn install(&mut self, bytes: &[u8], snapshot: Snapshot) -> Result<(), WalError> {
         let position = snapshot.position;
+        self.published.tail.clear();
         self.log.reset(position)?;
         snapshot::write(self.log.dir(), position.index, bytes)?;
         // The applier takes the install (dropping the entries of the replaced history) before
@@ -414,7 +422,7 @@ impl Writer {
         let _ = self.applier.send(ApplyMsg::Install(Box::new(snapshot)));
         self.progress.reset(position.index);
         self.publish_written();
-        self.shapes
+        self.published
             .durable
             .send_replace(Arc::new(self.log.shape().clone()));
         Ok(())
@@ -444,9 +452,11 @@ mod tests {
         let dir = tempfile::tempdir().map_err(|e| WalError::io(Path::new("tmp"), e))?;
         let log = Log::open(dir.path(), 1 << 20, Position::default())?.log;
         let (applier, mut applied) = mpsc::unbounded_channel();
-        let shapes = Shapes {
+        let tail = Arc::new(Tail::default());
+        let published = Published {
             written: watch::Sender::new(Arc::new(Shape::default())),
             durable: watch::Sender::new(Arc::new(Shape::default())),
+            tail: Arc::clone(&tail),
         };
         let progress = Arc::new(Progress::new(
             std::collections::BTreeSet::from([switchyard_backend_api::NodeId(1)]),
@@ -454,9 +464,9 @@ mod tests {
             0,
             0,
         ));
-        let written = shapes.written.subscribe();
-        let durable = shapes.durable.subscribe();
-        let mut writer = Writer::new(log, applier, shapes, Arc::clone(&progress));
+        let written = published.written.subscribe();
+        let durable = published.durable.subscribe();
+        let mut writer = Writer::new(log, applier, published, Arc::clone(&progress));
 
         let (lead, _) = oneshot::channel();
         let mut requests = vec![Request::Lead {
@@ -492,6 +502,8 @@ mod tests {
         assert_eq!(writer.log.shape().last, last);
         assert_eq!(written.borrow().last, last);
         assert_eq!(durable.borrow().last, last);
+        let kept = tail.read(1, 101, usize::MAX).map(|records| records.len());
+        assert_eq!(kept, Some(101), "the marker and every proposal, in memory");
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use switchyard_backend_api::tls::{ClusterReader, ClusterWriter};
 use switchyard_backend_api::{MetadataError, NodeId};
 
-use super::stream::{catch_up, read_records, send_append};
+use super::stream::{append_bytes, catch_up, open_cursor, read_records, send_append};
 use super::takeover::{self, Leadership};
 use super::{AbortOnDrop, Control, net, open_with_hello, unexpected};
 use crate::node::Node;
@@ -115,7 +115,7 @@ async fn stream_to(
     peer: NodeId,
     reader: ClusterReader,
     mut writer: ClusterWriter,
-    mut cursor: Cursor,
+    cursor: Cursor,
 ) -> Result<(), MetadataError> {
     let _counted = shared.streaming(peer);
     let mut acks = tokio::spawn(read_acks(Arc::clone(node), peer, reader));
@@ -124,16 +124,31 @@ async fn stream_to(
     // once synced (`progress.rs`): the follower's fsync runs beside this node's.
     let mut shape = node.streamed().clone();
     let mut commit = node.progress.subscribe();
+    let mut next = cursor.next();
+    let mut cursor = Some(cursor);
+    let max_bytes = append_bytes(node.config.max_frame_bytes);
     loop {
         let upto = shape.borrow_and_update().last.index;
-        let (moved, records) = read_records(node, cursor, upto).await?;
-        cursor = moved;
-        let Some(records) = records else {
-            return Err(MetadataError::Storage(
-                "the follower's next record was compacted; resending a snapshot".into(),
-            ));
+        let records = if next > upto {
+            Vec::new()
+        } else if let Some(records) = node.tail.read(next, upto, max_bytes) {
+            cursor = None;
+            records
+        } else {
+            let from = match cursor.take() {
+                Some(cursor) if cursor.next() == next => cursor,
+                _ => open_cursor(node, next).await?,
+            };
+            let (moved, records) = read_records(node, from, upto).await?;
+            cursor = Some(moved);
+            records.ok_or_else(|| {
+                MetadataError::Storage(
+                    "the follower's next record was compacted; resending a snapshot".into(),
+                )
+            })?
         };
-        let caught_up = cursor.next() > upto;
+        next = records.last().map_or(next, |record| record.index + 1);
+        let caught_up = next > upto;
         let message = Message::Append {
             commit: *commit.borrow_and_update(),
             records,

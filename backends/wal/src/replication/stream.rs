@@ -8,8 +8,8 @@
 //! writes). Records then go out in `Append`s of bounded size ([`read_records`]). The
 //! receiving end ([`Receiver`]) makes both durable.
 
-use switchyard_backend_api::MetadataError;
 use switchyard_backend_api::tls::ClusterWriter;
+use switchyard_backend_api::{LogIndex, MetadataError};
 
 use super::{net, unexpected};
 use crate::node::Node;
@@ -24,7 +24,7 @@ const APPEND_BYTES: usize = 1 << 20;
 
 /// Most record bytes per `Append` to a peer taking frames of `max_frame_bytes`:
 /// [`APPEND_BYTES`], and half a frame at most so that it fits.
-fn append_bytes(max_frame_bytes: u32) -> usize {
+pub(super) fn append_bytes(max_frame_bytes: u32) -> usize {
     APPEND_BYTES.min(max_frame_bytes as usize / 2)
 }
 
@@ -43,16 +43,10 @@ pub(super) async fn catch_up(
     last: Position,
 ) -> Result<Cursor, MetadataError> {
     let shape = node.streamed().borrow().clone();
-    if shape.contains(last) {
-        let dir = node.dir.clone();
-        let next = last.index + 1;
-        let cursor = tokio::task::spawn_blocking(move || Cursor::open(&dir, next))
-            .await
-            .map_err(|e| MetadataError::Storage(e.to_string()))?
-            .map_err(|e| MetadataError::Storage(e.to_string()))?;
-        if let Some(cursor) = cursor {
-            return Ok(cursor);
-        }
+    if shape.contains(last)
+        && let Some(cursor) = retained(node, last.index + 1).await?
+    {
+        return Ok(cursor);
     }
     let view = node.applied.view();
     let index = view.applied_index;
@@ -73,12 +67,25 @@ pub(super) async fn catch_up(
         };
         send(writer, &message, io).await.map_err(net)?;
     }
+    open_cursor(node, index + 1).await
+}
+
+/// A cursor at record `next` of the segment files, opened off the async runtime; an error
+/// if no retained segment holds it.
+pub(super) async fn open_cursor(node: &Node, next: LogIndex) -> Result<Cursor, MetadataError> {
+    retained(node, next)
+        .await?
+        .ok_or_else(|| MetadataError::Storage(format!("record {next} is not retained")))
+}
+
+/// A cursor at record `next` of the segment files, opened off the async runtime; `None` if
+/// no retained segment holds it.
+async fn retained(node: &Node, next: LogIndex) -> Result<Option<Cursor>, MetadataError> {
     let dir = node.dir.clone();
-    tokio::task::spawn_blocking(move || Cursor::open(&dir, index + 1))
+    tokio::task::spawn_blocking(move || Cursor::open(&dir, next))
         .await
         .map_err(|e| MetadataError::Storage(e.to_string()))?
-        .map_err(|e| MetadataError::Storage(e.to_string()))?
-        .ok_or_else(|| MetadataError::Storage(format!("record {} is not retained", index + 1)))
+        .map_err(|e| MetadataError::Storage(e.to_string()))
 }
 
 /// Read up to `upto` from the cursor off the async runtime, at most one `Append`'s worth
