@@ -20,8 +20,8 @@ pub struct HybridConfig {
     pub bootstrap: bool,
     /// Length of one Raft tick; default 50 ms.
     pub tick_ms: u64,
-    /// Ticks without a leader before a follower campaigns (raft-rs randomizes the timeout
-    /// between this and twice this); default 10.
+    /// Ticks without a leader before a follower campaigns (randomized between this and one
+    /// and a half times this); default 10.
     pub election_ticks: usize,
     /// Ticks between leader heartbeats; below `election_ticks`; default 2.
     pub heartbeat_ticks: usize,

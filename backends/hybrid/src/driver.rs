@@ -166,6 +166,11 @@ impl<S: GroupLog> Driver<S> {
         let config = Config {
             id,
             election_tick: ticks.election,
+            // Randomized in [1, 1.5) × the election timeout rather than raft-rs's [1, 2):
+            // failover sooner, and the bound a delayed heartbeat must pass is the same
+            // (docs/BACKENDS.md has the measurements).
+            min_election_tick: ticks.election,
+            max_election_tick: ticks.election + ticks.election.div_ceil(2),
             heartbeat_tick: ticks.heartbeat,
             applied,
             check_quorum: true,

@@ -168,6 +168,29 @@ mod tests {
         Ok(())
     }
 
+    /// Followers campaign within one and a half election timeouts (15 ticks) of the leader's
+    /// last message. Over 20 leaderships a survivor of an isolated leader each time campaigns
+    /// within 15 ticks; with raft-rs's default window (up to twice the timeout) both wait
+    /// longer about one time in six.
+    #[test]
+    fn survivors_campaign_within_one_and_a_half_election_timeouts() -> Result<(), DriverError> {
+        for _ in 0..20 {
+            let mut sim = Sim::new(&[1, 2, 3])?;
+            assert!(sim.run_until(200, |s| settled_leader(s, &[1, 2, 3]).is_some())?);
+            let Some((old, _)) = settled_leader(&sim, &[1, 2, 3]) else {
+                panic!("no leader");
+            };
+            sim.isolate(old);
+            let campaigned = sim.run_until(15, |s| {
+                s.nodes
+                    .values()
+                    .any(|node| node.id() != old && node.role().0 != StateRole::Follower)
+            })?;
+            assert!(campaigned, "no campaign 15 ticks after isolating {old}");
+        }
+        Ok(())
+    }
+
     /// A sole voter's entries commit as soon as they are persisted, so raft-rs hands them back
     /// in the `LightReady` of `advance`, not in a `Ready`.
     #[test]
