@@ -53,6 +53,8 @@ pub(crate) struct Inner {
     network: Network,
     /// One reused connection per leader we forward to.
     forward: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<Peer>>>>,
+    /// When an `AppendEntries` (a leader's entries or heartbeat) last arrived.
+    heard_from_leader: Mutex<Instant>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -218,6 +220,7 @@ impl RaftBackend {
             shut_down: AtomicBool::new(false),
             network,
             forward: Mutex::new(HashMap::new()),
+            heard_from_leader: Mutex::new(Instant::now()),
         });
 
         let mut tasks = JoinSet::new();
@@ -231,6 +234,7 @@ impl RaftBackend {
             tasks.spawn(network::serve(listener, identity, Arc::clone(&inner)));
         }
         tasks.spawn(Arc::clone(&inner).watch_readiness());
+        tasks.spawn(Arc::clone(&inner).watch_leader());
         tasks.spawn(Arc::clone(&inner).run_proposals(queued));
         if pristine && bootstraps(&inner.config, me, &members) {
             tasks.spawn(Arc::clone(&inner).bootstrap(members));
@@ -304,6 +308,69 @@ impl Inner {
         match self.raft.initialize(nodes).await {
             Ok(()) => tracing::info!(node = self.me, "initialized a new raft cluster"),
             Err(error) => tracing::warn!(node = self.me, %error, "initializing the cluster"),
+        }
+    }
+
+    /// End a dead leader's lease early. openraft 0.9 has a follower that heard from a leader
+    /// wait out the leader's lease (`election_timeout_max_ms`) and then its own election
+    /// timeout before it campaigns: 1.2–1.6 s with the defaults. A node that has not heard
+    /// from the last leader it knew for two heartbeats connects to that leader's cluster
+    /// address; if the connection is refused — nothing listens there: the process is gone —
+    /// it campaigns at once, at most once per term. A survivor still within the lease refuses
+    /// the first campaign, but its own campaign ends its lease; the next heartbeat's campaign
+    /// (a higher term) then wins, as does the higher node id of two in one term. A leader
+    /// that is alive but slow, stopped or cut off still accepts connections (or the attempt
+    /// times out), so only the election timeouts depose it.
+    async fn watch_leader(self: Arc<Self>) {
+        let heartbeat = Duration::from_millis(self.config.heartbeat_ms.max(1));
+        let mut check = tokio::time::interval(heartbeat);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut known: Option<(u64, String)> = None;
+        let mut campaigned_in: Option<u64> = None;
+        loop {
+            check.tick().await;
+            let term = {
+                let metrics = self.raft.metrics();
+                let m = metrics.borrow();
+                if let Some(leader) = m.current_leader.filter(|l| *l != self.me)
+                    && let Some(node) = m.membership_config.membership().get_node(&leader)
+                {
+                    known = Some((leader, node.addr.clone()));
+                }
+                if !matches!(m.state, ServerState::Follower | ServerState::Candidate) {
+                    continue;
+                }
+                m.current_term
+            };
+            let Some((leader, addr)) = &known else {
+                continue;
+            };
+            let silent = self
+                .heard_from_leader
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .elapsed();
+            if silent < heartbeat * 2 || campaigned_in == Some(term) {
+                continue;
+            }
+            let attempt = tokio::time::timeout(heartbeat, tokio::net::TcpStream::connect(addr));
+            let Ok(Err(error)) = attempt.await else {
+                continue;
+            };
+            if error.kind() != std::io::ErrorKind::ConnectionRefused {
+                continue;
+            }
+            tracing::info!(
+                node = self.me,
+                leader,
+                %addr,
+                term,
+                "the leader refuses connections; campaigning without waiting out its lease"
+            );
+            campaigned_in = Some(term);
+            if let Err(error) = self.raft.trigger().elect().await {
+                tracing::warn!(node = self.me, %error, "could not start an election");
+            }
         }
     }
 
@@ -552,6 +619,10 @@ impl Handler for Inner {
     async fn handle(&self, request: Request) -> Response {
         match request {
             Request::AppendEntries(rpc) => {
+                *self
+                    .heard_from_leader
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Instant::now();
                 Response::AppendEntries(self.raft.append_entries(rpc).await)
             }
             Request::Vote(rpc) => Response::Vote(self.raft.vote(rpc).await),

@@ -2,8 +2,11 @@
 //! acknowledged write is lost, the survivors converge; the killed node restarts and converges.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
+use figment::Figment;
+use figment::providers::Serialized;
 use switchyard_compat_tests::fixtures::{create_topic, create_topic_ok, propose, register_all};
 use switchyard_compat_tests::{RegistryHarness, TestCluster};
 
@@ -65,5 +68,28 @@ async fn killed_leader_is_replaced_without_losing_acknowledged_writes() -> anyho
             "restarted node lacks {name}"
         );
     }
+    Ok(())
+}
+
+/// Survivors of a killed leader campaign once its cluster address refuses connections
+/// instead of waiting out its lease and their election timeouts: with election timeouts of
+/// 8–9 s (17 s or more before an ordinary election) a new leader is ready within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survivors_campaign_once_the_dead_leader_refuses_connections() -> anyhow::Result<()> {
+    let config = Figment::from(Serialized::default("heartbeat_ms", 100))
+        .merge(Serialized::default("election_timeout_min_ms", 8_000))
+        .merge(Serialized::default("election_timeout_max_ms", 9_000));
+    let harness = RegistryHarness::new("raft").with_config(config);
+    let mut cluster = TestCluster::start(&harness, 3).await?;
+    let leader = cluster.leader().await.context("the first leader")?;
+    register_all(&leader, &[1]).await?;
+    let killed = position(&leader)?;
+    drop(leader);
+    cluster.crash(killed).await?;
+    let leader = tokio::time::timeout(Duration::from_secs(5), cluster.leader())
+        .await
+        .context("no leader within 5 s of the kill")??;
+    ensure!(position(&leader)? != killed, "the killed node still leads");
+    create_topic_ok(&leader, "after", &[&[1]]).await?;
     Ok(())
 }
