@@ -12,7 +12,7 @@ use switchyard_backend_api::LogIndex;
 
 use crate::record::Record;
 
-/// Most payload bytes kept.
+/// Most record bytes (as framed in a segment file) kept.
 const TAIL_BYTES: usize = 4 << 20;
 
 /// The most recent records appended as primary.
@@ -39,11 +39,11 @@ impl Tail {
             tail.records.clear();
             tail.bytes = 0;
         }
-        tail.bytes += record.payload.len();
+        tail.bytes += record.frame_len();
         tail.records.push_back(record.clone());
         while tail.bytes > TAIL_BYTES && tail.records.len() > 1 {
             if let Some(oldest) = tail.records.pop_front() {
-                tail.bytes -= oldest.payload.len();
+                tail.bytes -= oldest.frame_len();
             }
         }
     }
@@ -55,8 +55,8 @@ impl Tail {
         tail.bytes = 0;
     }
 
-    /// The records from `next` up to and including `upto`, about `max_bytes` of payload at
-    /// most (one record at least); `None` unless the tail holds `next`.
+    /// The records from `next` up to and including `upto`, `max_bytes` of frames at most (one
+    /// record at least, as a segment file read returns); `None` unless the tail holds `next`.
     pub(crate) fn read(
         &self,
         next: LogIndex,
@@ -72,11 +72,11 @@ impl Tail {
         let mut out = Vec::new();
         let mut bytes = 0;
         for record in tail.records.iter().skip(skip) {
-            if record.index > upto || (!out.is_empty() && bytes + record.payload.len() > max_bytes)
-            {
+            let len = record.frame_len();
+            if record.index > upto || (!out.is_empty() && bytes + len > max_bytes) {
                 break;
             }
-            bytes += record.payload.len();
+            bytes += len;
             out.push(record.clone());
         }
         Some(out)
@@ -109,23 +109,33 @@ mod tests {
         for index in 5..=9 {
             tail.push(&record(index, 10));
         }
-        assert_eq!(indexes(tail.read(4, 9, 100)), None, "before the tail");
-        assert_eq!(indexes(tail.read(10, 12, 100)), None, "after the tail");
-        assert_eq!(indexes(tail.read(6, 8, 100)), Some(vec![6, 7, 8]));
-        assert_eq!(indexes(tail.read(6, 9, 25)), Some(vec![6, 7]));
+        assert_eq!(
+            indexes(tail.read(4, 9, usize::MAX)),
+            None,
+            "before the tail"
+        );
+        assert_eq!(
+            indexes(tail.read(10, 12, usize::MAX)),
+            None,
+            "after the tail"
+        );
+        assert_eq!(indexes(tail.read(6, 8, usize::MAX)), Some(vec![6, 7, 8]));
+        let frame = record(6, 10).frame_len();
+        assert_eq!(indexes(tail.read(6, 9, 2 * frame + 1)), Some(vec![6, 7]));
         assert_eq!(
             indexes(tail.read(6, 9, 1)),
             Some(vec![6]),
             "one record at least"
         );
         tail.clear();
-        assert_eq!(indexes(tail.read(6, 9, 100)), None);
+        assert_eq!(indexes(tail.read(6, 9, usize::MAX)), None);
     }
 
     #[test]
     fn keeps_a_bounded_suffix_that_continues() {
         let tail = Tail::default();
-        let big = TAIL_BYTES / 3;
+        // Three such frames fill the tail.
+        let big = TAIL_BYTES / 3 - record(1, 0).frame_len();
         for index in 1..=5 {
             tail.push(&record(index, big));
         }

@@ -1,9 +1,9 @@
 //! The writer: one dedicated thread that owns the [`Log`]. Proposers and the replication
 //! receiver send it [`Request`]s; it drains everything queued into one batch, appends it,
-//! writes it to the segment file and publishes the written shape (a primary's links send
-//! those records to the followers from then on, so their fsyncs run beside this one), makes
-//! it durable with one `fdatasync` (group commit), publishes the durable shape, and hands the
-//! entries to the applier in order. It runs on its own OS thread so that an fsync never
+//! writes it to the segment file and publishes the written shape (a primary whose roles come
+//! from an election sends those records to its followers from then on, so their fsyncs run
+//! beside this one), makes it durable with one `fdatasync` (group commit), publishes the
+//! durable shape, and hands the entries to the applier in order. It runs on its own OS thread so that an fsync never
 //! blocks a tokio worker, and it holds no lock while it syncs.
 
 use std::sync::Arc;

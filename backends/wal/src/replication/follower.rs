@@ -2,11 +2,11 @@
 //! before `Welcome`) or fence it, then make what it streams durable, apply up to its commit
 //! index and ack; answer a promoted node's `Fetch`.
 
+use std::collections::VecDeque;
+use std::time::Duration;
+
 use switchyard_backend_api::tls::{ClusterReader, ClusterWriter};
 use switchyard_backend_api::{MetadataError, NodeId, Readiness, Role};
-
-use std::collections::VecDeque;
-
 use tokio::sync::{mpsc, oneshot};
 
 use super::stream::{Receiver, catch_up, read_records, send_append};
@@ -196,7 +196,7 @@ async fn follow_stream(
 async fn read_messages(
     mut reader: ClusterReader,
     max_frame_bytes: u32,
-    dead_after: std::time::Duration,
+    dead_after: Duration,
     incoming: mpsc::Sender<Result<Message, NetError>>,
 ) {
     loop {
