@@ -399,10 +399,19 @@ impl Inner {
                     ),
                 };
             }
-            if self.shut_down.load(Ordering::Acquire) {
+            // Checked under the view's lock: shutting down sets `shut_down` before it
+            // publishes "not ready", so a view computed before that cannot overwrite it.
+            let mut stopped = false;
+            self.cluster.send_if_modified(|current| {
+                stopped = self.shut_down.load(Ordering::Acquire);
+                if !stopped {
+                    *current = view(self.me, &m, readiness);
+                }
+                !stopped
+            });
+            if stopped {
                 return;
             }
-            self.cluster.send_replace(view(self.me, &m, readiness));
             tokio::select! {
                 changed = metrics.changed() => {
                     if changed.is_err() {
