@@ -1281,7 +1281,11 @@ pub fn layered(file: Option<&Path>, overrides: &Overrides) -> Result<Figment, Co
     Ok(figment
         .merge(
             Env::prefixed(ENV_PREFIX)
-                .ignore(&[CRASH_AT_CLEANER_STEP_KEY])
+                .ignore(&[
+                    CRASH_AT_CLEANER_STEP_KEY,
+                    #[cfg(feature = "conformance")]
+                    FLAW_KEY,
+                ])
                 .split("__"),
         )
         .merge(Serialized::defaults(overrides)))
@@ -1290,6 +1294,11 @@ pub fn layered(file: Option<&Path>, overrides: &Overrides) -> Result<Figment, Co
 /// [`crate::cleaner::SWITCHYARD_CRASH_AT_CLEANER_STEP`] after the prefix: a test hook, not a
 /// setting.
 const CRASH_AT_CLEANER_STEP_KEY: &str = "crash_at_cleaner_step";
+
+/// `SWITCHYARD_FLAW` after the prefix ([`crate::conformance::flaw`]): a conformance build's
+/// deliberately broken behaviour, not a setting. Other builds refuse it as an unknown field.
+#[cfg(feature = "conformance")]
+const FLAW_KEY: &str = "flaw";
 
 fn node_id(id: i64) -> Result<NodeId, ConfigError> {
     // 0..=i32::MAX is exactly the range where both conversions succeed.

@@ -9,11 +9,59 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 
 use switchyard_backend_api::{Guarantees, available_backends};
 use switchyard_compat_tests::broken::{BrokenHarness, Flaw};
 use switchyard_compat_tests::nemesis::{self, Faults, Report, RunConfig, Verdict};
 use switchyard_compat_tests::{BackendHarness, RegistryHarness};
+
+/// A deliberately broken broker behaviour, for the data-path fault runs of real processes
+/// (`compat-tests/clients/datapath.py`) to catch: chosen by `SWITCHYARD_FLAW`, read once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerFlaw {
+    /// `acks-before-isr`: acknowledge `acks=all` writes before the ISR has them.
+    AcksBeforeIsr,
+}
+
+/// The flaw `SWITCHYARD_FLAW` names, if any (an unknown name is no flaw, and says so).
+pub fn flaw() -> Option<BrokerFlaw> {
+    static FLAW: OnceLock<Option<BrokerFlaw>> = OnceLock::new();
+    *FLAW.get_or_init(|| {
+        let name = std::env::var("SWITCHYARD_FLAW").ok()?;
+        let flaw = match name.as_str() {
+            "acks-before-isr" => Some(BrokerFlaw::AcksBeforeIsr),
+            _ => None,
+        };
+        match flaw {
+            Some(flaw) => tracing::warn!(
+                ?flaw,
+                "SWITCHYARD_FLAW: this broker is deliberately broken for the fault runs"
+            ),
+            None => tracing::warn!(%name, "SWITCHYARD_FLAW names no flaw; none is active"),
+        }
+        flaw
+    })
+}
+
+/// Where the data-path soak's section of the report begins and ends
+/// (`compat-tests/clients/soak.py` writes it between these lines).
+const DATA_PATH_BEGIN: &str =
+    "<!-- data-path soak: begin (written by scripts/soak-datapath; do not edit) -->";
+const DATA_PATH_END: &str = "<!-- data-path soak: end -->";
+
+/// `report` followed by the data-path soak's section of `previous` (the report it replaces),
+/// if that has one: this command does not run the data path, so it keeps what the soak wrote.
+pub fn keeping_data_path_section(report: &str, previous: &str) -> String {
+    let section = previous.find(DATA_PATH_BEGIN).and_then(|begin| {
+        let end = begin + previous[begin..].find(DATA_PATH_END)? + DATA_PATH_END.len();
+        Some(&previous[begin..end])
+    });
+    match section {
+        Some(section) => format!("{}\n\n{section}\n", report.trim_end()),
+        None => report.to_owned(),
+    }
+}
 
 /// The checks, in report order.
 const CHECKS: [&str; 7] = [
@@ -387,7 +435,30 @@ fn render(plan: &Plan, rows: &[Row], caught: &[Caught]) -> String {
          drawn from the seed (promoting a survivor when the primary of a backend with manual failover dies), restarts it, \
          and checks that every acknowledged creation is on every node (seeds 11 and 12 in CI; \
          `SWITCHYARD_CONFORMANCE_SEED=N compat-tests/clients/run.sh -k kill_seeded` replays \
-         one)."
+         one). The Kafka data path under faults — real processes and clients, every link \
+         through proxies — is the next section, written by `scripts/soak-datapath`, which this \
+         command keeps when it rewrites the file."
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_report_keeps_the_data_path_section_of_the_old_one() {
+        let section = format!("{DATA_PATH_BEGIN}\n## Kafka data path\n| a | b |\n{DATA_PATH_END}");
+        let previous = format!("# old\n\nold rows\n\n{section}\n");
+        assert_eq!(
+            keeping_data_path_section("# new\n\nnew rows\n", &previous),
+            format!("# new\n\nnew rows\n\n{section}\n")
+        );
+        assert_eq!(
+            keeping_data_path_section("# new\n", "# old, no section\n"),
+            "# new\n"
+        );
+        let torn = format!("# old\n{DATA_PATH_BEGIN}\nno end");
+        assert_eq!(keeping_data_path_section("# new\n", &torn), "# new\n");
+    }
 }

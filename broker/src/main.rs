@@ -180,6 +180,8 @@ fn conformance(
     bar.finish_and_clear();
     match output {
         Some(path) => {
+            let previous = std::fs::read_to_string(path).unwrap_or_default();
+            let report = switchyard::conformance::keeping_data_path_section(&report, &previous);
             std::fs::write(path, report).with_context(|| format!("writing {}", path.display()))?
         }
         None => std::io::stdout()

@@ -118,6 +118,9 @@ pub enum ServeError {
 /// backend opens still leads to a clean shutdown.
 pub async fn run(config: &Config) -> Result<(), ServeError> {
     let mut signals = ShutdownSignals::install()?;
+    // A conformance build says at once whether it runs deliberately broken.
+    #[cfg(feature = "conformance")]
+    let _ = crate::conformance::flaw();
     let node = Node::start(config).await?;
     info!(
         backend = node.backend_name(),

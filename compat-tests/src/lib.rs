@@ -15,7 +15,8 @@
 //! - `harness.rs` — [`BackendHarness`], [`RegistryHarness`], [`TestCluster`] (owns the temp
 //!   dirs; restart, crash).
 //! - `net.rs` — [`Network`]: real TCP proxies between test nodes, each direction of each link
-//!   open, delayed or cut, and healed.
+//!   open, delayed or cut, and healed; also in front of real brokers' Kafka listeners
+//!   (`bin/switchyard-netem.rs` drives it for the real-client data-path fault runs).
 //! - `trio.rs` — [`TrioHarness`]: the cases against three-node clusters of an electing
 //!   backend, written through the leader, followers checked to converge.
 //! - `broken.rs` — deliberately broken backend variants (acknowledging before commit, stale
@@ -46,7 +47,7 @@ mod trio;
 pub use harness::{
     BackendHarness, DEADLINE, NodeSpec, RegistryHarness, TestCluster, reserve_addr, shared_secret,
 };
-pub use net::{Link, Network};
+pub use net::{CLIENTS, Link, Network};
 pub use trio::TrioHarness;
 
 /// Expand the conformance list into one `#[tokio::test]` per case, in a module per area, for

@@ -87,10 +87,24 @@ async fn append(
     })
     .await
     .map_err(|_| ResponseError::KafkaStorageError)??;
-    if acks == ACKS_ALL {
+    if acks == ACKS_ALL && !acks_before_isr() {
         replica
             .wait_replicated(appended.last_offset + 1, leader_epoch, deadline)
             .await?;
     }
     Ok((appended.base_offset, appended.log_start_offset))
+}
+
+/// Whether this broker is the broken variant that acknowledges `acks=all` writes once they are
+/// in the leader's log, before the ISR has them: only a `conformance` build started with
+/// `SWITCHYARD_FLAW=acks-before-isr` is; the data-path fault runs must catch it.
+fn acks_before_isr() -> bool {
+    #[cfg(feature = "conformance")]
+    {
+        crate::conformance::flaw() == Some(crate::conformance::BrokerFlaw::AcksBeforeIsr)
+    }
+    #[cfg(not(feature = "conformance"))]
+    {
+        false
+    }
 }

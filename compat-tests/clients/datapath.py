@@ -1,0 +1,721 @@
+"""Seeded fault runs of the Kafka data path: real `switchyard serve` processes, real clients, a
+history of every operation, and checkers that judge it.
+
+A run (`run_schedule`) starts a cluster whose every link — broker to broker (consensus and the
+Kafka listeners: replica fetches, heartbeats, forwarded requests) and client to broker — crosses
+the proxies of `switchyard-netem` (the compat-tests `Network`), creates an RF=3 topic with
+`min.insync.replicas=2`, and runs two workloads at once while a schedule drawn from the seed
+injects faults:
+
+- idempotent `acks=all` producers append unique values to keys (Elle's list-append: a key's
+  list is its values in offset order); each append records when it was invoked and completed,
+  and its outcome: acknowledged at (partition, offset), or unknown (an error or timeout: it may
+  or may not have been written);
+- a consumer group whose members read, record each (partition, offset, value) with the
+  assignment it came in, and commit what they read; each commit records its outcome.
+
+After the schedule every fault is healed, every node runs again, and the run waits for a write
+to succeed and the ISR to be whole; a fresh consumer reads every partition to its end, the
+cluster stops, and each node's copy of each partition is read from its segment files.
+
+Checks (`check`): no acknowledged append lost or moved; no value twice (idempotence); order
+agrees with real time (an append acknowledged before another was invoked comes first); every
+read agrees with the final log; committed offsets never go backwards and no member reads below
+an offset committed before its assignment; every replica's batches up to the high watermark
+are the same, with leader epochs that never decrease; availability (time to the first
+acknowledged append after each fault starts and after it ends).
+
+`SWITCHYARD_CONFORMANCE_SEED=N` replays one schedule (the clients' timing still varies).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import NewTopic
+
+from client_util import CONFLUENT_BASE, confluent_admin, wait_for
+from conftest import CLUSTER_ENV, Backend, BrokerProcess, Cluster, reserve_port, switchyard_bin
+from conftest import write_secret
+
+TOPIC = "appends"
+PARTITIONS = 3
+KEYS = 8
+PRODUCERS = 2
+CONSUMERS = 2
+GROUP = "readers"
+# How long a run may take to heal: elect, fence, catch up, answer.
+RECOVERY_S = 60.0
+# Each producer appends about this often.
+APPEND_INTERVAL_S = 0.01
+# Brokers drop a follower from the ISR after this long without catching up (Kafka: 30 s), so
+# that acks=all writes resume within a fault instead of after it.
+NODE_ENV = {
+    **CLUSTER_ENV,
+    "SWITCHYARD_KAFKA__REPLICA_LAG_TIME_MAX_MS": "3000",
+}
+
+# The fault kinds a schedule draws from.
+FAULTS = ("isolate", "one-way", "pause", "kill", "delay", "lossy", "clients")
+
+# The checks: each violation's message starts with its check's name and a colon.
+CHECKS = {
+    "lost": "every acknowledged append is in the final log, at the offset it was acknowledged "
+            "at",
+    "duplicate": "no value is in the log twice (idempotence)",
+    "sequence": "no idempotent producer fails fatally (an out-of-order sequence means the "
+                "broker lost or reordered writes it had acknowledged)",
+    "order": "an append acknowledged before another was sent precedes it in its key's list",
+    "divergent read": "every value a consumer read is the final log's value at that offset",
+    "phantom read": "no consumer read an offset the final log does not hold",
+    "commit went back": "no acknowledged commit is below one acknowledged before it was sent",
+    "commit lost": "the group's committed offsets at the end are at least every acknowledged "
+                   "commit",
+    "re-read": "no member reads below an offset committed before its assignment began",
+    "went back": "within one assignment a member's offsets only rise",
+    "replica short": "every node holds each partition up to its high watermark",
+    "epoch went back": "leader epochs never decrease along a node's log",
+    "replicas differ": "every node's batches below the high watermark are the same",
+}
+
+
+def netem_bin() -> Path:
+    """`switchyard-netem`, built beside the broker binary (`cargo build --workspace`)."""
+    return switchyard_bin().parent / "switchyard-netem"
+
+
+class Netem:
+    """A `switchyard-netem` process: proxies on every link of a cluster, set by command."""
+
+    def __init__(self, cluster_addrs: dict[int, str], kafka_addrs: dict[int, str]):
+        self.proc = subprocess.Popen(
+            [str(netem_bin()),
+             "--cluster", ",".join(f"{i}={a}" for i, a in cluster_addrs.items()),
+             "--kafka", ",".join(f"{i}={a}" for i, a in kafka_addrs.items())],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.peers: dict[int, str] = {}
+        self.fronts: dict[int, str] = {}
+        for line in self.proc.stdout:
+            words = line.split()
+            if words == ["ready"]:
+                break
+            kind, node, value = words
+            (self.peers if kind == "peers" else self.fronts)[int(node)] = value
+        else:
+            raise RuntimeError(f"switchyard-netem exited with {self.proc.wait()} before ready")
+        self.lock = threading.Lock()
+
+    def command(self, line: str) -> None:
+        with self.lock:
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+            answer = self.proc.stdout.readline().strip()
+        if answer != "ok":
+            raise RuntimeError(f"switchyard-netem: {line!r}: {answer or 'exited'}")
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(15)
+
+
+class ProxiedCluster(Cluster):
+    """`size` brokers, node ids 1..size, every link through a `Netem`: node i reaches node j's
+    cluster port and Kafka listener through proxies, and advertises the proxy in front of its
+    listener, so clients reach it through the proxies too."""
+
+    def __init__(self, backend: Backend, base: Path, size: int = 3, env: dict | None = None):
+        self.backend = backend
+        cluster_ports = {i: reserve_port() for i in range(1, size + 1)}
+        kafka_ports = {i: reserve_port() for i in range(1, size + 1)}
+        # Operators' commands (`command`) reach the nodes directly.
+        self.peers = ",".join(f"{i}=127.0.0.1:{p}" for i, p in cluster_ports.items())
+        self.netem = Netem({i: f"127.0.0.1:{p}" for i, p in cluster_ports.items()},
+                           {i: f"127.0.0.1:{p}" for i, p in kafka_ports.items()})
+        self.secret_file = write_secret(base / "cluster.secret")
+        env = {**NODE_ENV, "SWITCHYARD_CLUSTER_SECRET_FILE": str(self.secret_file),
+               **(env or {})}
+        self.nodes: dict[int, BrokerProcess] = {}
+        for i in cluster_ports:
+            workdir = base / f"node-{i}"
+            workdir.mkdir(parents=True)
+            self.nodes[i] = BrokerProcess(
+                backend, workdir, env, port=kafka_ports[i],
+                args=["--node-id", str(i), "--peers", self.netem.peers[i],
+                      "--advertise", self.netem.fronts[i]])
+
+    def bootstrap(self, *ids: int) -> str:
+        return ",".join(self.netem.fronts[i] for i in (ids or self.nodes))
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.netem.close()
+
+
+@dataclasses.dataclass
+class Fault:
+    kind: str
+    node: int
+    peer: int
+    seconds: float
+    # Quiet time before the fault starts.
+    gap: float
+
+    def describe(self) -> str:
+        what = {
+            "isolate": f"isolate node {self.node} from the other nodes",
+            "one-way": f"cut node {self.node} -> node {self.peer}",
+            "pause": f"SIGSTOP node {self.node}",
+            "kill": f"kill -9 node {self.node}, then restart it",
+            "delay": f"delay every link of node {self.node} by 150 ms",
+            "lossy": f"drop 1 in 10 chunks on node {self.node}'s links",
+            "clients": f"cut the clients from node {self.node}",
+        }[self.kind]
+        return f"after {self.gap:.1f} s: {what} for {self.seconds:.1f} s"
+
+
+def schedule(seed: int, nodes: list[int], kinds: tuple[str, ...] = FAULTS) -> list[Fault]:
+    """Two to four faults drawn from `seed`, one after another."""
+    rng = random.Random(seed)
+    faults = []
+    for _ in range(rng.randint(2, 4)):
+        node = rng.choice(nodes)
+        faults.append(Fault(
+            kind=rng.choice(kinds), node=node,
+            peer=rng.choice([n for n in nodes if n != node]),
+            seconds=round(rng.uniform(1.0, 5.0), 1), gap=round(rng.uniform(0.5, 2.0), 1)))
+    return faults
+
+
+@dataclasses.dataclass
+class Append:
+    producer: int
+    key: str
+    value: str
+    invoked: float
+    completed: float | None = None
+    # "ok" (acknowledged), "unknown" (error or no answer: maybe written), "failed" (refused
+    # before it was sent), None while pending.
+    outcome: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    error: str | None = None
+
+
+@dataclasses.dataclass
+class Read:
+    member: int
+    session: int
+    partition: int
+    offset: int
+    value: str
+    at: float
+
+
+@dataclasses.dataclass
+class Commit:
+    member: int
+    offsets: dict[int, int]
+    invoked: float
+    completed: float
+    ok: bool
+
+
+@dataclasses.dataclass
+class Assignment:
+    member: int
+    session: int
+    partitions: list[int]
+    at: float
+
+
+@dataclasses.dataclass
+class History:
+    appends: list[Append] = dataclasses.field(default_factory=list)
+    reads: list[Read] = dataclasses.field(default_factory=list)
+    commits: list[Commit] = dataclasses.field(default_factory=list)
+    assignments: list[Assignment] = dataclasses.field(default_factory=list)
+    # (producer, error, when): fatal errors of the idempotent producers.
+    fatal: list[tuple[int, str, float]] = dataclasses.field(default_factory=list)
+    # (fault, started, ended) in time.monotonic().
+    faults: list[tuple[Fault, float, float]] = dataclasses.field(default_factory=list)
+    # Partition -> [(offset, key, value)] read from the beginning after healing.
+    final: dict[int, list[tuple[int, str, str]]] = dataclasses.field(default_factory=dict)
+    # Partition -> committed offset of the group after healing.
+    committed: dict[int, int] = dataclasses.field(default_factory=dict)
+    # Partition -> high watermark after healing.
+    high: dict[int, int] = dataclasses.field(default_factory=dict)
+    # Node -> partition -> [(base offset, last offset, leader epoch, crc)] from its files.
+    replicas: dict[int, dict[int, list[tuple[int, int, int, int]]]] = dataclasses.field(
+        default_factory=dict)
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+
+class Producing(threading.Thread):
+    """An idempotent acks=all producer appending `p<id>-<n>` to random keys until stopped."""
+
+    def __init__(self, ident: int, bootstrap: str, history: History, seed: int):
+        super().__init__(daemon=True, name=f"producer-{ident}")
+        self.number = ident
+        self.history = history
+        self.rng = random.Random(seed * 100 + ident)
+        self.conf = {
+            **CONFLUENT_BASE, "bootstrap.servers": bootstrap, "enable.idempotence": True,
+            "acks": "all", "linger.ms": 5, "message.timeout.ms": 10_000,
+            "request.timeout.ms": 5_000, "socket.timeout.ms": 5_000,
+            "reconnect.backoff.max.ms": 500, "topic.metadata.refresh.interval.ms": 1_000}
+        self.producer = Producer(self.conf)
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        while not self.stopped.is_set():
+            key = f"k{self.rng.randrange(KEYS)}"
+            op = Append(self.number, key, f"p{self.number}-{n}", time.monotonic())
+            n += 1
+            with self.history.lock:
+                self.history.appends.append(op)
+            try:
+                self.producer.produce(
+                    TOPIC, key=key, value=op.value,
+                    on_delivery=lambda err, msg, op=op: self.delivered(op, err, msg))
+            except BufferError:
+                # Never sent: the producer's queue is full.
+                op.completed, op.outcome, op.error = time.monotonic(), "failed", "queue full"
+            except KafkaException as e:
+                # Never sent.
+                op.completed, op.outcome, op.error = time.monotonic(), "failed", str(e)
+                self.failed(e)
+            try:
+                self.producer.poll(APPEND_INTERVAL_S)
+            except KafkaException as e:
+                self.failed(e)
+        self.producer.flush(30)
+
+    def failed(self, e: KafkaException) -> None:
+        """A fatal error (an idempotent producer's sequence broken: the broker lost or
+        reordered writes it had acknowledged) ends this producer; its pending appends fail
+        with it, unknown. A new one, with a new producer id, goes on."""
+        if not e.args[0].fatal():
+            return
+        with self.history.lock:
+            self.history.fatal.append((self.number, str(e), time.monotonic()))
+        try:
+            self.producer.flush(10)
+        except KafkaException:
+            pass
+        self.producer = Producer(self.conf)
+
+    @staticmethod
+    def delivered(op: Append, err, msg) -> None:
+        op.completed = time.monotonic()
+        if err is None:
+            op.outcome, op.partition, op.offset = "ok", msg.partition(), msg.offset()
+        else:
+            op.outcome, op.error = "unknown", str(err)
+
+
+class Consuming(threading.Thread):
+    """A member of `GROUP`: reads, records, and commits what it read about twice a second."""
+
+    def __init__(self, member: int, bootstrap: str, history: History):
+        super().__init__(daemon=True, name=f"consumer-{member}")
+        self.member = member
+        self.history = history
+        self.session = 0
+        self.consumer = Consumer({
+            **CONFLUENT_BASE, "bootstrap.servers": bootstrap, "group.id": GROUP,
+            "auto.offset.reset": "earliest", "enable.auto.commit": False,
+            "session.timeout.ms": 6_000, "heartbeat.interval.ms": 500,
+            "socket.timeout.ms": 5_000, "reconnect.backoff.max.ms": 500,
+            "topic.metadata.refresh.interval.ms": 1_000})
+        self.stopped = threading.Event()
+
+    def assigned(self, _consumer, partitions) -> None:
+        self.session += 1
+        with self.history.lock:
+            self.history.assignments.append(Assignment(
+                self.member, self.session, sorted(p.partition for p in partitions),
+                time.monotonic()))
+
+    def run(self) -> None:
+        self.consumer.subscribe([TOPIC], on_assign=self.assigned)
+        last_commit = time.monotonic()
+        positions: dict[int, int] = {}
+        try:
+            while not self.stopped.is_set():
+                msg = self.consumer.poll(0.2)
+                if msg is not None and msg.error() is None:
+                    read = Read(self.member, self.session, msg.partition(), msg.offset(),
+                                msg.value().decode(), time.monotonic())
+                    with self.history.lock:
+                        self.history.reads.append(read)
+                    positions[msg.partition()] = msg.offset() + 1
+                if positions and time.monotonic() - last_commit > 0.5:
+                    self.commit(positions)
+                    positions = {}
+                    last_commit = time.monotonic()
+            if positions:
+                self.commit(positions)
+        finally:
+            self.consumer.close()
+
+    def commit(self, positions: dict[int, int]) -> None:
+        invoked = time.monotonic()
+        try:
+            self.consumer.commit(offsets=[TopicPartition(TOPIC, p, o)
+                                          for p, o in positions.items()], asynchronous=False)
+            ok = True
+        except KafkaException:
+            ok = False
+        with self.history.lock:
+            self.history.commits.append(Commit(self.member, dict(positions), invoked,
+                                               time.monotonic(), ok))
+
+
+def inject(cluster: ProxiedCluster, faults: list[Fault], history: History) -> None:
+    """Run the schedule: each fault after its gap, for its time, then heal it. The waits are
+    the schedule itself (how long a fault lasts), not waits for the cluster."""
+    for fault in faults:
+        time.sleep(fault.gap)
+        node = cluster.nodes[fault.node]
+        others = [n for n in cluster.nodes if n != fault.node]
+        started = time.monotonic()
+        if fault.kind == "isolate":
+            cluster.netem.command(f"isolate {fault.node}")
+        elif fault.kind == "one-way":
+            cluster.netem.command(f"set {fault.node} {fault.peer} cut")
+        elif fault.kind == "pause":
+            node.pause()
+        elif fault.kind == "kill":
+            node.kill9()
+        elif fault.kind in ("delay", "lossy"):
+            state = "delay 150" if fault.kind == "delay" else "lossy 10"
+            for other in others:
+                cluster.netem.command(f"set {fault.node} {other} {state}")
+                cluster.netem.command(f"set {other} {fault.node} {state}")
+        elif fault.kind == "clients":
+            cluster.netem.command(f"set 0 {fault.node} cut")
+            cluster.netem.command(f"set {fault.node} 0 cut")
+        time.sleep(fault.seconds)
+        if fault.kind == "pause":
+            node.resume()
+        elif fault.kind == "kill":
+            node.launch()
+        else:
+            cluster.netem.command("heal")
+        history.faults.append((fault, started, time.monotonic()))
+
+
+def heal(cluster: ProxiedCluster, faults: list[Fault]) -> None:
+    """Every link open, every node running and ready."""
+    cluster.netem.command("heal")
+    for node in cluster.nodes.values():
+        node.resume()
+    for i in {f.node for f in faults if f.kind == "kill"}:
+        cluster.nodes[i].wait_ready()
+
+
+def whole_isr(bootstrap: str) -> bool:
+    """Whether every partition of the topic has a leader and all three replicas in its ISR,
+    as the node `bootstrap` names says (no client API reports ISR changes by callback)."""
+    md = confluent_admin(bootstrap).list_topics(TOPIC, timeout=10)
+    topic = md.topics.get(TOPIC)
+    if topic is None or topic.error is not None or len(topic.partitions) != PARTITIONS:
+        return False
+    return all(p.leader >= 0 and len(p.isrs) == len(p.replicas) == 3
+               for p in topic.partitions.values())
+
+
+def read_final(bootstrap: str, history: History) -> None:
+    """Every partition from its beginning to its high watermark, with a fresh consumer."""
+    consumer = Consumer({**CONFLUENT_BASE, "bootstrap.servers": bootstrap,
+                         "group.id": "final-reader", "enable.auto.commit": False})
+    try:
+        for p in range(PARTITIONS):
+            _low, high = consumer.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=30)
+            history.high[p] = high
+        consumer.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+        history.final = {p: [] for p in range(PARTITIONS)}
+        todo = {p for p in range(PARTITIONS) if history.high[p] > 0}
+
+        def read():
+            msg = consumer.poll(1.0)
+            if msg is not None and msg.error() is None:
+                history.final[msg.partition()].append(
+                    (msg.offset(), msg.key().decode(), msg.value().decode()))
+                if msg.offset() + 1 >= history.high[msg.partition()]:
+                    todo.discard(msg.partition())
+            return not todo
+        # Bounded by the deadline; each poll blocks up to a second.
+        wait_for(read, RECOVERY_S, "the final read of every partition", 0)
+    finally:
+        consumer.close()
+    reader = Consumer({**CONFLUENT_BASE, "bootstrap.servers": bootstrap, "group.id": GROUP,
+                       "enable.auto.commit": False})
+    try:
+        committed = reader.committed(
+            [TopicPartition(TOPIC, p) for p in range(PARTITIONS)], timeout=30)
+        history.committed = {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
+    finally:
+        reader.close()
+
+
+# Record batch v2 header: base offset, length, leader epoch, magic, crc, attributes, last
+# offset delta (the rest is not needed here).
+BATCH_HEAD = struct.Struct(">qiibIhi")
+
+
+def replica_batches(data_dir: Path, partition: int) -> list[tuple[int, int, int, int]]:
+    """(base offset, last offset, leader epoch, crc) of each batch in a node's segment files of
+    one partition, in offset order."""
+    batches = []
+    for segment in sorted(data_dir.glob(f"**/logs/{TOPIC}-{partition}/*.log")):
+        data = segment.read_bytes()
+        at = 0
+        while at + BATCH_HEAD.size <= len(data):
+            base, length, epoch, _magic, crc, _attributes, delta = BATCH_HEAD.unpack_from(data, at)
+            if length <= 0 or at + 12 + length > len(data):
+                break
+            batches.append((base, base + delta, epoch, crc))
+            at += 12 + length
+    return batches
+
+
+@dataclasses.dataclass
+class Result:
+    backend: str
+    seed: int
+    faults: list[Fault]
+    history: History
+    violations: list[str]
+    # Per fault: seconds from its start, and from its end, to the first acknowledged append
+    # invoked after it (None: none).
+    availability: list[tuple[str, float | None, float | None]]
+
+    def report(self) -> str:
+        h = self.history
+        acked = [a for a in h.appends if a.outcome == "ok"]
+        no_offset = sum(1 for a in acked if a.offset is None)
+        lines = [f"backend {self.backend}, seed {self.seed}: {len(h.appends)} appends "
+                 f"({len(acked)} acknowledged, {no_offset} of them without an offset), "
+                 f"{len(h.reads)} reads, {len(h.commits)} commits",
+                 "schedule:", *(f"  {f.describe()}" for f in self.faults),
+                 "availability (first acknowledged append after the fault's start / end):",
+                 *(f"  {kind}: {fmt(a)} / {fmt(b)}" for kind, a, b in self.availability)]
+        if self.violations:
+            lines.append("VIOLATIONS (each with the operations that show it; at most "
+                         f"{SHOWN} per check):")
+            by_check: dict[str, list[str]] = {}
+            for v in self.violations:
+                by_check.setdefault(v.split(":")[0], []).append(v)
+            for found in by_check.values():
+                lines += [f"  {v}" for v in found[:SHOWN]]
+                if len(found) > SHOWN:
+                    lines.append(f"  … and {len(found) - SHOWN} more of the same check")
+        return "\n".join(lines)
+
+
+# Violations a report lists per check.
+SHOWN = 5
+
+
+def fmt(seconds: float | None) -> str:
+    return "none" if seconds is None else f"{seconds:.2f} s"
+
+
+def check(h: History) -> list[str]:
+    """Every violation of the history, each with the operations that show it."""
+    violations: list[str] = []
+    at: dict[tuple[int, int], tuple[str, str]] = {}
+    where: dict[str, list[tuple[int, int]]] = {}
+    for p, records in h.final.items():
+        for offset, key, value in records:
+            at[(p, offset)] = (key, value)
+            where.setdefault(value, []).append((p, offset))
+    acked = [a for a in h.appends if a.outcome == "ok"]
+
+    # Lost or moved acknowledged appends. An acknowledgement may come without an offset (a
+    # retried batch the broker already had): such an append must be in the log somewhere.
+    for a in acked:
+        if a.offset is None:
+            if a.value not in where:
+                violations.append(f"lost: {a.value} (key {a.key}) acknowledged without an "
+                                  f"offset at partition {a.partition}; the log does not hold it")
+            continue
+        if at.get((a.partition, a.offset)) != (a.key, a.value):
+            violations.append(
+                f"lost: {a.value} (key {a.key}) acknowledged at partition {a.partition} offset "
+                f"{a.offset}; the log has {at.get((a.partition, a.offset))} there and "
+                f"{a.value} at {where.get(a.value, 'no offset')}")
+    for producer, error, _ in h.fatal:
+        violations.append(f"sequence: producer {producer} failed fatally: {error}")
+    # Idempotence: no value twice.
+    for value, places in where.items():
+        if len(places) > 1:
+            violations.append(f"duplicate: {value} at {places}")
+    # Real time: an append acknowledged before another was invoked precedes it in its list.
+    by_key: dict[str, list[Append]] = {}
+    for a in acked:
+        if a.offset is not None:
+            by_key.setdefault(a.key, []).append(a)
+    for key, ops in by_key.items():
+        done = sorted(ops, key=lambda a: a.completed)
+        latest, i = None, 0
+        for b in sorted(ops, key=lambda a: a.invoked):
+            while i < len(done) and done[i].completed < b.invoked:
+                if latest is None or done[i].offset > latest.offset:
+                    latest = done[i]
+                i += 1
+            if latest is not None and latest.partition == b.partition and latest.offset > b.offset:
+                violations.append(
+                    f"order: key {key}: {latest.value} (offset {latest.offset}) was acknowledged "
+                    f"before {b.value} was sent, yet {b.value} is at offset {b.offset}")
+    # Reads agree with the final log.
+    for r in h.reads:
+        if (r.partition, r.offset) in at and at[(r.partition, r.offset)][1] != r.value:
+            violations.append(
+                f"divergent read: member {r.member} read {r.value} at partition {r.partition} "
+                f"offset {r.offset}; the log has {at[(r.partition, r.offset)][1]}")
+        elif (r.partition, r.offset) not in at:
+            violations.append(
+                f"phantom read: member {r.member} read {r.value} at partition {r.partition} "
+                f"offset {r.offset}, which the log (high watermark {h.high.get(r.partition)}) "
+                f"does not hold")
+    # Committed offsets never go backwards.
+    ok = sorted((c for c in h.commits if c.ok), key=lambda c: c.completed)
+    for i, later in enumerate(ok):
+        for earlier in ok[:i]:
+            if earlier.completed >= later.invoked:
+                continue
+            for p, offset in later.offsets.items():
+                if p in earlier.offsets and offset < earlier.offsets[p]:
+                    violations.append(
+                        f"commit went back: partition {p}: member {earlier.member} committed "
+                        f"{earlier.offsets[p]}, then member {later.member} committed {offset}")
+    latest_commit: dict[int, int] = {}
+    for c in ok:
+        for p, offset in c.offsets.items():
+            latest_commit[p] = max(latest_commit.get(p, 0), offset)
+    for p, offset in latest_commit.items():
+        if h.committed.get(p, -1) < offset:
+            violations.append(f"commit lost: partition {p}: {offset} was committed, the group "
+                              f"now has {h.committed.get(p)}")
+    # No member reads below what was committed before its assignment, nor re-reads within one.
+    starts = {(a.member, a.session): a.at for a in h.assignments}
+    seen: dict[tuple[int, int, int], int] = {}
+    for r in h.reads:
+        began = starts.get((r.member, r.session))
+        before = max((c.offsets.get(r.partition, 0) for c in ok
+                      if began is not None and c.completed < began), default=0)
+        if r.offset < before:
+            violations.append(
+                f"re-read: member {r.member} read partition {r.partition} offset {r.offset} in "
+                f"an assignment that began after offset {before} was committed")
+        last = seen.get((r.member, r.session, r.partition))
+        if last is not None and r.offset <= last:
+            violations.append(
+                f"went back: member {r.member} read partition {r.partition} offset {r.offset} "
+                f"after offset {last} in one assignment")
+        seen[(r.member, r.session, r.partition)] = r.offset
+    # Replicas agree up to the high watermark; leader epochs never decrease along a log.
+    for p, high in h.high.items():
+        copies = {node: [b for b in parts.get(p, []) if b[1] < high]
+                  for node, parts in h.replicas.items()}
+        for node, batches in copies.items():
+            if high > 0 and (not batches or batches[-1][1] < high - 1):
+                violations.append(f"replica short: node {node} holds partition {p} to offset "
+                                  f"{batches[-1][1] if batches else -1}, the high watermark is "
+                                  f"{high}")
+            for prev, batch in zip(batches, batches[1:]):
+                if batch[2] < prev[2]:
+                    violations.append(f"epoch went back: node {node} partition {p}: batch at "
+                                      f"{batch[0]} has leader epoch {batch[2]} after {prev[2]}")
+        nodes = sorted(copies)
+        for node in nodes[1:]:
+            for mine, theirs in zip(copies[nodes[0]], copies[node]):
+                if mine != theirs:
+                    violations.append(
+                        f"replicas differ: partition {p}: node {nodes[0]} has batch {mine}, "
+                        f"node {node} has {theirs} (base, last, epoch, crc)")
+                    break
+    return violations
+
+
+def availability(h: History) -> list[tuple[str, float | None, float | None]]:
+    acked = sorted((a.invoked, a.completed) for a in h.appends if a.outcome == "ok")
+
+    def first_after(t: float) -> float | None:
+        return next((done - t for invoked, done in acked if invoked >= t), None)
+    return [(f.kind, first_after(started), first_after(ended)) for f, started, ended in h.faults]
+
+
+def stop(workers: list[Producing | Consuming]) -> None:
+    for worker in workers:
+        worker.stopped.set()
+    for worker in workers:
+        worker.join(60)
+
+
+def run_schedule(backend: Backend, base: Path, seed: int, kinds: tuple[str, ...] = FAULTS,
+                 flaw: str | None = None) -> Result:
+    """One seeded run on a fresh three-node cluster under `base`. `flaw` makes the brokers
+    the deliberately broken variant of that name (`SWITCHYARD_FLAW`; a `conformance` build
+    of the broker only)."""
+    cluster = ProxiedCluster(backend, base, env={"SWITCHYARD_FLAW": flaw} if flaw else None)
+    faults = schedule(seed, list(cluster.nodes), kinds)
+    history = History()
+    workers: list[Producing | Consuming] = []
+    try:
+        cluster.start()
+        bootstrap = cluster.bootstrap()
+        admin = confluent_admin(bootstrap)
+        futures = admin.create_topics(
+            [NewTopic(TOPIC, num_partitions=PARTITIONS, replication_factor=3,
+                      config={"min.insync.replicas": "2"})],
+            operation_timeout=30, request_timeout=30)
+        futures[TOPIC].result(timeout=60)
+        # Every node must know the topic and its ISR before the faults start (Metadata is the
+        # only way a client learns that).
+        for i in cluster.nodes:
+            wait_for(lambda i=i: whole_isr(cluster.bootstrap(i)), RECOVERY_S,
+                     f"node {i} to see {TOPIC} with its whole ISR", 0.2)
+        producers = [Producing(i, bootstrap, history, seed) for i in range(PRODUCERS)]
+        consumers = [Consuming(i, bootstrap, history) for i in range(CONSUMERS)]
+        workers = [*producers, *consumers]
+        for worker in workers:
+            worker.start()
+        try:
+            inject(cluster, faults, history)
+        finally:
+            heal(cluster, faults)
+        # The cluster must take writes again, then have every replica back in the ISR.
+        recovered = time.monotonic()
+        wait_for(lambda: any(a.outcome == "ok" and a.invoked >= recovered
+                             for a in list(history.appends)),
+                 RECOVERY_S, "an acknowledged append after healing", 0.1)
+        stop(producers)
+        wait_for(lambda: whole_isr(bootstrap), RECOVERY_S, "every replica back in the ISR", 0.2)
+        stop(consumers)
+        for a in history.appends:
+            if a.outcome is None:
+                a.outcome, a.error = "unknown", "no delivery report"
+        read_final(bootstrap, history)
+    except Exception as e:
+        schedule_text = "; ".join(f.describe() for f in faults)
+        raise RuntimeError(f"{backend.name} seed {seed} did not finish (schedule: "
+                           f"{schedule_text}): {e}") from e
+    finally:
+        stop(workers)
+        cluster.close()
+    for i, node in cluster.nodes.items():
+        history.replicas[i] = {p: replica_batches(node.data_dir, p) for p in range(PARTITIONS)}
+    return Result(backend.name, seed, faults, history, check(history), availability(history))
