@@ -1,7 +1,8 @@
 """Seeded fault runs of the Kafka data path: real `switchyard serve` processes, real clients, a
 history of every operation, and checkers that judge it.
 
-A run (`run_schedule`) starts a cluster whose every link — broker to broker (consensus and the
+A run (`run_schedule`) starts a cluster (three nodes, or five for every fourth seed) whose every
+link — broker to broker (consensus and the
 Kafka listeners: replica fetches, heartbeats, forwarded requests) and client to broker — crosses
 the proxies of `switchyard-netem` (the compat-tests `Network`), creates an RF=3 topic with
 `min.insync.replicas=2`, and runs two workloads at once while a schedule drawn from the seed
@@ -63,7 +64,7 @@ NODE_ENV = {
 }
 
 # The fault kinds a schedule draws from.
-FAULTS = ("isolate", "one-way", "pause", "kill", "delay", "lossy", "clients")
+FAULTS = ("isolate", "split", "one-way", "pause", "kill", "delay", "lossy", "clients")
 
 # The checks: each violation's message starts with its check's name and a colon.
 CHECKS = {
@@ -168,10 +169,13 @@ class Fault:
     seconds: float
     # Quiet time before the fault starts.
     gap: float
+    # "split": the minority cut off from the other nodes.
+    minority: tuple[int, ...] = ()
 
     def describe(self) -> str:
         what = {
             "isolate": f"isolate node {self.node} from the other nodes",
+            "split": f"split nodes {list(self.minority)} from the others",
             "one-way": f"cut node {self.node} -> node {self.peer}",
             "pause": f"SIGSTOP node {self.node}",
             "kill": f"kill -9 node {self.node}, then restart it",
@@ -183,15 +187,21 @@ class Fault:
 
 
 def schedule(seed: int, nodes: list[int], kinds: tuple[str, ...] = FAULTS) -> list[Fault]:
-    """Two to four faults drawn from `seed`, one after another."""
+    """Two to four faults drawn from `seed`, one after another, each lasting 1 to 8 s: long
+    enough, often, for the ISR to shrink and a leader to be fenced and replaced. A split (a
+    minority of more than one node) needs five nodes; on three it is an isolation."""
     rng = random.Random(seed)
     faults = []
     for _ in range(rng.randint(2, 4)):
         node = rng.choice(nodes)
+        kind = rng.choice(kinds)
+        minority = tuple(sorted(rng.sample(nodes, (len(nodes) - 1) // 2)))
+        if kind == "split" and len(minority) < 2:
+            kind = "isolate"
         faults.append(Fault(
-            kind=rng.choice(kinds), node=node,
-            peer=rng.choice([n for n in nodes if n != node]),
-            seconds=round(rng.uniform(1.0, 5.0), 1), gap=round(rng.uniform(0.5, 2.0), 1)))
+            kind=kind, node=node, peer=rng.choice([n for n in nodes if n != node]),
+            seconds=round(rng.uniform(1.0, 8.0), 1), gap=round(rng.uniform(0.5, 2.0), 1),
+            minority=minority if kind == "split" else ()))
     return faults
 
 
@@ -253,7 +263,8 @@ class History:
     committed: dict[int, int] = dataclasses.field(default_factory=dict)
     # Partition -> high watermark after healing.
     high: dict[int, int] = dataclasses.field(default_factory=dict)
-    # Node -> partition -> [(base offset, last offset, leader epoch, crc)] from its files.
+    # Node -> partition it holds -> [(base offset, last offset, leader epoch, crc)] from its
+    # files.
     replicas: dict[int, dict[int, list[tuple[int, int, int, int]]]] = dataclasses.field(
         default_factory=dict)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
@@ -391,6 +402,11 @@ def inject(cluster: ProxiedCluster, faults: list[Fault], history: History) -> No
         started = time.monotonic()
         if fault.kind == "isolate":
             cluster.netem.command(f"isolate {fault.node}")
+        elif fault.kind == "split":
+            for a in fault.minority:
+                for b in (n for n in cluster.nodes if n not in fault.minority):
+                    cluster.netem.command(f"set {a} {b} cut")
+                    cluster.netem.command(f"set {b} {a} cut")
         elif fault.kind == "one-way":
             cluster.netem.command(f"set {fault.node} {fault.peer} cut")
         elif fault.kind == "pause":
@@ -494,6 +510,7 @@ def replica_batches(data_dir: Path, partition: int) -> list[tuple[int, int, int,
 class Result:
     backend: str
     seed: int
+    size: int
     faults: list[Fault]
     history: History
     violations: list[str]
@@ -505,7 +522,8 @@ class Result:
         h = self.history
         acked = [a for a in h.appends if a.outcome == "ok"]
         no_offset = sum(1 for a in acked if a.offset is None)
-        lines = [f"backend {self.backend}, seed {self.seed}: {len(h.appends)} appends "
+        lines = [f"backend {self.backend}, {self.size} nodes, seed {self.seed}: "
+                 f"{len(h.appends)} appends "
                  f"({len(acked)} acknowledged, {no_offset} of them without an offset), "
                  f"{len(h.reads)} reads, {len(h.commits)} commits",
                  "schedule:", *(f"  {f.describe()}" for f in self.faults),
@@ -628,8 +646,8 @@ def check(h: History) -> list[str]:
         seen[(r.member, r.session, r.partition)] = r.offset
     # Replicas agree up to the high watermark; leader epochs never decrease along a log.
     for p, high in h.high.items():
-        copies = {node: [b for b in parts.get(p, []) if b[1] < high]
-                  for node, parts in h.replicas.items()}
+        copies = {node: [b for b in parts[p] if b[1] < high]
+                  for node, parts in h.replicas.items() if p in parts}
         for node, batches in copies.items():
             if high > 0 and (not batches or batches[-1][1] < high - 1):
                 violations.append(f"replica short: node {node} holds partition {p} to offset "
@@ -665,15 +683,23 @@ def stop(workers: list[Producing | Consuming]) -> None:
         worker.join(60)
 
 
+def nodes_for(seed: int) -> int:
+    """The cluster size of a seed's run: five nodes for every fourth seed, else three."""
+    return 5 if seed % 4 == 3 else 3
+
+
 def run_schedule(backend: Backend, base: Path, seed: int, kinds: tuple[str, ...] = FAULTS,
                  flaw: str | None = None) -> Result:
-    """One seeded run on a fresh three-node cluster under `base`. `flaw` makes the brokers
-    the deliberately broken variant of that name (`SWITCHYARD_FLAW`; a `conformance` build
-    of the broker only)."""
-    cluster = ProxiedCluster(backend, base, env={"SWITCHYARD_FLAW": flaw} if flaw else None)
+    """One seeded run on a fresh cluster of `nodes_for(seed)` nodes under `base`. `flaw` makes
+    the brokers the deliberately broken variant of that name (`SWITCHYARD_FLAW`; a
+    `conformance` build of the broker only)."""
+    size = nodes_for(seed)
+    cluster = ProxiedCluster(backend, base, size,
+                             env={"SWITCHYARD_FLAW": flaw} if flaw else None)
     faults = schedule(seed, list(cluster.nodes), kinds)
     history = History()
     workers: list[Producing | Consuming] = []
+    holders: dict[int, list[int]] = {}
     try:
         cluster.start()
         bootstrap = cluster.bootstrap()
@@ -704,6 +730,8 @@ def run_schedule(backend: Backend, base: Path, seed: int, kinds: tuple[str, ...]
                  RECOVERY_S, "an acknowledged append after healing", 0.1)
         stop(producers)
         wait_for(lambda: whole_isr(bootstrap), RECOVERY_S, "every replica back in the ISR", 0.2)
+        md = confluent_admin(bootstrap).list_topics(TOPIC, timeout=10)
+        holders = {p.id: list(p.replicas) for p in md.topics[TOPIC].partitions.values()}
         stop(consumers)
         for a in history.appends:
             if a.outcome is None:
@@ -717,5 +745,7 @@ def run_schedule(backend: Backend, base: Path, seed: int, kinds: tuple[str, ...]
         stop(workers)
         cluster.close()
     for i, node in cluster.nodes.items():
-        history.replicas[i] = {p: replica_batches(node.data_dir, p) for p in range(PARTITIONS)}
-    return Result(backend.name, seed, faults, history, check(history), availability(history))
+        history.replicas[i] = {p: replica_batches(node.data_dir, p)
+                               for p in range(PARTITIONS) if i in holders[p]}
+    return Result(backend.name, seed, size, faults, history, check(history),
+                  availability(history))

@@ -9,6 +9,7 @@ Each run's cluster lives in a temp dir removed afterwards, unless a check failed
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -32,6 +33,9 @@ def main() -> int:
     parser.add_argument("--first-seed", type=int, default=1000)
     parser.add_argument("--backends", help="comma-separated (default: every multi-node one)")
     parser.add_argument("--doc", type=Path, help="write the section into this Markdown file")
+    parser.add_argument("--broken", type=int, default=20,
+                        help="seeds (from 1, all faults) the broken variant may take to be "
+                             "caught (0: do not run it)")
     args = parser.parse_args()
     backends = [b for b in MULTI_NODE
                 if not args.backends or b.name in args.backends.split(",")]
@@ -58,14 +62,35 @@ def main() -> int:
                 acked = sum(1 for a in result.history.appends if a.outcome == "ok")
                 print(f"{backend.name} seed {seed}: ok ({acked} acknowledged appends, "
                       f"{', '.join(f.kind for f in result.faults)})", flush=True)
-    section = render(args, backends, results, failed, time.monotonic() - started)
+    caught = broken_variant(backends[0], args.broken) if args.broken else None
+    section = render(args, backends, results, failed, caught, time.monotonic() - started)
     print(section)
     if args.doc:
         write_section(args.doc, section)
-    return 1 if failed else 0
+    return 1 if failed or (caught is not None and caught[1] is None) else 0
 
 
-def render(args, backends, results, failed, seconds: float) -> str:
+def broken_variant(backend, seeds: int) -> tuple[str, int | None, list[str]]:
+    """Seeds from 1, all faults, until a run of the broken variant (brokers acknowledging
+    acks=all before the ISR has the write) fails a check: (backend, seed, checks failed)."""
+    flawed = Path(os.environ["SWITCHYARD_BIN"]).parent / "switchyard-conformance"
+    normal = os.environ["SWITCHYARD_BIN"]
+    os.environ["SWITCHYARD_BIN"] = str(flawed)
+    try:
+        for seed in range(1, seeds + 1):
+            base = Path(tempfile.mkdtemp(prefix=f"soak-broken-{seed}-"))
+            result = run_schedule(backend, base, seed, flaw="acks-before-isr")
+            shutil.rmtree(base, ignore_errors=True)
+            print(f"broken variant, seed {seed}: "
+                  f"{'caught' if result.violations else 'not caught'}", flush=True)
+            if result.violations:
+                return backend.name, seed, sorted({v.split(":")[0] for v in result.violations})
+        return backend.name, None, []
+    finally:
+        os.environ["SWITCHYARD_BIN"] = normal
+
+
+def render(args, backends, results, failed, caught, seconds: float) -> str:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True,
@@ -76,9 +101,11 @@ def render(args, backends, results, failed, seconds: float) -> str:
         "## Kafka data path under faults",
         "",
         f"`scripts/soak-datapath --schedules {args.schedules} --first-seed {args.first_seed} "
-        f"--backends {names}` at {commit}{' (with uncommitted changes)' if dirty else ''}, "
+        f"--backends {names}` at {commit}"
+        f"{' (with uncommitted changes)' if dirty else ''}, "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {seconds / 60:.0f} minutes. Each "
-        "schedule starts three `switchyard serve` processes behind `switchyard-netem`'s proxies "
+        "schedule starts three `switchyard serve` processes (five for every fourth seed) "
+        "behind `switchyard-netem`'s proxies "
         "(every link, broker to broker and client to broker), creates an RF=3 topic "
         "(`min.insync.replicas=2`), runs two idempotent `acks=all` producers appending to "
         "eight keys and a two-member consumer group that commits, and injects two to four "
@@ -114,6 +141,15 @@ def render(args, backends, results, failed, seconds: float) -> str:
                 f"{sum(len(r.history.commits) for r in with_kind)} | " + " | ".join(cells)
                 + f" | {recovery} |")
     lines.append("")
+    if caught is not None:
+        name, seed, checks = caught
+        lines += [
+            "Broken variant: brokers that acknowledge `acks=all` writes once the leader has "
+            "them, before the ISR does (a `conformance` build run with "
+            f"`SWITCHYARD_FLAW=acks-before-isr`), on {name}, seeds from 1, all faults: "
+            + (f"caught at seed {seed} by {', '.join(checks)}." if seed is not None
+               else f"**not caught** in {args.broken} seeds."),
+            ""]
     total = sum(len(r) for r in results.values())
     if failed:
         lines.append(f"{len(failed)} of {total + sum(1 for r, _ in failed if r is None)} "

@@ -1,8 +1,9 @@
-"""Seeded fault runs of the Kafka data path on three real broker processes (`datapath.py`):
+"""Seeded fault runs of the Kafka data path on real broker processes (`datapath.py`):
 idempotent producers, a committing consumer group, faults on every link and process, then the
 checkers. CI runs one schedule per backend; `scripts/soak-datapath` runs many.
 
-Seeds: 1, or the one in `SWITCHYARD_CONFORMANCE_SEED`; a failure prints its schedule and the
+Seeds: 1 (three nodes) for every backend and 3 (five nodes) for the first, or the one in
+`SWITCHYARD_CONFORMANCE_SEED`; a failure prints its schedule and the
 operations that break each check, and `SWITCHYARD_CONFORMANCE_SEED=N
 compat-tests/clients/run.sh -k datapath` replays its schedule (the clients' timing still
 varies).
@@ -15,10 +16,10 @@ import os
 import pytest
 
 from conftest import MULTI_NODE, switchyard_bin
-from datapath import run_schedule
+from datapath import nodes_for, run_schedule
 
-SEEDS = ([int(os.environ["SWITCHYARD_CONFORMANCE_SEED"])]
-         if os.environ.get("SWITCHYARD_CONFORMANCE_SEED") else [1])
+REPLAY = os.environ.get("SWITCHYARD_CONFORMANCE_SEED")
+SEEDS = [int(REPLAY)] if REPLAY else [1]
 
 
 pytestmark = pytest.mark.skipif(not MULTI_NODE, reason="no multi-node backend compiled in")
@@ -28,6 +29,14 @@ pytestmark = pytest.mark.skipif(not MULTI_NODE, reason="no multi-node backend co
 @pytest.mark.parametrize("backend", MULTI_NODE, ids=[b.name for b in MULTI_NODE])
 def test_data_path_holds_under_a_seeded_schedule(backend, seed, tmp_path):
     result = run_schedule(backend, tmp_path, seed)
+    print(result.report())
+    assert not result.violations, result.report()
+
+
+@pytest.mark.skipif(bool(REPLAY), reason="replaying one seed")
+def test_five_nodes_hold_under_a_seeded_schedule(tmp_path):
+    assert nodes_for(3) == 5
+    result = run_schedule(MULTI_NODE[0], tmp_path, 3)
     print(result.report())
     assert not result.violations, result.report()
 
