@@ -13,7 +13,10 @@ injects faults:
   and its outcome: acknowledged at (partition, offset), or unknown (an error or timeout: it may
   or may not have been written);
 - a consumer group whose members read, record each (partition, offset, value) with the
-  assignment it came in, and commit what they read; each commit records its outcome.
+  assignment it came in, and commit what they read; each commit records its outcome;
+- a transactional consume–transform–produce worker that copies the appends, round by round,
+  to a second topic in transactions that also commit its offsets; each round records what it
+  read and whether it committed, aborted, or is unknown.
 
 After the schedule every fault is healed, every node runs again, and the run waits for a write
 to succeed and the ISR to be whole; a fresh consumer reads every partition to its end, the
@@ -23,7 +26,9 @@ Checks (`check`): no acknowledged append lost or moved; no value twice (idempote
 agrees with real time (an append acknowledged before another was invoked comes first); every
 read agrees with the final log; committed offsets never go backwards and no member reads below
 an offset committed before its assignment; every replica's batches up to the high watermark
-are the same, with leader epochs that never decrease; availability (time to the first
+are the same, with leader epochs that never decrease; committed transactions are visible to
+read_committed, aborted ones never, and the sink holds exactly the source below the
+transformer's committed offsets, once each and in order; availability (time to the first
 acknowledged append after each fault starts and after it ends).
 
 `SWITCHYARD_CONFORMANCE_SEED=N` replays one schedule (the clients' timing still varies).
@@ -33,13 +38,15 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections import Counter
 import struct
 import subprocess
 import threading
 import time
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from client_util import CONFLUENT_BASE, confluent_admin, wait_for
@@ -52,6 +59,10 @@ KEYS = 8
 PRODUCERS = 2
 CONSUMERS = 2
 GROUP = "readers"
+# The transactional workload: reads TOPIC, writes each value to the same partition of SINK.
+SINK = "transformed"
+TRANSFORM_GROUP = "transformer"
+TRANSACTIONAL_ID = "transformer"
 # How long a run may take to heal: elect, fence, catch up, answer.
 RECOVERY_S = 60.0
 # Each producer appends about this often.
@@ -84,6 +95,11 @@ CHECKS = {
     "replica short": "every node holds each partition up to its high watermark",
     "epoch went back": "leader epochs never decrease along a node's log",
     "replicas differ": "every node's batches below the high watermark are the same",
+    "txn lost": "every transaction acknowledged as committed is in the sink (read_committed)",
+    "txn aborted read": "no output of an aborted transaction is visible to read_committed",
+    "txn exactly once": "each partition of the sink holds, once and in order, the values of "
+                        "the same partition of the source below the transformer's committed "
+                        "offset",
 }
 
 
@@ -248,11 +264,26 @@ class Assignment:
 
 
 @dataclasses.dataclass
+class Round:
+    """One transaction of the transformer: the source records it read, as (partition, offset,
+    value), each written to the sink as `value@round`."""
+    number: int
+    read: list[tuple[int, int, str]]
+    # "committed" (commit_transaction returned), "aborted", or "unknown" (no answer).
+    outcome: str | None = None
+
+
+@dataclasses.dataclass
 class History:
     appends: list[Append] = dataclasses.field(default_factory=list)
     reads: list[Read] = dataclasses.field(default_factory=list)
     commits: list[Commit] = dataclasses.field(default_factory=list)
     assignments: list[Assignment] = dataclasses.field(default_factory=list)
+    # The transactional workload's rounds, and the sink read with read_committed after healing
+    # (partition -> [(offset, value)]); the transformer group's committed offsets.
+    rounds: list[Round] = dataclasses.field(default_factory=list)
+    sink: dict[int, list[tuple[int, str]]] = dataclasses.field(default_factory=dict)
+    transformed: dict[int, int] = dataclasses.field(default_factory=dict)
     # (producer, error, when): fatal errors of the idempotent producers.
     fatal: list[tuple[int, str, float]] = dataclasses.field(default_factory=list)
     # (fault, started, ended) in time.monotonic().
@@ -392,6 +423,114 @@ class Consuming(threading.Thread):
                                                time.monotonic(), ok))
 
 
+class Transforming(threading.Thread):
+    """Exactly-once consume–transform–produce: reads TOPIC (read_committed, from the
+    transformer group's committed offsets), and per round, in one transaction, writes each
+    value to the same partition of SINK as `value@round` and commits the round's offsets with
+    `send_offsets_to_transaction`. An abortable error aborts the round and rewinds to the
+    committed offsets; a fatal one replaces the producer (`init_transactions` with the same
+    transactional id fences the old one and ends its transaction)."""
+
+    def __init__(self, bootstrap: str, history: History):
+        super().__init__(daemon=True, name="transformer")
+        self.history = history
+        self.consumer = Consumer({
+            **CONFLUENT_BASE, "bootstrap.servers": bootstrap, "group.id": TRANSFORM_GROUP,
+            "enable.auto.commit": False, "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest", "socket.timeout.ms": 5_000})
+        self.producer_conf = {
+            **CONFLUENT_BASE, "bootstrap.servers": bootstrap,
+            "transactional.id": TRANSACTIONAL_ID, "linger.ms": 5,
+            "transaction.timeout.ms": 30_000, "socket.timeout.ms": 5_000}
+        self.producer: Producer | None = None
+        self.partitions = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
+        self.stopped = threading.Event()
+
+    def start_producer(self) -> bool:
+        try:
+            self.producer = Producer(self.producer_conf)
+            self.producer.init_transactions(30)
+            return True
+        except KafkaException:
+            self.producer = None
+            return False
+
+    def rewind(self) -> bool:
+        """Assign every partition at the group's committed offset (the beginning if none)."""
+        try:
+            committed = self.consumer.committed(self.partitions, timeout=10)
+        except KafkaException:
+            return False
+        self.consumer.assign([TopicPartition(TOPIC, tp.partition,
+                                             tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+                              for tp in committed])
+        return True
+
+    def run(self) -> None:
+        number = 0
+        ready = False
+        try:
+            while not self.stopped.is_set():
+                if self.producer is None and not self.start_producer():
+                    continue
+                if not ready:
+                    ready = self.rewind()
+                    continue
+                batch = [m for m in self.consumer.consume(num_messages=20, timeout=0.2)
+                         if m.error() is None]
+                if not batch:
+                    continue
+                number += 1
+                round_ = Round(number, [(m.partition(), m.offset(), m.value().decode())
+                                        for m in batch])
+                with self.history.lock:
+                    self.history.rounds.append(round_)
+                round_.outcome = self.transact(round_, batch)
+                if round_.outcome != "committed":
+                    ready = False
+        finally:
+            self.consumer.close()
+
+    def transact(self, round_: Round, batch) -> str:
+        producer = self.producer
+        try:
+            producer.begin_transaction()
+            for m in batch:
+                producer.produce(SINK, value=f"{m.value().decode()}@{round_.number}",
+                                 partition=m.partition())
+            positions = self.consumer.position(self.consumer.assignment())
+            producer.send_offsets_to_transaction(
+                positions, self.consumer.consumer_group_metadata(), 30)
+        except KafkaException as e:
+            return self.abort(e)
+        # A commit whose answer did not come may be retried: committing again is idempotent.
+        for _ in range(5):
+            try:
+                producer.commit_transaction(30)
+                return "committed"
+            except KafkaException as e:
+                error = e.args[0]
+                if error.fatal() or error.txn_requires_abort():
+                    return self.abort(e)
+        # No answer after every retry: replace the producer (which ends the transaction one way
+        # or the other); what became of this one is unknown.
+        self.producer = None
+        return "unknown"
+
+    def abort(self, e: KafkaException) -> str:
+        error = e.args[0]
+        if error.fatal():
+            # Whether the transaction had committed is unknown to a fenced producer.
+            self.producer = None
+            return "unknown"
+        try:
+            self.producer.abort_transaction(30)
+            return "aborted"
+        except KafkaException:
+            self.producer = None
+            return "unknown"
+
+
 def inject(cluster: ProxiedCluster, faults: list[Fault], history: History) -> None:
     """Run the schedule: each fault after its gap, for its time, then heal it. The waits are
     the schedule itself (how long a fault lasts), not waits for the cluster."""
@@ -475,12 +614,40 @@ def read_final(bootstrap: str, history: History) -> None:
         wait_for(read, RECOVERY_S, "the final read of every partition", 0)
     finally:
         consumer.close()
-    reader = Consumer({**CONFLUENT_BASE, "bootstrap.servers": bootstrap, "group.id": GROUP,
+    history.committed = committed_offsets(bootstrap, GROUP)
+    history.transformed = committed_offsets(bootstrap, TRANSFORM_GROUP)
+    sink = Consumer({**CONFLUENT_BASE, "bootstrap.servers": bootstrap,
+                     "group.id": "sink-reader", "enable.auto.commit": False,
+                     "isolation.level": "read_committed", "enable.partition.eof": True})
+    try:
+        sink.assign([TopicPartition(SINK, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+        history.sink = {p: [] for p in range(PARTITIONS)}
+        ends: set[int] = set()
+
+        def read_sink():
+            msg = sink.poll(1.0)
+            if msg is None:
+                return False
+            if msg.error() is None:
+                history.sink[msg.partition()].append((msg.offset(), msg.value().decode()))
+            elif msg.error().code() == KafkaError._PARTITION_EOF:
+                ends.add(msg.partition())
+            return len(ends) == PARTITIONS
+        # Bounded by the deadline; each poll blocks up to a second. The end a read_committed
+        # reader reaches is the last stable offset: no transaction is open once the
+        # transformer has stopped.
+        wait_for(read_sink, RECOVERY_S, "the final read_committed read of the sink", 0)
+    finally:
+        sink.close()
+
+
+def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
+    reader = Consumer({**CONFLUENT_BASE, "bootstrap.servers": bootstrap, "group.id": group,
                        "enable.auto.commit": False})
     try:
         committed = reader.committed(
             [TopicPartition(TOPIC, p) for p in range(PARTITIONS)], timeout=30)
-        history.committed = {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
+        return {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
     finally:
         reader.close()
 
@@ -525,7 +692,9 @@ class Result:
         lines = [f"backend {self.backend}, {self.size} nodes, seed {self.seed}: "
                  f"{len(h.appends)} appends "
                  f"({len(acked)} acknowledged, {no_offset} of them without an offset), "
-                 f"{len(h.reads)} reads, {len(h.commits)} commits",
+                 f"{len(h.reads)} reads, {len(h.commits)} commits; transactions "
+                 + ", ".join(f"{n} {o}" for o, n in Counter(r.outcome for r in h.rounds).items())
+                 + f", {sum(len(v) for v in h.sink.values())} values in the sink",
                  "schedule:", *(f"  {f.describe()}" for f in self.faults),
                  "availability (first acknowledged append after the fault's start / end):",
                  *(f"  {kind}: {fmt(a)} / {fmt(b)}" for kind, a, b in self.availability)]
@@ -665,6 +834,37 @@ def check(h: History) -> list[str]:
                         f"replicas differ: partition {p}: node {nodes[0]} has batch {mine}, "
                         f"node {node} has {theirs} (base, last, epoch, crc)")
                     break
+    violations += check_transactions(h)
+    return violations
+
+
+def check_transactions(h: History) -> list[str]:
+    violations: list[str] = []
+    visible = {value for records in h.sink.values() for _, value in records}
+    for r in h.rounds:
+        outputs = [f"{value}@{r.number}" for _, _, value in r.read]
+        if r.outcome == "committed":
+            missing = [o for o in outputs if o not in visible]
+            if missing:
+                violations.append(f"txn lost: round {r.number} committed {len(outputs)} "
+                                  f"values; read_committed does not see {missing[:5]}")
+        elif r.outcome == "aborted":
+            shown = [o for o in outputs if o in visible]
+            if shown:
+                violations.append(f"txn aborted read: round {r.number} was aborted; "
+                                  f"read_committed sees {shown[:5]}")
+    for p in range(PARTITIONS):
+        upto = h.transformed.get(p, 0)
+        source = [value for offset, _, value in h.final.get(p, []) if offset < upto]
+        sink = [value.rsplit("@", 1)[0] for _, value in h.sink.get(p, [])]
+        if sink != source:
+            first = next((i for i, (a, b) in enumerate(zip(source, sink)) if a != b),
+                         min(len(source), len(sink)))
+            violations.append(
+                f"txn exactly once: partition {p}: the source below the transformer's committed "
+                f"offset {upto} holds {len(source)} values, the sink {len(sink)}; they first "
+                f"differ at index {first}: source {source[first:first + 3]}, sink "
+                f"{sink[first:first + 3]}")
     return violations
 
 
@@ -676,7 +876,7 @@ def availability(h: History) -> list[tuple[str, float | None, float | None]]:
     return [(f.kind, first_after(started), first_after(ended)) for f, started, ended in h.faults]
 
 
-def stop(workers: list[Producing | Consuming]) -> None:
+def stop(workers: list[Producing | Consuming | Transforming]) -> None:
     for worker in workers:
         worker.stopped.set()
     for worker in workers:
@@ -698,17 +898,18 @@ def run_schedule(backend: Backend, base: Path, seed: int, kinds: tuple[str, ...]
                              env={"SWITCHYARD_FLAW": flaw} if flaw else None)
     faults = schedule(seed, list(cluster.nodes), kinds)
     history = History()
-    workers: list[Producing | Consuming] = []
+    workers: list[Producing | Consuming | Transforming] = []
     holders: dict[int, list[int]] = {}
     try:
         cluster.start()
         bootstrap = cluster.bootstrap()
         admin = confluent_admin(bootstrap)
         futures = admin.create_topics(
-            [NewTopic(TOPIC, num_partitions=PARTITIONS, replication_factor=3,
-                      config={"min.insync.replicas": "2"})],
+            [NewTopic(name, num_partitions=PARTITIONS, replication_factor=3,
+                      config={"min.insync.replicas": "2"}) for name in (TOPIC, SINK)],
             operation_timeout=30, request_timeout=30)
-        futures[TOPIC].result(timeout=60)
+        for future in futures.values():
+            future.result(timeout=60)
         # Every node must know the topic and its ISR before the faults start (Metadata is the
         # only way a client learns that).
         for i in cluster.nodes:
@@ -716,7 +917,8 @@ def run_schedule(backend: Backend, base: Path, seed: int, kinds: tuple[str, ...]
                      f"node {i} to see {TOPIC} with its whole ISR", 0.2)
         producers = [Producing(i, bootstrap, history, seed) for i in range(PRODUCERS)]
         consumers = [Consuming(i, bootstrap, history) for i in range(CONSUMERS)]
-        workers = [*producers, *consumers]
+        transformer = Transforming(bootstrap, history)
+        workers = [*producers, *consumers, transformer]
         for worker in workers:
             worker.start()
         try:
@@ -732,7 +934,7 @@ def run_schedule(backend: Backend, base: Path, seed: int, kinds: tuple[str, ...]
         wait_for(lambda: whole_isr(bootstrap), RECOVERY_S, "every replica back in the ISR", 0.2)
         md = confluent_admin(bootstrap).list_topics(TOPIC, timeout=10)
         holders = {p.id: list(p.replicas) for p in md.topics[TOPIC].partitions.values()}
-        stop(consumers)
+        stop([*consumers, transformer])
         for a in history.appends:
             if a.outcome is None:
                 a.outcome, a.error = "unknown", "no delivery report"
