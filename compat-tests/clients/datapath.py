@@ -1,12 +1,11 @@
 """Seeded fault runs of the Kafka data path: real `switchyard serve` processes, real clients, a
 history of every operation, and checkers that judge it.
 
-A run (`run_schedule`) starts a cluster (three nodes, or five for every fourth seed) whose every
-link — broker to broker (consensus and the
-Kafka listeners: replica fetches, heartbeats, forwarded requests) and client to broker — crosses
-the proxies of `switchyard-netem` (the compat-tests `Network`), creates an RF=3 topic with
-`min.insync.replicas=2`, and runs two workloads at once while a schedule drawn from the seed
-injects faults:
+A run (`run_schedule`) starts a cluster (three nodes, or five for every fourth seed) whose
+every link — broker to broker (consensus and the Kafka listeners: replica fetches, heartbeats,
+forwarded requests) and client to broker — crosses the proxies of `switchyard-netem` (the
+compat-tests `Network`), creates two RF=3 topics with `min.insync.replicas=2`, and runs three
+workloads at once while a schedule drawn from the seed injects faults:
 
 - idempotent `acks=all` producers append unique values to keys (Elle's list-append: a key's
   list is its values in offset order); each append records when it was invoked and completed,
@@ -38,11 +37,11 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections import Counter
 import struct
 import subprocess
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
@@ -366,13 +365,17 @@ class Producing(threading.Thread):
 
 
 class Consuming(threading.Thread):
-    """A member of `GROUP`: reads, records, and commits what it read about twice a second."""
+    """A member of `GROUP`: reads, records, and commits what it read about twice a second, and
+    what it read of the partitions it is about to lose when a rebalance revokes them (never
+    offsets of partitions it no longer owns: the broker would take those from any member)."""
 
     def __init__(self, member: int, bootstrap: str, history: History):
         super().__init__(daemon=True, name=f"consumer-{member}")
         self.member = member
         self.history = history
         self.session = 0
+        # Partition -> the offset after the last record read and not yet committed.
+        self.positions: dict[int, int] = {}
         self.consumer = Consumer({
             **CONFLUENT_BASE, "bootstrap.servers": bootstrap, "group.id": GROUP,
             "auto.offset.reset": "earliest", "enable.auto.commit": False,
@@ -388,10 +391,18 @@ class Consuming(threading.Thread):
                 self.member, self.session, sorted(p.partition for p in partitions),
                 time.monotonic()))
 
+    def revoked(self, _consumer, _partitions) -> None:
+        self.commit()
+        self.positions = {}
+
+    def lost(self, _consumer, _partitions) -> None:
+        # Out of the group (its session expired): a commit would be refused; drop them.
+        self.positions = {}
+
     def run(self) -> None:
-        self.consumer.subscribe([TOPIC], on_assign=self.assigned)
+        self.consumer.subscribe([TOPIC], on_assign=self.assigned, on_revoke=self.revoked,
+                                on_lost=self.lost)
         last_commit = time.monotonic()
-        positions: dict[int, int] = {}
         try:
             while not self.stopped.is_set():
                 msg = self.consumer.poll(0.2)
@@ -400,18 +411,19 @@ class Consuming(threading.Thread):
                                 msg.value().decode(), time.monotonic())
                     with self.history.lock:
                         self.history.reads.append(read)
-                    positions[msg.partition()] = msg.offset() + 1
-                if positions and time.monotonic() - last_commit > 0.5:
-                    self.commit(positions)
-                    positions = {}
+                    self.positions[msg.partition()] = msg.offset() + 1
+                if time.monotonic() - last_commit > 0.5:
+                    self.commit()
                     last_commit = time.monotonic()
-            if positions:
-                self.commit(positions)
+            self.commit()
         finally:
             self.consumer.close()
 
-    def commit(self, positions: dict[int, int]) -> None:
-        invoked = time.monotonic()
+    def commit(self) -> None:
+        if not self.positions:
+            return
+        positions, invoked = self.positions, time.monotonic()
+        self.positions = {}
         try:
             self.consumer.commit(offsets=[TopicPartition(TOPIC, p, o)
                                           for p, o in positions.items()], asynchronous=False)
@@ -419,7 +431,7 @@ class Consuming(threading.Thread):
         except KafkaException:
             ok = False
         with self.history.lock:
-            self.history.commits.append(Commit(self.member, dict(positions), invoked,
+            self.history.commits.append(Commit(self.member, positions, invoked,
                                                time.monotonic(), ok))
 
 
