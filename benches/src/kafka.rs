@@ -35,7 +35,6 @@ use kafka_protocol::records::{
 };
 use serde::{Deserialize, Serialize};
 use switchyard::config::{Config, Overrides, defaults};
-use switchyard::group::coordinator_of;
 use switchyard::kafka::client::PeerClient;
 use switchyard::serve::Node;
 use switchyard_backend_api::{ClusterSecret, StreamError};
@@ -277,7 +276,7 @@ async fn coordinator(nodes: &[Node], key: &str) -> anyhow::Result<SocketAddr> {
     loop {
         let view = first.metadata();
         if view.state.live_brokers().count() == nodes.len()
-            && let Some(chosen) = coordinator_of(&view.state, key)
+            && let Some(chosen) = view.state.group_coordinator(key)
             && let Some(node) = nodes.iter().find(|n| n.broker().id() == chosen.id)
         {
             return Ok(node.kafka_addr());

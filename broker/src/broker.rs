@@ -16,7 +16,7 @@ use tokio::sync::{Mutex, Notify, Semaphore, watch};
 use tracing::{info, warn};
 
 use crate::config::KafkaSettings;
-use crate::group::{GroupCoordinator, coordinator_of};
+use crate::group::GroupCoordinator;
 use crate::kafka::client::PeerClient;
 use crate::kafka::handlers::configs::BrokerDefaults;
 use crate::kafka::handlers::snapshots::Snapshots;
@@ -395,7 +395,7 @@ impl Broker {
             return Some(ResponseError::CoordinatorNotAvailable);
         }
         let view = self.metadata();
-        match coordinator_of(&view.state, group) {
+        match view.state.group_coordinator(group) {
             Some(b) if b.id == self.id => None,
             Some(_) => Some(ResponseError::NotCoordinator),
             None => Some(ResponseError::CoordinatorNotAvailable),

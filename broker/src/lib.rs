@@ -22,7 +22,7 @@
 //!   client brokers use to heartbeat and fetch.
 //! - [`group`] — the group coordinator: rebalances and session timers in a state machine
 //!   without I/O ([`group::machine`]) run by an async driver, and which broker coordinates
-//!   which group ([`group::coordinator_of`]).
+//!   which group ([`switchyard_backend_api::MetadataState::group_coordinator`]).
 //! - [`transactions`] — the transaction coordinator: transactional producers' state as
 //!   metadata, markers written through the partitions' leaders, expiry; what to do is decided
 //!   without I/O ([`transactions::machine`]).
@@ -37,7 +37,8 @@
 //!   on its own.
 //! - [`replication`] — follower fetch, the ISR and the high watermark.
 //! - `conformance` (feature `conformance`, off by default) — `switchyard conformance`: the
-//!   fault runs of every linked backend and the generated report.
+//!   fault runs of every linked backend and the generated report; and the deliberately broken
+//!   broker behaviours (`SWITCHYARD_FLAW`) the data-path fault runs must catch.
 //! - [`status`] — `switchyard cluster status`, over DescribeCluster, DescribeQuorum and
 //!   DescribeConfigs (each node's `metadata.backend`).
 //! - [`export`] — `switchyard metadata export` / `import`: a node's metadata from one backend

@@ -36,6 +36,7 @@ acknowledged append after each fault starts and after it ends).
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import struct
 import subprocess
@@ -87,8 +88,8 @@ CHECKS = {
     "divergent read": "every value a consumer read is the final log's value at that offset",
     "phantom read": "no consumer read an offset the final log does not hold",
     "commit went back": "no acknowledged commit is below one acknowledged before it was sent",
-    "commit lost": "the group's committed offsets at the end are at least every acknowledged "
-                   "commit",
+    "commit lost": "the group's committed offset at the end is one a member committed and no "
+                   "acknowledged commit of another offset began after",
     "re-read": "no member reads below an offset committed before its assignment began",
     "went back": "within one assignment a member's offsets only rise",
     "replica short": "every node holds each partition up to its high watermark",
@@ -298,6 +299,14 @@ class History:
     replicas: dict[int, dict[int, list[tuple[int, int, int, int]]]] = dataclasses.field(
         default_factory=dict)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def save(self, path: Path) -> None:
+        """The history as JSON, to study a failed run."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name != "lock"}
+        path.write_text(json.dumps(
+            fields, default=lambda o: dataclasses.asdict(o) if dataclasses.is_dataclass(o)
+            else str(o)))
 
 
 class Producing(threading.Thread):
@@ -800,14 +809,23 @@ def check(h: History) -> list[str]:
                     violations.append(
                         f"commit went back: partition {p}: member {earlier.member} committed "
                         f"{earlier.offsets[p]}, then member {later.member} committed {offset}")
-    latest_commit: dict[int, int] = {}
-    for c in ok:
-        for p, offset in c.offsets.items():
-            latest_commit[p] = max(latest_commit.get(p, 0), offset)
-    for p, offset in latest_commit.items():
-        if h.committed.get(p, -1) < offset:
-            violations.append(f"commit lost: partition {p}: {offset} was committed, the group "
-                              f"now has {h.committed.get(p)}")
+    # The group's committed offset at the end was written by a commit that no acknowledged
+    # commit of another offset began after (a commit with no answer may have applied at any
+    # time).
+    for p in sorted({p for c in ok for p in c.offsets}):
+        final = h.committed.get(p)
+        writers = [c for c in h.commits if c.offsets.get(p) == final]
+        later = [c for c in ok if p in c.offsets and c.offsets[p] != final]
+
+        def superseded(w: Commit) -> Commit | None:
+            return next((x for x in later if x.invoked > w.completed), None) if w.ok else None
+        if not writers or all(superseded(w) for w in writers):
+            newer = superseded(writers[-1]) if writers else None
+            violations.append(
+                f"commit lost: partition {p}: the group has offset {final} at the end, "
+                + (f"last committed by member {writers[-1].member}, but member {newer.member} "
+                   f"committed {newer.offsets[p]} after that" if newer else
+                   "which no member committed"))
     # No member reads below what was committed before its assignment, nor re-reads within one.
     starts = {(a.member, a.session): a.at for a in h.assignments}
     seen: dict[tuple[int, int, int], int] = {}

@@ -55,7 +55,8 @@ def main() -> int:
                 continue
             results[backend.name].append(result)
             if result.violations:
-                failed.append((result, f"{result.report()}\n(kept {base})"))
+                result.history.save(base / "history.json")
+                failed.append((result, f"{result.report()}\n(kept {base}, with history.json)"))
                 print(result.report(), flush=True)
             else:
                 shutil.rmtree(base, ignore_errors=True)

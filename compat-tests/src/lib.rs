@@ -88,6 +88,7 @@ macro_rules! conformance_tests {
             offsets {
                 commit_offsets_with_generation,
                 commit_with_stale_generation_is_rejected,
+                commit_from_a_former_coordinator_is_rejected,
                 commit_outside_generation_creates_group,
                 commit_offsets_batch_is_atomic,
                 delete_offsets_removes_only_the_listed_partitions,

@@ -95,6 +95,26 @@ impl MetadataState {
                 offsets,
                 commit_timestamp_ms,
             } => self.commit_offsets(group, generation.as_ref(), offsets, *commit_timestamp_ms),
+            MetadataCommand::CoordinatedCommitOffsets {
+                coordinator,
+                incarnation,
+                group,
+                generation,
+                offsets,
+                commit_timestamp_ms,
+            } => {
+                let still = self
+                    .group_coordinator(&group.0)
+                    .is_some_and(|b| b.id == *coordinator && b.incarnation == *incarnation);
+                if !still {
+                    return Err(Rejection::NotCoordinator {
+                        group: group.clone(),
+                        proposer: *coordinator,
+                        incarnation: *incarnation,
+                    });
+                }
+                self.commit_offsets(group, generation.as_ref(), offsets, *commit_timestamp_ms)
+            }
             MetadataCommand::AllocateProducerIds { count } => self.allocate_producer_ids(*count),
             MetadataCommand::Batch { commands } => self.apply_batch(commands),
             MetadataCommand::AlterScramCredentials {

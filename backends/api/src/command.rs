@@ -324,6 +324,28 @@ pub enum MetadataCommand {
         /// The epoch the coordinator saw.
         producer_epoch: i16,
     },
+    /// `CommitOffsets` as the group's coordinator proposes it: applied only while that
+    /// incarnation of that broker still coordinates the group
+    /// ([`crate::MetadataState::group_coordinator`]), else refused with
+    /// [`crate::Rejection::NotCoordinator`]. A commit its coordinator stopped waiting for —
+    /// proposed, then delayed past the coordinator's fencing or the group's move to another
+    /// broker — so cannot land after commits made through the next coordinator and take the
+    /// group's offsets back (Kafka fences these writes with the offsets partition's leader
+    /// epoch).
+    CoordinatedCommitOffsets {
+        /// The proposing broker, the group's coordinator when it proposed.
+        coordinator: BrokerId,
+        /// Its incarnation then.
+        incarnation: u64,
+        /// Group id.
+        group: GroupId,
+        /// As `CommitOffsets`'.
+        generation: Option<GenerationCheck>,
+        /// The offsets.
+        offsets: Vec<OffsetCommit>,
+        /// Commit time chosen by the proposer (ms since the Unix epoch).
+        commit_timestamp_ms: i64,
+    },
 }
 
 /// Largest producer-id block one [`MetadataCommand::AllocateProducerIds`] may take.
@@ -461,7 +483,7 @@ pub enum Outcome {
         /// Per-group result.
         results: Vec<Result<(), Rejection>>,
     },
-    /// `CommitOffsets`.
+    /// `CommitOffsets`, `CoordinatedCommitOffsets`.
     OffsetsCommitted {
         /// Partitions committed.
         count: u32,

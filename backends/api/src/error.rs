@@ -286,6 +286,17 @@ pub enum Rejection {
         /// What was asked.
         reason: String,
     },
+    /// The proposer no longer coordinates the group (`NOT_COORDINATOR`): it was fenced,
+    /// restarted, or the group moved to another broker.
+    #[error("broker {proposer} (incarnation {incarnation}) does not coordinate group {group}")]
+    NotCoordinator {
+        /// The group.
+        group: GroupId,
+        /// The broker that proposed.
+        proposer: BrokerId,
+        /// Its incarnation when it proposed.
+        incarnation: u64,
+    },
 }
 
 /// Why a backend call failed.

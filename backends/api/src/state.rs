@@ -279,6 +279,14 @@ impl MetadataState {
         self.brokers.values().filter(|b| !b.fenced)
     }
 
+    /// The broker that coordinates `group`: among the live brokers, the one with the highest
+    /// rendezvous hash of the group id and its broker id. Every node that has applied the same
+    /// brokers picks the same one, and when a broker is fenced only its own groups move.
+    pub fn group_coordinator(&self, group: &str) -> Option<&Broker> {
+        self.live_brokers()
+            .max_by_key(|b| (rendezvous(group, b.id.0), b.id))
+    }
+
     /// All topics, by name.
     pub fn topics(&self) -> impl Iterator<Item = &Topic> {
         self.topics.values()
@@ -507,4 +515,19 @@ pub(crate) mod cautious {
             ord_map(deserializer).map(Self)
         }
     }
+}
+
+/// FNV-1a over the group id and the broker id, finished with the SplitMix64 mix: stable across
+/// builds and platforms (unlike `std`'s hasher).
+fn rendezvous(group: &str, broker: i32) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in group.bytes().chain(broker.to_be_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash ^= hash >> 30;
+    hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash ^= hash >> 27;
+    hash = hash.wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^ (hash >> 31)
 }

@@ -39,7 +39,6 @@ use switchyard_backend_api::{
 };
 use tracing::{debug, info, warn};
 
-use super::coordinator_of;
 use crate::kafka::errors::group_error;
 
 #[cfg(test)]
@@ -82,7 +81,8 @@ impl Phase {
 /// What the machine needs to know of its broker's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// This broker: the machine serves the groups [`coordinator_of`] places here.
+    /// This broker: the machine serves the groups
+    /// [`switchyard_backend_api::MetadataState::group_coordinator`] places here.
     pub broker: BrokerId,
     /// `group.initial.rebalance.delay.ms`.
     pub initial_rebalance_delay: Duration,
@@ -599,7 +599,7 @@ impl Machine {
 
     /// Whether this broker coordinates `group`, or the error a request for it gets.
     fn coordination(&self, state: &MetadataState, group: &str) -> Result<(), ResponseError> {
-        match coordinator_of(state, group) {
+        match state.group_coordinator(group) {
             Some(b) if b.id == self.config.broker => Ok(()),
             Some(_) => Err(ResponseError::NotCoordinator),
             None => Err(ResponseError::CoordinatorNotAvailable),

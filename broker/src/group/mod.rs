@@ -13,7 +13,9 @@
 //! - this module — [`GroupCoordinator`], the thin async driver: it owns the machine behind one
 //!   lock, never held across an `.await`; proposes what the machine asks for in a task of its
 //!   own and feeds the outcome back; hands replies to the waiting requests; and ticks the
-//!   machine at its next deadline. [`coordinator_of`] places groups on live brokers.
+//!   machine at its next deadline.
+//!   [`switchyard_backend_api::MetadataState::group_coordinator`] places groups on live
+//!   brokers.
 //! - `machine/sim.rs` (tests) — a deterministic world around the machine (a metadata state
 //!   that commits, fails or delays its proposals; a clock; coordinator moves) and 1,000 seeded
 //!   schedules of random clients, with every reply and the invariants checked after each step;
@@ -28,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
-use switchyard_backend_api::{Broker as StoredBroker, BrokerId, MetadataBackend, MetadataState};
+use switchyard_backend_api::{BrokerId, MetadataBackend, MetadataState};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -309,30 +311,6 @@ impl Inner {
     }
 }
 
-/// The broker that coordinates `group`: among the live brokers, the one with the highest
-/// rendezvous hash of the group id and its broker id. Every node that has applied the same
-/// brokers picks the same one, and when a broker is fenced only its own groups move.
-pub fn coordinator_of<'a>(state: &'a MetadataState, group: &str) -> Option<&'a StoredBroker> {
-    state
-        .live_brokers()
-        .max_by_key(|b| (rendezvous(group, b.id.0), b.id))
-}
-
-/// FNV-1a over the group id and the broker id, finished with the SplitMix64 mix: stable across
-/// builds and platforms (unlike `std`'s hasher).
-fn rendezvous(group: &str, broker: i32) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in group.bytes().chain(broker.to_be_bytes()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash ^= hash >> 30;
-    hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    hash ^= hash >> 27;
-    hash = hash.wrapping_mul(0x94d0_49bb_1331_11eb);
-    hash ^ (hash >> 31)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicUsize;
@@ -486,7 +464,7 @@ mod tests {
     fn coordinators(state: &MetadataState, groups: &[String]) -> Vec<Option<i32>> {
         groups
             .iter()
-            .map(|g| coordinator_of(state, g).map(|b| b.id.0))
+            .map(|g| state.group_coordinator(g).map(|b| b.id.0))
             .collect()
     }
 

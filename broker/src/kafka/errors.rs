@@ -82,6 +82,7 @@ pub(crate) fn group_error(error: &MetadataError) -> ResponseError {
 pub(crate) fn rejection_error(rejection: &Rejection) -> ResponseError {
     match rejection {
         Rejection::ClusterIdMismatch { .. } => ResponseError::InconsistentClusterId,
+        Rejection::NotCoordinator { .. } => ResponseError::NotCoordinator,
         Rejection::InvalidBrokerId { .. }
         | Rejection::InvalidBrokerAddress { .. }
         | Rejection::InvalidGroupMembers { .. }

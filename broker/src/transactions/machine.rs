@@ -7,8 +7,6 @@ use std::collections::HashSet;
 use switchyard_backend_api::{BrokerId, MetadataState, Transaction, TxnStatus};
 use switchyard_log::control::Marker;
 
-use crate::group::coordinator_of;
-
 /// One thing to do for one transactional id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -92,7 +90,7 @@ pub fn due(
     state
         .transactions()
         .filter(|(id, _)| !in_flight.contains(id.as_str()))
-        .filter(|(id, _)| coordinator_of(state, id).is_some_and(|b| b.id == me))
+        .filter(|(id, _)| state.group_coordinator(id).is_some_and(|b| b.id == me))
         .filter_map(|(id, txn)| {
             if let Some(completion) = Completion::of(id, txn) {
                 return Some(Action::Complete(completion));

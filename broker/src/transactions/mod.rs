@@ -2,7 +2,8 @@
 //! producer id and epoch, and the transaction's state with its partitions, groups and pending
 //! offsets — is metadata (`switchyard_backend_api::Transaction`), changed only by commands
 //! every backend replicates; there is no `__transaction_state` topic. Each transactional id
-//! is coordinated by the live broker [`coordinator_of`] picks, as groups are.
+//! is coordinated by the live broker
+//! [`switchyard_backend_api::MetadataState::group_coordinator`] picks, as groups are.
 //!
 //! What the coordinator does beyond proposing the producers' requests is decided by
 //! [`machine::due`] from the metadata alone:
@@ -42,7 +43,6 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::broker::{Broker, now_ms};
-use crate::group::coordinator_of;
 use crate::kafka::client::PeerClient;
 use crate::kafka::errors::partition_error;
 use crate::kafka::handlers::kstr;
@@ -236,7 +236,10 @@ async fn complete(broker: &Arc<Broker>, completion: Completion) {
         {
             let view = broker.metadata();
             if !completion.pending_in(&view.state)
-                || coordinator_of(&view.state, id).is_none_or(|b| b.id != broker.id())
+                || view
+                    .state
+                    .group_coordinator(id)
+                    .is_none_or(|b| b.id != broker.id())
             {
                 return;
             }

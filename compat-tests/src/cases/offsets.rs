@@ -1,7 +1,9 @@
 //! Committed offsets.
 
 use anyhow::{bail, ensure};
-use switchyard_backend_api::{GroupId, MemberId, MetadataCommand, Outcome, Rejection};
+use switchyard_backend_api::{
+    BrokerId, GenerationCheck, GroupId, MemberId, MetadataCommand, OffsetCommit, Outcome, Rejection,
+};
 
 use crate::fixtures::{accept, commit, create_topic_ok, register_all, reject, start_generation};
 use crate::harness::{BackendHarness, TestCluster};
@@ -94,6 +96,83 @@ pub async fn commit_with_stale_generation_is_rejected(
             .is_none()
     );
     ensure!(view.state.group(&GroupId("other".into())).is_none());
+    Ok(())
+}
+
+/// A commit its coordinator proposed applies only while that incarnation of that broker still
+/// coordinates the group: not once the group moved (here: its coordinator was fenced) nor
+/// after the coordinator re-registered, so a late commit cannot take offsets committed through
+/// the next coordinator back.
+pub async fn commit_from_a_former_coordinator_is_rejected(
+    h: &dyn BackendHarness,
+) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    register_all(&node, &[1, 2]).await?;
+    create_topic_ok(&node, "a", &[&[1]]).await?;
+    accept(&node, start_generation("g", 0, &["m1"])).await?;
+    let coordinated = |coordinator: i32, incarnation: u64, offset: i64| {
+        MetadataCommand::CoordinatedCommitOffsets {
+            coordinator: BrokerId(coordinator),
+            incarnation,
+            group: GroupId("g".into()),
+            generation: Some(GenerationCheck {
+                generation: 1,
+                member: MemberId("m1".into()),
+            }),
+            offsets: vec![OffsetCommit {
+                topic: "a".into(),
+                partition: 0,
+                offset,
+                leader_epoch: None,
+                metadata: String::new(),
+            }],
+            commit_timestamp_ms: 1_700_000_000_000,
+        }
+    };
+    let first = node
+        .local()
+        .state
+        .group_coordinator("g")
+        .map(|b| (b.id, b.incarnation));
+    let Some((first, incarnation)) = first else {
+        bail!("no coordinator for g among live brokers 1 and 2");
+    };
+    let other = if first == BrokerId(1) { 2 } else { 1 };
+    accept(&node, coordinated(first.0, incarnation, 10)).await?;
+    let stranger = reject(&node, coordinated(other, 1, 11)).await?;
+    ensure!(
+        matches!(stranger, Rejection::NotCoordinator { proposer, .. } if proposer.0 == other),
+        "{stranger:?}"
+    );
+    // The coordinator is fenced: its groups move to the other broker.
+    accept(
+        &node,
+        MetadataCommand::FenceBroker {
+            id: first,
+            incarnation,
+        },
+    )
+    .await?;
+    let late = reject(&node, coordinated(first.0, incarnation, 5)).await?;
+    ensure!(matches!(late, Rejection::NotCoordinator { .. }), "{late:?}");
+    let moved = node
+        .local()
+        .state
+        .group_coordinator("g")
+        .map(|b| (b.id, b.incarnation));
+    let Some((next, next_incarnation)) = moved else {
+        bail!("no coordinator for g after the fence");
+    };
+    ensure!(next.0 == other, "g stayed on fenced broker {first}");
+    accept(&node, coordinated(next.0, next_incarnation, 20)).await?;
+    let committed = |node: &std::sync::Arc<dyn switchyard_backend_api::MetadataBackend>| {
+        node.local()
+            .state
+            .committed_offset(&GroupId("g".into()), "a", 0)
+            .map(|c| c.offset)
+    };
+    ensure!(committed(&node) == Some(20), "{:?}", committed(&node));
     Ok(())
 }
 

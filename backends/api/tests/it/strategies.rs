@@ -356,6 +356,26 @@ fn leaf_command() -> impl Strategy<Value = MetadataCommand> {
                 }
             }),
         (0u32..5).prop_map(|count| MetadataCommand::AllocateProducerIds { count }),
+        (
+            (0i32..4, 0u64..4),
+            group(),
+            prop::option::of((0i32..4, member_id())),
+            prop::collection::vec(offset_commit(), 0..4),
+            0i64..1000
+        )
+            .prop_map(
+                |((coordinator, incarnation), group, generation, offsets, commit_timestamp_ms)| {
+                    MetadataCommand::CoordinatedCommitOffsets {
+                        coordinator: BrokerId(coordinator),
+                        incarnation,
+                        group,
+                        generation: generation
+                            .map(|(generation, member)| GenerationCheck { generation, member }),
+                        offsets,
+                        commit_timestamp_ms,
+                    }
+                }
+            ),
     ]
 }
 

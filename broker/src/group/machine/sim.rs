@@ -38,7 +38,7 @@ pub(super) fn my_groups(count: usize) -> Vec<String> {
     let state = World::new(config()).state;
     (0..)
         .map(|i| format!("group-{i}"))
-        .filter(|g| coordinator_of(&state, g).is_some_and(|b| b.id == ME))
+        .filter(|g| state.group_coordinator(g).is_some_and(|b| b.id == ME))
         .take(count)
         .collect()
 }
@@ -296,7 +296,9 @@ impl World {
                         other => panic!("the coordinator proposed {other:?}"),
                     };
                     assert!(
-                        coordinator_of(&self.state, &group).is_some_and(|b| b.id == ME),
+                        self.state
+                            .group_coordinator(&group)
+                            .is_some_and(|b| b.id == ME),
                         "proposed {command:?} for a group another broker coordinates"
                     );
                     self.pending.push((proposal, command));

@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
-use crate::group::{JoinRequest, SyncRequest, coordinator_of};
+use crate::group::{JoinRequest, SyncRequest};
 use crate::kafka::dispatch::Client;
 use crate::kafka::handlers::kstr;
 
@@ -38,12 +38,12 @@ pub(crate) fn find_coordinator(
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
     // Groups and transactional ids are served once registered, each by the live broker
-    // `coordinator_of` picks.
+    // `MetadataState::group_coordinator` picks.
     let view = broker.metadata();
     let answer = |key: StrBytes| {
         let found = (matches!(request.key_type, GROUP_KEY | TRANSACTION_KEY)
             && broker.is_registered())
-        .then(|| coordinator_of(&view.state, key.as_str()))
+        .then(|| view.state.group_coordinator(key.as_str()))
         .flatten()
         .and_then(|b| Some((b.id, client.endpoint(b)?)));
         let coordinator = Coordinator::default().with_key(key);

@@ -1,5 +1,6 @@
 //! OffsetCommit, OffsetFetch and OffsetDelete, through the metadata backend: one
-//! `CommitOffsets` (`DeleteOffsets`) command per request, reads from the local view.
+//! `CoordinatedCommitOffsets` (`DeleteOffsets`) command per request, reads from the local
+//! view.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -85,7 +86,12 @@ pub(crate) async fn commit(
     } else if offsets.is_empty() {
         None
     } else {
-        let command = MetadataCommand::CommitOffsets {
+        // Fenced by this broker's coordination: a commit that lands after this broker stopped
+        // coordinating the group (a client that gave up on it committed through the next
+        // coordinator meanwhile) is refused, not applied over newer offsets.
+        let command = MetadataCommand::CoordinatedCommitOffsets {
+            coordinator: broker.id(),
+            incarnation: broker.incarnation(),
             group: GroupId(group.clone()),
             generation: (generation >= 0).then(|| GenerationCheck {
                 generation,
