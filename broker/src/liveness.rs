@@ -51,6 +51,9 @@ pub struct Liveness {
 struct Seen {
     incarnation: u64,
     at: Instant,
+    /// Whether `at` is a heartbeat, or only when the fencer began to count this
+    /// incarnation's silence ([`Liveness::silent_for`]): not a sign of life.
+    heard: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +101,7 @@ impl Liveness {
                 Seen {
                     incarnation,
                     at: Instant::now(),
+                    heard: true,
                 },
             );
         self.heard.notify_waiters();
@@ -110,7 +114,7 @@ impl Liveness {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&id)
-            .is_some_and(|s| s.incarnation >= incarnation && s.at.elapsed() <= window)
+            .is_some_and(|s| s.heard && s.incarnation >= incarnation && s.at.elapsed() <= window)
     }
 
     /// How long ago `id` last heartbeat in `incarnation` or a later one. An incarnation not
@@ -121,11 +125,13 @@ impl Liveness {
         let entry = seen.entry(id).or_insert(Seen {
             incarnation,
             at: Instant::now(),
+            heard: false,
         });
         if entry.incarnation < incarnation {
             *entry = Seen {
                 incarnation,
                 at: Instant::now(),
+                heard: false,
             };
         }
         entry.at.elapsed()
@@ -259,8 +265,10 @@ pub(crate) async fn heartbeat(
     }
 }
 
-/// Heartbeat to the metadata leader's broker every `broker.heartbeat.interval.ms`, and
-/// register again when fenced. Starts once the broker has registered; runs until aborted.
+/// Heartbeat to the metadata leader's broker every `broker.heartbeat.interval.ms`, and at
+/// once when the metadata leader changes (a new leader places replicas only on brokers it has
+/// heard from, [`placeable`]); register again when fenced. Starts once the broker has
+/// registered; runs until aborted.
 pub async fn run_heartbeats(broker: Arc<Broker>) {
     let mut registered = broker.registration();
     if registered.wait_for(|r| *r).await.is_err() {
@@ -270,9 +278,26 @@ pub async fn run_heartbeats(broker: Arc<Broker>) {
     let interval = Duration::from_millis(settings.broker_heartbeat_interval_ms);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut views = broker.backend().cluster();
+    let mut leader = views.borrow_and_update().leader;
+    let mut watching = true;
     let mut client: Option<PeerClient> = None;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = views.changed(), if watching => {
+                if changed.is_err() {
+                    watching = false;
+                    continue;
+                }
+                let now = views.borrow_and_update().leader;
+                if now.is_none() || now == leader {
+                    continue;
+                }
+                leader = now;
+                tick.reset();
+            }
+        }
         let fenced = match send_heartbeat(&broker, &mut client, interval).await {
             Some(fenced) => fenced,
             None => fenced_locally(&broker),
@@ -411,8 +436,14 @@ mod tests {
         let liveness = Liveness::default();
         let id = BrokerId(2);
         let window = Duration::from_secs(4);
-        // Never heard from (a new metadata leader): not placeable, unlike for fencing.
+        // Never heard from (a new metadata leader): not placeable, unlike for fencing — even
+        // once the fencer has begun to count its silence.
         assert!(!liveness.heard_within(id, 1, window));
+        assert_eq!(liveness.silent_for(id, 1), Duration::ZERO);
+        assert!(
+            !liveness.heard_within(id, 1, window),
+            "a grace is not a heartbeat"
+        );
         liveness.record(id, 1);
         assert!(liveness.heard_within(id, 1, window));
         tokio::time::advance(window).await;

@@ -118,3 +118,29 @@ def test_new_partitions_avoid_a_broker_not_heard_from(cluster_factory, topic_nam
     partitions = layout(cluster.bootstrap(*survivors), topic_name)["topics"][topic_name]
     placed = {broker for _, replicas, _ in partitions.values() for broker in replicas}
     assert placed and dead not in placed, partitions
+
+
+def test_a_new_metadata_leader_places_nothing_on_the_broker_that_died_with_the_old_one(
+        cluster_factory, topic_name):
+    """kill -9 of the metadata leader's node, and a topic created right after: the new metadata
+    leader has heard no heartbeat yet, and places replicas only on brokers whose heartbeat has
+    reached it (the survivors heartbeat a new leader at once), never on the dead broker, which
+    stays registered and unfenced until its session times out (20 s here). It used to count
+    every unfenced broker as heard from as soon as its fencer had begun to time their silence,
+    and put every third partition on the dead broker."""
+    cluster = cluster_factory.start(env={
+        "SWITCHYARD_KAFKA__BROKER_HEARTBEAT_INTERVAL_MS": "500",
+        "SWITCHYARD_KAFKA__BROKER_SESSION_TIMEOUT_MS": "20000",
+    })
+    dead = metadata_leader(cluster.bootstrap())
+    cluster.nodes[dead].kill9()
+    survivors = [i for i in (1, 2, 3) if i != dead]
+    if cluster.backend.name == "wal":
+        promoted = cluster.command("promote", str(survivors[0]))
+        assert promoted.returncode == 0, promoted.stderr
+    create_topic(cluster.bootstrap(*survivors), topic_name, 6)
+    view = layout(cluster.bootstrap(*survivors), topic_name)
+    assert dead in view["brokers"], "fenced too early: the test needs it unfenced"
+    partitions = view["topics"][topic_name]
+    placed = {broker for _, replicas, _ in partitions.values() for broker in replicas}
+    assert placed == set(survivors), partitions

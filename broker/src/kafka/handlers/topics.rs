@@ -20,7 +20,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::Request;
 use switchyard_backend_api::warn_throttled;
 use switchyard_backend_api::{
-    BrokerId, MetadataCommand, MetadataState, NewTopic, Outcome, TopicId, validate_topic_name,
+    BrokerId, MetadataCommand, MetadataState, NewTopic, Outcome, Role, TopicId, validate_topic_name,
 };
 use tracing::warn;
 
@@ -221,7 +221,7 @@ async fn forward<R: Request>(
 /// heard from; elsewhere (a request forwarded here by a broker that took this one for the
 /// leader), the ones the metadata has live.
 pub(crate) async fn placeable(broker: &Broker) -> Vec<BrokerId> {
-    if broker.is_metadata_leader() {
+    if leads_metadata(broker).await {
         liveness::placeable(broker).await
     } else {
         broker
@@ -230,6 +230,31 @@ pub(crate) async fn placeable(broker: &Broker) -> Vec<BrokerId> {
             .live_brokers()
             .map(|b| b.id)
             .collect()
+    }
+}
+
+/// Whether this broker's node leads the metadata backend. A node that has won an election
+/// but is not ready to lead yet (the view names it leader; a broker that saw the election
+/// first may forward a request here meanwhile) is waited for, within the metadata timeout.
+async fn leads_metadata(broker: &Broker) -> bool {
+    let mut views = broker.backend().cluster();
+    let deadline = Instant::now() + broker.metadata_timeout();
+    loop {
+        {
+            let view = views.borrow_and_update();
+            if view.leader != Some(view.node) {
+                return false;
+            }
+            if view.is_ready() && view.role == Role::Leader {
+                return true;
+            }
+        }
+        if !matches!(
+            tokio::time::timeout_at(deadline, views.changed()).await,
+            Ok(Ok(()))
+        ) {
+            return broker.is_metadata_leader();
+        }
     }
 }
 
@@ -383,7 +408,12 @@ pub(crate) async fn create(
         }
         return response;
     }
-    let brokers = placeable(broker).await;
+    // Only a topic without a manual assignment is placed: one with it waits for nothing.
+    let brokers = if request.topics.iter().any(|t| t.assignments.is_empty()) {
+        placeable(broker).await
+    } else {
+        Vec::new()
+    };
     let view = broker.metadata();
     let mut seen = BTreeSet::new();
     let duplicates: BTreeSet<String> = request
