@@ -325,12 +325,12 @@ impl Inner {
         let heartbeat = Duration::from_millis(self.config.heartbeat_ms.max(1));
         let mut check = tokio::time::interval(heartbeat);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let metrics = self.raft.metrics();
         let mut known: Option<(u64, String)> = None;
         let mut campaigned_in: Option<u64> = None;
         loop {
             check.tick().await;
             let term = {
-                let metrics = self.raft.metrics();
                 let m = metrics.borrow();
                 if let Some(leader) = m.current_leader.filter(|l| *l != self.me)
                     && let Some(node) = m.membership_config.membership().get_node(&leader)
