@@ -47,8 +47,9 @@
 //!   path.
 //! - `failover/<backend>/3` — for every multi-node backend: SIGKILL the metadata leader's
 //!   process among three broker processes (copies of this binary serving as `switchyard serve`
-//!   does), time until a surviving broker acknowledges a CreateTopics request (for a backend
-//!   with manual failover, the time includes promoting the survivor).
+//!   does), time until a surviving broker acknowledges a CreateTopics request of a topic
+//!   assigned to it (a new attempt every 20 ms, each on its own connection; for a backend with
+//!   manual failover, the time includes promoting the survivor).
 //! - `recovery/<backend>/<entries>_snapshots` and `/<entries>_no_snapshot` — for every durable
 //!   backend: reopen one node whose log holds that many applied entries (snapshots at the
 //!   backend's default interval, or none), time until it is ready and has applied them.

@@ -20,14 +20,15 @@ use anyhow::{Context, bail};
 use bytes::{Bytes, BytesMut};
 use figment::providers::Serialized;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, CreateTopicsRequest, EndTxnRequest, GroupId, InitProducerIdRequest,
-    OffsetCommitRequest, ProduceRequest, ProducerId, TopicName, TransactionalId,
+    AddPartitionsToTxnRequest, BrokerId, CreateTopicsRequest, EndTxnRequest, GroupId,
+    InitProducerIdRequest, OffsetCommitRequest, ProduceRequest, ProducerId, TopicName,
+    TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
@@ -622,7 +623,6 @@ pub async fn create_topics(
     names: Vec<String>,
     replicas: i16,
 ) -> anyhow::Result<()> {
-    let count = names.len();
     let topics = names
         .into_iter()
         .map(|name| {
@@ -632,6 +632,34 @@ pub async fn create_topics(
                 .with_replication_factor(replicas)
         })
         .collect();
+    send_create_topics(client, topics).await
+}
+
+/// One CreateTopics request for a topic `name` of one partition whose one replica is on
+/// `broker` (a manual assignment: the broker places nothing), through `client`. Fails on any
+/// error code.
+pub async fn create_topic_on(
+    client: &mut PeerClient,
+    name: String,
+    broker: i32,
+) -> anyhow::Result<()> {
+    let topic = CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_string(name)))
+        .with_num_partitions(-1)
+        .with_replication_factor(-1)
+        .with_assignments(vec![
+            CreatableReplicaAssignment::default()
+                .with_partition_index(0)
+                .with_broker_ids(vec![BrokerId(broker)]),
+        ]);
+    send_create_topics(client, vec![topic]).await
+}
+
+async fn send_create_topics(
+    client: &mut PeerClient,
+    topics: Vec<CreatableTopic>,
+) -> anyhow::Result<()> {
+    let count = topics.len();
     let timeout_ms = i32::try_from(REQUEST_TIMEOUT.as_millis())?;
     let request = CreateTopicsRequest::default()
         .with_topics(topics)
