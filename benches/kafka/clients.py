@@ -5,13 +5,17 @@
 The client is `rdkafka_bench.c` beside this file, compiled here against the system's
 librdkafka (Debian's `librdkafka-dev`; `scripts/install-deps --bench` installs it): a plain
 producer and consumer loop, so the broker, not the client, is what runs out first. Each round
-starts a fresh cluster of `switchyard serve` processes, creates two topics of 3 partitions
+starts a fresh cluster of `switchyard serve` processes, creates four topics of 3 partitions
 (replication factor = nodes) with `switchyard topic create`, produces N × 1 KiB messages from
-one producer to each (acks=1 to one, acks=all to the other), then consumes the acks=all
-topic's with one consumer group member. Every partition write is fsynced before it is
-acknowledged (the broker's default, `flush.messages` = 1). Measured per phase, from the client's
-"started" line to its end: messages/s, MB/s, the brokers' CPU time per message (user + system
-of every broker process, from /proc/PID/stat) and the client's CPU time per message. The
+one producer to each of two (acks=1 to one, acks=all to the other), consumes the acks=all
+topic's with one consumer group member, then produces the same bytes in 64 KiB values to the
+other two (acks=1, acks=all): the durable-write phases, where the client's per-message cost is
+out of the way. Every partition write is fsynced before it is acknowledged (the broker's
+default, `flush.messages` = 1). Measured per phase, from the client's "started" line to its
+end: messages/s, MB/s of values, the brokers' CPU time per message (user + system of every
+broker process, from /proc/PID/stat) and the client's CPU time per message; after each produce
+phase, the write floor: as many bytes written to a new file on the brokers' filesystem as 1 MiB
+appends, each followed by fdatasync (see `write_floor`). The
 consume phase starts at the first message: joining the group is not reading. With
 `--baseline`, a second binary (the build before a change) runs the same rounds, alternating
 with `--bin` round by round so both see the same drift; the report is the median of the rounds.
@@ -40,6 +44,10 @@ READY_LINE = "broker registered"
 START_DEADLINE_S = 60
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 VALUE_BYTES = 1024
+# The durable-write phases: values this large take the client's per-message cost out of the
+# way (on two cores it shares the CPUs with the broker), so what is measured is the broker's
+# write path against the disk's durable write rate. The same bytes as the 1 KiB phases.
+LARGE_VALUE_BYTES = 64 * 1024
 PARTITIONS = 3
 
 
@@ -136,7 +144,7 @@ def compile_client(work):
     return binary
 
 
-def run_client(client, cluster, *args):
+def run_client(client, cluster, value_bytes, *args):
     """Runs the C client; times and CPU from its "started" line to its exit."""
     proc = subprocess.Popen([client, *args], stdout=subprocess.PIPE, text=True)
     started = proc.stdout.readline()
@@ -154,9 +162,32 @@ def run_client(client, cluster, *args):
     client = usage.ru_utime + usage.ru_stime - client_before
     messages, seconds = int(result[0]), float(result[1])
     return {"seconds": seconds, "msgs_per_s": messages / seconds,
-            "mb_per_s": messages * VALUE_BYTES / seconds / 1e6,
+            "mb_per_s": messages * value_bytes / seconds / 1e6,
             "broker_cpu_us_per_msg": broker / messages * 1e6,
             "client_cpu_us_per_msg": client / messages * 1e6}
+
+
+def write_floor(directory, nbytes):
+    """The disk's durable sequential write rate for `nbytes` of new data, in MB/s: a new file in
+    `directory` (the brokers' filesystem) written as 1 MiB appends, each followed by
+    fdatasync, then deleted. Measured right after a produce phase, with as many bytes as it
+    wrote: on a VM, writing into page-cache memory the guest has not touched before costs far
+    more than rewriting a small file does (criterion's `floor/sequential_1m`), so the floor of a
+    phase is the same volume of new data."""
+    block = b"\xa5" * (1 << 20)
+    path = os.path.join(directory, "write-floor")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        written = 0
+        start = time.monotonic()
+        while written < nbytes:
+            written += os.write(fd, block)
+            os.fdatasync(fd)
+        seconds = time.monotonic() - start
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return written / seconds / 1e6
 
 
 def child_cpu(pid):
@@ -169,16 +200,24 @@ def child_cpu(pid):
 def one_round(client, binary, backend, nodes, messages):
     cluster = Cluster(binary, backend, nodes)
     try:
-        create_topics(cluster, nodes, "acks-1", "acks-all")
-        count, size = str(messages), str(VALUE_BYTES)
-        return {
-            "produce acks=1": run_client(client, cluster, "produce", cluster.bootstrap, "acks-1",
-                                         count, size, "1"),
-            "produce acks=all": run_client(client, cluster, "produce", cluster.bootstrap,
-                                           "acks-all", count, size, "all"),
-            "consume": run_client(client, cluster, "consume", cluster.bootstrap, "acks-all",
-                                  count),
-        }
+        create_topics(cluster, nodes, "acks-1", "acks-all", "large-acks-1", "large-acks-all")
+        phases = {}
+
+        def produce(phase, topic, count, value_bytes, acks):
+            m = run_client(client, cluster, value_bytes, "produce", cluster.bootstrap, topic,
+                           str(count), str(value_bytes), acks)
+            m["floor_mb_per_s"] = write_floor(cluster.work, count * value_bytes)
+            phases[phase] = m
+
+        for acks in ("1", "all"):
+            produce(f"produce acks={acks}", f"acks-{acks}", messages, VALUE_BYTES, acks)
+        phases["consume"] = run_client(client, cluster, VALUE_BYTES, "consume", cluster.bootstrap,
+                                       "acks-all", str(messages))
+        large = max(1, messages * VALUE_BYTES // LARGE_VALUE_BYTES)
+        for acks in ("1", "all"):
+            produce(f"produce acks={acks}, {LARGE_VALUE_BYTES // 1024} KiB values",
+                    f"large-acks-{acks}", large, LARGE_VALUE_BYTES, acks)
+        return phases
     finally:
         cluster.close()
 
@@ -219,6 +258,7 @@ def main():
         rows.append(row)
     shutil.rmtree(work, ignore_errors=True)
     report = {"backend": args.backend, "messages": args.messages, "value_bytes": VALUE_BYTES,
+              "large_value_bytes": LARGE_VALUE_BYTES,
               "partitions": PARTITIONS, "rounds": args.rounds,
               "client": "rdkafka_bench (benches/kafka/rdkafka_bench.c)",
               "librdkafka": librdkafka_version(), "started": started, "finished": time.time(),
@@ -226,11 +266,13 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
-    print("| build | nodes | phase | msg/s | MB/s | broker CPU µs/msg | client CPU µs/msg |")
-    print("|---|---|---|---|---|---|---|")
+    print("| build | nodes | phase | msg/s | MB/s | write floor MB/s | broker CPU µs/msg | "
+          "client CPU µs/msg |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
+        floor = f"{row['floor_mb_per_s']:,.1f}" if "floor_mb_per_s" in row else "-"
         print(f"| {row['build']} | {row['nodes']} | {row['phase']} | {row['msgs_per_s']:,.0f} | "
-              f"{row['mb_per_s']:,.1f} | {row['broker_cpu_us_per_msg']:.2f} | "
+              f"{row['mb_per_s']:,.1f} | {floor} | {row['broker_cpu_us_per_msg']:.2f} | "
               f"{row['client_cpu_us_per_msg']:.2f} |")
 
 

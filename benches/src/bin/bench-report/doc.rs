@@ -420,7 +420,7 @@ pub(crate) fn render(inputs: &Inputs<'_>) -> String {
     run_section(out, record, machine, results);
     reading_section(out);
     let _ = writeln!(out, "![p50 of every backend, by measurement]({plot})\n");
-    let client_targets = clients.map_or_else(Vec::new, |c| c.targets(results));
+    let client_targets = clients.map_or_else(Vec::new, |c| c.targets());
     targets_section(out, record, results, &floors, &client_targets);
     floors_section(out, results);
     for table in tables(record) {
