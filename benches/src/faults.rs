@@ -85,9 +85,10 @@ struct BrokerProcess {
 ///
 /// Timed, for a backend with automatic failover: from the SIGKILL of the metadata leader's
 /// process to the first CreateTopics request a surviving broker acknowledges, of a topic
-/// assigned to that broker (it hands the proposal to whichever node leads by then). For a backend with manual failover: from the
-/// kill, the promotion of a survivor (as `switchyard cluster promote` does it) and its first
-/// acknowledged CreateTopics. Starting, seeding and stopping the processes is not timed.
+/// assigned to that broker (it hands the proposal to whichever node leads by then). For a
+/// backend with manual failover: from the kill, the promotion of a survivor (as `switchyard
+/// cluster promote` does it) and its first acknowledged CreateTopics. Starting, seeding and
+/// stopping the processes is not timed.
 pub async fn failover(registration: &'static Registration, iters: u64) -> anyhow::Result<Duration> {
     let mut total = Duration::ZERO;
     for _ in 0..iters {

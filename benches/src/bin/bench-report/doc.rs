@@ -320,8 +320,9 @@ pub(crate) fn tables(record: &RunRecord) -> Vec<Table> {
             "Failover of the metadata leader, 3 broker processes on loopback",
             "SIGKILL of the metadata leader's process in a fresh cluster of three broker \
              processes, then the first CreateTopics request a surviving broker acknowledges (a \
-             topic assigned to that broker), a new attempt every 20 ms on its own connection while earlier ones wait for their \
-             answers (manual failover: promotion of the survivor included); setup not timed",
+             topic assigned to that broker), a new attempt every 20 ms on its own connection \
+             while earlier ones wait for their answers (manual failover: promotion of the \
+             survivor included); setup not timed",
             None,
             &[],
             Covers::MultiNode,
