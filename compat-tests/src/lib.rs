@@ -109,6 +109,7 @@ macro_rules! conformance_tests {
             lifecycle {
                 open_returns_without_quorum,
                 acknowledged_write_is_visible_locally,
+                cluster_view_notifies_only_on_change,
                 change_stream_delivers_every_change_in_order,
                 concurrent_proposals_apply_exactly_once,
                 wait_applied_times_out,

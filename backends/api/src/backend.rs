@@ -216,7 +216,8 @@ pub trait MetadataBackend: Send + Sync + fmt::Debug + 'static {
         timeout: Duration,
     ) -> Result<Arc<StateView>, MetadataError>;
 
-    /// This node's cluster view, updated as roles, leaders and readiness change.
+    /// This node's cluster view, updated as roles, leaders and readiness change. Watchers are
+    /// notified only when the view changes, not on every write.
     fn cluster(&self) -> watch::Receiver<ClusterView>;
 
     /// This node's replication progress: written, committed and applied indexes, and each

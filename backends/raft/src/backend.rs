@@ -374,7 +374,7 @@ impl Inner {
         }
     }
 
-    /// Publish the cluster view after every metrics change, until openraft stops. A leader
+    /// Publish the cluster view when a metrics change changes it, until openraft stops. A leader
     /// also checks every `election_timeout_min_ms` that a majority still answers it (openraft
     /// leaders do not step down by themselves): one cut off from its quorum reports itself
     /// not ready until a majority answers again.
@@ -401,13 +401,17 @@ impl Inner {
             }
             // Checked under the view's lock: shutting down sets `shut_down` before it
             // publishes "not ready", so a view computed before that cannot overwrite it.
+            // Watchers hear only of changes: most metrics changes (every write's append and
+            // apply) leave the view as it was.
             let mut stopped = false;
             self.cluster.send_if_modified(|current| {
                 stopped = self.shut_down.load(Ordering::Acquire);
-                if !stopped {
-                    *current = view(self.me, &m, readiness);
+                let next = view(self.me, &m, readiness);
+                let changed = !stopped && *current != next;
+                if changed {
+                    *current = next;
                 }
-                !stopped
+                changed
             });
             if stopped {
                 return;

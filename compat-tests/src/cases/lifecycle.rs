@@ -77,6 +77,28 @@ pub async fn acknowledged_write_is_visible_locally(h: &dyn BackendHarness) -> an
     Ok(())
 }
 
+/// Writes that change no role, leader, membership or readiness wake no one watching the
+/// cluster view: watchers (the broker's heartbeat and placement tasks among them) hear of
+/// changes only.
+pub async fn cluster_view_notifies_only_on_change(h: &dyn BackendHarness) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    register_all(&node, &[1]).await?;
+    let mut views = node.cluster();
+    let before = views.borrow_and_update().clone();
+    ensure!(before.is_ready(), "the leader is not ready: {before:?}");
+    for i in 0..20 {
+        create_topic_ok(&node, &format!("quiet-{i}"), &[&[1]]).await?;
+    }
+    let after = views.borrow().clone();
+    ensure!(after == before, "the view changed: {before:?} -> {after:?}");
+    ensure!(
+        !views.has_changed()?,
+        "20 writes notified the cluster view's watchers of a view that did not change"
+    );
+    Ok(())
+}
+
 /// The change stream delivers every applied entry once, in log order, with the verdict its
 /// proposer saw.
 pub async fn change_stream_delivers_every_change_in_order(
