@@ -119,14 +119,27 @@ def free_port() -> int:
 
 
 _RESERVED: set[int] = set()
+# Where `reserve_port` draws from: below the ephemeral range, or one share of that
+# (`share_ports`).
+_PORTS = range(20000, 32000)
+
+
+def share_ports(index: int, shares: int) -> None:
+    """Draw this process's ports from share `index` (0-based) of `shares` equal shares of the
+    range, so that processes running clusters side by side never pick the same port (a port
+    of a killed node stays free until it restarts, and another process must not take it)."""
+    global _PORTS
+    size = (32000 - 20000) // shares
+    _PORTS = range(20000 + index * size, 20000 + (index + 1) * size)
 
 
 def reserve_port() -> int:
-    """A free port below the ephemeral range (20000..32000), never handed out twice by this
-    process. Cluster ports are dialed by peers and restarted nodes bind them again, so an
-    ephemeral port (which an outgoing connection may take meanwhile) will not do."""
+    """A free port below the ephemeral range (20000..32000, or this process's share of it),
+    not handed out again by this process until released. Cluster ports are dialed by peers
+    and restarted nodes bind them again, so an ephemeral port (which an outgoing connection
+    may take meanwhile) will not do."""
     for _ in range(1000):
-        port = random.randrange(20000, 32000)
+        port = random.choice(_PORTS)
         if port in _RESERVED:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -136,7 +149,12 @@ def reserve_port() -> int:
                 continue
         _RESERVED.add(port)
         return port
-    raise RuntimeError("no free port in 20000..32000")
+    raise RuntimeError(f"no free port in {_PORTS.start}..{_PORTS.stop}")
+
+
+def release_port(port: int) -> None:
+    """Let `reserve_port` hand out `port` again: whatever had it is gone."""
+    _RESERVED.discard(port)
 
 
 class BrokerProcess:
