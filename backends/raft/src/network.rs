@@ -8,7 +8,8 @@
 //! anyone but the authenticated node, a peer of another cluster, or one that addressed a
 //! different node. After that the client sends one [`Request`] at a time and reads its
 //! [`Response`]; an operator may only send `ChangeMembership`. A [`Peer`] keeps its connection
-//! open across calls, replaces it after [`CLIENT_IDLE`] and drops it on any error; every call
+//! open across calls, replaces it after [`CLIENT_IDLE`] and drops it on any error and with any
+//! call its caller abandons (a late answer must never be read as the next call's); every call
 //! has a deadline, and the listener closes a connection idle for [`IDLE_TIMEOUT`].
 //!
 //! openraft's RPCs ride this transport through [`Network`] / [`PeerNetwork`]. Snapshots go as
@@ -239,8 +240,9 @@ impl Peer {
         }
     }
 
-    /// Connect, authenticate and shake hands; returns whether the peer is initialized.
-    async fn connect(&mut self) -> Result<bool, NetError> {
+    /// Connect, authenticate and shake hands; returns the connection and whether the peer is
+    /// initialized.
+    async fn connect(&self) -> Result<(Conn, bool), NetError> {
         let credentials = self.credentials.as_ref().ok_or_else(|| {
             NetError::Refused(format!(
                 "node {} has no cluster secret and cannot reach {}",
@@ -276,10 +278,7 @@ impl Peer {
         let mut conn = Framed::new(stream, framing(self.max_frame_bytes));
         send(&mut conn, &self.addr, &self.hello).await?;
         match recv(&mut conn, &self.addr).await? {
-            Welcome::Accepted { initialized } => {
-                self.conn = Some(conn);
-                Ok(initialized)
-            }
+            Welcome::Accepted { initialized } => Ok((conn, initialized)),
             Welcome::Refused { reason } => Err(NetError::Refused(reason)),
         }
     }
@@ -287,13 +286,17 @@ impl Peer {
     /// Connect (if needed) and ask whether the peer is initialized, within `timeout`.
     pub(crate) async fn probe(&mut self, timeout: Duration) -> Result<bool, NetError> {
         self.conn = None;
-        let addr = self.addr.clone();
-        tokio::time::timeout(timeout, self.connect())
+        let (conn, initialized) = tokio::time::timeout(timeout, self.connect())
             .await
-            .unwrap_or(Err(NetError::Timeout {
-                addr,
-                after: timeout,
-            }))
+            .unwrap_or_else(|_| {
+                Err(NetError::Timeout {
+                    addr: self.addr.clone(),
+                    after: timeout,
+                })
+            })?;
+        self.conn = Some(conn);
+        self.last_used = Instant::now();
+        Ok(initialized)
     }
 
     /// Send `request` and read the response, connecting first if needed, within `timeout`.
@@ -302,38 +305,36 @@ impl Peer {
         request: &Request,
         timeout: Duration,
     ) -> Result<Response, NetError> {
-        let result = tokio::time::timeout(timeout, self.call_inner(request)).await;
-        let result = result.unwrap_or_else(|_| {
-            Err(NetError::Timeout {
-                addr: self.addr.clone(),
-                after: timeout,
+        tokio::time::timeout(timeout, self.call_inner(request))
+            .await
+            .unwrap_or_else(|_| {
+                Err(NetError::Timeout {
+                    addr: self.addr.clone(),
+                    after: timeout,
+                })
             })
-        });
-        if result.is_err() {
-            // The stream may hold half a frame or a late answer: never reuse it.
-            self.conn = None;
-        }
-        result
     }
 
+    /// One exchange on the connection, which is out of `self` while the exchange runs and goes
+    /// back only once the answer is read. A call that fails, times out or is dropped by its
+    /// caller (openraft gives up on an RPC by dropping it) closes the connection: it may still
+    /// carry that request's late answer, which the next call would otherwise read as its own.
     async fn call_inner(&mut self, request: &Request) -> Result<Response, NetError> {
-        if self.last_used.elapsed() >= CLIENT_IDLE {
-            self.conn = None;
-        }
-        if self.conn.is_none() {
-            self.connect()
-                .await
-                .map_err(|e| NetError::NotSent(Box::new(e)))?;
-        }
-        let addr = self.addr.clone();
-        let conn = self
-            .conn
-            .as_mut()
-            .ok_or_else(|| NetError::Closed(addr.clone()))?;
-        send(conn, &addr, request).await?;
-        let response = recv(conn, &addr).await;
+        let idle = self.last_used.elapsed() >= CLIENT_IDLE;
+        let mut conn = match self.conn.take() {
+            Some(conn) if !idle => conn,
+            _ => {
+                self.connect()
+                    .await
+                    .map_err(|e| NetError::NotSent(Box::new(e)))?
+                    .0
+            }
+        };
+        send(&mut conn, &self.addr, request).await?;
+        let response = recv(&mut conn, &self.addr).await?;
+        self.conn = Some(conn);
         self.last_used = Instant::now();
-        response
+        Ok(response)
     }
 }
 
@@ -749,6 +750,82 @@ mod tests {
                 "{answer:?}"
             );
         }
+        server.abort();
+        Ok(())
+    }
+
+    /// A node that numbers the requests it answers and holds its answer to the first until
+    /// released, saying when that request arrived.
+    #[derive(Default)]
+    struct Numbering {
+        answered: std::sync::atomic::AtomicU64,
+        first_arrived: tokio::sync::Notify,
+        release_first: tokio::sync::Notify,
+    }
+
+    impl Handler for Arc<Numbering> {
+        async fn initialized(&self) -> bool {
+            true
+        }
+
+        async fn handle(&self, _request: Request) -> Response {
+            let n = self
+                .answered
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1;
+            if n == 1 {
+                self.first_arrived.notify_one();
+                self.release_first.notified().await;
+            }
+            Response::ReadIndex(Ok(n))
+        }
+    }
+
+    /// openraft abandons an RPC by dropping its future (its own timeout, a replication stream
+    /// that stops). The answer to that request may still arrive; the next call on that peer
+    /// must read its own answer, never the abandoned one's. A stale `AppendEntries` success
+    /// read as the answer to a later request counts that request's entries as replicated: a
+    /// leader resumed after a pause committed an entry no other node had.
+    #[tokio::test]
+    async fn an_abandoned_call_never_answers_the_next() -> Result<(), NetError> {
+        let secret = ClusterCredentials::from(ClusterSecret::generate());
+        let io = |source| NetError::Io {
+            addr: "127.0.0.1:0".into(),
+            source,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
+        let addr = listener.local_addr().map_err(io)?.to_string();
+        let identity = ListenerIdentity {
+            me: 1,
+            cluster_id: "a".into(),
+            max_frame_bytes: 1 << 20,
+            credentials: secret.clone(),
+        };
+        let node = Arc::new(Numbering::default());
+        let server = tokio::spawn(serve(listener, identity, Arc::new(Arc::clone(&node))));
+        let hello = Hello {
+            cluster_id: "a".into(),
+            from: 2,
+            to: 1,
+        };
+        let mut peer = Peer::new(hello, addr, 1 << 20, Some(secret));
+        let timeout = Duration::from_secs(30);
+        assert!(matches!(peer.probe(timeout).await, Ok(true)));
+
+        // The first call is abandoned once the node has its request, before the answer.
+        tokio::select! {
+            answer = peer.call(&Request::ReadIndex, timeout) => {
+                panic!("the first request is answered only when released: {answer:?}")
+            }
+            () = node.first_arrived.notified() => {}
+        }
+        node.release_first.notify_one();
+
+        let answer = peer.call(&Request::ReadIndex, timeout).await;
+        assert!(
+            matches!(answer, Ok(Response::ReadIndex(Ok(2)))),
+            "the second call read {answer:?}, not its own answer (2)"
+        );
         server.abort();
         Ok(())
     }
