@@ -9,7 +9,8 @@
 //! applied metadata, and registers again: a new incarnation, unfenced, leader again of the
 //! leaderless partitions it may lead. A node that becomes metadata leader gives every broker
 //! a full session from that moment before fencing it, so a failover fences nobody who is
-//! alive.
+//! alive; so does a leader's fencer after a stall of its own (a paused process), whose
+//! measured silences were partly its own.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -144,6 +145,18 @@ impl Liveness {
         leading
             .filter(|l| l.epoch == epoch)
             .map(|l| l.since.elapsed())
+    }
+
+    /// Forget since when this node leads: the next [`Self::leading`] starts the count again, as
+    /// for a new leadership, so every broker gets a full session from then. For a fencer that
+    /// did not run for a while ([`Stalls`]): the silences it measured include its own.
+    /// Returns whether it had noted a leadership.
+    fn restart_leading(&self) -> bool {
+        self.leading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .is_some()
     }
 
     /// Note that this node leads the metadata backend in `epoch` (or no longer leads); returns
@@ -360,17 +373,59 @@ async fn send_heartbeat(
     }
 }
 
+/// Tells a fencer's own stalls from the brokers' silences. A fencer that did not run for
+/// longer than a heartbeat interval — its process stopped (SIGSTOP, a VM or GC pause) or its
+/// runtime starved — may have heartbeats waiting unread in its sockets, and, if it thinks it
+/// still leads, may not have heard of the leader elected meanwhile: what it measured as silence
+/// is partly its own.
+#[derive(Debug)]
+struct Stalls {
+    last: Instant,
+    limit: Duration,
+}
+
+impl Stalls {
+    /// Checks expected every `limit` at the latest.
+    fn new(limit: Duration) -> Self {
+        Self {
+            last: Instant::now(),
+            limit,
+        }
+    }
+
+    /// Whether more than the limit passed since the last check (or since `new`); notes now.
+    fn stalled(&mut self) -> bool {
+        let now = Instant::now();
+        let gap = now.duration_since(self.last);
+        self.last = now;
+        gap > self.limit
+    }
+}
+
 /// While this broker runs on the metadata leader's node: fence every live broker whose last
 /// heartbeat (or the start of this leadership, whichever is later) is older than
-/// `broker.session.timeout.ms`. Runs until aborted.
+/// `broker.session.timeout.ms`. After a stall of its own ([`Stalls`]) it fences nobody and
+/// starts every broker's session again, as a new leader does. Each fence is proposed only
+/// while this node still leads in the epoch the decision was made in. Runs until aborted.
 pub async fn run_fencer(broker: Arc<Broker>) {
     let settings = broker.settings();
     let session = Duration::from_millis(settings.broker_session_timeout_ms);
-    let check = Duration::from_millis((settings.broker_heartbeat_interval_ms / 2).max(50));
+    let interval = Duration::from_millis(settings.broker_heartbeat_interval_ms);
+    let check = (interval / 2).max(Duration::from_millis(50));
     let mut tick = tokio::time::interval(check);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stalls = Stalls::new(interval.max(check * 2));
     loop {
         tick.tick().await;
+        if stalls.stalled() {
+            if broker.liveness().restart_leading() {
+                info!(
+                    "the fencer did not run for over a heartbeat interval; \
+                     every broker's session starts again"
+                );
+            }
+            continue;
+        }
         let epoch = (broker.is_registered() && broker.is_metadata_leader())
             .then(|| broker.backend().cluster().borrow().epoch);
         let Some(led_for) = broker.liveness().leading(epoch) else {
@@ -390,6 +445,11 @@ pub async fn run_fencer(broker: Arc<Broker>) {
             })
             .collect();
         for (id, incarnation, silent) in expired {
+            let still_leading = broker.is_metadata_leader()
+                && Some(broker.backend().cluster().borrow().epoch) == epoch;
+            if !still_leading {
+                break;
+            }
             match broker
                 .propose(MetadataCommand::FenceBroker { id, incarnation })
                 .await
@@ -458,6 +518,35 @@ mod tests {
             !liveness.heard_within(id, 2, window),
             "an older incarnation"
         );
+    }
+
+    /// A fencer that was stopped longer than its limit sees the stall, restarts the leadership
+    /// count, and so measures no broker as silent for longer than it has run since.
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_of_the_fencer_is_not_counted_as_the_brokers_silence() {
+        let liveness = Liveness::default();
+        let id = BrokerId(2);
+        let limit = Duration::from_millis(500);
+        let mut stalls = Stalls::new(limit);
+        assert_eq!(liveness.leading(Some(1)), Some(Duration::ZERO));
+        liveness.record(id, 1);
+        for _ in 0..4 {
+            tokio::time::advance(limit / 2).await;
+            assert!(!stalls.stalled(), "checks on time are no stall");
+        }
+        // Stopped for six seconds: the broker's heartbeats, if any, were not read.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let silence = |l: &Liveness| {
+            l.silent_for(id, 1)
+                .min(l.leading(Some(1)).unwrap_or_default())
+        };
+        assert!(silence(&liveness) > Duration::from_secs(6));
+        assert!(stalls.stalled());
+        assert!(liveness.restart_leading());
+        assert_eq!(silence(&liveness), Duration::ZERO);
+        tokio::time::advance(limit / 2).await;
+        assert!(!stalls.stalled());
+        assert_eq!(silence(&liveness), limit / 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -9,6 +9,7 @@ callback.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -144,3 +145,39 @@ def test_a_new_metadata_leader_places_nothing_on_the_broker_that_died_with_the_o
     partitions = view["topics"][topic_name]
     placed = {broker for _, replicas, _ in partitions.values() for broker in replicas}
     assert placed == set(survivors), partitions
+
+
+def test_a_metadata_leader_paused_past_the_session_fences_no_live_broker(cluster_factory):
+    """The metadata leader's node fences a broker it has not heard from for the session
+    timeout. A pause of that node (SIGSTOP, as a long GC or VM stall would) is silence it
+    caused itself: the others' heartbeats wait unread in its sockets. Resumed, it must not fence
+    the brokers that kept beating. (It did: the data-path soak saw a resumed wal primary and a
+    resumed raft leader fence both live brokers, moving partition leaders and groups.)"""
+    session_ms, interval_ms = 3000, 500
+    cluster = cluster_factory.start(env={
+        "SWITCHYARD_KAFKA__BROKER_SESSION_TIMEOUT_MS": str(session_ms),
+        "SWITCHYARD_KAFKA__BROKER_HEARTBEAT_INTERVAL_MS": str(interval_ms),
+    })
+    leader = metadata_leader(cluster.bootstrap())
+    assert leader is not None
+    others = [n for n in cluster.nodes if n != leader]
+    marks = {n: node.log_size() for n, node in cluster.nodes.items()}
+    paused = cluster.nodes[leader]
+    paused.pause()
+    try:
+        time.sleep(2 * session_ms / 1000)  # the fault itself: two sessions long
+    finally:
+        paused.resume()
+    # The resumed node serves again (and, where another node took the lead meanwhile, has
+    # heard of it). Its fencer checks every half heartbeat interval: six intervals give it a
+    # dozen chances to fence someone.
+    wait_for(lambda: metadata_leader(paused.bootstrap) is not None, RECOVERY_S,
+             "the resumed node to know a metadata leader")
+    time.sleep(6 * interval_ms / 1000)
+    fenced = re.findall(r"fenced a broker that missed its session timeout broker=(\d+)",
+                        paused.log_text(marks[leader]))
+    assert not [int(b) for b in fenced if int(b) in others], (
+        f"the resumed node {leader} fenced live brokers: {fenced}")
+    for n in others:
+        assert "re-registered after being fenced" not in cluster.nodes[n].log_text(marks[n]), (
+            f"broker {n} kept beating but was fenced")
