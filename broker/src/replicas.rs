@@ -1435,6 +1435,93 @@ mod tests {
         assert_eq!(new.log().log_end_offset(), 2);
     }
 
+    /// The data-path soak's wal seed 1006 found producer 1000's batch of sequences 49..=131
+    /// twice in partition 0's log: under epoch 0, unacknowledged, and again under epoch 1 from
+    /// sequence 0, after librdkafka bumped the epoch. That second copy is a new write by the
+    /// protocol; what the broker owes is that a retry of a written batch that is not yet
+    /// acknowledged — while the original waits for the ISR, several at once (an old
+    /// connection's copy and the new connection's retry), or after the ISR fell below
+    /// `min.insync.replicas` — gets the original offsets, never an error or a second copy.
+    #[tokio::test]
+    async fn retries_of_a_written_unacknowledged_batch_get_its_offsets() {
+        const PID: i64 = 1000;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let r = replica(dir.path());
+        r.lead(LEADER, view(EPOCH, &[LEADER, FOLLOWER], 2));
+        let values: Vec<Vec<u8>> = (0..132).map(|n| format!("p1-{n}").into_bytes()).collect();
+        let values: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+        r.append(&producer_batch((PID, 0, 0), 0, &values[..42]), EPOCH, 0)
+            .expect("append");
+        r.append(&producer_batch((PID, 0, 42), 0, &values[42..49]), EPOCH, 0)
+            .expect("append");
+        r.follower_fetched(FOLLOWER, 49, 0);
+        assert_eq!(r.high_watermark(), 49);
+
+        let batch = producer_batch((PID, 0, 49), 0, &values[49..]);
+        let original = r.append(&batch, EPOCH, 0).expect("append");
+        assert_eq!((original.base_offset, original.last_offset), (49, 131));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let waiting = tokio::spawn({
+            let r = Arc::clone(&r);
+            async move { r.wait_replicated(132, EPOCH, deadline).await }
+        });
+
+        // Retried while the original waits for the ISR.
+        assert_eq!(r.append(&batch, EPOCH, 0).expect("retry"), original);
+        // Several copies at once.
+        let concurrent: Vec<_> = std::thread::scope(|s| {
+            let copies: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| r.append(&batch, EPOCH, 0)))
+                .collect();
+            copies
+                .into_iter()
+                .map(|c| c.join().expect("join"))
+                .collect()
+        });
+        for answer in concurrent {
+            assert_eq!(answer.expect("concurrent retry"), original);
+        }
+        assert_eq!(r.log().log_end_offset(), 132, "written once");
+
+        // The followers are fenced: the ISR is the leader alone, below min.insync.replicas.
+        // The original is answered NOT_ENOUGH_REPLICAS_AFTER_APPEND (retriable, as in Kafka)...
+        let mut shrunk = view(EPOCH, &[LEADER], 2);
+        shrunk.partition_epoch = 1;
+        r.lead(LEADER, shrunk);
+        assert!(matches!(
+            waiting.await.expect("join"),
+            Err(PartitionError::NotEnoughReplicasAfterAppend { isr: 1, min: 2 })
+        ));
+        // ...and its retry is still recognised.
+        assert_eq!(
+            r.append(&batch, EPOCH, 0).expect("retry below min.insync"),
+            original
+        );
+        assert_eq!(r.log().log_end_offset(), 132, "still written once");
+
+        // The ISR whole again: the retry is acknowledged at the original offsets, and the
+        // producer's sequence goes on after it.
+        let mut whole = view(EPOCH, &[LEADER, FOLLOWER], 2);
+        whole.partition_epoch = 2;
+        r.lead(LEADER, whole);
+        r.follower_fetched(FOLLOWER, 132, 0);
+        assert_eq!(r.append(&batch, EPOCH, 0).expect("retry"), original);
+        r.wait_replicated(original.last_offset + 1, EPOCH, deadline)
+            .await
+            .expect("replicated");
+        let next = r
+            .append(&producer_batch((PID, 0, 132), 0, &[b"p1-323"]), EPOCH, 0)
+            .expect("next");
+        assert_eq!(next.base_offset, 132);
+
+        // What the run saw at offsets 274..=356 instead: the same records under a bumped epoch
+        // from sequence 0 — a new write by the protocol, which no broker can tell apart.
+        let resent = r
+            .append(&producer_batch((PID, 1, 0), 0, &values[49..]), EPOCH, 0)
+            .expect("new epoch");
+        assert_eq!(resent.base_offset, 133);
+    }
+
     #[test]
     fn transactions_bound_the_last_stable_offset_and_survive_a_reopen() {
         let dir = tempfile::tempdir().expect("temp dir");

@@ -90,8 +90,8 @@ FAULTS = ("isolate", "split", "one-way", "pause", "kill", "delay", "lossy", "cli
 CHECKS = {
     "lost": "every acknowledged append is in the final log, at the offset it was acknowledged "
             "at",
-    "duplicate": "no value is in the log twice (idempotence), but for what a producer whose "
-                 "appends timed out re-sent under a new epoch: new writes by the protocol, "
+    "duplicate": "no value is in the log twice (idempotence), but for what a producer "
+                 "re-sent, unacknowledged, under a new epoch: new writes by the protocol, "
                  "counted apart as re-sent",
     "sequence": "no idempotent producer fails fatally (an out-of-order sequence means the "
                 "broker lost or reordered writes it had acknowledged)",
@@ -726,21 +726,36 @@ def writer(h: History, partition: int, offset: int) -> tuple[int, int] | None:
 
 
 def resent(h: History) -> list[str]:
-    """Values in the log more than once, each copy written under another epoch of its producer,
-    by a producer some of whose appends timed out. librdkafka bumps an idempotent producer's
-    epoch when messages time out (KIP-360) and re-sends the messages it still holds with new
-    sequence numbers, among them ones a request that then failed had written: new writes by
-    the protocol, which no broker can tell from the old. Any other value in the log twice is
-    a broker's duplicate (`check`)."""
+    """Values in the log more than once, each copy written under another epoch of one
+    producer id, and acknowledged, if at all, at the newest copy. An idempotent librdkafka
+    producer bumps its epoch (KIP-360) when messages time out, and when a partition answers
+    that sequence numbers were skipped (a batch reached a new leader while an earlier one was
+    still in flight to the old: confluentinc/librdkafka#4953); it then re-sends every message
+    it holds unacknowledged, renumbered under the new epoch, on every partition — among them
+    ones a request whose answer it never had had written. Those are new writes by the
+    protocol, which no broker (Kafka's included) can tell from the old. Any other value in the
+    log twice — under one epoch, by two producer ids, or written again after its
+    acknowledgement — is a broker's duplicate (`check`)."""
+    acked = acknowledged_at(h)
     return [f"{value} at {places}, written by (producer id, epoch) {writers}"
-            for value, (places, writers) in duplicated(h).items() if re_sent(h, value, writers)]
+            for value, (places, writers) in duplicated(h).items()
+            if re_sent(places, writers, acked.get(value))]
 
 
-def re_sent(h: History, value: str, writers: list[tuple[int, int] | None]) -> bool:
-    """Whether the copies of `value` are what `resent` describes."""
-    producer = int(value.split("-", 1)[0][1:])
-    timed_out = any(a.producer == producer and a.outcome == "unknown" for a in h.appends)
-    return timed_out and None not in writers and len(set(writers)) == len(writers)
+def acknowledged_at(h: History) -> dict[str, tuple[int, int]]:
+    """Each acknowledged value's (partition, offset)."""
+    return {a.value: (a.partition, a.offset) for a in h.appends
+            if a.outcome == "ok" and a.offset is not None}
+
+
+def re_sent(places: list[tuple[int, int]], writers: list[tuple[int, int] | None],
+            acked: tuple[int, int] | None) -> bool:
+    """Whether a value's copies at `places`, written by `writers` and acknowledged at `acked`
+    (None: not acknowledged), are what `resent` describes."""
+    if None in writers or len(set(writers)) != len(writers) or len({w[0] for w in writers}) > 1:
+        return False
+    newest = max(range(len(places)), key=lambda i: writers[i][1])
+    return acked is None or acked == places[newest]
 
 
 def duplicated(h: History) -> dict[str, tuple[list[tuple[int, int]],
@@ -834,8 +849,9 @@ def check(h: History) -> list[str]:
         violations.append(f"sequence: producer {producer} failed fatally: {error}")
     # Idempotence: no value twice, but for what a producer re-sent after bumping its epoch
     # (`resent`).
+    acknowledged = acknowledged_at(h)
     for value, (places, writers) in duplicated(h).items():
-        if not re_sent(h, value, writers):
+        if not re_sent(places, writers, acknowledged.get(value)):
             violations.append(f"duplicate: {value} at {places}, written by (producer id, "
                               f"epoch) {writers}")
     # Real time: an append acknowledged before another was invoked precedes it in its list.
