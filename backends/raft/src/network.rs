@@ -676,9 +676,10 @@ mod tests {
         }
     }
 
-    /// Node 1 of cluster `a`, answering as [`Fixed`] on a loopback port: its address and task.
-    async fn listening(
+    /// Node 1 of cluster `a`, answering as `handler` on a loopback port: its address and task.
+    async fn listening_as<H: Handler>(
         credentials: &ClusterCredentials,
+        handler: H,
     ) -> Result<(String, tokio::task::JoinHandle<()>), NetError> {
         let io = |source| NetError::Io {
             addr: "127.0.0.1:0".into(),
@@ -694,8 +695,15 @@ mod tests {
         };
         Ok((
             addr,
-            tokio::spawn(serve(listener, identity, Arc::new(Fixed))),
+            tokio::spawn(serve(listener, identity, Arc::new(handler))),
         ))
+    }
+
+    /// Node 1 of cluster `a`, answering as [`Fixed`].
+    async fn listening(
+        credentials: &ClusterCredentials,
+    ) -> Result<(String, tokio::task::JoinHandle<()>), NetError> {
+        listening_as(credentials, Fixed).await
     }
 
     #[tokio::test]
@@ -789,20 +797,8 @@ mod tests {
     #[tokio::test]
     async fn an_abandoned_call_never_answers_the_next() -> Result<(), NetError> {
         let secret = ClusterCredentials::from(ClusterSecret::generate());
-        let io = |source| NetError::Io {
-            addr: "127.0.0.1:0".into(),
-            source,
-        };
-        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(io)?;
-        let addr = listener.local_addr().map_err(io)?.to_string();
-        let identity = ListenerIdentity {
-            me: 1,
-            cluster_id: "a".into(),
-            max_frame_bytes: 1 << 20,
-            credentials: secret.clone(),
-        };
         let node = Arc::new(Numbering::default());
-        let server = tokio::spawn(serve(listener, identity, Arc::new(Arc::clone(&node))));
+        let (addr, server) = listening_as(&secret, Arc::clone(&node)).await?;
         let hello = Hello {
             cluster_id: "a".into(),
             from: 2,
