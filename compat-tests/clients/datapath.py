@@ -182,14 +182,16 @@ class ProxiedCluster(Cluster):
     def bootstrap(self, *ids: int) -> str:
         return ",".join(self.netem.fronts[i] for i in (ids or self.nodes))
 
-    def close(self) -> None:
+    def close(self, release_ports: bool = True) -> None:
+        """Stop the nodes and the proxies; with `release_ports`, later clusters of this process
+        may take the nodes' ports (every process that bound them is gone)."""
         try:
             super().close()
         finally:
             self.netem.close()
-            # Every process that bound them is gone: a soak's later runs may take them.
-            for port in self.ports:
-                release_port(port)
+            if release_ports:
+                for port in self.ports:
+                    release_port(port)
 
 
 @dataclasses.dataclass
@@ -1069,7 +1071,8 @@ def run_schedule(backend: Backend, base: Path, seed: int, kinds: tuple[str, ...]
                            f"{schedule_text}): {e}") from e
     finally:
         stop(workers, history)
-        cluster.close()
+        # A worker left running may reconnect to these ports: they stay taken in this process.
+        cluster.close(release_ports=not history.abandoned)
     for i, node in cluster.nodes.items():
         history.replicas[i] = {p: replica_batches(node.data_dir, p)
                                for p in range(PARTITIONS) if i in holders[p]}

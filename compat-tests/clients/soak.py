@@ -37,8 +37,8 @@ def main() -> int:
     parser.add_argument("--first-seed", type=int, default=1000)
     parser.add_argument("--backends", help="comma-separated (default: every multi-node one)")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="runs side by side, each in its own process with its own share "
-                             "of the ports (default 1)")
+                        help="runs side by side, each schedule in a process of its own, with "
+                             "its own share of the ports (default 1)")
     parser.add_argument("--doc", type=Path, help="write the section into this Markdown file")
     parser.add_argument("--broken", type=int, default=20,
                         help="seeds (from 1, all faults) the broken variant may take to be "
@@ -61,8 +61,11 @@ def main() -> int:
     shares = context.Queue()
     for share in range(args.jobs):
         shares.put(share)
-    with ProcessPoolExecutor(args.jobs, mp_context=context, initializer=take_share,
-                             initargs=(shares, args.jobs)) as pool:
+    # A process per schedule: a client a run leaves running (`datapath.stop`) dies with its
+    # process, and never reaches a later run's cluster on ports it knew (the proxies' are
+    # ephemeral; the kernel hands them out again).
+    with ProcessPoolExecutor(args.jobs, mp_context=context, max_tasks_per_child=1,
+                             initializer=take_shares, initargs=(shares, args.jobs)) as pool:
         for future in as_completed([pool.submit(run_one, name, seed) for name, seed in runs]):
             name, seed, run, error, (began, ended) = future.result()
             first, last = spans.get(name, (began, ended))
@@ -88,9 +91,14 @@ def main() -> int:
     return 1 if failed or (caught is not None and caught[1] is None) else 0
 
 
-def take_share(shares, count: int) -> None:
-    """A job's process: its own share of the ports for the clusters it runs."""
-    share_ports(shares.get(), count)
+_SHARES = None
+_SHARE_COUNT = 1
+
+
+def take_shares(shares, count: int) -> None:
+    """A schedule's process: where it takes its share of the ports from (`run_one`)."""
+    global _SHARES, _SHARE_COUNT
+    _SHARES, _SHARE_COUNT = shares, count
 
 
 @dataclasses.dataclass
@@ -123,11 +131,16 @@ def run_one(name: str, seed: int) -> tuple[str, int, Run | None, str | None,
     began and ended in time.monotonic(), which every process of the machine shares)."""
     backend = next(b for b in MULTI_NODE if b.name == name)
     base = Path(tempfile.mkdtemp(prefix=f"soak-{name}-{seed}-"))
+    # One share of the ports per running schedule: held until its cluster is gone.
+    share = _SHARES.get()
+    share_ports(share, _SHARE_COUNT)
     began = time.monotonic()
     try:
         result = run_schedule(backend, base, seed)
     except Exception as e:
         return name, seed, None, f"{e} (kept {base})", (began, time.monotonic())
+    finally:
+        _SHARES.put(share)
     span = (began, time.monotonic())
     if result.violations:
         result.history.save(base / "history.json")
