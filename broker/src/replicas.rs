@@ -1435,7 +1435,7 @@ mod tests {
         assert_eq!(new.log().log_end_offset(), 2);
     }
 
-    /// The data-path soak's wal seed 1006 found producer 1000's batch of sequences 49..=131
+    /// Seed 1006 of the data-path soak found producer 1000's batch of sequences 49..=131
     /// twice in partition 0's log: under epoch 0, unacknowledged, and again under epoch 1 from
     /// sequence 0, after librdkafka bumped the epoch. That second copy is a new write by the
     /// protocol; what the broker owes is that a retry of a written batch that is not yet

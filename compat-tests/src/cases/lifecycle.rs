@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
@@ -77,6 +78,9 @@ pub async fn acknowledged_write_is_visible_locally(h: &dyn BackendHarness) -> an
     Ok(())
 }
 
+/// Writes [`cluster_view_notifies_only_on_change`] makes while it counts.
+const WRITES_WATCHED: usize = 20;
+
 /// Writes that change no role, leader, membership or readiness wake no one watching the
 /// cluster view: watchers (the broker's heartbeat and placement tasks among them) hear of
 /// changes only.
@@ -87,14 +91,26 @@ pub async fn cluster_view_notifies_only_on_change(h: &dyn BackendHarness) -> any
     let mut views = node.cluster();
     let before = views.borrow_and_update().clone();
     ensure!(before.is_ready(), "the leader is not ready: {before:?}");
-    for i in 0..20 {
+    // Count the wake-ups of a watcher while the writes run. A view may really change meanwhile
+    // (a follower's readiness flapping under load), a few times at most; a backend that
+    // notifies on every write wakes it at least once per write.
+    let wakeups = Arc::new(AtomicUsize::new(0));
+    let watcher = tokio::spawn({
+        let wakeups = Arc::clone(&wakeups);
+        async move {
+            while views.changed().await.is_ok() {
+                wakeups.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    for i in 0..WRITES_WATCHED {
         create_topic_ok(&node, &format!("quiet-{i}"), &[&[1]]).await?;
     }
-    let after = views.borrow().clone();
-    ensure!(after == before, "the view changed: {before:?} -> {after:?}");
+    watcher.abort();
+    let wakeups = wakeups.load(Ordering::SeqCst);
     ensure!(
-        !views.has_changed()?,
-        "20 writes notified the cluster view's watchers of a view that did not change"
+        wakeups < WRITES_WATCHED / 2,
+        "{WRITES_WATCHED} writes woke the cluster view's watchers {wakeups} times"
     );
     Ok(())
 }
@@ -291,13 +307,14 @@ async fn check_after_restart(
     before: &switchyard_backend_api::StateView,
 ) -> anyhow::Result<()> {
     let node = cluster.leader().await?;
-    let after = node.local();
     if node.guarantees().survives_restart() {
-        ensure!(after.applied_index >= before.applied_index);
+        // The leader may be another node, or this one, still applying what was committed
+        // before the crash: wait for it (a lost write never applies, and the wait times out).
+        let after = node.wait_applied(before.applied_index, DEADLINE).await?;
         ensure!(after.state == before.state, "state differs after restart");
     } else {
         ensure!(
-            after.state.topic_count() == 0,
+            node.local().state.topic_count() == 0,
             "declared non-durable but kept state"
         );
     }
