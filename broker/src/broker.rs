@@ -215,9 +215,10 @@ impl Broker {
             match changes.recv().await {
                 Ok(change) => {
                     if let Change::Applied {
-                        command: MetadataCommand::DeleteTopics { names },
+                        command,
                         result: Ok(Outcome::TopicsDeleted { results }),
                     } = &change.change
+                        && let MetadataCommand::DeleteTopics { names } = &**command
                     {
                         for (name, result) in names.iter().zip(results) {
                             if result.is_ok() {

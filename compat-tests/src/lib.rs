@@ -101,6 +101,7 @@ macro_rules! conformance_tests {
                 a_transaction_opens_prepares_and_completes,
                 an_open_transaction_is_aborted_by_fencing,
                 transactional_offsets_commit_with_the_transaction,
+                transactional_offsets_from_a_former_coordinator_are_rejected,
                 an_idle_transactional_id_expires,
             }
             batch {

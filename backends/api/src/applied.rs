@@ -23,8 +23,8 @@ pub const CHANGE_STREAM_CAPACITY: usize = 4096;
 pub enum Change {
     /// A command was applied, with apply's verdict.
     Applied {
-        /// The command.
-        command: MetadataCommand,
+        /// The command (boxed: the change stream holds it beside its verdict).
+        command: Box<MetadataCommand>,
         /// Its result; a rejection changed nothing.
         result: Result<Outcome, Rejection>,
     },
@@ -203,7 +203,7 @@ impl AppliedState {
             changes.push(AppliedChange {
                 index,
                 change: Change::Applied {
-                    command: command.clone(),
+                    command: Box::new(command.clone()),
                     result,
                 },
             });
@@ -263,7 +263,7 @@ impl AppliedState {
             AppliedChange {
                 index,
                 change: Change::Applied {
-                    command: command.clone(),
+                    command: Box::new(command.clone()),
                     result: result.clone(),
                 },
             },

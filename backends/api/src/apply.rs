@@ -103,16 +103,7 @@ impl MetadataState {
                 offsets,
                 commit_timestamp_ms,
             } => {
-                let still = self
-                    .group_coordinator(&group.0)
-                    .is_some_and(|b| b.id == *coordinator && b.incarnation == *incarnation);
-                if !still {
-                    return Err(Rejection::NotCoordinator {
-                        group: group.clone(),
-                        proposer: *coordinator,
-                        incarnation: *incarnation,
-                    });
-                }
+                self.check_coordinator(group, *coordinator, *incarnation)?;
                 self.commit_offsets(group, generation.as_ref(), offsets, *commit_timestamp_ms)
             }
             MetadataCommand::AllocateProducerIds { count } => self.allocate_producer_ids(*count),
@@ -206,17 +197,37 @@ impl MetadataState {
                 generation,
                 offsets,
                 now_ms,
-            } => self.txn_offset_commit(
-                Acting {
-                    transactional_id,
-                    producer_id: *producer_id,
-                    producer_epoch: *producer_epoch,
-                },
+            }
+            | MetadataCommand::CoordinatedTxnOffsetCommit {
+                transactional_id,
+                producer_id,
+                producer_epoch,
                 group,
-                generation.as_ref(),
+                generation,
                 offsets,
-                *now_ms,
-            ),
+                now_ms,
+                ..
+            } => {
+                if let MetadataCommand::CoordinatedTxnOffsetCommit {
+                    coordinator,
+                    incarnation,
+                    ..
+                } = command
+                {
+                    self.check_coordinator(group, *coordinator, *incarnation)?;
+                }
+                self.txn_offset_commit(
+                    Acting {
+                        transactional_id,
+                        producer_id: *producer_id,
+                        producer_epoch: *producer_epoch,
+                    },
+                    group,
+                    generation.as_ref(),
+                    offsets,
+                    *now_ms,
+                )
+            }
             MetadataCommand::AbortExpiredTxn {
                 transactional_id,
                 producer_id,
@@ -909,6 +920,28 @@ impl MetadataState {
             self.offsets.remove(&key);
         }
         Ok(())
+    }
+
+    /// Refuse a command `coordinator` (at `incarnation`) proposed as `group`'s coordinator
+    /// unless that incarnation of that broker still coordinates it.
+    fn check_coordinator(
+        &self,
+        group: &GroupId,
+        coordinator: BrokerId,
+        incarnation: u64,
+    ) -> Result<(), Rejection> {
+        let still = self
+            .group_coordinator(&group.0)
+            .is_some_and(|b| b.id == coordinator && b.incarnation == incarnation);
+        if still {
+            Ok(())
+        } else {
+            Err(Rejection::NotCoordinator {
+                group: group.clone(),
+                proposer: coordinator,
+                incarnation,
+            })
+        }
     }
 
     fn commit_offsets(

@@ -346,6 +346,32 @@ pub enum MetadataCommand {
         /// Commit time chosen by the proposer (ms since the Unix epoch).
         commit_timestamp_ms: i64,
     },
+    /// `TxnOffsetCommit` as the group's coordinator proposes it: applied only while that
+    /// incarnation of that broker still coordinates the group, else refused with
+    /// [`crate::Rejection::NotCoordinator`], as [`MetadataCommand::CoordinatedCommitOffsets`]
+    /// is. A transactional commit its coordinator stopped waiting for so cannot land in the
+    /// producer's next transaction, after the offsets that transaction committed through the
+    /// next coordinator, and take them back.
+    CoordinatedTxnOffsetCommit {
+        /// The proposing broker, the group's coordinator when it proposed.
+        coordinator: BrokerId,
+        /// Its incarnation then.
+        incarnation: u64,
+        /// The transactional id.
+        transactional_id: String,
+        /// The producer id it acts for.
+        producer_id: i64,
+        /// The epoch it acts in.
+        producer_epoch: i16,
+        /// The group.
+        group: GroupId,
+        /// As `TxnOffsetCommit`'s.
+        generation: Option<GenerationCheck>,
+        /// The offsets.
+        offsets: Vec<OffsetCommit>,
+        /// The proposer's clock.
+        now_ms: i64,
+    },
 }
 
 /// Largest producer-id block one [`MetadataCommand::AllocateProducerIds`] may take.
@@ -539,8 +565,8 @@ pub enum Outcome {
         /// The epoch the abort is written in.
         producer_epoch: i16,
     },
-    /// `AddToTxn`, `TxnOffsetCommit`, `EndTxn`, `CompleteTxn` or `AbortExpiredTxn`: the
-    /// transaction's state now.
+    /// `AddToTxn`, `TxnOffsetCommit`, `CoordinatedTxnOffsetCommit`, `EndTxn`, `CompleteTxn` or
+    /// `AbortExpiredTxn`: the transaction's state now.
     TransactionUpdated {
         /// Its state.
         status: crate::TxnStatus,

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, ensure};
 use switchyard_backend_api::{
-    GroupId, MetadataCommand, OffsetCommit, Outcome, ProducerId, Rejection, TxnStatus,
+    BrokerId, GroupId, MetadataCommand, OffsetCommit, Outcome, ProducerId, Rejection, TxnStatus,
 };
 
 use crate::fixtures::{accept, create_topic_ok, register_all, reject};
@@ -361,6 +361,83 @@ pub async fn transactional_offsets_commit_with_the_transaction(
         committed(&node) == Some(7),
         "an aborted transaction's offsets are dropped: {:?}",
         committed(&node)
+    );
+    Ok(())
+}
+
+/// Offsets a group's coordinator commits inside a transaction apply only while that
+/// incarnation of that broker still coordinates the group: a commit held up past the
+/// coordinator's fencing cannot land after the one made through the next coordinator and take
+/// the transaction's offsets back.
+pub async fn transactional_offsets_from_a_former_coordinator_are_rejected(
+    h: &dyn BackendHarness,
+) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    register_all(&node, &[1, 2]).await?;
+    create_topic_ok(&node, "in", &[&[1]]).await?;
+    let commit = |coordinator: (BrokerId, u64), producer: (i64, i16), offset: i64| {
+        MetadataCommand::CoordinatedTxnOffsetCommit {
+            coordinator: coordinator.0,
+            incarnation: coordinator.1,
+            transactional_id: ID.into(),
+            producer_id: producer.0,
+            producer_epoch: producer.1,
+            group: GroupId("g".into()),
+            generation: None,
+            offsets: vec![OffsetCommit {
+                topic: "in".into(),
+                partition: 0,
+                offset,
+                leader_epoch: None,
+                metadata: String::new(),
+            }],
+            now_ms: 2_500,
+        }
+    };
+    let coordinator = |node: &std::sync::Arc<dyn switchyard_backend_api::MetadataBackend>| {
+        node.local()
+            .state
+            .group_coordinator("g")
+            .map(|b| (b.id, b.incarnation))
+    };
+    let Some(first) = coordinator(&node) else {
+        bail!("no coordinator for g among live brokers 1 and 2");
+    };
+    let other = BrokerId(if first.0 == BrokerId(1) { 2 } else { 1 });
+    let producer = producer_of(&accept(&node, init(None)).await?)?;
+    accept(&node, add(producer, &[], &["g"])).await?;
+    accept(&node, commit(first, producer, 10)).await?;
+    let stranger = reject(&node, commit((other, 1), producer, 11)).await?;
+    ensure!(
+        matches!(stranger, Rejection::NotCoordinator { proposer, .. } if proposer == other),
+        "{stranger:?}"
+    );
+    accept(
+        &node,
+        MetadataCommand::FenceBroker {
+            id: first.0,
+            incarnation: first.1,
+        },
+    )
+    .await?;
+    let Some(next) = coordinator(&node) else {
+        bail!("no coordinator for g after the fence");
+    };
+    ensure!(next.0 == other, "g stayed on fenced broker {}", first.0);
+    accept(&node, commit(next, producer, 20)).await?;
+    let late = reject(&node, commit(first, producer, 5)).await?;
+    ensure!(matches!(late, Rejection::NotCoordinator { .. }), "{late:?}");
+    accept(&node, end(producer, true)).await?;
+    accept(&node, complete(producer)).await?;
+    let committed = node
+        .local()
+        .state
+        .committed_offset(&GroupId("g".into()), "in", 0)
+        .map(|o| o.offset);
+    ensure!(
+        committed == Some(20),
+        "the transaction commits the next coordinator's offset: {committed:?}"
     );
     Ok(())
 }

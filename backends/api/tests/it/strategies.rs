@@ -176,7 +176,7 @@ fn leaf_command() -> impl Strategy<Value = MetadataCommand> {
             0i64..3,
             0i16..3,
             prop::collection::vec((topic_name(), 0u32..3), 0..3),
-            0u8..6,
+            0u8..7,
             group(),
             prop::collection::vec(offset_commit(), 0..3)
         )
@@ -198,6 +198,17 @@ fn leaf_command() -> impl Strategy<Value = MetadataCommand> {
                             producer_epoch,
                         },
                         4 => MetadataCommand::TxnOffsetCommit {
+                            transactional_id,
+                            producer_id,
+                            producer_epoch,
+                            group,
+                            generation: None,
+                            offsets,
+                            now_ms: 4,
+                        },
+                        6 => MetadataCommand::CoordinatedTxnOffsetCommit {
+                            coordinator: BrokerId(i32::from(producer_epoch)),
+                            incarnation: 1,
                             transactional_id,
                             producer_id,
                             producer_epoch,

@@ -211,7 +211,8 @@ pub(crate) async fn add_offsets(
 }
 
 /// TxnOffsetCommit, sent to the group's coordinator: the offsets are held with the
-/// transaction (in the metadata) and become the group's committed offsets when it commits.
+/// transaction (in the metadata) and become the group's committed offsets when it commits;
+/// refused (NOT_COORDINATOR) if this broker no longer coordinates the group when they apply.
 pub(crate) async fn txn_offset_commit(
     broker: &Broker,
     request: TxnOffsetCommitRequest,
@@ -250,8 +251,12 @@ pub(crate) async fn txn_offset_commit(
                         })
                     })
                     .collect();
+                // Fenced by this broker's coordination, as an OffsetCommit is: held up past
+                // the group's move, it cannot land in the producer's next transaction.
                 let result = broker
-                    .propose(MetadataCommand::TxnOffsetCommit {
+                    .propose(MetadataCommand::CoordinatedTxnOffsetCommit {
+                        coordinator: broker.id(),
+                        incarnation: broker.incarnation(),
                         transactional_id: request.transactional_id.0.to_string(),
                         producer_id: request.producer_id.0,
                         producer_epoch: request.producer_epoch,
