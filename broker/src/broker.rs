@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kafka_protocol::error::ResponseError;
 use switchyard_backend_api::{
     BrokerEndpoint, BrokerId, Change, ClusterId, MetadataBackend, MetadataCommand, MetadataError,
-    MetadataState, NodeId, Outcome, StateView, StreamError,
+    MetadataState, NodeId, Outcome, Proposed, StateView, StreamError,
 };
 use tokio::sync::{Mutex, Notify, Semaphore, watch};
 use tracing::{info, warn};
@@ -408,6 +408,16 @@ impl Broker {
         propose_within(&*self.backend, self.metadata_timeout(), command).await
     }
 
+    /// Propose a command only as the metadata leader
+    /// ([`MetadataBackend::propose_as_leader`]: never forwarded), with the configured deadline.
+    pub async fn propose_as_leader(
+        &self,
+        command: MetadataCommand,
+    ) -> Result<Outcome, MetadataError> {
+        let timeout = self.metadata_timeout();
+        outcome_within(timeout, self.backend.propose_as_leader(command)).await
+    }
+
     /// Propose a command with the configured deadline, then wait (within it) until this node
     /// has applied it, so that the local view holds its effect: a command forwarded to the
     /// metadata leader applies there first.
@@ -557,7 +567,15 @@ pub(crate) async fn propose_within(
     timeout: Duration,
     command: MetadataCommand,
 ) -> Result<Outcome, MetadataError> {
-    match tokio::time::timeout(timeout, backend.propose(command)).await {
+    outcome_within(timeout, backend.propose(command)).await
+}
+
+/// A proposal's outcome, or `Timeout` once `timeout` passed.
+async fn outcome_within(
+    timeout: Duration,
+    proposal: impl Future<Output = Result<Proposed, MetadataError>>,
+) -> Result<Outcome, MetadataError> {
+    match tokio::time::timeout(timeout, proposal).await {
         Ok(result) => result.map(|proposed| proposed.outcome),
         Err(_) => Err(MetadataError::Timeout {
             what: "metadata proposal".into(),

@@ -406,7 +406,8 @@ impl Stalls {
 /// heartbeat (or the start of this leadership, whichever is later) is older than
 /// `broker.session.timeout.ms`. After a stall of its own ([`Stalls`]) it fences nobody and
 /// starts every broker's session again, as a new leader does. Each fence is proposed only
-/// while this node still leads in the epoch the decision was made in. Runs until aborted.
+/// while this node still leads in the epoch the decision was made in, and only as the leader
+/// (never forwarded to the next one). Runs until aborted.
 pub async fn run_fencer(broker: Arc<Broker>) {
     let settings = broker.settings();
     let session = Duration::from_millis(settings.broker_session_timeout_ms);
@@ -451,7 +452,7 @@ pub async fn run_fencer(broker: Arc<Broker>) {
                 break;
             }
             match broker
-                .propose(MetadataCommand::FenceBroker { id, incarnation })
+                .propose_as_leader(MetadataCommand::FenceBroker { id, incarnation })
                 .await
             {
                 Ok(_) => info!(

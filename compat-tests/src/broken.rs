@@ -96,6 +96,13 @@ impl MetadataBackend for Broken {
         self.inner.guarantees()
     }
 
+    async fn propose_as_leader(&self, command: MetadataCommand) -> Result<Proposed, MetadataError> {
+        if self.flaw != Flaw::AckBeforeCommit {
+            return self.inner.propose_as_leader(command).await;
+        }
+        self.propose(command).await
+    }
+
     async fn propose(&self, command: MetadataCommand) -> Result<Proposed, MetadataError> {
         if self.flaw != Flaw::AckBeforeCommit {
             return self.inner.propose(command).await;

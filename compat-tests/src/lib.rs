@@ -122,6 +122,7 @@ macro_rules! conformance_tests {
                 shutdown_refuses_writes,
                 removing_unknown_member_fails,
                 oversized_command_is_refused_and_writes_go_on,
+                a_leader_only_proposal_is_never_forwarded,
             }
             storage {
                 an_export_round_trips_byte_identically,

@@ -219,6 +219,10 @@ impl MetadataBackend for Trio {
         self.primary.propose(command).await
     }
 
+    async fn propose_as_leader(&self, command: MetadataCommand) -> Result<Proposed, MetadataError> {
+        self.primary.propose_as_leader(command).await
+    }
+
     fn local(&self) -> Arc<StateView> {
         self.primary.local()
     }

@@ -189,6 +189,18 @@ pub trait MetadataBackend: Send + Sync + fmt::Debug + 'static {
     /// - Commands proposed one after another by one caller apply in that order.
     async fn propose(&self, command: MetadataCommand) -> Result<Proposed, MetadataError>;
 
+    /// As [`Self::propose`], but only as the node that writes: never forwarded. For a decision
+    /// only the current leader may take — fencing a broker whose session it watched expire —
+    /// so that a node that lost the lead cannot have it applied through the next leader.
+    ///
+    /// ### To ensure correctness:
+    /// - On a node that does not lead, fails with `NotLeader { leader }` (or, while no leader
+    ///   is known, a retriable error) and writes nothing; the command reaches no other node.
+    /// - A deposed leader that wrote it before learning so sees it dropped or never
+    ///   committed: `NotLeader` or `Timeout`, as for `propose`.
+    /// - Otherwise as `propose`.
+    async fn propose_as_leader(&self, command: MetadataCommand) -> Result<Proposed, MetadataError>;
+
     /// The latest locally applied state. Lock-free and cheap: no I/O, no await, no consensus.
     /// A committed prefix of the log, possibly behind the leader on a follower.
     fn local(&self) -> Arc<StateView>;

@@ -117,6 +117,11 @@ impl MetadataBackend for MemoryBackend {
         })
     }
 
+    /// The one node always writes itself.
+    async fn propose_as_leader(&self, command: MetadataCommand) -> Result<Proposed, MetadataError> {
+        self.propose(command).await
+    }
+
     fn local(&self) -> Arc<StateView> {
         self.applied.view()
     }

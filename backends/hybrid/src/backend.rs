@@ -820,6 +820,15 @@ impl MetadataBackend for HybridBackend {
             .await
     }
 
+    async fn propose_as_leader(&self, command: MetadataCommand) -> Result<Proposed, MetadataError> {
+        self.check_running()?;
+        command.check_size()?;
+        let deadline = Instant::now() + self.inner.propose_timeout();
+        self.inner
+            .propose(command, deadline, Forwarding::Refuse)
+            .await
+    }
+
     fn local(&self) -> Arc<StateView> {
         self.inner.wal.local()
     }

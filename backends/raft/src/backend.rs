@@ -25,7 +25,7 @@ use crate::config::RaftConfig;
 use crate::network::{self, Handler, ListenerIdentity, NetError, Network, Peer, Request, Response};
 use crate::proposals::Pending;
 use crate::store::{Db, LogStore, StateMachine};
-use crate::types::{Node, Raft, TypeConfig};
+use crate::types::{Node, Raft, TypeConfig, Written};
 use crate::{GUARANTEES, NAME};
 
 /// One node of the `raft` backend.
@@ -852,6 +852,26 @@ impl MetadataBackend for RaftBackend {
         tokio::time::timeout_at(deadline, proposed)
             .await
             .unwrap_or_else(|_| Err(timeout_error("the proposal to commit", timeout)))
+    }
+
+    /// An entry of its own, written here past the group-commit queue (whose groups are
+    /// forwarded when this node does not lead).
+    async fn propose_as_leader(&self, command: MetadataCommand) -> Result<Proposed, MetadataError> {
+        self.check_running()?;
+        command.check_size()?;
+        let Written {
+            term,
+            leader,
+            applied,
+        } = self.inner.propose_here(vec![command]).await?;
+        let Ok([(index, result)]) = <[_; 1]>::try_from(applied) else {
+            return Err(storage("an entry of one proposal answered another count"));
+        };
+        self.inner
+            .applied
+            .wait_applied(index, self.inner.propose_timeout())
+            .await?;
+        verdict(index, term, leader, result)
     }
 
     fn local(&self) -> Arc<StateView> {

@@ -408,6 +408,19 @@ impl MetadataBackend for WalBackend {
         }
     }
 
+    async fn propose_as_leader(&self, command: MetadataCommand) -> Result<Proposed, MetadataError> {
+        self.check_running()?;
+        command.check_size()?;
+        let term = self.node.term();
+        if term.primary == self.node.me {
+            self.node.propose_as_primary(command).await
+        } else {
+            Err(MetadataError::NotLeader {
+                leader: Some(term.primary),
+            })
+        }
+    }
+
     fn local(&self) -> Arc<StateView> {
         self.node.applied.view()
     }

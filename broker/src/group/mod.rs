@@ -355,6 +355,12 @@ mod tests {
             let _running = Running(Arc::clone(&self.running));
             std::future::pending().await
         }
+        async fn propose_as_leader(
+            &self,
+            command: MetadataCommand,
+        ) -> Result<Proposed, MetadataError> {
+            self.propose(command).await
+        }
         fn local(&self) -> Arc<StateView> {
             self.inner.local()
         }

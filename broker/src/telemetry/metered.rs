@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::{METADATA_PROPOSALS_IN_FLIGHT, METADATA_PROPOSE_DURATION};
 
-/// Wraps a backend: [`MetadataBackend::propose`] is timed into
+/// Wraps a backend: [`MetadataBackend::propose`] (and `propose_as_leader`) is timed into
 /// `switchyard_metadata_propose_duration_seconds` (by result) and counted in
 /// `switchyard_metadata_proposals_in_flight` while it runs; everything else passes through.
 #[derive(Debug)]
@@ -45,6 +45,22 @@ impl Drop for InFlight {
     }
 }
 
+/// Run a proposal in the in-flight gauge and time it by result.
+async fn measured(
+    proposal: impl Future<Output = Result<Proposed, MetadataError>>,
+) -> Result<Proposed, MetadataError> {
+    let _in_flight = InFlight::start();
+    let started = Instant::now();
+    let proposed = proposal.await;
+    let result = match &proposed {
+        Ok(_) => "ok",
+        Err(MetadataError::Rejected(_)) => "rejected",
+        Err(_) => "error",
+    };
+    metrics::histogram!(METADATA_PROPOSE_DURATION, "result" => result).record(started.elapsed());
+    proposed
+}
+
 #[async_trait]
 impl MetadataBackend for Metered {
     fn name(&self) -> &'static str {
@@ -56,17 +72,11 @@ impl MetadataBackend for Metered {
     }
 
     async fn propose(&self, command: MetadataCommand) -> Result<Proposed, MetadataError> {
-        let _in_flight = InFlight::start();
-        let started = Instant::now();
-        let proposed = self.inner.propose(command).await;
-        let result = match &proposed {
-            Ok(_) => "ok",
-            Err(MetadataError::Rejected(_)) => "rejected",
-            Err(_) => "error",
-        };
-        metrics::histogram!(METADATA_PROPOSE_DURATION, "result" => result)
-            .record(started.elapsed());
-        proposed
+        measured(self.inner.propose(command)).await
+    }
+
+    async fn propose_as_leader(&self, command: MetadataCommand) -> Result<Proposed, MetadataError> {
+        measured(self.inner.propose_as_leader(command)).await
     }
 
     fn local(&self) -> Arc<StateView> {

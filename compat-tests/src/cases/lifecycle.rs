@@ -488,6 +488,64 @@ pub async fn removing_unknown_member_fails(h: &dyn BackendHarness) -> anyhow::Re
     Ok(())
 }
 
+/// A proposal only the leader may make is written by the leader alone: on every other node
+/// `propose_as_leader` fails (`NotLeader`, or retriable while no leader is known) and the
+/// command reaches no log, where `propose` would have forwarded it; on the leader it applies
+/// and every node gets it.
+pub async fn a_leader_only_proposal_is_never_forwarded(
+    h: &dyn BackendHarness,
+) -> anyhow::Result<()> {
+    let size = if h.max_nodes() >= 3 { 3 } else { 1 };
+    let cluster = TestCluster::start(h, size).await?;
+    let leader = cluster.leader().await?;
+    register_all(&leader, &[1]).await?;
+    for index in 0..size {
+        let node = cluster.node(index)?;
+        if Arc::ptr_eq(node, &leader) {
+            continue;
+        }
+        let name = format!("from-{index}");
+        let result = tokio::time::timeout(
+            DEADLINE,
+            node.propose_as_leader(create_topic(&name, &[&[1]])),
+        )
+        .await
+        .with_context(|| format!("propose_as_leader on node {index} hung"))?;
+        match result {
+            Err(e) if e.is_retriable() => {}
+            other => bail!("propose_as_leader on follower {index}: {other:?}"),
+        }
+    }
+    let proposed = match leader
+        .propose_as_leader(create_topic("from-leader", &[&[1]]))
+        .await
+    {
+        Ok(proposed) => proposed,
+        Err(e) => bail!("propose_as_leader on the leader: {e}"),
+    };
+    for index in 0..size {
+        let view = cluster
+            .node(index)?
+            .wait_applied(proposed.index, DEADLINE)
+            .await?;
+        ensure!(
+            view.state.topic("from-leader").is_some(),
+            "node {index} lacks the leader's write"
+        );
+        let forwarded: Vec<&str> = view
+            .state
+            .topics()
+            .map(|t| t.name.as_str())
+            .filter(|name| name.starts_with("from-") && *name != "from-leader")
+            .collect();
+        ensure!(
+            forwarded.is_empty(),
+            "node {index} applied what followers were asked to write: {forwarded:?}"
+        );
+    }
+    Ok(())
+}
+
 /// A command whose encoding passes [`MAX_COMMAND_BYTES`] — an offset commit of 4,600 entries
 /// with 4,000 bytes of metadata each, 18 MB — is refused with `CommandTooLarge` before anything
 /// is written, on every backend alike; one just under the limit is accepted; writes after both
