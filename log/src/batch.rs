@@ -36,6 +36,8 @@ const BASE_OFFSET: usize = 0;
 const BATCH_LENGTH: usize = 8;
 const PARTITION_LEADER_EPOCH: usize = 12;
 const MAGIC: usize = 16;
+/// The bytes before `magic`: `baseOffset`, `batchLength`, `partitionLeaderEpoch`.
+pub(crate) const PREFIX_LEN: usize = MAGIC;
 pub(crate) const CRC: usize = 17;
 pub(crate) const ATTRIBUTES: usize = 21;
 const LAST_OFFSET_DELTA: usize = 23;
@@ -193,6 +195,20 @@ impl BatchHeader {
     /// The offset right after this batch.
     pub fn next_offset(&self) -> i64 {
         self.last_offset() + 1
+    }
+
+    /// The batch's first [`PREFIX_LEN`] bytes as this header has them: `baseOffset`,
+    /// `batchLength` and `partitionLeaderEpoch`, the fields an append rewrites (all outside
+    /// the CRC). Written in front of the rest of the batch's original bytes, they give the
+    /// batch as stored.
+    pub(crate) fn prefix(&self) -> [u8; PREFIX_LEN] {
+        let mut prefix = [0u8; PREFIX_LEN];
+        prefix[BASE_OFFSET..BATCH_LENGTH].copy_from_slice(&self.base_offset.to_be_bytes());
+        prefix[BATCH_LENGTH..PARTITION_LEADER_EPOCH]
+            .copy_from_slice(&self.batch_length.to_be_bytes());
+        prefix[PARTITION_LEADER_EPOCH..MAGIC]
+            .copy_from_slice(&self.partition_leader_epoch.to_be_bytes());
+        prefix
     }
 
     /// The compression codec: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd.
@@ -360,16 +376,6 @@ impl<'a> Iterator for Batches<'a> {
     }
 }
 
-/// Rewrites `baseOffset` of the batch at the start of `batch`. Outside the CRC.
-pub(crate) fn set_base_offset(batch: &mut [u8], base_offset: i64) {
-    batch[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
-}
-
-/// Rewrites `partitionLeaderEpoch` of the batch at the start of `batch`. Outside the CRC.
-pub(crate) fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
-    batch[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4].copy_from_slice(&epoch.to_be_bytes());
-}
-
 /// Builds real v2 batches for tests: records with a null key, the given values, offset deltas
 /// `0..n` and timestamp deltas 0, so `maxTimestamp == baseTimestamp`.
 #[cfg(any(test, feature = "testing"))]
@@ -516,13 +522,18 @@ mod tests {
     }
 
     #[test]
-    fn rewriting_offset_and_epoch_keeps_the_crc_valid() {
-        let mut bytes = batch(1, &[b"x"]);
-        set_base_offset(&mut bytes, 42);
-        set_partition_leader_epoch(&mut bytes, 7);
-        let parsed = RecordBatch::parse(&bytes, 0).expect("still valid");
+    fn a_rewritten_prefix_keeps_the_crc_valid() {
+        let bytes = batch(1, &[b"x"]);
+        let mut header = *RecordBatch::parse(&bytes, 0).expect("valid").header();
+        header.base_offset = 42;
+        header.partition_leader_epoch = 7;
+        let mut rewritten = header.prefix().to_vec();
+        rewritten.extend_from_slice(&bytes[PREFIX_LEN..]);
+        let parsed = RecordBatch::parse(&rewritten, 0).expect("still valid");
         assert_eq!(parsed.header().base_offset, 42);
         assert_eq!(parsed.header().partition_leader_epoch, 7);
+        assert_eq!(parsed.header().batch_length, header.batch_length);
+        assert_eq!(rewritten.len(), bytes.len());
     }
 
     #[test]

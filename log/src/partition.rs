@@ -2,6 +2,7 @@
 //! and flushing.
 
 use std::fs::{self, File};
+use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -9,8 +10,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
-use super::batch::BatchHeader;
-use super::batch::{Batches, set_base_offset, set_partition_leader_epoch};
+use super::batch::{BatchHeader, Batches, PREFIX_LEN};
 use super::checkpoint::{CLEANER_OFFSET, LOG_START};
 use super::config::LogConfig;
 use super::epochs::{EpochStart, Epochs};
@@ -184,12 +184,14 @@ pub struct PartitionLog {
     epochs: Mutex<Epochs>,
 }
 
-/// A batch's place in an append's buffer.
+/// A batch's place in an append's buffer, and its header as it is stored (offset and leader
+/// epoch as the append sets them).
 #[derive(Debug)]
 struct Placed {
     start: usize,
     size: usize,
     offsets: i64,
+    header: BatchHeader,
 }
 
 /// How an append sets the offsets of its batches.
@@ -203,10 +205,11 @@ enum Assign {
     Replica,
 }
 
-/// A validated append, ready to be written.
+/// A validated append, ready to be written: the caller's bytes, never copied — each batch is
+/// written as its rewritten prefix ([`BatchHeader::prefix`]) and the rest of its own bytes.
 #[derive(Debug)]
-struct Pending {
-    buf: Vec<u8>,
+struct Pending<'a> {
+    records: &'a [u8],
     placed: Vec<Placed>,
     record_count: u64,
 }
@@ -443,13 +446,14 @@ impl PartitionLog {
                         header.next_offset() - expected_before.unwrap_or(header.base_offset)
                     }
                 },
+                header: *header,
             });
         }
         if placed.is_empty() {
             return Err(LogError::NoRecords);
         }
         let mut pending = Pending {
-            buf: records.to_vec(),
+            records,
             placed,
             record_count,
         };
@@ -461,7 +465,7 @@ impl PartitionLog {
             return Err(LogError::BatchTooLarge { size: p.size, max });
         }
         let offsets: i64 = pending.placed.iter().map(|p| p.offsets).sum();
-        self.maybe_roll(&mut writer, pending.buf.len() as u64, offsets, now_ms)?;
+        self.maybe_roll(&mut writer, records.len() as u64, offsets, now_ms)?;
         writer.active_since_ms.get_or_insert(now_ms);
 
         let active = Arc::clone(&writer.active);
@@ -491,11 +495,10 @@ impl PartitionLog {
                 epochs.store(&self.dir)?;
             }
         }
-        for p in &pending.placed {
-            let batch = &mut pending.buf[p.start..p.start + p.size];
+        for p in &mut pending.placed {
             if let Assign::Leader { epoch } = assign {
-                set_base_offset(batch, next);
-                set_partition_leader_epoch(batch, epoch);
+                p.header.base_offset = next;
+                p.header.partition_leader_epoch = epoch;
             }
             next += p.offsets;
         }
@@ -527,22 +530,32 @@ impl PartitionLog {
     fn write(
         writer: &mut Writer,
         active: &Segment,
-        pending: &Pending,
+        pending: &Pending<'_>,
         summary: &mut Summary,
         now_ms: i64,
     ) -> Result<(bool, NewEntries), LogError> {
         let position = summary.size;
-        active.write_at(&pending.buf, position)?;
+        let prefixes: Vec<[u8; PREFIX_LEN]> =
+            pending.placed.iter().map(|p| p.header.prefix()).collect();
+        let mut parts: Vec<IoSlice<'_>> = pending
+            .placed
+            .iter()
+            .zip(&prefixes)
+            .flat_map(|(p, prefix)| {
+                [
+                    IoSlice::new(prefix),
+                    IoSlice::new(&pending.records[p.start + PREFIX_LEN..p.start + p.size]),
+                ]
+            })
+            .collect();
+        active.write_all_at(&mut parts, position)?;
         let mut new = NewEntries::default();
         let interval = writer.config.index_interval_bytes;
         for p in &pending.placed {
-            let Some(header) = BatchHeader::decode(&pending.buf[p.start..]) else {
-                continue;
-            };
             summary.track(
                 active.base_offset(),
                 position + p.start as u64,
-                &header,
+                &p.header,
                 p.size as u64,
                 interval,
                 &mut new,

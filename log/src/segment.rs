@@ -7,7 +7,7 @@
 //! size, with `pread` and no lock held.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -519,11 +519,26 @@ impl Segment {
         self.state.read().summary
     }
 
-    /// Writes `bytes` at `position` (the published size) without publishing them.
-    pub(crate) fn write_at(&self, bytes: &[u8], position: u64) -> Result<(), LogError> {
-        self.file
-            .write_all_at(bytes, position)
-            .map_err(io_err("write", &self.path))
+    /// Writes `parts`, one after another, at `position` (the published size) without
+    /// publishing them, with `pwritev` until all are written: one call writes at most
+    /// `IOV_MAX` parts (rustix passes no more), and may write less. Consumes `parts`.
+    pub(crate) fn write_all_at(
+        &self,
+        mut parts: &mut [IoSlice<'_>],
+        mut position: u64,
+    ) -> Result<(), LogError> {
+        while !parts.is_empty() {
+            let written = match rustix::io::pwritev(&self.file, parts, position) {
+                Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => Ok(n),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(errno) => Err(io::Error::from(errno)),
+            }
+            .map_err(io_err("write", &self.path))?;
+            position += written as u64;
+            IoSlice::advance_slices(&mut parts, written);
+        }
+        Ok(())
     }
 
     /// Cuts the data file back to `size` bytes (dropping an unpublished partial write).

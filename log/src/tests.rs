@@ -126,6 +126,37 @@ fn multiple_batches_in_one_append() {
 }
 
 #[test]
+fn an_append_of_more_batches_than_one_vectored_write_takes_is_written_whole() {
+    // Each batch is written as two parts (its rewritten prefix and the rest of its bytes) and
+    // one `pwritev` takes at most 1,024: 1,500 batches take three calls.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), small(1 << 24));
+    let batches: Vec<Vec<u8>> = (0..1_500)
+        .map(|i: i64| batch(i, &[format!("value-{i}").as_bytes()]))
+        .collect();
+    let records = batches.concat();
+    log.append(&batch(0, &[b"first"]), EPOCH, 0)
+        .expect("append");
+    let info = log.append(&records, EPOCH + 1, 0).expect("append");
+    assert_eq!((info.base_offset, info.last_offset), (1, 1_500));
+
+    let check = |log: &PartitionLog| {
+        let read = log.read(1, 1 << 24).expect("read");
+        assert_eq!(read.records.len(), records.len());
+        for (i, stored) in Batches::new(&read.records).enumerate() {
+            let stored = stored.expect("a valid batch read back");
+            assert_eq!(stored.header().base_offset, i as i64 + 1);
+            assert_eq!(stored.header().partition_leader_epoch, EPOCH + 1);
+            // Past the rewritten fields, the batch is the appended bytes.
+            assert_eq!(stored.bytes()[16..], batches[i][16..]);
+        }
+    };
+    check(&log);
+    drop(log);
+    check(&open(dir.path(), small(1 << 24)));
+}
+
+#[test]
 fn rejects_bad_appends_and_writes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(
