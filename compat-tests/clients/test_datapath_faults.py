@@ -3,7 +3,7 @@ idempotent producers, a committing consumer group, faults on every link and proc
 checkers. CI runs one schedule per backend; `scripts/soak-datapath` runs many.
 
 Seeds: 1 (three nodes) for every backend, 1003 (five nodes) for hybrid, and the seeds the soak
-failed on for their backends (raft 1069, wal 1006), or the one in
+failed on for their backends (raft 1069, 1044, 1477; wal 1006), or the one in
 `SWITCHYARD_CONFORMANCE_SEED`; a failure prints its schedule and the
 operations that break each check, and `SWITCHYARD_CONFORMANCE_SEED=N
 compat-tests/clients/run.sh -k datapath` replays its schedule (the clients' timing still
@@ -49,8 +49,9 @@ def test_five_nodes_hold_under_seed_1003(tmp_path):
 
 
 @pytest.mark.skipif(bool(REPLAY), reason="replaying one seed")
-@pytest.mark.parametrize("name, seed", [("raft", 1069), ("wal", 1006)],
-                         ids=["raft-1069", "wal-1006"])
+@pytest.mark.parametrize("name, seed",
+                         [("raft", 1069), ("raft", 1044), ("raft", 1477), ("wal", 1006)],
+                         ids=["raft-1069", "raft-1044", "raft-1477", "wal-1006"])
 def test_a_seed_the_soak_failed_holds(name, seed, tmp_path):
     """Seeds the soak failed on (six runs side by side, so alone their timing differs):
     - raft 1069, commit lost: the metadata leader, paused, resumed still leading its old term
@@ -60,7 +61,13 @@ def test_a_seed_the_soak_failed_holds(name, seed, tmp_path):
     - wal 1006, duplicate: the resumed primary's fencer fenced both live brokers; partition
       leaders moved, librdkafka bumped its producer's epoch on a skipped-sequence answer and
       re-sent unacknowledged messages, one batch of which was already in the log — a re-send
-      by the protocol, now counted apart, but set off by the fences."""
+      by the protocol, now counted apart, but set off by the fences.
+    - raft 1044 and 1477, txn exactly once: node 1, the transformer's transaction coordinator,
+      was paused (1044) or isolated (1477) long enough to be fenced; its producer ended the
+      transaction through the next coordinator and began the next one, and then node 1 read
+      the EndTxn (commit) it had been sent before and proposed it, which ended the next
+      transaction before its offsets were in it: records committed without their offsets.
+      EndTxn is now fenced by its coordinator."""
     backend = next((b for b in MULTI_NODE if b.name == name), None)
     if backend is None:
         pytest.skip(f"the {name} backend is not compiled in")

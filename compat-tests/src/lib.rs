@@ -102,6 +102,7 @@ macro_rules! conformance_tests {
                 an_open_transaction_is_aborted_by_fencing,
                 transactional_offsets_commit_with_the_transaction,
                 transactional_offsets_from_a_former_coordinator_are_rejected,
+                an_end_from_a_former_coordinator_is_rejected,
                 an_idle_transactional_id_expires,
             }
             batch {

@@ -161,12 +161,32 @@ impl MetadataState {
                 groups,
                 *now_ms,
             ),
+            MetadataCommand::CoordinatedEndTxn {
+                coordinator,
+                incarnation,
+                transactional_id,
+                ..
+            } if !self.coordinates(transactional_id, *coordinator, *incarnation) => {
+                Err(Rejection::NotTransactionCoordinator {
+                    transactional_id: transactional_id.clone(),
+                    proposer: *coordinator,
+                    incarnation: *incarnation,
+                })
+            }
             MetadataCommand::EndTxn {
                 transactional_id,
                 producer_id,
                 producer_epoch,
                 commit,
                 now_ms,
+            }
+            | MetadataCommand::CoordinatedEndTxn {
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                commit,
+                now_ms,
+                ..
             } => self.end_txn(
                 Acting {
                     transactional_id,
@@ -924,16 +944,20 @@ impl MetadataState {
 
     /// Refuse a command `coordinator` (at `incarnation`) proposed as `group`'s coordinator
     /// unless that incarnation of that broker still coordinates it.
+    /// Whether `coordinator`, in `incarnation`, coordinates `key` (a group or a transactional
+    /// id) now.
+    fn coordinates(&self, key: &str, coordinator: BrokerId, incarnation: u64) -> bool {
+        self.group_coordinator(key)
+            .is_some_and(|b| b.id == coordinator && b.incarnation == incarnation)
+    }
+
     fn check_coordinator(
         &self,
         group: &GroupId,
         coordinator: BrokerId,
         incarnation: u64,
     ) -> Result<(), Rejection> {
-        let still = self
-            .group_coordinator(&group.0)
-            .is_some_and(|b| b.id == coordinator && b.incarnation == incarnation);
-        if still {
+        if self.coordinates(&group.0, coordinator, incarnation) {
             Ok(())
         } else {
             Err(Rejection::NotCoordinator {

@@ -372,6 +372,29 @@ pub enum MetadataCommand {
         /// The proposer's clock.
         now_ms: i64,
     },
+    /// `EndTxn` as the transactional id's coordinator proposes it: applied only while that
+    /// incarnation of that broker still coordinates the id, else refused with
+    /// [`crate::Rejection::NotTransactionCoordinator`] (as Kafka's coordinator can write the
+    /// decision only while it leads the id's transaction-state partition). An end that a
+    /// coordinator read after it was paused or cut off — one its producer gave up on and sent
+    /// again to the next coordinator, which ended that transaction — so cannot end the
+    /// producer's next transaction, whose records would then commit without its offsets.
+    CoordinatedEndTxn {
+        /// The proposing broker, the id's coordinator when it proposed.
+        coordinator: BrokerId,
+        /// Its incarnation then.
+        incarnation: u64,
+        /// The transactional id.
+        transactional_id: String,
+        /// The producer id it acts for.
+        producer_id: i64,
+        /// The epoch it acts in.
+        producer_epoch: i16,
+        /// Commit (`true`) or abort.
+        commit: bool,
+        /// The proposer's clock.
+        now_ms: i64,
+    },
 }
 
 /// Largest producer-id block one [`MetadataCommand::AllocateProducerIds`] may take.
@@ -565,8 +588,8 @@ pub enum Outcome {
         /// The epoch the abort is written in.
         producer_epoch: i16,
     },
-    /// `AddToTxn`, `TxnOffsetCommit`, `CoordinatedTxnOffsetCommit`, `EndTxn`, `CompleteTxn` or
-    /// `AbortExpiredTxn`: the transaction's state now.
+    /// `AddToTxn`, `TxnOffsetCommit`, `CoordinatedTxnOffsetCommit`, `EndTxn`,
+    /// `CoordinatedEndTxn`, `CompleteTxn` or `AbortExpiredTxn`: the transaction's state now.
     TransactionUpdated {
         /// Its state.
         status: crate::TxnStatus,

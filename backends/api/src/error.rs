@@ -297,6 +297,19 @@ pub enum Rejection {
         /// Its incarnation when it proposed.
         incarnation: u64,
     },
+    /// The proposer no longer coordinates the transactional id (`NOT_COORDINATOR`): it was
+    /// fenced, restarted, or the id moved to another broker.
+    #[error(
+        "broker {proposer} (incarnation {incarnation}) does not coordinate transactional id {transactional_id}"
+    )]
+    NotTransactionCoordinator {
+        /// The transactional id.
+        transactional_id: String,
+        /// The broker that proposed.
+        proposer: BrokerId,
+        /// Its incarnation when it proposed.
+        incarnation: u64,
+    },
 }
 
 /// Why a backend call failed.

@@ -82,7 +82,9 @@ pub(crate) fn group_error(error: &MetadataError) -> ResponseError {
 pub(crate) fn rejection_error(rejection: &Rejection) -> ResponseError {
     match rejection {
         Rejection::ClusterIdMismatch { .. } => ResponseError::InconsistentClusterId,
-        Rejection::NotCoordinator { .. } => ResponseError::NotCoordinator,
+        Rejection::NotCoordinator { .. } | Rejection::NotTransactionCoordinator { .. } => {
+            ResponseError::NotCoordinator
+        }
         Rejection::InvalidBrokerId { .. }
         | Rejection::InvalidBrokerAddress { .. }
         | Rejection::InvalidGroupMembers { .. }

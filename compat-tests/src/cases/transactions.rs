@@ -54,6 +54,17 @@ fn complete(producer: (i64, i16)) -> MetadataCommand {
     }
 }
 
+type Node = std::sync::Arc<dyn switchyard_backend_api::MetadataBackend>;
+
+/// The broker that coordinates `key` (a group or a transactional id) in `node`'s view, and its
+/// incarnation.
+fn coordinator_of(node: &Node, key: &str) -> Option<(BrokerId, u64)> {
+    node.local()
+        .state
+        .group_coordinator(key)
+        .map(|b| (b.id, b.incarnation))
+}
+
 fn producer_of(outcome: &Outcome) -> anyhow::Result<(i64, i16)> {
     match outcome {
         Outcome::TransactionalProducer {
@@ -329,7 +340,7 @@ pub async fn transactional_offsets_commit_with_the_transaction(
             }],
             now_ms: 2_500,
         };
-    let committed = |node: &std::sync::Arc<dyn switchyard_backend_api::MetadataBackend>| {
+    let committed = |node: &Node| {
         node.local()
             .state
             .committed_offset(&GroupId("g".into()), "in", 1)
@@ -395,12 +406,7 @@ pub async fn transactional_offsets_from_a_former_coordinator_are_rejected(
             now_ms: 2_500,
         }
     };
-    let coordinator = |node: &std::sync::Arc<dyn switchyard_backend_api::MetadataBackend>| {
-        node.local()
-            .state
-            .group_coordinator("g")
-            .map(|b| (b.id, b.incarnation))
-    };
+    let coordinator = |node: &Node| coordinator_of(node, "g");
     let Some(first) = coordinator(&node) else {
         bail!("no coordinator for g among live brokers 1 and 2");
     };
@@ -438,6 +444,81 @@ pub async fn transactional_offsets_from_a_former_coordinator_are_rejected(
     ensure!(
         committed == Some(20),
         "the transaction commits the next coordinator's offset: {committed:?}"
+    );
+    Ok(())
+}
+
+/// A transaction's end applies only while that incarnation of the broker that proposes it
+/// still coordinates the transactional id: an EndTxn a former coordinator read late (after a
+/// pause or a partition, while its producer had ended that transaction through the next
+/// coordinator and begun another) cannot end the next transaction.
+pub async fn an_end_from_a_former_coordinator_is_rejected(
+    h: &dyn BackendHarness,
+) -> anyhow::Result<()> {
+    let cluster = TestCluster::single(h).await?;
+    let node = cluster.leader().await?;
+    register_all(&node, &[1, 2]).await?;
+    create_topic_ok(&node, "out", &[&[1]]).await?;
+    let end = |coordinator: (BrokerId, u64), producer: (i64, i16), commit: bool| {
+        MetadataCommand::CoordinatedEndTxn {
+            coordinator: coordinator.0,
+            incarnation: coordinator.1,
+            transactional_id: ID.into(),
+            producer_id: producer.0,
+            producer_epoch: producer.1,
+            commit,
+            now_ms: 2_000,
+        }
+    };
+    let coordinator = |node: &Node| coordinator_of(node, ID);
+    let status = |node: &Node| node.local().state.transaction(ID).map(|t| t.status);
+    let Some(first) = coordinator(&node) else {
+        bail!("no coordinator for {ID} among live brokers 1 and 2");
+    };
+    let other = BrokerId(if first.0 == BrokerId(1) { 2 } else { 1 });
+    let producer = producer_of(&accept(&node, init(None)).await?)?;
+    accept(&node, add(producer, &[("out", 0)], &[])).await?;
+    let stranger = reject(&node, end((other, 1), producer, true)).await?;
+    ensure!(
+        matches!(stranger, Rejection::NotTransactionCoordinator { proposer, .. } if proposer == other),
+        "{stranger:?}"
+    );
+    ensure!(
+        status(&node) == Some(TxnStatus::Ongoing),
+        "a refused end left {:?}",
+        status(&node)
+    );
+    accept(&node, end(first, producer, true)).await?;
+    accept(&node, complete(producer)).await?;
+    accept(
+        &node,
+        MetadataCommand::FenceBroker {
+            id: first.0,
+            incarnation: first.1,
+        },
+    )
+    .await?;
+    let Some(next) = coordinator(&node) else {
+        bail!("no coordinator for {ID} after the fence");
+    };
+    ensure!(next.0 == other, "{ID} stayed on fenced broker {}", first.0);
+    // The producer's next transaction, through the next coordinator.
+    accept(&node, add(producer, &[("out", 0)], &[])).await?;
+    let late = reject(&node, end(first, producer, true)).await?;
+    ensure!(
+        matches!(late, Rejection::NotTransactionCoordinator { .. }),
+        "{late:?}"
+    );
+    ensure!(
+        status(&node) == Some(TxnStatus::Ongoing),
+        "the former coordinator's end moved the next transaction to {:?}",
+        status(&node)
+    );
+    accept(&node, end(next, producer, false)).await?;
+    ensure!(
+        status(&node) == Some(TxnStatus::PrepareAbort),
+        "the coordinator's own end: {:?}",
+        status(&node)
     );
     Ok(())
 }

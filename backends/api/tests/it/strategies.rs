@@ -176,7 +176,7 @@ fn leaf_command() -> impl Strategy<Value = MetadataCommand> {
             0i64..3,
             0i16..3,
             prop::collection::vec((topic_name(), 0u32..3), 0..3),
-            0u8..7,
+            0u8..8,
             group(),
             prop::collection::vec(offset_commit(), 0..3)
         )
@@ -222,6 +222,15 @@ fn leaf_command() -> impl Strategy<Value = MetadataCommand> {
                             producer_id,
                             producer_epoch,
                             commit: step == 1,
+                            now_ms: 2,
+                        },
+                        7 => MetadataCommand::CoordinatedEndTxn {
+                            coordinator: BrokerId(i32::from(producer_epoch)),
+                            incarnation: 1,
+                            transactional_id,
+                            producer_id,
+                            producer_epoch,
+                            commit: producer_id != 0,
                             now_ms: 2,
                         },
                         _ => MetadataCommand::CompleteTxn {

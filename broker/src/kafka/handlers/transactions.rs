@@ -309,9 +309,13 @@ pub(crate) async fn end_txn(broker: &Broker, request: EndTxnRequest) -> EndTxnRe
         Err(error) => Some(error),
         Ok(broker) => {
             // Applied here before the completion starts: it reads the transaction's partitions
-            // from this node's view.
+            // from this node's view. Fenced by this broker's coordination: read late (after a
+            // pause or a partition, its producer gone on to the next coordinator and its next
+            // transaction), it cannot end that transaction.
             let result = broker
-                .propose_applied(MetadataCommand::EndTxn {
+                .propose_applied(MetadataCommand::CoordinatedEndTxn {
+                    coordinator: broker.id(),
+                    incarnation: broker.incarnation(),
                     transactional_id: id.clone(),
                     producer_id: request.producer_id.0,
                     producer_epoch: request.producer_epoch,
