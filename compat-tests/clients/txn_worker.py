@@ -16,10 +16,14 @@ from __future__ import annotations
 import sys
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition
 
 DEADLINE_S = 150
+# What OffsetFetch answers while the group's coordinator moves or restarts (a test killed a
+# node): the question is asked again, as Kafka's clients retry it, until the deadline.
+COORDINATOR_MOVING = (KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.NOT_COORDINATOR,
+                      KafkaError.COORDINATOR_LOAD_IN_PROGRESS)
 
 
 def rewind(consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -47,7 +51,12 @@ def main() -> int:
     rounds = 0
     deadline = time.monotonic() + DEADLINE_S
     while time.monotonic() < deadline:
-        committed = consumer.committed(partitions, timeout=30)
+        try:
+            committed = consumer.committed(partitions, timeout=30)
+        except KafkaException as e:
+            if e.args[0].code() not in COORDINATOR_MOVING:
+                raise
+            continue
         if sum(max(tp.offset, 0) for tp in committed) >= total:
             return 0
         batch = [m for m in consumer.consume(num_messages=20, timeout=0.5) if not m.error()]
