@@ -942,8 +942,6 @@ impl MetadataState {
         Ok(())
     }
 
-    /// Refuse a command `coordinator` (at `incarnation`) proposed as `group`'s coordinator
-    /// unless that incarnation of that broker still coordinates it.
     /// Whether `coordinator`, in `incarnation`, coordinates `key` (a group or a transactional
     /// id) now.
     fn coordinates(&self, key: &str, coordinator: BrokerId, incarnation: u64) -> bool {
@@ -951,6 +949,8 @@ impl MetadataState {
             .is_some_and(|b| b.id == coordinator && b.incarnation == incarnation)
     }
 
+    /// Refuse a command `coordinator` (at `incarnation`) proposed as `group`'s coordinator
+    /// unless that incarnation of that broker still coordinates it.
     fn check_coordinator(
         &self,
         group: &GroupId,
