@@ -213,6 +213,22 @@ impl<S: GroupLog> Driver<S> {
         )
     }
 
+    /// The leader this node follows, its term, and the ticks since it last heard from that
+    /// leader; `None` unless it is a follower that knows its leader.
+    pub fn following(&self) -> Option<(u64, u64, usize)> {
+        let raft = &self.raw.raft;
+        (raft.state == StateRole::Follower && raft.leader_id != raft::INVALID_ID).then_some((
+            raft.leader_id,
+            raft.term,
+            raft.election_elapsed,
+        ))
+    }
+
+    /// Ticks between a leader's heartbeats.
+    pub fn heartbeat_ticks(&self) -> usize {
+        self.raw.raft.heartbeat_timeout()
+    }
+
     /// The log, to read what was persisted.
     pub fn log(&self) -> &S {
         self.raw.store()

@@ -1,11 +1,13 @@
 //! [`Runner`]: the one task per node that drives its [`Driver`]: ticks on a
 //! `tokio::time::interval`, steps incoming messages, takes proposals, runs the Ready rounds
-//! after each of those, and publishes a [`GroupView`] when something changed.
+//! after each of those, and publishes a [`GroupView`] when something changed. It also cuts a
+//! dead leader's failover short ([`LeaderWatch`]).
 
 use std::time::Duration;
 
 use raft::StateRole;
 use raft::eraftpb::Message;
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -147,9 +149,15 @@ async fn run<S: GroupLog>(
     }
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (refused_tx, mut refused) = mpsc::channel(1);
+    let mut watch = LeaderWatch::new(tick, driver.heartbeat_ticks(), refused_tx);
     loop {
         tokio::select! {
-            _ = ticker.tick() => driver.tick(),
+            _ = ticker.tick() => {
+                driver.tick();
+                watch.on_tick(driver);
+            }
+            Some((leader, term)) = refused.recv() => watch.on_refused(driver, leader, term)?,
             message = inbox.recv() => {
                 let Some(message) = message else { return Ok(()) };
                 driver.step(message)?;
@@ -187,6 +195,91 @@ async fn run<S: GroupLog>(
     }
 }
 
+/// Cuts a dead leader's failover short. With `check_quorum`, raft-rs has a follower that heard
+/// from its leader within its election timeout ignore (pre-)votes, and campaign only once that
+/// timeout passed without a message. When the leader's process is gone, nothing listens on its
+/// cluster address any more: a follower that has not heard from its leader for two heartbeats
+/// connects there, once per heartbeat, and if the connection is refused it campaigns at once,
+/// at most once per term. Campaigning clears its own lease, so it grants the next survivor's
+/// pre-vote; that survivor wins when it campaigns. To keep two survivors from campaigning in
+/// the same instant and splitting the vote, each waits one more heartbeat per survivor ahead of
+/// it by node id. A leader that is alive but slow, stopped or cut off still accepts connections
+/// (or the attempt times out), so only the election timeout deposes it.
+#[derive(Debug)]
+struct LeaderWatch {
+    tick: Duration,
+    heartbeat: usize,
+    campaigned_in: Option<u64>,
+    probe: Option<JoinHandle<()>>,
+    refused: mpsc::Sender<(u64, u64)>,
+}
+
+impl LeaderWatch {
+    fn new(tick: Duration, heartbeat: usize, refused: mpsc::Sender<(u64, u64)>) -> Self {
+        Self {
+            tick,
+            heartbeat: heartbeat.max(1),
+            campaigned_in: None,
+            probe: None,
+            refused,
+        }
+    }
+
+    /// After a tick: connect to a silent leader's address when this node's turn came.
+    fn on_tick<S: GroupLog>(&mut self, driver: &Driver<S>) {
+        let Some((leader, term, silent)) = driver.following() else {
+            return;
+        };
+        if self.campaigned_in == Some(term) || self.probe.as_ref().is_some_and(|p| !p.is_finished())
+        {
+            return;
+        }
+        let state = driver.state();
+        let Some(ahead) = state
+            .members
+            .keys()
+            .filter(|id| **id != leader && !state.learners.contains(id))
+            .position(|id| *id == driver.id())
+        else {
+            return;
+        };
+        let wait = self.heartbeat * (2 + ahead);
+        if silent < wait || !(silent - wait).is_multiple_of(self.heartbeat) {
+            return;
+        }
+        let Some(addr) = state.members.get(&leader).cloned() else {
+            return;
+        };
+        let limit = self.tick * u32::try_from(self.heartbeat).unwrap_or(u32::MAX);
+        let refused = self.refused.clone();
+        self.probe = Some(tokio::spawn(async move {
+            if let Ok(Err(error)) = tokio::time::timeout(limit, TcpStream::connect(&addr)).await
+                && error.kind() == std::io::ErrorKind::ConnectionRefused
+            {
+                tracing::info!(leader, %addr, term, "the leader refuses connections; campaigning");
+                let _ = refused.send((leader, term)).await;
+            }
+        }));
+    }
+
+    /// `leader` of `term` refused a connection: campaign if this node still follows it then.
+    fn on_refused<S: GroupLog>(
+        &mut self,
+        driver: &mut Driver<S>,
+        leader: u64,
+        term: u64,
+    ) -> Result<(), DriverError> {
+        let still = driver
+            .following()
+            .is_some_and(|(l, t, _)| (l, t) == (leader, term));
+        if still && self.campaigned_in != Some(term) {
+            self.campaigned_in = Some(term);
+            driver.campaign()?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -203,6 +296,10 @@ mod tests {
 
     const DEADLINE: Duration = Duration::from_secs(20);
     const TICK: Duration = Duration::from_millis(10);
+    const TICKS: Ticks = Ticks {
+        election: 10,
+        heartbeat: 2,
+    };
 
     struct Node {
         runner: Runner,
@@ -214,6 +311,7 @@ mod tests {
         id: u64,
         peers: &BTreeMap<u64, String>,
         listener: TcpListener,
+        ticks: Ticks,
     ) -> Result<Node, DriverError> {
         let mut log = RocksLog::open(&dir.join(id.to_string()))?;
         if log.is_pristine()? {
@@ -222,10 +320,6 @@ mod tests {
             log.bootstrap(&members)?;
         }
         let (applied, state) = log.applied();
-        let ticks = Ticks {
-            election: 10,
-            heartbeat: 2,
-        };
         let driver = Driver::new(id, log, applied, state, ticks)?;
         let mut tasks = JoinSet::new();
         let (inbox_tx, inbox) = mpsc::channel(1024);
@@ -293,14 +387,14 @@ mod tests {
         }
     }
 
-    /// Three nodes over loopback TCP on RocksDB elect a leader; kill it (its loop and
-    /// transport stop, nothing shuts down cleanly): the survivors elect another in a later
-    /// term; the killed node restarts from its log and follows the new leader.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn tcp_group_elects_replaces_a_killed_leader_and_takes_it_back() -> Result<(), DriverError>
-    {
+    /// Three nodes over loopback TCP on RocksDB in `dir` elect a leader, which is then killed
+    /// (its loop and transport stop, nothing shuts down cleanly, its address refuses
+    /// connections). Returns the addresses, the survivors, and the killed leader and its term.
+    async fn three_then_kill_the_leader(
+        dir: &std::path::Path,
+        ticks: Ticks,
+    ) -> Result<(BTreeMap<u64, String>, BTreeMap<u64, Node>, u64, u64), DriverError> {
         let storage = |e: std::io::Error| DriverError::Storage(e.to_string());
-        let dir = tempfile::tempdir().map_err(storage)?;
         let mut listeners = BTreeMap::new();
         let mut peers = BTreeMap::new();
         for id in 1..=3 {
@@ -310,19 +404,53 @@ mod tests {
         }
         let mut nodes = BTreeMap::new();
         for (id, listener) in listeners {
-            nodes.insert(id, start(dir.path(), id, &peers, listener).await?);
+            nodes.insert(id, start(dir, id, &peers, listener, ticks).await?);
         }
         let (old, old_term) = agreed_leader(&nodes, 0).await?;
-
         if let Some(mut killed) = nodes.remove(&old) {
             killed.runner.kill().await;
             killed.transport.shutdown().await;
         }
+        Ok((peers, nodes, old, old_term))
+    }
+
+    /// Three nodes on loopback TCP whose election timeout is 3–4.5 s: when the leader is
+    /// killed and its address refuses connections, a survivor leads (its `Lead` applied by
+    /// both) within 2 s of the kill — before any election timeout could pass — and the
+    /// other follows it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn survivors_campaign_once_the_dead_leader_refuses_connections() -> Result<(), DriverError>
+    {
+        let storage = |e: std::io::Error| DriverError::Storage(e.to_string());
+        let dir = tempfile::tempdir().map_err(storage)?;
+        let slow = Ticks {
+            election: 300,
+            heartbeat: 2,
+        };
+        let (_, nodes, old, old_term) = three_then_kill_the_leader(dir.path(), slow).await?;
+        let (new, new_term) =
+            tokio::time::timeout(Duration::from_secs(2), agreed_leader(&nodes, old_term))
+                .await
+                .map_err(|_| DriverError::Storage("no leader within 2 s of the kill".into()))??;
+        assert!(new != old && new_term > old_term);
+        Ok(())
+    }
+
+    /// Three nodes over loopback TCP on RocksDB elect a leader; kill it (its loop and
+    /// transport stop, nothing shuts down cleanly): the survivors elect another in a later
+    /// term; the killed node restarts from its log and follows the new leader.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tcp_group_elects_replaces_a_killed_leader_and_takes_it_back() -> Result<(), DriverError>
+    {
+        let storage = |e: std::io::Error| DriverError::Storage(e.to_string());
+        let dir = tempfile::tempdir().map_err(storage)?;
+        let (peers, mut nodes, old, old_term) =
+            three_then_kill_the_leader(dir.path(), TICKS).await?;
         let (new, new_term) = agreed_leader(&nodes, old_term).await?;
         assert!(new != old && new_term > old_term);
 
         let listener = TcpListener::bind(&peers[&old]).await.map_err(storage)?;
-        nodes.insert(old, start(dir.path(), old, &peers, listener).await?);
+        nodes.insert(old, start(dir.path(), old, &peers, listener, TICKS).await?);
         let (leader, term) = agreed_leader(&nodes, new_term - 1).await?;
         assert!(term >= new_term, "{leader} at {term}");
         let states: Vec<GroupState> = nodes
