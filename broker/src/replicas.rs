@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use switchyard_backend_api::BrokerId;
-use switchyard_log::control::{Marker, marker_batch};
+use switchyard_log::control::{Marker, coordinator_epoch_of, marker_batch};
 use switchyard_log::{
     BatchHeader, Batches, CleanOutcome, LogConfig, LogConfigError, LogError, LogStore,
     PartitionLog, RecordBatch, checkpoint, records,
@@ -54,6 +54,10 @@ struct Producer {
     /// The largest batch timestamp seen from it: its state expires
     /// `producer.id.expiration.ms` after that, as in Kafka.
     last_timestamp: i64,
+    /// The coordinator epoch of its last transaction marker here. The coordinator numbers
+    /// each transaction's markers (the transaction's marker epoch), so a marker whose epoch is
+    /// not past this one is a copy of a marker written already, or of an older one.
+    coordinator_epoch: Option<i32>,
 }
 
 /// An idempotent producer whose state a partition keeps (DescribeProducers).
@@ -67,6 +71,8 @@ pub struct ActiveProducer {
     pub last_sequence: i32,
     /// The largest batch timestamp seen from it.
     pub last_timestamp: i64,
+    /// The coordinator epoch of its last transaction marker here, if it has one.
+    pub coordinator_epoch: Option<i32>,
 }
 
 /// What an append did.
@@ -165,6 +171,19 @@ pub enum PartitionError {
         /// The newest epoch seen.
         current: i16,
     },
+    /// A transaction marker older than the producer's last marker here.
+    #[error(
+        "producer {producer_id}'s marker of coordinator epoch {coordinator_epoch} is older than \
+         its last one here ({current})"
+    )]
+    StaleCoordinatorEpoch {
+        /// The producer.
+        producer_id: i64,
+        /// The marker's coordinator epoch.
+        coordinator_epoch: i32,
+        /// The coordinator epoch of the producer's last marker.
+        current: i32,
+    },
     /// A batch whose base sequence does not continue the producer's last one.
     #[error("producer {producer_id} sent sequence {got}, expected {expected}")]
     OutOfOrderSequence {
@@ -201,6 +220,7 @@ impl Replica {
                     epoch: p.epoch,
                     last_sequence: p.recent.back()?.last_sequence,
                     last_timestamp: p.last_timestamp,
+                    coordinator_epoch: p.coordinator_epoch,
                 })
             })
             .collect();
@@ -790,8 +810,11 @@ impl Replica {
 
     /// Append a transaction marker for `producer` (id, epoch) on the leader of `leader_epoch`:
     /// what WriteTxnMarkers asks of a partition leader. A marker of an epoch older than the
-    /// producer's here is refused (the producer was fenced since). Returns the marker's
-    /// offset. Blocking.
+    /// producer's here is refused (the producer was fenced since), and so is one whose
+    /// coordinator epoch is below that of the producer's last marker here (a late copy of an
+    /// older transaction's). One whose coordinator epoch equals it is a copy of that marker,
+    /// late or retried, and is not written again: it would end the transaction open now.
+    /// Returns the log end offset the ISR has to reach for the marker to count. Blocking.
     pub fn append_marker(
         &self,
         producer: (i64, i16),
@@ -807,26 +830,40 @@ impl Replica {
             });
         }
         let mut producers = self.producers.lock();
-        if let Some(p) = producers.get(&producer.0)
-            && producer.1 < p.epoch
-        {
-            return Err(PartitionError::StaleProducerEpoch {
-                producer_id: producer.0,
-                epoch: producer.1,
-                current: p.epoch,
-            });
+        if let Some(p) = producers.get(&producer.0) {
+            if producer.1 < p.epoch {
+                return Err(PartitionError::StaleProducerEpoch {
+                    producer_id: producer.0,
+                    epoch: producer.1,
+                    current: p.epoch,
+                });
+            }
+            if let Some(last) = p.coordinator_epoch {
+                // Marker epochs wrap: the nearer way round decides which is later.
+                match coordinator_epoch.wrapping_sub(last) {
+                    0 => return Ok(self.log.log_end_offset()),
+                    behind if behind < 0 => {
+                        return Err(PartitionError::StaleCoordinatorEpoch {
+                            producer_id: producer.0,
+                            coordinator_epoch,
+                            current: last,
+                        });
+                    }
+                    _ => {}
+                }
+            }
         }
         let bytes = marker_batch(producer, marker, coordinator_epoch, now_ms);
         let info = self.log.append(&bytes, leader_epoch, now_ms)?;
         let batch = RecordBatch::parse(&bytes, 0).map_err(LogError::InvalidBatch)?;
-        remember_marker(producers.entry(producer.0).or_default(), batch.header());
+        remember_marker(producers.entry(producer.0).or_default(), &batch);
         let mut txns = self.txns.lock();
         txns.track(&batch, info.base_offset);
         txns.trim(self.log.log_start_offset());
         drop(txns);
         drop(producers);
         self.advance_high_watermark(self.leadership.lock().as_ref());
-        Ok(info.base_offset)
+        Ok(info.last_offset + 1)
     }
 
     /// Append batches fetched from the leader of `leader_epoch` as they are (offsets and
@@ -936,8 +973,11 @@ fn remember(producer: &mut Producer, header: &BatchHeader, base_offset: i64) {
 }
 
 /// A transaction marker of `producer`'s: a newer epoch (the coordinator fenced the producer)
-/// starts its sequences over; the sequences of the same epoch go on.
-fn remember_marker(producer: &mut Producer, header: &BatchHeader) {
+/// starts its sequences over; the sequences of the same epoch go on. Its coordinator epoch
+/// is the producer's last.
+fn remember_marker(producer: &mut Producer, marker: &RecordBatch<'_>) {
+    let header = marker.header();
+    producer.coordinator_epoch = coordinator_epoch_of(marker).or(producer.coordinator_epoch);
     producer.last_timestamp = producer.last_timestamp.max(header.max_timestamp);
     if header.producer_epoch > producer.epoch {
         producer.epoch = header.producer_epoch;
@@ -952,7 +992,7 @@ fn observe(producers: &mut HashMap<i64, Producer>, txns: &mut TxnIndex, batch: &
     if header.producer_id >= 0 {
         let producer = producers.entry(header.producer_id).or_default();
         if header.is_control() {
-            remember_marker(producer, header);
+            remember_marker(producer, batch);
         } else {
             remember(producer, header, header.base_offset);
         }
@@ -1540,10 +1580,10 @@ mod tests {
         assert_eq!(r.open_transaction_start(7), Some(1));
         r.delete_records(2, EPOCH).expect("delete records");
         assert_eq!(r.last_stable_offset(), 2, "not below the log start");
-        let marker = r
-            .append_marker((7, 0), Marker::Abort, 0, EPOCH, 0)
+        let end = r
+            .append_marker((7, 0), Marker::Abort, 1, EPOCH, 0)
             .expect("abort marker");
-        assert_eq!(marker, 4);
+        assert_eq!(end, 5, "past the marker at 4");
         assert_eq!(r.last_stable_offset(), 5, "stable again");
         let aborted = AbortedTxn {
             producer_id: 7,
@@ -1556,7 +1596,7 @@ mod tests {
             .expect("next transaction");
         assert_eq!(r.last_stable_offset(), 5);
         // A marker of an older epoch than the producer's is refused; a newer one fences it.
-        r.append_marker((7, 1), Marker::Commit, 0, EPOCH, 0)
+        r.append_marker((7, 1), Marker::Commit, 2, EPOCH, 0)
             .expect("commit at a newer epoch");
         let stale = r
             .append(&transactional_batch((7, 0, 3), 0, &[b"zombie"]), EPOCH, 0)
@@ -1566,7 +1606,7 @@ mod tests {
             "{stale}"
         );
         assert!(matches!(
-            r.append_marker((7, 0), Marker::Abort, 0, EPOCH, 0),
+            r.append_marker((7, 0), Marker::Abort, 3, EPOCH, 0),
             Err(PartitionError::StaleProducerEpoch { .. })
         ));
         let bad = r
@@ -1587,6 +1627,83 @@ mod tests {
         assert_eq!(reopened.last_stable_offset(), reopened.high_watermark());
     }
 
+    /// A marker the coordinator sent again (its answer was lost) or that arrives late, after
+    /// the producer's next transaction has begun here, ends nothing: a copy of the last marker
+    /// (same coordinator epoch) is not written again but waits for the same replication, an
+    /// older one is refused. The next transaction's own marker ends it. The producer state
+    /// holds the last marker's epoch across a reopen, from the log and from the snapshot.
+    #[test]
+    fn a_late_copy_of_a_marker_does_not_end_the_next_transaction() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let r = replica(dir.path());
+        r.lead(LEADER, view(EPOCH, &[LEADER], 1));
+        r.append(&transactional_batch((7, 0, 0), 0, &[b"t1"]), EPOCH, 0)
+            .expect("first transaction");
+        let first = r
+            .append_marker((7, 0), Marker::Commit, 4, EPOCH, 0)
+            .expect("its commit");
+        assert_eq!(first, 2);
+        let retry = r.append_marker((7, 0), Marker::Commit, 4, EPOCH, 0);
+        assert_eq!(retry.expect("a retry"), 2, "the marker written already");
+        r.append(&transactional_batch((7, 0, 1), 0, &[b"t2"]), EPOCH, 0)
+            .expect("next transaction");
+        assert_eq!(r.open_transaction_start(7), Some(2));
+        let late = r.append_marker((7, 0), Marker::Commit, 4, EPOCH, 0);
+        assert_eq!(
+            late.expect("a late copy"),
+            3,
+            "not written: the log end as it was"
+        );
+        let older = r.append_marker((7, 0), Marker::Abort, 3, EPOCH, 0);
+        assert!(
+            matches!(
+                older,
+                Err(PartitionError::StaleCoordinatorEpoch {
+                    coordinator_epoch: 3,
+                    current: 4,
+                    ..
+                })
+            ),
+            "{older:?}"
+        );
+        assert_eq!(r.log().log_end_offset(), 3, "neither copy was written");
+        assert_eq!(r.open_transaction_start(7), Some(2), "still open");
+        assert_eq!(r.last_stable_offset(), 2);
+        let expected = state_from_the_log(&r);
+        assert_same_state(&r, &expected);
+        r.snapshot_producers().expect("snapshot");
+        drop(r);
+
+        let reopened = replica(dir.path());
+        assert_same_state(&reopened, &expected);
+        reopened.lead(LEADER, view(EPOCH + 1, &[LEADER], 1));
+        let late = reopened.append_marker((7, 0), Marker::Commit, 4, EPOCH + 1, 0);
+        assert_eq!(
+            late.expect("a late copy"),
+            3,
+            "still a copy after the reopen"
+        );
+        let end = reopened
+            .append_marker((7, 0), Marker::Commit, 5, EPOCH + 1, 0)
+            .expect("the next transaction's commit");
+        assert_eq!(end, 4);
+        assert_eq!(reopened.open_transaction_start(7), None);
+        // Marker epochs wrap: after i32::MAX comes i32::MIN.
+        reopened
+            .append(&transactional_batch((7, 0, 2), 0, &[b"t3"]), EPOCH + 1, 0)
+            .expect("third transaction");
+        reopened
+            .append_marker((7, 0), Marker::Abort, i32::MAX, EPOCH + 1, 0)
+            .expect("a far later epoch");
+        reopened
+            .append(&transactional_batch((7, 0, 3), 0, &[b"t4"]), EPOCH + 1, 0)
+            .expect("fourth transaction");
+        reopened
+            .append_marker((7, 0), Marker::Commit, i32::MIN, EPOCH + 1, 0)
+            .expect("the epoch after i32::MAX");
+        assert_eq!(reopened.open_transaction_start(7), None);
+    }
+
     /// A leader with two idempotent producers, an aborted and an open transaction.
     fn busy_replica(dir: &Path) -> Arc<Replica> {
         let r = replica(dir);
@@ -1595,7 +1712,7 @@ mod tests {
             .expect("idempotent");
         r.append(&transactional_batch((7, 0, 0), 20, &[b"t1"]), EPOCH, 0)
             .expect("transaction");
-        r.append_marker((7, 0), Marker::Abort, 0, EPOCH, 0)
+        r.append_marker((7, 0), Marker::Abort, 1, EPOCH, 0)
             .expect("abort");
         r.append(&producer_batch((6, 2, 0), 30, &[b"c"]), EPOCH, 0)
             .expect("idempotent");
@@ -1631,7 +1748,7 @@ mod tests {
         let snapshot_at = r.log().log_end_offset();
         r.append(&producer_batch((5, 0, 2), 50, &[b"d"]), EPOCH, 0)
             .expect("after the snapshot");
-        r.append_marker((7, 0), Marker::Commit, 0, EPOCH, 0)
+        r.append_marker((7, 0), Marker::Commit, 2, EPOCH, 0)
             .expect("commit after the snapshot");
         let expected = state_from_the_log(&r);
         assert_same_state(&r, &expected);

@@ -82,6 +82,23 @@ pub fn marker_batch(
 /// The marker a control batch holds; `None` for any other batch, or a control record whose
 /// key is not a marker's (Kafka ignores unknown control types).
 pub fn marker_of(batch: &RecordBatch<'_>) -> Option<Marker> {
+    let (key, _) = control_record(batch)?;
+    match i16::from_be_bytes(key.get(2..4)?.try_into().ok()?) {
+        0 => Some(Marker::Abort),
+        1 => Some(Marker::Commit),
+        _ => None,
+    }
+}
+
+/// The coordinator epoch a marker batch carries; `None` for any other batch.
+pub fn coordinator_epoch_of(batch: &RecordBatch<'_>) -> Option<i32> {
+    marker_of(batch)?;
+    let (_, value) = control_record(batch)?;
+    Some(i32::from_be_bytes(value.get(2..6)?.try_into().ok()?))
+}
+
+/// The key and value of a control batch's first record.
+fn control_record<'a>(batch: &RecordBatch<'a>) -> Option<(&'a [u8], &'a [u8])> {
     if !batch.header().is_control() || batch.header().compression() != 0 {
         return None;
     }
@@ -93,11 +110,9 @@ pub fn marker_of(batch: &RecordBatch<'_>) -> Option<Marker> {
     let _offset_delta = slice_varint(&mut at)?;
     let key_length = usize::try_from(slice_varint(&mut at)?).ok()?;
     let key = at.get(..key_length)?;
-    match i16::from_be_bytes(key.get(2..4)?.try_into().ok()?) {
-        0 => Some(Marker::Abort),
-        1 => Some(Marker::Commit),
-        _ => None,
-    }
+    at = &at[key_length..];
+    let value_length = usize::try_from(slice_varint(&mut at)?).ok()?;
+    Some((key, at.get(..value_length)?))
 }
 
 /// A small non-negative length as a one-byte zigzag varint.
@@ -122,6 +137,7 @@ mod tests {
             assert_eq!((header.producer_id, header.producer_epoch), (42, 3));
             assert_eq!((header.record_count, header.last_offset_delta), (1, 0));
             assert_eq!(marker_of(&batch), Some(marker));
+            assert_eq!(coordinator_epoch_of(&batch), Some(7));
         }
     }
 
@@ -130,6 +146,7 @@ mod tests {
         let bytes = producer_batch((1, 0, 0), 5, &[b"v"]);
         let batch = RecordBatch::parse(&bytes, 0).expect("valid");
         assert_eq!(marker_of(&batch), None);
+        assert_eq!(coordinator_epoch_of(&batch), None);
     }
 
     #[test]

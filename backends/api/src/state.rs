@@ -193,8 +193,9 @@ pub struct CommittedOffset {
 ///
 /// Serialized field by field in declaration order. Deserializing reads the fields the codec
 /// format version of the input has ([`crate::codec`]: `security` since version 3,
-/// `broker_configs` since version 5, `transactions` since version 6) and leaves the newer ones empty, so snapshots written by
-/// older builds stay readable.
+/// `broker_configs` since version 5, `transactions` since version 6, their marker epochs since
+/// version 7) and leaves the newer ones empty, so snapshots written by older builds stay
+/// readable.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MetadataState {
     pub(crate) cluster_id: Option<ClusterId>,
@@ -447,6 +448,21 @@ impl<'de> Deserialize<'de> for MetadataState {
                 }
                 if self.0 > 9 {
                     state.transactions = next::<_, cautious::Map<_, _>>(&mut seq, 9, &self)?.0;
+                    if crate::codec::body_version() <= crate::codec::POSTCARD_WITHOUT_MARKER_EPOCHS
+                    {
+                        // Decided before transactions counted their decisions: see the codec.
+                        for (id, txn) in state.transactions.clone() {
+                            if txn.status.is_preparing() {
+                                state.transactions.insert(
+                                    id,
+                                    Transaction {
+                                        marker_epoch: 1,
+                                        ..txn
+                                    },
+                                );
+                            }
+                        }
+                    }
                 }
                 Ok(state)
             }

@@ -81,12 +81,26 @@ pub struct Transaction {
     pub started_ms: i64,
     /// When the state last changed (the proposer's clock).
     pub updated_ms: i64,
+    /// How many transactions the transactional id has decided (moved to PrepareCommit or
+    /// PrepareAbort), wrapping. A transaction's markers carry it as their coordinator epoch:
+    /// a partition that already holds the marker of this number, or of a later one, for the
+    /// producer takes a copy that arrives late for the marker of the transaction open in it
+    /// now, and does not write it (KIP-890's late marker).
+    #[serde(default, deserialize_with = "crate::codec::added_in_v7")]
+    pub marker_epoch: i32,
 }
 
 impl Transaction {
     /// Whether a transaction is open or completing.
     pub fn is_open(&self) -> bool {
         self.status == TxnStatus::Ongoing || self.status.is_preparing()
+    }
+
+    /// Decide the open transaction: `preparing` (PrepareCommit or PrepareAbort) under the
+    /// next marker epoch.
+    fn decide(&mut self, preparing: TxnStatus) {
+        self.status = preparing;
+        self.marker_epoch = self.marker_epoch.wrapping_add(1);
     }
 }
 
@@ -150,6 +164,7 @@ impl MetadataState {
                 pending_offsets: Vec::new(),
                 started_ms: -1,
                 updated_ms: now_ms,
+                marker_epoch: 0,
             };
             self.transactions.insert(transactional_id.to_owned(), txn);
             return Ok(Outcome::TransactionalProducer {
@@ -175,7 +190,7 @@ impl MetadataState {
             TxnStatus::Ongoing => {
                 // Fence the producer that left it open, and abort it at the new epoch.
                 self.next_epoch(&mut txn)?;
-                txn.status = TxnStatus::PrepareAbort;
+                txn.decide(TxnStatus::PrepareAbort);
                 txn.updated_ms = now_ms;
                 let outcome = Outcome::TransactionAborting {
                     producer_id: ProducerId(txn.producer_id),
@@ -287,7 +302,7 @@ impl MetadataState {
         };
         match txn.status {
             TxnStatus::Ongoing => {
-                txn.status = preparing;
+                txn.decide(preparing);
                 self.store_txn(acting, txn, now_ms);
                 Ok(Outcome::TransactionUpdated { status: preparing })
             }
@@ -353,7 +368,7 @@ impl MetadataState {
             });
         }
         self.next_epoch(&mut txn)?;
-        txn.status = TxnStatus::PrepareAbort;
+        txn.decide(TxnStatus::PrepareAbort);
         self.store_txn(acting, txn, now_ms);
         Ok(Outcome::TransactionUpdated {
             status: TxnStatus::PrepareAbort,

@@ -16,6 +16,7 @@ pub(crate) fn partition_error(error: &PartitionError) -> ResponseError {
         }
         PartitionError::ReplicationTimedOut => ResponseError::RequestTimedOut,
         PartitionError::StaleProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        PartitionError::StaleCoordinatorEpoch { .. } => ResponseError::TransactionCoordinatorFenced,
         PartitionError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         PartitionError::TooManyIdempotentBatches { .. } => ResponseError::InvalidRecord,
         PartitionError::InvalidConfig(_) => ResponseError::InvalidConfig,

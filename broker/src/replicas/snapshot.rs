@@ -10,13 +10,14 @@
 //! one found above the log end on open (a tail the crash recovery cut off) is removed too:
 //! the log may grow past that offset again with other batches.
 //!
-//! Format (big-endian): `SYPS`, version `u16` (1), CRC-32C `u32` of the rest, then the offset
-//! `i64`; producers `u32` count × (id `i64`, epoch `i16`, last timestamp `i64`, batches `u8`
-//! count × (first sequence `i32`, last sequence `i32`, base offset `i64`)); open transactions
+//! Format (big-endian): `SYPS`, version `u16` (2), CRC-32C `u32` of the rest, then the offset
+//! `i64`; producers `u32` count × (id `i64`, epoch `i16`, last timestamp `i64`, last marker's
+//! coordinator epoch (`u8` 0 when none, else 1 and the `i32`), batches `u8` count × (first
+//! sequence `i32`, last sequence `i32`, base offset `i64`)); open transactions
 //! `u32` count × (producer id `i64`, first offset `i64`); aborted transactions `u32` count ×
 //! (producer id `i64`, first offset `i64`, marker offset `i64`). A file that does not parse
-//! whole, or fails its checksum, is ignored with a warning: the state is then rebuilt from
-//! the whole log.
+//! whole, fails its checksum or has another version (version 1 had no coordinator epochs) is
+//! ignored with a warning: the state is then rebuilt from the whole log.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
@@ -30,7 +31,7 @@ use crate::txn_index::{AbortedTxn, TxnIndex};
 /// The file's name in the partition directory.
 pub(super) const FILE: &str = "producer-snapshot";
 const MAGIC: &[u8; 4] = b"SYPS";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 
 /// Producer and transaction state as of `offset`: what reading the log below it yields.
 #[derive(Debug, Default, PartialEq)]
@@ -52,6 +53,13 @@ pub(super) fn encode(offset: i64, producers: &HashMap<i64, Producer>, txns: &Txn
         body.put_i64(id);
         body.put_i16(producer.epoch);
         body.put_i64(producer.last_timestamp);
+        match producer.coordinator_epoch {
+            None => body.put_u8(0),
+            Some(epoch) => {
+                body.put_u8(1);
+                body.put_i32(epoch);
+            }
+        }
         // At most RETAINED_BATCHES, which fits.
         body.put_u8(u8::try_from(producer.recent.len()).unwrap_or(u8::MAX));
         for batch in producer.recent.iter().take(usize::from(u8::MAX)) {
@@ -123,6 +131,11 @@ fn read_body(buf: &mut &[u8]) -> Option<Snapshot> {
         let id = buf.try_get_i64().ok()?;
         let epoch = buf.try_get_i16().ok()?;
         let last_timestamp = buf.try_get_i64().ok()?;
+        let coordinator_epoch = match buf.try_get_u8().ok()? {
+            0 => None,
+            1 => Some(buf.try_get_i32().ok()?),
+            _ => return None,
+        };
         let batches = buf.try_get_u8().ok()?;
         if usize::from(batches) > RETAINED_BATCHES {
             return None;
@@ -139,6 +152,7 @@ fn read_body(buf: &mut &[u8]) -> Option<Snapshot> {
             epoch,
             recent,
             last_timestamp,
+            coordinator_epoch,
         };
         producers.insert(id, producer);
     }
@@ -206,6 +220,7 @@ mod tests {
                 ]
                 .into(),
                 last_timestamp: 1_700_000_000_000,
+                coordinator_epoch: Some(-5),
             },
         );
         producers.insert(9, Producer::default());

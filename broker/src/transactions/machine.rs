@@ -47,6 +47,8 @@ pub struct Completion {
     pub producer: (i64, i16),
     /// Commit or abort.
     pub marker: Marker,
+    /// The transaction's marker epoch: the coordinator epoch its markers carry.
+    pub marker_epoch: i32,
     /// The partitions in the transaction.
     pub partitions: Vec<(String, u32)>,
 }
@@ -63,6 +65,7 @@ impl Completion {
             transactional_id: transactional_id.to_owned(),
             producer: (txn.producer_id, txn.producer_epoch),
             marker,
+            marker_epoch: txn.marker_epoch,
             partitions: txn.partitions.clone(),
         })
     }
@@ -194,6 +197,7 @@ mod tests {
             transactional_id: "b".into(),
             producer: (b.producer_id, b.producer_epoch),
             marker: Marker::Commit,
+            marker_epoch: 1,
             partitions: vec![("t".into(), 0)],
         });
         let limits = Limits {

@@ -19,9 +19,13 @@
 //! EndTxn and a fencing InitProducerId start the completion at once; a background task checks
 //! every `transaction.abort.timed.out.transaction.cleanup.interval.ms`, which also finishes
 //! the completions a previous coordinator left (it died, or the placement moved): the
-//! decision is in the metadata, so any coordinator writes the same markers, and a marker
-//! written twice ends nothing the second time. Markers carry coordinator epoch 0: no partition
-//! needs it to tell coordinators apart.
+//! decision is in the metadata, so any coordinator writes the same markers. Markers carry
+//! the transaction's marker epoch (`Transaction::marker_epoch`, one more for each transaction
+//! the transactional id decides) as their coordinator epoch, and a partition writes a marker
+//! only when its epoch is past that of the producer's last marker there: a copy of a marker
+//! that arrives late (a request retried after its answer was lost, one delayed on the way)
+//! ends nothing, not even the transaction the producer has open there since (KIP-890's late
+//! marker).
 
 pub mod machine;
 
@@ -47,9 +51,6 @@ use crate::kafka::client::PeerClient;
 use crate::kafka::errors::partition_error;
 use crate::kafka::handlers::kstr;
 use machine::{Action, Completion};
-
-/// The coordinator epoch every marker carries (see the module docs).
-pub const COORDINATOR_EPOCH: i32 = 0;
 
 /// Retries of a marker write start at this pause and double up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -301,6 +302,7 @@ async fn write_markers(
                         partition,
                         completion.producer,
                         completion.marker,
+                        completion.marker_epoch,
                     )
                     .await
                     {
@@ -340,7 +342,7 @@ async fn send_markers(
             .with_producer_id(ProducerId(completion.producer.0))
             .with_producer_epoch(completion.producer.1)
             .with_transaction_result(completion.marker == Marker::Commit)
-            .with_coordinator_epoch(COORDINATOR_EPOCH)
+            .with_coordinator_epoch(completion.marker_epoch)
             .with_topics(
                 topics
                     .into_iter()
@@ -380,30 +382,34 @@ async fn send_markers(
     }
 }
 
-/// Append a marker for `producer` to `topic`/`partition`, led here, and wait until the ISR
-/// has it. A producer already at a newer epoch in the partition has nothing left to end there.
+/// Append a marker of coordinator epoch `coordinator_epoch` for `producer` to
+/// `topic`/`partition`, led here, and wait until the ISR has it (see
+/// [`crate::replicas::Replica::append_marker`]: a copy of the producer's last marker there is
+/// not written again). A producer already at a newer epoch in the partition has nothing left
+/// to end there.
 pub async fn write_marker(
     broker: &Broker,
     topic: &str,
     partition: i32,
     producer: (i64, i16),
     marker: Marker,
+    coordinator_epoch: i32,
 ) -> Result<(), ResponseError> {
     let (replica, epoch) = broker.led_replica(topic, partition).await?;
     let appender = Arc::clone(&replica);
     let appended = tokio::task::spawn_blocking(move || {
-        appender.append_marker(producer, marker, COORDINATOR_EPOCH, epoch, now_ms())
+        appender.append_marker(producer, marker, coordinator_epoch, epoch, now_ms())
     })
     .await
     .map_err(|_| ResponseError::KafkaStorageError)?;
-    let offset = match appended {
-        Ok(offset) => offset,
+    let end = match appended {
+        Ok(end) => end,
         Err(crate::replicas::PartitionError::StaleProducerEpoch { .. }) => return Ok(()),
         Err(error) => return Err(partition_error(&error)),
     };
     let deadline = Instant::now() + broker.metadata_timeout();
     replica
-        .wait_replicated(offset + 1, epoch, deadline)
+        .wait_replicated(end, epoch, deadline)
         .await
         .map_err(|e| partition_error(&e))
 }

@@ -2,10 +2,14 @@
 //! format-version byte, then the value. Everything that goes to disk or over the wire uses it,
 //! so a change of body format is a new version byte, and a build reads every version it knows.
 //!
-//! - Version 6 (written): [postcard](https://docs.rs/postcard) 1 — serde's data model with
+//! - Version 7 (written): [postcard](https://docs.rs/postcard) 1 — serde's data model with
 //!   LEB128 variable-length integers, zigzag for signed ones, length-prefixed sequences and
 //!   strings, enum variants by index. Its format is specified and stable across postcard 1.x,
-//!   and one value has one encoding. The metadata state carries transactional producers.
+//!   and one value has one encoding. Transactions carry their marker epoch.
+//! - Version 6 (read only): the same body format, written before transactions had a marker
+//!   epoch; it carries transactional producers. A transaction read from it that is being
+//!   completed counts as decided once (its markers carry marker epoch 1, above the 0 every
+//!   marker written before had).
 //! - Version 5 (read only): the same body format, written before the metadata state had
 //!   transactional producers; it carries dynamic broker configs.
 //! - Version 4 (read only): the same body format, written before the metadata state had
@@ -17,7 +21,7 @@
 //! - Version 1 (read only): bincode 2.0's standard configuration, as builds before format
 //!   version 2 wrote it ([`bincode_v1`]), with version 2's types.
 //!
-//! A node that reads an older snapshot or record writes what it writes next in version 6.
+//! A node that reads an older snapshot or record writes what it writes next in version 7.
 //! Every format is non-self-describing: a value decodes only as the type that wrote it, and
 //! the whole input must be that one value. A type that grew since an older version reads
 //! [`body_version`] while it is decoded to know which fields the input has; new enum
@@ -31,7 +35,10 @@ use serde::de::DeserializeOwned;
 use crate::error::CodecError;
 
 /// The format version this build writes.
-pub const FORMAT_VERSION: u8 = 6;
+pub const FORMAT_VERSION: u8 = 7;
+
+/// The last format version written before transactions had a marker epoch.
+pub(crate) const POSTCARD_WITHOUT_MARKER_EPOCHS: u8 = 6;
 
 /// The last format version written before the metadata state had transactions.
 const POSTCARD_WITHOUT_TRANSACTIONS: u8 = 5;
@@ -70,7 +77,24 @@ where
     D: serde::Deserializer<'de>,
     T: serde::Deserialize<'de> + Default,
 {
-    if body_version() < 4 {
+    added_in(4, deserializer)
+}
+
+/// A field added in format version 7, read as [`added_in_v4`] reads version 4's.
+pub(crate) fn added_in_v7<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Default,
+{
+    added_in(7, deserializer)
+}
+
+fn added_in<'de, D, T>(version: u8, deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Default,
+{
+    if body_version() < version {
         Ok(T::default())
     } else {
         T::deserialize(deserializer)
@@ -108,6 +132,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     }
     match version {
         FORMAT_VERSION
+        | POSTCARD_WITHOUT_MARKER_EPOCHS
         | POSTCARD_WITHOUT_TRANSACTIONS
         | POSTCARD_WITHOUT_BROKER_CONFIGS
         | POSTCARD_WITHOUT_LISTENERS
@@ -467,6 +492,52 @@ mod tests {
                 .map(String::as_str),
             Some("1000")
         );
+        Ok(())
+    }
+
+    /// A snapshot written before transactions had a marker epoch (format version 6: the same
+    /// fields, without the epoch at the end of each transaction) reads an open transaction at
+    /// marker epoch 0 and one being completed at 1, above the markers written before.
+    #[test]
+    fn version_6_transactions_read_with_their_marker_epoch() -> Result<(), CodecError> {
+        let mut state = crate::MetadataState::new();
+        let init = MetadataCommand::InitTransactionalId {
+            transactional_id: "t".into(),
+            timeout_ms: 1000,
+            current: None,
+            now_ms: 0,
+        };
+        assert!(state.apply(&init).is_ok());
+        let add = MetadataCommand::AddToTxn {
+            transactional_id: "t".into(),
+            producer_id: 0,
+            producer_epoch: 0,
+            partitions: Vec::new(),
+            groups: Vec::new(),
+            now_ms: 1,
+        };
+        assert!(state.apply(&add).is_ok());
+        let mut bytes = encode(&state)?;
+        // The only transaction's marker epoch (0, one byte) ends the snapshot.
+        assert_eq!(bytes.pop(), Some(0));
+        bytes[0] = POSTCARD_WITHOUT_MARKER_EPOCHS;
+        assert_eq!(decode::<crate::MetadataState>(&bytes)?, state);
+
+        let end = MetadataCommand::EndTxn {
+            transactional_id: "t".into(),
+            producer_id: 0,
+            producer_epoch: 0,
+            commit: true,
+            now_ms: 2,
+        };
+        assert!(state.apply(&end).is_ok());
+        let marker_epoch = state.transaction("t").map(|t| t.marker_epoch);
+        assert_eq!(marker_epoch, Some(1), "the commit is the first decision");
+        let mut bytes = encode(&state)?;
+        // 1, zigzag-encoded.
+        assert_eq!(bytes.pop(), Some(2));
+        bytes[0] = POSTCARD_WITHOUT_MARKER_EPOCHS;
+        assert_eq!(decode::<crate::MetadataState>(&bytes)?, state);
         Ok(())
     }
 

@@ -76,7 +76,7 @@ pub(crate) async fn describe(
                                     .with_producer_epoch(i32::from(p.epoch))
                                     .with_last_sequence(p.last_sequence)
                                     .with_last_timestamp(p.last_timestamp)
-                                    .with_coordinator_epoch(-1)
+                                    .with_coordinator_epoch(p.coordinator_epoch.unwrap_or(-1))
                                     .with_current_txn_start_offset(
                                         replica.open_transaction_start(p.producer_id).unwrap_or(-1),
                                     )

@@ -366,7 +366,15 @@ pub(crate) async fn write_txn_markers(
             let mut partitions = Vec::with_capacity(topic.partition_indexes.len());
             for index in topic.partition_indexes {
                 let result = if from_broker {
-                    write_marker(broker, topic.name.0.as_str(), index, producer, kind).await
+                    write_marker(
+                        broker,
+                        topic.name.0.as_str(),
+                        index,
+                        producer,
+                        kind,
+                        marker.coordinator_epoch,
+                    )
+                    .await
                 } else {
                     Err(ResponseError::ClusterAuthorizationFailed)
                 };
