@@ -123,9 +123,29 @@ impl Broker {
         self.replicas.get(topic, partition)
     }
 
+    /// [`Self::led_replica`] for a request that names the leader epoch it expects
+    /// (`current_leader_epoch`, KIP-320; -1 names none): an older one is fenced
+    /// (`FENCED_LEADER_EPOCH`), a newer one not known here yet (`UNKNOWN_LEADER_EPOCH`).
+    pub async fn led_replica_in(
+        &self,
+        topic: &str,
+        partition: i32,
+        current_leader_epoch: i32,
+    ) -> Result<(Arc<Replica>, i32), ResponseError> {
+        let (replica, epoch) = self.led_replica(topic, partition).await?;
+        if current_leader_epoch >= 0 && current_leader_epoch < epoch {
+            return Err(ResponseError::FencedLeaderEpoch);
+        }
+        if current_leader_epoch > epoch {
+            return Err(ResponseError::UnknownLeaderEpoch);
+        }
+        Ok((replica, epoch))
+    }
+
     /// The replica of a partition this broker leads, opened on first use, with the partition's
     /// leader epoch. Fails with the Kafka error a client should see: unknown partition, not
-    /// the leader, or not ready.
+    /// the leader (or, without its lease, perhaps no longer: see [`crate::liveness`]), or not
+    /// ready.
     pub async fn led_replica(
         &self,
         topic: &str,
@@ -133,6 +153,11 @@ impl Broker {
     ) -> Result<(Arc<Replica>, i32), ResponseError> {
         if !self.is_registered() {
             return Err(ResponseError::LeaderNotAvailable);
+        }
+        let session = Duration::from_millis(self.settings.broker_session_timeout_ms);
+        if !self.liveness.holds_lease(session) {
+            // Perhaps fenced by now, its partitions led elsewhere (see `liveness`).
+            return Err(ResponseError::NotLeaderOrFollower);
         }
         let view = self.metadata();
         let (leader, leader_view, configs) = {
@@ -513,6 +538,7 @@ impl Broker {
                 Err(e) => return Err(e),
             }
         }
+        let sent = tokio::time::Instant::now();
         let outcome = self
             .propose(MetadataCommand::RegisterBroker {
                 id: self.id,
@@ -525,6 +551,8 @@ impl Broker {
         match outcome {
             Outcome::BrokerRegistered { incarnation } => {
                 self.incarnation.store(incarnation, Ordering::Release);
+                // The metadata leader counts the new incarnation's session from no earlier.
+                self.liveness.renew_lease(sent);
                 Ok(incarnation)
             }
             other => Err(MetadataError::Storage(format!(

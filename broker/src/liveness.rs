@@ -11,6 +11,16 @@
 //! a full session from that moment before fencing it, so a failover fences nobody who is
 //! alive; so does a leader's fencer after a stall of its own (a paused process), whose
 //! measured silences were partly its own.
+//!
+//! A broker cut off from the metadata leader may be fenced, and its partitions led elsewhere,
+//! before its own metadata says so. So each broker holds a lease ([`Liveness::holds_lease`]):
+//! `broker.session.timeout.ms` from the *sending* of its last heartbeat the metadata leader
+//! answered unfenced (or of its registration). The leader fences no earlier than a session
+//! after *receiving* that heartbeat, so the lease always ends first. Without it, the broker
+//! leads no partition for anyone ([`crate::broker::Broker::led_replica`] answers
+//! `NOT_LEADER_OR_FOLLOWER`): a client with the cut-off side's stale metadata cannot read a
+//! log the new leader has moved past (and reset its position to the old log's end or start),
+//! nor write to it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -46,6 +56,9 @@ pub struct Liveness {
     leading: Mutex<Option<Leading>>,
     /// Advertised host → its addresses and when they were looked up.
     addresses: Mutex<HashMap<String, (Instant, Vec<IpAddr>)>>,
+    /// This broker's lease: when it sent its last heartbeat the metadata leader answered
+    /// unfenced, or its registration; `None` while fenced or before it registered.
+    lease: Mutex<Option<Instant>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +103,27 @@ impl Liveness {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(host.to_owned(), (Instant::now(), looked_up.clone()));
         looked_up
+    }
+
+    /// Renew this broker's lease from `sent`: when the heartbeat the metadata leader answered
+    /// unfenced (or the registration it applied) was sent. An older answer changes nothing.
+    pub fn renew_lease(&self, sent: Instant) {
+        let mut lease = self.lease.lock().unwrap_or_else(PoisonError::into_inner);
+        *lease = Some(lease.map_or(sent, |held| held.max(sent)));
+    }
+
+    /// End this broker's lease: it is fenced.
+    pub fn end_lease(&self) {
+        *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Whether this broker's lease, of length `session` (`broker.session.timeout.ms`), still
+    /// holds: the metadata leader cannot have fenced it yet.
+    pub fn holds_lease(&self, session: Duration) -> bool {
+        self.lease
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|sent| sent.elapsed() < session)
     }
 
     /// Note a heartbeat of `id` in `incarnation`, now.
@@ -315,8 +349,11 @@ pub async fn run_heartbeats(broker: Arc<Broker>) {
             Some(fenced) => fenced,
             None => fenced_locally(&broker),
         };
-        if fenced && let Err(e) = broker.reregister().await {
-            warn!(broker = %broker.id(), error = %e, "re-registration failed; retrying");
+        if fenced {
+            broker.liveness().end_lease();
+            if let Err(e) = broker.reregister().await {
+                warn!(broker = %broker.id(), error = %e, "re-registration failed; retrying");
+            }
         }
     }
 }
@@ -332,13 +369,30 @@ fn fenced_locally(broker: &Broker) -> bool {
 }
 
 /// One heartbeat. `Some(fenced)` with the leader's answer; `None` if there is no answer to
-/// go by (no leader known, not reachable, or an error).
+/// go by (no leader known, not reachable, or an error). An answer that the broker is not
+/// fenced renews its lease from when the heartbeat was sent.
 async fn send_heartbeat(
     broker: &Broker,
     client: &mut Option<PeerClient>,
     timeout: Duration,
 ) -> Option<bool> {
     let incarnation = broker.incarnation();
+    let sent = Instant::now();
+    let answer = ask_metadata_leader(broker, client, timeout, incarnation).await;
+    if answer == Some(false) {
+        broker.liveness().renew_lease(sent);
+    }
+    answer
+}
+
+/// [`send_heartbeat`]'s question: to the metadata leader's broker, or, on its node, to this
+/// broker's own metadata.
+async fn ask_metadata_leader(
+    broker: &Broker,
+    client: &mut Option<PeerClient>,
+    timeout: Duration,
+    incarnation: u64,
+) -> Option<bool> {
     if broker.is_metadata_leader() {
         broker.liveness().record(broker.id(), incarnation);
         return Some(fenced_locally(broker));
@@ -548,6 +602,34 @@ mod tests {
         tokio::time::advance(limit / 2).await;
         assert!(!stalls.stalled());
         assert_eq!(silence(&liveness), limit / 2);
+    }
+
+    /// The lease runs a session from the sending of the last answered heartbeat, not from
+    /// its answer; a late answer to an older heartbeat does not move it back; a fence ends it.
+    #[tokio::test(start_paused = true)]
+    async fn the_lease_runs_a_session_from_the_last_answered_heartbeat_sent() {
+        let liveness = Liveness::default();
+        let session = Duration::from_secs(2);
+        assert!(!liveness.holds_lease(session), "none before registering");
+        let sent = Instant::now();
+        tokio::time::advance(Duration::from_millis(500)).await;
+        liveness.renew_lease(sent);
+        tokio::time::advance(Duration::from_millis(1_499)).await;
+        assert!(liveness.holds_lease(session));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(
+            !liveness.holds_lease(session),
+            "a session after the send, though answered later"
+        );
+        let newer = Instant::now();
+        liveness.renew_lease(newer);
+        liveness.renew_lease(sent);
+        assert!(
+            liveness.holds_lease(session),
+            "an older answer keeps the newer lease"
+        );
+        liveness.end_lease();
+        assert!(!liveness.holds_lease(session), "fenced");
     }
 
     #[tokio::test(start_paused = true)]

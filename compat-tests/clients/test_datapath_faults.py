@@ -3,7 +3,7 @@ idempotent producers, a committing consumer group, faults on every link and proc
 checkers. CI runs one schedule per backend; `scripts/soak-datapath` runs many.
 
 Seeds: 1 (three nodes) for every backend, 1003 (five nodes) for hybrid, and the seeds the soak
-failed on for their backends (raft 1069, 1044, 1477; wal 1006), or the one in
+failed on for their backends (raft 1069, 1044, 1477; wal 1006; hybrid 1398, 1615), or the one in
 `SWITCHYARD_CONFORMANCE_SEED`; a failure prints its schedule and the
 operations that break each check, and `SWITCHYARD_CONFORMANCE_SEED=N
 compat-tests/clients/run.sh -k datapath` replays its schedule (the clients' timing still
@@ -17,8 +17,14 @@ import threading
 
 import pytest
 
+from confluent_kafka.admin import NewTopic
+
+from client_util import confluent_admin, wait_for
+from cluster_util import RECOVERY_S, layout, metadata_leader, produce
 from conftest import MULTI_NODE, switchyard_bin
-from datapath import Append, History, check, nodes_for, resent, run_schedule, stop
+from datapath import (Append, History, ProxiedCluster, check, nodes_for, resent, run_schedule,
+                      stop)
+from raw_kafka import RawConnection, idempotent_batch
 
 REPLAY = os.environ.get("SWITCHYARD_CONFORMANCE_SEED")
 SEEDS = [int(REPLAY)] if REPLAY else [1]
@@ -50,8 +56,10 @@ def test_five_nodes_hold_under_seed_1003(tmp_path):
 
 @pytest.mark.skipif(bool(REPLAY), reason="replaying one seed")
 @pytest.mark.parametrize("name, seed",
-                         [("raft", 1069), ("raft", 1044), ("raft", 1477), ("wal", 1006)],
-                         ids=["raft-1069", "raft-1044", "raft-1477", "wal-1006"])
+                         [("raft", 1069), ("raft", 1044), ("raft", 1477), ("wal", 1006),
+                          ("hybrid", 1398), ("hybrid", 1615)],
+                         ids=["raft-1069", "raft-1044", "raft-1477", "wal-1006", "hybrid-1398",
+                              "hybrid-1615"])
 def test_a_seed_the_soak_failed_holds(name, seed, tmp_path):
     """Seeds the soak failed on (six runs side by side, so alone their timing differs):
     - raft 1069, commit lost: the metadata leader, paused, resumed still leading its old term
@@ -67,13 +75,78 @@ def test_a_seed_the_soak_failed_holds(name, seed, tmp_path):
       transaction through the next coordinator and began the next one, and then node 1 read
       the EndTxn (commit) it had been sent before and proposed it, which ended the next
       transaction before its offsets were in it: records committed without their offsets.
-      EndTxn is now fenced by its coordinator."""
+      EndTxn is now fenced by its coordinator.
+    - hybrid 1398, txn exactly once: a late copy of one transaction's commit marker (a
+      WriteTxnMarkers request the coordinator had retried) reached a partition after the next
+      transaction's records and committed them, undecided. Markers now carry the
+      transaction's number as their coordinator epoch, and a partition writes none twice.
+    - hybrid 1615, commit went back and re-read: a broker cut off from the metadata leader
+      was fenced and its partition led elsewhere, yet answered a consumer's fetch as leader
+      (OFFSET_OUT_OF_RANGE past its shorter log), and the consumer read the partition again
+      from the start and committed that. Brokers now stop leading for clients once their
+      lease (a session from their last answered heartbeat) is over."""
     backend = next((b for b in MULTI_NODE if b.name == name), None)
     if backend is None:
         pytest.skip(f"the {name} backend is not compiled in")
     result = run_schedule(backend, tmp_path, seed)
     print(result.report())
     assert not result.violations, result.report()
+
+
+NOT_LEADER_OR_FOLLOWER = 6
+
+
+@pytest.mark.skipif(bool(REPLAY), reason="replaying one seed")
+@pytest.mark.parametrize("backend", MULTI_NODE, ids=[b.name for b in MULTI_NODE])
+def test_a_broker_cut_off_from_the_metadata_leader_stops_leading_for_clients(backend, tmp_path):
+    """Hybrid seed 1615 (commit went back, re-read): a broker cut off from the other brokers,
+    but not from the clients, was fenced and its partition led elsewhere, where the log moved
+    on; its own metadata still said it led. A consumer with that side's stale metadata fetched
+    there past the old log's end, got OFFSET_OUT_OF_RANGE, reset to the start and read it all
+    again. Once the metadata leader may have fenced it (its lease, a session from its last
+    answered heartbeat, is over) a broker must answer clients NOT_LEADER_OR_FOLLOWER."""
+    cluster = ProxiedCluster(backend, tmp_path, 3)
+    topic = "cut-off"
+    try:
+        cluster.start()
+        leader = metadata_leader(cluster.bootstrap())
+        assert leader is not None
+        victim = next(n for n in cluster.nodes if n != leader)
+        others = [n for n in cluster.nodes if n != victim]
+        # The victim is the partition's preferred leader, so it leads it from the start.
+        admin = confluent_admin(cluster.bootstrap())
+        created = admin.create_topics(
+            [NewTopic(topic, num_partitions=1, replica_assignment=[[victim, *others]],
+                      config={"min.insync.replicas": "2"})],
+            operation_timeout=30, request_timeout=30)
+        created[topic].result(timeout=60)
+
+        def led_by_victim_with_every_replica(i: int) -> bool:
+            partition = layout(cluster.bootstrap(i), topic)["topics"].get(topic, {}).get(0)
+            return (partition is not None and partition[0] == victim
+                    and sorted(partition[2]) == sorted(cluster.nodes))
+
+        for i in cluster.nodes:
+            wait_for(lambda i=i: led_by_victim_with_every_replica(i), RECOVERY_S,
+                     f"node {i} to see {victim} lead with the whole ISR", 0.2)
+        produce(cluster.bootstrap(), topic, 10)
+        for other in others:
+            cluster.netem.command(f"set {victim} {other} cut")
+            cluster.netem.command(f"set {other} {victim} cut")
+        majority = cluster.bootstrap(*others)
+        wait_for(lambda: layout(majority, topic)["topics"][topic][0][0] in others, RECOVERY_S,
+                 f"a new leader of {topic} on {others}", 0.2)
+        produce(majority, topic, 20)
+        with RawConnection(cluster.bootstrap(victim)) as conn:
+            fetched = conn.fetch(topic, 0, 25)
+            assert fetched.error_code == NOT_LEADER_OR_FOLLOWER, fetched
+            written = conn.produce(topic, 0, idempotent_batch(-1, -1, -1, [b"stale"]), acks=1)
+            assert written.error_code == NOT_LEADER_OR_FOLLOWER, written
+        cluster.netem.command("heal")
+        wait_for(lambda: layout(cluster.bootstrap(victim), topic)["topics"][topic][0][0]
+                 in others, RECOVERY_S, f"{victim} to learn the new leader", 0.2)
+    finally:
+        cluster.close()
 
 
 def test_a_broker_acknowledging_before_the_isr_has_the_write_is_caught(tmp_path, monkeypatch):

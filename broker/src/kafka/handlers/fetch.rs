@@ -285,14 +285,12 @@ async fn read_partition(
         records: None,
         aborted: None,
     };
-    let replica = match broker.led_replica(topic, partition).await {
-        // A follower must follow the current leader epoch (KIP-320), and be a replica.
-        Ok((_, epoch)) if follower.is_some() && p.current_leader_epoch < epoch => {
-            return empty(ResponseError::FencedLeaderEpoch);
-        }
-        Ok((_, epoch)) if follower.is_some() && p.current_leader_epoch > epoch => {
-            return empty(ResponseError::UnknownLeaderEpoch);
-        }
+    // The leader epoch the fetcher expects must be the current one (KIP-320); a follower must
+    // also be a replica.
+    let led = broker
+        .led_replica_in(topic, partition, p.current_leader_epoch)
+        .await;
+    let replica = match led {
         Ok((replica, _)) if follower.is_some_and(|f| !replica.assigned(f)) => {
             return empty(ResponseError::NotLeaderOrFollower);
         }

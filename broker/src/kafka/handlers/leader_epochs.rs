@@ -62,13 +62,9 @@ async fn end_offset(
     current_leader_epoch: i32,
     leader_epoch: i32,
 ) -> Result<(i32, i64), ResponseError> {
-    let (replica, epoch) = broker.led_replica(topic, partition).await?;
-    if current_leader_epoch >= 0 && current_leader_epoch < epoch {
-        return Err(ResponseError::FencedLeaderEpoch);
-    }
-    if current_leader_epoch > epoch {
-        return Err(ResponseError::UnknownLeaderEpoch);
-    }
+    let (replica, _) = broker
+        .led_replica_in(topic, partition, current_leader_epoch)
+        .await?;
     Ok(replica
         .log()
         .end_offset_for_epoch(leader_epoch)

@@ -48,7 +48,8 @@ pub(crate) async fn handle(
                 Err(ResponseError::UnsupportedVersion)
             } else {
                 let committed = request.isolation_level == READ_COMMITTED;
-                lookup(broker, &name, p.partition_index, p.timestamp, committed).await
+                let at = (p.partition_index, p.current_leader_epoch);
+                lookup(broker, &name, at, p.timestamp, committed).await
             };
             partitions.push(match result {
                 Ok((offset, timestamp, leader_epoch)) => response
@@ -90,14 +91,19 @@ fn first_record_at(batch: &[u8], timestamp: i64, from: i64) -> Option<(i64, i64)
     }
 }
 
+/// The offset (and its timestamp and leader epoch) ListOffsets answers for `timestamp` in
+/// `topic`'s partition `at.0`, led here in the leader epoch `at.1` names (-1: any).
 async fn lookup(
     broker: &Broker,
     topic: &str,
-    partition: i32,
+    at: (i32, i32),
     timestamp: i64,
     committed: bool,
 ) -> Result<(i64, i64, i32), ResponseError> {
-    let (replica, leader_epoch) = broker.led_replica(topic, partition).await?;
+    let (partition, current_leader_epoch) = at;
+    let (replica, leader_epoch) = broker
+        .led_replica_in(topic, partition, current_leader_epoch)
+        .await?;
     let log = replica.log().clone();
     // What the consumer may read: below the high watermark, or below the last stable offset
     // for `read_committed`.
