@@ -323,6 +323,11 @@ pub async fn run_heartbeats(broker: Arc<Broker>) {
     }
     let settings = broker.settings();
     let interval = Duration::from_millis(settings.broker_heartbeat_interval_ms);
+    let session = Duration::from_millis(settings.broker_session_timeout_ms);
+    // An answer may take two intervals: a slow link (a few hundred milliseconds each way)
+    // still renews the lease. Half a session at most, so a leader that went silent is given
+    // up on, and its successor asked, well within the lease; never less than an interval.
+    let answer_within = (interval * 2).min(session / 2).max(interval);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut views = broker.backend().cluster();
@@ -345,7 +350,7 @@ pub async fn run_heartbeats(broker: Arc<Broker>) {
                 tick.reset();
             }
         }
-        let fenced = match send_heartbeat(&broker, &mut client, interval).await {
+        let fenced = match send_heartbeat(&broker, &mut client, answer_within).await {
             Some(fenced) => fenced,
             None => fenced_locally(&broker),
         };

@@ -631,14 +631,37 @@ def whole_isr(bootstrap: str) -> bool:
                for p in topic.partitions.values())
 
 
+# What a partition's former or future leader answers while leadership moves, and what a request
+# that found no leader in time fails with: Kafka's clients retry these.
+LEADER_MOVING = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                 KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH,
+                 KafkaError.REQUEST_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
+
+
+def high_watermark(consumer: Consumer, partition: int) -> int:
+    """The partition's high watermark, as its leader answers. librdkafka hands the errors of
+    a moving leadership (a broker that no longer leads, or does not yet) back to the caller,
+    who retries as its own calls would; polled, since no client API waits for a leader."""
+    def ask() -> tuple[int] | None:
+        try:
+            _low, high = consumer.get_watermark_offsets(TopicPartition(TOPIC, partition),
+                                                        timeout=30)
+        except KafkaException as e:
+            if e.args[0].code() not in LEADER_MOVING:
+                raise
+            return None
+        return (high,)
+    (high,) = wait_for(ask, RECOVERY_S, f"the high watermark of partition {partition}", 0.1)
+    return high
+
+
 def read_final(bootstrap: str, history: History) -> None:
     """Every partition from its beginning to its high watermark, with a fresh consumer."""
     consumer = Consumer({**CONFLUENT_BASE, "bootstrap.servers": bootstrap,
                          "group.id": "final-reader", "enable.auto.commit": False})
     try:
         for p in range(PARTITIONS):
-            _low, high = consumer.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=30)
-            history.high[p] = high
+            history.high[p] = high_watermark(consumer, p)
         consumer.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
         history.final = {p: [] for p in range(PARTITIONS)}
         todo = {p for p in range(PARTITIONS) if history.high[p] > 0}
