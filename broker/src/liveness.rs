@@ -24,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -56,9 +57,53 @@ pub struct Liveness {
     leading: Mutex<Option<Leading>>,
     /// Advertised host → its addresses and when they were looked up.
     addresses: Mutex<HashMap<String, (Instant, Vec<IpAddr>)>>,
-    /// This broker's lease: when it sent its last heartbeat the metadata leader answered
-    /// unfenced, or its registration; `None` while fenced or before it registered.
-    lease: Mutex<Option<Instant>>,
+    /// This broker's lease.
+    lease: Lease,
+}
+
+/// When this broker sent its last heartbeat the metadata leader answered unfenced, or its
+/// registration; none while fenced or before it registered. Read on every partition of every
+/// Produce and Fetch, so it is one atomic: nanoseconds from `base` to the sending, plus one,
+/// and 0 for none.
+#[derive(Debug)]
+struct Lease {
+    base: Instant,
+    sent: AtomicU64,
+}
+
+impl Default for Lease {
+    fn default() -> Self {
+        Self {
+            base: Instant::now(),
+            sent: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Lease {
+    fn renew(&self, sent: Instant) {
+        // Nothing is sent before the broker's liveness exists; were it, the lease would be
+        // counted from later than the sending, so it is not taken.
+        let Some(since) = sent.checked_duration_since(self.base) else {
+            return;
+        };
+        let stamp = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX - 1) + 1;
+        self.sent.fetch_max(stamp, Ordering::AcqRel);
+    }
+
+    fn end(&self) {
+        self.sent.store(0, Ordering::Release);
+    }
+
+    fn holds(&self, session: Duration) -> bool {
+        match self.sent.load(Ordering::Acquire) {
+            0 => false,
+            stamp => {
+                let sent = self.base + Duration::from_nanos(stamp - 1);
+                sent.elapsed() < session
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -108,22 +153,18 @@ impl Liveness {
     /// Renew this broker's lease from `sent`: when the heartbeat the metadata leader answered
     /// unfenced (or the registration it applied) was sent. An older answer changes nothing.
     pub fn renew_lease(&self, sent: Instant) {
-        let mut lease = self.lease.lock().unwrap_or_else(PoisonError::into_inner);
-        *lease = Some(lease.map_or(sent, |held| held.max(sent)));
+        self.lease.renew(sent);
     }
 
     /// End this broker's lease: it is fenced.
     pub fn end_lease(&self) {
-        *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.lease.end();
     }
 
     /// Whether this broker's lease, of length `session` (`broker.session.timeout.ms`), still
     /// holds: the metadata leader cannot have fenced it yet.
     pub fn holds_lease(&self, session: Duration) -> bool {
-        self.lease
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some_and(|sent| sent.elapsed() < session)
+        self.lease.holds(session)
     }
 
     /// Note a heartbeat of `id` in `incarnation`, now.
@@ -334,6 +375,7 @@ pub async fn run_heartbeats(broker: Arc<Broker>) {
     let mut leader = views.borrow_and_update().leader;
     let mut watching = true;
     let mut client: Option<PeerClient> = None;
+    let mut held = broker.liveness().holds_lease(session);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -360,7 +402,25 @@ pub async fn run_heartbeats(broker: Arc<Broker>) {
                 warn!(broker = %broker.id(), error = %e, "re-registration failed; retrying");
             }
         }
+        held = report_lease(&broker, held, session);
     }
+}
+
+/// Log when this broker's lease lapses or comes back, given whether it `held` at the last
+/// look; whether it holds now.
+fn report_lease(broker: &Broker, held: bool, session: Duration) -> bool {
+    let holds = broker.liveness().holds_lease(session);
+    if held && !holds {
+        warn!(
+            broker = %broker.id(),
+            session_ms = session.as_millis(),
+            "lease lapsed: no heartbeat answered unfenced within broker.session.timeout.ms; \
+             leading no partition until one is"
+        );
+    } else if holds && !held {
+        info!(broker = %broker.id(), "lease renewed: leading partitions again");
+    }
+    holds
 }
 
 /// Whether this broker's own applied metadata has its current incarnation fenced: what a
@@ -610,12 +670,20 @@ mod tests {
     }
 
     /// The lease runs a session from the sending of the last answered heartbeat, not from
-    /// its answer; a late answer to an older heartbeat does not move it back; a fence ends it.
+    /// its answer; a late answer to an older heartbeat does not move it back; a fence ends it;
+    /// a sending older than the lease's clock is not counted from a later time.
     #[tokio::test(start_paused = true)]
     async fn the_lease_runs_a_session_from_the_last_answered_heartbeat_sent() {
+        let before = Instant::now();
+        tokio::time::advance(Duration::from_millis(1)).await;
         let liveness = Liveness::default();
         let session = Duration::from_secs(2);
         assert!(!liveness.holds_lease(session), "none before registering");
+        liveness.renew_lease(before);
+        assert!(
+            !liveness.holds_lease(session),
+            "nothing sent before the liveness existed counts"
+        );
         let sent = Instant::now();
         tokio::time::advance(Duration::from_millis(500)).await;
         liveness.renew_lease(sent);

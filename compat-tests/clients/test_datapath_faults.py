@@ -155,9 +155,14 @@ def test_a_broker_cut_off_from_the_metadata_leader_stops_leading_for_clients(bac
             assert fetched.error_code == NOT_LEADER_OR_FOLLOWER, fetched
             written = conn.produce(topic, 0, idempotent_batch(-1, -1, -1, [b"stale"]), acks=1)
             assert written.error_code == NOT_LEADER_OR_FOLLOWER, written
+        # The operator is told why: a WARN when the lease lapses, an INFO when it is back.
+        wait_for(lambda: "lease lapsed" in cluster.nodes[victim].log_text(), RECOVERY_S,
+                 f"{victim} to log that its lease lapsed", 0.2)
         cluster.netem.command("heal")
         wait_for(lambda: layout(cluster.bootstrap(victim), topic)["topics"][topic][0][0]
                  in others, RECOVERY_S, f"{victim} to learn the new leader", 0.2)
+        wait_for(lambda: "lease renewed" in cluster.nodes[victim].log_text(), RECOVERY_S,
+                 f"{victim} to log that its lease is back", 0.2)
     finally:
         cluster.close()
 

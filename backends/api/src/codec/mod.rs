@@ -475,13 +475,7 @@ mod tests {
             remove: Vec::new(),
         };
         assert!(state.apply(&alter).is_ok());
-        let init = MetadataCommand::InitTransactionalId {
-            transactional_id: "t".into(),
-            timeout_ms: 1000,
-            current: None,
-            now_ms: 0,
-        };
-        assert!(state.apply(&init).is_ok());
+        assert!(state.apply(&init_transactional_id("t")).is_ok());
         let decoded = decode::<crate::MetadataState>(&encode(&state)?)?;
         assert_eq!(decoded, state);
         assert!(decoded.transaction("t").is_some());
@@ -498,16 +492,20 @@ mod tests {
     /// A snapshot written before transactions had a marker epoch (format version 6: the same
     /// fields, without the epoch at the end of each transaction) reads an open transaction at
     /// marker epoch 0 and one being completed at 1, above the markers written before.
-    #[test]
-    fn version_6_transactions_read_with_their_marker_epoch() -> Result<(), CodecError> {
-        let mut state = crate::MetadataState::new();
-        let init = MetadataCommand::InitTransactionalId {
-            transactional_id: "t".into(),
+    /// A first `InitTransactionalId` of `id`.
+    fn init_transactional_id(id: &str) -> MetadataCommand {
+        MetadataCommand::InitTransactionalId {
+            transactional_id: id.into(),
             timeout_ms: 1000,
             current: None,
             now_ms: 0,
-        };
-        assert!(state.apply(&init).is_ok());
+        }
+    }
+
+    #[test]
+    fn version_6_transactions_read_with_their_marker_epoch() -> Result<(), CodecError> {
+        let mut state = crate::MetadataState::new();
+        assert!(state.apply(&init_transactional_id("t")).is_ok());
         let add = MetadataCommand::AddToTxn {
             transactional_id: "t".into(),
             producer_id: 0,
