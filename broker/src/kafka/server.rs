@@ -335,7 +335,11 @@ async fn connection<R: AsyncRead + Unpin, W: Sink>(
 /// (the caller closes the connection).
 async fn respond<W: Sink>(write: &mut W, response: &Frame, peer: SocketAddr) -> io::Result<bool> {
     let length = u32::try_from(response.len()).map_err(io::Error::other)?;
+    let files = response.parts().iter().any(|p| matches!(p, Part::File(_)));
     let written = async {
+        if files {
+            write.hold(true)?;
+        }
         let out = write.buffered();
         out.write_u32(length).await?;
         for part in response.parts() {
@@ -344,7 +348,11 @@ async fn respond<W: Sink>(write: &mut W, response: &Frame, peer: SocketAddr) -> 
                 Part::File(slice) => write.write_file(slice).await?,
             }
         }
-        write.buffered().flush().await
+        write.buffered().flush().await?;
+        if files {
+            write.hold(false)?;
+        }
+        Ok(())
     };
     match tokio::time::timeout(WRITE_TIMEOUT, written).await {
         Ok(result) => result.map(|()| true),
@@ -365,6 +373,10 @@ trait Sink: Send + Unpin {
 
     /// Sends `slice` after everything written so far.
     fn write_file(&mut self, slice: &FileSlice) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Hold back partly filled packets while a response is written in pieces (`true`), and
+    /// send what is held (`false`).
+    fn hold(&mut self, on: bool) -> io::Result<()>;
 }
 
 /// A plaintext TCP connection: file ranges go from the page cache to the socket with
@@ -408,6 +420,14 @@ impl Sink for Plain {
         }
         Ok(())
     }
+
+    /// `TCP_CORK`: a response's header bytes, each range of a file and the bytes between
+    /// them would otherwise leave as packets of their own (the connection sets `TCP_NODELAY`),
+    /// and the client would wake up to read each one.
+    fn hold(&mut self, on: bool) -> io::Result<()> {
+        let socket: &TcpStream = self.0.get_ref().as_ref();
+        rustix::net::sockopt::set_tcp_cork(socket, on).map_err(io::Error::from)
+    }
 }
 
 /// A TLS connection: the records must be encrypted, so file ranges are read and written.
@@ -430,5 +450,76 @@ impl<W: AsyncWrite + Unpin + Send> Sink for Copying<W> {
         .map_err(io::Error::other)?
         .map_err(io::Error::other)?;
         self.0.write_all(&bytes).await
+    }
+
+    /// Nothing to hold: the records go through the buffer with the rest of the response.
+    fn hold(&mut self, _on: bool) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::{FetchResponse, ResponseHeader, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use switchyard_log::batch::testing::batch;
+    use switchyard_log::{LogConfig, PartitionLog};
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::kafka::frame::{FileRecords, encode_fetch};
+
+    /// A plaintext response with records from the files reaches the client whole, byte for
+    /// byte what its parts hold, and leaves nothing held back on the socket for the next one.
+    #[tokio::test]
+    async fn a_response_from_the_files_arrives_whole_and_nothing_stays_held() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = PartitionLog::open(dir.path(), LogConfig::default()).expect("open log");
+        for i in 0..20u8 {
+            log.append(&batch(1_000, &[&vec![i; 3_000]]), 1, 1_000)
+                .expect("append");
+        }
+        let slices = log.slices_until(0, 1 << 20, 20).expect("slices");
+        let mut files = FileRecords::default();
+        let records = files.hold(slices);
+        let partition = PartitionData::default()
+            .with_high_watermark(20)
+            .with_records(Some(records));
+        let response = FetchResponse::default().with_responses(vec![
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(vec![partition]),
+        ]);
+        let header = ResponseHeader::default().with_correlation_id(7);
+        let frame = encode_fetch(&header, 0, &response, 4, files).expect("encode");
+        let mut expected = Vec::new();
+        for part in frame.parts() {
+            match part {
+                Part::Bytes(bytes) => expected.extend_from_slice(bytes),
+                Part::File(slice) => slice.read_into(&mut expected).expect("read slice"),
+            }
+        }
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut client = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, peer) = listener.accept().await.expect("accept");
+        server.set_nodelay(true).expect("nodelay");
+        let (_read, write) = server.into_split();
+        let mut sink = Plain(BufWriter::new(write));
+        assert!(respond(&mut sink, &frame, peer).await.expect("respond"));
+        let socket: &TcpStream = sink.0.get_ref().as_ref();
+        assert!(
+            !rustix::net::sockopt::tcp_cork(socket).expect("TCP_CORK"),
+            "the response's last packet is sent, not held"
+        );
+
+        let length = client.read_u32().await.expect("length");
+        assert_eq!(u64::from(length), frame.len());
+        let mut body = vec![0; expected.len()];
+        client.read_exact(&mut body).await.expect("body");
+        assert_eq!(body, expected);
     }
 }
