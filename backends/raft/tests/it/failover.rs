@@ -73,7 +73,9 @@ async fn killed_leader_is_replaced_without_losing_acknowledged_writes() -> anyho
 
 /// Survivors of a killed leader campaign once its cluster address refuses connections
 /// instead of waiting out its lease and their election timeouts: with election timeouts of
-/// 8–9 s (17 s or more before an ordinary election) a new leader is ready within 5 s.
+/// 8–9 s (17 s or more before an ordinary election) a new leader is ready within 10 s. Alone
+/// it takes well under a second; the margin is for a CI machine running other tests beside
+/// it (one such run missed a 5 s deadline).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survivors_campaign_once_the_dead_leader_refuses_connections() -> anyhow::Result<()> {
     let config = Figment::from(Serialized::default("heartbeat_ms", 100))
@@ -86,9 +88,9 @@ async fn survivors_campaign_once_the_dead_leader_refuses_connections() -> anyhow
     let killed = position(&leader)?;
     drop(leader);
     cluster.crash(killed).await?;
-    let leader = tokio::time::timeout(Duration::from_secs(5), cluster.leader())
+    let leader = tokio::time::timeout(Duration::from_secs(10), cluster.leader())
         .await
-        .context("no leader within 5 s of the kill")??;
+        .context("no leader within 10 s of the kill")??;
     ensure!(position(&leader)? != killed, "the killed node still leads");
     create_topic_ok(&leader, "after", &[&[1]]).await?;
     Ok(())
