@@ -46,6 +46,19 @@ impl Frame {
         &self.parts
     }
 
+    /// The frame's bytes, files read: what a client receives.
+    #[cfg(test)]
+    pub(crate) fn flatten(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for part in &self.parts {
+            match part {
+                Part::Bytes(bytes) => out.extend_from_slice(bytes),
+                Part::File(slice) => slice.read_into(&mut out).expect("read slice"),
+            }
+        }
+        out
+    }
+
     fn push_bytes(&mut self, bytes: Bytes) {
         if !bytes.is_empty() {
             self.len += bytes.len() as u64;
@@ -249,18 +262,6 @@ mod tests {
         log
     }
 
-    /// The frame's bytes, files read.
-    fn flatten(frame: &Frame) -> Vec<u8> {
-        let mut out = Vec::new();
-        for part in frame.parts() {
-            match part {
-                Part::Bytes(bytes) => out.extend_from_slice(bytes),
-                Part::File(slice) => slice.read_into(&mut out).expect("read slice"),
-            }
-        }
-        out
-    }
-
     fn partition(index: i32, version: i16, records: Option<Bytes>) -> PartitionData {
         let mut p = PartitionData::default()
             .with_partition_index(index)
@@ -366,7 +367,7 @@ mod tests {
                 "v{version}: records come from the files"
             );
             assert_eq!(frame.len(), expected.len() as u64, "v{version}");
-            assert_eq!(flatten(&frame), expected.to_vec(), "v{version}");
+            assert_eq!(frame.flatten(), expected.to_vec(), "v{version}");
         }
     }
 
@@ -389,6 +390,6 @@ mod tests {
         header.encode(&mut expected, 0).expect("header");
         response.encode(&mut expected, 11).expect("encode");
         let frame = encode_fetch(&header, 0, &response, 11, files).expect("frame");
-        assert_eq!(flatten(&frame), expected.to_vec());
+        assert_eq!(frame.flatten(), expected.to_vec());
     }
 }

@@ -493,13 +493,7 @@ mod tests {
         ]);
         let header = ResponseHeader::default().with_correlation_id(7);
         let frame = encode_fetch(&header, 0, &response, 4, files).expect("encode");
-        let mut expected = Vec::new();
-        for part in frame.parts() {
-            match part {
-                Part::Bytes(bytes) => expected.extend_from_slice(bytes),
-                Part::File(slice) => slice.read_into(&mut expected).expect("read slice"),
-            }
-        }
+        let expected = frame.flatten();
 
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let mut client = TcpStream::connect(listener.local_addr().expect("addr"))
